@@ -22,6 +22,7 @@ import sipdist
 # Modules that contribute commands; each is imported when the command line
 # is built.  Feature work appends its module here.
 COMMAND_MODULES = [
+    "sipdist.certs_cli",
 ]
 
 
