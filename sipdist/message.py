@@ -1,0 +1,984 @@
+# -*- test-case-name: tests.test_message -*-
+"""
+SIP messages: parsing, validation and serialisation (RFC 3261 sections 7,
+8.2, 18.3, 20 and 25) on Twisted's message model.
+
+L{Request} and L{Response} subclass L{twisted.protocols.sip.Request} and
+L{twisted.protocols.sip.Response} and keep their layout: C{headers} maps a
+lower-case long header name to the list of header-line values as received.
+On top of it this module adds what a server needs:
+
+  - one parser for a complete message (a datagram, or a message framed off a
+    stream by L{StreamFramer}), doing one pass over the header lines and
+    leaving the rest lazy: the Request-URI and Via values are parsed when
+    first asked for, the body is kept as bytes;
+  - compact header forms (C{v}, C{m}, C{i} ...) expanded on input;
+  - comma-separated multi-value headers (C{values("via")} counts every Via
+    value, whatever the number of Via lines);
+  - validation raising L{MessageError} with the status code and a reason
+    phrase naming the problem (C{400}, C{416}, C{483}, C{505}, C{513});
+  - canonical serialisation (canonical header names, one value per line,
+    Content-Length recomputed).
+
+Messages are built and parsed without touching the reactor.
+"""
+
+import os
+from base64 import urlsafe_b64encode
+
+from twisted.logger import Logger
+from twisted.protocols import basic, sip
+
+from sipdist.uri import URI, URIError, parseURI
+
+MAGIC_COOKIE = "z9hG4bK"
+SIP_VERSION = "SIP/2.0"
+DEFAULT_MAX_SIZE = 65535
+
+_log = Logger()
+
+# RFC 3261 section 7.3.3 and the IANA registry of compact forms.
+COMPACT_FORMS = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+# Headers whose values may be combined on one line, separated by commas
+# (RFC 3261 section 7.3.1); every other header's value is taken whole
+# (WWW-Authenticate, Authorization, Date ... contain commas of their own).
+MULTI_VALUE = frozenset((
+    "accept", "accept-encoding", "accept-language", "alert-info", "allow",
+    "allow-events", "call-info", "contact", "content-encoding",
+    "content-language", "error-info", "in-reply-to", "path",
+    "proxy-require", "record-route", "require", "route", "service-route",
+    "supported", "unsupported", "via", "warning",
+))
+
+# Headers that may appear once only (a second one is a 400).
+SINGLE_VALUE = ("to", "from", "call-id", "cseq", "max-forwards",
+                "content-length")
+
+_CANONICAL_NAMES = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rack": "RAck",
+    "rseq": "RSeq",
+    "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+}
+
+# Raw header name (as seen on the wire) -> lower-case long name.  Seeded with
+# the usual spellings; names first seen in traffic are added while the table
+# is small, so a peer sending random names cannot grow it without bound.
+_NAME_CACHE = {}
+_NAME_CACHE_MAX = 2048
+
+
+def headerKey(name):
+    """
+    The key under which a header is stored: lower case, long form.
+
+    @param name: a header name in any case, long or compact form.
+    @rtype: L{str}
+    """
+    key = _NAME_CACHE.get(name)
+    if key is None:
+        key = name.strip().lower()
+        key = COMPACT_FORMS.get(key, key)
+        if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+            _NAME_CACHE[name] = key
+    return key
+
+
+def canonicalName(key):
+    """
+    The spelling of a header name in serialised messages.
+    """
+    name = _CANONICAL_NAMES.get(key)
+    if name is None:
+        name = "-".join(part.capitalize() for part in key.split("-"))
+        if len(_CANONICAL_NAMES) < _NAME_CACHE_MAX:
+            _CANONICAL_NAMES[key] = name
+    return name
+
+
+for _long in list(COMPACT_FORMS.values()) + [
+        "cseq", "max-forwards", "authorization", "proxy-authorization",
+        "www-authenticate", "proxy-authenticate", "expires", "user-agent",
+        "record-route", "route", "path", "allow", "require", "accept",
+        "authentication-info", "min-expires", "retry-after", "server"]:
+    headerKey(_long)
+    headerKey(canonicalName(_long))
+del _long
+
+
+class MessageError(Exception):
+    """
+    A message is malformed or cannot be handled.
+
+    @ivar code: the status code to answer with.
+    @ivar phrase: the reason phrase, naming the problem.
+    @ivar message: the partly parsed message, when enough of it was read to
+        build a response (a request with its Via, From, To, Call-ID and
+        CSeq); C{None} when no response can be routed.
+    """
+
+    def __init__(self, code, phrase, message=None):
+        Exception.__init__(self, f"{code} {phrase}")
+        self.code = code
+        self.phrase = phrase
+        self.message = message
+
+
+def splitValues(text):
+    """
+    Split a header line holding comma-separated values, respecting quoted
+    strings and angle brackets (a display name may hold a comma).
+
+    @rtype: L{list} of L{str}
+    """
+    if "," not in text:
+        return [text.strip()]
+    if '"' not in text and "<" not in text:
+        return [v.strip() for v in text.split(",") if v.strip()]
+    values = []
+    start = 0
+    quoted = angle = False
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == "<":
+            angle = True
+        elif c == ">":
+            angle = False
+        elif c == "," and not angle:
+            value = text[start:i].strip()
+            if value:
+                values.append(value)
+            start = i + 1
+        i += 1
+    value = text[start:].strip()
+    if value:
+        values.append(value)
+    return values
+
+
+class Via(sip.Via):
+    """
+    A Via value.  Unlike L{sip.Via} it keeps an absent port absent (the
+    default port depends on the transport: 5060, or 5061 for TLS) and
+    understands IPv6 references.
+    """
+
+    def toString(self):
+        parts = [f"SIP/2.0/{self.transport} {self.host}"]
+        if self.port is not None:
+            parts.append(f":{self.port}")
+        if self.branch is not None:
+            parts.append(f";branch={self.branch}")
+        for name in ("ttl", "maddr", "received"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f";{name}={value}")
+        if self.rportValue is not None:
+            parts.append(f";rport={self.rportValue}")
+        elif self.rportRequested:
+            parts.append(";rport")
+        for name, value in self.otherParams.items():
+            parts.append(f";{name}" if value is None else f";{name}={value}")
+        return "".join(parts)
+
+    @property
+    def sentByPort(self):
+        """
+        The port of sent-by, or the transport's default port.
+        """
+        if self.port is not None:
+            return self.port
+        return 5061 if self.transport in ("TLS", "WSS") else 5060
+
+
+def parseVia(value):
+    """
+    Parse one Via value (C{SIP/2.0/UDP host:port;params}).
+
+    @rtype: L{Via}
+    @raise ValueError: if it is not a Via value.
+    """
+    sentProtocol, _, rest = value.strip().partition(" ")
+    name, _, rest2 = sentProtocol.partition("/")
+    version, _, transport = rest2.partition("/")
+    if name.upper() != "SIP" or version != "2.0" or not transport:
+        raise ValueError(f"bad sent-protocol in Via: {value!r}")
+    sentBy, *params = rest.split(";")
+    sentBy = sentBy.strip()
+    if sentBy.startswith("["):
+        end = sentBy.find("]")
+        if end < 0:
+            raise ValueError(f"bad sent-by in Via: {value!r}")
+        host, portText = sentBy[:end + 1], sentBy[end + 2:]
+    else:
+        host, _, portText = sentBy.partition(":")
+    host = host.strip()
+    if not host:
+        raise ValueError(f"missing sent-by host in Via: {value!r}")
+    port = None
+    portText = portText.strip()
+    if portText:
+        if not portText.isdigit():
+            raise ValueError(f"bad sent-by port in Via: {value!r}")
+        port = int(portText)
+    via = Via(host, port, transport.upper())
+    for p in params:
+        pname, sep, pvalue = p.strip().partition("=")
+        pname = pname.strip().lower()
+        if not pname:
+            continue
+        pvalue = pvalue.strip() if sep else None
+        if pname == "branch":
+            via.branch = pvalue
+        elif pname == "received":
+            via.received = pvalue
+        elif pname == "rport":
+            if pvalue is None:
+                via.rportRequested = True
+            elif pvalue.isdigit():
+                via.rportValue = int(pvalue)
+            else:
+                raise ValueError(f"bad rport in Via: {value!r}")
+        elif pname == "maddr":
+            via.maddr = pvalue
+        elif pname == "ttl":
+            if pvalue is None or not pvalue.isdigit():
+                raise ValueError(f"bad ttl in Via: {value!r}")
+            via.ttl = int(pvalue)
+        elif pname == "hidden":
+            via.hidden = True
+        else:
+            via.otherParams[pname] = pvalue
+    return via
+
+
+def parseNameAddr(value):
+    """
+    Parse a name-addr or addr-spec header value (From, To, Contact, Route,
+    Record-Route, Path) into C{(displayName, uri, params)}.
+
+    Header parameters (C{tag}, C{expires}, C{q} ...) are those after the
+    closing angle bracket, or for an addr-spec without brackets everything
+    after the first semicolon (RFC 3261 section 20).
+
+    @return: C{(str, URI, dict)}
+    @raise URIError: if the URI cannot be parsed (C{unsupportedScheme} set
+        for a scheme we do not handle).
+    """
+    value = value.strip()
+    lt = value.find("<")
+    if lt >= 0:
+        gt = value.find(">", lt)
+        if gt < 0:
+            raise URIError(f"unterminated '<' in {value!r}")
+        display = value[:lt].strip().strip('"')
+        uriText = value[lt + 1:gt]
+        paramText = value[gt + 1:]
+    else:
+        display = ""
+        uriText, _, paramText = value.partition(";")
+        paramText = ";" + paramText if paramText else ""
+    params = {}
+    for p in paramText.split(";"):
+        p = p.strip()
+        if p:
+            name, sep, pvalue = p.partition("=")
+            params[name.strip().lower()] = pvalue.strip() if sep else None
+    return display, parseURI(uriText.strip()), params
+
+
+def formatNameAddr(uri, params=None, display=None):
+    """
+    Serialise a name-addr: C{"display" <uri>;param=value}.
+    """
+    text = f"<{uri}>" if not display else f'"{display}" <{uri}>'
+    if params:
+        text += "".join(
+            f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    return text
+
+
+def newBranch():
+    """
+    A fresh RFC 3261 branch parameter: the magic cookie and 96 random bits.
+    """
+    return MAGIC_COOKIE + urlsafe_b64encode(os.urandom(12)).decode("ascii")
+
+
+def newTag():
+    """
+    A fresh From/To tag (64 random bits).
+    """
+    return os.urandom(8).hex()
+
+
+class _MessageMixin:
+    """
+    What L{Request} and L{Response} add to Twisted's message model.
+    """
+
+    _vias = None
+    _maxSize = DEFAULT_MAX_SIZE
+
+    def header(self, name):
+        """
+        @return: the first value of the header (the whole first line), or
+            C{None}.
+        """
+        lines = self.headers.get(headerKey(name))
+        return lines[0] if lines else None
+
+    def values(self, name):
+        """
+        @return: every value of the header, across its lines, comma-split for
+            the headers that allow it.
+        @rtype: L{list} of L{str}
+        """
+        key = headerKey(name)
+        lines = self.headers.get(key)
+        if not lines:
+            return []
+        if key in MULTI_VALUE:
+            if len(lines) == 1:
+                return splitValues(lines[0])
+            result = []
+            for line in lines:
+                result.extend(splitValues(line))
+            return result
+        return list(lines)
+
+    def hasHeader(self, name):
+        return headerKey(name) in self.headers
+
+    def addHeader(self, name, value):
+        """
+        Append a header line.
+        """
+        key = headerKey(name)
+        if key == "via":
+            self._vias = None
+        self.headers.setdefault(key, []).append(value)
+
+    def insertHeader(self, name, value):
+        """
+        Add a header line before the existing lines of that header (a Via a
+        proxy adds, a Record-Route).
+        """
+        key = headerKey(name)
+        if key == "via":
+            self._vias = None
+        lines = self.headers.get(key)
+        if lines is None:
+            self.headers[key] = [value]
+        else:
+            lines.insert(0, value)
+
+    def setHeader(self, name, value):
+        """
+        Replace every line of a header with one value.
+        """
+        key = headerKey(name)
+        if key == "via":
+            self._vias = None
+        self.headers[key] = [value]
+
+    def removeHeader(self, name):
+        key = headerKey(name)
+        if key == "via":
+            self._vias = None
+        self.headers.pop(key, None)
+
+    def vias(self):
+        """
+        @return: the parsed Via values, top first.
+        @rtype: L{list} of L{Via}
+        @raise ValueError: if a Via value is malformed.
+        """
+        if self._vias is None:
+            self._vias = [parseVia(v) for v in self.values("via")]
+        return self._vias
+
+    def topVia(self):
+        """
+        @return: the top Via value, or C{None}.
+        """
+        vias = self._vias
+        if vias is None:
+            lines = self.headers.get("via")
+            if not lines:
+                return None
+            first = lines[0]
+            comma = first.find(",")
+            if comma < 0:
+                return parseVia(first)
+            vias = self.vias()
+        return vias[0] if vias else None
+
+    def setTopVia(self, via):
+        """
+        Replace the top Via value (as the transport does after adding
+        C{received} and C{rport}).
+        """
+        vias = self.vias()
+        vias[0] = via
+        self.headers["via"] = [v.toString() for v in vias]
+        self._vias = vias
+
+    def popTopVia(self):
+        """
+        Remove the top Via value (a proxy forwarding a response).
+
+        @return: the removed L{Via}.
+        """
+        vias = self.vias()
+        top = vias.pop(0)
+        if vias:
+            self.headers["via"] = [v.toString() for v in vias]
+        else:
+            self.headers.pop("via", None)
+        self._vias = vias
+        return top
+
+    def viaCount(self):
+        """
+        @return: how many Via values the message carries (not Via lines).
+        """
+        return countVias(self)
+
+    @property
+    def branch(self):
+        via = self.topVia()
+        return None if via is None else via.branch
+
+    def cseq(self):
+        """
+        @return: C{(number, METHOD)}.
+        @raise ValueError: if the CSeq header is missing or malformed.
+        """
+        value = self.header("cseq")
+        if value is None:
+            raise ValueError("missing CSeq")
+        number, _, method = value.strip().partition(" ")
+        method = method.strip()
+        if not number.isdigit() or not method or " " in method:
+            raise ValueError(f"bad CSeq {value!r}")
+        return int(number), method
+
+    @property
+    def callID(self):
+        return self.header("call-id")
+
+    def toBytes(self):
+        """
+        Serialise canonically: canonical header names, one line per stored
+        header line, Content-Length recomputed from the body.
+        """
+        body = self.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        lines = [self._getHeaderLine()]
+        append = lines.append
+        for key, values in self.headers.items():
+            if key == "content-length":
+                continue
+            name = _CANONICAL_NAMES.get(key) or canonicalName(key)
+            for value in values:
+                append(f"{name}: {value}")
+        append(f"Content-Length: {len(body)}")
+        append("")
+        append("")
+        return "\r\n".join(lines).encode("utf-8") + body
+
+    def toString(self):
+        return self.toBytes().decode("utf-8", "replace")
+
+
+class Request(_MessageMixin, sip.Request):
+    """
+    A SIP request.  The Request-URI is parsed when first read (C{uri});
+    C{uriText} holds it as received.
+    """
+
+    def __init__(self, method, uri, version=SIP_VERSION):
+        self.headers = {}
+        self.body = b""
+        self.finished = 0
+        self.method = method
+        self.version = version
+        if isinstance(uri, URI):
+            self._uri = uri
+            self.uriText = uri.toString()
+        else:
+            self._uri = None
+            self.uriText = uri
+
+    @property
+    def uri(self):
+        if self._uri is None:
+            self._uri = parseURI(self.uriText)
+        return self._uri
+
+    @uri.setter
+    def uri(self, value):
+        if isinstance(value, str):
+            self._uri = None
+            self.uriText = value
+        else:
+            self._uri = value
+            self.uriText = value.toString()
+
+    def _getHeaderLine(self):
+        uri = self.uriText if self._uri is None else self._uri.toString()
+        return f"{self.method} {uri} {SIP_VERSION}"
+
+    def __repr__(self):
+        return f"<Request {self.method} {self.uriText}>"
+
+
+class Response(_MessageMixin, sip.Response):
+    """
+    A SIP response.
+    """
+
+    def __init__(self, code, phrase=None, version=SIP_VERSION):
+        self.headers = {}
+        self.body = b""
+        self.finished = 0
+        self.code = code
+        self.version = version
+        if phrase is None:
+            phrase = sip.statusCodes.get(code, "Unknown")
+        self.phrase = phrase
+
+    def _getHeaderLine(self):
+        return f"{SIP_VERSION} {self.code} {self.phrase}"
+
+    def __repr__(self):
+        return f"<Response {self.code} {self.phrase}>"
+
+
+def countVias(message):
+    """
+    How many Via values a message carries: a Via line may hold several
+    comma-separated values, and every one counts.
+    """
+    lines = message.headers.get("via")
+    if not lines:
+        return 0
+    count = 0
+    for line in lines:
+        if '"' in line:
+            count += len(splitValues(line))
+        else:
+            count += line.count(",") + 1
+    return count
+
+
+_HEADER_LINE_CHARS = frozenset(" \t")
+
+
+def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
+    """
+    Parse one complete message.
+
+    @param data: the bytes of the message: a datagram, or what
+        L{StreamFramer} framed off a stream.
+    @param maxSize: past this many bytes the message is answered C{513}.
+    @param stream: C{True} for a message from a stream transport, where a
+        missing Content-Length is an error (RFC 3261 section 18.3).
+
+    @rtype: L{Request} or L{Response}
+    @raise MessageError: if the message is malformed; its C{message} holds
+        the request when a response can be built from it.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        # Tolerate bare LF line ends (section 7.5 asks for CRLF, but a
+        # liberal reader costs nothing here).
+        end = data.find(b"\n\n")
+        if end < 0:
+            raise MessageError(400, "Missing End Of Headers")
+        head, body = data[:end], data[end + 2:]
+        head = head.replace(b"\r\n", b"\n")
+        sep = "\n"
+    else:
+        head, body = data[:end], data[end + 4:]
+        sep = "\r\n"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MessageError(400, "Headers Are Not UTF-8")
+    text = text.lstrip("\r\n")
+    lines = text.split(sep)
+    first = lines[0]
+    parts = first.split(" ", 2)
+    if len(parts) != 3:
+        raise MessageError(400, "Bad Start Line")
+    a, b, c = parts
+    if a.startswith("SIP/"):
+        if a != SIP_VERSION:
+            raise MessageError(505, "SIP Version Not Supported")
+        if not (len(b) == 3 and b.isdigit()) or not "100" <= b <= "699":
+            raise MessageError(400, "Bad Status Code")
+        message = Response(int(b), c)
+    elif c.startswith("SIP/"):
+        message = Request(a, b)
+        if c != SIP_VERSION:
+            _parseHeaders(message, lines)
+            raise MessageError(505, "SIP Version Not Supported",
+                               _answerable(message))
+        if not _isToken(a):
+            raise MessageError(400, "Bad Method")
+    else:
+        raise MessageError(400, "Bad Start Line")
+    _parseHeaders(message, lines)
+
+    lengths = message.headers.get("content-length")
+    if lengths is None:
+        if stream:
+            raise MessageError(400, "Missing Content-Length",
+                               _answerable(message))
+    else:
+        if len(lengths) > 1:
+            raise MessageError(400, "Duplicate Content-Length Header",
+                               _answerable(message))
+        lengthText = lengths[0].strip()
+        if not lengthText.isdigit():
+            raise MessageError(400, "Bad Content-Length",
+                               _answerable(message))
+        length = int(lengthText)
+        if length < len(body):
+            # Section 18.3: over a datagram transport, bytes past
+            # Content-Length are discarded.
+            body = body[:length]
+        elif length > len(body):
+            raise MessageError(400, "Content-Length Mismatch",
+                               _answerable(message))
+    message.body = body
+    if len(data) > maxSize:
+        raise MessageError(513, "Message Too Large", _answerable(message))
+    return message
+
+
+def _parseHeaders(message, lines):
+    headers = message.headers
+    previous = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in _HEADER_LINE_CHARS:
+            if previous is None:
+                raise MessageError(400, "Bad Header Continuation")
+            # Folded line (section 7.3.1): joins the previous value.
+            values = headers[previous]
+            values[-1] = values[-1] + " " + line.strip()
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise MessageError(400, "Malformed Header Line",
+                               _answerable(message))
+        key = _NAME_CACHE.get(line[:colon]) or headerKey(line[:colon])
+        value = line[colon + 1:].strip()
+        values = headers.get(key)
+        if values is None:
+            headers[key] = [value]
+        else:
+            values.append(value)
+        previous = key
+
+
+def _isToken(text):
+    return text.isalpha() and text.isupper() or (
+        text and all(c.isalnum() or c in "-.!%*_+`'~" for c in text))
+
+
+def _answerable(message):
+    """
+    The message, when a response can be built from it: a request whose Via,
+    From, To, Call-ID and CSeq are present.
+    """
+    if not isinstance(message, Request):
+        return None
+    headers = message.headers
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        if not headers.get(key):
+            return None
+    return message
+
+
+def validateRequest(request, checkMaxForwards=True):
+    """
+    Check a parsed request against RFC 3261 sections 8.2 and 16.3.
+
+    @param checkMaxForwards: answer C{483} when Max-Forwards is 0 (OPTIONS
+        excepted, which a server may answer itself: section 16.3 step 2).
+    @raise MessageError: with the response to send (C{message} is set when
+        it can be routed), or with C{message=None} when the request must be
+        dropped (no usable Via).
+    """
+    headers = request.headers
+    vias = headers.get("via")
+    if not vias:
+        raise MessageError(400, "Missing Via Header")
+    try:
+        top = request.topVia()
+    except ValueError:
+        raise MessageError(400, "Malformed Via Header")
+    for key in ("from", "to", "call-id", "cseq"):
+        if not headers.get(key):
+            raise MessageError(400, f"Missing {canonicalName(key)} Header",
+                               _answerable(request))
+    for key in SINGLE_VALUE:
+        values = headers.get(key)
+        if values is not None and len(values) > 1:
+            raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
+                               request)
+    try:
+        number, method = request.cseq()
+    except ValueError:
+        raise MessageError(400, "Bad CSeq", request)
+    if number >= 2 ** 31:
+        raise MessageError(400, "CSeq Number Too Large", request)
+    if method != request.method:
+        raise MessageError(400, "CSeq Method Does Not Match", request)
+    if top.branch is None and top.transport not in ("UDP", "TCP", "TLS",
+                                                    "SCTP", "WS", "WSS"):
+        raise MessageError(400, "Malformed Via Header", request)
+    try:
+        request.uri
+    except URIError as e:
+        if e.unsupportedScheme:
+            raise MessageError(416, "Unsupported URI Scheme", request)
+        raise MessageError(400, "Bad Request-URI", request)
+    for key in ("from", "to"):
+        try:
+            parseNameAddr(headers[key][0])
+        except URIError as e:
+            if e.unsupportedScheme:
+                # tel: and other schemes are fine in From/To.
+                continue
+            raise MessageError(400, f"Bad {canonicalName(key)} Header",
+                               request)
+        except ValueError:
+            raise MessageError(400, f"Bad {canonicalName(key)} Header",
+                               request)
+    maxForwards = headers.get("max-forwards")
+    if maxForwards is not None:
+        text = maxForwards[0].strip()
+        if not text.isdigit() or int(text) > 255:
+            raise MessageError(400, "Bad Max-Forwards", request)
+        if checkMaxForwards and text == "0" and request.method != "OPTIONS":
+            raise MessageError(483, "Too Many Hops", request)
+
+
+def validateResponse(response):
+    """
+    Check a parsed response: one that fails cannot be matched or routed and
+    is dropped by the caller.
+
+    @raise MessageError: describing the problem.
+    """
+    headers = response.headers
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        if not headers.get(key):
+            raise MessageError(400, f"Missing {canonicalName(key)} Header")
+    try:
+        response.topVia()
+        response.cseq()
+    except ValueError as e:
+        raise MessageError(400, str(e))
+
+
+def responseTo(request, code, phrase=None, toTag=None):
+    """
+    Build a response to a request (RFC 3261 section 8.2.6): Via values,
+    From, Call-ID and CSeq copied, To copied with a tag added for codes
+    above 100 when it has none.
+
+    @param toTag: the tag to add; a fresh one when C{None}.
+    @rtype: L{Response}
+    """
+    response = Response(code, phrase)
+    headers = request.headers
+    out = response.headers
+    vias = headers.get("via")
+    if vias:
+        out["via"] = list(vias)
+        response._vias = request._vias
+    for key in ("from", "to", "call-id", "cseq"):
+        values = headers.get(key)
+        if values:
+            out[key] = [values[0]]
+    if code > 100:
+        to = out.get("to")
+        if to and ";tag=" not in to[0].replace(" ", "").lower():
+            to[0] = f"{to[0]};tag={toTag or newTag()}"
+    return response
+
+
+def errorResponse(error):
+    """
+    The response to send for a L{MessageError}, or C{None} when none can be
+    routed.
+    """
+    if error.message is None:
+        return None
+    return responseTo(error.message, error.code, error.phrase)
+
+
+class StreamFramer(basic.LineReceiver):
+    """
+    Frames SIP messages off a stream (TCP, TLS) by their Content-Length,
+    in the manner of L{sip.MessagesParser} (line mode for the start line and
+    headers, raw mode for the body), and hands each complete message, as
+    bytes, to L{parseMessage}.
+
+    Twisted's L{sip.MessagesParser} is not used as is: it decodes the body
+    as text and so counts Content-Length in characters (a multi-byte UTF-8
+    body breaks its framing), logs a traceback on malformed input, and waits
+    for the connection to close when Content-Length is missing.
+
+    After a framing error (an over-long line, an oversized message, a
+    missing or bad Content-Length) the stream cannot be resynchronised: the
+    framer reports it once and ignores the rest; the caller answers if it
+    can and closes the connection.
+
+    @ivar messageReceived: called with each message's bytes.
+    @ivar framingError: called with a L{MessageError} (its C{message} is the
+        request if a response can be built).
+    @ivar keepAlive: called for an RFC 5626 double-CRLF keep-alive ping.
+    """
+
+    delimiter = b"\r\n"
+
+    def __init__(self, messageReceived, framingError, keepAlive,
+                 maxSize=DEFAULT_MAX_SIZE):
+        self.messageReceived = messageReceived
+        self.framingError = framingError
+        self.keepAlive = keepAlive
+        self.maxSize = maxSize
+        self.MAX_LENGTH = maxSize
+        self._invalid = False
+        self._reset()
+
+    def _reset(self):
+        self._lines = []
+        self._size = 0
+        self._length = None
+        self._body = []
+        self._bodyReceived = 0
+        self._emptyLines = 0
+
+    def dataReceived(self, data):
+        if self._invalid:
+            return
+        basic.LineReceiver.dataReceived(self, data)
+
+    def lineLengthExceeded(self, line):
+        self._fail(MessageError(513, "Message Too Large"))
+
+    def _fail(self, error):
+        if not self._invalid:
+            self._invalid = True
+            self.setRawMode()
+            self.framingError(error)
+
+    def lineReceived(self, line):
+        if self._invalid:
+            return
+        lines = self._lines
+        if not lines:
+            if not line:
+                # CRLFs between messages; two in a row are a keep-alive.
+                self._emptyLines += 1
+                if self._emptyLines == 2:
+                    self._emptyLines = 0
+                    self.keepAlive()
+                return
+            self._emptyLines = 0
+        if line:
+            lines.append(line)
+            self._size += len(line) + 2
+            if self._size > self.maxSize:
+                self._fail(MessageError(513, "Message Too Large"))
+            elif self._length is None and line[:1] in b"CcLl":
+                name, _, value = line.partition(b":")
+                if name.strip().lower() in (b"content-length", b"l"):
+                    value = value.strip()
+                    if not value.isdigit():
+                        self._fail(self._errorFor(400, "Bad Content-Length"))
+                        return
+                    self._length = int(value)
+            return
+        # End of headers.
+        if self._length is None:
+            self._fail(self._errorFor(400, "Missing Content-Length"))
+            return
+        if self._size + self._length > self.maxSize:
+            self._fail(self._errorFor(513, "Message Too Large"))
+            return
+        if self._length == 0:
+            self._deliver(b"")
+        else:
+            self.setRawMode()
+
+    def _errorFor(self, code, phrase):
+        # Parse the headers read so far so the error can be answered.
+        head = b"\r\n".join(self._lines) + b"\r\n\r\n"
+        try:
+            message = parseMessage(head + b"", maxSize=1 << 30)
+        except MessageError as e:
+            message = e.message
+        return MessageError(code, phrase, message and _answerable(message))
+
+    def rawDataReceived(self, data):
+        if self._invalid:
+            return
+        need = self._length - self._bodyReceived
+        if len(data) < need:
+            self._body.append(data)
+            self._bodyReceived += len(data)
+            return
+        self._body.append(data[:need])
+        rest = data[need:]
+        self._deliver(b"".join(self._body))
+        self.setLineMode(rest)
+
+    def _deliver(self, body):
+        data = b"\r\n".join(self._lines) + b"\r\n\r\n" + body
+        self._reset()
+        self.messageReceived(data)
