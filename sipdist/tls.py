@@ -24,8 +24,6 @@ from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
-    KeyPair,
-    PrivateCertificate,
     TLSVersion,
     optionsForClientTLS,
     platformTrust,
@@ -121,8 +119,9 @@ def _loadKeyPair(certificatePath, keyPath):
     """
     Load a certificate chain and its key, checking that they belong together.
 
-    @return: C{(leaf, chain, key)}: the leaf as a pyOpenSSL C{X509}, the rest
-        of the chain as a L{list} of C{X509}, the key as a C{PKey}.
+    @return: C{(leaf, chain, key)}: the leaf, the rest of the chain as a
+        L{list} and the key, all as L{cryptography} objects (pyOpenSSL takes
+        them directly, and deprecates its own C{X509}/C{PKey} there).
     """
     certificates = loadCertificates(certificatePath)
     key = loadPrivateKey(keyPath)
@@ -132,11 +131,7 @@ def _loadKeyPair(certificatePath, keyPath):
             keyPath,
             f"private key does not match the certificate in {certificatePath}",
         )
-    return (
-        crypto.X509.from_cryptography(leaf),
-        [crypto.X509.from_cryptography(c) for c in certificates[1:]],
-        crypto.PKey.from_cryptography_key(key),
-    )
+    return leaf, certificates[1:], key
 
 
 def _loadAuthorities(caCertificates):
@@ -232,17 +227,14 @@ def clientContextFactory(hostname, caCertificates, clientCertificate=None,
     else:
         trustRoot = platformTrust()
     extra = {"raiseMinimumTo": MINIMUM_TLS_VERSION}
-    privateCertificate = None
     if clientCertificate is not None:
+        # What optionsForClientTLS does with a PrivateCertificate, but with
+        # cryptography objects and the intermediate certificates too.
         leaf, chain, key = _loadKeyPair(clientCertificate, clientKey)
-        privateCertificate = PrivateCertificate.fromCertificateAndKeyPair(
-            Certificate(leaf), KeyPair(key))
-        if chain:
-            extra["extraCertChain"] = chain
+        extra.update(privateKey=key, certificate=leaf, extraCertChain=chain)
     return optionsForClientTLS(
         hostname,
         trustRoot=trustRoot,
-        clientCertificate=privateCertificate,
         extraCertificateOptions=extra,
     )
 
