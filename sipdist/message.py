@@ -625,6 +625,9 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     @raise MessageError: if the message is malformed; its C{message} holds
         the request when a response can be built from it.
     """
+    if data[:1] in (b"\r", b"\n"):
+        # CRLFs before the start line are ignored (section 7.5).
+        data = data.lstrip(b"\r\n")
     end = data.find(b"\r\n\r\n")
     if end < 0:
         # Tolerate bare LF line ends (section 7.5 asks for CRLF, but a
@@ -728,15 +731,12 @@ def _isToken(text):
 
 def _answerable(message):
     """
-    The message, when a response can be built from it: a request whose Via,
-    From, To, Call-ID and CSeq are present.
+    The message, when a response can be routed back: a request with a Via.
+    A response to a request missing From, To, Call-ID or CSeq copies what
+    there is; the client matches it by the branch of its Via.
     """
-    if not isinstance(message, Request):
+    if not isinstance(message, Request) or not message.headers.get("via"):
         return None
-    headers = message.headers
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        if not headers.get(key):
-            return None
     return message
 
 
@@ -757,6 +757,7 @@ def validateRequest(request, checkMaxForwards=True):
     try:
         top = request.topVia()
     except ValueError:
+        # No way to route a response: dropped by the caller.
         raise MessageError(400, "Malformed Via Header")
     for key in ("from", "to", "call-id", "cseq"):
         if not headers.get(key):
