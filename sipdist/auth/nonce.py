@@ -1,0 +1,148 @@
+# -*- test-case-name: tests.test_auth_nonce -*-
+"""
+Nonces that need no state shared between the servers of a pool, and the
+bounded table that rejects a repeated nonce count.
+
+A nonce is C{base64url(T || S || M)} without padding, where C{T} is the
+issue time (whole seconds, 8 bytes big-endian), C{S} 8 random bytes and
+C{M} the first 16 bytes of C{HMAC-SHA-256(secret, "sipdist-nonce-1" || 0 ||
+realm || 0 || T || S)}.  Any server holding the same secret can check it
+without asking the one that issued it; a nonce older than the lifetime is
+I{stale}.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import struct
+from collections import OrderedDict
+
+VALID = "valid"
+STALE = "stale"
+INVALID = "invalid"
+
+_PREFIX = b"sipdist-nonce-1\x00"
+_TIME = struct.Struct(">Q")
+_MAC_LENGTH = 16
+_RAW_LENGTH = _TIME.size + 8 + _MAC_LENGTH
+_NONCE_LENGTH = 43  # base64 of 32 bytes without padding
+
+
+class NonceFactory:
+    """
+    Mint and check stateless nonces for one realm.
+
+    @ivar lifetime: seconds a nonce stays valid; after that it is stale.
+    """
+
+    def __init__(self, secret, realm, reactor, lifetime=300, random=None):
+        """
+        @param secret: the secret shared by the servers of the pool (L{bytes}
+            or L{str}); at least 16 bytes.
+        @param reactor: an L{IReactorTime} giving the time.
+        @param random: a callable C{random(n)} returning C{n} random bytes
+            (defaults to L{os.urandom}).
+        """
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        if len(secret) < 16:
+            raise ValueError("the nonce secret must have at least 16 bytes")
+        self._reactor = reactor
+        self.lifetime = lifetime
+        self._random = os.urandom if random is None else random
+        self._mac = hmac.new(secret, _PREFIX + realm.encode("utf-8") + b"\x00",
+                             hashlib.sha256)
+
+    def _sign(self, head):
+        mac = self._mac.copy()
+        mac.update(head)
+        return mac.digest()[:_MAC_LENGTH]
+
+    def mint(self):
+        """
+        A fresh nonce for now.
+        """
+        head = _TIME.pack(int(self._reactor.seconds())) + self._random(8)
+        raw = head + self._sign(head)
+        return base64.urlsafe_b64encode(raw)[:-1].decode("ascii")
+
+    def issued(self, nonce):
+        """
+        The issue time of a nonce that L{check} found not invalid.
+        """
+        raw = base64.urlsafe_b64decode(nonce + "=")
+        return _TIME.unpack_from(raw)[0]
+
+    def check(self, nonce):
+        """
+        Check a nonce a client returned.
+
+        @return: L{VALID}, L{STALE} (genuine but older than the lifetime, or
+            issued in the future beyond a small clock skew) or L{INVALID}
+            (not one of ours).
+        """
+        if len(nonce) != _NONCE_LENGTH:
+            return INVALID
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=")
+        except (binascii.Error, ValueError):
+            return INVALID
+        head = raw[:-_MAC_LENGTH]
+        if not hmac.compare_digest(self._sign(head), raw[-_MAC_LENGTH:]):
+            return INVALID
+        age = self._reactor.seconds() - _TIME.unpack_from(head)[0]
+        # Servers of a pool have clocks a little apart: tolerate 5 seconds.
+        if age > self.lifetime or age < -5:
+            return STALE
+        return VALID
+
+
+class NonceCounts:
+    """
+    The highest nonce count seen per nonce, in a table of at most
+    C{maxSize} nonces (least recently used evicted first).
+
+    An evicted nonce is not forgotten unsafely: the latest issue time among
+    evicted nonces is kept, and a nonce not in the table that was issued no
+    later than that is reported as a replay (the client gets a fresh nonce).
+    So memory stays bounded and no count can be reused after an eviction.
+    """
+
+    def __init__(self, maxSize=100000):
+        self.maxSize = maxSize
+        self._counts = OrderedDict()
+        self._evictedUpTo = -1
+
+    def __len__(self):
+        return len(self._counts)
+
+    def use(self, nonce, issued, nc):
+        """
+        Record that C{nonce} (issued at time C{issued}) was used with count
+        C{nc}.
+
+        @return: C{True} when C{nc} is higher than any count seen with this
+            nonce; C{False} for a replay (same or lower count).
+        """
+        counts = self._counts
+        last = counts.get(nonce)
+        if last is None:
+            if issued <= self._evictedUpTo:
+                return False
+            if len(counts) >= self.maxSize:
+                old, _ = counts.popitem(last=False)
+                oldIssued = _TIME.unpack_from(
+                    base64.urlsafe_b64decode(old + "="))[0]
+                if oldIssued > self._evictedUpTo:
+                    self._evictedUpTo = oldIssued
+                if issued <= self._evictedUpTo:
+                    return False
+            counts[nonce] = nc
+            return True
+        if nc <= last:
+            return False
+        counts[nonce] = nc
+        counts.move_to_end(nonce)
+        return True

@@ -1,0 +1,294 @@
+# -*- test-case-name: tests.test_auth_server -*-
+"""
+L{DigestAuthenticator}: the one object a SIP server asks, for every request
+it must authenticate, whether to serve it, challenge it or reject it, and
+which headers sign the response it then sends.
+
+It works on strings: the method, the Request-URI as written, the values of
+the C{Authorization} (or C{Proxy-Authorization}) header fields and the
+source host.  Its answer is one of L{Authenticated}, L{Challenge} or
+L{Rejected}, through a L{Deferred} that has already fired when the
+credential source holds its data in memory.
+"""
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.defer import succeed
+from twisted.logger import Logger
+
+from sipdist.auth import nonce as _nonce
+from sipdist.auth.credentials import SIPDigestCredentials, SIPRealm
+from sipdist.auth.digest import (
+    DEFAULT_ALGORITHMS, DigestParseError, algorithm as _algorithm, challenge,
+    parseDigest)
+from sipdist.auth.interfaces import ISIPIdentity
+from sipdist.auth.signature import responseHeaders
+
+# At most this many Authorization values are looked at in one request.
+MAX_CREDENTIALS = 8
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class Authenticated:
+    """
+    The request carries valid credentials.
+
+    @ivar username: the authenticated user name.
+    @ivar aor: the user's address-of-record, C{sip:username@domain}.
+    @ivar realm, algorithm, nonce, nc, cnonce, qop, uri: the Digest exchange
+        (C{algorithm} is the canonical name), needed by L{sign}.
+    """
+
+    __slots__ = ("username", "aor", "realm", "algorithm", "nonce", "nc",
+                 "cnonce", "qop", "uri", "_alg", "_sessionHA1")
+
+    def __init__(self, username, aor, realm, credentials):
+        self.username = username
+        self.aor = aor
+        self.realm = realm
+        self._alg = credentials.algorithm
+        self.algorithm = credentials.algorithm.name
+        self.nonce = credentials.nonce
+        self.nc = credentials.nc
+        self.cnonce = credentials.cnonce
+        self.qop = credentials.qop
+        self.uri = credentials.uri
+        self._sessionHA1 = credentials.sessionHA1
+
+    def __repr__(self):
+        return f"<Authenticated {self.aor} {self.algorithm}>"
+
+
+class Challenge:
+    """
+    Answer the request with C{code} (401, or 407 as a proxy) and these
+    headers (C{WWW-Authenticate} or C{Proxy-Authenticate}, one per
+    algorithm, most preferred first).
+
+    @ivar stale: whether the credentials were good but the nonce was not
+        (expired or already used with this count); the client retries
+        without asking its user.
+    """
+
+    __slots__ = ("code", "phrase", "headers", "stale")
+
+    def __init__(self, code, phrase, headers, stale):
+        self.code = code
+        self.phrase = phrase
+        self.headers = headers
+        self.stale = stale
+
+    def __repr__(self):
+        return f"<Challenge {self.code} stale={self.stale}>"
+
+
+class Rejected:
+    """
+    Answer the request with C{code}, the reason phrase C{phrase} and
+    C{headers}: 400 for malformed credentials, 403 with C{Retry-After} past
+    the failure threshold, 503 with C{Retry-After} when the credential
+    source fails.
+    """
+
+    __slots__ = ("code", "phrase", "headers")
+
+    def __init__(self, code, phrase, headers=()):
+        self.code = code
+        self.phrase = phrase
+        self.headers = list(headers)
+
+    def __repr__(self):
+        return f"<Rejected {self.code} {self.phrase!r}>"
+
+
+class DigestAuthenticator:
+    """
+    SIP Digest authentication for one realm.
+
+    @ivar realm: the realm challenged for.
+    @ivar algorithms: the algorithms offered, most preferred first.
+    """
+
+    _log = Logger()
+
+    def __init__(self, realm, secret, checker, reactor, nonceLifetime=300,
+                 limiter=None, algorithms=DEFAULT_ALGORITHMS, domain=None,
+                 maxNonces=100000, sourceRetryAfter=5):
+        """
+        @param realm: the realm (usually the SIP domain).
+        @param secret: the nonce secret shared by the servers of the pool.
+        @param checker: an L{ICredentialsChecker} for
+            L{sipdist.auth.interfaces.ISIPDigestCredentials}, for example
+            from L{sipdist.auth.sources.makeChecker}.
+        @param reactor: an L{IReactorTime}.
+        @param nonceLifetime: seconds before a nonce is stale.
+        @param limiter: a L{sipdist.auth.limiter.FailureLimiter} or L{None}.
+        @param algorithms: the algorithm names offered, most preferred
+            first; credentials using another one get 400.
+        @param domain: the host part of the identities given (default:
+            C{realm}).
+        @param maxNonces: size of the table of nonce counts.
+        @param sourceRetryAfter: C{Retry-After} of the 503 sent when the
+            credential source fails.
+        """
+        self.realm = realm
+        self.algorithms = tuple(_algorithm(a).name for a in algorithms)
+        self._offered = frozenset(self.algorithms)
+        self._nonces = _nonce.NonceFactory(secret, realm, reactor,
+                                           nonceLifetime)
+        self._counts = _nonce.NonceCounts(maxNonces)
+        self._limiter = limiter
+        self._portal = Portal(SIPRealm(realm if domain is None else domain),
+                              [checker])
+        self._sourceRetryAfter = sourceRetryAfter
+
+    def challenge(self, proxy=False, stale=False):
+        """
+        A fresh L{Challenge}: what a request without credentials gets.
+        """
+        nonce = self._nonces.mint()
+        values = challenge(self.realm, nonce, self.algorithms, stale)
+        if proxy:
+            return Challenge(407, "Proxy Authentication Required",
+                             [("Proxy-Authenticate", v) for v in values],
+                             stale)
+        return Challenge(401, "Unauthorized",
+                         [("WWW-Authenticate", v) for v in values], stale)
+
+    def authenticate(self, method, uri, authorizationHeaderValues,
+                     sourceHost, body=b"", proxy=False):
+        """
+        Authenticate a request.
+
+        @param method: the request method (C{"REGISTER"}).
+        @param uri: the Request-URI as written in the request line.
+        @param authorizationHeaderValues: the values of the
+            C{Authorization} header fields (C{Proxy-Authorization} when
+            C{proxy}); each value is one set of credentials.
+        @param sourceHost: the address the request came from.
+        @param body: the body (unused: only C{qop=auth} is offered).
+        @param proxy: challenge with 407/C{Proxy-Authenticate}.
+        @return: L{Deferred} firing with L{Authenticated}, L{Challenge} or
+            L{Rejected}; it never fails.
+        """
+        limiter = self._limiter
+        if limiter is not None:
+            retry = limiter.hostBlocked(sourceHost)
+            if retry is not None:
+                return succeed(self._tooMany(retry))
+        if not authorizationHeaderValues:
+            return succeed(self.challenge(proxy))
+        if len(authorizationHeaderValues) > MAX_CREDENTIALS:
+            return succeed(Rejected(400, "Too many Authorization headers"))
+        params = None
+        try:
+            for value in authorizationHeaderValues:
+                candidate = parseDigest(value)
+                if candidate.get("realm") == self.realm:
+                    params = candidate
+                    break
+            if params is None:
+                # Credentials for some other realm: ask for ours.
+                return succeed(self.challenge(proxy))
+            credentials = self._credentials(params, method, uri)
+        except DigestParseError as e:
+            self._log.debug("bad credentials from {host}: {reason}",
+                            host=sourceHost, reason=e.phrase)
+            return succeed(Rejected(e.code, e.phrase))
+
+        username = credentials.username
+        if limiter is not None:
+            retry = limiter.userBlocked(username)
+            if retry is not None:
+                return succeed(self._tooMany(retry))
+
+        state = self._nonces.check(credentials.nonce)
+        if state is _nonce.INVALID:
+            return succeed(self.challenge(proxy))
+
+        d = self._portal.login(credentials, None, ISIPIdentity)
+        d.addCallbacks(self._loggedIn, self._failed,
+                       callbackArgs=(credentials, state, sourceHost, proxy),
+                       errbackArgs=(username, sourceHost, proxy))
+        return d
+
+    def _credentials(self, params, method, uri):
+        """
+        Check the parameters of a Digest value and build the credentials.
+
+        @raise DigestParseError: what is missing or wrong.
+        """
+        get = params.get
+        for name in ("username", "nonce", "uri", "response"):
+            if not get(name):
+                raise DigestParseError(f"Missing digest parameter {name}")
+        if get("userhash", "false").lower() != "false":
+            raise DigestParseError("Digest userhash not supported")
+        alg = _algorithm(get("algorithm"))
+        if alg.name not in self._offered:
+            raise DigestParseError("Digest algorithm not offered")
+        qop = get("qop")
+        if qop is None:
+            raise DigestParseError("Digest qop=auth required")
+        if qop.lower() != "auth":
+            raise DigestParseError("Unsupported digest qop")
+        nc = get("nc")
+        if nc is None or len(nc) != 8 or not _HEX.issuperset(nc):
+            raise DigestParseError("Malformed digest nonce count")
+        if nc == "00000000":
+            raise DigestParseError("Malformed digest nonce count")
+        if not get("cnonce"):
+            raise DigestParseError("Missing digest parameter cnonce")
+        if params["uri"] != uri:
+            raise DigestParseError("Digest URI does not match Request-URI")
+        return SIPDigestCredentials(
+            params["username"], params["realm"], alg, params["nonce"], nc,
+            params["cnonce"], "auth", params["uri"], method,
+            params["response"])
+
+    def _loggedIn(self, result, credentials, state, host, proxy):
+        identity = result[1]
+        if state is _nonce.STALE:
+            return self.challenge(proxy, stale=True)
+        nonce = credentials.nonce
+        if not self._counts.use(nonce, self._nonces.issued(nonce),
+                                int(credentials.nc, 16)):
+            self._log.info(
+                "replayed nonce count {nc} from {host} for {username}",
+                nc=credentials.nc, host=host, username=identity.username)
+            return self.challenge(proxy, stale=True)
+        if self._limiter is not None:
+            self._limiter.succeeded(identity.username, host)
+        return Authenticated(identity.username, identity.aor, self.realm,
+                             credentials)
+
+    def _failed(self, failure, username, host, proxy):
+        if failure.check(UnauthorizedLogin):
+            self._log.info("authentication of {username} from {host} failed",
+                           username=username, host=host)
+            if self._limiter is not None:
+                self._limiter.failed(username, host)
+            return self.challenge(proxy)
+        self._log.failure("credential source failed for {username}",
+                          failure, username=username)
+        return Rejected(503, "Credentials source unavailable",
+                        [("Retry-After", str(self._sourceRetryAfter))])
+
+    def _tooMany(self, retry):
+        return Rejected(403, "Too many failed authentications",
+                        [("Retry-After", str(retry))])
+
+    def sign(self, authenticated, code, callId, cseq, contact=None):
+        """
+        The headers that sign a response to an authenticated request: the
+        C{Authentication-Info} (C{qop}, C{rspauth}, C{cnonce}, C{nc}) and
+        the C{Sipdist-Signature} covering C{code}, C{callId}, C{cseq} and
+        C{contact} (the Contact header value of a redirect, as sent).
+
+        @type authenticated: L{Authenticated}
+        @return: a L{list} of C{(name, value)}.
+        """
+        a = authenticated
+        return responseHeaders(a._alg, a._sessionHA1, a.nonce, a.cnonce,
+                               a.nc, a.qop, a.uri, code, callId, cseq,
+                               contact)

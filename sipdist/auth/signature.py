@@ -1,0 +1,138 @@
+# -*- test-case-name: tests.test_auth_signature -*-
+"""
+Signed responses: C{Authentication-Info} with C{rspauth} (RFC 7616 section
+3.5) and the C{Sipdist-Signature} header that binds the status code, the
+Call-ID, the CSeq and the Contact of a response to the Digest exchange of
+the request it answers.
+
+The signature is::
+
+    HMAC-SHA-256(key = session HA1 (ASCII hex),
+                 "sipdist-signature-1" 0 nonce 0 cnonce 0 nc 0
+                 code 0 Call-ID 0 CSeq 0 Contact)
+
+where the session HA1 is the HA1 that entered the Digest response (for
+C{-sess} algorithms C{H(HA1:nonce:cnonce)}), the CSeq has its whitespace
+collapsed to one space and the Contact is the header field value with
+surrounding whitespace removed (empty when there is none).  Only the user
+and a server knowing the user's HA1 can compute it; the client's fresh
+cnonce and nc make it unique to one request.  It travels as::
+
+    Sipdist-Signature: v=1, alg=HMAC-SHA-256, sig="<64 hex digits>"
+
+See C{docs/auth.rst} for why it is a header of its own.
+"""
+
+import hashlib
+import hmac
+
+from sipdist.auth.digest import (
+    DigestParseError, computeRspauth, formatParams, parseParams)
+
+SIGNATURE_HEADER = "Sipdist-Signature"
+AUTHENTICATION_INFO = "Authentication-Info"
+_LABEL = b"sipdist-signature-1"
+
+
+def _canonical(code, callId, cseq, contact):
+    cseq = " ".join(cseq.split())
+    contact = "" if contact is None else contact.strip()
+    fields = (str(int(code)), callId.strip(), cseq, contact)
+    for field in fields:
+        if "\x00" in field:
+            raise ValueError("a signed field holds a NUL character")
+    return fields
+
+
+def computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
+                     contact):
+    """
+    The signature of a response, in hexadecimal.
+
+    @raise ValueError: if a field holds a NUL character.
+    """
+    parts = [_LABEL, nonce.encode("utf-8"), cnonce.encode("utf-8"),
+             nc.encode("ascii")]
+    parts.extend(f.encode("utf-8")
+                 for f in _canonical(code, callId, cseq, contact))
+    return hmac.new(sessionHA1.encode("ascii"), b"\x00".join(parts),
+                    hashlib.sha256).hexdigest()
+
+
+def responseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,
+                    callId, cseq, contact=None):
+    """
+    The C{Authentication-Info} and C{Sipdist-Signature} headers of a
+    response, as a L{list} of C{(name, value)}.
+    """
+    rspauth = computeRspauth(alg, sessionHA1, nonce, nc, cnonce, uri, qop)
+    info = formatParams([("qop", qop, False), ("rspauth", rspauth, True),
+                         ("cnonce", cnonce, True), ("nc", nc, False)],
+                        scheme=None)
+    sig = computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
+                           contact)
+    signature = formatParams([("v", "1", False),
+                              ("alg", "HMAC-SHA-256", False),
+                              ("sig", sig, True)], scheme=None)
+    return [(AUTHENTICATION_INFO, info), (SIGNATURE_HEADER, signature)]
+
+
+def _single(headers, name):
+    """
+    The one value of header C{name} in C{headers}, or L{None} when there is
+    none or more than one.
+    """
+    if hasattr(headers, "items"):
+        headers = headers.items()
+    lowered = name.lower()
+    found = []
+    for key, value in headers:
+        if key.lower() != lowered:
+            continue
+        if isinstance(value, (list, tuple)):
+            found.extend(value)
+        else:
+            found.append(value)
+    return found[0] if len(found) == 1 else None
+
+
+def verifyResponseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,
+                          callId, cseq, contact, headers):
+    """
+    Whether C{headers} hold exactly one C{Authentication-Info} whose
+    C{rspauth}, C{cnonce}, C{nc} and C{qop} match the request, and exactly
+    one valid C{Sipdist-Signature} over C{code}, C{callId}, C{cseq} and
+    C{contact}.
+
+    @param headers: the response headers as C{(name, value)} pairs or a
+        mapping from name to a value or a list of values.
+    """
+    info = _single(headers, AUTHENTICATION_INFO)
+    signature = _single(headers, SIGNATURE_HEADER)
+    if info is None or signature is None:
+        return False
+    try:
+        info = parseParams(info)
+        signature = parseParams(signature)
+        expectedSig = computeSignature(sessionHA1, nonce, cnonce, nc, code,
+                                       callId, cseq, contact)
+    except (DigestParseError, ValueError):
+        return False
+    if (info.get("qop") != qop or info.get("cnonce") != cnonce
+            or info.get("nc") != nc):
+        return False
+    rspauth = computeRspauth(alg, sessionHA1, nonce, nc, cnonce, uri, qop)
+    if not _same(info.get("rspauth", ""), rspauth):
+        return False
+    if signature.get("v") != "1" or signature.get("alg") != "HMAC-SHA-256":
+        return False
+    return _same(signature.get("sig", ""), expectedSig)
+
+
+def _same(received, expected):
+    """
+    Constant-time comparison of a received hexadecimal value (any case, any
+    characters) with the expected one.
+    """
+    return hmac.compare_digest(received.lower().encode("utf-8"),
+                               expected.encode("ascii"))
