@@ -1,0 +1,640 @@
+# -*- test-case-name: tests.test_transport -*-
+"""
+The SIP transport layer (RFC 3261 section 18) over UDP, TCP and TLS.
+
+L{TransportLayer} receives bytes, parses and validates them with
+L{sipdist.message}, answers what is malformed itself (statelessly, with the
+reason phrase naming the problem) and hands every good message to its
+C{handler} (the transaction layer) as C{handler.messageReceived(message,
+flow)}.
+
+A I{flow} is where a message came from and where its answer goes:
+
+  - L{DatagramFlow} for UDP: the response address is computed once, when the
+    request arrives, per section 18.2.2 and RFC 3581 (C{received} added to
+    the top Via when the source differs from sent-by, C{rport} filled in
+    when asked for, and the response sent to the source port in that case);
+  - L{StreamFlow} for TCP and TLS: one per connection, responses go back on
+    the connection the request came in on.
+
+Open connections are kept in a table keyed by the peer's address and by the
+sent-by of the requests received on them, so a request to a peer that has a
+connection open to us reuses it (clients behind NAT and firewalls can only be
+reached that way).  Everything is bounded: message size (C{513}), number of
+connections overall and per source address, idle time of a connection.
+"""
+
+import os
+from base64 import urlsafe_b64encode
+
+from twisted.application.service import Service
+from twisted.internet import defer, endpoints
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+
+from sipdist.message import (
+    DEFAULT_MAX_SIZE, MessageError, Request, StreamFramer, errorResponse,
+    parseMessage, validateRequest, validateResponse)
+
+DEFAULT_IDLE_TIMEOUT = 900.0
+DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
+# Aliases (sent-by addresses) remembered per connection.
+_MAX_ALIASES = 4
+
+
+def _token():
+    return urlsafe_b64encode(os.urandom(9)).decode("ascii")
+
+
+class DatagramFlow:
+    """
+    A UDP peer: messages to it are datagrams from our listening port.
+
+    @ivar transport: C{"UDP"}.
+    @ivar reliable: C{False}.
+    @ivar remote: C{(host, port)} messages are sent to.
+    @ivar local: C{(host, port)} of our port.
+    """
+
+    __slots__ = ("_protocol", "remote")
+    transport = "UDP"
+    reliable = False
+
+    def __init__(self, protocol, remote):
+        self._protocol = protocol
+        self.remote = remote
+
+    @property
+    def local(self):
+        return self._protocol.local
+
+    @property
+    def token(self):
+        """
+        A text naming this flow, for L{TransportLayer.flowByToken}.
+        """
+        host, port = self.remote
+        return f"u{self._protocol.index}-{host}-{port}"
+
+    def send(self, message):
+        """
+        Serialise and send a message.
+
+        @return: C{True} if it was handed to the network.
+        """
+        return self._protocol.sendBytes(message.toBytes(), self.remote)
+
+    def __eq__(self, other):
+        return (isinstance(other, DatagramFlow)
+                and other._protocol is self._protocol
+                and other.remote == self.remote)
+
+    def __hash__(self):
+        return hash(self.remote)
+
+    def __repr__(self):
+        return f"<DatagramFlow {self.remote[0]}:{self.remote[1]}>"
+
+
+class StreamFlow:
+    """
+    A TCP or TLS connection.
+
+    @ivar transport: C{"TCP"} or C{"TLS"}.
+    @ivar reliable: C{True}.
+    @ivar remote: the peer's C{(host, port)}.
+    @ivar token: a random text naming this connection, for
+        L{TransportLayer.flowByToken} (an edge names the flow a client's
+        requests must come back on).
+    """
+
+    reliable = True
+
+    def __init__(self, protocol, transport):
+        self._protocol = protocol
+        self.transport = transport
+        self.token = "c" + _token()
+        peer = protocol.transport.getPeer()
+        self.remote = (peer.host, peer.port)
+        host = protocol.transport.getHost()
+        self.local = (host.host, host.port)
+
+    @property
+    def connected(self):
+        return self._protocol.connected
+
+    def send(self, message):
+        """
+        Serialise and write a message on the connection.
+
+        @return: C{False} if the connection is gone.
+        """
+        if not self._protocol.connected:
+            return False
+        self._protocol.transport.write(message.toBytes())
+        return True
+
+    def close(self):
+        self._protocol.transport.loseConnection()
+
+    def __repr__(self):
+        return f"<StreamFlow {self.transport} {self.remote[0]}:{self.remote[1]}>"
+
+
+class SIPDatagramProtocol(DatagramProtocol):
+    """
+    A UDP port receiving and sending SIP messages for a L{TransportLayer}.
+    """
+
+    def __init__(self, layer, index):
+        self._layer = layer
+        self.index = index
+        self.local = None
+
+    def startProtocol(self):
+        host = self.transport.getHost()
+        self.local = (host.host, host.port)
+
+    def datagramReceived(self, data, addr):
+        self._layer.datagramReceived(self, data, addr)
+
+    def sendBytes(self, data, addr):
+        if self.transport is None:
+            return False
+        try:
+            self.transport.write(data, addr)
+        except OSError as e:
+            self._layer._log.warn("cannot send to {addr}: {error}",
+                                  addr=addr, error=e)
+            return False
+        return True
+
+
+class SIPStreamProtocol(Protocol):
+    """
+    A TCP or TLS connection carrying SIP messages.
+    """
+
+    flow = None
+
+    def __init__(self, layer, transportName):
+        self._layer = layer
+        self._transportName = transportName
+        self.lastActivity = 0.0
+        self._idleCall = None
+        self.aliases = []
+
+    def connectionMade(self):
+        self.flow = StreamFlow(self, self._transportName)
+        self._framer = StreamFramer(self._messageFramed, self._framingError,
+                                    self._keepAlive, self._layer.maxMessageSize)
+        self._layer._connectionMade(self)
+
+    def dataReceived(self, data):
+        self.lastActivity = self._layer._reactor.seconds()
+        self._framer.dataReceived(data)
+
+    def _messageFramed(self, data):
+        self._layer._messageReceived(data, self.flow, stream=True)
+
+    def _framingError(self, error):
+        self._layer._log.info(
+            "closing {flow}: {code} {phrase}", flow=self.flow,
+            code=error.code, phrase=error.phrase)
+        response = errorResponse(error)
+        if response is not None:
+            self.flow.send(response)
+        self.transport.loseConnection()
+
+    def _keepAlive(self):
+        # RFC 5626 section 4.4.1: answer a double-CRLF ping with one CRLF.
+        self.transport.write(b"\r\n")
+
+    def connectionLost(self, reason):
+        self._layer._connectionLost(self)
+
+
+class _StreamFactory(Factory):
+    def __init__(self, layer, transportName):
+        self._layer = layer
+        self._transportName = transportName
+
+    def buildProtocol(self, addr):
+        if not self._layer._admit(addr):
+            return None
+        return SIPStreamProtocol(self._layer, self._transportName)
+
+
+class TransportLayer:
+    """
+    The transport layer of one SIP server or client.
+
+    @ivar handler: receives C{messageReceived(message, flow)} for every
+        well-formed message.
+    @ivar maxMessageSize: larger messages are answered C{513}.
+    @ivar idleTimeout: seconds without traffic after which a connection is
+        closed.
+    @ivar maxConnections: connections open at once, all peers together.
+    @ivar maxConnectionsPerHost: connections open at once from one address.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, handler=None, maxMessageSize=DEFAULT_MAX_SIZE,
+                 idleTimeout=DEFAULT_IDLE_TIMEOUT,
+                 maxConnections=DEFAULT_MAX_CONNECTIONS,
+                 maxConnectionsPerHost=DEFAULT_MAX_CONNECTIONS_PER_HOST,
+                 tlsClientOptions=None):
+        """
+        @param tlsClientOptions: a callable C{(hostname) ->
+            IOpenSSLClientConnectionCreator} used for outgoing TLS
+            connections (see L{sipdist.tls.clientContextFactory}).
+        """
+        self._reactor = reactor
+        self.handler = handler
+        self.maxMessageSize = maxMessageSize
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerHost = maxConnectionsPerHost
+        self._tlsClientOptions = tlsClientOptions
+        self._datagram = []
+        self._ports = []
+        # (transport, host, port) -> protocol
+        self._connections = {}
+        self._byToken = {}
+        self._perHost = {}
+        self._open = set()
+        self._pending = {}
+        self.dropped = 0
+        self.answeredErrors = 0
+
+    # Listening
+
+    def listen(self, description, tlsServerOptions=None):
+        """
+        Start listening.
+
+        @param description: C{udp:PORT[:interface=ADDR]},
+            C{tcp:PORT[:interface=ADDR]}, Twisted's C{ssl:…} or C{tls:…}
+            server endpoint strings, or C{sips:PORT[:interface=ADDR]} for
+            TLS with C{tlsServerOptions}.
+        @return: a L{Deferred} firing with the listening port.
+        """
+        kind, args, kwargs = parseListen(description)
+        if kind == "udp":
+            protocol = SIPDatagramProtocol(self, len(self._datagram))
+            port = self._reactor.listenUDP(
+                int(args[0]), protocol,
+                interface=kwargs.get("interface", ""),
+                maxPacketSize=self.maxMessageSize + 1)
+            self._datagram.append(protocol)
+            self._ports.append(port)
+            return defer.succeed(port)
+        if kind == "sips":
+            if tlsServerOptions is None:
+                raise ValueError(
+                    f"{description}: sips: needs a TLS certificate and key")
+            from sipdist.tls import tlsServerEndpoint
+            endpoint = tlsServerEndpoint(
+                self._reactor, int(args[0]), kwargs.get("interface", ""),
+                tlsServerOptions)
+            transportName = "TLS"
+        else:
+            endpoint = endpoints.serverFromString(self._reactor, description)
+            transportName = "TLS" if kind in ("ssl", "tls") else "TCP"
+        d = endpoint.listen(_StreamFactory(self, transportName))
+        d.addCallback(self._listening)
+        return d
+
+    def _listening(self, port):
+        self._ports.append(port)
+        return port
+
+    def stopListening(self):
+        """
+        Stop every listening port and close every connection.
+        """
+        ds = [defer.maybeDeferred(p.stopListening) for p in self._ports]
+        self._ports = []
+        self._datagram = []
+        for protocol in list(self._open):
+            protocol.transport.loseConnection()
+        return defer.gatherResults(ds, consumeErrors=True)
+
+    # Receiving
+
+    def datagramReceived(self, protocol, data, addr):
+        if not data.strip(b"\r\n"):
+            # A CRLF keep-alive over UDP: nothing to answer.
+            return
+        self._messageReceived(data, DatagramFlow(protocol, addr), stream=False)
+
+    def _messageReceived(self, data, flow, stream):
+        try:
+            message = parseMessage(data, self.maxMessageSize, stream)
+            if isinstance(message, Request):
+                validateRequest(message)
+                if not stream:
+                    flow = self._receivedRequest(message, flow)
+                else:
+                    self._aliasConnection(message, flow)
+            else:
+                validateResponse(message)
+        except MessageError as error:
+            self._answerError(error, flow, stream)
+            return
+        except Exception:
+            self._log.failure("dropping a message from {flow}", flow=flow)
+            self.dropped += 1
+            return
+        handler = self.handler
+        if handler is not None:
+            handler.messageReceived(message, flow)
+
+    def _receivedRequest(self, request, flow):
+        """
+        Section 18.2.1 and RFC 3581: record the source in the top Via and
+        compute where responses go.
+        """
+        via = request.topVia()
+        host, port = flow.remote
+        if via.rportRequested:
+            via.rportValue = port
+            via.received = host
+            request.setTopVia(via)
+            return flow
+        if via.host != host:
+            via.received = host
+            request.setTopVia(via)
+        if via.maddr:
+            return DatagramFlow(flow._protocol, (via.maddr, via.sentByPort))
+        responsePort = via.sentByPort
+        if responsePort == port:
+            return flow
+        return DatagramFlow(flow._protocol, (host, responsePort))
+
+    def _answerError(self, error, flow, stream):
+        response = errorResponse(error)
+        if response is None:
+            self.dropped += 1
+            self._log.info("dropped a message from {flow}: {code} {phrase}",
+                           flow=flow, code=error.code, phrase=error.phrase)
+            return
+        self.answeredErrors += 1
+        self._log.info("answered {code} {phrase} to {flow}", flow=flow,
+                       code=error.code, phrase=error.phrase)
+        if not stream:
+            try:
+                flow = self._receivedRequest(error.message, flow)
+            except ValueError:
+                pass
+        flow.send(response)
+
+    # Connections
+
+    def _admit(self, addr):
+        host = getattr(addr, "host", None)
+        if len(self._open) + len(self._pending) >= self.maxConnections:
+            self._log.warn("refusing a connection from {host}: {count} "
+                           "connections open", host=host, count=len(self._open))
+            return False
+        if self._perHost.get(host, 0) >= self.maxConnectionsPerHost:
+            self._log.warn("refusing a connection from {host}: too many "
+                           "from that address", host=host)
+            return False
+        return True
+
+    def _connectionMade(self, protocol):
+        flow = protocol.flow
+        host = flow.remote[0]
+        self._open.add(protocol)
+        self._perHost[host] = self._perHost.get(host, 0) + 1
+        self._connections[(flow.transport, host, flow.remote[1])] = protocol
+        self._byToken[flow.token] = protocol
+        protocol.lastActivity = self._reactor.seconds()
+        if self.idleTimeout:
+            protocol._idleCall = self._reactor.callLater(
+                self.idleTimeout, self._checkIdle, protocol)
+
+    def _checkIdle(self, protocol):
+        idle = self._reactor.seconds() - protocol.lastActivity
+        if idle >= self.idleTimeout:
+            protocol._idleCall = None
+            self._log.info("closing idle {flow}", flow=protocol.flow)
+            protocol.transport.loseConnection()
+        else:
+            protocol._idleCall = self._reactor.callLater(
+                self.idleTimeout - idle, self._checkIdle, protocol)
+
+    def _aliasConnection(self, request, flow):
+        # A request's sent-by names where its sender listens: remember it so
+        # requests to that address reuse this connection.
+        protocol = flow._protocol
+        if len(protocol.aliases) >= _MAX_ALIASES:
+            return
+        via = request.topVia()
+        key = (flow.transport, via.host, via.sentByPort)
+        if key not in self._connections:
+            self._connections[key] = protocol
+            protocol.aliases.append(key)
+
+    def _connectionLost(self, protocol):
+        if protocol not in self._open:
+            return
+        self._open.discard(protocol)
+        flow = protocol.flow
+        host = flow.remote[0]
+        count = self._perHost.get(host, 1) - 1
+        if count:
+            self._perHost[host] = count
+        else:
+            self._perHost.pop(host, None)
+        for key in [(flow.transport, host, flow.remote[1])] + protocol.aliases:
+            if self._connections.get(key) is protocol:
+                del self._connections[key]
+        self._byToken.pop(flow.token, None)
+        if protocol._idleCall is not None and protocol._idleCall.active():
+            protocol._idleCall.cancel()
+        protocol._idleCall = None
+
+    @property
+    def connectionCount(self):
+        return len(self._open)
+
+    def flowByToken(self, token):
+        """
+        The flow a token names (see C{flow.token}), or C{None} if that
+        connection is gone.
+        """
+        if token.startswith("u"):
+            try:
+                index, host, port = token[1:].rsplit("-", 2)
+                protocol = self._datagram[int(index)]
+                return DatagramFlow(protocol, (host, int(port)))
+            except (ValueError, IndexError):
+                return None
+        protocol = self._byToken.get(token)
+        return None if protocol is None else protocol.flow
+
+    def existingFlow(self, transport, host, port):
+        """
+        An open connection to or from C{(host, port)}, or C{None}.
+        """
+        protocol = self._connections.get((transport, host, port))
+        if protocol is None or not protocol.connected:
+            return None
+        return protocol.flow
+
+    def connect(self, transport, host, port, tlsHostname=None):
+        """
+        A flow to a peer: a UDP flow from our first UDP port, an existing
+        connection to the peer, or a new connection.
+
+        @param transport: C{"UDP"}, C{"TCP"} or C{"TLS"}.
+        @param tlsHostname: the name the peer's certificate must carry
+            (default: C{host}).
+        @return: a L{Deferred} firing with the flow.
+        """
+        transport = transport.upper()
+        if transport == "UDP":
+            if not self._datagram:
+                return defer.fail(ConnectionError("no UDP port to send from"))
+            return defer.succeed(DatagramFlow(self._datagram[0], (host, port)))
+        existing = self.existingFlow(transport, host, port)
+        if existing is not None:
+            return defer.succeed(existing)
+        key = (transport, host, port)
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            d = defer.Deferred()
+            waiting.append(d)
+            return d
+        if len(self._open) + len(self._pending) >= self.maxConnections:
+            return defer.fail(ConnectionError("too many connections"))
+        if transport == "TLS":
+            if self._tlsClientOptions is None:
+                return defer.fail(ConnectionError("TLS is not configured"))
+            endpoint = endpoints.wrapClientTLS(
+                self._tlsClientOptions(tlsHostname or host),
+                endpoints.HostnameEndpoint(self._reactor, host, port))
+        elif transport == "TCP":
+            endpoint = endpoints.HostnameEndpoint(self._reactor, host, port)
+        else:
+            return defer.fail(ValueError(f"unsupported transport {transport}"))
+        self._pending[key] = waiting = []
+        d = endpoint.connect(_StreamFactory(self, transport))
+
+        def connected(protocol):
+            del self._pending[key]
+            self._connections.setdefault(key, protocol)
+            if key not in protocol.aliases:
+                protocol.aliases.append(key)
+            for w in waiting:
+                w.callback(protocol.flow)
+            return protocol.flow
+
+        def failed(failure):
+            del self._pending[key]
+            for w in waiting:
+                w.errback(failure)
+            return failure
+
+        d.addCallbacks(connected, failed)
+        return d
+
+
+def parseListen(description):
+    """
+    Split a listening description into C{(kind, args, kwargs)}.
+
+    @raise ValueError: with a one-line explanation.
+    """
+    kind, _, rest = description.partition(":")
+    kind = kind.lower()
+    if kind not in ("udp", "tcp", "ssl", "tls", "sips"):
+        raise ValueError(
+            f"{description!r}: a listening endpoint starts with udp:, tcp:, "
+            f"ssl:, tls: or sips:")
+    args, kwargs = [], {}
+    if kind in ("ssl", "tls"):
+        # Twisted parses these itself; validate them at start-up.
+        return kind, args, kwargs
+    # Allow IPv6 interfaces written with escaped colons (interface=\:\:1).
+    parts = []
+    current = ""
+    i = 0
+    while i < len(rest):
+        c = rest[i]
+        if c == "\\" and i + 1 < len(rest):
+            current += rest[i + 1]
+            i += 2
+            continue
+        if c == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += c
+        i += 1
+    parts.append(current)
+    for part in parts:
+        if "=" in part:
+            name, _, value = part.partition("=")
+            kwargs[name] = value
+        elif part:
+            args.append(part)
+    if len(args) != 1 or not args[0].isdigit() or int(args[0]) > 65535:
+        raise ValueError(f"{description!r}: needs one port number")
+    unknown = set(kwargs) - {"interface", "backlog"}
+    if unknown:
+        raise ValueError(
+            f"{description!r}: unknown option {sorted(unknown)[0]!r}")
+    return kind, args, kwargs
+
+
+class TransportService(Service):
+    """
+    Starts a L{TransportLayer}'s listening ports with the service and stops
+    them with it.
+    """
+
+    _log = Logger()
+
+    def __init__(self, layer, descriptions, tlsServerOptions=None):
+        self.layer = layer
+        self.descriptions = list(descriptions)
+        self.tlsServerOptions = tlsServerOptions
+        self.ports = []
+
+    def startService(self):
+        Service.startService(self)
+        ds = []
+        for description in self.descriptions:
+            try:
+                d = self.layer.listen(description, self.tlsServerOptions)
+            except Exception as e:
+                d = defer.fail(e)
+            d.addCallback(self._listening, description)
+            d.addErrback(self._cannotListen, description)
+            ds.append(d)
+        self.ready = defer.gatherResults(ds)
+
+    def _listening(self, port, description):
+        self.ports.append(port)
+        host = port.getHost()
+        self._log.info("listening on {description} ({host}:{port})",
+                       description=description, host=host.host, port=host.port)
+        return port
+
+    def _cannotListen(self, failure, description):
+        self._log.critical("cannot listen on {description}: {reason}",
+                           description=description,
+                           reason=failure.getErrorMessage())
+        reactor = self.layer._reactor
+        if getattr(reactor, "running", False):
+            reactor.stop()
+        return failure
+
+    def stopService(self):
+        Service.stopService(self)
+        return self.layer.stopListening()

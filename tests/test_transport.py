@@ -1,0 +1,307 @@
+"""
+Tests for L{sipdist.transport}.
+"""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.message import parseMessage
+from sipdist.transport import (
+    DatagramFlow, SIPDatagramProtocol, TransportLayer, _StreamFactory,
+    parseListen)
+from tests.test_message import build
+
+
+class RecordingHandler:
+    """
+    A transaction layer stand-in that records what the transport hands up.
+    """
+
+    def __init__(self):
+        self.received = []
+
+    def messageReceived(self, message, flow):
+        self.received.append((message, flow))
+
+
+class FakeUDPTransport:
+    """
+    The transport of a UDP port: records datagrams written.
+    """
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, data, addr):
+        self.written.append((data, addr))
+
+    def getHost(self):
+        return IPv4Address("UDP", "127.0.0.1", 5060)
+
+
+def register(via="SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport"):
+    return build().replace(
+        b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport",
+        via.encode("ascii"))
+
+
+class DatagramTests(SynchronousTestCase):
+    """
+    Requests and responses over UDP.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.handler = RecordingHandler()
+        self.layer = TransportLayer(self.reactor, self.handler)
+        self.protocol = SIPDatagramProtocol(self.layer, 0)
+        self.udp = FakeUDPTransport()
+        self.protocol.makeConnection(self.udp)
+        self.layer._datagram.append(self.protocol)
+
+    def test_rport(self):
+        """
+        A request asking for rport gets received and rport filled in, and
+        its responses go to the source address and port (RFC 3581).
+        """
+        self.protocol.datagramReceived(register(), ("10.1.1.1", 40000))
+        [(request, flow)] = self.handler.received
+        via = request.topVia()
+        self.assertEqual((via.received, via.rportValue), ("10.1.1.1", 40000))
+        self.assertEqual(flow.remote, ("10.1.1.1", 40000))
+        self.assertIn("received=10.1.1.1;rport=40000", request.header("via"))
+
+    def test_noRport(self):
+        """
+        Without rport, responses go to the source address at the sent-by
+        port, and received is added because the address differs (RFC 3261
+        section 18.2.2).
+        """
+        self.protocol.datagramReceived(
+            register("SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK1"),
+            ("10.1.1.1", 40000))
+        [(request, flow)] = self.handler.received
+        self.assertEqual(request.topVia().received, "10.1.1.1")
+        self.assertEqual(flow.remote, ("10.1.1.1", 5062))
+
+    def test_sameAddress(self):
+        """
+        A request whose sent-by matches its source is left as it is.
+        """
+        self.protocol.datagramReceived(
+            register("SIP/2.0/UDP 10.1.1.1:5062;branch=z9hG4bK1"),
+            ("10.1.1.1", 5062))
+        [(request, flow)] = self.handler.received
+        self.assertIsNone(request.topVia().received)
+        self.assertEqual(flow.remote, ("10.1.1.1", 5062))
+
+    def test_malformedAnswered(self):
+        """
+        A malformed request is answered statelessly with a reason phrase,
+        to the address its Via names, and never reaches the handler.
+        """
+        data = register().replace(b"CSeq: 314159 REGISTER", b"CSeq: x")
+        self.protocol.datagramReceived(data, ("10.1.1.1", 40000))
+        self.assertEqual(self.handler.received, [])
+        [(data, addr)] = self.udp.written
+        response = parseMessage(data)
+        self.assertEqual((response.code, response.phrase), (400, "Bad CSeq"))
+        self.assertEqual(addr, ("10.1.1.1", 40000))
+        self.assertEqual(self.layer.answeredErrors, 1)
+
+    def test_unroutableDropped(self):
+        """
+        Junk and requests without a usable Via are dropped, counted and
+        nothing is sent.
+        """
+        for junk in (b"\x00\x01junk", b"GET / HTTP/1.1\r\n\r\n",
+                     register("nonsense")):
+            self.protocol.datagramReceived(junk, ("10.1.1.1", 40000))
+        self.assertEqual(self.udp.written, [])
+        self.assertEqual(self.handler.received, [])
+        self.assertEqual(self.layer.dropped, 3)
+
+    def test_keepAliveIgnored(self):
+        """
+        A datagram of CRLFs is a keep-alive: nothing is sent, nothing
+        counted.
+        """
+        self.protocol.datagramReceived(b"\r\n\r\n", ("10.1.1.1", 40000))
+        self.assertEqual((self.udp.written, self.layer.dropped), ([], 0))
+
+    def test_send(self):
+        """
+        A flow sends the serialised message to its remote address.
+        """
+        flow = DatagramFlow(self.protocol, ("10.2.2.2", 5060))
+        request = parseMessage(build())
+        self.assertTrue(flow.send(request))
+        self.assertEqual(self.udp.written, [(request.toBytes(), ("10.2.2.2", 5060))])
+
+    def test_token(self):
+        """
+        A UDP flow's token names the same flow again.
+        """
+        flow = DatagramFlow(self.protocol, ("10.2.2.2", 5070))
+        self.assertEqual(self.layer.flowByToken(flow.token), flow)
+        self.assertIsNone(self.layer.flowByToken("u9-x-1"))
+        self.assertIsNone(self.layer.flowByToken("unonsense"))
+
+    def test_response(self):
+        """
+        Responses are handed up with their flow.
+        """
+        self.protocol.datagramReceived(build("SIP/2.0 200 OK"),
+                                       ("10.1.1.1", 5060))
+        [(response, flow)] = self.handler.received
+        self.assertEqual(response.code, 200)
+
+
+class StreamTests(SynchronousTestCase):
+    """
+    Requests over TCP and TLS connections, and the connection table.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.handler = RecordingHandler()
+        self.layer = TransportLayer(self.reactor, self.handler,
+                                    idleTimeout=60, maxConnections=3,
+                                    maxConnectionsPerHost=2, maxMessageSize=4096)
+        self.factory = _StreamFactory(self.layer, "TCP")
+
+    def connect(self, host="10.1.1.1", port=40000):
+        addr = IPv4Address("TCP", host, port)
+        protocol = self.factory.buildProtocol(addr)
+        if protocol is None:
+            return None, None
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 5060),
+            peerAddress=addr)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_request(self):
+        """
+        A request framed off the stream reaches the handler with the
+        connection's flow; its response is written on the same connection.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(register("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1"))
+        [(request, flow)] = self.handler.received
+        self.assertEqual((flow.transport, flow.reliable), ("TCP", True))
+        self.assertIs(flow, protocol.flow)
+        flow.send(parseMessage(build("SIP/2.0 200 OK")))
+        self.assertTrue(transport.value().startswith(b"SIP/2.0 200 OK\r\n"))
+
+    def test_framingErrorClosesConnection(self):
+        """
+        A message without Content-Length on a stream is answered 400 and
+        the connection is closed.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(build(contentLength=False))
+        self.assertTrue(transport.value().startswith(
+            b"SIP/2.0 400 Missing Content-Length\r\n"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_oversized(self):
+        """
+        A message past the maximum size is answered 513.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(build(body=b"x" * 5000))
+        self.assertTrue(transport.value().startswith(
+            b"SIP/2.0 513 Message Too Large\r\n"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_keepAlive(self):
+        """
+        A double-CRLF ping is answered with one CRLF (RFC 5626).
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"\r\n\r\n")
+        self.assertEqual(transport.value(), b"\r\n")
+
+    def test_limits(self):
+        """
+        Connections past the per-address and overall limits are refused.
+        """
+        self.assertIsNotNone(self.connect("10.1.1.1", 1)[0])
+        self.assertIsNotNone(self.connect("10.1.1.1", 2)[0])
+        self.assertIsNone(self.connect("10.1.1.1", 3)[0])
+        self.assertIsNotNone(self.connect("10.1.1.2", 1)[0])
+        self.assertIsNone(self.connect("10.1.1.3", 1)[0])
+        self.assertEqual(self.layer.connectionCount, 3)
+
+    def test_lostConnectionFreesSlot(self):
+        """
+        A closed connection leaves the table and frees its slot.
+        """
+        protocol, transport = self.connect()
+        self.connect()
+        self.assertIsNone(self.connect()[0])
+        protocol.connectionLost(None)
+        self.assertIsNotNone(self.connect()[0])
+        self.assertEqual(self.layer.connectionCount, 2)
+
+    def test_idleTimeout(self):
+        """
+        A connection without traffic for the idle timeout is closed; traffic
+        postpones it.
+        """
+        protocol, transport = self.connect()
+        self.reactor.advance(50)
+        protocol.dataReceived(b"\r\n\r\n")
+        self.reactor.advance(50)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(11)
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(None)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_reuseByAddressAndAlias(self):
+        """
+        A connection is found again by the peer's address and by the
+        sent-by of the requests it carried, so requests to that peer reuse
+        it; once closed it is forgotten.
+        """
+        protocol, transport = self.connect("10.1.1.1", 40000)
+        protocol.dataReceived(register("SIP/2.0/TCP client.example:5060;branch=z9hG4bK1"))
+        self.assertIs(self.layer.existingFlow("TCP", "10.1.1.1", 40000), protocol.flow)
+        self.assertIs(self.layer.existingFlow("TCP", "client.example", 5060), protocol.flow)
+        d = self.layer.connect("TCP", "client.example", 5060)
+        self.assertIs(self.successResultOf(d), protocol.flow)
+        self.assertIs(self.layer.flowByToken(protocol.flow.token), protocol.flow)
+        protocol.connectionLost(None)
+        self.assertIsNone(self.layer.existingFlow("TCP", "client.example", 5060))
+        self.assertIsNone(self.layer.flowByToken(protocol.flow.token))
+
+    def test_connectNew(self):
+        """
+        Connecting to a peer without a connection opens one; two requests
+        waiting for it share it.
+        """
+        d1 = self.layer.connect("TCP", "127.0.0.1", 5070)
+        d2 = self.layer.connect("TCP", "127.0.0.1", 5070)
+        self.assertNoResult(d1)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+
+class ParseListenTests(SynchronousTestCase):
+    """
+    Listening descriptions.
+    """
+
+    def test_good(self):
+        self.assertEqual(parseListen("udp:5060:interface=127.0.0.1"),
+                         ("udp", ["5060"], {"interface": "127.0.0.1"}))
+        self.assertEqual(parseListen(r"tcp:5060:interface=\:\:1"),
+                         ("tcp", ["5060"], {"interface": "::1"}))
+        self.assertEqual(parseListen("ssl:5061:privateKey=k.pem")[0], "ssl")
+
+    def test_bad(self):
+        for bad in ("http:80", "udp:", "udp:x", "udp:70000", "udp:5060:foo=1",
+                    "udp:1:2"):
+            self.assertRaises(ValueError, parseListen, bad)
