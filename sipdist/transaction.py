@@ -1,0 +1,851 @@
+# -*- test-case-name: tests.test_transaction -*-
+"""
+SIP transactions (RFC 3261 section 17, with the RFC 6026 Accepted states).
+
+Between the transport (below) and a transaction user (above, an
+L{ITransactionUser}: a UAS/UAC core or a proxy core) sits a
+L{TransactionLayer}.  It owns a bounded table of client and server
+transactions and every timer of section 17, all scheduled on an injected
+L{IReactorTime} (a L{twisted.internet.task.Clock} in tests):
+
+  - INVITE client (L{ClientTransaction}): A (retransmit, T1 doubling), B
+    (timeout 64*T1), D (wait for retransmitted finals, 32 s), M (RFC 6026,
+    64*T1 in Accepted), plus timer C (section 16.6, 180 s after the last
+    provisional) which CANCELs the INVITE.
+  - non-INVITE client: E (retransmit T1 doubling up to T2), F (timeout
+    64*T1), K (T4).
+  - INVITE server (L{ServerTransaction}): 100 Trying when the user has not
+    answered within 200 ms, G (retransmit a non-2xx final, T1 doubling up to
+    T2), H (no ACK, 64*T1), I (T4), L (RFC 6026, 64*T1 in Accepted).
+  - non-INVITE server: J (64*T1).
+
+On reliable flows (TCP, TLS) nothing is retransmitted and D, I, J, K are
+zero.  Every transaction terminates, and cancels its timers when it does; a
+server transaction its user never answers is ended after a bounded time
+(C{inviteTimeout}, 64*T1 + T4 for non-INVITE) and reported through
+L{ITransactionUser.transactionFailed}.
+
+The transport calls L{TransactionLayer.messageReceived}C{(message, flow)};
+a flow has C{transport}, C{reliable}, C{remote} and C{send(message)}
+(C{send} raising or returning C{False} is a transport error).
+
+Usage by a transaction user::
+
+    @implementer(ITransactionUser)
+    class Registrar:
+        def requestReceived(self, request, transaction):
+            transaction.respond(responseTo(request, 200))
+        def cancelReceived(self, request, transaction, cancelled):
+            transaction.respond(responseTo(request, 481 if cancelled is None
+                                           else 200))
+        def ackReceived(self, request, flow): pass
+        def responseReceived(self, response, flow): pass
+        def transactionFailed(self, transaction, reason): pass
+
+    layer = TransactionLayer(reactor, Registrar())
+    transport = ...Transport(layer)      # calls layer.messageReceived
+
+    # client side: the user adds the top Via with newBranch() first
+    tx = layer.sendRequest(request, flow)
+    tx.onProvisional = lambda response: ...
+    tx.deferred.addCallbacks(finalResponse, lambda f: f.trap(TransactionError))
+
+A full table answers new requests with a stateless C{503} carrying
+C{Retry-After}; L{TransactionLayer.sendRequest} then fails its Deferred with
+L{TransactionLayerFull}.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.protocols import sip
+
+from sipdist.message import MAGIC_COOKIE, Request, responseTo
+
+# States (compare with "is").
+CALLING = "Calling"
+TRYING = "Trying"
+PROCEEDING = "Proceeding"
+COMPLETED = "Completed"
+CONFIRMED = "Confirmed"
+ACCEPTED = "Accepted"
+TERMINATED = "Terminated"
+
+TRYING_DELAY = 0.2  # section 17.2.1: 100 Trying unless the TU answered by then
+
+_sipRequest = sip.Request
+
+
+class TransactionError(Exception):
+    """
+    A client transaction ended without a final response, or a server
+    transaction failed.
+    """
+
+
+class TransactionTimeout(TransactionError):
+    """
+    No final response came in time (timer B or F: the user answers 408), or
+    no ACK came for a non-2xx final response (timer H).
+    """
+
+
+class TransportError(TransactionError):
+    """
+    The flow could not send a message (section 8.1.3.1: a client user
+    answers as if it had received 503; section 17.2.4).
+    """
+
+
+class TransactionLayerFull(TransactionError):
+    """
+    The transaction table is full (the user answers 503).
+    """
+
+
+class TransactionLayerStopped(TransactionError):
+    """
+    The transaction layer was stopped before the transaction ended.
+    """
+
+
+def _cancel(call):
+    if call is not None and call.active():
+        call.cancel()
+
+
+def _derivedRequest(request, method, to):
+    """
+    An ACK for a non-2xx final response (section 17.1.1.3) or a CANCEL
+    (section 9.1): Request-URI, top Via value, Route, From, Call-ID, CSeq
+    number and Max-Forwards of C{request}.
+    """
+    derived = Request(method, request.uriText)
+    headers = request.headers
+    out = derived.headers
+    via = request.values("via")
+    out["via"] = [via[0]]
+    maxForwards = headers.get("max-forwards")
+    out["max-forwards"] = [maxForwards[0] if maxForwards else "70"]
+    route = headers.get("route")
+    if route:
+        out["route"] = list(route)
+    out["from"] = [headers["from"][0]]
+    out["to"] = [to]
+    out["call-id"] = [headers["call-id"][0]]
+    out["cseq"] = [f"{request.cseq()[0]} {method}"]
+    return derived
+
+
+class ServerTransaction:
+    """
+    A server transaction, created by the layer for each new request and
+    handed to the user, who answers through L{respond}.
+
+    @ivar request: the request that created it.
+    @ivar flow: the flow it came on; responses go back through it.
+    @ivar state: C{Trying}, C{Proceeding}, C{Completed}, C{Confirmed},
+        C{Accepted} or C{Terminated}.
+    @ivar response: the last response sent, or C{None}.
+    @ivar cancelled: C{True} once a CANCEL matched this (INVITE) transaction.
+    @ivar key: its key in the layer's table.
+    """
+
+    __slots__ = ("request", "flow", "state", "response", "cancelled", "key",
+                 "_layer", "_invite", "_reliable", "_retransmit", "_timeout",
+                 "_interval")
+
+    _log = Logger()
+
+    def __init__(self, layer, key, request, flow):
+        self._layer = layer
+        self.key = key
+        self.request = request
+        self.flow = flow
+        self._invite = invite = request.method == "INVITE"
+        self.state = PROCEEDING if invite else TRYING
+        self._reliable = flow.reliable
+        self.response = None
+        self.cancelled = False
+        self._retransmit = None
+        self._timeout = None
+        self._interval = 0.0
+
+    def __repr__(self):
+        return (f"<ServerTransaction {self.request.method} {self.state} "
+                f"{self.key[0]}>")
+
+    @property
+    def isInvite(self):
+        return self._invite
+
+    def respond(self, response):
+        """
+        Send a response and run the state machine.  A provisional response
+        after a final one, or a second final response (other than a further
+        2xx to an INVITE, RFC 6026), is ignored and logged.
+        """
+        state = self.state
+        code = response.code
+        if state is not TRYING and state is not PROCEEDING:
+            if state is ACCEPTED and 200 <= code < 300:
+                self._transmit(response)
+                return
+            self._log.warn(
+                "{code} to {method} ignored: transaction {state}",
+                code=code, method=self.request.method, state=state)
+            return
+        layer = self._layer
+        if code < 200:
+            self.response = response
+            self.state = PROCEEDING
+            if self._invite:
+                _cancel(self._retransmit)
+                self._retransmit = None
+                if self._timeout is not None:
+                    # The user is alive: restart its deadline.
+                    self._timeout.cancel()
+                    self._timeout = layer._reactor.callLater(
+                        layer.inviteTimeout, self._userTimeout)
+            self._transmit(response)
+            return
+        _cancel(self._retransmit)
+        _cancel(self._timeout)
+        self._retransmit = self._timeout = None
+        self.response = response
+        if not self._invite:
+            self.state = COMPLETED
+            if self._transmit(response):
+                if self._reliable:
+                    self._terminate()
+                else:
+                    self._timeout = layer._reactor.callLater(
+                        layer._64T1, self._terminate)  # timer J
+        elif code < 300:
+            self.state = ACCEPTED
+            if self._transmit(response):
+                self._timeout = layer._reactor.callLater(
+                    layer._64T1, self._terminate)  # timer L
+        else:
+            self.state = COMPLETED
+            if self._transmit(response):
+                callLater = layer._reactor.callLater
+                if not self._reliable:
+                    self._interval = layer.T1
+                    self._retransmit = callLater(layer.T1, self._timerG)
+                self._timeout = callLater(layer._64T1, self._timerH)
+
+    def _transmit(self, message):
+        try:
+            ok = self.flow.send(message) is not False
+        except Exception:
+            self._log.failure("sending {message!r} failed", message=message)
+            ok = False
+        if not ok:
+            self._layer.transportErrors += 1
+            self._fail(TransportError(f"cannot send to {self.flow.remote}"))
+        return ok
+
+    def _fail(self, reason):
+        self._terminate()
+        self._layer._transactionFailed(self, reason)
+
+    def _terminate(self):
+        if self.state is TERMINATED:
+            return
+        self.state = TERMINATED
+        _cancel(self._retransmit)
+        _cancel(self._timeout)
+        self._retransmit = self._timeout = None
+        self._layer._removeServer(self)
+
+    def _delivered(self):
+        """
+        The user has seen the request: if it has not answered yet, start the
+        100 Trying timer (INVITE) and the deadline for its final response.
+        """
+        state = self.state
+        if state is not TRYING and state is not PROCEEDING:
+            return
+        layer = self._layer
+        callLater = layer._reactor.callLater
+        if self._invite:
+            if self.response is None:
+                self._retransmit = callLater(TRYING_DELAY, self._sendTrying)
+            self._timeout = callLater(layer.inviteTimeout, self._userTimeout)
+        else:
+            self._timeout = callLater(layer._64T1 + layer.T4,
+                                      self._userTimeout)
+
+    def _sendTrying(self):
+        self._retransmit = None
+        if self.state is PROCEEDING and self.response is None:
+            self.response = responseTo(self.request, 100)
+            self._transmit(self.response)
+
+    def _timerG(self):
+        self._retransmit = None
+        if self._transmit(self.response):
+            layer = self._layer
+            self._interval = interval = min(self._interval * 2, layer.T2)
+            self._retransmit = layer._reactor.callLater(interval,
+                                                        self._timerG)
+
+    def _timerH(self):
+        self._timeout = None
+        self._log.info("no ACK for {code} to {method} from {remote}",
+                       code=self.response.code, method=self.request.method,
+                       remote=self.flow.remote)
+        self._layer.timeouts += 1
+        self._fail(TransactionTimeout("no ACK (timer H)"))
+
+    def _userTimeout(self):
+        self._timeout = None
+        layer = self._layer
+        layer.timeouts += 1
+        self._log.warn("no final response to {method} from the user in time",
+                       method=self.request.method)
+        if self._invite:
+            # Answer, so that the client is not left ringing, then let the
+            # state machine run to its end.
+            self.respond(responseTo(self.request, 408))
+            layer._transactionFailed(
+                self, TransactionTimeout("the user did not answer"))
+        else:
+            # The client has given up (timer F) already.
+            self._fail(TransactionTimeout("the user did not answer"))
+
+    def _matched(self, request, flow):
+        """
+        A request matching this transaction arrived: a retransmission, or
+        the ACK of an INVITE.
+        """
+        state = self.state
+        if request.method == "ACK":
+            if state is COMPLETED:
+                _cancel(self._retransmit)
+                _cancel(self._timeout)
+                self._retransmit = self._timeout = None
+                self.state = CONFIRMED
+                if self._reliable:
+                    self._terminate()
+                else:
+                    layer = self._layer
+                    self._timeout = layer._reactor.callLater(
+                        layer.T4, self._terminate)  # timer I
+            elif state is ACCEPTED:
+                self._layer._deliver(self._layer.user.ackReceived,
+                                     request, flow)
+            return
+        self._layer.absorbed += 1
+        if state is PROCEEDING:
+            if self.response is None:
+                _cancel(self._retransmit)
+                self._retransmit = None
+                self._sendTrying()
+            else:
+                self._transmit(self.response)
+        elif state is COMPLETED:
+            self._transmit(self.response)
+        # Trying, Accepted, Confirmed: absorbed.
+
+
+class ClientTransaction:
+    """
+    A client transaction, created by L{TransactionLayer.sendRequest}.
+
+    @ivar request: the request it sends.
+    @ivar flow: the flow it sends on (the ACK and CANCEL go there too).
+    @ivar state: C{Calling}, C{Trying}, C{Proceeding}, C{Completed},
+        C{Accepted} or C{Terminated}.
+    @ivar deferred: fires once, with the first final response, or fails
+        with L{TransactionTimeout}, L{TransportError},
+        L{TransactionLayerFull} or L{TransactionLayerStopped}.
+    @ivar onProvisional: C{None}, or a callable given each 1xx response
+        received before the final one.
+    """
+
+    __slots__ = ("request", "flow", "state", "deferred", "onProvisional",
+                 "key", "_layer", "_invite", "_reliable", "_retransmit",
+                 "_timeout", "_interval", "_cancelWanted", "_cancelSent",
+                 "_ack")
+
+    _log = Logger()
+
+    def __init__(self, layer, key, request, flow):
+        self._layer = layer
+        self.key = key
+        self.request = request
+        self.flow = flow
+        self._invite = invite = request.method == "INVITE"
+        self.state = CALLING if invite else TRYING
+        self._reliable = flow.reliable
+        self.deferred = Deferred()
+        self.onProvisional = None
+        self._retransmit = None
+        self._timeout = None
+        self._interval = 0.0
+        self._cancelWanted = False
+        self._cancelSent = False
+        self._ack = None
+
+    def __repr__(self):
+        return (f"<ClientTransaction {self.request.method} {self.state} "
+                f"{self.key[0]}>")
+
+    def cancel(self):
+        """
+        Cancel this INVITE (section 9.1): send a CANCEL once a provisional
+        response has come (at once if one has), nothing if a final one has.
+        If no final response follows the CANCEL within 64*T1, the
+        transaction fails with L{TransactionTimeout}.  No effect on a
+        non-INVITE transaction.
+        """
+        if not self._invite or self._cancelWanted:
+            return
+        self._cancelWanted = True
+        if self.state is PROCEEDING:
+            self._sendCancel()
+
+    def _sendCancel(self):
+        self._cancelSent = True
+        layer = self._layer
+        request = self.request
+        cancel = _derivedRequest(request, "CANCEL", request.headers["to"][0])
+        try:
+            transaction = layer.sendRequest(cancel, self.flow)
+        except ValueError:
+            self._log.failure("cannot send CANCEL")
+        else:
+            transaction.deferred.addErrback(lambda f: None)
+        _cancel(self._timeout)
+        self._timeout = layer._reactor.callLater(layer._64T1,
+                                                 self._timerCancelled)
+
+    def _start(self):
+        if not self._transmit(self.request):
+            return
+        layer = self._layer
+        callLater = layer._reactor.callLater
+        if self._invite:
+            if not self._reliable:
+                self._interval = layer.T1
+                self._retransmit = callLater(layer.T1, self._timerA)
+        else:
+            if not self._reliable:
+                self._interval = layer.T1
+                self._retransmit = callLater(layer.T1, self._timerE)
+        self._timeout = callLater(layer._64T1, self._timerBF)
+
+    def _send(self, message):
+        try:
+            ok = self.flow.send(message) is not False
+        except Exception:
+            self._log.failure("sending {message!r} failed", message=message)
+            ok = False
+        if not ok:
+            self._layer.transportErrors += 1
+        return ok
+
+    def _transmit(self, message):
+        if self._send(message):
+            return True
+        self._fail(TransportError(f"cannot send to {self.flow.remote}"))
+        return False
+
+    def _fail(self, reason):
+        self._terminate()
+        self.deferred.errback(reason)
+
+    def _terminate(self):
+        if self.state is TERMINATED:
+            return
+        self.state = TERMINATED
+        _cancel(self._retransmit)
+        _cancel(self._timeout)
+        self._retransmit = self._timeout = None
+        self._layer._removeClient(self)
+
+    def _timerA(self):
+        self._retransmit = None
+        if self._transmit(self.request):
+            self._interval = interval = self._interval * 2
+            self._retransmit = self._layer._reactor.callLater(
+                interval, self._timerA)
+
+    def _timerE(self):
+        self._retransmit = None
+        if self._transmit(self.request):
+            layer = self._layer
+            if self.state is TRYING:
+                interval = min(self._interval * 2, layer.T2)
+            else:
+                interval = layer.T2
+            self._interval = interval
+            self._retransmit = layer._reactor.callLater(interval,
+                                                        self._timerE)
+
+    def _timerBF(self):
+        self._timeout = None
+        self._layer.timeouts += 1
+        self._fail(TransactionTimeout(
+            f"no response to {self.request.method} (timer "
+            f"{'B' if self._invite else 'F'})"))
+
+    def _timerC(self):
+        self._timeout = None
+        self._log.info("no final response to INVITE: timer C, cancelling")
+        self._cancelWanted = False
+        self.cancel()
+
+    def _timerCancelled(self):
+        self._timeout = None
+        self._layer.timeouts += 1
+        self._fail(TransactionTimeout("no final response after CANCEL"))
+
+    def _responseReceived(self, response, flow):
+        code = response.code
+        state = self.state
+        layer = self._layer
+        if not self._invite:
+            if state is not TRYING and state is not PROCEEDING:
+                return  # Completed: retransmitted final absorbed.
+            if code < 200:
+                self.state = PROCEEDING
+                self._provisional(response)
+                return
+            _cancel(self._retransmit)
+            _cancel(self._timeout)
+            self._retransmit = self._timeout = None
+            self.state = COMPLETED
+            if self._reliable:
+                self._terminate()
+            else:
+                self._timeout = layer._reactor.callLater(
+                    layer.T4, self._terminate)  # timer K
+            self.deferred.callback(response)
+            return
+        if code < 200:
+            if state is CALLING:
+                self.state = PROCEEDING
+                _cancel(self._retransmit)
+                _cancel(self._timeout)
+                self._retransmit = self._timeout = None
+                if self._cancelWanted:
+                    self._sendCancel()
+                else:
+                    self._timeout = layer._reactor.callLater(
+                        layer.timerC, self._timerC)
+            elif state is PROCEEDING:
+                if not self._cancelSent:
+                    _cancel(self._timeout)
+                    self._timeout = layer._reactor.callLater(
+                        layer.timerC, self._timerC)
+            else:
+                return
+            self._provisional(response)
+        elif code < 300:
+            if state is CALLING or state is PROCEEDING:
+                _cancel(self._retransmit)
+                _cancel(self._timeout)
+                self._retransmit = None
+                self.state = ACCEPTED
+                self._timeout = layer._reactor.callLater(
+                    layer._64T1, self._terminate)  # timer M
+                self.deferred.callback(response)
+            else:
+                # Accepted: a retransmitted or forked 2xx (RFC 6026); or a
+                # 2xx from another fork after a non-2xx.
+                layer._deliver(layer.user.responseReceived, response, flow)
+        else:
+            if state is CALLING or state is PROCEEDING:
+                _cancel(self._retransmit)
+                _cancel(self._timeout)
+                self._retransmit = self._timeout = None
+                self.state = COMPLETED
+                self._ack = _derivedRequest(self.request, "ACK",
+                                            response.headers["to"][0])
+                if self._send(self._ack) and not self._reliable:
+                    self._timeout = layer._reactor.callLater(
+                        layer.timerD, self._terminate)  # timer D
+                else:
+                    self._terminate()
+                self.deferred.callback(response)
+            elif state is COMPLETED:
+                self._send(self._ack)
+
+    def _provisional(self, response):
+        hook = self.onProvisional
+        if hook is not None:
+            try:
+                hook(response)
+            except Exception:
+                self._log.failure("onProvisional failed for {response!r}",
+                                  response=response)
+
+
+class TransactionLayer:
+    """
+    The transaction layer: matches messages to transactions, creates server
+    transactions for new requests, and passes what belongs to no
+    transaction to the user.
+
+    @param reactor: an L{IReactorTime}.
+    @param user: an L{ITransactionUser}.
+    @param T1: RTT estimate (s).
+    @param T2: maximum retransmission interval for non-INVITE requests and
+        INVITE responses (s).
+    @param T4: maximum time a message stays in the network (s).
+    @param maxTransactions: bound of the table (client and server); a new
+        request beyond it is answered C{503} statelessly.
+    @param retryAfter: the C{Retry-After} of that C{503} (s).
+    @param timerC: how long an INVITE client transaction waits for a final
+        response after its last provisional one before it cancels (s).
+    @param inviteTimeout: how long an INVITE server transaction waits for a
+        final response from the user after its last provisional one before
+        it answers C{408} itself (s).
+
+    Counters (cumulative, for metrics): C{serverCreated}, C{clientCreated},
+    C{rejected} (503 when full), C{absorbed} (retransmissions), C{timeouts},
+    C{transportErrors}; C{active} is the size of the table.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, user, T1=0.5, T2=4.0, T4=5.0,
+                 maxTransactions=100000, retryAfter=10, timerC=180.0,
+                 inviteTimeout=200.0):
+        self._reactor = reactor
+        self.user = user
+        self.T1 = T1
+        self.T2 = T2
+        self.T4 = T4
+        self._64T1 = 64 * T1
+        self.timerD = max(32.0, 64 * T1)
+        self.timerC = timerC
+        self.inviteTimeout = inviteTimeout
+        self.maxTransactions = maxTransactions
+        self.retryAfter = retryAfter
+        self._servers = {}
+        self._clients = {}
+        self.serverCreated = 0
+        self.clientCreated = 0
+        self.rejected = 0
+        self.absorbed = 0
+        self.timeouts = 0
+        self.transportErrors = 0
+        self._rateSecond = 0
+        self._rateCount = 0
+        self._lastRate = 0
+
+    @property
+    def active(self):
+        """
+        How many transactions are in the table.
+        """
+        return len(self._servers) + len(self._clients)
+
+    def createdPerSecond(self):
+        """
+        Transactions created during the last complete second.
+        """
+        now = int(self._reactor.seconds())
+        if now == self._rateSecond:
+            return self._lastRate
+        if now == self._rateSecond + 1:
+            return self._rateCount
+        return 0
+
+    def _created(self):
+        now = int(self._reactor.seconds())
+        if now != self._rateSecond:
+            self._lastRate = (self._rateCount
+                              if now == self._rateSecond + 1 else 0)
+            self._rateSecond = now
+            self._rateCount = 0
+        self._rateCount += 1
+
+    def stats(self):
+        """
+        @return: the counters, as a L{dict} for the metrics endpoint.
+        """
+        return {
+            "active": self.active,
+            "server_transactions": len(self._servers),
+            "client_transactions": len(self._clients),
+            "created_per_second": self.createdPerSecond(),
+            "server_created": self.serverCreated,
+            "client_created": self.clientCreated,
+            "rejected": self.rejected,
+            "absorbed": self.absorbed,
+            "timeouts": self.timeouts,
+            "transport_errors": self.transportErrors,
+        }
+
+    def _serverKey(self, request, via):
+        method = request.method
+        if method == "ACK":
+            method = "INVITE"
+        branch = via.branch
+        if branch is not None and branch.startswith(MAGIC_COOKIE):
+            return (branch, via.host, via.sentByPort, method)
+        # RFC 2543 peer (section 17.2.3): the request's identity.
+        fromValue = request.header("from") or ""
+        tag = fromValue.rpartition(";tag=")[2] if ";tag=" in fromValue else ""
+        return ("", request.uriText, tag, request.header("call-id"),
+                request.cseq()[0], via.host, via.sentByPort, branch, method)
+
+    def findServerTransaction(self, cancel):
+        """
+        The INVITE server transaction a CANCEL matches (section 9.2), or
+        C{None}.
+        """
+        try:
+            key = self._serverKey(cancel, cancel.topVia())
+        except Exception:
+            return None
+        return self._servers.get(key[:-1] + ("INVITE",))
+
+    def messageReceived(self, message, flow):
+        """
+        Called by the transport with every parsed, validated message.
+        """
+        if isinstance(message, _sipRequest):
+            self._requestReceived(message, flow)
+        else:
+            self._responseReceived(message, flow)
+
+    def _requestReceived(self, request, flow):
+        try:
+            via = request.topVia()
+            key = self._serverKey(request, via)
+        except Exception:
+            self._log.warn("dropped {request!r} from {remote}: bad Via or "
+                           "CSeq", request=request, remote=flow.remote)
+            return
+        servers = self._servers
+        transaction = servers.get(key)
+        if transaction is not None:
+            transaction._matched(request, flow)
+            return
+        method = request.method
+        if method == "ACK":
+            self._deliver(self.user.ackReceived, request, flow)
+            return
+        if len(servers) + len(self._clients) >= self.maxTransactions:
+            self._reject(request, flow)
+            return
+        transaction = ServerTransaction(self, key, request, flow)
+        servers[key] = transaction
+        self.serverCreated += 1
+        self._created()
+        if method == "CANCEL":
+            cancelled = servers.get(key[:-1] + ("INVITE",))
+            if cancelled is not None:
+                cancelled.cancelled = True
+            ok = self._deliver(self.user.cancelReceived, request,
+                               transaction, cancelled)
+        else:
+            ok = self._deliver(self.user.requestReceived, request,
+                               transaction)
+        if not ok:
+            state = transaction.state
+            if state is TRYING or state is PROCEEDING:
+                transaction.respond(responseTo(request, 500))
+            return
+        transaction._delivered()
+
+    def _reject(self, request, flow):
+        self.rejected += 1
+        self._log.warn("transaction table full ({count}): 503 to {method} "
+                       "from {remote}", count=self.maxTransactions,
+                       method=request.method, remote=flow.remote)
+        response = responseTo(request, 503)
+        response.headers["retry-after"] = [str(self.retryAfter)]
+        try:
+            flow.send(response)
+        except Exception:
+            self._log.failure("sending 503 to {remote} failed",
+                              remote=flow.remote)
+
+    def _responseReceived(self, response, flow):
+        try:
+            key = (response.topVia().branch, response.cseq()[1])
+        except Exception:
+            self._log.warn("dropped {response!r} from {remote}: bad Via or "
+                           "CSeq", response=response, remote=flow.remote)
+            return
+        transaction = self._clients.get(key)
+        if transaction is None:
+            self._deliver(self.user.responseReceived, response, flow)
+        else:
+            transaction._responseReceived(response, flow)
+
+    def sendRequest(self, request, flow):
+        """
+        Start a client transaction: send C{request} on C{flow} and run
+        the timers.  The request carries its top Via with a fresh RFC 3261
+        branch already.
+
+        @return: the L{ClientTransaction}; when the table is full its
+            C{deferred} has failed with L{TransactionLayerFull}, when
+            sending failed with L{TransportError}.
+        @raise ValueError: for an ACK (an ACK for a 2xx is sent by the user
+            directly on a flow), a request without a branch, or a branch
+            already in use.
+        """
+        method = request.method
+        if method == "ACK":
+            raise ValueError("an ACK is not sent in a client transaction")
+        via = request.topVia()
+        if via is None or not via.branch:
+            raise ValueError("the request has no Via branch")
+        key = (via.branch, method)
+        clients = self._clients
+        if key in clients:
+            raise ValueError(f"branch {via.branch} already in use")
+        transaction = ClientTransaction(self, key, request, flow)
+        if len(self._servers) + len(clients) >= self.maxTransactions:
+            self.rejected += 1
+            transaction.state = TERMINATED
+            transaction.deferred.errback(
+                TransactionLayerFull("transaction table full"))
+            return transaction
+        clients[key] = transaction
+        self.clientCreated += 1
+        self._created()
+        transaction._start()
+        return transaction
+
+    def stop(self):
+        """
+        Terminate every transaction and cancel its timers (the service is
+        stopping); pending client transactions fail with
+        L{TransactionLayerStopped}.
+        """
+        for transaction in list(self._servers.values()):
+            transaction._terminate()
+        for transaction in list(self._clients.values()):
+            if transaction.deferred.called:
+                transaction._terminate()
+            else:
+                transaction._fail(TransactionLayerStopped("stopped"))
+
+    def _removeServer(self, transaction):
+        if self._servers.get(transaction.key) is transaction:
+            del self._servers[transaction.key]
+
+    def _removeClient(self, transaction):
+        if self._clients.get(transaction.key) is transaction:
+            del self._clients[transaction.key]
+
+    def _deliver(self, method, *args):
+        try:
+            method(*args)
+        except Exception:
+            self._log.failure("transaction user failed in {method}",
+                              method=method.__name__)
+            return False
+        return True
+
+    def _transactionFailed(self, transaction, reason):
+        self._deliver(self.user.transactionFailed, transaction, reason)
