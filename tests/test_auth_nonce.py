@@ -1,0 +1,140 @@
+# -*- test-case-name: tests.test_auth_nonce -*-
+"""
+Tests for L{sipdist.auth.nonce}: stateless nonces and the nonce count table.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.auth.nonce import (
+    INVALID, STALE, VALID, NonceCounts, NonceFactory)
+
+SECRET = b"0123456789abcdef-pool-secret"
+
+
+def clockAt(t=1_700_000_000):
+    clock = Clock()
+    clock.advance(t)
+    return clock
+
+
+class NonceFactoryTests(SynchronousTestCase):
+    """
+    Nonces are checked by any server holding the secret, without state.
+    """
+
+    def test_validAcrossServers(self):
+        """
+        A nonce minted by one server is valid at another server of the pool
+        (same secret and realm), and two nonces minted at the same time
+        differ.
+        """
+        clock = clockAt()
+        one = NonceFactory(SECRET, "example.com", clock)
+        two = NonceFactory(SECRET, "example.com", clock)
+        nonce = one.mint()
+        self.assertEqual(two.check(nonce), VALID)
+        self.assertNotEqual(nonce, one.mint())
+        self.assertEqual(two.issued(nonce), 1_700_000_000)
+
+    def test_stale(self):
+        """
+        Past its lifetime a genuine nonce is stale, not invalid.
+        """
+        clock = clockAt()
+        factory = NonceFactory(SECRET, "example.com", clock, lifetime=60)
+        nonce = factory.mint()
+        clock.advance(60)
+        self.assertEqual(factory.check(nonce), VALID)
+        clock.advance(1)
+        self.assertEqual(factory.check(nonce), STALE)
+
+    def test_otherRealmOrSecret(self):
+        """
+        A nonce minted for another realm or with another secret is invalid.
+        """
+        clock = clockAt()
+        nonce = NonceFactory(SECRET, "example.com", clock).mint()
+        self.assertEqual(
+            NonceFactory(SECRET, "example.org", clock).check(nonce), INVALID)
+        self.assertEqual(
+            NonceFactory(b"another secret of 16+ bytes", "example.com",
+                         clock).check(nonce), INVALID)
+
+    def test_tampered(self):
+        """
+        Changing any character, the length, or sending garbage gives
+        invalid, never an exception.
+        """
+        factory = NonceFactory(SECRET, "example.com", clockAt())
+        nonce = factory.mint()
+        for i in range(len(nonce)):
+            c = "A" if nonce[i] != "A" else "B"
+            self.assertEqual(factory.check(nonce[:i] + c + nonce[i + 1:]),
+                             INVALID)
+        for garbage in ("", "x", nonce + "A", "!" * len(nonce),
+                        "é" * len(nonce)):
+            self.assertEqual(factory.check(garbage), INVALID)
+
+    def test_future(self):
+        """
+        A nonce issued more than a few seconds in the future (clock skew
+        between servers) is stale.
+        """
+        clock = clockAt()
+        ahead = NonceFactory(SECRET, "example.com", clockAt(1_700_000_100))
+        self.assertEqual(
+            NonceFactory(SECRET, "example.com", clock).check(ahead.mint()),
+            STALE)
+
+    def test_shortSecret(self):
+        """
+        A secret shorter than 16 bytes is refused.
+        """
+        self.assertRaises(ValueError, NonceFactory, b"short", "r", Clock())
+
+
+class NonceCountsTests(SynchronousTestCase):
+    """
+    The count table rejects repeated counts and stays bounded.
+    """
+
+    def setUp(self):
+        self.clock = clockAt()
+        self.factory = NonceFactory(SECRET, "example.com", self.clock)
+
+    def _nonce(self):
+        nonce = self.factory.mint()
+        return nonce, self.factory.issued(nonce)
+
+    def test_increasing(self):
+        """
+        Increasing counts are accepted; the same or a lower count is a
+        replay.
+        """
+        counts = NonceCounts()
+        nonce, issued = self._nonce()
+        self.assertTrue(counts.use(nonce, issued, 1))
+        self.assertFalse(counts.use(nonce, issued, 1))
+        self.assertTrue(counts.use(nonce, issued, 3))
+        self.assertFalse(counts.use(nonce, issued, 2))
+
+    def test_bounded(self):
+        """
+        The table never holds more than its size; a nonce evicted from it
+        cannot be used again (its issue time is not after the latest
+        evicted one), while nonces issued later still can.
+        """
+        counts = NonceCounts(maxSize=3)
+        old = [self._nonce() for _ in range(3)]
+        for nonce, issued in old:
+            self.assertTrue(counts.use(nonce, issued, 1))
+        self.clock.advance(1)
+        newer = [self._nonce() for _ in range(3)]
+        for nonce, issued in newer:
+            self.assertTrue(counts.use(nonce, issued, 1))
+            self.assertLessEqual(len(counts), 3)
+        nonce, issued = old[0]
+        self.assertFalse(counts.use(nonce, issued, 2))
+        self.clock.advance(1)
+        self.assertTrue(counts.use(*self._nonce(), 1))
