@@ -23,6 +23,8 @@ import sipdist
 # is built.  Feature work appends its module here.
 COMMAND_MODULES = [
     "sipdist.certs_cli",
+    "sipdist.admin",
+    "sipdist.auth.cli",
 ]
 
 

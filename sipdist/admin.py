@@ -1,0 +1,271 @@
+# -*- test-case-name: tests.test_admin -*-
+"""
+C{sipdist} commands administering the assignment store, for any store
+string (C{--store}, default C{$SIPDIST_STORE} or
+C{file:etc/assignments.conf}).
+
+Each command prints its result on standard output, or one error line on
+standard error and exits with status 1.
+"""
+
+import os
+import sys
+
+from twisted.internet.defer import ensureDeferred
+from twisted.python import usage
+
+from sipdist.cli import CommandError
+from sipdist.store import (
+    STATES, InvalidValue, ServerRecord, StoreError, aorKey, storeFromString,
+)
+
+DEFAULT_STORE = "file:etc/assignments.conf"
+
+
+def defaultStore():
+    """
+    @return: C{$SIPDIST_STORE} if set, else L{DEFAULT_STORE}.
+    """
+    return os.environ.get("SIPDIST_STORE") or DEFAULT_STORE
+
+
+class _StoreCommand(usage.Options):
+    """
+    A command working on a store; subclasses define C{act(store)}, a
+    coroutine printing through C{self.out}.
+    """
+
+    # The store factory and output are attributes so that tests can run
+    # commands in-process against one store.
+    storeFactory = staticmethod(storeFromString)
+    out = None
+    closeStore = True
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["store"] = defaultStore()
+
+    def opt_store(self, description):
+        """
+        The assignment store: memory:, file:PATH or ldap://HOST:PORT/BASE?...
+        (default: $SIPDIST_STORE or file:etc/assignments.conf).
+        """
+        self["store"] = description
+
+    opt_s = opt_store
+
+    def print(self, line):
+        (self.out or sys.stdout).write(line + "\n")
+
+    def run(self, reactor):
+        return ensureDeferred(self._run(reactor))
+
+    async def _run(self, reactor):
+        try:
+            store = self.storeFactory(reactor, self["store"])
+        except StoreError as e:
+            raise CommandError(str(e)) from None
+        try:
+            return await self.act(store)
+        except StoreError as e:
+            raise CommandError(str(e)) from None
+        finally:
+            if self.closeStore:
+                await store.close()
+
+
+def _aor(text):
+    try:
+        return aorKey(text)
+    except InvalidValue as e:
+        raise usage.UsageError(str(e)) from None
+
+
+class ServerAdd(_StoreCommand):
+    synopsis = "sipdist server-add [--weight=N] [--state=S] ID URI"
+    optParameters = [
+        ["weight", "w", "1", "capacity weight, 0 to 1000000"],
+        ["state", None, "active", f"one of {', '.join(STATES)}"],
+    ]
+
+    def parseArgs(self, serverId, uri):
+        try:
+            self.record = ServerRecord(serverId, uri, self["weight"],
+                                       self["state"])
+        except InvalidValue as e:
+            raise usage.UsageError(str(e)) from None
+
+    async def act(self, store):
+        record = await store.addServer(self.record)
+        self.print(f"added server {_describe(record)}")
+
+
+class ServerList(_StoreCommand):
+    synopsis = "sipdist server-list"
+
+    async def act(self, store):
+        servers = await store.listServers()
+        counts = await store.countUsers()
+        if not servers:
+            self.print("no servers")
+        for record in servers:
+            self.print(f"{_describe(record)} users={counts.get(record.id, 0)}")
+
+
+class ServerSet(_StoreCommand):
+    synopsis = "sipdist server-set [--state=S] [--weight=N] [--uri=URI] ID"
+    optParameters = [
+        ["state", None, None, f"one of {', '.join(STATES)}"],
+        ["weight", "w", None, "capacity weight, 0 to 1000000"],
+        ["uri", None, None, "the SIP URI redirects name"],
+    ]
+
+    def parseArgs(self, serverId):
+        self.serverId = serverId
+
+    def postOptions(self):
+        if self["state"] is None and self["weight"] is None \
+                and self["uri"] is None:
+            raise usage.UsageError("nothing to set: give --state, --weight "
+                                   "or --uri")
+
+    async def act(self, store):
+        record = await store.updateServer(self.serverId, self["uri"],
+                                          self["weight"], self["state"])
+        self.print(f"server {_describe(record)}")
+
+
+class ServerRemove(_StoreCommand):
+    synopsis = "sipdist server-remove ID"
+
+    def parseArgs(self, serverId):
+        self.serverId = serverId
+
+    async def act(self, store):
+        record = await store.removeServer(self.serverId)
+        self.print(f"removed server {record.id}")
+
+
+class Assign(_StoreCommand):
+    synopsis = "sipdist assign AOR SERVER-ID"
+
+    def parseArgs(self, aor, serverId):
+        self.aor, self.serverId = _aor(aor), serverId
+
+    async def act(self, store):
+        old = await store.assignUser(self.aor, self.serverId)
+        if old is None:
+            self.print(f"{self.aor} assigned to {self.serverId}")
+        elif old == self.serverId:
+            self.print(f"{self.aor} already on {self.serverId}")
+        else:
+            self.print(f"{self.aor} moved from {old} to {self.serverId}")
+
+
+class Move(Assign):
+    synopsis = "sipdist move AOR SERVER-ID"
+
+    async def act(self, store):
+        old = await store.moveUser(self.aor, self.serverId)
+        self.print(f"{self.aor} moved from {old} to {self.serverId}")
+
+
+class Unassign(_StoreCommand):
+    synopsis = "sipdist unassign AOR"
+
+    def parseArgs(self, aor):
+        self.aor = _aor(aor)
+
+    async def act(self, store):
+        old = await store.removeUser(self.aor)
+        self.print(f"{self.aor} unassigned (was on {old})")
+
+
+class Lookup(_StoreCommand):
+    synopsis = "sipdist lookup AOR"
+
+    def parseArgs(self, aor):
+        self.aor = _aor(aor)
+
+    async def act(self, store):
+        serverId = await store.lookupUser(self.aor)
+        if serverId is None:
+            raise CommandError(f"{self.aor} has no assignment")
+        record = await store.getServer(serverId)
+        if record is None:
+            self.print(f"{self.aor} {serverId} (no such server record)")
+            return 1
+        self.print(f"{self.aor} {serverId} {record.uri} state={record.state}")
+
+
+class Counts(_StoreCommand):
+    synopsis = "sipdist counts"
+
+    async def act(self, store):
+        counts = await store.countUsers()
+        if not counts:
+            self.print("no servers")
+        for serverId in sorted(counts):
+            self.print(f"{serverId} {counts[serverId]}")
+        self.print(f"total {sum(counts.values())}")
+
+
+class Import(_StoreCommand):
+    synopsis = "sipdist import FILE"
+    longdesc = ("Read FILE in the file store format ('server ID URI "
+                "[weight=N] [state=S]' and 'user AOR SERVER-ID' lines, "
+                "'#' comments): add or update its servers, then assign its "
+                "users in one batch.  Nothing is changed if a line is bad.")
+
+    def parseArgs(self, path):
+        self.path = path
+
+    async def act(self, store):
+        from sipdist.store.file import parseAssignments
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CommandError(f"cannot read {self.path}: "
+                               f"{getattr(e, 'strerror', None) or e}") \
+                from None
+        tables = parseAssignments(text, self.path)
+        added = updated = 0
+        for record in tables.servers.values():
+            current = await store.getServer(record.id)
+            if current is None:
+                await store.addServer(record)
+                added += 1
+            elif current != record:
+                await store.updateServer(record.id, record.uri, record.weight,
+                                         record.state)
+                updated += 1
+        count = await store.assignUsers(tables.users.items())
+        self.print(f"imported {self.path}: {added} servers added, "
+                   f"{updated} updated, {count} users assigned")
+
+
+def _describe(record):
+    return (f"{record.id} {record.uri} weight={record.weight} "
+            f"state={record.state}")
+
+
+commands = [
+    ("server-add", ServerAdd, "Add a home server to the assignment store"),
+    ("server-list", ServerList, "List home servers with their user counts"),
+    ("server-set", ServerSet, "Change a server's state, weight or URI"),
+    ("server-remove", ServerRemove, "Remove a server that has no users"),
+    ("assign", Assign, "Assign a user to a server (or move it there)"),
+    ("move", Move, "Move an assigned user to another server"),
+    ("unassign", Unassign, "Remove a user's assignment"),
+    ("lookup", Lookup, "Show the server a user is assigned to"),
+    ("counts", Counts, "Show the number of users per server"),
+    ("import", Import, "Import servers and assignments from a file"),
+]
+
+
+def commandsByName():
+    """
+    @return: list of C{(name, OptionsClass)} of the commands above.
+    """
+    return [(name, optionsClass) for name, optionsClass, _ in commands]

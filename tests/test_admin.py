@@ -1,0 +1,161 @@
+# -*- test-case-name: tests.test_admin -*-
+"""
+Tests for the store administration commands of C{sipdist}
+(L{sipdist.admin}).
+"""
+
+import os
+import subprocess
+import sys
+from io import StringIO
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist import admin
+from sipdist.cli import CommandError
+from sipdist.store.memory import MemoryAssignmentStore
+from tests.helpers_store import tempDir
+
+
+def runSipdist(args, env=None, timeout=60):
+    """
+    Run the C{sipdist} console script in a child process.
+
+    @return: C{(exit status, stdout, stderr)}.
+    """
+    environ = dict(os.environ)
+    environ.pop("SIPDIST_STORE", None)
+    environ.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-c", "from sipdist.cli import main; main()"] + args,
+        capture_output=True, text=True, timeout=timeout, env=environ)
+    return done.returncode, done.stdout, done.stderr
+
+
+class InProcessTests(SynchronousTestCase):
+    """
+    The commands against one memory store, run in this process.
+    """
+
+    def setUp(self):
+        self.store = MemoryAssignmentStore()
+
+    def run_(self, command, *args):
+        """
+        Run a command; return its output, or raise what it raises.
+        """
+        options = dict(admin.commandsByName())[command]()
+        options.storeFactory = lambda reactor, description: self.store
+        options.closeStore = False
+        options.out = StringIO()
+        options.parseOptions(list(args))
+        result = self.successResultOf(options.run(None))
+        return result, options.out.getvalue()
+
+    def fails(self, command, *args):
+        options = dict(admin.commandsByName())[command]()
+        options.storeFactory = lambda reactor, description: self.store
+        options.closeStore = False
+        options.out = StringIO()
+        options.parseOptions(list(args))
+        return str(self.failureResultOf(options.run(None),
+                                        CommandError).value)
+
+    def test_assignAndLookup(self):
+        """
+        Servers added, Alice assigned to home2, the lookup names home2.
+        """
+        self.run_("server-add", "home1", "sip:127.0.0.1:5070")
+        _, out = self.run_("server-add", "--weight=5", "home2",
+                           "sip:127.0.0.1:5080")
+        self.assertEqual(out, "added server home2 sip:127.0.0.1:5080 "
+                              "weight=5 state=active\n")
+        _, out = self.run_("assign", "alice@example.com", "home2")
+        self.assertEqual(out, "sip:alice@example.com assigned to home2\n")
+        _, out = self.run_("lookup", "alice@example.com")
+        self.assertEqual(out, "sip:alice@example.com home2 "
+                              "sip:127.0.0.1:5080 state=active\n")
+        _, out = self.run_("move", "alice@example.com", "home1")
+        self.assertEqual(out, "sip:alice@example.com moved from home2 to "
+                              "home1\n")
+        _, out = self.run_("counts")
+        self.assertEqual(out, "home1 1\nhome2 0\ntotal 1\n")
+        _, out = self.run_("server-set", "--state=draining", "home1")
+        self.assertEqual(out, "server home1 sip:127.0.0.1:5070 weight=1 "
+                              "state=draining\n")
+        _, out = self.run_("server-list")
+        self.assertEqual(out.splitlines()[0],
+                         "home1 sip:127.0.0.1:5070 weight=1 state=draining "
+                         "users=1")
+        _, out = self.run_("unassign", "sip:alice@example.com")
+        self.assertEqual(out, "sip:alice@example.com unassigned (was on "
+                              "home1)\n")
+        _, out = self.run_("server-remove", "home1")
+        self.assertEqual(out, "removed server home1\n")
+
+    def test_errors(self):
+        """
+        Store errors are one line each.
+        """
+        self.run_("server-add", "home1", "sip:127.0.0.1:5070")
+        self.assertEqual(self.fails("lookup", "alice@example.com"),
+                         "sip:alice@example.com has no assignment")
+        self.assertEqual(self.fails("assign", "alice@example.com", "home9"),
+                         "no server 'home9'")
+        self.assertEqual(self.fails("move", "alice@example.com", "home1"),
+                         "sip:alice@example.com has no assignment")
+        self.assertEqual(
+            self.fails("server-add", "home1", "sip:10.0.0.1"),
+            "server 'home1' exists already")
+
+    def test_import(self):
+        """
+        Import adds the servers of a file and assigns its users in one
+        batch; a bad file changes nothing.
+        """
+        path = os.path.join(tempDir(self), "batch.conf")
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5070\n"
+                    "# users\n"
+                    "user alice@example.com home1\n"
+                    "user bob@example.com home1\n")
+        _, out = self.run_("import", path)
+        self.assertEqual(out, f"imported {path}: 1 servers added, 0 updated, "
+                              f"2 users assigned\n")
+        with open(path, "a") as f:
+            f.write("user carol@example.com nowhere\n")
+        self.assertEqual(self.fails("import", path),
+                         f"{path}:5: no server 'nowhere' in this file")
+        self.assertEqual(self.successResultOf(self.store.countUsers()),
+                         {"home1": 2})
+
+
+class ConsoleScriptTests(SynchronousTestCase):
+    """
+    The console script against a file store, each command in its own
+    process.
+    """
+
+    def test_fileStore(self):
+        """
+        C{sipdist} assigns alice@example.com to home2 in a file store and
+        looks her up; errors are one line and a non-zero exit.
+        """
+        path = os.path.join(tempDir(self), "assignments.conf")
+        env = {"SIPDIST_STORE": f"file:{path}"}
+        for args in (["server-add", "home1", "sip:127.0.0.1:5070"],
+                     ["server-add", "home2", "sip:127.0.0.1:5080"],
+                     ["assign", "alice@example.com", "home2"]):
+            code, out, err = runSipdist(args, env)
+            self.assertEqual((code, err), (0, ""))
+        code, out, err = runSipdist(["lookup", "alice@example.com"], env)
+        self.assertEqual((code, out), (0, "sip:alice@example.com home2 "
+                                          "sip:127.0.0.1:5080 state=active\n"))
+        code, out, err = runSipdist(
+            ["lookup", "--store", f"file:{path}", "zed@example.com"])
+        self.assertEqual((code, out, err), (
+            1, "", "sipdist lookup: sip:zed@example.com has no assignment\n"))
+        code, out, err = runSipdist(["counts", "--store=nosuch:x"])
+        self.assertEqual(code, 1)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn("unknown store type 'nosuch'", err)
