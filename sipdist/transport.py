@@ -43,6 +43,38 @@ DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
 _MAX_ALIASES = 4
 
 
+class _LogLimiter:
+    """
+    At most C{burst} lines per C{period} seconds for a kind of event that
+    outsiders can cause at will (junk, malformed requests); what is
+    suppressed is counted and reported with the next line allowed.
+    """
+
+    def __init__(self, reactor, burst=20, period=10.0):
+        self._reactor = reactor
+        self.burst = burst
+        self.period = period
+        self._windowStart = None
+        self._lines = 0
+        self.suppressed = 0
+
+    def allow(self):
+        """
+        @return: C{None} if this event must not be logged, else how many
+            were suppressed since the last line logged.
+        """
+        now = self._reactor.seconds()
+        if self._windowStart is None or now - self._windowStart >= self.period:
+            self._windowStart = now
+            self._lines = 0
+        if self._lines >= self.burst:
+            self.suppressed += 1
+            return None
+        self._lines += 1
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
+
+
 def _token():
     return urlsafe_b64encode(os.urandom(9)).decode("ascii")
 
@@ -147,6 +179,8 @@ class SIPDatagramProtocol(DatagramProtocol):
     A UDP port receiving and sending SIP messages for a L{TransportLayer}.
     """
 
+    noisy = False
+
     def __init__(self, layer, index):
         self._layer = layer
         self.index = index
@@ -216,6 +250,8 @@ class SIPStreamProtocol(Protocol):
 
 
 class _StreamFactory(Factory):
+    noisy = False
+
     def __init__(self, layer, transportName):
         self._layer = layer
         self._transportName = transportName
@@ -268,6 +304,7 @@ class TransportLayer:
         self._pending = {}
         self.dropped = 0
         self.answeredErrors = 0
+        self._badInputLog = _LogLimiter(reactor)
 
     # Listening
 
@@ -376,14 +413,21 @@ class TransportLayer:
 
     def _answerError(self, error, flow, stream):
         response = errorResponse(error)
+        suppressed = self._badInputLog.allow()
         if response is None:
             self.dropped += 1
-            self._log.info("dropped a message from {flow}: {code} {phrase}",
-                           flow=flow, code=error.code, phrase=error.phrase)
+            if suppressed is not None:
+                self._log.info(
+                    "dropped a message from {flow}: {code} {phrase} "
+                    "({suppressed} more not logged)", flow=flow,
+                    code=error.code, phrase=error.phrase, suppressed=suppressed)
             return
         self.answeredErrors += 1
-        self._log.info("answered {code} {phrase} to {flow}", flow=flow,
-                       code=error.code, phrase=error.phrase)
+        if suppressed is not None:
+            self._log.info(
+                "answered {code} {phrase} to {flow} ({suppressed} more not "
+                "logged)", flow=flow, code=error.code, phrase=error.phrase,
+                suppressed=suppressed)
         if not stream:
             try:
                 flow = self._receivedRequest(error.message, flow)

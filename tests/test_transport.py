@@ -305,3 +305,32 @@ class ParseListenTests(SynchronousTestCase):
         for bad in ("http:80", "udp:", "udp:x", "udp:70000", "udp:5060:foo=1",
                     "udp:1:2"):
             self.assertRaises(ValueError, parseListen, bad)
+
+
+class BadInputLogTests(SynchronousTestCase):
+    """
+    A flood of junk cannot flood the log.
+    """
+
+    def test_bounded(self):
+        """
+        Past the burst, dropped messages are counted but not logged, and the
+        count is reported with the next line once the period has passed.
+        """
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        reactor = MemoryReactorClock()
+        layer = TransportLayer(reactor, RecordingHandler())
+        protocol = SIPDatagramProtocol(layer, 0)
+        protocol.makeConnection(FakeUDPTransport())
+        for i in range(1000):
+            protocol.datagramReceived(b"junk", ("10.0.0.1", 1))
+        logged = [e for e in events if "dropped a message" in e.get("log_format", "")]
+        self.assertEqual(len(logged), 20)
+        self.assertEqual(layer.dropped, 1000)
+        reactor.advance(10)
+        protocol.datagramReceived(b"junk", ("10.0.0.1", 1))
+        logged = [e for e in events if "dropped a message" in e.get("log_format", "")]
+        self.assertEqual(logged[-1]["suppressed"], 980)

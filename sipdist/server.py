@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+The server core: the transaction user every role is built on, and
+L{buildServer}, which wires transport, transactions and the role from the
+twistd options.
+
+A role is a chain of request processors (in the manner of reSIProcate's
+repro): each gets the request and its server transaction and either handles
+it (answers it, or proxies it) and returns C{True}, or returns C{False} to
+pass it down the chain.  The last word is C{501}/C{405}: every request gets
+an answer.
+"""
+
+import socket
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
+from zope.interface import implementer
+
+import sipdist
+from sipdist.interfaces import ITransactionUser
+from sipdist.message import responseTo
+from sipdist.transaction import TransactionLayer
+from sipdist.transport import TransportLayer, TransportService
+
+SERVER_HEADER = f"sipdist/{sipdist.__version__}"
+
+# What every role understands; a role adds its own.
+BASE_METHODS = ("OPTIONS", "ACK", "CANCEL")
+SUPPORTED = "path, outbound"
+ACCEPT = "application/sdp, application/pidf+xml, text/plain"
+
+# Methods we know of (RFC 3261 and extensions): a request for one we do not
+# handle is a 405 with Allow, anything else a 501.
+KNOWN_METHODS = frozenset((
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+))
+
+
+def localAddresses(listenDescriptions, domain, name):
+    """
+    The host names and addresses a Request-URI may carry to address this
+    server itself.
+    """
+    hosts = {"localhost", "127.0.0.1", "::1", "[::1]", domain.lower(),
+             name.lower(), socket.gethostname().lower()}
+    for description in listenDescriptions:
+        for part in description.split(":"):
+            if part.startswith("interface="):
+                address = part[len("interface="):].replace("\\", "")
+                hosts.add(address)
+                hosts.add(f"[{address}]")
+    return frozenset(h for h in hosts if h)
+
+
+@implementer(ITransactionUser)
+class SIPServer:
+    """
+    The transaction user of a sipdist server.
+
+    @ivar processors: the chain requests go down, after the built-in
+        OPTIONS handling.
+    @ivar methods: the methods this server handles (for C{Allow}).
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, name, domain, localHosts=frozenset(),
+                 processors=(), methods=()):
+        self._reactor = reactor
+        self.name = name
+        self.domain = domain
+        self.localHosts = localHosts
+        self.processors = list(processors)
+        self.methods = tuple(dict.fromkeys(BASE_METHODS + tuple(methods)))
+        self._allow = ", ".join(self.methods)
+        self.transactions = None
+
+    def addressesUs(self, uri):
+        """
+        Whether a Request-URI names this server rather than a user.
+        """
+        return uri.username is None and (
+            uri.host.lower() in self.localHosts or not self.localHosts)
+
+    def response(self, request, code, phrase=None):
+        """
+        A response to C{request} carrying our C{Server} header.
+        """
+        response = responseTo(request, code, phrase)
+        response.headers["server"] = [SERVER_HEADER]
+        return response
+
+    # ITransactionUser
+
+    def requestReceived(self, request, transaction):
+        method = request.method
+        if method == "OPTIONS" and self.addressesUs(request.uri):
+            transaction.respond(self.optionsResponse(request))
+            return
+        for processor in self.processors:
+            if processor(request, transaction):
+                return
+        if method in KNOWN_METHODS:
+            response = self.response(request, 405, "Method Not Allowed")
+            response.headers["allow"] = [self._allow]
+        else:
+            response = self.response(request, 501, "Not Implemented")
+        transaction.respond(response)
+
+    def optionsResponse(self, request):
+        """
+        The answer to an OPTIONS addressed to this server (RFC 3261 section
+        11.2): what it allows, supports and accepts.
+        """
+        response = self.response(request, 200)
+        headers = response.headers
+        headers["allow"] = [self._allow]
+        headers["supported"] = [SUPPORTED]
+        headers["accept"] = [ACCEPT]
+        headers["accept-language"] = ["en"]
+        return response
+
+    def cancelReceived(self, request, transaction, cancelled):
+        if cancelled is None:
+            transaction.respond(self.response(
+                request, 481, "Call/Transaction Does Not Exist"))
+            return
+        transaction.respond(self.response(request, 200))
+        self.inviteCancelled(cancelled)
+
+    def inviteCancelled(self, transaction):
+        """
+        An INVITE we have not answered was cancelled: answer it 487.
+        """
+        transaction.respond(self.response(transaction.request, 487,
+                                          "Request Terminated"))
+
+    def ackReceived(self, request, flow):
+        pass
+
+    def responseReceived(self, response, flow):
+        self._log.debug("stray response {code} from {flow}",
+                        code=response.code, flow=flow)
+
+    def transactionFailed(self, transaction, reason):
+        self._log.info("transaction {transaction} failed: {reason}",
+                       transaction=transaction, reason=reason)
+
+
+class ServerService(MultiService):
+    """
+    A running server: its transport (listening ports and connections), its
+    transaction layer and its transaction user.
+    """
+
+    def __init__(self, server, transactions, transport, transportService):
+        MultiService.__init__(self)
+        self.server = server
+        self.transactions = transactions
+        self.transport = transport
+        transportService.setServiceParent(self)
+        self.transportService = transportService
+
+    def stopService(self):
+        d = MultiService.stopService(self)
+        self.transactions.stop()
+        return d
+
+
+def buildServer(config, reactor):
+    """
+    Build the service of one server from parsed twistd options.
+
+    @param config: a L{sipdist.tap.Options} (or a dict with the same keys).
+    @param reactor: the reactor to run on.
+    @rtype: L{ServerService}
+    """
+    name = config["name"]
+    server = SIPServer(
+        reactor, name, config["domain"],
+        localAddresses(config["listen"], config["domain"], name))
+    transactions = TransactionLayer(
+        reactor, server, T1=config.get("t1", 0.5),
+        maxTransactions=config.get("max-transactions", 100000))
+    server.transactions = transactions
+    transport = TransportLayer(
+        reactor, transactions,
+        maxMessageSize=config.get("max-message-size", 65535),
+        idleTimeout=config.get("idle-timeout", 900.0),
+        maxConnections=config.get("max-connections", 10000),
+        maxConnectionsPerHost=config.get("max-connections-per-host", 64))
+    transportService = TransportService(
+        transport, config["listen"], config.get("tls-server-options"))
+    return ServerService(server, transactions, transport, transportService)

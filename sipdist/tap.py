@@ -1,0 +1,234 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd sipdist}: options and service construction.
+
+Every option can also be given in a TOML file (C{--config FILE}) under the
+same name (dashes or underscores); an option on the command line overrides
+the file.  Options are validated here, so a mistake is one line from twistd
+and a non-zero exit, before anything listens.
+"""
+
+import os
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
+ROLES = ("home", "distributor", "edge", "internal-edge")
+
+# name -> (default, converter, description).  Converters raise ValueError
+# with a message saying what is wrong.
+def _positiveInt(text):
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positiveFloat(text):
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _flag(value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+PARAMETERS = [
+    # name, short, default, converter, help
+    ("role", "r", "home", str,
+     "What this server is: " + ", ".join(ROLES) + "."),
+    ("name", "n", None, str,
+     "This server's id in the assignment store (required for the home role; "
+     "defaults to the role's name otherwise)."),
+    ("store", "s", "memory:", str,
+     "Assignment store: memory:, file:PATH, ldap://HOST:PORT/BASE?..., or "
+     "a provider's prefix."),
+    ("domain", "d", "localhost",
+     str, "The SIP domain (and digest realm) this server serves."),
+    ("tls-cert", None, None, str,
+     "PEM certificate (with chain) for sips: listening endpoints and for "
+     "connections to other servers."),
+    ("tls-key", None, None, str, "PEM private key of --tls-cert."),
+    ("tls-ca", None, None, str,
+     "PEM CA certificates that peers' certificates are verified against."),
+    ("tls-require-client-cert", None, False, _flag,
+     "Require TLS clients to present a certificate from --tls-ca (mutual "
+     "TLS)."),
+    ("max-message-size", None, 65535, _positiveInt,
+     "Largest message accepted, in bytes; larger ones are answered 513."),
+    ("idle-timeout", None, 900.0, _positiveFloat,
+     "Seconds after which an idle TCP/TLS connection is closed."),
+    ("max-connections", None, 10000, _positiveInt,
+     "TCP/TLS connections open at once."),
+    ("max-connections-per-host", None, 64, _positiveInt,
+     "TCP/TLS connections open at once from one address."),
+    ("t1", None, 0.5, _positiveFloat, "RFC 3261 timer T1 (seconds)."),
+    ("max-transactions", None, 100000, _positiveInt,
+     "Transactions in progress at once; past it requests are answered 503."),
+]
+
+DEFAULT_LISTEN = ["udp:5060:interface=127.0.0.1",
+                  "tcp:5060:interface=127.0.0.1"]
+
+_KNOWN = {p[0] for p in PARAMETERS} | {"listen"}
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a sipdist SIP server: a home server, a distributor, an edge or "
+        "an internal edge.  Options may also be given in a TOML file with "
+        "--config (same names); the command line overrides the file.")
+
+    optParameters = [
+        [name.replace("_", "-"), short, None, description]
+        for name, short, default, converter, description in PARAMETERS
+    ] + [["config", "c", None, "A TOML file with options (same names)."]]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["listen"] = []
+
+    def opt_listen(self, description):
+        """
+        Where to listen (repeatable): udp:PORT[:interface=ADDR],
+        tcp:PORT[:interface=ADDR], sips:PORT[:interface=ADDR] (TLS with
+        --tls-cert/--tls-key), or Twisted's ssl:/tls: server endpoint
+        strings.  Default: UDP and TCP on 127.0.0.1:5060.
+        """
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+    def postOptions(self):
+        fromFile = {}
+        if self["config"]:
+            fromFile = loadConfig(self["config"])
+        for name, short, default, converter, description in PARAMETERS:
+            value = self[name]
+            if value is None:
+                value = fromFile.get(name, default)
+            if value is not None and converter is not str:
+                try:
+                    value = converter(value)
+                except (TypeError, ValueError) as e:
+                    raise usage.UsageError(f"--{name}: {value!r}: {e}")
+            elif value is not None and not isinstance(value, str):
+                raise usage.UsageError(f"--{name}: {value!r} is not text")
+            self[name] = value
+        if not self["listen"]:
+            self["listen"] = list(fromFile.get("listen", DEFAULT_LISTEN))
+        self._check()
+
+    def _check(self):
+        from sipdist.transport import parseListen
+
+        if self["role"] not in ROLES:
+            raise usage.UsageError(
+                f"--role: {self['role']!r} is not one of {', '.join(ROLES)}")
+        if self["name"] is None:
+            if self["role"] == "home":
+                raise usage.UsageError(
+                    "--name: a home server needs its id in the assignment store")
+            self["name"] = self["role"]
+        if not self["name"] or any(c.isspace() for c in self["name"]):
+            raise usage.UsageError(f"--name: {self['name']!r} is not an id")
+        for description in self["listen"]:
+            if not isinstance(description, str):
+                raise usage.UsageError(f"--listen: {description!r} is not text")
+            try:
+                kind, args, kwargs = parseListen(description)
+            except ValueError as e:
+                raise usage.UsageError(f"--listen: {e}")
+            if kind == "sips" and not (self["tls-cert"] and self["tls-key"]):
+                raise usage.UsageError(
+                    f"--listen: {description!r} needs --tls-cert and --tls-key")
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if self["tls-cert"]:
+            from sipdist.tls import TLSConfigError, serverContextFactory
+            try:
+                self["tls-server-options"] = serverContextFactory(
+                    self["tls-cert"], self["tls-key"],
+                    self["tls-ca"] or (),
+                    self["tls-require-client-cert"])
+            except TLSConfigError as e:
+                raise usage.UsageError(str(e))
+        else:
+            self["tls-server-options"] = None
+        self._checkStore()
+
+    def _checkStore(self):
+        from sipdist.store import storeParsers
+
+        prefix = self["store"].split(":", 1)[0].lower()
+        known = storeParsers()
+        if prefix not in known:
+            raise usage.UsageError(
+                f"--store: no store provider for {prefix + ':'!r} "
+                f"(known: {', '.join(sorted(p + ':' for p in known))})")
+
+
+def loadConfig(path):
+    """
+    Read a TOML options file into a dict keyed by option names.
+
+    @raise usage.UsageError: with one line naming the file and the problem.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise usage.UsageError(f"--config: {path}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        raise usage.UsageError(f"--config: {path}: {e}")
+    options = {}
+    base = os.path.dirname(os.path.abspath(path))
+    for key, value in data.items():
+        name = key.replace("_", "-")
+        if name not in _KNOWN:
+            raise usage.UsageError(f"--config: {path}: unknown option {key!r}")
+        if name == "listen":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list):
+                raise usage.UsageError(
+                    f"--config: {path}: listen must be a list of strings")
+        if name in ("tls-cert", "tls-key", "tls-ca") and isinstance(value, str):
+            # Paths in the file are relative to the file.
+            value = os.path.join(base, value)
+        if name == "store" and isinstance(value, str) and value.startswith("file:"):
+            value = "file:" + os.path.join(base, value[5:])
+        options[name] = value
+    return options
+
+
+def makeService(config, reactor=None):
+    """
+    Build the server described by C{config}.
+
+    @param reactor: the reactor to run on; the global one when L{None}
+        (twistd's).
+    @return: a L{MultiService}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from sipdist.server import buildServer
+
+    service = MultiService()
+    buildServer(config, reactor).setServiceParent(service)
+    return service
