@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_auth_cli -*-
+"""
+Tests for C{sipdist passwd} (L{sipdist.auth.cli}).
+"""
+
+import io
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist import cli
+from sipdist.auth.cli import PasswdOptions
+from sipdist.auth.credentials import FileDigestHashSource
+from sipdist.auth.digest import algorithm, computeHA1
+
+
+class FakeTerminal(io.StringIO):
+    """
+    Standard input that says it is a terminal.
+    """
+
+    def isatty(self):
+        return True
+
+
+class PasswdTests(SynchronousTestCase):
+    """
+    C{sipdist passwd FILE USER [--realm R]}.
+    """
+
+    def passwd(self, args, stdin="pw\n", **kw):
+        stdin = stdin if not isinstance(stdin, str) else io.StringIO(stdin)
+        self.stdout = io.StringIO()
+        options = PasswdOptions(stdin=stdin, stdout=self.stdout)
+        options.parseOptions(args)
+        return options.run(None)
+
+    def ha1(self, path, user, realm):
+        return self.successResultOf(
+            FileDigestHashSource(path).getHA1(user, realm, "SHA-256"))
+
+    def test_piped(self):
+        """
+        The password is the first line of a piped standard input;
+        C{--realm} may come after the arguments.
+        """
+        path = self.mktemp()
+        self.assertEqual(self.passwd([path, "alice", "--realm", "example.com"],
+                                  "pass word\nignored\n"), 0)
+        self.assertEqual(self.ha1(path, "alice", "example.com"),
+                         computeHA1(algorithm("SHA-256"), "alice",
+                                    "example.com", "pass word"))
+        self.assertIn("added alice", self.stdout.getvalue())
+
+    def test_realmFromFile(self):
+        """
+        Without C{--realm} the file's only realm is used.
+        """
+        path = self.mktemp()
+        self.passwd(["--realm", "example.com", path, "alice"])
+        self.passwd([path, "bob"], "b\n")
+        self.assertIsNotNone(self.ha1(path, "bob", "example.com"))
+        self.passwd([path, "bob"], "c\r\n")
+        self.assertIn("changed password of bob", self.stdout.getvalue())
+        self.assertEqual(self.ha1(path, "bob", "example.com"),
+                         computeHA1(algorithm("SHA-256"), "bob",
+                                    "example.com", "c"))
+
+    def test_terminal(self):
+        """
+        On a terminal the password is asked twice without echo.
+        """
+        asked = []
+
+        def fakeGetpass(prompt, stream=None):
+            asked.append(prompt)
+            return "secret"
+
+        self.patch(__import__("getpass"), "getpass", fakeGetpass)
+        path = self.mktemp()
+        self.passwd([path, "alice", "-r", "r"], FakeTerminal())
+        self.assertEqual(asked, ["Password: ", "Again: "])
+
+    def test_errors(self):
+        """
+        Each problem is a one-line L{cli.CommandError}.
+        """
+        path = self.mktemp()
+        for args, stdin, text in [
+                ([path, "alice"], "pw\n", "--realm is needed"),
+                ([path, "alice", "--realm", "r"], "\n", "empty password"),
+                ([path, "a:b", "--realm", "r"], "pw\n", "user name"),
+        ]:
+            e = self.assertRaises(cli.CommandError, self.passwd, args, stdin)
+            self.assertIn(text, str(e))
+        self.assertRaises(usage.UsageError, self.passwd, [path])
+
+    def test_registered(self):
+        """
+        The command is part of the C{sipdist} command line.
+        """
+        self.assertIn("sipdist.auth.cli", cli.COMMAND_MODULES)
+        names = [c[0] for c in cli.Options().subCommands]
+        self.assertIn("passwd", names)
