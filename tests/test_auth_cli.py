@@ -12,6 +12,7 @@ from sipdist import cli
 from sipdist.auth.cli import PasswdOptions
 from sipdist.auth.credentials import FileDigestHashSource
 from sipdist.auth.digest import algorithm, computeHA1
+from tests.test_auth_credentials import TemporaryPathMixin
 
 
 class FakeTerminal(io.StringIO):
@@ -23,7 +24,7 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-class PasswdTests(SynchronousTestCase):
+class PasswdTests(TemporaryPathMixin, SynchronousTestCase):
     """
     C{sipdist passwd FILE USER [--realm R]}.
     """

@@ -5,7 +5,9 @@ credentials file.
 """
 
 import os
+import shutil
 import stat
+import tempfile
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernameDigestHash
@@ -23,6 +25,19 @@ from sipdist.auth.interfaces import (
     IDigestHashSource, ISIPDigestCredentials, ISIPIdentity)
 
 
+class TemporaryPathMixin:
+    """
+    L{mktemp} under the system's temporary directory, removed after the
+    test, whatever the runner's working directory (pytest runs in the
+    source tree).
+    """
+
+    def mktemp(self):
+        directory = tempfile.mkdtemp(prefix="sipdist-auth-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return os.path.join(directory, "f")
+
+
 def credentialsFor(username, password, name="SHA-256", realm="example.com",
                    answerRealm=None):
     alg = algorithm(name)
@@ -35,7 +50,7 @@ def credentialsFor(username, password, name="SHA-256", realm="example.com",
                                 nc, cnonce, "auth", uri, "REGISTER", response)
 
 
-class InterfaceTests(SynchronousTestCase):
+class InterfaceTests(TemporaryPathMixin, SynchronousTestCase):
     """
     Each class provides its interface.
     """
@@ -117,7 +132,7 @@ class CheckerTests(SynchronousTestCase):
         logout()
 
 
-class CredentialsFileTests(SynchronousTestCase):
+class CredentialsFileTests(TemporaryPathMixin, SynchronousTestCase):
     """
     The credentials file stores HA1 digests, never passwords.
     """

@@ -14,10 +14,10 @@ from sipdist.auth.credentials import setPassword
 from sipdist.auth.interfaces import ICredentialsSourceParser
 from sipdist.auth.sources import (
     CredentialsConfigError, credentialsParsers, makeChecker)
-from tests.test_auth_credentials import credentialsFor
+from tests.test_auth_credentials import TemporaryPathMixin, credentialsFor
 
 
-class RegistryTests(SynchronousTestCase):
+class RegistryTests(TemporaryPathMixin, SynchronousTestCase):
     """
     The plugins are found and pick a source by prefix.
     """
