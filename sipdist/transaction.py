@@ -146,7 +146,8 @@ class ServerTransaction:
     @ivar state: C{Trying}, C{Proceeding}, C{Completed}, C{Confirmed},
         C{Accepted} or C{Terminated}.
     @ivar response: the last response sent, or C{None}.
-    @ivar cancelled: C{True} once a CANCEL matched this (INVITE) transaction.
+    @ivar cancelled: C{True} once a CANCEL matched this INVITE transaction
+        before its final response.
     @ivar key: its key in the layer's table.
     """
 
@@ -740,7 +741,7 @@ class TransactionLayer:
         self._created()
         if method == "CANCEL":
             cancelled = servers.get(key[:-1] + ("INVITE",))
-            if cancelled is not None:
+            if cancelled is not None and cancelled.state is PROCEEDING:
                 cancelled.cancelled = True
             ok = self._deliver(self.user.cancelReceived, request,
                                transaction, cancelled)
