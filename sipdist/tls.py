@@ -150,7 +150,7 @@ def _loadAuthorities(caCertificates):
 
 
 def serverContextFactory(certificate, privateKey, caCertificates=(),
-                         requireClientCertificate=False):
+                         requireClientCertificate=False, maximumVersion=None):
     """
     Build the TLS options of a server.
 
@@ -163,6 +163,10 @@ def serverContextFactory(certificate, privateKey, caCertificates=(),
         is optional but verified if presented.
     @param requireClientCertificate: refuse clients without a certificate
         issued by one of C{caCertificates} (mutual TLS).
+    @param maximumVersion: a L{TLSVersion} to cap the protocol version at,
+        or L{None} for the best available.  C{TLSVersion.TLSv1_2} is needed
+        for sipsak 0.9.8.1, which cannot read responses after the TLS 1.3
+        session tickets OpenSSL sends.
 
     @return: an L{IOpenSSLServerConnectionCreator} (a L{CertificateOptions})
         for L{SSL4ServerEndpoint}, L{wrapServerTLS}, C{listenSSL} or
@@ -188,6 +192,7 @@ def serverContextFactory(certificate, privateKey, caCertificates=(),
         caCerts=authorities or None,
         requireCertificate=requireClientCertificate,
         raiseMinimumTo=MINIMUM_TLS_VERSION,
+        lowerMaximumSecurityTo=maximumVersion,
     )
 
 

@@ -27,6 +27,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import TLSVersion
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -60,6 +61,7 @@ class _Peer(Protocol):
     def handshakeCompleted(self):
         self.handshook = True
         self.peerCertificate = self.transport.getPeerCertificate()
+        self.version = self.transport.getHandle().get_protocol_version_name()
         if self.greeting:
             self.transport.write(self.greeting)
 
@@ -587,6 +589,27 @@ class InMemoryHandshakeTests(_CertificatesMixin, SynchronousTestCase):
                                  self.path("other.key")))
         self.assertRefused(server, client)
         self.assertFalse(server.handshook)
+
+    def test_tls13ByDefault(self):
+        """
+        Without a maximum, the best version (TLS 1.3) is negotiated.
+        """
+        server, client = _handshakeInMemory(
+            self.serverOptions(),
+            clientContextFactory("localhost", self.path("ca.pem")))
+        self.assertEqual((server.version, client.version),
+                         ("TLSv1.3", "TLSv1.3"))
+
+    def test_maximumVersion(self):
+        """
+        C{maximumVersion} caps the version the server negotiates.
+        """
+        server, client = _handshakeInMemory(
+            self.serverOptions(maximumVersion=TLSVersion.TLSv1_2),
+            clientContextFactory("localhost", self.path("ca.pem")))
+        self.assertConnected(server, client)
+        self.assertEqual((server.version, client.version),
+                         ("TLSv1.2", "TLSv1.2"))
 
     def test_optionalClientCertificate(self):
         """
