@@ -102,6 +102,11 @@ class SIPServer:
         for processor in self.processors:
             if processor(request, transaction):
                 return
+        if method == "OPTIONS":
+            # No processor routed it to a user: answer for ourselves, so
+            # health checks naming any user still get an answer.
+            transaction.respond(self.optionsResponse(request))
+            return
         if method in KNOWN_METHODS:
             response = self.response(request, 405, "Method Not Allowed")
             response.headers["allow"] = [self._allow]

@@ -1,0 +1,181 @@
+"""
+Tests for L{sipdist.tap}: C{twistd sipdist} options.
+"""
+
+from twisted.application.service import IService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.tap import DEFAULT_LISTEN, Options, makeService
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Parsing and validating the options.
+    """
+
+    def test_defaults(self):
+        """
+        A home server needs only its name; it listens on loopback UDP and
+        TCP port 5060 with an in-memory store.
+        """
+        options = parse("--name=home1")
+        self.assertEqual(options["role"], "home")
+        self.assertEqual(options["listen"], DEFAULT_LISTEN)
+        self.assertEqual(options["store"], "memory:")
+        self.assertEqual(options["max-message-size"], 65535)
+
+    def test_roles(self):
+        """
+        Every role is accepted; roles other than home default their name.
+        """
+        for role in ("distributor", "edge", "internal-edge"):
+            self.assertEqual(parse(f"--role={role}")["name"], role)
+        self.assertEqual(parse("--role=home", "--name=h")["name"], "h")
+
+    def test_repeatableListen(self):
+        """
+        --listen may be given several times.
+        """
+        options = parse("--name=h", "--listen=udp:5070:interface=127.0.0.1",
+                        "--listen=tcp:5070")
+        self.assertEqual(options["listen"],
+                         ["udp:5070:interface=127.0.0.1", "tcp:5070"])
+
+    def assertUsageError(self, fragment, *argv):
+        error = self.assertRaises(usage.UsageError, parse, *argv)
+        self.assertIn(fragment, str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_errors(self):
+        """
+        Every bad option is one line naming the option.
+        """
+        self.assertUsageError("--role: 'proxy' is not one of",
+                              "--role=proxy", "--name=x")
+        self.assertUsageError("--name: a home server needs", "--role=home")
+        self.assertUsageError("--listen: 'http:80'", "--name=h", "--listen=http:80")
+        self.assertUsageError("needs one port number", "--name=h", "--listen=udp:x")
+        self.assertUsageError("--max-message-size: '0'", "--name=h",
+                              "--max-message-size=0")
+        self.assertUsageError("--idle-timeout: 'soon'", "--name=h",
+                              "--idle-timeout=soon")
+        self.assertUsageError("--store: no store provider for 'nosuch:'",
+                              "--name=h", "--store=nosuch:x")
+        self.assertUsageError("needs --tls-cert and --tls-key", "--name=h",
+                              "--listen=sips:5061")
+        self.assertUsageError("--tls-cert and --tls-key go together",
+                              "--name=h", "--tls-cert=x.pem")
+        self.assertUsageError("--config: /nonexistent.toml", "--name=h",
+                              "--config=/nonexistent.toml")
+
+    def test_tlsFilesChecked(self):
+        """
+        A TLS certificate that cannot be read is reported at option time.
+        """
+        self.assertUsageError("/no/cert.pem", "--name=h",
+                              "--tls-cert=/no/cert.pem", "--tls-key=/no/key.pem")
+
+
+class ConfigFileTests(SynchronousTestCase):
+    """
+    Options from a TOML file.
+    """
+
+    def write(self, text):
+        path = FilePath(self.mktemp())
+        path.makedirs()
+        config = path.child("sipdist.toml")
+        config.setContent(text.encode("utf-8"))
+        return config.path
+
+    def test_fileValues(self):
+        """
+        Values in the file are used; relative file-store paths are relative
+        to the file.
+        """
+        path = self.write(
+            'role = "distributor"\nname = "dist1"\n'
+            'listen = ["udp:5090"]\nstore = "file:assignments.conf"\n'
+            'max_message_size = 4096\n')
+        options = parse(f"--config={path}")
+        self.assertEqual(options["role"], "distributor")
+        self.assertEqual(options["listen"], ["udp:5090"])
+        self.assertEqual(options["max-message-size"], 4096)
+        self.assertEqual(
+            options["store"],
+            "file:" + FilePath(path).sibling("assignments.conf").path)
+
+    def test_commandLineOverrides(self):
+        """
+        The command line overrides the file.
+        """
+        path = self.write('role = "distributor"\nlisten = ["udp:5090"]\n')
+        options = parse(f"--config={path}", "--role=edge", "--listen=tcp:1")
+        self.assertEqual((options["role"], options["listen"]), ("edge", ["tcp:1"]))
+
+    def test_badFile(self):
+        """
+        A file that is not TOML, an unknown key or a bad value is one line.
+        """
+        error = self.assertRaises(usage.UsageError, parse,
+                                  f"--config={self.write('role = ')}")
+        self.assertIn("sipdist.toml", str(error))
+        error = self.assertRaises(usage.UsageError, parse,
+                                  f"--config={self.write('colour = 1')}")
+        self.assertIn("unknown option 'colour'", str(error))
+        error = self.assertRaises(usage.UsageError, parse,
+                                  f"--config={self.write('name = 5')}")
+        self.assertIn("--name: 5 is not text", str(error))
+
+
+class UDPMemoryReactor(MemoryReactorClock):
+    """
+    L{MemoryReactorClock} plus the UDP ports it was asked to listen on.
+    """
+
+    def __init__(self):
+        MemoryReactorClock.__init__(self)
+        self.udpPorts = {}
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpPorts[port] = (protocol, interface)
+        reactor = self
+
+        class Port:
+            def stopListening(self):
+                del reactor.udpPorts[port]
+
+            def getHost(self):
+                from twisted.internet.address import IPv4Address
+                return IPv4Address("UDP", interface or "0.0.0.0", port)
+
+        return Port()
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{makeService} builds a service on the reactor it is given.
+    """
+
+    def test_service(self):
+        """
+        The service listens on the given reactor when started, and stops.
+        """
+        reactor = UDPMemoryReactor()
+        service = makeService(parse("--name=h", "--listen=udp:5070",
+                                    "--listen=tcp:5071"), reactor)
+        self.assertTrue(IService.providedBy(service))
+        service.startService()
+        self.assertEqual(list(reactor.udpPorts), [5070])
+        self.assertEqual(reactor.tcpServers[0][0], 5071)
+        service.stopService()
+        self.assertEqual(reactor.udpPorts, {})
