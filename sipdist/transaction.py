@@ -308,7 +308,12 @@ class ServerTransaction:
         if self._invite:
             # Answer, so that the client is not left ringing, then let the
             # state machine run to its end.
-            self.respond(responseTo(self.request, 408))
+            timeout = responseTo(self.request, 408)
+            last = self.response
+            if last is not None and last.code > 100:
+                # Same To tag as the provisional responses: same dialog.
+                timeout.headers["to"] = list(last.headers["to"])
+            self.respond(timeout)
             layer._transactionFailed(
                 self, TransactionTimeout("the user did not answer"))
         else:
@@ -563,8 +568,9 @@ class ClientTransaction:
                 _cancel(self._timeout)
                 self._retransmit = self._timeout = None
                 self.state = COMPLETED
-                self._ack = _derivedRequest(self.request, "ACK",
-                                            response.headers["to"][0])
+                self._ack = _derivedRequest(
+                    self.request, "ACK",
+                    response.header("to") or self.request.header("to"))
                 if self._send(self._ack) and not self._reliable:
                     self._timeout = layer._reactor.callLater(
                         layer.timerD, self._terminate)  # timer D

@@ -584,6 +584,21 @@ class NonInviteServerTests(LayerTestMixin, SynchronousTestCase):
         self.assertEqual(len(self.user.requests), 2)
 
 
+    def test_rfc2543Ack(self):
+        """
+        Without the magic cookie, the ACK for a non-2xx final response is
+        matched to its INVITE server transaction and absorbed.
+        """
+        invite = makeRequest("INVITE", branch="old2")
+        self.layer.messageReceived(invite, self.tcp)
+        [(_, tx)] = self.user.requests
+        busy = responseTo(invite, 486, toTag="t")
+        tx.respond(busy)
+        self.layer.messageReceived(makeAck(invite, busy), self.tcp)
+        self.assertEqual(self.user.acks, [])
+        self.assertDrained()
+
+
 class InviteServerTests(LayerTestMixin, SynchronousTestCase):
     def receiveInvite(self, flow=None, **kw):
         request = makeRequest("INVITE", **kw)
@@ -743,6 +758,8 @@ class InviteServerTests(LayerTestMixin, SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual([m.code for m in self.tcp.messages()],
                          [100, 180, 408])
+        self.assertEqual(self.tcp.messages()[-1].header("to"),
+                         "<sip:bob@example.com>;tag=t")
         [(failed, reason)] = self.user.failures
         self.assertIsInstance(reason, TransactionTimeout)
         self.clock.advance(64 * T1)
@@ -774,6 +791,22 @@ class CancelTests(LayerTestMixin, SynchronousTestCase):
         self.layer.messageReceived(makeAck(invite, terminated), self.udp)
         self.clock.advance(64 * T1)
         self.assertDrained()
+
+    def test_cancelAfterFinal(self):
+        """
+        A CANCEL for an INVITE already answered finally is still given the
+        INVITE transaction (so the user answers the CANCEL 200) but does
+        not mark it cancelled.
+        """
+        invite = makeRequest("INVITE")
+        self.layer.messageReceived(invite, self.tcp)
+        [(_, inviteTx)] = self.user.requests
+        inviteTx.respond(responseTo(invite, 200))
+        cancel = makeRequest("CANCEL", branch=invite.topVia().branch)
+        self.layer.messageReceived(cancel, self.tcp)
+        [(_, _, cancelled)] = self.user.cancels
+        self.assertIs(cancelled, inviteTx)
+        self.assertFalse(inviteTx.cancelled)
 
     def test_cancelUnmatched(self):
         """
