@@ -107,7 +107,7 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _SCHEME = re.compile(r"[ \t]*(" + _TOKEN + r")[ \t]+")
 _PARAM = re.compile(
     r"[ \t]*(" + _TOKEN + r")[ \t]*=[ \t]*"
-    r'(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|(' + _TOKEN + r"))"
+    r'(?:"([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)"|(' + _TOKEN + r"))"
     r"[ \t]*(?:,|$)")
 _UNESCAPE = re.compile(r"\\(.)")
 
