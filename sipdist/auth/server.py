@@ -21,7 +21,7 @@ from sipdist.auth.credentials import SIPDigestCredentials, SIPRealm
 from sipdist.auth.digest import (
     DEFAULT_ALGORITHMS, DigestParseError, algorithm as _algorithm, challenge,
     parseDigest)
-from sipdist.auth.interfaces import ISIPIdentity
+from sipdist.auth.interfaces import ISIPDigestCredentials, ISIPIdentity
 from sipdist.auth.signature import responseHeaders
 
 # At most this many Authorization values are looked at in one request.
@@ -131,6 +131,11 @@ class DigestAuthenticator:
         @param sourceRetryAfter: C{Retry-After} of the 503 sent when the
             credential source fails.
         """
+        if ISIPDigestCredentials not in getattr(
+                checker, "credentialInterfaces", ()):
+            raise ValueError(
+                "the credential source cannot check SIP Digest answers "
+                "(it needs plaintext passwords, as LDAP bind mode does)")
         self.realm = realm
         self.algorithms = tuple(_algorithm(a).name for a in algorithms)
         self._offered = frozenset(self.algorithms)

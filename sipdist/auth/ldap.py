@@ -1,0 +1,394 @@
+# -*- test-case-name: tests.test_auth_ldap -*-
+"""
+The LDAP credential source, through ldaptor:
+C{ldap://HOST:PORT/BASE?option=value&...}.
+
+Options (query string, URL-encoded):
+
+  - C{mode}: C{hash} (default) or C{bind};
+  - C{filter}: the filter finding a user's entry, C{{user}} replaced by
+    the escaped user name (default C{(uid={user})});
+  - C{hashAttribute}: the attribute holding the HA1 values (default
+    C{sipdistDigestHA1}, see C{etc/ldap/sipdist-auth.schema}); each value is
+    C{ALGORITHM:HEX} (C{MD5:...}, C{SHA-256:...}), or bare hexadecimal,
+    taken as MD5 (32 digits) or SHA-256 (64 digits);
+  - C{bindDN}, C{bindPassword} or C{passwordFile}: the service account the
+    server binds with to search (default: anonymous);
+  - C{ttl}: seconds a lookup is cached (default 60; unknown users too);
+  - C{cacheSize}: entries in the cache (default 10000);
+  - C{timeout}: seconds for connecting and each operation (default 5).
+
+Hash mode serves SIP Digest: the server reads the HA1 and checks the
+answer.  Bind mode checks a I{plaintext} password by binding as the user's
+entry; Digest never gives the server the password, so bind mode gives a
+checker for L{IUsernamePassword} only (an administrative API with Basic
+authentication over TLS, a provisioning tool), never for SIP requests.
+"""
+
+from collections import OrderedDict
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ldaptor.protocols.ldap import ldaperrors
+from ldaptor.protocols.ldap.ldapclient import LDAPClient
+from ldaptor.protocols.ldap.ldapsyntax import LDAPEntry
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from sipdist.auth.credentials import DigestHashChecker
+from sipdist.auth.digest import ALGORITHMS
+from sipdist.auth.interfaces import IDigestHashSource
+from sipdist.auth.sources import CredentialsConfigError
+
+_DEFAULTS = {
+    "mode": "hash",
+    "filter": "(uid={user})",
+    "hashAttribute": "sipdistDigestHA1",
+    "bindDN": "",
+    "bindPassword": "",
+    "passwordFile": "",
+    "ttl": "60",
+    "cacheSize": "10000",
+    "timeout": "5",
+}
+
+_BASES = {name: alg for name, alg in ALGORITHMS.items() if not alg.session}
+
+
+class LDAPUnavailable(Exception):
+    """
+    The directory cannot be reached or refused the service account.
+    """
+
+
+class LDAPCredentialsConfig:
+    """
+    The parsed C{ldap://} string.
+    """
+
+    def __init__(self, host, port, base, options):
+        self.host = host
+        self.port = port
+        self.base = base
+        self.mode = options["mode"]
+        self.filter = options["filter"]
+        self.hashAttribute = options["hashAttribute"]
+        self.bindDN = options["bindDN"]
+        self.bindPassword = options["bindPassword"]
+        self.ttl = float(options["ttl"])
+        self.cacheSize = int(options["cacheSize"])
+        self.timeout = float(options["timeout"])
+
+
+def parseLDAPCredentials(description):
+    """
+    Parse C{ldap://HOST:PORT/BASE?option=value&...}.
+
+    @raise CredentialsConfigError: naming what is wrong.
+    """
+    url = urlsplit(description)
+    if url.scheme != "ldap" or not url.hostname:
+        raise CredentialsConfigError(
+            f"bad LDAP credentials {description!r}: expected "
+            f"ldap://HOST:PORT/BASE?option=value&...")
+    try:
+        port = url.port or 389
+    except ValueError:
+        raise CredentialsConfigError(f"bad LDAP port in {description!r}")
+    base = unquote(url.path.lstrip("/"))
+    if not base:
+        raise CredentialsConfigError(
+            f"LDAP credentials {description!r} need a base DN")
+    options = dict(_DEFAULTS)
+    for key, value in parse_qsl(url.query, keep_blank_values=True):
+        if key not in _DEFAULTS:
+            raise CredentialsConfigError(f"unknown LDAP option {key!r}")
+        options[key] = value
+    if options["mode"] not in ("hash", "bind"):
+        raise CredentialsConfigError("LDAP mode must be hash or bind")
+    if "{user}" not in options["filter"]:
+        raise CredentialsConfigError("the LDAP filter must hold {user}")
+    if options["passwordFile"]:
+        try:
+            with open(options["passwordFile"], encoding="utf-8") as f:
+                options["bindPassword"] = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise CredentialsConfigError(
+                f"cannot read {options['passwordFile']}: {e.strerror}")
+    for key, low in (("ttl", 0), ("cacheSize", 1), ("timeout", 0.001)):
+        try:
+            ok = float(options[key]) >= low
+        except ValueError:
+            ok = False
+        if not ok:
+            raise CredentialsConfigError(f"bad LDAP {key} {options[key]!r}")
+    options["cacheSize"] = str(int(float(options["cacheSize"])))
+    return LDAPCredentialsConfig(url.hostname, port, base, options)
+
+
+def escapeFilterValue(text):
+    """
+    C{text} escaped for an LDAP filter value (RFC 4515 section 3).
+    """
+    out = []
+    for c in text:
+        if c in "*()\\\x00":
+            out.append("\\%02x" % ord(c))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def parseHA1Values(values):
+    """
+    The HA1 per base algorithm held by the values of the hash attribute;
+    values that are not understood are ignored.
+
+    @return: a L{dict} from C{"MD5"}/C{"SHA-256"} to lower-case hex.
+    """
+    hashes = {}
+    for value in values:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        name, sep, hexa = value.strip().rpartition(":")
+        hexa = hexa.lower()
+        if hexa.strip("0123456789abcdef"):
+            continue
+        if sep:
+            alg = next((a for n, a in _BASES.items()
+                        if n.upper() == name.upper()), None)
+        else:
+            alg = next((a for a in _BASES.values()
+                        if a.hexLength == len(hexa)), None)
+        if alg is not None and len(hexa) == alg.hexLength:
+            hashes[alg.name] = hexa
+    return hashes
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) \
+        else str(value)
+
+
+def _describe(failure):
+    error = failure.value
+    return getattr(error, "message", None) or str(error) or type(error).__name__
+
+
+class _Directory:
+    """
+    Connections to the directory, bound as the service account; one is
+    kept open and reused.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, config):
+        self._reactor = reactor
+        self._config = config
+        self._client = None
+
+    def connect(self, dn, password):
+        """
+        A new connection bound as C{dn} (anonymous when empty).
+        """
+        c = self._config
+        endpoint = HostnameEndpoint(self._reactor, c.host, c.port,
+                                    timeout=c.timeout)
+        d = connectProtocol(endpoint, LDAPClient())
+        d.addTimeout(c.timeout, self._reactor)
+
+        def bind(client):
+            if not dn:
+                return client
+            b = client.bind(dn, password)
+            b.addTimeout(c.timeout, self._reactor)
+
+            def bound(_):
+                return client
+
+            def refused(failure):
+                client.transport.abortConnection()
+                return failure
+            return b.addCallbacks(bound, refused)
+        return d.addCallback(bind)
+
+    def client(self):
+        """
+        The service connection.
+        """
+        if self._client is not None and self._client.connected:
+            return succeed(self._client)
+        self._client = None
+        c = self._config
+
+        def keep(client):
+            self._client = client
+            return client
+        return self.connect(c.bindDN, c.bindPassword).addCallback(keep)
+
+    def search(self, filterText, attributes):
+        """
+        Search the subtree of the base; fails with L{LDAPUnavailable}.
+        """
+        def send(client):
+            entry = LDAPEntry(client, self._config.base)
+            d = entry.search(filterText=filterText, attributes=attributes,
+                             sizeLimit=2, sizeLimitIsNonFatal=True)
+            d.addTimeout(self._config.timeout, self._reactor)
+            return d
+
+        def failed(failure):
+            if failure.check(ldaperrors.LDAPNoSuchObject):
+                return []
+            if self._client is not None:
+                self._client.transport.abortConnection()
+                self._client = None
+            raise LDAPUnavailable(
+                f"LDAP directory {self._config.host}:{self._config.port}: "
+                f"{_describe(failure)}")
+        return self.client().addCallback(send).addErrback(failed)
+
+    def close(self):
+        client, self._client = self._client, None
+        if client is not None and client.connected:
+            client.transport.loseConnection()
+
+
+@implementer(IDigestHashSource)
+class LDAPDigestHashSource:
+    """
+    HA1 values read from a directory, cached for C{ttl} seconds in a
+    bounded table; a cached answer is given synchronously, and concurrent
+    lookups of one user share one search.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, config):
+        self._reactor = reactor
+        self._config = config
+        self._directory = _Directory(reactor, config)
+        self._cache = OrderedDict()
+        self._pending = {}
+
+    def getHA1(self, username, realm, algorithm):
+        now = self._reactor.seconds()
+        cached = self._cache.get(username)
+        if cached is not None and cached[0] > now:
+            hashes = cached[1]
+            return succeed(None if hashes is None else hashes.get(algorithm))
+        d = Deferred()
+        waiting = self._pending.get(username)
+        if waiting is None:
+            self._pending[username] = [d]
+            self._lookup(username)
+        else:
+            waiting.append(d)
+        return d.addCallback(
+            lambda hashes: None if hashes is None else hashes.get(algorithm))
+
+    def _lookup(self, username):
+        c = self._config
+        filterText = c.filter.replace("{user}", escapeFilterValue(username))
+        d = self._directory.search(filterText, [c.hashAttribute])
+        d.addCallbacks(self._found, self._failed, callbackArgs=(username,),
+                       errbackArgs=(username,))
+
+    def _found(self, entries, username):
+        if len(entries) > 1:
+            self._log.warn("several LDAP entries for {username}: none used",
+                           username=username)
+        hashes = None
+        if len(entries) == 1:
+            attribute = self._config.hashAttribute.lower()
+            values = [v for name, vs in entries[0].items()
+                      if _text(name).lower() == attribute for v in vs]
+            hashes = parseHA1Values(values) or None
+        cache = self._cache
+        cache[username] = (self._reactor.seconds() + self._config.ttl, hashes)
+        cache.move_to_end(username)
+        while len(cache) > self._config.cacheSize:
+            cache.popitem(last=False)
+        for d in self._pending.pop(username):
+            d.callback(hashes)
+
+    def _failed(self, failure, username):
+        self._log.warn("credential lookup of {username} failed: {error}",
+                       username=username, error=_describe(failure))
+        for d in self._pending.pop(username):
+            d.errback(failure)
+
+    def close(self):
+        self._directory.close()
+
+
+@implementer(ICredentialsChecker)
+class LDAPBindChecker:
+    """
+    Checks a plaintext password (L{IUsernamePassword}) by binding to the
+    directory as the user's entry.  Not usable for SIP Digest.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, reactor, config):
+        self._reactor = reactor
+        self._config = config
+        self._directory = _Directory(reactor, config)
+
+    def requestAvatarId(self, credentials):
+        username = credentials.username
+        password = credentials.password
+        if isinstance(username, bytes):
+            username = username.decode("utf-8")
+        if isinstance(password, bytes):
+            password = password.decode("utf-8")
+        if not password:
+            # An empty password is an unauthenticated bind (RFC 4513
+            # 5.1.2), which directories accept: never a login.
+            return fail(UnauthorizedLogin())
+        c = self._config
+        filterText = c.filter.replace("{user}", escapeFilterValue(username))
+
+        def found(entries):
+            if len(entries) != 1:
+                raise UnauthorizedLogin()
+            dn = entries[0].dn.getText()
+            return self._directory.connect(dn, password).addCallbacks(
+                bound, refused)
+
+        def bound(client):
+            client.transport.loseConnection()
+            return username
+
+        def refused(failure):
+            if failure.check(ldaperrors.LDAPInvalidCredentials):
+                raise UnauthorizedLogin()
+            raise LDAPUnavailable(_describe(failure))
+
+        return self._directory.search(filterText, ["1.1"]).addCallback(found)
+
+    def close(self):
+        self._directory.close()
+
+
+def checkerFromString(reactor, description):
+    """
+    The checker an C{ldap://} string describes: a L{DigestHashChecker} over
+    an L{LDAPDigestHashSource} (C{mode=hash}), or an L{LDAPBindChecker}
+    (C{mode=bind}).
+    """
+    config = parseLDAPCredentials(description)
+    if config.mode == "bind":
+        return LDAPBindChecker(reactor, config)
+    return DigestHashChecker(LDAPDigestHashSource(reactor, config))
+
+
+__all__ = ["LDAPDigestHashSource", "LDAPBindChecker", "LDAPUnavailable",
+           "checkerFromString", "parseLDAPCredentials", "parseHA1Values",
+           "escapeFilterValue"]
