@@ -268,3 +268,48 @@ class LDAPBindTests(TestCase):
             with self.assertRaises(UnauthorizedLogin):
                 yield self.checker.requestAvatarId(
                     UsernamePassword(name, password))
+
+
+class ConcurrencyTests(TestCase):
+    """
+    Concurrent lookups share work and stay bounded.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        self.slapd = startedSlapdWithAuthSchema(self)
+
+    @inlineCallbacks
+    def test_sharedLookup(self):
+        """
+        Lookups of one user made at once share one search and all get the
+        answer; lookups of other users at the same time use the same
+        connection.
+        """
+        checker = makeChecker(reactor, f"{self.slapd.url}/{PEOPLE}")
+        self.addCleanup(checker.source.close)
+        source = checker.source
+        ds = [source.getHA1("alice", REALM, "MD5") for _ in range(5)]
+        ds.append(source.getHA1("bob", REALM, "MD5"))
+        self.assertEqual(len(source._pending), 2)
+        results = []
+        for d in ds:
+            results.append((yield d))
+        self.assertEqual(results, [ha1("MD5", "alice", "wonderland")] * 5
+                         + [ha1("MD5", "bob", "builder")])
+
+    def test_pendingBounded(self):
+        """
+        Past C{maxPending} distinct users being looked up, a lookup fails
+        at once with L{LDAPUnavailable}.
+        """
+        checker = makeChecker(reactor, f"{self.slapd.url}/{PEOPLE}")
+        self.addCleanup(checker.source.close)
+        source = checker.source
+        source.maxPending = 2
+        first = [source.getHA1(u, REALM, "MD5") for u in ("alice", "bob")]
+        self.failureResultOf(source.getHA1("carol", REALM, "MD5"),
+                             LDAPUnavailable)
+        from twisted.internet.defer import gatherResults
+        return gatherResults(first)

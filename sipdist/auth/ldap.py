@@ -23,20 +23,23 @@ answer.  Bind mode checks a I{plaintext} password by binding as the user's
 entry; Digest never gives the server the password, so bind mode gives a
 checker for L{IUsernamePassword} only (an administrative API with Basic
 authentication over TLS, a provisioning tool), never for SIP requests.
+
+ldaptor's client module imports the global reactor when imported, so it is
+imported only when a connection is made (by then the application has
+chosen its reactor).
 """
 
 from collections import OrderedDict
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ldaptor.protocols.ldap import ldaperrors
-from ldaptor.protocols.ldap.ldapclient import LDAPClient
-from ldaptor.protocols.ldap.ldapsyntax import LDAPEntry
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipdist.auth.credentials import DigestHashChecker
@@ -191,11 +194,13 @@ class _Directory:
         self._reactor = reactor
         self._config = config
         self._client = None
+        self._connecting = None
 
     def connect(self, dn, password):
         """
         A new connection bound as C{dn} (anonymous when empty).
         """
+        from ldaptor.protocols.ldap.ldapclient import LDAPClient
         c = self._config
         endpoint = HostnameEndpoint(self._reactor, c.host, c.port,
                                     timeout=c.timeout)
@@ -224,17 +229,31 @@ class _Directory:
         if self._client is not None and self._client.connected:
             return succeed(self._client)
         self._client = None
+        d = Deferred()
+        if self._connecting is not None:
+            self._connecting.append(d)
+            return d
+        self._connecting = [d]
         c = self._config
 
-        def keep(client):
-            self._client = client
-            return client
-        return self.connect(c.bindDN, c.bindPassword).addCallback(keep)
+        def done(result):
+            waiting, self._connecting = self._connecting, None
+            if isinstance(result, Failure):
+                for w in waiting:
+                    w.errback(result)
+            else:
+                self._client = result
+                for w in waiting:
+                    w.callback(result)
+        self.connect(c.bindDN, c.bindPassword).addBoth(done)
+        return d
 
     def search(self, filterText, attributes):
         """
         Search the subtree of the base; fails with L{LDAPUnavailable}.
         """
+        from ldaptor.protocols.ldap.ldapsyntax import LDAPEntry
+
         def send(client):
             entry = LDAPEntry(client, self._config.base)
             d = entry.search(filterText=filterText, attributes=attributes,
@@ -269,6 +288,10 @@ class LDAPDigestHashSource:
 
     _log = Logger()
 
+    # Distinct users looked up at once; past that, lookups fail at once
+    # (503) instead of queueing without bound.
+    maxPending = 1000
+
     def __init__(self, reactor, config):
         self._reactor = reactor
         self._config = config
@@ -285,6 +308,9 @@ class LDAPDigestHashSource:
         d = Deferred()
         waiting = self._pending.get(username)
         if waiting is None:
+            if len(self._pending) >= self.maxPending:
+                return fail(LDAPUnavailable(
+                    f"more than {self.maxPending} LDAP lookups pending"))
             self._pending[username] = [d]
             self._lookup(username)
         else:
