@@ -1,0 +1,201 @@
+"""
+A real OpenLDAP C{slapd} for tests: a temporary C{slapd.conf} built from the
+schemas in C{etc/ldap/}, an C{mdb} database in a temporary directory, a free
+loopback port; started, stopped and restarted with bounded waits.
+
+If C{slapd} is not installed the tests using it are skipped, except when
+C{CI=true}: then that is a failure.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ETC_LDAP = os.path.join(ROOT, "etc", "ldap")
+SYSTEM_SCHEMA = "/etc/ldap/schema"
+SUFFIX = "dc=example,dc=com"
+ROOT_DN = "cn=admin,dc=example,dc=com"
+ROOT_PW = "secret-for-tests"
+
+BASE_LDIF = f"""\
+dn: {SUFFIX}
+objectClass: dcObject
+objectClass: organization
+dc: example
+o: Example
+
+dn: ou=servers,{SUFFIX}
+objectClass: organizationalUnit
+ou: servers
+
+dn: ou=users,{SUFFIX}
+objectClass: organizationalUnit
+ou: users
+
+dn: ou=pools,{SUFFIX}
+objectClass: organizationalUnit
+ou: pools
+
+dn: ou=people,{SUFFIX}
+objectClass: organizationalUnit
+ou: people
+"""
+
+
+def _find(name):
+    for directory in os.environ.get("PATH", "").split(os.pathsep) + [
+            "/usr/sbin", "/usr/local/sbin", "/sbin"]:
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def missing():
+    """
+    @return: why a real slapd cannot run here, or L{None} if it can.
+    """
+    if _find("slapd") is None or _find("slapadd") is None:
+        return "slapd/slapadd not installed (Debian packages slapd, ldap-utils)"
+    if not os.path.exists(os.path.join(SYSTEM_SCHEMA, "core.schema")):
+        return f"no {SYSTEM_SCHEMA}/core.schema (Debian package slapd)"
+    return None
+
+
+def skipOrFail(case):
+    """
+    Skip C{case} if slapd cannot run, or fail it when C{CI=true}.
+    """
+    reason = missing()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        case.fail(f"CI=true and a real slapd is needed: {reason}")
+    from twisted.trial.unittest import SkipTest
+    raise SkipTest(reason)
+
+
+def freePort():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Slapd:
+    """
+    One slapd process on C{127.0.0.1:port}.
+
+    @ivar url: C{ldap://127.0.0.1:PORT}
+    """
+
+    def __init__(self, directory=None, port=None):
+        self.directory = directory or tempfile.mkdtemp(prefix="sipdist-slapd-")
+        self.port = port or freePort()
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        self.process = None
+        self.conf = os.path.join(self.directory, "slapd.conf")
+        db = os.path.join(self.directory, "db")
+        os.makedirs(db, exist_ok=True)
+        schemas = [os.path.join(SYSTEM_SCHEMA, "core.schema"),
+                   os.path.join(SYSTEM_SCHEMA, "cosine.schema"),
+                   os.path.join(ETC_LDAP, "sipdist.schema"),
+                   os.path.join(ETC_LDAP, "msrtc-example.schema")]
+        moduleDir = "/usr/lib/ldap"
+        lines = [f"include {s}" for s in schemas]
+        lines += [
+            f"pidfile {self.directory}/slapd.pid",
+            f"argsfile {self.directory}/slapd.args",
+        ]
+        if os.path.exists(os.path.join(moduleDir, "back_mdb.so")):
+            lines += [f"modulepath {moduleDir}", "moduleload back_mdb"]
+        lines += [
+            "sizelimit unlimited",
+            "database mdb",
+            "maxsize 2147483648",
+            f'suffix "{SUFFIX}"',
+            f'rootdn "{ROOT_DN}"',
+            f"rootpw {ROOT_PW}",
+            f"directory {db}",
+            "index objectClass eq",
+            "index sipdistAOR eq",
+            "index sipdistHomeServer eq",
+            "index sipdistServerId eq",
+            "index msRTCSIP-PrimaryUserAddress eq",
+            "index msRTCSIP-PrimaryHomeServer eq",
+        ]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def load(self, ldif):
+        """
+        Add entries with C{slapadd} (slapd must be stopped).
+        """
+        assert self.process is None, "slapadd needs slapd stopped"
+        path = os.path.join(self.directory, "load.ldif")
+        with open(path, "w") as f:
+            f.write(ldif)
+        done = subprocess.run(
+            [_find("slapadd"), "-q", "-f", self.conf, "-l", path],
+            capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"slapadd failed: {done.stderr.strip()}")
+
+    def start(self, timeout=15):
+        """
+        Start slapd and wait until it accepts connections.
+        """
+        log = open(os.path.join(self.directory, "slapd.log"), "ab")
+        self.process = subprocess.Popen(
+            [_find("slapd"), "-d", "0", "-f", self.conf,
+             "-h", f"ldap://127.0.0.1:{self.port}/"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        with open(os.path.join(self.directory, "slapd.log")) as f:
+            tail = f.read()[-2000:]
+        raise RuntimeError(f"slapd did not start on port {self.port}: {tail}")
+
+    def stop(self, timeout=10):
+        """
+        Stop slapd (SIGTERM, then SIGKILL after C{timeout} seconds).
+        """
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def startedSlapd(case, ldif=BASE_LDIF):
+    """
+    A running slapd loaded with C{ldif}, stopped and removed when C{case}
+    ends; skips or fails C{case} if slapd cannot run.
+    """
+    skipOrFail(case)
+    server = Slapd()
+    case.addCleanup(server.cleanup)
+    server.load(ldif)
+    server.start()
+    return server
