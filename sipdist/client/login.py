@@ -1,0 +1,475 @@
+# -*- test-case-name: tests.test_client_login -*-
+"""
+Logging in and staying registered: the client rules of the design.
+
+L{Login} runs one login: it finds the servers (L{ServerLocator}: DNS per
+RFC 3263, or the configured server URI), sends REGISTER to the first,
+answers its Digest challenge, and then:
+
+  - C{2xx}: registered; the server that answered becomes the outbound
+    proxy of the user agent;
+  - a C{301} whose C{Sipdist-Signature} verifies (see C{docs/auth.rst})
+    and whose Contact names a server: the client follows it, and that
+    server becomes its next (and, once it answers 2xx, its outbound) proxy;
+  - a C{301} that does not verify (no signature, wrong signature, altered
+    Contact, or no credentials were sent): I{ignored}.  The client does not
+    go where it points; it treats the server that sent it as unusable and
+    goes on with the next server it found (SRV failover); when there is none
+    the login fails saying so;
+  - a redirect to a server this login was already redirected I{from}
+    (including the server that sends it): a loop; the login fails and the
+    redirect is not followed;
+  - a sixth redirect in one login (more than L{MAX_REDIRECTS}): the login
+    fails;
+  - no answer (connection refused, transaction timeout) or C{503}: the next
+    server found (failover); C{401}/C{407} after answering the server's own
+    challenge: wrong credentials, the login fails; any other final response:
+    the login fails with it.
+
+A TLS server that cannot prove its identity fails the login at once, with
+the reason (L{sipdist.client.tlscheck}).
+
+L{Registration} keeps the user registered: it refreshes before the
+registration expires (at half of it for short registrations, a minute
+before for long ones); a redirect while refreshing means the user's home
+has changed: the client treats itself as logged out and logs in again from
+discovery; so does a refresh that gets no answer (the home server stopped
+answering), or any other refusal.  Failed logins after that are retried
+with growing delays, at most C{maxFailures} times in a row.  L{stop}
+unregisters (C{Expires: 0} on our own binding) and cancels every timer.
+"""
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from sipdist.auth.client import verifySignature
+from sipdist.client.core import ClientError, Event, NoAnswer
+from sipdist.client.discovery import DiscoveryError, Target, asURI
+from sipdist.client.tlscheck import TLSFailure
+from sipdist.message import formatNameAddr, newTag, parseNameAddr
+from sipdist.uri import URIError
+
+MAX_REDIRECTS = 5
+DEFAULT_EXPIRES = 3600
+RETRY_DELAYS = (1, 2, 5, 10, 30, 60)
+
+
+class LoginFailed(ClientError):
+    """
+    A login did not end registered; C{str()} is the one-line reason.
+    """
+
+
+class LoginResult:
+    """
+    A successful login.
+
+    @ivar target: the L{Target} that registered us (the outbound proxy).
+    @ivar expires: the registration lifetime granted, in seconds.
+    @ivar contact: the Contact value registered.
+    @ivar redirects: the L{Target}s the login was redirected from, in order.
+    @ivar callId: the Call-ID of the REGISTER requests.
+    @ivar cseq: the CSeq number of the last REGISTER.
+    """
+
+    def __init__(self, target, expires, contact, redirects, callId, cseq):
+        self.target = target
+        self.expires = expires
+        self.contact = contact
+        self.redirects = redirects
+        self.callId = callId
+        self.cseq = cseq
+
+
+def grantedExpires(response, contact, requested):
+    """
+    The lifetime the registrar granted our binding: the C{expires}
+    parameter of our Contact in the 2xx, else its C{Expires} header, else
+    what we asked for.
+    """
+    try:
+        ours = parseNameAddr(contact)[1]
+    except (URIError, ValueError, TypeError):
+        ours = None
+    for value in response.values("contact"):
+        try:
+            _, uri, params = parseNameAddr(value)
+        except (URIError, ValueError):
+            continue
+        if ours is not None and (uri.username, uri.host, uri.port) == (
+                ours.username, ours.host, ours.port):
+            expires = params.get("expires")
+            if expires and expires.isdigit():
+                return int(expires)
+    header = response.header("expires")
+    if header and header.strip().isdigit():
+        return int(header.strip())
+    return requested
+
+
+def refreshDelay(expires):
+    """
+    When to refresh a registration granted for C{expires} seconds.
+    """
+    if expires <= 120:
+        return max(1.0, expires / 2)
+    return expires - 60.0
+
+
+class Login:
+    """
+    One login, from discovery to a 2xx (see the module docstring).
+
+    @param ua: the L{sipdist.client.core.UserAgent}.
+    @param locator: a L{sipdist.client.discovery.ServerLocator}.
+    @param server: the server to start from (a configured outbound proxy or
+        C{--server} URI); L{None}: the domain of the AOR, by DNS.
+    @param expires: the registration lifetime asked for.
+    """
+
+    _log = Logger()
+
+    def __init__(self, ua, locator, server=None, expires=DEFAULT_EXPIRES,
+                 maxRedirects=MAX_REDIRECTS):
+        self.ua = ua
+        self.locator = locator
+        self.server = server
+        self.expires = expires
+        self.maxRedirects = maxRedirects
+
+    def _emit(self, kind, text, **fields):
+        self.ua.notify(Event(kind, text, **fields))
+
+    @defer.inlineCallbacks
+    def _find(self, uri, why):
+        try:
+            targets = yield self.locator.findServers(uri)
+        except DiscoveryError as e:
+            raise LoginFailed(f"{why}: {e}") from None
+        return targets
+
+    @defer.inlineCallbacks
+    def run(self):
+        """
+        @return: L{Deferred} firing with a L{LoginResult}, failing with
+            L{LoginFailed}.
+        """
+        ua = self.ua
+        ua.outboundProxy = None
+        if self.server is not None:
+            start = asURI(self.server)
+            self._emit("discovering", f"using the configured server {start}",
+                       uri=start)
+        else:
+            start = asURI(f"sip:{ua.domain}")
+            self._emit("discovering",
+                       f"looking up SIP servers of {ua.domain} "
+                       f"(NAPTR, SRV, A/AAAA)", uri=start)
+        candidates = yield self._find(start, "server discovery failed")
+        self._emit("discovered", "servers: " + ", ".join(
+            str(t) for t in candidates), targets=list(candidates))
+
+        callId = f"{newTag()}{newTag()}@sipdist"
+        cseq = 1
+        redirectedFrom = []
+        lastProblem = None
+        registrar = asURI(f"sip:{ua.domain}")
+        while candidates:
+            target = candidates.pop(0)
+            self._emit("trying", f"REGISTER {ua.aor} at {target}",
+                       target=target)
+            request = ua.newRequest("REGISTER", registrar, to=ua.aor,
+                                    callId=callId, cseq=cseq)
+            request.headers["expires"] = [str(self.expires)]
+            try:
+                outcome = yield ua.send(request, target)
+            except TLSFailure as e:
+                raise LoginFailed(str(e)) from None
+            except NoAnswer as e:
+                lastProblem = str(e)
+                self._emit("no-answer", f"{e}; trying the next server"
+                           if candidates else str(e), target=target)
+                continue
+            cseq = outcome.request.cseq()[0] + 1
+            response = outcome.response
+            code = response.code
+            if 200 <= code < 300:
+                contact = outcome.request.header("contact")
+                expires = grantedExpires(response, contact, self.expires)
+                ua.outboundProxy = target
+                via = (f" after {len(redirectedFrom)} redirect(s)"
+                       if redirectedFrom else "")
+                self._emit("registered",
+                           f"registered at {target} for {expires} s{via}",
+                           target=target, expires=expires)
+                return LoginResult(target, expires, contact,
+                                   list(redirectedFrom), callId, cseq - 1)
+            if code == 301:
+                redirect = yield self._redirect(outcome, redirectedFrom)
+                if redirect is None:
+                    lastProblem = (f"the redirect from {target} was ignored "
+                                   f"(its signature does not verify)")
+                    continue
+                candidates = redirect
+                continue
+            if code in (401, 407):
+                raise LoginFailed(
+                    f"authentication failed at {target}: {code} "
+                    f"{response.phrase} (wrong user name or password?)")
+            if code == 503 or code == 408:
+                lastProblem = f"{target} answered {code} {response.phrase}"
+                self._emit("no-answer", lastProblem, target=target)
+                continue
+            raise LoginFailed(f"{target} refused the registration: {code} "
+                              f"{response.phrase}")
+        raise LoginFailed(f"login failed: {lastProblem}")
+
+    @defer.inlineCallbacks
+    def _redirect(self, outcome, redirectedFrom):
+        """
+        Check a 301: C{None} if it is to be ignored, else the targets to go
+        to; raise L{LoginFailed} for a loop or too many redirects.
+        """
+        response = outcome.response
+        target = outcome.target
+        contacts = response.values("contact")
+        contact = response.header("contact")
+        verified = (outcome.session is not None and contact is not None
+                    and len(contacts) == 1
+                    and verifySignature(outcome.session, 301,
+                                        response.callID or "",
+                                        response.header("cseq") or "",
+                                        contact, response.headers))
+        if not verified:
+            self._emit("redirect-ignored",
+                       f"redirect from {target} to {contact} ignored: its "
+                       f"signature does not verify", target=target,
+                       contact=contact)
+            return None
+        try:
+            uri = parseNameAddr(contacts[0])[1]
+        except (URIError, ValueError):
+            self._emit("redirect-ignored",
+                       f"redirect from {target} ignored: bad Contact "
+                       f"{contact!r}", target=target, contact=contact)
+            return None
+        redirectedFrom.append(target)
+        if len(redirectedFrom) > self.maxRedirects:
+            raise LoginFailed(
+                f"more than {self.maxRedirects} redirects in one login (the "
+                f"last from {target} to {uri}): giving up")
+        targets = yield self._find(uri, f"the redirect from {target} to "
+                                        f"{uri} cannot be followed")
+        seen = {t.address for t in redirectedFrom}
+        for candidate in targets:
+            if candidate.address in seen:
+                raise LoginFailed(
+                    f"redirect loop: {target} redirects to {uri}, which "
+                    f"already redirected this login; not following it")
+        self._emit("redirect",
+                   f"redirected by {target} to {uri} (signature verified)",
+                   target=target, uri=uri, targets=list(targets))
+        return targets
+
+
+class Registration:
+    """
+    Keep a user registered (see the module docstring).
+
+    @ivar state: C{"idle"}, C{"logging-in"}, C{"registered"}, C{"stopped"}
+        or C{"failed"}.
+    @ivar result: the L{LoginResult} of the last successful login.
+    @ivar failed: a L{Deferred} failing with L{LoginFailed} when the
+        registration is lost for good (C{maxFailures} logins in a row
+        failed).
+    @ivar logins: how many logins succeeded.
+    """
+
+    _log = Logger()
+
+    def __init__(self, ua, locator, server=None, expires=DEFAULT_EXPIRES,
+                 maxRedirects=MAX_REDIRECTS, retryDelays=RETRY_DELAYS,
+                 maxFailures=10):
+        self.ua = ua
+        self.locator = locator
+        self.server = server
+        self.expires = expires
+        self.maxRedirects = maxRedirects
+        self.retryDelays = tuple(retryDelays)
+        self.maxFailures = maxFailures
+        self.state = "idle"
+        self.result = None
+        self.logins = 0
+        self.failed = defer.Deferred()
+        self._timer = None
+        self._waiting = None
+
+    def _emit(self, kind, text, **fields):
+        self.ua.notify(Event(kind, text, **fields))
+
+    def _login(self):
+        self.state = "logging-in"
+        login = Login(self.ua, self.locator, self.server, self.expires,
+                      self.maxRedirects)
+        return login.run()
+
+    @defer.inlineCallbacks
+    def start(self):
+        """
+        The first login.
+
+        @return: L{Deferred} firing with the L{LoginResult}, failing with
+            L{LoginFailed}.
+        """
+        try:
+            result = yield self._login()
+        except LoginFailed:
+            self.state = "failed"
+            raise
+        self._registered(result)
+        return result
+
+    def _registered(self, result):
+        if self.state == "stopped":
+            return
+        self.result = result
+        self.logins += 1
+        self.state = "registered"
+        self._schedule(result.expires)
+
+    def _schedule(self, expires):
+        self._cancelTimer()
+        self._timer = self.ua._reactor.callLater(refreshDelay(expires),
+                                                 self._timedRefresh)
+
+    def _cancelTimer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedRefresh(self):
+        self._timer = None
+        self.refresh()
+
+    def _registerRequest(self, expires):
+        ua = self.ua
+        result = self.result
+        result.cseq += 1
+        request = ua.newRequest("REGISTER", asURI(f"sip:{ua.domain}"),
+                                to=ua.aor, callId=result.callId,
+                                cseq=result.cseq)
+        request.headers["expires"] = [str(expires)]
+        return request
+
+    @defer.inlineCallbacks
+    def refresh(self):
+        """
+        Refresh the registration now (the timer calls this).
+
+        @return: L{Deferred} firing when the refresh, or the new login it
+            led to, is over.
+        """
+        if self.state != "registered":
+            return
+        self._cancelTimer()
+        target = self.result.target
+        request = self._registerRequest(self.expires)
+        try:
+            outcome = yield self.ua.send(request, target)
+        except (NoAnswer, TLSFailure) as e:
+            if self.state != "registered":
+                return
+            self._emit("relogin", f"the home server {target} stopped "
+                       f"answering ({e}): logging in again from discovery",
+                       target=target)
+            yield self._relogin()
+            return
+        if self.state != "registered":
+            return
+        response = outcome.response
+        self.result.cseq = outcome.request.cseq()[0]
+        code = response.code
+        if 200 <= code < 300:
+            expires = grantedExpires(response,
+                                     outcome.request.header("contact"),
+                                     self.expires)
+            self.result.expires = expires
+            self._emit("refreshed", f"refreshed at {target} for {expires} s",
+                       target=target, expires=expires)
+            self._schedule(expires)
+            return
+        if 300 <= code < 400:
+            self._emit("relogin", f"redirected by {target} while refreshing "
+                       f"({code} to {response.header('contact')}): logged "
+                       f"out, logging in again from discovery",
+                       target=target, code=code)
+        else:
+            self._emit("relogin", f"refresh refused by {target}: {code} "
+                       f"{response.phrase}; logging in again from discovery",
+                       target=target, code=code)
+        yield self._relogin()
+
+    @defer.inlineCallbacks
+    def _relogin(self):
+        self.ua.outboundProxy = None
+        failures = 0
+        while self.state not in ("stopped", "failed"):
+            try:
+                result = yield self._login()
+            except LoginFailed as e:
+                if self.state == "stopped":
+                    return
+                failures += 1
+                if failures >= self.maxFailures:
+                    self.state = "failed"
+                    self._emit("failed", f"giving up after {failures} "
+                               f"failed logins: {e}")
+                    self.failed.errback(LoginFailed(str(e)))
+                    return
+                delay = self.retryDelays[min(failures, len(
+                    self.retryDelays)) - 1]
+                self._emit("retry", f"{e}; trying again in {delay} s",
+                           delay=delay)
+                self._waiting = task.deferLater(self.ua._reactor, delay,
+                                                lambda: None)
+                try:
+                    yield self._waiting
+                except defer.CancelledError:
+                    return
+                finally:
+                    self._waiting = None
+                continue
+            self._registered(result)
+            return
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """
+        Unregister (when registered) and stop every timer.
+
+        @return: L{Deferred} firing when done; never fails.
+        """
+        wasRegistered = self.state == "registered"
+        self.state = "stopped"
+        self._cancelTimer()
+        if self._waiting is not None:
+            self._waiting.cancel()
+        if not wasRegistered or self.result is None:
+            return
+        target = self.result.target
+        request = self._registerRequest(0)
+        contact = self.result.contact
+        if contact:
+            request.headers["contact"] = [contact + ";expires=0"]
+        try:
+            outcome = yield self.ua.send(request, target)
+        except (ClientError, TLSFailure) as e:
+            self._emit("unregister-failed", f"cannot unregister: {e}")
+            return
+        code = outcome.response.code
+        if 200 <= code < 300:
+            self._emit("unregistered", f"unregistered at {target}",
+                       target=target)
+        else:
+            self._emit("unregister-failed", f"unregister refused by {target}:"
+                       f" {code} {outcome.response.phrase}")
