@@ -11,6 +11,7 @@ pass it down the chain.  The last word is C{501}/C{405}: every request gets
 an answer.
 """
 
+import os
 import socket
 
 from twisted.application.service import MultiService, Service
@@ -154,11 +155,26 @@ class SIPServer:
                        transaction=transaction, reason=reason)
 
 
+class ConfigurationError(Exception):
+    """
+    The configuration cannot make a server (a store or credential string a
+    provider rejects, ...); the message is one line for the operator.
+    """
+
+
 class ServerService(MultiService):
     """
     A running server: its transport (listening ports and connections), its
-    transaction layer and its transaction user.
+    transaction layer, its transaction user and what the role uses (store,
+    registrar, proxy).
     """
+
+    store = None
+    registrar = None
+    processor = None
+    proxy = None
+
+    _log = Logger()
 
     def __init__(self, server, transactions, transport, transportService):
         MultiService.__init__(self)
@@ -171,16 +187,30 @@ class ServerService(MultiService):
     def stopService(self):
         d = MultiService.stopService(self)
         self.transactions.stop()
+        if self.registrar is not None:
+            self.registrar.stop()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
         return d
 
 
-def buildServer(config, reactor):
+STORE_ROLES = ("home", "distributor", "internal-edge")
+
+
+def buildServer(config, reactor, store=None, checker=None):
     """
     Build the service of one server from parsed twistd options.
 
-    @param config: a L{sipdist.tap.Options} (or a dict with the same keys).
+    @param config: a L{sipdist.tap.Options} (or a dict with the same keys;
+        missing keys take the defaults of the options).
     @param reactor: the reactor to run on.
+    @param store: an L{IAssignmentStore} to use instead of building one
+        from C{config["store"]}.
+    @param checker: a credentials checker to use instead of building one
+        from C{config["credentials"]}.
     @rtype: L{ServerService}
+    @raise ConfigurationError: one line saying what is wrong.
     """
     name = config["name"]
     server = SIPServer(
@@ -198,4 +228,64 @@ def buildServer(config, reactor):
         maxConnectionsPerHost=config.get("max-connections-per-host", 64))
     transportService = TransportService(
         transport, config["listen"], config.get("tls-server-options"))
-    return ServerService(server, transactions, transport, transportService)
+    service = ServerService(server, transactions, transport, transportService)
+    role = config.get("role", "home")
+    if role in STORE_ROLES:
+        _storeRole(service, config, reactor, store, checker)
+    return service
+
+
+def _storeRole(service, config, reactor, store, checker):
+    """
+    Give a server the role processor of the roles that read the store.
+    """
+    from sipdist.auth.limiter import FailureLimiter
+    from sipdist.auth.server import DigestAuthenticator
+    from sipdist.auth.sources import CredentialsConfigError, makeChecker
+    from sipdist.registrar import Registrar
+    from sipdist.roles import DistributionProcessor
+    from sipdist.store import StoreError, storeFromString
+
+    role = config.get("role", "home")
+    server = service.server
+    if store is None:
+        try:
+            store = storeFromString(reactor, config.get("store", "memory:"))
+        except StoreError as e:
+            raise ConfigurationError(f"--store: {e}")
+    if checker is None:
+        try:
+            checker = makeChecker(reactor, config.get("credentials", "memory:"))
+        except CredentialsConfigError as e:
+            raise ConfigurationError(f"--credentials: {e}")
+    secret = config.get("secret")
+    if not secret:
+        secret = os.urandom(32).hex()
+        ServerService._log.warn(
+            "no nonce secret configured (--secret-file): using a random one; "
+            "the servers of a pool must share one")
+    authenticator = DigestAuthenticator(
+        config["domain"], secret, checker, reactor,
+        limiter=FailureLimiter(reactor, threshold=config.get("auth-failures", 10),
+                               window=config.get("auth-window", 300.0)))
+    registrar = None
+    if role == "home":
+        registrar = Registrar(
+            reactor, minExpires=config.get("min-expires", 60),
+            maxExpires=config.get("max-expires", 86400),
+            maxBindings=config.get("max-bindings", 10))
+    proxy = _makeProxy(service, config, reactor)
+    processor = DistributionProcessor(
+        server, role, store, authenticator, registrar=registrar, proxy=proxy,
+        policy=config.get("redirect-policy", "auto"))
+    server.processors.append(processor)
+    server.methods = tuple(dict.fromkeys(server.methods + ("REGISTER",)))
+    server._allow = ", ".join(server.methods)
+    service.store = store
+    service.registrar = registrar
+    service.processor = processor
+    service.authenticator = authenticator
+
+
+def _makeProxy(service, config, reactor):
+    return None

@@ -79,12 +79,34 @@ PARAMETERS = [
     ("t1", None, 0.5, _positiveFloat, "RFC 3261 timer T1 (seconds)."),
     ("max-transactions", None, 100000, _positiveInt,
      "Transactions in progress at once; past it requests are answered 503."),
+    ("credentials", None, "memory:", str,
+     "Where users' digest credentials come from: file:PATH (see 'sipdist "
+     "passwd'), ldap://..., memory:USER:PASSWORD,... (tests)."),
+    ("secret-file", None, None, str,
+     "File holding the nonce secret shared by every server of the pool (a "
+     "random one per process when absent: only for a single server)."),
+    ("redirect-policy", None, "auto", str,
+     "auto (redirect clients talking to us directly, proxy the rest), "
+     "proxy (never redirect) or redirect (always redirect)."),
+    ("min-expires", None, 60, _positiveInt,
+     "Shortest registration accepted (shorter ones get 423)."),
+    ("max-expires", None, 86400, _positiveInt,
+     "Longest registration granted."),
+    ("max-bindings", None, 10, _positiveInt,
+     "Contacts one address-of-record may register."),
+    ("auth-failures", None, 10, _positiveInt,
+     "Failed authentications per user or address within --auth-window "
+     "before requests get 403."),
+    ("auth-window", None, 300.0, _positiveFloat,
+     "Seconds over which failed authentications are counted."),
 ]
+
+POLICIES = ("auto", "proxy", "redirect")
 
 DEFAULT_LISTEN = ["udp:5060:interface=127.0.0.1",
                   "tcp:5060:interface=127.0.0.1"]
 
-_KNOWN = {p[0] for p in PARAMETERS} | {"listen"}
+_KNOWN = {p[0] for p in PARAMETERS} | {"listen", "secret"}
 
 
 class Options(usage.Options):
@@ -132,6 +154,9 @@ class Options(usage.Options):
             self[name] = value
         if not self["listen"]:
             self["listen"] = list(fromFile.get("listen", DEFAULT_LISTEN))
+        self["secret"] = fromFile.get("secret")
+        if self["secret"] is not None and not isinstance(self["secret"], str):
+            raise usage.UsageError("--config: secret must be text")
         self._check()
 
     def _check(self):
@@ -170,7 +195,36 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e))
         else:
             self["tls-server-options"] = None
+        if self["redirect-policy"] not in POLICIES:
+            raise usage.UsageError(
+                f"--redirect-policy: {self['redirect-policy']!r} is not one "
+                f"of {', '.join(POLICIES)}")
+        if self["min-expires"] > self["max-expires"]:
+            raise usage.UsageError("--min-expires is above --max-expires")
+        if self["secret-file"]:
+            try:
+                with open(self["secret-file"], "rb") as f:
+                    secret = f.read().strip()
+            except OSError as e:
+                raise usage.UsageError(
+                    f"--secret-file: {self['secret-file']}: {e.strerror}")
+            if len(secret) < 16:
+                raise usage.UsageError(
+                    f"--secret-file: {self['secret-file']}: the secret "
+                    f"needs at least 16 characters")
+            self["secret"] = secret.decode("utf-8", "replace")
         self._checkStore()
+        self._checkCredentials()
+
+    def _checkCredentials(self):
+        from sipdist.auth.sources import credentialsParsers
+
+        prefix = self["credentials"].split(":", 1)[0].lower()
+        known = credentialsParsers()
+        if prefix not in known:
+            raise usage.UsageError(
+                f"--credentials: no credential source for {prefix + ':'!r} "
+                f"(known: {', '.join(sorted(p + ':' for p in known))})")
 
     def _checkStore(self):
         from sipdist.store import storeParsers
@@ -208,10 +262,12 @@ def loadConfig(path):
             if not isinstance(value, list):
                 raise usage.UsageError(
                     f"--config: {path}: listen must be a list of strings")
-        if name in ("tls-cert", "tls-key", "tls-ca") and isinstance(value, str):
+        if name in ("tls-cert", "tls-key", "tls-ca", "secret-file") \
+                and isinstance(value, str):
             # Paths in the file are relative to the file.
             value = os.path.join(base, value)
-        if name == "store" and isinstance(value, str) and value.startswith("file:"):
+        if name in ("store", "credentials") and isinstance(value, str) \
+                and value.startswith("file:"):
             value = "file:" + os.path.join(base, value[5:])
         options[name] = value
     return options
@@ -227,8 +283,12 @@ def makeService(config, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    from sipdist.server import buildServer
+    from sipdist.server import ConfigurationError, buildServer
 
     service = MultiService()
-    buildServer(config, reactor).setServiceParent(service)
+    try:
+        buildServer(config, reactor).setServiceParent(service)
+    except ConfigurationError as e:
+        # twistd prints a SystemExit message as one line and exits 1.
+        raise SystemExit(f"twistd sipdist: {e}")
     return service

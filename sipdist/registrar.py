@@ -1,0 +1,337 @@
+# -*- test-case-name: tests.test_registrar -*-
+"""
+The registrar of a home server (RFC 3261 section 10.3, RFC 3327 Path) and
+the location lookup its proxy uses.
+
+Bindings live in memory, per address-of-record, each with its expiry on the
+injected clock.  Expired bindings are removed by a periodic sweep over a
+heap of expiry times (O(log n) per binding, no timer per binding), and are
+never returned by L{Registrar.lookup} even before the sweep reaches them.
+Everything is bounded: contacts per AOR, AORs in all.
+"""
+
+import heapq
+from dataclasses import dataclass, field
+
+from twisted.logger import Logger
+
+from sipdist.message import parseNameAddr
+from sipdist.uri import URIError
+
+DEFAULT_EXPIRES = 3600
+MIN_EXPIRES = 60
+MAX_EXPIRES = 86400
+MAX_BINDINGS_PER_AOR = 10
+MAX_AORS = 1000000
+SWEEP_INTERVAL = 5.0
+
+
+class RegistrarError(Exception):
+    """
+    A REGISTER that must be refused.
+
+    @ivar code: the status code.
+    @ivar phrase: the reason phrase, naming the problem.
+    @ivar headers: extra headers, as C{(name, value)}.
+    """
+
+    def __init__(self, code, phrase, headers=()):
+        Exception.__init__(self, f"{code} {phrase}")
+        self.code = code
+        self.phrase = phrase
+        self.headers = list(headers)
+
+
+@dataclass
+class Binding:
+    """
+    One contact of an address-of-record.
+
+    @ivar contact: the Contact value as registered (without header
+        parameters C{expires} and C{q}).
+    @ivar uri: its parsed URI, the key bindings are compared on.
+    @ivar expires: absolute expiry time (reactor seconds).
+    @ivar q: the preference, 0.0 to 1.0.
+    @ivar callID: Call-ID of the REGISTER that made or refreshed it.
+    @ivar cseq: CSeq number of that REGISTER.
+    @ivar path: the Path values of that REGISTER, to be used as a Route set
+        for requests to this contact (RFC 3327).
+    @ivar flow: the transport flow the REGISTER came in on.
+    @ivar instance: the C{+sip.instance} parameter (RFC 5626), if any.
+    @ivar regId: the C{reg-id} parameter (RFC 5626), if any.
+    """
+
+    contact: str
+    uri: object
+    expires: float
+    q: float = 1.0
+    callID: str = None
+    cseq: int = 0
+    path: list = field(default_factory=list)
+    flow: object = None
+    instance: str = None
+    regId: str = None
+
+    def remaining(self, now):
+        return max(0, int(self.expires - now + 0.5))
+
+
+class Registrar:
+    """
+    Bindings of the users served here.
+
+    @ivar minExpires: shortest registration accepted (else C{423}).
+    @ivar maxExpires: longest registration granted (longer ones are cut).
+    @ivar defaultExpires: when the REGISTER asks for no expiry.
+    @ivar maxBindings: contacts per address-of-record (else C{403}).
+    @ivar maxAORs: addresses-of-record in all (else C{503}).
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, minExpires=MIN_EXPIRES, maxExpires=MAX_EXPIRES,
+                 defaultExpires=DEFAULT_EXPIRES,
+                 maxBindings=MAX_BINDINGS_PER_AOR, maxAORs=MAX_AORS,
+                 sweepInterval=SWEEP_INTERVAL):
+        self._reactor = reactor
+        self.minExpires = minExpires
+        self.maxExpires = maxExpires
+        self.defaultExpires = defaultExpires
+        self.maxBindings = maxBindings
+        self.maxAORs = maxAORs
+        self.sweepInterval = sweepInterval
+        self._bindings = {}
+        self._heap = []
+        self._sweepCall = None
+        self._observers = []
+
+    # Registration
+
+    def register(self, aor, request, flow=None):
+        """
+        Apply a REGISTER (already authenticated and authorised for C{aor}).
+
+        @param aor: the normalised address-of-record.
+        @param request: the L{sipdist.message.Request}.
+        @param flow: the flow it arrived on.
+        @return: the current bindings of C{aor} (for the C{200}).
+        @raise RegistrarError: what to answer instead of C{200}.
+        """
+        now = self._reactor.seconds()
+        contacts = request.values("contact")
+        callID = request.header("call-id")
+        cseq = request.cseq()[0]
+        headerExpires = self._headerExpires(request)
+        current = self._current(aor, now)
+
+        if not contacts:
+            # A query: the bindings are returned unchanged.
+            return current
+        if any(c.strip() == "*" for c in contacts):
+            return self._removeAll(aor, request, contacts, headerExpires,
+                                   current, callID, cseq)
+
+        # Validate everything first: a REGISTER applies whole or not at all.
+        changes = []
+        for value in contacts:
+            try:
+                display, uri, params = parseNameAddr(value)
+            except (URIError, ValueError):
+                raise RegistrarError(400, "Bad Contact Header")
+            expires = headerExpires
+            if "expires" in params:
+                expires = _seconds(params["expires"])
+                if expires is None:
+                    raise RegistrarError(400, "Bad Contact Expires")
+            if expires is None:
+                expires = self.defaultExpires
+            if 0 < expires < self.minExpires:
+                raise RegistrarError(
+                    423, "Interval Too Brief",
+                    [("Min-Expires", str(self.minExpires))])
+            expires = min(expires, self.maxExpires)
+            q = 1.0
+            if "q" in params:
+                try:
+                    q = float(params["q"])
+                except (TypeError, ValueError):
+                    q = -1
+                if not 0 <= q <= 1:
+                    raise RegistrarError(400, "Bad Contact q")
+            existing = next((b for b in current if b.uri == uri), None)
+            if existing is not None and existing.callID == callID \
+                    and cseq <= existing.cseq:
+                raise RegistrarError(500, "Out Of Order REGISTER")
+            changes.append((uri, value, params, expires, q, existing))
+
+        kept = [b for b in current
+                if not any(b.uri == c[0] for c in changes)]
+        added = [c for c in changes if c[3] > 0]
+        if len(kept) + len(added) > self.maxBindings:
+            raise RegistrarError(403, "Too Many Contacts")
+        if not current and added and len(self._bindings) >= self.maxAORs:
+            raise RegistrarError(503, "Registrar Full",
+                                 [("Retry-After", "60")])
+
+        path = request.values("path")
+        bindings = kept
+        for uri, value, params, expires, q, existing in added:
+            binding = Binding(
+                contact=_stripParams(value), uri=uri, expires=now + expires,
+                q=q, callID=callID, cseq=cseq, path=path, flow=flow,
+                instance=params.get("+sip.instance"), regId=params.get("reg-id"))
+            bindings.append(binding)
+            heapq.heappush(self._heap, (binding.expires, aor))
+        self._store(aor, bindings)
+        self._ensureSweep()
+        return self._sorted(bindings)
+
+    def _removeAll(self, aor, request, contacts, headerExpires, current,
+                   callID, cseq):
+        if len(contacts) != 1 or headerExpires != 0:
+            raise RegistrarError(
+                400, "Contact * Needs Expires 0 And No Other Contact")
+        remaining = [b for b in current
+                     if b.callID == callID and cseq <= b.cseq]
+        self._store(aor, remaining)
+        return self._sorted(remaining)
+
+    def _headerExpires(self, request):
+        value = request.header("expires")
+        if value is None:
+            return None
+        seconds = _seconds(value)
+        if seconds is None:
+            raise RegistrarError(400, "Bad Expires Header")
+        return seconds
+
+    def _store(self, aor, bindings):
+        before = self._bindings.get(aor)
+        if bindings:
+            self._bindings[aor] = bindings
+        else:
+            self._bindings.pop(aor, None)
+        if bool(before) != bool(bindings):
+            for observer in list(self._observers):
+                observer(aor, bool(bindings))
+
+    # Lookup
+
+    def lookup(self, aor):
+        """
+        The current bindings of an address-of-record, most preferred
+        first.
+
+        @rtype: L{list} of L{Binding}
+        """
+        return self._sorted(self._current(aor, self._reactor.seconds()))
+
+    def _current(self, aor, now):
+        bindings = self._bindings.get(aor)
+        if not bindings:
+            return []
+        return [b for b in bindings if b.expires > now]
+
+    @staticmethod
+    def _sorted(bindings):
+        return sorted(bindings, key=lambda b: -b.q)
+
+    def remove(self, aor):
+        """
+        Forget every binding of C{aor} (the user moved to another home).
+
+        @return: the bindings removed.
+        """
+        removed = self._bindings.get(aor, [])
+        self._store(aor, [])
+        return removed
+
+    def aors(self):
+        """
+        The addresses-of-record with bindings (some may have just expired).
+        """
+        return list(self._bindings)
+
+    @property
+    def count(self):
+        """
+        How many addresses-of-record have bindings.
+        """
+        return len(self._bindings)
+
+    def observe(self, observer):
+        """
+        Call C{observer(aor, registered)} when an address-of-record gains
+        its first binding or loses its last.
+
+        @return: a callable that stops the observation.
+        """
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    # Expiry
+
+    def _ensureSweep(self):
+        if self._sweepCall is None and self._heap:
+            self._sweepCall = self._reactor.callLater(self.sweepInterval,
+                                                      self._sweep)
+
+    def _sweep(self):
+        self._sweepCall = None
+        now = self._reactor.seconds()
+        heap = self._heap
+        touched = set()
+        while heap and heap[0][0] <= now:
+            touched.add(heapq.heappop(heap)[1])
+        for aor in touched:
+            self._store(aor, self._current(aor, now))
+        self._ensureSweep()
+
+    def stop(self):
+        """
+        Cancel the sweep timer (the service is stopping).
+        """
+        if self._sweepCall is not None and self._sweepCall.active():
+            self._sweepCall.cancel()
+        self._sweepCall = None
+
+
+def _seconds(text):
+    text = text.strip()
+    if not text.isdigit() or len(text) > 10:
+        return None
+    return int(text)
+
+
+def _stripParams(value):
+    """
+    A Contact value without the header parameters the registrar owns
+    (C{expires}, C{q}): those are written anew in the C{200}.
+    """
+    value = value.strip()
+    gt = value.rfind(">")
+    if gt < 0:
+        head, _, params = value.partition(";")
+        value = f"<{head}>"
+        params = ";" + params if params else ""
+    else:
+        params = value[gt + 1:]
+        value = value[:gt + 1]
+    kept = [p for p in params.split(";")
+            if p.strip() and p.strip().split("=", 1)[0].lower()
+            not in ("expires", "q")]
+    return value + "".join(";" + p.strip() for p in kept)
+
+
+def contactHeaderValues(bindings, now):
+    """
+    The Contact values of a C{200} to a REGISTER: each binding with its
+    remaining time and preference.
+    """
+    values = []
+    for b in bindings:
+        value = f"{b.contact};expires={b.remaining(now)}"
+        if b.q != 1.0:
+            value += f";q={b.q:g}"
+        values.append(value)
+    return values

@@ -1,0 +1,168 @@
+"""
+Tests for L{sipdist.registrar}.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.message import parseMessage
+from sipdist.registrar import Registrar, RegistrarError, contactHeaderValues
+from tests.test_roles import registerBytes
+
+AOR = "sip:alice@example.com"
+
+
+def register(registrar, contact=None, cseq=1, callID="c1", expires=None,
+             extra=()):
+    request = parseMessage(registerBytes(contact=contact, cseq=cseq,
+                                         callID=callID, expires=expires,
+                                         extra=extra))
+    return registrar.register(AOR, request, flow="flow")
+
+
+class RegistrarTests(SynchronousTestCase):
+    """
+    RFC 3261 section 10.3 and RFC 3327.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.registrar = Registrar(self.clock, maxBindings=3, maxAORs=2)
+
+    def tearDown(self):
+        self.registrar.stop()
+
+    def test_bindAndLookup(self):
+        """
+        A contact is bound with the default expiry; the lookup returns it
+        with the flow it came on.
+        """
+        [binding] = register(self.registrar)
+        self.assertEqual(binding.remaining(self.clock.seconds()), 3600)
+        self.assertEqual(binding.flow, "flow")
+        self.assertEqual(self.registrar.lookup(AOR), [binding])
+
+    def test_expiresParameterWins(self):
+        """
+        A Contact's expires parameter wins over the Expires header, and the
+        registrar cuts what is over its maximum.
+        """
+        [b] = register(self.registrar, contact="<sip:a@h>;expires=120", expires=600)
+        self.assertEqual(b.remaining(0), 120)
+        registrar = Registrar(self.clock, maxExpires=1000)
+        [b] = register(registrar, expires=99999)
+        self.assertEqual(b.remaining(0), 1000)
+        registrar.stop()
+
+    def test_tooBrief(self):
+        """
+        An interval below Min-Expires is a 423 carrying Min-Expires.
+        """
+        error = self.assertRaises(RegistrarError, register, self.registrar,
+                                  expires=30)
+        self.assertEqual((error.code, error.headers), (423, [("Min-Expires", "60")]))
+
+    def test_severalContactsSortedByQ(self):
+        """
+        Several contacts are bound at once and looked up by preference.
+        """
+        register(self.registrar, contact="<sip:a@h1>;q=0.2, <sip:a@h2>;q=0.9")
+        self.assertEqual([str(b.uri) for b in self.registrar.lookup(AOR)],
+                         ["sip:a@h2", "sip:a@h1"])
+        values = contactHeaderValues(self.registrar.lookup(AOR), 0)
+        self.assertEqual(values, ["<sip:a@h2>;expires=3600;q=0.9",
+                                  "<sip:a@h1>;expires=3600;q=0.2"])
+
+    def test_refreshAndRemove(self):
+        """
+        A refresh replaces the binding's expiry; expires=0 removes it.
+        """
+        register(self.registrar, cseq=1)
+        self.clock.advance(100)
+        [b] = register(self.registrar, cseq=2)
+        self.assertEqual(b.remaining(self.clock.seconds()), 3600)
+        self.assertEqual(register(self.registrar, cseq=3, expires=0), [])
+        self.assertEqual(self.registrar.lookup(AOR), [])
+        self.assertEqual(self.registrar.count, 0)
+
+    def test_outOfOrder(self):
+        """
+        Same Call-ID with a CSeq not above the stored one is refused (500);
+        another Call-ID replaces the binding.
+        """
+        register(self.registrar, cseq=5)
+        error = self.assertRaises(RegistrarError, register, self.registrar, cseq=5)
+        self.assertEqual(error.code, 500)
+        [b] = register(self.registrar, cseq=1, callID="other")
+        self.assertEqual(b.callID, "other")
+
+    def test_star(self):
+        """
+        Contact * with Expires 0 removes every binding; with another expiry
+        or another contact it is a 400.
+        """
+        register(self.registrar, contact="<sip:a@h1>, <sip:a@h2>")
+        error = self.assertRaises(RegistrarError, register, self.registrar,
+                                  contact="*", cseq=2, expires=60)
+        self.assertEqual(error.code, 400)
+        self.assertEqual(register(self.registrar, contact="*", cseq=3, expires=0), [])
+        self.assertEqual(self.registrar.lookup(AOR), [])
+
+    def test_query(self):
+        """
+        A REGISTER without Contact changes nothing and lists the bindings.
+        """
+        register(self.registrar)
+        request = parseMessage(registerBytes().replace(
+            b"Contact: <sip:alice@192.0.2.1:5060>\r\n", b""))
+        self.assertEqual(len(self.registrar.register(AOR, request)), 1)
+
+    def test_bounds(self):
+        """
+        Past the bindings per AOR the REGISTER is a 403, applied not at all;
+        past the AORs in all, a 503.
+        """
+        register(self.registrar, contact="<sip:a@h1>, <sip:a@h2>")
+        error = self.assertRaises(RegistrarError, register, self.registrar,
+                                  contact="<sip:a@h3>, <sip:a@h4>", cseq=2)
+        self.assertEqual(error.code, 403)
+        self.assertEqual(len(self.registrar.lookup(AOR)), 2)
+        request = parseMessage(registerBytes())
+        self.registrar.register("sip:b@example.com", request)
+        error = self.assertRaises(RegistrarError, self.registrar.register,
+                                  "sip:c@example.com", request)
+        self.assertEqual(error.code, 503)
+
+    def test_path(self):
+        """
+        The Path of the REGISTER is stored with the binding (RFC 3327).
+        """
+        [b] = register(self.registrar, extra=(
+            "Path: <sip:edge.example;lr>", "Path: <sip:home1.example;lr>"))
+        self.assertEqual(b.path, ["<sip:edge.example;lr>", "<sip:home1.example;lr>"])
+
+    def test_badContact(self):
+        """
+        Malformed contacts, expiries and q values are 400s.
+        """
+        for contact in ("<sip:a@>", "<sip:a@h>;expires=x", "<sip:a@h>;q=2"):
+            error = self.assertRaises(RegistrarError, register, self.registrar,
+                                      contact=contact)
+            self.assertEqual(error.code, 400, contact)
+
+    def test_expiry(self):
+        """
+        Bindings expire on the clock: never returned once expired, removed
+        by the sweep, observers told, no timer left behind.
+        """
+        events = []
+        self.registrar.observe(lambda aor, registered: events.append((aor, registered)))
+        register(self.registrar, contact="<sip:a@h>;expires=100")
+        self.clock.advance(99)
+        self.assertEqual(len(self.registrar.lookup(AOR)), 1)
+        self.clock.advance(1)
+        self.assertEqual(self.registrar.lookup(AOR), [])
+        self.clock.advance(5)
+        self.assertEqual(self.registrar.aors(), [])
+        self.assertEqual(events, [(AOR, True), (AOR, False)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
