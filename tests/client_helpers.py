@@ -7,6 +7,8 @@ altered after signing (something real roles never send).
 """
 
 from twisted.internet import defer
+from twisted.names import authority, client, dns
+from twisted.names import server as names_server
 
 from sipdist.auth.server import Authenticated, Challenge, DigestAuthenticator
 from sipdist.auth.sources import makeChecker
@@ -198,3 +200,45 @@ def kinds(ua):
     The kinds of the events an agent reported, in order.
     """
     return [e.kind for e in ua.events]
+
+
+class _Zone(authority.FileAuthority):
+    """
+    An authoritative zone from a list of C{(name, record)}, the first
+    record being its SOA.
+    """
+
+    def loadFile(self, zone):
+        self.records = {}
+        for name, record in zone:
+            name = dns.domainString(name).lower()
+            if isinstance(record, dns.Record_SOA):
+                self.soa = (name, record)
+            self.records.setdefault(name, []).append(record)
+
+
+def zone(origin, records):
+    """
+    The records of a zone for C{origin} with its SOA first; C{records} are
+    C{(name, record)} pairs.
+    """
+    soa = dns.Record_SOA(mname=f"ns.{origin}", rname=f"admin.{origin}",
+                         serial=1, refresh=60, retry=60, expire=60,
+                         minimum=1, ttl=1)
+    return [(origin, soa)] + list(records)
+
+
+def startDNS(testCase, reactor, records):
+    """
+    Start a L{twisted.names} DNS server on loopback UDP serving C{records}
+    (see L{zone}); stopped when the test ends.
+
+    @return: a L{client.Resolver} asking it, with the test's reactor.
+    """
+    factory = names_server.DNSServerFactory(authorities=[_Zone(records)])
+    protocol = dns.DNSDatagramProtocol(factory)
+    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+    testCase.addCleanup(port.stopListening)
+    resolver = client.Resolver(
+        servers=[("127.0.0.1", port.getHost().port)], reactor=reactor)
+    return resolver

@@ -274,12 +274,12 @@ class ServerLocator:
             self._resolver.lookupNamingAuthorityPointer, domain)
         records = [r.payload for r in answers
                    if r.type == dns.NAPTR
-                   and r.payload.flags.lower() == b"s"
-                   and r.payload.service.upper() in NAPTR_SERVICES]
+                   and _text(r.payload.flags).lower() == b"s"
+                   and _text(r.payload.service).upper() in NAPTR_SERVICES]
         records.sort(key=lambda p: (p.order, p.preference))
         services = []
         for payload in records:
-            transport = NAPTR_SERVICES[payload.service.upper()]
+            transport = NAPTR_SERVICES[_text(payload.service).upper()]
             if transport in allowed:
                 services.append((payload.replacement.name.decode("ascii"),
                                  transport))
@@ -323,6 +323,10 @@ class ServerLocator:
         addresses += [_ipv6(r.payload.address) for r in answers
                       if r.type == dns.AAAA]
         return list(dict.fromkeys(addresses))
+
+
+def _text(charstr):
+    return getattr(charstr, "string", charstr)
 
 
 def _ipv6(packed):
