@@ -506,6 +506,12 @@ class Proxy:
         except _Reject as reject:
             self._answer(request, serverTransaction, reject)
             return None
+        except URIError as e:
+            self._log.warn("cannot proxy {request!r}: bad target: {error}",
+                           request=request, error=str(e))
+            self._answer(request, serverTransaction,
+                         _Reject(500, "Bad Proxy Target"))
+            return None
         except Exception:
             self._log.failure("cannot proxy {request!r}", request=request)
             self._answer(request, serverTransaction,
@@ -522,6 +528,8 @@ class Proxy:
 
     def _start(self, request, serverTransaction, target, recordRoute,
                addPath, flowToken, nextHop, parallel):
+        if request.method == "ACK":
+            raise ValueError("an ACK is forwarded with forwardStateless")
         contexts = self._contexts
         if serverTransaction in contexts:
             raise ValueError("the transaction is already being proxied")

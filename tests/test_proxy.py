@@ -680,6 +680,37 @@ class CancelTests(ProxyTestMixin, SynchronousTestCase):
         self.assertEqual(sorted(r.code for r in self.upstream()), [200, 487])
         self.assertDrained()
 
+    def test_timerC(self):
+        """
+        An INVITE that rings longer than timer C is cancelled downstream,
+        and the client gets the 487.
+        """
+        self.proxy = Proxy(self.clock, self.layer, self.transport,
+                           {"UDP": US}, timerC=60.0)
+        self.server.proxy = self.proxy
+        self.server.processors = [self.proxy.routeInDialog, self._forward]
+        self.receive(makeRequest("INVITE"))
+        [sent] = self.downstream().sent
+        self.answer(sent, 180)
+        self.clock.advance(59)
+        self.assertNotIn("CANCEL", [getattr(m, "method", "")
+                                    for m in self.downstream().sent])
+        self.clock.advance(1)
+        self.assertIn("CANCEL", [getattr(m, "method", "")
+                                 for m in self.downstream().sent])
+        self.answer(sent, 487)
+        self.assertEqual([r.code for r in self.upstream()], [180, 487])
+        self.assertDrained()
+
+    def test_badTarget(self):
+        """
+        A target that is not a SIP URI is a 500, without a traceback.
+        """
+        self.forwardArgs = {"target": "mailto:bob@example.com"}
+        self.receive(makeRequest())
+        self.assertEqual([r.code for r in self.upstream()], [500])
+        self.assertDrained()
+
     def test_notOurs(self):
         """
         L{Proxy.cancelled} is False for a transaction it does not handle.
