@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "sipdist.certs_cli",
     "sipdist.admin",
     "sipdist.auth.cli",
+    "sipdist.client.cli",
 ]
 
 
