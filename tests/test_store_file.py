@@ -6,6 +6,7 @@ Tests for L{sipdist.store.file}.
 import os
 import threading
 
+from hypothesis import given, settings, strategies as st
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -264,6 +265,56 @@ user sip:carol@example.com home2
         """
         self.assertEqual(renderAssignments(SAMPLE, parseAssignments(SAMPLE)),
                          SAMPLE)
+
+
+_ids = st.sampled_from(["home1", "home2", "home3"])
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("assign"), st.integers(0, 20), _ids),
+    st.tuples(st.just("remove"), st.integers(0, 20)),
+    st.tuples(st.just("state"), _ids,
+              st.sampled_from(["active", "draining", "down"])),
+), max_size=40)
+
+
+class RoundTripTests(SynchronousTestCase):
+    """
+    Whatever is written through the store reads back the same.
+    """
+
+    @settings(max_examples=60, deadline=None)
+    @given(_ops)
+    def test_roundTrip(self, ops):
+        """
+        After any sequence of assignments, removals and state changes on
+        a commented file, rendering and parsing again gives the same
+        tables, and every comment line is still there.
+        """
+        text = ("# head\n"
+                "server home1 sip:127.0.0.1:5070  # one\n"
+                "server home2 sip:127.0.0.1:5080\n"
+                "server home3 sip:127.0.0.1:5090\n"
+                "# users\n"
+                "user u1@example.com home1  # first user\n")
+        tables = parseAssignments(text)
+        for op in ops:
+            try:
+                if op[0] == "assign":
+                    events, _ = tables.changeAssign(
+                        f"u{op[1]}@example.com", op[2])
+                elif op[0] == "remove":
+                    events, _ = tables.changeRemove(f"sip:u{op[1]}@example.com")
+                else:
+                    events, _ = tables.changeUpdateServer(op[1], state=op[2])
+            except Exception:
+                continue
+            tables.apply(events)
+            text = renderAssignments(text, tables)
+        again = parseAssignments(text)
+        self.assertEqual(again.users, tables.users)
+        self.assertEqual(again.servers, tables.servers)
+        self.assertEqual(again.counts, tables.counts)
+        for comment in ("# head", "# users"):
+            self.assertIn(comment, text.splitlines())
 
 
 class ConcurrentWriterTests(SynchronousTestCase):

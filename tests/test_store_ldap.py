@@ -322,6 +322,26 @@ class LDAPConsoleTests(TestCase):
         self.assertEqual(out, "home1 0\nhome2 1\ntotal 1\n")
 
 
+class RealPartPolicyTests(SynchronousTestCase):
+    """
+    A missing slapd skips the LDAP tests, except under C{CI=true}.
+    """
+
+    def test_skipOrFail(self):
+        """
+        Without slapd a test is skipped with the reason, or failed when
+        C{CI=true}.
+        """
+        from twisted.trial.unittest import SkipTest
+        self.patch(slapd, "missing", lambda: "no slapd here")
+        self.patch(os, "environ", {"CI": "false"})
+        e = self.assertRaises(SkipTest, slapd.skipOrFail, self)
+        self.assertIn("no slapd here", str(e))
+        self.patch(os, "environ", {"CI": "true"})
+        e = self.assertRaises(self.failureException, slapd.skipOrFail, self)
+        self.assertIn("CI=true", str(e))
+
+
 class LDAPStringTests(SynchronousTestCase):
     """
     LDAP store strings and configuration files are checked with one-line

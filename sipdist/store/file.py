@@ -294,7 +294,7 @@ class FileAssignmentStore(MemoryAssignmentStore):
             self._log.warn("assignment file {path} does not exist yet: "
                            "empty store", path=path)
         self._poller = None
-        if poll and poll > 0:
+        if poll and poll > 0 and reactor is not None:
             self._poller = LoopingCall(self.checkFile)
             self._poller.clock = reactor
             self._poller.start(poll, now=False)
