@@ -123,7 +123,7 @@ class ScriptedServer:
     """
 
     def __init__(self, reactor, name, action=None, users=f"alice:{PASSWORD}",
-                 accept=()):
+                 accept=(), algorithms=("SHA-256", "MD5")):
         self.reactor = reactor
         self.name = name
         self.action = action or OK()
@@ -131,7 +131,8 @@ class ScriptedServer:
         self.requests = []
         self.authenticated = 0
         self.authenticator = DigestAuthenticator(
-            DOMAIN, SECRET, makeChecker(reactor, f"memory:{users}"), reactor)
+            DOMAIN, SECRET, makeChecker(reactor, f"memory:{users}"), reactor,
+            algorithms=algorithms)
         self.sip = SIPServer(reactor, name, DOMAIN,
                              processors=[_RegisterProcessor(self)],
                              methods=("REGISTER",) + tuple(accept))
