@@ -227,10 +227,10 @@ class DistributionProcessor:
                 request, 500, "Server Internal Error (No Proxy Configured)"))
             return
         self.proxied += 1
-        # The Request-URI stays the domain (the digest response covers
-        # it); a Route takes the request to the assigned server.
-        request.insertHeader("route", f"<{_looseRoute(outcome.uri)}>")
-        self.proxy.forward(request, transaction, request.uri,
+        # The Request-URI stays the domain (the digest response covers it);
+        # the request goes to the assigned server as next hop, with a Path
+        # through us so the home can reach the user back along the hops.
+        self.proxy.forward(request, transaction, nextHop=outcome.uri,
                            recordRoute=False, addPath=True)
 
     def _reject(self, outcome, request, transaction, aor):
@@ -240,15 +240,3 @@ class DistributionProcessor:
         if outcome.retryAfter:
             response.headers["retry-after"] = [str(outcome.retryAfter)]
         transaction.respond(response)
-
-
-def _looseRoute(uri):
-    """
-    A server URI as a loose-routing Route entry.
-    """
-    if ";lr" in uri:
-        return uri
-    q = uri.find("?")
-    if q >= 0:
-        return uri[:q] + ";lr" + uri[q:]
-    return uri + ";lr"

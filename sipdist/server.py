@@ -77,6 +77,7 @@ class SIPServer:
         self.methods = tuple(dict.fromkeys(BASE_METHODS + tuple(methods)))
         self._allow = ", ".join(self.methods)
         self.transactions = None
+        self.proxy = None
 
     def addressesUs(self, uri):
         """
@@ -138,15 +139,24 @@ class SIPServer:
 
     def inviteCancelled(self, transaction):
         """
-        An INVITE we have not answered was cancelled: answer it 487.
+        An INVITE we have not answered was cancelled: the proxy cancels its
+        branches if it forwarded it, otherwise we answer it 487.
         """
+        if self.proxy is not None and self.proxy.cancelled(transaction):
+            return
         transaction.respond(self.response(transaction.request, 487,
                                           "Request Terminated"))
 
     def ackReceived(self, request, flow):
-        pass
+        # An ACK for a 2xx travels end to end: pass it on if it is routed
+        # through us.
+        if self.proxy is not None:
+            self.proxy.forwardStateless(request, flow)
 
     def responseReceived(self, response, flow):
+        if self.proxy is not None:
+            self.proxy.forwardResponse(response)
+            return
         self._log.debug("stray response {code} from {flow}",
                         code=response.code, flow=flow)
 
@@ -264,8 +274,11 @@ def _storeRole(service, config, reactor, store, checker):
         ServerService._log.warn(
             "no nonce secret configured (--secret-file): using a random one; "
             "the servers of a pool must share one")
+    algorithms = config.get("digest-algorithms", ("SHA-256", "MD5"))
+    if isinstance(algorithms, str):
+        algorithms = [a.strip() for a in algorithms.split(",") if a.strip()]
     authenticator = DigestAuthenticator(
-        config["domain"], secret, checker, reactor,
+        config["domain"], secret, checker, reactor, algorithms=algorithms,
         limiter=FailureLimiter(reactor, threshold=config.get("auth-failures", 10),
                                window=config.get("auth-window", 300.0)))
     registrar = None
@@ -288,4 +301,17 @@ def _storeRole(service, config, reactor, store, checker):
 
 
 def _makeProxy(service, config, reactor):
-    return None
+    """
+    The stateful proxy of a server: requests routed through it (Route
+    naming us) and the requests its role decides to proxy.
+    """
+    from sipdist.proxy import Proxy
+
+    proxy = Proxy(reactor, service.transactions, service.transport,
+                  service.transport.localAddress,
+                  routeId=service.server.name)
+    server = service.server
+    server.proxy = proxy
+    server.processors.insert(0, proxy.routeInDialog)
+    service.proxy = proxy
+    return proxy

@@ -99,6 +99,10 @@ PARAMETERS = [
      "before requests get 403."),
     ("auth-window", None, 300.0, _positiveFloat,
      "Seconds over which failed authentications are counted."),
+    ("digest-algorithms", None, "SHA-256,MD5", str,
+     "Digest algorithms challenged with, most preferred first (SHA-256, "
+     "SHA-256-sess, MD5, MD5-sess); some clients (SIPp) answer only the "
+     "first challenge and know only MD5."),
 ]
 
 POLICIES = ("auto", "proxy", "redirect")
@@ -199,6 +203,15 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--redirect-policy: {self['redirect-policy']!r} is not one "
                 f"of {', '.join(POLICIES)}")
+        algorithms = [a.strip() for a in self["digest-algorithms"].split(",")
+                      if a.strip()]
+        from sipdist.auth.digest import ALGORITHMS
+        bad = [a for a in algorithms if a.upper() not in ALGORITHMS]
+        if not algorithms or bad:
+            raise usage.UsageError(
+                f"--digest-algorithms: {self['digest-algorithms']!r}: "
+                f"choose from {', '.join(sorted(ALGORITHMS))}")
+        self["digest-algorithms"] = algorithms
         if self["min-expires"] > self["max-expires"]:
             raise usage.UsageError("--min-expires is above --max-expires")
         if self["secret-file"]:

@@ -296,6 +296,8 @@ class TransportLayer:
         self._tlsClientOptions = tlsClientOptions
         self._datagram = []
         self._ports = []
+        # transport name -> (host, port) we listen on, first port of each.
+        self._local = {}
         # (transport, host, port) -> protocol
         self._connections = {}
         self._byToken = {}
@@ -326,7 +328,7 @@ class TransportLayer:
                 interface=kwargs.get("interface", ""),
                 maxPacketSize=self.maxMessageSize + 1)
             self._datagram.append(protocol)
-            self._ports.append(port)
+            self._listening(port, "UDP", kwargs.get("interface"))
             return defer.succeed(port)
         if kind == "sips":
             if tlsServerOptions is None:
@@ -341,12 +343,29 @@ class TransportLayer:
             endpoint = endpoints.serverFromString(self._reactor, description)
             transportName = "TLS" if kind in ("ssl", "tls") else "TCP"
         d = endpoint.listen(_StreamFactory(self, transportName))
-        d.addCallback(self._listening)
+        d.addCallback(self._listening, transportName, kwargs.get("interface"))
         return d
 
-    def _listening(self, port):
+    def _listening(self, port, transportName, interface):
         self._ports.append(port)
+        if transportName not in self._local:
+            host = port.getHost()
+            address = interface or self.advertisedHost or host.host
+            if address in ("", "0.0.0.0", "::"):
+                address = "127.0.0.1"
+            self._local[transportName] = (address, host.port)
         return port
+
+    advertisedHost = None
+
+    def localAddress(self, transportName):
+        """
+        The C{(host, port)} we listen on for a transport (the first such
+        port), as our Via and Record-Route name it; C{None} if we do not
+        listen on that transport.  The host is the listening interface, or
+        C{advertisedHost} when listening on every interface.
+        """
+        return self._local.get(transportName)
 
     def stopListening(self):
         """
@@ -355,6 +374,7 @@ class TransportLayer:
         ds = [defer.maybeDeferred(p.stopListening) for p in self._ports]
         self._ports = []
         self._datagram = []
+        self._local = {}
         for protocol in list(self._open):
             protocol.transport.loseConnection()
         return defer.gatherResults(ds, consumeErrors=True)

@@ -1,0 +1,236 @@
+"""
+The distribution flows end to end, on real sockets on loopback: home
+servers and a distributor sharing one assignment store, driven by the
+client library, by a raw UDP client (for a request that already passed
+through a proxy) and by SIPp.
+"""
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import TestCase
+
+from sipdist.auth.client import answerChallenge, verifySignature
+from sipdist.client.login import Login
+from sipdist.message import parseMessage
+from sipdist.server import buildServer
+from sipdist.store import ServerRecord
+from sipdist.store.memory import MemoryAssignmentStore
+from sipdist.testca import makeCA
+from sipdist.tls import serverContextFactory
+from tests.client_helpers import startAgent
+from tests.interop import requireTool, runSipp
+
+PASSWORD = "wonderland"
+SECRET = "pool-nonce-secret-0123456789abcdef"
+HERE = FilePath(__file__).parent()
+
+SCHEMES = {"udp": "sip:127.0.0.1:{port}",
+           "tcp": "sip:127.0.0.1:{port};transport=tcp",
+           "tls": "sips:127.0.0.1:{port}"}
+
+
+@defer.inlineCallbacks
+def startDeployment(testCase, kind="udp", algorithms=("SHA-256", "MD5")):
+    """
+    Start a distributor and two home servers listening on C{kind} on free
+    loopback ports, sharing one memory store in which alice is assigned to
+    home1 and bob to home2.
+
+    @return: C{(store, services, uris, caPath)}
+    """
+    store = MemoryAssignmentStore()
+    tlsOptions = ca = None
+    if kind == "tls":
+        certs = FilePath(testCase.mktemp())
+        certs.makedirs()
+        makeCA(certs.path)
+        ca = certs.child("ca.pem").path
+        tlsOptions = serverContextFactory(certs.child("server.pem").path,
+                                          certs.child("server.key").path)
+    listen = {"udp": "udp:0:interface=127.0.0.1",
+              "tcp": "tcp:0:interface=127.0.0.1",
+              "tls": "sips:0:interface=127.0.0.1"}[kind]
+    services, uris = {}, {}
+    for name, role in (("distributor", "distributor"), ("home1", "home"),
+                       ("home2", "home")):
+        config = {"role": role, "name": name, "domain": "example.com",
+                  "listen": [listen], "tls-server-options": tlsOptions,
+                  "credentials": f"memory:alice:{PASSWORD},bob:{PASSWORD}",
+                  "secret": SECRET, "t1": 0.05,
+                  "digest-algorithms": list(algorithms)}
+        service = buildServer(config, reactor, store=store)
+        service.startService()
+        testCase.addCleanup(service.stopService)
+        yield service.transportService.ready
+        port = service.transportService.ports[0].getHost().port
+        services[name] = service
+        uris[name] = SCHEMES[kind].format(port=port)
+    yield store.addServer(ServerRecord("home1", uris["home1"]))
+    yield store.addServer(ServerRecord("home2", uris["home2"]))
+    yield store.assignUser("alice@example.com", "home1")
+    yield store.assignUser("bob@example.com", "home2")
+    return store, services, uris, ca
+
+
+class Figure1Tests(TestCase):
+    """
+    Figure 1: a client reaches the wrong home server first, is redirected by
+    a signed 301 and registers at its own home server.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def figure1(self, kind):
+        store, services, uris, ca = yield startDeployment(self, kind)
+        ua = yield startAgent(self, reactor, "bob@example.com", PASSWORD,
+                              caCertificates=[ca] if ca else None)
+        result = yield Login(ua, ua.locator, server=uris["home1"]).run()
+        home1Port = services["home1"].transportService.ports[0].getHost().port
+        home2Port = services["home2"].transportService.ports[0].getHost().port
+        self.assertEqual([t.port for t in result.redirects], [home1Port])
+        self.assertEqual(result.target.port, home2Port)
+        self.assertEqual(result.target.transport, kind.upper())
+        kinds = [e.kind for e in ua.events]
+        self.assertIn("redirect", kinds)
+        self.assertEqual(kinds[-1], "registered")
+        # The binding is on home2 only.
+        self.assertEqual(
+            len(services["home2"].registrar.lookup("sip:bob@example.com")), 1)
+        self.assertEqual(
+            services["home1"].registrar.lookup("sip:bob@example.com"), [])
+        self.assertEqual(services["home1"].processor.redirects, 1)
+        self.assertEqual(services["home2"].processor.served, 1)
+
+    def test_udp(self):
+        return self.figure1("udp")
+
+    def test_tcp(self):
+        return self.figure1("tcp")
+
+    def test_tls(self):
+        return self.figure1("tls")
+
+
+class _RawClient(DatagramProtocol):
+    """
+    Sends requests from a UDP port and collects the responses.
+    """
+
+    def __init__(self):
+        self.waiting = []
+
+    def datagramReceived(self, data, addr):
+        if self.waiting:
+            self.waiting.pop(0).callback(parseMessage(data))
+
+    def request(self, data, addr):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        self.transport.write(data, addr)
+        return d
+
+
+def throughProxy(port, branch, extra=""):
+    """
+    A REGISTER for alice as a proxy would pass it on: our Via on top, the
+    client's below.
+    """
+    return (
+        "REGISTER sip:example.com SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKclient;received=192.0.2.7\r\n"
+        "Max-Forwards: 69\r\n"
+        "From: <sip:alice@example.com>;tag=a1\r\n"
+        "To: <sip:alice@example.com>\r\n"
+        "Call-ID: two-vias@192.0.2.7\r\n"
+        f"CSeq: {branch} REGISTER\r\n"
+        "Contact: <sip:alice@192.0.2.7:5060>\r\n"
+        "Supported: path\r\n"
+        f"{extra}"
+        "Content-Length: 0\r\n\r\n").encode("ascii")
+
+
+class TwoViaTests(TestCase):
+    """
+    A request that already passed through a proxy (two Via values) is
+    proxied to the assigned server, not redirected.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_proxiedWithPath(self):
+        """
+        home2 receives alice's REGISTER with two Via values: it challenges,
+        then proxies the authenticated REGISTER to home1 with a Path through
+        itself; home1 stores the binding with that Path and its signed 200
+        comes back through home2 to the sender.
+        """
+        store, services, uris, ca = yield startDeployment(self)
+        client = _RawClient()
+        port = reactor.listenUDP(0, client, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        me = port.getHost().port
+        home2 = ("127.0.0.1",
+                 services["home2"].transportService.ports[0].getHost().port)
+
+        challenge = yield client.request(throughProxy(me, 1), home2)
+        self.assertEqual(challenge.code, 401)
+        value, session = answerChallenge(
+            challenge.values("www-authenticate"), "REGISTER",
+            "sip:example.com", "alice", PASSWORD)
+        response = yield client.request(
+            throughProxy(me, 2, f"Authorization: {value}\r\n"), home2)
+
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.viaCount(), 2)
+        headers = [(n, v) for n, vs in response.headers.items() for v in vs]
+        self.assertTrue(verifySignature(
+            session, 200, response.header("call-id"), response.header("cseq"),
+            None, headers))
+        [binding] = services["home1"].registrar.lookup("sip:alice@example.com")
+        [path] = binding.path
+        self.assertIn(f":{home2[1]}", path)
+        self.assertEqual(services["home2"].processor.proxied, 1)
+        self.assertEqual(services["home2"].processor.redirects, 0)
+        self.assertEqual(
+            services["home2"].registrar.lookup("sip:alice@example.com"), [])
+        self.assertIn(";lr", response.header("path"))
+
+
+class SippTests(TestCase):
+    """
+    SIPp drives the distributor flow.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_distributorRedirect(self):
+        """
+        SIPp registers with MD5 authentication at the distributor and gets
+        the 301 naming alice's home server.
+        """
+        requireTool("sipp")
+        store, services, uris, ca = yield startDeployment(
+            self, algorithms=("MD5",))
+        port = services["distributor"].transportService.ports[0].getHost().port
+        scenario = HERE.child("sipp").child("register_redirect.xml").path
+        workdir = FilePath(self.mktemp())
+        workdir.makedirs()
+        code, out, err = yield runSipp(
+            reactor, scenario, f"127.0.0.1:{port}", transport="u1", calls=3,
+            username="alice", password=PASSWORD, service="alice",
+            workdir=workdir.path,
+            extra=["-key", "domain", "example.com", "-auth_uri", "example.com",
+                   "-trace_logs"])
+        self.assertEqual(code, 0, (out[-800:], err[-800:]))
+        self.assertEqual(services["distributor"].processor.redirects, 3)
+        [log] = workdir.globChildren("*_logs.log")
+        redirects = [line for line in log.getContent().decode().splitlines()
+                     if line.startswith("301 to ")]
+        self.assertEqual(len(redirects), 3)
+        for line in redirects:
+            self.assertTrue(line.startswith(f"301 to {uris['home1']} "), line)
