@@ -3,6 +3,7 @@
 Tests for L{sipdist.store} values and the memory store.
 """
 
+from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.store import (
@@ -79,6 +80,27 @@ class ValueTests(SynchronousTestCase):
         self.assertEqual(aorKey("bob@Example.com"), "sip:bob@example.com")
         self.assertEqual(aorKey("sip:a%6Cice@example.com"),
                          "sip:alice@example.com")
+
+    @given(st.one_of(
+        st.text(alphabet="sipSIP:@%;?<>[]aZ09.-_!~*'()&=+$,/ ", max_size=30),
+        st.builds("sip:{}@{}".format,
+                  st.text(alphabet="aZ09.-_!~*'()&=+$,/%@:;", max_size=8),
+                  st.text(alphabet="aZ09.-:;[]@", max_size=8))))
+    def test_aorKeyFastPath(self, text):
+        """
+        The shortcut for keys already normalised gives what
+        L{normaliseAOR} gives, for any text.
+        """
+        from sipdist.uri import URIError, normaliseAOR
+        try:
+            expected = normaliseAOR(text)
+        except (URIError, ValueError):
+            expected = InvalidValue
+        try:
+            got = aorKey(text)
+        except InvalidValue:
+            got = InvalidValue
+        self.assertEqual(got, expected)
 
     def test_badAOR(self):
         """

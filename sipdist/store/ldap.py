@@ -435,7 +435,8 @@ class LDAPAssignmentStore:
             return failure
         if failure.check(ldaperrors.LDAPException) and not failure.check(
                 ldaperrors.LDAPClientConnectionLostException):
-            raise StoreError(f"LDAP search failed: {_describe(failure.value)}")
+            raise StoreUnavailable(
+                f"LDAP search failed: {_describe(failure.value)}")
         self._conn.drop()
         raise StoreUnavailable(
             f"LDAP directory unreachable: {_describe(failure.value)}")
