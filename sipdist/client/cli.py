@@ -67,11 +67,33 @@ def readPassword(path, stdin=None):
     return password
 
 
+class _LazyResolver:
+    """
+    Builds the resolver on the first lookup: a command given C{--server}
+    with an address never reads /etc/resolv.conf nor starts its timer.
+    """
+
+    def __init__(self, build):
+        self._build = build
+        self._resolver = None
+
+    def __getattr__(self, name):
+        if not name.startswith("lookup"):
+            raise AttributeError(name)
+        if self._resolver is None:
+            self._resolver = self._build()
+        return getattr(self._resolver, name)
+
+
 def makeResolver(reactor, dns=None):
     """
     The DNS resolver: the name server C{dns} (C{HOST:PORT}) alone, or the
-    hosts file then the servers of /etc/resolv.conf.
+    hosts file then the servers of /etc/resolv.conf; built when first used.
     """
+    return _LazyResolver(lambda: _buildResolver(reactor, dns))
+
+
+def _buildResolver(reactor, dns):
     from twisted.names import client, hosts, resolve
     if dns is not None:
         host, _, port = dns.rpartition(":")
