@@ -82,7 +82,7 @@ def _aor(text):
 
 
 class ServerAdd(_StoreCommand):
-    synopsis = "sipdist server-add [--weight=N] [--state=S] ID URI"
+    synopsis = "[--weight=N] [--state=S] ID URI"
     optParameters = [
         ["weight", "w", "1", "capacity weight, 0 to 1000000"],
         ["state", None, "active", f"one of {', '.join(STATES)}"],
@@ -101,7 +101,7 @@ class ServerAdd(_StoreCommand):
 
 
 class ServerList(_StoreCommand):
-    synopsis = "sipdist server-list"
+    synopsis = "[options]"
 
     async def act(self, store):
         servers = await store.listServers()
@@ -113,7 +113,7 @@ class ServerList(_StoreCommand):
 
 
 class ServerSet(_StoreCommand):
-    synopsis = "sipdist server-set [--state=S] [--weight=N] [--uri=URI] ID"
+    synopsis = "[--state=S] [--weight=N] [--uri=URI] ID"
     optParameters = [
         ["state", None, None, f"one of {', '.join(STATES)}"],
         ["weight", "w", None, "capacity weight, 0 to 1000000"],
@@ -136,7 +136,7 @@ class ServerSet(_StoreCommand):
 
 
 class ServerRemove(_StoreCommand):
-    synopsis = "sipdist server-remove ID"
+    synopsis = "[options] ID"
 
     def parseArgs(self, serverId):
         self.serverId = serverId
@@ -147,7 +147,7 @@ class ServerRemove(_StoreCommand):
 
 
 class Assign(_StoreCommand):
-    synopsis = "sipdist assign AOR SERVER-ID"
+    synopsis = "[options] AOR SERVER-ID"
 
     def parseArgs(self, aor, serverId):
         self.aor, self.serverId = _aor(aor), serverId
@@ -163,7 +163,7 @@ class Assign(_StoreCommand):
 
 
 class Move(Assign):
-    synopsis = "sipdist move AOR SERVER-ID"
+    synopsis = "[options] AOR SERVER-ID"
 
     async def act(self, store):
         old = await store.moveUser(self.aor, self.serverId)
@@ -171,7 +171,7 @@ class Move(Assign):
 
 
 class Unassign(_StoreCommand):
-    synopsis = "sipdist unassign AOR"
+    synopsis = "[options] AOR"
 
     def parseArgs(self, aor):
         self.aor = _aor(aor)
@@ -182,7 +182,7 @@ class Unassign(_StoreCommand):
 
 
 class Lookup(_StoreCommand):
-    synopsis = "sipdist lookup AOR"
+    synopsis = "[options] AOR"
 
     def parseArgs(self, aor):
         self.aor = _aor(aor)
@@ -199,7 +199,7 @@ class Lookup(_StoreCommand):
 
 
 class Counts(_StoreCommand):
-    synopsis = "sipdist counts"
+    synopsis = "[options]"
 
     async def act(self, store):
         counts = await store.countUsers()
@@ -211,7 +211,7 @@ class Counts(_StoreCommand):
 
 
 class Import(_StoreCommand):
-    synopsis = "sipdist import FILE"
+    synopsis = "[options] FILE"
     longdesc = ("Read FILE in the file store format ('server ID URI "
                 "[weight=N] [state=S]' and 'user AOR SERVER-ID' lines, "
                 "'#' comments): add or update its servers, then assign its "

@@ -277,6 +277,7 @@ class _Connection:
         self._retryAt = 0.0
         self._delay = 0.0
         self._preferred = 0
+        self._closed = False
         self.lastError = None
 
     def client(self):
@@ -291,6 +292,8 @@ class _Connection:
             d = Deferred()
             self._connecting.append(d)
             return d
+        if self._closed:
+            return fail(StoreUnavailable("LDAP store closed"))
         now = self._reactor.seconds()
         if now < self._retryAt:
             return fail(StoreUnavailable(
@@ -303,6 +306,9 @@ class _Connection:
 
     def _connected(self, result):
         waiting, self._connecting = self._connecting, None
+        if isinstance(result, LDAPClient) and self._closed:
+            result.transport.abortConnection()
+            result = fail(StoreUnavailable("LDAP store closed"))
         if isinstance(result, LDAPClient):
             self._delay = 0.0
             self.lastError = None
@@ -362,6 +368,7 @@ class _Connection:
             client.transport.abortConnection()
 
     def close(self):
+        self._closed = True
         client, self._client = self._client, None
         if client is not None and client.connected:
             try:
