@@ -29,15 +29,21 @@ class ReadmeTests(SynchronousTestCase):
         commands = commandLines(readme)
         self.assertEqual(len(commands), 2, commands)
         start, test = commands
-        self.assertIn("sipdist", start)
+        self.assertIn("run-local", start)
         self.assertIn("twisted.trial tests", test)
         self.assertIn(test, commandLines(ci))
 
-    def test_configsExist(self):
+    def test_deploymentShipped(self):
         """
-        The configuration the start command names is shipped.
+        The start command runs etc/run-local, which starts the configurations
+        shipped in etc/ with the store and credentials they name.
         """
         readme = TOP.child("README.rst").getContent().decode("utf-8")
         start = commandLines(readme)[0]
-        config = start.split("--config", 1)[1].split()[0]
-        self.assertTrue(TOP.preauthChild(config).exists(), config)
+        self.assertTrue(start.endswith("etc/run-local"), start)
+        etc = TOP.child("etc")
+        self.assertTrue(etc.child("run-local").getPermissions().user.execute)
+        for name in ("distributor", "home1", "home2"):
+            self.assertTrue(etc.child(f"{name}.toml").exists(), name)
+        for name in ("assignments.conf", "credentials", "nonce-secret"):
+            self.assertTrue(etc.child(name).exists(), name)
