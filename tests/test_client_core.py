@@ -158,7 +158,8 @@ class SubscribeTests(TestCase):
     def test_subscribeAndNotify(self):
         """
         An accepted SUBSCRIBE makes a dialog; a NOTIFY in it is answered 200
-        and reaches the subscription; C{terminated} ends it.
+        and reaches the subscription; C{terminated;reason=deactivated} ends
+        that dialog and the client subscribes again.
         """
         server = ScriptedServer(reactor, "presence", accept=("SUBSCRIBE",))
         yield server.start()
@@ -190,3 +191,8 @@ class SubscribeTests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(len(subscription.notifications), 1)
         self.assertTrue(dialog.ended)
+        yield subscription.restarting
+        subscribes = [r for r in server.requests if r.method == "SUBSCRIBE"]
+        self.assertEqual(len(subscribes), 2)
+        self.assertEqual(subscription.resubscribed, 1)
+        self.assertIsNot(subscription.dialog, dialog)

@@ -269,8 +269,17 @@ class Subscription:
     """
     A subscription to a user's events.
 
+    A NOTIFY ending it with C{reason=deactivated} (the user moved to another
+    home, RFC 6665 section 4.1.3) makes the client subscribe again at once,
+    through its outbound proxy, at most L{MAX_RESUBSCRIBES} times in a row.
+
     @ivar notifications: the NOTIFY requests received (the last 16).
+    @ivar resubscribed: how many times it subscribed again.
+    @ivar restarting: the L{Deferred} of the last new SUBSCRIBE (fires with
+        this subscription, never fails), or L{None}.
     """
+
+    MAX_RESUBSCRIBES = 3
 
     def __init__(self, ua, uri, event, expires):
         self.ua = ua
@@ -280,6 +289,30 @@ class Subscription:
         self.notifications = []
         self.onNotify = None
         self.dialog = None
+        self.resubscribed = 0
+        self.restarting = None
+
+    def _terminated(self, state):
+        reason = ""
+        for param in state.split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.strip() == "reason":
+                reason = value.strip()
+        if reason != "deactivated":
+            return
+        if self.resubscribed >= self.MAX_RESUBSCRIBES:
+            self.ua.notify(Event("subscription-ended",
+                                 f"subscription to {self.uri} deactivated "
+                                 f"again: not resubscribing", uri=self.uri))
+            return
+        self.resubscribed += 1
+        self.ua.notify(Event("resubscribe",
+                             f"subscription to {self.uri} deactivated: "
+                             f"subscribing again", uri=self.uri))
+        self.restarting = d = self.start()
+        d.addErrback(lambda f: self.ua.notify(Event(
+            "subscription-ended", f"resubscribing failed: "
+            f"{f.getErrorMessage()}", uri=self.uri)))
 
     @defer.inlineCallbacks
     def start(self):
@@ -325,3 +358,4 @@ class _SubscriptionDialog(Dialog):
         state = (request.header("subscription-state") or "").lower()
         if state.startswith("terminated"):
             self.end("subscription terminated")
+            subscription._terminated(state)
