@@ -245,3 +245,20 @@ class _Parent:
 
     def __init__(self, options):
         self.subOptions = options
+
+
+class LadderTransportTests(SynchronousTestCase):
+    """
+    The ladder names the transport of stream peers in their column.
+    """
+
+    def test_tlsColumn(self):
+        """
+        A server reached over TLS is named host:port/TLS.
+        """
+        lines = []
+        flow = _Flow(5061)
+        flow.transport = "TLS"
+        Ladder(lines.append)("out", Request("REGISTER", "sip:example.com"),
+                             flow)
+        self.assertEqual(lines[0].split(), ["client", "127.0.0.1:5061/TLS"])

@@ -2,7 +2,8 @@
 """
 The message flow as a ladder diagram, for C{sipdist register --trace}: the
 client and every server it talks to as columns (a column is added when a new
-peer appears), one row per message with an arrow from sender to receiver::
+peer appears), one row per message with an arrow from sender to receiver (a server reached
+over TCP or TLS is named C{host:port/TCP}, C{host:port/TLS})::
 
     client                    127.0.0.1:5060            127.0.0.1:5070
       |-------REGISTER-------->|                         |
@@ -46,6 +47,9 @@ class Ladder:
     def _column(self, flow):
         host, port = flow.remote[0], flow.remote[1]
         name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        transport = getattr(flow, "transport", "UDP")
+        if transport != "UDP":
+            name = f"{name}/{transport}"
         if name not in self.columns:
             if len(self.columns) > MAX_COLUMNS:
                 return len(self.columns) - 1
@@ -83,9 +87,7 @@ class Ladder:
             if len(self.columns) == 1:
                 self._column(flow)
         column = self._column(flow)
-        transport = getattr(flow, "transport", "")
-        text = f"{label(message)} ({transport})" if transport != "UDP" \
-            else label(message)
+        text = label(message)
         if direction == "out":
             self._write(self.row(0, column, text))
         else:
