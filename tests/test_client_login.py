@@ -9,7 +9,7 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.client.login import Login, LoginFailed, Registration
 from tests.client_helpers import (
-    OK, Redirect, Refuse, kinds, startAgent, startServers)
+    Redirect, Refuse, kinds, startAgent, startServers)
 
 
 class RedirectRuleTests(TestCase):

@@ -44,9 +44,9 @@ from twisted.logger import Logger
 
 from sipdist.auth.client import verifySignature
 from sipdist.client.core import ClientError, Event, NoAnswer
-from sipdist.client.discovery import DiscoveryError, Target, asURI
+from sipdist.client.discovery import DiscoveryError, asURI
 from sipdist.client.tlscheck import TLSFailure
-from sipdist.message import formatNameAddr, newTag, parseNameAddr
+from sipdist.message import newTag, parseNameAddr
 from sipdist.uri import URIError
 
 MAX_REDIRECTS = 5
