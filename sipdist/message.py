@@ -352,6 +352,8 @@ class _MessageMixin:
     """
 
     _vias = None
+    _top = None
+    _nameAddrs = None
     _maxSize = DEFAULT_MAX_SIZE
 
     def header(self, name):
@@ -390,7 +392,9 @@ class _MessageMixin:
         """
         key = headerKey(name)
         if key == "via":
-            self._vias = None
+            self._vias = self._top = None
+        elif self._nameAddrs is not None:
+            self._nameAddrs.pop(key, None)
         self.headers.setdefault(key, []).append(value)
 
     def insertHeader(self, name, value):
@@ -400,7 +404,9 @@ class _MessageMixin:
         """
         key = headerKey(name)
         if key == "via":
-            self._vias = None
+            self._vias = self._top = None
+        elif self._nameAddrs is not None:
+            self._nameAddrs.pop(key, None)
         lines = self.headers.get(key)
         if lines is None:
             self.headers[key] = [value]
@@ -413,13 +419,17 @@ class _MessageMixin:
         """
         key = headerKey(name)
         if key == "via":
-            self._vias = None
+            self._vias = self._top = None
+        elif self._nameAddrs is not None:
+            self._nameAddrs.pop(key, None)
         self.headers[key] = [value]
 
     def removeHeader(self, name):
         key = headerKey(name)
         if key == "via":
-            self._vias = None
+            self._vias = self._top = None
+        elif self._nameAddrs is not None:
+            self._nameAddrs.pop(key, None)
         self.headers.pop(key, None)
 
     def vias(self):
@@ -438,21 +448,56 @@ class _MessageMixin:
         """
         vias = self._vias
         if vias is None:
+            top = self._top
+            if top is not None:
+                return top
             lines = self.headers.get("via")
             if not lines:
                 return None
             first = lines[0]
-            comma = first.find(",")
-            if comma < 0:
-                return parseVia(first)
+            if "," not in first:
+                self._top = top = parseVia(first)
+                return top
             vias = self.vias()
         return vias[0] if vias else None
+
+    def nameAddr(self, name):
+        """
+        The first value of a From, To, Contact, Route ... header parsed as a
+        name-addr, C{(displayName, uri, params)}, cached until the header
+        changes.
+
+        @raise URIError: if it cannot be parsed.
+        @raise KeyError: if the header is missing.
+        """
+        key = headerKey(name)
+        cache = self._nameAddrs
+        if cache is None:
+            cache = self._nameAddrs = {}
+        else:
+            parsed = cache.get(key)
+            if parsed is not None:
+                return parsed
+        lines = self.headers.get(key)
+        if not lines:
+            raise KeyError(name)
+        value = lines[0]
+        if key in MULTI_VALUE and "," in value:
+            value = splitValues(value)[0]
+        cache[key] = parsed = parseNameAddr(value)
+        return parsed
 
     def setTopVia(self, via):
         """
         Replace the top Via value (as the transport does after adding
         C{received} and C{rport}).
         """
+        lines = self.headers["via"]
+        if len(lines) == 1 and "," not in lines[0]:
+            # The common case: one Via value, nothing else to reserialise.
+            lines[0] = via.toString()
+            self._top = via
+            return
         vias = self.vias()
         vias[0] = via
         self.headers["via"] = [v.toString() for v in vias]
@@ -471,6 +516,7 @@ class _MessageMixin:
         else:
             self.headers.pop("via", None)
         self._vias = vias
+        self._top = None
         return top
 
     def viaCount(self):
@@ -787,7 +833,7 @@ def validateRequest(request, checkMaxForwards=True):
         raise MessageError(400, "Bad Request-URI", request)
     for key in ("from", "to"):
         try:
-            parseNameAddr(headers[key][0])
+            request.nameAddr(key)
         except URIError as e:
             if e.unsupportedScheme:
                 # tel: and other schemes are fine in From/To.
@@ -839,7 +885,9 @@ def responseTo(request, code, phrase=None, toTag=None):
     vias = headers.get("via")
     if vias:
         out["via"] = list(vias)
-        response._vias = request._vias
+        if request._vias is not None:
+            response._vias = list(request._vias)
+        response._top = request._top
     for key in ("from", "to", "call-id", "cseq"):
         values = headers.get(key)
         if values:

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
     AUTO, Assignment, Proxy, Redirect, Reject, Serve, decide)
-from sipdist.message import countVias, parseNameAddr
+from sipdist.message import countVias
 from sipdist.registrar import RegistrarError, contactHeaderValues
 from sipdist.store import StoreUnavailable
 from sipdist.uri import URIError, normaliseAOR
@@ -135,8 +135,8 @@ class DistributionProcessor:
                                phrase=result.phrase)
             return None
         try:
-            aor = normaliseAOR(parseNameAddr(request.header("to"))[1])
-        except (URIError, ValueError):
+            aor = normaliseAOR(request.nameAddr("to")[1])
+        except (URIError, ValueError, KeyError):
             transaction.respond(server.response(request, 400, "Bad To Header"))
             return None
         if aor != result.aor:
@@ -217,8 +217,6 @@ class DistributionProcessor:
         contact = f"<{outcome.uri}>"
         response = self.server.response(request, 301, "Moved Permanently")
         response.headers["contact"] = [contact]
-        self._log.debug("redirecting {aor} to {server}", aor=aor,
-                        server=outcome.serverId)
         transaction.respond(self._signed(response, request, auth, contact))
 
     def _proxy(self, outcome, request, transaction, aor):

@@ -463,3 +463,41 @@ class StreamFramerTests(SynchronousTestCase):
         framer.dataReceived(b"REGISTER sip:a SIP/2.0\r\n" +
                             b"X-Long: y\r\n" * 1000)
         self.assertEqual([e.code for e in self.errors], [513, 513])
+
+
+class CacheTests(SynchronousTestCase):
+    """
+    Parsed values are cached and the caches follow header changes.
+    """
+
+    def test_topViaCachedAndInvalidated(self):
+        """
+        The top Via is parsed once; changing the Via header drops it.
+        """
+        request = parseMessage(build())
+        self.assertIs(request.topVia(), request.topVia())
+        request.insertHeader("Via", "SIP/2.0/TCP p;branch=z9hG4bKp")
+        self.assertEqual(request.topVia().host, "p")
+
+    def test_responseViasIndependent(self):
+        """
+        Popping a Via from a response leaves the request's Vias alone.
+        """
+        request = parseMessage(build())
+        request.insertHeader("Via", "SIP/2.0/TCP p;branch=z9hG4bKp")
+        request.vias()
+        response = responseTo(request, 200)
+        response.popTopVia()
+        self.assertEqual(len(request.vias()), 2)
+        self.assertEqual(request.topVia().host, "p")
+
+    def test_nameAddrCache(self):
+        """
+        nameAddr parses a header once, and again after it changes.
+        """
+        request = parseMessage(build())
+        first = request.nameAddr("to")
+        self.assertIs(request.nameAddr("t"), first)
+        request.setHeader("To", "<sip:bob@example.com>")
+        self.assertEqual(request.nameAddr("to")[1].username, "bob")
+        self.assertRaises(KeyError, request.nameAddr, "reply-to")
