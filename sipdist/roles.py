@@ -5,17 +5,19 @@ C{internal-edge}.  Each is the same L{DistributionProcessor} on a
 L{sipdist.server.SIPServer}, differing in what L{sipdist.decision.decide}
 lets it do (only a home serves users; a home has a registrar).
 
-For a REGISTER the processor:
+For a request from a user (a REGISTER, or an out-of-dialog request such as
+INVITE, MESSAGE or SUBSCRIBE handed over by the C{router}) the processor:
 
-  1. checks that it is for our domain and requires nothing we lack;
-  2. authenticates it (C{401} challenge; nothing about the user's
-     assignment, nor whether the user exists, is revealed before);
-  3. checks that the authenticated user registers its own address;
-  4. looks the user up in the store and decides;
-  5. serves (registrar, signed C{200}), redirects (signed C{301} whose
-     Contact is the assigned server), proxies (to the assigned server, with
-     a Route to it and a Path through us), or rejects (C{404}, C{480},
-     C{503} with C{Retry-After}).
+  1. authenticates it (C{401} for REGISTER, where we act as registrar;
+     C{407} otherwise, where we act as proxy) -- nothing about the user's
+     assignment, nor whether the user exists, is revealed before;
+  2. checks the identity (a user registers its own address only);
+  3. looks the user up in the store and decides;
+  4. serves (the registrar's signed C{200}, or the router's routing of the
+     request to its target), redirects (a signed C{301} whose Contact is
+     the assigned server), proxies (to the assigned server: Path for a
+     REGISTER, Record-Route otherwise), or rejects (C{404}, C{480}, C{503}
+     with C{Retry-After}).
 
 When the store and the credential source answer from memory (memory and file
 stores, cached LDAP) their Deferreds have fired already, so all of it
@@ -26,13 +28,39 @@ from twisted.logger import Logger
 
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
-    AUTO, Assignment, Proxy, Redirect, Reject, Serve, decide)
+    AUTO, Assignment, Proxy, Redirect, Serve, decide)
 from sipdist.message import countVias
 from sipdist.registrar import RegistrarError, contactHeaderValues
 from sipdist.store import StoreUnavailable
 from sipdist.uri import URIError, normaliseAOR
 
 SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu"))
+
+
+class Context:
+    """
+    One request on its way through L{DistributionProcessor.handle}.
+
+    @ivar request: the request.
+    @ivar transaction: its server transaction.
+    @ivar viaCount: Via values as received.
+    @ivar auth: the L{Authenticated} result, once authenticated.
+    @ivar aor: the normalised address-of-record of the user, once known.
+    @ivar serve: called with this context when the user is served here.
+    @ivar proxyAuth: challenge with 407 (we act as a proxy for it).
+    """
+
+    __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
+                 "serve", "proxyAuth")
+
+    def __init__(self, request, transaction, serve, proxyAuth):
+        self.request = request
+        self.transaction = transaction
+        self.viaCount = countVias(request)
+        self.auth = None
+        self.aor = None
+        self.serve = serve
+        self.proxyAuth = proxyAuth
 
 
 class DistributionProcessor:
@@ -42,12 +70,16 @@ class DistributionProcessor:
     @ivar role: C{"home"}, C{"distributor"} or C{"internal-edge"}.
     @ivar policy: the redirect policy, C{"auto"}, C{"proxy"} or
         C{"redirect"}.
+    @ivar router: handles requests other than REGISTER:
+        C{router(request, transaction, processor) -> bool}, typically
+        calling L{handle} with its own C{serve}; C{None} leaves them to the
+        rest of the chain.
     """
 
     _log = Logger()
 
     def __init__(self, server, role, store, authenticator, registrar=None,
-                 proxy=None, policy=AUTO, domains=()):
+                 proxy=None, policy=AUTO, domains=(), router=None):
         self.server = server
         self.role = role
         self.store = store
@@ -55,6 +87,7 @@ class DistributionProcessor:
         self.registrar = registrar
         self.proxy = proxy
         self.policy = policy
+        self.router = router
         self.domains = frozenset(d.lower() for d in domains) | frozenset(
             [server.domain.lower()])
         self.redirects = 0
@@ -65,176 +98,196 @@ class DistributionProcessor:
         if request.method == "REGISTER":
             self.register(request, transaction)
             return True
+        router = self.router
+        if router is not None:
+            return router(request, transaction, self)
         return False
 
     def forUs(self, uri):
         """
-        Whether a REGISTER's Request-URI names a domain we are registrar
-        for (our domain, or one of our own addresses).
+        Whether a Request-URI's host names a domain we serve (our domain,
+        or one of our own addresses).
         """
         host = uri.host.lower()
         return host in self.domains or host in self.server.localHosts
 
-    # REGISTER
+    def respond(self, request, transaction, code, phrase, headers=()):
+        response = self.server.response(request, code, phrase)
+        for name, value in headers:
+            response.addHeader(name, value)
+        transaction.respond(response)
 
-    def register(self, request, transaction):
-        server = self.server
-        try:
-            uri = request.uri
-        except URIError:
-            transaction.respond(server.response(request, 400, "Bad Request-URI"))
-            return
-        if uri.username is not None or not self.forUs(uri):
-            transaction.respond(server.response(
-                request, 404, "Not Found (Domain Not Served Here)"))
-            return
-        unsupported = [t for t in request.values("require")
-                       if t.lower() not in SUPPORTED_OPTIONS]
-        if unsupported:
-            response = server.response(request, 420, "Bad Extension")
-            response.headers["unsupported"] = [", ".join(unsupported)]
-            transaction.respond(response)
-            return
-        viaCount = countVias(request)
+    # The common sequence
+
+    def handle(self, request, transaction, serve, proxyAuth=True):
+        """
+        Authenticate a request, look its user up, decide and act.
+
+        @param serve: called with the L{Context} when the user is assigned
+            here (home role); it must answer the transaction.
+        @param proxyAuth: challenge with 407 (C{True}) or 401.
+        """
+        context = Context(request, transaction, serve, proxyAuth)
+        header = "proxy-authorization" if proxyAuth else "authorization"
         d = self.authenticator.authenticate(
-            "REGISTER", request.uriText, request.values("authorization"),
-            transaction.flow.remote[0])
+            request.method, request.uriText, request.values(header),
+            transaction.flow.remote[0], proxy=proxyAuth)
         # With cached stores and credentials every Deferred here has fired
         # already and the callbacks run at once.
-        d.addCallback(self._authenticated, request, transaction, viaCount)
-        d.addErrback(self._asyncError, request, transaction)
+        d.addCallback(self._authenticated, context)
+        d.addErrback(self._failed, context)
 
-    def _asyncError(self, failure, request, transaction):
+    def _failed(self, failure, context):
+        request, transaction = context.request, context.transaction
         if failure.check(StoreUnavailable):
             self._log.warn("assignment store unavailable: {reason}",
                            reason=failure.getErrorMessage())
-            response = self.server.response(
-                request, 503, "Service Unavailable (Assignment Store Down)")
-            response.headers["retry-after"] = ["10"]
-            transaction.respond(response)
+            self.respond(request, transaction, 503,
+                         "Service Unavailable (Assignment Store Down)",
+                         [("Retry-After", "10")])
             return
-        self._log.failure("REGISTER from {flow}", failure,
-                          flow=transaction.flow)
-        self._internalError(request, transaction)
+        self._log.failure("{method} from {flow}", failure,
+                          method=request.method, flow=transaction.flow)
+        self.respond(request, transaction, 500, "Server Internal Error",
+                     [("Retry-After", "5")])
 
-    def _internalError(self, request, transaction):
-        response = self.server.response(request, 500, "Server Internal Error")
-        response.headers["retry-after"] = ["5"]
-        transaction.respond(response)
-
-    def _authenticated(self, result, request, transaction, viaCount):
-        server = self.server
+    def _authenticated(self, result, context):
+        request, transaction = context.request, context.transaction
         if not isinstance(result, Authenticated):
-            response = server.response(request, result.code, result.phrase)
-            for name, value in result.headers:
-                response.addHeader(name, value)
-            transaction.respond(response)
+            self.respond(request, transaction, result.code, result.phrase,
+                         result.headers)
             if not isinstance(result, Challenge):
-                self._log.info("REGISTER from {flow} refused: {code} {phrase}",
-                               flow=transaction.flow, code=result.code,
-                               phrase=result.phrase)
+                self._log.info("{method} from {flow} refused: {code} {phrase}",
+                               method=request.method, flow=transaction.flow,
+                               code=result.code, phrase=result.phrase)
             return None
-        try:
-            aor = normaliseAOR(request.nameAddr("to")[1])
-        except (URIError, ValueError, KeyError):
-            transaction.respond(server.response(request, 400, "Bad To Header"))
-            return None
-        if aor != result.aor:
-            self._log.info("{user} may not register {aor}",
-                           user=result.aor, aor=aor)
-            transaction.respond(server.response(
-                request, 403, "Forbidden (Not Your Address-Of-Record)"))
-            return None
+        context.auth = result
+        context.aor = aor = result.aor
+        if request.method == "REGISTER":
+            try:
+                registered = normaliseAOR(request.nameAddr("to")[1])
+            except (URIError, ValueError, KeyError):
+                self.respond(request, transaction, 400, "Bad To Header")
+                return None
+            if registered != aor:
+                self._log.info("{user} may not register {aor}", user=aor,
+                               aor=registered)
+                self.respond(request, transaction, 403,
+                             "Forbidden (Not Your Address-Of-Record)")
+                return None
         d = self.store.lookupUser(aor)
-        d.addCallback(self._lookedUp, request, transaction, viaCount, result,
-                      aor)
+        d.addCallback(self._lookedUp, context)
         return d
 
-    def _lookedUp(self, serverId, request, transaction, viaCount, auth, aor):
+    def _lookedUp(self, serverId, context):
         if serverId is None:
-            return self._decided(Assignment(), request, transaction,
-                                 viaCount, auth, aor)
+            return self._decided(Assignment(), context)
         d = self.store.getServer(serverId)
-        d.addCallback(self._gotServer, serverId, request, transaction,
-                      viaCount, auth, aor)
+        d.addCallback(self._gotServer, serverId, context)
         return d
 
-    def _gotServer(self, record, serverId, request, transaction, viaCount,
-                   auth, aor):
+    def _gotServer(self, record, serverId, context):
         if record is None:
             assignment = Assignment(serverId)
         else:
             assignment = Assignment(serverId, record.uri, record.state)
-        return self._decided(assignment, request, transaction, viaCount,
-                             auth, aor)
+        return self._decided(assignment, context)
 
-    def _decided(self, assignment, request, transaction, viaCount, auth, aor):
-        outcome = decide(viaCount, assignment, self.role, self.server.name,
-                         self.policy)
+    def _decided(self, assignment, context):
+        outcome = decide(context.viaCount, assignment, self.role,
+                         self.server.name, self.policy)
         if isinstance(outcome, Serve):
-            self._serve(request, transaction, auth, aor)
+            self.served += 1
+            context.serve(context)
         elif isinstance(outcome, Redirect):
-            self._redirect(outcome, request, transaction, auth, aor)
+            self._redirect(outcome, context)
         elif isinstance(outcome, Proxy):
-            self._proxy(outcome, request, transaction, aor)
+            self._proxy(outcome, context)
         else:
-            self._reject(outcome, request, transaction, aor)
+            self._log.info("{method} of {aor}: {code} {phrase}",
+                           method=context.request.method, aor=context.aor,
+                           code=outcome.code, phrase=outcome.phrase)
+            headers = ()
+            if outcome.retryAfter:
+                headers = [("Retry-After", str(outcome.retryAfter))]
+            self.respond(context.request, context.transaction, outcome.code,
+                         outcome.phrase, headers)
 
-    def _signed(self, response, request, auth, contact=None):
+    def signed(self, response, context, contact=None):
+        """
+        Add the signature headers (see L{sipdist.auth.signature}) to a
+        response to an authenticated request.
+        """
+        request = context.request
         for name, value in self.authenticator.sign(
-                auth, response.code, request.header("call-id"),
+                context.auth, response.code, request.header("call-id"),
                 request.header("cseq"), contact):
             response.addHeader(name, value)
         return response
 
-    def _serve(self, request, transaction, auth, aor):
+    def _redirect(self, outcome, context):
+        self.redirects += 1
+        contact = f"<{outcome.uri}>"
+        response = self.server.response(context.request, 301,
+                                        "Moved Permanently")
+        response.headers["contact"] = [contact]
+        context.transaction.respond(self.signed(response, context, contact))
+
+    def _proxy(self, outcome, context):
+        request, transaction = context.request, context.transaction
+        if self.proxy is None:
+            self.respond(request, transaction, 500,
+                         "Server Internal Error (No Proxy Configured)")
+            return
+        self.proxied += 1
+        # The Request-URI stays as it is (the digest response covers it);
+        # the request goes to the assigned server as next hop.  A REGISTER
+        # gets a Path through us so the home can reach the user back along
+        # the hops; a dialog-creating request a Record-Route.
+        register = request.method == "REGISTER"
+        self.proxy.forward(request, transaction, nextHop=outcome.uri,
+                           recordRoute=not register, addPath=register)
+
+    # REGISTER
+
+    def register(self, request, transaction):
+        try:
+            uri = request.uri
+        except URIError:
+            self.respond(request, transaction, 400, "Bad Request-URI")
+            return
+        if uri.username is not None or not self.forUs(uri):
+            self.respond(request, transaction, 404,
+                         "Not Found (Domain Not Served Here)")
+            return
+        unsupported = [t for t in request.values("require")
+                       if t.lower() not in SUPPORTED_OPTIONS]
+        if unsupported:
+            self.respond(request, transaction, 420, "Bad Extension",
+                         [("Unsupported", ", ".join(unsupported))])
+            return
+        self.handle(request, transaction, self._serveRegister,
+                    proxyAuth=False)
+
+    def _serveRegister(self, context):
+        request, transaction = context.request, context.transaction
         server = self.server
         try:
-            bindings = self.registrar.register(aor, request, transaction.flow)
+            bindings = self.registrar.register(context.aor, request,
+                                               transaction.flow)
         except RegistrarError as e:
-            response = server.response(request, e.code, e.phrase)
-            for name, value in e.headers:
-                response.addHeader(name, value)
-            transaction.respond(response)
+            self.respond(request, transaction, e.code, e.phrase, e.headers)
             return
         except ValueError:
-            transaction.respond(server.response(request, 400, "Bad REGISTER"))
+            self.respond(request, transaction, 400, "Bad REGISTER")
             return
-        self.served += 1
         response = server.response(request, 200)
         headers = response.headers
-        now = server._reactor.seconds()
         if bindings:
-            headers["contact"] = contactHeaderValues(bindings, now)
+            headers["contact"] = contactHeaderValues(
+                bindings, server._reactor.seconds())
         path = request.headers.get("path")
         if path and "path" in {t.lower() for t in request.values("supported")}:
             headers["path"] = list(path)
         headers["supported"] = ["path, outbound"]
-        transaction.respond(self._signed(response, request, auth))
-
-    def _redirect(self, outcome, request, transaction, auth, aor):
-        self.redirects += 1
-        contact = f"<{outcome.uri}>"
-        response = self.server.response(request, 301, "Moved Permanently")
-        response.headers["contact"] = [contact]
-        transaction.respond(self._signed(response, request, auth, contact))
-
-    def _proxy(self, outcome, request, transaction, aor):
-        if self.proxy is None:
-            transaction.respond(self.server.response(
-                request, 500, "Server Internal Error (No Proxy Configured)"))
-            return
-        self.proxied += 1
-        # The Request-URI stays the domain (the digest response covers it);
-        # the request goes to the assigned server as next hop, with a Path
-        # through us so the home can reach the user back along the hops.
-        self.proxy.forward(request, transaction, nextHop=outcome.uri,
-                           recordRoute=False, addPath=True)
-
-    def _reject(self, outcome, request, transaction, aor):
-        self._log.info("REGISTER of {aor}: {code} {phrase}", aor=aor,
-                       code=outcome.code, phrase=outcome.phrase)
-        response = self.server.response(request, outcome.code, outcome.phrase)
-        if outcome.retryAfter:
-            response.headers["retry-after"] = [str(outcome.retryAfter)]
-        transaction.respond(response)
+        transaction.respond(self.signed(response, context))

@@ -207,6 +207,13 @@ class ServerService(MultiService):
 
 STORE_ROLES = ("home", "distributor", "internal-edge")
 
+# Functions called as f(service, config, reactor) once a server's role is
+# built, in order: feature modules wire themselves in here (routing of calls
+# and messages, subscriptions, monitoring ...).  Each may look at
+# config["role"] and do nothing for roles it does not concern.
+EXTENSIONS = [
+]
+
 
 def buildServer(config, reactor, store=None, checker=None):
     """
@@ -242,6 +249,8 @@ def buildServer(config, reactor, store=None, checker=None):
     role = config.get("role", "home")
     if role in STORE_ROLES:
         _storeRole(service, config, reactor, store, checker)
+    for extension in EXTENSIONS:
+        extension(service, config, reactor)
     return service
 
 
