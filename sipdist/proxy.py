@@ -348,8 +348,18 @@ class Proxy:
 
     # Building what we add
 
-    def _routeURI(self, transport, token=None, outbound=False):
-        host, port = self.address(transport)
+    def addressFor(self, transport, flow=None, hop=None):
+        """
+        Our C{(host, port)} as the peer on the other end of C{flow} (or,
+        before a flow exists, at C{hop}, a C{(transport, host, port)}) sees
+        us: what our Via, Record-Route and Path facing it carry.  A proxy
+        with interfaces on several networks (an edge) overrides it; this
+        one has one address per transport (L{address}).
+        """
+        return self.address(transport)
+
+    def _routeURI(self, transport, token=None, outbound=False, address=None):
+        host, port = address or self.address(transport)
         user = "" if token is None else quote(token, safe="") + "@"
         if transport == "UDP":
             tp = ""
@@ -359,8 +369,8 @@ class Proxy:
         return (f"<sip:{user}{_bracket(host)}:{port}{tp};lr{ob};"
                 f"{ROUTE_PARAM}={self.routeId}>")
 
-    def _via(self, transport, branch):
-        host, port = self.address(transport)
+    def _via(self, transport, branch, address=None):
+        host, port = address or self.address(transport)
         return f"SIP/2.0/{transport} {_bracket(host)}:{port};branch={branch};rport"
 
     def _loopHash(self, request):
@@ -482,7 +492,12 @@ class Proxy:
         @param serverTransaction: its L{ServerTransaction}.
         @param target: the new Request-URI (a L{URI} or its text), a list of
             them to fork to, or C{None} to keep the Request-URI.  Ignored
-            while a Route not naming us remains (loose routing).
+            while a Route not naming us remains (loose routing).  A target
+            may also be a C{(uri, routeSet, flow)} tuple: a registered
+            contact with the Path it registered with, put as Route values
+            on its branch (RFC 3327), and the flow it registered over (or
+            C{None}), used when it has no route set and is still open
+            (RFC 5626 section 5.3).
         @param recordRoute: C{False} not to Record-Route this request (only
             dialog-creating requests outside a dialog are record-routed).
         @param addPath: add a Path for a REGISTER (RFC 3327); with
@@ -567,14 +582,12 @@ class Proxy:
 
         if target is None or hasRoute:
             targets = [None]
-        elif isinstance(target, (list, tuple)):
-            targets = [parseURI(t) if isinstance(t, str) else t
-                       for t in target]
+        elif isinstance(target, list):
+            targets = [_target(t) for t in target]
             if not targets:
                 raise _Reject(480, "Temporarily Unavailable")
         else:
-            targets = [parseURI(target) if isinstance(target, str)
-                       else target]
+            targets = [_target(target)]
 
         context = ProxyContext(self, request, serverTransaction)
         context.base = base
@@ -597,7 +610,7 @@ class Proxy:
         self._maybeFinish(context)
         return context
 
-    def _startBranch(self, context, uri, copy=True):
+    def _startBranch(self, context, target, copy=True):
         base = context.base
         if copy:
             request = Request(base.method, base.uriText)
@@ -605,16 +618,24 @@ class Proxy:
             request.body = base.body
         else:
             request = base
-        if uri is not None:
-            request.uri = uri
+        uri = routes = None
         flow = context.flow
+        if target is not None:
+            uri, routes, targetFlow = target
+            request.uri = uri
+            if routes:
+                for value in reversed(routes):
+                    request.insertHeader("route", value)
+            elif (flow is None and targetFlow is not None
+                    and getattr(targetFlow, "connected", True)):
+                flow = targetFlow
         nextHop = context.nextHop
         try:
             if flow is not None:
                 hop = (flow.transport,) + tuple(flow.remote)
             elif nextHop is not None:
                 hop = nextHopFor(nextHop)
-            elif context.hasRoute:
+            elif context.hasRoute or routes:
                 hop = nextHopFor(parseNameAddr(request.values("route")[0])[1])
             elif uri is not None:
                 hop = nextHopFor(uri)
@@ -627,19 +648,30 @@ class Proxy:
             return
         transport = hop[0]
         recordRoute, path, token, inTransport = context.options
+        address = self.addressFor(transport, flow, hop)
         if recordRoute:
-            if inTransport != transport:
+            if token is None and flow is not None and flow is context.flow:
+                # Leaving over the flow a token named (towards a client an
+                # edge reaches only that way): the callee's in-dialog
+                # requests must come back over it too.
+                token = getattr(flow, "token", None)
+            inAddress = self.addressFor(inTransport,
+                                        context.serverTransaction.flow)
+            if inTransport != transport or inAddress != address:
                 # Double record-routing (RFC 5658): the inner entry faces the
                 # caller, the outer one the callee.
-                request.insertHeader("record-route",
-                                     self._routeURI(inTransport))
+                request.insertHeader("record-route", self._routeURI(
+                    inTransport, address=inAddress))
             request.insertHeader("record-route",
-                                 self._routeURI(transport, token))
+                                 self._routeURI(transport, token,
+                                                address=address))
         if path:
             request.insertHeader("path", self._routeURI(
-                transport, token, outbound=token is not None))
+                transport, token, outbound=token is not None,
+                address=address))
         request.insertHeader(
-            "via", self._via(transport, self._newBranch(context.loopHash)))
+            "via", self._via(transport, self._newBranch(context.loopHash),
+                             address))
         branch = _Branch(context, request, hop)
         context.branches.append(branch)
         context.pending += 1
@@ -978,6 +1010,19 @@ class Proxy:
         d.addCallback(_sendQuietly, response, self._log)
         d.addErrback(self._statelessFailed, (transport, host, port))
         return True
+
+
+def _target(target):
+    """
+    A target of L{Proxy.forward} as C{(uri, routeSet, flow)}.
+    """
+    if isinstance(target, tuple):
+        uri, routes, flow = target
+    else:
+        uri, routes, flow = target, None, None
+    if isinstance(uri, str):
+        uri = parseURI(uri)
+    return uri, routes, flow
 
 
 def _sendQuietly(flow, message, log):
