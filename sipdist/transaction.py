@@ -55,6 +55,9 @@ C{Retry-After}; L{TransactionLayer.sendRequest} then fails its Deferred with
 L{TransactionLayerFull}.
 """
 
+import weakref
+from collections import deque
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols import sip
@@ -153,7 +156,7 @@ class ServerTransaction:
 
     __slots__ = ("request", "flow", "state", "response", "cancelled", "key",
                  "_layer", "_invite", "_reliable", "_retransmit", "_timeout",
-                 "_interval")
+                 "_interval", "__weakref__")
 
     _log = Logger()
 
@@ -215,12 +218,16 @@ class ServerTransaction:
         self.response = response
         if not self._invite:
             self.state = COMPLETED
-            if self._transmit(response):
-                if self._reliable:
+            if self._reliable:
+                if self._transmit(response):
                     self._terminate()
-                else:
-                    self._timeout = layer._reactor.callLater(
-                        layer._64T1, self._terminate)  # timer J
+            else:
+                # Timer J: only retransmissions of the request are left to
+                # absorb, so the table keeps the response's bytes, not this
+                # transaction with its messages (see _CompletedRecord).
+                data = response.toBytes()
+                if self._transmit(_Wire(data, response)):
+                    layer._completed(self, data)
         elif code < 300:
             self.state = ACCEPTED
             if self._transmit(response):
@@ -353,6 +360,66 @@ class ServerTransaction:
         elif state is COMPLETED:
             self._transmit(self.response)
         # Trying, Accepted, Confirmed: absorbed.
+
+
+class _Wire:
+    """
+    A message already serialised: C{toBytes} returns the bytes; other
+    attributes are the message's (for flows that trace what they send).
+    """
+
+    __slots__ = ("data", "message")
+
+    def __init__(self, data, message):
+        self.data = data
+        self.message = message
+
+    def toBytes(self):
+        return self.data
+
+    def __getattr__(self, name):
+        return getattr(self.message, name)
+
+
+class _CompletedRecord:
+    """
+    What is left of a non-INVITE server transaction over an unreliable flow
+    once its final response is sent (Completed state, timer J): the bytes to
+    send again for each retransmitted request.  A handful of objects instead
+    of the request and response with all their headers, which matters to
+    memory and to the garbage collector when a busy server holds 64*T1
+    seconds of them.
+    """
+
+    __slots__ = ("key", "flow", "data", "_layer", "_transaction")
+    state = COMPLETED
+    isInvite = False
+    cancelled = False
+
+    def __init__(self, layer, transaction, data):
+        self._layer = layer
+        self.key = transaction.key
+        self.flow = transaction.flow
+        self.data = data
+        # Whoever still holds the transaction sees it end with timer J.
+        self._transaction = weakref.ref(transaction)
+
+    def __repr__(self):
+        return f"<ServerTransaction (completed) {self.key[0]}>"
+
+    def _matched(self, request, flow):
+        self._layer.absorbed += 1
+        try:
+            self.flow.send(_Wire(self.data, None))
+        except Exception:
+            self._layer._log.failure("resending to {remote} failed",
+                                     remote=self.flow.remote)
+
+    def _terminate(self):
+        transaction = self._transaction()
+        if transaction is not None:
+            transaction.state = TERMINATED
+        self._layer._removeServer(self)
 
 
 class ClientTransaction:
@@ -634,6 +701,10 @@ class TransactionLayer:
         self.retryAfter = retryAfter
         self._servers = {}
         self._clients = {}
+        # Timer J of completed non-INVITE server transactions: one queue in
+        # expiry order (every entry waits the same 64*T1) and one timer.
+        self._expiries = deque()
+        self._sweepCall = None
         self.serverCreated = 0
         self.clientCreated = 0
         self.rejected = 0
@@ -831,11 +902,44 @@ class TransactionLayer:
         """
         for transaction in list(self._servers.values()):
             transaction._terminate()
+        self._expiries.clear()
+        if self._sweepCall is not None and self._sweepCall.active():
+            self._sweepCall.cancel()
+        self._sweepCall = None
         for transaction in list(self._clients.values()):
             if transaction.deferred.called:
                 transaction._terminate()
             else:
                 transaction._fail(TransactionLayerStopped("stopped"))
+
+    # Expiry granularity of the timer J queue: records due within this
+    # much of each other are removed by the same sweep.
+    SWEEP_GRANULARITY = 0.1
+
+    def _completed(self, transaction, data):
+        """
+        Replace a non-INVITE server transaction that sent its final
+        response over an unreliable flow by a L{_CompletedRecord} until
+        timer J fires.
+        """
+        record = _CompletedRecord(self, transaction, data)
+        self._servers[record.key] = record
+        self._expiries.append((self._reactor.seconds() + self._64T1, record))
+        if self._sweepCall is None:
+            self._sweepCall = self._reactor.callLater(self._64T1, self._sweep)
+
+    def _sweep(self):
+        self._sweepCall = None
+        now = self._reactor.seconds()
+        queue = self._expiries
+        servers = self._servers
+        while queue and queue[0][0] <= now:
+            record = queue.popleft()[1]
+            if servers.get(record.key) is record:
+                record._terminate()
+        if queue:
+            self._sweepCall = self._reactor.callLater(
+                max(queue[0][0] - now, self.SWEEP_GRANULARITY), self._sweep)
 
     def _removeServer(self, transaction):
         if self._servers.get(transaction.key) is transaction:
