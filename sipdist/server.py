@@ -211,7 +211,19 @@ STORE_ROLES = ("home", "distributor", "internal-edge")
 # built, in order: feature modules wire themselves in here (routing of calls
 # and messages, subscriptions, monitoring ...).  Each may look at
 # config["role"] and do nothing for roles it does not concern.
+def _routingExtension(service, config, reactor):
+    from sipdist.routing import installRouting
+    installRouting(service, config, reactor)
+
+
+def _edgeExtension(service, config, reactor):
+    from sipdist.edge import installEdge
+    installEdge(service, config, reactor)
+
+
 EXTENSIONS = [
+    _routingExtension,
+    _edgeExtension,
 ]
 
 
@@ -230,9 +242,11 @@ def buildServer(config, reactor, store=None, checker=None):
     @raise ConfigurationError: one line saying what is wrong.
     """
     name = config["name"]
+    # The edge's endpoints facing the inside come after the others.
+    listen = list(config["listen"]) + list(config.get("inside-listen") or ())
     server = SIPServer(
         reactor, name, config["domain"],
-        localAddresses(config["listen"], config["domain"], name))
+        localAddresses(listen, config["domain"], name))
     transactions = TransactionLayer(
         reactor, server, T1=config.get("t1", 0.5),
         maxTransactions=config.get("max-transactions", 100000))
@@ -242,9 +256,10 @@ def buildServer(config, reactor, store=None, checker=None):
         maxMessageSize=config.get("max-message-size", 65535),
         idleTimeout=config.get("idle-timeout", 900.0),
         maxConnections=config.get("max-connections", 10000),
-        maxConnectionsPerHost=config.get("max-connections-per-host", 64))
+        maxConnectionsPerHost=config.get("max-connections-per-host", 64),
+        tlsClientOptions=_tlsClientOptions(config))
     transportService = TransportService(
-        transport, config["listen"], config.get("tls-server-options"))
+        transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)
     role = config.get("role", "home")
     if role in STORE_ROLES:
@@ -252,6 +267,36 @@ def buildServer(config, reactor, store=None, checker=None):
     for extension in EXTENSIONS:
         extension(service, config, reactor)
     return service
+
+
+def _tlsClientOptions(config):
+    """
+    The TLS options of the connections a server opens to other servers: the
+    peer's certificate verified against C{--tls-ca} (else the platform's
+    CAs) for the host name or address connected to (service-identity), and
+    our C{--tls-cert} presented for mutual TLS when we have one.  Built
+    once per host name (a bounded cache).
+    """
+    given = config.get("tls-client-options")
+    if given is not None:
+        return given
+    from sipdist.tls import clientContextFactory
+
+    ca = config.get("tls-ca") or None
+    cert = config.get("tls-cert") or None
+    key = config.get("tls-key") or None
+    cache = {}
+
+    def options(hostname):
+        made = cache.get(hostname)
+        if made is None:
+            if len(cache) >= 256:
+                cache.clear()
+            made = cache[hostname] = clientContextFactory(
+                hostname, ca, cert, key)
+        return made
+
+    return options
 
 
 def _storeRole(service, config, reactor, store, checker):

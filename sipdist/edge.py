@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.test_edge -*-
+"""
+The C{edge} role: the one server outside clients can reach when the home
+servers are not published.
+
+An edge consults no store and authenticates nobody (the servers inside
+do).  Every request from outside that is not routed through it already
+(Route naming it) goes inward to one of its next hops (C{--next-hop},
+repeatable: home servers, or an internal edge), chosen at random, in
+proportion to a C{weight} parameter when the URIs carry one
+(C{sip:10.0.0.2:5060;transport=tcp;weight=3}).  On its way:
+
+  - a C{REGISTER} gets a Path naming the edge, whose user part is the
+    token of the client's flow (RFC 5626 C{ob}): the home stores it with
+    the binding, and requests for the user come back with it as Route;
+  - a dialog-creating request (C{INVITE}, C{SUBSCRIBE}, C{REFER}) gets a
+    Record-Route naming the edge with the same token, so that the callee's
+    in-dialog requests come back the same way;
+  - other requests (C{MESSAGE}, C{OPTIONS} to a user ...) are just passed
+    on.
+
+A request with our Route (L{sipdist.proxy.Proxy.routeInDialog}: the
+binding's Path, a dialog's route set) is sent over the flow its token
+names: the connection the client opened, the only way to reach a client
+behind NAT or a firewall (C{430 Flow Failed} once that connection is
+gone).  Requests the edge sends to a client this way record-route with the
+client's token too.
+
+Outside and inside: C{--listen} endpoints face the clients, and
+C{--inside-listen} endpoints the servers (give them other port numbers).
+What the edge writes in its Via, Record-Route and Path names the side it
+faces: the inside address towards the homes, the outside address towards
+the clients; a dialog-creating request crossing sides gets two
+Record-Route entries (RFC 5658).  An out-of-dialog request arriving on the
+inside that is not routed through the edge is refused (C{403}): the edge is
+not an open relay from the inside out.  Without inside endpoints, every
+request counts as coming from outside.
+"""
+
+import bisect
+import itertools
+import random as _random
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from sipdist.proxy import Proxy
+from sipdist.uri import URIError, parseURI
+
+EDGE_METHODS = ("REGISTER", "INVITE", "BYE", "PRACK", "UPDATE", "INFO",
+                "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER")
+
+
+class NextHopConfigError(ValueError):
+    """
+    A C{--next-hop} value is not usable; C{str()} says why, in one line.
+    """
+
+
+def parseNextHop(text):
+    """
+    Parse a C{--next-hop} value.
+
+    @return: C{(uri, weight)}: the URI without its C{weight} parameter.
+    @raise NextHopConfigError: for a bad URI or weight.
+    """
+    from sipdist.proxy import NextHopError, nextHopFor
+    try:
+        uri = parseURI(text.strip().strip("<>"))
+    except URIError as e:
+        raise NextHopConfigError(f"{text!r}: {e}")
+    weight = uri.params.pop("weight", "1")
+    if weight is None or not weight.isdigit() or int(weight) <= 0:
+        raise NextHopConfigError(f"{text!r}: weight must be a positive "
+                                 f"integer")
+    if uri.username is not None:
+        raise NextHopConfigError(f"{text!r}: a next hop is a server, "
+                                 f"without a user part")
+    uri = parseURI(uri.toString())
+    try:
+        nextHopFor(uri)
+    except NextHopError as e:
+        raise NextHopConfigError(f"{text!r}: {e}")
+    return uri, int(weight)
+
+
+class NextHops:
+    """
+    The next hops of an edge and the weighted random choice among them
+    (O(log n) per choice).
+
+    @param hops: C{(uri, weight)} pairs, or URI texts (see L{parseNextHop}).
+    @param random: a L{random.Random} (tests give a seeded one).
+    """
+
+    def __init__(self, hops, random=None):
+        parsed = [parseNextHop(h) if isinstance(h, str) else h for h in hops]
+        if not parsed:
+            raise NextHopConfigError("an edge needs at least one next hop")
+        self.uris = [uri for uri, weight in parsed]
+        self.weights = [weight for uri, weight in parsed]
+        self._cumulative = list(itertools.accumulate(self.weights))
+        self._total = self._cumulative[-1]
+        self._random = random or _random.Random()
+
+    def choose(self):
+        """
+        @return: the L{URI} of the next hop for one request.
+        """
+        if len(self.uris) == 1:
+            return self.uris[0]
+        point = self._random.random() * self._total
+        index = bisect.bisect_right(self._cumulative, point)
+        return self.uris[min(index, len(self.uris) - 1)]
+
+
+class Sides:
+    """
+    Which of a server's listening ports face the outside and which the
+    inside, and the address of each side per transport.
+
+    @ivar split: whether there are inside ports at all.
+    """
+
+    def __init__(self):
+        self.split = False
+        self._outside = {}
+        self._inside = {}
+        self._insidePorts = set()
+        self._outsidePorts = set()
+
+    def learn(self, ports, insideFlags):
+        """
+        Record the listening ports once they listen.
+
+        @param ports: the listening ports, in the order of C{insideFlags}.
+        @param insideFlags: for each, whether it faces the inside.
+        """
+        for port, inside in zip(ports, insideFlags):
+            transportName = _transportOf(port)
+            host = port.getHost()
+            address = host.host
+            if address in ("", "0.0.0.0", "::"):
+                address = "127.0.0.1"
+            side = self._inside if inside else self._outside
+            side.setdefault(transportName, (address, host.port))
+            if inside:
+                self.split = True
+                self._insidePorts.add((transportName, host.port))
+            else:
+                self._outsidePorts.add((transportName, host.port))
+
+    def isInside(self, flow):
+        """
+        Whether a flow is on the inside: it came in on an inside port, or
+        it is a connection the edge opened (only ever inwards: clients are
+        reached over the connections they opened, on outside ports).
+        """
+        if not self.split:
+            return False
+        local = getattr(flow, "local", None)
+        if local is None:
+            return True
+        key = (flow.transport, local[1])
+        return key in self._insidePorts or key not in self._outsidePorts
+
+    def address(self, transportName, inside):
+        """
+        Our C{(host, port)} on a side for a transport, or C{None}.
+        """
+        side = self._inside if inside else self._outside
+        address = side.get(transportName)
+        if address is None and side:
+            address = next(iter(side.values()))
+        return address
+
+    def addresses(self):
+        """
+        Every C{(host, port)} we listen on.
+        """
+        return set(self._outside.values()) | set(self._inside.values())
+
+
+def _transportOf(port):
+    """
+    C{"UDP"}, C{"TCP"} or C{"TLS"}: what a listening port of a
+    L{sipdist.transport.TransportLayer} carries.
+    """
+    factory = getattr(port, "factory", None)
+    for candidate in (factory, getattr(factory, "wrappedFactory", None)):
+        name = getattr(candidate, "_transportName", None)
+        if name is not None:
+            return name
+    return "UDP"
+
+
+class EdgeProxy(Proxy):
+    """
+    The proxy of an edge: its addresses depend on the side a flow is on
+    (see L{Sides}).
+    """
+
+    def __init__(self, *args, sides, **kwargs):
+        Proxy.__init__(self, *args, **kwargs)
+        self.sides = sides
+
+    def addressFor(self, transport, flow=None, hop=None):
+        sides = self.sides
+        if not sides.split:
+            return self.address(transport)
+        if flow is None and hop is not None and hop[0] != "UDP":
+            existing = getattr(self.transport, "existingFlow", None)
+            if existing is not None:
+                flow = existing(*hop)
+        inside = flow is None or sides.isInside(flow)
+        return sides.address(transport, inside) or self.address(transport)
+
+    def _ownAddresses(self):
+        own = Proxy._ownAddresses(self)
+        for host, port in self.sides.addresses():
+            own.add((host.strip("[]").lower(), port))
+        return own
+
+
+class EdgeProcessor:
+    """
+    The request processor of an edge (see the module docstring).
+
+    Counters: C{forwarded}, C{refused}.
+    """
+
+    _log = Logger()
+
+    def __init__(self, server, proxy, nextHops, sides):
+        self.server = server
+        self.proxy = proxy
+        self.nextHops = nextHops
+        self.sides = sides
+        self.forwarded = 0
+        self.refused = 0
+
+    def __call__(self, request, transaction):
+        if self.sides.split and self.sides.isInside(transaction.flow):
+            self.refused += 1
+            transaction.respond(self.server.response(
+                request, 403, "Forbidden (Not Routed Through This Edge)"))
+            return True
+        if request.method == "OPTIONS":
+            try:
+                if request.uri.username is None:
+                    return False
+            except URIError:
+                return False
+        if self.nextHops is None:
+            transaction.respond(self.server.response(
+                request, 503, "Service Unavailable (No Next Hop)"))
+            return True
+        self.forwarded += 1
+        register = request.method == "REGISTER"
+        self.proxy.forward(request, transaction,
+                           nextHop=self.nextHops.choose(),
+                           recordRoute=not register, addPath=register,
+                           flowToken=True)
+        return True
+
+
+class _SideLearner(Service):
+    """
+    Tells the L{Sides} of an edge which ports face which side once they
+    listen.
+    """
+
+    def __init__(self, transportService, sides, insideFlags):
+        self.transportService = transportService
+        self.sides = sides
+        self.insideFlags = insideFlags
+
+    def startService(self):
+        Service.startService(self)
+        ready = getattr(self.transportService, "ready", None)
+        if ready is not None:
+            ready.addCallback(self._ready)
+
+    def _ready(self, ports):
+        self.sides.learn(ports, self.insideFlags)
+        return ports
+
+
+def installEdge(service, config, reactor):
+    """
+    The extension (see L{sipdist.server.EXTENSIONS}) making a server with
+    C{role = "edge"} an edge.
+
+    @raise sipdist.server.ConfigurationError: without a usable next hop.
+    """
+    if config.get("role") != "edge":
+        return
+    from sipdist.server import ConfigurationError
+    hops = config.get("next-hop") or ()
+    nextHops = None
+    if hops:
+        try:
+            nextHops = NextHops(hops, random=config.get("random"))
+        except NextHopConfigError as e:
+            raise ConfigurationError(f"--next-hop: {e}")
+    else:
+        EdgeProcessor._log.warn(
+            "edge {name} has no --next-hop: requests from outside get 503",
+            name=config.get("name"))
+    sides = Sides()
+    outside = list(config.get("listen") or ())
+    inside = list(config.get("inside-listen") or ())
+    transportService = service.transportService
+    flags = [False] * len(outside) + [True] * len(inside)
+    _SideLearner(transportService, sides, flags).setServiceParent(service)
+    server = service.server
+    proxy = EdgeProxy(reactor, service.transactions, service.transport,
+                      service.transport.localAddress,
+                      routeId=server.name, sides=sides)
+    server.proxy = proxy
+    processor = EdgeProcessor(server, proxy, nextHops, sides)
+    server.processors[:0] = [proxy.routeInDialog, processor]
+    server.methods = tuple(dict.fromkeys(server.methods + EDGE_METHODS))
+    server._allow = ", ".join(server.methods)
+    service.proxy = proxy
+    service.processor = processor
+    service.sides = sides
+    service.nextHops = nextHops

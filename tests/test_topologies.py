@@ -1,0 +1,260 @@
+"""
+The topologies of the design end to end, on real sockets on loopback: an
+edge in front of the home servers (Figure 8), an edge and an internal edge
+(Figure 10), a forward proxy in front of a distributor (Figure 12); calls
+and messages between users of different home servers through them, CANCEL,
+Max-Forwards exhaustion and a forwarding loop.
+
+Clients are the project's client library (L{sipdist.client}) over TCP to
+the edge, so that "over the client's own connection" is observable: the
+client opens exactly one connection, and requests for it arrive on it.
+"""
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import TestCase
+
+from sipdist.client.dialog import CallFailed
+from sipdist.client.login import Login
+from sipdist.message import parseMessage
+from sipdist.server import buildServer
+from sipdist.store import ServerRecord
+from sipdist.store.memory import MemoryAssignmentStore
+from sipdist.testca import makeCA
+from sipdist.tls import serverContextFactory
+from tests.client_helpers import startAgent
+
+PASSWORD = "wonderland"
+SECRET = "pool-nonce-secret-0123456789abcdef"
+USERS = f"memory:alice:{PASSWORD},bob:{PASSWORD},carol:{PASSWORD}"
+LOOPBACK = "interface=127.0.0.1"
+
+
+def _port(service, index=0):
+    return service.transportService.ports[index].getHost().port
+
+
+class Deployment:
+    """
+    Servers started for one test, sharing a memory store: alice is assigned
+    to home1, bob and carol to home2.
+
+    @ivar services: the L{ServerService}s by name.
+    @ivar uris: the URI of each server (of the edge: its outside).
+    """
+
+    def __init__(self, testCase, kind="tcp"):
+        self.testCase = testCase
+        self.kind = kind
+        self.store = MemoryAssignmentStore()
+        self.services = {}
+        self.uris = {}
+        self.tlsOptions = None
+        self.ca = None
+        if kind == "tls":
+            certs = FilePath(testCase.mktemp())
+            certs.makedirs()
+            makeCA(certs.path)
+            self.ca = certs.child("ca.pem").path
+            self.cert = certs.child("server.pem").path
+            self.key = certs.child("server.key").path
+            self.tlsOptions = serverContextFactory(
+                self.cert, self.key, [self.ca], requireClientCertificate=True)
+
+    def uriOf(self, port, kind=None):
+        kind = kind or self.kind
+        if kind == "tls":
+            return f"sips:127.0.0.1:{port}"
+        if kind == "tcp":
+            return f"sip:127.0.0.1:{port};transport=tcp"
+        return f"sip:127.0.0.1:{port}"
+
+    def listen(self, kind=None):
+        kind = kind or self.kind
+        return {"udp": f"udp:0:{LOOPBACK}", "tcp": f"tcp:0:{LOOPBACK}",
+                "tls": f"sips:0:{LOOPBACK}"}[kind]
+
+    @defer.inlineCallbacks
+    def start(self, name, role, **extra):
+        config = {"role": role, "name": name, "domain": "example.com",
+                  "listen": [self.listen()], "credentials": USERS,
+                  "secret": SECRET, "t1": 0.05,
+                  "tls-server-options": self.tlsOptions}
+        if self.kind == "tls":
+            config.update({"tls-ca": self.ca, "tls-cert": self.cert,
+                           "tls-key": self.key})
+        config.update(extra)
+        service = buildServer(config, reactor, store=self.store)
+        service.startService()
+        self.testCase.addCleanup(service.stopService)
+        yield service.transportService.ready
+        self.services[name] = service
+        self.uris[name] = self.uriOf(_port(service))
+        return service
+
+    @defer.inlineCallbacks
+    def homes(self):
+        yield self.start("home1", "home")
+        yield self.start("home2", "home")
+        yield self.store.addServer(ServerRecord("home1", self.uris["home1"]))
+        yield self.store.addServer(ServerRecord("home2", self.uris["home2"]))
+        yield self.store.assignUser("alice@example.com", "home1")
+        yield self.store.assignUser("bob@example.com", "home2")
+        yield self.store.assignUser("carol@example.com", "home2")
+
+    @defer.inlineCallbacks
+    def edge(self, nextHops, name="edge", outside="tcp"):
+        """
+        An edge listening on C{outside} (loopback) for clients and on the
+        deployment's kind for the servers inside.
+        """
+        service = yield self.start(
+            name, "edge", listen=[self.listen(outside)],
+            **{"inside-listen": [self.listen()], "next-hop": nextHops})
+        self.uris[name] = self.uriOf(_port(service), outside)
+        self.uris[name + "-inside"] = self.uriOf(_port(service, 1))
+        return service
+
+    @defer.inlineCallbacks
+    def agent(self, user, server):
+        """
+        A client of C{user} logged in at C{server} (a URI).
+        """
+        ua = yield startAgent(self.testCase, reactor, f"{user}@example.com",
+                              PASSWORD)
+        ua.result = yield Login(ua, ua.locator, server=server).run()
+        return ua
+
+    def bindings(self, home, user):
+        return self.services[home].registrar.lookup(
+            f"sip:{user}@example.com")
+
+
+def _connections(ua):
+    return ua.transport.connectionCount
+
+
+def _answering(ua, calls):
+    def onInvite(call):
+        calls.append(call)
+        call.answer()
+    ua.onInvite = onInvite
+
+
+class Figure8Tests(TestCase):
+    """
+    Figure 8: client -> edge -> home1 -> (proxy) home2.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_registerThroughEdgeAndHome1(self):
+        """
+        bob registers through the edge, whose next hop is home1; home1
+        proxies to home2, bob's home; the binding ends on home2 with a Path
+        through home1 and the edge (whose entry carries bob's flow token).
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        bob = yield d.agent("bob", d.uris["edge"])
+        [binding] = d.bindings("home2", "bob")
+        self.assertEqual(d.bindings("home1", "bob"), [])
+        home1, edge = binding.path
+        self.assertIn(";sd=home1", home1)
+        self.assertIn(";sd=edge", edge)
+        self.assertIn(";ob", edge)
+        # The edge's Path entry names its inside address.
+        insidePort = _port(d.services["edge"], 1)
+        self.assertIn(f"@127.0.0.1:{insidePort};", edge)
+        self.assertEqual(_connections(bob), 1)
+        self.assertEqual(d.services["home1"].processor.proxied, 1)
+
+    @defer.inlineCallbacks
+    def test_callFromHome1OverClientConnection(self):
+        """
+        A call from alice (home1) to bob (home2, behind the edge) reaches
+        bob over the connection bob opened to the edge; INVITE/200/ACK/BYE
+        complete.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        bob = yield d.agent("bob", d.uris["edge"])
+        alice = yield d.agent("alice", d.uris["edge"])
+        calls = []
+        _answering(bob, calls)
+        call = alice.call("bob@example.com")
+        yield call.deferred
+        [incoming] = calls
+        yield incoming.deferred
+        flow = incoming.transaction.flow
+        self.assertEqual(flow.transport, "TCP")
+        self.assertEqual(flow.remote[1], _port(d.services["edge"]))
+        self.assertEqual(_connections(bob), 1)
+        response = yield call.hangup()
+        self.assertEqual(response.code, 200)
+        self.assertTrue(incoming.dialog.ended)
+        self.assertEqual(d.services["home1"].router.toPeer, 1)
+        self.assertEqual(d.services["home2"].router.fromPeer, 1)
+        self.assertEqual(d.services["home2"].router.local, 1)
+
+    @defer.inlineCallbacks
+    def test_calleeHangsUp(self):
+        """
+        The callee's BYE follows the route set back through the edge to the
+        caller's connection.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        bob = yield d.agent("bob", d.uris["edge"])
+        alice = yield d.agent("alice", d.uris["edge"])
+        calls = []
+        _answering(bob, calls)
+        call = alice.call("bob@example.com")
+        yield call.deferred
+        [incoming] = calls
+        yield incoming.deferred
+        response = yield incoming.hangup()
+        self.assertEqual(response.code, 200)
+        self.assertTrue(call.dialog.ended)
+
+    @defer.inlineCallbacks
+    def test_message(self):
+        """
+        A MESSAGE from bob (home2) to alice (home1), both behind the edge,
+        is delivered and answered 200.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"], d.uris["home2"]])
+        alice = yield d.agent("alice", d.uris["edge"])
+        bob = yield d.agent("bob", d.uris["edge"])
+        received = []
+        alice.onMessage = received.append
+        response = yield bob.message("alice@example.com", "hello alice")
+        self.assertEqual(response.code, 200)
+        [message] = received
+        self.assertEqual(message.body, b"hello alice")
+        self.assertNotIn("sipdist-peer", message.headers)
+        self.assertNotIn("proxy-authorization", message.headers)
+
+    @defer.inlineCallbacks
+    def test_notRegisteredAndUnknown(self):
+        """
+        A call to a user with no binding is a 480; to a user the store does
+        not know, a 404.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        alice = yield d.agent("alice", d.uris["edge"])
+        failure = yield self.assertFailure(
+            alice.call("carol@example.com").deferred, CallFailed)
+        self.assertEqual(failure.code, 480)
+        failure = yield self.assertFailure(
+            alice.call("nobody@example.com").deferred, CallFailed)
+        self.assertEqual(failure.code, 404)
