@@ -110,7 +110,10 @@ POLICIES = ("auto", "proxy", "redirect")
 DEFAULT_LISTEN = ["udp:5060:interface=127.0.0.1",
                   "tcp:5060:interface=127.0.0.1"]
 
-_KNOWN = {p[0] for p in PARAMETERS} | {"listen", "secret"}
+# Options that may be given several times (lists in the TOML file).
+LIST_OPTIONS = ("listen", "inside-listen", "next-hop", "trusted-peer")
+
+_KNOWN = {p[0] for p in PARAMETERS} | set(LIST_OPTIONS) | {"secret"}
 
 
 class Options(usage.Options):
@@ -127,7 +130,8 @@ class Options(usage.Options):
 
     def __init__(self):
         usage.Options.__init__(self)
-        self["listen"] = []
+        for name in LIST_OPTIONS:
+            self[name] = []
 
     def opt_listen(self, description):
         """
@@ -139,6 +143,33 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_inside_listen(self, description):
+        """
+        Where an edge listens for the servers inside the firewall
+        (repeatable; same forms as --listen, other port numbers).  What
+        the edge sends inwards names these addresses; --listen faces the
+        clients.
+        """
+        self["inside-listen"].append(description)
+
+    def opt_next_hop(self, uri):
+        """
+        Where an edge sends requests from outside (repeatable): a SIP URI of
+        a home server or an internal edge, e.g.
+        sips:home1.example.net or sip:10.0.0.2:5060;transport=tcp;weight=3.
+        One is chosen at random per request, in proportion to weight.
+        """
+        self["next-hop"].append(uri)
+
+    def opt_trusted_peer(self, address):
+        """
+        An address or network (10.1.0.0/16) whose requests are trusted as
+        coming from another server of the pool (repeatable); without it,
+        servers recognise each other by the signature their shared secret
+        makes.
+        """
+        self["trusted-peer"].append(address)
 
     def postOptions(self):
         fromFile = {}
@@ -158,6 +189,9 @@ class Options(usage.Options):
             self[name] = value
         if not self["listen"]:
             self["listen"] = list(fromFile.get("listen", DEFAULT_LISTEN))
+        for name in LIST_OPTIONS[1:]:
+            if not self[name]:
+                self[name] = list(fromFile.get(name, ()))
         self["secret"] = fromFile.get("secret")
         if self["secret"] is not None and not isinstance(self["secret"], str):
             raise usage.UsageError("--config: secret must be text")
@@ -186,6 +220,7 @@ class Options(usage.Options):
             if kind == "sips" and not (self["tls-cert"] and self["tls-key"]):
                 raise usage.UsageError(
                     f"--listen: {description!r} needs --tls-cert and --tls-key")
+        self._checkEdge(parseListen)
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["tls-cert"]:
@@ -229,6 +264,42 @@ class Options(usage.Options):
         self._checkStore()
         self._checkCredentials()
 
+    def _checkEdge(self, parseListen):
+        import ipaddress
+
+        from sipdist.edge import NextHopConfigError, parseNextHop
+
+        for description in self["inside-listen"]:
+            if not isinstance(description, str):
+                raise usage.UsageError(
+                    f"--inside-listen: {description!r} is not text")
+            try:
+                kind = parseListen(description)[0]
+            except ValueError as e:
+                raise usage.UsageError(f"--inside-listen: {e}")
+            if kind == "sips" and not (self["tls-cert"] and self["tls-key"]):
+                raise usage.UsageError(
+                    f"--inside-listen: {description!r} needs --tls-cert and "
+                    f"--tls-key")
+        for uri in self["next-hop"]:
+            if not isinstance(uri, str):
+                raise usage.UsageError(f"--next-hop: {uri!r} is not text")
+            try:
+                parseNextHop(uri)
+            except NextHopConfigError as e:
+                raise usage.UsageError(f"--next-hop: {e}")
+        if self["next-hop"] and self["role"] != "edge":
+            raise usage.UsageError(
+                "--next-hop: only an edge has next hops (the others find "
+                "the home servers in the assignment store)")
+        for address in self["trusted-peer"]:
+            try:
+                ipaddress.ip_network(str(address).strip("[]"), strict=False)
+            except ValueError:
+                raise usage.UsageError(
+                    f"--trusted-peer: {address!r} is not an IP address or "
+                    f"network")
+
     def _checkCredentials(self):
         from sipdist.auth.sources import credentialsParsers
 
@@ -269,12 +340,12 @@ def loadConfig(path):
         name = key.replace("_", "-")
         if name not in _KNOWN:
             raise usage.UsageError(f"--config: {path}: unknown option {key!r}")
-        if name == "listen":
+        if name in LIST_OPTIONS:
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list):
                 raise usage.UsageError(
-                    f"--config: {path}: listen must be a list of strings")
+                    f"--config: {path}: {name} must be a list of strings")
         if name in ("tls-cert", "tls-key", "tls-ca", "secret-file") \
                 and isinstance(value, str):
             # Paths in the file are relative to the file.
