@@ -205,6 +205,11 @@ class Router:
             # user@host:port is a health check of that server.
             return False
         headers = request.headers
+        maxForwards = headers.get("max-forwards")
+        if maxForwards is not None and maxForwards[0].strip() == "0":
+            # Section 16.3 step 3 comes before authentication (step 6).
+            processor.respond(request, transaction, 483, "Too Many Hops")
+            return True
         peer = None
         if PEER_HEADER in headers:
             peer = self.signer.verify(request)

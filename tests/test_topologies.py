@@ -258,3 +258,200 @@ class Figure8Tests(TestCase):
         failure = yield self.assertFailure(
             alice.call("nobody@example.com").deferred, CallFailed)
         self.assertEqual(failure.code, 404)
+
+
+class Figure10Tests(TestCase):
+    """
+    Figure 10: client -> edge -> internal edge -> home2.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def deployment(self):
+        d = Deployment(self)
+        yield d.homes()
+        yield d.start("internal-edge", "internal-edge")
+        yield d.edge([d.uris["internal-edge"]])
+        return d
+
+    @defer.inlineCallbacks
+    def test_register(self):
+        """
+        bob's registration ends on home2 with a Path through the internal
+        edge and the edge; home1 is not in the path.
+        """
+        d = yield self.deployment()
+        bob = yield d.agent("bob", d.uris["edge"])
+        [binding] = d.bindings("home2", "bob")
+        internal, edge = binding.path
+        self.assertIn(";sd=internal-edge", internal)
+        self.assertIn(";sd=edge", edge)
+        self.assertEqual(d.services["internal-edge"].processor.proxied, 1)
+        self.assertEqual(d.services["home1"].processor.served, 0)
+        self.assertEqual(d.services["home1"].processor.proxied, 0)
+        self.assertEqual(_connections(bob), 1)
+
+    @defer.inlineCallbacks
+    def test_callAndMessage(self):
+        """
+        A call from alice (home1) to bob (home2), both behind the edge and
+        the internal edge, completes over bob's own connection; so does a
+        MESSAGE back.
+        """
+        d = yield self.deployment()
+        bob = yield d.agent("bob", d.uris["edge"])
+        alice = yield d.agent("alice", d.uris["edge"])
+        calls = []
+        _answering(bob, calls)
+        call = alice.call("bob@example.com")
+        yield call.deferred
+        [incoming] = calls
+        yield incoming.deferred
+        self.assertEqual(incoming.transaction.flow.remote[1],
+                         _port(d.services["edge"]))
+        received = []
+        alice.onMessage = received.append
+        response = yield bob.message("alice@example.com", "hi")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(received), 1)
+        response = yield call.hangup()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(_connections(bob), 1)
+        self.assertEqual(_connections(alice), 1)
+
+
+class Figure12Tests(TestCase):
+    """
+    Figure 12: client -> forward proxy -> distributor -> home2: the
+    distributor proxies (two Via values) instead of redirecting.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_forwardProxyToDistributor(self):
+        """
+        A second sipdist acting as a plain forward proxy (an edge whose next
+        hop is the distributor) passes bob's REGISTER on; the distributor
+        proxies it to home2 and redirects nothing.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.start("distributor", "distributor")
+        yield d.start("forward", "edge",
+                      **{"next-hop": [d.uris["distributor"]]})
+        bob = yield d.agent("bob", d.uris["forward"])
+        self.assertEqual(bob.result.redirects, [])
+        [binding] = d.bindings("home2", "bob")
+        self.assertEqual(len(binding.path), 2)
+        distributor = d.services["distributor"].processor
+        self.assertEqual((distributor.proxied, distributor.redirects), (1, 0))
+        alice = yield d.agent("alice", d.uris["forward"])
+        received = []
+        bob.onMessage = received.append
+        response = yield alice.message("bob@example.com", "through a proxy")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(received), 1)
+
+
+def _inviteRequest(ua, uri, cseq=1, callId=None, authorization=None):
+    request = ua.newRequest("INVITE", uri, callId=callId, cseq=cseq)
+    if authorization is not None:
+        request.headers["proxy-authorization"] = [authorization]
+    return request
+
+
+class CallControlTests(TestCase):
+    """
+    CANCEL, Max-Forwards and loops through the edge.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def deployment(self):
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        return d
+
+    @defer.inlineCallbacks
+    def test_cancelRingingCall(self):
+        """
+        alice cancels her call while bob's phone rings: the CANCEL follows
+        the INVITE hop by hop, bob's INVITE is answered 487, and so is
+        alice's.
+        """
+        from sipdist.auth.client import answerChallenge
+        from sipdist.uri import parseURI
+
+        d = yield self.deployment()
+        bob = yield d.agent("bob", d.uris["edge"])
+        alice = yield d.agent("alice", d.uris["edge"])
+        ringing = []
+        bob.onInvite = ringing.append
+        uri = parseURI("sip:bob@example.com")
+        flow = yield alice.connect(alice.outboundProxy)
+        request = _inviteRequest(alice, uri)
+        first = alice.transactions.sendRequest(
+            alice._prepare(request, flow, True), flow)
+        challenge = yield first.deferred
+        self.assertEqual(challenge.code, 407)
+        value, session = answerChallenge(
+            challenge.values("proxy-authenticate"), "INVITE",
+            request.uriText, "alice", PASSWORD)
+        request = _inviteRequest(alice, uri, cseq=2, callId=request.callID,
+                                 authorization=value)
+        client = alice.transactions.sendRequest(
+            alice._prepare(request, flow, True), flow)
+        provisional = defer.Deferred()
+        client.onProvisional = lambda response: (
+            response.code == 180 and not provisional.called
+            and provisional.callback(response))
+        yield provisional
+        client.cancel()
+        response = yield client.deferred
+        self.assertEqual(response.code, 487)
+        [call] = ringing
+        self.assertEqual(call.transaction.response.code, 487)
+
+    @defer.inlineCallbacks
+    def test_maxForwards(self):
+        """
+        A request with Max-Forwards 0 is answered 483 by the edge; with 1,
+        the edge passes it on with 0 and home1 answers 483 (before asking
+        for credentials; the transport layer checks it, RFC 3261 section
+        16.3 step 3).
+        """
+        d = yield self.deployment()
+        alice = yield d.agent("alice", d.uris["edge"])
+        for value in ("0", "1"):
+            request = alice.newRequest("MESSAGE", "sip:bob@example.com")
+            request.headers["max-forwards"] = [value]
+            outcome = yield alice.send(request, alice.outboundProxy,
+                                       preemptive=False)
+            self.assertEqual(outcome.response.code, 483, value)
+        self.assertEqual(d.services["edge"].transport.answeredErrors, 1)
+        self.assertEqual(d.services["home1"].transport.answeredErrors, 1)
+
+    @defer.inlineCallbacks
+    def test_loop(self):
+        """
+        Two edges whose next hops point at each other: the request comes
+        back to the first, which answers 482 Loop Detected.
+        """
+        from sipdist.edge import NextHops
+
+        d = Deployment(self)
+        yield d.homes()
+        first = yield d.start("edge-a", "edge", **{"next-hop": ["sip:x"]})
+        second = yield d.start("edge-b", "edge", **{"next-hop": ["sip:x"]})
+        first.processor.nextHops = NextHops([d.uris["edge-b"]])
+        second.processor.nextHops = NextHops([d.uris["edge-a"]])
+        ua = yield startAgent(self, reactor, "alice@example.com", PASSWORD)
+        failure = yield self.assertFailure(
+            Login(ua, ua.locator, server=d.uris["edge-a"]).run(),
+            Exception)
+        self.assertIn("482", str(failure))
+        self.assertEqual(first.proxy.loops, 1)
