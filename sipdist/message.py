@@ -831,16 +831,11 @@ def validateRequest(request, checkMaxForwards=True):
         if e.unsupportedScheme:
             raise MessageError(416, "Unsupported URI Scheme", request)
         raise MessageError(400, "Bad Request-URI", request)
+    # From and To are checked for structure only: their URIs are parsed
+    # by whoever uses them (section 16.3: what a server does not use is
+    # left alone), which keeps tel: and other schemes fine here.
     for key in ("from", "to"):
-        try:
-            request.nameAddr(key)
-        except URIError as e:
-            if e.unsupportedScheme:
-                # tel: and other schemes are fine in From/To.
-                continue
-            raise MessageError(400, f"Bad {canonicalName(key)} Header",
-                               request)
-        except ValueError:
+        if not _looksLikeAddress(headers[key][0]):
             raise MessageError(400, f"Bad {canonicalName(key)} Header",
                                request)
     maxForwards = headers.get("max-forwards")
@@ -850,6 +845,19 @@ def validateRequest(request, checkMaxForwards=True):
             raise MessageError(400, "Bad Max-Forwards", request)
         if checkMaxForwards and text == "0" and request.method != "OPTIONS":
             raise MessageError(483, "Too Many Hops", request)
+
+
+def _looksLikeAddress(value):
+    """
+    Whether a From/To value has the shape of a name-addr or addr-spec: a
+    URI with a scheme, in angle brackets if there are any.
+    """
+    lt = value.find("<")
+    if lt >= 0:
+        gt = value.find(">", lt)
+        return gt > lt + 1 and ":" in value[lt + 1:gt]
+    colon = value.find(":")
+    return 0 < colon and ";" not in value[:colon] and " " not in value[:colon]
 
 
 def validateResponse(response):

@@ -25,6 +25,7 @@ happens in the datagram's reactor turn.
 """
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
@@ -134,8 +135,8 @@ class DistributionProcessor:
             transaction.flow.remote[0], proxy=proxyAuth)
         # With cached stores and credentials every Deferred here has fired
         # already and the callbacks run at once.
-        d.addCallback(self._authenticated, context)
-        d.addErrback(self._failed, context)
+        d.addCallbacks(self._authenticated, self._failed, (context,), None,
+                       (context,))
 
     def _failed(self, failure, context):
         request, transaction = context.request, context.transaction
@@ -152,6 +153,12 @@ class DistributionProcessor:
                      [("Retry-After", "5")])
 
     def _authenticated(self, result, context):
+        try:
+            self._checkIdentity(result, context)
+        except Exception:
+            self._failed(Failure(), context)
+
+    def _checkIdentity(self, result, context):
         request, transaction = context.request, context.transaction
         if not isinstance(result, Authenticated):
             self.respond(request, transaction, result.code, result.phrase,
@@ -175,23 +182,34 @@ class DistributionProcessor:
                 self.respond(request, transaction, 403,
                              "Forbidden (Not Your Address-Of-Record)")
                 return None
+        # Each step attaches its own callbacks rather than returning its
+        # Deferred to the chain: with cached stores they have fired already
+        # and run at once, without Deferred chaining.
         d = self.store.lookupUser(aor)
-        d.addCallback(self._lookedUp, context)
-        return d
+        d.addCallbacks(self._lookedUp, self._failed, (context,), None,
+                       (context,))
 
     def _lookedUp(self, serverId, context):
-        if serverId is None:
-            return self._decided(Assignment(), context)
-        d = self.store.getServer(serverId)
-        d.addCallback(self._gotServer, serverId, context)
-        return d
+        try:
+            if serverId is None:
+                self._decided(Assignment(), context)
+                return
+            d = self.store.getServer(serverId)
+        except Exception:
+            self._failed(Failure(), context)
+            return
+        d.addCallbacks(self._gotServer, self._failed, (serverId, context),
+                       None, (context,))
 
     def _gotServer(self, record, serverId, context):
         if record is None:
             assignment = Assignment(serverId)
         else:
             assignment = Assignment(serverId, record.uri, record.state)
-        return self._decided(assignment, context)
+        try:
+            self._decided(assignment, context)
+        except Exception:
+            self._failed(Failure(), context)
 
     def _decided(self, assignment, context):
         outcome = decide(context.viaCount, assignment, self.role,

@@ -253,7 +253,11 @@ MALFORMED = [
     ("http: Request-URI", build("OPTIONS http://example.com/ SIP/2.0").replace(
         b"314159 REGISTER", b"1 OPTIONS"), 416, "Unsupported URI Scheme"),
     ("bad Request-URI", build("REGISTER sip:a@ SIP/2.0"), 400, "Bad Request-URI"),
-    ("bad From", replace("From", "<sip:a@>;tag=1"), 400, "Bad From Header"),
+    ("unterminated From", replace("From", "Alice <sip:alice@h;tag=1"), 400,
+     "Bad From Header"),
+    ("From without a URI", replace("From", "Alice;tag=1"), 400,
+     "Bad From Header"),
+    ("To without a URI", replace("To", "<>"), 400, "Bad To Header"),
     ("Max-Forwards 0", replace("Max-Forwards", "0"), 483, "Too Many Hops"),
     ("Max-Forwards not a number", replace("Max-Forwards", "many"), 400,
      "Bad Max-Forwards"),

@@ -105,11 +105,16 @@ def algorithm(name):
 # RFC 3261 section 25.1: token and quoted-string, comma separated with LWS.
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _SCHEME = re.compile(r"[ \t]*(" + _TOKEN + r")[ \t]+")
-_PARAM = re.compile(
-    r"[ \t]*(" + _TOKEN + r")[ \t]*=[ \t]*"
-    r'(?:"([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)"|(' + _TOKEN + r"))"
-    r"[ \t]*(?:,|$)")
 _UNESCAPE = re.compile(r"\\(.)")
+_QUOTED = r'"([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)"'
+_ITEM_BODY = (r"[ \t]*(" + _TOKEN + r")[ \t]*=[ \t]*(?:" + _QUOTED + r"|("
+              + _TOKEN + r"))[ \t]*")
+# An item, as findall returns it: (name, quoted, token); a token is never
+# empty, so an empty token group means a quoted string (maybe empty).
+_ITEM = re.compile(_ITEM_BODY + r"(?:,|\Z)")
+# The whole list: items separated by commas, nothing else, no trailing comma.
+_PARAMS = re.compile("(?:" + re.sub(r"\((?!\?)", "(?:", _ITEM_BODY) + ",)*"
+                     + re.sub(r"\((?!\?)", "(?:", _ITEM_BODY) + r"\Z")
 
 
 def parseDigest(value):
@@ -141,30 +146,25 @@ def parseParams(value, pos=0):
     """
     if len(value) > MAX_VALUE_LENGTH:
         raise DigestParseError("Authentication header too long")
+    # One anchored match checks the syntax of the whole list, one findall
+    # extracts it: two calls into the regular expression engine instead of
+    # a loop of them.
+    if _PARAMS.match(value, pos) is None:
+        raise DigestParseError("Malformed Authorization header")
+    items = _ITEM.findall(value, pos)
+    if len(items) > MAX_PARAMS:
+        raise DigestParseError("Too many digest parameters")
     params = {}
-    end = len(value)
-    match = _PARAM.match
-    while pos < end:
-        m = match(value, pos)
-        if m is None or m.end() == pos:
-            raise DigestParseError("Malformed Authorization header")
-        name = m.group(1).lower()
+    for name, quoted, token in items:
+        name = name.lower()
         if name in params:
             raise DigestParseError(f"Repeated digest parameter {name}")
-        quoted = m.group(2)
-        if quoted is None:
-            params[name] = m.group(3)
+        if token:
+            params[name] = token
         elif "\\" in quoted:
             params[name] = _UNESCAPE.sub(r"\1", quoted)
         else:
             params[name] = quoted
-        if len(params) > MAX_PARAMS:
-            raise DigestParseError("Too many digest parameters")
-        pos = m.end()
-        if value[pos - 1] == "," and pos >= end:
-            raise DigestParseError("Malformed Authorization header")
-    if not params:
-        raise DigestParseError("Malformed Authorization header")
     return params
 
 

@@ -12,8 +12,7 @@ credential source holds its data in memory.
 """
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.cred.portal import Portal
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from sipdist.auth import nonce as _nonce
@@ -143,8 +142,17 @@ class DigestAuthenticator:
                                            nonceLifetime)
         self._counts = _nonce.NonceCounts(maxNonces)
         self._limiter = limiter
-        self._portal = Portal(SIPRealm(realm if domain is None else domain),
-                              [checker])
+        # The cred split of a Portal (credentials, checker, realm), called
+        # directly: Portal.login would wrap a checker that answers at once
+        # in three more Deferred layers, on every request.
+        self._checker = checker
+        self._realm = SIPRealm(realm if domain is None else domain)
+        for interface in checker.credentialInterfaces:
+            if interface.implementedBy(SIPDigestCredentials):
+                break
+        else:
+            raise ValueError(f"{checker!r} does not check SIP digest "
+                             f"credentials")
         self._sourceRetryAfter = sourceRetryAfter
 
     def challenge(self, proxy=False, stale=False):
@@ -211,7 +219,13 @@ class DigestAuthenticator:
         if state is _nonce.INVALID:
             return succeed(self.challenge(proxy))
 
-        d = self._portal.login(credentials, None, ISIPIdentity)
+        try:
+            d = self._checker.requestAvatarId(credentials)
+        except Exception:
+            d = fail()
+        else:
+            if not isinstance(d, Deferred):
+                d = succeed(d)
         d.addCallbacks(self._loggedIn, self._failed,
                        callbackArgs=(credentials, state, sourceHost, proxy),
                        errbackArgs=(username, sourceHost, proxy))
@@ -251,8 +265,8 @@ class DigestAuthenticator:
             params["cnonce"], "auth", params["uri"], method,
             params["response"])
 
-    def _loggedIn(self, result, credentials, state, host, proxy):
-        identity = result[1]
+    def _loggedIn(self, avatarId, credentials, state, host, proxy):
+        identity = self._realm.requestAvatar(avatarId, None, ISIPIdentity)[1]
         if state is _nonce.STALE:
             return self.challenge(proxy, stale=True)
         nonce = credentials.nonce
