@@ -104,14 +104,15 @@ class Deployment:
         yield self.store.assignUser("carol@example.com", "home2")
 
     @defer.inlineCallbacks
-    def edge(self, nextHops, name="edge", outside="tcp"):
+    def edge(self, nextHops, name="edge", outside="tcp", **extra):
         """
         An edge listening on C{outside} (loopback) for clients and on the
         deployment's kind for the servers inside.
         """
+        extra.update({"inside-listen": [self.listen()],
+                      "next-hop": nextHops})
         service = yield self.start(
-            name, "edge", listen=[self.listen(outside)],
-            **{"inside-listen": [self.listen()], "next-hop": nextHops})
+            name, "edge", listen=[self.listen(outside)], **extra)
         self.uris[name] = self.uriOf(_port(service), outside)
         self.uris[name + "-inside"] = self.uriOf(_port(service, 1))
         return service
@@ -455,3 +456,79 @@ class CallControlTests(TestCase):
             Exception)
         self.assertIn("482", str(failure))
         self.assertEqual(first.proxy.loops, 1)
+
+
+class TLSBetweenServersTests(TestCase):
+    """
+    TLS between the servers, with certificates verified (service-identity)
+    and mutual TLS: the homes require a client certificate from the pool's
+    CA.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_figure8OverMutualTLS(self):
+        """
+        Figure 8 with TLS inside (edge -> home1 -> home2, homes requiring
+        client certificates): registration and a call complete, over TLS
+        connections between the servers.
+        """
+        d = Deployment(self, "tls")
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        self.assertTrue(d.uris["home1"].startswith("sips:"))
+        bob = yield d.agent("bob", d.uris["edge"])
+        alice = yield d.agent("alice", d.uris["edge"])
+        [binding] = d.bindings("home2", "bob")
+        self.assertIn(";transport=tls", binding.path[0])
+        calls = []
+        _answering(bob, calls)
+        call = alice.call("bob@example.com")
+        yield call.deferred
+        response = yield call.hangup()
+        self.assertEqual(response.code, 200)
+        flows = [p.flow for p in d.services["home2"].transport._open]
+        self.assertTrue(flows)
+        self.assertEqual({f.transport for f in flows}, {"TLS"})
+
+    @defer.inlineCallbacks
+    def test_unverifiedServerRefused(self):
+        """
+        A home whose certificate is not from the CA the edge trusts is not
+        talked to: the login through the edge fails, and the home saw no
+        request.
+        """
+        from sipdist.client.login import LoginFailed
+
+        d = Deployment(self, "tls")
+        certs = FilePath(d.ca).parent()
+        other = serverContextFactory(certs.child("other.pem").path,
+                                     certs.child("other.key").path)
+        yield d.start("home1", "home", **{"tls-server-options": other})
+        yield d.edge([d.uris["home1"]])
+        ua = yield startAgent(self, reactor, "alice@example.com", PASSWORD)
+        yield self.assertFailure(
+            Login(ua, ua.locator, server=d.uris["edge"]).run(), LoginFailed)
+        self.assertEqual(d.services["home1"].processor.served, 0)
+        self.assertEqual(d.services["home1"].processor.proxied, 0)
+
+    @defer.inlineCallbacks
+    def test_clientCertificateRequired(self):
+        """
+        An edge without a certificate of its own cannot connect to a home
+        that requires one (mutual TLS): the login through it fails.
+        """
+        from sipdist.client.login import LoginFailed
+        from sipdist.tls import clientContextFactory
+
+        d = Deployment(self, "tls")
+        yield d.homes()
+        yield d.edge([d.uris["home1"]], **{
+            "tls-client-options":
+                lambda hostname: clientContextFactory(hostname, [d.ca])})
+        ua = yield startAgent(self, reactor, "alice@example.com", PASSWORD)
+        yield self.assertFailure(
+            Login(ua, ua.locator, server=d.uris["edge"]).run(), LoginFailed)
+        self.assertEqual(d.services["home1"].processor.served, 0)
+        self.assertEqual(d.services["home1"].processor.proxied, 0)
