@@ -1,0 +1,307 @@
+"""
+Tests for L{sipdist.edge}: next hops and their weighted choice, the sides
+of an edge, what its processor forwards and how, and the edge's options.
+"""
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.edge import (
+    EdgeProcessor, EdgeProxy, NextHopConfigError, NextHops, Sides,
+    parseNextHop)
+from sipdist.message import parseMessage
+from sipdist.tap import Options
+
+
+def request(method="INVITE", uri="sip:bob@example.com"):
+    return parseMessage((
+        f"{method} {uri} SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKe1\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice@example.com>;tag=a\r\n"
+        "To: <sip:bob@example.com>\r\n"
+        f"Call-ID: e1\r\nCSeq: 1 {method}\r\n"
+        "Content-Length: 0\r\n\r\n").encode("ascii"))
+
+
+class FakeHost:
+    def __init__(self, host, port):
+        self.host = host
+        self.port = port
+
+
+class FakeFactory:
+    def __init__(self, name):
+        self._transportName = name
+
+
+class FakePort:
+    """
+    A listening port of a transport layer: its address and its factory.
+    """
+
+    def __init__(self, transport, port, host="127.0.0.1"):
+        self.factory = FakeFactory(transport) if transport != "UDP" else None
+        self._host = FakeHost(host, port)
+
+    def getHost(self):
+        return self._host
+
+
+class FakeFlow:
+    def __init__(self, transport, local, token="tok"):
+        self.transport = transport
+        self.local = local
+        self.remote = ("192.0.2.1", 40000)
+        self.token = token
+
+
+class FakeTransaction:
+    def __init__(self, flow):
+        self.flow = flow
+        self.responses = []
+
+    def respond(self, response):
+        self.responses.append(response)
+
+
+class FakeServer:
+    def response(self, request, code, phrase=None):
+        from sipdist.message import responseTo
+        return responseTo(request, code, phrase)
+
+
+class FakeProxy:
+    def __init__(self):
+        self.forwarded = []
+
+    def forward(self, request, transaction, **kwargs):
+        self.forwarded.append((request.method, kwargs))
+
+
+def splitSides():
+    sides = Sides()
+    sides.learn([FakePort("TCP", 5060, "192.0.2.10"),
+                 FakePort("UDP", 5060, "192.0.2.10"),
+                 FakePort("TCP", 5070, "10.0.0.10")],
+                [False, False, True])
+    return sides
+
+
+class NextHopTests(SynchronousTestCase):
+    """
+    C{--next-hop} values and the weighted choice.
+    """
+
+    def test_parse(self):
+        """
+        The weight parameter is taken off the URI; it defaults to 1.
+        """
+        uri, weight = parseNextHop("sip:10.0.0.2:5070;transport=tcp;weight=3")
+        self.assertEqual((str(uri), weight),
+                         ("sip:10.0.0.2:5070;transport=tcp", 3))
+        self.assertEqual(parseNextHop("<sips:home1.example>")[1], 1)
+
+    def test_badValues(self):
+        """
+        A bad URI, weight, transport or a user part is one line.
+        """
+        for text in ("home1", "sip:h;weight=0", "sip:h;weight=x",
+                     "sip:h;transport=sctp", "sip:bob@h"):
+            error = self.assertRaises(NextHopConfigError, parseNextHop, text)
+            self.assertNotIn("\n", str(error))
+        self.assertRaises(NextHopConfigError, NextHops, [])
+
+    def test_weightedChoice(self):
+        """
+        Each next hop is chosen in proportion to its weight: over evenly
+        spread random draws, a hop of weight 3 beside one of weight 1 gets
+        three quarters of them.
+        """
+        draws = iter([i / 100 for i in range(100)])
+
+        class Draws:
+            def random(self):
+                return next(draws)
+
+        hops = NextHops(["sip:10.0.0.1;weight=1", "sip:10.0.0.2;weight=3"],
+                        random=Draws())
+        counts = {}
+        for _ in range(100):
+            host = hops.choose().host
+            counts[host] = counts.get(host, 0) + 1
+        self.assertEqual(counts, {"10.0.0.1": 25, "10.0.0.2": 75})
+
+    def test_single(self):
+        """
+        With one next hop, it is always the one.
+        """
+        hops = NextHops(["sip:10.0.0.1"])
+        self.assertEqual({hops.choose().host for _ in range(5)}, {"10.0.0.1"})
+
+
+class SidesTests(SynchronousTestCase):
+    """
+    Which flows are inside, and our address on each side.
+    """
+
+    def test_sides(self):
+        """
+        Flows that came in on an inside port, and connections the edge
+        opened, are inside; flows on outside ports are outside.
+        """
+        sides = splitSides()
+        self.assertTrue(sides.split)
+        self.assertFalse(sides.isInside(FakeFlow("TCP", ("192.0.2.10", 5060))))
+        self.assertFalse(sides.isInside(FakeFlow("UDP", ("192.0.2.10", 5060))))
+        self.assertTrue(sides.isInside(FakeFlow("TCP", ("10.0.0.10", 5070))))
+        self.assertTrue(sides.isInside(FakeFlow("TCP", ("10.0.0.10", 41234))))
+        self.assertEqual(sides.address("TCP", True), ("10.0.0.10", 5070))
+        self.assertEqual(sides.address("TCP", False), ("192.0.2.10", 5060))
+        # No inside UDP port: the inside address of another transport.
+        self.assertEqual(sides.address("UDP", True), ("10.0.0.10", 5070))
+
+    def test_oneSide(self):
+        """
+        Without inside ports, everything is outside.
+        """
+        sides = Sides()
+        sides.learn([FakePort("TCP", 5060)], [False])
+        self.assertFalse(sides.split)
+        self.assertFalse(sides.isInside(FakeFlow("TCP", ("10.0.0.1", 41000))))
+
+    def test_proxyAddresses(self):
+        """
+        The edge's proxy names its inside address towards a new connection
+        (a next hop) and its outside address towards a client's flow.
+        """
+        class Transport:
+            def existingFlow(self, *hop):
+                return None
+
+        proxy = EdgeProxy(None, type("T", (), {"timerC": None})(),
+                          Transport(), {"TCP": ("192.0.2.10", 5060)},
+                          sides=splitSides())
+        self.assertEqual(proxy.addressFor("TCP", None, ("TCP", "10.0.0.2",
+                                                        5060)),
+                         ("10.0.0.10", 5070))
+        client = FakeFlow("TCP", ("192.0.2.10", 5060))
+        self.assertEqual(proxy.addressFor("TCP", client),
+                         ("192.0.2.10", 5060))
+        self.assertIn(("10.0.0.10", 5070), proxy._ownAddresses())
+
+
+class EdgeProcessorTests(SynchronousTestCase):
+    """
+    What the edge does with requests that are not routed through it.
+    """
+
+    def setUp(self):
+        self.proxy = FakeProxy()
+        self.processor = EdgeProcessor(
+            FakeServer(), self.proxy, NextHops(["sip:10.0.0.2"]),
+            splitSides())
+        self.outside = FakeFlow("TCP", ("192.0.2.10", 5060))
+
+    def test_register(self):
+        """
+        A REGISTER goes to a next hop with a Path carrying the client's flow
+        token, no Record-Route.
+        """
+        self.assertTrue(self.processor(request("REGISTER", "sip:example.com"),
+                                       FakeTransaction(self.outside)))
+        [(method, kwargs)] = self.proxy.forwarded
+        self.assertEqual(str(kwargs["nextHop"]), "sip:10.0.0.2")
+        self.assertEqual((kwargs["addPath"], kwargs["recordRoute"],
+                          kwargs["flowToken"]), (True, False, True))
+
+    def test_invite(self):
+        """
+        An INVITE goes to a next hop, record-routed with the flow token.
+        """
+        self.processor(request(), FakeTransaction(self.outside))
+        [(method, kwargs)] = self.proxy.forwarded
+        self.assertEqual((kwargs["addPath"], kwargs["recordRoute"],
+                          kwargs["flowToken"]), (False, True, True))
+
+    def test_fromInside(self):
+        """
+        A request from the inside not routed through the edge is refused
+        with 403.
+        """
+        transaction = FakeTransaction(FakeFlow("TCP", ("10.0.0.10", 5070)))
+        self.assertTrue(self.processor(request(), transaction))
+        self.assertEqual(transaction.responses[0].code, 403)
+        self.assertEqual(self.proxy.forwarded, [])
+
+    def test_optionsToEdge(self):
+        """
+        An OPTIONS to the edge itself is left to the server.
+        """
+        self.assertFalse(self.processor(request("OPTIONS", "sip:192.0.2.10"),
+                                        FakeTransaction(self.outside)))
+
+    def test_noNextHop(self):
+        """
+        An edge without next hop answers 503.
+        """
+        self.processor.nextHops = None
+        transaction = FakeTransaction(self.outside)
+        self.processor(request(), transaction)
+        self.assertEqual(transaction.responses[0].code, 503)
+
+
+class EdgeOptionsTests(SynchronousTestCase):
+    """
+    The edge's options of C{twistd sipdist}.
+    """
+
+    def parse(self, *argv):
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_edgeOptions(self):
+        """
+        --next-hop, --inside-listen and --trusted-peer are repeatable.
+        """
+        options = self.parse(
+            "--role=edge", "--next-hop=sip:10.0.0.1;transport=tcp",
+            "--next-hop=sip:10.0.0.2;weight=2",
+            "--inside-listen=tcp:5070:interface=10.0.0.10",
+            "--trusted-peer=10.0.0.0/24")
+        self.assertEqual(options["next-hop"],
+                         ["sip:10.0.0.1;transport=tcp",
+                          "sip:10.0.0.2;weight=2"])
+        self.assertEqual(options["inside-listen"],
+                         ["tcp:5070:interface=10.0.0.10"])
+        self.assertEqual(options["trusted-peer"], ["10.0.0.0/24"])
+
+    def test_errors(self):
+        """
+        Bad values are one line naming the option.
+        """
+        for argv, fragment in (
+                (["--role=edge", "--next-hop=sip:h;weight=0"], "--next-hop"),
+                (["--role=home", "--name=h", "--next-hop=sip:h"],
+                 "only an edge"),
+                (["--role=edge", "--inside-listen=tcp:x"], "--inside-listen"),
+                (["--role=edge", "--trusted-peer=nope"], "--trusted-peer")):
+            error = self.assertRaises(usage.UsageError, self.parse, *argv)
+            self.assertIn(fragment, str(error))
+            self.assertNotIn("\n", str(error))
+
+    def test_configFile(self):
+        """
+        The TOML file takes lists (or one string) for the repeatable
+        options.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('role = "edge"\n'
+                    'next-hop = ["sip:10.0.0.1", "sip:10.0.0.2;weight=2"]\n'
+                    'inside-listen = "tcp:5070:interface=10.0.0.10"\n')
+        options = self.parse(f"--config={path}")
+        self.assertEqual(len(options["next-hop"]), 2)
+        self.assertEqual(options["inside-listen"],
+                         ["tcp:5070:interface=10.0.0.10"])
