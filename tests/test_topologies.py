@@ -10,20 +10,21 @@ the edge, so that "over the client's own connection" is observable: the
 client opens exactly one connection, and requests for it arrive on it.
 """
 
-from twisted.internet import defer, reactor
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet import defer, reactor, task
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from sipdist.client.dialog import CallFailed
 from sipdist.client.login import Login
-from sipdist.message import parseMessage
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from sipdist.testca import makeCA
 from sipdist.tls import serverContextFactory
 from tests.client_helpers import startAgent
+from tests.interop import freePort, requireTool, runSipp
+
+SIPP = FilePath(__file__).parent().child("sipp")
 
 PASSWORD = "wonderland"
 SECRET = "pool-nonce-secret-0123456789abcdef"
@@ -44,9 +45,10 @@ class Deployment:
     @ivar uris: the URI of each server (of the edge: its outside).
     """
 
-    def __init__(self, testCase, kind="tcp"):
+    def __init__(self, testCase, kind="tcp", algorithms=("SHA-256", "MD5")):
         self.testCase = testCase
         self.kind = kind
+        self.algorithms = list(algorithms)
         self.store = MemoryAssignmentStore()
         self.services = {}
         self.uris = {}
@@ -80,6 +82,7 @@ class Deployment:
         config = {"role": role, "name": name, "domain": "example.com",
                   "listen": [self.listen()], "credentials": USERS,
                   "secret": SECRET, "t1": 0.05,
+                  "digest-algorithms": self.algorithms,
                   "tls-server-options": self.tlsOptions}
         if self.kind == "tls":
             config.update({"tls-ca": self.ca, "tls-cert": self.cert,
@@ -532,3 +535,73 @@ class TLSBetweenServersTests(TestCase):
             Login(ua, ua.locator, server=d.uris["edge"]).run(), LoginFailed)
         self.assertEqual(d.services["home1"].processor.served, 0)
         self.assertEqual(d.services["home1"].processor.proxied, 0)
+
+
+class SippTests(TestCase):
+    """
+    SIPp as the clients: Figure 12 with SIPp registering through a forward
+    proxy, and a call between SIPp users of different homes through the
+    edge.
+    """
+
+    timeout = 60
+
+    def sipp(self, scenario, target, user, extra=(), **kw):
+        return runSipp(
+            reactor, SIPP.child(scenario).path, target, transport="u1",
+            calls=1, username=user, password=PASSWORD, service=user,
+            extra=["-key", "domain", "example.com"] + list(extra), **kw)
+
+    @defer.inlineCallbacks
+    def test_registerThroughForwardProxy(self):
+        """
+        SIPp registers bob through a forward proxy (a sipdist edge) at the
+        distributor, which proxies the REGISTER to home2.
+        """
+        requireTool("sipp")
+        d = Deployment(self, "udp", algorithms=("MD5",))
+        yield d.homes()
+        yield d.start("distributor", "distributor")
+        forward = yield d.start("forward", "edge",
+                                **{"next-hop": [d.uris["distributor"]]})
+        code, out, err = yield self.sipp(
+            "register_auth.xml", f"127.0.0.1:{_port(forward)}", "bob",
+            ["-auth_uri", "example.com"])
+        self.assertEqual(code, 0, (out[-800:], err[-800:]))
+        self.assertEqual(len(d.bindings("home2", "bob")), 1)
+        distributor = d.services["distributor"].processor
+        self.assertEqual((distributor.proxied, distributor.redirects), (1, 0))
+
+    @defer.inlineCallbacks
+    def test_callThroughEdge(self):
+        """
+        SIPp bob registers through the edge (edge -> home1 -> home2) and
+        answers (tests/sipp/uas_rr.xml) on the port it registered from; SIPp
+        alice (home1) calls him through the edge: INVITE/407/ACK, INVITE
+        with credentials, 180, 200, ACK and BYE all complete.
+        """
+        requireTool("sipp")
+        d = Deployment(self, "udp", algorithms=("MD5",))
+        yield d.homes()
+        edge = yield d.edge([d.uris["home1"]], outside="udp")
+        target = f"127.0.0.1:{_port(edge)}"
+        calleePort = freePort("udp")
+        code, out, err = yield self.sipp(
+            "register_auth.xml", target, "bob", ["-auth_uri", "example.com"],
+            localPort=calleePort)
+        self.assertEqual(code, 0, (out[-800:], err[-800:]))
+        [binding] = d.bindings("home2", "bob")
+        self.assertEqual(len(binding.path), 2)
+        callee = self.sipp("uas_rr.xml", target, "bob", localPort=calleePort)
+        # Give the callee's SIPp a moment to bind its port (the INVITE would
+        # be retransmitted anyway).
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        caller = yield self.sipp(
+            "invite_auth.xml", target, "alice",
+            ["-key", "callee", "bob", "-auth_uri", "bob@example.com"])
+        calleeResult = yield callee
+        self.assertEqual(caller[0], 0, (caller[1][-800:], caller[2][-800:]))
+        self.assertEqual(calleeResult[0], 0,
+                         (calleeResult[1][-800:], calleeResult[2][-800:]))
+        self.assertEqual(d.services["home1"].router.toPeer, 1)
+        self.assertEqual(d.services["home2"].router.local, 1)
