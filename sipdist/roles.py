@@ -211,9 +211,20 @@ class DistributionProcessor:
         except Exception:
             self._failed(Failure(), context)
 
+    # On a home, called as handover(context, outcome) when the user is
+    # assigned elsewhere (a Redirect or Proxy outcome): True serves the
+    # request here all the same.  sipdist.subscriptions keeps serving a
+    # moved user's requests until its next REGISTER, which is redirected
+    # and ends its registration here.
+    handover = None
+
     def _decided(self, assignment, context):
         outcome = decide(context.viaCount, assignment, self.role,
                          self.server.name, self.policy)
+        if self.handover is not None and isinstance(
+                outcome, (Redirect, Proxy)) and self.handover(context,
+                                                             outcome):
+            outcome = Serve()
         if isinstance(outcome, Serve):
             self.served += 1
             context.serve(context)

@@ -221,9 +221,15 @@ def _edgeExtension(service, config, reactor):
     installEdge(service, config, reactor)
 
 
+def _subscriptionsExtension(service, config, reactor):
+    from sipdist.subscriptions import installNotifier
+    installNotifier(service, config, reactor)
+
+
 EXTENSIONS = [
     _routingExtension,
     _edgeExtension,
+    _subscriptionsExtension,
 ]
 
 
