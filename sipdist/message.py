@@ -24,7 +24,6 @@ Messages are built and parsed without touching the reactor.
 """
 
 import os
-import re
 from base64 import urlsafe_b64encode
 
 from twisted.logger import Logger
@@ -693,11 +692,8 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     except UnicodeDecodeError:
         raise MessageError(400, "Headers Are Not UTF-8")
     text = text.lstrip("\r\n")
-    firstEnd = text.find(sep)
-    if firstEnd < 0:
-        first, rest = text, ""
-    else:
-        first, rest = text[:firstEnd], text[firstEnd + len(sep):]
+    lines = text.split(sep)
+    first = lines[0]
     parts = first.split(" ", 2)
     if len(parts) != 3:
         raise MessageError(400, "Bad Start Line")
@@ -711,16 +707,14 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     elif c.startswith("SIP/"):
         message = Request(a, b)
         if c != SIP_VERSION:
-            _parseHeaders(message, text.split(sep))
+            _parseHeaders(message, lines)
             raise MessageError(505, "SIP Version Not Supported",
                                _answerable(message))
         if not _isToken(a):
             raise MessageError(400, "Bad Method")
     else:
         raise MessageError(400, "Bad Start Line")
-    if not rest or not _parseHeadersFast(message, rest):
-        message.headers.clear()
-        _parseHeaders(message, text.split(sep))
+    _parseHeaders(message, lines)
 
     lengths = message.headers.get("content-length")
     if lengths is None:
@@ -747,35 +741,6 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     if len(data) > maxSize:
         raise MessageError(513, "Message Too Large", _answerable(message))
     return message
-
-
-# A header line: name, colon, value with surrounding blanks stripped.
-_HEADER = re.compile(r"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*(?:\r\n|\n|\Z)")
-
-
-def _parseHeadersFast(message, text):
-    """
-    Split the header lines of C{text} (everything after the start line) in
-    one regular-expression pass.
-
-    @return: C{False} if the text needs the careful path (folded lines, or
-        a line that is not C{name: value}).
-    """
-    if "\n " in text or "\n\t" in text:
-        return False
-    pairs = _HEADER.findall(text)
-    if len(pairs) != text.count("\n") + 1:
-        return False
-    headers = message.headers
-    cache = _NAME_CACHE
-    for name, value in pairs:
-        key = cache.get(name) or headerKey(name)
-        values = headers.get(key)
-        if values is None:
-            headers[key] = [value]
-        else:
-            values.append(value)
-    return True
 
 
 def _parseHeaders(message, lines):

@@ -9,7 +9,6 @@ C{other}, C{headers}) so code written for Twisted's model keeps working, adds
 the scheme and keeps parameters in order so that serialisation is canonical.
 """
 
-import re
 from urllib.parse import unquote
 
 from twisted.protocols import sip
@@ -172,15 +171,6 @@ def _comparable(uri):
     )
 
 
-# The shapes most URIs have (sip:host, sip:user@host:port;params), matched
-# in one call; anything else takes the careful path, which also explains
-# what is wrong.
-_COMMON = re.compile(
-    r"(sips?):(?:([^:@;?<>\s\"]+)@)?"
-    r"([A-Za-z0-9][A-Za-z0-9.\-]*|\[[0-9A-Fa-f:.]+\])"
-    r"(?::([0-9]{1,5}))?((?:;[^;?=\s]+(?:=[^;?\s]*)?)*)\Z")
-
-
 def parseURI(text):
     """
     Parse a SIP or SIPS URI.
@@ -190,19 +180,6 @@ def parseURI(text):
     @rtype: L{URI}
     @raise URIError: if C{text} is not a SIP or SIPS URI.
     """
-    m = _COMMON.match(text)
-    if m is not None:
-        scheme, username, host, port, paramText = m.groups()
-        if port is not None:
-            port = int(port)
-            if not 0 < port < 65536:
-                raise URIError(f"bad port in {text!r}")
-        params = {}
-        if paramText:
-            for p in paramText[1:].split(";"):
-                name, sep, value = p.partition("=")
-                params[name.lower()] = value if sep else None
-        return URI(host, username, None, port, scheme, params, {})
     colon = text.find(":")
     if colon <= 0:
         raise URIError(f"not a URI: {text!r}")
