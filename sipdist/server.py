@@ -226,10 +226,17 @@ def _subscriptionsExtension(service, config, reactor):
     installNotifier(service, config, reactor)
 
 
+def _monitorExtension(service, config, reactor):
+    from sipdist.monitor import installLoadReport, installMonitor
+    installLoadReport(service, config, reactor)
+    installMonitor(service, config, reactor)
+
+
 EXTENSIONS = [
     _routingExtension,
     _edgeExtension,
     _subscriptionsExtension,
+    _monitorExtension,
 ]
 
 

@@ -103,6 +103,27 @@ PARAMETERS = [
      "Digest algorithms challenged with, most preferred first (SHA-256, "
      "SHA-256-sess, MD5, MD5-sess); some clients (SIPp) answer only the "
      "first challenge and know only MD5."),
+    ("monitor", None, False, _flag,
+     "Run the pool monitor in this distributor (one per pool): OPTIONS "
+     "health checks of every server, down/active marking, rebalancing "
+     "(see docs/operations.rst)."),
+    ("monitor-interval", None, 5.0, _positiveFloat,
+     "Seconds between two health check rounds of the monitor."),
+    ("monitor-threshold", None, 3, _positiveInt,
+     "Failed checks in a row after which a server is marked down."),
+    ("monitor-recovery", None, 2, _positiveInt,
+     "Good checks in a row after which a server the monitor marked down "
+     "is marked active again."),
+    ("monitor-timeout", None, 2.0, _positiveFloat,
+     "Seconds a health check waits for its answer."),
+    ("auto-rebalance", None, True, _flag,
+     "Let the monitor even out the load (new server, overloaded server), "
+     "not only move the users of down and draining servers."),
+    ("move-rate", None, None, _positiveFloat,
+     "Users the monitor moves per second at most (default: no limit)."),
+    ("user-weights", None, None, str,
+     "File of 'AOR WEIGHT' lines: users heavier than 1 count more in the "
+     "load the monitor balances."),
 ]
 
 POLICIES = ("auto", "proxy", "redirect")
@@ -247,6 +268,15 @@ class Options(usage.Options):
                 f"--digest-algorithms: {self['digest-algorithms']!r}: "
                 f"choose from {', '.join(sorted(ALGORITHMS))}")
         self["digest-algorithms"] = algorithms
+        if self["monitor"] and self["role"] != "distributor":
+            raise usage.UsageError("--monitor: only a distributor runs the "
+                                   "monitor")
+        if self["user-weights"]:
+            from sipdist.monitor import readWeights
+            try:
+                readWeights(self["user-weights"])
+            except ValueError as e:
+                raise usage.UsageError(f"--user-weights: {e}")
         if self["min-expires"] > self["max-expires"]:
             raise usage.UsageError("--min-expires is above --max-expires")
         if self["secret-file"]:

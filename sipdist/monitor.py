@@ -1,0 +1,417 @@
+# -*- test-case-name: tests.test_monitor -*-
+"""
+Monitoring the pool and acting on it: health checks with C{OPTIONS}, load
+figures from every home, and the policy of L{sipdist.rebalance} applied
+when the distribution is not acceptable.
+
+Home servers report their load in every answer to an C{OPTIONS} addressed
+to the server itself, in a C{Sipdist-Load} header field (L{loadFigures},
+installed by L{installLoadReport})::
+
+    Sipdist-Load: registered=1200;subscriptions=340;tps=57;transactions=12
+
+(addresses-of-record with bindings, active subscriptions, transactions
+created in the last second, transactions in progress).
+
+The L{Monitor} runs in one distributor (C{twistd sipdist --role=distributor
+--monitor}; enable it on one distributor of the pool only).  Every
+C{interval} seconds it sends C{OPTIONS} to each server of the store:
+
+  - a server that fails C{threshold} checks in a row (no final response
+    within C{timeout}, or a C{5xx}) is marked C{down} in the store;
+  - a server the monitor marked down that answers C{recovery} checks in a
+    row is marked C{active} again;
+  - then, if users are assigned to servers that are not active (C{down},
+    C{draining}) or (with C{rebalance}) an active server carries more than
+    its share, a plan is computed and applied (at most C{moveRate} users
+    per second).  One plan is applied at a time, each user at most once;
+    the next round looks again.
+
+Every running server learns of the moves through the store's watching; see
+L{sipdist.subscriptions} for what a home does when its users leave.
+"""
+
+import os
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from sipdist.message import Request, Via, formatNameAddr, newBranch, newTag
+from sipdist.rebalance import DEFAULT_TOLERANCE, applyPlan, computePlan, \
+    readState
+from sipdist.store import ACTIVE, DOWN, DRAINING
+
+LOAD_HEADER = "sipdist-load"
+UP = "up"
+FAILING = "failing"
+UNKNOWN = "unknown"
+
+
+def loadFigures(service):
+    """
+    The load figures of a server, as a L{dict} of numbers.
+    """
+    figures = {}
+    registrar = service.registrar
+    if registrar is not None:
+        figures["registered"] = registrar.count
+    notifier = getattr(service, "notifier", None)
+    if notifier is not None:
+        figures["subscriptions"] = notifier.count
+    stats = service.transactions.stats()
+    figures["tps"] = stats.get("created_per_second", 0)
+    figures["transactions"] = stats.get("active", 0)
+    return figures
+
+
+def formatLoad(figures):
+    return ";".join(f"{k}={v}" for k, v in figures.items())
+
+
+def parseLoad(value):
+    """
+    The figures of a C{Sipdist-Load} value; unreadable items are skipped.
+    """
+    figures = {}
+    for item in (value or "").split(";"):
+        name, _, number = item.partition("=")
+        name = name.strip()
+        try:
+            figures[name] = float(number) if "." in number else int(number)
+        except ValueError:
+            continue
+    return figures
+
+
+def installLoadReport(service, config, reactor):
+    """
+    The extension making a home server report its load in its answers to
+    C{OPTIONS} (see the module docstring).
+    """
+    if config.get("role", "home") != "home":
+        return
+    server = service.server
+    plain = server.optionsResponse
+
+    def optionsResponse(request):
+        response = plain(request)
+        response.headers[LOAD_HEADER] = [formatLoad(loadFigures(service))]
+        return response
+
+    server.optionsResponse = optionsResponse
+
+
+class ProbeFailed(Exception):
+    """
+    A server did not answer an C{OPTIONS} well; the message says how.
+    """
+
+
+class Prober:
+    """
+    Sends C{OPTIONS} to servers through a transaction layer.
+
+    @param fromURI: who the checks come from (C{sip:monitor@DOMAIN}).
+    @param timeout: seconds to wait for a final response.
+    """
+
+    def __init__(self, reactor, transactions, transport, fromURI,
+                 timeout=2.0):
+        self._reactor = reactor
+        self.transactions = transactions
+        self.transport = transport
+        self.fromURI = fromURI
+        self.timeout = timeout
+        self._callId = f"{newTag()}@sipdist-monitor"
+        self._cseq = 0
+
+    def probe(self, uri):
+        """
+        @return: L{Deferred} firing with the load figures of the server at
+            C{uri} (a L{dict}, empty when it reports none), failing with
+            L{ProbeFailed}.
+        """
+        from sipdist.proxy import NextHopError, nextHopFor
+        from sipdist.uri import URIError, parseURI
+        try:
+            parsed = parseURI(uri)
+            hop = nextHopFor(parsed)
+        except (URIError, NextHopError, ValueError) as e:
+            return defer.fail(ProbeFailed(f"bad URI {uri}: {e}"))
+        self._cseq += 1
+        request = Request("OPTIONS", parsed)
+        headers = request.headers
+        headers["max-forwards"] = ["70"]
+        headers["from"] = [formatNameAddr(self.fromURI, {"tag": newTag()})]
+        headers["to"] = [formatNameAddr(parsed)]
+        headers["call-id"] = [self._callId]
+        headers["cseq"] = [f"{self._cseq} OPTIONS"]
+        headers["accept"] = ["application/sdp"]
+        d = self.transport.connect(*hop)
+        d.addCallback(self._send, request)
+        d.addTimeout(self.timeout, self._reactor,
+                     onTimeoutCancel=lambda result, timeout: _raise(
+                         ProbeFailed(f"no answer in {timeout:g} s")))
+        d.addCallback(self._answered)
+        d.addErrback(self._failed)
+        return d
+
+    def _send(self, flow, request):
+        address = self.transport.localAddress(flow.transport) or ("0.0.0.0",
+                                                                  0)
+        host = address[0] if ":" not in address[0] else f"[{address[0]}]"
+        via = Via(host, address[1], flow.transport)
+        via.branch = newBranch()
+        via.rportRequested = True
+        request.headers["via"] = [via.toString()]
+        return self.transactions.sendRequest(request, flow).deferred
+
+    def _answered(self, response):
+        if response.code >= 500:
+            raise ProbeFailed(f"{response.code} {response.phrase}")
+        return parseLoad(response.header(LOAD_HEADER))
+
+    def _failed(self, failure):
+        if failure.check(ProbeFailed):
+            return failure
+        raise ProbeFailed(failure.getErrorMessage() or
+                          failure.type.__name__)
+
+
+def _raise(error):
+    raise error
+
+
+class Health:
+    """
+    What the monitor knows of one server.
+
+    @ivar status: C{unknown}, C{up} or C{failing}.
+    @ivar failures: failed checks in a row.
+    @ivar successes: good checks in a row.
+    @ivar load: the last load figures reported.
+    @ivar problem: the last failure, one line.
+    @ivar lastSeen: when it last answered (reactor seconds), or L{None}.
+    """
+
+    def __init__(self):
+        self.status = UNKNOWN
+        self.failures = 0
+        self.successes = 0
+        self.load = {}
+        self.problem = None
+        self.lastSeen = None
+
+
+class Monitor(Service):
+    """
+    Health checks and rebalancing (see the module docstring).
+
+    @ivar health: server id to L{Health}.
+    @ivar markedDown: the servers this monitor marked down (only those
+        are marked active again by it).
+    @ivar plans: how many plans were applied; C{moved}: users moved.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, store, prober, interval=5.0, threshold=3,
+                 recovery=2, rebalance=True, moveRate=None,
+                 tolerance=DEFAULT_TOLERANCE, weights=None):
+        self._reactor = reactor
+        self.store = store
+        self.prober = prober
+        self.interval = interval
+        self.threshold = threshold
+        self.recovery = recovery
+        self.rebalance = rebalance
+        self.moveRate = moveRate
+        self.tolerance = tolerance
+        self.weights = weights or {}
+        self.health = {}
+        self.markedDown = set()
+        self.plans = 0
+        self.moved = 0
+        self.lastPlan = None
+        self._loop = None
+        self._checking = None
+        self._applying = None
+
+    def startService(self):
+        Service.startService(self)
+        self._loop = task.LoopingCall(self._round)
+        self._loop.clock = self._reactor
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _round(self):
+        # A round still running (slow store, long timeout) is not doubled.
+        if self._checking is None:
+            self._checking = d = defer.ensureDeferred(self.check())
+            d.addErrback(lambda f: self._log.failure("monitor round", f))
+            d.addBoth(self._roundDone)
+
+    def _roundDone(self, _):
+        self._checking = None
+
+    async def check(self):
+        """
+        One round: probe every server, mark the failed ones down and the
+        recovered ones active, and start a plan if one is needed.
+        """
+        servers = await self.store.listServers()
+        known = {s.id for s in servers}
+        for sid in list(self.health):
+            if sid not in known:
+                del self.health[sid]
+                self.markedDown.discard(sid)
+        results = await defer.DeferredList(
+            [self.prober.probe(s.uri) for s in servers], consumeErrors=True)
+        for record, (ok, result) in zip(servers, results):
+            await self._judge(record, ok, result)
+        if self._applying is None:
+            await self._maybePlan()
+
+    async def _judge(self, record, ok, result):
+        health = self.health.setdefault(record.id, Health())
+        if ok:
+            health.status = UP
+            health.load = result
+            health.failures = 0
+            health.successes += 1
+            health.problem = None
+            health.lastSeen = self._reactor.seconds()
+            if (record.state == DOWN and record.id in self.markedDown
+                    and health.successes >= self.recovery):
+                self._log.info("{server} answers again: marked active",
+                               server=record.id)
+                self.markedDown.discard(record.id)
+                await self.store.updateServer(record.id, state=ACTIVE)
+            return
+        health.status = FAILING
+        health.successes = 0
+        health.failures += 1
+        health.problem = result.getErrorMessage()
+        if health.failures >= self.threshold and record.state in (
+                ACTIVE, DRAINING):
+            self._log.warn("{server} failed {count} checks ({problem}): "
+                           "marked down", server=record.id,
+                           count=health.failures, problem=health.problem)
+            self.markedDown.add(record.id)
+            await self.store.updateServer(record.id, state=DOWN)
+
+    async def _maybePlan(self):
+        servers = await self.store.listServers()
+        counts = await self.store.countUsers()
+        stranded = any(counts.get(s.id) for s in servers
+                       if s.state != ACTIVE or s.weight == 0)
+        if not stranded and not (self.rebalance and _uneven(
+                servers, counts, self.tolerance)):
+            return
+        servers, assignments = await readState(self.store)
+        plan = computePlan(servers, assignments, self.weights,
+                           balance=self.rebalance, tolerance=self.tolerance)
+        if not plan:
+            return
+        for line in plan.describe(verbose=False):
+            self._log.info("plan: {line}", line=line)
+        self.lastPlan = plan
+        self.plans += 1
+        self._applying = d = applyPlan(self.store, plan, self._reactor,
+                                       rate=self.moveRate)
+        d.addCallback(self._applied)
+        d.addErrback(lambda f: self._log.failure("applying a plan", f))
+        d.addBoth(self._doneApplying)
+
+    def _applied(self, count):
+        self.moved += count
+        self._log.info("moved {count} users", count=count)
+
+    def _doneApplying(self, _):
+        self._applying = None
+
+    def status(self):
+        """
+        @return: server id to a L{dict} of its health and load.
+        """
+        return {sid: {"status": h.status, "failures": h.failures,
+                      "problem": h.problem, "load": dict(h.load)}
+                for sid, h in self.health.items()}
+
+
+def _uneven(servers, counts, tolerance):
+    """
+    Whether, counting users (not weights), an active server carries more
+    than its share by more than C{tolerance}: a cheap check before
+    reading every assignment.
+    """
+    eligible = [s for s in servers if s.state == ACTIVE and s.weight > 0]
+    capacity = sum(s.weight for s in eligible)
+    total = sum(counts.values())
+    if not capacity or not total:
+        return False
+    return any(counts.get(s.id, 0) > (1 + tolerance) * total * s.weight
+               / capacity + 1 for s in eligible)
+
+
+def installMonitor(service, config, reactor):
+    """
+    The extension starting a L{Monitor} in a distributor run with
+    C{--monitor}; it sends its checks through the distributor's transport.
+    """
+    if not config.get("monitor") or service.store is None:
+        return
+    from sipdist.uri import parseURI
+    prober = Prober(
+        reactor, service.transactions, service.transport,
+        parseURI(f"sip:monitor@{config['domain']}"),
+        timeout=config.get("monitor-timeout", 2.0))
+    weights = {}
+    if config.get("user-weights"):
+        weights = readWeights(config["user-weights"])
+    monitor = Monitor(
+        reactor, service.store, prober,
+        interval=config.get("monitor-interval", 5.0),
+        threshold=config.get("monitor-threshold", 3),
+        recovery=config.get("monitor-recovery", 2),
+        rebalance=config.get("auto-rebalance", True),
+        moveRate=config.get("move-rate"), weights=weights)
+    monitor.setServiceParent(service)
+    service.monitor = monitor
+
+
+def readWeights(path):
+    """
+    Per-user weights from a file of C{AOR WEIGHT} lines (C{#} comments).
+
+    @raise ValueError: one line saying what is wrong.
+    """
+    from sipdist.store import InvalidValue, aorKey
+    weights = {}
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+    for number, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        try:
+            if len(parts) != 2:
+                raise ValueError("expected AOR WEIGHT")
+            weight = float(parts[1])
+            if not 0 < weight <= 1e6:
+                raise ValueError("weight must be above 0, at most 1000000")
+            weights[aorKey(parts[0])] = weight
+        except (ValueError, InvalidValue) as e:
+            raise ValueError(f"{path}:{number}: {e}") from None
+    return weights

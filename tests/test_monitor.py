@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.test_monitor -*-
+"""
+Tests for L{sipdist.monitor}: health checks, marking down and up, the
+plan applied when the distribution is not acceptable, and the load report
+of home servers.
+"""
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from sipdist.monitor import (
+    Monitor, ProbeFailed, Prober, formatLoad, installMonitor, parseLoad,
+    readWeights)
+from sipdist.store import ACTIVE, DOWN, DRAINING, ServerRecord
+from sipdist.store.memory import MemoryAssignmentStore
+from sipdist.uri import parseURI
+from tests.distribution_helpers import startPool
+from tests.helpers_store import tempDir
+
+
+class FakeProber:
+    """
+    Answers for the servers whose URI is in C{up}, with C{load}; fails for
+    the others.
+    """
+
+    def __init__(self):
+        self.up = set()
+        self.load = {}
+        self.probes = []
+
+    def probe(self, uri):
+        self.probes.append(uri)
+        if uri in self.up:
+            return defer.succeed(dict(self.load.get(uri, {})))
+        return defer.fail(ProbeFailed("no answer in 2 s"))
+
+
+def users(n, prefix="u"):
+    return [f"sip:{prefix}{i}@example.com" for i in range(n)]
+
+
+class MonitorTests(SynchronousTestCase):
+    """
+    L{Monitor} on a clock with a fake prober and a memory store.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryAssignmentStore()
+        self.prober = FakeProber()
+        for name, port in (("home1", 5070), ("home2", 5080)):
+            uri = f"sip:127.0.0.1:{port}"
+            self.successResultOf(self.store.addServer(ServerRecord(name, uri)))
+            self.prober.up.add(uri)
+        self.successResultOf(self.store.assignUsers(
+            [(aor, "home1") for aor in users(30)]
+            + [(aor, "home2") for aor in users(30, "v")]))
+        self.monitor = Monitor(self.clock, self.store, self.prober,
+                               interval=1.0, threshold=3, recovery=2)
+        self.monitor.startService()
+        self.addCleanup(self.monitor.stopService)
+
+    def tick(self, seconds):
+        for _ in range(seconds):
+            self.clock.advance(1)
+
+    def counts(self):
+        return self.successResultOf(self.store.countUsers())
+
+    def state(self, sid):
+        return self.successResultOf(self.store.getServer(sid)).state
+
+    def test_healthy(self):
+        """
+        Servers that answer stay active and nobody moves.
+        """
+        self.tick(5)
+        self.assertEqual(self.state("home1"), ACTIVE)
+        self.assertEqual(self.counts(), {"home1": 30, "home2": 30})
+        self.assertEqual(self.monitor.health["home1"].status, "up")
+        self.assertEqual(len(self.prober.probes), 12)
+
+    def test_downAfterThreshold(self):
+        """
+        A server that fails three checks in a row is marked down, and its
+        users move to the survivor in the same round.
+        """
+        self.prober.up.discard("sip:127.0.0.1:5070")
+        self.tick(2)
+        self.assertEqual(self.state("home1"), ACTIVE)
+        self.assertEqual(self.monitor.health["home1"].failures, 2)
+        self.tick(1)
+        self.assertEqual(self.state("home1"), DOWN)
+        self.assertEqual(self.counts(), {"home1": 0, "home2": 60})
+        self.assertEqual(self.monitor.moved, 30)
+        self.assertIn("no answer", self.monitor.health["home1"].problem)
+
+    def test_recovery(self):
+        """
+        A server the monitor marked down that answers twice in a row is
+        active again, and the rebalancing gives it back its share.
+        """
+        self.prober.up.discard("sip:127.0.0.1:5070")
+        self.tick(3)
+        self.assertEqual(self.state("home1"), DOWN)
+        self.prober.up.add("sip:127.0.0.1:5070")
+        self.tick(1)
+        self.assertEqual(self.state("home1"), DOWN)
+        self.tick(1)
+        self.assertEqual(self.state("home1"), ACTIVE)
+        self.tick(1)
+        self.assertEqual(self.counts(), {"home1": 30, "home2": 30})
+
+    def test_operatorDownKept(self):
+        """
+        A server an operator marked down stays down even when it answers:
+        the monitor only undoes its own marking.
+        """
+        self.successResultOf(self.store.updateServer("home2", state=DOWN))
+        self.tick(5)
+        self.assertEqual(self.state("home2"), DOWN)
+        self.assertEqual(self.counts(), {"home1": 60, "home2": 0})
+
+    def test_drainingAtRate(self):
+        """
+        The users of a draining server move at most C{moveRate} per
+        second; a round during the moves starts no second plan.
+        """
+        self.monitor.moveRate = 10
+        self.successResultOf(self.store.updateServer("home1", state=DRAINING))
+        self.tick(1)
+        self.assertEqual(self.counts()["home1"], 20)
+        self.tick(1)
+        self.assertEqual(self.counts()["home1"], 10)
+        self.tick(1)
+        self.assertEqual(self.counts(), {"home1": 0, "home2": 60})
+        self.assertEqual(self.monitor.plans, 1)
+
+    def test_newServer(self):
+        """
+        A server added to the store receives its fair share at the next
+        round; no user moves twice.
+        """
+        changed = []
+        self.store.watch(lambda e: changed.append(getattr(e, "aor", None)))
+        self.successResultOf(self.store.addServer(
+            ServerRecord("home3", "sip:127.0.0.1:5090")))
+        self.prober.up.add("sip:127.0.0.1:5090")
+        self.tick(1)
+        self.assertEqual(self.counts(), {"home1": 20, "home2": 20,
+                                         "home3": 20})
+        moved = [aor for aor in changed if aor]
+        self.assertEqual(len(moved), 20)
+        self.assertEqual(len(set(moved)), 20)
+
+    def test_removedServerForgotten(self):
+        """
+        A server removed from the store is no longer checked.
+        """
+        self.tick(1)
+        self.successResultOf(self.store.assignUsers(
+            [(aor, "home1") for aor in users(30, "v")]))
+        self.successResultOf(self.store.removeServer("home2"))
+        self.tick(1)
+        self.assertNotIn("home2", self.monitor.health)
+
+
+class LoadTests(SynchronousTestCase):
+    """
+    The C{Sipdist-Load} header and the weights file.
+    """
+
+    def test_roundTrip(self):
+        """
+        Figures written by L{formatLoad} are read back by L{parseLoad};
+        unreadable items are skipped.
+        """
+        figures = {"registered": 12, "subscriptions": 3, "tps": 4}
+        self.assertEqual(parseLoad(formatLoad(figures)), figures)
+        self.assertEqual(parseLoad("registered=x;tps=2.5;junk"), {"tps": 2.5})
+
+    def test_weights(self):
+        """
+        A weights file gives per-user weights keyed by normalised AOR; a
+        bad line is one error naming the line.
+        """
+        path = tempDir(self) + "/weights"
+        with open(path, "w") as f:
+            f.write("# heavy users\nAlice@Example.COM 5\n\nsip:bob@example.com 2.5\n")
+        self.assertEqual(readWeights(path), {"sip:Alice@example.com": 5.0,
+                                             "sip:bob@example.com": 2.5})
+        with open(path, "w") as f:
+            f.write("alice@example.com -1\n")
+        e = self.assertRaises(ValueError, readWeights, path)
+        self.assertIn(":1:", str(e))
+
+    def test_notInstalledWithoutFlag(self):
+        """
+        Without C{--monitor}, a distributor runs no monitor.
+        """
+        class Service:
+            store = object()
+        service = Service()
+        installMonitor(service, {"domain": "example.com"}, task.Clock())
+        self.assertFalse(hasattr(service, "monitor"))
+
+
+class ProberTests(TestCase):
+    """
+    L{Prober} against real servers on loopback.
+    """
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_loadFromHome(self):
+        """
+        A home answers the monitor's OPTIONS with its load figures: users
+        registered, subscriptions, transactions.
+        """
+        pool = yield startPool(self, homes=("home1",), distributor=True)
+        distributor = pool.services["distributor"]
+        prober = Prober(reactor, distributor.transactions,
+                        distributor.transport,
+                        parseURI("sip:monitor@example.com"), timeout=1.0)
+        figures = yield prober.probe(pool.uris["home1"])
+        self.assertEqual(figures["registered"], 0)
+        self.assertEqual(figures["subscriptions"], 0)
+        self.assertIn("tps", figures)
+
+    @defer.inlineCallbacks
+    def test_noAnswer(self):
+        """
+        A server that does not answer fails the probe after the timeout.
+        """
+        pool = yield startPool(self, homes=("home1",), distributor=True)
+        distributor = pool.services["distributor"]
+        uri = pool.uris["home1"]
+        yield pool.stop("home1")
+        prober = Prober(reactor, distributor.transactions,
+                        distributor.transport,
+                        parseURI("sip:monitor@example.com"), timeout=0.2)
+        failure = yield self.assertFailure(prober.probe(uri), ProbeFailed)
+        self.assertIn("no answer", str(failure))
