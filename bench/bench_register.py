@@ -29,7 +29,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-SCENARIOS = os.path.join(TOP, "tests", "sipp")
+SCENARIOS = os.path.join(HERE, "sipp")
 PASSWORD = "wonderland"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -185,15 +185,15 @@ def main():
         home = startSipdist(work, "home", "home1", homePort)
         processes.append(home)
         measure("sipdist distributor: signed 301", distributor,
-                "register_redirect.xml", distributorPort, args.calls,
+                "register_301.xml", distributorPort, args.calls,
                 args.rate, "alice")
         measure("sipdist home: registrar 200 (signed)", home,
-                "register_auth.xml", homePort, args.calls, args.rate, "alice")
+                "register_200.xml", homePort, args.calls, args.rate, "alice")
         if not args.no_kamailio:
             kamailio = startKamailio(work, kamailioPort, home1)
             processes.append(kamailio)
             measure("kamailio (1 worker): 301", kamailio,
-                    "register_redirect.xml", kamailioPort, args.calls,
+                    "register_301.xml", kamailioPort, args.calls,
                     args.rate, "alice")
     finally:
         for process in processes:
