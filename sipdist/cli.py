@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "sipdist.admin",
     "sipdist.auth.cli",
     "sipdist.client.cli",
+    "sipdist.distribution_cli",
 ]
 
 

@@ -1,0 +1,225 @@
+# -*- test-case-name: tests.test_distribution_cli -*-
+"""
+Tests for C{sipdist drain}, C{rebalance} and C{status}
+(L{sipdist.distribution_cli}).
+"""
+
+from io import StringIO
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from sipdist import distribution_cli
+from sipdist.cli import CommandError
+from sipdist.monitor import ProbeFailed
+from sipdist.store import ServerRecord
+from sipdist.store.memory import MemoryAssignmentStore
+from tests.distribution_helpers import startPool
+from tests.test_admin import runSipdist
+
+
+class FixedProber:
+    def __init__(self, answers):
+        self.answers = answers
+
+    def probe(self, uri):
+        if uri in self.answers:
+            return defer.succeed(self.answers[uri])
+        return defer.fail(ProbeFailed("no answer"))
+
+
+class CommandTests(SynchronousTestCase):
+    """
+    The commands against one memory store, in this process.
+    """
+
+    def setUp(self):
+        self.store = MemoryAssignmentStore()
+        self.clock = task.Clock()
+        for name, port in (("home1", 5070), ("home2", 5080)):
+            self.successResultOf(self.store.addServer(
+                ServerRecord(name, f"sip:127.0.0.1:{port}")))
+        self.successResultOf(self.store.assignUsers(
+            [(f"sip:u{i}@example.com", "home1") for i in range(6)]
+            + [(f"sip:v{i}@example.com", "home2") for i in range(6)]))
+
+    def command(self, name, *args):
+        options = dict((n, c) for n, c, _ in distribution_cli.commands)[name]()
+        options.storeFactory = lambda reactor, description: self.store
+        options.closeStore = False
+        options.clock = self.clock
+        options.out = StringIO()
+        options.parseOptions(list(args))
+        return options
+
+    def run_(self, name, *args, prober=None):
+        options = self.command(name, *args)
+        if prober is not None:
+            options.prober = prober
+        d = options.run(None)
+        return d, options.out
+
+    def counts(self):
+        return self.successResultOf(self.store.countUsers())
+
+    def test_drain(self):
+        """
+        C{sipdist drain home1 --rate 4} marks home1 draining and moves its
+        six users to home2, four in the first second, the rest in the next.
+        """
+        d, out = self.run_("drain", "--rate", "4", "home1")
+        self.assertEqual(self.counts(), {"home1": 2, "home2": 10})
+        self.assertNoResult(d)
+        self.clock.advance(1)
+        self.successResultOf(d)
+        self.assertEqual(self.counts(), {"home1": 0, "home2": 12})
+        text = out.getvalue()
+        self.assertIn("home1 marked draining", text)
+        self.assertIn("6 user(s) to move", text)
+        self.assertIn("moved 4 of 6", text)
+        self.assertIn("moved 6 user(s)", text)
+        record = self.successResultOf(self.store.getServer("home1"))
+        self.assertEqual(record.state, "draining")
+
+    def test_drainDryRun(self):
+        """
+        With --dry-run, drain prints the plan and changes nothing.
+        """
+        d, out = self.run_("drain", "--dry-run", "home1")
+        self.successResultOf(d)
+        self.assertEqual(self.counts(), {"home1": 6, "home2": 6})
+        self.assertEqual(
+            self.successResultOf(self.store.getServer("home1")).state,
+            "active")
+        self.assertIn("move sip:u0@example.com home1 -> home2",
+                      out.getvalue())
+
+    def test_drainUnknown(self):
+        """
+        Draining a server that does not exist is one error line.
+        """
+        d, out = self.run_("drain", "home9")
+        self.failureResultOf(d, CommandError)
+
+    def test_drainLastServer(self):
+        """
+        Draining the only active server fails saying there is nowhere to
+        move the users.
+        """
+        self.successResultOf(self.store.updateServer("home2", state="down"))
+        d, out = self.run_("drain", "home1")
+        failure = self.failureResultOf(d, CommandError)
+        self.assertIn("no active server", str(failure.value))
+
+    def test_rebalanceDryRun(self):
+        """
+        C{sipdist rebalance --dry-run} after a server was added prints who
+        would move where and the load before and after, and moves nobody.
+        """
+        self.successResultOf(self.store.addServer(
+            ServerRecord("home3", "sip:127.0.0.1:5090")))
+        d, out = self.run_("rebalance", "--dry-run")
+        self.successResultOf(d)
+        text = out.getvalue()
+        self.assertIn("4 user(s) to move", text)
+        self.assertIn("-> home3", text)
+        self.assertIn("dry run: nothing changed", text)
+        self.assertEqual(self.counts()["home3"], 0)
+        lines = [line.split() for line in text.splitlines()
+                 if line.startswith("home3 ")]
+        self.assertEqual(lines[0][:5], ["home3", "0", "0", "4", "4"])
+
+    def test_rebalance(self):
+        """
+        C{sipdist rebalance} applies the plan.
+        """
+        self.successResultOf(self.store.addServer(
+            ServerRecord("home3", "sip:127.0.0.1:5090")))
+        d, out = self.run_("rebalance", "--quiet")
+        self.successResultOf(d)
+        self.assertEqual(self.counts(), {"home1": 4, "home2": 4, "home3": 4})
+        self.assertNotIn("move sip:", out.getvalue())
+
+    def test_rebalanceBadOptions(self):
+        """
+        Bad numbers are usage errors.
+        """
+        from twisted.python.usage import UsageError
+        self.assertRaises(UsageError, self.command, "rebalance",
+                          "--tolerance", "-1")
+        self.assertRaises(UsageError, self.command, "rebalance",
+                          "--rate", "0")
+
+    def test_status(self):
+        """
+        C{sipdist status} lists each server with its state, health, users
+        and the load figures it reported.
+        """
+        self.successResultOf(self.store.updateServer("home2", state="down"))
+        prober = FixedProber({"sip:127.0.0.1:5070": {
+            "registered": 5, "subscriptions": 7, "tps": 3}})
+        d, out = self.run_("status", prober=prober)
+        self.successResultOf(d)
+        lines = out.getvalue().splitlines()
+        home1 = next(line.split() for line in lines
+                     if line.startswith("home1"))
+        self.assertEqual(home1[:7], ["home1", "active", "up", "6", "5", "7",
+                                     "3"])
+        home2 = next(line.split() for line in lines
+                     if line.startswith("home2"))
+        self.assertEqual(home2[:4], ["home2", "down", "no-answer", "6"])
+        self.assertIn("total 12 user(s) on 2 server(s); 6 on down or "
+                      "draining servers", lines[-1])
+
+
+class ConsoleTests(SynchronousTestCase):
+    """
+    The commands through the console script.
+    """
+
+    def test_statusFileStore(self):
+        """
+        C{sipdist status --no-probe} on a file store prints its servers.
+        """
+        from tests.helpers_store import tempDir
+        path = tempDir(self) + "/assignments.conf"
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5070\n"
+                    "user alice@example.com home1\n")
+        code, out, err = runSipdist(["status", "--no-probe", "--store",
+                                     f"file:{path}"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("home1", out)
+        self.assertIn("total 1 user(s)", out)
+
+
+class LiveStatusTests(TestCase):
+    """
+    C{sipdist status} probing real servers on loopback.
+    """
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_probes(self):
+        """
+        A running home answers the probe with its figures; a stopped one is
+        shown as not answering.
+        """
+        from twisted.internet import reactor
+        pool = yield startPool(self, homes=("home1", "home2"),
+                               distributor=False)
+        yield pool.stop("home2")
+        options = dict((n, c) for n, c, _ in distribution_cli.commands)[
+            "status"]()
+        options.storeFactory = lambda reactor, description: pool.store
+        options.closeStore = False
+        options.out = StringIO()
+        options.parseOptions(["--timeout", "0.3"])
+        yield options.run(reactor)
+        lines = options.out.getvalue().splitlines()
+        self.assertEqual(next(line.split() for line in lines
+                              if line.startswith("home1"))[:5],
+                         ["home1", "active", "up", "0", "0"])
+        self.assertEqual(next(line.split() for line in lines
+                              if line.startswith("home2"))[2], "no-answer")
