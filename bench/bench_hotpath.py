@@ -86,7 +86,10 @@ def setup(role, name):
     store.assignUser("alice@example.com", "home1")
     config = {"role": role, "name": name, "domain": "example.com",
               "listen": [], "credentials": "memory:alice:wonderland",
-              "secret": "bench-secret-0123456789", "digest-algorithms": ["MD5"]}
+              "secret": "bench-secret-0123456789", "digest-algorithms": ["MD5"],
+              # No TLS here: keeps the bench runnable where cryptography is
+              # not installed (PyPy 3.9 from Debian has no wheel for it).
+              "tls-client-options": lambda hostname: None}
     service = buildServer(config, clock, store=store)
     protocol = SIPDatagramProtocol(service.transport, 0)
     udp = NullUDP()
@@ -121,24 +124,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs per case; the best is printed (PyPy's JIT "
+                        "warms up over the first)")
     args = parser.parse_args()
     print(f"{sys.implementation.name} {sys.version.split()[0]}: "
-          f"{args.requests:,d} authenticated REGISTERs per case")
+          f"{args.requests:,d} authenticated REGISTERs per case, "
+          f"best of {args.runs} runs")
     for label, role, name, expect in (
             ("distributor, signed 301", "distributor", "distributor", b"301"),
             ("home, registrar, signed 200", "home", "home1", b"200"),
             ("distributor, 401 challenge", "distributor", "distributor", b"401")):
-        service, protocol, udp, clock = setup(role, name)
-        if expect == b"401":
-            requests = [register(i) for i in range(args.requests)]
-        else:
-            requests = prepare(service, args.requests)
-        if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-        seconds = run(protocol, clock, requests)
-        if args.profile:
-            profiler.disable()
+        seconds = float("inf")
+        for attempt in range(1 if args.profile else args.runs):
+            service, protocol, udp, clock = setup(role, name)
+            if expect == b"401":
+                requests = [register(i) for i in range(args.requests)]
+            else:
+                requests = prepare(service, args.requests)
+            if args.profile:
+                profiler = cProfile.Profile()
+                profiler.enable()
+            seconds = min(seconds, run(protocol, clock, requests))
+            if args.profile:
+                profiler.disable()
         assert udp.last.startswith(b"SIP/2.0 " + expect), udp.last[:40]
         print(f"  {label:32s} {args.requests / seconds:>9,.0f} requests/CPU-s")
         if args.profile:
