@@ -83,3 +83,94 @@ def startPool(testCase, homes=("home1", "home2"), users=(), distributor=True,
     for name in homes:
         yield pool.start(name)
     return pool
+
+
+def waitFor(condition, timeout=10.0, step=0.02):
+    """
+    Poll C{condition} on the reactor until it is true (bounded).
+
+    @return: L{Deferred} firing when it is, failing with
+        L{AssertionError} after C{timeout} seconds.
+    """
+    from twisted.internet import task
+    reactor = _reactor()
+    deadline = reactor.seconds() + timeout
+
+    @defer.inlineCallbacks
+    def loop():
+        while not condition():
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"not met within {timeout} s: "
+                                     f"{condition.__doc__ or condition}")
+            yield task.deferLater(reactor, step, lambda: None)
+    return loop()
+
+
+@defer.inlineCallbacks
+def inBatches(calls, size=50):
+    """
+    Run C{calls} (functions returning Deferreds) C{size} at a time.
+
+    @return: L{Deferred} firing with their results, in order.
+    """
+    results = []
+    for start in range(0, len(calls), size):
+        batch = yield defer.gatherResults(
+            [call() for call in calls[start:start + size]],
+            consumeErrors=True)
+        results.extend(batch)
+    return results
+
+
+@defer.inlineCallbacks
+def startClients(testCase, pool, users, expires=3600, server=None):
+    """
+    Start a user agent per user (its own UDP port on loopback, T1 0.05)
+    and log each in through C{server} (default: the distributor).
+
+    @return: L{dict} of user name to agent; each has C{registration}.
+    """
+    from sipdist.client.core import UserAgent
+    from sipdist.client.discovery import ServerLocator
+    from sipdist.client.login import Registration
+    from twisted.internet import task
+    reactor = _reactor()
+    agents = {}
+
+    @defer.inlineCallbacks
+    def stopAll():
+        # Unregister everybody, let the NOTIFYs this causes arrive, then
+        # close the agents.
+        yield defer.DeferredList([ua.registration.stop()
+                                  for ua in agents.values()])
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        yield defer.DeferredList([ua.stop() for ua in agents.values()])
+
+    testCase.addCleanup(stopAll)
+    for user in users:
+        events = []
+        ua = UserAgent(reactor, f"{user}@{DOMAIN}", PASSWORD,
+                       listen="udp:0:interface=127.0.0.1", T1=0.05,
+                       observer=events.append)
+        ua.events = events
+        ua.registration = Registration(
+            ua, ServerLocator(None), server=server or pool.uris["distributor"],
+            expires=expires)
+        agents[user] = ua
+        yield ua.start()
+    yield inBatches([ua.registration.start for ua in agents.values()])
+    return agents
+
+
+def homeOf(pool, ua):
+    """
+    The name of the home server an agent is registered at (its outbound
+    proxy), or L{None}.
+    """
+    proxy = ua.outboundProxy
+    if proxy is None:
+        return None
+    for name, uri in pool.uris.items():
+        if uri == f"sip:127.0.0.1:{proxy.port}":
+            return name
+    return None
