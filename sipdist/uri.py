@@ -171,6 +171,10 @@ def _comparable(uri):
     )
 
 
+# Characters that never appear unescaped in a user part or host.
+_NOT_IN_PARTS = frozenset(" \t\r\n<>\"")
+
+
 def parseURI(text):
     """
     Parse a SIP or SIPS URI.
@@ -204,6 +208,8 @@ def parseURI(text):
         userinfo, rest = rest[:at], rest[at + 1:]
         if not userinfo:
             raise URIError(f"empty user part in {text!r}")
+        if not _NOT_IN_PARTS.isdisjoint(userinfo):
+            raise URIError(f"bad user part in {text!r}")
         username, sep, password = userinfo.partition(":")
         if not sep:
             password = None
@@ -231,7 +237,7 @@ def _splitHostPort(hostport, text):
         host, sep, portText = hostport.partition(":")
         if not sep:
             portText = None
-    if not host or any(c in host for c in " \t<>\"@"):
+    if not host or not _NOT_IN_PARTS.isdisjoint(host) or "@" in host:
         raise URIError(f"bad host in {text!r}")
     port = None
     if portText is not None:

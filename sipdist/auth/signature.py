@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_auth_signature -*-
+# -*- test-case-name: tests.test_auth_client -*-
 """
 Signed responses: C{Authentication-Info} with C{rspauth} (RFC 7616 section
 3.5) and the C{Sipdist-Signature} header that binds the status code, the
@@ -27,7 +27,7 @@ import hashlib
 import hmac
 
 from sipdist.auth.digest import (
-    DigestParseError, computeRspauth, formatParams, parseParams)
+    DigestParseError, computeRspauth, parseParams, quote)
 
 SIGNATURE_HEADER = "Sipdist-Signature"
 AUTHENTICATION_INFO = "Authentication-Info"
@@ -66,15 +66,14 @@ def responseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,
     response, as a L{list} of C{(name, value)}.
     """
     rspauth = computeRspauth(alg, sessionHA1, nonce, nc, cnonce, uri, qop)
-    info = formatParams([("qop", qop, False), ("rspauth", rspauth, True),
-                         ("cnonce", cnonce, True), ("nc", nc, False)],
-                        scheme=None)
     sig = computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
                            contact)
-    signature = formatParams([("v", "1", False),
-                              ("alg", "HMAC-SHA-256", False),
-                              ("sig", sig, True)], scheme=None)
-    return [(AUTHENTICATION_INFO, info), (SIGNATURE_HEADER, signature)]
+    # Written directly (this is on every signed response): rspauth and sig
+    # are hexadecimal, qop and nc tokens; only the cnonce needs quoting.
+    return [(AUTHENTICATION_INFO,
+             f'qop={qop}, rspauth="{rspauth}", cnonce={quote(cnonce)}, '
+             f'nc={nc}'),
+            (SIGNATURE_HEADER, f'v=1, alg=HMAC-SHA-256, sig="{sig}"')]
 
 
 def _single(headers, name):
