@@ -1,0 +1,364 @@
+"""
+Failover time: from a home server's crash to all of its N users registered
+at the surviving home, with the monitor's failure detection and simulated
+clients speaking real SIP over loopback UDP.
+
+    python bench/bench_failover.py [--users 1000 10000] [--interval 0.5]
+        [--threshold 3] [--expires 10] [--t1 0.1]
+
+One process runs a distributor with the monitor (OPTIONS every
+--interval s, --threshold failures in a row mark a server down), home1
+and home2 sharing a memory store, and the simulated clients: a few UDP
+sockets, each carrying many users, each user a small state machine doing
+what the client library does (REGISTER, answer the 401 with Digest, follow
+the 301, refresh at half the granted expiry; a refresh that gets no answer
+within 64*T1 is a new login from the distributor).  Half of the users are
+assigned to each home.  When all are registered, home1's service is
+stopped; the script prints when the monitor marked home1 down, when its
+users were reassigned, and when the last of them was registered at home2.
+
+The clients do not verify the 301 signatures (the client library does);
+everything else on the wire is what a real client sends.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from twisted.internet import defer, task
+from twisted.internet.protocol import DatagramProtocol
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sipdist.auth.client import answerChallenge  # noqa: E402
+from sipdist.message import Response, parseMessage  # noqa: E402
+from sipdist.server import buildServer  # noqa: E402
+from sipdist.store import ServerRecord  # noqa: E402
+from sipdist.store.memory import MemoryAssignmentStore  # noqa: E402
+
+PASSWORD = "wonderland"
+SECRET = "bench-nonce-secret-0123456789abcdef"
+DOMAIN = "example.com"
+USERS_PER_SOCKET = 2000
+
+
+class SimUser:
+    """
+    One simulated user: one REGISTER transaction at a time.
+    """
+
+    def __init__(self, pool, name):
+        self.pool = pool
+        self.name = name
+        self.callId = f"{name}-{os.urandom(6).hex()}@bench"
+        self.tag = os.urandom(4).hex()
+        self.cseq = 0
+        self.session = None
+        self.nc = 0
+        self.home = None
+        self.target = None
+        self.state = "idle"
+        self.registeredAt = None
+        self.hops = 0
+        self._retransmit = None
+        self._timeout = None
+        self._refresh = None
+        self._data = None
+        self.stopped = False
+
+    # Sending
+
+    def login(self):
+        self.state = "login"
+        self.hops = 0
+        self.session = None
+        self.send(self.pool.distributor)
+
+    def send(self, addr, authorize=True):
+        self.cseq += 1
+        self.target = addr
+        port = self.pool.port
+        auth = ""
+        if authorize and self.session is not None:
+            self.nc += 1
+            auth = ("Authorization: " + self.session.authorize(
+                "REGISTER", f"sip:{DOMAIN}", self.nc) + "\r\n")
+        data = (
+            f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};"
+            f"branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{self.name}@{DOMAIN}>;tag={self.tag}\r\n"
+            f"To: <sip:{self.name}@{DOMAIN}>\r\n"
+            f"Call-ID: {self.callId}\r\n"
+            f"CSeq: {self.cseq} REGISTER\r\n"
+            f"Contact: <sip:{self.name}@127.0.0.1:{port}>\r\n"
+            f"Expires: {self.pool.expires}\r\n"
+            f"{auth}"
+            "Content-Length: 0\r\n\r\n").encode("ascii")
+        self._data = data
+        self._cancelTimers()
+        self.pool.transport.write(data, addr)
+        clock = self.pool.reactor
+        self._interval = self.pool.T1
+        self._retransmit = clock.callLater(self._interval, self._again)
+        self._timeout = clock.callLater(64 * self.pool.T1, self._noAnswer)
+
+    def _again(self):
+        self.pool.transport.write(self._data, self.target)
+        self._interval = min(self._interval * 2, 4.0)
+        self._retransmit = self.pool.reactor.callLater(self._interval,
+                                                       self._again)
+
+    def _cancelTimers(self):
+        for call in (self._retransmit, self._timeout):
+            if call is not None and call.active():
+                call.cancel()
+        self._retransmit = self._timeout = None
+
+    def _noAnswer(self):
+        self._cancelTimers()
+        if self.stopped:
+            return
+        self.pool.noAnswer += 1
+        # As the client library: no answer means a new login from the
+        # distributor.
+        self.login()
+
+    # Receiving
+
+    def response(self, response):
+        if self.stopped or response.cseq()[0] != self.cseq:
+            return
+        self._cancelTimers()
+        code = response.code
+        if code == 401:
+            if self.session is not None and self.state == "sent-auth":
+                self.pool.failed += 1
+                return
+            _, self.session = answerChallenge(
+                response.values("www-authenticate"), "REGISTER",
+                f"sip:{DOMAIN}", self.name, PASSWORD)
+            self.nc = 0
+            self.state = "sent-auth"
+            self.send(self.target)
+        elif code == 301:
+            contact = response.header("contact").strip("<>")
+            hostport = contact.split(":", 1)[1]
+            host, port = hostport.rsplit(":", 1)
+            self.hops += 1
+            if self.hops > 5:
+                self.pool.failed += 1
+                return
+            self.send((host, int(port.split(";")[0])))
+        elif 200 <= code < 300:
+            self.home = self.target
+            self.state = "registered"
+            self.registeredAt = self.pool.reactor.seconds()
+            self.pool.registered(self)
+            self._refresh = self.pool.reactor.callLater(
+                self.pool.expires / 2, self.refresh)
+        elif code == 503:
+            self.pool.reactor.callLater(1.0, self.login)
+        else:
+            self.pool.failed += 1
+
+    def refresh(self):
+        self._refresh = None
+        self.state = "refresh"
+        self.send(self.home)
+
+    def stop(self):
+        self.stopped = True
+        self._cancelTimers()
+        if self._refresh is not None and self._refresh.active():
+            self._refresh.cancel()
+
+
+class SimSocket(DatagramProtocol):
+    """
+    One UDP socket carrying many simulated users.
+    """
+
+    def __init__(self, pool, users):
+        self.pool = pool
+        self.users = {u.callId: u for u in users}
+
+    def datagramReceived(self, data, addr):
+        try:
+            message = parseMessage(data)
+        except Exception:
+            return
+        if not isinstance(message, Response):
+            return
+        user = self.users.get(message.header("call-id"))
+        if user is not None:
+            user.response(message)
+
+
+class SimPool:
+    """
+    The users of one socket share its port and transport.
+    """
+
+    def __init__(self, reactor, distributor, T1, expires, onRegistered):
+        self.reactor = reactor
+        self.distributor = distributor
+        self.T1 = T1
+        self.expires = expires
+        self.onRegistered = onRegistered
+        self.noAnswer = 0
+        self.failed = 0
+        self.transport = None
+        self.port = None
+
+    def registered(self, user):
+        self.onRegistered(user)
+
+
+@defer.inlineCallbacks
+def run(reactor, users, interval, threshold, expires, T1, rate):
+    store = MemoryAssignmentStore()
+    names = [f"u{i}" for i in range(users)]
+    credentials = "memory:" + ",".join(f"{n}:{PASSWORD}" for n in names)
+    services, addrs = {}, {}
+    for name, role, extra in (
+            ("distributor", "distributor",
+             {"monitor": True, "monitor-interval": interval,
+              "monitor-threshold": threshold,
+              "monitor-timeout": min(interval / 2, 1.0)}),
+            ("home1", "home", {}), ("home2", "home", {})):
+        config = {"role": role, "name": name, "domain": DOMAIN,
+                  "listen": ["udp:0:interface=127.0.0.1"],
+                  "credentials": credentials, "secret": SECRET, "t1": T1,
+                  "min-expires": 1, "auth-failures": 1000000}
+        config.update(extra)
+        service = buildServer(config, reactor, store=store)
+        service.startService()
+        yield service.transportService.ready
+        port = service.transportService.ports[0].getHost().port
+        services[name] = service
+        addrs[name] = ("127.0.0.1", port)
+    for name in ("home1", "home2"):
+        yield store.addServer(ServerRecord(name, f"sip:127.0.0.1:{addrs[name][1]}"))
+    yield store.assignUsers(
+        [(f"{n}@{DOMAIN}", "home1" if i % 2 else "home2")
+         for i, n in enumerate(names)])
+
+    state = {"registered": set(), "moved": set(), "waiting": None,
+             "watch": None}
+    home2 = addrs["home2"]
+
+    def onRegistered(user):
+        state["registered"].add(user.name)
+        watch = state["watch"]
+        if watch is not None and user.home == home2 and user.name in watch:
+            watch.discard(user.name)
+            if not watch and state["waiting"] is not None:
+                d, state["waiting"] = state["waiting"], None
+                d.callback(reactor.seconds())
+
+    pools, sims = [], []
+    for start in range(0, users, USERS_PER_SOCKET):
+        pool = SimPool(reactor, addrs["distributor"], T1, expires,
+                       onRegistered)
+        members = [SimUser(pool, n) for n in names[start:start + USERS_PER_SOCKET]]
+        protocol = SimSocket(pool, members)
+        port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+        port.setReceiveBufferSize(4 * 1024 * 1024) if hasattr(
+            port, "setReceiveBufferSize") else None
+        pool.transport = port
+        pool.port = port.getHost().port
+        pools.append((pool, port))
+        sims.extend(members)
+
+    # Log everybody in, at most `rate` logins per second.
+    began = time.time()
+    for i in range(0, users, rate // 10 or 1):
+        for user in sims[i:i + (rate // 10 or 1)]:
+            user.login()
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    while len(state["registered"]) < users:
+        if time.time() - began > 120:
+            raise SystemExit(f"only {len(state['registered'])} of {users} "
+                             f"logged in")
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    print(f"  {users} users registered in {time.time() - began:.1f} s "
+          f"(home1 {services['home1'].registrar.count}, "
+          f"home2 {services['home2'].registrar.count})")
+    # Let the refreshes spread over the expiry.
+    yield task.deferLater(reactor, expires / 2, lambda: None)
+
+    victims = {u.name for u in sims if u.home == addrs["home1"]}
+    state["watch"] = set(victims)
+    state["waiting"] = done = defer.Deferred()
+    marks = {}
+
+    def watcher(event):
+        now = reactor.seconds()
+        if getattr(event, "serverId", None) == "home1" and \
+                event.new is not None and event.new.state == "down":
+            marks.setdefault("down", now)
+        if getattr(event, "old", None) == "home1":
+            marks["reassigned"] = now
+    store.watch(watcher)
+
+    crash = reactor.seconds()
+    yield services["home1"].stopService()
+    finished = yield done
+    monitor = services["distributor"].monitor
+    print(f"  N={len(victims)} users of the crashed home "
+          f"(monitor every {interval} s, {threshold} failures, "
+          f"expires {expires} s -> refresh every {expires / 2:g} s, "
+          f"T1 {T1} s -> client timeout {64 * T1:g} s):")
+    print(f"    marked down after     {marks['down'] - crash:6.2f} s")
+    print(f"    all reassigned after  {marks['reassigned'] - crash:6.2f} s "
+          f"({monitor.moved} moved)")
+    print(f"    all registered at home2 after {finished - crash:6.2f} s")
+    timeouts = sum(p.noAnswer for p, _ in pools)
+    failures = sum(p.failed for p, _ in pools)
+    print(f"    client transaction timeouts {timeouts}, failures {failures}")
+
+    for user in sims:
+        user.stop()
+    for pool, port in pools:
+        yield port.stopListening()
+    for service in services.values():
+        if service.running:
+            yield service.stopService()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, nargs="+", default=[2000, 20000],
+                        help="users in all (half of them on the crashed "
+                             "home); default 2000 and 20000, i.e. N = 1,000 "
+                             "and 10,000")
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--threshold", type=int, default=3)
+    parser.add_argument("--expires", type=int, default=10)
+    parser.add_argument("--t1", type=float, default=0.1)
+    parser.add_argument("--rate", type=int, default=2000,
+                        help="logins per second while setting up")
+    args = parser.parse_args()
+    from twisted.internet import reactor
+
+    @defer.inlineCallbacks
+    def all_():
+        for users in args.users:
+            print(f"{users} users:")
+            yield run(reactor, users, args.interval, args.threshold,
+                      args.expires, args.t1, args.rate)
+
+    def done(result):
+        reactor.stop()
+        return result
+
+    reactor.callWhenRunning(lambda: all_().addBoth(done).addErrback(
+        lambda f: f.printTraceback()))
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
