@@ -6,10 +6,10 @@ test CA and certificates for a local deployment (see L{sipdist.testca}).
 
 from twisted.python import usage
 
-from sipdist.cli import CommandError
+from sipdist.cli import CommandError, OptionsAnywhere
 
 
-class MakeCertsOptions(usage.Options):
+class MakeCertsOptions(OptionsAnywhere):
     synopsis = "DIR [--host H ...] [--name N ...]"
 
     longdesc = (
@@ -38,28 +38,6 @@ class MakeCertsOptions(usage.Options):
         Base name of a certificate to issue (repeatable), e.g. --name home1.
         """
         self["names"].append(name)
-
-    def parseOptions(self, options=None):
-        """
-        Accept options after DIR too (C{make-certs DIR --host H}): Twisted
-        parses options with C{getopt}, which stops at the first argument.
-        """
-        if options is None:
-            return usage.Options.parseOptions(self, options)
-        flags, positional = [], []
-        options = list(options)
-        while options:
-            arg = options.pop(0)
-            if arg == "--":
-                positional.extend(options)
-                break
-            if arg in ("--host", "--name") and options:
-                flags.extend((arg, options.pop(0)))
-            elif arg.startswith("-") and arg != "-":
-                flags.append(arg)
-            else:
-                positional.append(arg)
-        return usage.Options.parseOptions(self, flags + ["--"] + positional)
 
     def parseArgs(self, directory):
         self["directory"] = directory

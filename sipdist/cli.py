@@ -37,6 +37,43 @@ class CommandError(Exception):
     """
 
 
+class OptionsAnywhere(usage.Options):
+    """
+    Options of a command that accepts its options after its arguments too
+    (C{sipdist register alice@example.com --server ...}): getopt stops at
+    the first argument that is not an option, so options, with their values,
+    are moved before the arguments first.  Which options take a value is
+    read from the declared options.
+    """
+
+    def parseOptions(self, options=None):
+        if options is None:
+            options = sys.argv[1:]
+        usage.Options.parseOptions(self, self._optionsFirst(list(options)))
+
+    def _optionsFirst(self, args):
+        withValue = {"--" + o[:-1] for o in self.longOpt if o.endswith("=")}
+        shorts = self.shortOpt
+        withValue |= {"-" + shorts[i] for i in range(len(shorts) - 1)
+                      if shorts[i + 1] == ":" and shorts[i] != ":"}
+        flags, positional = [], []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                positional.extend(args[i + 1:])
+                break
+            if arg.startswith("-") and arg != "-":
+                flags.append(arg)
+                if arg in withValue and i + 1 < len(args):
+                    flags.append(args[i + 1])
+                    i += 1
+            else:
+                positional.append(arg)
+            i += 1
+        return flags + ["--"] + positional if positional else flags
+
+
 def _collectCommands():
     commands = []
     for name in COMMAND_MODULES:

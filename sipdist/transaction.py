@@ -111,6 +111,23 @@ class TransactionLayerStopped(TransactionError):
     """
 
 
+def _send(layer, flow, message):
+    """
+    Send a message on a flow; a flow that refuses or raises counts as a
+    transport error.
+
+    @return: whether the message went out.
+    """
+    try:
+        ok = flow.send(message) is not False
+    except Exception:
+        layer._log.failure("sending {message!r} failed", message=message)
+        ok = False
+    if not ok:
+        layer.transportErrors += 1
+    return ok
+
+
 def _cancel(call):
     if call is not None and call.active():
         call.cancel()
@@ -243,13 +260,8 @@ class ServerTransaction:
                 self._timeout = callLater(layer._64T1, self._timerH)
 
     def _transmit(self, message):
-        try:
-            ok = self.flow.send(message) is not False
-        except Exception:
-            self._log.failure("sending {message!r} failed", message=message)
-            ok = False
+        ok = _send(self._layer, self.flow, message)
         if not ok:
-            self._layer.transportErrors += 1
             self._fail(TransportError(f"cannot send to {self.flow.remote}"))
         return ok
 
@@ -510,14 +522,7 @@ class ClientTransaction:
         self._timeout = callLater(layer._64T1, self._timerBF)
 
     def _send(self, message):
-        try:
-            ok = self.flow.send(message) is not False
-        except Exception:
-            self._log.failure("sending {message!r} failed", message=message)
-            ok = False
-        if not ok:
-            self._layer.transportErrors += 1
-        return ok
+        return _send(self._layer, self.flow, message)
 
     def _transmit(self, message):
         if self._send(message):

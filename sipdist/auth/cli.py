@@ -12,10 +12,10 @@ import sys
 
 from twisted.python import usage
 
-from sipdist.cli import CommandError
+from sipdist.cli import CommandError, OptionsAnywhere
 
 
-class PasswdOptions(usage.Options):
+class PasswdOptions(OptionsAnywhere):
     synopsis = "FILE USER [--realm REALM]"
 
     longdesc = (
@@ -33,27 +33,6 @@ class PasswdOptions(usage.Options):
         usage.Options.__init__(self)
         self.stdin = sys.stdin if stdin is None else stdin
         self.stdout = sys.stdout if stdout is None else stdout
-
-    def parseOptions(self, options=None):
-        """
-        Accept C{--realm} after the arguments too.
-        """
-        if options is None:
-            return usage.Options.parseOptions(self, options)
-        flags, positional = [], []
-        options = list(options)
-        while options:
-            arg = options.pop(0)
-            if arg == "--":
-                positional.extend(options)
-                break
-            if arg in ("--realm", "-r") and options:
-                flags.extend((arg, options.pop(0)))
-            elif arg.startswith("-") and arg != "-":
-                flags.append(arg)
-            else:
-                positional.append(arg)
-        return usage.Options.parseOptions(self, flags + ["--"] + positional)
 
     def parseArgs(self, path, username):
         self["path"] = path

@@ -137,13 +137,8 @@ def escapeFilterValue(text):
     """
     C{text} escaped for an LDAP filter value (RFC 4515 section 3).
     """
-    out = []
-    for c in text:
-        if c in "*()\\\x00":
-            out.append("\\%02x" % ord(c))
-        else:
-            out.append(c)
-    return "".join(out)
+    from ldaptor.protocols.pureldap import escape
+    return escape(text)
 
 
 def parseHA1Values(values):

@@ -30,7 +30,7 @@ import sys
 from twisted.internet import defer, task
 from twisted.python import usage
 
-from sipdist.cli import CommandError
+from sipdist.cli import CommandError, OptionsAnywhere
 from sipdist.client.core import ClientError, UserAgent
 from sipdist.client.discovery import DiscoveryError, ServerLocator, asURI
 from sipdist.client.dialog import STATIC_SDP, CallFailed
@@ -106,7 +106,7 @@ def _buildResolver(reactor, dns):
         client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)])
 
 
-class _ClientOptions(usage.Options):
+class _ClientOptions(OptionsAnywhere):
     optParameters = [
         ["password-file", "p", None,
          "File whose first line is the password (default: standard input)."],
@@ -134,39 +134,6 @@ class _ClientOptions(usage.Options):
 
     _stdin = None
     _stdout = None
-
-    def parseOptions(self, options=None):
-        """
-        Accept options after the positional arguments too
-        (C{sipdist register alice@example.com --server ...}): getopt stops
-        at the first argument that is not an option, so options are moved
-        before the arguments first.
-        """
-        if options is None:
-            options = sys.argv[1:]
-        usage.Options.parseOptions(self, self._optionsFirst(list(options)))
-
-    def _optionsFirst(self, args):
-        withValue = {"--" + o[:-1] for o in self.longOpt if o.endswith("=")}
-        shorts = self.shortOpt
-        withValue |= {"-" + shorts[i] for i in range(len(shorts) - 1)
-                      if shorts[i + 1] == ":" and shorts[i] != ":"}
-        flags, positional = [], []
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            if arg == "--":
-                positional.extend(args[i + 1:])
-                break
-            if arg.startswith("-") and arg != "-":
-                flags.append(arg)
-                if arg in withValue and i + 1 < len(args):
-                    flags.append(args[i + 1])
-                    i += 1
-            else:
-                positional.append(arg)
-            i += 1
-        return flags + ["--"] + positional if positional else flags
 
     def parseArgs(self, aor, *rest):
         try:

@@ -230,19 +230,6 @@ def parseLDAPString(description):
     return LDAPConfig(servers=servers, base=base, password=password, **kwargs)
 
 
-def _filterValue(value):
-    """
-    Escape a value for an LDAP filter (RFC 4515).
-    """
-    out = []
-    for c in value:
-        if c in "*()\\\x00":
-            out.append("\\%02x" % ord(c))
-        else:
-            out.append(c)
-    return "".join(out)
-
-
 def _dnKey(dn):
     try:
         return distinguishedname.DistinguishedName(
@@ -725,7 +712,7 @@ class LDAPAssignmentStore:
             def one(dn, attrs, n=n):
                 n[0] += 1
 
-            value = _filterValue(self._homeValue(sid))
+            value = pureldap.escape(self._homeValue(sid))
             yield self._search(c.usersBase,
                                f"(&{c.userFilter}({c.homeAttr}={value}))",
                                None, one)
@@ -748,7 +735,7 @@ class LDAPAssignmentStore:
             if values:
                 result.append(aorKey(values[0]))
 
-        value = _filterValue(self._homeValue(serverId))
+        value = pureldap.escape(self._homeValue(serverId))
         yield self._search(c.usersBase,
                            f"(&{c.userFilter}({c.homeAttr}={value}))",
                            [c.aorAttr], one, sizeLimit=limit or 0)
