@@ -45,8 +45,10 @@ class Deployment:
     @ivar uris: the URI of each server (of the edge: its outside).
     """
 
-    def __init__(self, testCase, kind="tcp", algorithms=("SHA-256", "MD5")):
+    def __init__(self, testCase, kind="tcp", algorithms=("SHA-256", "MD5"),
+                 t1=0.05):
         self.testCase = testCase
+        self.t1 = t1
         self.kind = kind
         self.algorithms = list(algorithms)
         self.store = MemoryAssignmentStore()
@@ -81,7 +83,7 @@ class Deployment:
     def start(self, name, role, **extra):
         config = {"role": role, "name": name, "domain": "example.com",
                   "listen": [self.listen()], "credentials": USERS,
-                  "secret": SECRET, "t1": 0.05,
+                  "secret": SECRET, "t1": self.t1,
                   "digest-algorithms": self.algorithms,
                   "tls-server-options": self.tlsOptions}
         if self.kind == "tls":
@@ -126,7 +128,7 @@ class Deployment:
         A client of C{user} logged in at C{server} (a URI).
         """
         ua = yield startAgent(self.testCase, reactor, f"{user}@example.com",
-                              PASSWORD)
+                              PASSWORD, T1=self.t1)
         ua.result = yield Login(ua, ua.locator, server=server).run()
         return ua
 
@@ -504,13 +506,15 @@ class TLSBetweenServersTests(TestCase):
         """
         from sipdist.client.login import LoginFailed
 
-        d = Deployment(self, "tls")
+        # The refused handshake ends in a transaction timeout (64*T1).
+        d = Deployment(self, "tls", t1=0.01)
         certs = FilePath(d.ca).parent()
         other = serverContextFactory(certs.child("other.pem").path,
                                      certs.child("other.key").path)
         yield d.start("home1", "home", **{"tls-server-options": other})
         yield d.edge([d.uris["home1"]])
-        ua = yield startAgent(self, reactor, "alice@example.com", PASSWORD)
+        ua = yield startAgent(self, reactor, "alice@example.com", PASSWORD,
+                              T1=0.01)
         yield self.assertFailure(
             Login(ua, ua.locator, server=d.uris["edge"]).run(), LoginFailed)
         self.assertEqual(d.services["home1"].processor.served, 0)
@@ -525,12 +529,13 @@ class TLSBetweenServersTests(TestCase):
         from sipdist.client.login import LoginFailed
         from sipdist.tls import clientContextFactory
 
-        d = Deployment(self, "tls")
+        d = Deployment(self, "tls", t1=0.01)
         yield d.homes()
         yield d.edge([d.uris["home1"]], **{
             "tls-client-options":
                 lambda hostname: clientContextFactory(hostname, [d.ca])})
-        ua = yield startAgent(self, reactor, "alice@example.com", PASSWORD)
+        ua = yield startAgent(self, reactor, "alice@example.com", PASSWORD,
+                              T1=0.01)
         yield self.assertFailure(
             Login(ua, ua.locator, server=d.uris["edge"]).run(), LoginFailed)
         self.assertEqual(d.services["home1"].processor.served, 0)
