@@ -47,3 +47,24 @@ class ReadmeTests(SynchronousTestCase):
             self.assertTrue(etc.child(f"{name}.toml").exists(), name)
         for name in ("assignments.conf", "credentials", "nonce-secret"):
             self.assertTrue(etc.child(name).exists(), name)
+
+
+class DocumentsTests(SynchronousTestCase):
+    """
+    The README and docs/ are valid reStructuredText (a broken table or
+    heading shows as raw text to the reader).
+    """
+
+    def test_valid(self):
+        import docutils.core
+        import docutils.utils
+
+        paths = [TOP.child("README.rst")] + TOP.child("docs").globChildren("*.rst")
+        for path in paths:
+            text = path.getContent().decode("utf-8")
+            try:
+                docutils.core.publish_string(
+                    text, writer_name="null",
+                    settings_overrides={"report_level": 5, "halt_level": 2})
+            except docutils.utils.SystemMessage as e:
+                self.fail(f"{path.basename()}: {e}")
