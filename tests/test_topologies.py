@@ -266,6 +266,62 @@ class Figure8Tests(TestCase):
         self.assertEqual(failure.code, 404)
 
 
+class FlowTests(TestCase):
+    """
+    Requests to a user follow the flow the user registered over.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_directBindingUsesItsFlow(self):
+        """
+        bob registered directly at home2 over TCP: a call from alice
+        (through the edge and home1) reaches him over the connection he
+        opened to home2.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        bob = yield d.agent("bob", d.uris["home2"])
+        alice = yield d.agent("alice", d.uris["edge"])
+        calls = []
+        _answering(bob, calls)
+        call = alice.call("bob@example.com")
+        yield call.deferred
+        [incoming] = calls
+        self.assertEqual(incoming.transaction.flow.remote[1],
+                         _port(d.services["home2"]))
+        self.assertEqual(_connections(bob), 1)
+        response = yield call.hangup()
+        self.assertEqual(response.code, 200)
+
+    @defer.inlineCallbacks
+    def test_flowGone(self):
+        """
+        Once the connection bob registered over through the edge is closed,
+        the edge cannot reach him: a call to him gets 430 Flow Failed
+        (RFC 5626).
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        bob = yield d.agent("bob", d.uris["edge"])
+        alice = yield d.agent("alice", d.uris["edge"])
+        edge = d.services["edge"].transport
+        self.assertEqual(edge.connectionCount, 2)
+        yield bob.stop()
+        # Until the edge has seen bob's connection close (bounded).
+        for _ in range(500):
+            if edge.connectionCount == 1:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(edge.connectionCount, 1)
+        failure = yield self.assertFailure(
+            alice.call("bob@example.com").deferred, CallFailed)
+        self.assertEqual(failure.code, 430)
+
+
 class Figure10Tests(TestCase):
     """
     Figure 10: client -> edge -> internal edge -> home2.
