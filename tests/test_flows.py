@@ -234,3 +234,23 @@ class SippTests(TestCase):
         self.assertEqual(len(redirects), 3)
         for line in redirects:
             self.assertTrue(line.startswith(f"301 to {uris['home1']} "), line)
+
+    @defer.inlineCallbacks
+    def test_homeRegister(self):
+        """
+        SIPp registers with MD5 authentication ([authentication]) at alice's
+        home server and gets a 200; the binding is stored there.
+        """
+        requireTool("sipp")
+        store, services, uris, ca = yield startDeployment(
+            self, algorithms=("MD5",))
+        port = services["home1"].transportService.ports[0].getHost().port
+        code, out, err = yield runSipp(
+            reactor, HERE.child("sipp").child("register_auth.xml").path,
+            f"127.0.0.1:{port}", transport="u1", calls=2,
+            username="alice", password=PASSWORD, service="alice",
+            extra=["-key", "domain", "example.com", "-auth_uri", "example.com"])
+        self.assertEqual(code, 0, (out[-800:], err[-800:]))
+        self.assertEqual(services["home1"].processor.served, 2)
+        [binding] = services["home1"].registrar.lookup("sip:alice@example.com")
+        self.assertEqual(binding.uri.username, "alice")
