@@ -8,7 +8,9 @@ do).  Every request from outside that is not routed through it already
 (Route naming it) goes inward to one of its next hops (C{--next-hop},
 repeatable: home servers, or an internal edge), chosen at random, in
 proportion to a C{weight} parameter when the URIs carry one
-(C{sip:10.0.0.2:5060;transport=tcp;weight=3}).  On its way:
+(C{sip:10.0.0.2:5060;transport=tcp;weight=3}); when the one chosen cannot
+be reached (a TCP or TLS connection refused or failed), the others are
+tried in turn.  On its way:
 
   - a C{REGISTER} gets a Path naming the edge, whose user part is the
     token of the client's flow (RFC 5626 C{ob}): the home stores it with
@@ -103,15 +105,30 @@ class NextHops:
         self._total = self._cumulative[-1]
         self._random = random or _random.Random()
 
+    def _index(self):
+        if len(self.uris) == 1:
+            return 0
+        point = self._random.random() * self._total
+        index = bisect.bisect_right(self._cumulative, point)
+        return min(index, len(self.uris) - 1)
+
     def choose(self):
         """
         @return: the L{URI} of the next hop for one request.
         """
-        if len(self.uris) == 1:
-            return self.uris[0]
-        point = self._random.random() * self._total
-        index = bisect.bisect_right(self._cumulative, point)
-        return self.uris[min(index, len(self.uris) - 1)]
+        return self.uris[self._index()]
+
+    def order(self):
+        """
+        @return: the next hops to try for one request: the one L{choose}
+            would pick, then the others in their configured order (the
+            fallbacks when it cannot be reached).
+        """
+        uris = self.uris
+        if len(uris) == 1:
+            return uris
+        index = self._index()
+        return [uris[index]] + uris[:index] + uris[index + 1:]
 
 
 class Sides:
@@ -258,7 +275,7 @@ class EdgeProcessor:
         self.forwarded += 1
         register = request.method == "REGISTER"
         self.proxy.forward(request, transaction,
-                           nextHop=self.nextHops.choose(),
+                           nextHop=self.nextHops.order(),
                            recordRoute=not register, addPath=register,
                            flowToken=True)
         return True

@@ -170,12 +170,13 @@ class _Branch:
     final answer.
     """
 
-    __slots__ = ("context", "request", "client", "done", "hop")
+    __slots__ = ("context", "request", "client", "done", "hop", "target")
 
-    def __init__(self, context, request, hop):
+    def __init__(self, context, request, hop, target=None):
         self.context = context
         self.request = request
         self.hop = hop
+        self.target = target
         self.client = None
         self.done = False
 
@@ -195,7 +196,8 @@ class ProxyContext:
     __slots__ = ("proxy", "request", "serverTransaction", "invite",
                  "branches", "pending", "targets", "best", "challenges",
                  "finalSent", "cancelled", "response", "base", "flow",
-                 "options", "hasRoute", "loopHash", "nextHop", "parallel")
+                 "options", "hasRoute", "loopHash", "nextHop", "parallel",
+                 "fallbacks")
 
     def __init__(self, proxy, request, serverTransaction):
         self.proxy = proxy
@@ -509,6 +511,9 @@ class Proxy:
         @param nextHop: a L{URI} (or text) to send the request to without
             changing its Request-URI or adding a Route: another proxy such
             as the user's home server.  It takes precedence over the Route.
+            A list of them: the first, and when it cannot be reached
+            (connection refused or failed, a C{503 Next Hop Unreachable} of
+            our own), the next one, and so on.
         @param parallel: fork to every target at once (C{True}) or one
             after the other, moving on after a failure response (C{False}).
         @return: the L{ProxyContext}, or C{None} if the request was
@@ -577,7 +582,13 @@ class Proxy:
             require = base.values("require")
             if "path" not in (v.lower() for v in require):
                 base.addHeader("require", "path")
-        if isinstance(nextHop, str):
+        fallbacks = None
+        if isinstance(nextHop, list):
+            hops = [parseURI(h) if isinstance(h, str) else h for h in nextHop]
+            nextHop = hops[0] if hops else None
+            if len(hops) > 1:
+                fallbacks = deque(hops[1:])
+        elif isinstance(nextHop, str):
             nextHop = parseURI(nextHop)
 
         if target is None or hasRoute:
@@ -597,13 +608,15 @@ class Proxy:
         context.loopHash = loopHash
         context.targets = deque(targets)
         context.nextHop = nextHop
+        context.fallbacks = fallbacks
         context.parallel = parallel
         contexts[serverTransaction] = context
         self.forwarded += 1
         first = True
         while context.targets and not context.finalSent:
             self._startBranch(context, context.targets.popleft(),
-                              copy=not first or len(context.targets) > 0)
+                              copy=not first or len(context.targets) > 0
+                              or fallbacks is not None)
             first = False
             if not parallel:
                 break
@@ -672,7 +685,7 @@ class Proxy:
         request.insertHeader(
             "via", self._via(transport, self._newBranch(context.loopHash),
                              address))
-        branch = _Branch(context, request, hop)
+        branch = _Branch(context, request, hop, target)
         context.branches.append(branch)
         context.pending += 1
         if flow is not None:
@@ -792,6 +805,14 @@ class Proxy:
                     context.challenges.append(response)
                 if code >= 600 and context.invite:
                     self._cancelPending(context)
+        if (branch is not None and context.fallbacks
+                and isinstance(response, _Local) and response.code == 503
+                and not context.finalSent and not context.cancelled):
+            # The next hop cannot be reached: the next one in the list.
+            context.nextHop = context.fallbacks.popleft()
+            self._log.info("{hop} unreachable: trying {next}", hop=branch.hop,
+                           next=context.nextHop)
+            self._startBranch(context, branch.target)
         if (not context.pending and context.targets and not context.finalSent
                 and not context.cancelled
                 and (context.best is None or context.best.code < 600)):

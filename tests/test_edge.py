@@ -11,6 +11,7 @@ from sipdist.edge import (
     parseNextHop)
 from sipdist.message import parseMessage
 from sipdist.tap import Options
+from tests.test_proxy import ProxyTestMixin, makeRequest
 
 
 def request(method="INVITE", uri="sip:bob@example.com"):
@@ -132,6 +133,15 @@ class NextHopTests(SynchronousTestCase):
             counts[host] = counts.get(host, 0) + 1
         self.assertEqual(counts, {"10.0.0.1": 25, "10.0.0.2": 75})
 
+    def test_order(self):
+        """
+        The hops to try: the one chosen first, then the others in their
+        configured order.
+        """
+        hops = NextHops(["sip:a", "sip:b", "sip:c"])
+        hops._random = type("R", (), {"random": lambda self: 0.5})()
+        self.assertEqual([u.host for u in hops.order()], ["b", "a", "c"])
+
     def test_single(self):
         """
         With one next hop, it is always the one.
@@ -211,7 +221,8 @@ class EdgeProcessorTests(SynchronousTestCase):
         self.assertTrue(self.processor(request("REGISTER", "sip:example.com"),
                                        FakeTransaction(self.outside)))
         [(method, kwargs)] = self.proxy.forwarded
-        self.assertEqual(str(kwargs["nextHop"]), "sip:10.0.0.2")
+        self.assertEqual([str(u) for u in kwargs["nextHop"]],
+                         ["sip:10.0.0.2"])
         self.assertEqual((kwargs["addPath"], kwargs["recordRoute"],
                           kwargs["flowToken"]), (True, False, True))
 
@@ -305,3 +316,53 @@ class EdgeOptionsTests(SynchronousTestCase):
         self.assertEqual(len(options["next-hop"]), 2)
         self.assertEqual(options["inside-listen"],
                          ["tcp:5070:interface=10.0.0.10"])
+
+
+class FailoverTests(ProxyTestMixin, SynchronousTestCase):
+    """
+    A request forwarded with a list of next hops goes to the next one when
+    a next hop cannot be reached.
+    """
+
+    def test_unreachableNextHop(self):
+        """
+        The first next hop refuses the connection: the request goes to the
+        second, whose answer goes upstream.
+        """
+        self.transport.refused.add("down.test")
+        self.forwardArgs = {"nextHop": ["sip:down.test;transport=tcp",
+                                        "sip:home.test"]}
+        self.receive(makeRequest("MESSAGE"))
+        [sent] = self.downstream().sent
+        self.assertEqual(sent.viaCount(), 3)
+        self.answer(sent, 200)
+        [response] = self.upstream()
+        self.assertEqual(response.code, 200)
+        self.assertDrained()
+
+    def test_allUnreachable(self):
+        """
+        When no next hop can be reached, the answer is a 503.
+        """
+        self.transport.refused.update(["down.test", "gone.test"])
+        self.forwardArgs = {"nextHop": ["sip:down.test;transport=tcp",
+                                        "sip:gone.test;transport=tcp"]}
+        self.receive(makeRequest("MESSAGE"))
+        [response] = self.upstream()
+        self.assertEqual(response.code, 503)
+        self.assertEqual(self.transport.connects, [
+            ("TCP", "down.test", 5060), ("TCP", "gone.test", 5060)])
+        self.assertDrained()
+
+    def test_answeredIsNotRetried(self):
+        """
+        A next hop that answers, even with an error, is not replaced.
+        """
+        self.forwardArgs = {"nextHop": ["sip:home.test", "sip:other.test"]}
+        self.receive(makeRequest("MESSAGE"))
+        [sent] = self.downstream().sent
+        self.answer(sent, 503)
+        [response] = self.upstream()
+        self.assertEqual(response.code, 500)
+        self.assertEqual(self.downstream("other.test").sent, [])
+        self.assertDrained()

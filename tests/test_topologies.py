@@ -179,6 +179,22 @@ class Figure8Tests(TestCase):
         self.assertEqual(d.services["home1"].processor.proxied, 1)
 
     @defer.inlineCallbacks
+    def test_nextHopDown(self):
+        """
+        One of the edge's next hops is down (nothing listens): whichever is
+        chosen first, bob registers through the other.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        down = f"sip:127.0.0.1:{freePort('tcp')};transport=tcp"
+        yield d.edge([down, d.uris["home1"]])
+        for _ in range(3):
+            ua = yield d.agent("bob", d.uris["edge"])
+            yield ua.stop()
+        # Three logins, three contacts (stopping does not unregister).
+        self.assertEqual(len(d.bindings("home2", "bob")), 3)
+
+    @defer.inlineCallbacks
     def test_callFromHome1OverClientConnection(self):
         """
         A call from alice (home1) to bob (home2, behind the edge) reaches
