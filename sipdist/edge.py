@@ -25,7 +25,10 @@ A request with our Route (L{sipdist.proxy.Proxy.routeInDialog}: the
 binding's Path, a dialog's route set) is sent over the flow its token
 names: the connection the client opened, the only way to reach a client
 behind NAT or a firewall (C{430 Flow Failed} once that connection is
-gone).  Requests the edge sends to a client this way record-route with the
+gone).  Tokens are sealed with an HMAC under a key of the edge process
+(RFC 5626 section 5.2): a Route whose token the edge did not write is
+refused with C{403}, so nobody can name a flow (or a UDP address) of their
+choosing.  Requests the edge sends to a client this way record-route with the
 client's token too.
 
 Outside and inside: C{--listen} endpoints face the clients, and
@@ -41,6 +44,7 @@ request counts as coming from outside.
 
 import bisect
 import itertools
+import os
 import random as _random
 
 from twisted.application.service import Service
@@ -331,9 +335,12 @@ def installEdge(service, config, reactor):
     flags = [False] * len(outside) + [True] * len(inside)
     _SideLearner(transportService, sides, flags).setServiceParent(service)
     server = service.server
+    # Flow tokens only ever come back to this process: a key of its own
+    # seals them.
     proxy = EdgeProxy(reactor, service.transactions, service.transport,
                       service.transport.localAddress,
-                      routeId=server.name, sides=sides)
+                      routeId=server.name, sides=sides,
+                      tokenKey=os.urandom(32))
     server.proxy = proxy
     processor = EdgeProcessor(server, proxy, nextHops, sides)
     server.processors[:0] = [proxy.routeInDialog, processor]

@@ -50,7 +50,10 @@ Wiring with L{sipdist.server.SIPServer} (processors and hooks only)::
     # in SIPServer.responseReceived: proxy.forwardResponse(response)
 """
 
+import hmac
+from base64 import urlsafe_b64encode
 from collections import deque
+from hashlib import sha256
 from urllib.parse import quote, unquote
 
 from twisted.logger import Logger
@@ -243,6 +246,11 @@ class Proxy:
         beyond it requests are answered C{503} with C{Retry-After}.
     @param connectTimeout: seconds a new connection to a next hop may take.
     @param retryAfter: C{Retry-After} of that C{503} (s).
+    @param tokenKey: bytes to seal the flow tokens we write in Path and
+        Record-Route with (an HMAC appended, RFC 5626 section 5.2), so that
+        a Route with a token we did not write is refused with C{403}
+        rather than sent over the flow it names; C{None}: tokens as they
+        are.
 
     Counters: C{forwarded}, C{loops}, C{tooManyHops}, C{rejected},
     C{timeouts}, C{unreachable}, C{statelessForwarded},
@@ -254,8 +262,9 @@ class Proxy:
     def __init__(self, reactor, transactions, transport, addresses,
                  recordRoute=True, maxForwards=70, timerC=None, aliases=(),
                  routeId="1", maxContexts=50000, connectTimeout=10.0,
-                 retryAfter=5):
+                 retryAfter=5, tokenKey=None):
         self._reactor = reactor
+        self._tokenKey = tokenKey
         self.transactions = transactions
         self.transport = transport
         if callable(addresses):
@@ -362,7 +371,12 @@ class Proxy:
 
     def _routeURI(self, transport, token=None, outbound=False, address=None):
         host, port = address or self.address(transport)
-        user = "" if token is None else quote(token, safe="") + "@"
+        if token is None:
+            user = ""
+        else:
+            if self._tokenKey is not None:
+                token = token + "." + self._tokenMAC(token)
+            user = quote(token, safe="") + "@"
         if transport == "UDP":
             tp = ""
         else:
@@ -370,6 +384,11 @@ class Proxy:
         ob = ";ob" if outbound else ""
         return (f"<sip:{user}{_bracket(host)}:{port}{tp};lr{ob};"
                 f"{ROUTE_PARAM}={self.routeId}>")
+
+    def _tokenMAC(self, token):
+        digest = hmac.new(self._tokenKey, token.encode("utf-8"),
+                          sha256).digest()
+        return urlsafe_b64encode(digest[:12]).decode("ascii")
 
     def _via(self, transport, branch, address=None):
         host, port = address or self.address(transport)
@@ -465,6 +484,11 @@ class Proxy:
             popped += 1
             if uri.username is not None:
                 token = unquote(uri.username)
+                if self._tokenKey is not None:
+                    token, _, mac = token.rpartition(".")
+                    if not token or not hmac.compare_digest(
+                            mac, self._tokenMAC(token)):
+                        raise _Reject(403, "Forbidden (Bad Flow Token)")
         if popped:
             rest = values[popped:]
             if rest:

@@ -10,8 +10,9 @@ from sipdist.edge import (
     EdgeProcessor, EdgeProxy, NextHopConfigError, NextHops, Sides,
     parseNextHop)
 from sipdist.message import parseMessage
+from sipdist.proxy import Proxy
 from sipdist.tap import Options
-from tests.test_proxy import ProxyTestMixin, makeRequest
+from tests.test_proxy import US, ProxyTestMixin, makeRequest
 
 
 def request(method="INVITE", uri="sip:bob@example.com"):
@@ -366,3 +367,59 @@ class FailoverTests(ProxyTestMixin, SynchronousTestCase):
         self.assertEqual(response.code, 500)
         self.assertEqual(self.downstream("other.test").sent, [])
         self.assertDrained()
+
+
+class SealedTokenTests(ProxyTestMixin, SynchronousTestCase):
+    """
+    A proxy with a token key (as an edge has) seals the flow tokens it
+    writes and refuses the ones it did not write (RFC 5626 section 5.2).
+    """
+
+    def setUp(self):
+        ProxyTestMixin.setUp(self)
+        self.proxy = Proxy(self.clock, self.layer, self.transport,
+                           {"UDP": US, "TCP": US}, tokenKey=b"k" * 32)
+        self.server.proxy = self.proxy
+        self.server.processors = [self.proxy.routeInDialog, self._forward]
+
+    def register(self):
+        self.forwardArgs = {"nextHop": "sip:home.test", "addPath": True,
+                            "flowToken": True}
+        self.receive(makeRequest("REGISTER", uri="sip:example.com"))
+        [sent] = self.downstream().sent
+        [path] = sent.values("path")
+        return path
+
+    def test_sealedPathRoutes(self):
+        """
+        The Path carries the token with its seal; a request coming back
+        with it as Route goes over the client's flow.
+        """
+        path = self.register()
+        self.assertIn(f"{self.client.token}.", path)
+        invite = makeRequest("INVITE", uri="sip:alice@10.0.0.5:5099",
+                             routes=[path], branch="z9hG4bKhome")
+        self.receive(invite, self.downstream())
+        [sent] = [m for m in self.client.sent if not hasattr(m, "code")]
+        self.assertEqual(sent.uriText, "sip:alice@10.0.0.5:5099")
+
+    def test_forgedToken(self):
+        """
+        A Route naming a flow by a token without a valid seal, or with the
+        seal of another token, is refused with 403 and sent nowhere.
+        """
+        path = self.register()
+        seal = path.split("@")[0].rsplit(".", 1)[1]
+        for token in (self.client.token, f"other.{seal}",
+                      "u0-203.0.113.9-5060"):
+            route = f"<sip:{token}@192.0.2.10:5060;lr;ob;sd=1>"
+            request = makeRequest("MESSAGE", uri="sip:alice@10.0.0.5",
+                                  routes=[route], branch=f"z9hG4bK{token}")
+            home = self.downstream()
+            before = len(home.sent)
+            self.receive(request, home)
+            [response] = home.sent[before:]
+            self.assertEqual((response.code, response.phrase),
+                             (403, "Forbidden (Bad Flow Token)"))
+        self.assertEqual([m for m in self.client.sent
+                          if not hasattr(m, "code")], [])
