@@ -1,6 +1,7 @@
 """
-Tests for L{sipdist.edge}: next hops and their weighted choice, the sides
-of an edge, what its processor forwards and how, and the edge's options.
+Tests for L{sipdist.edge}: next hops, their weighted choice and failover,
+the sides of an edge, what its processor forwards and how, sealed flow
+tokens, and the edge's options.
 """
 
 from twisted.python import usage
