@@ -265,6 +265,29 @@ class Figure8Tests(TestCase):
         self.assertNotIn("proxy-authorization", message.headers)
 
     @defer.inlineCallbacks
+    def test_subscribe(self):
+        """
+        alice (home1) subscribes to the presence of bob (home2) through the
+        edge: home1 routes the SUBSCRIBE to home2, whose notifier accepts
+        it; its NOTIFY comes back to alice along the route set.
+        """
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge([d.uris["home1"]])
+        alice = yield d.agent("alice", d.uris["edge"])
+        notified = defer.Deferred()
+        subscription = yield alice.subscribe("bob@example.com")
+        if subscription.notifications:
+            notified.callback(subscription.notifications[0])
+        else:
+            subscription.onNotify = lambda request: (
+                notified.called or notified.callback(request))
+        notify = yield notified
+        self.assertEqual(notify.method, "NOTIFY")
+        self.assertEqual(d.services["home2"].router.fromPeer, 1)
+        self.assertEqual(_connections(alice), 1)
+
+    @defer.inlineCallbacks
     def test_notRegisteredAndUnknown(self):
         """
         A call to a user with no binding is a 480; to a user the store does
