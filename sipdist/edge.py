@@ -150,19 +150,22 @@ class Sides:
         self._insidePorts = set()
         self._outsidePorts = set()
 
-    def learn(self, ports, insideFlags):
+    def learn(self, ports, insideFlags, advertisedHost=None):
         """
         Record the listening ports once they listen.
 
         @param ports: the listening ports, in the order of C{insideFlags}.
         @param insideFlags: for each, whether it faces the inside.
+        @param advertisedHost: the host to name for a port listening on
+            every interface (give each endpoint its C{interface=} instead,
+            so that each side is named by its own address).
         """
         for port, inside in zip(ports, insideFlags):
             transportName = _transportOf(port)
             host = port.getHost()
             address = host.host
             if address in ("", "0.0.0.0", "::"):
-                address = "127.0.0.1"
+                address = advertisedHost or "127.0.0.1"
             side = self._inside if inside else self._outside
             side.setdefault(transportName, (address, host.port))
             if inside:
@@ -293,6 +296,7 @@ class _SideLearner(Service):
 
     def __init__(self, transportService, sides, insideFlags):
         self.transportService = transportService
+        self.transport = transportService.layer
         self.sides = sides
         self.insideFlags = insideFlags
 
@@ -303,7 +307,8 @@ class _SideLearner(Service):
             ready.addCallback(self._ready)
 
     def _ready(self, ports):
-        self.sides.learn(ports, self.insideFlags)
+        self.sides.learn(ports, self.insideFlags,
+                         getattr(self.transport, "advertisedHost", None))
         return ports
 
 
