@@ -10,7 +10,9 @@ repeatable: home servers, or an internal edge), chosen at random, in
 proportion to a C{weight} parameter when the URIs carry one
 (C{sip:10.0.0.2:5060;transport=tcp;weight=3}); when the one chosen cannot
 be reached (a TCP or TLS connection refused or failed), the others are
-tried in turn.  On its way:
+tried in turn, and a next hop failing its health checks (L{NextHopChecker},
+C{OPTIONS} every C{--next-hop-check} seconds) is chosen last.  On its
+way:
 
   - a C{REGISTER} gets a Path naming the edge, whose user part is the
     token of the client's flow (RFC 5626 C{ob}): the home stores it with
@@ -105,34 +107,132 @@ class NextHops:
             raise NextHopConfigError("an edge needs at least one next hop")
         self.uris = [uri for uri, weight in parsed]
         self.weights = [weight for uri, weight in parsed]
-        self._cumulative = list(itertools.accumulate(self.weights))
-        self._total = self._cumulative[-1]
+        self.down = set()
         self._random = random or _random.Random()
+        self._rebuild()
+
+    def _rebuild(self):
+        # The hops chosen from: those not marked down, or all of them when
+        # every one is.
+        up = [i for i in range(len(self.uris)) if i not in self.down]
+        self._candidates = up or list(range(len(self.uris)))
+        self._cumulative = list(itertools.accumulate(
+            self.weights[i] for i in self._candidates))
+        self._total = self._cumulative[-1]
+        rest = [i for i in range(len(self.uris)) if i not in self._candidates]
+        self._rest = [self.uris[i] for i in rest]
+
+    def markDown(self, index):
+        """
+        Choose the hop at C{index} last (a failing health check).
+        """
+        if index not in self.down:
+            self.down.add(index)
+            self._rebuild()
+
+    def markUp(self, index):
+        """
+        Choose the hop at C{index} again.
+        """
+        if index in self.down:
+            self.down.discard(index)
+            self._rebuild()
 
     def _index(self):
-        if len(self.uris) == 1:
+        candidates = self._candidates
+        if len(candidates) == 1:
             return 0
         point = self._random.random() * self._total
         index = bisect.bisect_right(self._cumulative, point)
-        return min(index, len(self.uris) - 1)
+        return min(index, len(candidates) - 1)
 
     def choose(self):
         """
         @return: the L{URI} of the next hop for one request.
         """
-        return self.uris[self._index()]
+        return self.uris[self._candidates[self._index()]]
 
     def order(self):
         """
         @return: the next hops to try for one request: the one L{choose}
-            would pick, then the others in their configured order (the
-            fallbacks when it cannot be reached).
+            would pick, then the other hops not marked down in their
+            configured order, then those marked down (the fallbacks when
+            it cannot be reached).
         """
         uris = self.uris
         if len(uris) == 1:
             return uris
-        index = self._index()
-        return [uris[index]] + uris[:index] + uris[index + 1:]
+        candidates = self._candidates
+        chosen = self._index()
+        return ([uris[candidates[chosen]]]
+                + [uris[i] for i in candidates[:chosen]]
+                + [uris[i] for i in candidates[chosen + 1:]] + self._rest)
+
+
+class NextHopChecker(Service):
+    """
+    Health checks of an edge's next hops: every C{interval} seconds an
+    C{OPTIONS} to each (L{sipdist.monitor.Prober}); a hop that fails
+    C{threshold} checks in a row is chosen last (L{NextHops.markDown})
+    until it answers again.  At most one check per hop is in flight.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, nextHops, prober, interval=10.0,
+                 threshold=2):
+        self._reactor = reactor
+        self.nextHops = nextHops
+        self.prober = prober
+        self.interval = interval
+        self.threshold = threshold
+        self.failures = [0] * len(nextHops.uris)
+        self._pending = set()
+        self._loop = None
+
+    def startService(self):
+        Service.startService(self)
+        from twisted.internet import task
+        self._loop = task.LoopingCall(self.check)
+        self._loop.clock = self._reactor
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def check(self):
+        """
+        Probe every next hop that has no check in flight.
+        """
+        for index, uri in enumerate(self.nextHops.uris):
+            if index in self._pending:
+                continue
+            self._pending.add(index)
+            d = self.prober.probe(uri.toString())
+            d.addCallbacks(self._answered, self._failed, (index,), None,
+                           (index,))
+
+    def _answered(self, load, index):
+        self._pending.discard(index)
+        self.failures[index] = 0
+        if index in self.nextHops.down:
+            self._log.info("next hop {uri} answers again",
+                           uri=self.nextHops.uris[index])
+            self.nextHops.markUp(index)
+
+    def _failed(self, failure, index):
+        self._pending.discard(index)
+        self.failures[index] += 1
+        if (self.failures[index] >= self.threshold
+                and index not in self.nextHops.down):
+            self._log.warn("next hop {uri} is failing ({reason}): chosen "
+                           "last until it answers",
+                           uri=self.nextHops.uris[index],
+                           reason=failure.getErrorMessage())
+            self.nextHops.markDown(index)
 
 
 class Sides:
@@ -355,3 +455,13 @@ def installEdge(service, config, reactor):
     service.processor = processor
     service.sides = sides
     service.nextHops = nextHops
+    interval = config.get("next-hop-check") or 0
+    if nextHops is not None and interval > 0:
+        from sipdist.monitor import Prober
+        from sipdist.uri import parseURI
+        prober = Prober(reactor, service.transactions, service.transport,
+                        parseURI(f"sip:{server.name}@{config['domain']}"),
+                        timeout=min(2.0, interval))
+        service.nextHopChecker = NextHopChecker(reactor, nextHops, prober,
+                                                interval)
+        service.nextHopChecker.setServiceParent(service)

@@ -36,6 +36,13 @@ def _positiveFloat(text):
     return value
 
 
+def _nonNegativeFloat(text):
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be a number, 0 or more")
+    return value
+
+
 def _flag(value):
     if isinstance(value, bool):
         return value
@@ -124,6 +131,10 @@ PARAMETERS = [
     ("user-weights", None, None, str,
      "File of 'AOR WEIGHT' lines: users heavier than 1 count more in the "
      "load the monitor balances."),
+    ("next-hop-check", None, 10.0, _nonNegativeFloat,
+     "Seconds between the edge's OPTIONS health checks of each --next-hop "
+     "(a hop failing two in a row is chosen last until it answers); 0: no "
+     "checks."),
 ]
 
 POLICIES = ("auto", "proxy", "redirect")

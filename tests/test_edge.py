@@ -424,3 +424,87 @@ class SealedTokenTests(ProxyTestMixin, SynchronousTestCase):
                              (403, "Forbidden (Bad Flow Token)"))
         self.assertEqual([m for m in self.client.sent
                           if not hasattr(m, "code")], [])
+
+
+class FakeProber:
+    """
+    Answers each probe with the Deferred the test keeps, by URI.
+    """
+
+    def __init__(self):
+        self.probes = []
+
+    def probe(self, uri):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self.probes.append((uri, d))
+        return d
+
+    def answer(self, ok=True):
+        from sipdist.monitor import ProbeFailed
+        probes, self.probes = self.probes, []
+        for uri, d in probes:
+            if ok is True or uri not in ok:
+                d.callback({})
+            else:
+                d.errback(ProbeFailed("no answer in 2 s"))
+
+
+class NextHopCheckerTests(SynchronousTestCase):
+    """
+    Health checks of the next hops.
+    """
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        from sipdist.edge import NextHopChecker
+        self.clock = Clock()
+        self.hops = NextHops(["sip:10.0.0.1", "sip:10.0.0.2"])
+        self.prober = FakeProber()
+        self.checker = NextHopChecker(self.clock, self.hops, self.prober,
+                                      interval=10.0, threshold=2)
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
+
+    def test_failingHopChosenLast(self):
+        """
+        A hop that fails two checks in a row is put last, whatever the
+        weighted choice; when it answers again it is chosen again.
+        """
+        self.prober.answer(ok={"sip:10.0.0.1"})
+        self.assertEqual(self.hops.down, set())
+        self.clock.advance(10)
+        self.prober.answer(ok={"sip:10.0.0.1"})
+        self.assertEqual(self.hops.down, {0})
+        for _ in range(5):
+            self.assertEqual([u.host for u in self.hops.order()],
+                             ["10.0.0.2", "10.0.0.1"])
+        self.clock.advance(10)
+        self.prober.answer()
+        self.assertEqual(self.hops.down, set())
+
+    def test_oneCheckInFlight(self):
+        """
+        A hop whose check has not ended is not probed again.
+        """
+        self.assertEqual(len(self.prober.probes), 2)
+        self.clock.advance(10)
+        self.assertEqual(len(self.prober.probes), 2)
+
+    def test_allDown(self):
+        """
+        When every hop is failing, they are all still tried.
+        """
+        for _ in range(2):
+            self.prober.answer(ok={"sip:10.0.0.1", "sip:10.0.0.2"})
+            self.clock.advance(10)
+        self.assertEqual(self.hops.down, {0, 1})
+        self.assertEqual(len(self.hops.order()), 2)
+
+    def test_stop(self):
+        """
+        Stopping the service leaves no timer.
+        """
+        self.checker.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])

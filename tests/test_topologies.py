@@ -195,6 +195,29 @@ class Figure8Tests(TestCase):
         self.assertEqual(len(d.bindings("home2", "bob")), 3)
 
     @defer.inlineCallbacks
+    def test_healthChecks(self):
+        """
+        With health checks, an edge whose UDP next hop does not answer
+        (nothing would tell it but timeouts) chooses it last once it has
+        failed its checks, while home1 answers them.
+        """
+        d = Deployment(self, "udp")
+        yield d.homes()
+        down = f"sip:127.0.0.1:{freePort('udp')}"
+        edge = yield d.edge([down, d.uris["home1"]], outside="udp",
+                            **{"next-hop-check": 0.1})
+        hops = edge.nextHops
+        for _ in range(100):
+            if hops.down:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(hops.down, {0})
+        self.assertEqual(edge.nextHopChecker.failures[1], 0)
+        bob = yield d.agent("bob", d.uris["edge"])
+        self.assertEqual(bob.result.redirects, [])
+        self.assertEqual(len(d.bindings("home2", "bob")), 1)
+
+    @defer.inlineCallbacks
     def test_callFromHome1OverClientConnection(self):
         """
         A call from alice (home1) to bob (home2, behind the edge) reaches
