@@ -4,7 +4,7 @@ at the surviving home, with the monitor's failure detection and simulated
 clients speaking real SIP over loopback UDP.
 
     python bench/bench_failover.py [--users 1000 10000] [--interval 0.5]
-        [--threshold 3] [--expires 10] [--t1 0.1]
+        [--threshold 3] [--expires 60] [--t1 0.1] [--others 0.1]
 
 One process runs a distributor with the monitor (OPTIONS every
 --interval s, --threshold failures in a row mark a server down), home1
@@ -12,8 +12,8 @@ and home2 sharing a memory store, and the simulated clients: a few UDP
 sockets, each carrying many users, each user a small state machine doing
 what the client library does (REGISTER, answer the 401 with Digest, follow
 the 301, refresh at half the granted expiry; a refresh that gets no answer
-within 64*T1 is a new login from the distributor).  Half of the users are
-assigned to each home.  When all are registered, home1's service is
+within 64*T1 is a new login from the distributor).  N users are assigned
+to home1, N/10 to home2.  When all are registered, home1's service is
 stopped; the script prints when the monitor marked home1 down, when its
 users were reassigned, and when the last of them was registered at home2.
 
@@ -163,6 +163,7 @@ class SimUser:
             self.pool.reactor.callLater(1.0, self.login)
         else:
             self.pool.failed += 1
+            self.pool.codes[code] = self.pool.codes.get(code, 0) + 1
 
     def refresh(self):
         self._refresh = None
@@ -210,6 +211,7 @@ class SimPool:
         self.onRegistered = onRegistered
         self.noAnswer = 0
         self.failed = 0
+        self.codes = {}
         self.transport = None
         self.port = None
 
@@ -218,14 +220,16 @@ class SimPool:
 
 
 @defer.inlineCallbacks
-def run(reactor, users, interval, threshold, expires, T1, rate):
+def run(reactor, crashed, others, interval, threshold, expires, T1, rate):
     store = MemoryAssignmentStore()
+    users = crashed + others
     names = [f"u{i}" for i in range(users)]
     credentials = "memory:" + ",".join(f"{n}:{PASSWORD}" for n in names)
     services, addrs = {}, {}
     for name, role, extra in (
             ("distributor", "distributor",
              {"monitor": True, "monitor-interval": interval,
+              "auto-rebalance": False,
               "monitor-threshold": threshold,
               "monitor-timeout": min(interval / 2, 1.0)}),
             ("home1", "home", {}), ("home2", "home", {})):
@@ -243,11 +247,11 @@ def run(reactor, users, interval, threshold, expires, T1, rate):
     for name in ("home1", "home2"):
         yield store.addServer(ServerRecord(name, f"sip:127.0.0.1:{addrs[name][1]}"))
     yield store.assignUsers(
-        [(f"{n}@{DOMAIN}", "home1" if i % 2 else "home2")
+        [(f"{n}@{DOMAIN}", "home1" if i < crashed else "home2")
          for i, n in enumerate(names)])
 
     state = {"registered": set(), "moved": set(), "waiting": None,
-             "watch": None}
+             "watch": None, "times": []}
     home2 = addrs["home2"]
 
     def onRegistered(user):
@@ -255,6 +259,7 @@ def run(reactor, users, interval, threshold, expires, T1, rate):
         watch = state["watch"]
         if watch is not None and user.home == home2 and user.name in watch:
             watch.discard(user.name)
+            state["times"].append(reactor.seconds())
             if not watch and state["waiting"] is not None:
                 d, state["waiting"] = state["waiting"], None
                 d.callback(reactor.seconds())
@@ -280,15 +285,19 @@ def run(reactor, users, interval, threshold, expires, T1, rate):
             user.login()
         yield task.deferLater(reactor, 0.1, lambda: None)
     while len(state["registered"]) < users:
-        if time.time() - began > 120:
-            raise SystemExit(f"only {len(state['registered'])} of {users} "
-                             f"logged in")
-        yield task.deferLater(reactor, 0.1, lambda: None)
+        if time.time() - began > 300:
+            raise RuntimeError(f"only {len(state['registered'])} of {users} "
+                               f"logged in")
+        yield task.deferLater(reactor, 1.0, lambda: None)
+        print(f"  ... {len(state['registered'])} registered, "
+              f"{sum(p.noAnswer for p, _ in pools)} timeouts, "
+              f"{sum(p.failed for p, _ in pools)} failures", flush=True)
     print(f"  {users} users registered in {time.time() - began:.1f} s "
           f"(home1 {services['home1'].registrar.count}, "
           f"home2 {services['home2'].registrar.count})")
-    # Let the refreshes spread over the expiry.
+    # Let the refreshes spread over the refresh interval.
     yield task.deferLater(reactor, expires / 2, lambda: None)
+    before = sum(p.noAnswer for p, _ in pools)
 
     victims = {u.name for u in sims if u.home == addrs["home1"]}
     state["watch"] = set(victims)
@@ -315,10 +324,18 @@ def run(reactor, users, interval, threshold, expires, T1, rate):
     print(f"    marked down after     {marks['down'] - crash:6.2f} s")
     print(f"    all reassigned after  {marks['reassigned'] - crash:6.2f} s "
           f"({monitor.moved} moved)")
-    print(f"    all registered at home2 after {finished - crash:6.2f} s")
-    timeouts = sum(p.noAnswer for p, _ in pools)
+    times = sorted(t - crash for t in state["times"])
+    print(f"    all registered at home2 after {finished - crash:6.2f} s "
+          f"(half of them after {times[len(times) // 2]:.2f} s, 90% after "
+          f"{times[int(len(times) * 0.9)]:.2f} s)")
+    timeouts = sum(p.noAnswer for p, _ in pools) - before
     failures = sum(p.failed for p, _ in pools)
-    print(f"    client transaction timeouts {timeouts}, failures {failures}")
+    codes = {}
+    for p, _ in pools:
+        for code, n in p.codes.items():
+            codes[code] = codes.get(code, 0) + n
+    print(f"    client transaction timeouts {timeouts}, failures {failures} "
+          f"{codes or ''}")
 
     for user in sims:
         user.stop()
@@ -331,15 +348,17 @@ def run(reactor, users, interval, threshold, expires, T1, rate):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, nargs="+", default=[2000, 20000],
-                        help="users in all (half of them on the crashed "
-                             "home); default 2000 and 20000, i.e. N = 1,000 "
-                             "and 10,000")
+    parser.add_argument("--users", type=int, nargs="+", default=[1000, 10000],
+                        help="users of the crashed home, N (default 1,000 "
+                             "and 10,000)")
+    parser.add_argument("--others", type=float, default=0.1,
+                        help="users of the surviving home, as a fraction "
+                             "of N (default 0.1)")
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--threshold", type=int, default=3)
-    parser.add_argument("--expires", type=int, default=10)
+    parser.add_argument("--expires", type=int, default=60)
     parser.add_argument("--t1", type=float, default=0.1)
-    parser.add_argument("--rate", type=int, default=2000,
+    parser.add_argument("--rate", type=int, default=500,
                         help="logins per second while setting up")
     args = parser.parse_args()
     from twisted.internet import reactor
@@ -347,16 +366,20 @@ def main():
     @defer.inlineCallbacks
     def all_():
         for users in args.users:
-            print(f"{users} users:")
-            yield run(reactor, users, args.interval, args.threshold,
+            others = int(users * args.others)
+            print(f"N={users} (and {others} on the surviving home):")
+            yield run(reactor, users, others, args.interval, args.threshold,
                       args.expires, args.t1, args.rate)
 
     def done(result):
         reactor.stop()
         return result
 
-    reactor.callWhenRunning(lambda: all_().addBoth(done).addErrback(
-        lambda f: f.printTraceback()))
+    def failed(failure):
+        print(f"failed: {failure.getErrorMessage()}")
+        failure.printTraceback()
+
+    reactor.callWhenRunning(lambda: all_().addErrback(failed).addBoth(done))
     reactor.run()
 
 

@@ -243,3 +243,117 @@ class ProberTests(TestCase):
                         parseURI("sip:monitor@example.com"), timeout=0.2)
         failure = yield self.assertFailure(prober.probe(uri), ProbeFailed)
         self.assertIn("no answer", str(failure))
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    The monitor's C{twistd sipdist} options.
+    """
+
+    def parse(self, *argv):
+        from sipdist.tap import Options
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self):
+        """
+        The monitor is off; when on, it checks every 5 s, marks a server
+        down after 3 failures and up after 2 answers.
+        """
+        options = self.parse("--role=distributor")
+        self.assertFalse(options["monitor"])
+        options = self.parse("--role=distributor", "--monitor=yes",
+                             "--monitor-interval=0.5", "--move-rate=100")
+        self.assertTrue(options["monitor"])
+        self.assertEqual(options["monitor-interval"], 0.5)
+        self.assertEqual(options["monitor-threshold"], 3)
+        self.assertEqual(options["monitor-recovery"], 2)
+        self.assertEqual(options["move-rate"], 100.0)
+        self.assertTrue(options["auto-rebalance"])
+
+    def test_errors(self):
+        """
+        Only a distributor runs the monitor; a weights file must be
+        readable and well formed.
+        """
+        from twisted.python.usage import UsageError
+        e = self.assertRaises(UsageError, self.parse, "--name=home1",
+                              "--monitor=yes")
+        self.assertIn("only a distributor", str(e))
+        self.assertRaises(UsageError, self.parse, "--role=distributor",
+                          "--monitor-threshold=0")
+        path = tempDir(self) + "/w"
+        with open(path, "w") as f:
+            f.write("alice@example.com heavy\n")
+        e = self.assertRaises(UsageError, self.parse, "--role=distributor",
+                              f"--user-weights={path}")
+        self.assertIn("--user-weights", str(e))
+
+    def test_installed(self):
+        """
+        A distributor built with C{--monitor} runs a monitor as a child
+        service, with the configured settings.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from sipdist.server import buildServer
+        options = self.parse("--role=distributor", "--monitor=yes",
+                             "--monitor-interval=2", "--monitor-threshold=4",
+                             "--listen=udp:0:interface=127.0.0.1")
+        service = buildServer(options, MemoryReactorClock())
+        self.assertEqual(service.monitor.interval, 2.0)
+        self.assertEqual(service.monitor.threshold, 4)
+        self.assertIs(service.monitor.parent, service)
+
+
+class HandoverTests(SynchronousTestCase):
+    """
+    L{sipdist.subscriptions.Handover}: a moved user is served by its old
+    home until its next REGISTER.
+    """
+
+    def test_handover(self):
+        """
+        With bindings here, a moved user's SUBSCRIBE is served; its REGISTER
+        is not, and ends its bindings, after which nothing is served.
+        """
+        from sipdist.decision import Redirect
+        from sipdist.message import parseMessage
+        from sipdist.registrar import Registrar
+        from sipdist.subscriptions import Handover
+        clock = task.Clock()
+        registrar = Registrar(clock, minExpires=1)
+        self.addCleanup(registrar.stop)
+        register = parseMessage(
+            b"REGISTER sip:example.com SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKr1\r\n"
+            b"From: <sip:bob@example.com>;tag=b\r\nTo: <sip:bob@example.com>\r\n"
+            b"Call-ID: r1\r\nCSeq: 1 REGISTER\r\n"
+            b"Contact: <sip:bob@127.0.0.1:7000>\r\nExpires: 60\r\n"
+            b"Content-Length: 0\r\n\r\n")
+        registrar.register("sip:bob@example.com", register)
+        handover = Handover(registrar)
+
+        class Context:
+            aor = "sip:bob@example.com"
+
+        outcome = Redirect("sip:127.0.0.1:5080", "home2")
+        context = Context()
+        context.request = parseMessage(
+            b"SUBSCRIBE sip:alice@example.com SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKs1\r\n"
+            b"From: <sip:bob@example.com>;tag=b\r\n"
+            b"To: <sip:alice@example.com>\r\nCall-ID: s1\r\n"
+            b"CSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(handover(context, outcome))
+        context.request = register
+        self.assertFalse(handover(context, outcome))
+        self.assertEqual(registrar.lookup("sip:bob@example.com"), [])
+        self.assertEqual(handover.released, 1)
+        context.request = parseMessage(
+            b"MESSAGE sip:alice@example.com SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKm1\r\n"
+            b"From: <sip:bob@example.com>;tag=b\r\n"
+            b"To: <sip:alice@example.com>\r\nCall-ID: m1\r\n"
+            b"CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n")
+        self.assertFalse(handover(context, outcome))
