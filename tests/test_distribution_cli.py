@@ -223,3 +223,43 @@ class LiveStatusTests(TestCase):
                          ["home1", "active", "up", "0", "0"])
         self.assertEqual(next(line.split() for line in lines
                               if line.startswith("home2"))[2], "no-answer")
+
+
+class LDAPCommandTests(TestCase):
+    """
+    The distribution commands write to an LDAP store (real slapd on
+    loopback; skipped without slapd, failed under CI).
+    """
+
+    def test_drainAndRebalance(self):
+        """
+        Against slapd, C{sipdist drain home1} moves its users to home2,
+        C{status} shows it, and after home1 is active again C{rebalance}
+        gives it back half.
+        """
+        from tests import slapd
+        from tests.test_store_ldap import writeConfig
+        server = slapd.startedSlapd(self)
+        config = writeConfig(self)
+        env = {"SIPDIST_STORE": f"{server.url}/{slapd.SUFFIX}?config={config}"}
+        steps = [["server-add", "home1", "sip:127.0.0.1:5070"],
+                 ["server-add", "home2", "sip:127.0.0.1:5080"]]
+        steps += [["assign", f"u{i}@example.com", "home1"] for i in range(4)]
+        for args in steps:
+            code, out, err = runSipdist(args, env)
+            self.assertEqual((code, err), (0, ""))
+        code, out, err = runSipdist(["drain", "home1"], env)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("moved 4 user(s)", out)
+        code, out, err = runSipdist(["status", "--no-probe"], env)
+        self.assertIn("home1          draining", out)
+        self.assertIn("total 4 user(s) on 2 server(s)", out)
+        code, out, err = runSipdist(["server-set", "--state", "active", "home1"],
+                                     env)
+        self.assertEqual((code, err), (0, ""))
+        code, out, err = runSipdist(["rebalance", "--dry-run"], env)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("2 user(s) to move", out)
+        code, out, err = runSipdist(["rebalance"], env)
+        code, out, err = runSipdist(["counts"], env)
+        self.assertEqual(out, "home1 2\nhome2 2\ntotal 4\n")
