@@ -228,8 +228,10 @@ def _subscriptionsExtension(service, config, reactor):
 
 def _monitorExtension(service, config, reactor):
     from sipdist.monitor import installLoadReport, installMonitor
+    from sipdist.status import installStatus
     installLoadReport(service, config, reactor)
     installMonitor(service, config, reactor)
+    installStatus(service, config, reactor)
 
 
 EXTENSIONS = [

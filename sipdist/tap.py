@@ -131,6 +131,9 @@ PARAMETERS = [
     ("user-weights", None, None, str,
      "File of 'AOR WEIGHT' lines: users heavier than 1 count more in the "
      "load the monitor balances."),
+    ("status-listen", None, None, str,
+     "Serve GET /status (JSON: load figures, counters, the monitor's view) "
+     "on this endpoint, e.g. tcp:8081:interface=127.0.0.1; unauthenticated."),
     ("next-hop-check", None, 10.0, _nonNegativeFloat,
      "Seconds between the edge's OPTIONS health checks of each --next-hop "
      "(a hop failing two in a row is chosen last until it answers); 0: no "
