@@ -11,10 +11,7 @@ authentication.
 import json
 
 from twisted.application import strports
-from twisted.logger import Logger
 from twisted.web import resource, server
-
-_log = Logger()
 
 
 def statusOf(service, config):

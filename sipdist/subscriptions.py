@@ -45,8 +45,9 @@ from twisted.logger import Logger
 
 from sipdist.message import (
     Request, Via, formatNameAddr, newBranch, newTag, parseNameAddr)
+from sipdist.proxy import NextHopError, nextHopFor
 from sipdist.store import UserChanged
-from sipdist.uri import URIError, normaliseAOR
+from sipdist.uri import URIError, normaliseAOR, parseURI
 
 PACKAGES = ("presence", "reg")
 CONTENT_TYPES = {"presence": "application/pidf+xml",
@@ -59,6 +60,10 @@ MAX_PER_TARGET = 1000
 MAX_PER_SUBSCRIBER = 100
 MAX_PUBLICATIONS = 100000
 SWEEP_INTERVAL = 1.0
+# Final responses to a NOTIFY that end its subscription, with the 5xx but
+# 503 (RFC 6665 section 4.2.2).
+ENDING_CODES = frozenset((404, 405, 408, 410, 416, 480, 481, 482, 483, 484,
+                          485, 489, 501, 604))
 
 ACTIVE = "active"
 TERMINATED = "terminated"
@@ -553,7 +558,6 @@ class Notifier:
             host = f"[{host}]"
         scheme = "sips" if transport == "TLS" else "sip"
         params = "" if transport in ("UDP", "TLS") else ";transport=tcp"
-        from sipdist.uri import parseURI
         return parseURI(f"{scheme}:{self.name}@{host}:{port}{params}")
 
     def _body(self, subscription, deactivated=False):
@@ -579,7 +583,6 @@ class Notifier:
         self._notify(subscription, f"terminated;reason={reason}", body)
 
     def _notify(self, subscription, state, body):
-        from sipdist.proxy import NextHopError, nextHopFor
         subscription.cseq += 1
         request = Request("NOTIFY", subscription.remoteTarget)
         headers = request.headers
@@ -634,9 +637,9 @@ class Notifier:
         transaction.deferred.addErrback(self._failed, subscription)
 
     def _answered(self, response, subscription):
+        # RFC 6665 section 4.2.2: these end the subscription.
         code = response.code
-        if code == 481 or code == 408 or code >= 500 and code != 503 \
-                or code in (404, 410, 480):
+        if code in ENDING_CODES or (code >= 500 and code != 503):
             self._log.info("NOTIFY to {subscriber} answered {code}: "
                            "subscription ended", subscriber=subscription.
                            subscriber, code=code)

@@ -21,7 +21,6 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from sipdist import distribution_cli
-from sipdist.store import ServerRecord
 from tests.distribution_helpers import (
     homeOf, inBatches, startClients, startPool, waitFor)
 
