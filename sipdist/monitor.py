@@ -24,7 +24,8 @@ C{interval} seconds it sends C{OPTIONS} to each server of the store:
   - then, if users are assigned to servers that are not active (C{down},
     C{draining}) or (with C{rebalance}) an active server carries more than
     its share, a plan is computed and applied (at most C{moveRate} users
-    per second).  One plan is applied at a time, each user at most once;
+    per second; at most C{drainRate} when users leave a draining server,
+    which still serves them and whose clients all come back elsewhere).  One plan is applied at a time, each user at most once;
     the next round looks again.
 
 Every running server learns of the moves through the store's watching; see
@@ -43,6 +44,8 @@ from sipdist.rebalance import DEFAULT_TOLERANCE, applyPlan, computePlan, \
 from sipdist.store import ACTIVE, DOWN, DRAINING
 
 LOAD_HEADER = "sipdist-load"
+# Users per second moved off a draining server by default.
+DRAIN_RATE = 50
 UP = "up"
 FAILING = "failing"
 UNKNOWN = "unknown"
@@ -218,7 +221,8 @@ class Monitor(Service):
 
     def __init__(self, reactor, store, prober, interval=5.0, threshold=3,
                  recovery=2, rebalance=True, moveRate=None,
-                 tolerance=DEFAULT_TOLERANCE, weights=None):
+                 tolerance=DEFAULT_TOLERANCE, weights=None,
+                 drainRate=DRAIN_RATE):
         self._reactor = reactor
         self.store = store
         self.prober = prober
@@ -227,6 +231,7 @@ class Monitor(Service):
         self.recovery = recovery
         self.rebalance = rebalance
         self.moveRate = moveRate
+        self.drainRate = drainRate
         self.tolerance = tolerance
         self.weights = weights or {}
         self.health = {}
@@ -323,8 +328,14 @@ class Monitor(Service):
             self._log.info("plan: {line}", line=line)
         self.lastPlan = plan
         self.plans += 1
+        rate = self.moveRate
+        draining = {s.id for s in servers if s.state == DRAINING}
+        if self.drainRate and any(m.old in draining for m in plan.moves):
+            # Users leaving a running server: their clients all come back
+            # at the new homes, so at a bounded rate.
+            rate = min(rate or self.drainRate, self.drainRate)
         self._applying = d = applyPlan(self.store, plan, self._reactor,
-                                       rate=self.moveRate)
+                                       rate=rate)
         d.addCallback(self._applied)
         d.addErrback(lambda f: self._log.failure("applying a plan", f))
         d.addBoth(self._doneApplying)
@@ -381,7 +392,8 @@ def installMonitor(service, config, reactor):
         threshold=config.get("monitor-threshold", 3),
         recovery=config.get("monitor-recovery", 2),
         rebalance=config.get("auto-rebalance", True),
-        moveRate=config.get("move-rate"), weights=weights)
+        moveRate=config.get("move-rate"), weights=weights,
+        drainRate=config.get("drain-rate", DRAIN_RATE))
     monitor.setServiceParent(service)
     service.monitor = monitor
 

@@ -128,6 +128,8 @@ PARAMETERS = [
      "not only move the users of down and draining servers."),
     ("move-rate", None, None, _positiveFloat,
      "Users the monitor moves per second at most (default: no limit)."),
+    ("drain-rate", None, 50.0, _positiveFloat,
+     "Users per second the monitor moves off a draining server at most."),
     ("user-weights", None, None, str,
      "File of 'AOR WEIGHT' lines: users heavier than 1 count more in the "
      "load the monitor balances."),

@@ -124,10 +124,11 @@ class MonitorTests(SynchronousTestCase):
 
     def test_drainingAtRate(self):
         """
-        The users of a draining server move at most C{moveRate} per
-        second; a round during the moves starts no second plan.
+        The users of a draining server move at most C{drainRate} per
+        second (the users of a down server all at once); a round during the
+        moves starts no second plan.
         """
-        self.monitor.moveRate = 10
+        self.monitor.drainRate = 10
         self.successResultOf(self.store.updateServer("home1", state=DRAINING))
         self.tick(1)
         self.assertEqual(self.counts()["home1"], 20)
@@ -136,6 +137,15 @@ class MonitorTests(SynchronousTestCase):
         self.tick(1)
         self.assertEqual(self.counts(), {"home1": 0, "home2": 60})
         self.assertEqual(self.monitor.plans, 1)
+
+    def test_moveRate(self):
+        """
+        C{moveRate} bounds every plan, a draining server's too.
+        """
+        self.monitor.moveRate = 5
+        self.successResultOf(self.store.updateServer("home1", state=DRAINING))
+        self.tick(1)
+        self.assertEqual(self.counts()["home1"], 25)
 
     def test_newServer(self):
         """
