@@ -109,6 +109,12 @@ class SIPServer:
             # health checks naming any user still get an answer.
             transaction.respond(self.optionsResponse(request))
             return
+        to = request.header("to") or ""
+        if ";tag=" in to.replace(" ", "").lower():
+            # Inside a dialog that nothing here knows of (RFC 3261 12.2.2).
+            transaction.respond(self.response(
+                request, 481, "Call/Transaction Does Not Exist"))
+            return
         if method in KNOWN_METHODS:
             response = self.response(request, 405, "Method Not Allowed")
             response.headers["allow"] = [self._allow]

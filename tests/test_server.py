@@ -116,3 +116,13 @@ class ServerTests(SynchronousTestCase):
         """
         response = self.send(request("CANCEL", "sip:a@example.com"))
         self.assertEqual(response.code, 481)
+
+    def test_unknownDialog(self):
+        """
+        An in-dialog request (To tag) that nothing routes is a 481.
+        """
+        message = request("BYE", "sip:a@192.0.2.1")
+        message.setHeader("To", "<sip:a@example.com>;tag=abc")
+        response = self.send(message)
+        self.assertEqual((response.code, response.phrase),
+                         (481, "Call/Transaction Does Not Exist"))
