@@ -12,7 +12,10 @@ and home2 sharing a memory store, and the simulated clients: a few UDP
 sockets, each carrying many users, each user a small state machine doing
 what the client library does (REGISTER, answer the 401 with Digest, follow
 the 301, refresh at half the granted expiry; a refresh that gets no answer
-within 64*T1 is a new login from the distributor).  N users are assigned
+within 64*T1 is a new login from the distributor).  The first refresh of
+each user comes at a random point of its refresh interval, as in a pool
+that has been running for a while, so the users of the crashed home notice
+the crash spread over one refresh interval.  N users are assigned
 to home1, N/10 to home2.  When all are registered, home1's service is
 stopped; the script prints when the monitor marked home1 down, when its
 users were reassigned, and when the last of them was registered at home2.
@@ -23,6 +26,7 @@ everything else on the wire is what a real client sends.
 
 import argparse
 import os
+import random
 import sys
 import time
 
@@ -66,12 +70,17 @@ class SimUser:
         self._refresh = None
         self._data = None
         self.stopped = False
+        self.answered = None
+        self.firstRefresh = True
 
     # Sending
 
     def login(self):
+        if self.stopped:
+            return
         self.state = "login"
         self.hops = 0
+        self.challenges = 0
         self.session = None
         self.send(self.pool.distributor)
 
@@ -129,13 +138,18 @@ class SimUser:
     # Receiving
 
     def response(self, response):
-        if self.stopped or response.cseq()[0] != self.cseq:
+        number = response.cseq()[0]
+        if self.stopped or number != self.cseq or number == self.answered:
             return
+        if response.code >= 200:
+            # A retransmitted final response is not handled twice.
+            self.answered = number
         self._cancelTimers()
         code = response.code
         if code == 401:
-            if self.session is not None and self.state == "sent-auth":
-                self.pool.failed += 1
+            self.challenges += 1
+            if self.challenges > 2:
+                self._failed(code)
                 return
             _, self.session = answerChallenge(
                 response.values("www-authenticate"), "REGISTER",
@@ -149,25 +163,42 @@ class SimUser:
             host, port = hostport.rsplit(":", 1)
             self.hops += 1
             if self.hops > 5:
-                self.pool.failed += 1
+                self._failed(code)
                 return
+            self.challenges = 0
             self.send((host, int(port.split(";")[0])))
         elif 200 <= code < 300:
             self.home = self.target
             self.state = "registered"
             self.registeredAt = self.pool.reactor.seconds()
             self.pool.registered(self)
-            self._refresh = self.pool.reactor.callLater(
-                self.pool.expires / 2, self.refresh)
+            delay = self.pool.expires / 2
+            if self.firstRefresh:
+                # In a pool that has run for a while the refreshes are
+                # spread evenly over the refresh interval.
+                self.firstRefresh = False
+                delay = random.uniform(0, delay)
+            if self._refresh is not None and self._refresh.active():
+                self._refresh.cancel()
+            self._refresh = self.pool.reactor.callLater(delay, self.refresh)
         elif code == 503:
             self.pool.reactor.callLater(1.0, self.login)
         else:
-            self.pool.failed += 1
-            self.pool.codes[code] = self.pool.codes.get(code, 0) + 1
+            self._failed(code)
+
+    def _failed(self, code):
+        # Counted, and a new login a second later (as the client library
+        # retries a failed login).
+        self.pool.failed += 1
+        self.pool.codes[code] = self.pool.codes.get(code, 0) + 1
+        self.pool.reactor.callLater(1.0, self.login)
 
     def refresh(self):
         self._refresh = None
+        if self.stopped:
+            return
         self.state = "refresh"
+        self.challenges = 0
         self.send(self.home)
 
     def stop(self):
@@ -295,8 +326,9 @@ def run(reactor, crashed, others, interval, threshold, expires, T1, rate):
     print(f"  {users} users registered in {time.time() - began:.1f} s "
           f"(home1 {services['home1'].registrar.count}, "
           f"home2 {services['home2'].registrar.count})")
-    # Let the refreshes spread over the refresh interval.
-    yield task.deferLater(reactor, expires / 2, lambda: None)
+    # One refresh interval: every user has refreshed once, at a random
+    # point of it.
+    yield task.deferLater(reactor, expires / 2 + 1, lambda: None)
     before = sum(p.noAnswer for p, _ in pools)
 
     victims = {u.name for u in sims if u.home == addrs["home1"]}
