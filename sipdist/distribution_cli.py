@@ -47,8 +47,8 @@ class _PlanCommand(_StoreCommand):
         ["quiet", "q", "do not list every move"],
     ]
     optParameters = [
-        ["rate", "r", None, "users moved per second at most (default: all "
-                            "at once)"],
+        ["rate", "r", "50", "users moved per second at most (0: no "
+                            "limit)"],
         ["weights", "w", None, "file of 'AOR WEIGHT' lines (heavy users)"],
         ["limit", None, "50", "moves listed at most (0: all)"],
     ]
@@ -57,7 +57,9 @@ class _PlanCommand(_StoreCommand):
     clock = None
 
     def postOptions(self):
-        if self["rate"] is not None:
+        if self["rate"] in ("0", 0):
+            self["rate"] = None
+        else:
             self["rate"] = _positive(self["rate"], "rate")
         try:
             self["limit"] = int(self["limit"])

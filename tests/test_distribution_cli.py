@@ -148,7 +148,9 @@ class CommandTests(SynchronousTestCase):
         self.assertRaises(UsageError, self.command, "rebalance",
                           "--tolerance", "-1")
         self.assertRaises(UsageError, self.command, "rebalance",
-                          "--rate", "0")
+                          "--rate", "-3")
+        self.assertIsNone(self.command("rebalance", "--rate", "0")["rate"])
+        self.assertEqual(self.command("drain", "home1")["rate"], 50.0)
 
     def test_status(self):
         """
