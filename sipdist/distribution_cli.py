@@ -214,8 +214,8 @@ class Status(_StoreCommand):
     async def _probe(self, servers):
         prober, stop = self.prober, None
         if prober is None:
-            prober, stop = await _standaloneProber(self.reactor,
-                                                   self["timeout"])
+            prober, stop = await _standaloneProber(
+                self.reactor, self["timeout"], _listenFor(servers))
         try:
             results = await defer.DeferredList(
                 [prober.probe(s.uri) for s in servers], consumeErrors=True)
@@ -231,7 +231,24 @@ class Status(_StoreCommand):
         return probes
 
 
-async def _standaloneProber(reactor, timeout):
+def _listenFor(servers):
+    """
+    Where the checks are sent from: loopback only when every server is on
+    loopback, else every interface.
+    """
+    from sipdist.uri import URIError, parseURI
+    loopback = {"127.0.0.1", "localhost", "::1", "[::1]"}
+    for record in servers:
+        try:
+            host = parseURI(record.uri).host.lower()
+        except URIError:
+            continue
+        if host not in loopback:
+            return "udp:0"
+    return "udp:0:interface=127.0.0.1"
+
+
+async def _standaloneProber(reactor, timeout, listen):
     """
     A L{sipdist.monitor.Prober} with its own UDP port and transaction
     layer, and the coroutine function stopping them.
@@ -246,7 +263,7 @@ async def _standaloneProber(reactor, timeout):
     transactions = TransactionLayer(reactor, user, T1=0.5)
     user.transactions = transactions
     transport = TransportLayer(reactor, transactions)
-    await transport.listen("udp:0")
+    await transport.listen(listen)
     prober = Prober(reactor, transactions, transport,
                     parseURI("sip:status@localhost"), timeout=timeout)
 

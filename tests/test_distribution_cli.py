@@ -265,3 +265,22 @@ class LDAPCommandTests(TestCase):
         code, out, err = runSipdist(["rebalance"], env)
         code, out, err = runSipdist(["counts"], env)
         self.assertEqual(out, "home1 2\nhome2 2\ntotal 4\n")
+
+
+class ListenTests(SynchronousTestCase):
+    """
+    Where C{sipdist status} sends its checks from.
+    """
+
+    def test_loopback(self):
+        """
+        Servers all on loopback are checked from loopback; any other from
+        every interface.
+        """
+        from sipdist.distribution_cli import _listenFor
+        local = [ServerRecord("a", "sip:127.0.0.1:5070"),
+                 ServerRecord("b", "sip:localhost:5080")]
+        self.assertEqual(_listenFor(local), "udp:0:interface=127.0.0.1")
+        self.assertEqual(
+            _listenFor(local + [ServerRecord("c", "sip:192.0.2.1")]),
+            "udp:0")
