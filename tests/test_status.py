@@ -8,7 +8,8 @@ import socket
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, readBody
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 
 from tests.distribution_helpers import startPool, waitFor
 
@@ -28,11 +29,18 @@ class StatusTests(TestCase):
 
     @defer.inlineCallbacks
     def get(self, port):
-        agent = Agent(reactor)
-        response = yield agent.request(
-            b"GET", f"http://127.0.0.1:{port}/status".encode())
-        body = yield readBody(response)
-        return response, body
+        """
+        C{GET /status} over HTTP/1.0.
+
+        @return: C{(status code, headers text, body)}.
+        """
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        protocol = _HTTP10()
+        yield connectProtocol(endpoint, protocol)
+        data = yield protocol.done
+        head, _, body = data.partition(b"\r\n\r\n")
+        code = int(head.split(b" ", 2)[1])
+        return code, head.lower(), body
 
     @defer.inlineCallbacks
     def test_status(self):
@@ -50,17 +58,36 @@ class StatusTests(TestCase):
         monitor = pool.services["distributor"].monitor
         yield waitFor(lambda: "home1" in monitor.health
                       and monitor.health["home1"].status == "up")
-        response, body = yield self.get(homePort)
-        self.assertEqual(response.code, 200)
-        self.assertEqual(response.headers.getRawHeaders(b"content-type"),
-                         [b"application/json"])
+        code, head, body = yield self.get(homePort)
+        self.assertEqual(code, 200)
+        self.assertIn(b"content-type: application/json", head)
         document = json.loads(body)
         self.assertEqual(document["name"], "home1")
         self.assertEqual(document["load"]["registered"], 0)
         self.assertEqual(document["subscriptions"]["subscriptions"], 0)
-        response, body = yield self.get(distributorPort)
+        code, head, body = yield self.get(distributorPort)
         document = json.loads(body)
         self.assertEqual(document["role"], "distributor")
         self.assertEqual(document["monitor"]["servers"]["home1"]["status"],
                          "up")
 
+
+
+class _HTTP10(Protocol):
+    """
+    Sends one HTTP/1.0 GET and collects the answer until the server
+    closes.
+    """
+
+    def __init__(self):
+        self.done = defer.Deferred()
+        self._data = []
+
+    def connectionMade(self):
+        self.transport.write(b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+
+    def dataReceived(self, data):
+        self._data.append(data)
+
+    def connectionLost(self, reason):
+        self.done.callback(b"".join(self._data))
