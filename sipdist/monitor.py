@@ -28,6 +28,13 @@ C{interval} seconds it sends C{OPTIONS} to each server of the store:
     which still serves them and whose clients all come back elsewhere).  One plan is applied at a time, each user at most once;
     the next round looks again.
 
+Whether to read every assignment and compute a plan is decided from the
+store's user counts (cheap on every provider): users on servers that are
+not active, or an active server above its share counting users.  Heavy
+users (C{weights}) are weighed in every plan, but an imbalance that only
+the weights show is corrected by C{sipdist rebalance --weights}, not found
+by the monitor.
+
 Every running server learns of the moves through the store's watching; see
 L{sipdist.subscriptions} for what a home does when its users leave.
 """
