@@ -346,10 +346,14 @@ class Notifier:
                 < self.maxPerSubscriber)
 
     def _ok(self, request, transaction, subscription, expires):
-        self.respond(request, transaction, 200, None,
-                     [("Contact", formatNameAddr(self._contact(
-                         transaction.flow.transport))),
-                      ("Expires", str(expires))],
+        # The Record-Route values go back in the 2xx so the subscriber
+        # learns the route set too (RFC 3261 section 12.1.1).
+        headers = [("Record-Route", value)
+                   for value in request.headers.get("record-route", ())]
+        headers += [("Contact", formatNameAddr(self._contact(
+                        transaction.flow.transport))),
+                    ("Expires", str(expires))]
+        self.respond(request, transaction, 200, None, headers,
                      toTag=subscription.key[1])
 
     def inDialog(self, request, transaction):

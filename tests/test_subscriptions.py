@@ -232,6 +232,20 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual(self.transport.connects, [("UDP", "127.0.0.1", 6000)])
         self.assertIn("ftag", notify.header("to"))
 
+    def test_routeSet(self):
+        """
+        The Record-Route values of the SUBSCRIBE are copied into the 200
+        and become the NOTIFY's Route, which is where it is sent.
+        """
+        response = self.subscribe(
+            extra="Record-Route: <sip:127.0.0.1:5090;lr;sd=home2>\r\n")
+        self.assertEqual(response.values("record-route"),
+                         ["<sip:127.0.0.1:5090;lr;sd=home2>"])
+        [notify] = self.notifies()
+        self.assertEqual(notify.values("route"),
+                         ["<sip:127.0.0.1:5090;lr;sd=home2>"])
+        self.assertEqual(self.transport.connects, [("UDP", "127.0.0.1", 5090)])
+
     def test_registrationChanges(self):
         """
         When the watched user registers, its watchers get a NOTIFY saying
@@ -362,6 +376,32 @@ class NotifierTests(SynchronousTestCase):
         self.notifier.storeChanged(
             UserChanged("sip:alice@example.com", "home1", "home2"))
         self.assertEqual(self.notifier.count, 0)
+
+    def test_newcomerRehomed(self):
+        """
+        When a subscriber registers here for the first time, the
+        subscriptions it holds here through another server (a route set)
+        end with reason=deactivated, after the REGISTER's turn; those made
+        directly stay.
+        """
+        from sipdist.message import parseMessage
+        self.subscribe(callId="routed", fromUser="alice", target="bob",
+                       extra="Record-Route: <sip:127.0.0.1:5090;lr>\r\n")
+        self.subscribe(callId="direct", fromUser="alice", target="carol")
+        register = parseMessage(
+            b"REGISTER sip:example.com SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKr2\r\n"
+            b"From: <sip:alice@example.com>;tag=a\r\n"
+            b"To: <sip:alice@example.com>\r\nCall-ID: r2\r\n"
+            b"CSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:6000>\r\n"
+            b"Expires: 60\r\nContent-Length: 0\r\n\r\n")
+        self.registrar.register("sip:alice@example.com", register)
+        self.assertEqual(self.notifier.count, 2)
+        self.clock.advance(0)
+        [left] = self.notifier.subscriptions()
+        self.assertEqual(left.target, "sip:carol@example.com")
+        self.assertEqual(self.notifies()[-1].header("subscription-state"),
+                         "terminated;reason=deactivated")
 
     def test_publish(self):
         """
