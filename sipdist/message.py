@@ -637,6 +637,15 @@ class Response(_MessageMixin, sip.Response):
         return f"<Response {self.code} {self.phrase}>"
 
 
+def hasToTag(message):
+    """
+    Whether a message's To carries a tag: a request inside a dialog, or a
+    response that created one.
+    """
+    to = message.headers.get("to")
+    return bool(to) and ";tag=" in to[0].replace(" ", "").lower()
+
+
 def countVias(message):
     """
     How many Via values a message carries: a Via line may hold several

@@ -59,7 +59,7 @@ from urllib.parse import quote, unquote
 from twisted.logger import Logger
 
 from sipdist.message import (
-    MAGIC_COOKIE, Request, parseNameAddr, responseTo, splitValues)
+    MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo, splitValues)
 from sipdist.transaction import (
     TransactionLayerFull, TransactionLayerStopped, TransactionTimeout,
     TransportError)
@@ -130,11 +130,6 @@ def _unbracket(host):
     if host.startswith("["):
         return host[1:-1]
     return host
-
-
-def _hasToTag(request):
-    to = request.headers.get("to")
-    return bool(to) and ";tag=" in to[0].replace(" ", "").lower()
 
 
 class _Reject(Exception):
@@ -598,7 +593,7 @@ class Proxy:
             flowToken = getattr(arrivedOn, "token", None)
         options = (recordRoute and self.recordRoute
                    and request.method in DIALOG_CREATING
-                   and not _hasToTag(request),
+                   and not hasToTag(request),
                    addPath and request.method == "REGISTER",
                    flowToken,
                    arrivedOn.transport)
@@ -943,7 +938,7 @@ class Proxy:
         if not self.isOwnURI(uri):
             return False
         if not (len(values) > 1 or uri.username is not None
-                or _hasToTag(request)):
+                or hasToTag(request)):
             return False
         self.forward(request, serverTransaction)
         return True

@@ -56,6 +56,7 @@ from hashlib import sha256
 from twisted.logger import Logger
 
 from sipdist.decision import DOWN, DOWN_RETRY_AFTER, HOME
+from sipdist.message import hasToTag
 from sipdist.store import StoreUnavailable
 from sipdist.uri import URIError, normaliseAOR
 
@@ -67,11 +68,6 @@ EVENT_METHODS = frozenset(("SUBSCRIBE", "PUBLISH"))
 PEER_HEADER = "sipdist-peer"
 PEER_WINDOW = 120
 _PEER_KEY_LABEL = b"sipdist-peer-v1"
-
-
-def _hasToTag(request):
-    to = request.headers.get("to")
-    return bool(to) and ";tag=" in to[0].replace(" ", "").lower()
 
 
 class PeerSigner:
@@ -192,7 +188,7 @@ class Router:
         self.unavailable = 0
 
     def __call__(self, request, transaction, processor):
-        if request.method not in ROUTED_METHODS or _hasToTag(request):
+        if request.method not in ROUTED_METHODS or hasToTag(request):
             return False
         try:
             uri = request.uri

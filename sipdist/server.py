@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 import sipdist
 from sipdist.interfaces import ITransactionUser
-from sipdist.message import responseTo
+from sipdist.message import hasToTag, responseTo
 from sipdist.transaction import TransactionLayer
 from sipdist.transport import TransportLayer, TransportService
 
@@ -109,8 +109,7 @@ class SIPServer:
             # health checks naming any user still get an answer.
             transaction.respond(self.optionsResponse(request))
             return
-        to = request.header("to") or ""
-        if ";tag=" in to.replace(" ", "").lower():
+        if hasToTag(request):
             # Inside a dialog that nothing here knows of (RFC 3261 12.2.2).
             transaction.respond(self.response(
                 request, 481, "Call/Transaction Does Not Exist"))
