@@ -6,7 +6,7 @@ loopback.
 """
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from sipdist.client.dialog import STATIC_SDP, CallFailed
@@ -196,3 +196,59 @@ class SubscribeTests(TestCase):
         self.assertEqual(len(subscribes), 2)
         self.assertEqual(subscription.resubscribed, 1)
         self.assertIsNot(subscription.dialog, dialog)
+
+
+class LoginGateTests(SynchronousTestCase):
+    """
+    Requests out of dialogs wait while a login runs.
+    """
+
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+        from sipdist.client.core import UserAgent
+        self.ua = UserAgent(MemoryReactorClock(), "alice@example.com", "pw")
+
+    def test_noLogin(self):
+        """
+        Without a login running, nothing waits.
+        """
+        self.assertIsNone(self.successResultOf(self.ua.whenLoggedIn()))
+
+    def test_waitsForLogin(self):
+        """
+        While a login runs, requests wait; when it ends at a server they go
+        on, with that server as outbound proxy.
+        """
+        self.ua.outboundProxy = "old"
+        self.ua.loginStarted()
+        self.assertIsNone(self.ua.outboundProxy)
+        d = self.ua.whenLoggedIn()
+        self.assertNoResult(d)
+        self.ua.loginEnded("new home")
+        self.assertEqual(self.successResultOf(d), "new home")
+        self.assertEqual(self.ua.outboundProxy, "new home")
+
+    def test_failedLogin(self):
+        """
+        A failed login lets the waiting requests go on (they fail on their
+        own) rather than hang.
+        """
+        self.ua.loginStarted()
+        d = self.ua.whenLoggedIn()
+        self.ua.loginEnded(None)
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_bounded(self):
+        """
+        Past the bound, requests do not wait: the table stays bounded.
+        """
+        self.ua.loginStarted()
+        waiting = [self.ua.whenLoggedIn()
+                   for _ in range(self.ua.MAX_LOGIN_WAITERS)]
+        extra = self.ua.whenLoggedIn()
+        self.assertIsNone(self.successResultOf(extra))
+        for d in waiting:
+            self.assertNoResult(d)
+        self.ua.loginEnded("home")
+        for d in waiting:
+            self.assertEqual(self.successResultOf(d), "home")

@@ -206,6 +206,8 @@ class UserAgent:
         self.observer = observer
         self.tracer = tracer
         self.outboundProxy = None
+        # While a login runs: the Deferreds of requests waiting for it.
+        self._loginWaiters = None
         self.onMessage = None
         self.onInvite = None
         self.onNotify = None
@@ -449,6 +451,44 @@ class UserAgent:
         request.headers["cseq"] = [f"{number} {method}"]
         return Outcome(response, used, sent, flow, target)
 
+    # The login gate: requests out of dialogs wait while a login runs, so
+    # they go to the server it ends at, not to the domain meanwhile.
+
+    MAX_LOGIN_WAITERS = 1000
+
+    def loginStarted(self):
+        """
+        A login (or a re-login after a redirect) begins: forget the outbound
+        proxy and hold requests out of dialogs until L{loginEnded}.
+        """
+        self.outboundProxy = None
+        if self._loginWaiters is None:
+            self._loginWaiters = []
+
+    def loginEnded(self, target=None):
+        """
+        The login ended, at C{target} (the new outbound proxy), or failed
+        (C{None}): the requests held go on.
+        """
+        if target is not None:
+            self.outboundProxy = target
+        waiters, self._loginWaiters = self._loginWaiters, None
+        for d in waiters or ():
+            d.callback(target)
+
+    def whenLoggedIn(self):
+        """
+        @return: a L{Deferred} firing when no login is running (at once if
+            none is).  Past L{MAX_LOGIN_WAITERS} waiting requests, it fires
+            at once: the table stays bounded.
+        """
+        waiters = self._loginWaiters
+        if waiters is None or len(waiters) >= self.MAX_LOGIN_WAITERS:
+            return defer.succeed(self.outboundProxy)
+        d = defer.Deferred()
+        waiters.append(d)
+        return d
+
     def nextHop(self, uri):
         """
         Where a request out of a dialog for C{uri} goes: the outbound proxy
@@ -473,6 +513,7 @@ class UserAgent:
         request = self.newRequest("MESSAGE", uri)
         request.headers["content-type"] = [contentType]
         request.body = text.encode("utf-8") if isinstance(text, str) else text
+        yield self.whenLoggedIn()
         outcome = yield self.send(request, self.nextHop(uri))
         return outcome.response
 

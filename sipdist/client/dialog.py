@@ -162,7 +162,8 @@ class OutgoingCall(_CallMixin):
             request.headers["content-type"] = ["application/sdp"]
             request.body = self.sdp.encode("utf-8") if isinstance(
                 self.sdp, str) else self.sdp
-        d = ua.send(request, ua.nextHop(self.uri))
+        d = ua.whenLoggedIn()
+        d.addCallback(lambda _: ua.send(request, ua.nextHop(self.uri)))
         d.addCallbacks(self._answered, self._failed)
 
     def _failed(self, failure):
@@ -324,6 +325,9 @@ class Subscription:
         request.headers["accept"] = ["application/pidf+xml"]
         # The dialog exists as soon as a NOTIFY comes (possibly before the
         # 2xx): key it by Call-ID and our tag until the remote tag is known.
+        # A (re-)subscription made while the agent logs in again waits for
+        # the server it will be registered at.
+        yield ua.whenLoggedIn()
         outcome = yield ua.send(request, ua.nextHop(self.uri))
         response = outcome.response
         if not 200 <= response.code < 300:

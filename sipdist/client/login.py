@@ -152,10 +152,22 @@ class Login:
     def run(self):
         """
         @return: L{Deferred} firing with a L{LoginResult}, failing with
-            L{LoginFailed}.
+            L{LoginFailed}.  Requests out of dialogs that the agent is asked
+            to send meanwhile wait for it (L{UserAgent.whenLoggedIn}).
         """
         ua = self.ua
-        ua.outboundProxy = None
+        ua.loginStarted()
+        target = None
+        try:
+            result = yield self._run()
+            target = result.target
+            return result
+        finally:
+            ua.loginEnded(target)
+
+    @defer.inlineCallbacks
+    def _run(self):
+        ua = self.ua
         if self.server is not None:
             start = asURI(self.server)
             self._emit("discovering", f"using the configured server {start}",
@@ -196,7 +208,6 @@ class Login:
             if 200 <= code < 300:
                 contact = outcome.request.header("contact")
                 expires = grantedExpires(response, contact, self.expires)
-                ua.outboundProxy = target
                 via = (f" after {len(redirectedFrom)} redirect(s)"
                        if redirectedFrom else "")
                 self._emit("registered",
