@@ -47,13 +47,15 @@ from bench_register import (  # noqa: E402
     PASSWORD, cpuSeconds, freePort, waitForOptions)
 
 
-def start(work, name, argv, port):
+def start(work, name, argv, port, processes):
     twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) \
         or shutil.which("twistd")
     argv = [twistd, "-n", "--pidfile=", f"--logfile={work}/{name}.log",
             "sipdist", f"--name={name}", "--domain=example.com"] + argv
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=work)
+    # Tracked before waiting, so it is stopped even if it never answers.
+    processes.append(process)
     waitForOptions(port)
     return process
 
@@ -123,13 +125,11 @@ def main():
             f"--store=file:{work}/assignments.conf",
             f"--credentials=file:{work}/credentials",
             f"--secret-file={work}/secret", "--digest-algorithms=MD5"],
-            homePort)
-        processes.append(home)
+            homePort, processes)
         edge = start(work, "edge", [
             "--role=edge", f"--listen=udp:{edgePort}:interface=127.0.0.1",
             f"--inside-listen=udp:{insidePort}:interface=127.0.0.1",
-            f"--next-hop=sip:127.0.0.1:{homePort}"], edgePort)
-        processes.append(edge)
+            f"--next-hop=sip:127.0.0.1:{homePort}"], edgePort, processes)
         target = f"127.0.0.1:{edgePort}"
 
         def cpu():

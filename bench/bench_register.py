@@ -91,7 +91,7 @@ def waitForOptions(port, timeout=20):
     raise SystemExit(f"server on port {port} did not answer OPTIONS")
 
 
-def startSipdist(work, role, name, port):
+def startSipdist(work, role, name, port, processes):
     twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) \
         or shutil.which("twistd")
     argv = [twistd, "-n", "--pidfile=", f"--logfile={work}/{name}.log",
@@ -103,11 +103,13 @@ def startSipdist(work, role, name, port):
             "--digest-algorithms=MD5"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=work)
+    # Tracked before waiting, so it is stopped even if it never answers.
+    processes.append(process)
     waitForOptions(port)
     return process
 
 
-def startKamailio(work, port, home1):
+def startKamailio(work, port, home1, processes):
     kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
     argv = [kamailio, "-f", os.path.join(HERE, "kamailio-redirect.cfg"),
             "-DD", "-E", "-A", f"PORT={port}", "-A", f'HOME1="{home1}"',
@@ -115,6 +117,7 @@ def startKamailio(work, port, home1):
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                stderr=open(f"{work}/kamailio.log", "wb"),
                                cwd=work)
+    processes.append(process)
     waitForOptions(port)
     return process
 
@@ -180,18 +183,15 @@ def main():
     processes = []
     try:
         distributor = startSipdist(work, "distributor", "distributor",
-                                   distributorPort)
-        processes.append(distributor)
-        home = startSipdist(work, "home", "home1", homePort)
-        processes.append(home)
+                                   distributorPort, processes)
+        home = startSipdist(work, "home", "home1", homePort, processes)
         measure("sipdist distributor: signed 301", distributor,
                 "register_301.xml", distributorPort, args.calls,
                 args.rate, "alice")
         measure("sipdist home: registrar 200 (signed)", home,
                 "register_200.xml", homePort, args.calls, args.rate, "alice")
         if not args.no_kamailio:
-            kamailio = startKamailio(work, kamailioPort, home1)
-            processes.append(kamailio)
+            kamailio = startKamailio(work, kamailioPort, home1, processes)
             measure("kamailio (1 worker): 301", kamailio,
                     "register_301.xml", kamailioPort, args.calls,
                     args.rate, "alice")

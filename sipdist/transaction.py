@@ -241,7 +241,7 @@ class ServerTransaction:
             else:
                 # Timer J: only retransmissions of the request are left to
                 # absorb, so the table keeps the response's bytes, not this
-                # transaction with its messages (see _CompletedRecord).
+                # transaction with its messages (_CompletedServerRecord).
                 data = response.toBytes()
                 if self._transmit(_Wire(data, response)):
                     layer._completed(self, data)
@@ -393,7 +393,44 @@ class _Wire:
         return getattr(self.message, name)
 
 
-class _CompletedRecord:
+class _ExpiryQueue:
+    """
+    Records that all wait the same time before they end (timer J, timer
+    K): a queue in expiry order and one timer, instead of a timer each.
+    Records due within C{granularity} of each other end in the same sweep.
+    """
+
+    granularity = 0.1
+
+    def __init__(self, reactor, delay):
+        self._reactor = reactor
+        self.delay = delay
+        self._queue = deque()
+        self._call = None
+
+    def add(self, record):
+        self._queue.append((self._reactor.seconds() + self.delay, record))
+        if self._call is None:
+            self._call = self._reactor.callLater(self.delay, self._sweep)
+
+    def _sweep(self):
+        self._call = None
+        now = self._reactor.seconds()
+        queue = self._queue
+        while queue and queue[0][0] <= now:
+            queue.popleft()[1]._terminate()
+        if queue:
+            self._call = self._reactor.callLater(
+                max(queue[0][0] - now, self.granularity), self._sweep)
+
+    def clear(self):
+        self._queue.clear()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+class _CompletedServerRecord:
     """
     What is left of a non-INVITE server transaction over an unreliable flow
     once its final response is sent (Completed state, timer J): the bytes to
@@ -434,6 +471,34 @@ class _CompletedRecord:
         self._layer._removeServer(self)
 
 
+class _CompletedClientRecord:
+    """
+    What is left of a non-INVITE client transaction over an unreliable flow
+    once its final response arrived (Completed state, timer K): nothing but
+    its key, to absorb retransmissions of that response.
+    """
+
+    __slots__ = ("key", "_layer", "_transaction")
+    state = COMPLETED
+
+    def __init__(self, layer, transaction):
+        self._layer = layer
+        self.key = transaction.key
+        self._transaction = weakref.ref(transaction)
+
+    def __repr__(self):
+        return f"<ClientTransaction (completed) {self.key[0]}>"
+
+    def _responseReceived(self, response, flow):
+        pass  # a retransmitted final response: absorbed
+
+    def _terminate(self):
+        transaction = self._transaction()
+        if transaction is not None:
+            transaction.state = TERMINATED
+        self._layer._removeClient(self)
+
+
 class ClientTransaction:
     """
     A client transaction, created by L{TransactionLayer.sendRequest}.
@@ -452,7 +517,7 @@ class ClientTransaction:
     __slots__ = ("request", "flow", "state", "deferred", "onProvisional",
                  "key", "_layer", "_invite", "_reliable", "_retransmit",
                  "_timeout", "_interval", "_cancelWanted", "_cancelSent",
-                 "_ack")
+                 "_ack", "__weakref__")
 
     _log = Logger()
 
@@ -598,8 +663,10 @@ class ClientTransaction:
             if self._reliable:
                 self._terminate()
             else:
-                self._timeout = layer._reactor.callLater(
-                    layer.T4, self._terminate)  # timer K
+                # Timer K: only retransmissions of the final response are
+                # left to absorb; the table keeps a small record instead of
+                # this transaction and its messages.
+                layer._clientCompleted(self)
             self.deferred.callback(response)
             return
         if code < 200:
@@ -706,10 +773,9 @@ class TransactionLayer:
         self.retryAfter = retryAfter
         self._servers = {}
         self._clients = {}
-        # Timer J of completed non-INVITE server transactions: one queue in
-        # expiry order (every entry waits the same 64*T1) and one timer.
-        self._expiries = deque()
-        self._sweepCall = None
+        # Timers J and K of completed non-INVITE transactions.
+        self._timerJ = _ExpiryQueue(reactor, self._64T1)
+        self._timerK = _ExpiryQueue(reactor, T4)
         self.serverCreated = 0
         self.clientCreated = 0
         self.rejected = 0
@@ -907,44 +973,32 @@ class TransactionLayer:
         """
         for transaction in list(self._servers.values()):
             transaction._terminate()
-        self._expiries.clear()
-        if self._sweepCall is not None and self._sweepCall.active():
-            self._sweepCall.cancel()
-        self._sweepCall = None
+        self._timerJ.clear()
+        self._timerK.clear()
         for transaction in list(self._clients.values()):
-            if transaction.deferred.called:
+            if isinstance(transaction, _CompletedClientRecord) \
+                    or transaction.deferred.called:
                 transaction._terminate()
             else:
                 transaction._fail(TransactionLayerStopped("stopped"))
 
-    # Expiry granularity of the timer J queue: records due within this
-    # much of each other are removed by the same sweep.
-    SWEEP_GRANULARITY = 0.1
-
     def _completed(self, transaction, data):
         """
         Replace a non-INVITE server transaction that sent its final
-        response over an unreliable flow by a L{_CompletedRecord} until
-        timer J fires.
+        response over an unreliable flow by a record until timer J fires.
         """
-        record = _CompletedRecord(self, transaction, data)
+        record = _CompletedServerRecord(self, transaction, data)
         self._servers[record.key] = record
-        self._expiries.append((self._reactor.seconds() + self._64T1, record))
-        if self._sweepCall is None:
-            self._sweepCall = self._reactor.callLater(self._64T1, self._sweep)
+        self._timerJ.add(record)
 
-    def _sweep(self):
-        self._sweepCall = None
-        now = self._reactor.seconds()
-        queue = self._expiries
-        servers = self._servers
-        while queue and queue[0][0] <= now:
-            record = queue.popleft()[1]
-            if servers.get(record.key) is record:
-                record._terminate()
-        if queue:
-            self._sweepCall = self._reactor.callLater(
-                max(queue[0][0] - now, self.SWEEP_GRANULARITY), self._sweep)
+    def _clientCompleted(self, transaction):
+        """
+        Replace a non-INVITE client transaction that got its final response
+        over an unreliable flow by a record until timer K fires.
+        """
+        record = _CompletedClientRecord(self, transaction)
+        self._clients[record.key] = record
+        self._timerK.add(record)
 
     def _removeServer(self, transaction):
         if self._servers.get(transaction.key) is transaction:
