@@ -14,7 +14,7 @@ import sys
 from twisted.internet.defer import ensureDeferred
 from twisted.python import usage
 
-from sipdist.cli import CommandError
+from sipdist.cli import CommandError, OptionsAnywhere
 from sipdist.store import (
     STATES, InvalidValue, ServerRecord, StoreError, aorKey, storeFromString,
 )
@@ -29,7 +29,7 @@ def defaultStore():
     return os.environ.get("SIPDIST_STORE") or DEFAULT_STORE
 
 
-class _StoreCommand(usage.Options):
+class _StoreCommand(OptionsAnywhere):
     """
     A command working on a store; subclasses define C{act(store)}, a
     coroutine printing through C{self.out}.

@@ -159,3 +159,18 @@ class ConsoleScriptTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertEqual(len(err.splitlines()), 1)
         self.assertIn("unknown store type 'nosuch'", err)
+
+
+class OptionsAfterArgumentsTests(SynchronousTestCase):
+    """
+    Store commands take their options after their arguments too.
+    """
+
+    def test_lookup(self):
+        """
+        C{sipdist lookup AOR --store S} parses like C{--store S lookup AOR}.
+        """
+        from sipdist.admin import commands
+        options = dict((name, cls) for name, cls, _ in commands)["lookup"]()
+        options.parseOptions(["alice@example.com", "--store", "memory:"])
+        self.assertEqual(options["store"], "memory:")
