@@ -49,6 +49,7 @@ import itertools
 import os
 import random as _random
 
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
 
@@ -169,7 +170,7 @@ class NextHops:
                 + [uris[i] for i in candidates[chosen + 1:]] + self._rest)
 
 
-class NextHopChecker(Service):
+class NextHopChecker(TimerService):
     """
     Health checks of an edge's next hops: every C{interval} seconds an
     C{OPTIONS} to each (L{sipdist.monitor.Prober}); a hop that fails
@@ -188,20 +189,9 @@ class NextHopChecker(Service):
         self.threshold = threshold
         self.failures = [0] * len(nextHops.uris)
         self._pending = set()
-        self._loop = None
-
-    def startService(self):
-        Service.startService(self)
-        from twisted.internet import task
-        self._loop = task.LoopingCall(self.check)
-        self._loop.clock = self._reactor
-        self._loop.start(self.interval, now=True)
-
-    def stopService(self):
-        Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        # TimerService runs check every interval, on our reactor.
+        TimerService.__init__(self, interval, self.check)
+        self.clock = reactor
 
     def check(self):
         """

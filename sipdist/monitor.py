@@ -41,8 +41,8 @@ L{sipdist.subscriptions} for what a home does when its users leave.
 
 import os
 
-from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.application.internet import TimerService
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from sipdist.message import Request, Via, formatNameAddr, newBranch, newTag
@@ -214,7 +214,7 @@ class Health:
         self.lastSeen = None
 
 
-class Monitor(Service):
+class Monitor(TimerService):
     """
     Health checks and rebalancing (see the module docstring).
 
@@ -246,21 +246,11 @@ class Monitor(Service):
         self.plans = 0
         self.moved = 0
         self.lastPlan = None
-        self._loop = None
+        # TimerService runs _round every interval, on our reactor.
+        TimerService.__init__(self, interval, self._round)
+        self.clock = reactor
         self._checking = None
         self._applying = None
-
-    def startService(self):
-        Service.startService(self)
-        self._loop = task.LoopingCall(self._round)
-        self._loop.clock = self._reactor
-        self._loop.start(self.interval, now=True)
-
-    def stopService(self):
-        Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
 
     def _round(self):
         # A round still running (slow store, long timeout) is not doubled.

@@ -59,11 +59,11 @@ from urllib.parse import quote, unquote
 from twisted.logger import Logger
 
 from sipdist.message import (
-    MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo, splitValues)
+    MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo)
 from sipdist.transaction import (
     TransactionLayerFull, TransactionLayerStopped, TransactionTimeout,
     TransportError)
-from sipdist.uri import URI, URIError, parseURI
+from sipdist.uri import URIError, parseURI
 
 # Our branches: MAGIC_COOKIE + "sd" + loop hash + "." + counter (stateful),
 # MAGIC_COOKIE + "sdx" + hash (stateless, the same for a retransmission).

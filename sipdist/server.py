@@ -14,7 +14,7 @@ an answer.
 import os
 import socket
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.logger import Logger
 from zope.interface import implementer
 

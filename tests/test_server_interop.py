@@ -3,7 +3,6 @@ A real server on loopback, driven by real SIP tools (sipsak, SIPp) over
 UDP and TCP, and by a TLS client checking the server's certificate.
 """
 
-import os
 import socket
 
 from twisted.internet import defer, endpoints, reactor

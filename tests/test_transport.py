@@ -286,7 +286,17 @@ class StreamTests(SynchronousTestCase):
         d1 = self.layer.connect("TCP", "127.0.0.1", 5070)
         d2 = self.layer.connect("TCP", "127.0.0.1", 5070)
         self.assertNoResult(d1)
-        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertNoResult(d2)
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("127.0.0.1", 5070))
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        protocol.makeConnection(StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+            peerAddress=IPv4Address("TCP", host, port)))
+        flow = self.successResultOf(d1)
+        self.assertIs(self.successResultOf(d2), flow)
+        self.assertEqual(flow.remote, ("127.0.0.1", 5070))
+        self.assertIs(self.layer.existingFlow("TCP", "127.0.0.1", 5070), flow)
 
 
 class ParseListenTests(SynchronousTestCase):
