@@ -2,9 +2,13 @@
 The hot path measured with SIPp on loopback: authenticated REGISTERs
 answered with a signed 301 by one distributor process, and answered 200 by
 one home server process (the registrar), next to Kamailio from the Debian
-package doing the same job (bench/kamailio-redirect.cfg) in the same run.
+package doing the same job (bench/kamailio-redirect.cfg) in the same run,
+and the reference of the performance goal: Twisted's bare
+twisted.protocols.sip.Base answering every REGISTER with a fixed 301
+(bench/bare_twisted_301.py: parsing and answering only, one request a call).
 
-    python bench/bench_register.py [--calls 20000] [--rate 4000] [--no-kamailio]
+    python bench/bench_register.py [--calls 20000] [--rate 4000]
+                                   [--no-kamailio] [--no-reference]
 
 Each SIPp call is two transactions: REGISTER -> 401, REGISTER with MD5
 credentials -> 301 (or 200).  For each server it prints the calls completed
@@ -122,6 +126,19 @@ def startKamailio(work, port, home1, processes):
     return process
 
 
+def startBareTwisted(work, port, processes):
+    """
+    The reference: twisted.protocols.sip.Base answering a fixed 301.
+    """
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "bare_twisted_301.py"), str(port)],
+        stdout=subprocess.DEVNULL, stderr=open(f"{work}/bare.log", "wb"),
+        cwd=work)
+    processes.append(process)
+    waitForOptions(port)
+    return process
+
+
 def runSipp(scenario, port, calls, rate, user):
     sipp = shutil.which("sipp")
     argv = [sipp, f"127.0.0.1:{port}", "-sf", os.path.join(SCENARIOS, scenario),
@@ -144,12 +161,13 @@ def runSipp(scenario, port, calls, rate, user):
     return successful, failed, elapsed
 
 
-def measure(label, process, scenario, port, calls, rate, user):
+def measure(label, process, scenario, port, calls, rate, user,
+            requestsPerCall=2):
     pids = processTree(process.pid)
     before = cpuSeconds(pids)
     successful, failed, elapsed = runSipp(scenario, port, calls, rate, user)
     cpu = cpuSeconds(processTree(process.pid)) - before
-    requests = 2 * successful
+    requests = requestsPerCall * successful
     perCPU = requests / cpu if cpu else float("nan")
     print(f"  {label:44s} {successful:>7,d} ok {failed:>5,d} failed "
           f"{successful / elapsed:>8,.0f} calls/s  "
@@ -161,10 +179,13 @@ def main():
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rate", type=int, default=4000)
     parser.add_argument("--no-kamailio", action="store_true")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the bare twisted.protocols.sip.Base run")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="sipdist-bench-")
     distributorPort, homePort, kamailioPort = freePort(), freePort(), freePort()
+    barePort = freePort()
     home1 = f"sip:127.0.0.1:{homePort}"
     with open(f"{work}/assignments.conf", "w") as f:
         f.write(f"server home1 {home1}\nserver home2 sip:127.0.0.1:9\n"
@@ -190,6 +211,11 @@ def main():
                 args.rate, "alice")
         measure("sipdist home: registrar 200 (signed)", home,
                 "register_200.xml", homePort, args.calls, args.rate, "alice")
+        if not args.no_reference:
+            bare = startBareTwisted(work, barePort, processes)
+            measure("reference: bare sip.Base, fixed 301", bare,
+                    "register_301_noauth.xml", barePort, args.calls,
+                    args.rate, "alice", requestsPerCall=1)
         if not args.no_kamailio:
             kamailio = startKamailio(work, kamailioPort, home1, processes)
             measure("kamailio (1 worker): 301", kamailio,
