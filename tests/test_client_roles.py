@@ -103,6 +103,49 @@ class RolesTests(TestCase):
         self.assertEqual(registration.logins, 2)
 
     @defer.inlineCallbacks
+    def test_movedWhileWatching(self):
+        """
+        A client watching its own registration (reg event) learns that it
+        was moved when its old home ends the watch (reason=deactivated): it
+        refreshes at once, is redirected, and lands on its new home without
+        waiting for its refresh timer.
+        """
+        store, uris = yield startDeployment(self)
+        ua = yield startAgent(self, reactor)
+        registration = Registration(ua, ua.locator, server=uris["distributor"],
+                                    watchRegistration=True)
+        yield registration.start()
+        self.addCleanup(registration.stop)
+        yield self.until(lambda: registration.watch is not None)
+        # Registered for an hour: without the watch nothing would happen
+        # for half an hour, and the wait below would fail.
+        yield store.moveUser("alice@example.com", "home2")
+        yield self.until(lambda: registration.logins == 2
+                         and registration.state == "registered")
+        self.assertEqual(f"sip:127.0.0.1:{registration.result.target.port}",
+                         uris["home2"])
+        kinds = [e.kind for e in ua.events]
+        self.assertIn("deactivated", kinds)
+        self.assertLess(kinds.index("deactivated"), kinds.index("relogin"))
+        # And the client watches its registration at its new home.
+        yield self.until(lambda: registration.watch is not None)
+
+    def until(self, condition, interval=0.02, limit=500):
+        """
+        Wait (on the real reactor, at most C{limit} rounds) for a condition.
+        """
+        from twisted.internet import task
+
+        @defer.inlineCallbacks
+        def poll():
+            for _ in range(limit):
+                if condition():
+                    return
+                yield task.deferLater(reactor, interval, lambda: None)
+            self.fail("condition not reached in time")
+        return poll()
+
+    @defer.inlineCallbacks
     def test_wrongHome(self):
         """
         A client that reaches a home that is not its own is redirected to

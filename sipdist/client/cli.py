@@ -176,7 +176,8 @@ class _ClientOptions(OptionsAnywhere):
             observer=lambda event: self.print(str(event)))
         locator = ServerLocator(makeResolver(reactor, self["dns"]))
         registration = Registration(ua, locator, server=self["server"],
-                                    expires=self["expires"])
+                                    expires=self["expires"],
+                                    watchRegistration=bool(self.get("watch")))
         return ua, registration
 
     @defer.inlineCallbacks
@@ -213,6 +214,8 @@ class RegisterOptions(_ClientOptions):
     ]
     optFlags = [
         ["answer", None, "Answer incoming calls (no media)."],
+        ["watch", "w", "Watch the registration (reg event, RFC 3680): when "
+         "the home server says we were moved, log in again at once."],
     ]
 
     @defer.inlineCallbacks

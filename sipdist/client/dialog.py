@@ -272,7 +272,9 @@ class Subscription:
 
     A NOTIFY ending it with C{reason=deactivated} (the user moved to another
     home, RFC 6665 section 4.1.3) makes the client subscribe again at once,
-    through its outbound proxy, at most L{MAX_RESUBSCRIBES} times in a row.
+    through its outbound proxy, at most L{MAX_RESUBSCRIBES} times in a row
+    -- or, when C{onDeactivated} is set, calls it with the subscription
+    instead.
 
     @ivar notifications: the NOTIFY requests received (the last 16).
     @ivar resubscribed: how many times it subscribed again.
@@ -289,6 +291,7 @@ class Subscription:
         self.expires = expires
         self.notifications = []
         self.onNotify = None
+        self.onDeactivated = None
         self.dialog = None
         self.resubscribed = 0
         self.restarting = None
@@ -300,6 +303,9 @@ class Subscription:
             if name.strip() == "reason":
                 reason = value.strip()
         if reason != "deactivated":
+            return
+        if self.onDeactivated is not None:
+            self.onDeactivated(self)
             return
         if self.resubscribed >= self.MAX_RESUBSCRIBES:
             self.ua.notify(Event("subscription-ended",

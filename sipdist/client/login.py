@@ -294,13 +294,23 @@ class Registration:
         registration is lost for good (C{maxFailures} logins in a row
         failed).
     @ivar logins: how many logins succeeded.
+    @ivar watch: with C{watchRegistration}, the subscription to the user's
+        own C{reg} event (RFC 3680) at its home, or L{None}.
     """
 
     _log = Logger()
 
     def __init__(self, ua, locator, server=None, expires=DEFAULT_EXPIRES,
                  maxRedirects=MAX_REDIRECTS, retryDelays=RETRY_DELAYS,
-                 maxFailures=10):
+                 maxFailures=10, watchRegistration=False):
+        """
+        @param watchRegistration: after each login, subscribe to the user's
+            own registration state (the C{reg} event, RFC 3680).  When the
+            home ends that subscription because the user was moved to
+            another home (C{reason=deactivated}), refresh at once: the old
+            home answers with its signed C{301} and the client logs in at
+            the new home, without waiting for its refresh timer.
+        """
         self.ua = ua
         self.locator = locator
         self.server = server
@@ -312,6 +322,8 @@ class Registration:
         self.result = None
         self.logins = 0
         self.failed = defer.Deferred()
+        self.watchRegistration = watchRegistration
+        self.watch = None
         self._timer = None
         self._waiting = None
 
@@ -347,6 +359,35 @@ class Registration:
         self.logins += 1
         self.state = "registered"
         self._schedule(result.expires)
+        if self.watchRegistration:
+            self._watch()
+
+    def _watch(self):
+        """
+        Subscribe to our own registration state at the home we just
+        registered at.
+        """
+        d = self.ua.subscribe(self.ua.aor, event="reg",
+                              expires=max(self.result.expires, 60))
+
+        def watching(subscription):
+            subscription.onDeactivated = self._deactivated
+            self.watch = subscription
+            return subscription
+
+        def notWatching(failure):
+            self._emit("watch-failed", f"cannot watch the registration: "
+                       f"{failure.getErrorMessage()}")
+
+        d.addCallbacks(watching, notWatching)
+
+    def _deactivated(self, subscription):
+        if subscription is not self.watch or self.state != "registered":
+            return
+        self.watch = None
+        self._emit("deactivated", "the home ended our registration watch "
+                   "(we were moved): refreshing now")
+        self.refresh()
 
     def _schedule(self, expires):
         self._cancelTimer()
