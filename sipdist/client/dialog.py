@@ -115,7 +115,7 @@ class Dialog:
             self.ended = True
             self.ua.removeDialog(self)
             self.ua.notify(Event("dialog-ended",
-                                 f"call {self.callId} ended: {reason}",
+                                 f"dialog {self.callId} ended: {reason}",
                                  dialog=self, reason=reason))
 
 
