@@ -20,6 +20,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from sipdist.auth.interfaces import ICredentialsSourceParser
+from sipdist.plugin import parserFor, parsersFor
 
 
 class CredentialsConfigError(ValueError):
@@ -94,12 +95,7 @@ def credentialsParsers():
     @return: L{dict} from prefix to every L{ICredentialsSourceParser}
         plugin found in C{twisted.plugins}.
     """
-    from twisted import plugins
-    from twisted.plugin import getPlugins
-    found = {}
-    for parser in getPlugins(ICredentialsSourceParser, plugins):
-        found.setdefault(parser.prefix, parser)
-    return found
+    return parsersFor(ICredentialsSourceParser)
 
 
 def makeChecker(reactor, description, parsers=None):
@@ -111,16 +107,9 @@ def makeChecker(reactor, description, parsers=None):
     @raise CredentialsConfigError: unknown prefix or a string the source
         rejects.
     """
-    if not isinstance(description, str) or ":" not in description:
-        raise CredentialsConfigError(
-            f"bad credentials string {description!r}: expected PREFIX:..., "
-            f"e.g. file:PATH, memory:USER:PASSWORD or ldap://HOST:PORT/BASE")
-    prefix = description.split(":", 1)[0]
     if parsers is None:
         parsers = credentialsParsers()
-    parser = parsers.get(prefix)
-    if parser is None:
-        known = ", ".join(sorted(parsers)) or "none"
-        raise CredentialsConfigError(
-            f"unknown credentials type {prefix!r} (known: {known})")
+    parser = parserFor(description, parsers, "credentials",
+                       "file:PATH, memory:USER:PASSWORD or "
+                       "ldap://HOST:PORT/BASE", CredentialsConfigError)
     return parser.parseCredentials(reactor, description)

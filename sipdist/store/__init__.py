@@ -283,12 +283,8 @@ def storeParsers():
     @return: L{dict} from prefix to every L{IAssignmentStoreParser} plugin
         found on the path (C{twisted.plugins}).
     """
-    from twisted import plugins
-    from twisted.plugin import getPlugins
-    found = {}
-    for parser in getPlugins(IAssignmentStoreParser, plugins):
-        found.setdefault(parser.prefix, parser)
-    return found
+    from sipdist.plugin import parsersFor
+    return parsersFor(IAssignmentStoreParser)
 
 
 def storeFromString(reactor, description, parsers=None):
@@ -300,16 +296,10 @@ def storeFromString(reactor, description, parsers=None):
         L{storeParsers}.
     @raise StoreConfigError: unknown prefix or a string the provider rejects.
     """
-    if not isinstance(description, str) or ":" not in description:
-        raise StoreConfigError(
-            f"bad store string {description!r}: expected PREFIX:..., "
-            f"e.g. memory:, file:PATH or ldap://HOST:PORT/BASE")
-    prefix = description.split(":", 1)[0]
+    from sipdist.plugin import parserFor
     if parsers is None:
         parsers = storeParsers()
-    parser = parsers.get(prefix)
-    if parser is None:
-        known = ", ".join(sorted(parsers)) or "none"
-        raise StoreConfigError(
-            f"unknown store type {prefix!r} (known: {known})")
+    parser = parserFor(description, parsers, "store",
+                       "memory:, file:PATH or ldap://HOST:PORT/BASE",
+                       StoreConfigError)
     return parser.parseStore(reactor, description)
