@@ -32,7 +32,6 @@ edge and the home used (SIPp shares the machine's cores with them).
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ SCENARIOS = os.path.join(TOP, "tests", "sipp")
 sys.path.insert(0, HERE)
 
 from bench_register import (  # noqa: E402
-    PASSWORD, cpuSeconds, freePort, waitForOptions)
+    PASSWORD, cpuSeconds, freePort, stopProcesses, waitForOptions)
 
 
 def start(work, name, argv, port, processes):
@@ -168,13 +167,7 @@ def main():
         except subprocess.TimeoutExpired:
             callee.kill()
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stopProcesses(processes)
         shutil.rmtree(work, ignore_errors=True)
 
 

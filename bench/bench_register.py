@@ -76,6 +76,20 @@ def processTree(pid):
     return pids
 
 
+def stopProcesses(processes):
+    """
+    Stop the servers a benchmark started: SIGTERM, then SIGKILL for those
+    still there after 10 s.
+    """
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def waitForOptions(port, timeout=20):
     deadline = time.monotonic() + timeout
     probe = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
@@ -222,13 +236,7 @@ def main():
                     "register_301.xml", kamailioPort, args.calls,
                     args.rate, "alice")
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stopProcesses(processes)
         shutil.rmtree(work, ignore_errors=True)
 
 
