@@ -17,6 +17,22 @@ from sipdist.store.memory import MemoryAssignmentStore
 from tests.helpers_store import tempDir
 
 
+def assignAliceAndLookHerUp(case, env):
+    """
+    The issue's check, against the store C{env} names: the console script
+    adds home1 and home2, assigns alice@example.com to home2 and looks her
+    up.
+    """
+    for args in (["server-add", "home1", "sip:127.0.0.1:5070"],
+                 ["server-add", "home2", "sip:127.0.0.1:5080"],
+                 ["assign", "alice@example.com", "home2"]):
+        code, out, err = runSipdist(args, env)
+        case.assertEqual((code, err), (0, ""))
+    code, out, err = runSipdist(["lookup", "alice@example.com"], env)
+    case.assertEqual((code, out), (0, "sip:alice@example.com home2 "
+                                      "sip:127.0.0.1:5080 state=active\n"))
+
+
 def runSipdist(args, env=None, timeout=60):
     """
     Run the C{sipdist} console script in a child process.
@@ -143,14 +159,7 @@ class ConsoleScriptTests(SynchronousTestCase):
         """
         path = os.path.join(tempDir(self), "assignments.conf")
         env = {"SIPDIST_STORE": f"file:{path}"}
-        for args in (["server-add", "home1", "sip:127.0.0.1:5070"],
-                     ["server-add", "home2", "sip:127.0.0.1:5080"],
-                     ["assign", "alice@example.com", "home2"]):
-            code, out, err = runSipdist(args, env)
-            self.assertEqual((code, err), (0, ""))
-        code, out, err = runSipdist(["lookup", "alice@example.com"], env)
-        self.assertEqual((code, out), (0, "sip:alice@example.com home2 "
-                                          "sip:127.0.0.1:5080 state=active\n"))
+        assignAliceAndLookHerUp(self, env)
         code, out, err = runSipdist(
             ["lookup", "--store", f"file:{path}", "zed@example.com"])
         self.assertEqual((code, out, err), (

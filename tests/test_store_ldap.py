@@ -16,7 +16,7 @@ from sipdist.store.ldap import LDAPAssignmentStore, parseLDAPString
 from tests import slapd
 from tests.helpers_store import tempDir
 from tests.storecontract import AssignmentStoreContractMixin
-from tests.test_admin import runSipdist
+from tests.test_admin import assignAliceAndLookHerUp, runSipdist
 
 SERVERS_LDIF = f"""
 dn: sipdistServerId=home1,ou=servers,{slapd.SUFFIX}
@@ -310,14 +310,7 @@ class LDAPConsoleTests(TestCase):
         server = slapd.startedSlapd(self)
         config = writeConfig(self)
         env = {"SIPDIST_STORE": f"{server.url}/{slapd.SUFFIX}?config={config}"}
-        for args in (["server-add", "home1", "sip:127.0.0.1:5070"],
-                     ["server-add", "home2", "sip:127.0.0.1:5080"],
-                     ["assign", "alice@example.com", "home2"]):
-            code, out, err = runSipdist(args, env)
-            self.assertEqual((code, err), (0, ""))
-        code, out, err = runSipdist(["lookup", "alice@example.com"], env)
-        self.assertEqual((code, out), (0, "sip:alice@example.com home2 "
-                                          "sip:127.0.0.1:5080 state=active\n"))
+        assignAliceAndLookHerUp(self, env)
         code, out, err = runSipdist(["counts"], env)
         self.assertEqual(out, "home1 0\nhome2 1\ntotal 1\n")
 

@@ -148,6 +148,24 @@ def _answering(ua, calls):
     ua.onInvite = onInvite
 
 
+@defer.inlineCallbacks
+def _call(caller, callee, waitForCallee=True):
+    """
+    C{callee} answers every call; C{caller} calls it.
+
+    @return: C{(outgoing call, incoming call)} once the caller's side is
+        established (and the callee's, with C{waitForCallee}).
+    """
+    calls = []
+    _answering(callee, calls)
+    call = caller.call(str(callee.aor))
+    yield call.deferred
+    [incoming] = calls
+    if waitForCallee:
+        yield incoming.deferred
+    return call, incoming
+
+
 class Figure8Tests(TestCase):
     """
     Figure 8: client -> edge -> home1 -> (proxy) home2.
@@ -229,12 +247,7 @@ class Figure8Tests(TestCase):
         yield d.edge([d.uris["home1"]])
         bob = yield d.agent("bob", d.uris["edge"])
         alice = yield d.agent("alice", d.uris["edge"])
-        calls = []
-        _answering(bob, calls)
-        call = alice.call("bob@example.com")
-        yield call.deferred
-        [incoming] = calls
-        yield incoming.deferred
+        call, incoming = yield _call(alice, bob)
         flow = incoming.transaction.flow
         self.assertEqual(flow.transport, "TCP")
         self.assertEqual(flow.remote[1], _port(d.services["edge"]))
@@ -257,12 +270,7 @@ class Figure8Tests(TestCase):
         yield d.edge([d.uris["home1"]])
         bob = yield d.agent("bob", d.uris["edge"])
         alice = yield d.agent("alice", d.uris["edge"])
-        calls = []
-        _answering(bob, calls)
-        call = alice.call("bob@example.com")
-        yield call.deferred
-        [incoming] = calls
-        yield incoming.deferred
+        call, incoming = yield _call(alice, bob)
         response = yield incoming.hangup()
         self.assertEqual(response.code, 200)
         self.assertTrue(call.dialog.ended)
@@ -347,11 +355,7 @@ class FlowTests(TestCase):
         yield d.edge([d.uris["home1"]])
         bob = yield d.agent("bob", d.uris["home2"])
         alice = yield d.agent("alice", d.uris["edge"])
-        calls = []
-        _answering(bob, calls)
-        call = alice.call("bob@example.com")
-        yield call.deferred
-        [incoming] = calls
+        call, incoming = yield _call(alice, bob, waitForCallee=False)
         self.assertEqual(incoming.transaction.flow.remote[1],
                          _port(d.services["home2"]))
         self.assertEqual(_connections(bob), 1)
@@ -426,12 +430,7 @@ class Figure10Tests(TestCase):
         d = yield self.deployment()
         bob = yield d.agent("bob", d.uris["edge"])
         alice = yield d.agent("alice", d.uris["edge"])
-        calls = []
-        _answering(bob, calls)
-        call = alice.call("bob@example.com")
-        yield call.deferred
-        [incoming] = calls
-        yield incoming.deferred
+        call, incoming = yield _call(alice, bob)
         self.assertEqual(incoming.transaction.flow.remote[1],
                          _port(d.services["edge"]))
         received = []
@@ -605,10 +604,7 @@ class TLSBetweenServersTests(TestCase):
         alice = yield d.agent("alice", d.uris["edge"])
         [binding] = d.bindings("home2", "bob")
         self.assertIn(";transport=tls", binding.path[0])
-        calls = []
-        _answering(bob, calls)
-        call = alice.call("bob@example.com")
-        yield call.deferred
+        call, incoming = yield _call(alice, bob, waitForCallee=False)
         response = yield call.hangup()
         self.assertEqual(response.code, 200)
         flows = [p.flow for p in d.services["home2"].transport._open]
