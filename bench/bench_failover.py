@@ -36,7 +36,7 @@ from twisted.internet.protocol import DatagramProtocol
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sipdist.auth.client import answerChallenge  # noqa: E402
-from sipdist.message import Response, parseMessage  # noqa: E402
+from sipdist.sip.message import Response, parseMessage  # noqa: E402
 from sipdist.server import buildServer  # noqa: E402
 from sipdist.store import ServerRecord  # noqa: E402
 from sipdist.store.memory import MemoryAssignmentStore  # noqa: E402

@@ -25,7 +25,7 @@ from sipdist.auth.client import answerChallenge  # noqa: E402
 from sipdist.server import buildServer  # noqa: E402
 from sipdist.store import ServerRecord  # noqa: E402
 from sipdist.store.memory import MemoryAssignmentStore  # noqa: E402
-from sipdist.transport import SIPDatagramProtocol  # noqa: E402
+from sipdist.sip.transport import SIPDatagramProtocol  # noqa: E402
 
 
 class NullUDP:

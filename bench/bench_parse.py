@@ -19,9 +19,9 @@ sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
 
 from twisted.protocols import sip  # noqa: E402
 
-from sipdist.message import (  # noqa: E402
+from sipdist.sip.message import (  # noqa: E402
     countVias, parseMessage, parseNameAddr, responseTo, validateRequest)
-from sipdist.uri import normaliseAOR  # noqa: E402
+from sipdist.sip.uri import normaliseAOR  # noqa: E402
 
 REGISTER = (
     "REGISTER sip:example.com SIP/2.0\r\n"

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_proxy -*-
 """
-Benchmark of L{sipdist.proxy}: proxied non-INVITE transactions per second
+Benchmark of L{sipdist.services.proxy}: proxied non-INVITE transactions per second
 on one core, in memory.
 
 Each transaction: a parsed OPTIONS (two Via values) goes into the
@@ -29,11 +29,11 @@ import time
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from sipdist.message import newBranch, parseMessage, responseTo
-from sipdist.proxy import Proxy
+from sipdist.sip.message import newBranch, parseMessage, responseTo
+from sipdist.services.proxy import Proxy
 from sipdist.server import SIPServer
-from sipdist.transaction import TransactionLayer
-from sipdist.uri import parseURI
+from sipdist.sip.transaction import TransactionLayer
+from sipdist.sip.uri import parseURI
 
 US = ("192.0.2.10", 5060)
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_transaction -*-
 """
-Benchmark of L{sipdist.transaction}: non-INVITE server transactions
+Benchmark of L{sipdist.sip.transaction}: non-INVITE server transactions
 created, answered (200, built with L{responseTo}) and terminated per second
 on one core, time driven by a L{task.Clock}.
 
@@ -27,8 +27,8 @@ import time
 
 from twisted.internet.task import Clock
 
-from sipdist.message import newBranch, parseMessage, responseTo
-from sipdist.transaction import TransactionLayer
+from sipdist.sip.message import newBranch, parseMessage, responseTo
+from sipdist.sip.transaction import TransactionLayer
 
 
 class NullFlow:

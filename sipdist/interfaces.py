@@ -166,12 +166,12 @@ class IAssignmentStoreParser(Interface):
         """
 
 
-# --- Transactions (sipdist.transaction) -------------------------------------
+# --- Transactions (sipdist.sip.transaction) -------------------------------------
 
 
 class ITransactionUser(Interface):
     """
-    The layer above L{sipdist.transaction.TransactionLayer}: a UAS/UAC core or
+    The layer above L{sipdist.sip.transaction.TransactionLayer}: a UAS/UAC core or
     a proxy core (RFC 3261 section 17).  Every server role is one.
 
     The transaction layer absorbs retransmissions, so each method is called
@@ -184,8 +184,8 @@ class ITransactionUser(Interface):
         """
         A new request (not ACK, not CANCEL, not a retransmission) arrived.
 
-        @param request: the L{sipdist.message.Request}.
-        @param transaction: its L{sipdist.transaction.ServerTransaction}; the
+        @param request: the L{sipdist.sip.message.Request}.
+        @param transaction: its L{sipdist.sip.transaction.ServerTransaction}; the
             user must eventually call C{transaction.respond(response)} with a
             final response (an unanswered transaction is ended after a
             bounded time and reported through L{transactionFailed}).
@@ -199,7 +199,7 @@ class ITransactionUser(Interface):
             answer it (C{200} if C{cancelled} is not None, else C{481} for a
             UAS; a proxy forwards an unmatched CANCEL statelessly and answers
             nothing).
-        @param cancelled: the INVITE L{sipdist.transaction.ServerTransaction}
+        @param cancelled: the INVITE L{sipdist.sip.transaction.ServerTransaction}
             the CANCEL matches, or None.
         """
 

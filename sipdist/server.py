@@ -20,9 +20,9 @@ from zope.interface import implementer
 
 import sipdist
 from sipdist.interfaces import ITransactionUser
-from sipdist.message import hasToTag, responseTo
-from sipdist.transaction import TransactionLayer
-from sipdist.transport import TransportLayer, TransportService
+from sipdist.sip.message import hasToTag, responseTo
+from sipdist.sip.transaction import TransactionLayer
+from sipdist.sip.transport import TransportLayer, TransportService
 
 SERVER_HEADER = f"sipdist/{sipdist.__version__}"
 
@@ -217,23 +217,23 @@ STORE_ROLES = ("home", "distributor", "internal-edge")
 # and messages, subscriptions, monitoring ...).  Each may look at
 # config["role"] and do nothing for roles it does not concern.
 def _routingExtension(service, config, reactor):
-    from sipdist.routing import installRouting
+    from sipdist.services.routing import installRouting
     installRouting(service, config, reactor)
 
 
 def _edgeExtension(service, config, reactor):
-    from sipdist.edge import installEdge
+    from sipdist.roles.edge import installEdge
     installEdge(service, config, reactor)
 
 
 def _subscriptionsExtension(service, config, reactor):
-    from sipdist.subscriptions import installNotifier
+    from sipdist.services.subscriptions import installNotifier
     installNotifier(service, config, reactor)
 
 
 def _monitorExtension(service, config, reactor):
-    from sipdist.monitor import installLoadReport, installMonitor
-    from sipdist.status import installStatus
+    from sipdist.pool.monitor import installLoadReport, installMonitor
+    from sipdist.pool.status import installStatus
     installLoadReport(service, config, reactor)
     installMonitor(service, config, reactor)
     installStatus(service, config, reactor)
@@ -300,7 +300,7 @@ def _tlsClientOptions(config):
     given = config.get("tls-client-options")
     if given is not None:
         return given
-    from sipdist.tls import clientContextFactory
+    from sipdist.sip.tls import clientContextFactory
 
     ca = config.get("tls-ca") or None
     cert = config.get("tls-cert") or None
@@ -326,8 +326,8 @@ def _storeRole(service, config, reactor, store, checker):
     from sipdist.auth.limiter import FailureLimiter
     from sipdist.auth.server import DigestAuthenticator
     from sipdist.auth.sources import CredentialsConfigError, makeChecker
-    from sipdist.registrar import Registrar
-    from sipdist.roles import DistributionProcessor
+    from sipdist.services.registrar import Registrar
+    from sipdist.roles.distribution import DistributionProcessor
     from sipdist.store import StoreError, storeFromString
 
     role = config.get("role", "home")
@@ -379,7 +379,7 @@ def _makeProxy(service, config, reactor):
     The stateful proxy of a server: requests routed through it (Route
     naming us) and the requests its role decides to proxy.
     """
-    from sipdist.proxy import Proxy
+    from sipdist.services.proxy import Proxy
 
     proxy = Proxy(reactor, service.transactions, service.transport,
                   service.transport.localAddress,

@@ -235,7 +235,7 @@ class Options(usage.Options):
         self._check()
 
     def _check(self):
-        from sipdist.transport import parseListen
+        from sipdist.sip.transport import parseListen
 
         if self["role"] not in ROLES:
             raise usage.UsageError(
@@ -261,7 +261,7 @@ class Options(usage.Options):
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["tls-cert"]:
-            from sipdist.tls import TLSConfigError, serverContextFactory
+            from sipdist.sip.tls import TLSConfigError, serverContextFactory
             try:
                 self["tls-server-options"] = serverContextFactory(
                     self["tls-cert"], self["tls-key"],
@@ -288,7 +288,7 @@ class Options(usage.Options):
             raise usage.UsageError("--monitor: only a distributor runs the "
                                    "monitor")
         if self["user-weights"]:
-            from sipdist.monitor import readWeights
+            from sipdist.pool.monitor import readWeights
             try:
                 readWeights(self["user-weights"])
             except ValueError as e:
@@ -313,7 +313,7 @@ class Options(usage.Options):
     def _checkEdge(self, parseListen):
         import ipaddress
 
-        from sipdist.edge import NextHopConfigError, parseNextHop
+        from sipdist.roles.edge import NextHopConfigError, parseNextHop
 
         for description in self["inside-listen"]:
             if not isinstance(description, str):

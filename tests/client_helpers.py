@@ -14,10 +14,10 @@ from sipdist.auth.server import Authenticated, Challenge, DigestAuthenticator
 from sipdist.auth.sources import makeChecker
 from sipdist.client.core import UserAgent
 from sipdist.client.discovery import ServerLocator
-from sipdist.message import responseTo
+from sipdist.sip.message import responseTo
 from sipdist.server import SIPServer
-from sipdist.transaction import TransactionLayer
-from sipdist.transport import TransportLayer
+from sipdist.sip.transaction import TransactionLayer
+from sipdist.sip.transport import TransportLayer
 
 DOMAIN = "example.com"
 SECRET = "scripted-nonce-secret-0123456789"

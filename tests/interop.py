@@ -17,7 +17,7 @@ machine):
     not accept C{sips:} URIs, does not refuse a server certificate from an
     unknown CA, and cannot read a response over TLS 1.3 (OpenSSL's session
     tickets confuse it): a server tested with it over TLS must cap TLS at
-    1.2 (L{sipdist.tls.serverContextFactory}'s C{maximumVersion}).  It cuts
+    1.2 (L{sipdist.sip.tls.serverContextFactory}'s C{maximumVersion}).  It cuts
     the last digit of a five-digit port in the Request-URI and To
     (C{sip:127.0.0.1:15099} becomes C{sip:127.0.0.1:1509}; the packets still
     go to 15099): give the address with C{proxy="127.0.0.1:15099"} and a

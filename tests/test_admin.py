@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_admin -*-
 """
 Tests for the store administration commands of C{sipdist}
-(L{sipdist.admin}).
+(L{sipdist.commands.store}).
 """
 
 import os
@@ -11,8 +11,8 @@ from io import StringIO
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist import admin
-from sipdist.cli import CommandError
+from sipdist.commands import store as admin
+from sipdist.commands.main import CommandError
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.helpers_store import tempDir
 
@@ -43,7 +43,7 @@ def runSipdist(args, env=None, timeout=60):
     environ.pop("SIPDIST_STORE", None)
     environ.update(env or {})
     done = subprocess.run(
-        [sys.executable, "-c", "from sipdist.cli import main; main()"] + args,
+        [sys.executable, "-c", "from sipdist.commands.main import main; main()"] + args,
         capture_output=True, text=True, timeout=timeout, env=environ)
     return done.returncode, done.stdout, done.stderr
 
@@ -179,7 +179,7 @@ class OptionsAfterArgumentsTests(SynchronousTestCase):
         """
         C{sipdist lookup AOR --store S} parses like C{--store S lookup AOR}.
         """
-        from sipdist.admin import commands
+        from sipdist.commands.store import commands
         options = dict((name, cls) for name, cls, _ in commands)["lookup"]()
         options.parseOptions(["alice@example.com", "--store", "memory:"])
         self.assertEqual(options["store"], "memory:")

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_auth_cli -*-
 """
-Tests for C{sipdist passwd} (L{sipdist.auth.cli}).
+Tests for C{sipdist passwd} (L{sipdist.commands.passwd}).
 """
 
 import io
@@ -8,8 +8,8 @@ import io
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist import cli
-from sipdist.auth.cli import PasswdOptions
+from sipdist.commands import main as cli
+from sipdist.commands.passwd import PasswdOptions
 from sipdist.auth.credentials import FileDigestHashSource
 from sipdist.auth.digest import algorithm, computeHA1
 from tests.test_auth_credentials import TemporaryPathMixin
@@ -100,6 +100,6 @@ class PasswdTests(TemporaryPathMixin, SynchronousTestCase):
         """
         The command is part of the C{sipdist} command line.
         """
-        self.assertIn("sipdist.auth.cli", cli.COMMAND_MODULES)
+        self.assertIn("sipdist.commands.passwd", cli.COMMAND_MODULES)
         names = [c[0] for c in cli.Options().subCommands]
         self.assertIn("passwd", names)

@@ -1,5 +1,5 @@
 """
-Tests for L{sipdist.cli}, the C{sipdist} command line.
+Tests for L{sipdist.commands.main}, the C{sipdist} command line.
 """
 
 import io
@@ -9,8 +9,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 import sipdist
-from sipdist import cli
-from sipdist.cli import CommandError, Options, _run, main
+from sipdist.commands import main as cli
+from sipdist.commands.main import CommandError, Options, _run, main
 
 
 class _Command(usage.Options):

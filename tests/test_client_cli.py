@@ -12,11 +12,11 @@ from twisted.internet import defer, reactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sipdist.cli import CommandError, Options, _run
-from sipdist.client.cli import (
+from sipdist.commands.main import CommandError, Options, _run
+from sipdist.commands.client import (
     CallOptions, MessageOptions, RegisterOptions, readPassword)
 from sipdist.client.ladder import Ladder
-from sipdist.message import Request, Response
+from sipdist.sip.message import Request, Response
 from tests.interop import runProcess
 from tests.test_client_roles import PASSWORD, startDeployment
 
@@ -229,7 +229,7 @@ class CommandTests(TestCase):
                 "--listen", "udp:0:interface=127.0.0.1"]
         if not os.path.exists(script):
             argv = [sys.executable, "-c",
-                    "from sipdist.cli import main; main()"] + argv[1:]
+                    "from sipdist.commands.main import main; main()"] + argv[1:]
         env = dict(os.environ)
         code, out, err = yield runProcess(reactor, argv, 30, env=env)
         self.assertEqual(code, 0, err)
@@ -238,7 +238,7 @@ class CommandTests(TestCase):
 
 class _Parent:
     """
-    What L{sipdist.cli._run} reads of the top-level options.
+    What L{sipdist.commands.main._run} reads of the top-level options.
     """
 
     subCommand = "register"

@@ -13,7 +13,7 @@ from sipdist.client.dialog import STATIC_SDP, CallFailed
 from sipdist.client.discovery import Target
 from sipdist.client.login import Login
 from sipdist.interfaces import ITransactionUser
-from sipdist.message import Request, formatNameAddr, newBranch
+from sipdist.sip.message import Request, formatNameAddr, newBranch
 from tests.client_helpers import ScriptedServer, startAgent, startServers
 
 

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipdist.client.core import NoAnswer, Outcome, UserAgent
 from sipdist.client.discovery import ServerLocator, Target
 from sipdist.client.login import LoginFailed, Registration, refreshDelay
-from sipdist.message import responseTo
+from sipdist.sip.message import responseTo
 
 HOME = Target("UDP", "192.0.2.1", 5060)
 

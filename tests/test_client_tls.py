@@ -9,7 +9,7 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.client.login import Login, LoginFailed
 from sipdist.testca import makeCA
-from sipdist.tls import serverContextFactory
+from sipdist.sip.tls import serverContextFactory
 from tests.client_helpers import Redirect, ScriptedServer, startAgent
 
 

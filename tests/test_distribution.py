@@ -20,7 +20,7 @@ from io import StringIO
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from sipdist import distribution_cli
+from sipdist.commands import distribution as distribution_cli
 from tests.distribution_helpers import (
     homeOf, inBatches, startClients, startPool, waitFor)
 

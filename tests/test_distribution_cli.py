@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_distribution_cli -*-
 """
 Tests for C{sipdist drain}, C{rebalance} and C{status}
-(L{sipdist.distribution_cli}).
+(L{sipdist.commands.distribution}).
 """
 
 from io import StringIO
@@ -9,9 +9,9 @@ from io import StringIO
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sipdist import distribution_cli
-from sipdist.cli import CommandError
-from sipdist.monitor import ProbeFailed
+from sipdist.commands import distribution as distribution_cli
+from sipdist.commands.main import CommandError
+from sipdist.pool.monitor import ProbeFailed
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.distribution_helpers import startPool
@@ -277,7 +277,7 @@ class ListenTests(SynchronousTestCase):
         Servers all on loopback are checked from loopback; any other from
         every interface.
         """
-        from sipdist.distribution_cli import _listenFor
+        from sipdist.commands.distribution import _listenFor
         local = [ServerRecord("a", "sip:127.0.0.1:5070"),
                  ServerRecord("b", "sip:localhost:5080")]
         self.assertEqual(_listenFor(local), "udp:0:interface=127.0.0.1")

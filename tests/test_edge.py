@@ -1,5 +1,5 @@
 """
-Tests for L{sipdist.edge}: next hops, their weighted choice and failover,
+Tests for L{sipdist.roles.edge}: next hops, their weighted choice and failover,
 the sides of an edge, what its processor forwards and how, sealed flow
 tokens, and the edge's options.
 """
@@ -7,11 +7,11 @@ tokens, and the edge's options.
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.edge import (
+from sipdist.roles.edge import (
     EdgeProcessor, EdgeProxy, NextHopConfigError, NextHops, Sides,
     parseNextHop)
-from sipdist.message import parseMessage
-from sipdist.proxy import Proxy
+from sipdist.sip.message import parseMessage
+from sipdist.services.proxy import Proxy
 from sipdist.tap import Options
 from tests.test_proxy import US, ProxyTestMixin, makeRequest
 
@@ -70,7 +70,7 @@ class FakeTransaction:
 
 class FakeServer:
     def response(self, request, code, phrase=None):
-        from sipdist.message import responseTo
+        from sipdist.sip.message import responseTo
         return responseTo(request, code, phrase)
 
 
@@ -441,7 +441,7 @@ class FakeProber:
         return d
 
     def answer(self, ok=True):
-        from sipdist.monitor import ProbeFailed
+        from sipdist.pool.monitor import ProbeFailed
         probes, self.probes = self.probes, []
         for uri, d in probes:
             if ok is True or uri not in ok:
@@ -458,7 +458,7 @@ class NextHopCheckerTests(SynchronousTestCase):
     def setUp(self):
         from twisted.internet.task import Clock
 
-        from sipdist.edge import NextHopChecker
+        from sipdist.roles.edge import NextHopChecker
         self.clock = Clock()
         self.hops = NextHops(["sip:10.0.0.1", "sip:10.0.0.2"])
         self.prober = FakeProber()

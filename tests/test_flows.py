@@ -12,12 +12,12 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.auth.client import answerChallenge, verifySignature
 from sipdist.client.login import Login
-from sipdist.message import parseMessage
+from sipdist.sip.message import parseMessage
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from sipdist.testca import makeCA
-from sipdist.tls import serverContextFactory
+from sipdist.sip.tls import serverContextFactory
 from tests.client_helpers import startAgent
 from tests.interop import requireTool, runSipp
 

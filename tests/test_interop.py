@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sipdist import testca
-from sipdist.tls import serverContextFactory, tlsServerEndpoint
+from sipdist.sip.tls import serverContextFactory, tlsServerEndpoint
 from tests import interop
 
 REALM = "sipdist.test"

@@ -1,11 +1,11 @@
 """
-Tests for L{sipdist.message}.
+Tests for L{sipdist.sip.message}.
 """
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.message import (
+from sipdist.sip.message import (
     MessageError, Request, Response, StreamFramer, countVias, errorResponse,
     headerKey, newBranch, parseMessage, parseNameAddr, parseVia, responseTo,
     splitValues, validateRequest, validateResponse)
@@ -400,7 +400,7 @@ class ResponseTests(SynchronousTestCase):
         Header names never seen before do not grow the name cache without
         bound.
         """
-        from sipdist import message
+        from sipdist.sip import message
         for i in range(5000):
             headerKey(f"X-Random-{i}")
         self.assertLessEqual(len(message._NAME_CACHE), message._NAME_CACHE_MAX)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_monitor -*-
 """
-Tests for L{sipdist.monitor}: health checks, marking down and up, the
+Tests for L{sipdist.pool.monitor}: health checks, marking down and up, the
 plan applied when the distribution is not acceptable, and the load report
 of home servers.
 """
@@ -8,12 +8,12 @@ of home servers.
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sipdist.monitor import (
+from sipdist.pool.monitor import (
     Monitor, ProbeFailed, Prober, formatLoad, installMonitor, parseLoad,
     readWeights)
 from sipdist.store import ACTIVE, DOWN, DRAINING, ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
-from sipdist.uri import parseURI
+from sipdist.sip.uri import parseURI
 from tests.distribution_helpers import startPool
 from tests.helpers_store import tempDir
 
@@ -318,7 +318,7 @@ class OptionsTests(SynchronousTestCase):
 
 class HandoverTests(SynchronousTestCase):
     """
-    L{sipdist.subscriptions.Handover}: a moved user is served by its old
+    L{sipdist.services.subscriptions.Handover}: a moved user is served by its old
     home until its next REGISTER.
     """
 
@@ -328,9 +328,9 @@ class HandoverTests(SynchronousTestCase):
         is not, and ends its bindings, after which nothing is served.
         """
         from sipdist.decision import Redirect
-        from sipdist.message import parseMessage
-        from sipdist.registrar import Registrar
-        from sipdist.subscriptions import Handover
+        from sipdist.sip.message import parseMessage
+        from sipdist.services.registrar import Registrar
+        from sipdist.services.subscriptions import Handover
         clock = task.Clock()
         registrar = Registrar(clock, minExpires=1)
         self.addCleanup(registrar.stop)

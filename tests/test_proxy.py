@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_proxy -*-
 """
-Tests for L{sipdist.proxy}: the stateful proxy core (RFC 3261 section 16,
+Tests for L{sipdist.services.proxy}: the stateful proxy core (RFC 3261 section 16,
 RFC 3327 Path, RFC 5626 flow tokens), driven through a real
 L{TransactionLayer} and L{SIPServer} on a L{task.Clock} with recording
 flows, and once end to end between two real servers on loopback.
@@ -11,12 +11,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sipdist.message import parseMessage, responseTo
-from sipdist.proxy import (
+from sipdist.sip.message import parseMessage, responseTo
+from sipdist.services.proxy import (
     BRANCH_PREFIX, NextHopError, Proxy, ProxyContext, nextHopFor)
 from sipdist.server import SIPServer, buildServer
-from sipdist.transaction import TransactionLayer
-from sipdist.uri import parseURI
+from sipdist.sip.transaction import TransactionLayer
+from sipdist.sip.uri import parseURI
 from tests.interop import freePort
 
 T1 = 0.5

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_rebalance -*-
 """
-Tests for L{sipdist.rebalance}: the plan is minimal and spreads by capacity
+Tests for L{sipdist.pool.rebalance}: the plan is minimal and spreads by capacity
 weight; applying it writes each user once, at a bounded rate.
 """
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.rebalance import applyPlan, computePlan, planFor, preference
+from sipdist.pool.rebalance import applyPlan, computePlan, planFor, preference
 from sipdist.store import ACTIVE, DOWN, DRAINING, ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 

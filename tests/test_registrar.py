@@ -1,12 +1,12 @@
 """
-Tests for L{sipdist.registrar}.
+Tests for L{sipdist.services.registrar}.
 """
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.message import parseMessage
-from sipdist.registrar import Registrar, RegistrarError, contactHeaderValues
+from sipdist.sip.message import parseMessage
+from sipdist.services.registrar import Registrar, RegistrarError, contactHeaderValues
 from tests.test_roles import registerBytes
 
 AOR = "sip:alice@example.com"

@@ -1,5 +1,5 @@
 """
-Tests for L{sipdist.roles}: REGISTER through the home and distributor roles,
+Tests for L{sipdist.roles.distribution}: REGISTER through the home and distributor roles,
 driven through the real transaction layer on a clock.
 """
 
@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.auth.client import answerChallenge, verifySignature
-from sipdist.message import parseMessage
+from sipdist.sip.message import parseMessage
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore

@@ -1,5 +1,5 @@
 """
-Tests for L{sipdist.routing}: peer signatures, trusted addresses and the
+Tests for L{sipdist.services.routing}: peer signatures, trusted addresses and the
 router's decisions, with a small fake processor, store, registrar and
 proxy on a L{Clock}.
 """
@@ -8,12 +8,12 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.message import parseMessage
-from sipdist.registrar import Binding
-from sipdist.routing import (
+from sipdist.sip.message import parseMessage
+from sipdist.services.registrar import Binding
+from sipdist.services.routing import (
     PEER_HEADER, PeerSigner, Router, TrustedAddresses)
 from sipdist.store import ServerRecord, StoreUnavailable
-from sipdist.uri import parseURI
+from sipdist.sip.uri import parseURI
 
 SECRET = "pool-secret-0123456789abcdef"
 

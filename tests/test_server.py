@@ -7,9 +7,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from sipdist.interfaces import ITransactionUser
-from sipdist.message import parseMessage
+from sipdist.sip.message import parseMessage
 from sipdist.server import SIPServer
-from sipdist.transaction import TransactionLayer
+from sipdist.sip.transaction import TransactionLayer
 from tests.test_message import build
 
 

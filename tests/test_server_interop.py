@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.server import buildServer
 from sipdist.testca import makeCA
-from sipdist.tls import clientContextFactory, serverContextFactory
+from sipdist.sip.tls import clientContextFactory, serverContextFactory
 from tests.interop import (
     OPTIONS_SCENARIO, freePort, requireTool, runSipp, runSipsak)
 

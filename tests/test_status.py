@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_status -*-
 """
-Tests for L{sipdist.status}: the HTTP status endpoint.
+Tests for L{sipdist.pool.status}: the HTTP status endpoint.
 """
 
 import json

@@ -91,7 +91,7 @@ class ValueTests(SynchronousTestCase):
         The shortcut for keys already normalised gives what
         L{normaliseAOR} gives, for any text.
         """
-        from sipdist.uri import URIError, normaliseAOR
+        from sipdist.sip.uri import URIError, normaliseAOR
         try:
             expected = normaliseAOR(text)
         except (URIError, ValueError):

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_subscriptions -*-
 """
-Tests for L{sipdist.subscriptions}: the notifier of a home server.
+Tests for L{sipdist.services.subscriptions}: the notifier of a home server.
 """
 
 from twisted.internet import defer, reactor, task
@@ -163,7 +163,7 @@ class FakeTransport:
 def subscribeRequest(event="presence", expires=60, toTag=None, cseq=1,
                      callId="sub1", fromUser="alice", target="bob",
                      extra=""):
-    from sipdist.message import parseMessage
+    from sipdist.sip.message import parseMessage
     to = f"<sip:{target}@example.com>" + (f";tag={toTag}" if toTag else "")
     text = (
         f"SUBSCRIBE sip:{target}@example.com SIP/2.0\r\n"
@@ -187,9 +187,9 @@ class NotifierTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        from sipdist.registrar import Registrar
+        from sipdist.services.registrar import Registrar
         from sipdist.server import SIPServer
-        from sipdist.subscriptions import Notifier
+        from sipdist.services.subscriptions import Notifier
         self.clock = task.Clock()
         self.registrar = Registrar(self.clock, minExpires=1)
         self.transactions = FakeTransactions()
@@ -251,7 +251,7 @@ class NotifierTests(SynchronousTestCase):
         When the watched user registers, its watchers get a NOTIFY saying
         it is open.
         """
-        from sipdist.message import parseMessage
+        from sipdist.sip.message import parseMessage
         self.subscribe()
         register = parseMessage(
             b"REGISTER sip:example.com SIP/2.0\r\n"
@@ -343,7 +343,7 @@ class NotifierTests(SynchronousTestCase):
         """
         A NOTIFY answered 481 ends the subscription.
         """
-        from sipdist.message import responseTo
+        from sipdist.sip.message import responseTo
         self.subscribe()
         sent = self.transactions.sent[0]
         sent.deferred.callback(responseTo(sent.request, 481))
@@ -384,7 +384,7 @@ class NotifierTests(SynchronousTestCase):
         end with reason=deactivated, after the REGISTER's turn; those made
         directly stay.
         """
-        from sipdist.message import parseMessage
+        from sipdist.sip.message import parseMessage
         self.subscribe(callId="routed", fromUser="alice", target="bob",
                        extra="Record-Route: <sip:127.0.0.1:5090;lr>\r\n")
         self.subscribe(callId="direct", fromUser="alice", target="carol")
@@ -407,7 +407,7 @@ class NotifierTests(SynchronousTestCase):
         """
         A PUBLISH of presence becomes the document watchers get.
         """
-        from sipdist.message import parseMessage
+        from sipdist.sip.message import parseMessage
         self.subscribe()
         body = b"<presence>published</presence>"
         publish = parseMessage(

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Tests for L{sipdist.tls}, L{sipdist.testca} and the C{make-certs} command:
+Tests for L{sipdist.sip.tls}, L{sipdist.testca} and the C{make-certs} command:
 real TLS handshakes with certificates from a generated test CA, in memory and
 over loopback sockets.
 """
@@ -34,8 +34,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sipdist import certs_cli, cli, testca
-from sipdist.tls import (
+from sipdist import testca
+from sipdist.commands import certs as certs_cli
+from sipdist.commands import main as cli
+from sipdist.sip.tls import (
     TLSConfigError,
     clientContextFactory,
     serverContextFactory,
@@ -250,7 +252,7 @@ class MakeCertsCommandTests(SynchronousTestCase):
         """
         The command line knows C{make-certs}.
         """
-        self.assertIn("sipdist.certs_cli", cli.COMMAND_MODULES)
+        self.assertIn("sipdist.commands.certs", cli.COMMAND_MODULES)
         names = [c[0] for c in cli.Options().subCommands]
         self.assertIn("make-certs", names)
 

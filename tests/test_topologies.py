@@ -20,7 +20,7 @@ from sipdist.server import buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from sipdist.testca import makeCA
-from sipdist.tls import serverContextFactory
+from sipdist.sip.tls import serverContextFactory
 from tests.client_helpers import startAgent
 from tests.interop import freePort, requireTool, runSipp
 
@@ -507,7 +507,7 @@ class CallControlTests(TestCase):
         alice's.
         """
         from sipdist.auth.client import answerChallenge
-        from sipdist.uri import parseURI
+        from sipdist.sip.uri import parseURI
 
         d = yield self.deployment()
         bob = yield d.agent("bob", d.uris["edge"])
@@ -564,7 +564,7 @@ class CallControlTests(TestCase):
         Two edges whose next hops point at each other: the request comes
         back to the first, which answers 482 Loop Detected.
         """
-        from sipdist.edge import NextHops
+        from sipdist.roles.edge import NextHops
 
         d = Deployment(self)
         yield d.homes()
@@ -641,7 +641,7 @@ class TLSBetweenServersTests(TestCase):
         that requires one (mutual TLS): the login through it fails.
         """
         from sipdist.client.login import LoginFailed
-        from sipdist.tls import clientContextFactory
+        from sipdist.sip.tls import clientContextFactory
 
         d = Deployment(self, "tls", t1=0.01)
         yield d.homes()

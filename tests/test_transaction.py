@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_transaction -*-
 """
-Tests for L{sipdist.transaction}: RFC 3261 section 17 client and server
+Tests for L{sipdist.sip.transaction}: RFC 3261 section 17 client and server
 transactions and their timers, driven by a L{task.Clock}.
 """
 
@@ -10,8 +10,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from sipdist.interfaces import ITransactionUser
-from sipdist.message import newBranch, parseMessage, responseTo
-from sipdist.transaction import (
+from sipdist.sip.message import newBranch, parseMessage, responseTo
+from sipdist.sip.transaction import (
     ACCEPTED, CALLING, COMPLETED, CONFIRMED, PROCEEDING, TERMINATED, TRYING,
     ClientTransaction, ServerTransaction, TransactionLayer,
     TransactionLayerFull, TransactionLayerStopped, TransactionTimeout,

@@ -1,13 +1,13 @@
 """
-Tests for L{sipdist.transport}.
+Tests for L{sipdist.sip.transport}.
 """
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.message import parseMessage
-from sipdist.transport import (
+from sipdist.sip.message import parseMessage
+from sipdist.sip.transport import (
     DatagramFlow, SIPDatagramProtocol, TransportLayer, _StreamFactory,
     parseListen)
 from tests.test_message import build

@@ -1,11 +1,11 @@
 """
-Tests for L{sipdist.uri}.
+Tests for L{sipdist.sip.uri}.
 """
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.uri import URI, URIError, normaliseAOR, parseURI
+from sipdist.sip.uri import URI, URIError, normaliseAOR, parseURI
 
 
 class ParseTests(SynchronousTestCase):

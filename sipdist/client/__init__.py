@@ -13,7 +13,7 @@ design's client must (see C{DESIGN.md}, "The client").
     (refresh, recovery, unregister);
   - L{sipdist.client.dialog}: calls and subscriptions;
   - L{sipdist.client.ladder}: the C{--trace} ladder;
-  - L{sipdist.client.cli}: C{sipdist register}, C{call}, C{message}.
+  - L{sipdist.commands.client}: C{sipdist register}, C{call}, C{message}.
 
 Typical use, with the caller's reactor and resolver::
 

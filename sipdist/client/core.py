@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_client_core -*-
 """
-The client core: a SIP user agent built on L{sipdist.transport} and
-L{sipdist.transaction}.
+The client core: a SIP user agent built on L{sipdist.sip.transport} and
+L{sipdist.sip.transaction}.
 
 L{UserAgent} owns a transport layer (one UDP port of its own, TCP and TLS
 connections it opens) and a transaction layer, and is the transaction user
@@ -40,12 +40,12 @@ from sipdist.auth.client import ChallengeError, answerChallenge
 from sipdist.client.discovery import Target
 from sipdist.client.tlscheck import checkTLS
 from sipdist.interfaces import ITransactionUser
-from sipdist.message import (
+from sipdist.sip.message import (
     Request, Via, formatNameAddr, newBranch, newTag, parseNameAddr,
     responseTo)
-from sipdist.transaction import TransactionLayer
-from sipdist.transport import TransportLayer
-from sipdist.uri import URIError, normaliseAOR, parseURI
+from sipdist.sip.transaction import TransactionLayer
+from sipdist.sip.transport import TransportLayer
+from sipdist.sip.uri import URIError, normaliseAOR, parseURI
 
 USER_AGENT = f"sipdist-client/{sipdist.__version__}"
 MAX_AUTH_ATTEMPTS = 3
@@ -101,7 +101,7 @@ class Outcome:
     """
     What came of a request.
 
-    @ivar response: the final L{sipdist.message.Response}.
+    @ivar response: the final L{sipdist.sip.message.Response}.
     @ivar session: the L{sipdist.auth.client.ClientSession} that authorised
         the request as sent, or C{None}.
     @ivar request: the request as last sent (with Via, CSeq, credentials).
@@ -265,7 +265,7 @@ class UserAgent:
     # Connections
 
     def _tlsOptions(self, hostname):
-        from sipdist.tls import clientContextFactory
+        from sipdist.sip.tls import clientContextFactory
         return clientContextFactory(hostname, self.caCertificates)
 
     @defer.inlineCallbacks
@@ -395,7 +395,7 @@ class UserAgent:
             status), failing with L{NoAnswer} or
             L{sipdist.client.tlscheck.TLSFailure}.
         """
-        from sipdist.transaction import TransactionError
+        from sipdist.sip.transaction import TransactionError
         if withContact is None:
             withContact = request.method in ("REGISTER", "INVITE",
                                              "SUBSCRIBE")

@@ -15,9 +15,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from sipdist.client.core import ClientError, Event
-from sipdist.message import (
+from sipdist.sip.message import (
     Request, formatNameAddr, newTag, parseNameAddr, responseTo)
-from sipdist.uri import URIError
+from sipdist.sip.uri import URIError
 
 STATIC_SDP = (
     "v=0\r\n"

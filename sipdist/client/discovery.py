@@ -39,7 +39,7 @@ from twisted.names import dns
 from twisted.names.error import DNSNameError, DomainError
 from twisted.internet.error import TimeoutError as _TwistedTimeout
 
-from sipdist.uri import URI, parseURI
+from sipdist.sip.uri import URI, parseURI
 
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 MAX_TARGETS = 16

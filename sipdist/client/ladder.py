@@ -15,7 +15,7 @@ C{write} callable it was given.  At most L{MAX_COLUMNS} peers get a column
 of their own; further peers share the last one.
 """
 
-from sipdist.message import Request
+from sipdist.sip.message import Request
 
 COLUMN_WIDTH = 26
 MAX_COLUMNS = 8

@@ -46,8 +46,8 @@ from sipdist.auth.client import verifySignature
 from sipdist.client.core import ClientError, Event, NoAnswer
 from sipdist.client.discovery import DiscoveryError, asURI
 from sipdist.client.tlscheck import TLSFailure
-from sipdist.message import newTag, parseNameAddr
-from sipdist.uri import URIError
+from sipdist.sip.message import newTag, parseNameAddr
+from sipdist.sip.uri import URIError
 
 MAX_REDIRECTS = 5
 DEFAULT_EXPIRES = 3600

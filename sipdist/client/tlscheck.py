@@ -3,7 +3,7 @@
 Checking a TLS server's identity before the client talks SIP to it.
 
 The transport layer opens TLS connections with the connection creator the
-client gives it (L{sipdist.tls.clientContextFactory}: the CA configured,
+client gives it (L{sipdist.sip.tls.clientContextFactory}: the CA configured,
 service-identity checking the name), but a failed handshake there only
 shows as a connection that goes away, and the REGISTER written into it as a
 transaction that times out much later.  So, before it uses a TLS server for

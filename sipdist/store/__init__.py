@@ -8,7 +8,7 @@ in any C{twisted/plugins} directory on the path); sipdist ships C{memory},
 C{file} and C{ldap} (see C{docs/stores.rst}).
 
 This module imports nothing that installs a reactor: L{aorKey} imports
-L{sipdist.uri} (and with it L{twisted.protocols.sip}) only for AORs that are
+L{sipdist.sip.uri} (and with it L{twisted.protocols.sip}) only for AORs that are
 not already in normalised form.
 """
 
@@ -93,7 +93,7 @@ def checkServerURI(uri):
         restriction (any SIP URI a redirect can name).
     @raise InvalidValue: otherwise.
     """
-    from sipdist.uri import URIError, parseURI
+    from sipdist.sip.uri import URIError, parseURI
     if not isinstance(uri, str):
         raise InvalidValue(f"bad server URI {uri!r}")
     try:
@@ -200,13 +200,13 @@ def aorKey(aor):
 
     Text already in normalised form (C{sip:user@host}, lower-case host, no
     escapes, port or parameters) is returned as it is without parsing;
-    anything else goes through L{sipdist.uri.normaliseAOR}.
+    anything else goes through L{sipdist.sip.uri.normaliseAOR}.
 
     @raise InvalidValue: if C{aor} is not a SIP address-of-record.
     """
     if isinstance(aor, str) and _PLAIN_USER.match(aor):
         return aor
-    from sipdist.uri import URIError, normaliseAOR
+    from sipdist.sip.uri import URIError, normaliseAOR
     try:
         return normaliseAOR(aor)
     except (URIError, TypeError, AttributeError) as e:

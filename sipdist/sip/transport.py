@@ -3,7 +3,7 @@
 The SIP transport layer (RFC 3261 section 18) over UDP, TCP and TLS.
 
 L{TransportLayer} receives bytes, parses and validates them with
-L{sipdist.message}, answers what is malformed itself (statelessly, with the
+L{sipdist.sip.message}, answers what is malformed itself (statelessly, with the
 reason phrase naming the problem) and hands every good message to its
 C{handler} (the transaction layer) as C{handler.messageReceived(message,
 flow)}.
@@ -32,7 +32,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
-from sipdist.message import (
+from sipdist.sip.message import (
     DEFAULT_MAX_SIZE, MessageError, Request, StreamFramer, errorResponse,
     parseMessage, validateRequest, validateResponse)
 
@@ -285,7 +285,7 @@ class TransportLayer:
         """
         @param tlsClientOptions: a callable C{(hostname) ->
             IOpenSSLClientConnectionCreator} used for outgoing TLS
-            connections (see L{sipdist.tls.clientContextFactory}).
+            connections (see L{sipdist.sip.tls.clientContextFactory}).
         """
         self._reactor = reactor
         self.handler = handler
@@ -334,7 +334,7 @@ class TransportLayer:
             if tlsServerOptions is None:
                 raise ValueError(
                     f"{description}: sips: needs a TLS certificate and key")
-            from sipdist.tls import tlsServerEndpoint
+            from sipdist.sip.tls import tlsServerEndpoint
             endpoint = tlsServerEndpoint(
                 self._reactor, int(args[0]), kwargs.get("interface", ""),
                 tlsServerOptions)

@@ -9,7 +9,7 @@ whose target user is assigned here to L{Notifier.subscribe}, once the
 subscriber is authenticated.  The notifier answers C{200} with a To tag
 and its Contact, and sends a NOTIFY with the current state at once and
 whenever the state changes: a registration appearing or disappearing
-(L{sipdist.registrar.Registrar.observe}), a presence document published.
+(L{sipdist.services.registrar.Registrar.observe}), a presence document published.
 Refreshes and unsubscriptions come in the dialog (L{Notifier.inDialog}, the
 first processor of the chain); a subscription expires on the injected
 clock (a sweep over a heap of expiry times) with a last NOTIFY
@@ -43,11 +43,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
-from sipdist.message import (
+from sipdist.sip.message import (
     Request, Via, formatNameAddr, newBranch, newTag, parseNameAddr)
-from sipdist.proxy import NextHopError, nextHopFor
+from sipdist.services.proxy import NextHopError, nextHopFor
 from sipdist.store import UserChanged
-from sipdist.uri import URIError, normaliseAOR, parseURI
+from sipdist.sip.uri import URIError, normaliseAOR, parseURI
 
 PACKAGES = ("presence", "reg")
 CONTENT_TYPES = {"presence": "application/pidf+xml",
@@ -188,11 +188,11 @@ class Notifier:
     The subscriptions of one home server (see the module docstring).
 
     @param server: the L{sipdist.server.SIPServer} (for responses).
-    @param transactions: the L{sipdist.transaction.TransactionLayer}
+    @param transactions: the L{sipdist.sip.transaction.TransactionLayer}
         NOTIFY requests are sent with.
-    @param transport: the L{sipdist.transport.TransportLayer} (flows, our
+    @param transport: the L{sipdist.sip.transport.TransportLayer} (flows, our
         addresses).
-    @param registrar: the home's L{sipdist.registrar.Registrar}.
+    @param registrar: the home's L{sipdist.services.registrar.Registrar}.
     @param name: this server's id in the store.
 
     @ivar notifies: NOTIFY requests sent.
@@ -660,7 +660,7 @@ class Notifier:
 
 class Handover:
     """
-    The C{handover} hook of a home's L{sipdist.roles.DistributionProcessor}:
+    The C{handover} hook of a home's L{sipdist.roles.distribution.DistributionProcessor}:
     a user moved away keeps being served here (its SUBSCRIBE, MESSAGE,
     INVITE routed as before) while it has bindings here, so that what it
     sends before it learns of the move (a re-SUBSCRIBE after a

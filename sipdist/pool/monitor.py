@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_monitor -*-
 """
 Monitoring the pool and acting on it: health checks with C{OPTIONS}, load
-figures from every home, and the policy of L{sipdist.rebalance} applied
+figures from every home, and the policy of L{sipdist.pool.rebalance} applied
 when the distribution is not acceptable.
 
 Home servers report their load in every answer to an C{OPTIONS} addressed
@@ -36,7 +36,7 @@ the weights show is corrected by C{sipdist rebalance --weights}, not found
 by the monitor.
 
 Every running server learns of the moves through the store's watching; see
-L{sipdist.subscriptions} for what a home does when its users leave.
+L{sipdist.services.subscriptions} for what a home does when its users leave.
 """
 
 import os
@@ -45,8 +45,8 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from sipdist.message import Request, Via, formatNameAddr, newBranch, newTag
-from sipdist.rebalance import DEFAULT_TOLERANCE, applyPlan, computePlan, \
+from sipdist.sip.message import Request, Via, formatNameAddr, newBranch, newTag
+from sipdist.pool.rebalance import DEFAULT_TOLERANCE, applyPlan, computePlan, \
     readState
 from sipdist.store import ACTIVE, DOWN, DRAINING
 
@@ -142,8 +142,8 @@ class Prober:
             C{uri} (a L{dict}, empty when it reports none), failing with
             L{ProbeFailed}.
         """
-        from sipdist.proxy import NextHopError, nextHopFor
-        from sipdist.uri import URIError, parseURI
+        from sipdist.services.proxy import NextHopError, nextHopFor
+        from sipdist.sip.uri import URIError, parseURI
         try:
             parsed = parseURI(uri)
             hop = nextHopFor(parsed)
@@ -375,7 +375,7 @@ def installMonitor(service, config, reactor):
     """
     if not config.get("monitor") or service.store is None:
         return
-    from sipdist.uri import parseURI
+    from sipdist.sip.uri import parseURI
     prober = Prober(
         reactor, service.transactions, service.transport,
         parseURI(f"sip:monitor@{config['domain']}"),

@@ -14,7 +14,7 @@ import sys
 from twisted.internet.defer import ensureDeferred
 from twisted.python import usage
 
-from sipdist.cli import CommandError, OptionsAnywhere
+from sipdist.commands.main import CommandError, OptionsAnywhere
 from sipdist.store import (
     STATES, InvalidValue, ServerRecord, StoreError, aorKey, storeFromString,
 )

@@ -12,7 +12,7 @@ import sys
 
 from twisted.python import usage
 
-from sipdist.cli import CommandError, OptionsAnywhere
+from sipdist.commands.main import CommandError, OptionsAnywhere
 
 
 class PasswdOptions(OptionsAnywhere):

@@ -30,10 +30,10 @@ from twisted.python.failure import Failure
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
     AUTO, Assignment, Proxy, Redirect, Serve, decide)
-from sipdist.message import countVias
-from sipdist.registrar import RegistrarError, contactHeaderValues
+from sipdist.sip.message import countVias
+from sipdist.services.registrar import RegistrarError, contactHeaderValues
 from sipdist.store import StoreUnavailable
-from sipdist.uri import URIError, normaliseAOR
+from sipdist.sip.uri import URIError, normaliseAOR
 
 SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu"))
 
@@ -213,7 +213,7 @@ class DistributionProcessor:
 
     # On a home, called as handover(context, outcome) when the user is
     # assigned elsewhere (a Redirect or Proxy outcome): True serves the
-    # request here all the same.  sipdist.subscriptions keeps serving a
+    # request here all the same.  sipdist.services.subscriptions keeps serving a
     # moved user's requests until its next REGISTER, which is redirected
     # and ends its registration here.
     handover = None

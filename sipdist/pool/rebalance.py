@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from sipdist.store import ACTIVE
 
 DEFAULT_TOLERANCE = 0.1
-_log = Logger(namespace="sipdist.rebalance")
+_log = Logger(namespace="sipdist.pool.rebalance")
 
 
 def score(aor, serverId, weight):

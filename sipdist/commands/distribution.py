@@ -6,7 +6,7 @@ servers, for any store string (C{--store}, as the admin commands):
   - C{sipdist drain SERVER}: mark a server C{draining} and move its users
     to the active servers at a bounded rate (C{--rate} users per second);
   - C{sipdist rebalance [--dry-run]}: compute the plan of
-    L{sipdist.rebalance} (users of down and draining servers move, servers
+    L{sipdist.pool.rebalance} (users of down and draining servers move, servers
     above their share shed users) and apply it; with C{--dry-run} only
     print it: who moves where, the load before and after;
   - C{sipdist status}: every server with its state, users assigned, and
@@ -19,9 +19,9 @@ Running servers learn of every change through the store's watching.
 from twisted.internet import defer
 from twisted.python import usage
 
-from sipdist.admin import _StoreCommand
-from sipdist.cli import CommandError
-from sipdist.rebalance import (
+from sipdist.commands.store import _StoreCommand
+from sipdist.commands.main import CommandError
+from sipdist.pool.rebalance import (
     DEFAULT_TOLERANCE, applyPlan, computePlan, readState)
 from sipdist.store import ACTIVE, DOWN, DRAINING, UnknownServer
 
@@ -67,7 +67,7 @@ class _PlanCommand(_StoreCommand):
             raise usage.UsageError("--limit: an integer") from None
         self.weights = {}
         if self["weights"]:
-            from sipdist.monitor import readWeights
+            from sipdist.pool.monitor import readWeights
             try:
                 self.weights = readWeights(self["weights"])
             except ValueError as e:
@@ -174,7 +174,7 @@ class Status(_StoreCommand):
     optFlags = [["no-probe", None, "do not send health checks"]]
     optParameters = [["timeout", "t", "2", "seconds to wait for an answer"]]
 
-    # Tests give a prober (see sipdist.monitor.Prober).
+    # Tests give a prober (see sipdist.pool.monitor.Prober).
     prober = None
 
     def postOptions(self):
@@ -236,7 +236,7 @@ def _listenFor(servers):
     Where the checks are sent from: loopback only when every server is on
     loopback, else every interface.
     """
-    from sipdist.uri import URIError, parseURI
+    from sipdist.sip.uri import URIError, parseURI
     loopback = {"127.0.0.1", "localhost", "::1", "[::1]"}
     for record in servers:
         try:
@@ -250,14 +250,14 @@ def _listenFor(servers):
 
 async def _standaloneProber(reactor, timeout, listen):
     """
-    A L{sipdist.monitor.Prober} with its own UDP port and transaction
+    A L{sipdist.pool.monitor.Prober} with its own UDP port and transaction
     layer, and the coroutine function stopping them.
     """
-    from sipdist.monitor import Prober
+    from sipdist.pool.monitor import Prober
     from sipdist.server import SIPServer
-    from sipdist.transaction import TransactionLayer
-    from sipdist.transport import TransportLayer
-    from sipdist.uri import parseURI
+    from sipdist.sip.transaction import TransactionLayer
+    from sipdist.sip.transport import TransportLayer
+    from sipdist.sip.uri import parseURI
 
     user = SIPServer(reactor, "sipdist-status", "localhost")
     transactions = TransactionLayer(reactor, user, T1=0.5)

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_routing -*-
 """
 Routing of calls, messages and subscriptions between users: the C{router}
-of the roles that consult the store (L{sipdist.roles.DistributionProcessor}).
+of the roles that consult the store (L{sipdist.roles.distribution.DistributionProcessor}).
 
 An out-of-dialog C{INVITE}, C{MESSAGE}, C{SUBSCRIBE}, C{PUBLISH},
 C{REFER} or C{OPTIONS} to a user reaches some server of the pool.  What
@@ -56,9 +56,9 @@ from hashlib import sha256
 from twisted.logger import Logger
 
 from sipdist.decision import DOWN, DOWN_RETRY_AFTER, HOME
-from sipdist.message import hasToTag
+from sipdist.sip.message import hasToTag
 from sipdist.store import StoreUnavailable
-from sipdist.uri import URIError, normaliseAOR
+from sipdist.sip.uri import URIError, normaliseAOR
 
 # Requests from a user to a user that the router takes.
 ROUTED_METHODS = frozenset((

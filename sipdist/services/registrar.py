@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
-from sipdist.message import parseNameAddr
-from sipdist.uri import URIError
+from sipdist.sip.message import parseNameAddr
+from sipdist.sip.uri import URIError
 
 DEFAULT_EXPIRES = 3600
 MIN_EXPIRES = 60
@@ -112,7 +112,7 @@ class Registrar:
         Apply a REGISTER (already authenticated and authorised for C{aor}).
 
         @param aor: the normalised address-of-record.
-        @param request: the L{sipdist.message.Request}.
+        @param request: the L{sipdist.sip.message.Request}.
         @param flow: the flow it arrived on.
         @return: the current bindings of C{aor} (for the C{200}).
         @raise RegistrarError: what to answer instead of C{200}.

@@ -6,7 +6,7 @@ test CA and certificates for a local deployment (see L{sipdist.testca}).
 
 from twisted.python import usage
 
-from sipdist.cli import CommandError, OptionsAnywhere
+from sipdist.commands.main import CommandError, OptionsAnywhere
 
 
 class MakeCertsOptions(OptionsAnywhere):

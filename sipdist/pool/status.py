@@ -2,7 +2,7 @@
 """
 An HTTP status endpoint (C{--status-listen=tcp:8081:interface=127.0.0.1}):
 C{GET /status} answers a JSON document with the server's name, role, load
-figures (see L{sipdist.monitor.loadFigures}), counters of its parts, and,
+figures (see L{sipdist.pool.monitor.loadFigures}), counters of its parts, and,
 in the distributor that runs the monitor, what the monitor knows of every
 server.  Bind it to an address only operators reach: it has no
 authentication.
@@ -18,7 +18,7 @@ def statusOf(service, config):
     """
     The status document of a running server, as a L{dict}.
     """
-    from sipdist.monitor import loadFigures
+    from sipdist.pool.monitor import loadFigures
     document = {"name": config.get("name"), "role": config.get("role", "home"),
                 "load": loadFigures(service),
                 "transactions": service.transactions.stats()}

@@ -62,7 +62,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols import sip
 
-from sipdist.message import MAGIC_COOKIE, Request, responseTo
+from sipdist.sip.message import MAGIC_COOKIE, Request, responseTo
 
 # States (compare with "is").
 CALLING = "Calling"

@@ -23,7 +23,7 @@ way:
   - other requests (C{MESSAGE}, C{OPTIONS} to a user ...) are just passed
     on.
 
-A request with our Route (L{sipdist.proxy.Proxy.routeInDialog}: the
+A request with our Route (L{sipdist.services.proxy.Proxy.routeInDialog}: the
 binding's Path, a dialog's route set) is sent over the flow its token
 names: the connection the client opened, the only way to reach a client
 behind NAT or a firewall (C{430 Flow Failed} once that connection is
@@ -53,8 +53,8 @@ from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from sipdist.proxy import Proxy
-from sipdist.uri import URIError, parseURI
+from sipdist.services.proxy import Proxy
+from sipdist.sip.uri import URIError, parseURI
 
 EDGE_METHODS = ("REGISTER", "INVITE", "BYE", "PRACK", "UPDATE", "INFO",
                 "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER")
@@ -73,7 +73,7 @@ def parseNextHop(text):
     @return: C{(uri, weight)}: the URI without its C{weight} parameter.
     @raise NextHopConfigError: for a bad URI or weight.
     """
-    from sipdist.proxy import NextHopError, nextHopFor
+    from sipdist.services.proxy import NextHopError, nextHopFor
     try:
         uri = parseURI(text.strip().strip("<>"))
     except URIError as e:
@@ -173,7 +173,7 @@ class NextHops:
 class NextHopChecker(TimerService):
     """
     Health checks of an edge's next hops: every C{interval} seconds an
-    C{OPTIONS} to each (L{sipdist.monitor.Prober}); a hop that fails
+    C{OPTIONS} to each (L{sipdist.pool.monitor.Prober}); a hop that fails
     C{threshold} checks in a row is chosen last (L{NextHops.markDown})
     until it answers again.  At most one check per hop is in flight.
     """
@@ -298,7 +298,7 @@ class Sides:
 def _transportOf(port):
     """
     C{"UDP"}, C{"TCP"} or C{"TLS"}: what a listening port of a
-    L{sipdist.transport.TransportLayer} carries.
+    L{sipdist.sip.transport.TransportLayer} carries.
     """
     factory = getattr(port, "factory", None)
     for candidate in (factory, getattr(factory, "wrappedFactory", None)):
@@ -447,8 +447,8 @@ def installEdge(service, config, reactor):
     service.nextHops = nextHops
     interval = config.get("next-hop-check") or 0
     if nextHops is not None and interval > 0:
-        from sipdist.monitor import Prober
-        from sipdist.uri import parseURI
+        from sipdist.pool.monitor import Prober
+        from sipdist.sip.uri import parseURI
         prober = Prober(reactor, service.transactions, service.transport,
                         parseURI(f"sip:{server.name}@{config['domain']}"),
                         timeout=min(2.0, interval))

@@ -30,14 +30,14 @@ import sys
 from twisted.internet import defer, task
 from twisted.python import usage
 
-from sipdist.cli import CommandError, OptionsAnywhere
+from sipdist.commands.main import CommandError, OptionsAnywhere
 from sipdist.client.core import ClientError, UserAgent
 from sipdist.client.discovery import DiscoveryError, ServerLocator, asURI
 from sipdist.client.dialog import STATIC_SDP, CallFailed
 from sipdist.client.ladder import Ladder
 from sipdist.client.login import LoginFailed, Registration
-from sipdist.tls import TLSConfigError, loadCertificates
-from sipdist.uri import URIError, normaliseAOR
+from sipdist.sip.tls import TLSConfigError, loadCertificates
+from sipdist.sip.uri import URIError, normaliseAOR
 
 MAX_DURATION = 10 * 365 * 86400
 

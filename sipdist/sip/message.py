@@ -29,7 +29,7 @@ from base64 import urlsafe_b64encode
 from twisted.logger import Logger
 from twisted.protocols import basic, sip
 
-from sipdist.uri import URI, URIError, parseURI
+from sipdist.sip.uri import URI, URIError, parseURI
 
 MAGIC_COOKIE = "z9hG4bK"
 SIP_VERSION = "SIP/2.0"

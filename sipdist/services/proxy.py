@@ -58,12 +58,12 @@ from urllib.parse import quote, unquote
 
 from twisted.logger import Logger
 
-from sipdist.message import (
+from sipdist.sip.message import (
     MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo)
-from sipdist.transaction import (
+from sipdist.sip.transaction import (
     TransactionLayerFull, TransactionLayerStopped, TransactionTimeout,
     TransportError)
-from sipdist.uri import URIError, parseURI
+from sipdist.sip.uri import URIError, parseURI
 
 # Our branches: MAGIC_COOKIE + "sd" + loop hash + "." + counter (stateful),
 # MAGIC_COOKIE + "sdx" + hash (stateless, the same for a retransmission).
@@ -221,8 +221,8 @@ class Proxy:
     A stateful proxy core.
 
     @param reactor: an L{IReactorTime} (connect timeouts).
-    @param transactions: the server's L{sipdist.transaction.TransactionLayer}.
-    @param transport: the server's L{sipdist.transport.TransportLayer} (or
+    @param transactions: the server's L{sipdist.sip.transaction.TransactionLayer}.
+    @param transport: the server's L{sipdist.sip.transport.TransportLayer} (or
         anything with C{connect(transport, host, port)} returning a
         L{Deferred} of a flow, and C{flowByToken(token)}).
     @param addresses: our address for each transport: a mapping or a

@@ -22,11 +22,11 @@ import sipdist
 # Modules that contribute commands; each is imported when the command line
 # is built.  Feature work appends its module here.
 COMMAND_MODULES = [
-    "sipdist.certs_cli",
-    "sipdist.admin",
-    "sipdist.auth.cli",
-    "sipdist.client.cli",
-    "sipdist.distribution_cli",
+    "sipdist.commands.certs",
+    "sipdist.commands.store",
+    "sipdist.commands.passwd",
+    "sipdist.commands.client",
+    "sipdist.commands.distribution",
 ]
 
 

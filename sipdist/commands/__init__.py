@@ -1,0 +1,3 @@
+"""
+The C{sipdist} command and its subcommands (L{sipdist.commands.main}).
+"""
