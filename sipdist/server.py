@@ -11,15 +11,18 @@ pass it down the chain.  The last word is C{501}/C{405}: every request gets
 an answer.
 """
 
-import os
 import socket
 
 from twisted.application.service import MultiService
 from twisted.logger import Logger
+from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 import sipdist
 from sipdist.interfaces import ITransactionUser
+from sipdist.pool.status import installStatus
+from sipdist.roles.chains import ROLES, chainFor
+from sipdist.sip.tls import clientContextFactory
 from sipdist.sip.message import hasToTag, responseTo
 from sipdist.sip.transaction import TransactionLayer
 from sipdist.sip.transport import TransportLayer, TransportService
@@ -78,6 +81,13 @@ class SIPServer:
         self._allow = ", ".join(self.methods)
         self.transactions = None
         self.proxy = None
+
+    def addMethods(self, methods):
+        """
+        Allow C{methods} too (they appear in C{Allow}).
+        """
+        self.methods = tuple(dict.fromkeys(self.methods + tuple(methods)))
+        self._allow = ", ".join(self.methods)
 
     def addressesUs(self, uri):
         """
@@ -170,13 +180,6 @@ class SIPServer:
                        transaction=transaction, reason=reason)
 
 
-class ConfigurationError(Exception):
-    """
-    The configuration cannot make a server (a store or credential string a
-    provider rejects, ...); the message is one line for the operator.
-    """
-
-
 class ServerService(MultiService):
     """
     A running server: its transport (listening ports and connections), its
@@ -210,43 +213,6 @@ class ServerService(MultiService):
         return d
 
 
-STORE_ROLES = ("home", "distributor", "internal-edge")
-
-# Functions called as f(service, config, reactor) once a server's role is
-# built, in order: feature modules wire themselves in here (routing of calls
-# and messages, subscriptions, monitoring ...).  Each may look at
-# config["role"] and do nothing for roles it does not concern.
-def _routingExtension(service, config, reactor):
-    from sipdist.services.routing import installRouting
-    installRouting(service, config, reactor)
-
-
-def _edgeExtension(service, config, reactor):
-    from sipdist.roles.edge import installEdge
-    installEdge(service, config, reactor)
-
-
-def _subscriptionsExtension(service, config, reactor):
-    from sipdist.services.subscriptions import installNotifier
-    installNotifier(service, config, reactor)
-
-
-def _monitorExtension(service, config, reactor):
-    from sipdist.pool.monitor import installLoadReport, installMonitor
-    from sipdist.pool.status import installStatus
-    installLoadReport(service, config, reactor)
-    installMonitor(service, config, reactor)
-    installStatus(service, config, reactor)
-
-
-EXTENSIONS = [
-    _routingExtension,
-    _edgeExtension,
-    _subscriptionsExtension,
-    _monitorExtension,
-]
-
-
 def buildServer(config, reactor, store=None, checker=None):
     """
     Build the service of one server from parsed twistd options.
@@ -259,7 +225,8 @@ def buildServer(config, reactor, store=None, checker=None):
     @param checker: a credentials checker to use instead of building one
         from C{config["credentials"]}.
     @rtype: L{ServerService}
-    @raise ConfigurationError: one line saying what is wrong.
+    @raise sipdist.config.ConfigurationError: one line saying what is
+        wrong.
     """
     name = config["name"]
     # The edge's endpoints facing the inside come after the others.
@@ -281,11 +248,11 @@ def buildServer(config, reactor, store=None, checker=None):
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)
-    role = config.get("role", "home")
-    if role in STORE_ROLES:
-        _storeRole(service, config, reactor, store, checker)
-    for extension in EXTENSIONS:
-        extension(service, config, reactor)
+    role = ROLES[config.get("role", "home")]
+    assemble = namedAny(role.assemble)
+    links = assemble(service, config, reactor, store=store, checker=checker)
+    server.processors = chainFor(role.name, links)
+    installStatus(service, config, reactor)
     return service
 
 
@@ -300,8 +267,6 @@ def _tlsClientOptions(config):
     given = config.get("tls-client-options")
     if given is not None:
         return given
-    from sipdist.sip.tls import clientContextFactory
-
     ca = config.get("tls-ca") or None
     cert = config.get("tls-cert") or None
     key = config.get("tls-key") or None
@@ -317,75 +282,3 @@ def _tlsClientOptions(config):
         return made
 
     return options
-
-
-def _storeRole(service, config, reactor, store, checker):
-    """
-    Give a server the role processor of the roles that read the store.
-    """
-    from sipdist.auth.limiter import FailureLimiter
-    from sipdist.auth.server import DigestAuthenticator
-    from sipdist.auth.sources import CredentialsConfigError, makeChecker
-    from sipdist.services.registrar import Registrar
-    from sipdist.roles.distribution import DistributionProcessor
-    from sipdist.store import StoreError, storeFromString
-
-    role = config.get("role", "home")
-    server = service.server
-    if store is None:
-        try:
-            store = storeFromString(reactor, config.get("store", "memory:"))
-        except StoreError as e:
-            raise ConfigurationError(f"--store: {e}")
-    if checker is None:
-        try:
-            checker = makeChecker(reactor, config.get("credentials", "memory:"))
-        except CredentialsConfigError as e:
-            raise ConfigurationError(f"--credentials: {e}")
-    secret = config.get("secret")
-    if not secret:
-        secret = os.urandom(32).hex()
-        ServerService._log.warn(
-            "no nonce secret configured (--secret-file): using a random one; "
-            "the servers of a pool must share one")
-    algorithms = config.get("digest-algorithms", ("SHA-256", "MD5"))
-    if isinstance(algorithms, str):
-        algorithms = [a.strip() for a in algorithms.split(",") if a.strip()]
-    authenticator = DigestAuthenticator(
-        config["domain"], secret, checker, reactor, algorithms=algorithms,
-        limiter=FailureLimiter(reactor, threshold=config.get("auth-failures", 10),
-                               window=config.get("auth-window", 300.0)))
-    registrar = None
-    if role == "home":
-        registrar = Registrar(
-            reactor, minExpires=config.get("min-expires", 60),
-            maxExpires=config.get("max-expires", 86400),
-            maxBindings=config.get("max-bindings", 10))
-    proxy = _makeProxy(service, config, reactor)
-    processor = DistributionProcessor(
-        server, role, store, authenticator, registrar=registrar, proxy=proxy,
-        policy=config.get("redirect-policy", "auto"))
-    server.processors.append(processor)
-    server.methods = tuple(dict.fromkeys(server.methods + ("REGISTER",)))
-    server._allow = ", ".join(server.methods)
-    service.store = store
-    service.registrar = registrar
-    service.processor = processor
-    service.authenticator = authenticator
-
-
-def _makeProxy(service, config, reactor):
-    """
-    The stateful proxy of a server: requests routed through it (Route
-    naming us) and the requests its role decides to proxy.
-    """
-    from sipdist.services.proxy import Proxy
-
-    proxy = Proxy(reactor, service.transactions, service.transport,
-                  service.transport.localAddress,
-                  routeId=service.server.name)
-    server = service.server
-    server.proxy = proxy
-    server.processors.insert(0, proxy.routeInDialog)
-    service.proxy = proxy
-    return proxy

@@ -413,7 +413,8 @@ def makeService(config, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    from sipdist.server import ConfigurationError, buildServer
+    from sipdist.config import ConfigurationError
+    from sipdist.server import buildServer
 
     service = MultiService()
     try:

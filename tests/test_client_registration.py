@@ -8,7 +8,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.client.core import NoAnswer, Outcome, UserAgent
+from sipdist.client.core import Outcome, UserAgent
+from sipdist.client.events import NoAnswer
 from sipdist.client.discovery import ServerLocator, Target
 from sipdist.client.login import LoginFailed, Registration, refreshDelay
 from sipdist.sip.message import responseTo

@@ -37,15 +37,14 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipdist.auth.credentials import DigestHashChecker
 from sipdist.auth.digest import ALGORITHMS
 from sipdist.auth.interfaces import IDigestHashSource
-from sipdist.auth.sources import CredentialsConfigError
+from sipdist.auth.errors import CredentialsConfigError
+from sipdist.ldapconn import LDAPConnection
 
 _DEFAULTS = {
     "mode": "hash",
@@ -179,69 +178,22 @@ def _describe(failure):
 
 class _Directory:
     """
-    Connections to the directory, bound as the service account; one is
-    kept open and reused.
+    Searches of the directory over the service account's connection
+    (L{LDAPConnection}, shared in kind with the assignment store).
     """
-
-    _log = Logger()
 
     def __init__(self, reactor, config):
         self._reactor = reactor
         self._config = config
-        self._client = None
-        self._connecting = None
+        self.connection = LDAPConnection(
+            reactor, [(config.host, config.port)], config.timeout,
+            config.bindDN, config.bindPassword, unavailable=LDAPUnavailable)
 
-    def connect(self, dn, password):
+    def bindAs(self, dn, password):
         """
-        A new connection bound as C{dn} (anonymous when empty).
+        A new connection bound as C{dn}; the caller closes it.
         """
-        from ldaptor.protocols.ldap.ldapclient import LDAPClient
-        c = self._config
-        endpoint = HostnameEndpoint(self._reactor, c.host, c.port,
-                                    timeout=c.timeout)
-        d = connectProtocol(endpoint, LDAPClient())
-        d.addTimeout(c.timeout, self._reactor)
-
-        def bind(client):
-            if not dn:
-                return client
-            b = client.bind(dn, password)
-            b.addTimeout(c.timeout, self._reactor)
-
-            def bound(_):
-                return client
-
-            def refused(failure):
-                client.transport.abortConnection()
-                return failure
-            return b.addCallbacks(bound, refused)
-        return d.addCallback(bind)
-
-    def client(self):
-        """
-        The service connection.
-        """
-        if self._client is not None and self._client.connected:
-            return succeed(self._client)
-        self._client = None
-        d = Deferred()
-        if self._connecting is not None:
-            self._connecting.append(d)
-            return d
-        self._connecting = [d]
-        c = self._config
-
-        def done(result):
-            waiting, self._connecting = self._connecting, None
-            if isinstance(result, Failure):
-                for w in waiting:
-                    w.errback(result)
-            else:
-                self._client = result
-                for w in waiting:
-                    w.callback(result)
-        self.connect(c.bindDN, c.bindPassword).addBoth(done)
-        return d
+        return self.connection.bindAs(dn, password)
 
     def search(self, filterText, attributes):
         """
@@ -259,18 +211,16 @@ class _Directory:
         def failed(failure):
             if failure.check(ldaperrors.LDAPNoSuchObject):
                 return []
-            if self._client is not None:
-                self._client.transport.abortConnection()
-                self._client = None
+            if failure.check(LDAPUnavailable):
+                return failure
+            self.connection.drop()
             raise LDAPUnavailable(
                 f"LDAP directory {self._config.host}:{self._config.port}: "
                 f"{_describe(failure)}")
-        return self.client().addCallback(send).addErrback(failed)
+        return self.connection.client().addCallback(send).addErrback(failed)
 
     def close(self):
-        client, self._client = self._client, None
-        if client is not None and client.connected:
-            client.transport.loseConnection()
+        self.connection.close()
 
 
 @implementer(IDigestHashSource)
@@ -380,7 +330,7 @@ class LDAPBindChecker:
             if len(entries) != 1:
                 raise UnauthorizedLogin()
             dn = entries[0].dn.getText()
-            return self._directory.connect(dn, password).addCallbacks(
+            return self._directory.bindAs(dn, password).addCallbacks(
                 bound, refused)
 
         def bound(client):

@@ -19,14 +19,9 @@ plugin discovery stays light.
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from sipdist.auth.errors import CredentialsConfigError
 from sipdist.auth.interfaces import ICredentialsSourceParser
 from sipdist.plugin import parserFor, parsersFor
-
-
-class CredentialsConfigError(ValueError):
-    """
-    A credentials string is not valid.
-    """
 
 
 @implementer(IPlugin, ICredentialsSourceParser)

@@ -27,7 +27,8 @@ Typical use, with the caller's reactor and resolver::
     yield ua.stop()
 """
 
-from sipdist.client.core import ClientError, Event, NoAnswer, UserAgent
+from sipdist.client.core import UserAgent
+from sipdist.client.events import ClientError, Event, NoAnswer
 from sipdist.client.discovery import (
     DiscoveryError, ServerLocator, Target)
 from sipdist.client.login import Login, LoginFailed, Registration

@@ -37,7 +37,9 @@ from zope.interface import implementer
 
 import sipdist
 from sipdist.auth.client import ChallengeError, answerChallenge
+from sipdist.client.dialog import OutgoingCall, Subscription
 from sipdist.client.discovery import Target
+from sipdist.client.events import Event, NoAnswer
 from sipdist.client.tlscheck import checkTLS
 from sipdist.interfaces import ITransactionUser
 from sipdist.sip.message import (
@@ -51,50 +53,6 @@ USER_AGENT = f"sipdist-client/{sipdist.__version__}"
 MAX_AUTH_ATTEMPTS = 3
 MAX_DIALOGS = 64
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, NOTIFY"
-
-
-class Event:
-    """
-    A step of the client's work, for its observer (the command line prints
-    C{str(event)}).
-
-    @ivar kind: what happened: C{"discovered"}, C{"trying"},
-        C{"no-answer"}, C{"challenge"}, C{"redirect"}, C{"redirect-ignored"},
-        C{"registered"}, C{"refreshed"}, C{"relogin"}, C{"unregistered"},
-        C{"failed"}, C{"dialog-ended"} ...
-    @ivar text: one line for a person.
-    @ivar fields: the details, by name.
-    """
-
-    def __init__(self, kind, text, **fields):
-        self.kind = kind
-        self.text = text
-        self.fields = fields
-
-    def __getattr__(self, name):
-        try:
-            return self.__dict__["fields"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __str__(self):
-        return self.text
-
-    def __repr__(self):
-        return f"<Event {self.kind}: {self.text}>"
-
-
-class ClientError(Exception):
-    """
-    A request could not be sent or was not answered; C{str()} is one line.
-    """
-
-
-class NoAnswer(ClientError):
-    """
-    The server did not answer: no connection, transaction timeout, transport
-    error.
-    """
 
 
 class Outcome:
@@ -525,7 +483,6 @@ class UserAgent:
             fires with it once established, or fails with
             L{sipdist.client.dialog.CallFailed}.
         """
-        from sipdist.client.dialog import OutgoingCall
         uri = parseURI(normaliseAOR(to)) if isinstance(to, str) else to
         call = OutgoingCall(self, uri, sdp)
         call.start()
@@ -537,9 +494,8 @@ class UserAgent:
 
         @return: L{Deferred} firing with a
             L{sipdist.client.dialog.Subscription} once the SUBSCRIBE is
-            accepted (2xx), failing with L{ClientError} otherwise.
+            accepted (2xx), failing with L{sipdist.client.events.ClientError} otherwise.
         """
-        from sipdist.client.dialog import Subscription
         uri = parseURI(normaliseAOR(to)) if isinstance(to, str) else to
         return Subscription(self, uri, event, expires).start()
 

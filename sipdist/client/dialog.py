@@ -14,7 +14,7 @@ headers.
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from sipdist.client.core import ClientError, Event
+from sipdist.client.events import ClientError, Event
 from sipdist.sip.message import (
     Request, formatNameAddr, newTag, parseNameAddr, responseTo)
 from sipdist.sip.uri import URIError

@@ -43,7 +43,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from sipdist.auth.client import verifySignature
-from sipdist.client.core import ClientError, Event, NoAnswer
+from sipdist.client.events import ClientError, Event, NoAnswer
 from sipdist.client.discovery import DiscoveryError, asURI
 from sipdist.client.tlscheck import TLSFailure
 from sipdist.sip.message import newTag, parseNameAddr

@@ -31,7 +31,8 @@ from twisted.internet import defer, task
 from twisted.python import usage
 
 from sipdist.commands.main import CommandError, OptionsAnywhere
-from sipdist.client.core import ClientError, UserAgent
+from sipdist.client.core import UserAgent
+from sipdist.client.events import ClientError
 from sipdist.client.discovery import DiscoveryError, ServerLocator, asURI
 from sipdist.client.dialog import STATIC_SDP, CallFailed
 from sipdist.client.ladder import Ladder

@@ -96,11 +96,9 @@ def parseLoad(value):
 
 def installLoadReport(service, config, reactor):
     """
-    The extension making a home server report its load in its answers to
-    C{OPTIONS} (see the module docstring).
+    Make a home server (L{sipdist.roles.home}) report its load in its
+    answers to C{OPTIONS} (see the module docstring).
     """
-    if config.get("role", "home") != "home":
-        return
     server = service.server
     plain = server.optionsResponse
 
@@ -370,8 +368,8 @@ def _uneven(servers, counts, tolerance):
 
 def installMonitor(service, config, reactor):
     """
-    The extension starting a L{Monitor} in a distributor run with
-    C{--monitor}; it sends its checks through the distributor's transport.
+    Start a L{Monitor} in a store role (L{sipdist.roles.base}) run with
+    C{--monitor}; it sends its checks through the server's transport.
     """
     if not config.get("monitor") or service.store is None:
         return

@@ -53,7 +53,9 @@ from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from sipdist.services.proxy import Proxy
+from sipdist.config import ConfigurationError
+from sipdist.pool.monitor import Prober
+from sipdist.services.proxy import NextHopError, Proxy, nextHopFor
 from sipdist.sip.uri import URIError, parseURI
 
 EDGE_METHODS = ("REGISTER", "INVITE", "BYE", "PRACK", "UPDATE", "INFO",
@@ -73,7 +75,6 @@ def parseNextHop(text):
     @return: C{(uri, weight)}: the URI without its C{weight} parameter.
     @raise NextHopConfigError: for a bad URI or weight.
     """
-    from sipdist.services.proxy import NextHopError, nextHopFor
     try:
         uri = parseURI(text.strip().strip("<>"))
     except URIError as e:
@@ -402,16 +403,16 @@ class _SideLearner(Service):
         return ports
 
 
-def installEdge(service, config, reactor):
+def assemble(service, config, reactor, store=None, checker=None):
     """
-    The extension (see L{sipdist.server.EXTENSIONS}) making a server with
-    C{role = "edge"} an edge.
+    The C{edge} role's adapter: build an edge's parts on C{service}.  An
+    edge reads no store and checks no credentials (C{store} and C{checker}
+    are not used): the servers inside do.
 
-    @raise sipdist.server.ConfigurationError: without a usable next hop.
+    @return: the parts of the chain (L{sipdist.roles.chains.ROLES}) by
+        link name.
+    @raise ConfigurationError: without a usable next hop.
     """
-    if config.get("role") != "edge":
-        return
-    from sipdist.server import ConfigurationError
     hops = config.get("next-hop") or ()
     nextHops = None
     if hops:
@@ -438,20 +439,17 @@ def installEdge(service, config, reactor):
                       tokenKey=os.urandom(32))
     server.proxy = proxy
     processor = EdgeProcessor(server, proxy, nextHops, sides)
-    server.processors[:0] = [proxy.routeInDialog, processor]
-    server.methods = tuple(dict.fromkeys(server.methods + EDGE_METHODS))
-    server._allow = ", ".join(server.methods)
+    server.addMethods(EDGE_METHODS)
     service.proxy = proxy
     service.processor = processor
     service.sides = sides
     service.nextHops = nextHops
     interval = config.get("next-hop-check") or 0
     if nextHops is not None and interval > 0:
-        from sipdist.pool.monitor import Prober
-        from sipdist.sip.uri import parseURI
         prober = Prober(reactor, service.transactions, service.transport,
                         parseURI(f"sip:{server.name}@{config['domain']}"),
                         timeout=min(2.0, interval))
         service.nextHopChecker = NextHopChecker(reactor, nextHops, prober,
                                                 interval)
         service.nextHopChecker.setServiceParent(service)
+    return {"route-set": proxy.routeInDialog, "edge": processor}

@@ -64,6 +64,10 @@ from sipdist.sip.uri import URIError, normaliseAOR
 ROUTED_METHODS = frozenset((
     "INVITE", "MESSAGE", "SUBSCRIBE", "PUBLISH", "REFER", "OPTIONS"))
 EVENT_METHODS = frozenset(("SUBSCRIBE", "PUBLISH"))
+# What a server with a router allows (for Allow): the routed methods and the
+# in-dialog ones.
+ROUTER_METHODS = ("INVITE", "MESSAGE", "SUBSCRIBE", "PUBLISH", "REFER", "BYE",
+                  "PRACK", "UPDATE", "INFO", "NOTIFY")
 
 PEER_HEADER = "sipdist-peer"
 PEER_WINDOW = 120
@@ -309,8 +313,7 @@ class Router:
 
 def installRouting(service, config, reactor):
     """
-    The extension (see L{sipdist.server.EXTENSIONS}) giving every store
-    role its L{Router}.
+    Give a store role (see L{sipdist.roles.base}) its L{Router}.
     """
     processor = service.processor
     if processor is None:
@@ -322,9 +325,4 @@ def installRouting(service, config, reactor):
     router = Router(service, signer,
                     TrustedAddresses(config.get("trusted-peer") or ()))
     processor.router = router
-    methods = ("INVITE", "MESSAGE", "SUBSCRIBE", "PUBLISH", "REFER", "BYE",
-               "PRACK", "UPDATE", "INFO", "NOTIFY")
-    server = service.server
-    server.methods = tuple(dict.fromkeys(server.methods + methods))
-    server._allow = ", ".join(server.methods)
     service.router = router

@@ -712,21 +712,20 @@ class NotifierService(Service):
 
 def installNotifier(service, config, reactor):
     """
-    The extension of L{sipdist.server.buildServer}: a home server gets a
-    L{Notifier} as C{service.notifier} (its in-dialog processor first in
-    the chain, the registrar observed, the store watched) and the
-    L{Handover} hook.
+    Give a home server (L{sipdist.roles.home}) a L{Notifier} as
+    C{service.notifier} (the registrar observed, the store watched) and
+    the L{Handover} hook.
+
+    @return: the notifier; its C{inDialog} is a link of the home's chain.
     """
-    if config.get("role", "home") != "home" or service.registrar is None:
-        return
     notifier = Notifier(
         reactor, service.server, service.transactions, service.transport,
         service.registrar, config["name"],
         minExpires=config.get("min-expires", MIN_EXPIRES),
         maxExpires=config.get("max-expires", MAX_EXPIRES))
     service.notifier = notifier
-    service.server.processors.insert(0, notifier.inDialog)
     service.registrar.observe(notifier.registrationChanged)
     service.handover = service.processor.handover = Handover(
         service.registrar)
     NotifierService(notifier, service.store).setServiceParent(service)
+    return notifier

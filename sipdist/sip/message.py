@@ -27,8 +27,9 @@ import os
 from base64 import urlsafe_b64encode
 
 from twisted.logger import Logger
-from twisted.protocols import basic, sip
+from twisted.protocols import basic
 
+from sipdist.sip.twistedsip import sip
 from sipdist.sip.uri import URI, URIError, parseURI
 
 MAGIC_COOKIE = "z9hG4bK"

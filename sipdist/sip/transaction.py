@@ -60,9 +60,9 @@ from collections import deque
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.protocols import sip
 
 from sipdist.sip.message import MAGIC_COOKIE, Request, responseTo
+from sipdist.sip.twistedsip import sip
 
 # States (compare with "is").
 CALLING = "Calling"

@@ -11,7 +11,7 @@ the scheme and keeps parameters in order so that serialisation is canonical.
 
 from urllib.parse import unquote
 
-from twisted.protocols import sip
+from sipdist.sip.twistedsip import sip
 
 SUPPORTED_SCHEMES = frozenset(("sip", "sips"))
 

@@ -31,18 +31,17 @@ from urllib.parse import unquote
 from ldaptor import delta
 from ldaptor.protocols import pureber, pureldap
 from ldaptor.protocols.ldap import distinguishedname, ldaperrors
-from ldaptor.protocols.ldap.ldapclient import LDAPClient
 from ldaptor import ldapfilter
 from twisted.internet.defer import (
     CancelledError, Deferred, DeferredSemaphore, fail, gatherResults,
     inlineCallbacks, succeed,
 )
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipdist.interfaces import IAssignmentStore
+from sipdist.ldapconn import LDAPConnection, describeLDAPError
 from sipdist.store import (
     InvalidValue, ServerChanged, ServerExists, ServerInUse, ServerRecord,
     StoreConfigError, StoreError, StoreUnavailable, UnknownServer,
@@ -248,132 +247,6 @@ def _generalizedTime(seconds):
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(seconds))
 
 
-class _Connection:
-    """
-    The store's one LDAP connection, made on demand to the first URL that
-    answers, with a growing wait after failures.
-    """
-
-    _log = Logger()
-
-    def __init__(self, reactor, config):
-        self._reactor = reactor
-        self._config = config
-        self._client = None
-        self._connecting = None
-        self._retryAt = 0.0
-        self._delay = 0.0
-        self._preferred = 0
-        self._closed = False
-        self.lastError = None
-
-    def client(self):
-        """
-        @return: L{Deferred} firing with a bound L{LDAPClient}, or failing
-            with L{StoreUnavailable}.
-        """
-        if self._client is not None and self._client.connected:
-            return succeed(self._client)
-        self._client = None
-        if self._connecting is not None:
-            d = Deferred()
-            self._connecting.append(d)
-            return d
-        if self._closed:
-            return fail(StoreUnavailable("LDAP store closed"))
-        now = self._reactor.seconds()
-        if now < self._retryAt:
-            return fail(StoreUnavailable(
-                f"LDAP directory unreachable ({self.lastError}); next attempt "
-                f"in {self._retryAt - now:.1f}s"))
-        self._connecting = []
-        d = self._connect()
-        d.addBoth(self._connected)
-        return d
-
-    def _connected(self, result):
-        waiting, self._connecting = self._connecting, None
-        if isinstance(result, LDAPClient) and self._closed:
-            result.transport.abortConnection()
-            result = fail(StoreUnavailable("LDAP store closed"))
-        if isinstance(result, LDAPClient):
-            self._delay = 0.0
-            self.lastError = None
-            self._client = result
-            for d in waiting:
-                d.callback(result)
-            return result
-        self._delay = min(30.0, max(0.5, self._delay * 2))
-        self._retryAt = self._reactor.seconds() + self._delay
-        self.lastError = _describe(result.value)
-        self._log.warn("LDAP directory unreachable: {error}; next attempt in "
-                       "{delay}s", error=self.lastError, delay=self._delay)
-        message = f"LDAP directory unreachable: {self.lastError}"
-        for d in waiting:
-            d.errback(StoreUnavailable(message))
-        return fail(StoreUnavailable(message))
-
-    @inlineCallbacks
-    def _connect(self):
-        servers = self._config.servers
-        errors = []
-        for i in range(len(servers)):
-            index = (self._preferred + i) % len(servers)
-            host, port = servers[index]
-            try:
-                client = yield self._connectOne(host, port)
-            except Exception as e:
-                errors.append(f"{host}:{port}: {_describe(e)}")
-                continue
-            if index != self._preferred:
-                self._log.info("LDAP store now using {host}:{port}",
-                               host=host, port=port)
-            self._preferred = index
-            return client
-        raise StoreUnavailable("; ".join(errors))
-
-    @inlineCallbacks
-    def _connectOne(self, host, port):
-        endpoint = HostnameEndpoint(self._reactor, host, port,
-                                    timeout=self._config.timeout)
-        d = connectProtocol(endpoint, LDAPClient())
-        d.addTimeout(self._config.timeout, self._reactor)
-        client = yield d
-        if self._config.bindDN:
-            d = client.bind(self._config.bindDN, self._config.password)
-            d.addTimeout(self._config.timeout, self._reactor)
-            try:
-                yield d
-            except Exception:
-                client.transport.abortConnection()
-                raise
-        return client
-
-    def drop(self):
-        client, self._client = self._client, None
-        if client is not None and client.connected:
-            client.transport.abortConnection()
-
-    def close(self):
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None and client.connected:
-            try:
-                client.unbind()
-            except Exception:
-                client.transport.abortConnection()
-
-
-def _describe(error):
-    if isinstance(error, ldaperrors.LDAPException):
-        text = str(error)
-        return text if text else type(error).__name__
-    if isinstance(error, CancelledError):
-        return "timed out"
-    text = str(error)
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 @implementer(IAssignmentStore)
 class LDAPAssignmentStore:
     """
@@ -388,7 +261,9 @@ class LDAPAssignmentStore:
     def __init__(self, reactor, config):
         self._reactor = reactor
         self._config = config
-        self._conn = _Connection(reactor, config)
+        self._conn = LDAPConnection(
+            reactor, config.servers, config.timeout, config.bindDN,
+            config.password, unavailable=StoreUnavailable)
         self._watchers = Watchers()
         self._cache = {}
         self._filters = {}
@@ -430,10 +305,10 @@ class LDAPAssignmentStore:
         if failure.check(ldaperrors.LDAPException) and not failure.check(
                 ldaperrors.LDAPClientConnectionLostException):
             raise StoreUnavailable(
-                f"LDAP search failed: {_describe(failure.value)}")
+                f"LDAP search failed: {describeLDAPError(failure.value)}")
         self._conn.drop()
         raise StoreUnavailable(
-            f"LDAP directory unreachable: {_describe(failure.value)}")
+            f"LDAP directory unreachable: {describeLDAPError(failure.value)}")
 
     def _search(self, base, filterText, attributes, onEntry, sizeLimit=0,
                 retry=True):
@@ -520,7 +395,7 @@ class LDAPAssignmentStore:
             raise ldaperrors.LDAPEntryAlreadyExists(response.errorMessage)
         if code != 0:
             error = ldaperrors.get(code, response.errorMessage)
-            raise StoreError(f"LDAP {what} refused: {_describe(error)}")
+            raise StoreError(f"LDAP {what} refused: {describeLDAPError(error)}")
         return response
 
     # Servers.
@@ -682,7 +557,7 @@ class LDAPAssignmentStore:
         cached = self._cache.get(key)
         if cached is not None:
             self._log.info("serving {aor} from cache: {error}", aor=key,
-                           error=_describe(result.value))
+                           error=describeLDAPError(result.value))
             for d in waiting:
                 d.callback(cached[0])
             return
@@ -914,7 +789,7 @@ class LDAPAssignmentStore:
     def _refreshLogged(self):
         d = self.refresh()
         d.addErrback(lambda f: self._log.warn(
-            "LDAP refresh failed: {error}", error=_describe(f.value)))
+            "LDAP refresh failed: {error}", error=describeLDAPError(f.value)))
 
     def refresh(self):
         """

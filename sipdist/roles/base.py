@@ -1,0 +1,80 @@
+# -*- test-case-name: tests.test_chains -*-
+"""
+What every role that reads the assignment store is built from: the store,
+the digest authenticator, the stateful proxy, the
+L{sipdist.roles.distribution.DistributionProcessor} and its router, and the
+monitor when asked for.  L{sipdist.roles.home} and
+L{sipdist.roles.distributor} add to it.
+"""
+
+import os
+
+from twisted.logger import Logger
+
+from sipdist.auth.digest import DEFAULT_ALGORITHMS
+from sipdist.auth.limiter import FailureLimiter
+from sipdist.auth.server import DigestAuthenticator
+from sipdist.auth.sources import CredentialsConfigError, makeChecker
+from sipdist.config import ConfigurationError
+from sipdist.pool.monitor import installMonitor
+from sipdist.roles.distribution import DistributionProcessor
+from sipdist.services.proxy import Proxy
+from sipdist.services.routing import ROUTER_METHODS, installRouting
+from sipdist.store import StoreError, storeFromString
+
+_log = Logger()
+
+
+def assembleStoreRole(service, config, reactor, store=None, checker=None,
+                      registrar=None):
+    """
+    Give C{service} the parts of a role that reads the store.
+
+    @param registrar: the home's registrar; C{None} for roles that are
+        never a home.
+    @return: the chain's parts by link name: C{route-set} and
+        C{distribution}.
+    @raise ConfigurationError: a store or credential string that its
+        provider rejects.
+    """
+    role = config.get("role", "home")
+    server = service.server
+    if store is None:
+        try:
+            store = storeFromString(reactor, config.get("store", "memory:"))
+        except StoreError as e:
+            raise ConfigurationError(f"--store: {e}")
+    if checker is None:
+        try:
+            checker = makeChecker(reactor,
+                                  config.get("credentials", "memory:"))
+        except CredentialsConfigError as e:
+            raise ConfigurationError(f"--credentials: {e}")
+    secret = config.get("secret")
+    if not secret:
+        secret = os.urandom(32).hex()
+        _log.warn("no nonce secret configured (--secret-file): using a "
+                  "random one; the servers of a pool must share one")
+    algorithms = config.get("digest-algorithms", DEFAULT_ALGORITHMS)
+    if isinstance(algorithms, str):
+        algorithms = [a.strip() for a in algorithms.split(",") if a.strip()]
+    authenticator = DigestAuthenticator(
+        config["domain"], secret, checker, reactor, algorithms=algorithms,
+        limiter=FailureLimiter(reactor,
+                               threshold=config.get("auth-failures", 10),
+                               window=config.get("auth-window", 300.0)))
+    proxy = Proxy(reactor, service.transactions, service.transport,
+                  service.transport.localAddress, routeId=server.name)
+    server.proxy = proxy
+    processor = DistributionProcessor(
+        server, role, store, authenticator, registrar=registrar, proxy=proxy,
+        policy=config.get("redirect-policy", "auto"))
+    server.addMethods(("REGISTER",) + ROUTER_METHODS)
+    service.store = store
+    service.registrar = registrar
+    service.processor = processor
+    service.authenticator = authenticator
+    service.proxy = proxy
+    installRouting(service, config, reactor)
+    installMonitor(service, config, reactor)
+    return {"route-set": proxy.routeInDialog, "distribution": processor}
