@@ -9,6 +9,7 @@ import subprocess
 import sys
 from io import StringIO
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.commands import store as admin
@@ -108,6 +109,38 @@ class InProcessTests(SynchronousTestCase):
                               "home1)\n")
         _, out = self.run_("server-remove", "home1")
         self.assertEqual(out, "removed server home1\n")
+
+    def test_transportURIs(self):
+        """
+        C{server-add} and C{server-set} take a server's TCP and TLS URIs;
+        C{--tls-uri=} (empty) removes one; every listing shows them; a TLS
+        URI that is not secure is a usage error.
+        """
+        _, out = self.run_("server-add", "--tls-uri=sips:home1.example.com",
+                           "home1", "sip:127.0.0.1:5070")
+        self.assertEqual(out, "added server home1 sip:127.0.0.1:5070 "
+                              "weight=1 state=active "
+                              "tls-uri=sips:home1.example.com\n")
+        _, out = self.run_("server-set", "--tcp-uri=sip:10.0.0.1:5072",
+                           "home1")
+        self.assertEqual(out, "server home1 sip:127.0.0.1:5070 weight=1 "
+                              "state=active tcp-uri=sip:10.0.0.1:5072 "
+                              "tls-uri=sips:home1.example.com\n")
+        self.run_("assign", "alice@example.com", "home1")
+        _, out = self.run_("lookup", "alice@example.com")
+        self.assertEqual(out, "sip:alice@example.com home1 "
+                              "sip:127.0.0.1:5070 state=active "
+                              "tcp-uri=sip:10.0.0.1:5072 "
+                              "tls-uri=sips:home1.example.com\n")
+        _, out = self.run_("server-set", "--tls-uri=", "home1")
+        self.assertEqual(out, "server home1 sip:127.0.0.1:5070 weight=1 "
+                              "state=active tcp-uri=sip:10.0.0.1:5072\n")
+        self.assertIsNone(self.successResultOf(
+            self.store.getServer("home1")).tlsUri)
+        e = self.assertRaises(
+            usage.UsageError, self.run_, "server-add",
+            "--tls-uri=sip:127.0.0.1:5071", "home2", "sip:127.0.0.1:5080")
+        self.assertIn("bad server TLS URI", str(e))
 
     def test_errors(self):
         """
