@@ -6,14 +6,22 @@ only its plain C{sip:} URI.  Clients: the project's client over TLS, SIPp
 over TCP.
 """
 
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
 from twisted.internet import defer, reactor
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from sipdist.client.login import Login, LoginFailed
 from sipdist.server import buildServer
+from sipdist.services.proxy import nextHopFor
 from sipdist.sip.tls import serverContextFactory
-from sipdist.store import ServerRecord
+from sipdist.sip.uri import parseURI
+from sipdist.store import ServerRecord, serverURIFor
+from sipdist.store.file import parseAssignments
 from sipdist.store.memory import MemoryAssignmentStore
 from sipdist.testca import makeCA
 from tests.client_helpers import startAgent
@@ -212,3 +220,35 @@ class SippTCPTests(TestCase):
         self.assertEqual(binding.flow.transport, "TCP")
         self.assertEqual(len(binding.path), 1)
         self.assertEqual(pool.services["distributor"].processor.proxied, 1)
+
+
+class ShippedDeploymentTests(TestCase):
+    """
+    The local deployment shipped in C{etc/} (started by C{etc/run-local})
+    names, for every home and transport, an address that home listens on.
+    """
+
+    def test_recordsMatchListeners(self):
+        """
+        Each home's record in C{etc/assignments.conf} gives a URI for UDP,
+        TCP and TLS, and each leads (RFC 3263 for a numeric host: its
+        transport and port) to an endpoint in that home's C{listen}.
+        """
+        etc = FilePath(__file__).parent().parent().child("etc")
+        tables = parseAssignments(
+            etc.child("assignments.conf").getContent().decode("utf-8"))
+        self.assertEqual(sorted(tables.servers), ["home1", "home2"])
+        kinds = {"udp": "UDP", "tcp": "TCP", "sips": "TLS"}
+        for name, record in tables.servers.items():
+            with etc.child(f"{name}.toml").open() as f:
+                config = tomllib.load(f)
+            listening = set()
+            for endpoint in config["listen"]:
+                kind, port = endpoint.split(":")[:2]
+                listening.add((kinds[kind], "127.0.0.1", int(port)))
+            for transport in ("UDP", "TCP", "TLS"):
+                uri = serverURIFor(record, transport)
+                self.assertIsNotNone(uri, (name, transport))
+                hop = nextHopFor(parseURI(uri))
+                self.assertEqual(hop[0], transport, uri)
+                self.assertIn(hop, listening, (name, uri))
