@@ -258,16 +258,13 @@ class DistributionProcessor:
         """
         A L{Redirect} or L{Proxy} to the assigned server's URI for the
         transport the request arrived on, or the L{noAddress} rejection if
-        the server has none (nor one for a stronger transport).
+        the server has none (nor one for a stronger transport); the
+        rejection is logged as every other.
         """
         transport = arrivalTransport(context.request,
                                      context.transaction.flow)
         uri = serverURIFor(context.record, transport)
         if uri is None:
-            self._log.warn("{server} has no {transport} URI: not sending "
-                           "{aor} there over a weaker transport",
-                           server=outcome.serverId, transport=transport,
-                           aor=context.aor)
             return noAddress(transport)
         return replace(outcome, uri=uri)
 
