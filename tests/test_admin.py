@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.commands import store as admin
 from sipdist.commands.main import CommandError
+from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.helpers_store import tempDir
 
@@ -177,6 +178,55 @@ class InProcessTests(SynchronousTestCase):
                          f"{path}:5: no server 'nowhere' in this file")
         self.assertEqual(self.successResultOf(self.store.countUsers()),
                          {"home1": 2})
+
+    def test_importTransportURIs(self):
+        """
+        Import gives a server the TCP and TLS URIs its line names, and
+        removes those a later file no longer names.
+        """
+        path = os.path.join(tempDir(self), "batch.conf")
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5070 "
+                    "tls-uri=sips:home1.example.com\n")
+        self.run_("import", path)
+        self.assertEqual(
+            self.successResultOf(self.store.getServer("home1")).tlsUri,
+            "sips:home1.example.com")
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5070 "
+                    "tcp-uri=sip:127.0.0.1:5072\n")
+        _, out = self.run_("import", path)
+        self.assertIn("1 updated", out)
+        record = self.successResultOf(self.store.getServer("home1"))
+        self.assertEqual((record.tcpUri, record.tlsUri),
+                         ("sip:127.0.0.1:5072", None))
+
+    def test_providerWithoutTransportURIs(self):
+        """
+        A provider written before servers had TCP and TLS URIs (its
+        C{updateServer} takes neither) still has its state, weight and URI
+        set by C{server-set} and C{import}.
+        """
+        store = self.store
+
+        class OldProvider:
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+            def updateServer(self, serverId, uri=None, weight=None,
+                             state=None):
+                return store.updateServer(serverId, uri, weight, state)
+
+        self.store = OldProvider()
+        self.run_("server-add", "home1", "sip:127.0.0.1:5070")
+        _, out = self.run_("server-set", "--state=draining", "home1")
+        self.assertIn("state=draining", out)
+        path = os.path.join(tempDir(self), "batch.conf")
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5090 weight=3\n")
+        self.run_("import", path)
+        self.assertEqual(self.successResultOf(store.getServer("home1")),
+                         ServerRecord("home1", "sip:127.0.0.1:5090", 3))
 
 
 class ConsoleScriptTests(SynchronousTestCase):

@@ -145,9 +145,13 @@ class ServerSet(_StoreCommand):
                                    "--uri, --tcp-uri or --tls-uri")
 
     async def act(self, store):
+        # The transport URIs are passed only when given, so that providers
+        # written before they existed keep working for the rest.
         record = await store.updateServer(self.serverId, self["uri"],
                                           self["weight"], self["state"],
-                                          self["tcp-uri"], self["tls-uri"])
+                                          **_transportChanges(
+                                              self["tcp-uri"],
+                                              self["tls-uri"]))
         self.print(f"server {_describe(record)}")
 
 
@@ -255,14 +259,27 @@ class Import(_StoreCommand):
                 await store.addServer(record)
                 added += 1
             elif current != record:
-                # A URI the file does not give is removed ("").
+                # A transport URI the file does not give is removed ("").
+                changes = _transportChanges(
+                    None if record.tcpUri == current.tcpUri
+                    else record.tcpUri or "",
+                    None if record.tlsUri == current.tlsUri
+                    else record.tlsUri or "")
                 await store.updateServer(record.id, record.uri, record.weight,
-                                         record.state, record.tcpUri or "",
-                                         record.tlsUri or "")
+                                         record.state, **changes)
                 updated += 1
         count = await store.assignUsers(tables.users.items())
         self.print(f"imported {self.path}: {added} servers added, "
                    f"{updated} updated, {count} users assigned")
+
+
+def _transportChanges(tcpUri, tlsUri):
+    changes = {}
+    if tcpUri is not None:
+        changes["tcpUri"] = tcpUri
+    if tlsUri is not None:
+        changes["tlsUri"] = tlsUri
+    return changes
 
 
 def _transportURIs(record):
