@@ -109,9 +109,12 @@ class IAssignmentStore(Interface):
             L{sipdist.store.ServerExists} if the id is taken.
         """
 
-    def updateServer(serverId, uri=None, weight=None, state=None):
+    def updateServer(serverId, uri=None, weight=None, state=None,
+                     tcpUri=None, tlsUri=None):
         """
-        Change some fields of a server; L{None} leaves a field as it is.
+        Change some fields of a server; L{None} leaves a field as it is, and
+        C{""} removes C{tcpUri} or C{tlsUri} (see
+        L{sipdist.store.ServerRecord}).
 
         @return: L{Deferred} firing with the new record; fails with
             L{sipdist.store.UnknownServer}.

@@ -23,7 +23,7 @@ from zope.interface.verify import verifyObject
 from sipdist.interfaces import IAssignmentStore
 from sipdist.store import (
     DOWN, DRAINING, InvalidValue, ServerChanged, ServerExists, ServerInUse,
-    ServerRecord, UnknownServer, UnknownUser, UserChanged,
+    ServerRecord, UnknownServer, UnknownUser, UserChanged, serverURIFor,
 )
 
 HOME1 = ServerRecord("home1", "sip:127.0.0.1:5070", 10)
@@ -277,3 +277,51 @@ class AssignmentStoreContractMixin:
         self.assertEqual((yield store.lookupUser("sip:alice@example.com")),
                          "home2")
         self.assertEqual((yield store.getServer("home2")).state, DOWN)
+
+    @contract
+    def test_transportURIs(self):
+        """
+        A server's TCP and TLS URIs are kept and read back with its record,
+        also by another store object on the same backend; the URI chosen
+        for each transport follows from them.
+        """
+        store = yield maybeDeferred(self.makeStore)
+        record = ServerRecord("home3", "sip:127.0.0.1:5090", 5,
+                              tcpUri="sip:10.0.0.3:5090;transport=tcp",
+                              tlsUri="sips:home3.example.com:5091")
+        yield store.addServer(record)
+        other = yield maybeDeferred(self.otherWriter, store)
+        for reader in (store, other):
+            read = yield reader.getServer("home3")
+            self.assertEqual(read, record)
+            self.assertEqual(
+                [serverURIFor(read, t) for t in ("UDP", "TCP", "TLS")],
+                ["sip:127.0.0.1:5090", "sip:10.0.0.3:5090;transport=tcp",
+                 "sips:home3.example.com:5091"])
+        self.assertEqual((yield store.listServers()), [record])
+
+    @contract
+    def test_updateTransportURIs(self):
+        """
+        Updating a server sets its TLS or TCP URI, C{""} removes it, and
+        L{None} leaves it as it is; a TLS URI that is not secure is refused
+        with L{InvalidValue} and changes nothing.
+        """
+        store = yield self._store()
+        record = yield store.updateServer(
+            "home1", tlsUri="sips:home1.example.com:5071")
+        self.assertEqual(record, HOME1.updated(
+            tlsUri="sips:home1.example.com:5071"))
+        record = yield store.updateServer(
+            "home1", weight=4, tcpUri="sip:10.0.0.1:5070")
+        self.assertEqual(record.tlsUri, "sips:home1.example.com:5071")
+        self.assertEqual(record.tcpUri, "sip:10.0.0.1:5070")
+        self.assertEqual((yield store.getServer("home1")), record)
+        with self.assertRaises(InvalidValue):
+            yield store.updateServer("home1", tlsUri="sip:10.0.0.1:5071")
+        self.assertEqual((yield store.getServer("home1")), record)
+        record = yield store.updateServer("home1", tlsUri="", tcpUri="")
+        self.assertEqual(record, HOME1.updated(weight=4))
+        other = yield maybeDeferred(self.otherWriter, store)
+        self.assertEqual((yield other.getServer("home1")), record)
+        self.assertIsNone(serverURIFor(record, "TLS"))

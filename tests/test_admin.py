@@ -9,10 +9,12 @@ import subprocess
 import sys
 from io import StringIO
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.commands import store as admin
 from sipdist.commands.main import CommandError
+from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.helpers_store import tempDir
 
@@ -109,6 +111,38 @@ class InProcessTests(SynchronousTestCase):
         _, out = self.run_("server-remove", "home1")
         self.assertEqual(out, "removed server home1\n")
 
+    def test_transportURIs(self):
+        """
+        C{server-add} and C{server-set} take a server's TCP and TLS URIs;
+        C{--tls-uri=} (empty) removes one; every listing shows them; a TLS
+        URI that is not secure is a usage error.
+        """
+        _, out = self.run_("server-add", "--tls-uri=sips:home1.example.com",
+                           "home1", "sip:127.0.0.1:5070")
+        self.assertEqual(out, "added server home1 sip:127.0.0.1:5070 "
+                              "weight=1 state=active "
+                              "tls-uri=sips:home1.example.com\n")
+        _, out = self.run_("server-set", "--tcp-uri=sip:10.0.0.1:5072",
+                           "home1")
+        self.assertEqual(out, "server home1 sip:127.0.0.1:5070 weight=1 "
+                              "state=active tcp-uri=sip:10.0.0.1:5072 "
+                              "tls-uri=sips:home1.example.com\n")
+        self.run_("assign", "alice@example.com", "home1")
+        _, out = self.run_("lookup", "alice@example.com")
+        self.assertEqual(out, "sip:alice@example.com home1 "
+                              "sip:127.0.0.1:5070 state=active "
+                              "tcp-uri=sip:10.0.0.1:5072 "
+                              "tls-uri=sips:home1.example.com\n")
+        _, out = self.run_("server-set", "--tls-uri=", "home1")
+        self.assertEqual(out, "server home1 sip:127.0.0.1:5070 weight=1 "
+                              "state=active tcp-uri=sip:10.0.0.1:5072\n")
+        self.assertIsNone(self.successResultOf(
+            self.store.getServer("home1")).tlsUri)
+        e = self.assertRaises(
+            usage.UsageError, self.run_, "server-add",
+            "--tls-uri=sip:127.0.0.1:5071", "home2", "sip:127.0.0.1:5080")
+        self.assertIn("bad server TLS URI", str(e))
+
     def test_errors(self):
         """
         Store errors are one line each.
@@ -144,6 +178,55 @@ class InProcessTests(SynchronousTestCase):
                          f"{path}:5: no server 'nowhere' in this file")
         self.assertEqual(self.successResultOf(self.store.countUsers()),
                          {"home1": 2})
+
+    def test_importTransportURIs(self):
+        """
+        Import gives a server the TCP and TLS URIs its line names, and
+        removes those a later file no longer names.
+        """
+        path = os.path.join(tempDir(self), "batch.conf")
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5070 "
+                    "tls-uri=sips:home1.example.com\n")
+        self.run_("import", path)
+        self.assertEqual(
+            self.successResultOf(self.store.getServer("home1")).tlsUri,
+            "sips:home1.example.com")
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5070 "
+                    "tcp-uri=sip:127.0.0.1:5072\n")
+        _, out = self.run_("import", path)
+        self.assertIn("1 updated", out)
+        record = self.successResultOf(self.store.getServer("home1"))
+        self.assertEqual((record.tcpUri, record.tlsUri),
+                         ("sip:127.0.0.1:5072", None))
+
+    def test_providerWithoutTransportURIs(self):
+        """
+        A provider written before servers had TCP and TLS URIs (its
+        C{updateServer} takes neither) still has its state, weight and URI
+        set by C{server-set} and C{import}.
+        """
+        store = self.store
+
+        class OldProvider:
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+            def updateServer(self, serverId, uri=None, weight=None,
+                             state=None):
+                return store.updateServer(serverId, uri, weight, state)
+
+        self.store = OldProvider()
+        self.run_("server-add", "home1", "sip:127.0.0.1:5070")
+        _, out = self.run_("server-set", "--state=draining", "home1")
+        self.assertIn("state=draining", out)
+        path = os.path.join(tempDir(self), "batch.conf")
+        with open(path, "w") as f:
+            f.write("server home1 sip:127.0.0.1:5090 weight=3\n")
+        self.run_("import", path)
+        self.assertEqual(self.successResultOf(store.getServer("home1")),
+                         ServerRecord("home1", "sip:127.0.0.1:5090", 3))
 
 
 class ConsoleScriptTests(SynchronousTestCase):

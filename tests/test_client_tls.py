@@ -4,6 +4,8 @@ against the configured CA; a mismatch is a login failure with one clear
 line.  Certificates from L{sipdist.testca.makeCA}, servers on loopback.
 """
 
+from types import SimpleNamespace
+
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
@@ -91,3 +93,40 @@ class TLSLoginTests(TestCase):
         self.assertIn("does not name", str(failure))
         self.assertEqual(first.authenticated, 1)
         self.assertEqual(bad.requests, [])
+
+    @defer.inlineCallbacks
+    def test_redirectToTransportTLS(self):
+        """
+        A signed redirect received over TLS to a C{sip:} URI with
+        C{transport=tls} is followed over TLS, verifying the home's
+        certificate, and the login ends registered there.
+        """
+        home = yield self.startTLS()
+        contact = SimpleNamespace(
+            uri=f"sip:127.0.0.1:{home.port};transport=tls")
+        first = yield self.startTLS(action=Redirect(contact))
+        ua = yield startAgent(self, reactor,
+                              caCertificates=[self.certs["ca.pem"]])
+        result = yield Login(ua, ua.locator, server=first.uri).run()
+        self.assertEqual((result.target.transport, result.target.port),
+                         ("TLS", home.port))
+        self.assertEqual(home.authenticated, 1)
+
+    @defer.inlineCallbacks
+    def test_redirectOutOfTLSRefused(self):
+        """
+        A signed redirect received over TLS to a server reachable only over
+        UDP or TCP fails the login, saying so; nothing is sent in clear.
+        """
+        for kind in ("udp", "tcp"):
+            clear = ScriptedServer(reactor, "server")
+            yield clear.start(kind)
+            self.addCleanup(clear.stop)
+            first = yield self.startTLS(action=Redirect(clear))
+            ua = yield startAgent(self, reactor,
+                                  caCertificates=[self.certs["ca.pem"]])
+            failure = yield self.assertFailure(
+                Login(ua, ua.locator, server=first.uri).run(), LoginFailed)
+            self.assertIn("would continue a TLS login without TLS",
+                          str(failure))
+            self.assertEqual(clear.requests, [])

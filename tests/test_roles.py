@@ -40,10 +40,12 @@ def registerBytes(user="alice", contact=None, cseq=1, callID="reg-1",
 class Harness:
     """
     A server of some role on a clock, with a memory store holding home1
-    and home2, fed through its transaction layer.
+    and home2, fed through its transaction layer.  Requests arrive on a
+    flow of C{transport} (the Via values the tests write say UDP).
     """
 
-    def __init__(self, role="home", name="home1", policy="auto", store=None):
+    def __init__(self, role="home", name="home1", policy="auto", store=None,
+                 transport="UDP"):
         self.clock = Clock()
         self.store = store or MemoryAssignmentStore()
         if store is None:
@@ -59,6 +61,7 @@ class Harness:
         self.service = buildServer(config, self.clock, store=self.store)
         self.layer = self.service.transactions
         self.flow = RecordingFlow()
+        self.flow.transport = transport
         self.branch = 0
 
     def send(self, data):
@@ -261,3 +264,107 @@ class DistributorTests(SynchronousTestCase):
         """
         response, _ = Harness(role="distributor", name="distributor").register("zoe")
         self.assertEqual(response.code, 404)
+
+
+class RecordingProxy:
+    """
+    Stands for the proxy: keeps what it is asked to forward and answers
+    nothing.
+    """
+
+    def __init__(self):
+        self.forwarded = []
+
+    def forward(self, request, transaction, **kwargs):
+        self.forwarded.append(kwargs)
+
+
+class TransportTests(SynchronousTestCase):
+    """
+    A redirect or a proxied leg goes to the home's URI for the transport
+    the REGISTER arrived on; TLS is never continued in clear.
+    """
+
+    def harness(self, transport, **kw):
+        store = MemoryAssignmentStore()
+        store.addServer(ServerRecord(
+            "home1", "sip:127.0.0.1:5070",
+            tcpUri="sip:127.0.0.1:5072;transport=tcp",
+            tlsUri="sips:home1.example.com:5071"))
+        store.addServer(ServerRecord("home2", "sip:127.0.0.1:5080"))
+        store.assignUser("alice@example.com", "home1")
+        store.assignUser("bob@example.com", "home2")
+        return Harness(role="distributor", name="distributor", store=store,
+                       transport=transport, **kw)
+
+    def test_redirectKeepsTransport(self):
+        """
+        A REGISTER that arrived over TLS is redirected to the home's TLS
+        URI, over TCP to its TCP URI, over UDP to its main URI; each 301 is
+        signed with its Contact.
+        """
+        for transport, contact in (
+                ("TLS", "<sips:home1.example.com:5071>"),
+                ("TCP", "<sip:127.0.0.1:5072;transport=tcp>"),
+                ("UDP", "<sip:127.0.0.1:5070>")):
+            response, session = self.harness(transport).register("alice")
+            self.assertEqual((response.code, response.header("contact")),
+                             (301, contact), transport)
+            self.assertTrue(signed(response, session))
+
+    def test_plainRecordOverTCP(self):
+        """
+        A home with one plain C{sip:} URI is named with C{transport=tcp} to
+        a client on TCP, so the client stays on TCP.
+        """
+        response, _ = self.harness("TCP").register("bob")
+        self.assertEqual(response.header("contact"),
+                         "<sip:127.0.0.1:5080;transport=tcp>")
+
+    def test_noTLSAddress(self):
+        """
+        A REGISTER over TLS for a user whose home has no TLS URI gets a 503
+        naming the problem, not a redirect over TCP or UDP.
+        """
+        distributor = self.harness("TLS")
+        response, _ = distributor.register("bob")
+        self.assertEqual(
+            (response.code, response.phrase),
+            (503, "Service Unavailable (No TLS Address For Home Server)"))
+        self.assertIsNone(response.header("contact"))
+        self.assertEqual(distributor.service.processor.redirects, 0)
+
+    def test_sipsRequestURI(self):
+        """
+        A REGISTER whose Request-URI is C{sips:} is treated as TLS whatever
+        flow it came on: redirected to a TLS URI or refused.
+        """
+        response, _ = self.harness("TCP").register(
+            "alice", uri="sips:example.com")
+        self.assertEqual(response.header("contact"),
+                         "<sips:home1.example.com:5071>")
+        response, _ = self.harness("TCP").register(
+            "bob", uri="sips:example.com")
+        self.assertEqual(response.code, 503)
+
+    def test_proxiedKeepsTransport(self):
+        """
+        A REGISTER that came through another proxy (two Via values) over
+        TLS or TCP is proxied to the home's URI for that transport; over
+        TLS to a home without a TLS URI it is refused, not proxied.
+        """
+        vias = ("SIP/2.0/TLS 192.0.2.9:5061;branch=z9hG4bKe1",
+                "SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKc1;rport")
+        for transport, nextHop in (
+                ("TLS", "sips:home1.example.com:5071"),
+                ("TCP", "sip:127.0.0.1:5072;transport=tcp")):
+            distributor = self.harness(transport)
+            proxy = distributor.service.processor.proxy = RecordingProxy()
+            distributor.register("alice", vias=vias)
+            self.assertEqual([kw["nextHop"] for kw in proxy.forwarded],
+                             [nextHop], transport)
+        distributor = self.harness("TLS")
+        proxy = distributor.service.processor.proxy = RecordingProxy()
+        response, _ = distributor.register("bob", vias=vias)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(proxy.forwarded, [])

@@ -32,13 +32,14 @@ def request(method="INVITE", uri="sip:bob@example.com", toTag=None,
 
 
 class FakeFlow:
-    def __init__(self, host="192.0.2.1"):
+    def __init__(self, host="192.0.2.1", transport="UDP"):
         self.remote = (host, 5060)
+        self.transport = transport
 
 
 class FakeTransaction:
-    def __init__(self, host="192.0.2.1"):
-        self.flow = FakeFlow(host)
+    def __init__(self, host="192.0.2.1", transport="UDP"):
+        self.flow = FakeFlow(host, transport)
 
 
 class FakeStore:
@@ -216,8 +217,9 @@ class RouterTests(SynchronousTestCase):
                              TrustedAddresses(["10.9.9.9"]))
         self.processor = FakeProcessor()
 
-    def route(self, r, host="192.0.2.1"):
-        return self.router(r, FakeTransaction(host), self.processor)
+    def route(self, r, host="192.0.2.1", transport="UDP"):
+        return self.router(r, FakeTransaction(host, transport),
+                           self.processor)
 
     def test_notTaken(self):
         """
@@ -253,6 +255,35 @@ class RouterTests(SynchronousTestCase):
         peer = PeerSigner(SECRET, "home2", self.clock)
         self.assertEqual(peer.verify(sent), "home1")
         self.assertEqual(self.router.toPeer, 1)
+
+    def test_calleeElsewhereByTransport(self):
+        """
+        The leg to the callee's home uses its URI for the transport the
+        request came on: TCP to its TCP URI, TLS to its TLS URI.
+        """
+        self.processor.store.servers["home2"] = ServerRecord(
+            "home2", "sip:10.0.0.2", tlsUri="sips:home2.example.com")
+        self.route(request(), transport="TCP")
+        self.route(request(), transport="TLS")
+        self.assertEqual(
+            [kwargs for _, kwargs in self.processor.proxy.forwarded],
+            [{"nextHop": "sip:10.0.0.2;transport=tcp"},
+             {"nextHop": "sips:home2.example.com"}])
+
+    def test_calleeElsewhereNoTLS(self):
+        """
+        A request that came over TLS (or names a C{sips:} callee) for a
+        callee whose home has no TLS URI is a 503 saying so; it is not
+        proxied over TCP or UDP.
+        """
+        self.route(request(), transport="TLS")
+        self.route(request(uri="sips:bob@example.com"), transport="TCP")
+        self.assertEqual(self.processor.proxy.forwarded, [])
+        self.assertEqual(
+            [answer[:2] for answer in self.processor.answers],
+            [(503, "Service Unavailable (No TLS Address For Home Server)")]
+            * 2)
+        self.assertEqual(self.router.unavailable, 2)
 
     def test_fromPeer(self):
         """

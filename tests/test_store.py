@@ -7,8 +7,8 @@ from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.store import (
-    InvalidValue, ServerRecord, StoreConfigError, aorKey, splitOptions,
-    storeFromString,
+    InvalidValue, ServerRecord, StoreConfigError, aorKey, serverURIFor,
+    splitOptions, storeFromString,
 )
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.storecontract import AssignmentStoreContractMixin
@@ -117,6 +117,63 @@ class ValueTests(SynchronousTestCase):
                      ("h1", "sip:h", -1), ("h1", "sip:h", "x"),
                      ("h1", "sip:h", 1, "gone"), ("", "sip:h")]:
             self.assertRaises(InvalidValue, ServerRecord, *args)
+
+    def test_badTransportURIs(self):
+        """
+        A TLS URI must be secure (C{sips:} or C{transport=tls}); a TCP URI
+        must be a C{sip:} URI for TCP; either must be a SIP URI.
+        """
+        for kwargs in [{"tlsUri": "sip:h:5061"},
+                       {"tlsUri": "sip:h;transport=tcp"},
+                       {"tlsUri": "http://h"},
+                       {"tcpUri": "sips:h"},
+                       {"tcpUri": "sip:h;transport=udp"},
+                       {"tcpUri": "sip:h;transport=tls"},
+                       {"tcpUri": "h:5060"}]:
+            self.assertRaises(InvalidValue, ServerRecord, "h1", "sip:h",
+                              **kwargs)
+
+    def test_serverURIFor(self):
+        """
+        The URI chosen for a transport is the record's URI for it, else one
+        for a stronger transport, never one for a weaker: a plain C{sip:}
+        URI serves UDP and (with C{transport=tcp}) TCP, never TLS.
+        """
+        plain = ServerRecord("h", "sip:10.0.0.2:5070")
+        both = ServerRecord("h", "sip:10.0.0.2:5070",
+                            tlsUri="sips:home.example.com:5071")
+        tcp = ServerRecord("h", "sip:10.0.0.2;transport=udp",
+                           tcpUri="sip:10.0.0.3:5072",
+                           tlsUri="sip:10.0.0.3:5073;transport=tls")
+        secure = ServerRecord("h", "sips:home.example.com")
+        udpOnly = ServerRecord("h", "sip:10.0.0.2;transport=udp")
+        table = [
+            (plain, ["sip:10.0.0.2:5070", "sip:10.0.0.2:5070;transport=tcp",
+                     None]),
+            (both, ["sip:10.0.0.2:5070", "sip:10.0.0.2:5070;transport=tcp",
+                    "sips:home.example.com:5071"]),
+            (tcp, ["sip:10.0.0.2;transport=udp",
+                   "sip:10.0.0.3:5072;transport=tcp",
+                   "sip:10.0.0.3:5073;transport=tls"]),
+            (secure, ["sips:home.example.com"] * 3),
+            (udpOnly, ["sip:10.0.0.2;transport=udp", None, None]),
+        ]
+        for record, expected in table:
+            self.assertEqual(
+                [serverURIFor(record, t) for t in ("UDP", "tcp", "TLS")],
+                expected, record)
+
+    def test_updatedTransportURIs(self):
+        """
+        L{ServerRecord.updated} sets a TCP or TLS URI, and C{""} removes it.
+        """
+        record = ServerRecord("h", "sip:h", tlsUri="sips:h")
+        self.assertEqual(record.updated(tcpUri="sip:t").tcpUri, "sip:t")
+        self.assertEqual(record.updated(tcpUri="sip:t").tlsUri, "sips:h")
+        removed = record.updated(tlsUri="")
+        self.assertIsNone(removed.tlsUri)
+        self.assertEqual(removed, ServerRecord("h", "sip:h"))
+        self.assertIsNone(serverURIFor(removed, "TLS"))
 
     def test_splitOptions(self):
         """

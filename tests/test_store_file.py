@@ -95,6 +95,27 @@ class FileStoreTests(SynchronousTestCase):
         self.assertEqual(
             self.successResultOf(store.lookupUser("bob@example.com")), "home2")
 
+    def test_transportURIs(self):
+        """
+        C{tcp-uri=} and C{tls-uri=} options, in any order, give a server its
+        TCP and TLS URIs; a write of another field keeps them on the line.
+        """
+        with open(self.path, "a") as f:
+            f.write("server home3 sip:127.0.0.1:5090 "
+                    "tls-uri=sips:home3.example.com:5091 "
+                    "tcp-uri=sip:127.0.0.1:5092;transport=tcp  # three\n")
+        store = self.store()
+        record = ServerRecord("home3", "sip:127.0.0.1:5090",
+                              tcpUri="sip:127.0.0.1:5092;transport=tcp",
+                              tlsUri="sips:home3.example.com:5091")
+        self.assertEqual(self.successResultOf(store.getServer("home3")),
+                         record)
+        self.successResultOf(store.updateServer("home3", weight=7))
+        self.assertIn("server home3 sip:127.0.0.1:5090 weight=7 state=active "
+                      "tcp-uri=sip:127.0.0.1:5092;transport=tcp "
+                      "tls-uri=sips:home3.example.com:5091 # three",
+                      self.read().splitlines())
+
     def test_writeKeepsComments(self):
         """
         A write keeps comments, blank lines and untouched lines as written,
@@ -160,6 +181,9 @@ user sip:carol@example.com home2
             "server h http://h": "bad server URI",
             "user nohost home1": "bad address-of-record",
             "server home1 sip:x": "listed twice",
+            "server h sip:h tls-uri=sip:h:5061": "bad server TLS URI",
+            "server h sip:h tcp-uri=sips:h": "bad server TCP URI",
+            "server h sip:h tls-uri=sips:a tls-uri=sips:b": "given twice",
         }
         for line, message in cases.items():
             e = self.assertRaises(StoreConfigError, parseAssignments,

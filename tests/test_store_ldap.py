@@ -279,6 +279,32 @@ weightAttr =
             yield store.assignUser("zed@example.com", "pool1")
 
     @inlineCallbacks
+    def test_transportAttributesMissing(self):
+        """
+        A directory whose schema lacks the TCP/TLS URI attributes the store
+        is configured with still reads its servers (they get no TCP or TLS
+        URI of their own); a server whose TLS URI is in the directory gets
+        it.
+        """
+        server = self.slapd(SERVERS_LDIF + f"""
+dn: sipdistServerId=home3,ou=servers,{slapd.SUFFIX}
+objectClass: sipdistServer
+sipdistServerId: home3
+sipdistServerURI: sip:127.0.0.1:5090
+sipdistServerTLSURI: sips:home3.example.com:5091
+""")
+        store = self.store(f"127.0.0.1:{server.port}")
+        home3 = yield store.getServer("home3")
+        self.assertEqual(home3.tlsUri, "sips:home3.example.com:5091")
+        self.config = writeConfig(self, "tcpURIAttr = sipdistNoSuchTCP\n"
+                                        "tlsURIAttr = sipdistNoSuchTLS\n")
+        store = self.store(f"127.0.0.1:{server.port}")
+        servers = yield store.listServers()
+        self.assertEqual([s.id for s in servers], ["home1", "home2", "home3"])
+        self.assertEqual({(s.tcpUri, s.tlsUri) for s in servers},
+                         {(None, None)})
+
+    @inlineCallbacks
     def test_badPassword(self):
         """
         A refused bind is a one-line L{StoreUnavailable}.

@@ -21,6 +21,11 @@ answers its Digest challenge, and then:
     redirect is not followed;
   - a sixth redirect in one login (more than L{MAX_REDIRECTS}): the login
     fails;
+  - a redirect received over TLS is followed over TLS only: to a C{sips:}
+    or C{transport=tls} Contact (the server's certificate verified as
+    for any TLS server), or to a name whose DNS records offer TLS.  A
+    Contact that can only be reached over TCP or UDP fails the login
+    rather than continue it in clear;
   - no answer (connection refused, transaction timeout) or C{503}: the next
     server found (failover); C{401}/C{407} after answering the server's own
     challenge: wrong credentials, the login fails; any other final response:
@@ -141,9 +146,13 @@ class Login:
         self.ua.notify(Event(kind, text, **fields))
 
     @defer.inlineCallbacks
-    def _find(self, uri, why):
+    def _find(self, uri, why, secure=False):
         try:
-            targets = yield self.locator.findServers(uri)
+            if secure:
+                targets = yield self.locator.findServers(
+                    uri, transports=("TLS",))
+            else:
+                targets = yield self.locator.findServers(uri)
         except DiscoveryError as e:
             raise LoginFailed(f"{why}: {e}") from None
         return targets
@@ -269,8 +278,15 @@ class Login:
             raise LoginFailed(
                 f"more than {self.maxRedirects} redirects in one login (the "
                 f"last from {target} to {uri}): giving up")
+        secure = target.transport == "TLS"
         targets = yield self._find(uri, f"the redirect from {target} to "
-                                        f"{uri} cannot be followed")
+                                        f"{uri} cannot be followed", secure)
+        if secure:
+            targets = [t for t in targets if t.transport == "TLS"]
+            if not targets:
+                raise LoginFailed(
+                    f"the redirect from {target} to {uri} would continue a "
+                    f"TLS login without TLS: not following it")
         seen = {t.address for t in redirectedFrom}
         for candidate in targets:
             if candidate.address in seen:

@@ -81,17 +81,27 @@ def _aor(text):
         raise usage.UsageError(str(e)) from None
 
 
+_TCP_HELP = ("the URI for clients on TCP (default: URI with "
+             "transport=tcp, when URI is a plain sip: URI)")
+_TLS_HELP = ("the URI for clients on TLS, sips: or transport=tls (default: "
+             "none; TLS clients are refused rather than sent to URI)")
+
+
 class ServerAdd(_StoreCommand):
-    synopsis = "[--weight=N] [--state=S] ID URI"
+    synopsis = ("[--weight=N] [--state=S] [--tcp-uri=URI] [--tls-uri=URI] "
+                "ID URI")
     optParameters = [
         ["weight", "w", "1", "capacity weight, 0 to 1000000"],
         ["state", None, "active", f"one of {', '.join(STATES)}"],
+        ["tcp-uri", None, None, _TCP_HELP],
+        ["tls-uri", None, None, _TLS_HELP],
     ]
 
     def parseArgs(self, serverId, uri):
         try:
             self.record = ServerRecord(serverId, uri, self["weight"],
-                                       self["state"])
+                                       self["state"], self["tcp-uri"],
+                                       self["tls-uri"])
         except InvalidValue as e:
             raise usage.UsageError(str(e)) from None
 
@@ -113,25 +123,35 @@ class ServerList(_StoreCommand):
 
 
 class ServerSet(_StoreCommand):
-    synopsis = "[--state=S] [--weight=N] [--uri=URI] ID"
+    synopsis = ("[--state=S] [--weight=N] [--uri=URI] [--tcp-uri=URI] "
+                "[--tls-uri=URI] ID")
     optParameters = [
         ["state", None, None, f"one of {', '.join(STATES)}"],
         ["weight", "w", None, "capacity weight, 0 to 1000000"],
-        ["uri", None, None, "the SIP URI redirects name"],
+        ["uri", None, None, "the server's main SIP URI"],
+        ["tcp-uri", None, None, "the URI for clients on TCP; "
+                                "--tcp-uri= (empty) removes it"],
+        ["tls-uri", None, None, "the URI for clients on TLS; "
+                                "--tls-uri= (empty) removes it"],
     ]
 
     def parseArgs(self, serverId):
         self.serverId = serverId
 
     def postOptions(self):
-        if self["state"] is None and self["weight"] is None \
-                and self["uri"] is None:
-            raise usage.UsageError("nothing to set: give --state, --weight "
-                                   "or --uri")
+        if all(self[name] is None for name in (
+                "state", "weight", "uri", "tcp-uri", "tls-uri")):
+            raise usage.UsageError("nothing to set: give --state, --weight, "
+                                   "--uri, --tcp-uri or --tls-uri")
 
     async def act(self, store):
+        # The transport URIs are passed only when given, so that providers
+        # written before they existed keep working for the rest.
         record = await store.updateServer(self.serverId, self["uri"],
-                                          self["weight"], self["state"])
+                                          self["weight"], self["state"],
+                                          **_transportChanges(
+                                              self["tcp-uri"],
+                                              self["tls-uri"]))
         self.print(f"server {_describe(record)}")
 
 
@@ -195,7 +215,8 @@ class Lookup(_StoreCommand):
         if record is None:
             self.print(f"{self.aor} {serverId} (no such server record)")
             return 1
-        self.print(f"{self.aor} {serverId} {record.uri} state={record.state}")
+        self.print(f"{self.aor} {serverId} {record.uri} state={record.state}"
+                   f"{_transportURIs(record)}")
 
 
 class Counts(_StoreCommand):
@@ -213,7 +234,8 @@ class Counts(_StoreCommand):
 class Import(_StoreCommand):
     synopsis = "[options] FILE"
     longdesc = ("Read FILE in the file store format ('server ID URI "
-                "[weight=N] [state=S]' and 'user AOR SERVER-ID' lines, "
+                "[weight=N] [state=S] [tcp-uri=URI] [tls-uri=URI]' and "
+                "'user AOR SERVER-ID' lines, "
                 "'#' comments): add or update its servers, then assign its "
                 "users in one batch.  Nothing is changed if a line is bad.")
 
@@ -237,23 +259,48 @@ class Import(_StoreCommand):
                 await store.addServer(record)
                 added += 1
             elif current != record:
+                # A transport URI the file does not give is removed ("").
+                changes = _transportChanges(
+                    None if record.tcpUri == current.tcpUri
+                    else record.tcpUri or "",
+                    None if record.tlsUri == current.tlsUri
+                    else record.tlsUri or "")
                 await store.updateServer(record.id, record.uri, record.weight,
-                                         record.state)
+                                         record.state, **changes)
                 updated += 1
         count = await store.assignUsers(tables.users.items())
         self.print(f"imported {self.path}: {added} servers added, "
                    f"{updated} updated, {count} users assigned")
 
 
+def _transportChanges(tcpUri, tlsUri):
+    changes = {}
+    if tcpUri is not None:
+        changes["tcpUri"] = tcpUri
+    if tlsUri is not None:
+        changes["tlsUri"] = tlsUri
+    return changes
+
+
+def _transportURIs(record):
+    text = ""
+    if record.tcpUri is not None:
+        text += f" tcp-uri={record.tcpUri}"
+    if record.tlsUri is not None:
+        text += f" tls-uri={record.tlsUri}"
+    return text
+
+
 def _describe(record):
     return (f"{record.id} {record.uri} weight={record.weight} "
-            f"state={record.state}")
+            f"state={record.state}{_transportURIs(record)}")
 
 
 commands = [
     ("server-add", ServerAdd, "Add a home server to the assignment store"),
     ("server-list", ServerList, "List home servers with their user counts"),
-    ("server-set", ServerSet, "Change a server's state, weight or URI"),
+    ("server-set", ServerSet,
+     "Change a server's state, weight or URIs"),
     ("server-remove", ServerRemove, "Remove a server that has no users"),
     ("assign", Assign, "Assign a user to a server (or move it there)"),
     ("move", Move, "Move an assigned user to another server"),

@@ -17,12 +17,17 @@ INVITE, MESSAGE or SUBSCRIBE handed over by the C{router}) the processor:
      request to its target), redirects (a signed C{301} whose Contact is
      the assigned server), proxies (to the assigned server: Path for a
      REGISTER, Record-Route otherwise), or rejects (C{404}, C{480}, C{503}
-     with C{Retry-After}).
+     with C{Retry-After}).  The assigned server's URI is the one for the
+     transport the request arrived on (L{sipdist.services.targets}): TLS
+     stays TLS, and a server without a TLS URI gets a TLS client a C{503}
+     rather than a redirect or a leg in clear.
 
 When the store and the credential source answer from memory (memory and file
 stores, cached LDAP) their Deferreds have fired already, so all of it
 happens in the datagram's reactor turn.
 """
+
+from dataclasses import replace
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,6 +37,7 @@ from sipdist.decision import (
     AUTO, Assignment, Proxy, Redirect, Serve, decide)
 from sipdist.sip.message import countVias
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
+from sipdist.services.targets import arrivalTransport, noAddress, serverURIFor
 from sipdist.store import StoreUnavailable
 from sipdist.sip.uri import URIError, normaliseAOR
 
@@ -49,10 +55,12 @@ class Context:
     @ivar aor: the normalised address-of-record of the user, once known.
     @ivar serve: called with this context when the user is served here.
     @ivar proxyAuth: challenge with 407 (we act as a proxy for it).
+    @ivar record: the L{sipdist.store.ServerRecord} of the user's server,
+        once read.
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
-                 "serve", "proxyAuth")
+                 "serve", "proxyAuth", "record")
 
     def __init__(self, request, transaction, serve, proxyAuth):
         self.request = request
@@ -62,6 +70,7 @@ class Context:
         self.aor = None
         self.serve = serve
         self.proxyAuth = proxyAuth
+        self.record = None
 
 
 class DistributionProcessor:
@@ -205,6 +214,7 @@ class DistributionProcessor:
         if record is None:
             assignment = Assignment(serverId)
         else:
+            context.record = record
             assignment = Assignment(serverId, record.uri, record.state)
         try:
             self._decided(assignment, context)
@@ -225,6 +235,8 @@ class DistributionProcessor:
                 outcome, (Redirect, Proxy)) and self.handover(context,
                                                              outcome):
             outcome = Serve()
+        if isinstance(outcome, (Redirect, Proxy)):
+            outcome = self._forTransport(outcome, context)
         if isinstance(outcome, Serve):
             self.served += 1
             context.serve(context)
@@ -241,6 +253,20 @@ class DistributionProcessor:
                 headers = [("Retry-After", str(outcome.retryAfter))]
             self.respond(context.request, context.transaction, outcome.code,
                          outcome.phrase, headers)
+
+    def _forTransport(self, outcome, context):
+        """
+        A L{Redirect} or L{Proxy} to the assigned server's URI for the
+        transport the request arrived on, or the L{noAddress} rejection if
+        the server has none (nor one for a stronger transport); the
+        rejection is logged as every other.
+        """
+        transport = arrivalTransport(context.request,
+                                     context.transaction.flow)
+        uri = serverURIFor(context.record, transport)
+        if uri is None:
+            return noAddress(transport)
+        return replace(outcome, uri=uri)
 
     def signed(self, response, context, contact=None):
         """

@@ -21,7 +21,9 @@ happens to it:
      domains puts a proxy for them in front).  The callee is looked up in
      the store: unknown, C{404}; assigned to a home server that is down,
      C{503}; assigned to another home, the request is proxied there
-     (Record-Route, signed as coming from a peer); assigned here, it goes to
+     (Record-Route, signed as coming from a peer) at its URI for the
+     transport the request arrived on (L{sipdist.services.targets}; no
+     such URI, C{503}: never TLS on to TCP or UDP); assigned here, it goes to
      the registrar's bindings of the callee, forking in parallel, each
      branch following the binding's Path as a Route set and, without one,
      the flow the binding registered over (RFC 3327, RFC 5626); no binding
@@ -57,6 +59,7 @@ from twisted.logger import Logger
 
 from sipdist.decision import DOWN, DOWN_RETRY_AFTER, HOME
 from sipdist.sip.message import hasToTag
+from sipdist.services.targets import arrivalTransport, noAddress, serverURIFor
 from sipdist.store import StoreUnavailable
 from sipdist.sip.uri import URIError, normaliseAOR
 
@@ -272,9 +275,17 @@ class Router:
                               "Service Unavailable (Home Server Down)",
                               [("Retry-After", str(DOWN_RETRY_AFTER))])
             return
+        transport = arrivalTransport(request, transaction.flow)
+        uri = serverURIFor(record, transport)
+        if uri is None:
+            self.unavailable += 1
+            reject = noAddress(transport)
+            processor.respond(request, transaction, reject.code,
+                              reject.phrase)
+            return
         self.toPeer += 1
         self.signer.sign(request)
-        processor.proxy.forward(request, transaction, nextHop=record.uri)
+        processor.proxy.forward(request, transaction, nextHop=uri)
 
     def _deliver(self, aor, request, transaction, processor):
         if request.method in EVENT_METHODS:

@@ -13,7 +13,7 @@ not already in normalised form.
 """
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from twisted.logger import Logger
 
@@ -127,41 +127,155 @@ def checkState(state):
     return state
 
 
+TRANSPORTS = ("UDP", "TCP", "TLS")
+
+# What a client or peer may be sent to when its request came over a
+# transport: that transport first, then only stronger ones.  Never weaker:
+# TLS is never continued over TCP or UDP.
+_UPGRADES = {"UDP": ("UDP", "TCP", "TLS"), "TCP": ("TCP", "TLS"),
+             "TLS": ("TLS",)}
+
+
+def _parsedServerURI(uri, what):
+    from sipdist.sip.uri import URIError, parseURI
+    if not isinstance(uri, str):
+        raise InvalidValue(f"bad server {what} {uri!r}")
+    try:
+        return parseURI(uri)
+    except URIError as e:
+        raise InvalidValue(f"bad server {what} {uri!r}: {e}") from None
+
+
+def _transportOf(parsed):
+    """
+    The transport a server URI names: C{"TLS"} for C{sips:} or
+    C{transport=tls}, C{"TCP"} for C{transport=tcp}, C{"UDP"} for
+    C{transport=udp}, C{None} for a C{sip:} URI without a transport
+    parameter (UDP and TCP alike, RFC 3261 section 18), C{"?"} for any
+    other transport.
+    """
+    transport = (parsed.transport or "").lower()
+    if parsed.scheme == "sips" or transport == "tls":
+        return "TLS"
+    if not transport:
+        return None
+    return {"tcp": "TCP", "udp": "UDP"}.get(transport, "?")
+
+
+def _withTransport(parsed, transport):
+    copy = parsed.copy()
+    copy.transport = transport
+    return copy.toString()
+
+
+def _addresses(uri, tcpUri, tlsUri):
+    """
+    The URI of a server for each transport a request can arrive on, from
+    its three URIs (see L{ServerRecord}).
+    """
+    byTransport = {}
+    parsed = _parsedServerURI(uri, "URI")
+    kind = _transportOf(parsed)
+    if kind is None:
+        byTransport["UDP"] = uri
+        byTransport["TCP"] = _withTransport(parsed, "tcp")
+    elif kind in TRANSPORTS:
+        byTransport[kind] = uri
+    if tcpUri is not None:
+        parsed = _parsedServerURI(tcpUri, "TCP URI")
+        if _transportOf(parsed) not in (None, "TCP"):
+            raise InvalidValue(f"bad server TCP URI {tcpUri!r}: a sip: URI "
+                               f"for TCP (no transport or transport=tcp)")
+        byTransport["TCP"] = _withTransport(parsed, "tcp")
+    if tlsUri is not None:
+        parsed = _parsedServerURI(tlsUri, "TLS URI")
+        if _transportOf(parsed) != "TLS":
+            raise InvalidValue(f"bad server TLS URI {tlsUri!r}: a sips: URI "
+                               f"or one with transport=tls")
+        byTransport["TLS"] = tlsUri
+    return {arrived: next((byTransport[t] for t in _UPGRADES[arrived]
+                           if t in byTransport), None)
+            for arrived in TRANSPORTS}
+
+
 @dataclass(frozen=True)
 class ServerRecord:
     """
     A home server as the store knows it.
 
+    Which URI a request is redirected or proxied to depends on the
+    transport it arrived on (L{serverURIFor}):
+
+      - C{uri} serves UDP; a C{sip:} URI without a C{transport} parameter
+        serves TCP too (every SIP server implements both, RFC 3261 section
+        18): it is named with C{;transport=tcp} to a TCP client.  A C{uri}
+        that is C{sips:} or has C{transport=tls} serves TLS (only);
+      - C{tcpUri}, when set, serves TCP instead;
+      - C{tlsUri}, when set, serves TLS.
+
+    Nothing is inferred from port numbers: a record without a TLS URI has
+    no TLS address, and a request that came over TLS gets no URI at all
+    rather than one over TCP or UDP.  A request may be sent to a stronger
+    transport than it came on (UDP to TCP or TLS, TCP to TLS) when the
+    record has no URI for its own.
+
     @ivar id: short name, e.g. C{home1}.
-    @ivar uri: the SIP URI a redirect names (C{sip:10.0.0.2:5060}).
+    @ivar uri: the server's main SIP URI (C{sip:10.0.0.2:5060}).
     @ivar weight: capacity weight, 0 to 1000000 (0: take no new users).
     @ivar state: C{active}, C{draining} (keeps its users, gets no new ones)
         or C{down}.
+    @ivar tcpUri: its URI for TCP (C{sip:10.0.0.2:5060;transport=tcp}), or
+        L{None}.
+    @ivar tlsUri: its URI for TLS (C{sips:home1.example.com:5061}), or
+        L{None}.
     """
 
     id: str
     uri: str
     weight: int = 1
     state: str = ACTIVE
+    tcpUri: str = None
+    tlsUri: str = None
+    _byTransport: dict = field(init=False, repr=False, compare=False,
+                               default=None)
 
     def __post_init__(self):
         checkServerId(self.id)
-        checkServerURI(self.uri)
+        for name in ("tcpUri", "tlsUri"):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
+        object.__setattr__(self, "_byTransport", _addresses(
+            self.uri, self.tcpUri, self.tlsUri))
         object.__setattr__(self, "weight", checkWeight(self.weight))
         checkState(self.state)
 
-    def updated(self, uri=None, weight=None, state=None):
+    def updated(self, uri=None, weight=None, state=None, tcpUri=None,
+                tlsUri=None):
         """
-        @return: a copy with the given fields changed.
+        @return: a copy with the given fields changed (L{None}: unchanged;
+            C{""} for C{tcpUri} or C{tlsUri}: removed).
         """
         changes = {}
-        if uri is not None:
-            changes["uri"] = uri
-        if weight is not None:
-            changes["weight"] = weight
-        if state is not None:
-            changes["state"] = state
+        for name, value in (("uri", uri), ("weight", weight),
+                            ("state", state), ("tcpUri", tcpUri),
+                            ("tlsUri", tlsUri)):
+            if value is not None:
+                changes[name] = value
         return replace(self, **changes)
+
+
+def serverURIFor(record, transport):
+    """
+    The URI of a server that a request which arrived over C{transport} is
+    redirected or proxied to (see L{ServerRecord}): the record's URI for
+    that transport, else for a stronger one; never a weaker one.
+
+    @param record: a L{ServerRecord}.
+    @param transport: C{"UDP"}, C{"TCP"} or C{"TLS"} (any case).
+    @return: the URI text, or L{None} if the record has no URI for
+        C{transport} nor a stronger one.
+    """
+    return record._byTransport.get(transport.upper())
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Format (see C{docs/stores.rst})::
 
     # comments run from '#' to the end of the line
     server home1 sip:127.0.0.1:5070 weight=10 state=active
-    server home2 sip:127.0.0.1:5080
+    server home2 sip:127.0.0.1:5080 tls-uri=sips:127.0.0.1:5081
     user alice@example.com home1
     user sip:bob@example.com home2
 
@@ -46,25 +46,36 @@ def _fields(line):
     return line.split()
 
 
+_SERVER_OPTIONS = ("weight", "state", "tcp-uri", "tls-uri")
+
+
 def _serverFromFields(fields):
     if len(fields) < 3:
-        raise InvalidValue("expected: server ID URI [weight=N] [state=S]")
+        raise InvalidValue("expected: server ID URI [weight=N] [state=S] "
+                           "[tcp-uri=URI] [tls-uri=URI]")
     options = {}
     for item in fields[3:]:
         key, sep, value = item.partition("=")
-        if not sep or key not in ("weight", "state"):
+        if not sep or key not in _SERVER_OPTIONS:
             raise InvalidValue(f"unknown server option {item!r} "
-                               f"(weight=N, state=S)")
+                               f"(weight=N, state=S, tcp-uri=URI, "
+                               f"tls-uri=URI)")
         if key in options:
             raise InvalidValue(f"{key} given twice")
         options[key] = value
     return ServerRecord(fields[1], fields[2], options.get("weight", 1),
-                        options.get("state", "active"))
+                        options.get("state", "active"),
+                        options.get("tcp-uri"), options.get("tls-uri"))
 
 
 def formatServer(record):
-    return (f"server {record.id} {record.uri} weight={record.weight} "
+    line = (f"server {record.id} {record.uri} weight={record.weight} "
             f"state={record.state}")
+    if record.tcpUri is not None:
+        line += f" tcp-uri={record.tcpUri}"
+    if record.tlsUri is not None:
+        line += f" tls-uri={record.tlsUri}"
+    return line
 
 
 def parseAssignments(text, path="<string>"):

@@ -96,6 +96,8 @@ class LDAPConfig:
     createUsers: bool = True
     serverIdAttr: str = "sipdistServerId"
     serverURIAttr: str = "sipdistServerURI"
+    tcpURIAttr: str = "sipdistServerTCPURI"
+    tlsURIAttr: str = "sipdistServerTLSURI"
     weightAttr: str = "sipdistWeight"
     stateAttr: str = "sipdistState"
     serverClasses: str = "sipdistServer"
@@ -414,7 +416,8 @@ class LDAPAssignmentStore:
         if uri is not None and not uri.lower().startswith(("sip:", "sips:")):
             uri = "sip:" + uri
         return ServerRecord(serverId, uri, one(c.weightAttr, "1"),
-                            (one(c.stateAttr, "active") or "active").lower())
+                            (one(c.stateAttr, "active") or "active").lower(),
+                            one(c.tcpURIAttr), one(c.tlsURIAttr))
 
     def _loadServers(self):
         c = self._config
@@ -432,7 +435,8 @@ class LDAPAssignmentStore:
             byId[record.id] = dn
 
         attributes = [a for a in (c.serverIdAttr, c.serverURIAttr,
-                                  c.weightAttr, c.stateAttr) if a]
+                                  c.weightAttr, c.stateAttr, c.tcpURIAttr,
+                                  c.tlsURIAttr) if a]
         d = self._search(c.serversBase, c.serverFilter, attributes, entry)
 
         def loaded(_):
@@ -732,6 +736,13 @@ class LDAPAssignmentStore:
             attributes.append((c.weightAttr, [str(record.weight)]))
         if c.stateAttr:
             attributes.append((c.stateAttr, [record.state]))
+        for attr, name, value in ((c.tcpURIAttr, "TCP URI", record.tcpUri),
+                                  (c.tlsURIAttr, "TLS URI", record.tlsUri)):
+            if value is not None:
+                if not attr:
+                    raise InvalidValue(f"this directory keeps no server "
+                                       f"{name} (no attribute configured)")
+                attributes.append((attr, [value]))
         dn = (f"{c.serverIdAttr}={distinguishedname.escape(record.id)},"
               f"{c.serversBase}")
         try:
@@ -743,22 +754,28 @@ class LDAPAssignmentStore:
         return record
 
     @inlineCallbacks
-    def updateServer(self, serverId, uri=None, weight=None, state=None):
+    def updateServer(self, serverId, uri=None, weight=None, state=None,
+                     tcpUri=None, tlsUri=None):
         servers = yield self._ensureServers()
         checkServerId(serverId)
         old = servers.get(serverId)
         if old is None:
             raise UnknownServer(f"no server {serverId!r}")
-        new = old.updated(uri, weight, state)
+        new = old.updated(uri, weight, state, tcpUri, tlsUri)
         c = self._config
         changes = []
         for attr, name in ((c.serverURIAttr, "uri"), (c.weightAttr, "weight"),
-                           (c.stateAttr, "state")):
-            if getattr(new, name) != getattr(old, name):
+                           (c.stateAttr, "state"), (c.tcpURIAttr, "tcpUri"),
+                           (c.tlsURIAttr, "tlsUri")):
+            value = getattr(new, name)
+            if value != getattr(old, name):
                 if not attr:
                     raise InvalidValue(f"this directory keeps no server "
                                        f"{name} (no attribute configured)")
-                changes.append(delta.Replace(attr, [str(getattr(new, name))]))
+                # Replacing with no value removes the attribute (RFC 4511
+                # section 4.6).
+                changes.append(delta.Replace(
+                    attr, [] if value is None else [str(value)]))
         if changes:
             op = delta.ModifyOp(self._serverDN[serverId], changes)
             self._check((yield self._run(op.asLDAP())), "modify")

@@ -101,9 +101,10 @@ class Tables:
             raise ServerExists(f"server {record.id!r} exists already")
         return [ServerChanged(record.id, None, record)], record
 
-    def changeUpdateServer(self, serverId, uri=None, weight=None, state=None):
+    def changeUpdateServer(self, serverId, uri=None, weight=None, state=None,
+                           tcpUri=None, tlsUri=None):
         old = self.servers.get(self._serverId(serverId))
-        new = old.updated(uri, weight, state)
+        new = old.updated(uri, weight, state, tcpUri, tlsUri)
         return ([] if new == old else [ServerChanged(old.id, old, new)]), new
 
     def changeRemoveServer(self, serverId):
@@ -189,9 +190,10 @@ class MemoryAssignmentStore:
     def addServer(self, record):
         return self._mutate(self._tables.changeAddServer, record)
 
-    def updateServer(self, serverId, uri=None, weight=None, state=None):
+    def updateServer(self, serverId, uri=None, weight=None, state=None,
+                     tcpUri=None, tlsUri=None):
         return self._mutate(self._tables.changeUpdateServer, serverId,
-                            uri, weight, state)
+                            uri, weight, state, tcpUri, tlsUri)
 
     def removeServer(self, serverId):
         return self._mutate(self._tables.changeRemoveServer, serverId)
