@@ -89,6 +89,11 @@ class NonceFactory:
             raw = base64.urlsafe_b64decode(nonce + "=")
         except (binascii.Error, ValueError):
             return INVALID
+        if base64.urlsafe_b64encode(raw)[:-1] != nonce.encode("ascii"):
+            # The last character has bits the decoder ignores: only the
+            # encoding we minted is ours (the same nonce, spelled another
+            # way, would be another nonce to the nc replay table).
+            return INVALID
         head = raw[:-_MAC_LENGTH]
         if not hmac.compare_digest(self._sign(head), raw[-_MAC_LENGTH:]):
             return INVALID
