@@ -327,7 +327,8 @@ def _storeRole(service, config, reactor, store, checker):
     from sipdist.auth.server import DigestAuthenticator
     from sipdist.auth.sources import CredentialsConfigError, makeChecker
     from sipdist.services.registrar import Registrar
-    from sipdist.roles.distribution import DistributionProcessor
+    from sipdist.roles.distribution import (
+        DistributionProcessor, compileUserAgents)
     from sipdist.store import StoreError, storeFromString
 
     role = config.get("role", "home")
@@ -362,9 +363,13 @@ def _storeRole(service, config, reactor, store, checker):
             maxExpires=config.get("max-expires", 86400),
             maxBindings=config.get("max-bindings", 10))
     proxy = _makeProxy(service, config, reactor)
+    try:
+        userAgents = compileUserAgents(config.get("redirect-user-agent") or ())
+    except ValueError as e:
+        raise ConfigurationError(f"--redirect-user-agent: {e}")
     processor = DistributionProcessor(
         server, role, store, authenticator, registrar=registrar, proxy=proxy,
-        policy=config.get("redirect-policy", "auto"))
+        policy=config.get("redirect-policy", "auto"), userAgents=userAgents)
     server.processors.append(processor)
     server.methods = tuple(dict.fromkeys(server.methods + ("REGISTER",)))
     server._allow = ", ".join(server.methods)

@@ -93,8 +93,12 @@ PARAMETERS = [
      "File holding the nonce secret shared by every server of the pool (a "
      "random one per process when absent: only for a single server)."),
     ("redirect-policy", None, "auto", str,
-     "auto (redirect clients talking to us directly, proxy the rest), "
-     "proxy (never redirect) or redirect (always redirect)."),
+     "auto (redirect a client that follows the distribution redirect -- "
+     "option tag sipdist-redirect in Supported, or --redirect-user-agent -- "
+     "and talks to us directly; proxy every other request), proxy (never "
+     "redirect) or redirect (redirect every REGISTER, even from standard "
+     "clients: only for deployments whose clients all follow it; other "
+     "requests are still proxied for clients without the option tag)."),
     ("min-expires", None, 60, _positiveInt,
      "Shortest registration accepted (shorter ones get 423)."),
     ("max-expires", None, 86400, _positiveInt,
@@ -148,7 +152,8 @@ DEFAULT_LISTEN = ["udp:5060:interface=127.0.0.1",
                   "tcp:5060:interface=127.0.0.1"]
 
 # Options that may be given several times (lists in the TOML file).
-LIST_OPTIONS = ("listen", "inside-listen", "next-hop", "trusted-peer")
+LIST_OPTIONS = ("listen", "inside-listen", "next-hop", "trusted-peer",
+                "redirect-user-agent")
 
 _KNOWN = {p[0] for p in PARAMETERS} | set(LIST_OPTIONS) | {"secret"}
 
@@ -207,6 +212,14 @@ class Options(usage.Options):
         makes.
         """
         self["trusted-peer"].append(address)
+
+    def opt_redirect_user_agent(self, pattern):
+        """
+        A regular expression (repeatable) searched in the User-Agent of
+        requests: a client it matches is taken to follow the distribution
+        redirect as if it sent the option tag sipdist-redirect.
+        """
+        self["redirect-user-agent"].append(pattern)
 
     def postOptions(self):
         fromFile = {}
@@ -275,6 +288,11 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--redirect-policy: {self['redirect-policy']!r} is not one "
                 f"of {', '.join(POLICIES)}")
+        from sipdist.roles.distribution import compileUserAgents
+        try:
+            compileUserAgents(self["redirect-user-agent"])
+        except ValueError as e:
+            raise usage.UsageError(f"--redirect-user-agent: {e}")
         algorithms = [a.strip() for a in self["digest-algorithms"].split(",")
                       if a.strip()]
         from sipdist.auth.digest import ALGORITHMS

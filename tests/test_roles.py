@@ -15,6 +15,9 @@ from tests.test_server import RecordingFlow
 
 CREDENTIALS = "memory:alice:alice-pw,bob:bob-pw,mallory:mallory-pw,zoe:zoe-pw"
 
+# What a client that follows the distribution redirect (ours) adds.
+FOLLOWS = ("Supported: sipdist-redirect",)
+
 
 def registerBytes(user="alice", contact=None, cseq=1, callID="reg-1",
                   vias=("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKc1;rport",),
@@ -43,7 +46,8 @@ class Harness:
     and home2, fed through its transaction layer.
     """
 
-    def __init__(self, role="home", name="home1", policy="auto", store=None):
+    def __init__(self, role="home", name="home1", policy="auto", store=None,
+                 userAgents=()):
         self.clock = Clock()
         self.store = store or MemoryAssignmentStore()
         if store is None:
@@ -55,8 +59,11 @@ class Harness:
         config = {"role": role, "name": name, "domain": "example.com",
                   "listen": [], "credentials": CREDENTIALS,
                   "secret": "test-secret-0123456789",
-                  "redirect-policy": policy}
+                  "redirect-policy": policy,
+                  "redirect-user-agent": list(userAgents)}
         self.service = buildServer(config, self.clock, store=self.store)
+        self.proxy = RecordingProxy()
+        self.service.processor.proxy = self.proxy
         self.layer = self.service.transactions
         self.flow = RecordingFlow()
         self.branch = 0
@@ -84,6 +91,51 @@ class Harness:
             f"z9hG4bKa{self.branch - 1}", f"z9hG4bKa{self.branch}"),) + tuple(kw["vias"][1:])
         extra = tuple(kw.pop("extra", ())) + (f"Authorization: {value}",)
         return self.send(registerBytes(user, cseq=cseq + 1, extra=extra, **kw)), session
+
+
+class RecordingProxy:
+    """
+    Stands for the stateful proxy: keeps what it is asked to forward.
+    """
+
+    def __init__(self):
+        self.forwarded = []
+
+    def forward(self, request, transaction, **kwargs):
+        self.forwarded.append((request, kwargs))
+
+
+def outOfDialog(method, user="alice", to="bob", cseq=1, extra=(),
+                branch="z9hG4bKo1"):
+    """
+    An out-of-dialog request from C{user} to C{to}, with one Via.
+    """
+    lines = [f"{method} sip:{to}@example.com SIP/2.0",
+             f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={branch};rport",
+             "Max-Forwards: 70",
+             f"From: <sip:{user}@example.com>;tag=f1",
+             f"To: <sip:{to}@example.com>",
+             f"Call-ID: ood-{method}",
+             f"CSeq: {cseq} {method}",
+             f"Contact: <sip:{user}@192.0.2.1:5060>"]
+    lines += list(extra)
+    lines += ["Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def authenticated(harness, method, user="alice", extra=()):
+    """
+    Send C{method} from C{user}, answer the 407, send it again: the final
+    response.
+    """
+    challenge = harness.send(outOfDialog(method, user, extra=extra))
+    assert challenge.code == 407, challenge.code
+    value, _ = answerChallenge(
+        challenge.values("proxy-authenticate"), method, "sip:bob@example.com",
+        user, f"{user}-pw")
+    return harness.send(outOfDialog(
+        method, user, cseq=2, branch="z9hG4bKo2",
+        extra=tuple(extra) + (f"Proxy-Authorization: {value}",)))
 
 
 def signed(response, session):
@@ -132,10 +184,11 @@ class HomeTests(SynchronousTestCase):
 
     def test_redirectOtherUser(self):
         """
-        A user assigned elsewhere, talking to us directly (one Via), gets a
-        signed 301 whose Contact is its home server; no binding is kept.
+        A user assigned elsewhere, talking to us directly (one Via) with a
+        client that follows the redirect (the option tag), gets a signed 301
+        whose Contact is its home server; no binding is kept.
         """
-        response, session = self.home.register("bob")
+        response, session = self.home.register("bob", extra=FOLLOWS)
         self.assertEqual((response.code, response.phrase), (301, "Moved Permanently"))
         self.assertEqual(response.header("contact"), "<sip:127.0.0.1:5080>")
         self.assertTrue(signed(response, session))
@@ -145,7 +198,7 @@ class HomeTests(SynchronousTestCase):
         """
         Changing the Contact of the 301 breaks its signature.
         """
-        response, session = self.home.register("bob")
+        response, session = self.home.register("bob", extra=FOLLOWS)
         response.setHeader("contact", "<sip:evil.example.com>")
         self.assertFalse(signed(response, session))
 
@@ -185,11 +238,12 @@ class HomeTests(SynchronousTestCase):
     def test_reassignment(self):
         """
         After the store moves a user, its next refresh at the old home is
-        answered with a 301 to the new one.
+        answered with a 301 to the new one (for a client that follows it).
         """
         self.assertEqual(self.home.register("alice")[0].code, 200)
         self.home.store.moveUser("alice@example.com", "home2")
-        response, session = self.home.register("alice", cseq=10)
+        response, session = self.home.register("alice", cseq=10,
+                                               extra=FOLLOWS)
         self.assertEqual(response.code, 301)
         self.assertEqual(response.header("contact"), "<sip:127.0.0.1:5080>")
 
@@ -244,13 +298,14 @@ class DistributorTests(SynchronousTestCase):
 
     def test_redirectsEveryone(self):
         """
-        Every user talking to the distributor directly is redirected to its
-        home, and the distributor keeps no binding (it has no registrar).
+        Every user talking to the distributor directly with a client that
+        follows the redirect is redirected to its home, and the distributor
+        keeps no binding (it has no registrar).
         """
         distributor = Harness(role="distributor", name="distributor")
         self.assertIsNone(distributor.service.registrar)
         for user, port in (("alice", 5070), ("bob", 5080)):
-            response, session = distributor.register(user)
+            response, session = distributor.register(user, extra=FOLLOWS)
             self.assertEqual(response.code, 301)
             self.assertEqual(response.header("contact"), f"<sip:127.0.0.1:{port}>")
             self.assertTrue(signed(response, session))
@@ -261,3 +316,133 @@ class DistributorTests(SynchronousTestCase):
         """
         response, _ = Harness(role="distributor", name="distributor").register("zoe")
         self.assertEqual(response.code, 404)
+
+
+class StandardClientTests(SynchronousTestCase):
+    """
+    A standard RFC 3261 client (no option tag, no configured User-Agent) is
+    proxied, never sent a 3xx it would misread; a client that follows the
+    distribution redirect is redirected.
+    """
+
+    def test_registerProxiedWithPath(self):
+        """
+        A REGISTER with one Via and without the option tag is proxied to
+        the user's home with a Path through the distributor; the
+        distributor answers nothing itself after the challenge.
+        """
+        distributor = Harness(role="distributor", name="distributor")
+        response, _ = distributor.register("bob")
+        self.assertEqual(response.code, 401)
+        self.assertEqual(len(distributor.flow.sent), 1)
+        [(request, kwargs)] = distributor.proxy.forwarded
+        self.assertEqual(request.method, "REGISTER")
+        self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5080",
+                                  "recordRoute": False, "addPath": True})
+        self.assertEqual(request.uriText, "sip:example.com")
+        self.assertEqual(distributor.service.processor.redirects, 0)
+        self.assertEqual(distributor.service.processor.proxied, 1)
+
+    def test_homeProxiesStandardClient(self):
+        """
+        A home proxies a standard client of another home the same way.
+        """
+        home = Harness()
+        home.register("bob")
+        [(_, kwargs)] = home.proxy.forwarded
+        self.assertEqual(kwargs["nextHop"], "sip:127.0.0.1:5080")
+        self.assertTrue(kwargs["addPath"])
+        self.assertEqual(home.service.registrar.lookup("sip:bob@example.com"),
+                         [])
+
+    def test_optionTagForms(self):
+        """
+        The option tag is recognised in any case, among other tags, in the
+        compact form of Supported.
+        """
+        for header in ("Supported: path, SIPDIST-Redirect",
+                       "k: sipdist-redirect",
+                       "Supported: outbound\r\nSupported: sipdist-redirect"):
+            distributor = Harness(role="distributor", name="distributor")
+            response, session = distributor.register("bob", extra=(header,))
+            self.assertEqual(response.code, 301, header)
+            self.assertTrue(signed(response, session))
+            self.assertEqual(distributor.proxy.forwarded, [])
+
+    def test_otherTagsProxied(self):
+        """
+        Option tags other than ours do not make a client one that follows
+        the redirect.
+        """
+        distributor = Harness(role="distributor", name="distributor")
+        distributor.register("bob", extra=("Supported: path, outbound, "
+                                           "sipdist-redirectx",))
+        self.assertEqual(len(distributor.proxy.forwarded), 1)
+
+    def test_userAgentPattern(self):
+        """
+        A client whose User-Agent matches a configured pattern is
+        redirected without the option tag; another is proxied.
+        """
+        distributor = Harness(role="distributor", name="distributor",
+                              userAgents=[r"^Acme ?Phone/[0-9]"])
+        response, session = distributor.register(
+            "bob", extra=("User-Agent: AcmePhone/2.1",))
+        self.assertEqual(response.code, 301)
+        self.assertTrue(signed(response, session))
+        response, _ = distributor.register(
+            "alice", extra=("User-Agent: Linphone/5.2 (belle-sip/5.2)",))
+        self.assertEqual(response.code, 401)
+        [(request, _)] = distributor.proxy.forwarded
+        self.assertIn("alice", request.header("from"))
+
+    def test_policyRedirectForcesRegister(self):
+        """
+        The redirect policy redirects even a standard client's REGISTER
+        (for deployments whose clients all follow it).
+        """
+        distributor = Harness(role="distributor", name="distributor",
+                              policy="redirect")
+        response, session = distributor.register("bob")
+        self.assertEqual(response.code, 301)
+        self.assertTrue(signed(response, session))
+
+    def test_policyProxyProxiesOurClient(self):
+        """
+        The proxy policy proxies even a client that follows the redirect.
+        """
+        distributor = Harness(role="distributor", name="distributor",
+                              policy="proxy")
+        distributor.register("bob", extra=FOLLOWS)
+        self.assertEqual(len(distributor.proxy.forwarded), 1)
+
+    def test_outOfDialogNeverRedirected(self):
+        """
+        An INVITE, MESSAGE or SUBSCRIBE from a standard client is proxied
+        to the caller's home with a Record-Route, under every policy: a 3xx
+        naming a server would make the client call that server.
+        """
+        for policy in ("auto", "redirect"):
+            for method in ("INVITE", "MESSAGE", "SUBSCRIBE"):
+                distributor = Harness(role="distributor", name="distributor",
+                                      policy=policy)
+                authenticated(distributor, method)
+                self.assertEqual(len(distributor.flow.sent), 1,
+                                 [r.code for r in distributor.flow.sent])
+                [(request, kwargs)] = distributor.proxy.forwarded
+                self.assertEqual(request.method, method)
+                self.assertEqual(request.uriText, "sip:bob@example.com")
+                self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5070",
+                                          "recordRoute": True,
+                                          "addPath": False})
+
+    def test_outOfDialogFromOurClient(self):
+        """
+        An out-of-dialog request from a client that follows the redirect
+        may still be redirected to the caller's home (signed 301).
+        """
+        distributor = Harness(role="distributor", name="distributor")
+        response = authenticated(distributor, "MESSAGE", extra=FOLLOWS)
+        self.assertEqual(response.code, 301)
+        self.assertEqual(response.header("contact"), "<sip:127.0.0.1:5070>")
+        self.assertEqual(distributor.proxy.forwarded, [])

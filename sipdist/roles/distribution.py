@@ -19,23 +19,65 @@ INVITE, MESSAGE or SUBSCRIBE handed over by the C{router}) the processor:
      REGISTER, Record-Route otherwise), or rejects (C{404}, C{480}, C{503}
      with C{Retry-After}).
 
+Whether the client follows the distribution redirect (a fact of
+L{sipdist.decision.decide}) is read from the request: the option tag
+L{REDIRECT_OPTION_TAG} in C{Supported}, or a C{User-Agent} that one of the
+configured patterns (C{--redirect-user-agent}) matches.  Any other client is
+a standard RFC 3261 client and is proxied, never sent a C{3xx} it would
+misread.
+
 When the store and the credential source answer from memory (memory and file
 stores, cached LDAP) their Deferreds have fired already, so all of it
 happens in the datagram's reactor turn.
 """
+
+import re
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
-    AUTO, Assignment, Proxy, Redirect, Serve, decide)
+    AUTO, REDIRECT_OPTION_TAG, Assignment, Proxy, Redirect, Serve, decide)
 from sipdist.sip.message import countVias
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
 from sipdist.store import StoreUnavailable
 from sipdist.sip.uri import URIError, normaliseAOR
 
-SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu"))
+SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
+                               REDIRECT_OPTION_TAG))
+
+
+def followsRedirect(request, userAgents=()):
+    """
+    Whether the client that sent C{request} has shown it follows the
+    distribution redirect: C{Supported} lists L{REDIRECT_OPTION_TAG}, or
+    one of the compiled patterns C{userAgents} matches (C{search}) its
+    C{User-Agent}.
+    """
+    for value in request.values("supported"):
+        if value.strip().lower() == REDIRECT_OPTION_TAG:
+            return True
+    if userAgents:
+        agent = request.header("user-agent")
+        if agent:
+            return any(p.search(agent) for p in userAgents)
+    return False
+
+
+def compileUserAgents(patterns):
+    """
+    Compile the C{--redirect-user-agent} patterns.
+
+    @raise ValueError: naming the pattern that is not a regular expression.
+    """
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as e:
+            raise ValueError(f"{pattern!r} is not a regular expression: {e}")
+    return tuple(compiled)
 
 
 class Context:
@@ -49,15 +91,19 @@ class Context:
     @ivar aor: the normalised address-of-record of the user, once known.
     @ivar serve: called with this context when the user is served here.
     @ivar proxyAuth: challenge with 407 (we act as a proxy for it).
+    @ivar followsRedirect: whether the client follows the distribution
+        redirect (see L{followsRedirect}).
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
-                 "serve", "proxyAuth")
+                 "serve", "proxyAuth", "followsRedirect")
 
-    def __init__(self, request, transaction, serve, proxyAuth):
+    def __init__(self, request, transaction, serve, proxyAuth,
+                 userAgents=()):
         self.request = request
         self.transaction = transaction
         self.viaCount = countVias(request)
+        self.followsRedirect = followsRedirect(request, userAgents)
         self.auth = None
         self.aor = None
         self.serve = serve
@@ -71,6 +117,9 @@ class DistributionProcessor:
     @ivar role: C{"home"}, C{"distributor"} or C{"internal-edge"}.
     @ivar policy: the redirect policy, C{"auto"}, C{"proxy"} or
         C{"redirect"}.
+    @ivar userAgents: compiled patterns (L{compileUserAgents}): a client
+        whose C{User-Agent} one matches follows the distribution redirect
+        without the option tag.
     @ivar router: handles requests other than REGISTER:
         C{router(request, transaction, processor) -> bool}, typically
         calling L{handle} with its own C{serve}; C{None} leaves them to the
@@ -80,7 +129,8 @@ class DistributionProcessor:
     _log = Logger()
 
     def __init__(self, server, role, store, authenticator, registrar=None,
-                 proxy=None, policy=AUTO, domains=(), router=None):
+                 proxy=None, policy=AUTO, domains=(), router=None,
+                 userAgents=()):
         self.server = server
         self.role = role
         self.store = store
@@ -89,6 +139,7 @@ class DistributionProcessor:
         self.proxy = proxy
         self.policy = policy
         self.router = router
+        self.userAgents = tuple(userAgents)
         self.domains = frozenset(d.lower() for d in domains) | frozenset(
             [server.domain.lower()])
         self.redirects = 0
@@ -128,7 +179,8 @@ class DistributionProcessor:
             here (home role); it must answer the transaction.
         @param proxyAuth: challenge with 407 (C{True}) or 401.
         """
-        context = Context(request, transaction, serve, proxyAuth)
+        context = Context(request, transaction, serve, proxyAuth,
+                          self.userAgents)
         header = "proxy-authorization" if proxyAuth else "authorization"
         d = self.authenticator.authenticate(
             request.method, request.uriText, request.values(header),
@@ -220,7 +272,9 @@ class DistributionProcessor:
 
     def _decided(self, assignment, context):
         outcome = decide(context.viaCount, assignment, self.role,
-                         self.server.name, self.policy)
+                         self.server.name, self.policy,
+                         followsRedirect=context.followsRedirect,
+                         register=context.request.method == "REGISTER")
         if self.handover is not None and isinstance(
                 outcome, (Redirect, Proxy)) and self.handover(context,
                                                              outcome):
