@@ -323,6 +323,7 @@ def _storeRole(service, config, reactor, store, checker):
     """
     Give a server the role processor of the roles that read the store.
     """
+    from sipdist.auth.digest import COMPATIBLE_ALGORITHMS, withSHA256
     from sipdist.auth.limiter import FailureLimiter
     from sipdist.auth.server import DigestAuthenticator
     from sipdist.auth.sources import CredentialsConfigError, makeChecker
@@ -349,11 +350,13 @@ def _storeRole(service, config, reactor, store, checker):
         ServerService._log.warn(
             "no nonce secret configured (--secret-file): using a random one; "
             "the servers of a pool must share one")
-    algorithms = config.get("digest-algorithms", ("SHA-256", "MD5"))
-    if isinstance(algorithms, str):
-        algorithms = [a.strip() for a in algorithms.split(",") if a.strip()]
+    algorithms = _algorithmList(config.get("digest-algorithms"),
+                                COMPATIBLE_ALGORITHMS)
+    tagged = _algorithmList(config.get("tagged-digest-algorithms"),
+                            withSHA256(algorithms))
     authenticator = DigestAuthenticator(
         config["domain"], secret, checker, reactor, algorithms=algorithms,
+        extraAlgorithms=tagged,
         limiter=FailureLimiter(reactor, threshold=config.get("auth-failures", 10),
                                window=config.get("auth-window", 300.0)))
     registrar = None
@@ -369,7 +372,8 @@ def _storeRole(service, config, reactor, store, checker):
         raise ConfigurationError(f"--redirect-user-agent: {e}")
     processor = DistributionProcessor(
         server, role, store, authenticator, registrar=registrar, proxy=proxy,
-        policy=config.get("redirect-policy", "auto"), userAgents=userAgents)
+        policy=config.get("redirect-policy", "auto"), userAgents=userAgents,
+        taggedAlgorithms=tagged)
     server.processors.append(processor)
     server.methods = tuple(dict.fromkeys(server.methods + ("REGISTER",)))
     server._allow = ", ".join(server.methods)
@@ -377,6 +381,18 @@ def _storeRole(service, config, reactor, store, checker):
     service.registrar = registrar
     service.processor = processor
     service.authenticator = authenticator
+
+
+def _algorithmList(value, default):
+    """
+    Digest algorithm names from a configuration value: a list, a
+    comma-separated string, or C{None} for C{default}.
+    """
+    if not value:
+        return tuple(default)
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(a.strip() for a in value if a.strip())
 
 
 def _makeProxy(service, config, reactor):

@@ -110,10 +110,16 @@ PARAMETERS = [
      "before requests get 403."),
     ("auth-window", None, 300.0, _positiveFloat,
      "Seconds over which failed authentications are counted."),
-    ("digest-algorithms", None, "SHA-256,MD5", str,
-     "Digest algorithms challenged with, most preferred first (SHA-256, "
-     "SHA-256-sess, MD5, MD5-sess); some clients (SIPp) answer only the "
-     "first challenge and know only MD5."),
+    ("digest-algorithms", None, "MD5", str,
+     "Digest algorithms standard clients are challenged with, in this "
+     "order (SHA-256, SHA-256-sess, MD5, MD5-sess).  MD5 alone by default: "
+     "SIPp, sipsak and baresip answer only the first challenge, know only "
+     "MD5, or fail when any challenge names SHA-256 (see docs/auth.rst)."),
+    ("tagged-digest-algorithms", None, None, str,
+     "Digest algorithms a client listing the option tag sipdist-redirect "
+     "(ours) is challenged with, in this order; it weighs every challenge "
+     "and prefers SHA-256.  Default: SHA-256, then --digest-algorithms.  "
+     "Credentials of either list are accepted."),
     ("monitor", None, False, _flag,
      "Run the pool monitor in this distributor (one per pool): OPTIONS "
      "health checks of every server, down/active marking, rebalancing "
@@ -293,15 +299,8 @@ class Options(usage.Options):
             compileUserAgents(self["redirect-user-agent"])
         except ValueError as e:
             raise usage.UsageError(f"--redirect-user-agent: {e}")
-        algorithms = [a.strip() for a in self["digest-algorithms"].split(",")
-                      if a.strip()]
-        from sipdist.auth.digest import ALGORITHMS
-        bad = [a for a in algorithms if a.upper() not in ALGORITHMS]
-        if not algorithms or bad:
-            raise usage.UsageError(
-                f"--digest-algorithms: {self['digest-algorithms']!r}: "
-                f"choose from {', '.join(sorted(ALGORITHMS))}")
-        self["digest-algorithms"] = algorithms
+        for name in ("digest-algorithms", "tagged-digest-algorithms"):
+            self._checkAlgorithms(name)
         if self["monitor"] and self["role"] != "distributor":
             raise usage.UsageError("--monitor: only a distributor runs the "
                                    "monitor")
@@ -327,6 +326,20 @@ class Options(usage.Options):
             self["secret"] = secret.decode("utf-8", "replace")
         self._checkStore()
         self._checkCredentials()
+
+    def _checkAlgorithms(self, name):
+        from sipdist.auth.digest import ALGORITHMS
+
+        if self[name] is None:
+            return
+        known = {a.upper() for a in ALGORITHMS}
+        algorithms = [a.strip() for a in self[name].split(",") if a.strip()]
+        bad = [a for a in algorithms if a.upper() not in known]
+        if not algorithms or bad:
+            raise usage.UsageError(
+                f"--{name}: {self[name]!r}: choose from "
+                f"{', '.join(sorted(ALGORITHMS))}")
+        self[name] = algorithms
 
     def _checkEdge(self, parseListen):
         import ipaddress

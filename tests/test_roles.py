@@ -7,6 +7,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.auth.client import answerChallenge, verifySignature
+from sipdist.auth.digest import parseDigest
 from sipdist.sip.message import parseMessage
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord
@@ -160,14 +161,73 @@ class HomeTests(SynchronousTestCase):
 
     def test_challengeFirst(self):
         """
-        A REGISTER without credentials is challenged, SHA-256 first, and
-        nothing about the user's assignment is revealed.
+        A REGISTER without credentials is challenged, and nothing about the
+        user's assignment is revealed.  By default a standard client is
+        challenged with MD5 alone (what SIPp, sipsak and baresip answer); a
+        client listing the option tag with SHA-256 first, then MD5.
         """
         for user in ("alice", "bob", "nobody"):
             response = self.home.send(registerBytes(user))
             self.assertEqual(response.code, 401)
-            self.assertIn("SHA-256", response.values("www-authenticate")[0])
+            self.assertEqual(
+                [parseDigest(v)["algorithm"]
+                 for v in response.values("www-authenticate")], ["MD5"])
             self.assertIsNone(response.header("contact"))
+            response = self.home.send(registerBytes(user, extra=FOLLOWS))
+            self.assertEqual(response.code, 401)
+            self.assertEqual(
+                [parseDigest(v)["algorithm"]
+                 for v in response.values("www-authenticate")],
+                ["SHA-256", "MD5"])
+            self.assertIsNone(response.header("contact"))
+
+    def test_ourClientUsesSHA256(self):
+        """
+        Our client, offered both, authenticates with SHA-256 and its 200 is
+        signed.
+        """
+        response, session = self.home.register("alice", extra=FOLLOWS)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(session.algorithm.name, "SHA-256")
+        self.assertTrue(signed(response, session))
+
+    def test_registerToHomeAddress(self):
+        """
+        A REGISTER whose Request-URI names the home's own address (what a
+        standard client sends after retargeting to a redirect's Contact) is
+        a REGISTER for the domain.
+        """
+        for uri in ("sip:127.0.0.1:5070", "sip:127.0.0.1",
+                    "sip:127.0.0.1:5070;transport=udp"):
+            response, session = self.home.register("alice", uri=uri,
+                                                   callID=f"reg-{uri}")
+            self.assertEqual(response.code, 200, uri)
+            self.assertTrue(signed(response, session))
+
+    def test_staleCredentialsRechallenged(self):
+        """
+        Credentials computed for another Request-URI (the client rewrote
+        it and kept them) get a fresh 401, never a 400 nor a registration;
+        answering it registers.
+        """
+        challenge = self.home.send(registerBytes("alice"))
+        value, _ = answerChallenge(
+            challenge.values("www-authenticate"), "REGISTER",
+            "sip:example.com", "alice", "alice-pw")
+        uri = "sip:127.0.0.1:5070"
+        again = self.home.send(registerBytes(
+            "alice", cseq=2, uri=uri, callID="reg-2",
+            extra=(f"Authorization: {value}",)))
+        self.assertEqual(again.code, 401)
+        self.assertEqual(self.home.service.registrar.lookup(
+            "sip:alice@example.com"), [])
+        value, _ = answerChallenge(
+            again.values("www-authenticate"), "REGISTER", uri, "alice",
+            "alice-pw")
+        response = self.home.send(registerBytes(
+            "alice", cseq=3, uri=uri, callID="reg-2",
+            extra=(f"Authorization: {value}",)))
+        self.assertEqual(response.code, 200)
 
     def test_serveOwnUser(self):
         """

@@ -48,16 +48,29 @@ SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
                                REDIRECT_OPTION_TAG))
 
 
-def followsRedirect(request, userAgents=()):
+def hasOptionTag(request):
+    """
+    Whether C{request}'s C{Supported} lists L{REDIRECT_OPTION_TAG}.
+    """
+    for value in request.values("supported"):
+        if value.strip().lower() == REDIRECT_OPTION_TAG:
+            return True
+    return False
+
+
+def followsRedirect(request, userAgents=(), tagged=None):
     """
     Whether the client that sent C{request} has shown it follows the
     distribution redirect: C{Supported} lists L{REDIRECT_OPTION_TAG}, or
     one of the compiled patterns C{userAgents} matches (C{search}) its
     C{User-Agent}.
+
+    @param tagged: L{hasOptionTag} of the request, when known.
     """
-    for value in request.values("supported"):
-        if value.strip().lower() == REDIRECT_OPTION_TAG:
-            return True
+    if tagged is None:
+        tagged = hasOptionTag(request)
+    if tagged:
+        return True
     if userAgents:
         agent = request.header("user-agent")
         if agent:
@@ -91,19 +104,21 @@ class Context:
     @ivar aor: the normalised address-of-record of the user, once known.
     @ivar serve: called with this context when the user is served here.
     @ivar proxyAuth: challenge with 407 (we act as a proxy for it).
+    @ivar tagged: whether the request lists the option tag.
     @ivar followsRedirect: whether the client follows the distribution
         redirect (see L{followsRedirect}).
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
-                 "serve", "proxyAuth", "followsRedirect")
+                 "serve", "proxyAuth", "tagged", "followsRedirect")
 
     def __init__(self, request, transaction, serve, proxyAuth,
-                 userAgents=()):
+                 userAgents=(), taggedAlgorithms=None):
         self.request = request
         self.transaction = transaction
         self.viaCount = countVias(request)
-        self.followsRedirect = followsRedirect(request, userAgents)
+        self.tagged = tagged = hasOptionTag(request)
+        self.followsRedirect = followsRedirect(request, userAgents, tagged)
         self.auth = None
         self.aor = None
         self.serve = serve
@@ -120,6 +135,10 @@ class DistributionProcessor:
     @ivar userAgents: compiled patterns (L{compileUserAgents}): a client
         whose C{User-Agent} one matches follows the distribution redirect
         without the option tag.
+    @ivar taggedAlgorithms: the Digest algorithms a request listing the
+        option tag is challenged with (our client weighs every challenge
+        and prefers SHA-256); C{None}: the authenticator's own.  Other
+        clients get the authenticator's (C{--digest-algorithms}).
     @ivar router: handles requests other than REGISTER:
         C{router(request, transaction, processor) -> bool}, typically
         calling L{handle} with its own C{serve}; C{None} leaves them to the
@@ -130,7 +149,7 @@ class DistributionProcessor:
 
     def __init__(self, server, role, store, authenticator, registrar=None,
                  proxy=None, policy=AUTO, domains=(), router=None,
-                 userAgents=()):
+                 userAgents=(), taggedAlgorithms=None):
         self.server = server
         self.role = role
         self.store = store
@@ -140,6 +159,7 @@ class DistributionProcessor:
         self.policy = policy
         self.router = router
         self.userAgents = tuple(userAgents)
+        self.taggedAlgorithms = taggedAlgorithms
         self.domains = frozenset(d.lower() for d in domains) | frozenset(
             [server.domain.lower()])
         self.redirects = 0
@@ -184,7 +204,8 @@ class DistributionProcessor:
         header = "proxy-authorization" if proxyAuth else "authorization"
         d = self.authenticator.authenticate(
             request.method, request.uriText, request.values(header),
-            transaction.flow.remote[0], proxy=proxyAuth)
+            transaction.flow.remote[0], proxy=proxyAuth,
+            algorithms=self.taggedAlgorithms if context.tagged else None)
         # With cached stores and credentials every Deferred here has fired
         # already and the callbacks run at once.
         d.addCallbacks(self._authenticated, self._failed, (context,), None,
