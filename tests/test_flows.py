@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.auth.client import answerChallenge, verifySignature
 from sipdist.client.login import Login
-from sipdist.sip.message import parseMessage
+from sipdist.sip.message import Response, parseMessage, responseTo
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
@@ -321,3 +321,113 @@ class StandardClientTests(TestCase):
         self.assertEqual(code, 0, (out[-1500:], err[-800:]))
         self.assertIn("All usrloc tests completed successful", out)
         self.assertRegisteredThrough(services, "home2", "sip:bob@localhost")
+
+
+class _RawPhone(DatagramProtocol):
+    """
+    A standard client on a UDP port: sends requests, collects responses,
+    answers every request it receives with 200 and keeps it.
+    """
+
+    def __init__(self):
+        self.waiting = []
+        self.received = []
+
+    def datagramReceived(self, data, addr):
+        message = parseMessage(data)
+        if isinstance(message, Response):
+            if message.code >= 200 and self.waiting:
+                self.waiting.pop(0).callback(message)
+            return
+        self.received.append(message)
+        self.transport.write(responseTo(message, 200).toBytes(), addr)
+
+    def request(self, data, addr):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        self.transport.write(data, addr)
+        return d
+
+
+def standardRequest(method, port, user, target, cseq, extra=()):
+    """
+    A request as a standard client sends it: one Via, no option tag.
+    """
+    lines = [f"{method} {target} SIP/2.0",
+             f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{user}{cseq};"
+             "rport",
+             "Max-Forwards: 70",
+             f"From: <sip:{user}@example.com>;tag={user}t",
+             "To: <" + (f"sip:{user}@example.com" if method == "REGISTER"
+                        else target) + ">",
+             f"Call-ID: {method}-{user}@127.0.0.1",
+             f"CSeq: {cseq} {method}",
+             f"Contact: <sip:{user}@127.0.0.1:{port}>",
+             "User-Agent: standard/1.0"]
+    lines += list(extra)
+    lines += ["Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode("ascii")
+
+
+class StandardClientCallTests(TestCase):
+    """
+    Two standard clients through the distributor: registered at their
+    homes by proxy, and a MESSAGE between them proxied end to end.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def authenticated(self, phone, port, method, user, target, header,
+                      distributor):
+        challenge = yield phone.request(
+            standardRequest(method, port, user, target, 1), distributor)
+        self.assertEqual(challenge.code, 401 if header == "authorization"
+                         else 407)
+        values = challenge.values("www-authenticate" if header ==
+                                  "authorization" else "proxy-authenticate")
+        value, _ = answerChallenge(values, method, target, user, PASSWORD)
+        name = "Authorization" if header == "authorization" else \
+            "Proxy-Authorization"
+        response = yield phone.request(standardRequest(
+            method, port, user, target, 2, [f"{name}: {value}"]),
+            distributor)
+        return response
+
+    @defer.inlineCallbacks
+    def test_messageBetweenStandardClients(self):
+        """
+        alice (home1) and bob (home2) register at the distributor without
+        the option tag: both are proxied to their homes (200, no 3xx).
+        alice's MESSAGE to bob, sent to the distributor, is proxied (never
+        a 3xx) and reaches bob, whose 200 comes back to alice.
+        """
+        store, services, uris, ca = yield startDeployment(self)
+        distributor = ("127.0.0.1", services["distributor"]
+                       .transportService.ports[0].getHost().port)
+        phones = {}
+        for user in ("alice", "bob"):
+            phone = _RawPhone()
+            listening = reactor.listenUDP(0, phone, interface="127.0.0.1")
+            self.addCleanup(listening.stopListening)
+            port = listening.getHost().port
+            phones[user] = (phone, port)
+            response = yield self.authenticated(
+                phone, port, "REGISTER", user, "sip:example.com",
+                "authorization", distributor)
+            self.assertEqual(response.code, 200, response.phrase)
+        self.assertEqual(services["distributor"].processor.redirects, 0)
+        self.assertEqual(len(services["home1"].registrar.lookup(
+            "sip:alice@example.com")), 1)
+        self.assertEqual(len(services["home2"].registrar.lookup(
+            "sip:bob@example.com")), 1)
+
+        phone, port = phones["alice"]
+        response = yield self.authenticated(
+            phone, port, "MESSAGE", "alice", "sip:bob@example.com",
+            "proxy-authorization", distributor)
+        self.assertEqual(response.code, 200, response.phrase)
+        [message] = phones["bob"][0].received
+        self.assertEqual(message.method, "MESSAGE")
+        self.assertEqual(message.uriText, f"sip:bob@127.0.0.1:{phones['bob'][1]}")
+        self.assertEqual(services["distributor"].processor.redirects, 0)

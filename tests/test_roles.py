@@ -388,8 +388,9 @@ class StandardClientTests(SynchronousTestCase):
     def test_registerProxiedWithPath(self):
         """
         A REGISTER with one Via and without the option tag is proxied to
-        the user's home with a Path through the distributor; the
-        distributor answers nothing itself after the challenge.
+        the user's home with a Path through the distributor carrying the
+        client's flow token; the distributor answers nothing itself after
+        the challenge.
         """
         distributor = Harness(role="distributor", name="distributor")
         response, _ = distributor.register("bob")
@@ -398,7 +399,8 @@ class StandardClientTests(SynchronousTestCase):
         [(request, kwargs)] = distributor.proxy.forwarded
         self.assertEqual(request.method, "REGISTER")
         self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5080",
-                                  "recordRoute": False, "addPath": True})
+                                  "recordRoute": False, "addPath": True,
+                                  "flowToken": True})
         self.assertEqual(request.uriText, "sip:example.com")
         self.assertEqual(distributor.service.processor.redirects, 0)
         self.assertEqual(distributor.service.processor.proxied, 1)
@@ -494,7 +496,8 @@ class StandardClientTests(SynchronousTestCase):
                 self.assertEqual(request.uriText, "sip:bob@example.com")
                 self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5070",
                                           "recordRoute": True,
-                                          "addPath": False})
+                                          "addPath": False,
+                                          "flowToken": True})
 
     def test_outOfDialogFromOurClient(self):
         """

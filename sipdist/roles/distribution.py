@@ -347,10 +347,15 @@ class DistributionProcessor:
         # The Request-URI stays as it is (the digest response covers it);
         # the request goes to the assigned server as next hop.  A REGISTER
         # gets a Path through us so the home can reach the user back along
-        # the hops; a dialog-creating request a Record-Route.
+        # the hops; a dialog-creating request a Record-Route.  Both carry
+        # the token of the flow the request came in on: what the home sends
+        # the user back (a call, a message to a standard client registered
+        # through us) comes through us and goes out on that flow, as the
+        # client's NAT or connection needs.
         register = request.method == "REGISTER"
         self.proxy.forward(request, transaction, nextHop=outcome.uri,
-                           recordRoute=not register, addPath=register)
+                           recordRoute=not register, addPath=register,
+                           flowToken=True)
 
     # REGISTER
 
