@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipdist.auth.client import answerChallenge, verifySignature
 from sipdist.auth.digest import parseDigest
 from sipdist.sip.message import parseMessage
-from sipdist.server import buildServer
+from sipdist.server import ConfigurationError, buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.test_server import RecordingFlow
@@ -509,3 +509,13 @@ class StandardClientTests(SynchronousTestCase):
         self.assertEqual(response.code, 301)
         self.assertEqual(response.header("contact"), "<sip:127.0.0.1:5070>")
         self.assertEqual(distributor.proxy.forwarded, [])
+
+    def test_badUserAgentPattern(self):
+        """
+        A User-Agent pattern that is not a regular expression is a
+        configuration error naming the option.
+        """
+        error = self.assertRaises(ConfigurationError, Harness,
+                                  userAgents=["("])
+        self.assertIn("--redirect-user-agent: '(' is not a regular",
+                      str(error))
