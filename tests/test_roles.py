@@ -3,6 +3,7 @@ Tests for L{sipdist.roles.distribution}: REGISTER through the home and distribut
 driven through the real transaction layer on a clock.
 """
 
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -10,7 +11,7 @@ from sipdist.auth.client import answerChallenge, verifySignature
 from sipdist.auth.digest import parseDigest
 from sipdist.sip.message import parseMessage
 from sipdist.server import ConfigurationError, buildServer
-from sipdist.store import ServerRecord
+from sipdist.store import ServerRecord, StoreUnavailable
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.test_server import RecordingFlow
 
@@ -203,6 +204,40 @@ class HomeTests(SynchronousTestCase):
                                                    callID=f"reg-{uri}")
             self.assertEqual(response.code, 200, uri)
             self.assertTrue(signed(response, session))
+
+    def test_registerToStoreAddress(self):
+        """
+        A REGISTER whose Request-URI names this home as the store does (the
+        Contact of a redirect to it), an address it does not otherwise know
+        as its own, is a REGISTER for the domain; another host is a 404.
+        """
+        store = MemoryAssignmentStore()
+        store.addServer(ServerRecord("home1", "sip:home1.example.net:5070"))
+        store.assignUser("alice@example.com", "home1")
+        home = Harness(store=store)
+        response, session = home.register(
+            "alice", uri="sip:home1.example.net:5070")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(signed(response, session))
+        response = home.send(registerBytes(uri="sip:home2.example.net"))
+        self.assertEqual((response.code, response.phrase),
+                         (404, "Not Found (Domain Not Served Here)"))
+
+    def test_registerToStoreAddressStoreDown(self):
+        """
+        When the store cannot say what this server's address is, a REGISTER
+        for another host gets a 503 naming the store, not a 404.
+        """
+        home = Harness()
+
+        def down(serverId):
+            return fail(StoreUnavailable("down"))
+
+        home.store.getServer = down
+        response = home.send(registerBytes(uri="sip:home1.example.net"))
+        self.assertEqual(
+            (response.code, response.phrase),
+            (503, "Service Unavailable (Assignment Store Down)"))
 
     def test_staleCredentialsRechallenged(self):
         """

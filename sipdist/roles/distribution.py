@@ -42,7 +42,7 @@ from sipdist.decision import (
 from sipdist.sip.message import countVias
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
 from sipdist.store import StoreUnavailable
-from sipdist.sip.uri import URIError, normaliseAOR
+from sipdist.sip.uri import URIError, normaliseAOR, parseURI
 
 SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
                                REDIRECT_OPTION_TAG))
@@ -178,7 +178,8 @@ class DistributionProcessor:
     def forUs(self, uri):
         """
         Whether a Request-URI's host names a domain we serve (our domain,
-        or one of our own addresses).
+        or one of our own addresses).  A REGISTER is also for us when its
+        host is that of our record in the store (see L{register}).
         """
         host = uri.host.lower()
         return host in self.domains or host in self.server.localHosts
@@ -365,10 +366,42 @@ class DistributionProcessor:
         except URIError:
             self.respond(request, transaction, 400, "Bad Request-URI")
             return
-        if uri.username is not None or not self.forUs(uri):
+        if uri.username is not None:
             self.respond(request, transaction, 404,
                          "Not Found (Domain Not Served Here)")
             return
+        if self.forUs(uri):
+            self._registerForUs(request, transaction)
+            return
+        # A Request-URI naming this server as the store names it (the
+        # Contact of the redirects to us, which a standard client may have
+        # made its Request-URI) is for us too, even when we listen on every
+        # interface and so do not know that address otherwise.
+        d = self.store.getServer(self.server.name)
+        d.addCallbacks(self._ownRecord, self._ownRecordFailed,
+                       (request, transaction, uri), None,
+                       (request, transaction))
+
+    def _ownRecord(self, record, request, transaction, uri):
+        try:
+            ours = record is not None and record.uri and (
+                parseURI(record.uri).host.lower() == uri.host.lower())
+        except (URIError, ValueError):
+            ours = False
+        if not ours:
+            self.respond(request, transaction, 404,
+                         "Not Found (Domain Not Served Here)")
+            return
+        self._registerForUs(request, transaction)
+
+    def _ownRecordFailed(self, failure, request, transaction):
+        context = Context(request, transaction, None, False)
+        self._failed(failure, context)
+
+    def _registerForUs(self, request, transaction):
+        """
+        A REGISTER whose Request-URI names our domain or this server.
+        """
         unsupported = [t for t in request.values("require")
                        if t.lower() not in SUPPORTED_OPTIONS]
         if unsupported:
