@@ -104,6 +104,8 @@ class SimUser:
             f"CSeq: {self.cseq} REGISTER\r\n"
             f"Contact: <sip:{self.name}@127.0.0.1:{port}>\r\n"
             f"Expires: {self.pool.expires}\r\n"
+            # They follow the redirect as the client library does.
+            "Supported: sipdist-redirect\r\n"
             f"{auth}"
             "Content-Length: 0\r\n\r\n").encode("ascii")
         self._data = data

@@ -87,6 +87,8 @@ def setup(role, name):
     config = {"role": role, "name": name, "domain": "example.com",
               "listen": [], "credentials": "memory:alice:wonderland",
               "secret": "bench-secret-0123456789", "digest-algorithms": ["MD5"],
+              # The bench client follows the 301 (by its User-Agent).
+              "redirect-user-agent": ["^bench$"],
               # No TLS here: keeps the bench runnable where cryptography is
               # not installed (PyPy 3.9 from Debian has no wheel for it).
               "tls-client-options": lambda hostname: None}

@@ -18,7 +18,9 @@ counted), which is the figure to compare across servers: SIPp shares the
 two cores of this machine with the server under test.
 
 SIPp answers only MD5, so the servers are configured to challenge with MD5
-only (--digest-algorithms=MD5).
+only (--digest-algorithms=MD5).  SIPp sends no option tag sipdist-redirect;
+the distributor is told to redirect it by its User-Agent
+(--redirect-user-agent), as it would otherwise proxy it.
 """
 
 import argparse
@@ -118,7 +120,9 @@ def startSipdist(work, role, name, port, processes):
             f"--store=file:{work}/assignments.conf",
             f"--credentials=file:{work}/credentials",
             f"--secret-file={work}/secret", "--domain=example.com",
-            "--digest-algorithms=MD5"]
+            "--digest-algorithms=MD5",
+            # SIPp follows the 301 in these scenarios: redirect it.
+            "--redirect-user-agent=^SIPp sipdist"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=work)
     # Tracked before waiting, so it is stopped even if it never answers.

@@ -15,12 +15,23 @@ store) and act on the outcome:
   - L{Reject}: a final response naming the problem (unknown user, unknown or
     failed home server).
 
-The rule (see DESIGN.md): assigned here and a home -> serve; otherwise with
-exactly one Via value the client talks to us directly, so redirect it; with
-more than one, it came through an edge or a proxy, so proxy.  The
-per-server redirect policy can force either branch: C{proxy} for clients
-that do not follow a C{301} on REGISTER, C{redirect} to redirect even what
-came through a proxy (the proxy passes the C{301} back).
+The rule (see DESIGN.md): assigned here and a home -> serve.  Otherwise a
+redirect is only for a client that has shown it follows the distribution
+redirect (it lists the option tag L{REDIRECT_OPTION_TAG} in C{Supported},
+or its C{User-Agent} matches a configured pattern): standard RFC 3261
+clients ignore a C{301} to REGISTER or retarget the Request-URI to its
+Contact (an INVITE would then call our server).  With the per-server
+redirect policy:
+
+  - C{auto}: redirect a client that follows the redirect and talks to us
+    directly (exactly one Via value); proxy everything else (a standard
+    client, or a request that came through an edge or a proxy);
+  - C{proxy}: never redirect;
+  - C{redirect}: redirect every REGISTER (even from a standard client,
+    even through a proxy, which passes the C{301} back): for deployments
+    whose clients all follow it; a request other than REGISTER is still
+    redirected only for a client that follows the redirect, and proxied
+    for any other, which would retarget it to the server.
 """
 
 from dataclasses import dataclass
@@ -35,6 +46,11 @@ DRAINING = "draining"
 DOWN = "down"
 
 HOME = "home"
+
+# The option tag (RFC 3261 section 19.2) a client puts in Supported to say
+# it follows the distribution redirect: a signed 301 whose Contact names a
+# server is used as its outbound proxy, the Request-URI unchanged.
+REDIRECT_OPTION_TAG = "sipdist-redirect"
 
 # Seconds a client is asked to wait when its home server is down (the
 # rebalancer moves its users meanwhile).
@@ -99,12 +115,18 @@ SERVER_DOWN = Reject(503, "Service Unavailable (Home Server Down)",
 _SERVE = Serve()
 
 
-def decide(viaCount, assignment, role, localName, policy=AUTO):
+def decide(viaCount, assignment, role, localName, policy=AUTO,
+           followsRedirect=False, register=True):
     """
     Decide what to do with a request from an authenticated user.
 
     @param viaCount: the number of Via values of the request as received
         (before we add ours).
+    @param followsRedirect: whether the client has shown it follows the
+        distribution redirect (the option tag, a configured User-Agent).
+    @param register: whether the request is a REGISTER (only a REGISTER
+        may be redirected for a client that does not follow the redirect,
+        and only under the C{redirect} policy).
     @param assignment: the user's L{Assignment}.
     @param role: this server's role (C{"home"}, C{"distributor"},
         C{"internal-edge"}); only a home serves users.
@@ -121,6 +143,12 @@ def decide(viaCount, assignment, role, localName, policy=AUTO):
         return UNKNOWN_SERVER
     if assignment.state == DOWN:
         return SERVER_DOWN
-    if policy == PROXY or (policy == AUTO and viaCount > 1):
-        return Proxy(assignment.uri, serverId)
-    return Redirect(assignment.uri, serverId)
+    if policy == REDIRECT:
+        redirect = followsRedirect or register
+    elif policy == AUTO:
+        redirect = followsRedirect and viaCount == 1
+    else:
+        redirect = False
+    if redirect:
+        return Redirect(assignment.uri, serverId)
+    return Proxy(assignment.uri, serverId)

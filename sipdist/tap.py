@@ -93,8 +93,12 @@ PARAMETERS = [
      "File holding the nonce secret shared by every server of the pool (a "
      "random one per process when absent: only for a single server)."),
     ("redirect-policy", None, "auto", str,
-     "auto (redirect clients talking to us directly, proxy the rest), "
-     "proxy (never redirect) or redirect (always redirect)."),
+     "auto (redirect a client that follows the distribution redirect -- "
+     "option tag sipdist-redirect in Supported, or --redirect-user-agent -- "
+     "and talks to us directly; proxy every other request), proxy (never "
+     "redirect) or redirect (redirect every REGISTER, even from standard "
+     "clients: only for deployments whose clients all follow it; other "
+     "requests are still proxied for clients without the option tag)."),
     ("min-expires", None, 60, _positiveInt,
      "Shortest registration accepted (shorter ones get 423)."),
     ("max-expires", None, 86400, _positiveInt,
@@ -106,10 +110,16 @@ PARAMETERS = [
      "before requests get 403."),
     ("auth-window", None, 300.0, _positiveFloat,
      "Seconds over which failed authentications are counted."),
-    ("digest-algorithms", None, "SHA-256,MD5", str,
-     "Digest algorithms challenged with, most preferred first (SHA-256, "
-     "SHA-256-sess, MD5, MD5-sess); some clients (SIPp) answer only the "
-     "first challenge and know only MD5."),
+    ("digest-algorithms", None, "MD5", str,
+     "Digest algorithms standard clients are challenged with, in this "
+     "order (SHA-256, SHA-256-sess, MD5, MD5-sess).  MD5 alone by default: "
+     "SIPp, sipsak and baresip answer only the first challenge, know only "
+     "MD5, or fail when any challenge names SHA-256 (see docs/auth.rst)."),
+    ("tagged-digest-algorithms", None, None, str,
+     "Digest algorithms a client listing the option tag sipdist-redirect "
+     "(ours) is challenged with, in this order; it weighs every challenge "
+     "and prefers SHA-256.  Default: SHA-256, then --digest-algorithms.  "
+     "Credentials of either list are accepted."),
     ("monitor", None, False, _flag,
      "Run the pool monitor in this distributor (one per pool): OPTIONS "
      "health checks of every server, down/active marking, rebalancing "
@@ -148,7 +158,8 @@ DEFAULT_LISTEN = ["udp:5060:interface=127.0.0.1",
                   "tcp:5060:interface=127.0.0.1"]
 
 # Options that may be given several times (lists in the TOML file).
-LIST_OPTIONS = ("listen", "inside-listen", "next-hop", "trusted-peer")
+LIST_OPTIONS = ("listen", "inside-listen", "next-hop", "trusted-peer",
+                "redirect-user-agent")
 
 _KNOWN = {p[0] for p in PARAMETERS} | set(LIST_OPTIONS) | {"secret"}
 
@@ -207,6 +218,14 @@ class Options(usage.Options):
         makes.
         """
         self["trusted-peer"].append(address)
+
+    def opt_redirect_user_agent(self, pattern):
+        """
+        A regular expression (repeatable) searched in the User-Agent of
+        requests: a client it matches is taken to follow the distribution
+        redirect as if it sent the option tag sipdist-redirect.
+        """
+        self["redirect-user-agent"].append(pattern)
 
     def postOptions(self):
         fromFile = {}
@@ -275,15 +294,13 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--redirect-policy: {self['redirect-policy']!r} is not one "
                 f"of {', '.join(POLICIES)}")
-        algorithms = [a.strip() for a in self["digest-algorithms"].split(",")
-                      if a.strip()]
-        from sipdist.auth.digest import ALGORITHMS
-        bad = [a for a in algorithms if a.upper() not in ALGORITHMS]
-        if not algorithms or bad:
-            raise usage.UsageError(
-                f"--digest-algorithms: {self['digest-algorithms']!r}: "
-                f"choose from {', '.join(sorted(ALGORITHMS))}")
-        self["digest-algorithms"] = algorithms
+        from sipdist.roles.distribution import compileUserAgents
+        try:
+            compileUserAgents(self["redirect-user-agent"])
+        except ValueError as e:
+            raise usage.UsageError(f"--redirect-user-agent: {e}")
+        for name in ("digest-algorithms", "tagged-digest-algorithms"):
+            self._checkAlgorithms(name)
         if self["monitor"] and self["role"] != "distributor":
             raise usage.UsageError("--monitor: only a distributor runs the "
                                    "monitor")
@@ -309,6 +326,20 @@ class Options(usage.Options):
             self["secret"] = secret.decode("utf-8", "replace")
         self._checkStore()
         self._checkCredentials()
+
+    def _checkAlgorithms(self, name):
+        from sipdist.auth.digest import ALGORITHMS
+
+        if self[name] is None:
+            return
+        known = {a.upper() for a in ALGORITHMS}
+        algorithms = [a.strip() for a in self[name].split(",") if a.strip()]
+        bad = [a for a in algorithms if a.upper() not in known]
+        if not algorithms or bad:
+            raise usage.UsageError(
+                f"--{name}: {self[name]!r}: choose from "
+                f"{', '.join(sorted(ALGORITHMS))}")
+        self[name] = algorithms
 
     def _checkEdge(self, parseListen):
         import ipaddress

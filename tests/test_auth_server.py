@@ -114,6 +114,50 @@ class ChallengeTests(AuthenticatorTestsMixin, SynchronousTestCase):
         self.assertEqual({p["qop"] for p in params}, {"auth"})
         self.assertEqual({p["realm"] for p in params}, {REALM})
 
+    def test_perRequestAlgorithms(self):
+        """
+        A caller may challenge one request with other algorithms than the
+        default ones, among those accepted; credentials of every accepted
+        algorithm are checked whatever the challenge listed.
+        """
+        auth = self.makeAuthenticator(self.source, algorithms=("MD5",),
+                                      extraAlgorithms=("SHA-256", "MD5"))
+        self.assertEqual(auth.accepted, frozenset(["MD5", "SHA-256"]))
+        result = self.successResultOf(auth.authenticate(
+            "REGISTER", URI, [], HOST))
+        self.assertEqual([parseDigest(v)["algorithm"]
+                          for _, v in result.headers], ["MD5"])
+        tagged = self.successResultOf(auth.authenticate(
+            "REGISTER", URI, [], HOST, algorithms=("sha-256", "MD5")))
+        challenge = [v for _, v in tagged.headers]
+        self.assertEqual([parseDigest(v)["algorithm"] for v in challenge],
+                         ["SHA-256", "MD5"])
+        # Our client answers SHA-256; a standard one MD5: both accepted.
+        value, _ = answerChallenge(challenge, "REGISTER", URI, "alice",
+                                   "wonderland")
+        self.assertIn("SHA-256", value)
+        self.assertIsInstance(self.result([value], auth=auth), Authenticated)
+        value, _ = answerChallenge(challenge[1:], "REGISTER", URI, "alice",
+                                   "wonderland", nc=2)
+        self.assertIsInstance(self.result([value], auth=auth), Authenticated)
+
+    def test_perRequestAlgorithmsNotAccepted(self):
+        """
+        An algorithm asked for but not accepted is left out of the
+        challenge; credentials in an algorithm not accepted get 400.
+        """
+        auth = self.makeAuthenticator(self.source, algorithms=("MD5",))
+        result = self.successResultOf(auth.authenticate(
+            "REGISTER", URI, [], HOST, algorithms=("SHA-256", "MD5")))
+        self.assertEqual([parseDigest(v)["algorithm"]
+                          for _, v in result.headers], ["MD5"])
+        value, _ = self.answer(challenge=[
+            'Digest realm="example.com", nonce="x", qop="auth", '
+            'algorithm=SHA-256'])
+        rejected = self.result([value], auth=auth)
+        self.assertIsInstance(rejected, Rejected)
+        self.assertEqual(rejected.code, 400)
+
     def test_proxy(self):
         """
         As a proxy, the challenge is 407 with Proxy-Authenticate.
@@ -309,13 +353,31 @@ class FailureTests(AuthenticatorTestsMixin, SynchronousTestCase):
 
     def test_wrongURI(self):
         """
-        Credentials computed for another URI than the Request-URI get 400.
+        Credentials computed for another URI than the Request-URI (a client
+        that rewrote its Request-URI and kept the old credentials) are not
+        accepted: they get a fresh challenge, not a dead-end 400, and do
+        not count as a failed authentication.
         """
         value, _ = self.answer(uri="sip:other.example.com")
-        result = self.result([value])
-        self.assertIsInstance(result, Rejected)
-        self.assertEqual((result.code, result.phrase),
-                         (400, "Digest URI does not match Request-URI"))
+        for _ in range(5):
+            result = self.result([value])
+            self.assertIsInstance(result, Challenge)
+            self.assertEqual(result.code, 401)
+            self.assertFalse(result.stale)
+        # Answering the fresh challenge for the Request-URI succeeds.
+        value, _ = self.answer(challenge=[v for _, v in result.headers])
+        self.assertIsInstance(self.result([value]), Authenticated)
+
+    def test_wrongURIEvenIfValidThere(self):
+        """
+        Credentials valid for another Request-URI are never accepted for
+        this one, even with a fresh nonce count.
+        """
+        value, _ = self.answer(uri="sip:127.0.0.1:5070")
+        self.assertIsInstance(
+            self.result([value], uri="sip:127.0.0.1:5070"), Authenticated)
+        value, _ = self.answer(uri="sip:127.0.0.1:5070")
+        self.assertIsInstance(self.result([value]), Challenge)
 
     def test_wrongMethod(self):
         """

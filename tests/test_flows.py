@@ -12,14 +12,14 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.auth.client import answerChallenge, verifySignature
 from sipdist.client.login import Login
-from sipdist.sip.message import parseMessage
+from sipdist.sip.message import Response, parseMessage, responseTo
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from sipdist.testca import makeCA
 from sipdist.sip.tls import serverContextFactory
 from tests.client_helpers import startAgent
-from tests.interop import requireTool, runSipp
+from tests.interop import requireTool, runSipp, runSipsak
 
 PASSWORD = "wonderland"
 SECRET = "pool-nonce-secret-0123456789abcdef"
@@ -31,11 +31,18 @@ SCHEMES = {"udp": "sip:127.0.0.1:{port}",
 
 
 @defer.inlineCallbacks
-def startDeployment(testCase, kind="udp", algorithms=("SHA-256", "MD5")):
+def startDeployment(testCase, kind="udp", algorithms=None,
+                    domain="example.com", **options):
     """
     Start a distributor and two home servers listening on C{kind} on free
     loopback ports, sharing one memory store in which alice is assigned to
     home1 and bob to home2.
+
+    @param algorithms: C{--digest-algorithms}; the shipped default when
+        L{None}.
+    @param domain: the SIP domain (realm) of the users.
+    @param options: more options of every server (C{"redirect-user-agent"}
+        ...); without them, the shipped defaults.
 
     @return: C{(store, services, uris, caPath)}
     """
@@ -54,11 +61,13 @@ def startDeployment(testCase, kind="udp", algorithms=("SHA-256", "MD5")):
     services, uris = {}, {}
     for name, role in (("distributor", "distributor"), ("home1", "home"),
                        ("home2", "home")):
-        config = {"role": role, "name": name, "domain": "example.com",
+        config = {"role": role, "name": name, "domain": domain,
                   "listen": [listen], "tls-server-options": tlsOptions,
                   "credentials": f"memory:alice:{PASSWORD},bob:{PASSWORD}",
-                  "secret": SECRET, "t1": 0.05,
-                  "digest-algorithms": list(algorithms)}
+                  "secret": SECRET, "t1": 0.05}
+        if algorithms is not None:
+            config["digest-algorithms"] = list(algorithms)
+        config.update(options)
         service = buildServer(config, reactor, store=store)
         service.startService()
         testCase.addCleanup(service.stopService)
@@ -68,8 +77,8 @@ def startDeployment(testCase, kind="udp", algorithms=("SHA-256", "MD5")):
         uris[name] = SCHEMES[kind].format(port=port)
     yield store.addServer(ServerRecord("home1", uris["home1"]))
     yield store.addServer(ServerRecord("home2", uris["home2"]))
-    yield store.assignUser("alice@example.com", "home1")
-    yield store.assignUser("bob@example.com", "home2")
+    yield store.assignUser(f"alice@{domain}", "home1")
+    yield store.assignUser(f"bob@{domain}", "home2")
     return store, services, uris, ca
 
 
@@ -210,12 +219,13 @@ class SippTests(TestCase):
     @defer.inlineCallbacks
     def test_distributorRedirect(self):
         """
-        SIPp registers with MD5 authentication at the distributor and gets
-        the 301 naming alice's home server.
+        SIPp, configured as a client that follows the redirect (its
+        User-Agent), registers with MD5 authentication at the distributor
+        and gets the 301 naming alice's home server.
         """
         requireTool("sipp")
         store, services, uris, ca = yield startDeployment(
-            self, algorithms=("MD5",))
+            self, **{"redirect-user-agent": ["^SIPp sipdist"]})
         port = services["distributor"].transportService.ports[0].getHost().port
         scenario = HERE.child("sipp").child("register_redirect.xml").path
         workdir = FilePath(self.mktemp())
@@ -242,8 +252,7 @@ class SippTests(TestCase):
         home server and gets a 200; the binding is stored there.
         """
         requireTool("sipp")
-        store, services, uris, ca = yield startDeployment(
-            self, algorithms=("MD5",))
+        store, services, uris, ca = yield startDeployment(self)
         port = services["home1"].transportService.ports[0].getHost().port
         code, out, err = yield runSipp(
             reactor, HERE.child("sipp").child("register_auth.xml").path,
@@ -254,3 +263,171 @@ class SippTests(TestCase):
         self.assertEqual(services["home1"].processor.served, 2)
         [binding] = services["home1"].registrar.lookup("sip:alice@example.com")
         self.assertEqual(binding.uri.username, "alice")
+
+
+class StandardClientTests(TestCase):
+    """
+    Standard RFC 3261 clients (SIPp, sipsak), unchanged, register through
+    the distributor with the shipped defaults (redirect policy, Digest
+    algorithms): the distributor proxies their REGISTER to the home, with a
+    Path through itself, and the home's 200 comes back to them.
+    """
+
+    timeout = 60
+
+    def assertRegisteredThrough(self, services, home, aor):
+        distributor = services["distributor"]
+        port = distributor.transportService.ports[0].getHost().port
+        [binding] = services[home].registrar.lookup(aor)
+        [path] = binding.path
+        self.assertIn(f"127.0.0.1:{port}", path)
+        self.assertEqual(distributor.processor.redirects, 0)
+        self.assertGreaterEqual(distributor.processor.proxied, 1)
+
+    @defer.inlineCallbacks
+    def test_sipp(self):
+        """
+        SIPp's REGISTER (MD5, no option tag) at the distributor ends 200:
+        registered at alice's home.
+        """
+        requireTool("sipp")
+        store, services, uris, ca = yield startDeployment(self)
+        port = services["distributor"].transportService.ports[0].getHost().port
+        code, out, err = yield runSipp(
+            reactor, HERE.child("sipp").child("register_auth.xml").path,
+            f"127.0.0.1:{port}", transport="u1", calls=1,
+            username="alice", password=PASSWORD, service="alice",
+            extra=["-key", "domain", "example.com", "-auth_uri",
+                   "example.com"])
+        self.assertEqual(code, 0, (out[-800:], err[-800:]))
+        self.assertRegisteredThrough(services, "home1",
+                                     "sip:alice@example.com")
+        self.assertEqual(services["home1"].processor.served, 1)
+
+    @defer.inlineCallbacks
+    def test_sipsak(self):
+        """
+        sipsak's REGISTER (usrloc mode, MD5) at the distributor ends 200:
+        registered at bob's home.  (sipsak insists on resolving the
+        domain of its URI, hence a deployment whose domain is localhost.)
+        """
+        requireTool("sipsak")
+        store, services, uris, ca = yield startDeployment(
+            self, domain="localhost")
+        port = services["distributor"].transportService.ports[0].getHost().port
+        code, out, err = yield runSipsak(
+            reactor, "sip:bob@localhost", proxy=f"127.0.0.1:{port}",
+            extra=["-U", "-u", "bob", "-a", PASSWORD, "-x", "60", "-vv"])
+        self.assertEqual(code, 0, (out[-1500:], err[-800:]))
+        self.assertIn("All usrloc tests completed successful", out)
+        self.assertRegisteredThrough(services, "home2", "sip:bob@localhost")
+
+
+class _RawPhone(DatagramProtocol):
+    """
+    A standard client on a UDP port: sends requests, collects responses,
+    answers every request it receives with 200 and keeps it.
+    """
+
+    def __init__(self):
+        self.waiting = []
+        self.received = []
+
+    def datagramReceived(self, data, addr):
+        message = parseMessage(data)
+        if isinstance(message, Response):
+            if message.code >= 200 and self.waiting:
+                self.waiting.pop(0).callback(message)
+            return
+        self.received.append(message)
+        self.transport.write(responseTo(message, 200).toBytes(), addr)
+
+    def request(self, data, addr):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        self.transport.write(data, addr)
+        return d
+
+
+def standardRequest(method, port, user, target, cseq, extra=()):
+    """
+    A request as a standard client sends it: one Via, no option tag.
+    """
+    lines = [f"{method} {target} SIP/2.0",
+             f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{user}{cseq};"
+             "rport",
+             "Max-Forwards: 70",
+             f"From: <sip:{user}@example.com>;tag={user}t",
+             "To: <" + (f"sip:{user}@example.com" if method == "REGISTER"
+                        else target) + ">",
+             f"Call-ID: {method}-{user}@127.0.0.1",
+             f"CSeq: {cseq} {method}",
+             f"Contact: <sip:{user}@127.0.0.1:{port}>",
+             "User-Agent: standard/1.0"]
+    lines += list(extra)
+    lines += ["Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode("ascii")
+
+
+class StandardClientCallTests(TestCase):
+    """
+    Two standard clients through the distributor: registered at their
+    homes by proxy, and a MESSAGE between them proxied end to end.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def authenticated(self, phone, port, method, user, target, header,
+                      distributor):
+        challenge = yield phone.request(
+            standardRequest(method, port, user, target, 1), distributor)
+        self.assertEqual(challenge.code, 401 if header == "authorization"
+                         else 407)
+        values = challenge.values("www-authenticate" if header ==
+                                  "authorization" else "proxy-authenticate")
+        value, _ = answerChallenge(values, method, target, user, PASSWORD)
+        name = "Authorization" if header == "authorization" else \
+            "Proxy-Authorization"
+        response = yield phone.request(standardRequest(
+            method, port, user, target, 2, [f"{name}: {value}"]),
+            distributor)
+        return response
+
+    @defer.inlineCallbacks
+    def test_messageBetweenStandardClients(self):
+        """
+        alice (home1) and bob (home2) register at the distributor without
+        the option tag: both are proxied to their homes (200, no 3xx).
+        alice's MESSAGE to bob, sent to the distributor, is proxied (never
+        a 3xx) and reaches bob, whose 200 comes back to alice.
+        """
+        store, services, uris, ca = yield startDeployment(self)
+        distributor = ("127.0.0.1", services["distributor"]
+                       .transportService.ports[0].getHost().port)
+        phones = {}
+        for user in ("alice", "bob"):
+            phone = _RawPhone()
+            listening = reactor.listenUDP(0, phone, interface="127.0.0.1")
+            self.addCleanup(listening.stopListening)
+            port = listening.getHost().port
+            phones[user] = (phone, port)
+            response = yield self.authenticated(
+                phone, port, "REGISTER", user, "sip:example.com",
+                "authorization", distributor)
+            self.assertEqual(response.code, 200, response.phrase)
+        self.assertEqual(services["distributor"].processor.redirects, 0)
+        self.assertEqual(len(services["home1"].registrar.lookup(
+            "sip:alice@example.com")), 1)
+        self.assertEqual(len(services["home2"].registrar.lookup(
+            "sip:bob@example.com")), 1)
+
+        phone, port = phones["alice"]
+        response = yield self.authenticated(
+            phone, port, "MESSAGE", "alice", "sip:bob@example.com",
+            "proxy-authorization", distributor)
+        self.assertEqual(response.code, 200, response.phrase)
+        [message] = phones["bob"][0].received
+        self.assertEqual(message.method, "MESSAGE")
+        self.assertEqual(message.uriText, f"sip:bob@127.0.0.1:{phones['bob'][1]}")
+        self.assertEqual(services["distributor"].processor.redirects, 0)

@@ -3,17 +3,23 @@ Tests for L{sipdist.roles.distribution}: REGISTER through the home and distribut
 driven through the real transaction layer on a clock.
 """
 
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.auth.client import answerChallenge, verifySignature
+from sipdist.auth.digest import parseDigest
 from sipdist.sip.message import parseMessage
+from sipdist.config import ConfigurationError
 from sipdist.server import buildServer
-from sipdist.store import ServerRecord
+from sipdist.store import ServerRecord, StoreUnavailable
 from sipdist.store.memory import MemoryAssignmentStore
 from tests.test_server import RecordingFlow
 
 CREDENTIALS = "memory:alice:alice-pw,bob:bob-pw,mallory:mallory-pw,zoe:zoe-pw"
+
+# What a client that follows the distribution redirect (ours) adds.
+FOLLOWS = ("Supported: sipdist-redirect",)
 
 
 def registerBytes(user="alice", contact=None, cseq=1, callID="reg-1",
@@ -45,7 +51,7 @@ class Harness:
     """
 
     def __init__(self, role="home", name="home1", policy="auto", store=None,
-                 transport="UDP"):
+                 transport="UDP", userAgents=()):
         self.clock = Clock()
         self.store = store or MemoryAssignmentStore()
         if store is None:
@@ -57,8 +63,11 @@ class Harness:
         config = {"role": role, "name": name, "domain": "example.com",
                   "listen": [], "credentials": CREDENTIALS,
                   "secret": "test-secret-0123456789",
-                  "redirect-policy": policy}
+                  "redirect-policy": policy,
+                  "redirect-user-agent": list(userAgents)}
         self.service = buildServer(config, self.clock, store=self.store)
+        self.proxy = RecordingProxy()
+        self.service.processor.proxy = self.proxy
         self.layer = self.service.transactions
         self.flow = RecordingFlow()
         self.flow.transport = transport
@@ -89,6 +98,51 @@ class Harness:
         return self.send(registerBytes(user, cseq=cseq + 1, extra=extra, **kw)), session
 
 
+class RecordingProxy:
+    """
+    Stands for the stateful proxy: keeps what it is asked to forward.
+    """
+
+    def __init__(self):
+        self.forwarded = []
+
+    def forward(self, request, transaction, **kwargs):
+        self.forwarded.append((request, kwargs))
+
+
+def outOfDialog(method, user="alice", to="bob", cseq=1, extra=(),
+                branch="z9hG4bKo1"):
+    """
+    An out-of-dialog request from C{user} to C{to}, with one Via.
+    """
+    lines = [f"{method} sip:{to}@example.com SIP/2.0",
+             f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={branch};rport",
+             "Max-Forwards: 70",
+             f"From: <sip:{user}@example.com>;tag=f1",
+             f"To: <sip:{to}@example.com>",
+             f"Call-ID: ood-{method}",
+             f"CSeq: {cseq} {method}",
+             f"Contact: <sip:{user}@192.0.2.1:5060>"]
+    lines += list(extra)
+    lines += ["Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def authenticated(harness, method, user="alice", extra=()):
+    """
+    Send C{method} from C{user}, answer the 407, send it again: the final
+    response.
+    """
+    challenge = harness.send(outOfDialog(method, user, extra=extra))
+    assert challenge.code == 407, challenge.code
+    value, _ = answerChallenge(
+        challenge.values("proxy-authenticate"), method, "sip:bob@example.com",
+        user, f"{user}-pw")
+    return harness.send(outOfDialog(
+        method, user, cseq=2, branch="z9hG4bKo2",
+        extra=tuple(extra) + (f"Proxy-Authorization: {value}",)))
+
+
 def signed(response, session):
     """
     Whether the response verifies for the client; only a redirect's
@@ -111,14 +165,107 @@ class HomeTests(SynchronousTestCase):
 
     def test_challengeFirst(self):
         """
-        A REGISTER without credentials is challenged, SHA-256 first, and
-        nothing about the user's assignment is revealed.
+        A REGISTER without credentials is challenged, and nothing about the
+        user's assignment is revealed.  By default a standard client is
+        challenged with MD5 alone (what SIPp, sipsak and baresip answer); a
+        client listing the option tag with SHA-256 first, then MD5.
         """
         for user in ("alice", "bob", "nobody"):
             response = self.home.send(registerBytes(user))
             self.assertEqual(response.code, 401)
-            self.assertIn("SHA-256", response.values("www-authenticate")[0])
+            self.assertEqual(
+                [parseDigest(v)["algorithm"]
+                 for v in response.values("www-authenticate")], ["MD5"])
             self.assertIsNone(response.header("contact"))
+            response = self.home.send(registerBytes(user, extra=FOLLOWS))
+            self.assertEqual(response.code, 401)
+            self.assertEqual(
+                [parseDigest(v)["algorithm"]
+                 for v in response.values("www-authenticate")],
+                ["SHA-256", "MD5"])
+            self.assertIsNone(response.header("contact"))
+
+    def test_ourClientUsesSHA256(self):
+        """
+        Our client, offered both, authenticates with SHA-256 and its 200 is
+        signed.
+        """
+        response, session = self.home.register("alice", extra=FOLLOWS)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(session.algorithm.name, "SHA-256")
+        self.assertTrue(signed(response, session))
+
+    def test_registerToHomeAddress(self):
+        """
+        A REGISTER whose Request-URI names the home's own address (what a
+        standard client sends after retargeting to a redirect's Contact) is
+        a REGISTER for the domain.
+        """
+        for uri in ("sip:127.0.0.1:5070", "sip:127.0.0.1",
+                    "sip:127.0.0.1:5070;transport=udp"):
+            response, session = self.home.register("alice", uri=uri,
+                                                   callID=f"reg-{uri}")
+            self.assertEqual(response.code, 200, uri)
+            self.assertTrue(signed(response, session))
+
+    def test_registerToStoreAddress(self):
+        """
+        A REGISTER whose Request-URI names this home as the store does (the
+        Contact of a redirect to it), an address it does not otherwise know
+        as its own, is a REGISTER for the domain; another host is a 404.
+        """
+        store = MemoryAssignmentStore()
+        store.addServer(ServerRecord("home1", "sip:home1.example.net:5070"))
+        store.assignUser("alice@example.com", "home1")
+        home = Harness(store=store)
+        response, session = home.register(
+            "alice", uri="sip:home1.example.net:5070")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(signed(response, session))
+        response = home.send(registerBytes(uri="sip:home2.example.net"))
+        self.assertEqual((response.code, response.phrase),
+                         (404, "Not Found (Domain Not Served Here)"))
+
+    def test_registerToStoreAddressStoreDown(self):
+        """
+        When the store cannot say what this server's address is, a REGISTER
+        for another host gets a 503 naming the store, not a 404.
+        """
+        home = Harness()
+
+        def down(serverId):
+            return fail(StoreUnavailable("down"))
+
+        home.store.getServer = down
+        response = home.send(registerBytes(uri="sip:home1.example.net"))
+        self.assertEqual(
+            (response.code, response.phrase),
+            (503, "Service Unavailable (Assignment Store Down)"))
+
+    def test_staleCredentialsRechallenged(self):
+        """
+        Credentials computed for another Request-URI (the client rewrote
+        it and kept them) get a fresh 401, never a 400 nor a registration;
+        answering it registers.
+        """
+        challenge = self.home.send(registerBytes("alice"))
+        value, _ = answerChallenge(
+            challenge.values("www-authenticate"), "REGISTER",
+            "sip:example.com", "alice", "alice-pw")
+        uri = "sip:127.0.0.1:5070"
+        again = self.home.send(registerBytes(
+            "alice", cseq=2, uri=uri, callID="reg-2",
+            extra=(f"Authorization: {value}",)))
+        self.assertEqual(again.code, 401)
+        self.assertEqual(self.home.service.registrar.lookup(
+            "sip:alice@example.com"), [])
+        value, _ = answerChallenge(
+            again.values("www-authenticate"), "REGISTER", uri, "alice",
+            "alice-pw")
+        response = self.home.send(registerBytes(
+            "alice", cseq=3, uri=uri, callID="reg-2",
+            extra=(f"Authorization: {value}",)))
+        self.assertEqual(response.code, 200)
 
     def test_serveOwnUser(self):
         """
@@ -135,10 +282,11 @@ class HomeTests(SynchronousTestCase):
 
     def test_redirectOtherUser(self):
         """
-        A user assigned elsewhere, talking to us directly (one Via), gets a
-        signed 301 whose Contact is its home server; no binding is kept.
+        A user assigned elsewhere, talking to us directly (one Via) with a
+        client that follows the redirect (the option tag), gets a signed 301
+        whose Contact is its home server; no binding is kept.
         """
-        response, session = self.home.register("bob")
+        response, session = self.home.register("bob", extra=FOLLOWS)
         self.assertEqual((response.code, response.phrase), (301, "Moved Permanently"))
         self.assertEqual(response.header("contact"), "<sip:127.0.0.1:5080>")
         self.assertTrue(signed(response, session))
@@ -148,7 +296,7 @@ class HomeTests(SynchronousTestCase):
         """
         Changing the Contact of the 301 breaks its signature.
         """
-        response, session = self.home.register("bob")
+        response, session = self.home.register("bob", extra=FOLLOWS)
         response.setHeader("contact", "<sip:evil.example.com>")
         self.assertFalse(signed(response, session))
 
@@ -188,11 +336,12 @@ class HomeTests(SynchronousTestCase):
     def test_reassignment(self):
         """
         After the store moves a user, its next refresh at the old home is
-        answered with a 301 to the new one.
+        answered with a 301 to the new one (for a client that follows it).
         """
         self.assertEqual(self.home.register("alice")[0].code, 200)
         self.home.store.moveUser("alice@example.com", "home2")
-        response, session = self.home.register("alice", cseq=10)
+        response, session = self.home.register("alice", cseq=10,
+                                               extra=FOLLOWS)
         self.assertEqual(response.code, 301)
         self.assertEqual(response.header("contact"), "<sip:127.0.0.1:5080>")
 
@@ -247,13 +396,14 @@ class DistributorTests(SynchronousTestCase):
 
     def test_redirectsEveryone(self):
         """
-        Every user talking to the distributor directly is redirected to its
-        home, and the distributor keeps no binding (it has no registrar).
+        Every user talking to the distributor directly with a client that
+        follows the redirect is redirected to its home, and the distributor
+        keeps no binding (it has no registrar).
         """
         distributor = Harness(role="distributor", name="distributor")
         self.assertIsNone(distributor.service.registrar)
         for user, port in (("alice", 5070), ("bob", 5080)):
-            response, session = distributor.register(user)
+            response, session = distributor.register(user, extra=FOLLOWS)
             self.assertEqual(response.code, 301)
             self.assertEqual(response.header("contact"), f"<sip:127.0.0.1:{port}>")
             self.assertTrue(signed(response, session))
@@ -266,23 +416,11 @@ class DistributorTests(SynchronousTestCase):
         self.assertEqual(response.code, 404)
 
 
-class RecordingProxy:
-    """
-    Stands for the proxy: keeps what it is asked to forward and answers
-    nothing.
-    """
-
-    def __init__(self):
-        self.forwarded = []
-
-    def forward(self, request, transaction, **kwargs):
-        self.forwarded.append(kwargs)
-
-
 class TransportTests(SynchronousTestCase):
     """
-    A redirect or a proxied leg goes to the home's URI for the transport
-    the REGISTER arrived on; TLS is never continued in clear.
+    A redirect (to a client that follows it: the option tag) or a proxied
+    leg goes to the home's URI for the transport the REGISTER arrived on;
+    TLS is never continued in clear.
     """
 
     def harness(self, transport, **kw):
@@ -307,7 +445,7 @@ class TransportTests(SynchronousTestCase):
                 ("TLS", "<sips:home1.example.com:5071>"),
                 ("TCP", "<sip:127.0.0.1:5072;transport=tcp>"),
                 ("UDP", "<sip:127.0.0.1:5070>")):
-            response, session = self.harness(transport).register("alice")
+            response, session = self.harness(transport).register("alice", extra=FOLLOWS)
             self.assertEqual((response.code, response.header("contact")),
                              (301, contact), transport)
             self.assertTrue(signed(response, session))
@@ -317,7 +455,7 @@ class TransportTests(SynchronousTestCase):
         A home with one plain C{sip:} URI is named with C{transport=tcp} to
         a client on TCP, so the client stays on TCP.
         """
-        response, _ = self.harness("TCP").register("bob")
+        response, _ = self.harness("TCP").register("bob", extra=FOLLOWS)
         self.assertEqual(response.header("contact"),
                          "<sip:127.0.0.1:5080;transport=tcp>")
 
@@ -340,11 +478,11 @@ class TransportTests(SynchronousTestCase):
         flow it came on: redirected to a TLS URI or refused.
         """
         response, _ = self.harness("TCP").register(
-            "alice", uri="sips:example.com")
+            "alice", uri="sips:example.com", extra=FOLLOWS)
         self.assertEqual(response.header("contact"),
                          "<sips:home1.example.com:5071>")
         response, _ = self.harness("TCP").register(
-            "bob", uri="sips:example.com")
+            "bob", uri="sips:example.com", extra=FOLLOWS)
         self.assertEqual(response.code, 503)
 
     def test_proxiedKeepsTransport(self):
@@ -361,10 +499,152 @@ class TransportTests(SynchronousTestCase):
             distributor = self.harness(transport)
             proxy = distributor.service.processor.proxy = RecordingProxy()
             distributor.register("alice", vias=vias)
-            self.assertEqual([kw["nextHop"] for kw in proxy.forwarded],
+            self.assertEqual([kw["nextHop"] for _, kw in proxy.forwarded],
                              [nextHop], transport)
         distributor = self.harness("TLS")
         proxy = distributor.service.processor.proxy = RecordingProxy()
         response, _ = distributor.register("bob", vias=vias)
         self.assertEqual(response.code, 503)
         self.assertEqual(proxy.forwarded, [])
+
+class StandardClientTests(SynchronousTestCase):
+    """
+    A standard RFC 3261 client (no option tag, no configured User-Agent) is
+    proxied, never sent a 3xx it would misread; a client that follows the
+    distribution redirect is redirected.
+    """
+
+    def test_registerProxiedWithPath(self):
+        """
+        A REGISTER with one Via and without the option tag is proxied to
+        the user's home with a Path through the distributor carrying the
+        client's flow token; the distributor answers nothing itself after
+        the challenge.
+        """
+        distributor = Harness(role="distributor", name="distributor")
+        response, _ = distributor.register("bob")
+        self.assertEqual(response.code, 401)
+        self.assertEqual(len(distributor.flow.sent), 1)
+        [(request, kwargs)] = distributor.proxy.forwarded
+        self.assertEqual(request.method, "REGISTER")
+        self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5080",
+                                  "recordRoute": False, "addPath": True,
+                                  "flowToken": True})
+        self.assertEqual(request.uriText, "sip:example.com")
+        self.assertEqual(distributor.service.processor.redirects, 0)
+        self.assertEqual(distributor.service.processor.proxied, 1)
+
+    def test_homeProxiesStandardClient(self):
+        """
+        A home proxies a standard client of another home the same way.
+        """
+        home = Harness()
+        home.register("bob")
+        [(_, kwargs)] = home.proxy.forwarded
+        self.assertEqual(kwargs["nextHop"], "sip:127.0.0.1:5080")
+        self.assertTrue(kwargs["addPath"])
+        self.assertEqual(home.service.registrar.lookup("sip:bob@example.com"),
+                         [])
+
+    def test_optionTagForms(self):
+        """
+        The option tag is recognised in any case, among other tags, in the
+        compact form of Supported.
+        """
+        for header in ("Supported: path, SIPDIST-Redirect",
+                       "k: sipdist-redirect",
+                       "Supported: outbound\r\nSupported: sipdist-redirect"):
+            distributor = Harness(role="distributor", name="distributor")
+            response, session = distributor.register("bob", extra=(header,))
+            self.assertEqual(response.code, 301, header)
+            self.assertTrue(signed(response, session))
+            self.assertEqual(distributor.proxy.forwarded, [])
+
+    def test_otherTagsProxied(self):
+        """
+        Option tags other than ours do not make a client one that follows
+        the redirect.
+        """
+        distributor = Harness(role="distributor", name="distributor")
+        distributor.register("bob", extra=("Supported: path, outbound, "
+                                           "sipdist-redirectx",))
+        self.assertEqual(len(distributor.proxy.forwarded), 1)
+
+    def test_userAgentPattern(self):
+        """
+        A client whose User-Agent matches a configured pattern is
+        redirected without the option tag; another is proxied.
+        """
+        distributor = Harness(role="distributor", name="distributor",
+                              userAgents=[r"^Acme ?Phone/[0-9]"])
+        response, session = distributor.register(
+            "bob", extra=("User-Agent: AcmePhone/2.1",))
+        self.assertEqual(response.code, 301)
+        self.assertTrue(signed(response, session))
+        response, _ = distributor.register(
+            "alice", extra=("User-Agent: Linphone/5.2 (belle-sip/5.2)",))
+        self.assertEqual(response.code, 401)
+        [(request, _)] = distributor.proxy.forwarded
+        self.assertIn("alice", request.header("from"))
+
+    def test_policyRedirectForcesRegister(self):
+        """
+        The redirect policy redirects even a standard client's REGISTER
+        (for deployments whose clients all follow it).
+        """
+        distributor = Harness(role="distributor", name="distributor",
+                              policy="redirect")
+        response, session = distributor.register("bob")
+        self.assertEqual(response.code, 301)
+        self.assertTrue(signed(response, session))
+
+    def test_policyProxyProxiesOurClient(self):
+        """
+        The proxy policy proxies even a client that follows the redirect.
+        """
+        distributor = Harness(role="distributor", name="distributor",
+                              policy="proxy")
+        distributor.register("bob", extra=FOLLOWS)
+        self.assertEqual(len(distributor.proxy.forwarded), 1)
+
+    def test_outOfDialogNeverRedirected(self):
+        """
+        An INVITE, MESSAGE or SUBSCRIBE from a standard client is proxied
+        to the caller's home with a Record-Route, under every policy: a 3xx
+        naming a server would make the client call that server.
+        """
+        for policy in ("auto", "redirect"):
+            for method in ("INVITE", "MESSAGE", "SUBSCRIBE"):
+                distributor = Harness(role="distributor", name="distributor",
+                                      policy=policy)
+                authenticated(distributor, method)
+                self.assertEqual(len(distributor.flow.sent), 1,
+                                 [r.code for r in distributor.flow.sent])
+                [(request, kwargs)] = distributor.proxy.forwarded
+                self.assertEqual(request.method, method)
+                self.assertEqual(request.uriText, "sip:bob@example.com")
+                self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5070",
+                                          "recordRoute": True,
+                                          "addPath": False,
+                                          "flowToken": True})
+
+    def test_outOfDialogFromOurClient(self):
+        """
+        An out-of-dialog request from a client that follows the redirect
+        may still be redirected to the caller's home (signed 301).
+        """
+        distributor = Harness(role="distributor", name="distributor")
+        response = authenticated(distributor, "MESSAGE", extra=FOLLOWS)
+        self.assertEqual(response.code, 301)
+        self.assertEqual(response.header("contact"), "<sip:127.0.0.1:5070>")
+        self.assertEqual(distributor.proxy.forwarded, [])
+
+    def test_badUserAgentPattern(self):
+        """
+        A User-Agent pattern that is not a regular expression is a
+        configuration error naming the option.
+        """
+        error = self.assertRaises(ConfigurationError, Harness,
+                                  userAgents=["("])
+        self.assertIn("--redirect-user-agent: '(' is not a regular",
+                      str(error))

@@ -77,6 +77,43 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError("--config: /nonexistent.toml", "--name=h",
                               "--config=/nonexistent.toml")
 
+    def test_redirectAndDigestDefaults(self):
+        """
+        By default the policy is auto with no User-Agent patterns, standard
+        clients are challenged with MD5 alone and clients with the option
+        tag with SHA-256 then MD5 (when the server is built).
+        """
+        options = parse("--name=h")
+        self.assertEqual(options["redirect-policy"], "auto")
+        self.assertEqual(options["redirect-user-agent"], [])
+        self.assertEqual(options["digest-algorithms"], ["MD5"])
+        self.assertIsNone(options["tagged-digest-algorithms"])
+
+    def test_redirectUserAgent(self):
+        """
+        --redirect-user-agent is repeatable and must be a regular
+        expression.
+        """
+        options = parse("--name=h", "--redirect-user-agent=^Acme/",
+                        "--redirect-user-agent=MyPhone [0-9]")
+        self.assertEqual(options["redirect-user-agent"],
+                         ["^Acme/", "MyPhone [0-9]"])
+        self.assertUsageError("--redirect-user-agent: '(' is not a regular",
+                              "--name=h", "--redirect-user-agent=(")
+
+    def test_digestAlgorithms(self):
+        """
+        Both algorithm lists are parsed and checked.
+        """
+        options = parse("--name=h", "--digest-algorithms=MD5, SHA-256",
+                        "--tagged-digest-algorithms=SHA-256")
+        self.assertEqual(options["digest-algorithms"], ["MD5", "SHA-256"])
+        self.assertEqual(options["tagged-digest-algorithms"], ["SHA-256"])
+        self.assertUsageError("--tagged-digest-algorithms: 'SHA-1'",
+                              "--name=h", "--tagged-digest-algorithms=SHA-1")
+        self.assertUsageError("--digest-algorithms: ''", "--name=h",
+                              "--digest-algorithms=")
+
     def test_tlsFilesChecked(self):
         """
         A TLS certificate that cannot be read is reported at option time.
@@ -113,6 +150,18 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertEqual(
             options["store"],
             "file:" + FilePath(path).sibling("assignments.conf").path)
+
+    def test_redirectUserAgentsInFile(self):
+        """
+        redirect_user_agent in the file is a list of patterns (or one).
+        """
+        path = self.write('name = "h"\n'
+                          'redirect_user_agent = ["^Acme/", "^Other"]\n')
+        self.assertEqual(parse("--config", path)["redirect-user-agent"],
+                         ["^Acme/", "^Other"])
+        path = self.write('name = "h"\nredirect_user_agent = "("\n')
+        error = self.assertRaises(usage.UsageError, parse, "--config", path)
+        self.assertIn("--redirect-user-agent", str(error))
 
     def test_commandLineOverrides(self):
         """
@@ -159,6 +208,28 @@ class UDPMemoryReactor(MemoryReactorClock):
                 return IPv4Address("UDP", interface or "0.0.0.0", port)
 
         return Port()
+
+
+class ShippedConfigTests(SynchronousTestCase):
+    """
+    The deployment shipped in etc/ keeps the defaults that standard SIP
+    clients work with (the interop tests run with these defaults).
+    """
+
+    def test_clientDefaults(self):
+        """
+        No shipped configuration overrides the redirect policy, the
+        User-Agent patterns or the Digest algorithms.
+        """
+        from sipdist.tap import loadConfig
+        etc = FilePath(__file__).parent().parent().child("etc")
+        files = etc.globChildren("*.toml")
+        self.assertGreaterEqual(len(files), 3)
+        for config in files:
+            options = loadConfig(config.path)
+            for name in ("redirect-policy", "redirect-user-agent",
+                         "digest-algorithms", "tagged-digest-algorithms"):
+                self.assertNotIn(name, options, config.basename())
 
 
 class MakeServiceTests(SynchronousTestCase):

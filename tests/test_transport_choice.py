@@ -61,7 +61,10 @@ class Pool:
                   "tls-key": certs["server.key"],
                   "credentials": f"memory:alice:{PASSWORD},bob:{PASSWORD}",
                   "secret": SECRET, "t1": 0.05, "redirect-policy": policy,
-                  "digest-algorithms": list(algorithms)}
+                  "digest-algorithms": list(algorithms),
+                  # The SIPp redirect scenario names itself a client that
+                  # follows the distribution redirect.
+                  "redirect-user-agent": ["^SIPp sipdist"]}
         service = buildServer(config, reactor, store=self.store)
         service.startService()
         self.testCase.addCleanup(service.stopService)

@@ -14,7 +14,8 @@ import hashlib
 import re
 
 __all__ = [
-    "ALGORITHMS", "DEFAULT_ALGORITHMS", "DigestParseError", "Algorithm",
+    "ALGORITHMS", "DEFAULT_ALGORITHMS", "COMPATIBLE_ALGORITHMS",
+    "withSHA256", "DigestParseError", "Algorithm",
     "algorithm", "parseDigest", "parseParams", "formatParams", "challenge",
     "computeHA1", "sessionHA1", "computeResponse", "computeRspauth",
 ]
@@ -85,6 +86,21 @@ _BY_UPPER = {name.upper(): alg for name, alg in ALGORITHMS.items()}
 # What a server offers by default, most preferred first (RFC 8760 section
 # 2.4: the challenges are listed in order of preference).
 DEFAULT_ALGORITHMS = ("SHA-256", "MD5")
+
+# What a server challenges standard SIP clients with by default: SIPp and
+# sipsak know only MD5 and look at the first challenge; baresip 1.0
+# (libre) fails the whole authentication ("Function not implemented") when
+# any challenge of the response names another algorithm than MD5.
+COMPATIBLE_ALGORITHMS = ("MD5",)
+
+
+def withSHA256(algorithms):
+    """
+    C{algorithms} with C{SHA-256} in front (once): what a client that
+    weighs every challenge and prefers SHA-256 is challenged with.
+    """
+    names = [algorithm(a).name for a in algorithms]
+    return ("SHA-256",) + tuple(n for n in names if n != "SHA-256")
 
 
 def algorithm(name):

@@ -105,14 +105,17 @@ class DigestAuthenticator:
     SIP Digest authentication for one realm.
 
     @ivar realm: the realm challenged for.
-    @ivar algorithms: the algorithms offered, most preferred first.
+    @ivar algorithms: the algorithms challenged with by default, in the
+        order listed.
+    @ivar accepted: the names of the algorithms whose credentials are
+        accepted: C{algorithms} and C{extraAlgorithms}.
     """
 
     _log = Logger()
 
     def __init__(self, realm, secret, checker, reactor, nonceLifetime=300,
                  limiter=None, algorithms=DEFAULT_ALGORITHMS, domain=None,
-                 maxNonces=100000, sourceRetryAfter=5):
+                 maxNonces=100000, sourceRetryAfter=5, extraAlgorithms=()):
         """
         @param realm: the realm (usually the SIP domain).
         @param secret: the nonce secret shared by the servers of the pool.
@@ -122,13 +125,17 @@ class DigestAuthenticator:
         @param reactor: an L{IReactorTime}.
         @param nonceLifetime: seconds before a nonce is stale.
         @param limiter: a L{sipdist.auth.limiter.FailureLimiter} or L{None}.
-        @param algorithms: the algorithm names offered, most preferred
-            first; credentials using another one get 400.
+        @param algorithms: the algorithm names challenged with, in this
+            order (RFC 8760: most preferred first); credentials using an
+            algorithm neither here nor in C{extraAlgorithms} get 400.
         @param domain: the host part of the identities given (default:
             C{realm}).
         @param maxNonces: size of the table of nonce counts.
         @param sourceRetryAfter: C{Retry-After} of the 503 sent when the
             credential source fails.
+        @param extraAlgorithms: algorithm names accepted besides
+            C{algorithms}: those a caller challenges some clients with
+            (L{authenticate}'s C{algorithms}).
         """
         if ISIPDigestCredentials not in getattr(
                 checker, "credentialInterfaces", ()):
@@ -137,7 +144,9 @@ class DigestAuthenticator:
                 "(it needs plaintext passwords, as LDAP bind mode does)")
         self.realm = realm
         self.algorithms = tuple(_algorithm(a).name for a in algorithms)
-        self._offered = frozenset(self.algorithms)
+        self._offered = frozenset(self.algorithms) | frozenset(
+            _algorithm(a).name for a in extraAlgorithms)
+        self.accepted = self._offered
         self._nonces = _nonce.NonceFactory(secret, realm, reactor,
                                            nonceLifetime)
         self._counts = _nonce.NonceCounts(maxNonces)
@@ -155,12 +164,16 @@ class DigestAuthenticator:
                              f"credentials")
         self._sourceRetryAfter = sourceRetryAfter
 
-    def challenge(self, proxy=False, stale=False):
+    def challenge(self, proxy=False, stale=False, algorithms=None):
         """
         A fresh L{Challenge}: what a request without credentials gets.
+
+        @param algorithms: the algorithm names to challenge with, in order
+            (default: L{algorithms}); each must be accepted.
         """
         nonce = self._nonces.mint()
-        values = challenge(self.realm, nonce, self.algorithms, stale)
+        values = challenge(self.realm, nonce, algorithms or self.algorithms,
+                           stale)
         if proxy:
             return Challenge(407, "Proxy Authentication Required",
                              [("Proxy-Authenticate", v) for v in values],
@@ -169,7 +182,7 @@ class DigestAuthenticator:
                          [("WWW-Authenticate", v) for v in values], stale)
 
     def authenticate(self, method, uri, authorizationHeaderValues,
-                     sourceHost, body=b"", proxy=False):
+                     sourceHost, body=b"", proxy=False, algorithms=None):
         """
         Authenticate a request.
 
@@ -181,6 +194,9 @@ class DigestAuthenticator:
         @param sourceHost: the address the request came from.
         @param body: the body (unused: only C{qop=auth} is offered).
         @param proxy: challenge with 407/C{Proxy-Authenticate}.
+        @param algorithms: the algorithms to challenge this request with,
+            in order (default: L{algorithms}); credentials of any accepted
+            algorithm are checked whatever the challenge listed.
         @return: L{Deferred} firing with L{Authenticated}, L{Challenge} or
             L{Rejected}; it never fails.
         """
@@ -189,8 +205,12 @@ class DigestAuthenticator:
             retry = limiter.hostBlocked(sourceHost)
             if retry is not None:
                 return succeed(self._tooMany(retry))
+        if algorithms is not None:
+            algorithms = tuple(
+                name for name in (_algorithm(a).name for a in algorithms)
+                if name in self._offered)
         if not authorizationHeaderValues:
-            return succeed(self.challenge(proxy))
+            return succeed(self.challenge(proxy, algorithms=algorithms))
         if len(authorizationHeaderValues) > MAX_CREDENTIALS:
             return succeed(Rejected(400, "Too many Authorization headers"))
         params = None
@@ -202,7 +222,17 @@ class DigestAuthenticator:
                     break
             if params is None:
                 # Credentials for some other realm: ask for ours.
-                return succeed(self.challenge(proxy))
+                return succeed(self.challenge(proxy, algorithms=algorithms))
+            if params.get("uri") and params["uri"] != uri:
+                # Computed for another Request-URI: a client that rewrote
+                # the Request-URI (following a redirect) and sent the old
+                # credentials.  They are never accepted; a fresh challenge
+                # (RFC 7616 section 3.3) lets it answer for this one.
+                self._log.info(
+                    "credentials from {host} for {credentialsURI}, not for "
+                    "the Request-URI {uri}: challenged again",
+                    host=sourceHost, credentialsURI=params["uri"], uri=uri)
+                return succeed(self.challenge(proxy, algorithms=algorithms))
             credentials = self._credentials(params, method, uri)
         except DigestParseError as e:
             self._log.debug("bad credentials from {host}: {reason}",
@@ -217,7 +247,7 @@ class DigestAuthenticator:
 
         state = self._nonces.check(credentials.nonce)
         if state is _nonce.INVALID:
-            return succeed(self.challenge(proxy))
+            return succeed(self.challenge(proxy, algorithms=algorithms))
 
         try:
             d = self._checker.requestAvatarId(credentials)
@@ -227,8 +257,9 @@ class DigestAuthenticator:
             if not isinstance(d, Deferred):
                 d = succeed(d)
         d.addCallbacks(self._loggedIn, self._failed,
-                       callbackArgs=(credentials, state, sourceHost, proxy),
-                       errbackArgs=(username, sourceHost, proxy))
+                       callbackArgs=(credentials, state, sourceHost, proxy,
+                                     algorithms),
+                       errbackArgs=(username, sourceHost, proxy, algorithms))
         return d
 
     def _credentials(self, params, method, uri):
@@ -265,29 +296,30 @@ class DigestAuthenticator:
             params["cnonce"], "auth", params["uri"], method,
             params["response"])
 
-    def _loggedIn(self, avatarId, credentials, state, host, proxy):
+    def _loggedIn(self, avatarId, credentials, state, host, proxy,
+                  algorithms):
         identity = self._realm.requestAvatar(avatarId, None, ISIPIdentity)[1]
         if state is _nonce.STALE:
-            return self.challenge(proxy, stale=True)
+            return self.challenge(proxy, True, algorithms)
         nonce = credentials.nonce
         if not self._counts.use(nonce, self._nonces.issued(nonce),
                                 int(credentials.nc, 16)):
             self._log.info(
                 "replayed nonce count {nc} from {host} for {username}",
                 nc=credentials.nc, host=host, username=identity.username)
-            return self.challenge(proxy, stale=True)
+            return self.challenge(proxy, True, algorithms)
         if self._limiter is not None:
             self._limiter.succeeded(identity.username, host)
         return Authenticated(identity.username, identity.aor, self.realm,
                              credentials)
 
-    def _failed(self, failure, username, host, proxy):
+    def _failed(self, failure, username, host, proxy, algorithms):
         if failure.check(UnauthorizedLogin):
             self._log.info("authentication of {username} from {host} failed",
                            username=username, host=host)
             if self._limiter is not None:
                 self._limiter.failed(username, host)
-            return self.challenge(proxy)
+            return self.challenge(proxy, algorithms=algorithms)
         self._log.failure("credential source failed for {username}",
                           failure, username=username)
         return Rejected(503, "Credentials source unavailable",

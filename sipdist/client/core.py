@@ -17,6 +17,11 @@ L{Outcome}: the final response, the Digest session that authorised the
 request (to verify a signed C{301} or C{200}), the request as sent and its
 flow.
 
+Every request out of a dialog lists the option tag C{sipdist-redirect} in
+C{Supported} (L{sipdist.decision.REDIRECT_OPTION_TAG}): the servers
+redirect only clients that show they follow the redirect, and proxy the
+others.
+
 The outbound proxy: once logged in, every request out of a dialog is sent
 to L{UserAgent.outboundProxy} (the server a redirect named), keeping its
 Request-URI (the registrar domain, the callee).  The client does not add a
@@ -36,6 +41,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 import sipdist
+from sipdist.decision import REDIRECT_OPTION_TAG
 from sipdist.auth.client import ChallengeError, answerChallenge
 from sipdist.client.dialog import OutgoingCall, Subscription
 from sipdist.client.discovery import Target
@@ -283,7 +289,9 @@ class UserAgent:
                    fromTag=None):
         """
         A request from this agent's AOR, without Via and Contact (added when
-        it is sent).
+        it is sent).  It lists the option tag L{REDIRECT_OPTION_TAG} in
+        C{Supported}: this client follows a signed C{301} by using its
+        Contact as outbound proxy, so the servers may redirect it.
 
         @param uri: the Request-URI (L{URI} or text).
         @param to: the To URI (default: C{uri}).
@@ -299,6 +307,7 @@ class UserAgent:
         headers["call-id"] = [callId or f"{newTag()}{newTag()}@sipdist"]
         headers["cseq"] = [f"{cseq} {method}"]
         headers["user-agent"] = [USER_AGENT]
+        headers["supported"] = [REDIRECT_OPTION_TAG]
         return request
 
     def _prepare(self, request, flow, withContact):

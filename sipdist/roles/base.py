@@ -11,13 +11,14 @@ import os
 
 from twisted.logger import Logger
 
-from sipdist.auth.digest import DEFAULT_ALGORITHMS
+from sipdist.auth.digest import COMPATIBLE_ALGORITHMS, withSHA256
 from sipdist.auth.limiter import FailureLimiter
 from sipdist.auth.server import DigestAuthenticator
 from sipdist.auth.sources import CredentialsConfigError, makeChecker
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import installMonitor
-from sipdist.roles.distribution import DistributionProcessor
+from sipdist.roles.distribution import (
+    DistributionProcessor, compileUserAgents)
 from sipdist.services.proxy import Proxy
 from sipdist.services.routing import ROUTER_METHODS, installRouting
 from sipdist.store import StoreError, storeFromString
@@ -55,11 +56,17 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
         secret = os.urandom(32).hex()
         _log.warn("no nonce secret configured (--secret-file): using a "
                   "random one; the servers of a pool must share one")
-    algorithms = config.get("digest-algorithms", DEFAULT_ALGORITHMS)
-    if isinstance(algorithms, str):
-        algorithms = [a.strip() for a in algorithms.split(",") if a.strip()]
+    algorithms = _algorithmList(config.get("digest-algorithms"),
+                                COMPATIBLE_ALGORITHMS)
+    tagged = _algorithmList(config.get("tagged-digest-algorithms"),
+                            withSHA256(algorithms))
+    try:
+        userAgents = compileUserAgents(config.get("redirect-user-agent") or ())
+    except ValueError as e:
+        raise ConfigurationError(f"--redirect-user-agent: {e}")
     authenticator = DigestAuthenticator(
         config["domain"], secret, checker, reactor, algorithms=algorithms,
+        extraAlgorithms=tagged,
         limiter=FailureLimiter(reactor,
                                threshold=config.get("auth-failures", 10),
                                window=config.get("auth-window", 300.0)))
@@ -68,7 +75,8 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
     server.proxy = proxy
     processor = DistributionProcessor(
         server, role, store, authenticator, registrar=registrar, proxy=proxy,
-        policy=config.get("redirect-policy", "auto"))
+        policy=config.get("redirect-policy", "auto"), userAgents=userAgents,
+        taggedAlgorithms=tagged)
     server.addMethods(("REGISTER",) + ROUTER_METHODS)
     service.store = store
     service.registrar = registrar
@@ -78,3 +86,15 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
     installRouting(service, config, reactor)
     installMonitor(service, config, reactor)
     return {"route-set": proxy.routeInDialog, "distribution": processor}
+
+
+def _algorithmList(value, default):
+    """
+    Digest algorithm names from a configuration value: a list, a
+    comma-separated string, or C{None} for C{default}.
+    """
+    if not value:
+        return tuple(default)
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(a.strip() for a in value if a.strip())

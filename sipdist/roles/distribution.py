@@ -22,11 +22,19 @@ INVITE, MESSAGE or SUBSCRIBE handed over by the C{router}) the processor:
      stays TLS, and a server without a TLS URI gets a TLS client a C{503}
      rather than a redirect or a leg in clear.
 
+Whether the client follows the distribution redirect (a fact of
+L{sipdist.decision.decide}) is read from the request: the option tag
+L{REDIRECT_OPTION_TAG} in C{Supported}, or a C{User-Agent} that one of the
+configured patterns (C{--redirect-user-agent}) matches.  Any other client is
+a standard RFC 3261 client and is proxied, never sent a C{3xx} it would
+misread.
+
 When the store and the credential source answer from memory (memory and file
 stores, cached LDAP) their Deferreds have fired already, so all of it
 happens in the datagram's reactor turn.
 """
 
+import re
 from dataclasses import replace
 
 from twisted.logger import Logger
@@ -34,14 +42,60 @@ from twisted.python.failure import Failure
 
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
-    AUTO, Assignment, Proxy, Redirect, Serve, decide)
+    AUTO, REDIRECT_OPTION_TAG, Assignment, Proxy, Redirect, Serve, decide)
 from sipdist.sip.message import countVias
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
 from sipdist.services.targets import arrivalTransport, noAddress, serverURIFor
 from sipdist.store import StoreUnavailable
-from sipdist.sip.uri import URIError, normaliseAOR
+from sipdist.sip.uri import URIError, normaliseAOR, parseURI
 
-SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu"))
+SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
+                               REDIRECT_OPTION_TAG))
+
+
+def hasOptionTag(request):
+    """
+    Whether C{request}'s C{Supported} lists L{REDIRECT_OPTION_TAG}.
+    """
+    for value in request.values("supported"):
+        if value.strip().lower() == REDIRECT_OPTION_TAG:
+            return True
+    return False
+
+
+def followsRedirect(request, userAgents=(), tagged=None):
+    """
+    Whether the client that sent C{request} has shown it follows the
+    distribution redirect: C{Supported} lists L{REDIRECT_OPTION_TAG}, or
+    one of the compiled patterns C{userAgents} matches (C{search}) its
+    C{User-Agent}.
+
+    @param tagged: L{hasOptionTag} of the request, when known.
+    """
+    if tagged is None:
+        tagged = hasOptionTag(request)
+    if tagged:
+        return True
+    if userAgents:
+        agent = request.header("user-agent")
+        if agent:
+            return any(p.search(agent) for p in userAgents)
+    return False
+
+
+def compileUserAgents(patterns):
+    """
+    Compile the C{--redirect-user-agent} patterns.
+
+    @raise ValueError: naming the pattern that is not a regular expression.
+    """
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as e:
+            raise ValueError(f"{pattern!r} is not a regular expression: {e}")
+    return tuple(compiled)
 
 
 class Context:
@@ -57,15 +111,21 @@ class Context:
     @ivar proxyAuth: challenge with 407 (we act as a proxy for it).
     @ivar record: the L{sipdist.store.ServerRecord} of the user's server,
         once read.
+    @ivar tagged: whether the request lists the option tag.
+    @ivar followsRedirect: whether the client follows the distribution
+        redirect (see L{followsRedirect}).
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
-                 "serve", "proxyAuth", "record")
+                 "serve", "proxyAuth", "record", "tagged", "followsRedirect")
 
-    def __init__(self, request, transaction, serve, proxyAuth):
+    def __init__(self, request, transaction, serve, proxyAuth,
+                 userAgents=(), taggedAlgorithms=None):
         self.request = request
         self.transaction = transaction
         self.viaCount = countVias(request)
+        self.tagged = tagged = hasOptionTag(request)
+        self.followsRedirect = followsRedirect(request, userAgents, tagged)
         self.auth = None
         self.aor = None
         self.serve = serve
@@ -80,6 +140,13 @@ class DistributionProcessor:
     @ivar role: C{"home"}, C{"distributor"} or C{"internal-edge"}.
     @ivar policy: the redirect policy, C{"auto"}, C{"proxy"} or
         C{"redirect"}.
+    @ivar userAgents: compiled patterns (L{compileUserAgents}): a client
+        whose C{User-Agent} one matches follows the distribution redirect
+        without the option tag.
+    @ivar taggedAlgorithms: the Digest algorithms a request listing the
+        option tag is challenged with (our client weighs every challenge
+        and prefers SHA-256); C{None}: the authenticator's own.  Other
+        clients get the authenticator's (C{--digest-algorithms}).
     @ivar router: handles requests other than REGISTER:
         C{router(request, transaction, processor) -> bool}, typically
         calling L{handle} with its own C{serve}; C{None} leaves them to the
@@ -89,7 +156,8 @@ class DistributionProcessor:
     _log = Logger()
 
     def __init__(self, server, role, store, authenticator, registrar=None,
-                 proxy=None, policy=AUTO, domains=(), router=None):
+                 proxy=None, policy=AUTO, domains=(), router=None,
+                 userAgents=(), taggedAlgorithms=None):
         self.server = server
         self.role = role
         self.store = store
@@ -98,6 +166,8 @@ class DistributionProcessor:
         self.proxy = proxy
         self.policy = policy
         self.router = router
+        self.userAgents = tuple(userAgents)
+        self.taggedAlgorithms = taggedAlgorithms
         self.domains = frozenset(d.lower() for d in domains) | frozenset(
             [server.domain.lower()])
         self.redirects = 0
@@ -116,7 +186,8 @@ class DistributionProcessor:
     def forUs(self, uri):
         """
         Whether a Request-URI's host names a domain we serve (our domain,
-        or one of our own addresses).
+        or one of our own addresses).  A REGISTER is also for us when its
+        host is that of our record in the store (see L{register}).
         """
         host = uri.host.lower()
         return host in self.domains or host in self.server.localHosts
@@ -137,11 +208,13 @@ class DistributionProcessor:
             here (home role); it must answer the transaction.
         @param proxyAuth: challenge with 407 (C{True}) or 401.
         """
-        context = Context(request, transaction, serve, proxyAuth)
+        context = Context(request, transaction, serve, proxyAuth,
+                          self.userAgents)
         header = "proxy-authorization" if proxyAuth else "authorization"
         d = self.authenticator.authenticate(
             request.method, request.uriText, request.values(header),
-            transaction.flow.remote[0], proxy=proxyAuth)
+            transaction.flow.remote[0], proxy=proxyAuth,
+            algorithms=self.taggedAlgorithms if context.tagged else None)
         # With cached stores and credentials every Deferred here has fired
         # already and the callbacks run at once.
         d.addCallbacks(self._authenticated, self._failed, (context,), None,
@@ -230,7 +303,9 @@ class DistributionProcessor:
 
     def _decided(self, assignment, context):
         outcome = decide(context.viaCount, assignment, self.role,
-                         self.server.name, self.policy)
+                         self.server.name, self.policy,
+                         followsRedirect=context.followsRedirect,
+                         register=context.request.method == "REGISTER")
         if self.handover is not None and isinstance(
                 outcome, (Redirect, Proxy)) and self.handover(context,
                                                              outcome):
@@ -298,10 +373,15 @@ class DistributionProcessor:
         # The Request-URI stays as it is (the digest response covers it);
         # the request goes to the assigned server as next hop.  A REGISTER
         # gets a Path through us so the home can reach the user back along
-        # the hops; a dialog-creating request a Record-Route.
+        # the hops; a dialog-creating request a Record-Route.  Both carry
+        # the token of the flow the request came in on: what the home sends
+        # the user back (a call, a message to a standard client registered
+        # through us) comes through us and goes out on that flow, as the
+        # client's NAT or connection needs.
         register = request.method == "REGISTER"
         self.proxy.forward(request, transaction, nextHop=outcome.uri,
-                           recordRoute=not register, addPath=register)
+                           recordRoute=not register, addPath=register,
+                           flowToken=True)
 
     # REGISTER
 
@@ -311,10 +391,42 @@ class DistributionProcessor:
         except URIError:
             self.respond(request, transaction, 400, "Bad Request-URI")
             return
-        if uri.username is not None or not self.forUs(uri):
+        if uri.username is not None:
             self.respond(request, transaction, 404,
                          "Not Found (Domain Not Served Here)")
             return
+        if self.forUs(uri):
+            self._registerForUs(request, transaction)
+            return
+        # A Request-URI naming this server as the store names it (the
+        # Contact of the redirects to us, which a standard client may have
+        # made its Request-URI) is for us too, even when we listen on every
+        # interface and so do not know that address otherwise.
+        d = self.store.getServer(self.server.name)
+        d.addCallbacks(self._ownRecord, self._ownRecordFailed,
+                       (request, transaction, uri), None,
+                       (request, transaction))
+
+    def _ownRecord(self, record, request, transaction, uri):
+        try:
+            ours = record is not None and record.uri and (
+                parseURI(record.uri).host.lower() == uri.host.lower())
+        except (URIError, ValueError):
+            ours = False
+        if not ours:
+            self.respond(request, transaction, 404,
+                         "Not Found (Domain Not Served Here)")
+            return
+        self._registerForUs(request, transaction)
+
+    def _ownRecordFailed(self, failure, request, transaction):
+        context = Context(request, transaction, None, False)
+        self._failed(failure, context)
+
+    def _registerForUs(self, request, transaction):
+        """
+        A REGISTER whose Request-URI names our domain or this server.
+        """
         unsupported = [t for t in request.values("require")
                        if t.lower() not in SUPPORTED_OPTIONS]
         if unsupported:

@@ -13,8 +13,9 @@ happens to it:
   2. B{From anybody else}: the caller is authenticated (C{407}) and looked
      up, as for every request from a user (L{DistributionProcessor.handle}):
      assigned here, it goes to the callee (step 3); assigned elsewhere, it is
-     redirected (one Via value: a signed C{301}) or proxied to the caller's
-     home (more than one), which routes it in its turn.
+     redirected (a client listing the option tag C{sipdist-redirect}, one
+     Via value: a signed C{301}) or proxied to the caller's home (any other
+     client, or more than one Via value), which routes it in its turn.
   3. B{To the callee} (L{Router.routeToCallee}): the callee's AOR is the
      Request-URI's.  A Request-URI for a domain we do not serve is a C{404}
      (a pool is not an open relay; a deployment that must reach other
