@@ -489,6 +489,9 @@ class _CompletedClientRecord:
     def __repr__(self):
         return f"<ClientTransaction (completed) {self.key[0]}>"
 
+    def _sentBy(self, via):
+        return True  # absorbed either way
+
     def _responseReceived(self, response, flow):
         pass  # a retransmitted final response: absorbed
 
@@ -512,10 +515,14 @@ class ClientTransaction:
         L{TransactionLayerFull} or L{TransactionLayerStopped}.
     @ivar onProvisional: C{None}, or a callable given each 1xx response
         received before the final one.
+    @ivar onFurther2xx: C{None}, or a callable given each further 2xx to
+        an INVITE received in the Accepted state (a retransmission, or
+        another fork's); without it they go to the user's
+        C{responseReceived}.
     """
 
     __slots__ = ("request", "flow", "state", "deferred", "onProvisional",
-                 "key", "_layer", "_invite", "_reliable", "_retransmit",
+                 "onFurther2xx", "key", "_layer", "_invite", "_reliable", "_retransmit",
                  "_timeout", "_interval", "_cancelWanted", "_cancelSent",
                  "_ack", "__weakref__")
 
@@ -531,6 +538,7 @@ class ClientTransaction:
         self._reliable = flow.reliable
         self.deferred = Deferred()
         self.onProvisional = None
+        self.onFurther2xx = None
         self._retransmit = None
         self._timeout = None
         self._interval = 0.0
@@ -541,6 +549,17 @@ class ClientTransaction:
     def __repr__(self):
         return (f"<ClientTransaction {self.request.method} {self.state} "
                 f"{self.key[0]}>")
+
+    def _sentBy(self, via):
+        """
+        Whether a response's top Via names the sent-by of our request.
+        """
+        try:
+            ours = self.request.topVia()
+        except ValueError:
+            return False
+        return (via.host.lower() == ours.host.lower()
+                and via.sentByPort == ours.sentByPort)
 
     def cancel(self):
         """
@@ -700,7 +719,12 @@ class ClientTransaction:
             else:
                 # Accepted: a retransmitted or forked 2xx (RFC 6026); or a
                 # 2xx from another fork after a non-2xx.
-                layer._deliver(layer.user.responseReceived, response, flow)
+                hook = self.onFurther2xx
+                if hook is not None:
+                    layer._deliver(hook, response)
+                else:
+                    layer._deliver(layer.user.responseReceived, response,
+                                   flow)
         else:
             if state is CALLING or state is PROCEEDING:
                 _cancel(self._retransmit)
@@ -752,7 +776,9 @@ class TransactionLayer:
 
     Counters (cumulative, for metrics): C{serverCreated}, C{clientCreated},
     C{rejected} (503 when full), C{absorbed} (retransmissions), C{timeouts},
-    C{transportErrors}; C{active} is the size of the table.
+    C{transportErrors}, C{strayResponses} (responses matching no client
+    transaction: branch, CSeq method and sent-by); C{active} is the size of
+    the table.
     """
 
     _log = Logger()
@@ -782,6 +808,7 @@ class TransactionLayer:
         self.absorbed = 0
         self.timeouts = 0
         self.transportErrors = 0
+        self.strayResponses = 0
         self._rateSecond = 0
         self._rateCount = 0
         self._lastRate = 0
@@ -828,6 +855,7 @@ class TransactionLayer:
             "absorbed": self.absorbed,
             "timeouts": self.timeouts,
             "transport_errors": self.transportErrors,
+            "stray_responses": self.strayResponses,
         }
 
     def _serverKey(self, request, via):
@@ -918,13 +946,21 @@ class TransactionLayer:
 
     def _responseReceived(self, response, flow):
         try:
-            key = (response.topVia().branch, response.cseq()[1])
+            via = response.topVia()
+            key = (via.branch, response.cseq()[1])
         except Exception:
             self._log.warn("dropped {response!r} from {remote}: bad Via or "
                            "CSeq", response=response, remote=flow.remote)
             return
         transaction = self._clients.get(key)
+        if transaction is not None and not transaction._sentBy(via):
+            # Our branch and method, but not the sent-by we wrote: not a
+            # response to our request (section 17.1.3 matches on branch and
+            # method; the sent-by is checked as well so that a response
+            # made up from a branch seen elsewhere matches nothing).
+            transaction = None
         if transaction is None:
+            self.strayResponses += 1
             self._deliver(self.user.responseReceived, response, flow)
         else:
             transaction._responseReceived(response, flow)
