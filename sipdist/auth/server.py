@@ -84,8 +84,9 @@ class Challenge:
 class Rejected:
     """
     Answer the request with C{code}, the reason phrase C{phrase} and
-    C{headers}: 400 for malformed credentials, 403 with C{Retry-After} past
-    the failure threshold, 503 with C{Retry-After} when the credential
+    C{headers}: 400 for malformed credentials, 403 with C{Retry-After}
+    while the user must wait before trying again from that address (see
+    L{sipdist.auth.limiter}), 503 with C{Retry-After} when the credential
     source fails.
     """
 
@@ -178,17 +179,16 @@ class DigestAuthenticator:
         @param authorizationHeaderValues: the values of the
             C{Authorization} header fields (C{Proxy-Authorization} when
             C{proxy}); each value is one set of credentials.
-        @param sourceHost: the address the request came from.
+        @param sourceHost: the address of the client: where the request
+            came from, or the client address an edge stated in a sealed
+            header (L{sipdist.auth.clientaddress}); failures are counted
+            per user and this address.
         @param body: the body (unused: only C{qop=auth} is offered).
         @param proxy: challenge with 407/C{Proxy-Authenticate}.
         @return: L{Deferred} firing with L{Authenticated}, L{Challenge} or
             L{Rejected}; it never fails.
         """
         limiter = self._limiter
-        if limiter is not None:
-            retry = limiter.hostBlocked(sourceHost)
-            if retry is not None:
-                return succeed(self._tooMany(retry))
         if not authorizationHeaderValues:
             return succeed(self.challenge(proxy))
         if len(authorizationHeaderValues) > MAX_CREDENTIALS:
@@ -211,7 +211,7 @@ class DigestAuthenticator:
 
         username = credentials.username
         if limiter is not None:
-            retry = limiter.userBlocked(username)
+            retry = limiter.retryAfter(username, sourceHost)
             if retry is not None:
                 return succeed(self._tooMany(retry))
 

@@ -27,6 +27,7 @@ happens in the datagram's reactor turn.
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sipdist.auth.clientaddress import HEADER
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
     AUTO, Assignment, Proxy, Redirect, Serve, decide)
@@ -75,12 +76,18 @@ class DistributionProcessor:
         C{router(request, transaction, processor) -> bool}, typically
         calling L{handle} with its own C{serve}; C{None} leaves them to the
         rest of the chain.
+    @ivar clientSeal: a L{sipdist.auth.clientaddress.ClientAddressSeal}
+        with the pool's secret, or C{None}: the client address an edge
+        states in a header it sealed is the address failed authentications
+        are counted against (else: where the request came from).
     """
 
     _log = Logger()
 
     def __init__(self, server, role, store, authenticator, registrar=None,
-                 proxy=None, policy=AUTO, domains=(), router=None):
+                 proxy=None, policy=AUTO, domains=(), router=None,
+                 clientSeal=None):
+        self.clientSeal = clientSeal
         self.server = server
         self.role = role
         self.store = store
@@ -103,6 +110,19 @@ class DistributionProcessor:
         if router is not None:
             return router(request, transaction, self)
         return False
+
+    def clientHost(self, request, flow):
+        """
+        The address of the client that sent C{request}: the one stated in
+        a C{Sipdist-Client} header sealed by an edge of the pool, else the
+        address it came from.
+        """
+        seal = self.clientSeal
+        if seal is not None and HEADER in request.headers:
+            stated = seal.clientAddress(request)
+            if stated is not None:
+                return stated[0]
+        return flow.remote[0]
 
     def forUs(self, uri):
         """
@@ -132,7 +152,7 @@ class DistributionProcessor:
         header = "proxy-authorization" if proxyAuth else "authorization"
         d = self.authenticator.authenticate(
             request.method, request.uriText, request.values(header),
-            transaction.flow.remote[0], proxy=proxyAuth)
+            self.clientHost(request, transaction.flow), proxy=proxyAuth)
         # With cached stores and credentials every Deferred here has fired
         # already and the callbacks run at once.
         d.addCallbacks(self._authenticated, self._failed, (context,), None,
