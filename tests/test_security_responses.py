@@ -127,9 +127,9 @@ class ReflectionTests(TestCase):
     def test_maddrInvite(self):
         """
         An INVITE over UDP whose Via names the victim in sent-by and maddr,
-        without rport, gets its 407 and every retransmission of it at the
-        sender's own address (at the sent-by port); the victim receives
-        nothing.
+        without rport, gets its 407 at the sender's own address (at the
+        sent-by port), once (a challenge is not retransmitted: the client
+        retransmits its INVITE); the victim receives nothing.
         """
         attacker = Sink()
         try:
@@ -144,9 +144,8 @@ class ReflectionTests(TestCase):
         transactions = self.service.transactions
         yield waitFor(lambda: transactions.serverCreated == 1
                       and transactions.active == 0)
-        codes = {parseMessage(d).code for d in attacker.datagrams}
-        self.assertEqual(codes, {407})
-        self.assertGreater(len(attacker.datagrams), 1)
+        codes = [parseMessage(d).code for d in attacker.datagrams]
+        self.assertEqual(codes, [407])
         self.assertEqual(self.sink.received, 0)
 
     @defer.inlineCallbacks

@@ -16,7 +16,9 @@ L{IReactorTime} (a L{twisted.internet.task.Clock} in tests):
     64*T1), K (T4).
   - INVITE server (L{ServerTransaction}): 100 Trying when the user has not
     answered within 200 ms, G (retransmit a non-2xx final, T1 doubling up to
-    T2), H (no ACK, 64*T1), I (T4), L (RFC 6026, 64*T1 in Accepted).
+    T2; not for a 401/407 sent before any provisional response: the
+    client's INVITE retransmissions each get it once), H (no ACK, 64*T1),
+    I (T4), L (RFC 6026, 64*T1 in Accepted).
   - non-INVITE server: J (64*T1).
 
 On reliable flows (TCP, TLS) nothing is retransmitted and D, I, J, K are
@@ -72,6 +74,14 @@ COMPLETED = "Completed"
 CONFIRMED = "Confirmed"
 ACCEPTED = "Accepted"
 TERMINATED = "Terminated"
+
+# A challenge to an INVITE over UDP before any provisional response is not
+# retransmitted by timer G: the client, which has not stopped retransmitting
+# its INVITE, gets it again for each INVITE retransmission (absorbed in
+# Completed).  One response per request received, so an INVITE whose source
+# address is forged cannot have the 401/407 sent eleven times to that
+# address (RFC 3261 section 26.3.2.4 asks for challenges that cost little).
+_CHALLENGES = frozenset((401, 407))
 
 TRYING_DELAY = 0.2  # section 17.2.1: 100 Trying unless the TU answered by then
 
@@ -232,6 +242,7 @@ class ServerTransaction:
         _cancel(self._retransmit)
         _cancel(self._timeout)
         self._retransmit = self._timeout = None
+        provisional = self.response is not None
         self.response = response
         if not self._invite:
             self.state = COMPLETED
@@ -254,7 +265,8 @@ class ServerTransaction:
             self.state = COMPLETED
             if self._transmit(response):
                 callLater = layer._reactor.callLater
-                if not self._reliable:
+                if not self._reliable and (provisional
+                                           or code not in _CHALLENGES):
                     self._interval = layer.T1
                     self._retransmit = callLater(layer.T1, self._timerG)
                 self._timeout = callLater(layer._64T1, self._timerH)
