@@ -260,6 +260,18 @@ class EdgeProcessorTests(SynchronousTestCase):
         self.processor(forged, FakeTransaction(self.outside))
         self.assertNotIn(CLIENT_HEADER, forged.headers)
 
+    def test_routeSetLinkStrips(self):
+        """
+        The edge's first link, the route-set one, removes any
+        C{Sipdist-Client} header from every request, routed through the
+        edge or not.
+        """
+        proxy = EdgeProxy(None, None, None, {"UDP": US}, sides=splitSides())
+        forged = request(extra="Sipdist-Client: 203.0.113.9:1;mac=x\r\n")
+        self.assertFalse(proxy.routeInDialog(forged,
+                                             FakeTransaction(self.outside)))
+        self.assertNotIn(CLIENT_HEADER, forged.headers)
+
     def test_fromInside(self):
         """
         A request from the inside not routed through the edge is refused

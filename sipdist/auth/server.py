@@ -156,6 +156,13 @@ class DigestAuthenticator:
                              f"credentials")
         self._sourceRetryAfter = sourceRetryAfter
 
+    @property
+    def limiter(self):
+        """
+        The L{sipdist.auth.limiter.FailureLimiter}, or L{None}.
+        """
+        return self._limiter
+
     def challenge(self, proxy=False, stale=False):
         """
         A fresh L{Challenge}: what a request without credentials gets.
