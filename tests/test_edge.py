@@ -249,7 +249,9 @@ class EdgeProcessorTests(SynchronousTestCase):
         forged = request(extra="Sipdist-Client: 203.0.113.9:1;mac=x\r\n")
         self.processor(forged, FakeTransaction(self.outside))
         self.assertEqual(len(forged.headers[CLIENT_HEADER]), 1)
-        self.assertEqual(seal.clientAddress(forged), ("192.0.2.1", 40000))
+        self.assertEqual(
+            seal.address(forged.values(CLIENT_HEADER), "e1", "1 INVITE"),
+            ("192.0.2.1", 40000))
 
     def test_clientAddressStrippedWithoutSecret(self):
         """

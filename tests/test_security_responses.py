@@ -237,6 +237,8 @@ class EdgeLockoutTests(TestCase):
         port = service.transportService.ports[0].getHost().port
         return service, f"sip:127.0.0.1:{port};transport=tcp"
 
+    edgeSecret = SECRET
+
     @defer.inlineCallbacks
     def setUp(self):
         self.store = MemoryAssignmentStore()
@@ -248,6 +250,7 @@ class EdgeLockoutTests(TestCase):
         yield self.store.assignUser("bob@example.com", "home2")
         self.edge, _ = yield self.start(
             "edge", "edge", listen=["tcp:0:interface=127.0.0.1"],
+            secret=self.edgeSecret,
             **{"inside-listen": ["tcp:0:interface=127.0.0.1"],
                "next-hop": [uri1, uri2]})
         self.edgePort = self.edge.transportService.ports[0].getHost().port
@@ -318,4 +321,30 @@ class EdgeLockoutTests(TestCase):
         self.assertEqual(response.code, 200)
         elsewhere = yield self.client("127.0.0.3")
         response = yield self.login(elsewhere, "alice", PASSWORD)
+        self.assertEqual(response.code, 200)
+
+
+class EdgeWithoutSecretTests(EdgeLockoutTests):
+    """
+    An edge without the pool's secret states no client address: its
+    clients share its address at the homes, and still one user's mistakes
+    slow down nobody else.
+    """
+
+    edgeSecret = None
+
+    @defer.inlineCallbacks
+    def test_oneUsersMistakes(self):
+        """
+        Alice gets her password wrong 25 times; bob, behind the same edge,
+        registers at once.
+        """
+        mallory = yield self.client()
+        codes = []
+        for _ in range(25):
+            response = yield self.login(mallory, "alice", "wrong")
+            codes.append(response.code)
+        self.assertIn(403, codes)
+        bob = yield self.client()
+        response = yield self.login(bob, "bob", PASSWORD)
         self.assertEqual(response.code, 200)

@@ -54,50 +54,40 @@ class ClientAddressSeal:
         self._key = hmac.new(secret, b"sipdist-client-address",
                              sha256).digest()
 
-    def _mac(self, address, request):
-        callId = (request.header("call-id") or "").strip()
-        cseq = " ".join((request.header("cseq") or "").split())
+    def _mac(self, address, callId, cseq):
+        cseq = " ".join((cseq or "").split())
         data = b"\x00".join(
             part.encode("utf-8")
-            for part in (address, callId, cseq))
+            for part in (address, (callId or "").strip(), cseq))
         digest = hmac.new(self._key, _LABEL + b"\x00" + data, sha256).digest()
         return urlsafe_b64encode(digest[:16]).decode("ascii").rstrip("=")
 
-    def seal(self, request, host, port):
+    def value(self, host, port, callId, cseq):
         """
-        Replace any C{Sipdist-Client} header of C{request} by one stating
-        C{(host, port)}, sealed.
+        The value of a C{Sipdist-Client} header stating C{(host, port)} for
+        the request with this C{Call-ID} and C{CSeq} (header values).
         """
         address = f"{_bracket(host)}:{port}"
-        request.setHeader(
-            HEADER, f"{address};mac={self._mac(address, request)}")
+        return f"{address};mac={self._mac(address, callId, cseq)}"
 
-    def clientAddress(self, request):
+    def address(self, values, callId, cseq):
         """
-        The client address C{request} states in a header sealed by a member
-        of the pool.
+        The client address stated by the C{Sipdist-Client} header values
+        C{values} of the request with this C{Call-ID} and C{CSeq}, if a
+        member of the pool sealed it.
 
         @return: C{(host, port)} (the host without brackets), or L{None}
-            when there is no such header, more than one, or its seal does
-            not check.
+            when there is no value, more than one, or its seal does not
+            check.
         """
-        lines = request.headers.get(HEADER)
-        if not lines or len(lines) != 1:
+        if not values or len(values) != 1:
             return None
-        address, sep, mac = lines[0].strip().partition(";mac=")
+        address, sep, mac = values[0].strip().partition(";mac=")
         if not sep or not hmac.compare_digest(
                 mac.encode("ascii", "replace"),
-                self._mac(address, request).encode("ascii")):
+                self._mac(address, callId, cseq).encode("ascii")):
             return None
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             return None
         return host.strip("[]"), int(port)
-
-
-def strip(request):
-    """
-    Remove every C{Sipdist-Client} header from C{request} (an edge does so
-    to requests from outside).
-    """
-    request.removeHeader(HEADER)

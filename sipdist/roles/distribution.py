@@ -118,8 +118,10 @@ class DistributionProcessor:
         address it came from.
         """
         seal = self.clientSeal
-        if seal is not None and HEADER in request.headers:
-            stated = seal.clientAddress(request)
+        values = request.headers.get(HEADER)
+        if seal is not None and values:
+            stated = seal.address(values, request.header("call-id"),
+                                  request.header("cseq"))
             if stated is not None:
                 return stated[0]
         return flow.remote[0]

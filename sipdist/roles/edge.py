@@ -60,8 +60,8 @@ from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from sipdist.auth.clientaddress import HEADER as CLIENT_HEADER
 from sipdist.auth.clientaddress import ClientAddressSeal
-from sipdist.auth.clientaddress import strip as stripClientAddress
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import Prober
 from sipdist.services.proxy import NextHopError, Proxy, nextHopFor
@@ -235,6 +235,14 @@ class NextHopChecker(TimerService):
             self.nextHops.markDown(index)
 
 
+def stripClientAddress(request):
+    """
+    Remove every C{Sipdist-Client} header from C{request}: only the edge
+    states a client's address.
+    """
+    request.removeHeader(CLIENT_HEADER)
+
+
 class Sides:
     """
     Which of a server's listening ports face the outside and which the
@@ -401,7 +409,9 @@ class EdgeProcessor:
         stripClientAddress(request)
         if self.clientSeal is not None:
             host, port = transaction.flow.remote
-            self.clientSeal.seal(request, host, port)
+            request.setHeader(CLIENT_HEADER, self.clientSeal.value(
+                host, port, request.header("call-id"),
+                request.header("cseq")))
         register = request.method == "REGISTER"
         self.proxy.forward(request, transaction,
                            nextHop=self.nextHops.order(),
