@@ -217,10 +217,10 @@ class ITransactionUser(Interface):
 
     def responseReceived(response, flow):
         """
-        A response that matches no client transaction (a stray 2xx
-        retransmission a proxy forwards statelessly, RFC 3261 section 16.7,
-        17.1.1.2), or an additional 2xx (retransmitted or forked) for an
-        INVITE client transaction in the RFC 6026 Accepted state.
+        A response that matches no client transaction (branch, CSeq method
+        and sent-by; a proxy drops it, RFC 6026), or an additional 2xx
+        (retransmitted or forked) for an INVITE client transaction in the
+        RFC 6026 Accepted state that has no C{onFurther2xx} hook.
         """
 
     def transactionFailed(transaction, reason):

@@ -169,10 +169,14 @@ class SIPServer:
             self.proxy.forwardStateless(request, flow)
 
     def responseReceived(self, response, flow):
-        if self.proxy is not None:
-            self.proxy.forwardResponse(response)
-            return
-        self._log.debug("stray response {code} from {flow}",
+        """
+        A response that matches no client transaction of ours: dropped (the
+        transaction layer counts it in C{strayResponses}).  It is never
+        relayed to the Via under ours: a forged response carrying one of
+        our branches would otherwise make us send it wherever its second Via
+        points.
+        """
+        self._log.debug("dropped a stray {code} from {flow}",
                         code=response.code, flow=flow)
 
     def transactionFailed(self, transaction, reason):

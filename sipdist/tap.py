@@ -106,10 +106,18 @@ PARAMETERS = [
     ("max-bindings", None, 10, _positiveInt,
      "Contacts one address-of-record may register."),
     ("auth-failures", None, 10, _positiveInt,
-     "Failed authentications per user or address within --auth-window "
-     "before requests get 403."),
+     "Failed authentications of one user from one client address after "
+     "which that user waits before trying again from there (403 with "
+     "Retry-After, 1 s doubling per further failure); nobody else waits."),
     ("auth-window", None, 300.0, _positiveFloat,
-     "Seconds over which failed authentications are counted."),
+     "Seconds after a user's last failure from an address when its count "
+     "is forgotten (and the window of --auth-address-failures)."),
+    ("auth-max-delay", None, 60.0, _positiveFloat,
+     "Longest wait imposed after failed authentications (seconds)."),
+    ("auth-address-failures", None, 100, _positiveInt,
+     "Failed authentications from one client address, all users together, "
+     "within --auth-window past which every user failing from there waits "
+     "from its first failure (the address itself is never blocked)."),
     ("digest-algorithms", None, "MD5", str,
      "Digest algorithms standard clients are challenged with, in this "
      "order (SHA-256, SHA-256-sess, MD5, MD5-sess).  MD5 alone by default: "
@@ -310,6 +318,9 @@ class Options(usage.Options):
                 readWeights(self["user-weights"])
             except ValueError as e:
                 raise usage.UsageError(f"--user-weights: {e}")
+        if self["auth-max-delay"] < 1:
+            raise usage.UsageError(
+                "--auth-max-delay: the first wait is 1 s; give at least 1")
         if self["min-expires"] > self["max-expires"]:
             raise usage.UsageError("--min-expires is above --max-expires")
         if self["secret-file"]:

@@ -11,72 +11,84 @@ from sipdist.auth.limiter import FailureLimiter
 
 class FailureLimiterTests(SynchronousTestCase):
     """
-    Failures are counted per user and per host within a window.
+    Failures are counted per (user, address); past the threshold the pair
+    waits longer and longer, nobody else does.
     """
 
     def setUp(self):
         self.clock = Clock()
-        self.limiter = FailureLimiter(self.clock, threshold=3, window=60)
+        self.limiter = FailureLimiter(self.clock, threshold=3, window=60,
+                                      hostThreshold=10, maxDelay=8)
 
-    def test_threshold(self):
+    def fail(self, times, user="alice", host="10.0.0.1"):
+        for _ in range(times):
+            self.limiter.failed(user, host)
+
+    def test_growingDelay(self):
         """
-        A user is blocked once it reaches the threshold, until the window
-        that began with its first failure ends; C{Retry-After} counts down.
+        From the threshold-th failure on, the pair waits 1 s, then twice as
+        long after each further failure, up to the cap; it may try again
+        when the wait is over.
         """
-        for _ in range(2):
-            self.limiter.failed("alice", "10.0.0.1")
-        self.assertIsNone(self.limiter.userBlocked("alice"))
-        self.clock.advance(10)
-        self.limiter.failed("alice", "10.0.0.2")
-        self.assertEqual(self.limiter.userBlocked("alice"), 50)
-        self.assertIsNone(self.limiter.userBlocked("bob"))
-        self.clock.advance(49.5)
-        self.assertEqual(self.limiter.userBlocked("alice"), 1)
+        self.fail(2)
+        self.assertIsNone(self.limiter.retryAfter("alice", "10.0.0.1"))
+        waits = []
+        for _ in range(6):
+            self.fail(1)
+            waits.append(self.limiter.retryAfter("alice", "10.0.0.1"))
+        self.assertEqual(waits, [1, 2, 4, 8, 8, 8])
+        self.clock.advance(7.5)
+        self.assertEqual(self.limiter.retryAfter("alice", "10.0.0.1"), 1)
         self.clock.advance(0.5)
-        self.assertIsNone(self.limiter.userBlocked("alice"))
+        self.assertIsNone(self.limiter.retryAfter("alice", "10.0.0.1"))
 
-    def test_host(self):
+    def test_onlyThePair(self):
         """
-        Failures for many users from one host block the host.
+        A slowed user is slowed from that address only; other users at the
+        same address are not affected at all.
         """
-        for name in ("a", "b", "c"):
-            self.limiter.failed(name, "10.0.0.9")
-        self.assertEqual(self.limiter.hostBlocked("10.0.0.9"), 60)
-        self.assertIsNone(self.limiter.hostBlocked("10.0.0.8"))
-        self.assertIsNone(self.limiter.userBlocked("a"))
+        self.fail(10)
+        self.assertIsNotNone(self.limiter.retryAfter("alice", "10.0.0.1"))
+        self.assertIsNone(self.limiter.retryAfter("alice", "10.0.0.2"))
+        self.assertIsNone(self.limiter.retryAfter("bob", "10.0.0.1"))
 
-    def test_hostThreshold(self):
+    def test_forgottenAfterWindow(self):
         """
-        The host threshold may differ from the user threshold.
+        A pair's count is forgotten C{window} seconds after its last
+        failure.
         """
-        limiter = FailureLimiter(self.clock, threshold=2, window=60,
-                                 hostThreshold=5)
-        for name in "abcd":
-            limiter.failed(name, "nat")
-        self.assertIsNone(limiter.hostBlocked("nat"))
-        limiter.failed("e", "nat")
-        self.assertIsNotNone(limiter.hostBlocked("nat"))
-
-    def test_windowRestarts(self):
-        """
-        Failures in separate windows do not add up.
-        """
-        self.limiter.failed("alice", "h")
-        self.limiter.failed("alice", "h")
-        self.clock.advance(61)
-        self.limiter.failed("alice", "h")
-        self.assertIsNone(self.limiter.userBlocked("alice"))
+        self.fail(2)
+        self.clock.advance(59)
+        self.fail(1)
+        self.assertEqual(self.limiter.retryAfter("alice", "10.0.0.1"), 1)
+        self.clock.advance(60)
+        self.fail(1)
+        self.assertIsNone(self.limiter.retryAfter("alice", "10.0.0.1"))
 
     def test_success(self):
         """
-        A success clears the user's count but not the host's.
+        A success forgets the pair's failures.
         """
-        self.limiter.failed("alice", "h")
-        self.limiter.failed("alice", "h")
-        self.limiter.succeeded("alice", "h")
-        self.limiter.failed("alice", "h")
-        self.assertIsNone(self.limiter.userBlocked("alice"))
-        self.assertIsNotNone(self.limiter.hostBlocked("h"))
+        self.fail(2)
+        self.limiter.succeeded("alice", "10.0.0.1")
+        self.fail(2)
+        self.assertIsNone(self.limiter.retryAfter("alice", "10.0.0.1"))
+
+    def test_hostBudget(self):
+        """
+        Past the address's budget, a user failing from it waits from its
+        first failure; a user who does not fail is never slowed.
+        """
+        for i in range(10):
+            self.limiter.failed(f"user{i}", "nat")
+        self.assertEqual(
+            [self.limiter.retryAfter(f"user{i}", "nat") for i in range(10)],
+            [None] * 10)
+        self.limiter.failed("mallory", "nat")
+        self.assertEqual(self.limiter.retryAfter("mallory", "nat"), 1)
+        self.assertIsNone(self.limiter.retryAfter("alice", "nat"))
+        self.limiter.failed("eve", "elsewhere")
+        self.assertIsNone(self.limiter.retryAfter("eve", "elsewhere"))
 
     def test_bounded(self):
         """
@@ -87,15 +99,26 @@ class FailureLimiterTests(SynchronousTestCase):
                                  maxKeys=2)
         for name in ("a", "b", "c"):
             limiter.failed(name, name)
-        self.assertEqual(len(limiter._users), 2)
-        self.assertEqual(len(limiter._hosts), 2)
-        self.assertIsNone(limiter.userBlocked("a"))
-        self.assertIsNotNone(limiter.userBlocked("c"))
+        self.assertEqual(limiter.stats()["pairs"], 2)
+        self.assertEqual(limiter.stats()["addresses"], 2)
+        self.assertIsNone(limiter.retryAfter("a", "a"))
+        self.assertIsNotNone(limiter.retryAfter("c", "c"))
+
+    def test_counted(self):
+        """
+        Attempts answered with a wait are counted in C{slowed}.
+        """
+        self.fail(3)
+        self.limiter.retryAfter("alice", "10.0.0.1")
+        self.limiter.retryAfter("bob", "10.0.0.1")
+        self.assertEqual(self.limiter.stats()["slowed"], 1)
 
     def test_badConfiguration(self):
         """
-        A threshold, window or size below one is refused.
+        A threshold, window, size, budget or delay below one, or a cap
+        below the first delay, is refused.
         """
-        self.assertRaises(ValueError, FailureLimiter, self.clock, threshold=0)
-        self.assertRaises(ValueError, FailureLimiter, self.clock, window=0)
-        self.assertRaises(ValueError, FailureLimiter, self.clock, maxKeys=0)
+        for kw in ({"threshold": 0}, {"window": 0}, {"maxKeys": 0},
+                   {"hostThreshold": 0}, {"baseDelay": 0},
+                   {"baseDelay": 5, "maxDelay": 2}):
+            self.assertRaises(ValueError, FailureLimiter, self.clock, **kw)

@@ -7,6 +7,8 @@ tokens, and the edge's options.
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from sipdist.auth.clientaddress import HEADER as CLIENT_HEADER
+from sipdist.auth.clientaddress import ClientAddressSeal
 from sipdist.roles.edge import (
     EdgeProcessor, EdgeProxy, NextHopConfigError, NextHops, Sides,
     parseNextHop)
@@ -16,14 +18,14 @@ from sipdist.tap import Options
 from tests.test_proxy import US, ProxyTestMixin, makeRequest
 
 
-def request(method="INVITE", uri="sip:bob@example.com"):
+def request(method="INVITE", uri="sip:bob@example.com", extra=""):
     return parseMessage((
         f"{method} {uri} SIP/2.0\r\n"
         "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKe1\r\n"
         "Max-Forwards: 70\r\n"
         "From: <sip:alice@example.com>;tag=a\r\n"
         "To: <sip:bob@example.com>\r\n"
-        f"Call-ID: e1\r\nCSeq: 1 {method}\r\n"
+        f"Call-ID: e1\r\nCSeq: 1 {method}\r\n{extra}"
         "Content-Length: 0\r\n\r\n").encode("ascii"))
 
 
@@ -236,6 +238,41 @@ class EdgeProcessorTests(SynchronousTestCase):
         [(method, kwargs)] = self.proxy.forwarded
         self.assertEqual((kwargs["addPath"], kwargs["recordRoute"],
                           kwargs["flowToken"]), (False, True, True))
+
+    def test_clientAddressSealed(self):
+        """
+        A request passed inwards states the client's address in a header
+        sealed with the pool's secret, replacing any such header it brought.
+        """
+        seal = ClientAddressSeal("pool-secret-0123456789abcdef")
+        self.processor.clientSeal = seal
+        forged = request(extra="Sipdist-Client: 203.0.113.9:1;mac=x\r\n")
+        self.processor(forged, FakeTransaction(self.outside))
+        self.assertEqual(len(forged.headers[CLIENT_HEADER]), 1)
+        self.assertEqual(
+            seal.address(forged.values(CLIENT_HEADER), "e1", "1 INVITE"),
+            ("192.0.2.1", 40000))
+
+    def test_clientAddressStrippedWithoutSecret(self):
+        """
+        An edge without the pool's secret passes no such header inwards,
+        not even one the request brought.
+        """
+        forged = request(extra="Sipdist-Client: 203.0.113.9:1;mac=x\r\n")
+        self.processor(forged, FakeTransaction(self.outside))
+        self.assertNotIn(CLIENT_HEADER, forged.headers)
+
+    def test_routeSetLinkStrips(self):
+        """
+        The edge's first link, the route-set one, removes any
+        C{Sipdist-Client} header from every request, routed through the
+        edge or not.
+        """
+        proxy = EdgeProxy(None, None, None, {"UDP": US}, sides=splitSides())
+        forged = request(extra="Sipdist-Client: 203.0.113.9:1;mac=x\r\n")
+        self.assertFalse(proxy.routeInDialog(forged,
+                                             FakeTransaction(self.outside)))
+        self.assertNotIn(CLIENT_HEADER, forged.headers)
 
     def test_fromInside(self):
         """

@@ -120,9 +120,6 @@ class ProxyingServer(SIPServer):
     def ackReceived(self, request, flow):
         self.proxy.forwardStateless(request, flow)
 
-    def responseReceived(self, response, flow):
-        self.proxy.forwardResponse(response)
-
 
 class ProxyTestMixin:
     """
@@ -720,13 +717,15 @@ class CancelTests(ProxyTestMixin, SynchronousTestCase):
 
 class StrayResponseTests(ProxyTestMixin, SynchronousTestCase):
     """
-    Responses matching no client transaction (section 16.11).
+    Responses go upstream only through the server transaction of the
+    request they answer; responses matching no client transaction are
+    dropped (RFC 6026).
     """
 
     def test_retransmitted2xxForwarded(self):
         """
-        A 200 to an INVITE that arrives again goes upstream again, to the
-        next Via, statelessly.
+        A 200 to an INVITE that arrives again while the branch is Accepted
+        goes upstream again, to where the INVITE came from.
         """
         self.receive(makeRequest("INVITE"))
         [sent] = self.downstream().sent
@@ -739,16 +738,84 @@ class StrayResponseTests(ProxyTestMixin, SynchronousTestCase):
                          makeRequest().values("via"))
         self.assertEqual(self.proxy.responsesForwarded, 1)
 
+    def test_retransmitted2xxIgnoresSecondVia(self):
+        """
+        A further 2xx whose Via under ours was rewritten still goes to where
+        the INVITE came from, never to the address the rewritten Via names.
+        """
+        self.receive(makeRequest("INVITE"))
+        [sent] = self.downstream().sent
+        self.answer(sent, 200)
+        forged = responseTo(sent, 200, toTag="dtag")
+        vias = forged.values("via")
+        forged.headers["via"] = [
+            vias[0], "SIP/2.0/UDP 203.0.113.66:9;branch=z9hG4bKvictim"]
+        self.layer.messageReceived(parseMessage(forged.toBytes()),
+                                   self.downstream())
+        self.assertEqual([r.code for r in self.upstream()], [200, 200])
+        self.assertNotIn(("UDP", "203.0.113.66", 9), self.transport.connects)
+        self.assertNotIn(("UDP", "203.0.113.66", 9), self.transport.flows)
+
+    def forged(self, response, flow=None):
+        """
+        A response arrives from C{flow} (default: the next hop's).
+        """
+        before = self.layer.strayResponses
+        self.layer.messageReceived(parseMessage(response.toBytes()),
+                                   flow or self.downstream())
+        return self.layer.strayResponses - before
+
+    def test_forgedWithOurBranchDropped(self):
+        """
+        A response carrying one of our branches after its transaction has
+        ended is dropped and counted, not relayed to its second Via, over
+        UDP or TCP.
+        """
+        self.receive(makeRequest("INVITE"))
+        [sent] = self.downstream().sent
+        self.answer(sent, 486)
+        self.advance(40)
+        self.assertEqual(self.layer.active, 0)
+        for transport in ("UDP", "TCP"):
+            response = responseTo(sent, 200, toTag="dtag")
+            vias = response.values("via")
+            response.headers["via"] = [
+                vias[0],
+                f"SIP/2.0/{transport} 203.0.113.66:9;branch=z9hG4bKvictim"]
+            self.assertEqual(self.forged(response), 1)
+        self.assertEqual({r.code for r in self.upstream()}, {486})
+        self.assertEqual([c for c in self.transport.connects
+                          if c[1] == "203.0.113.66"], [])
+        self.assertEqual(self.proxy.responsesForwarded, 0)
+
+    def test_forgedOtherSentByDropped(self):
+        """
+        A response with the branch and method of a live client transaction
+        but another sent-by in its top Via matches nothing: dropped, and
+        the transaction still waits for its real answer.
+        """
+        self.receive(makeRequest("INVITE"))
+        [sent] = self.downstream().sent
+        response = responseTo(sent, 486)
+        top = sent.topVia()
+        response.headers["via"] = [
+            f"SIP/2.0/UDP 198.51.100.5:5060;branch={top.branch}",
+            "SIP/2.0/UDP 203.0.113.66:9;branch=z9hG4bKvictim"]
+        self.assertEqual(self.forged(response), 1)
+        self.assertEqual([r.code for r in self.upstream()], [])
+        self.answer(sent, 486)
+        self.assertEqual([r.code for r in self.upstream()], [486])
+
     def test_notOursDropped(self):
         """
-        A stray response whose top Via is not ours, or that has a single
-        Via, is dropped.
+        A response whose top Via is not ours, or that has a single Via, is
+        dropped and counted.
         """
         request = makeRequest()
-        self.assertFalse(self.proxy.forwardResponse(responseTo(request, 200)))
+        self.assertEqual(self.forged(responseTo(request, 200)), 1)
         single = makeRequest(vias=[
             f"SIP/2.0/UDP 192.0.2.10:5060;branch={BRANCH_PREFIX}1.1"])
-        self.assertFalse(self.proxy.forwardResponse(responseTo(single, 200)))
+        self.assertEqual(self.forged(responseTo(single, 200)), 1)
         self.assertEqual(self.upstream(), [])
 
 

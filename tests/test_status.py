@@ -65,6 +65,9 @@ class StatusTests(TestCase):
         self.assertEqual(document["name"], "home1")
         self.assertEqual(document["load"]["registered"], 0)
         self.assertEqual(document["subscriptions"]["subscriptions"], 0)
+        self.assertEqual(document["auth_failures"],
+                         {"pairs": 0, "addresses": 0, "slowed": 0})
+        self.assertEqual(document["transactions"]["stray_responses"], 0)
         code, head, body = yield self.get(distributorPort)
         document = json.loads(body)
         self.assertEqual(document["role"], "distributor")

@@ -675,6 +675,36 @@ class InviteServerTests(LayerTestMixin, SynchronousTestCase):
         self.assertIsInstance(reason, TransactionTimeout)
         self.assertDrained()
 
+    def test_challengeNotRetransmitted(self):
+        """
+        Over UDP a 407 (or 401) sent before any provisional response is not
+        retransmitted by timer G: each retransmission of the INVITE gets it
+        once; timer H still ends the transaction.
+        """
+        for code in (401, 407):
+            self.udp.sent.clear()
+            request, tx = self.receiveInvite()
+            tx.respond(responseTo(request, code, toTag="t"))
+            self.clock.advance(10)
+            self.assertEqual(len(self.udp.sent), 1)
+            self.layer.messageReceived(request, self.udp)
+            self.assertEqual(len(self.udp.sent), 2)
+            self.clock.advance(64 * T1)
+            self.assertEqual(len(self.udp.sent), 2)
+            self.assertEqual(tx.state, TERMINATED)
+
+    def test_challengeAfterProvisionalRetransmitted(self):
+        """
+        After a provisional response the client has stopped retransmitting
+        its INVITE: a 407 then is retransmitted by timer G as any other
+        final response.
+        """
+        request, tx = self.receiveInvite()
+        tx.respond(responseTo(request, 100))
+        tx.respond(responseTo(request, 407, toTag="t"))
+        self.advanceTo(1.75)
+        self.assertEqual(self.udp.times(), [0, 0, 0.5, 1.5])
+
     def test_ackConfirmsThenTimerI(self):
         """
         The ACK for a non-2xx final response stops timer G and is absorbed

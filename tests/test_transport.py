@@ -96,6 +96,37 @@ class DatagramTests(SynchronousTestCase):
         self.assertIsNone(request.topVia().received)
         self.assertEqual(flow.remote, ("10.1.1.1", 5062))
 
+    def test_maddrIgnored(self):
+        """
+        A Via naming another address in C{maddr} (unicast or multicast) does
+        not move the responses: they go to the source address at the
+        sent-by port, or the source port with rport.
+        """
+        for maddr in ("192.0.2.99", "224.0.1.75", "ff02::1"):
+            self.protocol.datagramReceived(
+                register(f"SIP/2.0/UDP 192.0.2.99:5070;maddr={maddr};"
+                         f"branch=z9hG4bK1"),
+                ("10.1.1.1", 40000))
+            self.protocol.datagramReceived(
+                register(f"SIP/2.0/UDP 192.0.2.99:5070;maddr={maddr};"
+                         f"rport;branch=z9hG4bK2"),
+                ("10.1.1.1", 40000))
+        remotes = [flow.remote for request, flow in self.handler.received]
+        self.assertEqual(remotes, [("10.1.1.1", 5070),
+                                   ("10.1.1.1", 40000)] * 3)
+
+    def test_maddrMalformedAnswered(self):
+        """
+        A malformed request whose Via carries C{maddr} is answered at its
+        source address, not at the maddr.
+        """
+        data = register("SIP/2.0/UDP 192.0.2.99:5070;maddr=192.0.2.99;"
+                        "branch=z9hG4bK1").replace(b"CSeq: 314159 REGISTER",
+                                                   b"CSeq: x")
+        self.protocol.datagramReceived(data, ("10.1.1.1", 40000))
+        [(data, addr)] = self.udp.written
+        self.assertEqual(addr, ("10.1.1.1", 5070))
+
     def test_malformedAnswered(self):
         """
         A malformed request is answered statelessly with a reason phrase,

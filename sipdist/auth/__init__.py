@@ -9,7 +9,10 @@ objects, so they do not depend on the message layer:
   - L{sipdist.auth.digest}: parsing and formatting of Digest parameters,
     the response and C{rspauth} computations, the challenges;
   - L{sipdist.auth.nonce}: stateless nonces and the bounded C{nc} table;
-  - L{sipdist.auth.limiter}: the bounded failure counters;
+  - L{sipdist.auth.limiter}: the bounded failure counters, slowing one
+    user at one client address down;
+  - L{sipdist.auth.clientaddress}: the client address an edge states to
+    the servers inside, sealed with the pool's secret;
   - L{sipdist.auth.credentials}: twisted.cred credentials, checker, realm
     and the in-memory and file credential sources;
   - L{sipdist.auth.sources}: credential sources chosen by a string;

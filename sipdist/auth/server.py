@@ -84,8 +84,9 @@ class Challenge:
 class Rejected:
     """
     Answer the request with C{code}, the reason phrase C{phrase} and
-    C{headers}: 400 for malformed credentials, 403 with C{Retry-After} past
-    the failure threshold, 503 with C{Retry-After} when the credential
+    C{headers}: 400 for malformed credentials, 403 with C{Retry-After}
+    while the user must wait before trying again from that address (see
+    L{sipdist.auth.limiter}), 503 with C{Retry-After} when the credential
     source fails.
     """
 
@@ -164,6 +165,13 @@ class DigestAuthenticator:
                              f"credentials")
         self._sourceRetryAfter = sourceRetryAfter
 
+    @property
+    def limiter(self):
+        """
+        The L{sipdist.auth.limiter.FailureLimiter}, or L{None}.
+        """
+        return self._limiter
+
     def challenge(self, proxy=False, stale=False, algorithms=None):
         """
         A fresh L{Challenge}: what a request without credentials gets.
@@ -191,7 +199,10 @@ class DigestAuthenticator:
         @param authorizationHeaderValues: the values of the
             C{Authorization} header fields (C{Proxy-Authorization} when
             C{proxy}); each value is one set of credentials.
-        @param sourceHost: the address the request came from.
+        @param sourceHost: the address of the client: where the request
+            came from, or the client address an edge stated in a sealed
+            header (L{sipdist.auth.clientaddress}); failures are counted
+            per user and this address.
         @param body: the body (unused: only C{qop=auth} is offered).
         @param proxy: challenge with 407/C{Proxy-Authenticate}.
         @param algorithms: the algorithms to challenge this request with,
@@ -201,10 +212,6 @@ class DigestAuthenticator:
             L{Rejected}; it never fails.
         """
         limiter = self._limiter
-        if limiter is not None:
-            retry = limiter.hostBlocked(sourceHost)
-            if retry is not None:
-                return succeed(self._tooMany(retry))
         if algorithms is not None:
             algorithms = tuple(
                 name for name in (_algorithm(a).name for a in algorithms)
@@ -241,7 +248,7 @@ class DigestAuthenticator:
 
         username = credentials.username
         if limiter is not None:
-            retry = limiter.userBlocked(username)
+            retry = limiter.retryAfter(username, sourceHost)
             if retry is not None:
                 return succeed(self._tooMany(retry))
 

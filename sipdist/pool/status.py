@@ -25,6 +25,10 @@ def statusOf(service, config):
     proxy = getattr(service, "proxy", None)
     if proxy is not None:
         document["proxy"] = proxy.stats()
+    authenticator = getattr(service, "authenticator", None)
+    limiter = getattr(authenticator, "limiter", None)
+    if limiter is not None:
+        document["auth_failures"] = limiter.stats()
     notifier = getattr(service, "notifier", None)
     if notifier is not None:
         document["subscriptions"] = notifier.stats()

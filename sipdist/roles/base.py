@@ -11,6 +11,7 @@ import os
 
 from twisted.logger import Logger
 
+from sipdist.auth.clientaddress import ClientAddressSeal
 from sipdist.auth.digest import COMPATIBLE_ALGORITHMS, withSHA256
 from sipdist.auth.limiter import FailureLimiter
 from sipdist.auth.server import DigestAuthenticator
@@ -67,16 +68,18 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
     authenticator = DigestAuthenticator(
         config["domain"], secret, checker, reactor, algorithms=algorithms,
         extraAlgorithms=tagged,
-        limiter=FailureLimiter(reactor,
-                               threshold=config.get("auth-failures", 10),
-                               window=config.get("auth-window", 300.0)))
+        limiter=FailureLimiter(
+            reactor, threshold=config.get("auth-failures", 10),
+            window=config.get("auth-window", 300.0),
+            hostThreshold=config.get("auth-address-failures", 100),
+            maxDelay=config.get("auth-max-delay", 60.0)))
     proxy = Proxy(reactor, service.transactions, service.transport,
                   service.transport.localAddress, routeId=server.name)
     server.proxy = proxy
     processor = DistributionProcessor(
         server, role, store, authenticator, registrar=registrar, proxy=proxy,
         policy=config.get("redirect-policy", "auto"), userAgents=userAgents,
-        taggedAlgorithms=tagged)
+        taggedAlgorithms=tagged, clientSeal=ClientAddressSeal(secret))
     server.addMethods(("REGISTER",) + ROUTER_METHODS)
     service.store = store
     service.registrar = registrar

@@ -40,6 +40,7 @@ from dataclasses import replace
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sipdist.auth.clientaddress import HEADER
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
     AUTO, REDIRECT_OPTION_TAG, Assignment, Proxy, Redirect, Serve, decide)
@@ -151,13 +152,18 @@ class DistributionProcessor:
         C{router(request, transaction, processor) -> bool}, typically
         calling L{handle} with its own C{serve}; C{None} leaves them to the
         rest of the chain.
+    @ivar clientSeal: a L{sipdist.auth.clientaddress.ClientAddressSeal}
+        with the pool's secret, or C{None}: the client address an edge
+        states in a header it sealed is the address failed authentications
+        are counted against (else: where the request came from).
     """
 
     _log = Logger()
 
     def __init__(self, server, role, store, authenticator, registrar=None,
                  proxy=None, policy=AUTO, domains=(), router=None,
-                 userAgents=(), taggedAlgorithms=None):
+                 userAgents=(), taggedAlgorithms=None, clientSeal=None):
+        self.clientSeal = clientSeal
         self.server = server
         self.role = role
         self.store = store
@@ -182,6 +188,21 @@ class DistributionProcessor:
         if router is not None:
             return router(request, transaction, self)
         return False
+
+    def clientHost(self, request, flow):
+        """
+        The address of the client that sent C{request}: the one stated in
+        a C{Sipdist-Client} header sealed by an edge of the pool, else the
+        address it came from.
+        """
+        seal = self.clientSeal
+        values = request.headers.get(HEADER)
+        if seal is not None and values:
+            stated = seal.address(values, request.header("call-id"),
+                                  request.header("cseq"))
+            if stated is not None:
+                return stated[0]
+        return flow.remote[0]
 
     def forUs(self, uri):
         """
@@ -213,7 +234,7 @@ class DistributionProcessor:
         header = "proxy-authorization" if proxyAuth else "authorization"
         d = self.authenticator.authenticate(
             request.method, request.uriText, request.values(header),
-            transaction.flow.remote[0], proxy=proxyAuth,
+            self.clientHost(request, transaction.flow), proxy=proxyAuth,
             algorithms=self.taggedAlgorithms if context.tagged else None)
         # With cached stores and credentials every Deferred here has fired
         # already and the callbacks run at once.

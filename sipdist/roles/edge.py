@@ -33,6 +33,13 @@ refused with C{403}, so nobody can name a flow (or a UDP address) of their
 choosing.  Requests the edge sends to a client this way record-route with the
 client's token too.
 
+Requests passed inwards state the client's address (where the edge got
+them from) in a C{Sipdist-Client} header sealed with the pool's secret
+(L{sipdist.auth.clientaddress}): the servers inside count failed
+authentications against it rather than against the edge, so one client's
+wrong passwords slow down nobody else behind the edge.  The edge removes any
+such header a request brings with it.
+
 Outside and inside: C{--listen} endpoints face the clients, and
 C{--inside-listen} endpoints the servers (give them other port numbers).
 What the edge writes in its Via, Record-Route and Path names the side it
@@ -53,6 +60,8 @@ from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from sipdist.auth.clientaddress import HEADER as CLIENT_HEADER
+from sipdist.auth.clientaddress import ClientAddressSeal
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import Prober
 from sipdist.services.proxy import NextHopError, Proxy, nextHopFor
@@ -226,6 +235,14 @@ class NextHopChecker(TimerService):
             self.nextHops.markDown(index)
 
 
+def stripClientAddress(request):
+    """
+    Remove every C{Sipdist-Client} header from C{request}: only the edge
+    states a client's address.
+    """
+    request.removeHeader(CLIENT_HEADER)
+
+
 class Sides:
     """
     Which of a server's listening ports face the outside and which the
@@ -319,6 +336,16 @@ class EdgeProxy(Proxy):
         Proxy.__init__(self, *args, **kwargs)
         self.sides = sides
 
+    def routeInDialog(self, request, serverTransaction):
+        """
+        L{Proxy.routeInDialog}, on a request rid of any C{Sipdist-Client}
+        header first: that header is the edge's to write (L{EdgeProcessor}),
+        and this link is the first of the edge's chain, so every request
+        loses what it brought.
+        """
+        stripClientAddress(request)
+        return Proxy.routeInDialog(self, request, serverTransaction)
+
     def addressFor(self, transport, flow=None, hop=None):
         sides = self.sides
         if not sides.split:
@@ -346,7 +373,15 @@ class EdgeProcessor:
 
     _log = Logger()
 
-    def __init__(self, server, proxy, nextHops, sides):
+    def __init__(self, server, proxy, nextHops, sides, clientSeal=None):
+        """
+        @param clientSeal: a L{ClientAddressSeal} with the pool's secret:
+            requests passed inwards state the client's address in a sealed
+            C{Sipdist-Client} header, so that the servers inside count
+            failed authentications per client, not per edge.  C{None}
+            (no C{--secret-file}): no header.
+        """
+        self.clientSeal = clientSeal
         self.server = server
         self.proxy = proxy
         self.nextHops = nextHops
@@ -371,6 +406,12 @@ class EdgeProcessor:
                 request, 503, "Service Unavailable (No Next Hop)"))
             return True
         self.forwarded += 1
+        stripClientAddress(request)
+        if self.clientSeal is not None:
+            host, port = transaction.flow.remote
+            request.setHeader(CLIENT_HEADER, self.clientSeal.value(
+                host, port, request.header("call-id"),
+                request.header("cseq")))
         register = request.method == "REGISTER"
         self.proxy.forward(request, transaction,
                            nextHop=self.nextHops.order(),
@@ -438,7 +479,15 @@ def assemble(service, config, reactor, store=None, checker=None):
                       routeId=server.name, sides=sides,
                       tokenKey=os.urandom(32))
     server.proxy = proxy
-    processor = EdgeProcessor(server, proxy, nextHops, sides)
+    secret = config.get("secret")
+    if not secret:
+        EdgeProcessor._log.warn(
+            "edge {name} has no --secret-file: the servers inside count "
+            "failed authentications against the edge's address, not the "
+            "clients'", name=config.get("name"))
+    processor = EdgeProcessor(
+        server, proxy, nextHops, sides,
+        ClientAddressSeal(secret) if secret else None)
     server.addMethods(EDGE_METHODS)
     service.proxy = proxy
     service.processor = processor

@@ -26,6 +26,13 @@ What a request gets on its way through (section 16.6):
     leaves on another transport than it came on), a Path for REGISTER;
   - our Via, with a fresh branch.
 
+Responses go upstream only through the server transaction of the request
+they answer, so to where that request came from: a response matching no
+client transaction of ours (branch, CSeq method and sent-by) is dropped and
+counted by the transaction layer, never sent on to the Via under ours (RFC
+6026 replaced that stateless forwarding of stray 2xx with the Accepted
+state, whose further 2xx go up the same server transaction).
+
 Our Record-Route and Path URIs carry C{lr} and a C{sd} parameter naming this
 proxy, and when asked the token of the client's flow in their user part
 (RFC 5626): a request that later comes back through us with that Route is
@@ -47,7 +54,6 @@ Wiring with L{sipdist.server.SIPServer} (processors and hooks only)::
     server.processors[:0] = [proxy.routeInDialog, toHome]
     # in SIPServer.inviteCancelled:  if proxy.cancelled(transaction): return
     # in SIPServer.ackReceived:      proxy.forwardStateless(request, flow)
-    # in SIPServer.responseReceived: proxy.forwardResponse(response)
 """
 
 import hmac
@@ -757,6 +763,9 @@ class Proxy:
         branch.client = client
         client.onProvisional = lambda response: self._provisional(
             branch, response)
+        if context.invite:
+            client.onFurther2xx = lambda response: self._further2xx(
+                branch, response)
         client.deferred.addCallbacks(self._final, self._failed,
                                      (branch,), None, (branch,))
 
@@ -769,6 +778,18 @@ class Proxy:
         if context.finalSent or not _stripOurVia(response):
             return
         context.serverTransaction.respond(response)
+
+    def _further2xx(self, branch, response):
+        """
+        A 2xx to an INVITE arriving again on a branch whose client
+        transaction is in the Accepted state (RFC 6026): it goes upstream
+        through the server transaction, so to where the INVITE came from,
+        whatever the Via values under ours say.
+        """
+        if not _stripOurVia(response):
+            return
+        self.responsesForwarded += 1
+        branch.context.serverTransaction.respond(response)
 
     def _final(self, response, branch):
         context = branch.context
@@ -1005,51 +1026,6 @@ class Proxy:
     def _statelessFailed(self, failure, hop):
         self._log.info("cannot forward statelessly to {hop}: {reason}",
                        hop=hop, reason=failure.getErrorMessage())
-
-    def forwardResponse(self, response):
-        """
-        Forward a response that matches no client transaction (a 2xx
-        retransmission, or another fork's 2xx to an INVITE: section 16.7
-        step 10, 16.11, 18.2.2): when its top Via is ours and another
-        follows, remove ours and send it to the next one (its C{received}
-        and C{rport} if present).
-
-        @return: C{True} if it was sent on, C{False} if dropped.
-        """
-        try:
-            vias = response.vias()
-            if len(vias) < 2:
-                return False
-            top = vias[0]
-            branch = top.branch
-            if not branch or not branch.startswith(BRANCH_PREFIX):
-                return False
-            if (_unbracket(top.host).lower(), top.sentByPort) \
-                    not in self._ownAddresses():
-                return False
-            response.popTopVia()
-            via = response.vias()[0]
-        except ValueError as e:
-            self._log.info("dropped a stray {code}: {reason}",
-                           code=response.code, reason=str(e))
-            return False
-        transport = via.transport.upper()
-        if transport not in DEFAULT_PORTS:
-            return False
-        host = _unbracket(via.received or via.maddr or via.host)
-        port = via.rportValue or via.sentByPort
-        self.responsesForwarded += 1
-        flow = None
-        existing = getattr(self.transport, "existingFlow", None)
-        if transport != "UDP" and existing is not None:
-            flow = existing(transport, host, port)
-        if flow is not None:
-            _sendQuietly(flow, response, self._log)
-            return True
-        d = self.transport.connect(transport, host, port)
-        d.addCallback(_sendQuietly, response, self._log)
-        d.addErrback(self._statelessFailed, (transport, host, port))
-        return True
 
 
 def _target(target):

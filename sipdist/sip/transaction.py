@@ -16,7 +16,9 @@ L{IReactorTime} (a L{twisted.internet.task.Clock} in tests):
     64*T1), K (T4).
   - INVITE server (L{ServerTransaction}): 100 Trying when the user has not
     answered within 200 ms, G (retransmit a non-2xx final, T1 doubling up to
-    T2), H (no ACK, 64*T1), I (T4), L (RFC 6026, 64*T1 in Accepted).
+    T2; not for a 401/407 sent before any provisional response: the
+    client's INVITE retransmissions each get it once), H (no ACK, 64*T1),
+    I (T4), L (RFC 6026, 64*T1 in Accepted).
   - non-INVITE server: J (64*T1).
 
 On reliable flows (TCP, TLS) nothing is retransmitted and D, I, J, K are
@@ -72,6 +74,14 @@ COMPLETED = "Completed"
 CONFIRMED = "Confirmed"
 ACCEPTED = "Accepted"
 TERMINATED = "Terminated"
+
+# A challenge to an INVITE over UDP before any provisional response is not
+# retransmitted by timer G: the client, which has not stopped retransmitting
+# its INVITE, gets it again for each INVITE retransmission (absorbed in
+# Completed).  One response per request received, so an INVITE whose source
+# address is forged cannot have the 401/407 sent eleven times to that
+# address (RFC 3261 section 26.3.2.4 asks for challenges that cost little).
+_CHALLENGES = frozenset((401, 407))
 
 TRYING_DELAY = 0.2  # section 17.2.1: 100 Trying unless the TU answered by then
 
@@ -232,6 +242,7 @@ class ServerTransaction:
         _cancel(self._retransmit)
         _cancel(self._timeout)
         self._retransmit = self._timeout = None
+        provisional = self.response is not None
         self.response = response
         if not self._invite:
             self.state = COMPLETED
@@ -254,7 +265,8 @@ class ServerTransaction:
             self.state = COMPLETED
             if self._transmit(response):
                 callLater = layer._reactor.callLater
-                if not self._reliable:
+                if not self._reliable and (provisional
+                                           or code not in _CHALLENGES):
                     self._interval = layer.T1
                     self._retransmit = callLater(layer.T1, self._timerG)
                 self._timeout = callLater(layer._64T1, self._timerH)
@@ -489,6 +501,9 @@ class _CompletedClientRecord:
     def __repr__(self):
         return f"<ClientTransaction (completed) {self.key[0]}>"
 
+    def _sentBy(self, via):
+        return True  # absorbed either way
+
     def _responseReceived(self, response, flow):
         pass  # a retransmitted final response: absorbed
 
@@ -512,10 +527,14 @@ class ClientTransaction:
         L{TransactionLayerFull} or L{TransactionLayerStopped}.
     @ivar onProvisional: C{None}, or a callable given each 1xx response
         received before the final one.
+    @ivar onFurther2xx: C{None}, or a callable given each further 2xx to
+        an INVITE received in the Accepted state (a retransmission, or
+        another fork's); without it they go to the user's
+        C{responseReceived}.
     """
 
     __slots__ = ("request", "flow", "state", "deferred", "onProvisional",
-                 "key", "_layer", "_invite", "_reliable", "_retransmit",
+                 "onFurther2xx", "key", "_layer", "_invite", "_reliable", "_retransmit",
                  "_timeout", "_interval", "_cancelWanted", "_cancelSent",
                  "_ack", "__weakref__")
 
@@ -531,6 +550,7 @@ class ClientTransaction:
         self._reliable = flow.reliable
         self.deferred = Deferred()
         self.onProvisional = None
+        self.onFurther2xx = None
         self._retransmit = None
         self._timeout = None
         self._interval = 0.0
@@ -541,6 +561,17 @@ class ClientTransaction:
     def __repr__(self):
         return (f"<ClientTransaction {self.request.method} {self.state} "
                 f"{self.key[0]}>")
+
+    def _sentBy(self, via):
+        """
+        Whether a response's top Via names the sent-by of our request.
+        """
+        try:
+            ours = self.request.topVia()
+        except ValueError:
+            return False
+        return (via.host.lower() == ours.host.lower()
+                and via.sentByPort == ours.sentByPort)
 
     def cancel(self):
         """
@@ -700,7 +731,12 @@ class ClientTransaction:
             else:
                 # Accepted: a retransmitted or forked 2xx (RFC 6026); or a
                 # 2xx from another fork after a non-2xx.
-                layer._deliver(layer.user.responseReceived, response, flow)
+                hook = self.onFurther2xx
+                if hook is not None:
+                    layer._deliver(hook, response)
+                else:
+                    layer._deliver(layer.user.responseReceived, response,
+                                   flow)
         else:
             if state is CALLING or state is PROCEEDING:
                 _cancel(self._retransmit)
@@ -752,7 +788,9 @@ class TransactionLayer:
 
     Counters (cumulative, for metrics): C{serverCreated}, C{clientCreated},
     C{rejected} (503 when full), C{absorbed} (retransmissions), C{timeouts},
-    C{transportErrors}; C{active} is the size of the table.
+    C{transportErrors}, C{strayResponses} (responses matching no client
+    transaction: branch, CSeq method and sent-by); C{active} is the size of
+    the table.
     """
 
     _log = Logger()
@@ -782,6 +820,7 @@ class TransactionLayer:
         self.absorbed = 0
         self.timeouts = 0
         self.transportErrors = 0
+        self.strayResponses = 0
         self._rateSecond = 0
         self._rateCount = 0
         self._lastRate = 0
@@ -828,6 +867,7 @@ class TransactionLayer:
             "absorbed": self.absorbed,
             "timeouts": self.timeouts,
             "transport_errors": self.transportErrors,
+            "stray_responses": self.strayResponses,
         }
 
     def _serverKey(self, request, via):
@@ -918,13 +958,21 @@ class TransactionLayer:
 
     def _responseReceived(self, response, flow):
         try:
-            key = (response.topVia().branch, response.cseq()[1])
+            via = response.topVia()
+            key = (via.branch, response.cseq()[1])
         except Exception:
             self._log.warn("dropped {response!r} from {remote}: bad Via or "
                            "CSeq", response=response, remote=flow.remote)
             return
         transaction = self._clients.get(key)
+        if transaction is not None and not transaction._sentBy(via):
+            # Our branch and method, but not the sent-by we wrote: not a
+            # response to our request (section 17.1.3 matches on branch and
+            # method; the sent-by is checked as well so that a response
+            # made up from a branch seen elsewhere matches nothing).
+            transaction = None
         if transaction is None:
+            self.strayResponses += 1
             self._deliver(self.user.responseReceived, response, flow)
         else:
             transaction._responseReceived(response, flow)

@@ -13,9 +13,14 @@ A I{flow} is where a message came from and where its answer goes:
   - L{DatagramFlow} for UDP: the response address is computed once, when the
     request arrives, per section 18.2.2 and RFC 3581 (C{received} added to
     the top Via when the source differs from sent-by, C{rport} filled in
-    when asked for, and the response sent to the source port in that case);
+    when asked for, and the response sent to the source port in that case,
+    else to the sent-by port of the source address); C{maddr} is ignored,
+    so responses never go to an address the sender chose;
   - L{StreamFlow} for TCP and TLS: one per connection, responses go back on
-    the connection the request came in on.
+    the connection the request came in on; when it has closed the response
+    is not sent (section 18.2.2 allows a new connection to the source
+    address at the sent-by port; we open none, so nothing a sender writes
+    picks where a response goes).
 
 Open connections are kept in a table keyed by the peer's address and by the
 sent-by of the requests received on them, so a request to a peer that has a
@@ -412,7 +417,11 @@ class TransportLayer:
     def _receivedRequest(self, request, flow):
         """
         Section 18.2.1 and RFC 3581: record the source in the top Via and
-        compute where responses go.
+        compute where responses go: the source address always (C{received}),
+        at the source port when the request asked for C{rport}, else at the
+        sent-by port.  A C{maddr} in the Via is ignored, multicast or not:
+        no response of ours goes to an address other than the one the
+        request came from.
         """
         via = request.topVia()
         host, port = flow.remote
@@ -424,8 +433,9 @@ class TransportLayer:
         if via.host != host:
             via.received = host
             request.setTopVia(via)
-        if via.maddr:
-            return DatagramFlow(flow._protocol, (via.maddr, via.sentByPort))
+        # maddr is never honoured: it would let the sender point our
+        # responses (and an INVITE's retransmitted final response) at an
+        # address of its choosing (docs/security.rst, "Where responses go").
         responsePort = via.sentByPort
         if responsePort == port:
             return flow
