@@ -18,7 +18,7 @@ from sipdist.auth.sources import CredentialsConfigError, makeChecker
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import installMonitor
 from sipdist.roles.distribution import DistributionProcessor
-from sipdist.services.proxy import Proxy
+from sipdist.services.proxy import Proxy, routeKey
 from sipdist.services.routing import ROUTER_METHODS, installRouting
 from sipdist.store import StoreError, storeFromString
 
@@ -64,7 +64,8 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
                                threshold=config.get("auth-failures", 10),
                                window=config.get("auth-window", 300.0)))
     proxy = Proxy(reactor, service.transactions, service.transport,
-                  service.transport.localAddress, routeId=server.name)
+                  service.transport.localAddress, routeId=server.name,
+                  routeKey=routeKey(secret))
     server.proxy = proxy
     processor = DistributionProcessor(
         server, role, store, authenticator, registrar=registrar, proxy=proxy,

@@ -55,7 +55,8 @@ from twisted.logger import Logger
 
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import Prober
-from sipdist.services.proxy import NextHopError, Proxy, nextHopFor
+from sipdist.services.proxy import NextHopError, Proxy, nextHopFor, routeKey
+from sipdist.services.routing import PeerSigner
 from sipdist.sip.uri import URIError, parseURI
 
 EDGE_METHODS = ("REGISTER", "INVITE", "BYE", "PRACK", "UPDATE", "INFO",
@@ -371,6 +372,10 @@ class EdgeProcessor:
                 request, 503, "Service Unavailable (No Next Hop)"))
             return True
         self.forwarded += 1
+        # A new request: a Route it carries was not sealed by the pool
+        # (the route-set link took those) and is not followed; it goes to
+        # a next hop, which authenticates it.
+        request.headers.pop("route", None)
         register = request.method == "REGISTER"
         self.proxy.forward(request, transaction,
                            nextHop=self.nextHops.order(),
@@ -433,10 +438,21 @@ def assemble(service, config, reactor, store=None, checker=None):
     server = service.server
     # Flow tokens only ever come back to this process: a key of its own
     # seals them.
+    # Route entries are sealed with the pool's key, so that the servers
+    # inside can check the edge's and the edge theirs: an edge needs the
+    # pool's --secret-file too.
+    secret = config.get("secret")
+    if not secret:
+        EdgeProcessor._log.warn(
+            "edge {name} has no --secret-file: dialogs through it cannot be "
+            "checked by the servers inside and break", name=config.get("name"))
+        secret = os.urandom(32)
+    signer = PeerSigner(secret, server.name, reactor)
     proxy = EdgeProxy(reactor, service.transactions, service.transport,
                       service.transport.localAddress,
                       routeId=server.name, sides=sides,
-                      tokenKey=os.urandom(32))
+                      tokenKey=os.urandom(32), routeKey=routeKey(secret),
+                      peerVerify=signer.verify)
     server.proxy = proxy
     processor = EdgeProcessor(server, proxy, nextHops, sides)
     server.addMethods(EDGE_METHODS)

@@ -33,15 +33,17 @@ An C{OPTIONS} whose Request-URI carries a port (C{sip:ping@10.0.0.1:5060})
 is a health check of a server, not a question to a user: the server
 answers it itself.
 
-Peers are recognised by a C{Sipdist-Peer} header field: the id of the
-server that forwarded the request, a time stamp and an HMAC-SHA-256 over
-them and the fields that identify the request (method, Request-URI,
-Call-ID, CSeq, From), keyed from the nonce secret every server of the pool
-shares.  Nobody without the secret can make one; a header older or newer
-than L{PEER_WINDOW} seconds is ignored, and every server removes the field
-from what it forwards unless it signs it itself, so clients never see it.
-Addresses configured as trusted (C{--trusted-peer}: a dedicated network
-between the servers) are trusted without it.
+Peers are recognised by a C{Sipdist-Peer} header field, and by nothing
+else: the id of the server that forwarded the request, a time stamp and an
+HMAC-SHA-256 over them and the fields that identify the request (method,
+Request-URI, Call-ID, CSeq, From), keyed from the nonce secret every server
+of the pool shares.  Nobody without the secret can make one; a header older
+or newer than L{PEER_WINDOW} seconds is ignored, and it is removed from
+what leaves the pool for a user agent, so clients never see it.  A source
+address is never trusted by itself: a request from the pool's network may
+have been relayed there from outside.  C{--trusted-peer} (addresses and
+networks) narrows who may present the header: when given, a signature
+from any other source address does not count.
 
 Everything a request needs is in memory with the memory, file and cached
 LDAP stores: routing is O(1) per request, one HMAC for a request between
@@ -134,8 +136,8 @@ class PeerSigner:
 
 class TrustedAddresses:
     """
-    Source addresses whose requests count as coming from a peer: IP
-    addresses and networks (C{10.1.0.0/16}).
+    The source addresses allowed to present a peer signature
+    (C{--trusted-peer}): IP addresses and networks (C{10.1.0.0/16}).
     """
 
     def __init__(self, descriptions=()):
@@ -214,9 +216,12 @@ class Router:
         if PEER_HEADER in headers:
             peer = self.signer.verify(request)
             del headers[PEER_HEADER]
-        if peer is None and self.trusted \
-                and transaction.flow.remote[0] in self.trusted:
-            peer = transaction.flow.remote[0]
+            if peer is not None and self.trusted \
+                    and transaction.flow.remote[0] not in self.trusted:
+                self._log.info("peer signature of {peer} from {address}, "
+                               "outside --trusted-peer: not a peer",
+                               peer=peer, address=transaction.flow.remote[0])
+                peer = None
         if peer is not None:
             self.fromPeer += 1
             self.routeToCallee(request, transaction, processor)
@@ -326,3 +331,7 @@ def installRouting(service, config, reactor):
                     TrustedAddresses(config.get("trusted-peer") or ()))
     processor.router = router
     service.router = router
+    proxy = getattr(service, "proxy", None)
+    if proxy is not None:
+        proxy.peerVerify = signer.verify
+        proxy.peerSign = signer.sign
