@@ -141,6 +141,21 @@ class Sink(Process):
         """
         return len(self.data())
 
+    def sendUDP(self, address, message):
+        """
+        Send C{message} over UDP from the sink's own socket (so that the
+        peer answers, and later sends, to the sink's port: a user agent
+        registering from it).  What comes back is recorded like everything
+        else (L{data}).
+        """
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        outbox = self.dataPath + ".outbox"
+        name = os.path.join(outbox, f"{time.monotonic_ns()}")
+        with open(name + ".tmp", "wb") as f:
+            f.write(f"{address[0]} {address[1]}\n".encode("ascii") + message)
+        os.rename(name + ".tmp", name + ".msg")
+
 
 class Lab:
     """
@@ -379,6 +394,8 @@ def _sinkMain(address, port, dataPath, readyPath, answer):
     selector.register(udp, selectors.EVENT_READ, "udp")
     selector.register(tcp, selectors.EVENT_READ, "accept")
     buffers = {}
+    outbox = dataPath + ".outbox"
+    os.makedirs(outbox, exist_ok=True)
     with open(readyPath, "w"):
         pass
 
@@ -387,7 +404,15 @@ def _sinkMain(address, port, dataPath, readyPath, answer):
             f.write(data)
 
     while True:
-        for key, _ in selector.select():
+        for name in sorted(os.listdir(outbox)):
+            if name.endswith(".msg"):
+                path = os.path.join(outbox, name)
+                with open(path, "rb") as f:
+                    head, _, message = f.read().partition(b"\n")
+                os.remove(path)
+                host, port = head.decode("ascii").split()
+                udp.sendto(message, (host, int(port)))
+        for key, _ in selector.select(0.05):
             sock = key.fileobj
             if key.data == "udp":
                 data, peer = sock.recvfrom(65535)
