@@ -61,7 +61,7 @@ def sealedRoute(host="192.0.2.10", port=5060, routeId="1", callID="call-1",
     dialog (C{callID}, C{tag}), binding the C{(host, port)} C{hops}.
     """
     user = f"{token}@" if token else ""
-    params = f";sdm={SEALS.dialog(routeId, callID, tag)}"
+    params = f";sdm={SEALS.dialog(routeId, callID, tag, token)}"
     for name, (hopHost, hopPort) in zip(("sdu", "sdn"), hops):
         params += f";{name}={SEALS.hop(routeId, callID, tag, hopHost, hopPort)}"
     return f"<sip:{user}{host}:{port}{extra};lr;sd={routeId}{params}>"
@@ -704,6 +704,18 @@ class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
             branch="z9hG4bK3"))
         self.assertNotIn(("UDP", "evil.test", 5060), self.transport.flows)
 
+    def test_tokenMovedToAnotherDialog(self):
+        """
+        A flow token taken from one dialog's entry and put in an entry
+        sealed for another dialog does not reach that flow: the seal covers
+        the token.
+        """
+        victim = self.transport.flow("TCP", "198.51.100.9", 40000)
+        route = sealedRoute(hops=[("192.0.2.77", 5060)])
+        moved = route.replace("<sip:", f"<sip:{victim.token}@")
+        self.assertFalse(self.relayed([moved]))
+        self.assertEqual(victim.sent, [])
+
     def test_nextSealedEntryOfThePool(self):
         """
         The hop after us may be another server's entry of the same dialog,
@@ -721,7 +733,7 @@ class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
         signed.
         """
         signed = []
-        self.proxy.peerVerify = lambda request: (
+        self.proxy.peerVerify = lambda request, flow: (
             "home2" if request.headers.get("sipdist-peer") else None)
         path = f"<sip:192.0.2.10:5060;lr;sd=1;sdm={SEALS.path('1', None)}>"
         request = makeRequest("INVITE", uri="sip:bob@192.0.2.77",

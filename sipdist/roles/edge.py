@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import Prober
 from sipdist.services.proxy import NextHopError, Proxy, nextHopFor, routeKey
-from sipdist.services.routing import PeerSigner
+from sipdist.services.routing import PeerSigner, TrustedAddresses, peerOf
 from sipdist.sip.uri import URIError, parseURI
 
 EDGE_METHODS = ("REGISTER", "INVITE", "BYE", "PRACK", "UPDATE", "INFO",
@@ -448,11 +448,13 @@ def assemble(service, config, reactor, store=None, checker=None):
             "checked by the servers inside and break", name=config.get("name"))
         secret = os.urandom(32)
     signer = PeerSigner(secret, server.name, reactor)
+    trusted = TrustedAddresses(config.get("trusted-peer") or ())
     proxy = EdgeProxy(reactor, service.transactions, service.transport,
                       service.transport.localAddress,
                       routeId=server.name, sides=sides,
                       tokenKey=os.urandom(32), routeKey=routeKey(secret),
-                      peerVerify=signer.verify)
+                      peerVerify=lambda request, flow: peerOf(
+                          signer, trusted, request, flow))
     server.proxy = proxy
     processor = EdgeProcessor(server, proxy, nextHops, sides)
     server.addMethods(EDGE_METHODS)

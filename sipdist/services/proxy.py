@@ -152,7 +152,9 @@ class RouteSeals:
     only the holders of the pool's key can make and check.
 
       - a Record-Route entry is sealed to its dialog: C{d.} + HMAC(server
-        id, Call-ID, From tag of the dialog-creating request).  A request
+        id, Call-ID, From tag of the dialog-creating request, the flow
+        token in the entry if any, so that a token cannot be moved from
+        one dialog's entry to another's).  A request
         of the dialog carries that tag in its From (the caller's requests)
         or its To (the callee's);
       - the hops next to it in the dialog are bound to it too: C{sdu} is
@@ -175,11 +177,12 @@ class RouteSeals:
         digest = hmac.new(self._key, data, sha256).digest()
         return urlsafe_b64encode(digest[:12]).decode("ascii")
 
-    def dialog(self, routeId, callId, tag):
+    def dialog(self, routeId, callId, tag, token=None):
         """
-        The seal of a Record-Route entry of server C{routeId}.
+        The seal of a Record-Route entry of server C{routeId} (C{token}:
+        the flow token in its user part, as written, or C{None}).
         """
-        return "d." + self._mac("d", routeId, callId, tag)
+        return "d." + self._mac("d", routeId, callId, tag, token or "")
 
     def path(self, routeId, token):
         """
@@ -361,10 +364,11 @@ class Proxy:
         entries (L{routeKey}, L{RouteSeals}); every server of the pool must
         have the same one for dialogs through several of them to work.
         C{None}: a random key (entries only this process can check).
-    @param peerVerify: C{verify(request)} returning the id of the pool
-        server that signed a request or C{None} (L{sipdist.services.
-        routing.PeerSigner.verify}); a request following a Path is relayed
-        only when it returns an id.  C{None}: no Path is followed.
+    @param peerVerify: C{verify(request, flow)} returning the id of the
+        pool server that signed a request arriving on C{flow} or C{None}
+        (L{sipdist.services.routing.Router.peerOf}); a request following
+        a Path is relayed only when it returns an id.  C{None}: no Path is
+        followed.
     @param peerSign: C{sign(request)}: sign a request leaving along a
         binding's Path (so that the servers on the Path relay it).
 
@@ -515,11 +519,13 @@ class Proxy:
         return (f"<sip:{user}{_bracket(host)}:{port}{tp};lr{ob};"
                 f"{ROUTE_PARAM}={self.routeId}{sealed}>")
 
-    def _dialogSeal(self, request, upstream=None, downstream=None):
+    def _dialogSeal(self, request, upstream=None, downstream=None,
+                    token=None):
         """
         The seal parameters of a Record-Route entry for a dialog-creating
         C{request} (as received), binding the hops at C{upstream} and
-        C{downstream} (C{(host, port)} or C{None}).
+        C{downstream} (C{(host, port)} or C{None}) and the flow C{token}
+        the entry carries.
         """
         callId, tags = _dialogOf(request)
         try:
@@ -527,7 +533,10 @@ class Proxy:
         except (URIError, ValueError, KeyError):
             fromTag = ""
         seals = self.seals
-        params = [(SEAL_PARAM, seals.dialog(self.routeId, callId, fromTag))]
+        if token is not None:
+            token = self._sealedToken(token)
+        params = [(SEAL_PARAM, seals.dialog(self.routeId, callId, fromTag,
+                                            token))]
         if upstream is not None:
             params.append((UPSTREAM_PARAM, seals.hop(
                 self.routeId, callId, fromTag, *upstream)))
@@ -870,6 +879,13 @@ class Proxy:
                                         context.serverTransaction.flow)
             upstream = self._upstreamHop(context.request)
             downstream = (_unbracket(hop[1]), hop[2])
+            if uri is not None and not routes:
+                # To a registered contact: the dialog's requests go to the
+                # callee's Contact, whatever flow this one left on.
+                try:
+                    downstream = _hostPort(uri)
+                except NextHopError:
+                    pass
             if inTransport != transport or inAddress != address:
                 # Double record-routing (RFC 5658): the inner entry faces the
                 # caller, the outer one the callee.
@@ -880,7 +896,7 @@ class Proxy:
             request.insertHeader("record-route", self._routeURI(
                 transport, token, address=address,
                 seal=self._dialogSeal(context.request, upstream,
-                                      downstream)))
+                                      downstream, token)))
         if path:
             sealed = None if token is None else self._sealedToken(token)
             request.insertHeader("path", self._routeURI(
@@ -1206,7 +1222,7 @@ class Proxy:
                 kinds.add("p")
             elif seal.startswith("d."):
                 tags = [t for t in tags if seals.check(
-                    seals.dialog(self.routeId, callId, t), seal)]
+                    seals.dialog(self.routeId, callId, t, token), seal)]
                 if not tags:
                     return "Record-Route seal not for this dialog"
                 kinds.add("d")
@@ -1215,7 +1231,8 @@ class Proxy:
         if "p" in kinds:
             if "d" in kinds:
                 return "Path and Record-Route entries mixed"
-            if self.peerVerify is None or self.peerVerify(request) is None:
+            if (self.peerVerify is None
+                    or self.peerVerify(request, arrivedOn) is None):
                 return "Path followed without a pool server's signature"
             return None
         if tokenFlow:

@@ -167,6 +167,24 @@ class TrustedAddresses:
         return any(address in network for network in self._networks)
 
 
+def peerOf(signer, trusted, request, flow):
+    """
+    The id of the pool server that signed C{request} (see L{PeerSigner}),
+    which arrived on C{flow}, when C{trusted} (L{TrustedAddresses}) is
+    empty or holds the flow's address; else C{None}.
+    """
+    peer = signer.verify(request)
+    if peer is None or not trusted:
+        return peer
+    remote = getattr(flow, "remote", None)
+    if remote is None or remote[0] not in trusted:
+        Router._log.info("peer signature of {peer} from {address}, outside "
+                         "--trusted-peer: not a peer", peer=peer,
+                         address=remote and remote[0])
+        return None
+    return peer
+
+
 class Router:
     """
     The router of a store role (see the module docstring).
@@ -214,14 +232,8 @@ class Router:
             return True
         peer = None
         if PEER_HEADER in headers:
-            peer = self.signer.verify(request)
+            peer = self.peerOf(request, transaction.flow)
             del headers[PEER_HEADER]
-            if peer is not None and self.trusted \
-                    and transaction.flow.remote[0] not in self.trusted:
-                self._log.info("peer signature of {peer} from {address}, "
-                               "outside --trusted-peer: not a peer",
-                               peer=peer, address=transaction.flow.remote[0])
-                peer = None
         if peer is not None:
             self.fromPeer += 1
             self.routeToCallee(request, transaction, processor)
@@ -231,6 +243,14 @@ class Router:
             lambda context: self.routeToCallee(
                 context.request, context.transaction, processor))
         return True
+
+    def peerOf(self, request, flow):
+        """
+        The id of the pool server that signed C{request}, which arrived on
+        C{flow}, or C{None}: no valid signature, or (with C{--trusted-peer})
+        one presented from an address not allowed to.
+        """
+        return peerOf(self.signer, self.trusted, request, flow)
 
     def routeToCallee(self, request, transaction, processor):
         """
@@ -333,5 +353,5 @@ def installRouting(service, config, reactor):
     service.router = router
     proxy = getattr(service, "proxy", None)
     if proxy is not None:
-        proxy.peerVerify = signer.verify
+        proxy.peerVerify = router.peerOf
         proxy.peerSign = signer.sign
