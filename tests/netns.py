@@ -260,7 +260,9 @@ class Lab:
         """
         Start a listener on C{address}:C{port} (UDP and TCP) in C{host}
         that records every byte received; with C{answer}, it answers each
-        SIP request with C{200 OK} (so a sink can stand for a user agent).
+        SIP request but ACK with C{200 OK}, copying its Record-Route, with
+        Contact C{<sip:sink@address:port>} (so a sink can stand for a user
+        agent).
 
         @return: a L{Sink}, ready (listening) when returned.
         """
@@ -363,9 +365,11 @@ def _status(message):
     return None
 
 
-def _okFor(request):
+def _okFor(request, contact=b""):
     """
-    A C{200 OK} answering C{request} (bytes), or None for a response/ACK.
+    A C{200 OK} answering C{request} (bytes), as a user agent server
+    writes it (Record-Route copied, our C{contact}), or None for a
+    response or an ACK.
     """
     if _status(request) is not None or request.startswith(b"ACK "):
         return None
@@ -374,10 +378,12 @@ def _okFor(request):
     for line in head[1:]:
         name = line.split(b":", 1)[0].strip().lower()
         if name in (b"via", b"v", b"from", b"f", b"to", b"t", b"call-id",
-                    b"i", b"cseq"):
+                    b"i", b"cseq", b"record-route"):
             if name in (b"to", b"t") and b"tag=" not in line:
                 line += b";tag=sink"
             keep.append(line)
+    if contact:
+        keep.append(b"Contact: " + contact)
     return b"\r\n".join([b"SIP/2.0 200 OK"] + keep +
                         [b"Content-Length: 0", b"", b""])
 
@@ -394,6 +400,7 @@ def _sinkMain(address, port, dataPath, readyPath, answer):
     selector.register(udp, selectors.EVENT_READ, "udp")
     selector.register(tcp, selectors.EVENT_READ, "accept")
     buffers = {}
+    contact = f"<sip:sink@{address}:{port}>".encode("ascii")
     outbox = dataPath + ".outbox"
     os.makedirs(outbox, exist_ok=True)
     with open(readyPath, "w"):
@@ -417,7 +424,7 @@ def _sinkMain(address, port, dataPath, readyPath, answer):
             if key.data == "udp":
                 data, peer = sock.recvfrom(65535)
                 record(data)
-                reply = _okFor(data) if answer else None
+                reply = _okFor(data, contact) if answer else None
                 if reply:
                     sock.sendto(reply, peer)
             elif key.data == "accept":
@@ -438,7 +445,7 @@ def _sinkMain(address, port, dataPath, readyPath, answer):
                 messages, buffers[sock] = _split(buffers[sock] + data)
                 buffers[sock] = buffers[sock][-65536:]
                 for message in messages:
-                    reply = _okFor(message) if answer else None
+                    reply = _okFor(message, contact) if answer else None
                     if reply:
                         sock.sendall(reply)
 

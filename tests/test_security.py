@@ -21,6 +21,9 @@ network), the edge with both homes as next hops; all share the pool secret.
   2. B{Forged identity through a trusted peer}: a MESSAGE "from alice" sent
      by an outsider to home1 with C{Route: <home1>, <home2>} must not reach
      bob (C{407}); alice's own authenticated MESSAGE does.
+  3. B{A real dialog's route set}: mallory (a user) calls bob through both
+     homes; the BYE along the sealed route set reaches bob, the same with
+     the sink added after it, or the sink as Request-URI, reaches nobody.
 
 Needs root and C{ip} (iproute2): skipped otherwise, failed under
 C{CI=true}.  Each test builds and removes its own lab.
@@ -61,7 +64,8 @@ _TWISTD = ("import sys; sys.path.insert(0, {root!r}); "
 
 def sipMessage(method, uri, routes=(), fromUser="mallory", toUser="bob",
                toTag=None, via=(OUTSIDE, 5062), transport="UDP", extra=(),
-               body="", callId=None, contact=None, cseq=1):
+               body="", callId=None, contact=None, cseq=1, fromTag=None,
+               requestURI=None):
     """
     A SIP request as an attacker (or a client) writes it.
     """
@@ -70,7 +74,8 @@ def sipMessage(method, uri, routes=(), fromUser="mallory", toUser="bob",
              f"Via: SIP/2.0/{transport} {via[0]}:{via[1]};branch={branch};rport",
              "Max-Forwards: 70"]
     lines += [f"Route: {r}" for r in routes]
-    lines += [f"From: <sip:{fromUser}@example.com>;tag={uuid.uuid4().hex[:8]}",
+    fromTag = fromTag or uuid.uuid4().hex[:8]
+    lines += [f"From: <sip:{fromUser}@example.com>;tag={fromTag}",
               f"To: <sip:{toUser}@example.com>"
               + (f";tag={toTag}" if toTag else ""),
               f"Call-ID: {callId or uuid.uuid4().hex}",
@@ -295,9 +300,10 @@ class OpenRelayTests(SynchronousTestCase):
             f"<sip:{SINK_IN}:{SINK_PORT};lr>"], "tcp")
 
 
-class ForgedIdentityTests(SynchronousTestCase):
+class BobMixin:
     """
-    Attack 2: an outsider's MESSAGE "from alice" through home1 to home2.
+    The lab, with bob registered at home2 (his user agent: the answering
+    sink at 10.200.1.10:6000).
     """
 
     def setUp(self):
@@ -338,9 +344,15 @@ class ForgedIdentityTests(SynchronousTestCase):
             time.sleep(0.05)
         self.fail(f"no {code} for bob: {sink.data()!r}")
 
-    def messagesToBob(self):
+    def messagesToBob(self, method="MESSAGE"):
         data = self.pool.bob.data().decode("utf-8", "replace")
-        return [m for m in data.split("MESSAGE sip:")[1:]]
+        return [m for m in data.split(f"{method} sip:")[1:]]
+
+
+class ForgedIdentityTests(BobMixin, SynchronousTestCase):
+    """
+    Attack 2: an outsider's MESSAGE "from alice" through home1 to home2.
+    """
 
     def test_forgedMessageRefused(self):
         """
@@ -374,3 +386,83 @@ class ForgedIdentityTests(SynchronousTestCase):
         self.assertIn("sip:alice@example.com", "".join(
             header("MESSAGE sip:" + message, "from")))
         self.assertNotIn("sipdist-peer", message.lower())
+
+
+def tagOf(value):
+    for param in value.split(";")[1:]:
+        key, _, tag = param.strip().partition("=")
+        if key == "tag":
+            return tag
+    return None
+
+
+class InDialogTests(BobMixin, SynchronousTestCase):
+    """
+    A real dialog through home1 and home2 (mallory, a user of the pool,
+    calls bob): its in-dialog requests follow the sealed route set over
+    real sockets; the same route set with a foreign hop added, or a
+    foreign Request-URI, reaches nobody.
+    """
+
+    def setUp(self):
+        BobMixin.setUp(self)
+        self.callId = uuid.uuid4().hex
+        tags = []
+
+        def invite(extra):
+            tags.append(uuid.uuid4().hex[:8])
+            return sipMessage("INVITE", "sip:bob@example.com",
+                              fromUser="mallory", callId=self.callId,
+                              fromTag=tags[-1], extra=list(extra),
+                              contact=f"<sip:mallory@{OUTSIDE}:5062>")
+
+        codes, responses = self.pool.authenticated(HOME1, invite, "mallory")
+        self.assertEqual(codes, [200])
+        [ok] = [r for r in responses if statusOf(r) == 200]
+        self.fromTag = tags[-1]
+        self.toTag = tagOf(header(ok, "to")[0])
+        recordRoute = []
+        for value in header(ok, "record-route"):
+            recordRoute += [v.strip() for v in value.split(",")]
+        self.routeSet = list(reversed(recordRoute))
+        # home1 and home2, each twice (UDP towards mallory and bob, TCP
+        # between them: RFC 5658 double record-routing).
+        self.assertEqual(len(self.routeSet), 4, recordRoute)
+        self.assertIn(f"{HOME1}:{PORT}", self.routeSet[0])
+        [contact] = header(ok, "contact")
+        self.remoteTarget = contact.strip("<>")
+
+    def bye(self, routes, uri=None, cseq=2):
+        message = sipMessage(
+            "BYE", uri or self.remoteTarget, routes=routes,
+            fromUser="mallory", callId=self.callId, fromTag=self.fromTag,
+            toTag=self.toTag, cseq=cseq)
+        return finals(self.pool.send(HOME1, message))
+
+    def test_byeFollowsTheRouteSet(self):
+        """
+        The BYE with the dialog's route set reaches bob, through both
+        homes, unauthenticated, and his 200 comes back.
+        """
+        self.assertEqual(self.bye(self.routeSet), [200])
+        self.assertEqual(len(self.messagesToBob("BYE")), 1)
+
+    def test_foreignHopAppended(self):
+        """
+        The dialog's own sealed route set with the sink added after it, or
+        with the Request-URI changed to the sink: nothing reaches the
+        sink (nor bob), the request is turned away (481: not a dialog of
+        the server that stops it).
+        """
+        sink = f"<sip:{SINK_OUT}:{SINK_PORT};lr>"
+        for routes, uri in ((self.routeSet + [sink], None),
+                            (self.routeSet[:1] + [sink], None),
+                            (self.routeSet[:2] + [sink], None),
+                            (self.routeSet,
+                             f"sip:victim@{SINK_IN}:{SINK_PORT}")):
+            codes = self.bye(routes, uri)
+            self.assertTrue(codes)
+            self.assertNotIn(200, codes)
+        time.sleep(GRACE)
+        self.assertEqual(self.pool.sinkBytes(), 0)
+        self.assertEqual(self.messagesToBob("BYE"), [])
