@@ -20,7 +20,9 @@ networks and a default route through the hub on its first one::
 
 Addresses are C{10.200.x.y} and exist only inside the lab's namespaces;
 names carry the process id, so parallel runs do not collide.  Everything
-the lab made is removed in cleanup, even when the test fails.
+the lab made is removed in cleanup, even when the test fails (trial runs
+cleanups before C{tearDown}: read the sinks in the test itself), and at
+the latest when the Python process exits.
 
 Processes started with L{Lab.spawn} run C{ip netns exec NS argv...}, are
 killed in cleanup, and their output goes to a file (L{Process.output}).
@@ -30,6 +32,7 @@ the standard library.
 """
 
 import argparse
+import atexit
 import itertools
 import os
 import shutil
@@ -176,6 +179,7 @@ class Lab:
         self._hosts = {}
         if testCase is not None:
             testCase.addCleanup(self.close)
+        _open.add(self)
         self._addNamespace(self.hub)
         _run([_ip(), "netns", "exec", self.hub, "sysctl", "-q", "-w",
               "net.ipv4.ip_forward=1"])
@@ -320,6 +324,18 @@ class Lab:
             _run([_ip(), "netns", "del", ns], check=False)
         self._namespaces = []
         shutil.rmtree(self.tmp, ignore_errors=True)
+        _open.discard(self)
+
+
+# Labs not closed yet: closed when the process exits (a test run
+# interrupted between a lab's creation and its cleanup).
+_open = set()
+
+
+@atexit.register
+def _closeAll():
+    for lab in list(_open):
+        lab.close()
 
 
 # ---------------------------------------------------------------------------
