@@ -61,7 +61,7 @@ def sealedRoute(host="192.0.2.10", port=5060, routeId="1", callID="call-1",
     dialog (C{callID}, C{tag}), binding the C{(host, port)} C{hops}.
     """
     user = f"{token}@" if token else ""
-    params = f";sdm={SEALS.dialog(routeId, callID, tag, token)}"
+    params = f";sdm={SEALS.dialog(routeId, (host, port), callID, tag, token)}"
     for name, (hopHost, hopPort) in zip(("sdu", "sdn"), hops):
         params += f";{name}={SEALS.hop(routeId, callID, tag, hopHost, hopPort)}"
     return f"<sip:{user}{host}:{port}{extra};lr;sd={routeId}{params}>"
@@ -435,7 +435,8 @@ class RecordRouteTests(ProxyTestMixin, SynchronousTestCase):
         [entry] = sent.values("record-route")
         self.assertTrue(entry.startswith("<sip:192.0.2.10:5060;lr;sd=1;"),
                         entry)
-        self.assertEqual(sealOf(entry), SEALS.dialog("1", "call-1", "ft1"))
+        self.assertEqual(sealOf(entry), SEALS.dialog(
+            "1", ("192.0.2.10", 5060), "call-1", "ft1"))
         self.assertEqual(sealOf(entry, "sdn"),
                          SEALS.hop("1", "call-1", "ft1", "home.test", 5060))
 
@@ -467,7 +468,8 @@ class RecordRouteTests(ProxyTestMixin, SynchronousTestCase):
         self.assertTrue(inner.startswith("<sip:192.0.2.10:5060;lr;sd=1;"),
                         inner)
         for entry in (outer, inner):
-            self.assertEqual(sealOf(entry), SEALS.dialog("1", "call-1", "ft1"))
+            self.assertEqual(sealOf(entry), SEALS.dialog(
+                "1", ("192.0.2.10", 5060), "call-1", "ft1"))
         self.assertEqual(sent.topVia().transport, "TCP")
 
     def test_pathWithFlowToken(self):
@@ -480,7 +482,7 @@ class RecordRouteTests(ProxyTestMixin, SynchronousTestCase):
         self.receive(makeRequest("REGISTER", uri="sip:example.com"))
         [sent] = self.downstream().sent
         token = self.client.token
-        seal = SEALS.path("1", token)
+        seal = SEALS.path("1", ("192.0.2.10", 5060), token)
         self.assertEqual(sent.values("path"),
                          [f"<sip:{token}@192.0.2.10:5060;lr;ob;sd=1;"
                           f"sdm={seal}>"])
@@ -646,6 +648,8 @@ class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
         Send a BYE with C{route}; return whether it was relayed.
         """
         kw.setdefault("toTag", "t")
+        self.sends = getattr(self, "sends", 0) + 1
+        kw.setdefault("branch", f"z9hG4bKseal{self.sends}")
         before = len(self.passedOn)
         self.receive(makeRequest("BYE", uri=uri, routes=route, **kw))
         return len(self.passedOn) == before
@@ -672,7 +676,8 @@ class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
         """
         forged = RouteSeals(routeKey("not-the-pool-secret-0123456789"))
         route = ("<sip:192.0.2.10:5060;lr;sd=1;sdm="
-                 f"{forged.dialog('1', 'call-1', 'ft1')};sdn="
+                 f"{forged.dialog('1', ('192.0.2.10', 5060), 'call-1', 'ft1')}"
+                 ";sdn="
                  f"{forged.hop('1', 'call-1', 'ft1', '192.0.2.77', 5060)}>")
         self.assertFalse(self.relayed([route]))
         self.assertFalse(self.relayed(
@@ -727,6 +732,18 @@ class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
         [sent] = self.downstream("192.0.2.20", 5060).sent
         self.assertEqual(len(sent.values("route")), 1)
 
+    def test_sealedEntryMovedToAnotherHost(self):
+        """
+        Another server's sealed entry of the same dialog, its host changed
+        to a foreign one (or a maddr added), is not a hop of the route set:
+        the seal covers the entry's address.
+        """
+        entry = sealedRoute(host="192.0.2.20", routeId="home2")
+        for moved in (entry.replace("192.0.2.20", "203.0.113.66"),
+                      entry.replace(";lr", ";maddr=203.0.113.66;lr")):
+            self.assertFalse(self.relayed([sealedRoute(), moved]))
+        self.assertNotIn(("UDP", "203.0.113.66", 5060), self.transport.flows)
+
     def test_pathNeedsPeerSignature(self):
         """
         A Path entry of ours is followed only by a request a pool server
@@ -735,7 +752,8 @@ class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
         signed = []
         self.proxy.peerVerify = lambda request, flow: (
             "home2" if request.headers.get("sipdist-peer") else None)
-        path = f"<sip:192.0.2.10:5060;lr;sd=1;sdm={SEALS.path('1', None)}>"
+        seal = SEALS.path("1", ("192.0.2.10", 5060), None)
+        path = f"<sip:192.0.2.10:5060;lr;sd=1;sdm={seal}>"
         request = makeRequest("INVITE", uri="sip:bob@192.0.2.77",
                               routes=[path, "<sip:edge.test;lr>"])
         self.assertIsNotNone(self.proxy.checkRouteSet(request, self.client))

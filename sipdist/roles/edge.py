@@ -444,8 +444,9 @@ def assemble(service, config, reactor, store=None, checker=None):
     secret = config.get("secret")
     if not secret:
         EdgeProcessor._log.warn(
-            "edge {name} has no --secret-file: dialogs through it cannot be "
-            "checked by the servers inside and break", name=config.get("name"))
+            "edge {name} has no --secret-file: it cannot verify the pool's "
+            "signatures, and relays nothing along a Path to its clients",
+            name=config.get("name"))
         secret = os.urandom(32)
     signer = PeerSigner(secret, server.name, reactor)
     trusted = TrustedAddresses(config.get("trusted-peer") or ())

@@ -152,7 +152,8 @@ class RouteSeals:
     only the holders of the pool's key can make and check.
 
       - a Record-Route entry is sealed to its dialog: C{d.} + HMAC(server
-        id, Call-ID, From tag of the dialog-creating request, the flow
+        id, the entry's own host and port, Call-ID, From tag of the
+        dialog-creating request, the flow
         token in the entry if any, so that a token cannot be moved from
         one dialog's entry to another's).  A request
         of the dialog carries that tag in its From (the caller's requests)
@@ -163,7 +164,8 @@ class RouteSeals:
         Contact), C{sdn} over the one towards the callee (where the request
         went from it);
       - a Path entry is sealed to the flow token it carries (C{p.} +
-        HMAC(server id, token)); a request following a Path is only relayed
+        HMAC(server id, host and port, token)); a request following a Path
+        is only relayed
         when a pool server signed it (see L{Proxy.routeInDialog}).
 
     @param key: bytes (see L{routeKey}).
@@ -177,26 +179,27 @@ class RouteSeals:
         digest = hmac.new(self._key, data, sha256).digest()
         return urlsafe_b64encode(digest[:12]).decode("ascii")
 
-    def dialog(self, routeId, callId, tag, token=None):
+    def dialog(self, routeId, at, callId, tag, token=None):
         """
-        The seal of a Record-Route entry of server C{routeId} (C{token}:
-        the flow token in its user part, as written, or C{None}).
+        The seal of a Record-Route entry of server C{routeId} at C{at}
+        (the C{(host, port)} the entry sends to; C{token}: the flow token
+        in its user part, as written, or C{None}).
         """
-        return "d." + self._mac("d", routeId, callId, tag, token or "")
+        return "d." + self._mac("d", routeId, _at(at), callId, tag,
+                                token or "")
 
-    def path(self, routeId, token):
+    def path(self, routeId, at, token):
         """
-        The seal of a Path entry of server C{routeId} (C{token}: its flow
-        token, or C{""}).
+        The seal of a Path entry of server C{routeId} at C{at} (C{token}:
+        its flow token as written, or C{None}).
         """
-        return "p." + self._mac("p", routeId, token or "")
+        return "p." + self._mac("p", routeId, _at(at), token or "")
 
     def hop(self, routeId, callId, tag, host, port):
         """
         The binding of the hop at C{host:port} to a Record-Route entry.
         """
-        return self._mac("h", routeId, callId, tag, _unbracket(host).lower(),
-                         str(port))
+        return self._mac("h", routeId, callId, tag, _at((host, port)))
 
     def check(self, expected, given):
         """
@@ -204,6 +207,14 @@ class RouteSeals:
         """
         return given is not None and hmac.compare_digest(
             expected.encode("ascii"), given.encode("ascii", "replace"))
+
+
+def _at(address):
+    """
+    C{"host:port"} of a C{(host, port)}, as the seals cover it.
+    """
+    host, port = address
+    return f"{_unbracket(host).lower()}:{port}"
 
 
 def _dialogOf(request):
@@ -497,11 +508,12 @@ class Proxy:
         return self.address(transport)
 
     def _routeURI(self, transport, token=None, outbound=False, address=None,
-                  seal=()):
+                  seal=None):
         """
         One of our Record-Route or Path entries.
 
-        @param seal: C{(name, value)} parameters sealing it (L{RouteSeals}).
+        @param seal: C{seal((host, port))} returns the C{(name, value)}
+            parameters sealing the entry at that address (L{RouteSeals}).
         """
         host, port = address or self.address(transport)
         if token is None:
@@ -515,17 +527,18 @@ class Proxy:
         else:
             tp = ";transport=" + transport.lower()
         ob = ";ob" if outbound else ""
-        sealed = "".join(f";{name}={value}" for name, value in seal)
+        params = seal((host, port)) if seal is not None else ()
+        sealed = "".join(f";{name}={value}" for name, value in params)
         return (f"<sip:{user}{_bracket(host)}:{port}{tp};lr{ob};"
                 f"{ROUTE_PARAM}={self.routeId}{sealed}>")
 
     def _dialogSeal(self, request, upstream=None, downstream=None,
                     token=None):
         """
-        The seal parameters of a Record-Route entry for a dialog-creating
-        C{request} (as received), binding the hops at C{upstream} and
-        C{downstream} (C{(host, port)} or C{None}) and the flow C{token}
-        the entry carries.
+        The sealer (for L{_routeURI}) of a Record-Route entry for a
+        dialog-creating C{request} (as received), binding the hops at
+        C{upstream} and C{downstream} (C{(host, port)} or C{None}) and the
+        flow C{token} the entry carries.
         """
         callId, tags = _dialogOf(request)
         try:
@@ -535,15 +548,19 @@ class Proxy:
         seals = self.seals
         if token is not None:
             token = self._sealedToken(token)
-        params = [(SEAL_PARAM, seals.dialog(self.routeId, callId, fromTag,
-                                            token))]
-        if upstream is not None:
-            params.append((UPSTREAM_PARAM, seals.hop(
-                self.routeId, callId, fromTag, *upstream)))
-        if downstream is not None:
-            params.append((DOWNSTREAM_PARAM, seals.hop(
-                self.routeId, callId, fromTag, *downstream)))
-        return params
+        routeId = self.routeId
+
+        def seal(at):
+            params = [(SEAL_PARAM, seals.dialog(routeId, at, callId, fromTag,
+                                                token))]
+            if upstream is not None:
+                params.append((UPSTREAM_PARAM, seals.hop(
+                    routeId, callId, fromTag, *upstream)))
+            if downstream is not None:
+                params.append((DOWNSTREAM_PARAM, seals.hop(
+                    routeId, callId, fromTag, *downstream)))
+            return params
+        return seal
 
     def _upstreamHop(self, request):
         """
@@ -902,7 +919,8 @@ class Proxy:
             request.insertHeader("path", self._routeURI(
                 transport, token, outbound=token is not None,
                 address=address,
-                seal=[(SEAL_PARAM, self.seals.path(self.routeId, sealed))]))
+                seal=lambda at: [(SEAL_PARAM, self.seals.path(
+                    self.routeId, at, sealed))]))
         if routes and self.peerSign is not None:
             # Along a binding's Path: the servers on it relay only what a
             # pool server signed.
@@ -1204,6 +1222,10 @@ class Proxy:
             routeId = uri.params.get(ROUTE_PARAM) or ""
             if routeId != self.routeId:
                 return "Route entry of another server"
+            try:
+                at = _hostPort(uri)
+            except NextHopError:
+                return "bad Route"
             token = None
             if uri.username is not None:
                 token = unquote(uri.username)
@@ -1217,12 +1239,13 @@ class Proxy:
                 if getattr(arrivedOn, "token", None) != bare:
                     tokenFlow = True
             if seal.startswith("p."):
-                if not seals.check(seals.path(self.routeId, token), seal):
+                if not seals.check(seals.path(self.routeId, at, token),
+                                   seal):
                     return "bad Path seal"
                 kinds.add("p")
             elif seal.startswith("d."):
                 tags = [t for t in tags if seals.check(
-                    seals.dialog(self.routeId, callId, t, token), seal)]
+                    seals.dialog(self.routeId, at, callId, t, token), seal)]
                 if not tags:
                     return "Record-Route seal not for this dialog"
                 kinds.add("d")
@@ -1253,10 +1276,15 @@ class Proxy:
                                              port), given):
                         return None
         if rest:
+            # Another server's entry of this dialog, at the address it
+            # sealed (the route set grew after us).
             seal = nextURI.params.get(SEAL_PARAM) or ""
             routeId = nextURI.params.get(ROUTE_PARAM) or ""
+            token = (None if nextURI.username is None
+                     else unquote(nextURI.username))
             if seal.startswith("d.") and any(
-                    seals.check(seals.dialog(routeId, callId, tag), seal)
+                    seals.check(seals.dialog(routeId, (host, port), callId,
+                                             tag, token), seal)
                     for tag in tags):
                 return None
         return "next hop not in the route set made for this dialog"
