@@ -220,10 +220,11 @@ class Options(usage.Options):
 
     def opt_trusted_peer(self, address):
         """
-        An address or network (10.1.0.0/16) whose requests are trusted as
-        coming from another server of the pool (repeatable); without it,
-        servers recognise each other by the signature their shared secret
-        makes.
+        An address or network (10.1.0.0/16) allowed to present the pool's
+        peer signature (repeatable): with it, a signature from any other
+        address does not count.  An address alone never makes a request a
+        peer's: servers recognise each other by the signature their shared
+        secret makes.
         """
         self["trusted-peer"].append(address)
 

@@ -430,16 +430,35 @@ class SealedTokenTests(ProxyTestMixin, SynchronousTestCase):
 
     def test_sealedPathRoutes(self):
         """
-        The Path carries the token with its seal; a request coming back
-        with it as Route goes over the client's flow.
+        The Path carries the token with its seal; a request a pool server
+        signed coming back with it as Route is relayed (by routeInDialog
+        alone) over the client's flow, without the signature.
         """
         path = self.register()
         self.assertIn(f"{self.client.token}.", path)
+        self.proxy.peerVerify = lambda request, flow: (
+            "home1" if request.headers.get("sipdist-peer") else None)
+        self.server.processors = [self.proxy.routeInDialog]
         invite = makeRequest("INVITE", uri="sip:alice@10.0.0.5:5099",
-                             routes=[path], branch="z9hG4bKhome")
+                             routes=[path], branch="z9hG4bKhome",
+                             extra=["Sipdist-Peer: home1;ts=0;sig=x"])
         self.receive(invite, self.downstream())
         [sent] = [m for m in self.client.sent if not hasattr(m, "code")]
         self.assertEqual(sent.uriText, "sip:alice@10.0.0.5:5099")
+        self.assertNotIn("sipdist-peer", sent.headers)
+
+    def test_pathWithoutPeerSignature(self):
+        """
+        The same request without a pool server's signature is not relayed
+        along the Path: routeInDialog leaves it to the next processor.
+        """
+        path = self.register()
+        self.proxy.peerVerify = lambda request, flow: None
+        invite = makeRequest("INVITE", uri="sip:alice@10.0.0.5:5099",
+                             routes=[path], branch="z9hG4bKhome")
+        self.assertIsNotNone(self.proxy.checkRouteSet(invite,
+                                                      self.downstream()))
+        self.assertFalse(self.proxy.routeInDialog(invite, None))
 
     def test_forgedToken(self):
         """
@@ -461,6 +480,38 @@ class SealedTokenTests(ProxyTestMixin, SynchronousTestCase):
                              (403, "Forbidden (Bad Flow Token)"))
         self.assertEqual([m for m in self.client.sent
                           if not hasattr(m, "code")], [])
+
+
+class EdgeRelayTests(SynchronousTestCase):
+    """
+    The open relay of the issue at the edge: a request from outside with
+    a Route naming the edge, then a server inside, then anywhere.
+    """
+
+    def setUp(self):
+        self.forwarded = []
+        proxy = FakeProxy()
+        proxy.forward = lambda request, transaction, **kw: \
+            self.forwarded.append((request, kw))
+        self.processor = EdgeProcessor(FakeServer(), proxy,
+                                       NextHops(["sip:10.0.0.2"]),
+                                       splitSides())
+
+    def test_unsealedRouteDropped(self):
+        """
+        A request from outside that routeInDialog did not take (its Route
+        was not sealed by the pool) is passed to a next hop without its
+        Route: nothing downstream follows it to where the attacker chose.
+        """
+        r = request()
+        r.addHeader("route", "<sip:192.0.2.10:5060;lr>")
+        r.addHeader("route", "<sip:10.0.0.2;lr>")
+        r.addHeader("route", "<sip:203.0.113.66;lr>")
+        flow = FakeFlow("UDP", ("192.0.2.10", 5060))
+        self.assertTrue(self.processor(r, FakeTransaction(flow)))
+        [(sent, kw)] = self.forwarded
+        self.assertNotIn("route", sent.headers)
+        self.assertEqual([str(u) for u in kw["nextHop"]], ["sip:10.0.0.2"])
 
 
 class FakeProber:

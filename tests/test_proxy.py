@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sipdist.sip.message import parseMessage, responseTo
 from sipdist.services.proxy import (
-    BRANCH_PREFIX, NextHopError, Proxy, ProxyContext, nextHopFor)
+    BRANCH_PREFIX, NextHopError, Proxy, ProxyContext, RouteSeals, nextHopFor,
+    routeKey)
 from sipdist.server import SIPServer, buildServer
 from sipdist.sip.transaction import TransactionLayer
 from sipdist.sip.uri import parseURI
@@ -47,6 +48,34 @@ def makeRequest(method="OPTIONS", uri="sip:bob@example.com", toTag=None,
         f"CSeq: {cseq} {method}",
         "Content-Length: 0", "", ""]
     return parseMessage("\r\n".join(lines).encode("utf-8"))
+
+
+POOL_SECRET = "pool-secret-for-proxy-tests-0123456789"
+SEALS = RouteSeals(routeKey(POOL_SECRET))
+
+
+def sealedRoute(host="192.0.2.10", port=5060, routeId="1", callID="call-1",
+                tag="ft1", hops=(), token=None, extra=""):
+    """
+    A Record-Route entry as the pool's server C{routeId} writes it for the
+    dialog (C{callID}, C{tag}), binding the C{(host, port)} C{hops}.
+    """
+    user = f"{token}@" if token else ""
+    params = f";sdm={SEALS.dialog(routeId, (host, port), callID, tag, token)}"
+    for name, (hopHost, hopPort) in zip(("sdu", "sdn"), hops):
+        params += f";{name}={SEALS.hop(routeId, callID, tag, hopHost, hopPort)}"
+    return f"<sip:{user}{host}:{port}{extra};lr;sd={routeId}{params}>"
+
+
+def sealOf(value, name="sdm"):
+    """
+    The value of seal parameter C{name} of a Route-like header value.
+    """
+    for param in value.strip("<>").split(";"):
+        key, _, val = param.partition("=")
+        if key == name:
+            return val
+    return None
 
 
 class RecordingFlow:
@@ -134,7 +163,8 @@ class ProxyTestMixin:
         self.layer = TransactionLayer(self.clock, self.server, T1=T1)
         self.transport = FakeTransportLayer()
         self.proxy = Proxy(self.clock, self.layer, self.transport,
-                           {"UDP": US, "TCP": US}, connectTimeout=10.0)
+                           {"UDP": US, "TCP": US}, connectTimeout=10.0,
+                           routeKey=routeKey(POOL_SECRET))
         self.server.proxy = self.proxy
         self.client = self.transport.flow("UDP", *CLIENT)
         self.forwardArgs = {"nextHop": "sip:home.test"}
@@ -394,12 +424,18 @@ class RecordRouteTests(ProxyTestMixin, SynchronousTestCase):
 
     def test_inviteRecordRouted(self):
         """
-        An INVITE outside a dialog gets our Record-Route, with lr.
+        An INVITE outside a dialog gets our Record-Route, with lr, sealed
+        to its dialog (Call-ID, From tag) and binding the next hop.
         """
         self.receive(makeRequest("INVITE"))
         [sent] = self.downstream().sent
-        self.assertEqual(sent.values("record-route"),
-                         ["<sip:192.0.2.10:5060;lr;sd=1>"])
+        [entry] = sent.values("record-route")
+        self.assertTrue(entry.startswith("<sip:192.0.2.10:5060;lr;sd=1;"),
+                        entry)
+        self.assertEqual(sealOf(entry), SEALS.dialog(
+            "1", ("192.0.2.10", 5060), "call-1", "ft1"))
+        self.assertEqual(sealOf(entry, "sdn"),
+                         SEALS.hop("1", "call-1", "ft1", "home.test", 5060))
 
     def test_notRecordRouted(self):
         """
@@ -418,27 +454,35 @@ class RecordRouteTests(ProxyTestMixin, SynchronousTestCase):
         """
         An INVITE leaving over another transport than it came on gets two
         Record-Route entries: the outer one for the next hop's transport.
+        Both are sealed to the dialog.
         """
         self.forwardArgs = {"nextHop": "sip:home.test;transport=tcp"}
         self.receive(makeRequest("INVITE"))
         [sent] = self.downstream(transport="TCP").sent
-        self.assertEqual(sent.values("record-route"), [
-            "<sip:192.0.2.10:5060;transport=tcp;lr;sd=1>",
-            "<sip:192.0.2.10:5060;lr;sd=1>"])
+        outer, inner = sent.values("record-route")
+        self.assertTrue(outer.startswith(
+            "<sip:192.0.2.10:5060;transport=tcp;lr;sd=1;"), outer)
+        self.assertTrue(inner.startswith("<sip:192.0.2.10:5060;lr;sd=1;"),
+                        inner)
+        for entry in (outer, inner):
+            self.assertEqual(sealOf(entry), SEALS.dialog(
+                "1", ("192.0.2.10", 5060), "call-1", "ft1"))
         self.assertEqual(sent.topVia().transport, "TCP")
 
     def test_pathWithFlowToken(self):
         """
         A REGISTER forwarded with addPath and the client's flow token gets
-        a Path naming us with the token, and Require: path.
+        a Path naming us with the token, sealed to it, and Require: path.
         """
         self.forwardArgs = {"nextHop": "sip:home.test", "addPath": True,
                             "flowToken": True}
         self.receive(makeRequest("REGISTER", uri="sip:example.com"))
         [sent] = self.downstream().sent
         token = self.client.token
+        seal = SEALS.path("1", ("192.0.2.10", 5060), token)
         self.assertEqual(sent.values("path"),
-                         [f"<sip:{token}@192.0.2.10:5060;lr;ob;sd=1>"])
+                         [f"<sip:{token}@192.0.2.10:5060;lr;ob;sd=1;"
+                          f"sdm={seal}>"])
         self.assertEqual(sent.values("require"), ["path"])
         self.assertEqual(sent.values("record-route"), [])
 
@@ -463,9 +507,11 @@ class RecordRouteTests(ProxyTestMixin, SynchronousTestCase):
     def test_outboundRequestIgnoresOwnToken(self):
         """
         A request arriving on the very flow its token names is going the
-        other way: it follows the next Route.
+        other way: it follows the next Route, when that is the hop the
+        sealed entry binds.
         """
-        route = f"<sip:{self.client.token}@192.0.2.10:5060;lr;sd=1>"
+        route = sealedRoute(token=self.client.token,
+                            hops=[("home.test", 5070)])
         self.receive(makeRequest("BYE", toTag="t", routes=[
             route, "<sip:home.test:5070;lr>"]))
         [sent] = self.downstream("home.test", 5070).sent
@@ -488,24 +534,39 @@ class RoutingTests(ProxyTestMixin, SynchronousTestCase):
 
     def test_looseRouting(self):
         """
-        An in-dialog request whose top Route is ours loses that entry and
-        goes to the next Route; its Request-URI is kept.
+        An in-dialog request whose top Route is ours, sealed to its dialog,
+        loses that entry and goes to the next Route (the hop the entry
+        binds); its Request-URI is kept.
         """
-        self.receive(makeRequest("BYE", uri="sip:bob@192.0.2.77", toTag="t",
-                                 routes=["<sip:192.0.2.10;lr>",
-                                         "<sip:next.test:5070;lr>"]))
+        self.receive(makeRequest(
+            "BYE", uri="sip:bob@192.0.2.77", toTag="t",
+            routes=[sealedRoute(hops=[("next.test", 5070)]),
+                    "<sip:next.test:5070;lr>"]))
         [sent] = self.downstream("next.test", 5070).sent
         self.assertEqual(sent.values("route"), ["<sip:next.test:5070;lr>"])
         self.assertEqual(sent.uriText, "sip:bob@192.0.2.77")
 
-    def test_routeByParameter(self):
+    def test_calleeSideUsesToTag(self):
         """
-        A Route with our sd parameter is ours whatever its host.
+        The callee's requests carry the dialog's first From tag in their
+        To: the seal checks against it too.
         """
-        self.receive(makeRequest("BYE", uri="sip:bob@192.0.2.77", toTag="t",
-                                 routes=["<sip:proxy.example;lr;sd=1>"]))
-        [sent] = self.downstream("192.0.2.77").sent
-        self.assertEqual(sent.values("route"), [])
+        request = makeRequest(
+            "BYE", uri="sip:alice@192.0.2.77", toTag="ft1",
+            routes=[sealedRoute(hops=[("192.0.2.77", 5060)])])
+        request.headers["from"] = ["<sip:bob@example.com>;tag=callee"]
+        self.assertIsNone(self.proxy.checkRouteSet(request, self.client))
+
+    def test_routeByParameterAlone(self):
+        """
+        A Route with our sd parameter but another host is not ours: not
+        relayed, left to the next processor.
+        """
+        request = makeRequest("BYE", uri="sip:bob@192.0.2.77", toTag="t",
+                              routes=["<sip:proxy.example;lr;sd=1>"])
+        self.assertFalse(self.proxy.routeInDialog(request, None))
+        self.assertFalse(self.proxy.isOwnURI(parseURI(
+            "sip:proxy.example;lr;sd=1")))
 
     def test_targetIgnoredWhileRouteRemains(self):
         """
@@ -527,12 +588,12 @@ class RoutingTests(ProxyTestMixin, SynchronousTestCase):
 
     def test_ackFor2xxStateless(self):
         """
-        An ACK for a 2xx with our Route is forwarded statelessly to the
-        Request-URI; its retransmission gets the same branch.  An ACK not
-        routed through us is dropped.
+        An ACK for a 2xx with our sealed Route is forwarded statelessly to
+        the Request-URI it binds; its retransmission gets the same branch.
+        An ACK not routed through us is dropped.
         """
         ack = makeRequest("ACK", uri="sip:bob@192.0.2.77", toTag="t",
-                          routes=["<sip:192.0.2.10;lr;sd=1>"])
+                          routes=[sealedRoute(hops=[("192.0.2.77", 5060)])])
         self.receive(ack)
         self.receive(ack)
         first, second = self.downstream("192.0.2.77").sent
@@ -545,6 +606,157 @@ class RoutingTests(ProxyTestMixin, SynchronousTestCase):
         self.assertFalse(self.proxy.forwardStateless(stray, self.client))
         self.assertNotIn(("UDP", "192.0.2.88", 5060), self.transport.flows)
 
+    def test_ackUnsealedDropped(self):
+        """
+        An ACK whose Route names us without a seal, or with a seal for
+        another dialog, or towards a hop the seal does not bind, is not
+        forwarded.
+        """
+        for route in ["<sip:192.0.2.10;lr;sd=1>",
+                      sealedRoute(callID="other", hops=[("192.0.2.77", 5060)]),
+                      sealedRoute(hops=[("192.0.2.78", 5060)])]:
+            ack = makeRequest("ACK", uri="sip:bob@192.0.2.77", toTag="t",
+                              routes=[route])
+            self.assertFalse(self.proxy.forwardStateless(ack, self.client))
+        self.assertNotIn(("UDP", "192.0.2.77", 5060), self.transport.flows)
+
+
+class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
+    """
+    What L{Proxy.routeInDialog} relays without authentication: only a
+    request along a route set the pool sealed, to the hop the route set
+    was made with.  Anything else goes on down the chain (here, a
+    processor recording it, standing for the authenticating one).
+    """
+
+    def setUp(self):
+        ProxyTestMixin.setUp(self)
+        self.passedOn = []
+        self.server.processors = [self.proxy.routeInDialog, self._record]
+
+    def _record(self, request, transaction):
+        self.passedOn.append(request)
+        transaction.respond(responseTo(request, 407, "Proxy Authentication "
+                                                     "Required"))
+        return True
+
+    def relayed(self, route, uri="sip:bob@192.0.2.77", **kw):
+        """
+        Send a BYE with C{route}; return whether it was relayed.
+        """
+        kw.setdefault("toTag", "t")
+        self.sends = getattr(self, "sends", 0) + 1
+        kw.setdefault("branch", f"z9hG4bKseal{self.sends}")
+        before = len(self.passedOn)
+        self.receive(makeRequest("BYE", uri=uri, routes=route, **kw))
+        return len(self.passedOn) == before
+
+    def test_openRelayRefused(self):
+        """
+        The relay of the issue: our Route with another after it, no seal,
+        a To tag: not relayed but handed on (and challenged), nothing sent
+        to the foreign host.
+        """
+        self.assertFalse(self.relayed(["<sip:192.0.2.10;lr>",
+                                       "<sip:evil.test;lr>"]))
+        self.assertFalse(self.relayed(["<sip:192.0.2.10;lr;sd=1>",
+                                       "<sip:evil.test;lr>"],
+                                      branch="z9hG4bK2"))
+        self.assertEqual(self.transport.flows.get(("UDP", "evil.test", 5060)),
+                         None)
+        self.assertEqual([m.code for m in self.upstream()], [407, 407])
+        self.assertEqual(self.proxy.unsealed, 2)
+
+    def test_forgedSeal(self):
+        """
+        A seal made with another key, or garbage, is refused.
+        """
+        forged = RouteSeals(routeKey("not-the-pool-secret-0123456789"))
+        route = ("<sip:192.0.2.10:5060;lr;sd=1;sdm="
+                 f"{forged.dialog('1', ('192.0.2.10', 5060), 'call-1', 'ft1')}"
+                 ";sdn="
+                 f"{forged.hop('1', 'call-1', 'ft1', '192.0.2.77', 5060)}>")
+        self.assertFalse(self.relayed([route]))
+        self.assertFalse(self.relayed(
+            ["<sip:192.0.2.10:5060;lr;sd=1;sdm=d.AAAAAAAAAAAAAAAA>"],
+            branch="z9hG4bK2"))
+
+    def test_sealOfAnotherDialog(self):
+        """
+        A valid seal taken from another dialog does not carry a request of
+        this one.
+        """
+        route = sealedRoute(callID="mine", hops=[("192.0.2.77", 5060)])
+        self.assertFalse(self.relayed([route], callID="victim"))
+        self.assertTrue(self.relayed([route], callID="mine",
+                                     branch="z9hG4bK2"))
+
+    def test_foreignHopAfterSealedEntry(self):
+        """
+        A sealed entry of a real dialog with a foreign Route appended, or
+        a Request-URI changed to a foreign host, is not relayed: the hop
+        after us is not one the route set was made with.
+        """
+        route = sealedRoute(hops=[("192.0.2.77", 5060)])
+        self.assertFalse(self.relayed([route, "<sip:evil.test;lr>"]))
+        self.assertFalse(self.relayed([route], uri="sip:x@evil.test",
+                                      branch="z9hG4bK2"))
+        self.assertFalse(self.relayed(
+            [route], uri="sip:bob@192.0.2.77;maddr=evil.test",
+            branch="z9hG4bK3"))
+        self.assertNotIn(("UDP", "evil.test", 5060), self.transport.flows)
+
+    def test_tokenMovedToAnotherDialog(self):
+        """
+        A flow token taken from one dialog's entry and put in an entry
+        sealed for another dialog does not reach that flow: the seal covers
+        the token.
+        """
+        victim = self.transport.flow("TCP", "198.51.100.9", 40000)
+        route = sealedRoute(hops=[("192.0.2.77", 5060)])
+        moved = route.replace("<sip:", f"<sip:{victim.token}@")
+        self.assertFalse(self.relayed([moved]))
+        self.assertEqual(victim.sent, [])
+
+    def test_nextSealedEntryOfThePool(self):
+        """
+        The hop after us may be another server's entry of the same dialog,
+        sealed with the pool's key (the route set grows after us).
+        """
+        self.assertTrue(self.relayed([
+            sealedRoute(),
+            sealedRoute(host="192.0.2.20", routeId="home2")]))
+        [sent] = self.downstream("192.0.2.20", 5060).sent
+        self.assertEqual(len(sent.values("route")), 1)
+
+    def test_sealedEntryMovedToAnotherHost(self):
+        """
+        Another server's sealed entry of the same dialog, its host changed
+        to a foreign one (or a maddr added), is not a hop of the route set:
+        the seal covers the entry's address.
+        """
+        entry = sealedRoute(host="192.0.2.20", routeId="home2")
+        for moved in (entry.replace("192.0.2.20", "203.0.113.66"),
+                      entry.replace(";lr", ";maddr=203.0.113.66;lr")):
+            self.assertFalse(self.relayed([sealedRoute(), moved]))
+        self.assertNotIn(("UDP", "203.0.113.66", 5060), self.transport.flows)
+
+    def test_pathNeedsPeerSignature(self):
+        """
+        A Path entry of ours is followed only by a request a pool server
+        signed.
+        """
+        signed = []
+        self.proxy.peerVerify = lambda request, flow: (
+            "home2" if request.headers.get("sipdist-peer") else None)
+        seal = SEALS.path("1", ("192.0.2.10", 5060), None)
+        path = f"<sip:192.0.2.10:5060;lr;sd=1;sdm={seal}>"
+        request = makeRequest("INVITE", uri="sip:bob@192.0.2.77",
+                              routes=[path, "<sip:edge.test;lr>"])
+        self.assertIsNotNone(self.proxy.checkRouteSet(request, self.client))
+        request.headers["sipdist-peer"] = ["home2;ts=0;sig=x"]
+        self.assertIsNone(self.proxy.checkRouteSet(request, self.client))
+        self.assertEqual(signed, [])
 
 class ForkingTests(ProxyTestMixin, SynchronousTestCase):
     """

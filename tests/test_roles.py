@@ -389,6 +389,39 @@ class HomeTests(SynchronousTestCase):
         self.assertIn("REGISTER", response.header("allow"))
 
 
+class UnsealedRouteTests(SynchronousTestCase):
+    """
+    A request without credentials whose Route names the server (by its
+    C{sd} parameter, or its address) and then a foreign host: the open
+    relay of the issue, in each store role.
+    """
+
+    def test_challengedNotRelayed(self):
+        """
+        It is challenged (407) like any new request, whether in a dialog
+        (To tag) or not, and nothing is sent anywhere.
+        """
+        for role in ("home", "distributor", "internal-edge"):
+            harness = Harness(role=role)
+            for toTag in ("", ";tag=t1"):
+                message = "\r\n".join([
+                    "INVITE sip:victim@203.0.113.66 SIP/2.0",
+                    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1" + toTag[5:],
+                    "Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKr0",
+                    "Max-Forwards: 70",
+                    "Route: <sip:127.0.0.1:5070;lr;sd=home1>",
+                    "Route: <sip:203.0.113.66;lr>",
+                    "From: <sip:mallory@example.com>;tag=m1",
+                    "To: <sip:bob@example.com>" + toTag,
+                    "Call-ID: relay-1" + toTag,
+                    "CSeq: 1 INVITE", "Content-Length: 0", "", ""])
+                response = harness.send(message.encode("utf-8"))
+                expected = 481 if toTag else 407
+                self.assertEqual(response.code, expected, (role, toTag))
+            self.assertEqual(harness.service.proxy.forwarded, 0, role)
+            self.assertEqual(harness.flow.sent[0].code, 407)
+
+
 class DistributorTests(SynchronousTestCase):
     """
     A distributor is never a home.

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipdist.sip.message import parseMessage
 from sipdist.services.registrar import Binding
 from sipdist.services.routing import (
-    PEER_HEADER, PeerSigner, Router, TrustedAddresses)
+    PEER_HEADER, PEER_WINDOW, PeerSigner, Router, TrustedAddresses)
 from sipdist.store import ServerRecord, StoreUnavailable
 from sipdist.sip.uri import parseURI
 
@@ -295,7 +295,7 @@ class RouterTests(SynchronousTestCase):
         self.processor.registrar.bindings["sip:alice@example.com"] = [
             Binding("<sip:alice@192.0.2.5>", parseURI("sip:alice@192.0.2.5"),
                     100.0, path=["<sip:10.0.0.9;lr>"])]
-        self.route(r)
+        self.route(r, host="10.9.9.9")
         self.assertEqual(self.processor.handled, [])
         [(sent, kwargs)] = self.processor.proxy.forwarded
         self.assertNotIn(PEER_HEADER, sent.headers)
@@ -304,14 +304,37 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(path, ["<sip:10.0.0.9;lr>"])
         self.assertEqual(self.router.fromPeer, 1)
 
-    def test_trustedAddress(self):
+    def test_trustedAddressAloneIsNotAPeer(self):
         """
-        A request from a C{--trusted-peer} address is routed without
-        authentication.
+        A request from a C{--trusted-peer} address without a peer signature
+        is authenticated like any other: it may have been relayed there
+        from outside (the forged identity of the issue).
         """
-        self.route(request(), host="10.9.9.9")
-        self.assertEqual(self.processor.handled, [])
-        self.assertEqual(len(self.processor.proxy.forwarded), 1)
+        r = request()
+        self.route(r, host="10.9.9.9")
+        self.assertEqual(self.processor.handled, [r])
+        self.assertEqual(self.router.fromPeer, 0)
+
+    def test_signatureOutsideTrustedAddresses(self):
+        """
+        With C{--trusted-peer} given, a valid peer signature presented from
+        another address does not count: the request is authenticated.
+        """
+        r = request()
+        PeerSigner(SECRET, "home2", self.clock).sign(r)
+        self.route(r, host="192.0.2.1")
+        self.assertEqual(self.processor.handled, [r])
+        self.assertEqual(self.router.fromPeer, 0)
+
+    def test_expiredSignature(self):
+        """
+        A peer signature older than the window is not a peer's.
+        """
+        r = request()
+        PeerSigner(SECRET, "home2", self.clock).sign(r)
+        self.clock.advance(PEER_WINDOW + 1)
+        self.route(r, host="10.9.9.9")
+        self.assertEqual(self.processor.handled, [r])
 
     def test_localWithoutBinding(self):
         """

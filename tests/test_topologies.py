@@ -137,6 +137,17 @@ class Deployment:
             f"sip:{user}@example.com")
 
 
+def _assertAllSealed(testCase, deployment):
+    """
+    Every request that followed a route set through the deployment was
+    relayed on the pool's seals (none was turned away as unsealed), and
+    some were.
+    """
+    proxies = [service.proxy for service in deployment.services.values()]
+    testCase.assertEqual([p.unsealed for p in proxies], [0] * len(proxies))
+    testCase.assertTrue(any(p.forwarded for p in proxies))
+
+
 def _connections(ua):
     return ua.transport.connectionCount
 
@@ -274,6 +285,7 @@ class Figure8Tests(TestCase):
         response = yield incoming.hangup()
         self.assertEqual(response.code, 200)
         self.assertTrue(call.dialog.ended)
+        _assertAllSealed(self, d)
 
     @defer.inlineCallbacks
     def test_message(self):
@@ -442,6 +454,7 @@ class Figure10Tests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(_connections(bob), 1)
         self.assertEqual(_connections(alice), 1)
+        _assertAllSealed(self, d)
 
 
 class Figure12Tests(TestCase):

@@ -20,7 +20,7 @@ from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import installMonitor
 from sipdist.roles.distribution import (
     DistributionProcessor, compileUserAgents)
-from sipdist.services.proxy import Proxy
+from sipdist.services.proxy import Proxy, routeKey
 from sipdist.services.routing import ROUTER_METHODS, installRouting
 from sipdist.store import StoreError, storeFromString
 
@@ -74,7 +74,8 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
             hostThreshold=config.get("auth-address-failures", 100),
             maxDelay=config.get("auth-max-delay", 60.0)))
     proxy = Proxy(reactor, service.transactions, service.transport,
-                  service.transport.localAddress, routeId=server.name)
+                  service.transport.localAddress, routeId=server.name,
+                  routeKey=routeKey(secret))
     server.proxy = proxy
     processor = DistributionProcessor(
         server, role, store, authenticator, registrar=registrar, proxy=proxy,

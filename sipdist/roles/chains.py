@@ -62,9 +62,12 @@ class Role:
 
 _ROUTE_SET = Link(
     "route-set", BEFORE_AUTH,
-    "requests following a route set through us (top Route ours and another "
-    "Route, a flow token or a To tag after it): the dialog was authenticated "
-    "when it was set up, and the route set is what sends it on")
+    "requests following a route set the pool sealed (Proxy.checkRouteSet): "
+    "our top Route entries carry the pool's HMAC for this dialog (Call-ID, "
+    "From/To tag) or, for a Path, the request carries a pool server's "
+    "signature, and the hop after us is one the route set was made with; "
+    "the dialog or binding was authenticated when it was set up.  Anything "
+    "else goes on down the chain as a new request (its Route dropped)")
 _DISTRIBUTION = Link(
     "distribution", AUTHENTICATES,
     "REGISTER and out-of-dialog requests from users: challenged (401/407) "

@@ -181,6 +181,11 @@ class DistributionProcessor:
         self.served = 0
 
     def __call__(self, request, transaction):
+        # A new request: whatever Route it carries was not sealed by the
+        # pool (Proxy.routeInDialog took those), so it is not followed; the
+        # request goes where the decision and the router send it, to our
+        # users and servers only.
+        request.headers.pop("route", None)
         if request.method == "REGISTER":
             self.register(request, transaction)
             return True

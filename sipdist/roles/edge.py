@@ -64,7 +64,8 @@ from sipdist.auth.clientaddress import HEADER as CLIENT_HEADER
 from sipdist.auth.clientaddress import ClientAddressSeal
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import Prober
-from sipdist.services.proxy import NextHopError, Proxy, nextHopFor
+from sipdist.services.proxy import NextHopError, Proxy, nextHopFor, routeKey
+from sipdist.services.routing import PeerSigner, TrustedAddresses, peerOf
 from sipdist.sip.uri import URIError, parseURI
 
 EDGE_METHODS = ("REGISTER", "INVITE", "BYE", "PRACK", "UPDATE", "INFO",
@@ -406,6 +407,10 @@ class EdgeProcessor:
                 request, 503, "Service Unavailable (No Next Hop)"))
             return True
         self.forwarded += 1
+        # A new request: a Route it carries was not sealed by the pool
+        # (the route-set link took those) and is not followed; it goes to
+        # a next hop, which authenticates it.
+        request.headers.pop("route", None)
         stripClientAddress(request)
         if self.clientSeal is not None:
             host, port = transaction.flow.remote
@@ -474,10 +479,24 @@ def assemble(service, config, reactor, store=None, checker=None):
     server = service.server
     # Flow tokens only ever come back to this process: a key of its own
     # seals them.
+    # Route entries are sealed with the pool's key, so that the servers
+    # inside can check the edge's and the edge theirs: an edge needs the
+    # pool's --secret-file too.
+    secret = config.get("secret")
+    if not secret:
+        EdgeProcessor._log.warn(
+            "edge {name} has no --secret-file: it cannot verify the pool's "
+            "signatures, and relays nothing along a Path to its clients",
+            name=config.get("name"))
+        secret = os.urandom(32)
+    signer = PeerSigner(secret, server.name, reactor)
+    trusted = TrustedAddresses(config.get("trusted-peer") or ())
     proxy = EdgeProxy(reactor, service.transactions, service.transport,
                       service.transport.localAddress,
                       routeId=server.name, sides=sides,
-                      tokenKey=os.urandom(32))
+                      tokenKey=os.urandom(32), routeKey=routeKey(secret),
+                      peerVerify=lambda request, flow: peerOf(
+                          signer, trusted, request, flow))
     server.proxy = proxy
     secret = config.get("secret")
     if not secret:

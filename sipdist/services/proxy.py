@@ -57,6 +57,7 @@ Wiring with L{sipdist.server.SIPServer} (processors and hooks only)::
 """
 
 import hmac
+import os
 from base64 import urlsafe_b64encode
 from collections import deque
 from hashlib import sha256
@@ -66,6 +67,10 @@ from twisted.logger import Logger
 
 from sipdist.sip.message import (
     MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo)
+
+# The header a pool server signs the requests it sends to its peers with
+# (sipdist.services.routing.PeerSigner): removed from what leaves the pool.
+PEER_HEADER = "sipdist-peer"
 from sipdist.sip.transaction import (
     TransactionLayerFull, TransactionLayerStopped, TransactionTimeout,
     TransportError)
@@ -77,8 +82,18 @@ BRANCH_PREFIX = MAGIC_COOKIE + "sd"
 _BRANCH_MARK = "branch=" + BRANCH_PREFIX
 _STATELESS_PREFIX = BRANCH_PREFIX + "x"
 
-# The URI parameter marking our Record-Route and Path entries.
+# The URI parameter naming the server that wrote a Record-Route or Path
+# entry (informative: it never makes a URI ours).
 ROUTE_PARAM = "sd"
+# The seal of our Record-Route and Path entries: "d." + an HMAC over the
+# dialog (Call-ID, From tag) for a Record-Route, "p." + an HMAC over the
+# flow token for a Path; and the HMACs binding the hops next to the entry
+# in a dialog: the one towards the caller (upstream) and the callee
+# (downstream).  See RouteSeals.
+SEAL_PARAM = "sdm"
+UPSTREAM_PARAM = "sdu"
+DOWNSTREAM_PARAM = "sdn"
+_ROUTE_KEY_LABEL = b"sipdist-route-v1"
 
 DIALOG_CREATING = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
 TRANSPORTS = ("UDP", "TCP", "TLS")
@@ -124,6 +139,116 @@ def nextHopFor(uri):
     if port is None:
         port = DEFAULT_PORTS[transport]
     return transport, host, port
+
+
+def routeKey(secret):
+    """
+    The key that seals a pool's Record-Route and Path entries, derived from
+    the pool's shared secret (text or bytes) under its own label, so that
+    it is unrelated to the nonce and peer keys made from the same secret.
+    """
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    return hmac.new(secret, _ROUTE_KEY_LABEL, sha256).digest()
+
+
+class RouteSeals:
+    """
+    Seals for the Route entries a pool writes (Record-Route, Path), which
+    only the holders of the pool's key can make and check.
+
+      - a Record-Route entry is sealed to its dialog: C{d.} + HMAC(server
+        id, the entry's own host and port, Call-ID, From tag of the
+        dialog-creating request, the flow
+        token in the entry if any, so that a token cannot be moved from
+        one dialog's entry to another's).  A request
+        of the dialog carries that tag in its From (the caller's requests)
+        or its To (the callee's);
+      - the hops next to it in the dialog are bound to it too: C{sdu} is
+        an HMAC over the dialog and the C{host:port} the entry sends to
+        towards the caller (the Record-Route below it, or the caller's
+        Contact), C{sdn} over the one towards the callee (where the request
+        went from it);
+      - a Path entry is sealed to the flow token it carries (C{p.} +
+        HMAC(server id, host and port, token)); a request following a Path
+        is only relayed
+        when a pool server signed it (see L{Proxy.routeInDialog}).
+
+    @param key: bytes (see L{routeKey}).
+    """
+
+    def __init__(self, key):
+        self._key = key
+
+    def _mac(self, *parts):
+        data = "\n".join(parts).encode("utf-8")
+        digest = hmac.new(self._key, data, sha256).digest()
+        return urlsafe_b64encode(digest[:12]).decode("ascii")
+
+    def dialog(self, routeId, at, callId, tag, token=None):
+        """
+        The seal of a Record-Route entry of server C{routeId} at C{at}
+        (the C{(host, port)} the entry sends to; C{token}: the flow token
+        in its user part, as written, or C{None}).
+        """
+        return "d." + self._mac("d", routeId, _at(at), callId, tag,
+                                token or "")
+
+    def path(self, routeId, at, token):
+        """
+        The seal of a Path entry of server C{routeId} at C{at} (C{token}:
+        its flow token as written, or C{None}).
+        """
+        return "p." + self._mac("p", routeId, _at(at), token or "")
+
+    def hop(self, routeId, callId, tag, host, port):
+        """
+        The binding of the hop at C{host:port} to a Record-Route entry.
+        """
+        return self._mac("h", routeId, callId, tag, _at((host, port)))
+
+    def check(self, expected, given):
+        """
+        Whether a seal given in a request is the one expected.
+        """
+        return given is not None and hmac.compare_digest(
+            expected.encode("ascii"), given.encode("ascii", "replace"))
+
+
+def _at(address):
+    """
+    C{"host:port"} of a C{(host, port)}, as the seals cover it.
+    """
+    host, port = address
+    return f"{_unbracket(host).lower()}:{port}"
+
+
+def _dialogOf(request):
+    """
+    C{(Call-ID, [tags])} of a request: the tag of its From and of its To,
+    those present.
+    """
+    get = request.headers.get
+    callId = (get("call-id") or ("",))[0].strip()
+    tags = []
+    for name in ("from", "to"):
+        try:
+            tag = request.nameAddr(name)[2].get("tag")
+        except (URIError, ValueError, KeyError):
+            tag = None
+        if tag:
+            tags.append(tag)
+    return callId, tags
+
+
+def _hostPort(uri):
+    """
+    The C{(host, port)} a request for C{uri} is sent to (L{nextHopFor}).
+
+    @raise NextHopError: see L{nextHopFor}.
+    """
+    transport, host, port = nextHopFor(uri)
+    return host, port
 
 
 def _bracket(host):
@@ -252,6 +377,17 @@ class Proxy:
         a Route with a token we did not write is refused with C{403}
         rather than sent over the flow it names; C{None}: tokens as they
         are.
+    @param routeKey: the pool's key for sealing our Record-Route and Path
+        entries (L{routeKey}, L{RouteSeals}); every server of the pool must
+        have the same one for dialogs through several of them to work.
+        C{None}: a random key (entries only this process can check).
+    @param peerVerify: C{verify(request, flow)} returning the id of the
+        pool server that signed a request arriving on C{flow} or C{None}
+        (L{sipdist.services.routing.Router.peerOf}); a request following
+        a Path is relayed only when it returns an id.  C{None}: no Path is
+        followed.
+    @param peerSign: C{sign(request)}: sign a request leaving along a
+        binding's Path (so that the servers on the Path relay it).
 
     Counters: C{forwarded}, C{loops}, C{tooManyHops}, C{rejected},
     C{timeouts}, C{unreachable}, C{statelessForwarded},
@@ -263,9 +399,15 @@ class Proxy:
     def __init__(self, reactor, transactions, transport, addresses,
                  recordRoute=True, maxForwards=70, timerC=None, aliases=(),
                  routeId="1", maxContexts=50000, connectTimeout=10.0,
-                 retryAfter=5, tokenKey=None):
+                 retryAfter=5, tokenKey=None, routeKey=None,
+                 peerVerify=None, peerSign=None):
         self._reactor = reactor
         self._tokenKey = tokenKey
+        if routeKey is None:
+            routeKey = os.urandom(32)
+        self.seals = RouteSeals(routeKey)
+        self.peerVerify = peerVerify
+        self.peerSign = peerSign
         self.transactions = transactions
         self.transport = transport
         if callable(addresses):
@@ -293,6 +435,7 @@ class Proxy:
         self.unreachable = 0
         self.statelessForwarded = 0
         self.responsesForwarded = 0
+        self.unsealed = 0
 
     # Addresses
 
@@ -320,11 +463,10 @@ class Proxy:
 
     def isOwnURI(self, uri, own=None):
         """
-        Whether a Route URI names this proxy: it carries our C{sd}
-        parameter, or its host and port are among our addresses.
+        Whether a Route URI names this proxy: its host and port are among
+        our addresses (or C{aliases}).  A C{sd} parameter naming us does
+        not make a URI ours: anybody can write one.
         """
-        if uri.params.get(ROUTE_PARAM) == self.routeId:
-            return True
         if own is None:
             own = self._ownAddresses()
         port = uri.port
@@ -356,6 +498,7 @@ class Proxy:
             "unreachable": self.unreachable,
             "stateless_forwarded": self.statelessForwarded,
             "responses_forwarded": self.responsesForwarded,
+            "unsealed_routes": self.unsealed,
         }
 
     # Building what we add
@@ -370,7 +513,14 @@ class Proxy:
         """
         return self.address(transport)
 
-    def _routeURI(self, transport, token=None, outbound=False, address=None):
+    def _routeURI(self, transport, token=None, outbound=False, address=None,
+                  seal=None):
+        """
+        One of our Record-Route or Path entries.
+
+        @param seal: C{seal((host, port))} returns the C{(name, value)}
+            parameters sealing the entry at that address (L{RouteSeals}).
+        """
         host, port = address or self.address(transport)
         if token is None:
             user = ""
@@ -383,8 +533,63 @@ class Proxy:
         else:
             tp = ";transport=" + transport.lower()
         ob = ";ob" if outbound else ""
+        params = seal((host, port)) if seal is not None else ()
+        sealed = "".join(f";{name}={value}" for name, value in params)
         return (f"<sip:{user}{_bracket(host)}:{port}{tp};lr{ob};"
-                f"{ROUTE_PARAM}={self.routeId}>")
+                f"{ROUTE_PARAM}={self.routeId}{sealed}>")
+
+    def _dialogSeal(self, request, upstream=None, downstream=None,
+                    token=None):
+        """
+        The sealer (for L{_routeURI}) of a Record-Route entry for a
+        dialog-creating C{request} (as received), binding the hops at
+        C{upstream} and C{downstream} (C{(host, port)} or C{None}) and the
+        flow C{token} the entry carries.
+        """
+        callId, tags = _dialogOf(request)
+        try:
+            fromTag = request.nameAddr("from")[2].get("tag") or ""
+        except (URIError, ValueError, KeyError):
+            fromTag = ""
+        seals = self.seals
+        if token is not None:
+            token = self._sealedToken(token)
+        routeId = self.routeId
+
+        def seal(at):
+            params = [(SEAL_PARAM, seals.dialog(routeId, at, callId, fromTag,
+                                                token))]
+            if upstream is not None:
+                params.append((UPSTREAM_PARAM, seals.hop(
+                    routeId, callId, fromTag, *upstream)))
+            if downstream is not None:
+                params.append((DOWNSTREAM_PARAM, seals.hop(
+                    routeId, callId, fromTag, *downstream)))
+            return params
+        return seal
+
+    def _upstreamHop(self, request):
+        """
+        The C{(host, port)} a dialog's requests towards the caller go to
+        from us: the Record-Route below ours, or the caller's Contact;
+        C{None} if neither can be read.
+        """
+        for name in ("record-route", "contact"):
+            values = request.values(name)
+            if values:
+                try:
+                    return _hostPort(parseNameAddr(values[0])[1])
+                except (URIError, ValueError):
+                    return None
+        return None
+
+    def _sealedToken(self, token):
+        """
+        A flow token as our Route URIs carry it (with its MAC, if sealed).
+        """
+        if self._tokenKey is not None:
+            return token + "." + self._tokenMAC(token)
+        return token
 
     def _tokenMAC(self, token):
         digest = hmac.new(self._tokenKey, token.encode("utf-8"),
@@ -695,18 +900,40 @@ class Proxy:
                 token = getattr(flow, "token", None)
             inAddress = self.addressFor(inTransport,
                                         context.serverTransaction.flow)
+            upstream = self._upstreamHop(context.request)
+            downstream = (_unbracket(hop[1]), hop[2])
+            if uri is not None and not routes:
+                # To a registered contact: the dialog's requests go to the
+                # callee's Contact, whatever flow this one left on.
+                try:
+                    downstream = _hostPort(uri)
+                except NextHopError:
+                    pass
             if inTransport != transport or inAddress != address:
                 # Double record-routing (RFC 5658): the inner entry faces the
                 # caller, the outer one the callee.
                 request.insertHeader("record-route", self._routeURI(
-                    inTransport, address=inAddress))
-            request.insertHeader("record-route",
-                                 self._routeURI(transport, token,
-                                                address=address))
+                    inTransport, address=inAddress,
+                    seal=self._dialogSeal(context.request, upstream)))
+                upstream = None
+            request.insertHeader("record-route", self._routeURI(
+                transport, token, address=address,
+                seal=self._dialogSeal(context.request, upstream,
+                                      downstream, token)))
         if path:
+            sealed = None if token is None else self._sealedToken(token)
             request.insertHeader("path", self._routeURI(
                 transport, token, outbound=token is not None,
-                address=address))
+                address=address,
+                seal=lambda at: [(SEAL_PARAM, self.seals.path(
+                    self.routeId, at, sealed))]))
+        if routes and self.peerSign is not None:
+            # Along a binding's Path: the servers on it relay only what a
+            # pool server signed.
+            self.peerSign(request)
+        elif not (context.hasRoute or routes or nextHop is not None):
+            # Leaving the pool for a user agent.
+            request.headers.pop(PEER_HEADER, None)
         request.insertHeader(
             "via", self._via(transport, self._newBranch(context.loopHash),
                              address))
@@ -938,11 +1165,14 @@ class Proxy:
 
     def routeInDialog(self, request, serverTransaction):
         """
-        A processor for requests following a route set through us: the top
-        Route names us and either a Route remains after ours, or ours
-        carries a flow token, or the request is in a dialog (To tag).  They
-        are forwarded statefully along the route (L{forward} with no
-        target); anything else is left to the next processor.
+        A processor for requests following a route set the pool made: the
+        top Route names us, and L{checkRouteSet} finds it sealed by the
+        pool for this request and the hop after us one the route set was
+        made with.  They are forwarded statefully along the route
+        (L{forward} with no target), without authentication: the dialog
+        or the binding was authenticated when it was set up.  Anything
+        else is left to the next processor, which treats it as a new
+        request (authenticated, and routed only to our users and servers).
 
         @return: C{True} if the request was taken.
         """
@@ -958,11 +1188,127 @@ class Proxy:
             return True
         if not self.isOwnURI(uri):
             return False
-        if not (len(values) > 1 or uri.username is not None
-                or hasToTag(request)):
+        flow = getattr(serverTransaction, "flow", None)
+        reason = self.checkRouteSet(request, flow)
+        if reason is not None:
+            self.unsealed += 1
+            self._log.info("{method} from {flow} not relayed: {reason}",
+                           method=request.method, flow=flow, reason=reason)
             return False
         self.forward(request, serverTransaction)
         return True
+
+    def checkRouteSet(self, request, arrivedOn=None):
+        """
+        Whether a request may be relayed along its Route set without being
+        authenticated here.
+
+        Every Route entry of ours at the top must carry the pool's seal
+        (L{RouteSeals}): a Record-Route entry sealed to the request's
+        dialog (its Call-ID and the tag of its From or To), or a Path
+        entry, which is followed only by a request a pool server signed
+        (C{peerVerify}).  And where the request goes after us must be a
+        hop the route set was made with: the flow a sealed token of ours
+        names; for a Path, what the signing server put next; for a
+        dialog, the hop bound to one of our entries (C{sdu}, C{sdn}) or a
+        next Route entry that itself carries a valid seal of the pool for
+        the same dialog.
+
+        @param arrivedOn: the flow the request came in on.
+        @return: C{None} if it may be relayed, else why not (text).
+        """
+        try:
+            values = request.values("route")
+        except ValueError:
+            return "bad Route"
+        own = self._ownAddresses()
+        popped = []
+        for value in values:
+            try:
+                uri = parseNameAddr(value)[1]
+            except (URIError, ValueError):
+                return "bad Route"
+            if not self.isOwnURI(uri, own):
+                break
+            popped.append(uri)
+        if not popped:
+            return "top Route not ours"
+        rest = values[len(popped):]
+        seals = self.seals
+        callId, tags = _dialogOf(request)
+        kinds = set()
+        tokenFlow = False
+        for uri in popped:
+            seal = uri.params.get(SEAL_PARAM) or ""
+            routeId = uri.params.get(ROUTE_PARAM) or ""
+            if routeId != self.routeId:
+                return "Route entry of another server"
+            try:
+                at = _hostPort(uri)
+            except NextHopError:
+                return "bad Route"
+            token = None
+            if uri.username is not None:
+                token = unquote(uri.username)
+                if self._tokenKey is not None:
+                    bare, _, mac = token.rpartition(".")
+                    if not bare or not hmac.compare_digest(
+                            mac, self._tokenMAC(bare)):
+                        return "bad flow token"
+                else:
+                    bare = token
+                if getattr(arrivedOn, "token", None) != bare:
+                    tokenFlow = True
+            if seal.startswith("p."):
+                if not seals.check(seals.path(self.routeId, at, token),
+                                   seal):
+                    return "bad Path seal"
+                kinds.add("p")
+            elif seal.startswith("d."):
+                tags = [t for t in tags if seals.check(
+                    seals.dialog(self.routeId, at, callId, t, token), seal)]
+                if not tags:
+                    return "Record-Route seal not for this dialog"
+                kinds.add("d")
+            else:
+                return "unsealed Route entry"
+        if "p" in kinds:
+            if "d" in kinds:
+                return "Path and Record-Route entries mixed"
+            if (self.peerVerify is None
+                    or self.peerVerify(request, arrivedOn) is None):
+                return "Path followed without a pool server's signature"
+            return None
+        if tokenFlow:
+            # Out over the client's own connection (sealed token).
+            return None
+        try:
+            nextURI = parseNameAddr(rest[0])[1] if rest else request.uri
+            host, port = _hostPort(nextURI)
+        except (URIError, ValueError):
+            return "bad next hop"
+        for uri in popped:
+            for name in (UPSTREAM_PARAM, DOWNSTREAM_PARAM):
+                given = uri.params.get(name)
+                if given is None:
+                    continue
+                for tag in tags:
+                    if seals.check(seals.hop(self.routeId, callId, tag, host,
+                                             port), given):
+                        return None
+        if rest:
+            # Another server's entry of this dialog, at the address it
+            # sealed (the route set grew after us).
+            seal = nextURI.params.get(SEAL_PARAM) or ""
+            routeId = nextURI.params.get(ROUTE_PARAM) or ""
+            token = (None if nextURI.username is None
+                     else unquote(nextURI.username))
+            if seal.startswith("d.") and any(
+                    seals.check(seals.dialog(routeId, (host, port), callId,
+                                             tag, token), seal)
+                    for tag in tags):
+                return None
+        return "next hop not in the route set made for this dialog"
 
     def forwardStateless(self, request, flow=None, force=False):
         """
@@ -1001,6 +1347,11 @@ class Proxy:
         popped = 0
         out = None
         if "route" in copy.headers:
+            if not force:
+                reason = self.checkRouteSet(request, flow)
+                if reason is not None:
+                    self.unsealed += 1
+                    raise _Reject(403, reason)
             popped, out = self._popOwnRoutes(copy, flow)
         if not popped and not force:
             return False

@@ -36,15 +36,17 @@ An C{OPTIONS} whose Request-URI carries a port (C{sip:ping@10.0.0.1:5060})
 is a health check of a server, not a question to a user: the server
 answers it itself.
 
-Peers are recognised by a C{Sipdist-Peer} header field: the id of the
-server that forwarded the request, a time stamp and an HMAC-SHA-256 over
-them and the fields that identify the request (method, Request-URI,
-Call-ID, CSeq, From), keyed from the nonce secret every server of the pool
-shares.  Nobody without the secret can make one; a header older or newer
-than L{PEER_WINDOW} seconds is ignored, and every server removes the field
-from what it forwards unless it signs it itself, so clients never see it.
-Addresses configured as trusted (C{--trusted-peer}: a dedicated network
-between the servers) are trusted without it.
+Peers are recognised by a C{Sipdist-Peer} header field, and by nothing
+else: the id of the server that forwarded the request, a time stamp and an
+HMAC-SHA-256 over them and the fields that identify the request (method,
+Request-URI, Call-ID, CSeq, From), keyed from the nonce secret every server
+of the pool shares.  Nobody without the secret can make one; a header older
+or newer than L{PEER_WINDOW} seconds is ignored, and it is removed from
+what leaves the pool for a user agent, so clients never see it.  A source
+address is never trusted by itself: a request from the pool's network may
+have been relayed there from outside.  C{--trusted-peer} (addresses and
+networks) narrows who may present the header: when given, a signature
+from any other source address does not count.
 
 Everything a request needs is in memory with the memory, file and cached
 LDAP stores: routing is O(1) per request, one HMAC for a request between
@@ -138,8 +140,8 @@ class PeerSigner:
 
 class TrustedAddresses:
     """
-    Source addresses whose requests count as coming from a peer: IP
-    addresses and networks (C{10.1.0.0/16}).
+    The source addresses allowed to present a peer signature
+    (C{--trusted-peer}): IP addresses and networks (C{10.1.0.0/16}).
     """
 
     def __init__(self, descriptions=()):
@@ -167,6 +169,24 @@ class TrustedAddresses:
         except ValueError:
             return False
         return any(address in network for network in self._networks)
+
+
+def peerOf(signer, trusted, request, flow):
+    """
+    The id of the pool server that signed C{request} (see L{PeerSigner}),
+    which arrived on C{flow}, when C{trusted} (L{TrustedAddresses}) is
+    empty or holds the flow's address; else C{None}.
+    """
+    peer = signer.verify(request)
+    if peer is None or not trusted:
+        return peer
+    remote = getattr(flow, "remote", None)
+    if remote is None or remote[0] not in trusted:
+        Router._log.info("peer signature of {peer} from {address}, outside "
+                         "--trusted-peer: not a peer", peer=peer,
+                         address=remote and remote[0])
+        return None
+    return peer
 
 
 class Router:
@@ -216,11 +236,8 @@ class Router:
             return True
         peer = None
         if PEER_HEADER in headers:
-            peer = self.signer.verify(request)
+            peer = self.peerOf(request, transaction.flow)
             del headers[PEER_HEADER]
-        if peer is None and self.trusted \
-                and transaction.flow.remote[0] in self.trusted:
-            peer = transaction.flow.remote[0]
         if peer is not None:
             self.fromPeer += 1
             self.routeToCallee(request, transaction, processor)
@@ -230,6 +247,14 @@ class Router:
             lambda context: self.routeToCallee(
                 context.request, context.transaction, processor))
         return True
+
+    def peerOf(self, request, flow):
+        """
+        The id of the pool server that signed C{request}, which arrived on
+        C{flow}, or C{None}: no valid signature, or (with C{--trusted-peer})
+        one presented from an address not allowed to.
+        """
+        return peerOf(self.signer, self.trusted, request, flow)
 
     def routeToCallee(self, request, transaction, processor):
         """
@@ -338,3 +363,7 @@ def installRouting(service, config, reactor):
                     TrustedAddresses(config.get("trusted-peer") or ()))
     processor.router = router
     service.router = router
+    proxy = getattr(service, "proxy", None)
+    if proxy is not None:
+        proxy.peerVerify = router.peerOf
+        proxy.peerSign = signer.sign
