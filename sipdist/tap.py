@@ -78,9 +78,21 @@ PARAMETERS = [
     ("max-message-size", None, 65535, _positiveInt,
      "Largest message accepted, in bytes; larger ones are answered 513."),
     ("idle-timeout", None, 900.0, _positiveFloat,
-     "Seconds after which an idle TCP/TLS connection is closed."),
+     "Seconds without a complete message or keep-alive after which a "
+     "TCP/TLS connection is closed."),
+    ("header-timeout", None, 10.0, _positiveFloat,
+     "Seconds a TCP/TLS message may take from its first byte to the end of "
+     "its header section; a slower connection is closed."),
+    ("message-timeout", None, 30.0, _positiveFloat,
+     "Seconds a TCP/TLS message may take from its first byte to its last; "
+     "a slower connection is closed."),
+    ("max-buffered", None, 64 * 1024 * 1024, _positiveInt,
+     "Bytes of unfinished TCP/TLS messages held for all connections "
+     "together; past it the connections whose message started first are "
+     "closed."),
     ("max-connections", None, 10000, _positiveInt,
-     "TCP/TLS connections open at once."),
+     "TCP/TLS connections open at once (lowered at start to what the "
+     "file-descriptor limit allows)."),
     ("max-connections-per-host", None, 64, _positiveInt,
      "TCP/TLS connections open at once from one address."),
     ("t1", None, 0.5, _positiveFloat, "RFC 3261 timer T1 (seconds)."),

@@ -299,6 +299,134 @@ class StreamTests(SynchronousTestCase):
         self.assertIs(self.layer.existingFlow("TCP", "127.0.0.1", 5070), flow)
 
 
+class StreamLimitTests(SynchronousTestCase):
+    """
+    What a connection may hold and for how long: the deadlines of an
+    unfinished message, the bytes of one connection and of all of them.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.handler = RecordingHandler()
+        self.layer = TransportLayer(
+            self.reactor, self.handler, idleTimeout=60, headerTimeout=5,
+            messageTimeout=20, maxMessageSize=4096, maxBuffered=6000,
+            maxConnectionsPerHost=10)
+        self.factory = _StreamFactory(self.layer, "TCP")
+
+    def connect(self, port=40000):
+        addr = IPv4Address("TCP", "10.1.1.1", port)
+        protocol = self.factory.buildProtocol(addr)
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 5060),
+            peerAddress=addr)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_tricklingHeadersClosedAtHeaderDeadline(self):
+        """
+        A peer sending its header section a byte a second is closed once
+        the header deadline has passed since the message's first byte,
+        although each byte arrives well within the idle timeout.
+        """
+        protocol, transport = self.connect()
+        data = register("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1")
+        for i in range(4):
+            protocol.dataReceived(data[i:i + 1])
+            self.reactor.advance(1)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(data[4:5])
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.closedSlow, 1)
+        self.assertEqual(self.layer.bufferedBytes, 0)
+        self.assertEqual(self.handler.received, [])
+
+    def test_slowBodyClosedAtMessageDeadline(self):
+        """
+        Once its header section is complete a message has until the message
+        deadline to arrive whole: past the header deadline it is kept, past
+        the message deadline the connection is closed.
+        """
+        protocol, transport = self.connect()
+        data = build(body=b"x" * 100)
+        protocol.dataReceived(data[:-50])
+        self.reactor.advance(10)
+        protocol.dataReceived(data[-50:-40])
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.closedSlow, 1)
+
+    def test_messagesInTimeKeepConnection(self):
+        """
+        Complete messages, even split over several reads and following one
+        another for longer than the deadlines, keep the connection open;
+        each one restarts the deadlines and the idle timeout.
+        """
+        protocol, transport = self.connect()
+        data = register("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1")
+        for i in range(10):
+            protocol.dataReceived(data[:50])
+            self.reactor.advance(4)
+            protocol.dataReceived(data[50:])
+        self.assertEqual(len(self.handler.received), 10)
+        self.reactor.advance(59)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.closedSlow, 0)
+
+    def test_unfinishedMessageTooLarge(self):
+        """
+        A header section that grows past the maximum message size without
+        ending is answered 513 and the connection is closed; what it held
+        is released.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            register("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1")[:-4])
+        for i in range(800):
+            protocol.dataReceived(b"\r\nX: y")
+        self.assertTrue(transport.value().startswith(
+            b"SIP/2.0 513 Message Too Large\r\n"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.bufferedBytes, 0)
+
+    def test_allConnectionsBounded(self):
+        """
+        Past the bytes all connections may hold together, the connections
+        whose unfinished message started first are closed until the total
+        is within the bound; the others keep theirs.
+        """
+        connections = []
+        for port in range(3):
+            protocol, transport = self.connect(40000 + port)
+            protocol.dataReceived(b"REGISTER sip:a SIP/2.0\r\nX: " +
+                                  b"y" * 2500)
+            connections.append(transport)
+            self.reactor.advance(1)
+        self.assertEqual([t.disconnecting for t in connections],
+                         [True, False, False])
+        self.assertEqual(self.layer.closedOverBuffer, 1)
+        self.assertLessEqual(self.layer.bufferedBytes, 6000)
+        self.assertEqual(self.layer.bufferedBytes, 2 * 2527)
+
+    def test_lostConnectionReleasesBytes(self):
+        """
+        A connection lost with an unfinished message gives its bytes back
+        and leaves no timer behind.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"REGISTER sip:a SIP/2.0\r\n")
+        self.assertEqual(self.layer.bufferedBytes, 24)
+        protocol.connectionLost(None)
+        self.assertEqual(self.layer.bufferedBytes, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
 class ParseListenTests(SynchronousTestCase):
     """
     Listening descriptions.
