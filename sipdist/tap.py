@@ -415,17 +415,27 @@ def loadConfig(path):
     return options
 
 
-def makeService(config, reactor=None):
+def makeService(config, reactor=None, rlimit=None):
     """
-    Build the server described by C{config}.
+    Build the server described by C{config}.  The process's soft limit of
+    open files is raised to its hard limit first, and C{--max-connections}
+    lowered to what it allows (see
+    L{sipdist.sip.transport.fitConnectionsToFileLimit}).
 
     @param reactor: the reactor to run on; the global one when L{None}
         (twistd's).
+    @param rlimit: the L{resource} module (the default) or a fake of it.
     @return: a L{MultiService}.
     """
     if reactor is None:
         from twisted.internet import reactor
+    if rlimit is None:
+        import resource as rlimit
     from sipdist.server import ConfigurationError, buildServer
+    from sipdist.sip.transport import fitConnectionsToFileLimit
+
+    config["max-connections"] = fitConnectionsToFileLimit(
+        config["max-connections"], rlimit)
 
     service = MultiService()
     try:

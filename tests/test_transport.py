@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipdist.sip.message import parseMessage
 from sipdist.sip.transport import (
     DatagramFlow, SIPDatagramProtocol, TransportLayer, _StreamFactory,
-    parseListen)
+    fitConnectionsToFileLimit, parseListen)
 from tests.test_message import build
 
 
@@ -425,6 +425,95 @@ class StreamLimitTests(SynchronousTestCase):
         protocol.connectionLost(None)
         self.assertEqual(self.layer.bufferedBytes, 0)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class FakeRlimit:
+    """
+    The part of the L{resource} module that reads and sets
+    C{RLIMIT_NOFILE}, for one pretend process; C{setrlimit} refuses a soft
+    limit above the hard one, as the kernel does.
+    """
+
+    RLIMIT_NOFILE = 7
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft, hard, refuse=False):
+        self.limits = (soft, hard)
+        self.refuse = refuse
+
+    def getrlimit(self, which):
+        assert which == self.RLIMIT_NOFILE
+        return self.limits
+
+    def setrlimit(self, which, limits):
+        assert which == self.RLIMIT_NOFILE
+        soft, hard = limits
+        if self.refuse or (hard != self.RLIM_INFINITY and soft > hard):
+            raise ValueError("not allowed to raise maximum limit")
+        self.limits = limits
+
+
+class FakeLog:
+    def __init__(self):
+        self.lines = []
+
+    def warn(self, format, **kw):
+        self.lines.append(format.format(**kw))
+
+
+class FileLimitTests(SynchronousTestCase):
+    """
+    The limit of connections fits the limit of open files.
+    """
+
+    def test_softRaisedToHard(self):
+        """
+        The soft limit is raised to the hard one; a limit of connections
+        that then fits with the reserve is kept, and nothing is logged.
+        """
+        rlimit, log = FakeRlimit(1024, 65536), FakeLog()
+        self.assertEqual(fitConnectionsToFileLimit(10000, rlimit, log=log),
+                         10000)
+        self.assertEqual(rlimit.limits, (65536, 65536))
+        self.assertEqual(log.lines, [])
+
+    def test_lowered(self):
+        """
+        When the hard limit leaves fewer descriptors than the connections
+        wanted plus the reserve, the connections are lowered to what is
+        left, in one line naming both figures and the limit.
+        """
+        rlimit, log = FakeRlimit(1024, 1024), FakeLog()
+        self.assertEqual(fitConnectionsToFileLimit(10000, rlimit, log=log),
+                         1024 - 64)
+        [line] = log.lines
+        self.assertIn("--max-connections lowered from 10000 to 960", line)
+        self.assertIn("1024", line)
+
+    def test_cannotRaise(self):
+        """
+        When the soft limit cannot be raised, what it allows is used.
+        """
+        rlimit = FakeRlimit(256, 4096, refuse=True)
+        self.assertEqual(
+            fitConnectionsToFileLimit(10000, rlimit, log=FakeLog()), 192)
+
+    def test_unlimited(self):
+        """
+        Without a hard limit the soft limit is raised to what the
+        connections need and the configured figure is kept.
+        """
+        rlimit = FakeRlimit(1024, FakeRlimit.RLIM_INFINITY)
+        self.assertEqual(
+            fitConnectionsToFileLimit(5000, rlimit, log=FakeLog()), 5000)
+        self.assertEqual(rlimit.limits[0], 5064)
+
+    def test_tinyLimit(self):
+        """
+        A limit smaller than the reserve still allows one connection.
+        """
+        self.assertEqual(fitConnectionsToFileLimit(
+            100, FakeRlimit(20, 20), log=FakeLog()), 1)
 
 
 class ParseListenTests(SynchronousTestCase):

@@ -758,6 +758,51 @@ class TransportLayer:
         return d
 
 
+# File descriptors kept for what is not a SIP connection: listening
+# sockets, log and store files, LDAP connections, the status endpoint.
+FILE_RESERVE = 64
+
+
+def fitConnectionsToFileLimit(wanted, rlimit, reserve=FILE_RESERVE,
+                              log=None):
+    """
+    Raise the process's soft limit of open files (C{RLIMIT_NOFILE}) to its
+    hard limit, and lower the number of connections allowed at once to
+    what that limit leaves after C{reserve} descriptors: past it, accepting
+    a connection would fail with C{EMFILE} before the limit of connections
+    applied (and the server could no longer open a file either).
+
+    @param wanted: the configured C{--max-connections}.
+    @param rlimit: an object with C{getrlimit}, C{setrlimit},
+        C{RLIMIT_NOFILE} and C{RLIM_INFINITY}: the L{resource} module, or a
+        fake in tests.
+    @param log: a L{Logger} for the one line saying the limit was lowered.
+    @return: the number of connections to allow (at least 1).
+    """
+    soft, hard = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)
+    infinity = rlimit.RLIM_INFINITY
+    target = hard if hard != infinity else max(soft, wanted + reserve)
+    if soft != infinity and target > soft:
+        try:
+            rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+        soft = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)[0]
+    if soft == infinity or wanted + reserve <= soft:
+        return wanted
+    allowed = max(1, soft - reserve)
+    if log is None:
+        log = TransportLayer._log
+    log.warn(
+        "--max-connections lowered from {wanted} to {allowed}: the limit of "
+        "open files is {soft} (hard limit {hard}) and {reserve} are kept for "
+        "listening sockets, files and the store; raise it (ulimit -n, "
+        "LimitNOFILE=) to allow more", wanted=wanted, allowed=allowed,
+        soft=soft, hard="unlimited" if hard == infinity else hard,
+        reserve=reserve)
+    return allowed
+
+
 def parseListen(description):
     """
     Split a listening description into C{(kind, args, kwargs)}.
