@@ -708,7 +708,8 @@ class InviteServerTests(LayerTestMixin, SynchronousTestCase):
         busy = responseTo(request, 486, toTag="t")
         tx.respond(busy)
         self.layer.messageReceived(request, self.tcp)
-        self.assertEqual(self.tcp.messages(), [busy, busy])
+        self.assertEqual([m.toBytes() for m in self.tcp.messages()],
+                         [busy.toBytes()] * 2)
 
     def test_reliableNoTimerG(self):
         """
@@ -766,6 +767,57 @@ class InviteServerTests(LayerTestMixin, SynchronousTestCase):
         self.assertIsInstance(reason, TransactionTimeout)
         self.clock.advance(64 * T1)
         self.assertDrained()
+
+
+class CompletedInviteMemoryTests(LayerTestMixin, SynchronousTestCase):
+    """
+    An INVITE answered with a non-2xx final response that waits for its ACK
+    (a half-open INVITE) keeps only what it needs.
+    """
+
+    def test_onlyResponseBytesKept(self):
+        """
+        Once the user lets go of it, what the table holds for such an
+        INVITE references neither the request nor the response object, and
+        the timers of many such INVITEs are a few shared timers, not one
+        or two each.
+        """
+        for i in range(50):
+            request = makeRequest("INVITE", branch=f"z9hG4bKmem{i}")
+            self.layer.messageReceived(request, self.udp)
+            [(_, tx)] = self.user.requests
+            del self.user.requests[:]
+            tx.respond(responseTo(request, 407, toTag="t"))
+            key = tx.key
+            del tx
+        record = self.layer._servers[key]
+        self.assertIsNone(record.request)
+        self.assertEqual(record.code, 407)
+        self.assertFalse(any(isinstance(getattr(record, name, None),
+                                        type(request))
+                             for name in record.__slots__))
+        self.assertEqual(self.layer.active, 50)
+        self.assertLessEqual(len(self.clock.getDelayedCalls()), 4)
+        self.clock.advance(T1)
+        self.assertEqual(len(self.udp.sent), 100)
+        self.advanceTo(64 * T1 + 1)
+        self.assertDrained()
+        self.assertEqual(len(self.user.failures), 50)
+
+    def test_cancelAfterFinalNobodyHolds(self):
+        """
+        A CANCEL for such an INVITE, once only its record is left, is
+        answered 200 by the layer (section 9.2: it has no effect).
+        """
+        request = makeRequest("INVITE")
+        self.layer.messageReceived(request, self.udp)
+        [(_, tx)] = self.user.requests
+        tx.respond(responseTo(request, 486, toTag="t"))
+        del self.user.requests[:], tx
+        self.layer.messageReceived(
+            makeRequest("CANCEL", branch=request.topVia().branch), self.udp)
+        self.assertEqual(self.user.cancels, [])
+        self.assertEqual([m.code for m in self.udp.messages()], [486, 200])
 
 
 class CancelTests(LayerTestMixin, SynchronousTestCase):
