@@ -676,6 +676,22 @@ class TransportLayer:
     def connectionCount(self):
         return len(self._open)
 
+    def stats(self):
+        """
+        @return: the connection figures and counters, as a L{dict} for the
+            status endpoint.
+        """
+        return {
+            "connections": len(self._open),
+            "max_connections": self.maxConnections,
+            "buffered_bytes": self.bufferedBytes,
+            "max_buffered": self.maxBuffered,
+            "closed_slow": self.closedSlow,
+            "closed_over_buffer": self.closedOverBuffer,
+            "answered_errors": self.answeredErrors,
+            "dropped": self.dropped,
+        }
+
     def flowByToken(self, token):
         """
         The flow a token names (see C{flow.token}), or C{None} if that
