@@ -919,6 +919,28 @@ class LayerTests(LayerTestMixin, SynchronousTestCase):
         self.layer.messageReceived(first, self.udp)
         self.assertEqual(self.layer.absorbed, 1)
 
+    def test_tableFullLogBounded(self):
+        """
+        A flood past the table's bound is logged once per 10 seconds, the
+        next line counting the requests not logged, not once a request.
+        """
+        from twisted.logger import globalLogPublisher
+        lines = []
+
+        def observer(event):
+            if event.get("log_namespace", "").endswith("TransactionLayer"):
+                lines.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.layer.maxTransactions = 0
+        for i in range(100):
+            self.layer.messageReceived(makeRequest("OPTIONS"), self.udp)
+        self.clock.advance(10)
+        self.layer.messageReceived(makeRequest("OPTIONS"), self.udp)
+        self.assertEqual(self.layer.rejected, 101)
+        self.assertEqual([e["suppressed"] for e in lines], [0, 99])
+
     def test_badInputDropped(self):
         """
         A request without Via or with a malformed CSeq, and a response

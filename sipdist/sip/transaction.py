@@ -874,6 +874,8 @@ class TransactionLayer:
         self.serverCreated = 0
         self.clientCreated = 0
         self.rejected = 0
+        self._rejectLogged = None
+        self._rejectSuppressed = 0
         self.absorbed = 0
         self.timeouts = 0
         self.transportErrors = 0
@@ -1007,9 +1009,17 @@ class TransactionLayer:
 
     def _reject(self, request, flow):
         self.rejected += 1
-        self._log.warn("transaction table full ({count}): 503 to {method} "
-                       "from {remote}", count=self.maxTransactions,
-                       method=request.method, remote=flow.remote)
+        # A flood fills the table: one line per 10 s, not one per request.
+        now = self._reactor.seconds()
+        if self._rejectLogged is None or now - self._rejectLogged >= 10:
+            self._rejectLogged = now
+            suppressed, self._rejectSuppressed = self._rejectSuppressed, 0
+            self._log.warn("transaction table full ({count}): 503 to {method} "
+                           "from {remote} ({suppressed} more not logged)",
+                           count=self.maxTransactions, method=request.method,
+                           remote=flow.remote, suppressed=suppressed)
+        else:
+            self._rejectSuppressed += 1
         response = responseTo(request, 503)
         response.headers["retry-after"] = [str(self.retryAfter)]
         try:
