@@ -182,6 +182,28 @@ class MakeServiceTests(SynchronousTestCase):
         service.stopService()
         self.assertEqual(reactor.udpPorts, {})
 
+    def test_connectionLimitsWired(self):
+        """
+        The connection limits given as options reach the transport.
+        """
+        config = parse("--name=h", "--listen=udp:5070", "--header-timeout=2",
+                       "--message-timeout=7", "--max-buffered=1000000",
+                       "--idle-timeout=60")
+        service = makeService(config, UDPMemoryReactor(),
+                              FakeRlimit(65536, 65536))
+        [server] = list(service)
+        transport = server.transport
+        self.assertEqual(
+            (transport.headerTimeout, transport.messageTimeout,
+             transport.maxBuffered, transport.idleTimeout),
+            (2.0, 7.0, 1000000, 60.0))
+        defaults = parse("--name=h")
+        self.assertEqual(
+            (defaults["header-timeout"], defaults["message-timeout"],
+             defaults["max-buffered"]), (10.0, 30.0, 64 * 1024 * 1024))
+        self.assertRaises(usage.UsageError, parse, "--name=h",
+                          "--header-timeout=0")
+
     def test_connectionsFitFileLimit(self):
         """
         The server's limit of connections is lowered to what the limit of
