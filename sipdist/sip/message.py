@@ -1021,9 +1021,11 @@ class StreamFramer:
             self.messageReceived(message)
             if self._invalid or not buffer:
                 return
-            rest = self._skipEmptyLines(bytes(buffer))
-            if len(rest) != len(buffer):
+            if buffer[:1] in (b"\r", b"\n"):
+                rest = self._skipEmptyLines(bytes(buffer))
                 buffer = self._buffer = bytearray(rest)
+            else:
+                self._emptyLines = 0
 
     def _skipEmptyLines(self, data):
         """
