@@ -234,6 +234,7 @@ class StreamTests(SynchronousTestCase):
         self.assertIsNotNone(self.connect("10.1.1.2", 1)[0])
         self.assertIsNone(self.connect("10.1.1.3", 1)[0])
         self.assertEqual(self.layer.connectionCount, 3)
+        self.assertEqual(self.layer.refused, 2)
 
     def test_lostConnectionFreesSlot(self):
         """

@@ -304,7 +304,8 @@ class TransportLayer:
 
     Counters: C{dropped}, C{answeredErrors}, C{closedSlow} (deadline
     passed), C{closedOverBuffer} (closed to bring C{bufferedBytes} under
-    C{maxBuffered}).
+    C{maxBuffered}), C{refused} (connections past C{maxConnections} or
+    C{maxConnectionsPerHost}).
     """
 
     _log = Logger()
@@ -333,6 +334,8 @@ class TransportLayer:
         self._unfinished = {}
         self.closedSlow = 0
         self.closedOverBuffer = 0
+        self.refused = 0
+        self._refusedLog = _LogLimiter(reactor)
         self.maxConnections = maxConnections
         self.maxConnectionsPerHost = maxConnectionsPerHost
         self._tlsClientOptions = tlsClientOptions
@@ -502,14 +505,20 @@ class TransportLayer:
     def _admit(self, addr):
         host = getattr(addr, "host", None)
         if len(self._open) + len(self._pending) >= self.maxConnections:
-            self._log.warn("refusing a connection from {host}: {count} "
-                           "connections open", host=host, count=len(self._open))
+            self._refused(host, f"{len(self._open)} connections open")
             return False
         if self._perHost.get(host, 0) >= self.maxConnectionsPerHost:
-            self._log.warn("refusing a connection from {host}: too many "
-                           "from that address", host=host)
+            self._refused(host, "too many from that address")
             return False
         return True
+
+    def _refused(self, host, reason):
+        self.refused += 1
+        suppressed = self._refusedLog.allow()
+        if suppressed is not None:
+            self._log.warn("refusing a connection from {host}: {reason} "
+                           "({suppressed} more not logged)", host=host,
+                           reason=reason, suppressed=suppressed)
 
     def _connectionMade(self, protocol):
         flow = protocol.flow
@@ -688,6 +697,7 @@ class TransportLayer:
             "max_buffered": self.maxBuffered,
             "closed_slow": self.closedSlow,
             "closed_over_buffer": self.closedOverBuffer,
+            "refused": self.refused,
             "answered_errors": self.answeredErrors,
             "dropped": self.dropped,
         }
