@@ -24,7 +24,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop import freePort
+from tests.interop import freePort, skipOrFail
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -212,6 +212,20 @@ def closed(sock):
         return True
 
 
+def needFiles(testCase, count):
+    """
+    Make sure this process may open C{count} files (raising its soft limit
+    up to the hard one for the test), else skip (fail under C{CI=true}).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        if hard != resource.RLIM_INFINITY and hard < count:
+            skipOrFail(f"needs {count} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+        testCase.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE,
+                            (soft, hard))
+
+
 class SlowConnectionTests(SynchronousTestCase):
     """
     A thousand TCP connections sending unfinished header sections, and some
@@ -220,6 +234,7 @@ class SlowConnectionTests(SynchronousTestCase):
     """
 
     def test_slowConnections(self):
+        needFiles(self, CHILD_FILES)
         server = ServerProcess(
             self, f"--header-timeout={HEADER_TIMEOUT}",
             f"--message-timeout={MESSAGE_TIMEOUT}",
@@ -288,6 +303,7 @@ class HalfOpenInviteTests(SynchronousTestCase):
     """
 
     def test_halfOpenInvites(self):
+        needFiles(self, CHILD_FILES)
         server = ServerProcess(self, f"--t1={T1}")
         before = server.rss()
         attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
