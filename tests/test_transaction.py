@@ -820,6 +820,42 @@ class CompletedInviteMemoryTests(LayerTestMixin, SynchronousTestCase):
         self.assertEqual([m.code for m in self.udp.messages()], [486, 200])
 
 
+class ExpiryQueueTests(SynchronousTestCase):
+    """
+    The shared timer queues of records.
+    """
+
+    def test_recordAddedBackDuringSweep(self):
+        """
+        A record added while the queue is being swept does not delay the
+        records already waiting: each is handled at its own time.
+        """
+        from sipdist.sip.transaction import _ExpiryQueue
+        clock = Clock()
+        handled = []
+
+        class Record:
+            state = COMPLETED
+
+            def __init__(self, name, again):
+                self.name, self.again = name, again
+
+            def act(self):
+                handled.append((self.name, clock.seconds()))
+                if self.again:
+                    queue.add(Record(self.name + "2", False))
+
+        queue = _ExpiryQueue(clock, 4.0, "act")
+        queue.add(Record("a", True))
+        clock.advance(0.5)
+        queue.add(Record("b", False))
+        clock.advance(3.5)
+        clock.advance(0.5)
+        clock.advance(3.5)
+        self.assertEqual(handled, [("a", 4.0), ("b", 4.5), ("a2", 8.0)])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class CancelTests(LayerTestMixin, SynchronousTestCase):
     def test_cancelMatchesInvite(self):
         """

@@ -388,9 +388,14 @@ class _ExpiryQueue:
         self._call = None
 
     def add(self, record):
-        self._queue.append((self._reactor.seconds() + self.delay, record))
+        now = self._reactor.seconds()
+        queue = self._queue
+        queue.append((now + self.delay, record))
         if self._call is None:
-            self._call = self._reactor.callLater(self.delay, self._sweep)
+            # The head is due first (it may be older than this record when
+            # a sweep adds records back).
+            self._call = self._reactor.callLater(
+                max(queue[0][0] - now, 0.0), self._sweep)
 
     def _sweep(self):
         self._call = None
