@@ -246,6 +246,9 @@ def buildServer(config, reactor, store=None, checker=None):
         reactor, transactions,
         maxMessageSize=config.get("max-message-size", 65535),
         idleTimeout=config.get("idle-timeout", 900.0),
+        headerTimeout=config.get("header-timeout", 10.0),
+        messageTimeout=config.get("message-timeout", 30.0),
+        maxBuffered=config.get("max-buffered", 64 * 1024 * 1024),
         maxConnections=config.get("max-connections", 10000),
         maxConnectionsPerHost=config.get("max-connections-per-host", 64),
         tlsClientOptions=_tlsClientOptions(config))

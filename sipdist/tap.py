@@ -78,9 +78,21 @@ PARAMETERS = [
     ("max-message-size", None, 65535, _positiveInt,
      "Largest message accepted, in bytes; larger ones are answered 513."),
     ("idle-timeout", None, 900.0, _positiveFloat,
-     "Seconds after which an idle TCP/TLS connection is closed."),
+     "Seconds without a complete message or keep-alive after which a "
+     "TCP/TLS connection is closed."),
+    ("header-timeout", None, 10.0, _positiveFloat,
+     "Seconds a TCP/TLS message may take from its first byte to the end of "
+     "its header section; a slower connection is closed."),
+    ("message-timeout", None, 30.0, _positiveFloat,
+     "Seconds a TCP/TLS message may take from its first byte to its last; "
+     "a slower connection is closed."),
+    ("max-buffered", None, 64 * 1024 * 1024, _positiveInt,
+     "Bytes of unfinished TCP/TLS messages held for all connections "
+     "together; past it the connections whose message started first are "
+     "closed."),
     ("max-connections", None, 10000, _positiveInt,
-     "TCP/TLS connections open at once."),
+     "TCP/TLS connections open at once (lowered at start to what the "
+     "file-descriptor limit allows)."),
     ("max-connections-per-host", None, 64, _positiveInt,
      "TCP/TLS connections open at once from one address."),
     ("t1", None, 0.5, _positiveFloat, "RFC 3261 timer T1 (seconds)."),
@@ -446,18 +458,28 @@ def loadConfig(path):
     return options
 
 
-def makeService(config, reactor=None):
+def makeService(config, reactor=None, rlimit=None):
     """
-    Build the server described by C{config}.
+    Build the server described by C{config}.  The process's soft limit of
+    open files is raised to its hard limit first, and C{--max-connections}
+    lowered to what it allows (see
+    L{sipdist.sip.transport.fitConnectionsToFileLimit}).
 
     @param reactor: the reactor to run on; the global one when L{None}
         (twistd's).
+    @param rlimit: the L{resource} module (the default) or a fake of it.
     @return: a L{MultiService}.
     """
     if reactor is None:
         from twisted.internet import reactor
+    if rlimit is None:
+        import resource as rlimit
     from sipdist.config import ConfigurationError
     from sipdist.server import buildServer
+    from sipdist.sip.transport import fitConnectionsToFileLimit
+
+    config["max-connections"] = fitConnectionsToFileLimit(
+        config["max-connections"], rlimit)
 
     service = MultiService()
     try:

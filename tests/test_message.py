@@ -469,6 +469,52 @@ class StreamFramerTests(SynchronousTestCase):
         self.assertEqual([e.code for e in self.errors], [513, 513])
 
 
+class StreamFramerHoldingTests(SynchronousTestCase):
+    """
+    What a framer holds of an unfinished message.
+    """
+
+    def setUp(self):
+        self.messages = []
+        self.errors = []
+        self.pings = []
+        self.framer = StreamFramer(self.messages.append, self.errors.append,
+                                   lambda: self.pings.append(1), maxSize=65535)
+
+    def test_holdsTheBytesReceived(self):
+        """
+        An unfinished message is held as the bytes received, however short
+        its lines; the framer says whether its header section is complete,
+        and holds nothing once the message is delivered.
+        """
+        framer = self.framer
+        message = build(body=b"x" * 100)
+        head = message[:-104]
+        framer.dataReceived(head)
+        for i in range(1000):
+            framer.dataReceived(b"\r\nX: y")
+        self.assertEqual(framer.buffered, len(head) + 6000)
+        self.assertTrue(framer.inHeaders)
+        framer.dataReceived(b"\r\n\r\n" + b"x" * 50)
+        self.assertFalse(framer.inHeaders)
+        self.assertTrue(framer.inMessage)
+        framer.dataReceived(b"x" * 50)
+        self.assertEqual(len(self.messages), 1)
+        self.assertEqual((framer.buffered, framer.inMessage), (0, False))
+
+    def test_keepAliveSplit(self):
+        """
+        A keep-alive split inside its CRLFs is still one ping, and holds
+        nothing that delays the next message.
+        """
+        for chunk in (b"\r", b"\n\r", b"\n"):
+            self.framer.dataReceived(chunk)
+        self.assertEqual(self.pings, [1])
+        self.framer.dataReceived(build())
+        self.assertEqual(len(self.messages), 1)
+        self.assertEqual(self.errors, [])
+
+
 class CacheTests(SynchronousTestCase):
     """
     Parsed values are cached and the caches follow header changes.

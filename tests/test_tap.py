@@ -9,6 +9,7 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.tap import DEFAULT_LISTEN, Options, makeService
+from tests.test_transport import FakeRlimit
 
 
 def parse(*argv):
@@ -243,10 +244,45 @@ class MakeServiceTests(SynchronousTestCase):
         """
         reactor = UDPMemoryReactor()
         service = makeService(parse("--name=h", "--listen=udp:5070",
-                                    "--listen=tcp:5071"), reactor)
+                                    "--listen=tcp:5071"), reactor,
+                              FakeRlimit(65536, 65536))
         self.assertTrue(IService.providedBy(service))
         service.startService()
         self.assertEqual(list(reactor.udpPorts), [5070])
         self.assertEqual(reactor.tcpServers[0][0], 5071)
         service.stopService()
         self.assertEqual(reactor.udpPorts, {})
+
+    def test_connectionLimitsWired(self):
+        """
+        The connection limits given as options reach the transport.
+        """
+        config = parse("--name=h", "--listen=udp:5070", "--header-timeout=2",
+                       "--message-timeout=7", "--max-buffered=1000000",
+                       "--idle-timeout=60")
+        service = makeService(config, UDPMemoryReactor(),
+                              FakeRlimit(65536, 65536))
+        [server] = list(service)
+        transport = server.transport
+        self.assertEqual(
+            (transport.headerTimeout, transport.messageTimeout,
+             transport.maxBuffered, transport.idleTimeout),
+            (2.0, 7.0, 1000000, 60.0))
+        defaults = parse("--name=h")
+        self.assertEqual(
+            (defaults["header-timeout"], defaults["message-timeout"],
+             defaults["max-buffered"]), (10.0, 30.0, 64 * 1024 * 1024))
+        self.assertRaises(usage.UsageError, parse, "--name=h",
+                          "--header-timeout=0")
+
+    def test_connectionsFitFileLimit(self):
+        """
+        The server's limit of connections is lowered to what the limit of
+        open files allows.
+        """
+        config = parse("--name=h", "--listen=udp:5070",
+                       "--max-connections=5000")
+        service = makeService(config, UDPMemoryReactor(),
+                              FakeRlimit(1024, 1024))
+        [server] = list(service)
+        self.assertEqual(server.transport.maxConnections, 960)

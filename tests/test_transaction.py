@@ -738,7 +738,8 @@ class InviteServerTests(LayerTestMixin, SynchronousTestCase):
         busy = responseTo(request, 486, toTag="t")
         tx.respond(busy)
         self.layer.messageReceived(request, self.tcp)
-        self.assertEqual(self.tcp.messages(), [busy, busy])
+        self.assertEqual([m.toBytes() for m in self.tcp.messages()],
+                         [busy.toBytes()] * 2)
 
     def test_reliableNoTimerG(self):
         """
@@ -796,6 +797,94 @@ class InviteServerTests(LayerTestMixin, SynchronousTestCase):
         self.assertIsInstance(reason, TransactionTimeout)
         self.clock.advance(64 * T1)
         self.assertDrained()
+
+
+class CompletedInviteMemoryTests(LayerTestMixin, SynchronousTestCase):
+    """
+    An INVITE answered with a non-2xx final response that waits for its ACK
+    (a half-open INVITE) keeps only what it needs.
+    """
+
+    def test_onlyResponseBytesKept(self):
+        """
+        Once the user lets go of it, what the table holds for such an
+        INVITE references neither the request nor the response object, and
+        the timers of many such INVITEs are a few shared timers, not one
+        or two each.  (A 486, which timer G retransmits: a challenge sent
+        before any provisional response is not retransmitted.)
+        """
+        for i in range(50):
+            request = makeRequest("INVITE", branch=f"z9hG4bKmem{i}")
+            self.layer.messageReceived(request, self.udp)
+            [(_, tx)] = self.user.requests
+            del self.user.requests[:]
+            tx.respond(responseTo(request, 486, toTag="t"))
+            key = tx.key
+            del tx
+        record = self.layer._servers[key]
+        self.assertIsNone(record.request)
+        self.assertEqual(record.code, 486)
+        self.assertFalse(any(isinstance(getattr(record, name, None),
+                                        type(request))
+                             for name in record.__slots__))
+        self.assertEqual(self.layer.active, 50)
+        self.assertLessEqual(len(self.clock.getDelayedCalls()), 4)
+        self.clock.advance(T1)
+        self.assertEqual(len(self.udp.sent), 100)
+        self.advanceTo(64 * T1 + 1)
+        self.assertDrained()
+        self.assertEqual(len(self.user.failures), 50)
+
+    def test_cancelAfterFinalNobodyHolds(self):
+        """
+        A CANCEL for such an INVITE, once only its record is left, is
+        answered 200 by the layer (section 9.2: it has no effect).
+        """
+        request = makeRequest("INVITE")
+        self.layer.messageReceived(request, self.udp)
+        [(_, tx)] = self.user.requests
+        tx.respond(responseTo(request, 486, toTag="t"))
+        del self.user.requests[:], tx
+        self.layer.messageReceived(
+            makeRequest("CANCEL", branch=request.topVia().branch), self.udp)
+        self.assertEqual(self.user.cancels, [])
+        self.assertEqual([m.code for m in self.udp.messages()], [486, 200])
+
+
+class ExpiryQueueTests(SynchronousTestCase):
+    """
+    The shared timer queues of records.
+    """
+
+    def test_recordAddedBackDuringSweep(self):
+        """
+        A record added while the queue is being swept does not delay the
+        records already waiting: each is handled at its own time.
+        """
+        from sipdist.sip.transaction import _ExpiryQueue
+        clock = Clock()
+        handled = []
+
+        class Record:
+            state = COMPLETED
+
+            def __init__(self, name, again):
+                self.name, self.again = name, again
+
+            def act(self):
+                handled.append((self.name, clock.seconds()))
+                if self.again:
+                    queue.add(Record(self.name + "2", False))
+
+        queue = _ExpiryQueue(clock, 4.0, "act")
+        queue.add(Record("a", True))
+        clock.advance(0.5)
+        queue.add(Record("b", False))
+        clock.advance(3.5)
+        clock.advance(0.5)
+        clock.advance(3.5)
+        self.assertEqual(handled, [("a", 4.0), ("b", 4.5), ("a2", 8.0)])
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class CancelTests(LayerTestMixin, SynchronousTestCase):
@@ -896,6 +985,28 @@ class LayerTests(LayerTestMixin, SynchronousTestCase):
         self.assertEqual(self.layer.active, 2)
         self.layer.messageReceived(first, self.udp)
         self.assertEqual(self.layer.absorbed, 1)
+
+    def test_tableFullLogBounded(self):
+        """
+        A flood past the table's bound is logged once per 10 seconds, the
+        next line counting the requests not logged, not once a request.
+        """
+        from twisted.logger import globalLogPublisher
+        lines = []
+
+        def observer(event):
+            if event.get("log_namespace", "").endswith("TransactionLayer"):
+                lines.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.layer.maxTransactions = 0
+        for i in range(100):
+            self.layer.messageReceived(makeRequest("OPTIONS"), self.udp)
+        self.clock.advance(10)
+        self.layer.messageReceived(makeRequest("OPTIONS"), self.udp)
+        self.assertEqual(self.layer.rejected, 101)
+        self.assertEqual([e["suppressed"] for e in lines], [0, 99])
 
     def test_badInputDropped(self):
         """

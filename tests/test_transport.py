@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipdist.sip.message import parseMessage
 from sipdist.sip.transport import (
     DatagramFlow, SIPDatagramProtocol, TransportLayer, _StreamFactory,
-    parseListen)
+    fitConnectionsToFileLimit, parseListen)
 from tests.test_message import build
 
 
@@ -265,6 +265,7 @@ class StreamTests(SynchronousTestCase):
         self.assertIsNotNone(self.connect("10.1.1.2", 1)[0])
         self.assertIsNone(self.connect("10.1.1.3", 1)[0])
         self.assertEqual(self.layer.connectionCount, 3)
+        self.assertEqual(self.layer.refused, 2)
 
     def test_lostConnectionFreesSlot(self):
         """
@@ -328,6 +329,223 @@ class StreamTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(d2), flow)
         self.assertEqual(flow.remote, ("127.0.0.1", 5070))
         self.assertIs(self.layer.existingFlow("TCP", "127.0.0.1", 5070), flow)
+
+
+class StreamLimitTests(SynchronousTestCase):
+    """
+    What a connection may hold and for how long: the deadlines of an
+    unfinished message, the bytes of one connection and of all of them.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.handler = RecordingHandler()
+        self.layer = TransportLayer(
+            self.reactor, self.handler, idleTimeout=60, headerTimeout=5,
+            messageTimeout=20, maxMessageSize=4096, maxBuffered=6000,
+            maxConnectionsPerHost=10)
+        self.factory = _StreamFactory(self.layer, "TCP")
+
+    def connect(self, port=40000):
+        addr = IPv4Address("TCP", "10.1.1.1", port)
+        protocol = self.factory.buildProtocol(addr)
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 5060),
+            peerAddress=addr)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_tricklingHeadersClosedAtHeaderDeadline(self):
+        """
+        A peer sending its header section a byte a second is closed once
+        the header deadline has passed since the message's first byte,
+        although each byte arrives well within the idle timeout.
+        """
+        protocol, transport = self.connect()
+        data = register("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1")
+        for i in range(4):
+            protocol.dataReceived(data[i:i + 1])
+            self.reactor.advance(1)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(data[4:5])
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.closedSlow, 1)
+        self.assertEqual(self.layer.bufferedBytes, 0)
+        self.assertEqual(self.handler.received, [])
+
+    def test_slowBodyClosedAtMessageDeadline(self):
+        """
+        Once its header section is complete a message has until the message
+        deadline to arrive whole: past the header deadline it is kept, past
+        the message deadline the connection is closed.
+        """
+        protocol, transport = self.connect()
+        data = build(body=b"x" * 100)
+        protocol.dataReceived(data[:-50])
+        self.reactor.advance(10)
+        protocol.dataReceived(data[-50:-40])
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.closedSlow, 1)
+
+    def test_messagesInTimeKeepConnection(self):
+        """
+        Complete messages, even split over several reads and following one
+        another for longer than the deadlines, keep the connection open;
+        each one restarts the deadlines and the idle timeout.
+        """
+        protocol, transport = self.connect()
+        data = register("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1")
+        for i in range(10):
+            protocol.dataReceived(data[:50])
+            self.reactor.advance(4)
+            protocol.dataReceived(data[50:])
+        self.assertEqual(len(self.handler.received), 10)
+        self.reactor.advance(59)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.closedSlow, 0)
+
+    def test_unfinishedMessageTooLarge(self):
+        """
+        A header section that grows past the maximum message size without
+        ending is answered 513 and the connection is closed; what it held
+        is released.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            register("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1")[:-4])
+        for i in range(800):
+            protocol.dataReceived(b"\r\nX: y")
+        self.assertTrue(transport.value().startswith(
+            b"SIP/2.0 513 Message Too Large\r\n"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.layer.bufferedBytes, 0)
+
+    def test_allConnectionsBounded(self):
+        """
+        Past the bytes all connections may hold together, the connections
+        whose unfinished message started first are closed until the total
+        is within the bound; the others keep theirs.
+        """
+        connections = []
+        for port in range(3):
+            protocol, transport = self.connect(40000 + port)
+            protocol.dataReceived(b"REGISTER sip:a SIP/2.0\r\nX: " +
+                                  b"y" * 2500)
+            connections.append(transport)
+            self.reactor.advance(1)
+        self.assertEqual([t.disconnecting for t in connections],
+                         [True, False, False])
+        self.assertEqual(self.layer.closedOverBuffer, 1)
+        self.assertLessEqual(self.layer.bufferedBytes, 6000)
+        self.assertEqual(self.layer.bufferedBytes, 2 * 2527)
+
+    def test_lostConnectionReleasesBytes(self):
+        """
+        A connection lost with an unfinished message gives its bytes back
+        and leaves no timer behind.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"REGISTER sip:a SIP/2.0\r\n")
+        self.assertEqual(self.layer.bufferedBytes, 24)
+        protocol.connectionLost(None)
+        self.assertEqual(self.layer.bufferedBytes, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class FakeRlimit:
+    """
+    The part of the L{resource} module that reads and sets
+    C{RLIMIT_NOFILE}, for one pretend process; C{setrlimit} refuses a soft
+    limit above the hard one, as the kernel does.
+    """
+
+    RLIMIT_NOFILE = 7
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft, hard, refuse=False):
+        self.limits = (soft, hard)
+        self.refuse = refuse
+
+    def getrlimit(self, which):
+        assert which == self.RLIMIT_NOFILE
+        return self.limits
+
+    def setrlimit(self, which, limits):
+        assert which == self.RLIMIT_NOFILE
+        soft, hard = limits
+        if self.refuse or (hard != self.RLIM_INFINITY and soft > hard):
+            raise ValueError("not allowed to raise maximum limit")
+        self.limits = limits
+
+
+class FakeLog:
+    def __init__(self):
+        self.lines = []
+
+    def warn(self, format, **kw):
+        self.lines.append(format.format(**kw))
+
+
+class FileLimitTests(SynchronousTestCase):
+    """
+    The limit of connections fits the limit of open files.
+    """
+
+    def test_softRaisedToHard(self):
+        """
+        The soft limit is raised to the hard one; a limit of connections
+        that then fits with the reserve is kept, and nothing is logged.
+        """
+        rlimit, log = FakeRlimit(1024, 65536), FakeLog()
+        self.assertEqual(fitConnectionsToFileLimit(10000, rlimit, log=log),
+                         10000)
+        self.assertEqual(rlimit.limits, (65536, 65536))
+        self.assertEqual(log.lines, [])
+
+    def test_lowered(self):
+        """
+        When the hard limit leaves fewer descriptors than the connections
+        wanted plus the reserve, the connections are lowered to what is
+        left, in one line naming both figures and the limit.
+        """
+        rlimit, log = FakeRlimit(1024, 1024), FakeLog()
+        self.assertEqual(fitConnectionsToFileLimit(10000, rlimit, log=log),
+                         1024 - 64)
+        [line] = log.lines
+        self.assertIn("--max-connections lowered from 10000 to 960", line)
+        self.assertIn("1024", line)
+
+    def test_cannotRaise(self):
+        """
+        When the soft limit cannot be raised, what it allows is used.
+        """
+        rlimit = FakeRlimit(256, 4096, refuse=True)
+        self.assertEqual(
+            fitConnectionsToFileLimit(10000, rlimit, log=FakeLog()), 192)
+
+    def test_unlimited(self):
+        """
+        Without a hard limit the soft limit is raised to what the
+        connections need and the configured figure is kept.
+        """
+        rlimit = FakeRlimit(1024, FakeRlimit.RLIM_INFINITY)
+        self.assertEqual(
+            fitConnectionsToFileLimit(5000, rlimit, log=FakeLog()), 5000)
+        self.assertEqual(rlimit.limits[0], 5064)
+
+    def test_tinyLimit(self):
+        """
+        A limit smaller than the reserve still allows one connection.
+        """
+        self.assertEqual(fitConnectionsToFileLimit(
+            100, FakeRlimit(20, 20), log=FakeLog()), 1)
 
 
 class ParseListenTests(SynchronousTestCase):

@@ -21,7 +21,8 @@ def statusOf(service, config):
     from sipdist.pool.monitor import loadFigures
     document = {"name": config.get("name"), "role": config.get("role", "home"),
                 "load": loadFigures(service),
-                "transactions": service.transactions.stats()}
+                "transactions": service.transactions.stats(),
+                "transport": service.transport.stats()}
     proxy = getattr(service, "proxy", None)
     if proxy is not None:
         document["proxy"] = proxy.stats()

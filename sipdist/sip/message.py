@@ -27,7 +27,6 @@ import os
 from base64 import urlsafe_b64encode
 
 from twisted.logger import Logger
-from twisted.protocols import basic
 
 from sipdist.sip.twistedsip import sip
 from sipdist.sip.uri import URI, URIError, parseURI
@@ -927,30 +926,37 @@ def errorResponse(error):
     return responseTo(error.message, error.code, error.phrase)
 
 
-class StreamFramer(basic.LineReceiver):
+class StreamFramer:
     """
-    Frames SIP messages off a stream (TCP, TLS) by their Content-Length,
-    in the manner of L{sip.MessagesParser} (line mode for the start line and
-    headers, raw mode for the body), and hands each complete message, as
-    bytes, to L{parseMessage}.
+    Frames SIP messages off a stream (TCP, TLS) by their Content-Length
+    (RFC 3261 section 18.3) and hands each complete message, as bytes, to
+    C{messageReceived} (for L{parseMessage}).
 
     Twisted's L{sip.MessagesParser} is not used as is: it decodes the body
     as text and so counts Content-Length in characters (a multi-byte UTF-8
     body breaks its framing), logs a traceback on malformed input, and waits
     for the connection to close when Content-Length is missing.
 
-    After a framing error (an over-long line, an oversized message, a
-    missing or bad Content-Length) the stream cannot be resynchronised: the
-    framer reports it once and ignores the rest; the caller answers if it
-    can and closes the connection.
+    What has arrived of the current message is kept in one C{bytearray}
+    (never a list of lines: a header section of one-byte lines would cost
+    some forty bytes of memory per byte received), so a connection holds at
+    most about C{maxSize} bytes; C{buffered} says how many it holds now.
+
+    After a framing error (a header section or message larger than
+    C{maxSize}, a missing or bad Content-Length) the stream cannot be
+    resynchronised: the framer reports it once, drops what it holds and
+    ignores the rest; the caller answers if it can and closes the
+    connection.
 
     @ivar messageReceived: called with each message's bytes.
     @ivar framingError: called with a L{MessageError} (its C{message} is the
         request if a response can be built).
     @ivar keepAlive: called for an RFC 5626 double-CRLF keep-alive ping.
+    @ivar inMessage: C{True} while a message has started and is not
+        complete.
+    @ivar inHeaders: C{True} while a message has started and its header
+        section is not complete.
     """
-
-    delimiter = b"\r\n"
 
     def __init__(self, messageReceived, framingError, keepAlive,
                  maxSize=DEFAULT_MAX_SIZE):
@@ -958,94 +964,143 @@ class StreamFramer(basic.LineReceiver):
         self.framingError = framingError
         self.keepAlive = keepAlive
         self.maxSize = maxSize
-        self.MAX_LENGTH = maxSize
         self._invalid = False
-        self._reset()
-
-    def _reset(self):
-        self._lines = []
-        self._size = 0
-        self._length = None
-        self._body = []
-        self._bodyReceived = 0
+        self._buffer = bytearray()
+        # Where the search for the end of the headers resumes.
+        self._scanned = 0
+        # Size of the whole current message once its headers are complete.
+        self._total = None
         self._emptyLines = 0
+
+    @property
+    def buffered(self):
+        """
+        How many bytes of unfinished messages the framer holds.
+        """
+        return len(self._buffer)
+
+    @property
+    def inMessage(self):
+        return bool(self._buffer)
+
+    @property
+    def inHeaders(self):
+        return bool(self._buffer) and self._total is None
+
+    def discard(self):
+        """
+        Drop what is held and ignore whatever arrives from now on (the
+        connection is being closed).
+        """
+        self._invalid = True
+        self._buffer = bytearray()
 
     def dataReceived(self, data):
         if self._invalid:
             return
-        basic.LineReceiver.dataReceived(self, data)
+        buffer = self._buffer
+        if not buffer or buffer == b"\r":
+            data = self._skipEmptyLines(bytes(buffer) + data)
+            buffer = self._buffer = bytearray()
+            if not data:
+                return
+        buffer += data
+        while buffer and not self._invalid:
+            if self._total is None and not self._headers():
+                return
+            total = self._total
+            if len(buffer) < total:
+                return
+            message = bytes(buffer[:total])
+            del buffer[:total]
+            self._total = None
+            self._scanned = 0
+            if not buffer:
+                # Give the memory of a large message back.
+                buffer = self._buffer = bytearray()
+            self.messageReceived(message)
+            if self._invalid or not buffer:
+                return
+            if buffer[:1] in (b"\r", b"\n"):
+                rest = self._skipEmptyLines(bytes(buffer))
+                buffer = self._buffer = bytearray(rest)
+            else:
+                self._emptyLines = 0
 
-    def lineLengthExceeded(self, line):
-        self._fail(MessageError(513, "Message Too Large"))
-
-    def _fail(self, error):
-        if not self._invalid:
-            self._invalid = True
-            self.setRawMode()
-            self.framingError(error)
-
-    def lineReceived(self, line):
-        if self._invalid:
-            return
-        lines = self._lines
-        if not lines:
-            if not line:
-                # CRLFs between messages; two in a row are a keep-alive.
+    def _skipEmptyLines(self, data):
+        """
+        CRLFs between messages are skipped; two in a row are a keep-alive.
+        A lone CR waits for its LF.
+        """
+        while data[:1] == b"\r" or data[:1] == b"\n":
+            if data[:2] == b"\r\n":
+                data = data[2:]
                 self._emptyLines += 1
                 if self._emptyLines == 2:
                     self._emptyLines = 0
                     self.keepAlive()
-                return
-            self._emptyLines = 0
-        if line:
-            lines.append(line)
-            self._size += len(line) + 2
-            if self._size > self.maxSize:
-                self._fail(MessageError(513, "Message Too Large"))
-            elif self._length is None and line[:1] in b"CcLl":
+            elif data == b"\r":
+                # Wait for the rest of the line.
+                break
+            else:
+                data = data[1:]
+        else:
+            if data:
+                self._emptyLines = 0
+        return data
+
+    def _headers(self):
+        """
+        Look for the end of the header section; once found, learn the
+        message's size from its Content-Length.
+
+        @return: whether the size is known.
+        """
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n", self._scanned)
+        if end < 0:
+            if len(buffer) > self.maxSize:
+                last = buffer.rfind(b"\r\n")
+                self._fail(self._errorFor(
+                    513, "Message Too Large",
+                    bytes(buffer[:last]) if last > 0 else b""))
+            else:
+                self._scanned = max(0, len(buffer) - 3)
+            return False
+        head = bytes(buffer[:end])
+        length = None
+        for line in head.split(b"\r\n"):
+            if line[:1] in b"CcLl":
                 name, _, value = line.partition(b":")
                 if name.strip().lower() in (b"content-length", b"l"):
                     value = value.strip()
                     if not value.isdigit():
-                        self._fail(self._errorFor(400, "Bad Content-Length"))
-                        return
-                    self._length = int(value)
-            return
-        # End of headers.
-        if self._length is None:
-            self._fail(self._errorFor(400, "Missing Content-Length"))
-            return
-        if self._size + self._length > self.maxSize:
-            self._fail(self._errorFor(513, "Message Too Large"))
-            return
-        if self._length == 0:
-            self._deliver(b"")
-        else:
-            self.setRawMode()
+                        self._fail(self._errorFor(400, "Bad Content-Length",
+                                                  head))
+                        return False
+                    length = int(value)
+                    break
+        if length is None:
+            self._fail(self._errorFor(400, "Missing Content-Length", head))
+            return False
+        total = end + 4 + length
+        if total > self.maxSize:
+            self._fail(self._errorFor(513, "Message Too Large", head))
+            return False
+        self._total = total
+        return True
 
-    def _errorFor(self, code, phrase):
+    def _fail(self, error):
+        if not self._invalid:
+            self.discard()
+            self.framingError(error)
+
+    def _errorFor(self, code, phrase, head):
         # Parse the headers read so far so the error can be answered.
-        head = b"\r\n".join(self._lines) + b"\r\n\r\n"
-        try:
-            message = parseMessage(head + b"", maxSize=1 << 30)
-        except MessageError as e:
-            message = e.message
+        message = None
+        if head:
+            try:
+                message = parseMessage(head + b"\r\n\r\n", maxSize=1 << 30)
+            except MessageError as e:
+                message = e.message
         return MessageError(code, phrase, message and _answerable(message))
-
-    def rawDataReceived(self, data):
-        if self._invalid:
-            return
-        need = self._length - self._bodyReceived
-        if len(data) < need:
-            self._body.append(data)
-            self._bodyReceived += len(data)
-            return
-        self._body.append(data[:need])
-        rest = data[need:]
-        self._deliver(b"".join(self._body))
-        self.setLineMode(rest)
-
-    def _deliver(self, body):
-        data = b"\r\n".join(self._lines) + b"\r\n\r\n" + body
-        self._reset()
-        self.messageReceived(data)

@@ -183,7 +183,7 @@ class ServerTransaction:
 
     __slots__ = ("request", "flow", "state", "response", "cancelled", "key",
                  "_layer", "_invite", "_reliable", "_retransmit", "_timeout",
-                 "_interval", "__weakref__")
+                 "__weakref__")
 
     _log = Logger()
 
@@ -199,7 +199,6 @@ class ServerTransaction:
         self.cancelled = False
         self._retransmit = None
         self._timeout = None
-        self._interval = 0.0
 
     def __repr__(self):
         return (f"<ServerTransaction {self.request.method} {self.state} "
@@ -264,12 +263,14 @@ class ServerTransaction:
         else:
             self.state = COMPLETED
             if self._transmit(response):
-                callLater = layer._reactor.callLater
-                if not self._reliable and (provisional
-                                           or code not in _CHALLENGES):
-                    self._interval = layer.T1
-                    self._retransmit = callLater(layer.T1, self._timerG)
-                self._timeout = callLater(layer._64T1, self._timerH)
+                # Timers G and H: only the response's bytes are needed now
+                # (a request spoofing its source can leave this state
+                # waiting 64*T1 for an ACK that never comes).  No timer G
+                # for a challenge sent before any provisional response
+                # (see _CHALLENGES).
+                layer._inviteCompleted(
+                    self, response.toBytes(),
+                    retransmit=provisional or code not in _CHALLENGES)
 
     def _transmit(self, message):
         ok = _send(self._layer, self.flow, message)
@@ -314,22 +315,6 @@ class ServerTransaction:
             self.response = responseTo(self.request, 100)
             self._transmit(self.response)
 
-    def _timerG(self):
-        self._retransmit = None
-        if self._transmit(self.response):
-            layer = self._layer
-            self._interval = interval = min(self._interval * 2, layer.T2)
-            self._retransmit = layer._reactor.callLater(interval,
-                                                        self._timerG)
-
-    def _timerH(self):
-        self._timeout = None
-        self._log.info("no ACK for {code} to {method} from {remote}",
-                       code=self.response.code, method=self.request.method,
-                       remote=self.flow.remote)
-        self._layer.timeouts += 1
-        self._fail(TransactionTimeout("no ACK (timer H)"))
-
     def _userTimeout(self):
         self._timeout = None
         layer = self._layer
@@ -358,18 +343,7 @@ class ServerTransaction:
         """
         state = self.state
         if request.method == "ACK":
-            if state is COMPLETED:
-                _cancel(self._retransmit)
-                _cancel(self._timeout)
-                self._retransmit = self._timeout = None
-                self.state = CONFIRMED
-                if self._reliable:
-                    self._terminate()
-                else:
-                    layer = self._layer
-                    self._timeout = layer._reactor.callLater(
-                        layer.T4, self._terminate)  # timer I
-            elif state is ACCEPTED:
+            if state is ACCEPTED:
                 self._layer._deliver(self._layer.user.ackReceived,
                                      request, flow)
             return
@@ -381,9 +355,7 @@ class ServerTransaction:
                 self._sendTrying()
             else:
                 self._transmit(self.response)
-        elif state is COMPLETED:
-            self._transmit(self.response)
-        # Trying, Accepted, Confirmed: absorbed.
+        # Trying, Accepted: absorbed.
 
 
 class _Wire:
@@ -402,38 +374,67 @@ class _Wire:
         return self.data
 
     def __getattr__(self, name):
-        return getattr(self.message, name)
+        message = self.message
+        if message is None:
+            # Only the bytes were kept: parse them for whoever looks (a
+            # flow tracing what it sends).
+            from sipdist.sip.message import parseMessage
+            message = parseMessage(self.data)
+        return getattr(message, name)
 
 
 class _ExpiryQueue:
     """
-    Records that all wait the same time before they end (timer J, timer
-    K): a queue in expiry order and one timer, instead of a timer each.
-    Records due within C{granularity} of each other end in the same sweep.
+    Records that all wait the same time before something happens to them
+    (timers G at one interval, H, I, J, K): a queue in expiry order and one
+    timer, instead of a timer each.  C{action} names the record's method
+    called when its time comes (a record that no longer needs it does
+    nothing).  Records due within C{granularity} of each other are handled
+    in the same sweep.
     """
 
     granularity = 0.1
 
-    def __init__(self, reactor, delay):
+    def __init__(self, reactor, delay, action="_terminate"):
         self._reactor = reactor
         self.delay = delay
+        self.action = action
         self._queue = deque()
         self._call = None
 
     def add(self, record):
-        self._queue.append((self._reactor.seconds() + self.delay, record))
+        now = self._reactor.seconds()
+        queue = self._queue
+        queue.append((now + self.delay, record))
         if self._call is None:
-            self._call = self._reactor.callLater(self.delay, self._sweep)
+            # The head is due first (it may be older than this record when
+            # a sweep adds records back).
+            self._call = self._reactor.callLater(
+                max(queue[0][0] - now, 0.0), self._sweep)
 
     def _sweep(self):
         self._call = None
         now = self._reactor.seconds()
         queue = self._queue
+        action = self.action
         while queue and queue[0][0] <= now:
-            queue.popleft()[1]._terminate()
-        if queue:
+            getattr(queue.popleft()[1], action)()
+        if queue and self._call is None:
             self._call = self._reactor.callLater(
                 max(queue[0][0] - now, self.granularity), self._sweep)
+
+    def prune(self):
+        """
+        Drop the records at the head of the queue that have terminated;
+        stop the timer if none is left.
+        """
+        queue = self._queue
+        while queue and queue[0][1].state is TERMINATED:
+            queue.popleft()
+        if not queue and self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
 
     def clear(self):
         self._queue.clear()
@@ -481,6 +482,103 @@ class _CompletedServerRecord:
         if transaction is not None:
             transaction.state = TERMINATED
         self._layer._removeServer(self)
+
+
+class _CompletedInviteRecord:
+    """
+    What is left of an INVITE server transaction once its non-2xx final
+    response is sent (Completed state): the response's bytes, sent again
+    at each timer G over an unreliable flow and for each retransmitted
+    INVITE, until the ACK (Confirmed, then timer I) or timer H.  Its
+    timers are the layer's shared queues, not a timer each.
+
+    @ivar code: the status code of the response.
+    """
+
+    __slots__ = ("key", "flow", "data", "code", "state", "_layer",
+                 "_reliable", "_interval", "_transaction")
+    isInvite = True
+    cancelled = False
+    request = None
+
+    def __init__(self, layer, transaction, data, code):
+        self._layer = layer
+        self.key = transaction.key
+        self.flow = transaction.flow
+        self.data = data
+        self.code = code
+        self.state = COMPLETED
+        self._reliable = transaction._reliable
+        self._interval = layer.T1
+        # Whoever still holds the transaction sees its state change.
+        self._transaction = weakref.ref(transaction)
+
+    def __repr__(self):
+        return f"<ServerTransaction INVITE {self.state} {self.key[0]}>"
+
+    @property
+    def transaction(self):
+        """
+        The L{ServerTransaction} this record replaced, while something
+        holds it; else this record.
+        """
+        return self._transaction() or self
+
+    def _setState(self, state):
+        self.state = state
+        transaction = self._transaction()
+        if transaction is not None:
+            transaction.state = state
+
+    def _resend(self):
+        layer = self._layer
+        if _send(layer, self.flow, _Wire(self.data, None)):
+            return True
+        self._terminate()
+        layer._transactionFailed(
+            self.transaction,
+            TransportError(f"cannot send to {self.flow.remote}"))
+        return False
+
+    def _matched(self, request, flow):
+        if request.method == "ACK":
+            if self.state is COMPLETED:
+                self._setState(CONFIRMED)
+                if self._reliable:
+                    self._terminate()
+                else:
+                    self._layer._timerI.add(self)
+            return
+        self._layer.absorbed += 1
+        if self.state is COMPLETED:
+            self._resend()
+
+    def _timerG(self):
+        if self.state is not COMPLETED:
+            return
+        if self._resend():
+            layer = self._layer
+            self._interval = interval = min(self._interval * 2, layer.T2)
+            layer._timerGQueue(interval).add(self)
+
+    def _timerH(self):
+        if self.state is not COMPLETED:
+            return
+        layer = self._layer
+        layer._log.info("no ACK for {code} to INVITE from {remote}",
+                        code=self.code, remote=self.flow.remote)
+        layer.timeouts += 1
+        self._terminate()
+        layer._transactionFailed(self.transaction,
+                                 TransactionTimeout("no ACK (timer H)"))
+
+    def _terminate(self):
+        if self.state is TERMINATED:
+            return
+        self._setState(TERMINATED)
+        layer = self._layer
+        layer._removeServer(self)
+        layer._pruneInviteTimers()
 
 
 class _CompletedClientRecord:
@@ -814,9 +912,16 @@ class TransactionLayer:
         # Timers J and K of completed non-INVITE transactions.
         self._timerJ = _ExpiryQueue(reactor, self._64T1)
         self._timerK = _ExpiryQueue(reactor, T4)
+        # Timers of INVITE server transactions that sent a non-2xx final
+        # response: G (one queue per interval: T1, 2*T1 ... T2), H, I.
+        self._timerG = {}
+        self._timerH = _ExpiryQueue(reactor, self._64T1, "_timerH")
+        self._timerI = _ExpiryQueue(reactor, T4)
         self.serverCreated = 0
         self.clientCreated = 0
         self.rejected = 0
+        self._rejectLogged = None
+        self._rejectSuppressed = 0
         self.absorbed = 0
         self.timeouts = 0
         self.transportErrors = 0
@@ -929,6 +1034,13 @@ class TransactionLayer:
         self._created()
         if method == "CANCEL":
             cancelled = servers.get(key[:-1] + ("INVITE",))
+            if isinstance(cancelled, _CompletedInviteRecord):
+                cancelled = cancelled._transaction()
+                if cancelled is None:
+                    # Answered already, and only its response's bytes are
+                    # left: the CANCEL has no effect (section 9.2).
+                    transaction.respond(responseTo(request, 200))
+                    return
             if cancelled is not None and cancelled.state is PROCEEDING:
                 cancelled.cancelled = True
             ok = self._deliver(self.user.cancelReceived, request,
@@ -945,9 +1057,17 @@ class TransactionLayer:
 
     def _reject(self, request, flow):
         self.rejected += 1
-        self._log.warn("transaction table full ({count}): 503 to {method} "
-                       "from {remote}", count=self.maxTransactions,
-                       method=request.method, remote=flow.remote)
+        # A flood fills the table: one line per 10 s, not one per request.
+        now = self._reactor.seconds()
+        if self._rejectLogged is None or now - self._rejectLogged >= 10:
+            self._rejectLogged = now
+            suppressed, self._rejectSuppressed = self._rejectSuppressed, 0
+            self._log.warn("transaction table full ({count}): 503 to {method} "
+                           "from {remote} ({suppressed} more not logged)",
+                           count=self.maxTransactions, method=request.method,
+                           remote=flow.remote, suppressed=suppressed)
+        else:
+            self._rejectSuppressed += 1
         response = responseTo(request, 503)
         response.headers["retry-after"] = [str(self.retryAfter)]
         try:
@@ -1023,6 +1143,8 @@ class TransactionLayer:
             transaction._terminate()
         self._timerJ.clear()
         self._timerK.clear()
+        for queue in self._inviteQueues():
+            queue.clear()
         for transaction in list(self._clients.values()):
             if isinstance(transaction, _CompletedClientRecord) \
                     or transaction.deferred.called:
@@ -1038,6 +1160,35 @@ class TransactionLayer:
         record = _CompletedServerRecord(self, transaction, data)
         self._servers[record.key] = record
         self._timerJ.add(record)
+
+    def _inviteCompleted(self, transaction, data, retransmit=True):
+        """
+        Replace an INVITE server transaction that sent a non-2xx final
+        response by a record until the ACK or timer H.
+
+        @param retransmit: whether timer G retransmits the response over an
+            unreliable flow.
+        """
+        record = _CompletedInviteRecord(self, transaction, data,
+                                        transaction.response.code)
+        self._servers[record.key] = record
+        if retransmit and not record._reliable:
+            self._timerGQueue(self.T1).add(record)
+        self._timerH.add(record)
+
+    def _timerGQueue(self, interval):
+        queue = self._timerG.get(interval)
+        if queue is None:
+            queue = self._timerG[interval] = _ExpiryQueue(
+                self._reactor, interval, "_timerG")
+        return queue
+
+    def _inviteQueues(self):
+        return list(self._timerG.values()) + [self._timerH, self._timerI]
+
+    def _pruneInviteTimers(self):
+        for queue in self._inviteQueues():
+            queue.prune()
 
     def _clientCompleted(self, transaction):
         """

@@ -27,6 +27,16 @@ sent-by of the requests received on them, so a request to a peer that has a
 connection open to us reuses it (clients behind NAT and firewalls can only be
 reached that way).  Everything is bounded: message size (C{513}), number of
 connections overall and per source address, idle time of a connection.
+
+What a connection costs in memory is bounded too (see the Limits section of
+docs/security.rst): the bytes of its unfinished message (at most the
+maximum message size), the bytes of every connection's unfinished messages
+together (C{maxBuffered}: past it the connections whose unfinished message
+is the oldest are closed), and the time a message may take to arrive
+(C{headerTimeout} for its header section, C{messageTimeout} for all of
+it), so a peer sending a byte at a time (slowloris) is closed at the
+deadline.  Only a complete message or a keep-alive counts as activity for
+the idle timeout.
 """
 
 import os
@@ -42,6 +52,9 @@ from sipdist.sip.message import (
     parseMessage, validateRequest, validateResponse)
 
 DEFAULT_IDLE_TIMEOUT = 900.0
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_MESSAGE_TIMEOUT = 30.0
+DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
 # Aliases (sent-by addresses) remembered per connection.
@@ -220,8 +233,13 @@ class SIPStreamProtocol(Protocol):
     def __init__(self, layer, transportName):
         self._layer = layer
         self._transportName = transportName
+        # When the last complete message or keep-alive arrived.
         self.lastActivity = 0.0
-        self._idleCall = None
+        # When the first byte of the unfinished message arrived, or None.
+        self.messageStarted = None
+        # Bytes of this connection counted in the layer's bufferedBytes.
+        self.counted = 0
+        self._timer = None
         self.aliases = []
 
     def connectionMade(self):
@@ -231,10 +249,11 @@ class SIPStreamProtocol(Protocol):
         self._layer._connectionMade(self)
 
     def dataReceived(self, data):
-        self.lastActivity = self._layer._reactor.seconds()
         self._framer.dataReceived(data)
+        self._layer._framed(self)
 
     def _messageFramed(self, data):
+        self._layer._messageComplete(self)
         self._layer._messageReceived(data, self.flow, stream=True)
 
     def _framingError(self, error):
@@ -248,6 +267,7 @@ class SIPStreamProtocol(Protocol):
 
     def _keepAlive(self):
         # RFC 5626 section 4.4.1: answer a double-CRLF ping with one CRLF.
+        self.lastActivity = self._layer._reactor.seconds()
         self.transport.write(b"\r\n")
 
     def connectionLost(self, reason):
@@ -274,10 +294,23 @@ class TransportLayer:
     @ivar handler: receives C{messageReceived(message, flow)} for every
         well-formed message.
     @ivar maxMessageSize: larger messages are answered C{513}.
-    @ivar idleTimeout: seconds without traffic after which a connection is
-        closed.
+    @ivar idleTimeout: seconds without a complete message or keep-alive
+        after which a connection is closed.
+    @ivar headerTimeout: seconds a connection's message may take from its
+        first byte to the end of its header section before the connection
+        is closed (C{0}: no deadline).
+    @ivar messageTimeout: the same up to the end of its body.
+    @ivar maxBuffered: bytes of unfinished messages held for all
+        connections together; past it, the connections whose unfinished
+        message started first are closed until the total is below.
     @ivar maxConnections: connections open at once, all peers together.
     @ivar maxConnectionsPerHost: connections open at once from one address.
+    @ivar bufferedBytes: bytes of unfinished messages held now.
+
+    Counters: C{dropped}, C{answeredErrors}, C{closedSlow} (deadline
+    passed), C{closedOverBuffer} (closed to bring C{bufferedBytes} under
+    C{maxBuffered}), C{refused} (connections past C{maxConnections} or
+    C{maxConnectionsPerHost}).
     """
 
     _log = Logger()
@@ -286,7 +319,9 @@ class TransportLayer:
                  idleTimeout=DEFAULT_IDLE_TIMEOUT,
                  maxConnections=DEFAULT_MAX_CONNECTIONS,
                  maxConnectionsPerHost=DEFAULT_MAX_CONNECTIONS_PER_HOST,
-                 tlsClientOptions=None):
+                 tlsClientOptions=None, headerTimeout=DEFAULT_HEADER_TIMEOUT,
+                 messageTimeout=DEFAULT_MESSAGE_TIMEOUT,
+                 maxBuffered=DEFAULT_MAX_BUFFERED):
         """
         @param tlsClientOptions: a callable C{(hostname) ->
             IOpenSSLClientConnectionCreator} used for outgoing TLS
@@ -296,6 +331,16 @@ class TransportLayer:
         self.handler = handler
         self.maxMessageSize = maxMessageSize
         self.idleTimeout = idleTimeout
+        self.headerTimeout = headerTimeout
+        self.messageTimeout = messageTimeout
+        self.maxBuffered = maxBuffered
+        self.bufferedBytes = 0
+        # Connections with an unfinished message, oldest message first.
+        self._unfinished = {}
+        self.closedSlow = 0
+        self.closedOverBuffer = 0
+        self.refused = 0
+        self._refusedLog = _LogLimiter(reactor)
         self.maxConnections = maxConnections
         self.maxConnectionsPerHost = maxConnectionsPerHost
         self._tlsClientOptions = tlsClientOptions
@@ -470,14 +515,20 @@ class TransportLayer:
     def _admit(self, addr):
         host = getattr(addr, "host", None)
         if len(self._open) + len(self._pending) >= self.maxConnections:
-            self._log.warn("refusing a connection from {host}: {count} "
-                           "connections open", host=host, count=len(self._open))
+            self._refused(host, f"{len(self._open)} connections open")
             return False
         if self._perHost.get(host, 0) >= self.maxConnectionsPerHost:
-            self._log.warn("refusing a connection from {host}: too many "
-                           "from that address", host=host)
+            self._refused(host, "too many from that address")
             return False
         return True
+
+    def _refused(self, host, reason):
+        self.refused += 1
+        suppressed = self._refusedLog.allow()
+        if suppressed is not None:
+            self._log.warn("refusing a connection from {host}: {reason} "
+                           "({suppressed} more not logged)", host=host,
+                           reason=reason, suppressed=suppressed)
 
     def _connectionMade(self, protocol):
         flow = protocol.flow
@@ -487,19 +538,126 @@ class TransportLayer:
         self._connections[(flow.transport, host, flow.remote[1])] = protocol
         self._byToken[flow.token] = protocol
         protocol.lastActivity = self._reactor.seconds()
-        if self.idleTimeout:
-            protocol._idleCall = self._reactor.callLater(
-                self.idleTimeout, self._checkIdle, protocol)
+        self._schedule(protocol)
 
-    def _checkIdle(self, protocol):
-        idle = self._reactor.seconds() - protocol.lastActivity
-        if idle >= self.idleTimeout:
-            protocol._idleCall = None
-            self._log.info("closing idle {flow}", flow=protocol.flow)
-            protocol.transport.loseConnection()
+    def _framed(self, protocol):
+        """
+        A connection's framer has consumed what arrived: account for the
+        bytes it holds now, start the deadlines of a message that has just
+        started, and close connections if all together hold too much.
+        """
+        if protocol not in self._open:
+            return
+        framer = protocol._framer
+        held = framer.buffered
+        self.bufferedBytes += held - protocol.counted
+        protocol.counted = held
+        if framer.inMessage:
+            if protocol.messageStarted is None:
+                protocol.messageStarted = self._reactor.seconds()
+                self._unfinished[protocol] = None
+                self._schedule(protocol)
+        elif protocol.messageStarted is not None:
+            # The framer gave up on it (framing error).
+            protocol.messageStarted = None
+            self._unfinished.pop(protocol, None)
+        if self.bufferedBytes > self.maxBuffered:
+            self._shed()
+
+    def _messageComplete(self, protocol):
+        protocol.lastActivity = self._reactor.seconds()
+        if protocol.messageStarted is not None:
+            protocol.messageStarted = None
+            self._unfinished.pop(protocol, None)
+
+    def _shed(self):
+        """
+        Close the connections whose unfinished message is the oldest until
+        the bytes held are within C{maxBuffered}.
+        """
+        while self.bufferedBytes > self.maxBuffered and self._unfinished:
+            protocol = next(iter(self._unfinished))
+            self.closedOverBuffer += 1
+            self._close(protocol, "too many bytes of unfinished messages "
+                                  "held for all connections")
+
+    def _close(self, protocol, reason):
+        """
+        Close a connection now, dropping what it holds.
+        """
+        self._release(protocol)
+        suppressed = self._badInputLog.allow()
+        if suppressed is not None:
+            self._log.info("closing {flow}: {reason} ({suppressed} more not "
+                           "logged)", flow=protocol.flow, reason=reason,
+                           suppressed=suppressed)
+        transport = protocol.transport
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
         else:
-            protocol._idleCall = self._reactor.callLater(
-                self.idleTimeout - idle, self._checkIdle, protocol)
+            transport.loseConnection()
+
+    def _release(self, protocol):
+        protocol._framer.discard()
+        self.bufferedBytes -= protocol.counted
+        protocol.counted = 0
+        protocol.messageStarted = None
+        self._unfinished.pop(protocol, None)
+
+    def _deadline(self, protocol):
+        """
+        The next deadline of a connection and what passing it means, or
+        C{(None, None)}.
+        """
+        deadlines = []
+        started = protocol.messageStarted
+        if started is not None:
+            if self.headerTimeout and protocol._framer.inHeaders:
+                deadlines.append((started + self.headerTimeout,
+                                  "header section not complete in time"))
+            if self.messageTimeout:
+                deadlines.append((started + self.messageTimeout,
+                                  "message not complete in time"))
+        elif self.idleTimeout:
+            deadlines.append((protocol.lastActivity + self.idleTimeout,
+                              "idle"))
+        return min(deadlines) if deadlines else (None, None)
+
+    def _schedule(self, protocol):
+        """
+        Make the connection's timer fire at its next deadline, or earlier.
+        """
+        deadline, _ = self._deadline(protocol)
+        timer = protocol._timer
+        if deadline is None:
+            if timer is not None and timer.active():
+                timer.cancel()
+            protocol._timer = None
+            return
+        delay = max(0.0, deadline - self._reactor.seconds())
+        if timer is not None and timer.active():
+            if timer.getTime() > deadline:
+                timer.reset(delay)
+            return
+        protocol._timer = self._reactor.callLater(
+            delay, self._checkDeadlines, protocol)
+
+    def _checkDeadlines(self, protocol):
+        protocol._timer = None
+        if protocol not in self._open:
+            return
+        deadline, reason = self._deadline(protocol)
+        if deadline is not None and self._reactor.seconds() >= deadline:
+            if reason == "idle":
+                self._log.info("closing idle {flow}", flow=protocol.flow)
+                self._release(protocol)
+                protocol.transport.loseConnection()
+            else:
+                self.closedSlow += 1
+                self._close(protocol, reason)
+            return
+        self._schedule(protocol)
 
     def _aliasConnection(self, request, flow):
         # A request's sent-by names where its sender listens: remember it so
@@ -528,13 +686,31 @@ class TransportLayer:
             if self._connections.get(key) is protocol:
                 del self._connections[key]
         self._byToken.pop(flow.token, None)
-        if protocol._idleCall is not None and protocol._idleCall.active():
-            protocol._idleCall.cancel()
-        protocol._idleCall = None
+        self._release(protocol)
+        if protocol._timer is not None and protocol._timer.active():
+            protocol._timer.cancel()
+        protocol._timer = None
 
     @property
     def connectionCount(self):
         return len(self._open)
+
+    def stats(self):
+        """
+        @return: the connection figures and counters, as a L{dict} for the
+            status endpoint.
+        """
+        return {
+            "connections": len(self._open),
+            "max_connections": self.maxConnections,
+            "buffered_bytes": self.bufferedBytes,
+            "max_buffered": self.maxBuffered,
+            "closed_slow": self.closedSlow,
+            "closed_over_buffer": self.closedOverBuffer,
+            "refused": self.refused,
+            "answered_errors": self.answeredErrors,
+            "dropped": self.dropped,
+        }
 
     def flowByToken(self, token):
         """
@@ -616,6 +792,51 @@ class TransportLayer:
 
         d.addCallbacks(connected, failed)
         return d
+
+
+# File descriptors kept for what is not a SIP connection: listening
+# sockets, log and store files, LDAP connections, the status endpoint.
+FILE_RESERVE = 64
+
+
+def fitConnectionsToFileLimit(wanted, rlimit, reserve=FILE_RESERVE,
+                              log=None):
+    """
+    Raise the process's soft limit of open files (C{RLIMIT_NOFILE}) to its
+    hard limit, and lower the number of connections allowed at once to
+    what that limit leaves after C{reserve} descriptors: past it, accepting
+    a connection would fail with C{EMFILE} before the limit of connections
+    applied (and the server could no longer open a file either).
+
+    @param wanted: the configured C{--max-connections}.
+    @param rlimit: an object with C{getrlimit}, C{setrlimit},
+        C{RLIMIT_NOFILE} and C{RLIM_INFINITY}: the L{resource} module, or a
+        fake in tests.
+    @param log: a L{Logger} for the one line saying the limit was lowered.
+    @return: the number of connections to allow (at least 1).
+    """
+    soft, hard = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)
+    infinity = rlimit.RLIM_INFINITY
+    target = hard if hard != infinity else max(soft, wanted + reserve)
+    if soft != infinity and target > soft:
+        try:
+            rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+        soft = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)[0]
+    if soft == infinity or wanted + reserve <= soft:
+        return wanted
+    allowed = max(1, soft - reserve)
+    if log is None:
+        log = TransportLayer._log
+    log.warn(
+        "--max-connections lowered from {wanted} to {allowed}: the limit of "
+        "open files is {soft} (hard limit {hard}) and {reserve} are kept for "
+        "listening sockets, files and the store; raise it (ulimit -n, "
+        "LimitNOFILE=) to allow more", wanted=wanted, allowed=allowed,
+        soft=soft, hard="unlimited" if hard == infinity else hard,
+        reserve=reserve)
+    return allowed
 
 
 def parseListen(description):
