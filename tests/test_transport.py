@@ -355,6 +355,18 @@ class StreamLimitTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
+    def test_flowNotConnectedAfterClose(self):
+        """
+        Once its connection is lost, a stream flow says it is not
+        connected, and the layer no longer offers it for the peer.
+        """
+        protocol, transport = self.connect()
+        flow = protocol.flow
+        self.assertTrue(flow.connected)
+        protocol.connectionLost(None)
+        self.assertFalse(flow.connected)
+        self.assertIsNone(self.layer.existingFlow("TCP", "10.1.1.1", 40000))
+
     def test_tricklingHeadersClosedAtHeaderDeadline(self):
         """
         A peer sending its header section a byte a second is closed once

@@ -271,6 +271,10 @@ class SIPStreamProtocol(Protocol):
         self.transport.write(b"\r\n")
 
     def connectionLost(self, reason):
+        # Twisted leaves C{connected} set: a flow held elsewhere (a
+        # registrar's binding, a subscription) must see the connection gone
+        # and fall back on the Contact rather than write to nothing.
+        self.connected = 0
         self._layer._connectionLost(self)
 
 
