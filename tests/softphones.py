@@ -307,8 +307,8 @@ class Softphone(ProcessProtocol):
 
     def waitFor(self, kind, timeout=10.0, since=0, **match):
         """
-        Wait for an event of C{kind} among those from index C{since} on
-        (already seen or to come).
+        Wait for an event of C{kind} (or of one of the kinds of a tuple)
+        among those from index C{since} on (already seen or to come).
 
         @param match: attributes of L{Event} that must be equal (C{code},
             C{peer}, C{detail}).
@@ -316,8 +316,10 @@ class Softphone(ProcessProtocol):
             L{SoftphoneTimeout} after C{timeout} seconds or with
             L{SoftphoneExited}.
         """
+        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+
         def predicate(event):
-            return event.kind == kind and all(
+            return event.kind in kinds and all(
                 getattr(event, k) == v for k, v in match.items())
 
         for event in self.events[since:]:
