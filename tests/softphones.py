@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_softphones -*-
 """
-Drive real softphones from Debian headless from trial tests: baresip and
-linphonec (linphone-cli), each in a temporary directory of its own, with
-no audio device (signalling only), through
+Drive real softphones from Debian headless from trial tests: baresip,
+linphonec (linphone-cli) and twinkle-console, each in a temporary
+directory of its own, with no audio device (signalling only), through
 C{reactor.spawnProcess}.
 
 Each softphone is a L{Softphone}: its standard input takes its own console
@@ -49,6 +49,17 @@ machine):
     SHA-256 and MD5 it answers the first challenge listed: SHA-256 first,
     SHA-256; MD5 first, MD5.  (Once it has registered it writes the
     algorithm into its configuration file and sticks to it.)
+  - twinkle-console 1.10.2 (C{twinkle-console}): takes its first argument
+    for a profile name, so it runs with none and reads C{~/.twinkle/
+    twinkle.cfg} (the account; the outbound proxy as C{HOST:PORT}, with a
+    scheme it resolves the domain instead) and C{~/.twinkle/twinkle.sys}
+    (ports, devices: ALSA's C{null} device, or it cannot answer); it finds
+    no local address on a host without a default route, C{nat_public_ip}
+    names loopback.  Commands on standard input: C{call URI}, C{answer}
+    (sent by L{Twinkle} itself on an incoming call), C{bye},
+    C{message URI "TEXT"}, C{quit}.  It answers only the B{last}
+    challenge of a response and knows only MD5: SHA-256 then MD5
+    registers, MD5 then SHA-256 fails with the 401.
 """
 
 import os
@@ -61,7 +72,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 
-from tests.interop import requireTool
+from tests.interop import freePort, requireTool
 
 # Events kept per softphone, and characters of its output kept for error
 # messages.
@@ -622,7 +633,156 @@ class Linphonec(Softphone):
         self.command(f"chat {uri} {text}")
 
 
-SOFTPHONES = {"baresip": Baresip, "linphonec": Linphonec}
+class Twinkle(Softphone):
+    """
+    twinkle-console 1.10 for one account; same parameters as L{Baresip}.
+
+    Its directory is its C{HOME}: the user profile C{.twinkle/twinkle.cfg}
+    (the one it loads when given no argument) and the system settings
+    C{.twinkle/twinkle.sys} (SIP and RTP ports, chosen free by
+    L{freePort}; the ALSA C{null} device for ringtone, speaker and
+    microphone).  It logs SIP messages to C{.twinkle/twinkle.log}, not to
+    its output: L{logAlgorithms} reads them there.
+    """
+
+    executable = "twinkle-console"
+    quitCommand = "quit"
+
+    def __init__(self, reactor, aor, password, proxy, transport="udp",
+                 contact=None, answer=True, expires=60, lifetime=60):
+        Softphone.__init__(self, reactor, f"twinkle {aor}", lifetime)
+        self.aor = aor
+        self.password = password
+        self.proxy = proxy
+        self.sipTransport = transport
+        self.answer = answer
+        self.expires = expires
+        self._pending = None
+        self._peer = None
+
+    def prepare(self, path):
+        user, domain = self.aor.split("@", 1)
+        # "sip:HOST:PORT": the profile wants HOST:PORT (with the scheme it
+        # resolves the domain instead).
+        proxy = self.proxy.split(";", 1)[0].split(":", 1)[1]
+        transport = self.sipTransport.lower()
+        profile = "\n".join([
+            f"user_name={user}",
+            f"user_domain={domain}",
+            f"auth_realm={domain}",
+            f"auth_name={user}",
+            f"auth_pass={self.password}",
+            f"outbound_proxy={proxy}",
+            "all_requests_to_proxy=yes",
+            "register_at_startup=yes",
+            f"registration_time={self.expires}",
+            f"sip_transport={transport}",
+            # It finds no address of its own on a host without a default
+            # route ("Local IP: 255.255.255.255"): name loopback.
+            "nat_public_ip=127.0.0.1",
+            ""])
+        settings = "\n".join([
+            f"sip_udp_port={freePort('udp')}",
+            f"rtp_port={freePort('udp')}",
+            "dev_ringtone=alsa:null",
+            "dev_speaker=alsa:null",
+            "dev_mic=alsa:null",
+            "validate_audio_dev=no",
+            "log_show_sip=yes",
+            ""])
+        home = os.path.join(self.workdir, ".twinkle")
+        os.makedirs(home)
+        for name, text in (("twinkle.cfg", profile),
+                           ("twinkle.sys", settings)):
+            with open(os.path.join(home, name), "w") as f:
+                f.write(text)
+        # It takes its first argument for a profile name: none.
+        return [path], self.baseEnvironment()
+
+    _REGISTERED = re.compile(r"^\S+: registration succeeded")
+    _REG_FAILED = re.compile(r"^\S+, registration failed: (\d{3}) (.*)$")
+    _LINE = re.compile(r"^Line \d+: (.*)$")
+    _FROM = re.compile(r"^From:\s+(\S+)")
+    _TO = re.compile(r"^To:\s+(\S+)")
+
+    def parseLine(self, line):
+        if line.startswith("Twinkle> "):
+            line = line[len("Twinkle> "):]
+        line = line.strip()
+        if not line:
+            return []
+        pending = self._pending
+        if pending is not None:
+            # A multi-line report: "Line 1: incoming call" or "Received
+            # message", then From:, To:, (the message's text).
+            kind, fields = pending
+            match = self._FROM.match(line)
+            if match:
+                fields["peer"] = match.group(1)
+                if kind == "incoming":
+                    self._pending = None
+                    self._peer = fields["peer"]
+                    if self.answer:
+                        self.command("answer")
+                    return [Event("incoming", peer=fields["peer"])]
+                return []
+            if self._TO.match(line):
+                return []
+            self._pending = None
+            if kind == "message":
+                return [Event("message", peer=fields.get("peer"),
+                              detail=line)]
+        if line == "Received message":
+            self._pending = ("message", {})
+            return []
+        if self._REGISTERED.match(line):
+            # It prints no code for a success: a 2xx.
+            return [Event("registered", 200, detail=line)]
+        match = self._REG_FAILED.match(line)
+        if match:
+            return [Event("registrationFailed", int(match.group(1)),
+                          detail=match.group(2))]
+        match = self._LINE.match(line)
+        if match:
+            what = match.group(1)
+            if what == "incoming call":
+                self._pending = ("incoming", {})
+            elif what in ("call established.", "far end answered call."):
+                return [Event("established", peer=self._peer)]
+            elif what in ("call ended.", "far end ended call."):
+                return [Event("ended", peer=self._peer)]
+            elif what.startswith("call failed"):
+                return [Event("callFailed", peer=self._peer, detail=what)]
+        return []
+
+    def logAlgorithms(self):
+        """
+        The Digest algorithms of the C{Authorization} and
+        C{Proxy-Authorization} fields it has logged sending so far.
+        """
+        path = os.path.join(self.workdir, ".twinkle", "twinkle.log")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read(MAX_OUTPUT * 16)
+        except OSError:
+            return []
+        return [e.detail for e in map(_authorizationEvent, text.splitlines())
+                if e is not None]
+
+    def dial(self, uri):
+        self._peer = uri
+        self.command(f"call {uri}")
+
+    def hangup(self):
+        self.command("bye")
+
+    def sendMessage(self, uri, text):
+        quoted = text.replace('"', "'")
+        self.command(f'message {uri} "{quoted}"')
+
+
+SOFTPHONES = {"baresip": Baresip, "linphonec": Linphonec,
+              "twinkle": Twinkle}
 
 
 def startSoftphone(testCase, reactor, kind, *args, **kw):

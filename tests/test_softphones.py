@@ -337,17 +337,20 @@ class DigestAlgorithmTests(TestCase):
     """
     Which Digest algorithm each client answers when a server challenges
     with SHA-256 and MD5, in either order: linphonec answers the first one
-    listed; baresip answers nothing (it gives up as soon as a challenge
-    lists an algorithm other than MD5).
+    listed; twinkle takes the last one listed and knows only MD5; baresip
+    answers nothing (it gives up as soon as a challenge lists an algorithm
+    other than MD5).
     """
 
     timeout = 30
+
+    HOMES = {"alice": "home1", "carol": "home1", "bob": "home2"}
 
     @defer.inlineCallbacks
     def register(self, kind, user, algorithms):
         d = Deployment(self, algorithms)
         yield d.homes()
-        return d.phone(kind, user, "home1" if user == "alice" else "home2")
+        return d.phone(kind, user, self.HOMES[user])
 
     @defer.inlineCallbacks
     def linphonecAnswers(self, algorithms, expected):
@@ -394,6 +397,35 @@ class DigestAlgorithmTests(TestCase):
         return self.baresipGivesUp(("MD5", "SHA-256"))
 
     @defer.inlineCallbacks
+    def twinkleAnswers(self, algorithms):
+        phone = yield self.register("twinkle", "carol", algorithms)
+        event = yield phone.waitFor(("registered", "registrationFailed"),
+                                    WAIT)
+        return phone, event
+
+    @defer.inlineCallbacks
+    def test_twinkleSHA256First(self):
+        """
+        Challenged with SHA-256 then MD5, twinkle answers MD5 (the last)
+        and registers.
+        """
+        phone, event = yield self.twinkleAnswers(("SHA-256", "MD5"))
+        self.assertEqual((event.kind, event.code), ("registered", 200))
+        self.assertEqual(set(phone.logAlgorithms()), {"MD5"})
+
+    @defer.inlineCallbacks
+    def test_twinkleMD5First(self):
+        """
+        Challenged with MD5 then SHA-256, twinkle takes the last challenge,
+        whose algorithm it does not know, sends no credentials and reports
+        its registration failed with the 401.
+        """
+        phone, event = yield self.twinkleAnswers(("MD5", "SHA-256"))
+        self.assertEqual((event.kind, event.code),
+                         ("registrationFailed", 401))
+        self.assertEqual(phone.logAlgorithms(), [])
+
+    @defer.inlineCallbacks
     def test_baresipMD5Only(self):
         """
         Challenged with MD5 alone, baresip answers it and registers.
@@ -401,3 +433,78 @@ class DigestAlgorithmTests(TestCase):
         phone = yield self.register("baresip", "alice", ("MD5",))
         yield phone.waitFor("registered", WAIT, code=200)
         self.assertIn("authorization", phone.kinds())
+
+
+class TwinkleRegisterTests(_Registering, TestCase):
+    """
+    twinkle (carol, home1) registers.
+    """
+
+    kind = "twinkle"
+    user = "carol"
+    home = "home1"
+    # twinkle answers the last challenge listed, and knows only MD5.
+    distributorAlgorithms = ("SHA-256", "MD5")
+
+
+class TwinkleCallTests(TestCase):
+    """
+    Calls and messages between carol (twinkle, home1) and bob (linphonec,
+    home2).
+    """
+
+    timeout = 40
+
+    @defer.inlineCallbacks
+    def pair(self, via1="home1", via2="home2"):
+        d = Deployment(self)
+        yield d.homes()
+        if "edge" in (via1, via2):
+            yield d.edge()
+        carol = d.phone("twinkle", "carol", via1)
+        bob = d.phone("linphonec", "bob", via2)
+        yield defer.gatherResults([carol.waitFor("registered", WAIT),
+                                   bob.waitFor("registered", WAIT)])
+        return d, carol, bob
+
+    @defer.inlineCallbacks
+    def test_callsThroughHomes(self):
+        """
+        carol (twinkle, home1) calls bob (linphonec, home2) and bob calls
+        carol: each call is established at both ends and the caller's BYE
+        ends it at the callee's.
+        """
+        d, carol, bob = yield self.pair()
+        yield CallTests.call(self, carol, "sip:carol@example.com", bob,
+                             "sip:bob@example.com")
+        yield CallTests.call(self, bob, "sip:bob@example.com", carol,
+                             "sip:carol@example.com")
+        self.assertEqual(d.services["home1"].router.toPeer, 1)
+        self.assertEqual(d.services["home2"].router.toPeer, 1)
+
+    @defer.inlineCallbacks
+    def test_callsThroughEdge(self):
+        """
+        The same with both registered through the edge.
+        """
+        d, carol, bob = yield self.pair("edge", "edge")
+        yield CallTests.call(self, carol, "sip:carol@example.com", bob,
+                             "sip:bob@example.com")
+        yield CallTests.call(self, bob, "sip:bob@example.com", carol,
+                             "sip:carol@example.com")
+
+    @defer.inlineCallbacks
+    def test_messagesThroughHomes(self):
+        """
+        carol and bob send each other a MESSAGE; each arrives with its
+        sender and text.
+        """
+        d, carol, bob = yield self.pair()
+        carol.sendMessage("sip:bob@example.com", "hello bob")
+        event = yield bob.waitFor("message", WAIT)
+        self.assertEqual((event.peer, event.detail),
+                         ("sip:carol@example.com", "hello bob"))
+        bob.sendMessage("sip:carol@example.com", "hello carol")
+        event = yield carol.waitFor("message", WAIT)
+        self.assertEqual((event.peer, event.detail),
+                         ("sip:bob@example.com", "hello carol"))
