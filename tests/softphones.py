@@ -169,7 +169,7 @@ class Softphone(ProcessProtocol):
         self._waiters = []
         self._timer = None
         self._running = False
-        self.workdir = tempfile.mkdtemp(prefix="softphone-")
+        self.workdir = None
 
     # Starting and stopping
 
@@ -178,6 +178,7 @@ class Softphone(ProcessProtocol):
         Spawn the process (skipping the test when the client is missing).
         """
         path = requireTool(self.executable)
+        self.workdir = tempfile.mkdtemp(prefix="softphone-")
         try:
             argv, env = self.prepare(path)
         except BaseException:
@@ -251,7 +252,8 @@ class Softphone(ProcessProtocol):
         return d.addBoth(ended)
 
     def _removeWorkdir(self):
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # Process events
 
@@ -542,6 +544,7 @@ class Linphonec(Softphone):
         self.answer = answer
         self.expires = expires
         self._lastCode = None
+        self._lastReason = ""
 
     def prepare(self, path):
         domain = self.aor.split("@", 1)[1]
@@ -605,7 +608,7 @@ class Linphonec(Softphone):
             if match.group(1) == "Ok":
                 return [Event("registered", self._lastCode)]
             return [Event("registrationFailed", self._lastCode,
-                          detail=getattr(self, "_lastReason", ""))]
+                          detail=self._lastReason)]
         for pattern, kind in ((self._INCOMING, "incoming"),
                               (self._ESTABLISHED, "established"),
                               (self._ERROR, "callFailed")):

@@ -15,15 +15,23 @@ L{tests.softphones}): the deployments its tests use challenge with MD5
 only.
 """
 
+import os
+
 from twisted.internet import defer, reactor
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import (
+    FailTest, SkipTest, SynchronousTestCase, TestCase,
+)
 
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord
 from sipdist.store.file import parseAssignments
 from sipdist.store.memory import MemoryAssignmentStore
-from tests.softphones import startSoftphone
+from tests import interop
+from tests.softphones import (
+    Baresip, Event, Linphonec, Softphone, SoftphoneExited, SoftphoneTimeout,
+    Twinkle, startSoftphone,
+)
 
 ETC = FilePath(__file__).parent().parent().child("etc")
 CREDENTIALS = "file:" + ETC.child("credentials").path
@@ -508,3 +516,182 @@ class TwinkleCallTests(TestCase):
         event = yield carol.waitFor("message", WAIT)
         self.assertEqual((event.peer, event.detail),
                          ("sip:bob@example.com", "hello carol"))
+
+
+class _Echo(Softphone):
+    """
+    C{cat} as a softphone: each command comes back as a line of output,
+    and a line C{KIND PEER} is an event.
+    """
+
+    executable = "cat"
+    quitCommand = ""
+
+    def prepare(self, path):
+        return [path], self.baseEnvironment()
+
+    def parseLine(self, line):
+        kind, _, peer = line.partition(" ")
+        return [Event(kind, peer=peer or None)]
+
+
+class HarnessTests(TestCase):
+    """
+    The process side of L{tests.softphones}, with C{cat} standing in for
+    a softphone.
+    """
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_commandsAndEvents(self):
+        """
+        A command written to the softphone's input comes back as output,
+        parsed into an event that L{Softphone.waitFor} returns; events seen
+        before the wait count, those before C{since} do not.
+        """
+        phone = _Echo(reactor, "echo")
+        phone.start()
+        self.addCleanup(phone.stop, 0.5)
+        phone.command("incoming sip:bob@example.com;transport=udp")
+        event = yield phone.waitFor("incoming", 5)
+        self.assertEqual(event.peer, "sip:bob@example.com")
+        phone.command("ended")
+        event = yield phone.waitFor(("ended", "callFailed"), 5,
+                                    since=len(phone.events) - 1)
+        self.assertEqual(event.kind, "ended")
+        self.assertEqual(phone.kinds(), ["incoming", "ended"])
+
+    @defer.inlineCallbacks
+    def test_timeout(self):
+        """
+        An event that does not come fails the wait with
+        L{SoftphoneTimeout} naming it; a softphone that ignores its quit
+        command is killed after the grace period and its directory removed.
+        """
+        phone = _Echo(reactor, "echo")
+        phone.start()
+        workdir = phone.workdir
+        self.addCleanup(phone.stop, 0.5)
+        error = yield self.assertFailure(phone.waitFor("registered", 0.2),
+                                         SoftphoneTimeout)
+        self.assertIn("no registered", str(error))
+        code = yield phone.stop(grace=0.2)
+        self.assertEqual(code, -9)
+        self.assertFalse(os.path.exists(workdir))
+        yield self.assertFailure(phone.waitFor("registered", 1),
+                                 SoftphoneExited)
+
+    def test_missingSkips(self):
+        """
+        A softphone that is not installed skips the test, naming the
+        package; under C{CI=true} it fails it.
+        """
+        class Missing(_Echo):
+            executable = "no-such-softphone-for-sipdist"
+
+        phone = Missing(reactor, "missing")
+        error = self.assertRaises(SkipTest, phone.start)
+        self.assertIn("no-such-softphone-for-sipdist not installed",
+                      str(error))
+        self.assertIsNone(phone.workdir)
+        self.patch(interop, "inCI", lambda: True)
+        self.assertRaises(FailTest, phone.start)
+
+
+class ParserTests(SynchronousTestCase):
+    """
+    The lines each client prints, as the installed versions print them,
+    and the events they make.
+    """
+
+    def parsed(self, phone, lines):
+        for line in lines:
+            for event in phone.parseLine(line):
+                phone._event(event)
+        return [(e.kind, e.code, e.peer) for e in phone.events]
+
+    def test_baresip(self):
+        phone = Baresip(None, "alice@example.com", "pw", "sip:127.0.0.1:9")
+        self.assertEqual(self.parsed(phone, [
+            "alice@example.com: {0/UDP/v4} 200 OK (sipdist/0.1.0) "
+            "[1 binding]",
+            "//d/di/dial",
+            "call: answering call on line 1 from sip:bob@example.com "
+            "with 200",
+            "[0:00:00] audio=0/0 (bit/s)    alice@example.com: Call "
+            "established: sip:bob@example.com;transport=udp",
+            "sip:bob@example.com: session closed: Connection reset by peer",
+            "sip:bob@example.com: session closed: 407 Proxy "
+            "Authentication Required",
+            'sip:bob@example.com: "hi alice"',
+            "Authorization: Digest username=\"alice\", realm=\"x\"",
+            "reg: sip:alice@example.com: Register: Function not "
+            "implemented",
+        ]), [("registered", 200, None),
+             ("incoming", None, "sip:bob@example.com"),
+             ("established", None, "sip:bob@example.com"),
+             ("ended", None, "sip:bob@example.com"),
+             ("ended", 407, "sip:bob@example.com"),
+             ("message", None, "sip:bob@example.com"),
+             ("authorization", None, None),
+             ("registrationFailed", None, None)])
+        self.assertEqual(phone.events[-2].detail, "MD5")
+
+    def test_baresipFailedCall(self):
+        """
+        A session closed before it was established is a failed call.
+        """
+        phone = Baresip(None, "alice@example.com", "pw", "sip:127.0.0.1:9")
+        self.assertEqual(self.parsed(phone, [
+            "sip:bob@example.com: session closed: 480 Temporarily "
+            "Unavailable"]), [("callFailed", 480, "sip:bob@example.com")])
+
+    def test_linphonec(self):
+        phone = Linphonec(None, "bob@example.com", "pw", "sip:127.0.0.1:9")
+        self.assertEqual(self.parsed(phone, [
+            "2026-12-01 23:23:22:291 liblinphone-message-Register "
+            "refresher [401] reason [Unauthorized] for proxy [sip:x]",
+            "2026-12-01 23:23:22:291 liblinphone-message-Account [0x1] for "
+            "identity [sip:bob@example.com] moving from state "
+            "[LinphoneRegistrationProgress] to [LinphoneRegistrationFailed]"
+            " on core [0x2]",
+            "linphonec> Receiving new incoming call from "
+            "sip:alice@example.com, assigned id 1",
+            "Call 1 with sip:alice@example.com connected.",
+            "Call 1 with sip:alice@example.com ended (No error).",
+            "Message received from sip:alice@example.com: hello bob",
+            "Authorization:  Digest realm=\"example.com\", nonce=\"n\", "
+            "algorithm=SHA-256, username=\"bob\"",
+        ]), [("registrationFailed", 401, None),
+             ("incoming", None, "sip:alice@example.com"),
+             ("established", None, "sip:alice@example.com"),
+             ("ended", None, "sip:alice@example.com"),
+             ("message", None, "sip:alice@example.com"),
+             ("authorization", None, None)])
+        self.assertEqual(phone.events[-1].detail, "SHA-256")
+        self.assertEqual(phone.events[-2].detail, "hello bob")
+
+    def test_twinkle(self):
+        phone = Twinkle(None, "carol@example.com", "pw", "sip:127.0.0.1:9",
+                        answer=False)
+        self.assertEqual(self.parsed(phone, [
+            "twinkle: registration succeeded (expires = 60 seconds)",
+            "Line 1: incoming call",
+            "From:\t\tsip:bob@example.com",
+            "To:\t\tsip:carol@example.com",
+            "Twinkle> ",
+            "Line 1: call established.",
+            "Line 1: far end ended call.",
+            "Received message",
+            "From:\t\tsip:bob@example.com",
+            "To:\t\tsip:carol@example.com",
+            "hello carol",
+            "twinkle, registration failed: 401 Unauthorized",
+        ]), [("registered", 200, None),
+             ("incoming", None, "sip:bob@example.com"),
+             ("established", None, "sip:bob@example.com"),
+             ("ended", None, "sip:bob@example.com"),
+             ("message", None, "sip:bob@example.com"),
+             ("registrationFailed", 401, None)])
+        self.assertEqual(phone.events[-2].detail, "hello carol")
