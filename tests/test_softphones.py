@@ -100,14 +100,18 @@ class Deployment:
             yield self.store.assignUser(aor, serverId)
 
     @defer.inlineCallbacks
-    def edge(self):
+    def edge(self, outside="udp"):
         """
-        An edge whose next hops are home1 and home2 (as C{etc/edge.toml}).
+        An edge whose next hops are home1 and home2 (as C{etc/edge.toml}),
+        listening for clients on C{outside} (C{"udp"} or C{"tcp"}).
         """
         service = yield self.start(
-            "edge", "edge", **{"inside-listen": [LOOPBACK],
+            "edge", "edge", **{"listen": [f"{outside}:0:interface=127.0.0.1"],
+                               "inside-listen": [LOOPBACK],
                                "next-hop": [self.uris["home1"],
                                             self.uris["home2"]]})
+        if outside != "udp":
+            self.uris["edge"] += f";transport={outside}"
         return service
 
     def bindings(self, home, user):
@@ -443,6 +447,56 @@ class DigestAlgorithmTests(TestCase):
         self.assertIn("authorization", phone.kinds())
 
 
+class TCPEdgeTests(TestCase):
+    """
+    Clients that reach the edge over TCP: calls to them come back over
+    the connection they opened.
+    """
+
+    timeout = 40
+
+    @defer.inlineCallbacks
+    def callOverTCP(self, kind, user, home):
+        d = Deployment(self)
+        yield d.homes()
+        yield d.edge("tcp")
+        phone = d.phone(kind, user, "edge", transport="tcp")
+        bob = d.phone("linphonec", "bob", "home2")
+        event = yield phone.waitFor("registered", WAIT)
+        self.assertEqual(event.code, 200)
+        yield bob.waitFor("registered", WAIT)
+        # One connection, the client's; the edge's Path entry (facing the
+        # inside) carries its flow token.
+        self.assertEqual(
+            d.services["edge"].transport.connectionCount, 1)
+        [binding] = d.bindings(home, user)
+        self.assertIn(";ob", binding.path[-1])
+        self.assertIn(";sd=edge", binding.path[-1])
+        yield CallTests.call(self, bob, "sip:bob@example.com", phone,
+                             f"sip:{user}@example.com")
+        self.assertEqual(
+            d.services["edge"].transport.connectionCount, 1)
+
+    def test_baresip(self):
+        """
+        baresip (alice) registers through the edge over TCP and takes a
+        call from bob (linphonec at home2) over that connection.
+        """
+        return self.callOverTCP("baresip", "alice", "home1")
+
+    def test_linphonec(self):
+        """
+        linphonec (erin) does the same.
+        """
+        return self.callOverTCP("linphonec", "erin", "home2")
+
+    def test_twinkle(self):
+        """
+        twinkle (carol) does the same.
+        """
+        return self.callOverTCP("twinkle", "carol", "home1")
+
+
 class TwinkleRegisterTests(_Registering, TestCase):
     """
     twinkle (carol, home1) registers.
@@ -501,13 +555,22 @@ class TwinkleCallTests(TestCase):
         yield CallTests.call(self, bob, "sip:bob@example.com", carol,
                              "sip:carol@example.com")
 
-    @defer.inlineCallbacks
     def test_messagesThroughHomes(self):
         """
         carol and bob send each other a MESSAGE; each arrives with its
         sender and text.
         """
-        d, carol, bob = yield self.pair()
+        return self.messages("home1", "home2")
+
+    def test_messagesThroughEdge(self):
+        """
+        The same with both registered through the edge.
+        """
+        return self.messages("edge", "edge")
+
+    @defer.inlineCallbacks
+    def messages(self, via1, via2):
+        d, carol, bob = yield self.pair(via1, via2)
         carol.sendMessage("sip:bob@example.com", "hello bob")
         event = yield bob.waitFor("message", WAIT)
         self.assertEqual((event.peer, event.detail),
