@@ -186,7 +186,10 @@ class _Registering:
             self.kind, self.user, "distributor", self.home,
             algorithms=self.distributorAlgorithms)
         self.assertIn(";sd=distributor", binding.path[-1])
-        self.assertEqual(d.services["distributor"].processor.proxied, 1)
+        # At least the REGISTER that made the binding (a client may
+        # register again meanwhile).
+        self.assertGreaterEqual(
+            d.services["distributor"].processor.proxied, 1)
 
 
 class BaresipRegisterTests(_Registering, TestCase):
