@@ -65,6 +65,7 @@ machine):
 import os
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 
@@ -297,7 +298,8 @@ class Softphone(ProcessProtocol):
         value = reason.value
         if isinstance(value, ProcessDone):
             self.exitCode = 0
-        elif isinstance(value, ProcessTerminated) and value.exitCode is not None:
+        elif (isinstance(value, ProcessTerminated)
+              and value.exitCode is not None):
             self.exitCode = value.exitCode
         else:
             self.exitCode = -(getattr(value, "signal", None) or 9)
@@ -375,6 +377,25 @@ class Softphone(ProcessProtocol):
 
     def sendMessage(self, uri, text):
         raise NotImplementedError()
+
+
+def freeSIPPort(host="127.0.0.1", attempts=20):
+    """
+    A port free on C{host} for both TCP and UDP now (a SIP port: twinkle
+    listens on both), with the race of L{freePort}.
+    """
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise OSError(f"no port free for both TCP and UDP on {host} "
+                  f"after {attempts} attempts")
 
 
 def _userOf(aor):
@@ -586,7 +607,8 @@ class Linphonec(Softphone):
         env["XDG_CONFIG_HOME"] = os.path.join(self.workdir, ".config")
         return argv, env
 
-    _REFRESHER = re.compile(r"Register refresher \[(\d+)\] reason \[([^\]]*)\]")
+    _REFRESHER = re.compile(
+        r"Register refresher \[(\d+)\] reason \[([^\]]*)\]")
     _STATE = re.compile(r"moving from state \[\w+\] to \[LinphoneRegistration"
                         r"(Ok|Failed)\]")
     _INCOMING = re.compile(r"Receiving new incoming call from (\S+), ")
@@ -643,9 +665,10 @@ class Twinkle(Softphone):
     Its directory is its C{HOME}: the user profile C{.twinkle/twinkle.cfg}
     (the one it loads when given no argument) and the system settings
     C{.twinkle/twinkle.sys} (SIP and RTP ports, chosen free by
-    L{freePort}; the ALSA C{null} device for ringtone, speaker and
-    microphone).  It logs SIP messages to C{.twinkle/twinkle.log}, not to
-    its output: L{logAlgorithms} reads them there.
+    L{freeSIPPort} and L{freePort}; the ALSA C{null} device for ringtone,
+    speaker and microphone).  It logs SIP messages to
+    C{.twinkle/twinkle.log}, not to its output: L{logAlgorithms} reads them
+    there.
     """
 
     executable = "twinkle-console"
@@ -685,7 +708,7 @@ class Twinkle(Softphone):
             "nat_public_ip=127.0.0.1",
             ""])
         settings = "\n".join([
-            f"sip_udp_port={freePort('udp')}",
+            f"sip_udp_port={freeSIPPort()}",
             f"rtp_port={freePort('udp')}",
             "dev_ringtone=alsa:null",
             "dev_speaker=alsa:null",
