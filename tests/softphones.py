@@ -55,8 +55,8 @@ machine):
     scheme it resolves the domain instead) and C{~/.twinkle/twinkle.sys}
     (ports, devices: ALSA's C{null} device, or it cannot answer); it finds
     no local address on a host without a default route, C{nat_public_ip}
-    names loopback.  Commands on standard input: C{call URI}, C{answer}
-    (sent by L{Twinkle} itself on an incoming call), C{bye},
+    names loopback.  Commands on standard input: C{call URI}, C{answer},
+    C{auto_answer -a on} (sent by L{Twinkle} itself once registered), C{bye},
     C{message URI "TEXT"}, C{quit}.  It answers only the B{last}
     challenge of a response and knows only MD5: SHA-256 then MD5
     registers, MD5 then SHA-256 fails with the 401.
@@ -685,6 +685,7 @@ class Twinkle(Softphone):
         self.expires = expires
         self._pending = None
         self._peer = None
+        self._autoAnswer = False
 
     def prepare(self, path):
         user, domain = self.aor.split("@", 1)
@@ -748,8 +749,6 @@ class Twinkle(Softphone):
                 if kind == "incoming":
                     self._pending = None
                     self._peer = fields["peer"]
-                    if self.answer:
-                        self.command("answer")
                     return [Event("incoming", peer=fields["peer"])]
                 return []
             if self._TO.match(line):
@@ -762,6 +761,12 @@ class Twinkle(Softphone):
             self._pending = ("message", {})
             return []
         if self._REGISTERED.match(line):
+            if self.answer and not self._autoAnswer:
+                # Its auto answer service picks the line the call came in
+                # on ("answer" takes the active line, which may be one
+                # still releasing the previous call).
+                self._autoAnswer = True
+                self.command("auto_answer -a on")
             # It prints no code for a success: a 2xx.
             return [Event("registered", 200, detail=line)]
         match = self._REG_FAILED.match(line)
