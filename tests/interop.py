@@ -51,6 +51,9 @@ PACKAGES = {
     "slapd": "slapd",
     "kamailio": "kamailio",
     "openssl": "openssl",
+    "baresip": "baresip-core",
+    "linphonec": "linphone-cli",
+    "twinkle-console": "twinkle-console",
 }
 
 SIPP_TRANSPORTS = {"u1": "udp", "un": "udp", "t1": "tcp", "tn": "tcp",
