@@ -412,9 +412,9 @@ def _proxyURI(proxy, transport):
     return f"{proxy};transport={transport.lower()}"
 
 
-class Baresip(Softphone):
+class AccountPhone(Softphone):
     """
-    baresip 1.0 for one account.
+    A softphone for one account, whose outbound proxy is one server.
 
     @param aor: C{alice@example.com}.
     @param password: its password.
@@ -422,17 +422,15 @@ class Baresip(Softphone):
         goes there (the server it registers at).
     @param transport: C{"udp"} or C{"tcp"}.
     @param contact: the URI C{/message} sends to (baresip 1.0 messages its
-        current contact only).
+        current contact only; the others name their target).
     @param answer: answer incoming calls at once.
-    @param expires: the registration interval asked for (C{regint}).
+    @param expires: the registration interval asked for.
     """
-
-    executable = "baresip"
-    quitCommand = "/quit"
 
     def __init__(self, reactor, aor, password, proxy, transport="udp",
                  contact=None, answer=True, expires=60, lifetime=60):
-        Softphone.__init__(self, reactor, f"baresip {aor}", lifetime)
+        Softphone.__init__(self, reactor, f"{self.executable} {aor}",
+                           lifetime)
         self.aor = aor
         self.password = password
         self.proxy = proxy
@@ -440,6 +438,15 @@ class Baresip(Softphone):
         self.contact = contact
         self.answer = answer
         self.expires = expires
+
+
+class Baresip(AccountPhone):
+    """
+    baresip 1.0 for one account (see L{AccountPhone}).
+    """
+
+    executable = "baresip"
+    quitCommand = "/quit"
 
     def prepare(self, path):
         config = "\n".join([
@@ -546,24 +553,17 @@ class Baresip(Softphone):
         self.command(f"/message {text}")
 
 
-class Linphonec(Softphone):
+class Linphonec(AccountPhone):
     """
-    linphonec (linphone-cli 5.1) for one account; same parameters as
-    L{Baresip} (C{contact} is not needed: C{chat} names its target).
+    linphonec (linphone-cli 5.1) for one account (see L{AccountPhone};
+    C{contact} is not needed: C{chat} names its target).
     """
 
     executable = "linphonec"
     quitCommand = "quit"
 
-    def __init__(self, reactor, aor, password, proxy, transport="udp",
-                 contact=None, answer=True, expires=60, lifetime=60):
-        Softphone.__init__(self, reactor, f"linphonec {aor}", lifetime)
-        self.aor = aor
-        self.password = password
-        self.proxy = proxy
-        self.sipTransport = transport
-        self.answer = answer
-        self.expires = expires
+    def __init__(self, *args, **kw):
+        AccountPhone.__init__(self, *args, **kw)
         self._lastCode = None
         self._lastReason = ""
 
@@ -658,9 +658,9 @@ class Linphonec(Softphone):
         self.command(f"chat {uri} {text}")
 
 
-class Twinkle(Softphone):
+class Twinkle(AccountPhone):
     """
-    twinkle-console 1.10 for one account; same parameters as L{Baresip}.
+    twinkle-console 1.10 for one account (see L{AccountPhone}).
 
     Its directory is its C{HOME}: the user profile C{.twinkle/twinkle.cfg}
     (the one it loads when given no argument) and the system settings
@@ -674,15 +674,8 @@ class Twinkle(Softphone):
     executable = "twinkle-console"
     quitCommand = "quit"
 
-    def __init__(self, reactor, aor, password, proxy, transport="udp",
-                 contact=None, answer=True, expires=60, lifetime=60):
-        Softphone.__init__(self, reactor, f"twinkle {aor}", lifetime)
-        self.aor = aor
-        self.password = password
-        self.proxy = proxy
-        self.sipTransport = transport
-        self.answer = answer
-        self.expires = expires
+    def __init__(self, *args, **kw):
+        AccountPhone.__init__(self, *args, **kw)
         self._pending = None
         self._peer = None
         self._autoAnswer = False
