@@ -58,6 +58,7 @@ from urllib.parse import quote, unquote
 
 from twisted.logger import Logger
 
+from sipdist.logs import LogLimiter
 from sipdist.sip.message import (
     MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo)
 from sipdist.sip.transaction import (
@@ -287,6 +288,8 @@ class Proxy:
         self.unreachable = 0
         self.statelessForwarded = 0
         self.responsesForwarded = 0
+        self.busyLog = LogLimiter(reactor, log=self._log,
+                                  what="503 Proxy Busy")
 
     # Addresses
 
@@ -573,8 +576,10 @@ class Proxy:
         if serverTransaction in contexts:
             raise ValueError("the transaction is already being proxied")
         if len(contexts) >= self.maxContexts:
-            self._log.warn("{count} requests being proxied: 503 to {method}",
-                           count=len(contexts), method=request.method)
+            if self.busyLog.allow() is not None:
+                self._log.warn("{count} requests being proxied: 503 to "
+                               "{method}", count=len(contexts),
+                               method=request.method)
             raise _Reject(503, "Proxy Busy",
                           {"retry-after": [str(self.retryAfter)]})
         newMaxForwards, loopHash = self._checks(request)

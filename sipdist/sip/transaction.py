@@ -61,6 +61,7 @@ from collections import deque
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sipdist.logs import LogLimiter
 from sipdist.sip.message import MAGIC_COOKIE, Request, responseTo
 from sipdist.sip.twistedsip import sip
 
@@ -312,9 +313,11 @@ class ServerTransaction:
 
     def _timerH(self):
         self._timeout = None
-        self._log.info("no ACK for {code} to {method} from {remote}",
-                       code=self.response.code, method=self.request.method,
-                       remote=self.flow.remote)
+        if self._layer.timeoutLog.allow() is not None:
+            self._log.info("no ACK for {code} to {method} from {remote}",
+                           code=self.response.code,
+                           method=self.request.method,
+                           remote=self.flow.remote)
         self._layer.timeouts += 1
         self._fail(TransactionTimeout("no ACK (timer H)"))
 
@@ -322,8 +325,9 @@ class ServerTransaction:
         self._timeout = None
         layer = self._layer
         layer.timeouts += 1
-        self._log.warn("no final response to {method} from the user in time",
-                       method=self.request.method)
+        if layer.timeoutLog.allow() is not None:
+            self._log.warn("no final response to {method} from the user "
+                           "in time", method=self.request.method)
         if self._invite:
             # Answer, so that the client is not left ringing, then let the
             # state machine run to its end.
@@ -636,7 +640,9 @@ class ClientTransaction:
 
     def _timerC(self):
         self._timeout = None
-        self._log.info("no final response to INVITE: timer C, cancelling")
+        if self._layer.timeoutLog.allow() is not None:
+            self._log.info("no final response to INVITE: timer C, "
+                           "cancelling")
         self._cancelWanted = False
         self.cancel()
 
@@ -785,6 +791,12 @@ class TransactionLayer:
         self._rateSecond = 0
         self._rateCount = 0
         self._lastRate = 0
+        # Overload multiplies these lines: at most 20 per 10 s, then a
+        # summary.
+        self.rejectLog = LogLimiter(reactor, log=self._log,
+                                    what="503 for a full transaction table")
+        self.timeoutLog = LogLimiter(reactor, log=self._log,
+                                     what="transactions timed out")
 
     @property
     def active(self):
@@ -905,9 +917,11 @@ class TransactionLayer:
 
     def _reject(self, request, flow):
         self.rejected += 1
-        self._log.warn("transaction table full ({count}): 503 to {method} "
-                       "from {remote}", count=self.maxTransactions,
-                       method=request.method, remote=flow.remote)
+        if self.rejectLog.allow() is not None:
+            self._log.warn("transaction table full ({count}): 503 to "
+                           "{method} from {remote}",
+                           count=self.maxTransactions,
+                           method=request.method, remote=flow.remote)
         response = responseTo(request, 503)
         response.headers["retry-after"] = [str(self.retryAfter)]
         try:
