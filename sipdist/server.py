@@ -70,6 +70,7 @@ class SIPServer:
     """
 
     _log = Logger()
+    serverHeader = SERVER_HEADER
 
     def __init__(self, reactor, name, domain, localHosts=frozenset(),
                  processors=(), methods=()):
@@ -104,7 +105,7 @@ class SIPServer:
         A response to C{request} carrying our C{Server} header.
         """
         response = responseTo(request, code, phrase)
-        response.headers["server"] = [SERVER_HEADER]
+        response.headers["server"] = [self.serverHeader]
         return response
 
     # ITransactionUser

@@ -9,6 +9,7 @@ and a non-zero exit, before anything listens.
 """
 
 import os
+import re
 import sys
 
 from twisted.application.service import MultiService
@@ -148,6 +149,10 @@ PARAMETERS = [
     ("status-listen", None, None, str,
      "Serve GET /status (JSON: load figures, counters, the monitor's view) "
      "on this endpoint, e.g. tcp:8081:interface=127.0.0.1; unauthenticated."),
+    ("instance", None, None, str,
+     "A label (letters, digits, '.', '_', '-') this server adds to the "
+     "Server header of its responses, e.g. a run id: lets a script check "
+     "that it talks to the servers it started (etc/run-local)."),
     ("log-keep", None, 10, _positiveInt,
      "Rotated log files kept when twistd logs to a file (--logfile; it "
      "rotates at 1 MB): older ones are deleted."),
@@ -167,6 +172,8 @@ LIST_OPTIONS = ("listen", "inside-listen", "next-hop", "trusted-peer",
                 "redirect-user-agent")
 
 _KNOWN = {p[0] for p in PARAMETERS} | set(LIST_OPTIONS) | {"secret"}
+
+_INSTANCE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # "--monitor" alone -> "--monitor=true", for every true-or-false option.
 _FLAG_ALONE = {f"--{p[0]}": f"--{p[0]}=true" for p in PARAMETERS
@@ -357,6 +364,11 @@ class Options(usage.Options):
             self["secret"] = secret.decode("utf-8", "replace")
         self._checkStore()
         self._checkCredentials()
+        instance = self["instance"]
+        if instance is not None and not _INSTANCE.fullmatch(instance):
+            raise usage.UsageError(
+                f"--instance: {instance!r}: use 1 to 64 letters, digits, "
+                f"'.', '_' or '-'")
 
     def _checkAlgorithms(self, name):
         from sipdist.auth.digest import ALGORITHMS
@@ -486,6 +498,9 @@ def makeService(config, reactor=None):
         # twistd prints a SystemExit message as one line and exits 1.
         raise SystemExit(f"twistd sipdist: {e}")
     server.setServiceParent(service)
+    if config.get("instance"):
+        sip = server.server
+        sip.serverHeader = f"{sip.serverHeader} ({config['instance']})"
     _warnAtStart(server, config, reactor)
     if twistd:
         reactor.callWhenRunning(_installReloadSignal, service, reactor)

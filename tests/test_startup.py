@@ -292,3 +292,34 @@ class MonitorFlagTests(SynchronousTestCase):
         self.assertIs(parse("--name=h", "--tls-require-client-cert")[
             "tls-require-client-cert"], True)
 
+
+
+class InstanceTests(SynchronousTestCase):
+    """
+    C{--instance} labels the server's responses.
+    """
+
+    def test_serverHeader(self):
+        """
+        The label is added to the Server header; a label that could break
+        the header is refused.
+        """
+        from sipdist.sip.message import Request
+        service = makeService(parse("--name=h", "--listen=udp:5999",
+                                    "--credentials=memory:a:b",
+                                    "--instance=run-42"),
+                              MemoryReactorClock())
+        [server] = list(service)
+        request = Request("OPTIONS", "sip:127.0.0.1:5999")
+        for name, value in (
+                ("via", "SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx"),
+                ("from", "<sip:a@b>;tag=1"), ("to", "<sip:b>"),
+                ("call-id", "c"), ("cseq", "1 OPTIONS")):
+            request.headers[name] = [value]
+        header = server.server.response(request, 200).headers["server"][0]
+        self.assertTrue(header.startswith("sipdist/"))
+        self.assertTrue(header.endswith(" (run-42)"))
+        from twisted.python import usage
+        error = self.assertRaises(usage.UsageError, parse, "--name=h",
+                                  "--instance=a b)")
+        self.assertIn("--instance", str(error))
