@@ -75,24 +75,6 @@ class OverloadTests(SynchronousTestCase):
     Lines overload multiplies are bounded.
     """
 
-    def test_full503(self):
-        """
-        A thousand requests refused with 503 by a full transaction table
-        give at most 20 lines, then a summary counting the rest.
-        """
-        clock = Clock()
-        captured = Captured(self)
-        layer = TransactionLayer(clock, RecordingUser(), maxTransactions=1)
-        flow = FakeFlow(clock)
-        for _ in range(1001):
-            layer.messageReceived(makeRequest("OPTIONS"), flow)
-        self.assertEqual(layer.rejected, 1000)
-        self.assertEqual(len(captured.formats("transaction table full")), 20)
-        clock.advance(10)
-        layer.messageReceived(makeRequest("OPTIONS"), flow)
-        [summary] = captured.formats("more not logged")
-        self.assertEqual(summary["count"], 980)
-
     def test_unansweredInvites(self):
         """
         INVITEs the user never answers are logged at most 20 times per

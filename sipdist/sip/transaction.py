@@ -792,9 +792,7 @@ class TransactionLayer:
         self._rateCount = 0
         self._lastRate = 0
         # Overload multiplies these lines: at most 20 per 10 s, then a
-        # summary.
-        self.rejectLog = LogLimiter(reactor, log=self._log,
-                                    what="503 for a full transaction table")
+        # summary.  (The 503 of a full table has its own limit.)
         self.timeoutLog = LogLimiter(reactor, log=self._log,
                                      what="transactions timed out")
 
@@ -917,11 +915,9 @@ class TransactionLayer:
 
     def _reject(self, request, flow):
         self.rejected += 1
-        if self.rejectLog.allow() is not None:
-            self._log.warn("transaction table full ({count}): 503 to "
-                           "{method} from {remote}",
-                           count=self.maxTransactions,
-                           method=request.method, remote=flow.remote)
+        self._log.warn("transaction table full ({count}): 503 to {method} "
+                       "from {remote}", count=self.maxTransactions,
+                       method=request.method, remote=flow.remote)
         response = responseTo(request, 503)
         response.headers["retry-after"] = [str(self.retryAfter)]
         try:
