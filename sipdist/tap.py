@@ -485,25 +485,18 @@ def makeService(config, reactor=None):
         (twistd's).
     @return: a L{MultiService}.
     """
-    twistd = reactor is None
-    if twistd:
+    if reactor is None:
         from twisted.internet import reactor
     from sipdist.config import ConfigurationError
     from sipdist.server import buildServer
 
     service = _SipdistService()
     try:
-        server = buildServer(config, reactor)
+        buildServer(config, reactor).setServiceParent(service)
     except ConfigurationError as e:
         # twistd prints a SystemExit message as one line and exits 1.
         raise SystemExit(f"twistd sipdist: {e}")
-    server.setServiceParent(service)
-    if config.get("instance"):
-        sip = server.server
-        sip.serverHeader = f"{sip.serverHeader} ({config['instance']})"
-    _warnAtStart(server, config, reactor)
-    if twistd:
-        reactor.callWhenRunning(_installReloadSignal, service, reactor)
+    _prepareOperation(service, config, reactor)
     reactor.callWhenRunning(_freezeStartupObjects)
     return service
 
@@ -537,6 +530,21 @@ class _SipdistService(MultiService):
 
 
 _log = Logger()
+
+
+def _prepareOperation(service, config, reactor):
+    """
+    What a built server needs to be operated: the C{--instance} label in
+    its Server header, the start-up warnings, and (under twistd only,
+    whose options have a C{parent}) C{SIGHUP} reloading.
+    """
+    for server in service:
+        if config.get("instance"):
+            sip = server.server
+            sip.serverHeader = f"{sip.serverHeader} ({config['instance']})"
+        _warnAtStart(server, config, reactor)
+    if getattr(config, "parent", None) is not None:
+        reactor.callWhenRunning(_installReloadSignal, service, reactor)
 
 
 def _warnAtStart(server, config, reactor):

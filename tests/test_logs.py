@@ -11,7 +11,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist import logs
 from sipdist.logs import LogLimiter
-from sipdist.sip.message import responseTo
 from sipdist.sip.transaction import TransactionLayer
 from tests.test_transaction import FakeFlow, RecordingUser, makeRequest
 
