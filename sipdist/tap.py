@@ -508,7 +508,13 @@ class _SipdistService(MultiService):
     The service twistd runs: starting it fails (exit status 1, one line
     naming the endpoint) when a listening port cannot be opened, rather
     than leaving a server running without its socket.
+
+    @ivar startupError: what is raised then: L{SystemExit} (one line, exit
+        status 1) or, for a daemon, L{StartupError}, which twistd passes
+        to the waiting parent process (it exits 1 with the message).
     """
+
+    startupError = SystemExit
 
     def startService(self):
         MultiService.startService(self)
@@ -526,7 +532,13 @@ class _SipdistService(MultiService):
                 if sys.stderr is not sys.__stderr__:
                     # twistd sends stderr to the log: tell the terminal too.
                     print(message, file=sys.__stderr__)
-                raise SystemExit(message)
+                raise self.startupError(message)
+
+
+class StartupError(Exception):
+    """
+    The server cannot start (a daemon's way of saying it to twistd).
+    """
 
 
 _log = Logger()
@@ -543,8 +555,11 @@ def _prepareOperation(service, config, reactor):
             sip = server.server
             sip.serverHeader = f"{sip.serverHeader} ({config['instance']})"
         _warnAtStart(server, config, reactor)
-    if getattr(config, "parent", None) is not None:
+    parent = getattr(config, "parent", None)
+    if parent is not None:
         reactor.callWhenRunning(_installReloadSignal, service, reactor)
+        if not parent.get("nodaemon"):
+            service.startupError = StartupError
 
 
 def _warnAtStart(server, config, reactor):

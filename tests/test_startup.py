@@ -133,6 +133,29 @@ class TwistdProcessTests(SynchronousTestCase):
         self.assertIn(f"127.0.0.1:{port}", lines[0])
         self.assertIn("cannot listen", lines[0])
 
+    def test_busyPortDaemon(self):
+        """
+        A daemon whose port is in use makes the twistd command exit with
+        status 1, saying so, and leaves no pid file.
+        """
+        busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        busy.bind(("127.0.0.1", 0))
+        self.addCleanup(busy.close)
+        port = busy.getsockname()[1]
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        pidfile = os.path.join(directory, "twistd.pid")
+        command = [sys.executable, "-c", TWISTD, TOP.path,
+                   f"--pidfile={pidfile}",
+                   f"--logfile={os.path.join(directory, 'twistd.log')}",
+                   "sipdist", "--name=h",
+                   f"--listen=udp:{port}:interface=127.0.0.1"]
+        process = subprocess.run(command, capture_output=True, text=True,
+                                 timeout=60, cwd=directory)
+        self.assertEqual(process.returncode, 1, process.stderr)
+        self.assertIn("cannot listen", process.stdout + process.stderr)
+        self.assertFalse(os.path.exists(pidfile))
+
     def test_optionError(self):
         """
         A bad option is one line and a pointer to C{--help}, exit status
