@@ -17,7 +17,8 @@ import time
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sipdist.commands.passwd import PasswdOptions
 from sipdist.tap import Options, makeService, reload
@@ -346,3 +347,69 @@ class InstanceTests(SynchronousTestCase):
         error = self.assertRaises(usage.UsageError, parse, "--name=h",
                                   "--instance=a b)")
         self.assertIn("--instance", str(error))
+
+
+class PasswordChangeLoopbackTests(TestCase):
+    """
+    A running home server and real logins over loopback UDP.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_newPasswordWithoutRestart(self):
+        """
+        After C{sipdist passwd} changes alice's password in the server's
+        credentials file, a login with the old password fails and one with
+        the new password succeeds, without a restart or a signal.
+        """
+        from twisted.internet import reactor, task
+
+        from sipdist.client.login import LoginFailed, Registration
+        from sipdist.server import buildServer
+        from sipdist.store import ServerRecord
+        from sipdist.store.memory import MemoryAssignmentStore
+        from tests.client_helpers import startAgent
+
+        users = os.path.abspath(self.mktemp())
+        options = PasswdOptions(stdin=io.StringIO("old\n"),
+                                stdout=io.StringIO())
+        options.parseOptions([users, "alice", "--realm", "example.com"])
+        options.run(None)
+        store = MemoryAssignmentStore()
+        config = {"role": "home", "name": "home1", "domain": "example.com",
+                  "listen": ["udp:0:interface=127.0.0.1"],
+                  "credentials": f"file:{users}",
+                  "secret": "pool-nonce-secret-0123456789abcdef", "t1": 0.05}
+        service = buildServer(config, reactor, store=store)
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.transportService.ready
+        uri = (f"sip:127.0.0.1:"
+               f"{service.transportService.ports[0].getHost().port}")
+        yield store.addServer(ServerRecord("home1", uri))
+        yield store.assignUser("alice@example.com", "home1")
+
+        @defer.inlineCallbacks
+        def login(password):
+            ua = yield startAgent(self, reactor, password=password)
+            registration = Registration(ua, ua.locator, server=uri)
+            result = yield registration.start()
+            yield registration.stop()
+            return result
+
+        yield login("old")
+        options = PasswdOptions(stdin=io.StringIO("new\n"),
+                                stdout=io.StringIO())
+        options.parseOptions([users, "alice", "--realm", "example.com"])
+        options.run(None)
+        # The source looks at the file at most once a second.
+        yield task.deferLater(reactor, 1.1, lambda: None)
+        try:
+            yield login("old")
+        except LoginFailed:
+            pass
+        else:
+            self.fail("the old password still logs in")
+        result = yield login("new")
+        self.assertIsNotNone(result)
