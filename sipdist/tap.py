@@ -185,7 +185,8 @@ class Options(usage.Options):
     longdesc = (
         "Run a sipdist SIP server: a home server, a distributor, an edge or "
         "an internal edge.  Options may also be given in a TOML file with "
-        "--config (same names); the command line overrides the file.")
+        "--config (same names); the command line overrides the file.  A "
+        "true-or-false option given alone (--monitor) means true.")
 
     optParameters = [
         [name.replace("_", "-"), short, None, description]
