@@ -270,6 +270,8 @@ class Proxy:
             self._addressOf = mapping.get
         self.recordRoute = recordRoute
         self.maxForwards = maxForwards
+        self.busyLog = LogLimiter(reactor, log=self._log,
+                                  what="503 Proxy Busy")
         if timerC is not None:
             transactions.timerC = timerC
         self.aliases = frozenset(
@@ -288,8 +290,6 @@ class Proxy:
         self.unreachable = 0
         self.statelessForwarded = 0
         self.responsesForwarded = 0
-        self.busyLog = LogLimiter(reactor, log=self._log,
-                                  what="503 Proxy Busy")
 
     # Addresses
 
