@@ -19,6 +19,7 @@ from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 import sipdist
+from sipdist.logs import LogLimiter
 from sipdist.interfaces import ITransactionUser
 from sipdist.pool.status import installStatus
 from sipdist.roles.chains import ROLES, chainFor
@@ -69,6 +70,7 @@ class SIPServer:
     """
 
     _log = Logger()
+    serverHeader = SERVER_HEADER
 
     def __init__(self, reactor, name, domain, localHosts=frozenset(),
                  processors=(), methods=()):
@@ -81,6 +83,8 @@ class SIPServer:
         self._allow = ", ".join(self.methods)
         self.transactions = None
         self.proxy = None
+        self.failureLog = LogLimiter(reactor, log=self._log,
+                                     what="transactions failed")
 
     def addMethods(self, methods):
         """
@@ -101,7 +105,7 @@ class SIPServer:
         A response to C{request} carrying our C{Server} header.
         """
         response = responseTo(request, code, phrase)
-        response.headers["server"] = [SERVER_HEADER]
+        response.headers["server"] = [self.serverHeader]
         return response
 
     # ITransactionUser
@@ -180,8 +184,9 @@ class SIPServer:
                         code=response.code, flow=flow)
 
     def transactionFailed(self, transaction, reason):
-        self._log.info("transaction {transaction} failed: {reason}",
-                       transaction=transaction, reason=reason)
+        if self.failureLog.allow() is not None:
+            self._log.info("transaction {transaction} failed: {reason}",
+                           transaction=transaction, reason=reason)
 
 
 class ServerService(MultiService):

@@ -9,8 +9,11 @@ and a non-zero exit, before anything listens.
 """
 
 import os
+import re
+import sys
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 try:
@@ -166,6 +169,13 @@ PARAMETERS = [
     ("status-listen", None, None, str,
      "Serve GET /status (JSON: load figures, counters, the monitor's view) "
      "on this endpoint, e.g. tcp:8081:interface=127.0.0.1; unauthenticated."),
+    ("instance", None, None, str,
+     "A label (letters, digits, '.', '_', '-') this server adds to the "
+     "Server header of its responses, e.g. a run id: lets a script check "
+     "that it talks to the servers it started (etc/run-local)."),
+    ("log-keep", None, 10, _positiveInt,
+     "Rotated log files kept when twistd logs to a file (--logfile; it "
+     "rotates at 1 MB): older ones are deleted."),
     ("next-hop-check", None, 10.0, _nonNegativeFloat,
      "Seconds between the edge's OPTIONS health checks of each --next-hop "
      "(a hop failing two in a row is chosen last until it answers); 0: no "
@@ -183,13 +193,20 @@ LIST_OPTIONS = ("listen", "inside-listen", "next-hop", "trusted-peer",
 
 _KNOWN = {p[0] for p in PARAMETERS} | set(LIST_OPTIONS) | {"secret"}
 
+_INSTANCE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# "--monitor" alone -> "--monitor=true", for every true-or-false option.
+_FLAG_ALONE = {f"--{p[0]}": f"--{p[0]}=true" for p in PARAMETERS
+               if p[3] is _flag}
+
 
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a sipdist SIP server: a home server, a distributor, an edge or "
         "an internal edge.  Options may also be given in a TOML file with "
-        "--config (same names); the command line overrides the file.")
+        "--config (same names); the command line overrides the file.  A "
+        "true-or-false option given alone (--monitor) means true.")
 
     optParameters = [
         [name.replace("_", "-"), short, None, description]
@@ -200,6 +217,28 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         for name in LIST_OPTIONS:
             self[name] = []
+
+    def parseOptions(self, options=None):
+        """
+        Parse C{options}; a true-or-false option given alone
+        (C{--monitor}) means true.
+
+        Under twistd (which makes these options a sub-command, so they
+        have a C{parent}), a mistake ends the process with one line and
+        exit status 1 instead of twistd's usage text; twistd then logs to
+        a file rotated with at most C{--log-keep} old files.
+        """
+        if options is not None:
+            options = [_FLAG_ALONE.get(arg, arg) for arg in options]
+        if self.parent is None:
+            return usage.Options.parseOptions(self, options)
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd sipdist: {e} (twistd sipdist --help "
+                             f"lists the options)")
+        from sipdist.logs import useRotatingLogFile
+        useRotatingLogFile(self.parent, keep=self["log-keep"])
 
     def opt_listen(self, description):
         """
@@ -350,6 +389,11 @@ class Options(usage.Options):
             self["secret"] = secret.decode("utf-8", "replace")
         self._checkStore()
         self._checkCredentials()
+        instance = self["instance"]
+        if instance is not None and not _INSTANCE.fullmatch(instance):
+            raise usage.UsageError(
+                f"--instance: {instance!r}: use 1 to 64 letters, digits, "
+                f"'.', '_' or '-'")
 
     def _checkAlgorithms(self, name):
         from sipdist.auth.digest import ALGORITHMS
@@ -481,14 +525,145 @@ def makeService(config, reactor=None, rlimit=None):
     config["max-connections"] = fitConnectionsToFileLimit(
         config["max-connections"], rlimit)
 
-    service = MultiService()
+    service = _SipdistService()
     try:
         buildServer(config, reactor).setServiceParent(service)
     except ConfigurationError as e:
         # twistd prints a SystemExit message as one line and exits 1.
         raise SystemExit(f"twistd sipdist: {e}")
+    _prepareOperation(service, config, reactor)
     reactor.callWhenRunning(_freezeStartupObjects)
     return service
+
+
+# Start-up checks and reloading (SIGHUP).
+
+class _SipdistService(MultiService):
+    """
+    The service twistd runs: starting it fails (exit status 1, one line
+    naming the endpoint) when a listening port cannot be opened, rather
+    than leaving a server running without its socket.
+
+    @ivar startupError: what is raised then: L{SystemExit} (one line, exit
+        status 1) or, for a daemon, L{StartupError}, which twistd passes
+        to the waiting parent process (it exits 1 with the message).
+    """
+
+    startupError = SystemExit
+
+    def startService(self):
+        MultiService.startService(self)
+        for server in self:
+            ready = getattr(getattr(server, "transportService", None),
+                            "ready", None)
+            failures = []
+            if ready is not None:
+                ready.addErrback(lambda f: failures.append(f) or f)
+            if failures:
+                failure = failures[0].value
+                while hasattr(failure, "subFailure"):
+                    failure = failure.subFailure.value
+                message = f"twistd sipdist: cannot listen: {failure}"
+                if sys.stderr is not sys.__stderr__:
+                    # twistd sends stderr to the log: tell the terminal too.
+                    print(message, file=sys.__stderr__)
+                raise self.startupError(message)
+
+
+class StartupError(Exception):
+    """
+    The server cannot start (a daemon's way of saying it to twistd).
+    """
+
+
+_log = Logger()
+
+
+def _prepareOperation(service, config, reactor):
+    """
+    What a built server needs to be operated: the C{--instance} label in
+    its Server header, the start-up warnings, and (under twistd only,
+    whose options have a C{parent}) C{SIGHUP} reloading.
+    """
+    for server in service:
+        if config.get("instance"):
+            sip = server.server
+            sip.serverHeader = f"{sip.serverHeader} ({config['instance']})"
+        _warnAtStart(server, config, reactor)
+    parent = getattr(config, "parent", None)
+    if parent is not None:
+        reactor.callWhenRunning(_installReloadSignal, service, reactor)
+        if not parent.get("nodaemon"):
+            service.startupError = StartupError
+
+
+def _warnAtStart(server, config, reactor):
+    """
+    Log one line for each setting that makes the server useless while it
+    looks fine: no credentials for a role that authenticates, a home
+    whose C{--name} is not a server of the store.
+    """
+    role = config.get("role", "home")
+    if role != "edge" and config.get("credentials", "memory:") == "memory:":
+        _log.warn("no --credentials: no user can log in (every login is "
+                  "refused as a wrong password); give --credentials "
+                  "file:PATH (see 'sipdist passwd') or ldap://...")
+    store = getattr(server, "store", None)
+    if role == "home" and store is not None:
+        name = config["name"]
+
+        def check():
+            d = store.getServer(name)
+
+            def found(record):
+                if record is None:
+                    _log.warn("--name {name}: no such server in the "
+                              "assignment store ({store}): no user is "
+                              "served here", name=name,
+                              store=config.get("store"))
+
+            d.addCallbacks(found, lambda f: None)
+
+        reactor.callWhenRunning(check)
+
+
+def reload(service):
+    """
+    Read again what can be read again without a restart: the credentials
+    file (C{--credentials file:PATH}) and the assignment file
+    (C{--store file:PATH}), each only if it changed.  A bad file keeps the
+    last good content and is logged.
+
+    @param service: what L{makeService} returned.
+    @return: L{list} of what was read again, e.g. C{["credentials"]}.
+    """
+    reloaded = []
+    for server in service:
+        source = getattr(getattr(server, "checker", None), "source", None)
+        check = getattr(source, "check", None)
+        if check is not None and check():
+            reloaded.append("credentials")
+        checkFile = getattr(getattr(server, "store", None), "checkFile", None)
+        if checkFile is not None:
+            before = getattr(server.store, "_stamp", None)
+            checkFile()
+            if getattr(server.store, "_stamp", None) != before:
+                reloaded.append("store")
+    _log.info("reload: {what}", what=", ".join(reloaded) or "nothing changed")
+    return reloaded
+
+
+def _installReloadSignal(service, reactor):
+    """
+    Make C{SIGHUP} call L{reload} (twistd's path only: tests call
+    L{reload}).
+    """
+    import signal
+
+    def hangup(signum, frame):
+        reactor.callFromThread(reload, service)
+
+    signal.signal(signal.SIGHUP, hangup)
 
 
 def _freezeStartupObjects():

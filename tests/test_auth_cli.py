@@ -4,6 +4,7 @@ Tests for C{sipdist passwd} (L{sipdist.commands.passwd}).
 """
 
 import io
+import os
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -103,3 +104,80 @@ class PasswdTests(TemporaryPathMixin, SynchronousTestCase):
         self.assertIn("sipdist.commands.passwd", cli.COMMAND_MODULES)
         names = [c[0] for c in cli.Options().subCommands]
         self.assertIn("passwd", names)
+
+
+class PasswdReloadTests(TemporaryPathMixin, SynchronousTestCase):
+    """
+    A server's file credential source follows C{sipdist passwd} without a
+    restart.
+    """
+
+    def passwd(self, path, user, password):
+        options = PasswdOptions(stdin=io.StringIO(password + "\n"),
+                                stdout=io.StringIO())
+        options.parseOptions([path, user, "--realm", "example.com"])
+        self.assertEqual(options.run(None), 0)
+
+    def login(self, checker, user, password):
+        from tests.test_auth_credentials import credentialsFor
+        d = checker.requestAvatarId(credentialsFor(user, password))
+        return d
+
+    def test_passwordChange(self):
+        """
+        After C{sipdist passwd} changes a password, the old one fails and
+        the new one works once the source's check interval has passed (a
+        second by the injected clock), with no reload asked for.
+        """
+        from twisted.cred.error import UnauthorizedLogin
+        from twisted.internet.task import Clock
+        from sipdist.auth.sources import makeChecker
+
+        path = self.mktemp()
+        self.passwd(path, "alice", "old")
+        clock = Clock()
+        checker = makeChecker(clock, "file:" + path)
+        self.assertEqual(
+            self.successResultOf(self.login(checker, "alice", "old")),
+            "alice")
+        self.passwd(path, "alice", "new")
+        clock.advance(1)
+        self.failureResultOf(self.login(checker, "alice", "old"),
+                             UnauthorizedLogin)
+        self.assertEqual(
+            self.successResultOf(self.login(checker, "alice", "new")),
+            "alice")
+
+    def test_badFileKeepsUsers(self):
+        """
+        A credentials file that turns bad is logged once and the last good
+        users stay in force; when it is good again it is read.
+        """
+        from twisted.internet.task import Clock
+
+        path = self.mktemp()
+        self.passwd(path, "alice", "old")
+        clock = Clock()
+        source = FileDigestHashSource(path, clock)
+        errors = []
+        from twisted.logger import globalLogPublisher
+        observer = lambda e: (e.get("log_level").name == "error"
+                              and errors.append(e))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        with open(path, "a") as f:
+            f.write("broken\n")
+        for _ in range(3):
+            clock.advance(1)
+            self.assertIsNotNone(self.successResultOf(
+                source.getHA1("alice", "example.com", "MD5")))
+        self.assertEqual(len(errors), 1)
+        self.assertIn("keeping the last good users", errors[0]["log_format"])
+        self.passwd(path + ".new", "bob", "b")
+        os.replace(path + ".new", path)
+        clock.advance(1)
+        self.assertIsNone(self.successResultOf(
+            source.getHA1("alice", "example.com", "MD5")))
+        self.assertIsNotNone(self.successResultOf(
+            source.getHA1("bob", "example.com", "MD5")))
+        self.assertIsNone(source.lastError)

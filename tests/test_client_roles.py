@@ -130,6 +130,37 @@ class RolesTests(TestCase):
         # And the client watches its registration at its new home.
         yield self.until(lambda: registration.watch is not None)
 
+    @defer.inlineCallbacks
+    def test_watchRenewedWithRegistration(self):
+        """
+        Each registration refresh renews the registration watch in its
+        dialog (the home accepts it), so the watch outlives the first
+        registration lifetime; a watch the home no longer knows is made
+        again.
+        """
+        store, uris = yield startDeployment(self)
+        ua = yield startAgent(self, reactor)
+        registration = Registration(ua, ua.locator, server=uris["distributor"],
+                                    watchRegistration=True)
+        yield registration.start()
+        self.addCleanup(registration.stop)
+        yield self.until(lambda: registration.watch is not None)
+        watch = registration.watch
+        cseq = watch.dialog.cseq
+        yield registration.refresh()
+        self.assertEqual([e.kind for e in ua.events][-1], "watch-renewed")
+        self.assertIs(registration.watch, watch)
+        self.assertFalse(watch.dialog.ended)
+        self.assertGreater(watch.dialog.cseq, cseq)
+        # A dialog the home does not know (481) is replaced by a new
+        # subscription.
+        watch.dialog.remoteTag = "unknown"
+        yield registration.refresh()
+        self.assertIn("watch-failed", [e.kind for e in ua.events])
+        self.assertTrue(watch.dialog.ended)
+        yield self.until(lambda: registration.watch is not None
+                         and registration.watch is not watch)
+
     def until(self, condition, interval=0.02, limit=500):
         """
         Wait (on the real reactor, at most C{limit} rounds) for a condition.

@@ -19,6 +19,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import fail, succeed
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipdist.auth.digest import (
@@ -289,17 +290,48 @@ def _writeAtomically(path, text, mode):
         raise CredentialsFileError(f"cannot write {path}: {e.strerror}")
 
 
+def _fileStamp(path):
+    """
+    What changes when a file is replaced or rewritten: inode, size and
+    modification time; L{None} when it cannot be examined.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @implementer(IDigestHashSource)
 class FileDigestHashSource:
     """
-    The users of a credentials file, read when created and again on
-    L{reload} (for example on C{SIGHUP}); lookups never touch the disk.
+    The users of a credentials file, held in memory.
+
+    With a C{reactor}, a lookup looks at the file's inode, size and
+    modification time (at most once per C{checkInterval} seconds, by that
+    reactor's clock) and reads the file again when they changed, so a
+    password changed with C{sipdist passwd} is in force at once, without a
+    restart.  L{check} does the same on demand (C{SIGHUP}).  A file that
+    cannot be read or parsed leaves the last good users in force and is
+    logged once per change of the file.
+
+    @ivar lastError: the message of the last failed reload, or L{None}.
     """
 
-    def __init__(self, path):
+    _log = Logger()
+
+    def __init__(self, path, reactor=None, checkInterval=1.0):
         self.path = path
+        self._reactor = reactor
+        self.checkInterval = checkInterval
         self._entries = {}
+        self._stamp = None
+        self._badStamp = None
+        self._lastCheck = None
+        self.lastError = None
         self.reload()
+        if reactor is not None:
+            self._lastCheck = reactor.seconds()
 
     def reload(self):
         """
@@ -307,6 +339,7 @@ class FileDigestHashSource:
 
         @raise CredentialsFileError: if the file cannot be read or parsed.
         """
+        stamp = _fileStamp(self.path)
         try:
             with open(self.path, encoding="utf-8") as f:
                 text = f.read()
@@ -314,10 +347,45 @@ class FileDigestHashSource:
             raise CredentialsFileError(
                 f"cannot read {self.path}: {e.strerror}")
         self._entries = parseCredentialsFile(text, self.path)
+        self._stamp = stamp
+        self._badStamp = None
+        self.lastError = None
+
+    def check(self):
+        """
+        Read the file again if it changed since it was last read; a bad
+        file is logged (once until it changes again) and the last good
+        users stay in force.
+
+        @return: C{True} if the users were read again.
+        """
+        stamp = _fileStamp(self.path)
+        if stamp == self._stamp or (stamp is not None
+                                    and stamp == self._badStamp):
+            return False
+        try:
+            self.reload()
+        except CredentialsFileError as e:
+            self._badStamp = stamp
+            if str(e) != self.lastError:
+                self._log.error("credentials {error}; keeping the last "
+                                "good users ({count})", error=str(e),
+                                count=len(self._entries))
+            self.lastError = str(e)
+            return False
+        self._log.info("reloaded credentials {path}: {count} users",
+                       path=self.path, count=len(self._entries))
+        return True
 
     def __len__(self):
         return len(self._entries)
 
     def getHA1(self, username, realm, algorithm):
+        if self._reactor is not None:
+            now = self._reactor.seconds()
+            if now - self._lastCheck >= self.checkInterval or \
+                    now < self._lastCheck:
+                self._lastCheck = now
+                self.check()
         hashes = self._entries.get((username, realm))
         return succeed(None if hashes is None else hashes.get(algorithm))

@@ -64,7 +64,7 @@ class FileCredentialsParser:
         from sipdist.auth.credentials import (
             CredentialsFileError, DigestHashChecker, FileDigestHashSource)
         try:
-            source = FileDigestHashSource(path)
+            source = FileDigestHashSource(path, reactor)
         except CredentialsFileError as e:
             raise CredentialsConfigError(str(e))
         return DigestHashChecker(source)

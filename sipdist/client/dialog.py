@@ -350,6 +350,39 @@ class Subscription:
         return self
 
 
+    @defer.inlineCallbacks
+    def refresh(self, expires=None):
+        """
+        Renew the subscription in its dialog (a SUBSCRIBE with the same
+        Call-ID and tags), for C{expires} seconds (default: as before).
+
+        @return: L{Deferred} firing with C{True} when the notifier accepted
+            it (2xx), C{False} when it refused it, did not answer or there
+            is no dialog (the dialog then ends: subscribe anew).
+        """
+        dialog = self.dialog
+        if dialog is None or dialog.ended:
+            return False
+        if expires is not None:
+            self.expires = expires
+        request = dialog.newRequest("SUBSCRIBE")
+        request.headers["event"] = [self.event]
+        request.headers["expires"] = [str(self.expires)]
+        request.headers["accept"] = ["application/pidf+xml"]
+        try:
+            outcome = yield self.ua.send(request, dialog.target())
+        except Exception as e:
+            dialog.end(f"subscription refresh failed: {e}")
+            return False
+        dialog.cseq = max(dialog.cseq, outcome.request.cseq()[0])
+        code = outcome.response.code
+        if 200 <= code < 300:
+            return True
+        dialog.end(f"subscription refresh refused: {code} "
+                   f"{outcome.response.phrase}")
+        return False
+
+
 class _SubscriptionDialog(Dialog):
     def __init__(self, subscription, *args):
         Dialog.__init__(self, *args)

@@ -397,6 +397,29 @@ class Registration:
 
         d.addCallbacks(watching, notWatching)
 
+    @defer.inlineCallbacks
+    def _renewWatch(self):
+        """
+        Renew the registration watch with the registration, for as long:
+        the notifier ends a subscription that is not renewed when it
+        expires.  A renewal refused (or a watch that failed before) makes
+        a new subscription.
+        """
+        watch = self.watch
+        expires = max(self.result.expires, 60)
+        if watch is not None:
+            renewed = yield watch.refresh(expires)
+            if self.watch is not watch or self.state != "registered":
+                return
+            if renewed:
+                self._emit("watch-renewed", f"registration watch renewed "
+                           f"for {expires} s", expires=expires)
+                return
+            self.watch = None
+            self._emit("watch-failed", "the registration watch was not "
+                       "renewed: subscribing again")
+        self._watch()
+
     def _deactivated(self, subscription):
         if subscription is not self.watch or self.state != "registered":
             return
@@ -465,6 +488,8 @@ class Registration:
             self._emit("refreshed", f"refreshed at {target} for {expires} s",
                        target=target, expires=expires)
             self._schedule(expires)
+            if self.watchRegistration:
+                yield self._renewWatch()
             return
         if 300 <= code < 400:
             self._emit("relogin", f"redirected by {target} while refreshing "

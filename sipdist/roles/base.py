@@ -86,6 +86,7 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
     service.registrar = registrar
     service.processor = processor
     service.authenticator = authenticator
+    service.checker = checker
     service.proxy = proxy
     installRouting(service, config, reactor)
     installMonitor(service, config, reactor)

@@ -65,6 +65,7 @@ from urllib.parse import quote, unquote
 
 from twisted.logger import Logger
 
+from sipdist.logs import LogLimiter
 from sipdist.sip.message import (
     MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo)
 
@@ -417,6 +418,8 @@ class Proxy:
             self._addressOf = mapping.get
         self.recordRoute = recordRoute
         self.maxForwards = maxForwards
+        self.busyLog = LogLimiter(reactor, log=self._log,
+                                  what="503 Proxy Busy")
         if timerC is not None:
             transactions.timerC = timerC
         self.aliases = frozenset(
@@ -784,8 +787,10 @@ class Proxy:
         if serverTransaction in contexts:
             raise ValueError("the transaction is already being proxied")
         if len(contexts) >= self.maxContexts:
-            self._log.warn("{count} requests being proxied: 503 to {method}",
-                           count=len(contexts), method=request.method)
+            if self.busyLog.allow() is not None:
+                self._log.warn("{count} requests being proxied: 503 to "
+                               "{method}", count=len(contexts),
+                               method=request.method)
             raise _Reject(503, "Proxy Busy",
                           {"retry-after": [str(self.retryAfter)]})
         newMaxForwards, loopHash = self._checks(request)

@@ -63,6 +63,7 @@ from collections import deque
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sipdist.logs import LogLimiter
 from sipdist.sip.message import MAGIC_COOKIE, Request, responseTo
 from sipdist.sip.twistedsip import sip
 
@@ -319,8 +320,9 @@ class ServerTransaction:
         self._timeout = None
         layer = self._layer
         layer.timeouts += 1
-        self._log.warn("no final response to {method} from the user in time",
-                       method=self.request.method)
+        if layer.timeoutLog.allow() is not None:
+            self._log.warn("no final response to {method} from the user "
+                           "in time", method=self.request.method)
         if self._invite:
             # Answer, so that the client is not left ringing, then let the
             # state machine run to its end.
@@ -565,8 +567,9 @@ class _CompletedInviteRecord:
         if self.state is not COMPLETED:
             return
         layer = self._layer
-        layer._log.info("no ACK for {code} to INVITE from {remote}",
-                        code=self.code, remote=self.flow.remote)
+        if layer.timeoutLog.allow() is not None:
+            layer._log.info("no ACK for {code} to INVITE from {remote}",
+                            code=self.code, remote=self.flow.remote)
         layer.timeouts += 1
         self._terminate()
         layer._transactionFailed(self.transaction,
@@ -765,7 +768,9 @@ class ClientTransaction:
 
     def _timerC(self):
         self._timeout = None
-        self._log.info("no final response to INVITE: timer C, cancelling")
+        if self._layer.timeoutLog.allow() is not None:
+            self._log.info("no final response to INVITE: timer C, "
+                           "cancelling")
         self._cancelWanted = False
         self.cancel()
 
@@ -929,6 +934,10 @@ class TransactionLayer:
         self._rateSecond = 0
         self._rateCount = 0
         self._lastRate = 0
+        # Overload multiplies these lines: at most 20 per 10 s, then a
+        # summary.  (The 503 of a full table has its own limit.)
+        self.timeoutLog = LogLimiter(reactor, log=self._log,
+                                     what="transactions timed out")
 
     @property
     def active(self):

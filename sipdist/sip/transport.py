@@ -47,6 +47,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
+from sipdist.logs import LogLimiter as _LogLimiter
 from sipdist.sip.message import (
     DEFAULT_MAX_SIZE, MessageError, Request, StreamFramer, errorResponse,
     parseMessage, validateRequest, validateResponse)
@@ -59,38 +60,6 @@ DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
 # Aliases (sent-by addresses) remembered per connection.
 _MAX_ALIASES = 4
-
-
-class _LogLimiter:
-    """
-    At most C{burst} lines per C{period} seconds for a kind of event that
-    outsiders can cause at will (junk, malformed requests); what is
-    suppressed is counted and reported with the next line allowed.
-    """
-
-    def __init__(self, reactor, burst=20, period=10.0):
-        self._reactor = reactor
-        self.burst = burst
-        self.period = period
-        self._windowStart = None
-        self._lines = 0
-        self.suppressed = 0
-
-    def allow(self):
-        """
-        @return: C{None} if this event must not be logged, else how many
-            were suppressed since the last line logged.
-        """
-        now = self._reactor.seconds()
-        if self._windowStart is None or now - self._windowStart >= self.period:
-            self._windowStart = now
-            self._lines = 0
-        if self._lines >= self.burst:
-            self.suppressed += 1
-            return None
-        self._lines += 1
-        suppressed, self.suppressed = self.suppressed, 0
-        return suppressed
 
 
 def _token():
