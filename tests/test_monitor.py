@@ -5,6 +5,8 @@ plan applied when the distribution is not acceptable, and the load report
 of home servers.
 """
 
+from collections import Counter
+
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -490,3 +492,122 @@ class HandoverTests(SynchronousTestCase):
             b"To: <sip:alice@example.com>\r\nCall-ID: m1\r\n"
             b"CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n")
         self.assertFalse(handover(context, outcome))
+
+
+class _Flooder:
+    """
+    A UDP peer sending a bounded burst of requests to one server and
+    counting the status codes of the responses.
+    """
+
+    def __init__(self, make):
+        from twisted.internet.protocol import DatagramProtocol
+        self.codes = Counter()
+        self.sent = 0
+        flooder = self
+
+        class Protocol(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                parts = data.split(b" ", 2)
+                if len(parts) > 1 and parts[0] == b"SIP/2.0":
+                    flooder.codes[parts[1].decode("ascii", "replace")] += 1
+
+        self.protocol = Protocol()
+        self.port = reactor.listenUDP(0, self.protocol, interface="127.0.0.1")
+        self.make = make
+
+    @defer.inlineCallbacks
+    def flood(self, address, total, perTick, tick=0.01):
+        local = self.port.getHost().port
+        while self.sent < total:
+            for _ in range(min(perTick, total - self.sent)):
+                self.protocol.transport.write(
+                    self.make(self.sent, local, address), address)
+                self.sent += 1
+            yield task.deferLater(reactor, tick, lambda: None)
+
+    def stop(self):
+        return self.port.stopListening()
+
+
+def _options(n, port, target):
+    host, targetPort = target
+    return (f"OPTIONS sip:{host}:{targetPort} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKflood{n};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:flood@example.com>;tag=f{n}\r\n"
+            f"To: <sip:{host}:{targetPort}>\r\n"
+            f"Call-ID: flood{n}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n").encode("ascii")
+
+
+def _register(n, port, target):
+    user = f"u{n % 200}"
+    return (f"REGISTER sip:example.com SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKpeak{n};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=r{n}\r\n"
+            f"To: <sip:{user}@example.com>\r\n"
+            f"Call-ID: peak{n}@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
+            f"Contact: <sip:{user}@127.0.0.1:{port}>\r\nExpires: 60\r\n"
+            f"Content-Length: 0\r\n\r\n").encode("ascii")
+
+
+class OverloadTests(TestCase):
+    """
+    An C{OPTIONS} flood and a C{REGISTER} peak at one home, real servers on
+    loopback: the home's full transaction table answers C{503}, the
+    monitor's checks too, and the monitor sees a busy server, not a dead
+    one: no user moves.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def overload(self, make):
+        pool = yield startPool(self, homes=(), distributor=False)
+        yield pool.start("home1", **{"max-transactions": 30})
+        yield pool.start("home2")
+        homeUsers = users(100)
+        yield pool.store.assignUsers(
+            [(aor, "home1") for aor in homeUsers]
+            + [(aor, "home2") for aor in users(100, "v")])
+        yield pool.start("distributor", "distributor", **{
+            "monitor": True, "monitor-interval": 0.1,
+            "monitor-threshold": 2, "monitor-down-after": 0.3,
+            "monitor-timeout": 0.5})
+        monitor = pool.services["distributor"].monitor
+        port = int(pool.uris["home1"].rsplit(":", 1)[1])
+        seen = []
+        watcher = task.LoopingCall(
+            lambda: seen.append(monitor.status().get("home1", {})
+                                .get("problem")))
+        watcher.clock = reactor
+        watcher.start(0.05)
+        self.addCleanup(lambda: watcher.running and watcher.stop())
+        flooder = _Flooder(make)
+        self.addCleanup(flooder.stop)
+        # 3000 requests in about 2 s: the table stays full for longer than
+        # the monitor would need to mark a failing server down.
+        yield flooder.flood(("127.0.0.1", port), 3000, 15)
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        watcher.stop()
+        # The flood did fill the table, and the monitor met the 503s.
+        self.assertGreater(flooder.codes["503"], 100)
+        self.assertTrue(any(p and p.startswith("503") for p in seen), seen)
+        record = yield pool.store.getServer("home1")
+        self.assertEqual(record.state, "active")
+        counts = yield pool.store.countUsers()
+        self.assertEqual(counts, {"home1": 100, "home2": 100})
+        self.assertEqual(monitor.moved, 0)
+
+    def test_optionsFlood(self):
+        """
+        An unauthenticated C{OPTIONS} flood at one home moves no user.
+        """
+        return self.overload(_options)
+
+    def test_registerPeak(self):
+        """
+        A C{REGISTER} peak (every client of a home at once, before
+        authentication) moves no user.
+        """
+        return self.overload(_register)

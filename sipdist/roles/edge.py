@@ -52,9 +52,10 @@ import random as _random
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sipdist.config import ConfigurationError
-from sipdist.pool.monitor import Prober
+from sipdist.pool.monitor import ProbeFailed, Prober
 from sipdist.services.proxy import NextHopError, Proxy, nextHopFor
 from sipdist.sip.uri import URIError, parseURI
 
@@ -175,7 +176,9 @@ class NextHopChecker(TimerService):
     """
     Health checks of an edge's next hops: every C{interval} seconds an
     C{OPTIONS} to each (L{sipdist.pool.monitor.Prober}); a hop that fails
-    C{threshold} checks in a row is chosen last (L{NextHops.markDown})
+    C{threshold} checks in a row (silence, or a non-2xx answer: unlike the
+    monitor, which moves users, an edge only prefers another hop, so a
+    busy hop is avoided too) is chosen last (L{NextHops.markDown})
     until it answers again.  At most one check per hop is in flight.
     """
 
@@ -206,7 +209,11 @@ class NextHopChecker(TimerService):
             d.addCallbacks(self._answered, self._failed, (index,), None,
                            (index,))
 
-    def _answered(self, load, index):
+    def _answered(self, answer, index):
+        if getattr(answer, "busy", None) is not None:
+            # Alive but refusing (a 503): chosen last all the same, the
+            # other hops take the traffic.
+            return self._failed(Failure(ProbeFailed(answer.busy)), index)
         self._pending.discard(index)
         self.failures[index] = 0
         if index in self.nextHops.down:
