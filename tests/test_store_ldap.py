@@ -225,6 +225,12 @@ class LDAPStoreTests(TestCase):
             self.assertEqual((yield self.answered(
                 store.lookupUser("erin@example.com"))), "home2")
 
+        fresh = self.store(f"127.0.0.1:{server.port}", clock,
+                           "&refresh=0&timeout=0.5")
+        # Server records never read yet: bounded too.
+        yield self.assertFailure(self.answered(fresh.getServer("home1")),
+                                 StoreUnavailable)
+
         os.kill(pid, signal.SIGCONT)
         served = None
         for _ in range(20):

@@ -657,13 +657,39 @@ class LDAPAssignmentStore:
 
     # Reading.
 
+    def _bounded(self, d):
+        """
+        C{d}, or, if it has not fired within C{timeout} seconds, a failure
+        with L{StoreUnavailable} then (the work goes on).
+        """
+        if d.called:
+            return d
+        timeout = self._config.timeout
+        result = Deferred()
+
+        def expire():
+            if not result.called:
+                result.errback(StoreUnavailable(
+                    f"LDAP directory did not answer in {timeout:g} s"))
+
+        timer = self._reactor.callLater(timeout, expire)
+
+        def done(value):
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(value)
+
+        d.addBoth(done)
+        return result
+
     def getServer(self, serverId):
-        d = self._ensureServers()
+        d = self._bounded(self._ensureServers())
         d.addCallback(lambda servers: servers.get(serverId))
         return d
 
     def listServers(self):
-        d = self._ensureServers()
+        d = self._bounded(self._ensureServers())
         d.addCallback(lambda servers: [servers[k] for k in sorted(servers)])
         return d
 
