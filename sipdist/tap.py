@@ -145,7 +145,7 @@ PARAMETERS = [
     ("monitor-down-after", None, 10.0, _positiveFloat,
      "Seconds a server must stay silent (with --monitor-threshold failed "
      "checks) before the monitor marks it down."),
-    ("max-moves", None, 200, _positiveInt,
+    ("max-moves", None, 500, _positiveInt,
      "Users one plan of the monitor moves at most (the users of a down "
      "server first); later rounds move more if still needed."),
     ("user-weights", None, None, str,

@@ -71,7 +71,7 @@ LOAD_HEADER = "sipdist-load"
 # Users per second moved off a draining server by default.
 DRAIN_RATE = 50
 # Users one plan of the monitor moves at most by default.
-MAX_MOVES = 200
+MAX_MOVES = 500
 # Seconds a server must stay silent before it is marked down by default.
 DOWN_AFTER = 10.0
 UP = "up"

@@ -442,7 +442,7 @@ class FileAssignmentStore(MemoryAssignmentStore):
             return None
         error = StoreConfigError(
             f"{self.path}: refusing the changed file: {problem} (a damaged "
-            f"file? write deliberate removals with 'sipdist store', or "
+            f"file? remove users with sipdist unassign, or "
             f"raise maxDrop)")
         error.stamp = stamp
         return error
