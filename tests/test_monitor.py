@@ -169,6 +169,10 @@ class MonitorTests(SynchronousTestCase):
         self.assertIn("503", self.monitor.health["home1"].problem)
         self.assertEqual(self.counts(), {"home1": 30, "home2": 30})
         self.assertEqual(self.monitor.moved, 0)
+        self.prober.busy.discard("sip:127.0.0.1:5070")
+        self.tick(1)
+        self.assertEqual(self.monitor.health["home1"].status, "up")
+        self.assertIsNone(self.monitor.health["home1"].problem)
 
     def test_failuresMustSpanDownAfter(self):
         """

@@ -385,6 +385,9 @@ class Monitor(TimerService):
                 health.status = BUSY
                 health.problem = result.busy
             else:
+                if health.status == BUSY:
+                    self._log.info("{server} answers 2xx again: up",
+                                   server=record.id)
                 health.status = UP
                 health.problem = None
             if result.load:
