@@ -270,6 +270,15 @@ class Monitor(TimerService):
     """
     Health checks and rebalancing (see the module docstring).
 
+    @param threshold: silent checks in a row before a server is marked
+        down...
+    @param downAfter: ...if they span at least this many seconds.
+    @param recovery: answered checks in a row before a server this monitor
+        marked down is marked active again.
+    @param maxMoves: users one plan moves at most (L{None}: no limit).
+    @param moveRate: users per second at most (L{None}: no limit);
+        C{drainRate}: the same off a draining server.
+
     @ivar health: server id to L{Health}.
     @ivar markedDown: the servers this monitor marked down (only those
         are marked active again by it).
