@@ -52,10 +52,9 @@ import random as _random
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from sipdist.config import ConfigurationError
-from sipdist.pool.monitor import ProbeFailed, Prober
+from sipdist.pool.monitor import Prober
 from sipdist.services.proxy import NextHopError, Proxy, nextHopFor
 from sipdist.sip.uri import URIError, parseURI
 
@@ -213,7 +212,7 @@ class NextHopChecker(TimerService):
         if getattr(answer, "busy", None) is not None:
             # Alive but refusing (a 503): chosen last all the same, the
             # other hops take the traffic.
-            return self._failed(Failure(ProbeFailed(answer.busy)), index)
+            return self._failing(index, answer.busy)
         self._pending.discard(index)
         self.failures[index] = 0
         if index in self.nextHops.down:
@@ -222,14 +221,16 @@ class NextHopChecker(TimerService):
             self.nextHops.markUp(index)
 
     def _failed(self, failure, index):
+        self._failing(index, failure.getErrorMessage())
+
+    def _failing(self, index, reason):
         self._pending.discard(index)
         self.failures[index] += 1
         if (self.failures[index] >= self.threshold
                 and index not in self.nextHops.down):
             self._log.warn("next hop {uri} is failing ({reason}): chosen "
                            "last until it answers",
-                           uri=self.nextHops.uris[index],
-                           reason=failure.getErrorMessage())
+                           uri=self.nextHops.uris[index], reason=reason)
             self.nextHops.markDown(index)
 
 
