@@ -264,6 +264,8 @@ def run(reactor, crashed, others, interval, threshold, expires, T1, rate):
              {"monitor": True, "monitor-interval": interval,
               "auto-rebalance": False,
               "monitor-threshold": threshold,
+              # Down after threshold silent checks, as soon as they allow.
+              "monitor-down-after": interval * (threshold - 1),
               "monitor-timeout": min(interval / 2, 1.0)}),
             ("home1", "home", {}), ("home2", "home", {})):
         config = {"role": role, "name": name, "domain": DOMAIN,

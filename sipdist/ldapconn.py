@@ -6,8 +6,9 @@ source (L{sipdist.auth.ldap}).
 
 The connection is made on demand to the first server that answers, the
 one that answered last tried first; after a failure the next attempt waits
-a growing delay (0.5 s doubling to 30 s), and until then callers fail at
-once rather than queue.  Callers waiting while a connection is made share
+a growing delay (0.5 s doubling to 2 s, so that a directory back from an
+outage is used again within seconds), and until then callers fail at once
+rather than queue.  Callers waiting while a connection is made share
 it.
 """
 
@@ -18,7 +19,8 @@ from twisted.internet.defer import (
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
 
-MAX_DELAY = 30.0
+# A directory back from an outage is used again within this many seconds.
+MAX_DELAY = 2.0
 FIRST_DELAY = 0.5
 
 

@@ -150,7 +150,9 @@ PARAMETERS = [
     ("monitor-interval", None, 5.0, _positiveFloat,
      "Seconds between two health check rounds of the monitor."),
     ("monitor-threshold", None, 3, _positiveInt,
-     "Failed checks in a row after which a server is marked down."),
+     "Silent checks in a row (no response at all, or no connection) after "
+     "which a server is marked down, if they span --monitor-down-after "
+     "seconds; any response, a 503 too, means busy, not down."),
     ("monitor-recovery", None, 2, _positiveInt,
      "Good checks in a row after which a server the monitor marked down "
      "is marked active again."),
@@ -163,6 +165,12 @@ PARAMETERS = [
      "Users the monitor moves per second at most (default: no limit)."),
     ("drain-rate", None, 50.0, _positiveFloat,
      "Users per second the monitor moves off a draining server at most."),
+    ("monitor-down-after", None, 10.0, _positiveFloat,
+     "Seconds a server must stay silent (with --monitor-threshold failed "
+     "checks) before the monitor marks it down."),
+    ("max-moves", None, 500, _positiveInt,
+     "Users one plan of the monitor moves at most (the users of a down "
+     "server first); later rounds move more if still needed."),
     ("user-weights", None, None, str,
      "File of 'AOR WEIGHT' lines: users heavier than 1 count more in the "
      "load the monitor balances."),

@@ -313,3 +313,43 @@ class ConcurrencyTests(TestCase):
                              LDAPUnavailable)
         from twisted.internet.defer import gatherResults
         return gatherResults(first)
+
+
+class HungDirectoryTests(TestCase):
+    """
+    A directory that holds its socket open and answers nothing (slapd
+    stopped with SIGSTOP) delays no lookup past C{timeout}.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        self.slapd = startedSlapdWithAuthSchema(self)
+
+    @inlineCallbacks
+    def test_staleServedAndNewFails(self):
+        """
+        An expired entry is answered at once while the search runs in the
+        background; a user never looked up fails with L{LDAPUnavailable}
+        at the deadline.
+        """
+        import signal
+        from tests.test_store_ldap import ShiftedClockReactor
+        clock = ShiftedClockReactor(reactor)
+        checker = makeChecker(clock, f"{self.slapd.url}/{PEOPLE}"
+                                     f"?timeout=0.5&ttl=60")
+        self.addCleanup(checker.source.close)
+        source = checker.source
+        alice = ha1("MD5", "alice", "wonderland")
+        self.assertEqual((yield source.getHA1("alice", REALM, "MD5")), alice)
+        pid = self.slapd.process.pid
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGSTOP)
+        clock.advance(61)
+        self.assertEqual(self.successResultOf(
+            source.getHA1("alice", REALM, "MD5")), alice)
+        d = source.getHA1("bob", REALM, "MD5")
+        d.addTimeout(5, reactor, onTimeoutCancel=lambda r, t: (_ for _ in ())
+                     .throw(AssertionError(f"no answer within {t} s")))
+        error = yield self.assertFailure(d, LDAPUnavailable)
+        self.assertIn("LDAP directory 127.0.0.1", str(error))

@@ -159,7 +159,8 @@ class CrashTests(TestCase):
     @defer.inlineCallbacks
     def test_crash(self):
         """
-        With the monitor checking every 0.1 s (3 failures, 0.1 s timeout),
+        With the monitor checking every 0.1 s (3 failures over at least
+        0.2 s, 0.1 s timeout),
         stopping home1 gets it marked down and its users moved to home2;
         their clients' refreshes (every second) get no answer, they log in
         again through the distributor and land on home2.
@@ -170,6 +171,7 @@ class CrashTests(TestCase):
                                distributor=False)
         yield pool.start("distributor", "distributor", monitor=True,
                          **{"monitor-interval": 0.1, "monitor-threshold": 3,
+                            "monitor-down-after": 0.2,
                             "monitor-timeout": 0.1})
         yield pool.start("home1")
         yield pool.start("home2")

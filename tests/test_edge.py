@@ -596,3 +596,18 @@ class NextHopCheckerTests(SynchronousTestCase):
         """
         self.checker.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_busyHopChosenLast(self):
+        """
+        A hop answering its checks with a non-2xx (a C{503}) is alive but
+        refusing: after two such answers it is chosen last, as a silent
+        one (unlike the monitor, which moves no user off a busy home).
+        """
+        from sipdist.pool.monitor import Answer
+        for _ in range(2):
+            probes, self.prober.probes = self.prober.probes, []
+            for uri, d in probes:
+                d.callback(Answer({}, "503 Service Unavailable")
+                           if uri == "sip:10.0.0.1" else Answer())
+            self.clock.advance(10)
+        self.assertEqual(self.hops.down, {0})

@@ -5,11 +5,13 @@ plan applied when the distribution is not acceptable, and the load report
 of home servers.
 """
 
+from collections import Counter
+
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sipdist.pool.monitor import (
-    Monitor, ProbeFailed, Prober, formatLoad, installMonitor, parseLoad,
+    Answer, Monitor, ProbeFailed, Prober, formatLoad, installMonitor, parseLoad,
     readWeights)
 from sipdist.store import ACTIVE, DOWN, DRAINING, ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
@@ -20,19 +22,25 @@ from tests.helpers_store import tempDir
 
 class FakeProber:
     """
-    Answers for the servers whose URI is in C{up}, with C{load}; fails for
-    the others.
+    Answers for the servers whose URI is in C{up}, with C{load}; answers
+    C{503} for those in C{busy}; fails for the others, and keeps their
+    C{late} callbacks in C{late}.
     """
 
     def __init__(self):
         self.up = set()
+        self.busy = set()
         self.load = {}
         self.probes = []
+        self.late = {}
 
-    def probe(self, uri):
+    def probe(self, uri, late=None):
         self.probes.append(uri)
+        if uri in self.busy:
+            return defer.succeed(Answer({}, "503 Service Unavailable"))
         if uri in self.up:
-            return defer.succeed(dict(self.load.get(uri, {})))
+            return defer.succeed(Answer(dict(self.load.get(uri, {}))))
+        self.late[uri] = late
         return defer.fail(ProbeFailed("no answer in 2 s"))
 
 
@@ -57,7 +65,8 @@ class MonitorTests(SynchronousTestCase):
             [(aor, "home1") for aor in users(30)]
             + [(aor, "home2") for aor in users(30, "v")]))
         self.monitor = Monitor(self.clock, self.store, self.prober,
-                               interval=1.0, threshold=3, recovery=2)
+                               interval=1.0, threshold=3, recovery=2,
+                               downAfter=2.0)
         self.monitor.startService()
         self.addCleanup(self.monitor.stopService)
 
@@ -99,7 +108,8 @@ class MonitorTests(SynchronousTestCase):
     def test_recovery(self):
         """
         A server the monitor marked down that answers twice in a row is
-        active again, and the rebalancing gives it back its share.
+        active again, but its old users are not moved back: the automatic
+        balancing leaves it alone until a deliberate rebalance.
         """
         self.prober.up.discard("sip:127.0.0.1:5070")
         self.tick(3)
@@ -109,8 +119,125 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual(self.state("home1"), DOWN)
         self.tick(1)
         self.assertEqual(self.state("home1"), ACTIVE)
+        self.tick(10)
+        self.assertEqual(self.counts(), {"home1": 0, "home2": 60})
+        self.assertEqual(self.monitor.moved, 30)
+        self.assertIn("home1", self.monitor.held)
+        self.assertTrue(self.monitor.status()["home1"]["held"])
+
+    def test_holdEnds(self):
+        """
+        Once a held server carries its share again (a deliberate
+        rebalance, new users), it is balanced as the others.
+        """
+        self.prober.up.discard("sip:127.0.0.1:5070")
+        self.tick(3)
+        self.prober.up.add("sip:127.0.0.1:5070")
+        self.tick(3)
+        self.assertIn("home1", self.monitor.held)
+        self.successResultOf(self.store.assignUsers(
+            [(aor, "home1") for aor in users(30)]))
+        self.tick(1)
+        self.assertNotIn("home1", self.monitor.held)
+        # Balanced as any server: too many on home1 now move off it.
+        self.successResultOf(self.store.assignUsers(
+            [(aor, "home1") for aor in users(30, "v")]))
         self.tick(1)
         self.assertEqual(self.counts(), {"home1": 30, "home2": 30})
+
+    def test_operatorUpHeld(self):
+        """
+        A server an operator brings back from down is held too: the
+        monitor does not move users to it on its own.
+        """
+        self.successResultOf(self.store.updateServer("home2", state=DOWN))
+        self.tick(2)
+        self.assertEqual(self.counts(), {"home1": 60, "home2": 0})
+        self.successResultOf(self.store.updateServer("home2", state=ACTIVE))
+        self.tick(5)
+        self.assertEqual(self.counts(), {"home1": 60, "home2": 0})
+
+    def test_busyIsAlive(self):
+        """
+        A server answering every check with C{503} is busy, never marked
+        down, and nobody moves.
+        """
+        self.prober.busy.add("sip:127.0.0.1:5070")
+        self.tick(30)
+        self.assertEqual(self.state("home1"), ACTIVE)
+        self.assertEqual(self.monitor.health["home1"].status, "busy")
+        self.assertIn("503", self.monitor.health["home1"].problem)
+        self.assertEqual(self.counts(), {"home1": 30, "home2": 30})
+        self.assertEqual(self.monitor.moved, 0)
+        self.prober.busy.discard("sip:127.0.0.1:5070")
+        self.tick(1)
+        self.assertEqual(self.monitor.health["home1"].status, "up")
+        self.assertIsNone(self.monitor.health["home1"].problem)
+
+    def test_failuresMustSpanDownAfter(self):
+        """
+        C{threshold} failures are not enough if they span less than
+        C{downAfter} seconds: short silences do not move anyone.
+        """
+        self.monitor.downAfter = 10.0
+        self.prober.up.discard("sip:127.0.0.1:5070")
+        self.tick(5)
+        self.assertEqual(self.monitor.health["home1"].failures, 5)
+        self.assertEqual(self.state("home1"), ACTIVE)
+        self.prober.up.add("sip:127.0.0.1:5070")
+        self.tick(1)
+        self.prober.up.discard("sip:127.0.0.1:5070")
+        self.tick(9)
+        self.assertEqual(self.state("home1"), ACTIVE)
+        self.tick(2)
+        self.assertEqual(self.state("home1"), DOWN)
+
+    def test_lateAnswerResets(self):
+        """
+        An answer arriving after the check timed out shows the server is
+        alive but slow: the failures in a row start again.
+        """
+        uri = "sip:127.0.0.1:5070"
+        self.prober.up.discard(uri)
+        self.tick(2)
+        self.assertEqual(self.monitor.health["home1"].failures, 2)
+        self.prober.late[uri](Answer({}, None))
+        self.assertEqual(self.monitor.health["home1"].failures, 0)
+        self.assertEqual(self.monitor.health["home1"].status, "busy")
+        self.tick(2)
+        self.assertEqual(self.state("home1"), ACTIVE)
+
+    def test_maxMoves(self):
+        """
+        One plan moves at most C{maxMoves} users; the rest move in later
+        rounds while the server stays down, and stop moving when it
+        answers again.
+        """
+        self.monitor.maxMoves = 10
+        self.prober.up.discard("sip:127.0.0.1:5070")
+        self.tick(3)
+        self.assertEqual(self.state("home1"), DOWN)
+        self.assertEqual(self.counts(), {"home1": 20, "home2": 40})
+        self.tick(1)
+        self.assertEqual(self.counts(), {"home1": 10, "home2": 50})
+        self.assertEqual(self.monitor.plans, 2)
+
+    def test_planStoppedOnRecovery(self):
+        """
+        A plan moving the users of a server that answers again is stopped:
+        the users not yet moved stay, the moved ones are not moved back.
+        """
+        self.monitor.moveRate = 5
+        self.prober.up.discard("sip:127.0.0.1:5070")
+        self.tick(3)
+        self.assertEqual(self.state("home1"), DOWN)
+        self.prober.up.add("sip:127.0.0.1:5070")
+        self.tick(2)
+        self.assertEqual(self.state("home1"), ACTIVE)
+        left = self.counts()["home1"]
+        self.assertTrue(0 < left < 30, left)
+        self.tick(10)
+        self.assertEqual(self.counts()["home1"], left)
 
     def test_operatorDownKept(self):
         """
@@ -234,7 +361,9 @@ class ProberTests(TestCase):
         prober = Prober(reactor, distributor.transactions,
                         distributor.transport,
                         parseURI("sip:monitor@example.com"), timeout=1.0)
-        figures = yield prober.probe(pool.uris["home1"])
+        answer = yield prober.probe(pool.uris["home1"])
+        self.assertIsNone(answer.busy)
+        figures = answer.load
         self.assertEqual(figures["registered"], 0)
         self.assertEqual(figures["subscriptions"], 0)
         self.assertIn("tps", figures)
@@ -367,3 +496,122 @@ class HandoverTests(SynchronousTestCase):
             b"To: <sip:alice@example.com>\r\nCall-ID: m1\r\n"
             b"CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n")
         self.assertFalse(handover(context, outcome))
+
+
+class _Flooder:
+    """
+    A UDP peer sending a bounded burst of requests to one server and
+    counting the status codes of the responses.
+    """
+
+    def __init__(self, make):
+        from twisted.internet.protocol import DatagramProtocol
+        self.codes = Counter()
+        self.sent = 0
+        flooder = self
+
+        class Protocol(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                parts = data.split(b" ", 2)
+                if len(parts) > 1 and parts[0] == b"SIP/2.0":
+                    flooder.codes[parts[1].decode("ascii", "replace")] += 1
+
+        self.protocol = Protocol()
+        self.port = reactor.listenUDP(0, self.protocol, interface="127.0.0.1")
+        self.make = make
+
+    @defer.inlineCallbacks
+    def flood(self, address, total, perTick, tick=0.01):
+        local = self.port.getHost().port
+        while self.sent < total:
+            for _ in range(min(perTick, total - self.sent)):
+                self.protocol.transport.write(
+                    self.make(self.sent, local, address), address)
+                self.sent += 1
+            yield task.deferLater(reactor, tick, lambda: None)
+
+    def stop(self):
+        return self.port.stopListening()
+
+
+def _options(n, port, target):
+    host, targetPort = target
+    return (f"OPTIONS sip:{host}:{targetPort} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKflood{n};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:flood@example.com>;tag=f{n}\r\n"
+            f"To: <sip:{host}:{targetPort}>\r\n"
+            f"Call-ID: flood{n}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n").encode("ascii")
+
+
+def _register(n, port, target):
+    user = f"u{n % 200}"
+    return (f"REGISTER sip:example.com SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKpeak{n};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=r{n}\r\n"
+            f"To: <sip:{user}@example.com>\r\n"
+            f"Call-ID: peak{n}@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
+            f"Contact: <sip:{user}@127.0.0.1:{port}>\r\nExpires: 60\r\n"
+            f"Content-Length: 0\r\n\r\n").encode("ascii")
+
+
+class OverloadTests(TestCase):
+    """
+    An C{OPTIONS} flood and a C{REGISTER} peak at one home, real servers on
+    loopback: the home's full transaction table answers C{503}, the
+    monitor's checks too, and the monitor sees a busy server, not a dead
+    one: no user moves.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def overload(self, make):
+        pool = yield startPool(self, homes=(), distributor=False)
+        yield pool.start("home1", **{"max-transactions": 30})
+        yield pool.start("home2")
+        homeUsers = users(100)
+        yield pool.store.assignUsers(
+            [(aor, "home1") for aor in homeUsers]
+            + [(aor, "home2") for aor in users(100, "v")])
+        yield pool.start("distributor", "distributor", **{
+            "monitor": True, "monitor-interval": 0.1,
+            "monitor-threshold": 2, "monitor-down-after": 0.3,
+            "monitor-timeout": 0.5})
+        monitor = pool.services["distributor"].monitor
+        port = int(pool.uris["home1"].rsplit(":", 1)[1])
+        seen = []
+        watcher = task.LoopingCall(
+            lambda: seen.append(monitor.status().get("home1", {})
+                                .get("problem")))
+        watcher.clock = reactor
+        watcher.start(0.05)
+        self.addCleanup(lambda: watcher.running and watcher.stop())
+        flooder = _Flooder(make)
+        self.addCleanup(flooder.stop)
+        # 3000 requests in about 2 s: the table stays full for longer than
+        # the monitor would need to mark a failing server down.
+        yield flooder.flood(("127.0.0.1", port), 3000, 15)
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        watcher.stop()
+        # The flood did fill the table, and the monitor met the 503s.
+        self.assertGreater(flooder.codes["503"], 100)
+        self.assertTrue(any(p and p.startswith("503") for p in seen), seen)
+        record = yield pool.store.getServer("home1")
+        self.assertEqual(record.state, "active")
+        counts = yield pool.store.countUsers()
+        self.assertEqual(counts, {"home1": 100, "home2": 100})
+        self.assertEqual(monitor.moved, 0)
+
+    def test_optionsFlood(self):
+        """
+        An unauthenticated C{OPTIONS} flood at one home moves no user.
+        """
+        return self.overload(_options)
+
+    def test_registerPeak(self):
+        """
+        A C{REGISTER} peak (every client of a home at once, before
+        authentication) moves no user.
+        """
+        return self.overload(_register)

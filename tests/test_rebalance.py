@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipdist.pool.rebalance import applyPlan, computePlan, planFor, preference
+from sipdist.pool.rebalance import (
+    applyPlan, capPlan, computePlan, planFor, preference)
 from sipdist.store import ACTIVE, DOWN, DRAINING, ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 
@@ -88,6 +89,45 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(plan.before, {"a": 100, "b": 40})
         self.assertEqual(plan.after, {"a": 70, "b": 70})
         self.assertEqual(len(plan.moves), 3)
+
+    def test_heldServerNotBalanced(self):
+        """
+        A held server neither receives users to even out the load nor
+        counts in the others' shares: a recovered, empty server gets
+        nobody back, while the others still balance among themselves.
+        """
+        pool = servers(("a", 1, ACTIVE), ("b", 1, ACTIVE), ("c", 1, ACTIVE))
+        assignments = {**users(100, "b"), **users(60, "c", "v")}
+        plan = computePlan(pool, assignments, hold={"a"})
+        self.assertNotIn("a", {m.new for m in plan.moves})
+        self.assertEqual(plan.usersAfter, {"a": 0, "b": 80, "c": 80})
+        even = {**users(50, "b"), **users(50, "c", "v")}
+        self.assertFalse(computePlan(pool, even, hold={"a"}))
+        self.assertTrue(computePlan(pool, even))
+
+    def test_heldServerTakesUsersThatMustMove(self):
+        """
+        Users of a down server may go to a held server: they must move.
+        """
+        pool = servers(("a", 1, ACTIVE), ("b", 1, DOWN))
+        plan = computePlan(pool, users(10, "b"), hold={"a"})
+        self.assertEqual(plan.usersAfter, {"a": 10, "b": 0})
+
+    def test_capPlan(self):
+        """
+        L{capPlan} keeps at most the limit, the users of ineligible servers
+        first, and counts the load after again.
+        """
+        pool = servers(("a", 1, DOWN), ("b", 1, ACTIVE), ("c", 1, ACTIVE))
+        assignments = {**users(10, "a"), **users(30, "b", "v")}
+        plan = computePlan(pool, assignments)
+        capped = capPlan(plan, 12)
+        self.assertEqual(len(capped.moves), 12)
+        self.assertEqual(sum(1 for m in capped.moves if m.old == "a"), 10)
+        self.assertEqual(sum(capped.usersAfter.values()), 40)
+        self.assertEqual(capped.usersAfter["a"], 0)
+        self.assertIn("capped: 12 of", capped.reasons[-1])
+        self.assertIs(capPlan(plan, 1000), plan)
 
     def test_describe(self):
         """

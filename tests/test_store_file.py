@@ -291,6 +291,154 @@ user sip:carol@example.com home2
                          SAMPLE)
 
 
+class DamagedFileTests(SynchronousTestCase):
+    """
+    A reload of a file changed outside a store that drops every server or
+    more than C{maxDrop} of the users is refused: the last good content
+    keeps serving and one line says why.
+    """
+
+    users = 100
+
+    def setUp(self):
+        self.dir = tempDir(self)
+        self.path = os.path.join(self.dir, "assignments.conf")
+        lines = ["server home1 sip:127.0.0.1:5070",
+                 "server home2 sip:127.0.0.1:5080"]
+        lines += [f"user u{i}@example.com home{1 + i % 2}"
+                  for i in range(self.users)]
+        self.text = "\n".join(lines) + "\n"
+        with open(self.path, "w") as f:
+            f.write(self.text)
+        self.clock = Clock()
+        self.logged = []
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver,
+                        self.logged.append)
+
+    def store(self, **kw):
+        store = FileAssignmentStore(self.clock, self.path, poll=1, **kw)
+        self.addCleanup(store.close)
+        return store
+
+    def overwrite(self, text):
+        # In place, as a failed copy or a full disk would leave it.
+        with open(self.path, "w") as f:
+            f.write(text)
+        self.clock.advance(1)
+
+    def serves(self, store, aor, server):
+        self.assertEqual(self.successResultOf(store.lookupUser(aor)), server)
+
+    def errors(self):
+        from twisted.logger import formatEvent
+        return [formatEvent(e) for e in self.logged
+                if e.get("log_level") is not None
+                and e["log_level"].name == "error"]
+
+    def test_emptyFile(self):
+        """
+        An empty file is refused: every user is still served, and the log
+        says the file has no servers.
+        """
+        store = self.store()
+        self.overwrite("")
+        self.serves(store, "sip:u7@example.com", "home2")
+        self.assertEqual(len(self.successResultOf(store.listServers())), 2)
+        self.assertIn("refusing the changed file: it has no servers",
+                      store.lastError)
+        [line] = self.errors()
+        self.assertNotIn("\n", line)
+        self.assertIn(self.path, line)
+
+    def test_cutMidLine(self):
+        """
+        A file cut in the middle of a line, past most of its users, is
+        refused; the tail's users are still served.
+        """
+        store = self.store()
+        self.overwrite(self.text[:len(self.text) // 3 + 5])
+        self.serves(store, "sip:u99@example.com", "home2")
+        self.assertIsNotNone(store.lastError)
+
+    def test_cutAtLineBoundary(self):
+        """
+        A file cut at a line boundary that drops 80% of the users parses
+        but is refused by the drop guard.
+        """
+        store = self.store()
+        lines = self.text.splitlines(True)
+        self.overwrite("".join(lines[:2 + self.users // 5]))
+        self.serves(store, "sip:u99@example.com", "home2")
+        self.assertIn("drops 80 of 100 users (80%), more than maxDrop=0.5",
+                      store.lastError)
+        self.assertEqual(len(self.errors()), 1)
+        # Polling again does not log again.
+        self.clock.advance(1)
+        self.assertEqual(len(self.errors()), 1)
+
+    def test_bigChangeUnderThreshold(self):
+        """
+        An edit dropping fewer users than C{maxDrop} is a decision: it is
+        taken.
+        """
+        store = self.store(maxDrop=0.5)
+        lines = self.text.splitlines(True)
+        self.overwrite("".join(lines[:2 + 60]))
+        self.assertIsNone(store.lastError)
+        self.failUnlessEqual(self.successResultOf(
+            store.lookupUser("sip:u99@example.com")), None)
+        self.serves(store, "sip:u59@example.com", "home2")
+
+    def test_storeWritesAreDeliberate(self):
+        """
+        Another process removing most users through a store (the admin
+        command) is not refused by the running store's reload, and a later
+        damage to that file still is.
+        """
+        store = self.store()
+        admin = FileAssignmentStore(self.clock, self.path, poll=0)
+        self.successResultOf(admin.removeUsers(
+            [f"u{i}@example.com" for i in range(90)]))
+        self.clock.advance(1)
+        self.assertIsNone(store.lastError)
+        self.serves(store, "sip:u3@example.com", None)
+        self.serves(store, "sip:u95@example.com", "home2")
+        self.overwrite("")
+        self.assertIn("no servers", store.lastError)
+        self.serves(store, "sip:u95@example.com", "home2")
+
+    def test_writeOverDamagedFileRefused(self):
+        """
+        A store write finding the file damaged outside refuses to write
+        rather than take the damage as the new content.
+        """
+        store = self.store()
+        with open(self.path, "w") as f:
+            f.write("")
+        self.failureResultOf(store.assignUser("new@example.com", "home1"),
+                             StoreConfigError)
+        self.serves(store, "sip:u1@example.com", "home2")
+        self.assertEqual(self.read(), "")
+
+    def read(self):
+        with open(self.path) as f:
+            return f.read()
+
+    def test_storeString(self):
+        """
+        C{file:PATH:maxDrop=SHARE} sets the share; a bad one is a one-line
+        error.
+        """
+        store = storeFromString(self.clock, f"file:{self.path}:poll=0:"
+                                            f"maxDrop=0.9")
+        self.assertEqual(store.maxDrop, 0.9)
+        e = self.assertRaises(StoreConfigError, storeFromString, self.clock,
+                              f"file:{self.path}:maxDrop=2")
+        self.assertIn("bad maxDrop '2' (a share of the users", str(e))
+
+
 _ids = st.sampled_from(["home1", "home2", "home3"])
 _ops = st.lists(st.one_of(
     st.tuples(st.just("assign"), st.integers(0, 20), _ids),

@@ -6,8 +6,9 @@ instead when C{CI=true}.
 """
 
 import os
+import signal
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -172,6 +173,74 @@ class LDAPStoreTests(TestCase):
         clock.advance(60)
         self.assertEqual((yield store.lookupUser("alice@example.com")),
                          "home2")
+
+    def answered(self, d, bound=5.0):
+        """
+        C{d}, failing with L{AssertionError} if it has not fired within
+        C{bound} seconds: a hang is a failure, not a test timeout.
+        """
+        def hung(result, timeout):
+            raise AssertionError(f"no answer within {timeout} s")
+        return d.addTimeout(bound, reactor, onTimeoutCancel=hung)
+
+    @inlineCallbacks
+    def test_hungDirectory(self):
+        """
+        With slapd stopped by SIGSTOP (its socket open, nothing answering),
+        a user whose cache entry expired is answered at once from the cache
+        while a refresh runs in the background; one whose entry is older
+        than C{maxStale} gets the cached answer at the deadline; a new user
+        fails with L{StoreUnavailable} at the deadline, never hangs.  Once
+        slapd runs again, new users are served within a few seconds.
+        """
+        users = ["alice", "bob", "carol", "dave", "erin"]
+        server = self.slapd(SERVERS_LDIF + "".join(
+            userLDIF(name, "home2") for name in users))
+        clock = ShiftedClockReactor(reactor)
+        store = self.store(f"127.0.0.1:{server.port}", clock,
+                           "&refresh=0&timeout=0.5&ttl=60&maxStale=300")
+        self.assertEqual((yield store.lookupUser("erin@example.com")),
+                         "home2")
+        clock.advance(340)
+        for name in ("alice", "bob"):
+            self.assertEqual((yield store.lookupUser(f"{name}@example.com")),
+                             "home2")
+        pid = server.process.pid
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGSTOP)
+        clock.advance(61)
+        for _ in range(6):
+            # Past any retry delay: every round tries the directory again,
+            # and the delay grows as far as it may.
+            clock.advance(31)
+            for name in ("alice", "bob"):
+                self.assertEqual(self.successResultOf(
+                    store.lookupUser(f"{name}@example.com")), "home2")
+            error = yield self.assertFailure(
+                self.answered(store.lookupUser("carol@example.com")),
+                StoreUnavailable)
+            self.assertTrue(any(words in str(error) for words in (
+                "did not answer in 0.5 s", "no answer in 0.5 s",
+                "unreachable")), str(error))
+            self.assertEqual((yield self.answered(
+                store.lookupUser("erin@example.com"))), "home2")
+
+        fresh = self.store(f"127.0.0.1:{server.port}", clock,
+                           "&refresh=0&timeout=0.5")
+        # Server records never read yet: bounded too.
+        yield self.assertFailure(self.answered(fresh.getServer("home1")),
+                                 StoreUnavailable)
+
+        os.kill(pid, signal.SIGCONT)
+        served = None
+        for _ in range(20):
+            try:
+                served = yield self.answered(
+                    store.lookupUser("dave@example.com"))
+                break
+            except StoreUnavailable:
+                yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(served, "home2")
 
     @inlineCallbacks
     def test_failover(self):

@@ -15,8 +15,12 @@ Options (query string, URL-encoded):
   - C{bindDN}, C{bindPassword} or C{passwordFile}: the service account the
     server binds with to search (default: anonymous);
   - C{ttl}: seconds a lookup is cached (default 60; unknown users too);
+  - C{maxStale}: seconds past C{ttl} an entry is still answered at once
+    while a lookup in the background refreshes it (default 300; 0: never);
   - C{cacheSize}: entries in the cache (default 10000);
-  - C{timeout}: seconds for connecting and each operation (default 5).
+  - C{timeout}: seconds for connecting and each operation, and the most a
+    lookup waits for the directory before failing with
+    L{LDAPUnavailable} (a C{503}) (default 2).
 
 Hash mode serves SIP Digest: the server reads the HA1 and checks the
 answer.  Bind mode checks a I{plaintext} password by binding as the user's
@@ -54,8 +58,9 @@ _DEFAULTS = {
     "bindPassword": "",
     "passwordFile": "",
     "ttl": "60",
+    "maxStale": "300",
     "cacheSize": "10000",
-    "timeout": "5",
+    "timeout": "2",
 }
 
 _BASES = {name: alg for name, alg in ALGORITHMS.items() if not alg.session}
@@ -82,6 +87,7 @@ class LDAPCredentialsConfig:
         self.bindDN = options["bindDN"]
         self.bindPassword = options["bindPassword"]
         self.ttl = float(options["ttl"])
+        self.maxStale = float(options["maxStale"])
         self.cacheSize = int(options["cacheSize"])
         self.timeout = float(options["timeout"])
 
@@ -121,7 +127,8 @@ def parseLDAPCredentials(description):
         except OSError as e:
             raise CredentialsConfigError(
                 f"cannot read {options['passwordFile']}: {e.strerror}")
-    for key, low in (("ttl", 0), ("cacheSize", 1), ("timeout", 0.001)):
+    for key, low in (("ttl", 0), ("maxStale", 0), ("cacheSize", 1),
+                     ("timeout", 0.001)):
         try:
             ok = float(options[key]) >= low
         except ValueError:
@@ -214,9 +221,13 @@ class _Directory:
             if failure.check(LDAPUnavailable):
                 return failure
             self.connection.drop()
+            from twisted.internet.defer import CancelledError, TimeoutError
+            reason = (f"no answer in {self._config.timeout:g} s"
+                      if failure.check(TimeoutError, CancelledError)
+                      else _describe(failure))
             raise LDAPUnavailable(
                 f"LDAP directory {self._config.host}:{self._config.port}: "
-                f"{_describe(failure)}")
+                f"{reason}")
         return self.connection.client().addCallback(send).addErrback(failed)
 
     def close(self):
@@ -228,7 +239,9 @@ class LDAPDigestHashSource:
     """
     HA1 values read from a directory, cached for C{ttl} seconds in a
     bounded table; a cached answer is given synchronously, and concurrent
-    lookups of one user share one search.
+    lookups of one user share one search.  An entry expired for at most
+    C{maxStale} seconds is answered at once while a search refreshes it
+    (stale-while-revalidate); other lookups wait at most C{timeout} seconds.
     """
 
     _log = Logger()
@@ -247,7 +260,13 @@ class LDAPDigestHashSource:
     def getHA1(self, username, realm, algorithm):
         now = self._reactor.seconds()
         cached = self._cache.get(username)
-        if cached is not None and cached[0] > now:
+        if cached is not None and (
+                cached[0] > now or now - cached[0] <= self._config.maxStale):
+            if cached[0] <= now and username not in self._pending \
+                    and len(self._pending) < self.maxPending:
+                # Stale while revalidating.
+                self._pending[username] = []
+                self._lookup(username)
             hashes = cached[1]
             return succeed(None if hashes is None else hashes.get(algorithm))
         d = Deferred()
@@ -260,8 +279,36 @@ class LDAPDigestHashSource:
             self._lookup(username)
         else:
             waiting.append(d)
+        if not d.called:
+            self._deadline(d, username)
         return d.addCallback(
             lambda hashes: None if hashes is None else hashes.get(algorithm))
+
+    def _deadline(self, d, username):
+        """
+        Fail C{d} with L{LDAPUnavailable} if the directory has not answered
+        within C{timeout} seconds; the search goes on and fills the cache.
+        """
+        timeout = self._config.timeout
+
+        def expire():
+            if d.called:
+                return
+            waiting = self._pending.get(username)
+            if waiting is not None and d in waiting:
+                waiting.remove(d)
+            d.errback(LDAPUnavailable(
+                f"LDAP directory {self._config.host}:{self._config.port} did "
+                f"not answer in {timeout:g} s"))
+
+        timer = self._reactor.callLater(timeout, expire)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(done)
 
     def _lookup(self, username):
         c = self._config
@@ -285,13 +332,15 @@ class LDAPDigestHashSource:
         cache.move_to_end(username)
         while len(cache) > self._config.cacheSize:
             cache.popitem(last=False)
-        for d in self._pending.pop(username):
+        for d in self._pending.pop(username, []):
             d.callback(hashes)
 
     def _failed(self, failure, username):
-        self._log.warn("credential lookup of {username} failed: {error}",
-                       username=username, error=_describe(failure))
-        for d in self._pending.pop(username):
+        waiting = self._pending.pop(username, [])
+        if waiting:
+            self._log.warn("credential lookup of {username} failed: {error}",
+                           username=username, error=_describe(failure))
+        for d in waiting:
             d.errback(failure)
 
     def close(self):

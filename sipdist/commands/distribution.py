@@ -225,7 +225,9 @@ class Status(_StoreCommand):
         probes = {}
         for record, (ok, result) in zip(servers, results):
             if ok:
-                probes[record.id] = ("up", result)
+                load = getattr(result, "load", result)
+                busy = getattr(result, "busy", None)
+                probes[record.id] = ("busy" if busy else "up", load)
             else:
                 probes[record.id] = ("no-answer", {})
         return probes

@@ -24,7 +24,16 @@ the load before and after).  The rules:
   - a user's weight (default 1) counts in every load: heavy users count
     more;
   - a user appears at most once in a plan: one event never moves a user
-    twice.
+    twice;
+  - servers in C{hold} (the monitor holds a server it saw come back from
+    C{down}) take no part in balancing: they neither shed nor receive
+    users to even out the load, and the others' shares are counted
+    without them.  Users that must move may still go to them.  So a
+    recovered server gets its old users back only by a deliberate
+    C{sipdist rebalance}, never by the monitor's automatic balancing.
+
+L{capPlan} keeps the first moves of a plan, the users that must move
+first: the most one decision of the monitor may move.
 
 L{applyPlan} writes the moves with C{assignUsers} in batches of at most
 C{rate} users per second on the injected clock (a drain at a bounded rate),
@@ -133,7 +142,7 @@ class Plan:
 
 
 def computePlan(servers, assignments, weights=None, balance=True,
-                tolerance=DEFAULT_TOLERANCE):
+                tolerance=DEFAULT_TOLERANCE, hold=()):
     """
     Decide who moves where (see the module docstring).
 
@@ -144,6 +153,7 @@ def computePlan(servers, assignments, weights=None, balance=True,
         only the users of ineligible servers move).
     @param tolerance: how far above its fair share a server may be before
         it sheds users.
+    @param hold: ids of servers left out of balancing.
     @rtype: L{Plan}
     """
     weights = weights or {}
@@ -200,7 +210,15 @@ def computePlan(servers, assignments, weights=None, balance=True,
             load[new] += w
             moved[aor] = Move(aor, sid, new, w)
 
-    if balance:
+    balanced = [s for s in eligible if s.id not in hold]
+    if balance and balanced:
+        if len(balanced) < len(eligible):
+            # The held servers' load and capacity are left out.
+            poolLoad = sum(load[s.id] for s in balanced)
+            poolCapacity = sum(s.weight for s in balanced)
+            share = {s.id: poolLoad * s.weight / poolCapacity
+                     for s in balanced}
+            eligible = balanced
         limit = {sid: share[sid] * (1 + tolerance) for sid in share}
         over = [sid for sid in sorted(share) if load[sid] > limit[sid] + 1e-9]
         shedding = set(over)
@@ -243,6 +261,32 @@ def computePlan(servers, assignments, weights=None, balance=True,
         after[move.new] = after.get(move.new, 0) + 1
     plan.usersAfter = after
     return plan
+
+
+def capPlan(plan, limit):
+    """
+    At most C{limit} of C{plan}'s moves, those off servers that are not
+    eligible first (they must move); the load after is counted again.
+
+    @return: a L{Plan} (C{plan} itself when it is within the limit).
+    """
+    if limit is None or len(plan.moves) <= limit:
+        return plan
+    must = [m for m in plan.moves if m.old not in plan.share]
+    rest = [m for m in plan.moves if m.old in plan.share]
+    moves = sorted((must + rest)[:limit], key=lambda m: (m.old, m.aor))
+    after = dict(plan.before)
+    usersAfter = dict(plan.users)
+    for move in moves:
+        after[move.old] -= move.weight
+        after[move.new] = after.get(move.new, 0) + move.weight
+        usersAfter[move.old] -= 1
+        usersAfter[move.new] = usersAfter.get(move.new, 0) + 1
+    reasons = list(plan.reasons) + [
+        f"capped: {len(moves)} of {len(plan.moves)} moves now, the rest in "
+        f"later rounds if still needed"]
+    return Plan(moves, dict(plan.before), after, dict(plan.users),
+                usersAfter, dict(plan.share), reasons)
 
 
 async def readState(store):

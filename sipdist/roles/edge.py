@@ -185,7 +185,9 @@ class NextHopChecker(TimerService):
     """
     Health checks of an edge's next hops: every C{interval} seconds an
     C{OPTIONS} to each (L{sipdist.pool.monitor.Prober}); a hop that fails
-    C{threshold} checks in a row is chosen last (L{NextHops.markDown})
+    C{threshold} checks in a row (silence, or a non-2xx answer: unlike the
+    monitor, which moves users, an edge only prefers another hop, so a
+    busy hop is avoided too) is chosen last (L{NextHops.markDown})
     until it answers again.  At most one check per hop is in flight.
     """
 
@@ -216,7 +218,11 @@ class NextHopChecker(TimerService):
             d.addCallbacks(self._answered, self._failed, (index,), None,
                            (index,))
 
-    def _answered(self, load, index):
+    def _answered(self, answer, index):
+        if getattr(answer, "busy", None) is not None:
+            # Alive but refusing (a 503): chosen last all the same, the
+            # other hops take the traffic.
+            return self._failing(index, answer.busy)
         self._pending.discard(index)
         self.failures[index] = 0
         if index in self.nextHops.down:
@@ -225,14 +231,16 @@ class NextHopChecker(TimerService):
             self.nextHops.markUp(index)
 
     def _failed(self, failure, index):
+        self._failing(index, failure.getErrorMessage())
+
+    def _failing(self, index, reason):
         self._pending.discard(index)
         self.failures[index] += 1
         if (self.failures[index] >= self.threshold
                 and index not in self.nextHops.down):
             self._log.warn("next hop {uri} is failing ({reason}): chosen "
                            "last until it answers",
-                           uri=self.nextHops.uris[index],
-                           reason=failure.getErrorMessage())
+                           uri=self.nextHops.uris[index], reason=reason)
             self.nextHops.markDown(index)
 
 

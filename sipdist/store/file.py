@@ -14,7 +14,15 @@ Writes lock C{PATH.lock}, re-read the file if it changed, and replace it
 atomically (temporary file in the same directory, C{fsync}, rename), keeping
 comments, blank lines and the order of the lines.  The file is polled for
 changes; a file with a bad line is reported (C{PATH:LINE: what}) and the
-last good content keeps serving.  Files larger than C{THREAD_THRESHOLD} are
+last good content keeps serving.
+
+A reload of a file changed by someone else than a store (an editor, a copy,
+a truncation) is refused when it would drop every server or more than
+C{maxDrop} of the users (default half): an empty or cut-short file is a
+fault, not a decision.  The refusal is logged in one line and the last
+good content keeps serving.  Writes made through a store (the C{sipdist
+store} commands, the monitor) record the stamp of the file they write in
+C{PATH.lock}; a reload of that very file is never refused.  Files larger than C{THREAD_THRESHOLD} are
 read and parsed in the reactor's thread pool when it has one.
 """
 
@@ -36,6 +44,8 @@ from sipdist.store import (
 from sipdist.store.memory import MemoryAssignmentStore, Tables
 
 THREAD_THRESHOLD = 4 * 1024 * 1024
+# The share of the users an external change of the file may drop.
+MAX_DROP = 0.5
 MAX_FILE_SIZE = 1024 * 1024 * 1024
 
 
@@ -181,10 +191,14 @@ def renderAssignments(text, tables):
     return "\n".join(out) + "\n" if out else ""
 
 
-def writeAtomically(path, text):
+def writeAtomically(path, text, beforeReplace=None):
     """
     Replace the file at C{path} with C{text}: a reader sees the old content
     or the new, never a part.
+
+    @param beforeReplace: called with the stamp the new file will have
+        (a rename keeps inode and modification time), before it replaces
+        the old one.
 
     @raise OSError: if it cannot be written; the old file is left as it was.
     """
@@ -200,6 +214,8 @@ def writeAtomically(path, text):
             os.chmod(temp, os.stat(path).st_mode & 0o7777)
         except FileNotFoundError:
             os.chmod(temp, 0o644)
+        if beforeReplace is not None:
+            beforeReplace(_stamp(temp))
         os.replace(temp, path)
     except BaseException:
         try:
@@ -225,6 +241,46 @@ def _stamp(path):
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _formatStamp(stamp):
+    return " ".join(str(n) for n in stamp) + "\n"
+
+
+def _recordedStamp(path):
+    """
+    The stamp the last store write recorded in C{PATH.lock}, or L{None}.
+    """
+    try:
+        with open(path + ".lock", "r", encoding="ascii") as f:
+            text = f.read(200)
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        return tuple(int(n) for n in text.split())
+    except ValueError:
+        return None
+
+
+def dropProblem(old, new, maxDrop):
+    """
+    Why replacing the tables C{old} by C{new} looks like a damaged file
+    rather than a decision, or L{None} if it does not.
+
+    @param maxDrop: the share (0 to 1) of C{old}'s users C{new} may lack.
+    """
+    if old.servers and not new.servers:
+        return (f"it has no servers (had {len(old.servers)}) and "
+                f"{len(new.users)} users (had {len(old.users)})")
+    total = len(old.users)
+    if not total:
+        return None
+    newUsers = new.users
+    dropped = sum(1 for key in old.users if key not in newUsers)
+    if dropped > maxDrop * total:
+        return (f"it drops {dropped} of {total} users "
+                f"({dropped / total:.0%}), more than maxDrop={maxDrop:g}")
+    return None
 
 
 def _read(path):
@@ -280,6 +336,8 @@ class FileAssignmentStore(MemoryAssignmentStore):
     @param poll: seconds between checks of the file for changes; 0 to
         never check (one-shot commands).
     @param lockTimeout: seconds a write waits for another writer's lock.
+    @param maxDrop: the share of the users (0 to 1) a reload of a file
+        changed outside a store may drop (see the module docstring).
     @raise StoreConfigError: the directory does not exist or the file is not
         valid.
 
@@ -288,9 +346,11 @@ class FileAssignmentStore(MemoryAssignmentStore):
 
     _log = Logger()
 
-    def __init__(self, reactor, path, poll=1.0, lockTimeout=5.0):
+    def __init__(self, reactor, path, poll=1.0, lockTimeout=5.0,
+                 maxDrop=MAX_DROP):
         MemoryAssignmentStore.__init__(self, reactor)
         self.path = path
+        self.maxDrop = maxDrop
         self.lastError = None
         self._lockTimeout = lockTimeout
         self._generation = 0
@@ -359,12 +419,33 @@ class FileAssignmentStore(MemoryAssignmentStore):
             error.stamp = None
             return error
         try:
-            return _readAndParse(self.path)
+            stamp, tables = _readAndParse(self.path)
         except StoreConfigError as e:
             # Keep the stamp of the bad file: it is not read again until
             # it changes.
             e.stamp = stamp
             return e
+        error = self._guard(stamp, tables)
+        if error is not None:
+            return error
+        return stamp, tables
+
+    def _guard(self, stamp, tables):
+        """
+        A L{StoreConfigError} refusing C{tables} read from a file changed
+        outside a store that drops too much, or L{None}.
+        """
+        if stamp is None or stamp == _recordedStamp(self.path):
+            return None
+        problem = dropProblem(self._tables, tables, self.maxDrop)
+        if problem is None:
+            return None
+        error = StoreConfigError(
+            f"{self.path}: refusing the changed file: {problem} (a damaged "
+            f"file? remove users with sipdist unassign, or "
+            f"raise maxDrop)")
+        error.stamp = stamp
+        return error
 
     def _rejected(self, error):
         message = str(error)
@@ -396,6 +477,10 @@ class FileAssignmentStore(MemoryAssignmentStore):
             stamp, text = _read(self.path)
             if stamp != self._stamp:
                 tables = parseAssignments(text, self.path)
+                error = self._guard(stamp, tables)
+                if error is not None:
+                    self._rejected(error)
+                    raise error
                 self._replace(stamp, tables)
             events, result = compute(*args)
             if not events:
@@ -403,7 +488,8 @@ class FileAssignmentStore(MemoryAssignmentStore):
             self._tables.apply(events)
             try:
                 writeAtomically(self.path,
-                                renderAssignments(text, self._tables))
+                                renderAssignments(text, self._tables),
+                                lambda stamp: _recordStamp(lock, stamp))
             except OSError as e:
                 self._tables.apply(_inverse(events))
                 raise StoreUnavailable(
@@ -447,6 +533,16 @@ class FileAssignmentStore(MemoryAssignmentStore):
 
         attempt()
         return d
+
+
+def _recordStamp(fd, stamp):
+    """
+    Write C{stamp} into the lock file (open as C{fd}): the file with this
+    stamp was written by a store, deliberately.
+    """
+    data = _formatStamp(stamp).encode("ascii")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
 
 
 def _unlock(fd):

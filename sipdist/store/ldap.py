@@ -9,9 +9,21 @@ reads the schema in C{etc/ldap/sipdist.schema} and a Microsoft directory
 whose users point at pool entries with C{msRTCSIP-PrimaryHomeServer}.
 
 Caching: a user lookup is answered from a bounded cache for C{ttl} seconds
-(C{negativeTtl} for users without an assignment); when the directory cannot
-be reached, expired entries keep being served.  Server records are all read
-at the first use and again every C{refresh} seconds.
+(C{negativeTtl} for users without an assignment).  An entry expired for at
+most C{maxStale} seconds is still answered at once while a lookup in the
+background refreshes it (stale-while-revalidate): with a healthy directory
+an answer is at most C{ttl} plus one lookup old, and a slow directory slows
+nobody whose entry is cached.  Older entries wait for the directory, at most
+C{timeout} seconds; when it cannot answer, the expired entry is served all
+the same (the last known home beats none), and a user without one fails
+with L{StoreUnavailable} (a C{503}).  Server records are all read at the
+first use and again every C{refresh} seconds.
+
+Deadlines: every caller waits at most C{timeout} seconds (default 2) for a
+lookup, well inside a SIP transaction; the directory's own operations are
+bounded too (connecting, binding and each request C{timeout}; a search
+fails after C{timeout} seconds without a message from the directory, so a
+long listing of many entries may take longer, a silent one may not).
 
 Watching: every C{refresh} seconds the store reads the server entries and
 the user entries whose C{changeAttr} (C{modifyTimestamp}) is at least the
@@ -20,7 +32,7 @@ user entries are not seen this way; their cache entries expire.
 
 Connections: one connection at a time, to the first of the URLs that
 answers, bound with the configured DN and password.  A failed connection
-attempt makes the store wait (0.5 s doubling to 30 s) before the next
+attempt makes the store wait (0.5 s doubling to 2 s) before the next
 attempt, which is made by the next operation or the next refresh.
 """
 
@@ -105,12 +117,14 @@ class LDAPConfig:
     ttl: float = 60.0
     negativeTtl: float = 10.0
     refresh: float = 30.0
-    timeout: float = 5.0
+    timeout: float = 2.0
+    maxStale: float = 300.0
     maxCache: int = 1000000
 
     _converters = {"homeIsDN": _bool, "createUsers": _bool, "ttl": _seconds,
                    "negativeTtl": _seconds, "refresh": _seconds,
-                   "timeout": _seconds, "maxCache": _count}
+                   "timeout": _seconds, "maxStale": _seconds,
+                   "maxCache": _count}
 
     def __post_init__(self):
         if not self.usersBase:
@@ -302,6 +316,10 @@ class LDAPAssignmentStore:
         return d
 
     def _unavailable(self, failure):
+        if failure.check(StoreUnavailable):
+            # A directory that went silent: a new connection next time.
+            self._conn.drop()
+            return failure
         if failure.check(StoreError):
             return failure
         if failure.check(ldaperrors.LDAPException) and not failure.check(
@@ -325,8 +343,18 @@ class LDAPAssignmentStore:
         d = self._conn.client()
         done = Deferred()
         delivered = [0]
+        timeout = self._config.timeout
+        idle = []
+
+        def silent():
+            # No message from the directory for timeout seconds.
+            if not done.called:
+                done.errback(StoreUnavailable(
+                    f"LDAP directory unreachable: no answer in {timeout:g} s"))
 
         def handler(msg, controls):
+            if idle and idle[0].active():
+                idle[0].reset(timeout)
             if isinstance(msg, pureldap.LDAPSearchResultEntry):
                 attrs = {}
                 for name, values in msg.attributes:
@@ -359,7 +387,15 @@ class LDAPAssignmentStore:
                 attributes=attributes or ["1.1"])
             sent = client.send_multiResponse_ex(op, None, handler)
             sent.addErrback(lambda f: None if done.called else done.errback(f))
-            done.addTimeout(self._config.timeout * 10, self._reactor)
+            # A deadline on silence, not on the whole search: a listing of
+            # many entries may take long, a directory saying nothing not.
+            idle.append(self._reactor.callLater(timeout, silent))
+
+            def stop(result):
+                if idle[0].active():
+                    idle[0].cancel()
+                return result
+            done.addBoth(stop)
             return done
 
         def failed(failure):
@@ -530,25 +566,75 @@ class LDAPAssignmentStore:
             key = aorKey(aor)
         except InvalidValue:
             return fail()
+        now = self._reactor.seconds()
         cached = self._cache.get(key)
-        if cached is not None and cached[1] > self._reactor.seconds():
-            return succeed(cached[0])
-        pending = self._pending.get(key)
-        if pending is None:
-            if len(self._pending) >= 10000:
-                if cached is not None:
-                    return succeed(cached[0])
-                return fail(StoreUnavailable("too many LDAP lookups waiting"))
-            result = Deferred()
-            self._pending[key] = [result]
-            d = self._ensureServers() if self._config.homeIsDN else succeed(
-                None)
-            d.addCallback(lambda _: self._findUser(key))
-            d.addBoth(self._looked, key)
-            return result
+        if cached is not None:
+            if cached[1] > now:
+                return succeed(cached[0])
+            if now - cached[1] <= self._config.maxStale:
+                # Stale while revalidating: answered at once, refreshed in
+                # the background.
+                self._startLookup(key)
+                return succeed(cached[0])
         result = Deferred()
-        pending.append(result)
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.append(result)
+        elif len(self._pending) >= 10000:
+            if cached is not None:
+                return succeed(cached[0])
+            return fail(StoreUnavailable("too many LDAP lookups waiting"))
+        else:
+            self._pending[key] = [result]
+            self._begin(key)
+        if not result.called:
+            self._deadline(result, key)
         return result
+
+    def _startLookup(self, key):
+        """
+        Look C{key} up in the background, unless a lookup is under way or
+        too many are.
+        """
+        if key in self._pending or len(self._pending) >= 10000:
+            return
+        self._pending[key] = []
+        self._begin(key)
+
+    def _begin(self, key):
+        d = self._ensureServers() if self._config.homeIsDN else succeed(None)
+        d.addCallback(lambda _: self._findUser(key))
+        d.addBoth(self._looked, key)
+
+    def _deadline(self, result, key):
+        """
+        Answer C{result} after C{timeout} seconds if the lookup has not:
+        with the expired cache entry if there is one, else with
+        L{StoreUnavailable}.  The lookup goes on and fills the cache.
+        """
+        timeout = self._config.timeout
+
+        def expire():
+            if result.called:
+                return
+            waiting = self._pending.get(key)
+            if waiting is not None and result in waiting:
+                waiting.remove(result)
+            cached = self._cache.get(key)
+            if cached is not None:
+                result.callback(cached[0])
+            else:
+                result.errback(StoreUnavailable(
+                    f"LDAP directory did not answer in {timeout:g} s"))
+
+        timer = self._reactor.callLater(timeout, expire)
+
+        def done(value):
+            if timer.active():
+                timer.cancel()
+            return value
+
+        result.addBoth(done)
 
     def _looked(self, result, key):
         waiting = self._pending.pop(key, [])
@@ -560,8 +646,9 @@ class LDAPAssignmentStore:
             return
         cached = self._cache.get(key)
         if cached is not None:
-            self._log.info("serving {aor} from cache: {error}", aor=key,
-                           error=describeLDAPError(result.value))
+            if waiting:
+                self._log.info("serving {aor} from cache: {error}", aor=key,
+                               error=describeLDAPError(result.value))
             for d in waiting:
                 d.callback(cached[0])
             return
@@ -570,13 +657,39 @@ class LDAPAssignmentStore:
 
     # Reading.
 
+    def _bounded(self, d):
+        """
+        C{d}, or, if it has not fired within C{timeout} seconds, a failure
+        with L{StoreUnavailable} then (the work goes on).
+        """
+        if d.called:
+            return d
+        timeout = self._config.timeout
+        result = Deferred()
+
+        def expire():
+            if not result.called:
+                result.errback(StoreUnavailable(
+                    f"LDAP directory did not answer in {timeout:g} s"))
+
+        timer = self._reactor.callLater(timeout, expire)
+
+        def done(value):
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(value)
+
+        d.addBoth(done)
+        return result
+
     def getServer(self, serverId):
-        d = self._ensureServers()
+        d = self._bounded(self._ensureServers())
         d.addCallback(lambda servers: servers.get(serverId))
         return d
 
     def listServers(self):
-        d = self._ensureServers()
+        d = self._bounded(self._ensureServers())
         d.addCallback(lambda servers: [servers[k] for k in sorted(servers)])
         return d
 

@@ -12,13 +12,13 @@ from sipdist.interfaces import IAssignmentStoreParser
 from sipdist.store import StoreConfigError, splitOptions
 
 
-def _number(name, text, low, high):
+def _number(name, text, low, high, what="a number of seconds"):
     try:
         value = float(text)
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise StoreConfigError(f"bad {name} {text!r} (a number of seconds, "
+        raise StoreConfigError(f"bad {name} {text!r} ({what}, "
                                f"{low} to {high})")
     return value
 
@@ -43,7 +43,9 @@ class MemoryStoreParser:
 @implementer(IPlugin, IAssignmentStoreParser)
 class FileStoreParser:
     """
-    C{file:PATH[:poll=SECONDS][:lockTimeout=SECONDS]} — a text file.
+    C{file:PATH[:poll=SECONDS][:lockTimeout=SECONDS][:maxDrop=SHARE]} — a
+    text file; C{maxDrop} is the share of the users (0 to 1) a reload of a
+    file changed outside a store may drop.
     """
 
     prefix = "file"
@@ -58,16 +60,19 @@ class FileStoreParser:
         if not path or args:
             raise StoreConfigError(
                 f"bad file store {description!r}: expected "
-                f"file:PATH[:poll=SECONDS][:lockTimeout=SECONDS]")
+                f"file:PATH[:poll=SECONDS][:lockTimeout=SECONDS]"
+                f"[:maxDrop=SHARE]")
         poll = _number("poll", kwargs.pop("poll", "1"), 0, 86400)
         lockTimeout = _number("lockTimeout", kwargs.pop("lockTimeout", "5"),
                               0, 600)
+        maxDrop = _number("maxDrop", kwargs.pop("maxDrop", "0.5"), 0, 1,
+                          "a share of the users")
         if kwargs:
             raise StoreConfigError(f"unknown file store option "
                                    f"{sorted(kwargs)[0]!r}")
         from sipdist.store.file import FileAssignmentStore
         return FileAssignmentStore(reactor, path, poll=poll,
-                                   lockTimeout=lockTimeout)
+                                   lockTimeout=lockTimeout, maxDrop=maxDrop)
 
 
 @implementer(IPlugin, IAssignmentStoreParser)
