@@ -44,10 +44,13 @@ with growing delays, at most C{maxFailures} times in a row.  L{stop}
 unregisters (C{Expires: 0} on our own binding) and cancels every timer.
 """
 
+import random as _random
+
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from sipdist.auth.client import verifySignature
+from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.client.events import ClientError, Event, NoAnswer
 from sipdist.client.discovery import DiscoveryError, asURI
 from sipdist.client.tlscheck import TLSFailure
@@ -57,12 +60,67 @@ from sipdist.sip.uri import URIError
 MAX_REDIRECTS = 5
 DEFAULT_EXPIRES = 3600
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)
+# A re-login the transport started (the home's connection lost, a
+# keep-alive unanswered) waits a random time up to this first, so that the
+# users of a failed home do not all arrive at once.
+RELOGIN_JITTER = 2.0
+# RFC 5626 section 4.4.1: keep-alives every 80 to 100% of the Flow-Timer;
+# without one, every 95 to 120 s on a connection; a pong within 10 s.
+DEFAULT_KEEPALIVE = (95.0, 120.0)
+PONG_TIMEOUT = 10.0
+# The longest Retry-After of a 503 the client waits for.
+MAX_RETRY_AFTER = 600
 
 
 class LoginFailed(ClientError):
     """
     A login did not end registered; C{str()} is the one-line reason.
+
+    @ivar retryAfter: the longest C{Retry-After} (seconds) of the C{503}s
+        the login met, or L{None}.
     """
+
+    retryAfter = None
+
+
+def retryAfter(response):
+    """
+    The seconds of a response's C{Retry-After} (RFC 3261 section 20.33:
+    delta-seconds, then an optional comment and parameters), or L{None}.
+    """
+    value = response.header("retry-after")
+    if not value:
+        return None
+    head = value.strip().split(";")[0].split("(")[0].strip()
+    return int(head) if head.isdigit() else None
+
+
+def registerSupported(request):
+    """
+    A REGISTER also lists C{outbound} (RFC 5626) in C{Supported}: the
+    registrar then tells us its C{Flow-Timer}.
+    """
+    tags = ", ".join(request.values("supported") + ["outbound"])
+    request.headers["supported"] = [tags]
+    return request
+
+
+def backupValue(response):
+    """
+    The one C{Sipdist-Backup} value of a response, or L{None} (none, or
+    more than one).
+    """
+    values = response.headers.get(BACKUP_HEADER.lower(), [])
+    return values[0] if len(values) == 1 else None
+
+
+def flowTimer(response):
+    """
+    The C{Flow-Timer} (RFC 5626 section 4.4.1) of a response, in seconds,
+    or L{None}.
+    """
+    value = (response.header("flow-timer") or "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 class LoginResult:
@@ -75,15 +133,23 @@ class LoginResult:
     @ivar redirects: the L{Target}s the login was redirected from, in order.
     @ivar callId: the Call-ID of the REGISTER requests.
     @ivar cseq: the CSeq number of the last REGISTER.
+    @ivar flow: the flow the registration was made on, or L{None}.
+    @ivar backup: the URI of the backup home the servers named (in a
+        C{Sipdist-Backup} their signature covers), or L{None}.
+    @ivar flowTimer: the registrar's C{Flow-Timer}, or L{None}.
     """
 
-    def __init__(self, target, expires, contact, redirects, callId, cseq):
+    def __init__(self, target, expires, contact, redirects, callId, cseq,
+                 flow=None, backup=None, flowTimer=None):
         self.target = target
         self.expires = expires
         self.contact = contact
         self.redirects = redirects
         self.callId = callId
         self.cseq = cseq
+        self.flow = flow
+        self.backup = backup
+        self.flowTimer = flowTimer
 
 
 def grantedExpires(response, contact, requested):
@@ -130,17 +196,23 @@ class Login:
     @param server: the server to start from (a configured outbound proxy or
         C{--server} URI); L{None}: the domain of the AOR, by DNS.
     @param expires: the registration lifetime asked for.
+    @param backup: the URI of a backup home to try first (the user's home
+        was lost); when it cannot be reached the login goes on from
+        C{server} or DNS as usual.
+    @param backupSecure: reach the backup over TLS only.
     """
 
     _log = Logger()
 
     def __init__(self, ua, locator, server=None, expires=DEFAULT_EXPIRES,
-                 maxRedirects=MAX_REDIRECTS):
+                 maxRedirects=MAX_REDIRECTS, backup=None, backupSecure=False):
         self.ua = ua
         self.locator = locator
         self.server = server
         self.expires = expires
         self.maxRedirects = maxRedirects
+        self.backup = backup
+        self.backupSecure = backupSecure
 
     def _emit(self, kind, text, **fields):
         self.ua.notify(Event(kind, text, **fields))
@@ -175,7 +247,7 @@ class Login:
             ua.loginEnded(target)
 
     @defer.inlineCallbacks
-    def _run(self):
+    def _discover(self):
         ua = self.ua
         if self.server is not None:
             start = asURI(self.server)
@@ -189,18 +261,56 @@ class Login:
         candidates = yield self._find(start, "server discovery failed")
         self._emit("discovered", "servers: " + ", ".join(
             str(t) for t in candidates), targets=list(candidates))
+        return candidates
+
+    @defer.inlineCallbacks
+    def _backupTargets(self):
+        """
+        The targets of the backup home, or none when its name does not
+        resolve (the login then starts from discovery).
+        """
+        uri = asURI(self.backup)
+        self._emit("discovering", f"going straight to the backup home {uri}",
+                   uri=uri)
+        try:
+            targets = yield self._find(uri, "the backup home cannot be found",
+                                       self.backupSecure)
+        except LoginFailed as e:
+            self._emit("no-answer", str(e))
+            return []
+        if self.backupSecure:
+            targets = [t for t in targets if t.transport == "TLS"]
+        return targets
+
+    @defer.inlineCallbacks
+    def _run(self):
+        ua = self.ua
+        fallback = self.backup is not None
+        if fallback:
+            candidates = yield self._backupTargets()
+        else:
+            candidates = yield self._discover()
 
         callId = f"{newTag()}{newTag()}@sipdist"
         cseq = 1
         redirectedFrom = []
         lastProblem = None
+        lastRetryAfter = None
+        backup = None
         registrar = asURI(f"sip:{ua.domain}")
-        while candidates:
+        while True:
+            if not candidates and fallback and not redirectedFrom:
+                # The backup home did not answer: from the start, as usual.
+                fallback = False
+                candidates = yield self._discover()
+            if not candidates:
+                break
             target = candidates.pop(0)
             self._emit("trying", f"REGISTER {ua.aor} at {target}",
                        target=target)
             request = ua.newRequest("REGISTER", registrar, to=ua.aor,
                                     callId=callId, cseq=cseq)
+            registerSupported(request)
             request.headers["expires"] = [str(self.expires)]
             try:
                 outcome = yield ua.send(request, target)
@@ -223,14 +333,17 @@ class Login:
                            f"registered at {target} for {expires} s{via}",
                            target=target, expires=expires)
                 return LoginResult(target, expires, contact,
-                                   list(redirectedFrom), callId, cseq - 1)
+                                   list(redirectedFrom), callId, cseq - 1,
+                                   flow=outcome.flow,
+                                   backup=self._backup(outcome) or backup,
+                                   flowTimer=flowTimer(response))
             if code == 301:
                 redirect = yield self._redirect(outcome, redirectedFrom)
                 if redirect is None:
                     lastProblem = (f"the redirect from {target} was ignored "
                                    f"(its signature does not verify)")
                     continue
-                candidates = redirect
+                candidates, backup = redirect
                 continue
             if code in (401, 407):
                 raise LoginFailed(
@@ -238,28 +351,60 @@ class Login:
                     f"{response.phrase} (wrong user name or password?)")
             if code == 503 or code == 408:
                 lastProblem = f"{target} answered {code} {response.phrase}"
-                self._emit("no-answer", lastProblem, target=target)
+                after = retryAfter(response) if code == 503 else None
+                if after is not None:
+                    lastProblem += f" (retry after {after} s)"
+                    lastRetryAfter = max(after, lastRetryAfter or 0)
+                self._emit("no-answer", lastProblem, target=target,
+                           retryAfter=after)
                 continue
             raise LoginFailed(f"{target} refused the registration: {code} "
                               f"{response.phrase}")
-        raise LoginFailed(f"login failed: {lastProblem}")
+        failure = LoginFailed(f"login failed: {lastProblem}")
+        failure.retryAfter = lastRetryAfter
+        raise failure
+
+    def _verifiedBackup(self, outcome, contact):
+        """
+        Whether the response of C{outcome} is signed, and the backup home it
+        names if its signature covers it: C{(verified, backup URI or
+        None)}.  A backup the signature does not cover is not used.
+        """
+        response = outcome.response
+        if outcome.session is None:
+            return False, None
+        args = (outcome.session, response.code, response.callID or "",
+                response.header("cseq") or "", contact, response.headers)
+        value = backupValue(response)
+        if value is not None and verifySignature(*args, backup=value):
+            try:
+                return True, parseNameAddr(value)[1]
+            except (URIError, ValueError):
+                return True, None
+        return verifySignature(*args), None
+
+    def _backup(self, outcome):
+        """
+        The backup home a signed 2xx names, or L{None}.
+        """
+        if backupValue(outcome.response) is None:
+            return None
+        return self._verifiedBackup(outcome, None)[1]
 
     @defer.inlineCallbacks
     def _redirect(self, outcome, redirectedFrom):
         """
         Check a 301: C{None} if it is to be ignored, else the targets to go
-        to; raise L{LoginFailed} for a loop or too many redirects.
+        to and the backup home it names (or L{None}); raise L{LoginFailed}
+        for a loop or too many redirects.
         """
         response = outcome.response
         target = outcome.target
         contacts = response.values("contact")
         contact = response.header("contact")
-        verified = (outcome.session is not None and contact is not None
-                    and len(contacts) == 1
-                    and verifySignature(outcome.session, 301,
-                                        response.callID or "",
-                                        response.header("cseq") or "",
-                                        contact, response.headers))
+        verified, backup = False, None
+        if contact is not None and len(contacts) == 1:
+            verified, backup = self._verifiedBackup(outcome, contact)
         if not verified:
             self._emit("redirect-ignored",
                        f"redirect from {target} to {contact} ignored: its "
@@ -293,10 +438,12 @@ class Login:
                 raise LoginFailed(
                     f"redirect loop: {target} redirects to {uri}, which "
                     f"already redirected this login; not following it")
+        also = f", backup {backup}" if backup is not None else ""
         self._emit("redirect",
-                   f"redirected by {target} to {uri} (signature verified)",
-                   target=target, uri=uri, targets=list(targets))
-        return targets
+                   f"redirected by {target} to {uri} (signature verified"
+                   f"{also})", target=target, uri=uri, targets=list(targets),
+                   backup=backup)
+        return targets, backup
 
 
 class Registration:

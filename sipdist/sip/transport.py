@@ -147,6 +147,10 @@ class DatagramFlow:
         return f"<DatagramFlow {self.remote[0]}:{self.remote[1]}>"
 
 
+# Callbacks one connection holds for its loss (StreamFlow.addLostCallback).
+MAX_LOST_CALLBACKS = 16
+
+
 class StreamFlow:
     """
     A TCP or TLS connection.
@@ -187,6 +191,52 @@ class StreamFlow:
 
     def close(self):
         self._protocol.transport.loseConnection()
+
+    @property
+    def lastReceived(self):
+        """
+        When bytes last arrived on the connection (the reactor's clock), or
+        L{None} if none have: an RFC 5626 pong, or anything else, shows the
+        peer alive.
+        """
+        return self._protocol.lastReceived
+
+    def sendKeepAlive(self):
+        """
+        Send an RFC 5626 keep-alive ping (a double CRLF) on the connection;
+        the peer answers with a CRLF pong.
+
+        @return: C{False} if the connection is gone.
+        """
+        if not self._protocol.connected:
+            return False
+        self._protocol.transport.write(b"\r\n\r\n")
+        return True
+
+    def addLostCallback(self, callback):
+        """
+        Call C{callback(flow)} once, when the connection is lost (closed or
+        reset by either side).  At most L{MAX_LOST_CALLBACKS} are held: past
+        them the oldest is dropped.
+
+        @return: C{False} (and nothing is held) if the connection is gone
+            already.
+        """
+        if not self._protocol.connected:
+            return False
+        callbacks = self._protocol.lostCallbacks
+        if callback not in callbacks:
+            callbacks.append(callback)
+            del callbacks[:-MAX_LOST_CALLBACKS]
+        return True
+
+    def removeLostCallback(self, callback):
+        """
+        Forget a callback given to L{addLostCallback}, if held.
+        """
+        callbacks = self._protocol.lostCallbacks
+        if callback in callbacks:
+            callbacks.remove(callback)
 
     def __repr__(self):
         return f"<StreamFlow {self.transport} {self.remote[0]}:{self.remote[1]}>"
@@ -241,6 +291,10 @@ class SIPStreamProtocol(Protocol):
         self.counted = 0
         self._timer = None
         self.aliases = []
+        # When bytes last arrived (None: never), and who is told of the
+        # connection's loss (StreamFlow.addLostCallback).
+        self.lastReceived = None
+        self.lostCallbacks = []
 
     def connectionMade(self):
         self.flow = StreamFlow(self, self._transportName)
@@ -249,6 +303,7 @@ class SIPStreamProtocol(Protocol):
         self._layer._connectionMade(self)
 
     def dataReceived(self, data):
+        self.lastReceived = self._layer._reactor.seconds()
         self._framer.dataReceived(data)
         self._layer._framed(self)
 
@@ -276,6 +331,12 @@ class SIPStreamProtocol(Protocol):
         # and fall back on the Contact rather than write to nothing.
         self.connected = 0
         self._layer._connectionLost(self)
+        callbacks, self.lostCallbacks = self.lostCallbacks, []
+        for callback in callbacks:
+            try:
+                callback(self.flow)
+            except Exception:
+                self._layer._log.failure("a lost-connection callback failed")
 
 
 class _StreamFactory(Factory):
