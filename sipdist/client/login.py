@@ -465,7 +465,10 @@ class Registration:
 
     def __init__(self, ua, locator, server=None, expires=DEFAULT_EXPIRES,
                  maxRedirects=MAX_REDIRECTS, retryDelays=RETRY_DELAYS,
-                 maxFailures=10, watchRegistration=False):
+                 maxFailures=10, watchRegistration=False,
+                 reloginJitter=RELOGIN_JITTER, keepAlive=True,
+                 pongTimeout=PONG_TIMEOUT, maxRetryAfter=MAX_RETRY_AFTER,
+                 random=None):
         """
         @param watchRegistration: after each login, subscribe to the user's
             own registration state (the C{reg} event, RFC 3680).  When the
@@ -473,6 +476,18 @@ class Registration:
             another home (C{reason=deactivated}), refresh at once: the old
             home answers with its signed C{301} and the client logs in at
             the new home, without waiting for its refresh timer.
+        @param retryDelays: the caps of the waits between failed logins;
+            each wait is a random time between half the cap and the cap
+            (RFC 5626 section 4.5), or the server's C{Retry-After} when
+            longer (at most C{maxRetryAfter}).
+        @param reloginJitter: a login started by the transport (the
+            connection to the home lost, a keep-alive unanswered) waits a
+            random time up to this many seconds first.
+        @param keepAlive: on a TCP or TLS registration, send RFC 5626
+            keep-alives (every 80 to 100% of the registrar's C{Flow-Timer},
+            else of 95 to 120 s); a pong not received within C{pongTimeout}
+            seconds is a lost home.
+        @param random: a L{random.Random} (tests give their own).
         """
         self.ua = ua
         self.locator = locator
@@ -487,16 +502,29 @@ class Registration:
         self.failed = defer.Deferred()
         self.watchRegistration = watchRegistration
         self.watch = None
+        self.reloginJitter = reloginJitter
+        self.keepAlive = keepAlive
+        self.pongTimeout = pongTimeout
+        self.maxRetryAfter = maxRetryAfter
+        self._random = random or _random.Random()
         self._timer = None
         self._waiting = None
+        # The flow the registration lives on while we watch it, and the
+        # keep-alive timer on it (ping, or pong deadline).
+        self._flow = None
+        self._pingTimer = None
+        self._pingSent = None
+        # A re-login the transport asked for, waiting for its jitter.
+        self._rehoming = None
 
     def _emit(self, kind, text, **fields):
         self.ua.notify(Event(kind, text, **fields))
 
-    def _login(self):
+    def _login(self, backup=None, backupSecure=False):
         self.state = "logging-in"
         login = Login(self.ua, self.locator, self.server, self.expires,
-                      self.maxRedirects)
+                      self.maxRedirects, backup=backup,
+                      backupSecure=backupSecure)
         return login.run()
 
     @defer.inlineCallbacks
@@ -522,8 +550,119 @@ class Registration:
         self.logins += 1
         self.state = "registered"
         self._schedule(result.expires)
+        self._watchFlow(result.flow)
         if self.watchRegistration:
             self._watch()
+
+    # The flow to the home: its loss, and RFC 5626 keep-alives.
+
+    def _watchFlow(self, flow):
+        """
+        Watch the flow the registration was made (or refreshed) on: its
+        loss, and, on a connection, the keep-alives.
+        """
+        if flow is self._flow:
+            return
+        self._unwatchFlow()
+        if flow is None or not getattr(flow, "reliable", False):
+            return
+        if not flow.addLostCallback(self._flowLost):
+            self._flowFailed(flow, "the connection to the home is closed")
+            return
+        self._flow = flow
+        self._schedulePing()
+
+    def _unwatchFlow(self):
+        flow, self._flow = self._flow, None
+        if flow is not None:
+            flow.removeLostCallback(self._flowLost)
+        self._cancelPing()
+
+    def _cancelPing(self):
+        if self._pingTimer is not None and self._pingTimer.active():
+            self._pingTimer.cancel()
+        self._pingTimer = None
+        self._pingSent = None
+
+    def keepAliveInterval(self):
+        """
+        The seconds until the next keep-alive: 80 to 100% of the
+        registrar's C{Flow-Timer}, else 95 to 120 s (RFC 5626 section
+        4.4.1); L{None} when keep-alives are off.
+        """
+        if not self.keepAlive:
+            return None
+        timer = self.result.flowTimer if self.result is not None else None
+        if timer:
+            return self._random.uniform(0.8 * timer, timer)
+        return self._random.uniform(*DEFAULT_KEEPALIVE)
+
+    def _schedulePing(self):
+        self._cancelPing()
+        interval = self.keepAliveInterval()
+        if interval is None:
+            return
+        self._pingTimer = self.ua._reactor.callLater(interval, self._ping)
+
+    def _ping(self):
+        self._pingTimer = None
+        flow = self._flow
+        if flow is None:
+            return
+        if not flow.sendKeepAlive():
+            self._flowFailed(flow, "the connection to the home is closed")
+            return
+        self._pingSent = self.ua._reactor.seconds()
+        self._pingTimer = self.ua._reactor.callLater(self.pongTimeout,
+                                                     self._pongDue)
+
+    def _pongDue(self):
+        self._pingTimer = None
+        flow, sent = self._flow, self._pingSent
+        self._pingSent = None
+        if flow is None:
+            return
+        last = flow.lastReceived
+        if last is None or last < sent:
+            self._flowFailed(flow, f"no keep-alive pong from the home within "
+                                   f"{self.pongTimeout:g} s")
+            return
+        self._schedulePing()
+
+    def _flowLost(self, flow):
+        if flow is not self._flow and getattr(self._flow, "_flow",
+                                              None) is not flow:
+            return
+        self._flowFailed(flow, "the connection to the home was lost")
+
+    def _flowFailed(self, flow, reason):
+        """
+        The home is gone (RFC 5626 section 4.4: a flow failure): log in
+        again after a random wait, at the backup home first.
+        """
+        self._unwatchFlow()
+        if self.state != "registered" or self._rehoming is not None:
+            return
+        if getattr(flow, "connected", False):
+            flow.close()
+        delay = self._random.uniform(0, self.reloginJitter)
+        target = self.result.target
+        self._cancelTimer()
+        self._emit("flow-failed", f"{reason} ({target}): logging in again in "
+                   f"{delay:.1f} s", target=target, delay=delay)
+        self._rehoming = self.ua._reactor.callLater(delay, self._rehome)
+
+    def _rehome(self):
+        self._rehoming = None
+        if self.state != "registered":
+            return
+        backup = self.result.backup
+        self._emit("relogin", f"the home {self.result.target} is lost: "
+                   + (f"going to the backup home {backup}" if backup is not None
+                      else "logging in again from discovery"),
+                   target=self.result.target, backup=backup)
+        self._relogin(backup=backup,
+                      backupSecure=self.result.target.transport == "TLS")
 
     def _watch(self):
         """
@@ -573,6 +712,7 @@ class Registration:
         request = ua.newRequest("REGISTER", asURI(f"sip:{ua.domain}"),
                                 to=ua.aor, callId=result.callId,
                                 cseq=result.cseq)
+        registerSupported(request)
         request.headers["expires"] = [str(expires)]
         return request
 
@@ -584,7 +724,7 @@ class Registration:
         @return: L{Deferred} firing when the refresh, or the new login it
             led to, is over.
         """
-        if self.state != "registered":
+        if self.state != "registered" or self._rehoming is not None:
             return
         self._cancelTimer()
         target = self.result.target
@@ -592,14 +732,14 @@ class Registration:
         try:
             outcome = yield self.ua.send(request, target)
         except (NoAnswer, TLSFailure) as e:
-            if self.state != "registered":
+            if self.state != "registered" or self._rehoming is not None:
                 return
             self._emit("relogin", f"the home server {target} stopped "
                        f"answering ({e}): logging in again from discovery",
                        target=target)
             yield self._relogin()
             return
-        if self.state != "registered":
+        if self.state != "registered" or self._rehoming is not None:
             return
         response = outcome.response
         self.result.cseq = outcome.request.cseq()[0]
@@ -609,28 +749,72 @@ class Registration:
                                      outcome.request.header("contact"),
                                      self.expires)
             self.result.expires = expires
+            self.result.flowTimer = flowTimer(response)
+            self.result.backup = (self._backupOf(outcome)
+                                  or self.result.backup)
             self._emit("refreshed", f"refreshed at {target} for {expires} s",
                        target=target, expires=expires)
             self._schedule(expires)
+            self._watchFlow(outcome.flow)
             return
         if 300 <= code < 400:
             self._emit("relogin", f"redirected by {target} while refreshing "
                        f"({code} to {response.header('contact')}): logged "
                        f"out, logging in again from discovery",
                        target=target, code=code)
+        elif code == 503 and retryAfter(response) is not None:
+            wait = min(retryAfter(response), self.maxRetryAfter)
+            self._emit("relogin", f"refresh refused by {target}: {code} "
+                       f"{response.phrase}; logging in again in {wait} s "
+                       f"(Retry-After)", target=target, code=code, delay=wait)
+            yield self._relogin(wait=wait)
+            return
         else:
             self._emit("relogin", f"refresh refused by {target}: {code} "
                        f"{response.phrase}; logging in again from discovery",
                        target=target, code=code)
         yield self._relogin()
 
+    def _backupOf(self, outcome):
+        if outcome.session is None:
+            return None
+        return Login(self.ua, self.locator)._backup(outcome)
+
+    def retryDelay(self, failures, error=None):
+        """
+        The wait after C{failures} failed logins in a row (RFC 5626 section
+        4.5): a random time between half and all of the cap
+        C{retryDelays} gives for that count (the last cap thereafter), or
+        the server's C{Retry-After} when that is longer (at most
+        C{maxRetryAfter}, plus up to 10% so that the clients it turned away
+        together do not come back together).
+        """
+        cap = self.retryDelays[min(failures, len(self.retryDelays)) - 1]
+        delay = self._random.uniform(cap / 2.0, cap)
+        after = getattr(error, "retryAfter", None)
+        if after:
+            after = min(after, self.maxRetryAfter)
+            delay = max(delay, self._random.uniform(after, after * 1.1))
+        return delay
+
     @defer.inlineCallbacks
-    def _relogin(self):
+    def _relogin(self, backup=None, backupSecure=False, wait=None):
+        """
+        Log in again until it works, at most C{maxFailures} times in a
+        row; the first login starts at C{backup} when given (and so do
+        the retries: a backup that does not answer falls back on
+        discovery within each login), after C{wait} seconds when given.
+        """
         self.ua.outboundProxy = None
+        self._unwatchFlow()
         failures = 0
+        if wait:
+            self.state = "logging-in"
+            if not (yield self._pause(wait)):
+                return
         while self.state not in ("stopped", "failed"):
             try:
-                result = yield self._login()
+                result = yield self._login(backup, backupSecure)
             except LoginFailed as e:
                 if self.state == "stopped":
                     return
@@ -641,21 +825,29 @@ class Registration:
                                f"failed logins: {e}")
                     self.failed.errback(LoginFailed(str(e)))
                     return
-                delay = self.retryDelays[min(failures, len(
-                    self.retryDelays)) - 1]
-                self._emit("retry", f"{e}; trying again in {delay} s",
+                delay = self.retryDelay(failures, e)
+                self._emit("retry", f"{e}; trying again in {delay:.1f} s",
                            delay=delay)
-                self._waiting = task.deferLater(self.ua._reactor, delay,
-                                                lambda: None)
-                try:
-                    yield self._waiting
-                except defer.CancelledError:
+                if not (yield self._pause(delay)):
                     return
-                finally:
-                    self._waiting = None
                 continue
             self._registered(result)
             return
+
+    @defer.inlineCallbacks
+    def _pause(self, delay):
+        """
+        Wait C{delay} seconds; C{False} if L{stop} ended the wait.
+        """
+        self._waiting = task.deferLater(self.ua._reactor, delay,
+                                        lambda: None)
+        try:
+            yield self._waiting
+        except defer.CancelledError:
+            return False
+        finally:
+            self._waiting = None
+        return True
 
     @defer.inlineCallbacks
     def stop(self):
@@ -667,6 +859,10 @@ class Registration:
         wasRegistered = self.state == "registered"
         self.state = "stopped"
         self._cancelTimer()
+        self._unwatchFlow()
+        if self._rehoming is not None and self._rehoming.active():
+            self._rehoming.cancel()
+        self._rehoming = None
         if self._waiting is not None:
             self._waiting.cancel()
         if not wasRegistered or self.result is None:
