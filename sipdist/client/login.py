@@ -856,7 +856,8 @@ class Registration:
 
         @return: L{Deferred} firing when done; never fails.
         """
-        wasRegistered = self.state == "registered"
+        # A home whose connection was lost is not asked to unregister.
+        wasRegistered = self.state == "registered" and self._rehoming is None
         self.state = "stopped"
         self._cancelTimer()
         self._unwatchFlow()
