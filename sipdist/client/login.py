@@ -438,10 +438,10 @@ class Login:
                 raise LoginFailed(
                     f"redirect loop: {target} redirects to {uri}, which "
                     f"already redirected this login; not following it")
-        also = f", backup {backup}" if backup is not None else ""
+        also = f"; backup home {backup}" if backup is not None else ""
         self._emit("redirect",
-                   f"redirected by {target} to {uri} (signature verified"
-                   f"{also})", target=target, uri=uri, targets=list(targets),
+                   f"redirected by {target} to {uri} (signature verified)"
+                   f"{also}", target=target, uri=uri, targets=list(targets),
                    backup=backup)
         return targets, backup
 
