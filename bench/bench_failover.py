@@ -40,6 +40,7 @@ connections to the distributor are closed once everybody is logged in
 import argparse
 import os
 import random
+import re
 import sys
 import time
 
@@ -439,6 +440,7 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
     state = {"watch": None, "waiting": None, "times": [], "retries": 0,
              "backupFirst": 0, "viaDistributor": 0}
     agents = []
+    reasons = {}
 
     def observer(ua):
         def seen(event):
@@ -447,6 +449,8 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
                 return
             if event.kind == "retry":
                 state["retries"] += 1
+                reason = re.sub(r"[0-9.:]+", "#", event.text)[:90]
+                reasons[reason] = reasons.get(reason, 0) + 1
             elif event.kind == "trying" and ua.name not in ua.tried:
                 ua.tried.add(ua.name)
                 port = event.target.port
@@ -482,6 +486,10 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
         yield task.deferLater(reactor, 0.1, lambda: None)
     results = yield defer.DeferredList(pending, consumeErrors=True)
     failedLogins = sum(1 for ok, _ in results if not ok)
+    for ok, failure in results:
+        if not ok:
+            print(f"  a first login failed: {failure.getErrorMessage()}")
+            break
     print(f"  {users} users registered over TCP in {time.time() - began:.1f}"
           f" s ({failedLogins} failed; home1 "
           f"{services['home1'].registrar.count}, home2 "
@@ -499,6 +507,9 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
 
     victims = {ua.name for ua in agents[:crashed]
                if ua.registration.state == "registered"}
+    if len(victims) < crashed or services["home1"].registrar.count < crashed:
+        print(f"  warning: only {len(victims)} of {crashed} users registered "
+              f"at home1 before the crash (a lower --rate helps)")
     state["watch"] = set(victims)
     state["waiting"] = done = defer.Deferred()
     marks = {}
@@ -539,6 +550,8 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
     print(f"    failed logins (retried) {state['retries']}, users lost "
           f"{len(state['watch'])} (not registered within {deadline:g} s)")
 
+    for reason, count in sorted(reasons.items(), key=lambda i: -i[1])[:4]:
+        print(f"      {count} x {reason}")
     for ua in agents:
         ua.registration.state = "stopped"
         yield ua.registration.stop()
@@ -562,7 +575,8 @@ def main():
     parser.add_argument("--expires", type=int, default=60)
     parser.add_argument("--t1", type=float, default=0.1)
     parser.add_argument("--rate", type=int, default=500,
-                        help="logins per second while setting up")
+                        help="logins per second while setting up (tcp: "
+                             "default 100)")
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp",
                         help="udp: simulated clients noticing at their "
                              "refresh; tcp: the client library noticing the "
@@ -572,6 +586,10 @@ def main():
     args = parser.parse_args()
     if args.transport == "tcp" and "--expires" not in sys.argv:
         args.expires = 3600
+    if args.transport == "tcp" and "--rate" not in sys.argv:
+        # The client library costs more CPU per login than the simulated
+        # clients: faster, the monitor's probes time out during the set-up.
+        args.rate = 100
     from twisted.internet import reactor
 
     @defer.inlineCallbacks
