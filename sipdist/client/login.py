@@ -40,8 +40,16 @@ before for long ones); a redirect while refreshing means the user's home
 has changed: the client treats itself as logged out and logs in again from
 discovery; so does a refresh that gets no answer (the home server stopped
 answering), or any other refusal.  Failed logins after that are retried
-with growing delays, at most C{maxFailures} times in a row.  L{stop}
-unregisters (C{Expires: 0} on our own binding) and cancels every timer.
+with growing, randomised delays (a C{503}'s C{Retry-After} when longer), at
+most C{maxFailures} times in a row.  L{stop} unregisters (C{Expires: 0} on
+our own binding) and cancels every timer.
+
+It also learns that its home failed from the transport, without waiting
+for the refresh: the loss of the TCP/TLS connection the registration lives
+on, or an RFC 5626 keep-alive ping unanswered (pings every 80 to 100% of
+the registrar's C{Flow-Timer}).  It then logs in again after a random
+wait, starting at the backup home the servers named in a signed
+C{Sipdist-Backup} (see C{docs/client.rst}, I{A failed home}).
 """
 
 import random as _random
@@ -112,6 +120,38 @@ def backupValue(response):
     """
     values = response.headers.get(BACKUP_HEADER.lower(), [])
     return values[0] if len(values) == 1 else None
+
+
+def verifiedBackup(outcome, contact):
+    """
+    Whether the response of C{outcome} is signed for the request it
+    answers (over C{contact}, its Contact as received, for a redirect),
+    and the backup home it names if the signature covers it: C{(verified,
+    backup URI or None)}.  A backup the signature does not cover is never
+    used.
+    """
+    response = outcome.response
+    if outcome.session is None:
+        return False, None
+    args = (outcome.session, response.code, response.callID or "",
+            response.header("cseq") or "", contact, response.headers)
+    value = backupValue(response)
+    if value is not None and verifySignature(*args, backup=value):
+        try:
+            return True, parseNameAddr(value)[1]
+        except (URIError, ValueError):
+            return True, None
+    return verifySignature(*args), None
+
+
+def signedBackup(outcome):
+    """
+    The backup home a signed 2xx names (and its signature covers), or
+    L{None}.
+    """
+    if backupValue(outcome.response) is None:
+        return None
+    return verifiedBackup(outcome, None)[1]
 
 
 def flowTimer(response):
@@ -335,7 +375,7 @@ class Login:
                 return LoginResult(target, expires, contact,
                                    list(redirectedFrom), callId, cseq - 1,
                                    flow=outcome.flow,
-                                   backup=self._backup(outcome) or backup,
+                                   backup=signedBackup(outcome) or backup,
                                    flowTimer=flowTimer(response))
             if code == 301:
                 redirect = yield self._redirect(outcome, redirectedFrom)
@@ -364,33 +404,6 @@ class Login:
         failure.retryAfter = lastRetryAfter
         raise failure
 
-    def _verifiedBackup(self, outcome, contact):
-        """
-        Whether the response of C{outcome} is signed, and the backup home it
-        names if its signature covers it: C{(verified, backup URI or
-        None)}.  A backup the signature does not cover is not used.
-        """
-        response = outcome.response
-        if outcome.session is None:
-            return False, None
-        args = (outcome.session, response.code, response.callID or "",
-                response.header("cseq") or "", contact, response.headers)
-        value = backupValue(response)
-        if value is not None and verifySignature(*args, backup=value):
-            try:
-                return True, parseNameAddr(value)[1]
-            except (URIError, ValueError):
-                return True, None
-        return verifySignature(*args), None
-
-    def _backup(self, outcome):
-        """
-        The backup home a signed 2xx names, or L{None}.
-        """
-        if backupValue(outcome.response) is None:
-            return None
-        return self._verifiedBackup(outcome, None)[1]
-
     @defer.inlineCallbacks
     def _redirect(self, outcome, redirectedFrom):
         """
@@ -404,7 +417,7 @@ class Login:
         contact = response.header("contact")
         verified, backup = False, None
         if contact is not None and len(contacts) == 1:
-            verified, backup = self._verifiedBackup(outcome, contact)
+            verified, backup = verifiedBackup(outcome, contact)
         if not verified:
             self._emit("redirect-ignored",
                        f"redirect from {target} to {contact} ignored: its "
@@ -750,7 +763,7 @@ class Registration:
                                      self.expires)
             self.result.expires = expires
             self.result.flowTimer = flowTimer(response)
-            self.result.backup = (self._backupOf(outcome)
+            self.result.backup = (signedBackup(outcome)
                                   or self.result.backup)
             self._emit("refreshed", f"refreshed at {target} for {expires} s",
                        target=target, expires=expires)
@@ -774,11 +787,6 @@ class Registration:
                        f"{response.phrase}; logging in again from discovery",
                        target=target, code=code)
         yield self._relogin()
-
-    def _backupOf(self, outcome):
-        if outcome.session is None:
-            return None
-        return Login(self.ua, self.locator)._backup(outcome)
 
     def retryDelay(self, failures, error=None):
         """
