@@ -387,3 +387,94 @@ class RehomingTests(SynchronousTestCase):
         self.successResultOf(registration.stop())
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual(ua.flows[HOME].callbacks, [])
+
+
+class FakeDatagramFlow:
+    """
+    A UDP peer: counts STUN keep-alives; C{answer} stands for the peer's
+    Binding response.
+    """
+
+    reliable = False
+    transport = "UDP"
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.lastReceived = None
+        self.sentAt = []
+
+    def sendKeepAlive(self):
+        self.sentAt.append(self.clock.seconds())
+        return True
+
+    def answer(self):
+        self.lastReceived = self.clock.seconds()
+
+
+class UDPKeepAliveTests(SynchronousTestCase):
+    """
+    Over UDP the keep-alive is a STUN Binding request, sent only when the
+    registrar gave a C{Flow-Timer}.
+    """
+
+    def setUp(self):
+        fakeVerify.covered = BACKUP_VALUE
+        self.patch(login, "verifySignature", fakeVerify)
+
+    def registration(self, answers):
+        clock = Clock()
+        ua = ScriptedAgent(clock, answers)
+        flows = {}
+
+        def flowTo(target):
+            return flows.setdefault(target, FakeDatagramFlow(clock))
+
+        ua.flowTo = flowTo
+        registration = Registration(ua, Locator(), expires=600,
+                                    random=Upper(), pongTimeout=10)
+        self.successResultOf(registration.start())
+        return clock, ua, registration, flows
+
+    def test_noFlowTimerNoStun(self):
+        """
+        Without a Flow-Timer nothing is sent but the refresh.
+        """
+        clock, ua, registration, flows = self.registration([200])
+        clock.advance(300)
+        self.assertEqual(flows[HOME].sentAt, [])
+
+    def test_answeredKeepsRegistration(self):
+        """
+        With a Flow-Timer of 20 s, a Binding request goes out after 20 s;
+        answered, the next one 20 s later.
+        """
+        clock, ua, registration, flows = self.registration(
+            [Answer(200, {"Flow-Timer": "20"})])
+        flow = flows[HOME]
+        clock.advance(20)
+        self.assertEqual(flow.sentAt, [20])
+        clock.advance(0.2)
+        flow.answer()
+        clock.advance(10)
+        self.assertNotIn("flow-failed", ua.kinds())
+        clock.advance(20)
+        self.assertEqual(len(flow.sentAt), 2)
+
+    def test_unansweredRetransmittedThenFailure(self):
+        """
+        An unanswered Binding request is sent again after 0.5, 1.5, 3.5
+        and 7.5 s (RFC 5389 doubling); no answer within the pong timeout
+        is a flow failure: the client logs in again at the backup.
+        """
+        clock, ua, registration, flows = self.registration(
+            [Answer(200, {"Flow-Timer": "20"}, backup=BACKUP_VALUE), 200])
+        flow = flows[HOME]
+        clock.advance(20)
+        for _ in range(20):
+            clock.advance(0.5)
+        self.assertEqual([t - 20 for t in flow.sentAt],
+                         [0, 0.5, 1.5, 3.5, 7.5])
+        self.assertIn("flow-failed", ua.kinds())
+        clock.advance(2)
+        self.assertEqual(ua.sent[-1][1], BACKUP)
+        self.assertEqual(registration.state, "registered")

@@ -104,3 +104,52 @@ class RehomingTests(TestCase):
         tried = self.triedAfterLoss()
         self.assertEqual(tried[:2], [self.port("home2"), self.port("home1")])
         self.assertNotIn(self.port("distributor"), tried)
+
+
+class UDPRehomingTests(TestCase):
+    """
+    Over UDP: the homes give a Flow-Timer of 1 s, the client sends STUN
+    keep-alives; when home1 stops answering them the client goes to its
+    backup.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_stunFailureGoesToBackup(self):
+        """
+        Registered over UDP at home1 (the backup home2), the client keeps
+        its flow alive with STUN; home1 stops, the store moves alice to
+        home2, and the unanswered keep-alive takes the client to home2
+        within seconds (its refresh is an hour away).
+        """
+        pool = yield startPool(self, users=["alice"], **{"flow-timer": 1})
+        yield pool.store.assignUser(f"sip:alice@{DOMAIN}", "home1")
+        events = []
+        ua = UserAgent(_reactor(), f"alice@{DOMAIN}", PASSWORD,
+                       listen="udp:0:interface=127.0.0.1", T1=0.05,
+                       observer=events.append)
+        yield ua.start()
+        self.addCleanup(ua.stop)
+        registration = Registration(
+            ua, ServerLocator(None), server=pool.uris["distributor"],
+            expires=3600, reloginJitter=0.2, pongTimeout=0.5)
+        self.addCleanup(registration.stop)
+        result = yield registration.start()
+        home2 = int(pool.uris["home2"].rsplit(":", 1)[1])
+        self.assertEqual(result.flowTimer, 1)
+        self.assertEqual(result.backup.port, home2)
+        # A keep-alive answered by home1 keeps the registration.
+        yield waitFor(lambda: registration._pingSent is not None)
+        yield waitFor(lambda: registration._pingSent is None)
+        self.assertNotIn("flow-failed", [e.kind for e in events])
+        yield pool.store.moveUser(f"sip:alice@{DOMAIN}", "home2")
+        yield pool.stop("home1")
+        yield waitFor(lambda: registration.state == "registered"
+                      and registration.result.target.port == home2,
+                      timeout=8)
+        kinds = [e.kind for e in events]
+        self.assertIn("flow-failed", kinds)
+        lost = kinds.index("flow-failed")
+        tried = [e.target.port for e in events[lost:] if e.kind == "trying"]
+        self.assertEqual(tried, [home2])

@@ -527,6 +527,7 @@ class Registration:
         self._flow = None
         self._pingTimer = None
         self._pingSent = None
+        self._pingTries = 0
         # A re-login the transport asked for, waiting for its jitter.
         self._rehoming = None
 
@@ -577,17 +578,22 @@ class Registration:
         if flow is self._flow:
             return
         self._unwatchFlow()
-        if flow is None or not getattr(flow, "reliable", False):
+        if flow is None:
             return
-        if not flow.addLostCallback(self._flowLost):
-            self._flowFailed(flow, "the connection to the home is closed")
+        if getattr(flow, "reliable", False):
+            if not flow.addLostCallback(self._flowLost):
+                self._flowFailed(flow, "the connection to the home is closed")
+                return
+        elif not (self.result.flowTimer and hasattr(flow, "sendKeepAlive")):
+            # Over UDP, STUN keep-alives only for a registrar that asked
+            # for them with its Flow-Timer.
             return
         self._flow = flow
         self._schedulePing()
 
     def _unwatchFlow(self):
         flow, self._flow = self._flow, None
-        if flow is not None:
+        if flow is not None and getattr(flow, "reliable", False):
             flow.removeLostCallback(self._flowLost)
         self._cancelPing()
 
@@ -626,21 +632,43 @@ class Registration:
             self._flowFailed(flow, "the connection to the home is closed")
             return
         self._pingSent = self.ua._reactor.seconds()
-        self._pingTimer = self.ua._reactor.callLater(self.pongTimeout,
+        self._pingTries = 1
+        self._awaitPong()
+
+    def _awaitPong(self):
+        """
+        Wait for the pong: on a connection until the pong timeout; over
+        UDP, sending the STUN request again after 0.5, 1.5, 3.5 ... s (RFC
+        5389 section 7.2.1) within it.
+        """
+        flow, sent = self._flow, self._pingSent
+        left = sent + self.pongTimeout - self.ua._reactor.seconds()
+        if flow.reliable:
+            step = left
+        else:
+            step = min(left, 0.5 * (2 ** self._pingTries - 1) - (
+                self.pongTimeout - left))
+        self._pingTimer = self.ua._reactor.callLater(max(step, 0),
                                                      self._pongDue)
 
     def _pongDue(self):
         self._pingTimer = None
         flow, sent = self._flow, self._pingSent
-        self._pingSent = None
         if flow is None:
             return
         last = flow.lastReceived
-        if last is None or last < sent:
+        if last is not None and last >= sent:
+            self._pingSent = None
+            self._schedulePing()
+            return
+        if self.ua._reactor.seconds() >= sent + self.pongTimeout:
+            self._pingSent = None
             self._flowFailed(flow, f"no keep-alive pong from the home within "
                                    f"{self.pongTimeout:g} s")
             return
-        self._schedulePing()
+        flow.sendKeepAlive()
+        self._pingTries += 1
+        self._awaitPong()
 
     def _flowLost(self, flow):
         if flow is not self._flow and getattr(self._flow, "_flow",

@@ -47,6 +47,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
+from sipdist.sip import stun
 from sipdist.sip.message import (
     DEFAULT_MAX_SIZE, MessageError, Request, StreamFramer, errorResponse,
     parseMessage, validateRequest, validateResponse)
@@ -134,6 +135,28 @@ class DatagramFlow:
         @return: C{True} if it was handed to the network.
         """
         return self._protocol.sendBytes(message.toBytes(), self.remote)
+
+    def sendKeepAlive(self):
+        """
+        Send an RFC 5626 keep-alive over UDP: a STUN Binding request
+        (section 4.4.2), which the peer answers with a Binding success
+        response (noted in L{lastReceived}).
+
+        @return: C{True} if it was handed to the network.
+        """
+        return self._protocol.sendBytes(stun.bindingRequest(os.urandom(12)),
+                                        self.remote)
+
+    @property
+    def lastReceived(self):
+        """
+        When the peer last answered a STUN Binding request (the reactor's
+        clock), or L{None}.
+        """
+        layer = getattr(self._protocol, "_layer", None)
+        if layer is None:
+            return None
+        return layer._stunAnswered.get(tuple(self.remote))
 
     def __eq__(self, other):
         return (isinstance(other, DatagramFlow)
@@ -422,6 +445,7 @@ class TransportLayer:
         self.dropped = 0
         self.answeredErrors = 0
         self._badInputLog = _LogLimiter(reactor)
+        self._stunAnswered = {}
 
     # Listening
 
@@ -500,7 +524,34 @@ class TransportLayer:
         if not data.strip(b"\r\n"):
             # A CRLF keep-alive over UDP: nothing to answer.
             return
+        if data[0] < 2 and stun.isStun(data):
+            self._stunReceived(protocol, data, addr)
+            return
         self._messageReceived(data, DatagramFlow(protocol, addr), stream=False)
+
+    # Peers whose STUN Binding success responses we remember (the latest
+    # time for each); the table is emptied when full.
+    MAX_STUN_PEERS = 4096
+
+    def _stunReceived(self, protocol, data, addr):
+        """
+        RFC 5626 section 4.4.2 over UDP: answer a STUN Binding request with
+        the address it came from; note when a Binding success response
+        arrived from a peer (see L{DatagramFlow.lastReceived}).  Other STUN
+        messages are dropped.
+        """
+        kind, transactionId = stun.parse(data)
+        if kind == stun.BINDING_REQUEST:
+            try:
+                answer = stun.bindingSuccess(transactionId, addr[0], addr[1])
+            except ValueError:
+                return
+            protocol.sendBytes(answer, addr)
+        elif kind == stun.BINDING_SUCCESS:
+            answered = self._stunAnswered
+            if len(answered) >= self.MAX_STUN_PEERS:
+                answered.clear()
+            answered[(addr[0], addr[1])] = self._reactor.seconds()
 
     def _messageReceived(self, data, flow, stream):
         try:
