@@ -341,6 +341,23 @@ class RehomingTests(SynchronousTestCase):
         self.assertEqual(len(ua.sent), 3)
         self.assertEqual(registration.state, "registered")
 
+    def test_backup503Waits(self):
+        """
+        A backup that answers C{503} with C{Retry-After} (the store marks
+        the old home down, its users not moved yet) is not bypassed for
+        discovery: the client waits as told, then tries the backup again.
+        """
+        clock, ua, registration = self.registration(
+            [Answer(200, backup=BACKUP_VALUE),
+             Answer(503, {"Retry-After": "5"}), 200],
+            retryDelays=(1,), random=Lower())
+        ua.flows[HOME].lose()
+        clock.advance(0)
+        self.assertEqual([t for _, t in ua.sent[1:]], [BACKUP])
+        clock.advance(5)
+        self.assertEqual([t for _, t in ua.sent[1:]], [BACKUP, BACKUP])
+        self.assertEqual(registration.result.target, BACKUP)
+
     def test_retryAfterBounded(self):
         """
         A Retry-After longer than C{maxRetryAfter} is cut to it.

@@ -237,8 +237,8 @@ class Login:
         C{--server} URI); L{None}: the domain of the AOR, by DNS.
     @param expires: the registration lifetime asked for.
     @param backup: the URI of a backup home to try first (the user's home
-        was lost); when it cannot be reached the login goes on from
-        C{server} or DNS as usual.
+        was lost); when it cannot be reached (no answer, connection
+        refused) the login goes on from C{server} or DNS as usual.
     @param backupSecure: reach the backup over TLS only.
     """
 
@@ -364,6 +364,9 @@ class Login:
             cseq = outcome.request.cseq()[0] + 1
             response = outcome.response
             code = response.code
+            # The backup answered: whatever it said (a 503 with Retry-After
+            # included), the login does not fall back on discovery.
+            fallback = False
             if 200 <= code < 300:
                 contact = outcome.request.header("contact")
                 expires = grantedExpires(response, contact, self.expires)
