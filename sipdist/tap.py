@@ -118,6 +118,16 @@ PARAMETERS = [
      "Shortest registration accepted (shorter ones get 423)."),
     ("max-expires", None, 86400, _positiveInt,
      "Longest registration granted."),
+    ("flow-timer", None, 60.0, _nonNegativeFloat,
+     "Seconds within which a client that registers with RFC 5626 outbound "
+     "(Supported: outbound or a reg-id) is asked to send keep-alives (the "
+     "Flow-Timer header of the 200; 0: none).  Keep it well below "
+     "--idle-timeout."),
+    ("backup-home", None, True, _flag,
+     "Name a backup home (Sipdist-Backup, covered by the signature) in the "
+     "signed 301 and 200 given to clients that follow the redirect: the "
+     "next server in the user's rendezvous order, where such a client goes "
+     "straight away when it loses its home."),
     ("max-bindings", None, 10, _positiveInt,
      "Contacts one address-of-record may register."),
     ("auth-failures", None, 10, _positiveInt,

@@ -18,6 +18,7 @@ URI = "sip:example.com"
 CALL_ID = "a84b4c76e66710@pc33.example.com"
 CSEQ = "314159 REGISTER"
 CONTACT = "<sip:home2.example.com:5061;transport=tls>"
+BACKUP = "<sip:home3.example.com:5061;transport=tls>"
 
 
 class ChooseTests(SynchronousTestCase):
@@ -151,6 +152,39 @@ class SignatureTests(SynchronousTestCase):
                                          CONTACT, headers))
         self.assertFalse(verifySignature(session, 301, CALL_ID,
                                          "314160 REGISTER", CONTACT, headers))
+
+    def test_backupCovered(self):
+        """
+        A 301 naming a backup is signed with version 2 over the backup: it
+        verifies with the backup as sent, and not without it.  A 301
+        without a backup keeps version 1.
+        """
+        result, session = self.login()
+        headers = self.auth.sign(result, 301, CALL_ID, CSEQ, CONTACT,
+                                 BACKUP)
+        self.assertIn("v=2", dict(headers)["Sipdist-Signature"])
+        self.assertTrue(verifySignature(session, 301, CALL_ID, CSEQ,
+                                        CONTACT, headers, BACKUP))
+        self.assertFalse(verifySignature(session, 301, CALL_ID, CSEQ,
+                                         CONTACT, headers))
+        plain = self.auth.sign(result, 301, CALL_ID, CSEQ, CONTACT)
+        self.assertIn("v=1", dict(plain)["Sipdist-Signature"])
+
+    def test_tamperedBackup(self):
+        """
+        A 301 whose backup was changed, or a version 1 signature offered
+        with a backup added to the response, is rejected.
+        """
+        result, session = self.login()
+        headers = self.auth.sign(result, 301, CALL_ID, CSEQ, CONTACT,
+                                 BACKUP)
+        for backup in ("<sip:evil.example.net:5060>",
+                       "<sip:home4.example.com:5061;transport=tls>", ""):
+            self.assertFalse(verifySignature(session, 301, CALL_ID, CSEQ,
+                                             CONTACT, headers, backup))
+        plain = self.auth.sign(result, 301, CALL_ID, CSEQ, CONTACT)
+        self.assertFalse(verifySignature(session, 301, CALL_ID, CSEQ,
+                                         CONTACT, plain, BACKUP))
 
     def test_missingOrForged(self):
         """

@@ -51,6 +51,16 @@ class _Locator(ServerLocator):
         return defer.succeed([HOME])
 
 
+class Upper:
+    """
+    A random source that always draws the top of the range: the longest
+    wait the client may choose.
+    """
+
+    def uniform(self, low, high):
+        return high
+
+
 class RegistrationTimerTests(SynchronousTestCase):
     """
     L{Registration} on a clock.
@@ -59,6 +69,7 @@ class RegistrationTimerTests(SynchronousTestCase):
     def registration(self, answers, **kw):
         clock = Clock()
         ua = _ScriptedAgent(clock, answers)
+        kw.setdefault("random", Upper())
         registration = Registration(ua, _Locator(), expires=600, **kw)
         return clock, ua, registration
 

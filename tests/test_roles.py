@@ -146,13 +146,15 @@ def authenticated(harness, method, user="alice", extra=()):
 def signed(response, session):
     """
     Whether the response verifies for the client; only a redirect's
-    Contact is covered by the signature.
+    Contact is covered by the signature, and the backup home it names, if
+    any.
     """
     contact = response.header("contact") if 300 <= response.code < 400 else None
     headers = [(name, value) for name, values in response.headers.items()
                for value in values]
     return verifySignature(session, response.code, response.header("call-id"),
-                           response.header("cseq"), contact, headers)
+                           response.header("cseq"), contact, headers,
+                           response.header("sipdist-backup"))
 
 
 class HomeTests(SynchronousTestCase):

@@ -141,7 +141,8 @@ def answerChallenge(challengeValues, method, uri, username, password,
     return session.authorize(method, uri, nc), session
 
 
-def verifySignature(session, code, callId, cseq, contact, headers):
+def verifySignature(session, code, callId, cseq, contact, headers,
+                    backup=None):
     """
     Whether a response to the request last authorised with C{session} is
     genuine: its C{Authentication-Info} carries the right C{rspauth} for
@@ -153,10 +154,13 @@ def verifySignature(session, code, callId, cseq, contact, headers):
         (L{None} when it has none).
     @param headers: the response headers, as C{(name, value)} pairs or a
         mapping from name to value(s).
+    @param backup: the C{Sipdist-Backup} header value as received, to be
+        covered by the signature too (version 2); L{None}: the response's
+        backup, if any, is not checked and must not be used.
     """
     if session.nc is None:
         return False
     return verifyResponseHeaders(
         session.algorithm, session._sessionHA1, session.nonce,
         session.cnonce, session.nc, session.qop, session.uri, code, callId,
-        cseq, contact, headers)
+        cseq, contact, headers, backup)

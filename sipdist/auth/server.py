@@ -336,12 +336,14 @@ class DigestAuthenticator:
         return Rejected(403, "Too many failed authentications",
                         [("Retry-After", str(retry))])
 
-    def sign(self, authenticated, code, callId, cseq, contact=None):
+    def sign(self, authenticated, code, callId, cseq, contact=None,
+             backup=None):
         """
         The headers that sign a response to an authenticated request: the
         C{Authentication-Info} (C{qop}, C{rspauth}, C{cnonce}, C{nc}) and
         the C{Sipdist-Signature} covering C{code}, C{callId}, C{cseq} and
-        C{contact} (the Contact header value of a redirect, as sent).
+        C{contact} (the Contact header value of a redirect, as sent), and
+        C{backup} (the C{Sipdist-Backup} value, as sent) when given.
 
         @type authenticated: L{Authenticated}
         @return: a L{list} of C{(name, value)}.
@@ -349,4 +351,4 @@ class DigestAuthenticator:
         a = authenticated
         return responseHeaders(a._alg, a._sessionHA1, a.nonce, a.cnonce,
                                a.nc, a.qop, a.uri, code, callId, cseq,
-                               contact)
+                               contact, backup)

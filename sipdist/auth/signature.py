@@ -20,6 +20,19 @@ cnonce and nc make it unique to one request.  It travels as::
 
     Sipdist-Signature: v=1, alg=HMAC-SHA-256, sig="<64 hex digits>"
 
+Version 2 also covers the backup home a response names in its
+C{Sipdist-Backup} header (the server a client goes to straight away when it
+loses its home)::
+
+    HMAC-SHA-256(key = session HA1,
+                 "sipdist-signature-2" 0 nonce 0 cnonce 0 nc 0
+                 code 0 Call-ID 0 CSeq 0 Contact 0 Sipdist-Backup)
+
+A server signs with version 2 exactly when it names a backup, and with
+version 1 otherwise, so that a response without a backup is signed as
+before.  A verifier given a backup accepts only a version 2 signature over
+it; given none, it accepts version 1, or version 2 over an empty backup.
+
 See C{docs/auth.rst} for why it is a header of its own.
 """
 
@@ -30,14 +43,17 @@ from sipdist.auth.digest import (
     DigestParseError, computeRspauth, parseParams, quote)
 
 SIGNATURE_HEADER = "Sipdist-Signature"
+BACKUP_HEADER = "Sipdist-Backup"
 AUTHENTICATION_INFO = "Authentication-Info"
-_LABEL = b"sipdist-signature-1"
+_LABELS = {1: b"sipdist-signature-1", 2: b"sipdist-signature-2"}
 
 
-def _canonical(code, callId, cseq, contact):
+def _canonical(code, callId, cseq, contact, backup=None, version=1):
     cseq = " ".join(cseq.split())
     contact = "" if contact is None else contact.strip()
     fields = (str(int(code)), callId.strip(), cseq, contact)
+    if version == 2:
+        fields += ("" if backup is None else backup.strip(),)
     for field in fields:
         if "\x00" in field:
             raise ValueError("a signed field holds a NUL character")
@@ -45,35 +61,40 @@ def _canonical(code, callId, cseq, contact):
 
 
 def computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
-                     contact):
+                     contact, backup=None, version=1):
     """
-    The signature of a response, in hexadecimal.
+    The signature of a response, in hexadecimal: version 1 over the Contact,
+    version 2 over the Contact and the backup too.
 
     @raise ValueError: if a field holds a NUL character.
     """
-    parts = [_LABEL, nonce.encode("utf-8"), cnonce.encode("utf-8"),
+    parts = [_LABELS[version], nonce.encode("utf-8"), cnonce.encode("utf-8"),
              nc.encode("ascii")]
-    parts.extend(f.encode("utf-8")
-                 for f in _canonical(code, callId, cseq, contact))
+    parts.extend(f.encode("utf-8") for f in _canonical(
+        code, callId, cseq, contact, backup, version))
     return hmac.new(sessionHA1.encode("ascii"), b"\x00".join(parts),
                     hashlib.sha256).hexdigest()
 
 
 def responseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,
-                    callId, cseq, contact=None):
+                    callId, cseq, contact=None, backup=None):
     """
     The C{Authentication-Info} and C{Sipdist-Signature} headers of a
-    response, as a L{list} of C{(name, value)}.
+    response, as a L{list} of C{(name, value)}: a version 2 signature
+    covering C{backup} (the C{Sipdist-Backup} value the response carries)
+    when there is one, else version 1.
     """
     rspauth = computeRspauth(alg, sessionHA1, nonce, nc, cnonce, uri, qop)
+    version = 1 if backup is None else 2
     sig = computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
-                           contact)
+                           contact, backup, version)
     # Written directly (this is on every signed response): rspauth and sig
     # are hexadecimal, qop and nc tokens; only the cnonce needs quoting.
     return [(AUTHENTICATION_INFO,
              f'qop={qop}, rspauth="{rspauth}", cnonce={quote(cnonce)}, '
              f'nc={nc}'),
-            (SIGNATURE_HEADER, f'v=1, alg=HMAC-SHA-256, sig="{sig}"')]
+            (SIGNATURE_HEADER,
+             f'v={version}, alg=HMAC-SHA-256, sig="{sig}"')]
 
 
 def _single(headers, name):
@@ -96,12 +117,12 @@ def _single(headers, name):
 
 
 def verifyResponseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,
-                          callId, cseq, contact, headers):
+                          callId, cseq, contact, headers, backup=None):
     """
     Whether C{headers} hold exactly one C{Authentication-Info} whose
     C{rspauth}, C{cnonce}, C{nc} and C{qop} match the request, and exactly
     one valid C{Sipdist-Signature} over C{code}, C{callId}, C{cseq} and
-    C{contact}.
+    C{contact}, and over C{backup} when it is given (version 2 only).
 
     @param headers: the response headers as C{(name, value)} pairs or a
         mapping from name to a value or a list of values.
@@ -113,8 +134,11 @@ def verifyResponseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,
     try:
         info = parseParams(info)
         signature = parseParams(signature)
+        version = {"1": 1, "2": 2}.get(signature.get("v"))
+        if version is None or (version == 1 and backup is not None):
+            return False
         expectedSig = computeSignature(sessionHA1, nonce, cnonce, nc, code,
-                                       callId, cseq, contact)
+                                       callId, cseq, contact, backup, version)
     except (DigestParseError, ValueError):
         return False
     if (info.get("qop") != qop or info.get("cnonce") != cnonce
@@ -123,7 +147,7 @@ def verifyResponseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,
     rspauth = computeRspauth(alg, sessionHA1, nonce, nc, cnonce, uri, qop)
     if not _same(info.get("rspauth", ""), rspauth):
         return False
-    if signature.get("v") != "1" or signature.get("alg") != "HMAC-SHA-256":
+    if signature.get("alg") != "HMAC-SHA-256":
         return False
     return _same(signature.get("sig", ""), expectedSig)
 

@@ -40,14 +40,25 @@ before for long ones); a redirect while refreshing means the user's home
 has changed: the client treats itself as logged out and logs in again from
 discovery; so does a refresh that gets no answer (the home server stopped
 answering), or any other refusal.  Failed logins after that are retried
-with growing delays, at most C{maxFailures} times in a row.  L{stop}
-unregisters (C{Expires: 0} on our own binding) and cancels every timer.
+with growing, randomised delays (a C{503}'s C{Retry-After} when longer), at
+most C{maxFailures} times in a row.  L{stop} unregisters (C{Expires: 0} on
+our own binding) and cancels every timer.
+
+It also learns that its home failed from the transport, without waiting
+for the refresh: the loss of the TCP/TLS connection the registration lives
+on, or an RFC 5626 keep-alive ping unanswered (pings every 80 to 100% of
+the registrar's C{Flow-Timer}).  It then logs in again after a random
+wait, starting at the backup home the servers named in a signed
+C{Sipdist-Backup} (see C{docs/client.rst}, I{A failed home}).
 """
+
+import random as _random
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from sipdist.auth.client import verifySignature
+from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.client.events import ClientError, Event, NoAnswer
 from sipdist.client.discovery import DiscoveryError, asURI
 from sipdist.client.tlscheck import TLSFailure
@@ -57,12 +68,99 @@ from sipdist.sip.uri import URIError
 MAX_REDIRECTS = 5
 DEFAULT_EXPIRES = 3600
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)
+# A re-login the transport started (the home's connection lost, a
+# keep-alive unanswered) waits a random time up to this first, so that the
+# users of a failed home do not all arrive at once.
+RELOGIN_JITTER = 2.0
+# RFC 5626 section 4.4.1: keep-alives every 80 to 100% of the Flow-Timer;
+# without one, every 95 to 120 s on a connection; a pong within 10 s.
+DEFAULT_KEEPALIVE = (95.0, 120.0)
+PONG_TIMEOUT = 10.0
+# The longest Retry-After of a 503 the client waits for.
+MAX_RETRY_AFTER = 600
 
 
 class LoginFailed(ClientError):
     """
     A login did not end registered; C{str()} is the one-line reason.
+
+    @ivar retryAfter: the longest C{Retry-After} (seconds) of the C{503}s
+        the login met, or L{None}.
     """
+
+    retryAfter = None
+
+
+def retryAfter(response):
+    """
+    The seconds of a response's C{Retry-After} (RFC 3261 section 20.33:
+    delta-seconds, then an optional comment and parameters), or L{None}.
+    """
+    value = response.header("retry-after")
+    if not value:
+        return None
+    head = value.strip().split(";")[0].split("(")[0].strip()
+    return int(head) if head.isdigit() else None
+
+
+def registerSupported(request):
+    """
+    A REGISTER also lists C{outbound} (RFC 5626) in C{Supported}: the
+    registrar then tells us its C{Flow-Timer}.
+    """
+    tags = ", ".join(request.values("supported") + ["outbound"])
+    request.headers["supported"] = [tags]
+    return request
+
+
+def backupValue(response):
+    """
+    The one C{Sipdist-Backup} value of a response, or L{None} (none, or
+    more than one).
+    """
+    values = response.headers.get(BACKUP_HEADER.lower(), [])
+    return values[0] if len(values) == 1 else None
+
+
+def verifiedBackup(outcome, contact):
+    """
+    Whether the response of C{outcome} is signed for the request it
+    answers (over C{contact}, its Contact as received, for a redirect),
+    and the backup home it names if the signature covers it: C{(verified,
+    backup URI or None)}.  A backup the signature does not cover is never
+    used.
+    """
+    response = outcome.response
+    if outcome.session is None:
+        return False, None
+    args = (outcome.session, response.code, response.callID or "",
+            response.header("cseq") or "", contact, response.headers)
+    value = backupValue(response)
+    if value is not None and verifySignature(*args, backup=value):
+        try:
+            return True, parseNameAddr(value)[1]
+        except (URIError, ValueError):
+            return True, None
+    return verifySignature(*args), None
+
+
+def signedBackup(outcome):
+    """
+    The backup home a signed 2xx names (and its signature covers), or
+    L{None}.
+    """
+    if backupValue(outcome.response) is None:
+        return None
+    return verifiedBackup(outcome, None)[1]
+
+
+def flowTimer(response):
+    """
+    The C{Flow-Timer} (RFC 5626 section 4.4.1) of a response, in seconds,
+    or L{None}.
+    """
+    value = (response.header("flow-timer") or "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 class LoginResult:
@@ -75,15 +173,23 @@ class LoginResult:
     @ivar redirects: the L{Target}s the login was redirected from, in order.
     @ivar callId: the Call-ID of the REGISTER requests.
     @ivar cseq: the CSeq number of the last REGISTER.
+    @ivar flow: the flow the registration was made on, or L{None}.
+    @ivar backup: the URI of the backup home the servers named (in a
+        C{Sipdist-Backup} their signature covers), or L{None}.
+    @ivar flowTimer: the registrar's C{Flow-Timer}, or L{None}.
     """
 
-    def __init__(self, target, expires, contact, redirects, callId, cseq):
+    def __init__(self, target, expires, contact, redirects, callId, cseq,
+                 flow=None, backup=None, flowTimer=None):
         self.target = target
         self.expires = expires
         self.contact = contact
         self.redirects = redirects
         self.callId = callId
         self.cseq = cseq
+        self.flow = flow
+        self.backup = backup
+        self.flowTimer = flowTimer
 
 
 def grantedExpires(response, contact, requested):
@@ -130,17 +236,23 @@ class Login:
     @param server: the server to start from (a configured outbound proxy or
         C{--server} URI); L{None}: the domain of the AOR, by DNS.
     @param expires: the registration lifetime asked for.
+    @param backup: the URI of a backup home to try first (the user's home
+        was lost); when it cannot be reached (no answer, connection
+        refused) the login goes on from C{server} or DNS as usual.
+    @param backupSecure: reach the backup over TLS only.
     """
 
     _log = Logger()
 
     def __init__(self, ua, locator, server=None, expires=DEFAULT_EXPIRES,
-                 maxRedirects=MAX_REDIRECTS):
+                 maxRedirects=MAX_REDIRECTS, backup=None, backupSecure=False):
         self.ua = ua
         self.locator = locator
         self.server = server
         self.expires = expires
         self.maxRedirects = maxRedirects
+        self.backup = backup
+        self.backupSecure = backupSecure
 
     def _emit(self, kind, text, **fields):
         self.ua.notify(Event(kind, text, **fields))
@@ -175,7 +287,7 @@ class Login:
             ua.loginEnded(target)
 
     @defer.inlineCallbacks
-    def _run(self):
+    def _discover(self):
         ua = self.ua
         if self.server is not None:
             start = asURI(self.server)
@@ -189,18 +301,56 @@ class Login:
         candidates = yield self._find(start, "server discovery failed")
         self._emit("discovered", "servers: " + ", ".join(
             str(t) for t in candidates), targets=list(candidates))
+        return candidates
+
+    @defer.inlineCallbacks
+    def _backupTargets(self):
+        """
+        The targets of the backup home, or none when its name does not
+        resolve (the login then starts from discovery).
+        """
+        uri = asURI(self.backup)
+        self._emit("discovering", f"going straight to the backup home {uri}",
+                   uri=uri)
+        try:
+            targets = yield self._find(uri, "the backup home cannot be found",
+                                       self.backupSecure)
+        except LoginFailed as e:
+            self._emit("no-answer", str(e))
+            return []
+        if self.backupSecure:
+            targets = [t for t in targets if t.transport == "TLS"]
+        return targets
+
+    @defer.inlineCallbacks
+    def _run(self):
+        ua = self.ua
+        fallback = self.backup is not None
+        if fallback:
+            candidates = yield self._backupTargets()
+        else:
+            candidates = yield self._discover()
 
         callId = f"{newTag()}{newTag()}@sipdist"
         cseq = 1
         redirectedFrom = []
         lastProblem = None
+        lastRetryAfter = None
+        backup = None
         registrar = asURI(f"sip:{ua.domain}")
-        while candidates:
+        while True:
+            if not candidates and fallback and not redirectedFrom:
+                # The backup home did not answer: from the start, as usual.
+                fallback = False
+                candidates = yield self._discover()
+            if not candidates:
+                break
             target = candidates.pop(0)
             self._emit("trying", f"REGISTER {ua.aor} at {target}",
                        target=target)
             request = ua.newRequest("REGISTER", registrar, to=ua.aor,
                                     callId=callId, cseq=cseq)
+            registerSupported(request)
             request.headers["expires"] = [str(self.expires)]
             try:
                 outcome = yield ua.send(request, target)
@@ -214,6 +364,9 @@ class Login:
             cseq = outcome.request.cseq()[0] + 1
             response = outcome.response
             code = response.code
+            # The backup answered: whatever it said (a 503 with Retry-After
+            # included), the login does not fall back on discovery.
+            fallback = False
             if 200 <= code < 300:
                 contact = outcome.request.header("contact")
                 expires = grantedExpires(response, contact, self.expires)
@@ -223,14 +376,17 @@ class Login:
                            f"registered at {target} for {expires} s{via}",
                            target=target, expires=expires)
                 return LoginResult(target, expires, contact,
-                                   list(redirectedFrom), callId, cseq - 1)
+                                   list(redirectedFrom), callId, cseq - 1,
+                                   flow=outcome.flow,
+                                   backup=signedBackup(outcome) or backup,
+                                   flowTimer=flowTimer(response))
             if code == 301:
                 redirect = yield self._redirect(outcome, redirectedFrom)
                 if redirect is None:
                     lastProblem = (f"the redirect from {target} was ignored "
                                    f"(its signature does not verify)")
                     continue
-                candidates = redirect
+                candidates, backup = redirect
                 continue
             if code in (401, 407):
                 raise LoginFailed(
@@ -238,28 +394,33 @@ class Login:
                     f"{response.phrase} (wrong user name or password?)")
             if code == 503 or code == 408:
                 lastProblem = f"{target} answered {code} {response.phrase}"
-                self._emit("no-answer", lastProblem, target=target)
+                after = retryAfter(response) if code == 503 else None
+                if after is not None:
+                    lastProblem += f" (retry after {after} s)"
+                    lastRetryAfter = max(after, lastRetryAfter or 0)
+                self._emit("no-answer", lastProblem, target=target,
+                           retryAfter=after)
                 continue
             raise LoginFailed(f"{target} refused the registration: {code} "
                               f"{response.phrase}")
-        raise LoginFailed(f"login failed: {lastProblem}")
+        failure = LoginFailed(f"login failed: {lastProblem}")
+        failure.retryAfter = lastRetryAfter
+        raise failure
 
     @defer.inlineCallbacks
     def _redirect(self, outcome, redirectedFrom):
         """
         Check a 301: C{None} if it is to be ignored, else the targets to go
-        to; raise L{LoginFailed} for a loop or too many redirects.
+        to and the backup home it names (or L{None}); raise L{LoginFailed}
+        for a loop or too many redirects.
         """
         response = outcome.response
         target = outcome.target
         contacts = response.values("contact")
         contact = response.header("contact")
-        verified = (outcome.session is not None and contact is not None
-                    and len(contacts) == 1
-                    and verifySignature(outcome.session, 301,
-                                        response.callID or "",
-                                        response.header("cseq") or "",
-                                        contact, response.headers))
+        verified, backup = False, None
+        if contact is not None and len(contacts) == 1:
+            verified, backup = verifiedBackup(outcome, contact)
         if not verified:
             self._emit("redirect-ignored",
                        f"redirect from {target} to {contact} ignored: its "
@@ -293,10 +454,12 @@ class Login:
                 raise LoginFailed(
                     f"redirect loop: {target} redirects to {uri}, which "
                     f"already redirected this login; not following it")
+        also = f"; backup home {backup}" if backup is not None else ""
         self._emit("redirect",
-                   f"redirected by {target} to {uri} (signature verified)",
-                   target=target, uri=uri, targets=list(targets))
-        return targets
+                   f"redirected by {target} to {uri} (signature verified)"
+                   f"{also}", target=target, uri=uri, targets=list(targets),
+                   backup=backup)
+        return targets, backup
 
 
 class Registration:
@@ -318,7 +481,10 @@ class Registration:
 
     def __init__(self, ua, locator, server=None, expires=DEFAULT_EXPIRES,
                  maxRedirects=MAX_REDIRECTS, retryDelays=RETRY_DELAYS,
-                 maxFailures=10, watchRegistration=False):
+                 maxFailures=10, watchRegistration=False,
+                 reloginJitter=RELOGIN_JITTER, keepAlive=True,
+                 pongTimeout=PONG_TIMEOUT, maxRetryAfter=MAX_RETRY_AFTER,
+                 random=None):
         """
         @param watchRegistration: after each login, subscribe to the user's
             own registration state (the C{reg} event, RFC 3680).  When the
@@ -326,6 +492,18 @@ class Registration:
             another home (C{reason=deactivated}), refresh at once: the old
             home answers with its signed C{301} and the client logs in at
             the new home, without waiting for its refresh timer.
+        @param retryDelays: the caps of the waits between failed logins;
+            each wait is a random time between half the cap and the cap
+            (RFC 5626 section 4.5), or the server's C{Retry-After} when
+            longer (at most C{maxRetryAfter}).
+        @param reloginJitter: a login started by the transport (the
+            connection to the home lost, a keep-alive unanswered) waits a
+            random time up to this many seconds first.
+        @param keepAlive: on a TCP or TLS registration, send RFC 5626
+            keep-alives (every 80 to 100% of the registrar's C{Flow-Timer},
+            else of 95 to 120 s); a pong not received within C{pongTimeout}
+            seconds is a lost home.
+        @param random: a L{random.Random} (tests give their own).
         """
         self.ua = ua
         self.locator = locator
@@ -340,16 +518,30 @@ class Registration:
         self.failed = defer.Deferred()
         self.watchRegistration = watchRegistration
         self.watch = None
+        self.reloginJitter = reloginJitter
+        self.keepAlive = keepAlive
+        self.pongTimeout = pongTimeout
+        self.maxRetryAfter = maxRetryAfter
+        self._random = random or _random.Random()
         self._timer = None
         self._waiting = None
+        # The flow the registration lives on while we watch it, and the
+        # keep-alive timer on it (ping, or pong deadline).
+        self._flow = None
+        self._pingTimer = None
+        self._pingSent = None
+        self._pingTries = 0
+        # A re-login the transport asked for, waiting for its jitter.
+        self._rehoming = None
 
     def _emit(self, kind, text, **fields):
         self.ua.notify(Event(kind, text, **fields))
 
-    def _login(self):
+    def _login(self, backup=None, backupSecure=False):
         self.state = "logging-in"
         login = Login(self.ua, self.locator, self.server, self.expires,
-                      self.maxRedirects)
+                      self.maxRedirects, backup=backup,
+                      backupSecure=backupSecure)
         return login.run()
 
     @defer.inlineCallbacks
@@ -375,8 +567,146 @@ class Registration:
         self.logins += 1
         self.state = "registered"
         self._schedule(result.expires)
+        self._watchFlow(result.flow)
         if self.watchRegistration:
             self._watch()
+
+    # The flow to the home: its loss, and RFC 5626 keep-alives.
+
+    def _watchFlow(self, flow):
+        """
+        Watch the flow the registration was made (or refreshed) on: its
+        loss, and, on a connection, the keep-alives.
+        """
+        if flow is self._flow:
+            return
+        self._unwatchFlow()
+        if flow is None:
+            return
+        if getattr(flow, "reliable", False):
+            if not flow.addLostCallback(self._flowLost):
+                self._flowFailed(flow, "the connection to the home is closed")
+                return
+        elif not (self.result.flowTimer and hasattr(flow, "sendKeepAlive")):
+            # Over UDP, STUN keep-alives only for a registrar that asked
+            # for them with its Flow-Timer.
+            return
+        self._flow = flow
+        self._schedulePing()
+
+    def _unwatchFlow(self):
+        flow, self._flow = self._flow, None
+        if flow is not None and getattr(flow, "reliable", False):
+            flow.removeLostCallback(self._flowLost)
+        self._cancelPing()
+
+    def _cancelPing(self):
+        if self._pingTimer is not None and self._pingTimer.active():
+            self._pingTimer.cancel()
+        self._pingTimer = None
+        self._pingSent = None
+
+    def keepAliveInterval(self):
+        """
+        The seconds until the next keep-alive: 80 to 100% of the
+        registrar's C{Flow-Timer}, else 95 to 120 s (RFC 5626 section
+        4.4.1); L{None} when keep-alives are off.
+        """
+        if not self.keepAlive:
+            return None
+        timer = self.result.flowTimer if self.result is not None else None
+        if timer:
+            return self._random.uniform(0.8 * timer, timer)
+        return self._random.uniform(*DEFAULT_KEEPALIVE)
+
+    def _schedulePing(self):
+        self._cancelPing()
+        interval = self.keepAliveInterval()
+        if interval is None:
+            return
+        self._pingTimer = self.ua._reactor.callLater(interval, self._ping)
+
+    def _ping(self):
+        self._pingTimer = None
+        flow = self._flow
+        if flow is None:
+            return
+        if not flow.sendKeepAlive():
+            self._flowFailed(flow, "the connection to the home is closed")
+            return
+        self._pingSent = self.ua._reactor.seconds()
+        self._pingTries = 1
+        self._awaitPong()
+
+    def _awaitPong(self):
+        """
+        Wait for the pong: on a connection until the pong timeout; over
+        UDP, sending the STUN request again after 0.5, 1.5, 3.5 ... s (RFC
+        5389 section 7.2.1) within it.
+        """
+        flow, sent = self._flow, self._pingSent
+        left = sent + self.pongTimeout - self.ua._reactor.seconds()
+        if flow.reliable:
+            step = left
+        else:
+            step = min(left, 0.5 * (2 ** self._pingTries - 1) - (
+                self.pongTimeout - left))
+        self._pingTimer = self.ua._reactor.callLater(max(step, 0),
+                                                     self._pongDue)
+
+    def _pongDue(self):
+        self._pingTimer = None
+        flow, sent = self._flow, self._pingSent
+        if flow is None:
+            return
+        last = flow.lastReceived
+        if last is not None and last >= sent:
+            self._pingSent = None
+            self._schedulePing()
+            return
+        if self.ua._reactor.seconds() >= sent + self.pongTimeout:
+            self._pingSent = None
+            self._flowFailed(flow, f"no keep-alive pong from the home within "
+                                   f"{self.pongTimeout:g} s")
+            return
+        flow.sendKeepAlive()
+        self._pingTries += 1
+        self._awaitPong()
+
+    def _flowLost(self, flow):
+        if flow is not self._flow and getattr(self._flow, "_flow",
+                                              None) is not flow:
+            return
+        self._flowFailed(flow, "the connection to the home was lost")
+
+    def _flowFailed(self, flow, reason):
+        """
+        The home is gone (RFC 5626 section 4.4: a flow failure): log in
+        again after a random wait, at the backup home first.
+        """
+        self._unwatchFlow()
+        if self.state != "registered" or self._rehoming is not None:
+            return
+        if getattr(flow, "connected", False):
+            flow.close()
+        delay = self._random.uniform(0, self.reloginJitter)
+        target = self.result.target
+        self._cancelTimer()
+        self._emit("flow-failed", f"{reason} ({target}): logging in again in "
+                   f"{delay:.1f} s", target=target, delay=delay)
+        self._rehoming = self.ua._reactor.callLater(delay, self._rehome)
+
+    def _rehome(self):
+        self._rehoming = None
+        if self.state != "registered":
+            return
+        backup = self.result.backup
+        self._emit("relogin", f"the home {self.result.target} is lost: "
+                   + (f"going to the backup home {backup}" if backup is not None
+                      else "logging in again from discovery"),
+                   target=self.result.target, backup=backup)
+        self._relogin(backup=backup,
+                      backupSecure=self.result.target.transport == "TLS")
 
     def _watch(self):
         """
@@ -449,6 +779,7 @@ class Registration:
         request = ua.newRequest("REGISTER", asURI(f"sip:{ua.domain}"),
                                 to=ua.aor, callId=result.callId,
                                 cseq=result.cseq)
+        registerSupported(request)
         request.headers["expires"] = [str(expires)]
         return request
 
@@ -460,7 +791,7 @@ class Registration:
         @return: L{Deferred} firing when the refresh, or the new login it
             led to, is over.
         """
-        if self.state != "registered":
+        if self.state != "registered" or self._rehoming is not None:
             return
         self._cancelTimer()
         target = self.result.target
@@ -468,14 +799,14 @@ class Registration:
         try:
             outcome = yield self.ua.send(request, target)
         except (NoAnswer, TLSFailure) as e:
-            if self.state != "registered":
+            if self.state != "registered" or self._rehoming is not None:
                 return
             self._emit("relogin", f"the home server {target} stopped "
                        f"answering ({e}): logging in again from discovery",
                        target=target)
             yield self._relogin()
             return
-        if self.state != "registered":
+        if self.state != "registered" or self._rehoming is not None:
             return
         response = outcome.response
         self.result.cseq = outcome.request.cseq()[0]
@@ -485,9 +816,13 @@ class Registration:
                                      outcome.request.header("contact"),
                                      self.expires)
             self.result.expires = expires
+            self.result.flowTimer = flowTimer(response)
+            self.result.backup = (signedBackup(outcome)
+                                  or self.result.backup)
             self._emit("refreshed", f"refreshed at {target} for {expires} s",
                        target=target, expires=expires)
             self._schedule(expires)
+            self._watchFlow(outcome.flow)
             if self.watchRegistration:
                 yield self._renewWatch()
             return
@@ -496,19 +831,54 @@ class Registration:
                        f"({code} to {response.header('contact')}): logged "
                        f"out, logging in again from discovery",
                        target=target, code=code)
+        elif code == 503 and retryAfter(response) is not None:
+            wait = min(retryAfter(response), self.maxRetryAfter)
+            self._emit("relogin", f"refresh refused by {target}: {code} "
+                       f"{response.phrase}; logging in again in {wait} s "
+                       f"(Retry-After)", target=target, code=code, delay=wait)
+            yield self._relogin(wait=wait)
+            return
         else:
             self._emit("relogin", f"refresh refused by {target}: {code} "
                        f"{response.phrase}; logging in again from discovery",
                        target=target, code=code)
         yield self._relogin()
 
+    def retryDelay(self, failures, error=None):
+        """
+        The wait after C{failures} failed logins in a row (RFC 5626 section
+        4.5): a random time between half and all of the cap
+        C{retryDelays} gives for that count (the last cap thereafter), or
+        the server's C{Retry-After} when that is longer (at most
+        C{maxRetryAfter}, plus up to 10% so that the clients it turned away
+        together do not come back together).
+        """
+        cap = self.retryDelays[min(failures, len(self.retryDelays)) - 1]
+        delay = self._random.uniform(cap / 2.0, cap)
+        after = getattr(error, "retryAfter", None)
+        if after:
+            after = min(after, self.maxRetryAfter)
+            delay = max(delay, self._random.uniform(after, after * 1.1))
+        return delay
+
     @defer.inlineCallbacks
-    def _relogin(self):
+    def _relogin(self, backup=None, backupSecure=False, wait=None):
+        """
+        Log in again until it works, at most C{maxFailures} times in a
+        row; the first login starts at C{backup} when given (and so do
+        the retries: a backup that does not answer falls back on
+        discovery within each login), after C{wait} seconds when given.
+        """
         self.ua.outboundProxy = None
+        self._unwatchFlow()
         failures = 0
+        if wait:
+            self.state = "logging-in"
+            if not (yield self._pause(wait)):
+                return
         while self.state not in ("stopped", "failed"):
             try:
-                result = yield self._login()
+                result = yield self._login(backup, backupSecure)
             except LoginFailed as e:
                 if self.state == "stopped":
                     return
@@ -519,21 +889,29 @@ class Registration:
                                f"failed logins: {e}")
                     self.failed.errback(LoginFailed(str(e)))
                     return
-                delay = self.retryDelays[min(failures, len(
-                    self.retryDelays)) - 1]
-                self._emit("retry", f"{e}; trying again in {delay} s",
+                delay = self.retryDelay(failures, e)
+                self._emit("retry", f"{e}; trying again in {delay:.1f} s",
                            delay=delay)
-                self._waiting = task.deferLater(self.ua._reactor, delay,
-                                                lambda: None)
-                try:
-                    yield self._waiting
-                except defer.CancelledError:
+                if not (yield self._pause(delay)):
                     return
-                finally:
-                    self._waiting = None
                 continue
             self._registered(result)
             return
+
+    @defer.inlineCallbacks
+    def _pause(self, delay):
+        """
+        Wait C{delay} seconds; C{False} if L{stop} ended the wait.
+        """
+        self._waiting = task.deferLater(self.ua._reactor, delay,
+                                        lambda: None)
+        try:
+            yield self._waiting
+        except defer.CancelledError:
+            return False
+        finally:
+            self._waiting = None
+        return True
 
     @defer.inlineCallbacks
     def stop(self):
@@ -542,9 +920,14 @@ class Registration:
 
         @return: L{Deferred} firing when done; never fails.
         """
-        wasRegistered = self.state == "registered"
+        # A home whose connection was lost is not asked to unregister.
+        wasRegistered = self.state == "registered" and self._rehoming is None
         self.state = "stopped"
         self._cancelTimer()
+        self._unwatchFlow()
+        if self._rehoming is not None and self._rehoming.active():
+            self._rehoming.cancel()
+        self._rehoming = None
         if self._waiting is not None:
             self._waiting.cancel()
         if not wasRegistered or self.result is None:

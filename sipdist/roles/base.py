@@ -81,6 +81,8 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
         server, role, store, authenticator, registrar=registrar, proxy=proxy,
         policy=config.get("redirect-policy", "auto"), userAgents=userAgents,
         taggedAlgorithms=tagged, clientSeal=ClientAddressSeal(secret))
+    processor.flowTimer = int(config.get("flow-timer", 60))
+    processor.offerBackup = config.get("backup-home", True)
     server.addMethods(("REGISTER",) + ROUTER_METHODS)
     service.store = store
     service.registrar = registrar

@@ -41,13 +41,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipdist.auth.clientaddress import HEADER
+from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.decision import (
     AUTO, REDIRECT_OPTION_TAG, Assignment, Proxy, Redirect, Serve, decide)
 from sipdist.sip.message import countVias
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
 from sipdist.services.targets import arrivalTransport, noAddress, serverURIFor
-from sipdist.store import StoreUnavailable
+from sipdist.pool.rebalance import preference
+from sipdist.store import ACTIVE, StoreUnavailable
 from sipdist.sip.uri import URIError, normaliseAOR, parseURI
 
 SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
@@ -97,6 +99,41 @@ def compileUserAgents(patterns):
         except (re.error, TypeError) as e:
             raise ValueError(f"{pattern!r} is not a regular expression: {e}")
     return tuple(compiled)
+
+
+# Seconds a home asks an RFC 5626 client to keep its flow alive within
+# (the Flow-Timer header of its 200 to a REGISTER supporting outbound).
+DEFAULT_FLOW_TIMER = 60
+
+
+def backupFor(aor, records, assignedId, transport):
+    """
+    The backup home of a user: the first server, in the user's
+    capacity-weighted rendezvous order (L{sipdist.pool.rebalance.preference},
+    the order the rebalancer moves users in), that is C{active}, has a
+    weight, is not its assigned server and has a URI for C{transport}.
+
+    @param records: the L{sipdist.store.ServerRecord}s of the pool.
+    @return: the backup's URI for C{transport}, or L{None}.
+    """
+    eligible = {r.id: r for r in records
+                if r.id != assignedId and r.state == ACTIVE and r.weight > 0}
+    for serverId in preference(aor, eligible.values()):
+        uri = serverURIFor(eligible[serverId], transport)
+        if uri is not None:
+            return uri
+    return None
+
+
+def wantsFlowTimer(request):
+    """
+    Whether a REGISTER asks for RFC 5626 keep-alives: C{outbound} in its
+    C{Supported}, or a Contact with a C{reg-id}.
+    """
+    if "outbound" in {t.lower() for t in request.values("supported")}:
+        return True
+    return any(";reg-id=" in v.replace(" ", "").lower()
+               for v in request.values("contact"))
 
 
 class Context:
@@ -179,6 +216,10 @@ class DistributionProcessor:
         self.redirects = 0
         self.proxied = 0
         self.served = 0
+        # The Flow-Timer of our 200s to REGISTERs supporting outbound (0:
+        # none), and whether our 301s and 200s name a backup home.
+        self.flowTimer = DEFAULT_FLOW_TIMER
+        self.offerBackup = True
 
     def __call__(self, request, transaction):
         # A new request: whatever Route it carries was not sealed by the
@@ -369,17 +410,49 @@ class DistributionProcessor:
             return noAddress(transport)
         return replace(outcome, uri=uri)
 
-    def signed(self, response, context, contact=None):
+    def signed(self, response, context, contact=None, backup=None):
         """
         Add the signature headers (see L{sipdist.auth.signature}) to a
-        response to an authenticated request.
+        response to an authenticated request; with C{backup}, also the
+        C{Sipdist-Backup} header, which the signature then covers.
         """
         request = context.request
+        if backup is not None:
+            response.headers[BACKUP_HEADER.lower()] = [backup]
         for name, value in self.authenticator.sign(
                 context.auth, response.code, request.header("call-id"),
-                request.header("cseq"), contact):
+                request.header("cseq"), contact, backup):
             response.addHeader(name, value)
         return response
+
+    def withBackup(self, context, assignedId, then):
+        """
+        Call C{then(backup)} with the C{Sipdist-Backup} value to give the
+        client of C{context} (its backup home, L{backupFor}, as C{<URI>}),
+        or L{None}: for a client that follows the redirect and talks to us
+        directly, when the store names one; a store that cannot list its
+        servers means no backup, not a failed request.
+        """
+        if not (self.offerBackup and context.followsRedirect
+                and context.viaCount == 1):
+            then(None)
+            return
+        transport = arrivalTransport(context.request,
+                                     context.transaction.flow)
+
+        def pick(records):
+            uri = backupFor(context.aor, records, assignedId, transport)
+            return None if uri is None else f"<{uri}>"
+
+        def noBackup(failure):
+            self._log.info("no backup home for {aor}: {reason}",
+                           aor=context.aor, reason=failure.getErrorMessage())
+
+        d = self.store.listServers()
+        d.addCallback(pick)
+        d.addErrback(noBackup)
+        d.addCallback(then)
+        d.addErrback(lambda failure: self._failed(failure, context))
 
     def _redirect(self, outcome, context):
         self.redirects += 1
@@ -387,7 +460,13 @@ class DistributionProcessor:
         response = self.server.response(context.request, 301,
                                         "Moved Permanently")
         response.headers["contact"] = [contact]
-        context.transaction.respond(self.signed(response, context, contact))
+        assignedId = None if context.record is None else context.record.id
+
+        def respond(backup):
+            context.transaction.respond(
+                self.signed(response, context, contact, backup))
+
+        self.withBackup(context, assignedId, respond)
 
     def _proxy(self, outcome, context):
         request, transaction = context.request, context.transaction
@@ -483,4 +562,10 @@ class DistributionProcessor:
         if path and "path" in {t.lower() for t in request.values("supported")}:
             headers["path"] = list(path)
         headers["supported"] = ["path, outbound"]
-        transaction.respond(self.signed(response, context))
+        if self.flowTimer and wantsFlowTimer(request):
+            headers["flow-timer"] = [str(self.flowTimer)]
+
+        def respond(backup):
+            transaction.respond(self.signed(response, context, None, backup))
+
+        self.withBackup(context, server.name, respond)

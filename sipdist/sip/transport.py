@@ -48,6 +48,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
 from sipdist.logs import LogLimiter as _LogLimiter
+from sipdist.sip import stun
 from sipdist.sip.message import (
     DEFAULT_MAX_SIZE, MessageError, Request, StreamFramer, errorResponse,
     parseMessage, validateRequest, validateResponse)
@@ -104,6 +105,28 @@ class DatagramFlow:
         """
         return self._protocol.sendBytes(message.toBytes(), self.remote)
 
+    def sendKeepAlive(self):
+        """
+        Send an RFC 5626 keep-alive over UDP: a STUN Binding request
+        (section 4.4.2), which the peer answers with a Binding success
+        response (noted in L{lastReceived}).
+
+        @return: C{True} if it was handed to the network.
+        """
+        return self._protocol.sendBytes(stun.bindingRequest(os.urandom(12)),
+                                        self.remote)
+
+    @property
+    def lastReceived(self):
+        """
+        When the peer last answered a STUN Binding request (the reactor's
+        clock), or L{None}.
+        """
+        layer = getattr(self._protocol, "_layer", None)
+        if layer is None:
+            return None
+        return layer._stunAnswered.get(tuple(self.remote))
+
     def __eq__(self, other):
         return (isinstance(other, DatagramFlow)
                 and other._protocol is self._protocol
@@ -114,6 +137,10 @@ class DatagramFlow:
 
     def __repr__(self):
         return f"<DatagramFlow {self.remote[0]}:{self.remote[1]}>"
+
+
+# Callbacks one connection holds for its loss (StreamFlow.addLostCallback).
+MAX_LOST_CALLBACKS = 16
 
 
 class StreamFlow:
@@ -156,6 +183,52 @@ class StreamFlow:
 
     def close(self):
         self._protocol.transport.loseConnection()
+
+    @property
+    def lastReceived(self):
+        """
+        When bytes last arrived on the connection (the reactor's clock), or
+        L{None} if none have: an RFC 5626 pong, or anything else, shows the
+        peer alive.
+        """
+        return self._protocol.lastReceived
+
+    def sendKeepAlive(self):
+        """
+        Send an RFC 5626 keep-alive ping (a double CRLF) on the connection;
+        the peer answers with a CRLF pong.
+
+        @return: C{False} if the connection is gone.
+        """
+        if not self._protocol.connected:
+            return False
+        self._protocol.transport.write(b"\r\n\r\n")
+        return True
+
+    def addLostCallback(self, callback):
+        """
+        Call C{callback(flow)} once, when the connection is lost (closed or
+        reset by either side).  At most L{MAX_LOST_CALLBACKS} are held: past
+        them the oldest is dropped.
+
+        @return: C{False} (and nothing is held) if the connection is gone
+            already.
+        """
+        if not self._protocol.connected:
+            return False
+        callbacks = self._protocol.lostCallbacks
+        if callback not in callbacks:
+            callbacks.append(callback)
+            del callbacks[:-MAX_LOST_CALLBACKS]
+        return True
+
+    def removeLostCallback(self, callback):
+        """
+        Forget a callback given to L{addLostCallback}, if held.
+        """
+        callbacks = self._protocol.lostCallbacks
+        if callback in callbacks:
+            callbacks.remove(callback)
 
     def __repr__(self):
         return f"<StreamFlow {self.transport} {self.remote[0]}:{self.remote[1]}>"
@@ -210,6 +283,10 @@ class SIPStreamProtocol(Protocol):
         self.counted = 0
         self._timer = None
         self.aliases = []
+        # When bytes last arrived (None: never), and who is told of the
+        # connection's loss (StreamFlow.addLostCallback).
+        self.lastReceived = None
+        self.lostCallbacks = []
 
     def connectionMade(self):
         self.flow = StreamFlow(self, self._transportName)
@@ -218,6 +295,7 @@ class SIPStreamProtocol(Protocol):
         self._layer._connectionMade(self)
 
     def dataReceived(self, data):
+        self.lastReceived = self._layer._reactor.seconds()
         self._framer.dataReceived(data)
         self._layer._framed(self)
 
@@ -245,6 +323,12 @@ class SIPStreamProtocol(Protocol):
         # and fall back on the Contact rather than write to nothing.
         self.connected = 0
         self._layer._connectionLost(self)
+        callbacks, self.lostCallbacks = self.lostCallbacks, []
+        for callback in callbacks:
+            try:
+                callback(self.flow)
+            except Exception:
+                self._layer._log.failure("a lost-connection callback failed")
 
 
 class _StreamFactory(Factory):
@@ -330,6 +414,7 @@ class TransportLayer:
         self.dropped = 0
         self.answeredErrors = 0
         self._badInputLog = _LogLimiter(reactor)
+        self._stunAnswered = {}
 
     # Listening
 
@@ -408,7 +493,34 @@ class TransportLayer:
         if not data.strip(b"\r\n"):
             # A CRLF keep-alive over UDP: nothing to answer.
             return
+        if data[0] < 2 and stun.isStun(data):
+            self._stunReceived(protocol, data, addr)
+            return
         self._messageReceived(data, DatagramFlow(protocol, addr), stream=False)
+
+    # Peers whose STUN Binding success responses we remember (the latest
+    # time for each); the table is emptied when full.
+    MAX_STUN_PEERS = 4096
+
+    def _stunReceived(self, protocol, data, addr):
+        """
+        RFC 5626 section 4.4.2 over UDP: answer a STUN Binding request with
+        the address it came from; note when a Binding success response
+        arrived from a peer (see L{DatagramFlow.lastReceived}).  Other STUN
+        messages are dropped.
+        """
+        kind, transactionId = stun.parse(data)
+        if kind == stun.BINDING_REQUEST:
+            try:
+                answer = stun.bindingSuccess(transactionId, addr[0], addr[1])
+            except ValueError:
+                return
+            protocol.sendBytes(answer, addr)
+        elif kind == stun.BINDING_SUCCESS:
+            answered = self._stunAnswered
+            if len(answered) >= self.MAX_STUN_PEERS:
+                answered.clear()
+            answered[(addr[0], addr[1])] = self._reactor.seconds()
 
     def _messageReceived(self, data, flow, stream):
         try:

@@ -1,0 +1,155 @@
+"""
+Rehoming on real sockets (loopback, in-process servers): a client
+registered over TCP whose home stops goes straight to the backup home its
+signed responses named, as soon as the connection is lost, without waiting
+for its refresh.
+"""
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from sipdist.client.core import UserAgent
+from sipdist.client.discovery import ServerLocator
+from sipdist.client.login import Registration
+from sipdist.store import ServerRecord
+
+from tests.distribution_helpers import (
+    DOMAIN, PASSWORD, _reactor, startPool, waitFor)
+
+LOOPBACK_TCP = "tcp:0:interface=127.0.0.1"
+
+
+class RehomingTests(TestCase):
+    """
+    A distributor and two homes over TCP sharing a memory store; alice is
+    assigned to home1, whose backup in her rendezvous order is home2 (the
+    only other home).
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.pool = pool = yield startPool(
+            self, homes=(), users=["alice"], listen=[LOOPBACK_TCP])
+        for name in ("home1", "home2"):
+            yield pool.start(name, register=False)
+            yield pool.store.addServer(ServerRecord(
+                name, pool.uris[name] + ";transport=tcp"))
+        yield pool.store.assignUser(f"sip:alice@{DOMAIN}", "home1")
+        reactor = _reactor()
+        self.events = events = []
+        self.ua = ua = UserAgent(reactor, f"alice@{DOMAIN}", PASSWORD,
+                                 listen="udp:0:interface=127.0.0.1", T1=0.05,
+                                 observer=events.append)
+        yield ua.start()
+        self.addCleanup(ua.stop)
+        self.registration = Registration(
+            ua, ServerLocator(None),
+            server=pool.uris["distributor"] + ";transport=tcp",
+            expires=3600, reloginJitter=0.2, retryDelays=(0.2, 0.5))
+        self.addCleanup(self.registration.stop)
+        result = yield self.registration.start()
+        self.assertEqual(result.target.port, self.port("home1"))
+        self.assertEqual(result.target.transport, "TCP")
+        # The REGISTER listed outbound: home1 gave its Flow-Timer.
+        self.assertEqual(result.flowTimer, 60)
+
+    def port(self, name):
+        return int(self.pool.uris[name].rsplit(":", 1)[1])
+
+    def registeredAt(self, name):
+        result = self.registration.result
+        return (self.registration.state == "registered"
+                and result.target.port == self.port(name))
+
+    def triedAfterLoss(self):
+        """
+        The servers the client sent a REGISTER to after it lost its home.
+        """
+        kinds = [e.kind for e in self.events]
+        lost = kinds.index("flow-failed")
+        return [e.target.port for e in self.events[lost:]
+                if e.kind == "trying"]
+
+    @defer.inlineCallbacks
+    def test_backupServesMovedUser(self):
+        """
+        The 200 of home1 names home2 as the backup (signed, verified by
+        the client).  When home1 stops and the store moves alice to home2
+        (as the monitor does), the client, told by the lost connection,
+        registers at home2 directly, long before its refresh (an hour).
+        """
+        backup = self.registration.result.backup
+        self.assertEqual(backup.port, self.port("home2"))
+        yield self.pool.store.moveUser(f"sip:alice@{DOMAIN}", "home2")
+        yield self.pool.stop("home1")
+        yield waitFor(lambda: self.registeredAt("home2"), timeout=5)
+        self.assertEqual(self.triedAfterLoss(), [self.port("home2")])
+        self.assertEqual(self.registration.logins, 2)
+
+    @defer.inlineCallbacks
+    def test_backupRedirectsUntilMoved(self):
+        """
+        When the client reaches the backup before the store moves it, the
+        backup redirects it to home1 (the existing rules), which refuses
+        the connection: the login fails and is retried after a short
+        random wait; once the store moves alice, the backup serves her.
+        """
+        yield self.pool.stop("home1")
+        yield waitFor(lambda: "retry" in [e.kind for e in self.events],
+                      timeout=5)
+        yield self.pool.store.moveUser(f"sip:alice@{DOMAIN}", "home2")
+        yield waitFor(lambda: self.registeredAt("home2"), timeout=5)
+        tried = self.triedAfterLoss()
+        self.assertEqual(tried[:2], [self.port("home2"), self.port("home1")])
+        self.assertNotIn(self.port("distributor"), tried)
+
+
+class UDPRehomingTests(TestCase):
+    """
+    Over UDP: the homes give a Flow-Timer of 1 s, the client sends STUN
+    keep-alives; when home1 stops answering them the client goes to its
+    backup.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_stunFailureGoesToBackup(self):
+        """
+        Registered over UDP at home1 (the backup home2), the client keeps
+        its flow alive with STUN; home1 stops, the store moves alice to
+        home2, and the unanswered keep-alive takes the client to home2
+        within seconds (its refresh is an hour away).
+        """
+        pool = yield startPool(self, users=["alice"], **{"flow-timer": 1})
+        yield pool.store.assignUser(f"sip:alice@{DOMAIN}", "home1")
+        events = []
+        ua = UserAgent(_reactor(), f"alice@{DOMAIN}", PASSWORD,
+                       listen="udp:0:interface=127.0.0.1", T1=0.05,
+                       observer=events.append)
+        yield ua.start()
+        self.addCleanup(ua.stop)
+        registration = Registration(
+            ua, ServerLocator(None), server=pool.uris["distributor"],
+            expires=3600, reloginJitter=0.2, pongTimeout=0.5)
+        self.addCleanup(registration.stop)
+        result = yield registration.start()
+        home2 = int(pool.uris["home2"].rsplit(":", 1)[1])
+        self.assertEqual(result.flowTimer, 1)
+        self.assertEqual(result.backup.port, home2)
+        # A keep-alive answered by home1 keeps the registration.
+        yield waitFor(lambda: registration._pingSent is not None)
+        yield waitFor(lambda: registration._pingSent is None)
+        self.assertNotIn("flow-failed", [e.kind for e in events])
+        yield pool.store.moveUser(f"sip:alice@{DOMAIN}", "home2")
+        yield pool.stop("home1")
+        yield waitFor(lambda: registration.state == "registered"
+                      and registration.result.target.port == home2,
+                      timeout=8)
+        kinds = [e.kind for e in events]
+        self.assertIn("flow-failed", kinds)
+        lost = kinds.index("flow-failed")
+        tried = [e.target.port for e in events[lost:] if e.kind == "trying"]
+        self.assertEqual(tried, [home2])
