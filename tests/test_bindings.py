@@ -1,0 +1,255 @@
+"""
+Tests for L{sipdist.services.bindings}: the registrar's bindings written
+behind to a journal file and read back on start.
+"""
+
+import json
+import os
+
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.services.bindings import BindingsJournal
+from sipdist.services.registrar import Registrar
+from sipdist.sip.message import parseMessage
+from tests.test_roles import registerBytes
+
+
+class FakeFlow:
+    """
+    A flow as the transport layer makes them: a transport name, a token.
+    """
+
+    def __init__(self, transport, token=None):
+        self.transport = transport
+        self.token = token
+
+
+def register(registrar, user="alice", cseq=1, callID=None, expires=None,
+             contact=None, flow=None, extra=()):
+    request = parseMessage(registerBytes(
+        user=user, contact=contact, cseq=cseq, callID=callID or f"c-{user}",
+        expires=expires, extra=extra))
+    return registrar.register(f"sip:{user}@example.com", request,
+                              flow=flow or FakeFlow("UDP", f"u0-192.0.2.1-5060"))
+
+
+class JournalTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.path = self.mktemp()
+        self.registrars = []
+
+    def tearDown(self):
+        for registrar in self.registrars:
+            registrar.stop()
+
+    def home(self, **kw):
+        """
+        A registrar with a journal on C{self.path}, started as a home
+        starts: the file read back first.
+        """
+        journal = BindingsJournal(self.clock, self.path, **kw)
+        registrar = Registrar(self.clock, journal=journal)
+        registrar.restore(journal.load(
+            flowByToken=lambda token: ("restored", token)))
+        self.registrars.append(registrar)
+        return registrar, journal
+
+    def lines(self):
+        with open(self.path, encoding="utf-8") as f:
+            return f.read().splitlines()
+
+    def test_writesBatchedOnTheTimer(self):
+        """
+        A REGISTER writes nothing at once; the flush timer writes one line
+        per user changed since the last flush, however often it changed.
+        """
+        registrar, journal = self.home(flushInterval=1.0)
+        for cseq in range(1, 6):
+            register(registrar, cseq=cseq)
+        register(registrar, user="bob")
+        self.assertFalse(os.path.exists(self.path))
+        self.clock.advance(0.5)
+        self.assertFalse(os.path.exists(self.path))
+        self.clock.advance(0.5)
+        records = [json.loads(line) for line in self.lines()]
+        self.assertEqual(sorted(r["aor"] for r in records),
+                         ["sip:alice@example.com", "sip:bob@example.com"])
+        [alice] = [r for r in records if r["aor"].startswith("sip:alice")]
+        self.assertEqual(alice["bindings"][0]["cseq"], 5)
+        self.assertEqual(journal.flushes, 1)
+        # Nothing changed: no write, no timer.
+        self.clock.advance(10)
+        self.assertEqual(journal.flushes, 1)
+        self.assertIsNone(journal._call)
+
+    def test_restart(self):
+        """
+        A new home on the same file has the bindings: contact, expiry
+        (absolute), q, Call-ID, CSeq, Path, instance and reg-id, and the
+        UDP flow found again by its token.
+        """
+        registrar, journal = self.home()
+        contact = ('<sip:alice@192.0.2.1:5060>;q=0.5;reg-id=1;'
+                   '+sip.instance="<urn:uuid:0001>"')
+        [before] = register(
+            registrar, cseq=7, contact=contact, expires=600,
+            extra=("Path: <sip:edge.example.com;lr>",))
+        registrar.stop()
+        self.clock.advance(100)
+        registrar, journal = self.home()
+        [after] = registrar.lookup("sip:alice@example.com")
+        self.assertEqual(after.contact, before.contact)
+        self.assertEqual(after.uri, before.uri)
+        self.assertEqual(after.expires, before.expires)
+        self.assertEqual(after.remaining(self.clock.seconds()), 500)
+        self.assertEqual((after.q, after.callID, after.cseq),
+                         (0.5, "c-alice", 7))
+        self.assertEqual(after.path, ["<sip:edge.example.com;lr>"])
+        self.assertEqual((after.instance, after.regId),
+                         ('"<urn:uuid:0001>"', "1"))
+        self.assertEqual(after.flow, ("restored", "u0-192.0.2.1-5060"))
+        # A refresh with the same Call-ID and an old CSeq is still out of
+        # order after the restart.
+        from sipdist.services.registrar import RegistrarError
+        self.assertRaises(RegistrarError, register, registrar, cseq=7,
+                          contact=contact)
+
+    def test_expiredNotRestored(self):
+        """
+        Bindings that expired while the home was down are not restored.
+        """
+        registrar, journal = self.home()
+        register(registrar, expires=120)
+        register(registrar, user="bob", expires=3600)
+        registrar.stop()
+        self.clock.advance(121)
+        registrar, journal = self.home()
+        self.assertEqual(registrar.lookup("sip:alice@example.com"), [])
+        self.assertEqual(len(registrar.lookup("sip:bob@example.com")), 1)
+        self.assertEqual(len(self.lines()), 1)
+
+    def test_removalWritten(self):
+        """
+        An unregistration is written too: the user is not restored.
+        """
+        registrar, journal = self.home()
+        register(registrar)
+        self.clock.advance(1)
+        register(registrar, cseq=2, expires=0)
+        registrar.stop()
+        registrar, journal = self.home()
+        self.assertEqual(registrar.lookup("sip:alice@example.com"), [])
+
+    def test_streamFlows(self):
+        """
+        A binding whose REGISTER came over TCP or TLS is restored when it
+        has a Path or a UDP Contact, and dropped otherwise.
+        """
+        registrar, journal = self.home()
+        register(registrar, user="pathed", flow=FakeFlow("TCP", "cX"),
+                 extra=("Path: <sip:edge.example.com;lr>",))
+        register(registrar, user="udp", flow=FakeFlow("TLS", "cY"))
+        register(registrar, user="tcp", flow=FakeFlow("TCP", "cZ"),
+                 contact="<sip:tcp@192.0.2.1:5060;transport=tcp>")
+        register(registrar, user="sips", flow=FakeFlow("TLS", "cW"),
+                 contact="<sips:sips@192.0.2.1:5061>")
+        registrar.stop()
+        registrar, journal = self.home()
+        [pathed] = registrar.lookup("sip:pathed@example.com")
+        self.assertIsNone(pathed.flow)
+        [udp] = registrar.lookup("sip:udp@example.com")
+        self.assertIsNone(udp.flow)
+        self.assertEqual(registrar.lookup("sip:tcp@example.com"), [])
+        self.assertEqual(registrar.lookup("sip:sips@example.com"), [])
+
+    def test_compaction(self):
+        """
+        The file never holds more than the ratio times the live users'
+        lines (or the minimum): it is rewritten with one line each.
+        """
+        registrar, journal = self.home(compactRatio=2, minCompact=10)
+        for cseq in range(1, 40):
+            register(registrar, cseq=cseq)
+            register(registrar, user="bob", cseq=cseq)
+            self.clock.advance(1)
+            self.assertLessEqual(len(self.lines()), 10)
+        self.assertGreater(journal.compactions, 0)
+        registrar.stop()
+        registrar, journal = self.home()
+        self.assertEqual(registrar.lookup("sip:alice@example.com")[0].cseq,
+                         39)
+        self.assertEqual(len(self.lines()), 2)
+
+    def test_corruptTail(self):
+        """
+        A file cut short, or with a damaged line, is read up to the damage
+        (one log line), never a crash; the damage is dropped.
+        """
+        registrar, journal = self.home()
+        register(registrar)
+        register(registrar, user="bob")
+        registrar.stop()
+        with open(self.path, "rb") as f:
+            good = f.read()
+        cut = b'{"aor": "sip:carol@example.com", "bind'
+        for damaged in (good + cut, good + cut + good.splitlines(True)[0],
+                        good + b"\xff\xfe not json\n" + good,
+                        good + b"[1, 2]\n", good + b"x" * 300000 + b"\n",
+                        good + b'{"aor": 1, "bindings": []}\n'):
+            with open(self.path, "wb") as f:
+                f.write(damaged)
+            logged = []
+            self.patch(BindingsJournal, "_log", Logger(observer=logged.append))
+            registrar, journal = self.home()
+            self.assertEqual(len(registrar.lookup("sip:bob@example.com")), 1)
+            self.assertEqual(
+                sum("damaged" in e.get("log_format", "") for e in logged), 1)
+            self.assertEqual(len(self.lines()), 2)
+            registrar.stop()
+
+    def test_badRecordDropped(self):
+        """
+        A well-formed line whose binding cannot be used (a Contact that
+        does not parse) drops that binding only.
+        """
+        with open(self.path, "w") as f:
+            f.write(json.dumps({"aor": "sip:x@example.com", "bindings": [
+                {"contact": "<nonsense", "expires": 5000},
+                {"contact": "<sip:x@192.0.2.9>", "expires": 5000,
+                 "q": "high"},
+                {"contact": "<sip:x@192.0.2.8>", "expires": 5000}]}) + "\n")
+        registrar, journal = self.home()
+        [binding] = registrar.lookup("sip:x@example.com")
+        self.assertEqual(binding.contact, "<sip:x@192.0.2.8>")
+
+    def test_noFile(self):
+        """
+        No file yet: nothing restored; the first flush makes it.
+        """
+        registrar, journal = self.home()
+        self.assertEqual(registrar.count, 0)
+        self.assertFalse(os.path.exists(self.path))
+        register(registrar)
+        self.clock.advance(1)
+        self.assertEqual(len(self.lines()), 1)
+
+    def test_unwritable(self):
+        """
+        A file that cannot be written is logged, not raised: the
+        registrar goes on in memory.
+        """
+        os.mkdir(self.path)
+        journal = BindingsJournal(self.clock, os.path.join(self.path, "no",
+                                                           "file"))
+        registrar = Registrar(self.clock, journal=journal)
+        self.registrars.append(registrar)
+        register(registrar)
+        self.clock.advance(1)
+        self.assertEqual(journal.writeErrors, 1)
+        self.assertEqual(len(registrar.lookup("sip:alice@example.com")), 1)
+        self.flushLoggedErrors()
