@@ -5,6 +5,7 @@ behind to a journal file and read back on start.
 
 import json
 import os
+import signal
 
 from twisted.internet.task import Clock
 from twisted.logger import Logger
@@ -253,3 +254,204 @@ class JournalTests(SynchronousTestCase):
         self.assertEqual(journal.writeErrors, 1)
         self.assertEqual(len(registrar.lookup("sip:alice@example.com")), 1)
         self.flushLoggedErrors()
+
+
+class RawUser:
+    """
+    A user agent on a loopback UDP socket, in a few lines: sends requests
+    to the home, answers a digest challenge, answers a request with 200.
+    """
+
+    def __init__(self, test, user, password, home):
+        import socket
+
+        self.user = user
+        self.password = password
+        self.home = home
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(10.0)
+        self.sock.bind(("127.0.0.1", 0))
+        test.addCleanup(self.sock.close)
+        self.port = self.sock.getsockname()[1]
+        self.cseq = 0
+
+    @property
+    def aor(self):
+        return f"sip:{self.user}@example.com"
+
+    def send(self, method, uri, extra=(), authorization=None):
+        import time
+
+        self.cseq += 1
+        to = self.aor if method == "REGISTER" else uri
+        lines = [f"{method} {uri} SIP/2.0",
+                 f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};rport;"
+                 f"branch=z9hG4bK{time.time_ns()}",
+                 "Max-Forwards: 70",
+                 f"From: <{self.aor}>;tag=t{self.port}",
+                 f"To: <{to}>",
+                 f"Call-ID: {method}-{self.port}@127.0.0.1",
+                 f"CSeq: {self.cseq} {method}"] + list(extra)
+        if authorization is not None:
+            lines.append(authorization)
+        lines.append("Content-Length: 0")
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(),
+                         ("127.0.0.1", self.home))
+
+    def receive(self):
+        data, address = self.sock.recvfrom(65535)
+        return parseMessage(data), address
+
+    def final(self):
+        while True:
+            message, _ = self.receive()
+            if message.code >= 200:
+                return message
+
+    def authorization(self, response, method, uri):
+        """
+        The header answering the digest challenge of C{response}.
+        """
+        from sipdist.auth.digest import (
+            algorithm, computeHA1, computeResponse, parseDigest)
+
+        name = ("www-authenticate" if response.code == 401
+                else "proxy-authenticate")
+        challenge = parseDigest(response.headers[name][0])
+        alg = algorithm(challenge.get("algorithm"))
+        ha1 = computeHA1(alg, self.user, challenge["realm"], self.password)
+        digest = computeResponse(alg, ha1, challenge["nonce"], "00000001",
+                                 "c0ffee", method, uri)
+        header = "Authorization" if response.code == 401 \
+            else "Proxy-Authorization"
+        return (f'{header}: Digest username="{self.user}", '
+                f'realm="{challenge["realm"]}", '
+                f'nonce="{challenge["nonce"]}", uri="{uri}", '
+                f'response="{digest}", algorithm={alg.name}, qop=auth, '
+                f'nc=00000001, cnonce="c0ffee"')
+
+    def request(self, method, uri, extra=()):
+        self.send(method, uri, extra)
+        response = self.final()
+        if response.code not in (401, 407):
+            return response
+        self.send(method, uri, extra,
+                  self.authorization(response, method, uri))
+        return self.final()
+
+    def answer(self, request, address):
+        """
+        Answer C{request} (from C{address}) with a C{200}.
+        """
+        lines = ["SIP/2.0 200 OK"] + [
+            f"Via: {v}" for v in request.headers["via"]] + [
+            f"{name}: {request.headers[name.lower()][0]}"
+            for name in ("From", "To", "Call-ID", "CSeq")] + [
+            "Content-Length: 0"]
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(),
+                         address)
+
+
+class RestartProcessTests(SynchronousTestCase):
+    """
+    A real C{twistd sipdist} home with a bindings file, stopped or killed
+    and started again: a user registered before is reached without
+    registering again.
+    """
+
+    def startHome(self, port, log, *extra):
+        import subprocess
+        from tests.test_startup import twistdCommand
+
+        process = subprocess.Popen(
+            twistdCommand("--logfile", log, "sipdist", "--role=home",
+                          "--name=home1", "--domain=example.com",
+                          f"--listen=udp:{port}:interface=127.0.0.1",
+                          f"--store=file:{self.store}",
+                          f"--secret-file={self.secret}",
+                          "--credentials=memory:alice:pa,bob:pb",
+                          f"--bindings-file={self.bindings}", *extra),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+        def cleanup():
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+        self.addCleanup(cleanup)
+        self.waitFor(log, "listening on")
+        return process
+
+    def waitFor(self, path, text, timeout=20):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(path):
+                with open(path, errors="replace") as f:
+                    if text in f.read():
+                        return
+            time.sleep(0.05)
+        content = ""
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                content = f.read()[-2000:]
+        self.fail(f"{text!r} not in {path} after {timeout} s:\n{content}")
+
+    def restart(self, signalNumber, *extra):
+        from tests.test_startup import freeUDPPort
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        self.bindings = os.path.join(base, "bindings")
+        self.store = os.path.join(base, "assignments.conf")
+        self.secret = os.path.join(base, "secret")
+        with open(self.secret, "w") as f:
+            f.write("restart-test-secret-0123456789abcdef\n")
+        port = freeUDPPort()
+        with open(self.store, "w") as f:
+            f.write(f"server home1 sip:127.0.0.1:{port}\n"
+                    "user alice@example.com home1\n"
+                    "user bob@example.com home1\n")
+        home = self.startHome(port, os.path.join(base, "log1"), *extra)
+        alice = RawUser(self, "alice", "pa", port)
+        response = alice.request(
+            "REGISTER", "sip:example.com",
+            [f"Contact: <sip:alice@127.0.0.1:{alice.port}>",
+             "Expires: 600"])
+        self.assertEqual(response.code, 200)
+        if signalNumber == signal.SIGKILL:
+            # What a flush wrote survives a kill.
+            self.waitFor(self.bindings, "alice@example.com")
+        home.send_signal(signalNumber)
+        home.wait(timeout=20)
+        log = os.path.join(base, "log2")
+        self.startHome(port, log, *extra)
+        self.waitFor(log, "restored 1 bindings of 1 users")
+
+        # Bob's MESSAGE is challenged; its answer goes on to alice's
+        # binding from before the restart.
+        bob = RawUser(self, "bob", "pb", port)
+        bob.send("MESSAGE", alice.aor)
+        challenge = bob.final()
+        self.assertEqual(challenge.code, 407)
+        bob.send("MESSAGE", alice.aor, (),
+                 bob.authorization(challenge, "MESSAGE", alice.aor))
+        message, address = alice.receive()
+        self.assertEqual(message.method, "MESSAGE")
+        alice.answer(message, address)
+        self.assertEqual(bob.final().code, 200)
+
+    def test_sigterm(self):
+        """
+        A home stopped with SIGTERM writes its bindings on the way out,
+        even within the flush interval.
+        """
+        self.restart(signal.SIGTERM, "--bindings-flush-interval=60")
+
+    def test_sigkill(self):
+        """
+        A home killed with SIGKILL keeps what its last flush wrote.
+        """
+        self.restart(signal.SIGKILL)
