@@ -455,3 +455,61 @@ class RestartProcessTests(SynchronousTestCase):
         A home killed with SIGKILL keeps what its last flush wrote.
         """
         self.restart(signal.SIGKILL)
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    C{--bindings-file} and C{bindings_file}.
+    """
+
+    def test_defaultMemoryOnly(self):
+        """
+        Without the option a home keeps its bindings in memory only.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from sipdist.tap import makeService
+        from tests.test_startup import parse
+
+        options = parse("--name=h", "--listen=udp:0:interface=127.0.0.1",
+                        "--credentials=memory:a:b")
+        self.assertIsNone(options["bindings-file"])
+        self.assertEqual(options["bindings-flush-interval"], 1.0)
+        [server] = list(makeService(options, MemoryReactorClock()))
+        self.assertIsNone(server.registrar.journal)
+
+    def test_fileRelativeToConfig(self):
+        """
+        In the TOML file the path is relative to the file; the home's
+        registrar writes there at the given interval.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from sipdist.tap import makeService
+        from tests.test_startup import parse
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        config = os.path.join(base, "home.toml")
+        with open(config, "w") as f:
+            f.write('name = "h"\nlisten = "udp:0:interface=127.0.0.1"\n'
+                    'credentials = "memory:a:b"\n'
+                    'bindings_file = "run/h.bindings"\n'
+                    'bindings_flush_interval = 2.5\n')
+        options = parse("--config", config)
+        self.assertEqual(options["bindings-file"],
+                         os.path.join(base, "run", "h.bindings"))
+        [server] = list(makeService(options, MemoryReactorClock()))
+        journal = server.registrar.journal
+        self.assertEqual(journal.path, os.path.join(base, "run", "h.bindings"))
+        self.assertEqual(journal.flushInterval, 2.5)
+
+    def test_shippedConfigs(self):
+        """
+        The shipped home configurations keep their bindings under etc/run.
+        """
+        from sipdist.tap import loadConfig
+        from tests.test_startup import TOP
+
+        for name in ("home1", "home2"):
+            options = loadConfig(TOP.child("etc").child(f"{name}.toml").path)
+            self.assertEqual(options["bindings-file"], TOP.child("etc").child(
+                "run").child(f"{name}.bindings").path)

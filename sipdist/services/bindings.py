@@ -123,6 +123,9 @@ class BindingsJournal:
             _line(aor, self._state.get(aor, ()), now) for aor in dirty)
         try:
             if self._file is None:
+                directory = os.path.dirname(self.path)
+                if directory:
+                    os.makedirs(directory, exist_ok=True)
                 self._file = open(self.path, "a", encoding="utf-8")
             self._file.write(text)
             self._file.flush()
