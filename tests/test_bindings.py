@@ -244,7 +244,9 @@ class JournalTests(SynchronousTestCase):
         A file that cannot be written is logged, not raised: the
         registrar goes on in memory.
         """
-        os.mkdir(self.path)
+        with open(self.path, "w"):
+            pass
+        # A directory that is a file: even root cannot write under it.
         journal = BindingsJournal(self.clock, os.path.join(self.path, "no",
                                                            "file"))
         registrar = Registrar(self.clock, journal=journal)
