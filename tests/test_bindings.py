@@ -186,6 +186,51 @@ class JournalTests(SynchronousTestCase):
                          39)
         self.assertEqual(len(self.lines()), 2)
 
+    def test_flushInSlices(self):
+        """
+        A flush writes at most C{chunk} lines; the rest follow at the
+        reactor's next turns, not at the next interval.
+        """
+        registrar, journal = self.home(chunk=3)
+        for n in range(7):
+            register(registrar, user=f"u{n}")
+        self.clock.advance(1)
+        self.assertEqual(len(self.lines()), 7)
+        self.assertEqual(journal.flushes, 3)
+
+    def test_changesDuringCompaction(self):
+        """
+        Users registering, refreshing and leaving while a compaction is
+        under way are all found as they are when the home restarts.
+        """
+        registrar, journal = self.home(chunk=2, compactRatio=1,
+                                       minCompact=0)
+        for n in range(6):
+            register(registrar, user=f"u{n}", cseq=1)
+        self.clock.advance(1)
+        self.assertIsNone(journal._compaction)
+        # 6 lines > 1 * 6 users is not past the bound; one more is.
+        register(registrar, user="u0", cseq=2)
+        journal.flush()
+        self.assertIsNotNone(journal._compaction)
+        register(registrar, user="u1", cseq=3)
+        register(registrar, user="u2", cseq=2, expires=0)
+        register(registrar, user="new")
+        # One slice of the compaction, then more changes.
+        journal._compactCall.cancel()
+        journal._compactStep()
+        self.assertIsNotNone(journal._compaction)
+        register(registrar, user="u5", cseq=4)
+        self.clock.advance(1)
+        self.assertIsNone(journal._compaction)
+        self.assertGreaterEqual(journal.compactions, 1)
+        registrar.stop()
+        registrar, journal = self.home()
+        found = {aor.split("@")[0][4:]: registrar.lookup(aor)[0].cseq
+                 for aor in registrar.aors()}
+        self.assertEqual(found, {"u0": 2, "u1": 3, "u3": 1, "u4": 1,
+                                 "u5": 4, "new": 1})
+
     def test_corruptTail(self):
         """
         A file cut short, or with a damaged line, is read up to the damage

@@ -15,17 +15,24 @@ and a second thread or blocking commits; an append-only file whose last
 line per address-of-record wins needs neither, and is read back with
 nothing but C{json}.
 
+The reactor is never held long: a flush writes at most C{chunk} (2000)
+lines and leaves the rest to the reactor's next turns (a storm of many
+thousand users a second is written in slices of some 30 ms).
+
 Bounded: when the file holds more than C{compactRatio} times as many lines
 as there are registered addresses-of-record (and at least C{minCompact}),
-it is rewritten with one line per live address-of-record (into a temporary
-file renamed over it, so a crash during compaction leaves the old file).
-A start compacts it too.
+it is rewritten with one line per live address-of-record, C{chunk} lines
+per turn of the reactor, into a temporary file renamed over the old one
+at the end (a crash during compaction leaves the old file, complete).
+Changes made meanwhile go on to the old file, and are written again to
+the new one before the rename.  A start compacts it too, at once.
 
 Durability: lines are handed to the operating system at each flush but not
 C{fsync}ed (that would block the reactor).  A killed process (SIGKILL, a
 crash) loses what changed since the last flush -- at most C{flushInterval}
-seconds of registrations; a stopped process (SIGTERM) flushes on the way
-out and loses nothing; an operating system crash may lose more.
+seconds of registrations (plus the slices of a storm not yet written); a
+stopped process (SIGTERM) flushes on the way out and loses nothing; an
+operating system crash may lose more.
 
 Reading back (L{BindingsJournal.load}): a line cut short or not a valid
 record ends the reading there, with one log line; what came before is
@@ -56,6 +63,20 @@ FLUSH_INTERVAL = 1.0
 COMPACT_RATIO = 4
 MIN_COMPACT = 1000
 MAX_LINE = 256 * 1024
+CHUNK = 2000
+
+
+class _Compaction:
+    """
+    A compaction under way: the temporary file, the addresses-of-record
+    still to write, those changed since it began, the lines written.
+    """
+
+    def __init__(self, file, pending):
+        self.file = file
+        self.pending = pending
+        self.changed = set()
+        self.written = 0
 
 
 class BindingsJournal:
@@ -75,16 +96,20 @@ class BindingsJournal:
     _log = Logger()
 
     def __init__(self, reactor, path, flushInterval=FLUSH_INTERVAL,
-                 compactRatio=COMPACT_RATIO, minCompact=MIN_COMPACT):
+                 compactRatio=COMPACT_RATIO, minCompact=MIN_COMPACT,
+                 chunk=CHUNK):
         self._reactor = reactor
         self.path = path
         self.flushInterval = flushInterval
         self.compactRatio = compactRatio
         self.minCompact = minCompact
+        self.chunk = chunk
         self._state = {}
         self._dirty = set()
         self._file = None
         self._call = None
+        self._compaction = None
+        self._compactCall = None
         self.lines = 0
         self.flushes = 0
         self.compactions = 0
@@ -103,14 +128,17 @@ class BindingsJournal:
         else:
             self._state.pop(aor, None)
         self._dirty.add(aor)
+        if self._compaction is not None:
+            self._compaction.changed.add(aor)
         if self._call is None:
             self._call = self._reactor.callLater(self.flushInterval,
                                                  self.flush)
 
     def flush(self):
         """
-        Write the dirty addresses-of-record, one line each, in one write;
-        compact when the file has grown past its bound.
+        Write dirty addresses-of-record, one line each, at most C{chunk}
+        of them in one write (the rest right after, at the reactor's next
+        turn); start a compaction when the file has grown past its bound.
         """
         if self._call is not None and self._call.active():
             self._call.cancel()
@@ -118,9 +146,10 @@ class BindingsJournal:
         if not self._dirty:
             return
         now = self._reactor.seconds()
-        dirty, self._dirty = self._dirty, set()
+        batch = [self._dirty.pop()
+                 for _ in range(min(self.chunk, len(self._dirty)))]
         text = "".join(
-            _line(aor, self._state.get(aor, ()), now) for aor in dirty)
+            _line(aor, self._state.get(aor, ()), now) for aor in batch)
         try:
             if self._file is None:
                 directory = os.path.dirname(self.path)
@@ -138,16 +167,19 @@ class BindingsJournal:
             self.lines = float("inf")
             return
         self.flushes += 1
-        self.lines += len(dirty)
-        if self.lines > max(self.minCompact,
-                            self.compactRatio * len(self._state)):
-            self.compact()
+        self.lines += len(batch)
+        if self._dirty:
+            self._call = self._reactor.callLater(0, self.flush)
+        if self._compaction is None and self.lines > max(
+                self.minCompact, self.compactRatio * len(self._state)):
+            self._startCompaction()
 
     def compact(self):
         """
-        Rewrite the file with one line per address-of-record that has
-        live bindings.
+        Rewrite the file at once with one line per address-of-record that
+        has live bindings (on start, before the server serves).
         """
+        self._abortCompaction()
         now = self._reactor.seconds()
         lines = [_line(aor, bindings, now)
                  for aor, bindings in self._state.items()
@@ -167,11 +199,85 @@ class BindingsJournal:
         self.lines = len(lines)
         self.compactions += 1
 
+    def _startCompaction(self):
+        """
+        Rewrite the file in the background: C{chunk} addresses-of-record
+        per turn of the reactor into a temporary file, while flushes go on
+        appending to the old one; then those that changed meanwhile, as
+        they are now; then the temporary file replaces the old.
+        """
+        try:
+            tmp = open(self.path + ".tmp", "w", encoding="utf-8")
+        except OSError as e:
+            self.writeErrors += 1
+            self._log.error("bindings file {path}: cannot compact: {error}",
+                            path=self.path, error=e.strerror)
+            return
+        self._compaction = _Compaction(tmp, list(self._state))
+        self._compactCall = self._reactor.callLater(0, self._compactStep)
+
+    def _compactStep(self):
+        self._compactCall = None
+        compaction = self._compaction
+        now = self._reactor.seconds()
+        last = not compaction.pending[self.chunk:]
+        batch = compaction.pending[-self.chunk:]
+        del compaction.pending[-self.chunk:]
+        lines = []
+        for aor in batch:
+            bindings = self._state.get(aor)
+            if bindings and any(b.expires > now for b in bindings):
+                lines.append(_line(aor, bindings, now))
+        if last:
+            lines += [_line(aor, self._state.get(aor, ()), now)
+                      for aor in compaction.changed]
+        try:
+            compaction.file.write("".join(lines))
+            compaction.written += len(lines)
+            if last:
+                compaction.file.close()
+                self._closeFile()
+                os.replace(compaction.file.name, self.path)
+        except OSError as e:
+            self.writeErrors += 1
+            self._log.error("bindings file {path}: cannot compact: {error}",
+                            path=self.path, error=e.strerror)
+            self._abortCompaction()
+            return
+        if not last:
+            self._compactCall = self._reactor.callLater(0, self._compactStep)
+            return
+        self._compaction = None
+        self.lines = compaction.written
+        self.compactions += 1
+
+    def _abortCompaction(self):
+        if self._compactCall is not None and self._compactCall.active():
+            self._compactCall.cancel()
+        self._compactCall = None
+        compaction, self._compaction = self._compaction, None
+        if compaction is not None:
+            try:
+                compaction.file.close()
+                os.remove(compaction.file.name)
+            except OSError:
+                pass
+
     def stop(self):
         """
-        Flush and close (the service is stopping).
+        Flush everything and close (the service is stopping); a
+        compaction under way is given up (the file it would replace is
+        complete).
         """
-        self.flush()
+        self._abortCompaction()
+        while self._dirty:
+            self.flush()
+            if self._file is None:
+                # The write failed (logged): what is left is lost.
+                break
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
         self._closeFile()
 
     def _closeFile(self):
