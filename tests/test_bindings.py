@@ -33,7 +33,7 @@ def register(registrar, user="alice", cseq=1, callID=None, expires=None,
         user=user, contact=contact, cseq=cseq, callID=callID or f"c-{user}",
         expires=expires, extra=extra))
     return registrar.register(f"sip:{user}@example.com", request,
-                              flow=flow or FakeFlow("UDP", f"u0-192.0.2.1-5060"))
+                              flow=flow or FakeFlow("UDP", "u0-192.0.2.1-5060"))
 
 
 class JournalTests(SynchronousTestCase):

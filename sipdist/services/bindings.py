@@ -87,6 +87,13 @@ class BindingsJournal:
     address-of-record change; L{load} gives what to restore on start;
     L{stop} flushes.
 
+    @ivar path: the file.
+    @ivar flushInterval: seconds between two flushes (a change waits at
+        most this long to be written).
+    @ivar compactRatio: lines per registered address-of-record past which
+        the file is compacted ...
+    @ivar minCompact: ... when it also holds more lines than this.
+    @ivar chunk: lines written in one turn of the reactor at most.
     @ivar lines: lines in the file now.
     @ivar flushes: flushes that wrote something.
     @ivar compactions: rewrites of the file.
