@@ -73,9 +73,9 @@ class JournalTests(SynchronousTestCase):
         for cseq in range(1, 6):
             register(registrar, cseq=cseq)
         register(registrar, user="bob")
-        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual(self.lines(), [])
         self.clock.advance(0.5)
-        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual(self.lines(), [])
         self.clock.advance(0.5)
         records = [json.loads(line) for line in self.lines()]
         self.assertEqual(sorted(r["aor"] for r in records),
@@ -275,11 +275,13 @@ class JournalTests(SynchronousTestCase):
 
     def test_noFile(self):
         """
-        No file yet: nothing restored; the first flush makes it.
+        No file yet: nothing restored; the start makes it, empty, and
+        its directory.
         """
+        self.path = os.path.join(self.mktemp(), "run", "bindings")
         registrar, journal = self.home()
         self.assertEqual(registrar.count, 0)
-        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual(self.lines(), [])
         register(registrar)
         self.clock.advance(1)
         self.assertEqual(len(self.lines()), 1)
@@ -446,7 +448,7 @@ class RestartProcessTests(SynchronousTestCase):
                 content = f.read()[-2000:]
         self.fail(f"{text!r} not in {path} after {timeout} s:\n{content}")
 
-    def restart(self, signalNumber, *extra):
+    def restart(self, signalNumber, *extra, flushed=True):
         from tests.test_startup import freeUDPPort
 
         base = os.path.abspath(self.mktemp())
@@ -468,13 +470,19 @@ class RestartProcessTests(SynchronousTestCase):
             [f"Contact: <sip:alice@127.0.0.1:{alice.port}>",
              "Expires: 600"])
         self.assertEqual(response.code, 200)
-        if signalNumber == signal.SIGKILL:
+        if signalNumber == signal.SIGKILL and flushed:
             # What a flush wrote survives a kill.
             self.waitFor(self.bindings, "alice@example.com")
         home.send_signal(signalNumber)
         home.wait(timeout=20)
         log = os.path.join(base, "log2")
         self.startHome(port, log, *extra)
+        if not flushed:
+            self.waitFor(log, "restored 0 bindings of 0 users")
+            bob = RawUser(self, "bob", "pb", port)
+            response = bob.request("MESSAGE", alice.aor)
+            self.assertEqual(response.code, 480)
+            return
         self.waitFor(log, "restored 1 bindings of 1 users")
 
         # Bob's MESSAGE is challenged; its answer goes on to alice's
@@ -502,6 +510,15 @@ class RestartProcessTests(SynchronousTestCase):
         A home killed with SIGKILL keeps what its last flush wrote.
         """
         self.restart(signal.SIGKILL)
+
+    def test_sigkillBeforeFlush(self):
+        """
+        What changed after the last flush is lost to a kill: with a flush
+        interval of a minute, a REGISTER answered just before is not
+        restored, and the user is unreachable until it registers again.
+        """
+        self.restart(signal.SIGKILL, "--bindings-flush-interval=60",
+                     flushed=False)
 
 
 class OptionTests(SynchronousTestCase):
@@ -560,3 +577,4 @@ class OptionTests(SynchronousTestCase):
             options = loadConfig(TOP.child("etc").child(f"{name}.toml").path)
             self.assertEqual(options["bindings-file"], TOP.child("etc").child(
                 "run").child(f"{name}.bindings").path)
+

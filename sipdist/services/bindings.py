@@ -159,9 +159,7 @@ class BindingsJournal:
             _line(aor, self._state.get(aor, ()), now) for aor in batch)
         try:
             if self._file is None:
-                directory = os.path.dirname(self.path)
-                if directory:
-                    os.makedirs(directory, exist_ok=True)
+                self._makeDirectory()
                 self._file = open(self.path, "a", encoding="utf-8")
             self._file.write(text)
             self._file.flush()
@@ -193,6 +191,7 @@ class BindingsJournal:
                  if any(b.expires > now for b in bindings)]
         tmp = self.path + ".tmp"
         try:
+            self._makeDirectory()
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write("".join(lines))
             self._closeFile()
@@ -287,6 +286,11 @@ class BindingsJournal:
         self._call = None
         self._closeFile()
 
+    def _makeDirectory(self):
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
     def _closeFile(self):
         if self._file is not None:
             try:
@@ -313,27 +317,22 @@ class BindingsJournal:
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
-            return {}
+            # The first start: the compaction below makes the file (and
+            # says at once when it cannot be written).
+            f = None
         except OSError as e:
             self._log.error("bindings file {path}: cannot read: {error}; "
                             "starting with no registrations",
                             path=self.path, error=e.strerror)
             return {}
-        with f:
-            number = 0
-            while True:
-                raw = f.readline(MAX_LINE + 1)
-                if not raw:
-                    break
-                number += 1
-                record = _parse(raw)
-                if record is None:
-                    self._log.warn(
-                        "bindings file {path} damaged at line {number}: "
-                        "read up to there, the rest is dropped",
-                        path=self.path, number=number)
-                    break
-                records[record[0]] = record[1]
+        if f is not None:
+            try:
+                with f:
+                    self._read(f, records)
+            except OSError as e:
+                self._log.error("bindings file {path}: cannot read: {error}; "
+                                "kept what was read before",
+                                path=self.path, error=e.strerror)
         restored = {}
         dropped = 0
         for aor, items in records.items():
@@ -355,6 +354,26 @@ class BindingsJournal:
             path=self.path, aors=len(restored), dropped=dropped,
             bindings=sum(len(b) for b in restored.values()))
         return restored
+
+    def _read(self, f, records):
+        """
+        Read records from C{f} into C{records} (the last one of an
+        address-of-record wins) up to the end or the first damage.
+        """
+        number = 0
+        while True:
+            raw = f.readline(MAX_LINE + 1)
+            if not raw:
+                return
+            number += 1
+            record = _parse(raw)
+            if record is None:
+                self._log.warn(
+                    "bindings file {path} damaged at line {number}: read up "
+                    "to there, the rest is dropped",
+                    path=self.path, number=number)
+                return
+            records[record[0]] = record[1]
 
 
 def _line(aor, bindings, now):
