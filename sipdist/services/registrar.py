@@ -7,7 +7,9 @@ Bindings live in memory, per address-of-record, each with its expiry on the
 injected clock.  Expired bindings are removed by a periodic sweep over a
 heap of expiry times (O(log n) per binding, no timer per binding), and are
 never returned by L{Registrar.lookup} even before the sweep reaches them.
-Everything is bounded: contacts per AOR, AORs in all.
+Everything is bounded: contacts per AOR, AORs in all.  With a journal
+(L{sipdist.services.bindings}) every change is also written behind to a
+file, and L{Registrar.restore} takes the bindings back on start.
 """
 
 import heapq
