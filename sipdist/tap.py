@@ -130,6 +130,13 @@ PARAMETERS = [
      "straight away when it loses its home."),
     ("max-bindings", None, 10, _positiveInt,
      "Contacts one address-of-record may register."),
+    ("bindings-file", None, None, str,
+     "Home: a file the registrations are written behind to and read back "
+     "from on start, so that a restart keeps them (default: memory only; "
+     "see docs/operations.rst, Restarting a home)."),
+    ("bindings-flush-interval", None, 1.0, _positiveFloat,
+     "Seconds between two writes to --bindings-file: a killed (SIGKILL) "
+     "home loses the registrations of that last interval at most."),
     ("auth-failures", None, 10, _positiveInt,
      "Failed authentications of one user from one client address after "
      "which that user waits before trying again from there (403 with "
@@ -509,7 +516,8 @@ def loadConfig(path):
             if not isinstance(value, list):
                 raise usage.UsageError(
                     f"--config: {path}: {name} must be a list of strings")
-        if name in ("tls-cert", "tls-key", "tls-ca", "secret-file") \
+        if name in ("tls-cert", "tls-key", "tls-ca", "secret-file",
+                    "bindings-file") \
                 and isinstance(value, str):
             # Paths in the file are relative to the file.
             value = os.path.join(base, value)

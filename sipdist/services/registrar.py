@@ -7,7 +7,9 @@ Bindings live in memory, per address-of-record, each with its expiry on the
 injected clock.  Expired bindings are removed by a periodic sweep over a
 heap of expiry times (O(log n) per binding, no timer per binding), and are
 never returned by L{Registrar.lookup} even before the sweep reaches them.
-Everything is bounded: contacts per AOR, AORs in all.
+Everything is bounded: contacts per AOR, AORs in all.  With a journal
+(L{sipdist.services.bindings}) every change is also written behind to a
+file, and L{Registrar.restore} takes the bindings back on start.
 """
 
 import heapq
@@ -85,6 +87,10 @@ class Registrar:
     @ivar defaultExpires: when the REGISTER asks for no expiry.
     @ivar maxBindings: contacts per address-of-record (else C{403}).
     @ivar maxAORs: addresses-of-record in all (else C{503}).
+    @ivar journal: told of every change of an address-of-record's
+        bindings (C{journal.changed(aor, bindings)}) and stopped with the
+        registrar: a L{sipdist.services.bindings.BindingsJournal}, or
+        C{None} (bindings in memory only).
     """
 
     _log = Logger()
@@ -92,8 +98,9 @@ class Registrar:
     def __init__(self, reactor, minExpires=MIN_EXPIRES, maxExpires=MAX_EXPIRES,
                  defaultExpires=DEFAULT_EXPIRES,
                  maxBindings=MAX_BINDINGS_PER_AOR, maxAORs=MAX_AORS,
-                 sweepInterval=SWEEP_INTERVAL):
+                 sweepInterval=SWEEP_INTERVAL, journal=None):
         self._reactor = reactor
+        self.journal = journal
         self.minExpires = minExpires
         self.maxExpires = maxExpires
         self.defaultExpires = defaultExpires
@@ -211,9 +218,27 @@ class Registrar:
             self._bindings[aor] = bindings
         else:
             self._bindings.pop(aor, None)
+        if self.journal is not None and (before or bindings):
+            self.journal.changed(aor, bindings)
         if bool(before) != bool(bindings):
             for observer in list(self._observers):
                 observer(aor, bool(bindings))
+
+    def restore(self, bindings):
+        """
+        Take back bindings read from a journal on start (within the
+        bounds: contacts per address-of-record, addresses-of-record).
+
+        @param bindings: L{list} of L{Binding} by address-of-record.
+        """
+        for aor, restored in bindings.items():
+            if len(self._bindings) >= self.maxAORs:
+                break
+            restored = restored[:self.maxBindings]
+            self._bindings[aor] = restored
+            for binding in restored:
+                heapq.heappush(self._heap, (binding.expires, aor))
+        self._ensureSweep()
 
     # Lookup
 
@@ -289,11 +314,14 @@ class Registrar:
 
     def stop(self):
         """
-        Cancel the sweep timer (the service is stopping).
+        Cancel the sweep timer and flush the journal (the service is
+        stopping).
         """
         if self._sweepCall is not None and self._sweepCall.active():
             self._sweepCall.cancel()
         self._sweepCall = None
+        if self.journal is not None:
+            self.journal.stop()
 
 
 def _seconds(text):
