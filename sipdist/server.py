@@ -25,6 +25,7 @@ from sipdist.pool.status import installStatus
 from sipdist.roles.chains import ROLES, chainFor
 from sipdist.sip.tls import clientContextFactory
 from sipdist.sip.message import hasToTag, responseTo
+from sipdist.sip.overload import OverloadControl
 from sipdist.sip.transaction import TransactionLayer
 from sipdist.sip.transport import TransportLayer, TransportService
 
@@ -247,6 +248,10 @@ def buildServer(config, reactor, store=None, checker=None):
         reactor, server, T1=config.get("t1", 0.5),
         maxTransactions=config.get("max-transactions", 100000))
     server.transactions = transactions
+    overload = OverloadControl(
+        reactor, transactions, maxLag=config.get("overload-lag", 0.2),
+        maxTransactions=config.get("overload-transactions", 10000),
+        retryAfter=config.get("overload-retry-after", 2))
     transport = TransportLayer(
         reactor, transactions,
         maxMessageSize=config.get("max-message-size", 65535),
@@ -260,6 +265,7 @@ def buildServer(config, reactor, store=None, checker=None):
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)
+    overload.setServiceParent(service)
     role = ROLES[config.get("role", "home")]
     assemble = namedAny(role.assemble)
     links = assemble(service, config, reactor, store=store, checker=checker)

@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.test_overload -*-
+"""
+Overload control: shed new work early and cheaply, answered, instead of
+losing it silently.
+
+An L{OverloadControl} measures the load of one process with a timer on
+the injected reactor every C{interval} seconds:
+
+  - the event-loop lag: how late that timer fires.  A process busy with
+    more requests than it can handle runs long reactor turns (a UDP port
+    reads up to C{maxThroughput} bytes of datagrams per turn) and its
+    timers fire late;
+  - the transactions in progress (the table less the completed records
+    that wait for retransmissions: a UDP server keeps those 32 s, so the
+    table grows with the rate of requests, not with the work pending).
+
+Above either threshold (C{maxLag}, C{maxTransactions}) in C{samples}
+measurements in a row, it sheds for at least C{hold} seconds: the transaction layer answers each new request
+outside a dialog (no To tag) with a stateless C{503} and C{Retry-After},
+before creating a transaction for it and before the transaction user
+sees it.  It never sheds an C{ACK} or a C{CANCEL}, a request matching a
+transaction in progress (a retransmission), a request inside a dialog
+(To tag), nor an C{OPTIONS}: the pool's monitor keeps seeing the server
+alive.  Transactions already in progress thus finish first.
+
+When the load is over it gives the memory of the peak back: the
+transaction tables are rebuilt (a Python dict never shrinks) and the C
+allocator is asked to return its free pages (C{malloc_trim}, where the C
+library has it).
+"""
+
+import ctypes
+import ctypes.util
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+#: Requests never shed: the monitor's health check, and requests that end
+#: or acknowledge work already admitted.
+NEVER_SHED = frozenset(("OPTIONS", "ACK", "CANCEL"))
+
+
+def _mallocTrim():
+    """
+    glibc's C{malloc_trim(0)}, or C{None} where there is none.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+class OverloadControl(Service):
+    """
+    Decides when the transaction layer sheds new requests (see the module
+    docstring).  A service: its timer runs while it runs.
+
+    @param reactor: an L{IReactorTime}.
+    @param layer: the L{sipdist.sip.transaction.TransactionLayer} it
+        measures and compacts; it sets itself as the layer's C{overload}.
+    @param maxLag: event-loop lag (s) above which it sheds.
+    @param maxTransactions: transactions in progress above which it sheds
+        (C{None}: they are not a criterion).
+    @param interval: seconds between measurements.
+    @param samples: how many measurements in a row above a threshold it
+        takes to shed (one slow reactor turn is not an overload).
+    @param hold: seconds it keeps shedding after the last measurement above
+        a threshold.
+    @param retryAfter: the C{Retry-After} of the C{503} (s).
+    @param trim: called to give free memory back to the system once the
+        tables were compacted (the C library's C{malloc_trim} by default;
+        C{None}: nothing).
+
+    @ivar lag: the last lag measured (s).
+    @ivar shedding: whether new requests are shed now.
+    @ivar shed: how many requests were shed (cumulative).
+    @ivar episodes: how many times shedding started (cumulative).
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, layer, maxLag=0.2, maxTransactions=None,
+                 interval=0.05, samples=3, hold=1.0, retryAfter=2,
+                 trim=_mallocTrim()):
+        self._reactor = reactor
+        self._layer = layer
+        self.maxLag = maxLag
+        self.maxTransactions = maxTransactions
+        self.interval = interval
+        self.samples = samples
+        self.hold = hold
+        self.retryAfter = retryAfter
+        self._trim = trim
+        self.lag = 0.0
+        self.shedding = False
+        self.shed = 0
+        self.episodes = 0
+        self._until = None
+        self._over = 0
+        self._expected = None
+        self._shedAtStart = 0
+        self._loop = LoopingCall(self._measure)
+        self._loop.clock = reactor
+        layer.overload = self
+
+    def startService(self):
+        Service.startService(self)
+        self._expected = self._reactor.seconds()
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._loop.running:
+            self._loop.stop()
+
+    def _measure(self):
+        now = self._reactor.seconds()
+        self.lag = lag = max(now - self._expected, 0.0)
+        self._expected = now + self.interval
+        layer = self._layer
+        active = layer.inProgress()
+        if lag > self.maxLag or (self.maxTransactions is not None
+                                 and active > self.maxTransactions):
+            self._over += 1
+        else:
+            self._over = 0
+        if self._over >= self.samples:
+            self._until = now + self.hold
+            if not self.shedding:
+                self.shedding = True
+                self.episodes += 1
+                self._shedAtStart = self.shed
+                self._log.warn(
+                    "overloaded (event-loop lag {lag:.3f} s, {active} "
+                    "transactions in progress): new requests get 503", lag=lag,
+                    active=active)
+        elif self.shedding and now >= self._until:
+            self.shedding = False
+            self._log.info("load back to normal: {count} requests shed",
+                           count=self.shed - self._shedAtStart)
+        if not self.shedding and layer.compact() and self._trim is not None:
+            self._trim()
+
+    def shouldShed(self, request):
+        """
+        Whether to answer C{request} (a new request: it matches no
+        transaction) with a stateless C{503} now.
+        """
+        if not self.shedding or request.method in NEVER_SHED:
+            return False
+        to = request.header("to") or ""
+        return ";tag=" not in to.replace(" ", "").lower()
+
+    def stats(self):
+        """
+        @return: the figures, as a L{dict} for the metrics endpoint.
+        """
+        return {"lag": round(self.lag, 4), "shedding": self.shedding,
+                "shed": self.shed, "episodes": self.episodes}

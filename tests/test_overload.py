@@ -1,0 +1,166 @@
+# -*- test-case-name: tests.test_overload -*-
+"""
+Tests for L{sipdist.sip.overload}: when the transaction layer sheds new
+requests with a stateless 503, and what it never sheds; driven by a
+L{task.Clock}.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.sip.message import responseTo
+from sipdist.sip.overload import OverloadControl
+from sipdist.sip.transaction import TransactionLayer
+from tests.test_transaction import FakeFlow, RecordingUser, makeRequest
+
+
+class OverloadControlTests(SynchronousTestCase):
+    """
+    L{OverloadControl} with a L{TransactionLayer} whose user answers 200.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.user = RecordingUser(answer=200)
+        self.layer = TransactionLayer(self.clock, self.user)
+        self.trimmed = []
+        self.control = OverloadControl(
+            self.clock, self.layer, maxLag=0.1, maxTransactions=3,
+            interval=0.05, hold=1.0, retryAfter=7,
+            trim=lambda: self.trimmed.append(True))
+        self.control.startService()
+        self.addCleanup(self.control.stopService)
+        self.flow = FakeFlow(self.clock)
+
+    def overload(self):
+        """
+        Three reactor turns of 0.5 s: the timer fires that late.
+        """
+        self.clock.pump([0.5] * 3)
+        self.assertTrue(self.control.shedding)
+
+    def send(self, request):
+        self.layer.messageReceived(request, self.flow)
+        return self.flow.messages()[-1]
+
+    def test_normal(self):
+        """
+        Timers on time and few transactions: nothing is shed.
+        """
+        for _ in range(10):
+            self.clock.advance(0.05)
+        self.assertFalse(self.control.shedding)
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
+        self.assertEqual(len(self.user.requests), 1)
+
+    def test_lagShedsStatelessly(self):
+        """
+        Past the lag threshold a new REGISTER or INVITE gets a 503 with the
+        Retry-After, and no transaction is created nor the user called.
+        """
+        self.overload()
+        for method in ("REGISTER", "INVITE", "SUBSCRIBE", "MESSAGE"):
+            response = self.send(makeRequest(method))
+            self.assertEqual((response.code, response.header("retry-after")),
+                             (503, "7"), method)
+        self.assertEqual(self.user.requests, [])
+        self.assertEqual(self.layer.active, 0)
+        self.assertEqual(self.control.shed, 4)
+        self.assertEqual(self.layer.stats()["overload"]["shed"], 4)
+
+    def test_neverShed(self):
+        """
+        OPTIONS (the monitor's health check), CANCEL, ACK and requests in a
+        dialog (To tag) reach the user while shedding.
+        """
+        self.overload()
+        self.assertEqual(self.send(makeRequest("OPTIONS")).code, 200)
+        self.assertEqual(self.send(makeRequest("BYE", toTag="t1")).code, 200)
+        self.assertEqual(
+            self.send(makeRequest("INVITE", toTag="t2", callID="re")).code,
+            200)
+        self.send(makeRequest("CANCEL"))
+        self.layer.messageReceived(makeRequest("ACK", toTag="t3"), self.flow)
+        self.assertEqual([r.method for r, _ in self.user.requests],
+                         ["OPTIONS", "BYE", "INVITE"])
+        self.assertEqual(len(self.user.cancels), 1)
+        self.assertEqual(len(self.user.acks), 1)
+        self.assertEqual(self.control.shed, 0)
+
+    def test_transactionInProgressFinishes(self):
+        """
+        A retransmission of a request admitted before the overload matches
+        its transaction and is absorbed, and the transaction is answered.
+        """
+        self.user.answer = None
+        request = makeRequest("REGISTER", branch="z9hG4bKadmitted")
+        self.layer.messageReceived(request, self.flow)
+        self.overload()
+        self.layer.messageReceived(
+            makeRequest("REGISTER", branch="z9hG4bKadmitted"), self.flow)
+        self.assertEqual(self.control.shed, 0)
+        _, transaction = self.user.requests[0]
+        transaction.respond(responseTo(request, 200))
+        self.assertEqual(self.flow.messages()[-1].code, 200)
+
+    def test_transactionsInProgress(self):
+        """
+        More transactions waiting for their final response than
+        C{maxTransactions} sheds; completed ones waiting for
+        retransmissions do not count.
+        """
+        self.user.answer = None
+        for i in range(3):
+            self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.pump([0.05] * 3)
+        self.assertFalse(self.control.shedding)
+        self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.pump([0.05] * 3)
+        self.assertTrue(self.control.shedding)
+        for request, transaction in self.user.requests:
+            transaction.respond(responseTo(request, 200))
+        self.assertEqual(self.layer.inProgress(), 0)
+        self.assertEqual(self.layer.active, 4)
+
+    def test_oneSlowTurn(self):
+        """
+        Two slow reactor turns in a row are not an overload.
+        """
+        self.clock.pump([0.5, 0.5, 0.05, 0.5, 0.5, 0.05])
+        self.assertFalse(self.control.shedding)
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
+
+    def test_hold(self):
+        """
+        Shedding lasts C{hold} seconds after the last measurement above the
+        threshold, then new requests are served again.
+        """
+        self.overload()
+        self.clock.pump([0.05] * 19)
+        self.assertTrue(self.control.shedding)
+        self.clock.pump([0.05] * 2)
+        self.assertFalse(self.control.shedding)
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
+        self.assertEqual(self.control.episodes, 1)
+
+    def test_compactAfterLoad(self):
+        """
+        Once the completed records of a load have expired, the table is
+        rebuilt and the allocator asked to give memory back, once.
+        """
+        for i in range(100):
+            self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.advance(0.05)
+        self.assertEqual(self.trimmed, [])
+        before = self.layer._servers
+        self.clock.pump([0.05] * 800)
+        self.assertEqual(self.layer.active, 0)
+        self.assertIsNot(self.layer._servers, before)
+        self.assertEqual(self.trimmed, [True])
+
+    def test_stop(self):
+        """
+        Stopping the service stops its timer.
+        """
+        self.control.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
