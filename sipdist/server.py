@@ -262,6 +262,7 @@ def buildServer(config, reactor, store=None, checker=None):
         maxConnections=config.get("max-connections", 10000),
         maxConnectionsPerHost=config.get("max-connections-per-host", 64),
         tlsClientOptions=_tlsClientOptions(config))
+    transport.receiveBuffer = config.get("udp-receive-buffer", 4194304)
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)

@@ -101,6 +101,10 @@ PARAMETERS = [
     ("t1", None, 0.5, _positiveFloat, "RFC 3261 timer T1 (seconds)."),
     ("max-transactions", None, 100000, _positiveInt,
      "Transactions in progress at once; past it requests are answered 503."),
+    ("udp-receive-buffer", None, 4194304, _positiveInt,
+     "Receive buffer (SO_RCVBUF, bytes) of each UDP port: bursts wait there "
+     "instead of being dropped by the kernel (capped at "
+     "net.core.rmem_max)."),
     ("overload-lag", None, 0.2, _positiveFloat,
      "Event-loop lag (seconds) which, measured 3 times in a row (every "
      "50 ms), means the server is overloaded: new "

@@ -34,10 +34,11 @@ class OverloadControlTests(SynchronousTestCase):
 
     def overload(self):
         """
-        Three reactor turns of 0.5 s: the timer fires that late.
+        Six reactor turns of 0.5 s in a row (the timer fires that late):
+        every new request is shed.
         """
-        self.clock.pump([0.5] * 3)
-        self.assertTrue(self.control.shedding)
+        self.clock.pump([0.5] * 6)
+        self.assertEqual(self.control.fraction, 1.0)
 
     def send(self, request):
         self.layer.messageReceived(request, self.flow)
@@ -130,15 +131,28 @@ class OverloadControlTests(SynchronousTestCase):
         self.assertFalse(self.control.shedding)
         self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
 
+    def test_fraction(self):
+        """
+        The fraction shed grows with each late measurement once shedding
+        started; at one half, every other new request is shed.
+        """
+        self.clock.pump([0.5] * 3)
+        self.assertEqual(self.control.fraction, 0.25)
+        self.clock.pump([0.5])
+        self.assertEqual(self.control.fraction, 0.5)
+        codes = [self.send(makeRequest("REGISTER")).code for _ in range(6)]
+        self.assertEqual(sorted(codes), [200] * 3 + [503] * 3)
+
     def test_hold(self):
         """
-        Shedding lasts C{hold} seconds after the last measurement above the
-        threshold, then new requests are served again.
+        Once the measurements are normal again, the fraction shed falls
+        back to 0 within C{hold} seconds, then new requests are served
+        again.
         """
         self.overload()
-        self.clock.pump([0.05] * 19)
+        self.clock.pump([0.05] * 10)
         self.assertTrue(self.control.shedding)
-        self.clock.pump([0.05] * 2)
+        self.clock.pump([0.05] * 20)
         self.assertFalse(self.control.shedding)
         self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
         self.assertEqual(self.control.episodes, 1)

@@ -15,8 +15,12 @@ the injected reactor every C{interval} seconds:
     table grows with the rate of requests, not with the work pending).
 
 Above either threshold (C{maxLag}, C{maxTransactions}) in C{samples}
-measurements in a row, it sheds for at least C{hold} seconds: the transaction layer answers each new request
-outside a dialog (no To tag) with a stateless C{503} and C{Retry-After},
+measurements in a row, it sheds a fraction of the new requests that grows
+by C{rise} with each measurement above a threshold and falls back to 0
+within C{hold} seconds once they are below: a control loop that keeps the
+lag near C{maxLag} and admits what the process can handle.  The
+transaction layer answers each new request shed (one outside a dialog: no
+To tag) with a stateless C{503} and C{Retry-After},
 before creating a transaction for it and before the transaction user
 sees it.  It never sheds an C{ACK} or a C{CANCEL}, a request matching a
 transaction in progress (a retransmission), a request inside a dialog
@@ -69,8 +73,10 @@ class OverloadControl(Service):
     @param interval: seconds between measurements.
     @param samples: how many measurements in a row above a threshold it
         takes to shed (one slow reactor turn is not an overload).
-    @param hold: seconds it keeps shedding after the last measurement above
-        a threshold.
+    @param rise: how much the fraction of new requests shed grows with
+        each measurement above a threshold once shedding (up to 1).
+    @param hold: seconds it takes the fraction to fall from 1 to 0 while
+        the measurements stay below the thresholds.
     @param retryAfter: the C{Retry-After} of the C{503} (s).
     @param trim: called to give free memory back to the system once the
         tables were compacted (the C library's C{malloc_trim} by default;
@@ -78,6 +84,7 @@ class OverloadControl(Service):
 
     @ivar lag: the last lag measured (s).
     @ivar shedding: whether new requests are shed now.
+    @ivar fraction: which fraction of them.
     @ivar shed: how many requests were shed (cumulative).
     @ivar episodes: how many times shedding started (cumulative).
     """
@@ -85,7 +92,7 @@ class OverloadControl(Service):
     _log = Logger()
 
     def __init__(self, reactor, layer, maxLag=0.2, maxTransactions=None,
-                 interval=0.05, samples=3, hold=1.0, retryAfter=2,
+                 interval=0.05, samples=3, rise=0.25, hold=2.0, retryAfter=2,
                  trim=_mallocTrim()):
         self._reactor = reactor
         self._layer = layer
@@ -93,6 +100,7 @@ class OverloadControl(Service):
         self.maxTransactions = maxTransactions
         self.interval = interval
         self.samples = samples
+        self.rise = rise
         self.hold = hold
         self.retryAfter = retryAfter
         self._trim = trim
@@ -100,7 +108,8 @@ class OverloadControl(Service):
         self.shedding = False
         self.shed = 0
         self.episodes = 0
-        self._until = None
+        self.fraction = 0.0
+        self._credit = 0.0
         self._over = 0
         self._expected = None
         self._shedAtStart = 0
@@ -130,7 +139,7 @@ class OverloadControl(Service):
         else:
             self._over = 0
         if self._over >= self.samples:
-            self._until = now + self.hold
+            self.fraction = min(self.fraction + self.rise, 1.0)
             if not self.shedding:
                 self.shedding = True
                 self.episodes += 1
@@ -139,26 +148,38 @@ class OverloadControl(Service):
                     "overloaded (event-loop lag {lag:.3f} s, {active} "
                     "transactions in progress): new requests get 503", lag=lag,
                     active=active)
-        elif self.shedding and now >= self._until:
-            self.shedding = False
-            self._log.info("load back to normal: {count} requests shed",
-                           count=self.shed - self._shedAtStart)
+        elif self.shedding and not self._over:
+            self.fraction = max(
+                self.fraction - self.interval / self.hold, 0.0)
+            if not self.fraction:
+                self.shedding = False
+                self._log.info("load back to normal: {count} requests shed",
+                               count=self.shed - self._shedAtStart)
         if not self.shedding and layer.compact() and self._trim is not None:
             self._trim()
 
     def shouldShed(self, request):
         """
         Whether to answer C{request} (a new request: it matches no
-        transaction) with a stateless C{503} now.
+        transaction) with a stateless C{503} now: while shedding, a new
+        request outside a dialog, other than OPTIONS, ACK and CANCEL, one
+        in C{1 / fraction} of them.
         """
         if not self.shedding or request.method in NEVER_SHED:
             return False
         to = request.header("to") or ""
-        return ";tag=" not in to.replace(" ", "").lower()
+        if ";tag=" in to.replace(" ", "").lower():
+            return False
+        self._credit += self.fraction
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return True
+        return False
 
     def stats(self):
         """
         @return: the figures, as a L{dict} for the metrics endpoint.
         """
         return {"lag": round(self.lag, 4), "shedding": self.shedding,
+                "fraction": round(self.fraction, 3),
                 "shed": self.shed, "episodes": self.episodes}

@@ -40,6 +40,7 @@ the idle timeout.
 """
 
 import os
+import socket
 from base64 import urlsafe_b64encode
 
 from twisted.application.service import Service
@@ -279,6 +280,10 @@ class TransportLayer:
     @ivar maxConnections: connections open at once, all peers together.
     @ivar maxConnectionsPerHost: connections open at once from one address.
     @ivar bufferedBytes: bytes of unfinished messages held now.
+    @ivar receiveBuffer: C{SO_RCVBUF} asked for each UDP port (bytes; the
+        kernel caps it at C{net.core.rmem_max}), or C{None} for the
+        system's default: a burst of datagrams waits there for the reactor
+        instead of being dropped.
 
     Counters: C{dropped}, C{answeredErrors}, C{closedSlow} (deadline
     passed), C{closedOverBuffer} (closed to bring C{bufferedBytes} under
@@ -287,6 +292,7 @@ class TransportLayer:
     """
 
     _log = Logger()
+    receiveBuffer = None
 
     def __init__(self, reactor, handler=None, maxMessageSize=DEFAULT_MAX_SIZE,
                  idleTimeout=DEFAULT_IDLE_TIMEOUT,
@@ -350,6 +356,10 @@ class TransportLayer:
                 int(args[0]), protocol,
                 interface=kwargs.get("interface", ""),
                 maxPacketSize=self.maxMessageSize + 1)
+            sock = getattr(port, "socket", None)
+            if self.receiveBuffer and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                self.receiveBuffer)
             self._datagram.append(protocol)
             self._listening(port, "UDP", kwargs.get("interface"))
             return defer.succeed(port)
