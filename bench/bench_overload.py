@@ -85,7 +85,12 @@ def startHome(work, port, statusPort, extra, processes):
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=work, env=env)
     processes.append(process)
-    waitForOptions(port)
+    try:
+        waitForOptions(port, timeout=60)
+    except SystemExit:
+        with open(f"{work}/home1.log") as f:
+            print(f.read()[-2000:])
+        raise
     return process
 
 

@@ -248,10 +248,6 @@ def buildServer(config, reactor, store=None, checker=None):
         reactor, server, T1=config.get("t1", 0.5),
         maxTransactions=config.get("max-transactions", 100000))
     server.transactions = transactions
-    overload = OverloadControl(
-        reactor, transactions, maxLag=config.get("overload-lag", 0.2),
-        maxTransactions=config.get("overload-transactions", 10000),
-        retryAfter=config.get("overload-retry-after", 2))
     transport = TransportLayer(
         reactor, transactions,
         maxMessageSize=config.get("max-message-size", 65535),
@@ -263,6 +259,12 @@ def buildServer(config, reactor, store=None, checker=None):
         maxConnectionsPerHost=config.get("max-connections-per-host", 64),
         tlsClientOptions=_tlsClientOptions(config))
     transport.receiveBuffer = config.get("udp-receive-buffer", 4194304)
+    overload = OverloadControl(
+        reactor, transactions, transport=transport,
+        maxLag=config.get("overload-lag", 0.2),
+        maxTransactions=config.get("overload-transactions", 10000),
+        retryAfter=config.get("overload-retry-after", 2),
+        maxBacklog=config.get("overload-backlog", 262144))
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)

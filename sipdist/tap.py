@@ -110,6 +110,10 @@ PARAMETERS = [
      "50 ms), means the server is overloaded: new "
      "requests outside a dialog (not OPTIONS, ACK, CANCEL) get a stateless "
      "503 with Retry-After until it has been below for 1 s."),
+    ("overload-backlog", None, 262144, _positiveInt,
+     "Bytes of datagrams waiting in the UDP receive buffers (Linux; about "
+     "1.3 KB a datagram) above which, 3 times in a row, the server is "
+     "overloaded, as with --overload-lag."),
     ("overload-transactions", None, 10000, _positiveInt,
      "Transactions in progress (still waiting for their final response) "
      "above which the server is overloaded, as with --overload-lag."),

@@ -5,12 +5,17 @@ requests with a stateless 503, and what it never sheds; driven by a
 L{task.Clock}.
 """
 
+import socket
+
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from sipdist.sip.message import responseTo
 from sipdist.sip.overload import OverloadControl
 from sipdist.sip.transaction import TransactionLayer
+from sipdist.sip.transport import SIPDatagramProtocol, TransportLayer
 from tests.test_transaction import FakeFlow, RecordingUser, makeRequest
 
 
@@ -131,6 +136,32 @@ class OverloadControlTests(SynchronousTestCase):
         self.assertFalse(self.control.shedding)
         self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
 
+    def test_backlog(self):
+        """
+        Datagrams waiting in the UDP receive buffers above C{maxBacklog}
+        (or half the buffers) three times in a row shed, even with the
+        timers on time.
+        """
+        queued = [(1000, 1000000)]
+        transport = type("Transport", (), {
+            "receiveQueued": lambda self: queued[0]})()
+        control = OverloadControl(self.clock, self.layer, transport=transport,
+                                  maxBacklog=5000, trim=None)
+        control.startService()
+        self.addCleanup(control.stopService)
+        self.clock.pump([0.05] * 5)
+        self.assertFalse(control.shedding)
+        queued[0] = (6000, 1000000)
+        self.clock.pump([0.05] * 3)
+        self.assertTrue(control.shedding)
+        self.assertEqual(control.stats()["backlog"], 6000)
+        queued[0] = (0, 1000000)
+        self.clock.pump([0.05] * 60)
+        self.assertFalse(control.shedding)
+        queued[0] = (3000, 4000)
+        self.clock.pump([0.05] * 3)
+        self.assertTrue(control.shedding)
+
     def test_fraction(self):
         """
         The fraction shed grows with each late measurement once shedding
@@ -178,3 +209,57 @@ class OverloadControlTests(SynchronousTestCase):
         """
         self.control.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ReceiveQueuedTests(SynchronousTestCase):
+    """
+    L{TransportLayer.receiveQueued} and C{receiveBuffer} on real loopback
+    UDP sockets.
+    """
+
+    def test_queued(self):
+        """
+        Datagrams nobody read yet are counted in bytes, with the size of
+        the buffer.
+        """
+        layer = TransportLayer(Clock())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        protocol = SIPDatagramProtocol(layer, 0)
+        protocol.transport = type("Port", (), {"socket": sock})()
+        layer._datagram.append(protocol)
+        queued = layer.receiveQueued()
+        if queued is None:
+            raise SkipTest("no SO_MEMINFO on this system")
+        self.assertEqual(queued[0], 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(10):
+                sender.sendto(b"x" * 500, sock.getsockname())
+        queued, size = layer.receiveQueued()
+        self.assertGreaterEqual(queued, 5000)
+        self.assertGreater(size, queued)
+
+    def test_receiveBuffer(self):
+        """
+        A UDP port asks for C{receiveBuffer} bytes of receive buffer.
+        """
+        asked = []
+
+        class Socket:
+            def setsockopt(self, level, option, value):
+                asked.append((level, option, value))
+
+        class Port:
+            socket = Socket()
+
+            def getHost(self):
+                return IPv4Address("UDP", "127.0.0.1", 5999)
+
+        reactor = MemoryReactorClock()
+        reactor.listenUDP = lambda *args, **kwargs: Port()
+        layer = TransportLayer(reactor)
+        layer.receiveBuffer = 1 << 20
+        layer.listen("udp:0:interface=127.0.0.1")
+        self.assertEqual(asked,
+                         [(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)])

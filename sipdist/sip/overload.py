@@ -10,11 +10,15 @@ the injected reactor every C{interval} seconds:
     more requests than it can handle runs long reactor turns (a UDP port
     reads up to C{maxThroughput} bytes of datagrams per turn) and its
     timers fire late;
+  - the bytes waiting in the UDP ports' receive buffers (Linux): a
+    process too busy for its datagrams leaves them queued there, where
+    the event loop cannot see them, until the kernel drops them;
   - the transactions in progress (the table less the completed records
     that wait for retransmissions: a UDP server keeps those 32 s, so the
     table grows with the rate of requests, not with the work pending).
 
-Above either threshold (C{maxLag}, C{maxTransactions}) in C{samples}
+Above any threshold (C{maxLag}, C{maxBacklog}, C{maxTransactions}) in
+C{samples}
 measurements in a row, it sheds a fraction of the new requests that grows
 by C{rise} with each measurement above a threshold and falls back to 0
 within C{hold} seconds once they are below: a control loop that keeps the
@@ -70,6 +74,10 @@ class OverloadControl(Service):
     @param maxLag: event-loop lag (s) above which it sheds.
     @param maxTransactions: transactions in progress above which it sheds
         (C{None}: they are not a criterion).
+    @param transport: the L{sipdist.sip.transport.TransportLayer} whose UDP
+        backlog it measures (C{receiveQueued}), or C{None}.
+    @param maxBacklog: bytes queued in the UDP receive buffers above which
+        it sheds (at most half the buffers' size).
     @param interval: seconds between measurements.
     @param samples: how many measurements in a row above a threshold it
         takes to shed (one slow reactor turn is not an overload).
@@ -83,6 +91,7 @@ class OverloadControl(Service):
         C{None}: nothing).
 
     @ivar lag: the last lag measured (s).
+    @ivar backlog: the last UDP backlog measured (bytes).
     @ivar shedding: whether new requests are shed now.
     @ivar fraction: which fraction of them.
     @ivar shed: how many requests were shed (cumulative).
@@ -92,12 +101,16 @@ class OverloadControl(Service):
     _log = Logger()
 
     def __init__(self, reactor, layer, maxLag=0.2, maxTransactions=None,
+                 transport=None, maxBacklog=262144,
                  interval=0.05, samples=3, rise=0.25, hold=2.0, retryAfter=2,
                  trim=_mallocTrim()):
         self._reactor = reactor
         self._layer = layer
         self.maxLag = maxLag
         self.maxTransactions = maxTransactions
+        self._transport = transport
+        self.maxBacklog = maxBacklog
+        self.backlog = 0
         self.interval = interval
         self.samples = samples
         self.rise = rise
@@ -133,8 +146,18 @@ class OverloadControl(Service):
         self._expected = now + self.interval
         layer = self._layer
         active = layer.inProgress()
-        if lag > self.maxLag or (self.maxTransactions is not None
-                                 and active > self.maxTransactions):
+        backlogOver = False
+        transport = self._transport
+        if transport is not None:
+            queued = transport.receiveQueued()
+            if queued is None:
+                self._transport = None
+            else:
+                self.backlog, size = queued
+                backlogOver = self.backlog > min(self.maxBacklog, size // 2)
+        if lag > self.maxLag or backlogOver or (
+                self.maxTransactions is not None
+                and active > self.maxTransactions):
             self._over += 1
         else:
             self._over = 0
@@ -145,9 +168,10 @@ class OverloadControl(Service):
                 self.episodes += 1
                 self._shedAtStart = self.shed
                 self._log.warn(
-                    "overloaded (event-loop lag {lag:.3f} s, {active} "
-                    "transactions in progress): new requests get 503", lag=lag,
-                    active=active)
+                    "overloaded (event-loop lag {lag:.3f} s, {backlog} bytes "
+                    "of datagrams waiting, {active} transactions in "
+                    "progress): new requests get 503", lag=lag,
+                    backlog=self.backlog, active=active)
         elif self.shedding and not self._over:
             self.fraction = max(
                 self.fraction - self.interval / self.hold, 0.0)
@@ -182,4 +206,5 @@ class OverloadControl(Service):
         """
         return {"lag": round(self.lag, 4), "shedding": self.shedding,
                 "fraction": round(self.fraction, 3),
+                "backlog": self.backlog,
                 "shed": self.shed, "episodes": self.episodes}

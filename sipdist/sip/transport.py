@@ -41,6 +41,7 @@ the idle timeout.
 
 import os
 import socket
+import sys
 from base64 import urlsafe_b64encode
 
 from twisted.application.service import Service
@@ -61,6 +62,11 @@ DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
 # Aliases (sent-by addresses) remembered per connection.
 _MAX_ALIASES = 4
+
+
+# getsockopt(SOL_SOCKET, SO_MEMINFO): Linux's sk_meminfo, whose first two
+# 32-bit values are the receive queue's bytes and the receive buffer's size.
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 
 
 def _token():
@@ -673,6 +679,26 @@ class TransportLayer:
         if protocol._timer is not None and protocol._timer.active():
             protocol._timer.cancel()
         protocol._timer = None
+
+    def receiveQueued(self):
+        """
+        What waits in the receive buffers of the UDP ports, from the
+        kernel's accounting (Linux C{SO_MEMINFO}: about 1.3 KB for a small
+        datagram): C{(queued bytes, buffer bytes)} summed over the ports, or
+        C{None} where the system cannot tell.  One system call per port.
+        """
+        queued = size = 0
+        for protocol in self._datagram:
+            sock = getattr(protocol.transport, "socket", None)
+            if sock is None:
+                continue
+            try:
+                info = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
+            except OSError:
+                return None
+            queued += int.from_bytes(info[0:4], sys.byteorder)
+            size += int.from_bytes(info[4:8], sys.byteorder)
+        return queued, size
 
     @property
     def connectionCount(self):
