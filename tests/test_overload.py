@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from sipdist.sip.message import responseTo
+from sipdist.sip.message import parseMessage, responseTo
 from sipdist.sip.overload import OverloadControl
 from sipdist.sip.transaction import TransactionLayer
 from sipdist.sip.transport import SIPDatagramProtocol, TransportLayer
@@ -209,6 +209,117 @@ class OverloadControlTests(SynchronousTestCase):
         """
         self.control.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class FakeProtocol:
+    """
+    A UDP protocol recording what it sends.
+    """
+
+    def __init__(self):
+        self.sent = []
+
+    def sendBytes(self, data, addr):
+        self.sent.append((data, addr))
+        return True
+
+
+class ShedDatagramTests(SynchronousTestCase):
+    """
+    L{OverloadControl.shedDatagram}: the 503 of a datagram not parsed.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.user = RecordingUser()
+        self.layer = TransactionLayer(self.clock, self.user)
+        self.control = OverloadControl(self.clock, self.layer, retryAfter=7,
+                                       trim=None)
+        self.control.shedding = True
+        self.control.fraction = 1.0
+        self.protocol = FakeProtocol()
+
+    def shed(self, request, addr=("192.0.2.9", 40000)):
+        return self.control.shedDatagram(self.protocol, request.toBytes(),
+                                         addr)
+
+    def test_shed(self):
+        """
+        A new REGISTER gets a 503 that copies Via, From, Call-ID and CSeq,
+        adds a To tag and Retry-After, and goes to the sent-by port at the
+        source address (no rport); no transaction is created.
+        """
+        request = makeRequest("REGISTER")
+        self.assertTrue(self.shed(request))
+        [(data, addr)] = self.protocol.sent
+        self.assertEqual(addr, ("192.0.2.9", 5060))
+        response = parseMessage(data)
+        self.assertEqual((response.code, response.header("retry-after")),
+                         (503, "7"))
+        for name in ("from", "call-id", "cseq"):
+            self.assertEqual(response.header(name), request.header(name))
+        self.assertIn(";tag=", response.header("to"))
+        vias = response.headers["via"]
+        self.assertEqual(len(vias), 2)
+        self.assertIn("received=192.0.2.9", vias[0])
+        self.assertEqual(response.topVia().branch, request.topVia().branch)
+        self.assertEqual((self.layer.active, self.control.shed), (0, 1))
+
+    def test_rport(self):
+        """
+        With rport, the 503 goes to the source address and port.
+        """
+        data = makeRequest("INVITE").toBytes().replace(
+            b";branch=", b";rport;branch=", 1)
+        self.assertTrue(self.control.shedDatagram(
+            self.protocol, data, ("192.0.2.9", 40000)))
+        [(data, addr)] = self.protocol.sent
+        self.assertEqual(addr, ("192.0.2.9", 40000))
+        self.assertIn("rport=40000", parseMessage(data).headers["via"][0])
+
+    def test_leftToFullPath(self):
+        """
+        OPTIONS, ACK, CANCEL, requests with a To tag, responses and
+        retransmissions of a request in a transaction are not answered
+        here.
+        """
+        self.user.answer = None
+        admitted = makeRequest("REGISTER", branch="z9hG4bKadmitted")
+        self.control.shedding = False
+        self.layer.messageReceived(admitted, FakeFlow(self.clock))
+        self.control.shedding = True
+        for data in [makeRequest(m).toBytes()
+                     for m in ("OPTIONS", "ACK", "CANCEL")] + [
+                makeRequest("BYE", toTag="t").toBytes(),
+                admitted.toBytes(),
+                b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                b"\r\n"]:
+            self.assertFalse(self.control.shedDatagram(
+                self.protocol, data, ("192.0.2.9", 5060)), data)
+        self.assertEqual(self.protocol.sent, [])
+
+    def test_notShedding(self):
+        """
+        Nothing is answered when not shedding.
+        """
+        self.control.shedding = False
+        self.assertFalse(self.shed(makeRequest("REGISTER")))
+
+    def test_transport(self):
+        """
+        The transport hands each datagram to the filter first.
+        """
+        transport = TransportLayer(self.clock, self.layer)
+        OverloadControl(self.clock, self.layer, transport=transport,
+                        trim=None)
+        self.layer.overload.shedding = True
+        self.layer.overload.fraction = 1.0
+        protocol = FakeProtocol()
+        transport.datagramReceived(protocol,
+                                   makeRequest("REGISTER").toBytes(),
+                                   ("192.0.2.9", 5060))
+        self.assertEqual(len(protocol.sent), 1)
+        self.assertEqual(self.user.requests, [])
 
 
 class ReceiveQueuedTests(SynchronousTestCase):

@@ -44,9 +44,15 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from sipdist.sip.message import MAGIC_COOKIE, newTag, parseVia
+
 #: Requests never shed: the monitor's health check, and requests that end
 #: or acknowledge work already admitted.
 NEVER_SHED = frozenset(("OPTIONS", "ACK", "CANCEL"))
+_NEVER_SHED_BYTES = frozenset(m.encode("ascii") for m in NEVER_SHED)
+# The headers a response copies, by their full and compact names.
+_COPIED = frozenset((b"from", b"to", b"call-id", b"cseq"))
+_COMPACT = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
 
 
 def _mallocTrim():
@@ -126,6 +132,8 @@ class OverloadControl(Service):
         self._over = 0
         self._expected = None
         self._shedAtStart = 0
+        if transport is not None:
+            transport.datagramFilter = self.shedDatagram
         self._loop = LoopingCall(self._measure)
         self._loop.clock = reactor
         layer.overload = self
@@ -199,6 +207,85 @@ class OverloadControl(Service):
             self._credit -= 1.0
             return True
         return False
+
+    def shedDatagram(self, protocol, data, addr):
+        """
+        Answer a datagram with a stateless C{503} before it is parsed, when
+        it is a new request that L{shouldShed} would shed: the cheap path of
+        a flood.  Only the request line and the headers the response copies
+        are looked at; anything unusual (folded lines, a repeated header, a
+        To tag, a Via without an RFC 3261 branch or with several values on
+        its first line, a request matching a transaction) is left to the
+        full path.
+
+        @param protocol: the L{SIPDatagramProtocol} it came on (C{sendBytes}).
+        @return: whether it was answered (then nothing else happens to it).
+        """
+        if not self.shedding:
+            return False
+        end = data.find(b"\r\n")
+        method, _, rest = data[:end].partition(b" ")
+        if not rest.endswith(b" SIP/2.0") or method in _NEVER_SHED_BYTES:
+            return False
+        head = data.find(b"\r\n\r\n", end)
+        if end < 0 or head < 0:
+            return False
+        copied = {}
+        vias = []
+        for line in data[end + 2:head].split(b"\r\n"):
+            if line[:1] in (b" ", b"\t"):
+                return False
+            name = line[:line.find(b":")].strip().lower()
+            name = _COMPACT.get(name, name)
+            if name == b"via":
+                vias.append(line)
+            elif name in _COPIED:
+                if name in copied:
+                    return False
+                copied[name] = line
+        if len(copied) != 4 or not vias:
+            return False
+        to = copied[b"to"]
+        if b";tag=" in to.replace(b" ", b"").lower():
+            return False
+        try:
+            top = vias[0].partition(b":")[2].decode("utf-8")
+            if "," in top:
+                return False
+            via = parseVia(top)
+            methodText = method.decode("ascii")
+        except (UnicodeDecodeError, ValueError):
+            return False
+        if not (via.branch or "").startswith(MAGIC_COOKIE):
+            return False
+        key = (via.branch, via.host, via.sentByPort, methodText)
+        if key in self._layer._servers:
+            return False
+        self._credit += self.fraction
+        if self._credit < 1.0:
+            return False
+        self._credit -= 1.0
+        self.shed += 1
+        # Where the response goes: section 18.2.2 and RFC 3581, as the
+        # transport computes it for a parsed request.
+        host, port = addr
+        if via.rportRequested:
+            via.rportValue = port
+            via.received = host
+            destination = addr
+        else:
+            if via.host != host:
+                via.received = host
+            destination = (host, via.sentByPort)
+        response = b"\r\n".join(
+            [b"SIP/2.0 503 Service Unavailable",
+             b"Via: " + via.toString().encode("utf-8")] + vias[1:]
+            + [copied[b"from"], to + b";tag=" + newTag().encode("ascii"),
+               copied[b"call-id"], copied[b"cseq"],
+               b"Retry-After: %d" % (self.retryAfter,),
+               b"Content-Length: 0", b"", b""])
+        protocol.sendBytes(response, destination)
+        return True
 
     def stats(self):
         """

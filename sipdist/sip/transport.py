@@ -290,6 +290,9 @@ class TransportLayer:
         kernel caps it at C{net.core.rmem_max}), or C{None} for the
         system's default: a burst of datagrams waits there for the reactor
         instead of being dropped.
+    @ivar datagramFilter: a callable C{(protocol, data, addr)} that sees each
+        datagram before it is parsed and returns C{True} when it answered
+        it itself (the overload control's early 503), or C{None}.
 
     Counters: C{dropped}, C{answeredErrors}, C{closedSlow} (deadline
     passed), C{closedOverBuffer} (closed to bring C{bufferedBytes} under
@@ -299,6 +302,7 @@ class TransportLayer:
 
     _log = Logger()
     receiveBuffer = None
+    datagramFilter = None
 
     def __init__(self, reactor, handler=None, maxMessageSize=DEFAULT_MAX_SIZE,
                  idleTimeout=DEFAULT_IDLE_TIMEOUT,
@@ -423,6 +427,9 @@ class TransportLayer:
     def datagramReceived(self, protocol, data, addr):
         if not data.strip(b"\r\n"):
             # A CRLF keep-alive over UDP: nothing to answer.
+            return
+        datagramFilter = self.datagramFilter
+        if datagramFilter is not None and datagramFilter(protocol, data, addr):
             return
         self._messageReceived(data, DatagramFlow(protocol, addr), stream=False)
 
