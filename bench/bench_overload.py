@@ -12,9 +12,9 @@ call is REGISTER -> 401, REGISTER with MD5 credentials -> 200; a 503 at
 either step answers it too (bench/sipp/register_overload.xml); a call that
 gets neither within 5 s (SIPp retransmitting at 500 ms, 1 s, 2 s) is a
 timeout.  For each run it prints the calls answered 200 and 503, the
-timeouts, the datagrams the kernel dropped (the deltas of Udp InErrors and
-RcvbufErrors in /proc/net/snmp: the whole machine's, so other traffic
-counts too), the answers a legitimate prober got (OPTIONS every 100 ms
+timeouts, the datagrams the kernel dropped (the delta of Udp InErrors in
+/proc/net/snmp: the whole machine's, SIPp's socket and other traffic
+included; and those dropped at the server's socket, from /proc/net/udp), the answers a legitimate prober got (OPTIONS every 100 ms
 over UDP from its own socket, retransmitted at 0.5 s and 1.5 s, a timeout
 after 4 s), and the server's RSS.  At the end: the RSS once the completed
 transactions have expired (35 s after the last run), and the registrations
@@ -115,6 +115,20 @@ def udpDrops():
     return fields["InErrors"], fields["RcvbufErrors"]
 
 
+def socketDrops(port):
+    """
+    Datagrams the kernel dropped at the server's own UDP socket (the last
+    column of /proc/net/udp), or None.
+    """
+    suffix = f":{port:04X}"
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(suffix):
+                return int(fields[-1])
+    return None
+
+
 def sipp(work, port, user, expires, calls, rate):
     """
     Run SIPp; return (answered 200, answered 503, failed calls).
@@ -213,6 +227,7 @@ class Prober(threading.Thread):
 def offer(work, port, home, rate, seconds):
     calls = int(rate * seconds)
     drops = udpDrops()
+    serverDrops = socketDrops(port)
     prober = Prober(port)
     prober.start()
     start = time.monotonic()
@@ -221,9 +236,11 @@ def offer(work, port, home, rate, seconds):
     prober.stopping = True
     prober.join(10)
     after = udpDrops()
+    serverDrops = socketDrops(port) - serverDrops
     return {"rate": rate, "calls": calls, "ok": ok, "shed": shed,
             "failed": failed, "elapsed": elapsed,
             "inErrors": after[0] - drops[0], "rcvbuf": after[1] - drops[1],
+            "serverDrops": serverDrops,
             "probes": prober.sent, "probeOk": prober.ok,
             "probeBusy": prober.busy, "probeTimeouts": prober.timeouts,
             "rss": rssMB(home.pid)}
@@ -235,7 +252,8 @@ def show(label, r):
     print(f"  {label:>4s} {r['rate']:>5,d}/s x {r['elapsed']:4.1f} s: "
           f"{r['ok']:>6,d} 200  {r['shed']:>6,d} 503  {r['failed']:>5,d} "
           f"timed out  ({answered:5.1f}% answered)  kernel drops "
-          f"{r['inErrors']:,d} (rcvbuf {r['rcvbuf']:,d})  prober "
+          f"{r['inErrors']:,d} (at the server's socket "
+          f"{r['serverDrops']:,d})  prober "
           f"{r['probeOk']}/{r['probes']} 200, {r['probeBusy']} 503, "
           f"{r['probeTimeouts']} timeouts ({probed:.1f}% answered)  "
           f"RSS {r['rss']:.0f} MB", flush=True)

@@ -108,7 +108,7 @@ class OverloadControl(Service):
 
     def __init__(self, reactor, layer, maxLag=0.2, maxTransactions=None,
                  transport=None, maxBacklog=262144,
-                 interval=0.05, samples=3, rise=0.25, hold=2.0, retryAfter=2,
+                 interval=0.05, samples=3, rise=0.25, hold=1.0, retryAfter=2,
                  trim=_mallocTrim()):
         self._reactor = reactor
         self._layer = layer
