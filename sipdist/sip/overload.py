@@ -83,7 +83,7 @@ class OverloadControl(Service):
     @param transport: the L{sipdist.sip.transport.TransportLayer} whose UDP
         backlog it measures (C{receiveQueued}), or C{None}.
     @param maxBacklog: bytes queued in the UDP receive buffers above which
-        it sheds (at most half the buffers' size).
+        it sheds (keep it well below the buffers' size).
     @param interval: seconds between measurements.
     @param samples: how many measurements in a row above a threshold it
         takes to shed (one slow reactor turn is not an overload).
@@ -161,8 +161,8 @@ class OverloadControl(Service):
             if queued is None:
                 self._transport = None
             else:
-                self.backlog, size = queued
-                backlogOver = self.backlog > min(self.maxBacklog, size // 2)
+                self.backlog = queued[0]
+                backlogOver = self.backlog > self.maxBacklog
         if lag > self.maxLag or backlogOver or (
                 self.maxTransactions is not None
                 and active > self.maxTransactions):
