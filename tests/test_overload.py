@@ -294,6 +294,24 @@ class ShedDatagramTests(SynchronousTestCase):
                 self.protocol, data, ("192.0.2.9", 5060)), data)
         self.assertEqual(self.protocol.sent, [])
 
+    def test_credentials(self):
+        """
+        A request with credentials is shed only when every new request is.
+        """
+        data = makeRequest("REGISTER").toBytes().replace(
+            b"Max-Forwards: 70\r\n",
+            b"Max-Forwards: 70\r\nAuthorization: Digest username=\"a\"\r\n")
+        self.control.fraction = 0.9
+        # A request without credentials would be shed now.
+        self.control._credit = 0.5
+        self.assertFalse(self.control.shedDatagram(
+            self.protocol, data, ("192.0.2.9", 5060)))
+        self.assertFalse(self.control.shouldShed(parseMessage(data)))
+        self.control.fraction = 1.0
+        self.assertTrue(self.control.shouldShed(parseMessage(data)))
+        self.assertTrue(self.control.shedDatagram(
+            self.protocol, data, ("192.0.2.9", 5060)))
+
     def test_notShedding(self):
         """
         Nothing is answered when not shedding.

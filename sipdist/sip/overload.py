@@ -18,18 +18,19 @@ the injected reactor every C{interval} seconds:
     table grows with the rate of requests, not with the work pending).
 
 Above any threshold (C{maxLag}, C{maxBacklog}, C{maxTransactions}) in
-C{samples}
-measurements in a row, it sheds a fraction of the new requests that grows
-by C{rise} with each measurement above a threshold and falls back to 0
-within C{hold} seconds once they are below: a control loop that keeps the
-lag near C{maxLag} and admits what the process can handle.  The
-transaction layer answers each new request shed (one outside a dialog: no
-To tag) with a stateless C{503} and C{Retry-After},
-before creating a transaction for it and before the transaction user
-sees it.  It never sheds an C{ACK} or a C{CANCEL}, a request matching a
-transaction in progress (a retransmission), a request inside a dialog
-(To tag), nor an C{OPTIONS}: the pool's monitor keeps seeing the server
-alive.  Transactions already in progress thus finish first.
+C{samples} measurements in a row, it sheds a fraction of the new requests
+that grows by C{rise} with each measurement above a threshold and falls
+back to 0 within C{hold} seconds once they are below: a control loop that
+admits what the process can handle.  A request shed (a new one outside a
+dialog: no To tag) gets a stateless C{503} with C{Retry-After}: over UDP
+from L{OverloadControl.shedDatagram} before it is parsed, otherwise from
+the transaction layer before it creates a transaction; the transaction
+user never sees it.  It never sheds an C{ACK} or a C{CANCEL}, a request
+matching a transaction in progress (a retransmission), a request inside a
+dialog, nor an C{OPTIONS}: the pool's monitor keeps seeing the server
+alive.  A request with credentials (the second step of a login whose
+challenge was paid for already) is shed only when the fraction is 1.
+Work already in progress thus finishes first.
 
 When the load is over it gives the memory of the peak back: the
 transaction tables are rebuilt (a Python dict never shrinks) and the C
@@ -52,6 +53,7 @@ NEVER_SHED = frozenset(("OPTIONS", "ACK", "CANCEL"))
 _NEVER_SHED_BYTES = frozenset(m.encode("ascii") for m in NEVER_SHED)
 # The headers a response copies, by their full and compact names.
 _COPIED = frozenset((b"from", b"to", b"call-id", b"cseq"))
+_CREDENTIALS = frozenset((b"authorization", b"proxy-authorization"))
 _COMPACT = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
 
 
@@ -195,12 +197,17 @@ class OverloadControl(Service):
         Whether to answer C{request} (a new request: it matches no
         transaction) with a stateless C{503} now: while shedding, a new
         request outside a dialog, other than OPTIONS, ACK and CANCEL, one
-        in C{1 / fraction} of them.
+        in C{1 / fraction} of them; one with credentials (the second step
+        of a login whose challenge was paid for already) only when the
+        fraction is 1.
         """
         if not self.shedding or request.method in NEVER_SHED:
             return False
         to = request.header("to") or ""
         if ";tag=" in to.replace(" ", "").lower():
+            return False
+        if self.fraction < 1.0 and (request.header("authorization") or
+                                    request.header("proxy-authorization")):
             return False
         self._credit += self.fraction
         if self._credit >= 1.0:
@@ -232,6 +239,7 @@ class OverloadControl(Service):
             return False
         copied = {}
         vias = []
+        authorized = False
         for line in data[end + 2:head].split(b"\r\n"):
             if line[:1] in (b" ", b"\t"):
                 return False
@@ -239,6 +247,8 @@ class OverloadControl(Service):
             name = _COMPACT.get(name, name)
             if name == b"via":
                 vias.append(line)
+            elif name in _CREDENTIALS:
+                authorized = True
             elif name in _COPIED:
                 if name in copied:
                     return False
@@ -246,7 +256,8 @@ class OverloadControl(Service):
         if len(copied) != 4 or not vias:
             return False
         to = copied[b"to"]
-        if b";tag=" in to.replace(b" ", b"").lower():
+        if b";tag=" in to.replace(b" ", b"").lower() or (
+                authorized and self.fraction < 1.0):
             return False
         try:
             top = vias[0].partition(b":")[2].decode("utf-8")
