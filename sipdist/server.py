@@ -25,6 +25,7 @@ from sipdist.pool.status import installStatus
 from sipdist.roles.chains import ROLES, chainFor
 from sipdist.sip.tls import clientContextFactory
 from sipdist.sip.message import hasToTag, responseTo
+from sipdist.sip.overload import OverloadControl
 from sipdist.sip.transaction import TransactionLayer
 from sipdist.sip.transport import TransportLayer, TransportService
 
@@ -257,9 +258,17 @@ def buildServer(config, reactor, store=None, checker=None):
         maxConnections=config.get("max-connections", 10000),
         maxConnectionsPerHost=config.get("max-connections-per-host", 64),
         tlsClientOptions=_tlsClientOptions(config))
+    transport.receiveBuffer = config.get("udp-receive-buffer", 4194304)
+    overload = OverloadControl(
+        reactor, transactions, transport=transport,
+        maxLag=config.get("overload-lag", 0.2),
+        maxTransactions=config.get("overload-transactions", 10000),
+        retryAfter=config.get("overload-retry-after", 2),
+        maxBacklog=config.get("overload-backlog", 262144))
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)
+    overload.setServiceParent(service)
     role = ROLES[config.get("role", "home")]
     assemble = namedAny(role.assemble)
     links = assemble(service, config, reactor, store=store, checker=checker)

@@ -101,6 +101,24 @@ PARAMETERS = [
     ("t1", None, 0.5, _positiveFloat, "RFC 3261 timer T1 (seconds)."),
     ("max-transactions", None, 100000, _positiveInt,
      "Transactions in progress at once; past it requests are answered 503."),
+    ("udp-receive-buffer", None, 4194304, _positiveInt,
+     "Receive buffer (SO_RCVBUF, bytes) of each UDP port: bursts wait there "
+     "instead of being dropped by the kernel (capped at "
+     "net.core.rmem_max)."),
+    ("overload-lag", None, 0.2, _positiveFloat,
+     "Event-loop lag (seconds) which, measured 3 times in a row (every "
+     "50 ms), means the server is overloaded: new "
+     "requests outside a dialog (not OPTIONS, ACK, CANCEL) get a stateless "
+     "503 with Retry-After until it has been below for 1 s."),
+    ("overload-backlog", None, 262144, _positiveInt,
+     "Bytes of datagrams waiting in the UDP receive buffers (Linux; about "
+     "1.3 KB a datagram) above which, 3 times in a row, the server is "
+     "overloaded, as with --overload-lag."),
+    ("overload-transactions", None, 10000, _positiveInt,
+     "Transactions in progress (still waiting for their final response) "
+     "above which the server is overloaded, as with --overload-lag."),
+    ("overload-retry-after", None, 2, _positiveInt,
+     "The Retry-After (seconds) of the 503 of an overloaded server."),
     ("credentials", None, "memory:", str,
      "Where users' digest credentials come from: file:PATH (see 'sipdist "
      "passwd'), ldap://..., memory:USER:PASSWORD,... (tests)."),

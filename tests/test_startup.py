@@ -155,6 +155,11 @@ class TwistdProcessTests(SynchronousTestCase):
                                  timeout=60, cwd=directory)
         self.assertEqual(process.returncode, 1, process.stderr)
         self.assertIn("cannot listen", process.stdout + process.stderr)
+        # The daemon removes its pid file as it stops, which may be just
+        # after its parent has reported the failure and exited.
+        deadline = time.monotonic() + 10
+        while os.path.exists(pidfile) and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.assertFalse(os.path.exists(pidfile))
 
     def test_optionError(self):

@@ -898,6 +898,10 @@ class TransactionLayer:
 
     _log = Logger()
 
+    #: An L{sipdist.sip.overload.OverloadControl} saying which new requests
+    #: to shed (answered 503 statelessly), or C{None}.
+    overload = None
+
     def __init__(self, reactor, user, T1=0.5, T2=4.0, T4=5.0,
                  maxTransactions=100000, retryAfter=10, timerC=180.0,
                  inviteTimeout=200.0):
@@ -914,6 +918,8 @@ class TransactionLayer:
         self.retryAfter = retryAfter
         self._servers = {}
         self._clients = {}
+        # Their sizes at their peak, for compact().
+        self._serversPeak = self._clientsPeak = 0
         # Timers J and K of completed non-INVITE transactions.
         self._timerJ = _ExpiryQueue(reactor, self._64T1)
         self._timerK = _ExpiryQueue(reactor, T4)
@@ -945,6 +951,17 @@ class TransactionLayer:
         How many transactions are in the table.
         """
         return len(self._servers) + len(self._clients)
+
+    def inProgress(self):
+        """
+        How many transactions have not sent (server) or received (client)
+        their final response: the table less the completed records waiting
+        for retransmissions.  Cheap: a few lengths.
+        """
+        records = len(self._timerJ._queue) + len(self._timerK._queue)
+        for queue in (self._timerH, self._timerI):
+            records += len(queue._queue)
+        return max(self.active - records, 0)
 
     def createdPerSecond(self):
         """
@@ -982,6 +999,8 @@ class TransactionLayer:
             "timeouts": self.timeouts,
             "transport_errors": self.transportErrors,
             "stray_responses": self.strayResponses,
+            "overload": (None if self.overload is None
+                         else self.overload.stats()),
         }
 
     def _serverKey(self, request, via):
@@ -1034,8 +1053,16 @@ class TransactionLayer:
         if method == "ACK":
             self._deliver(self.user.ackReceived, request, flow)
             return
+        overload = self.overload
+        if overload is not None and overload.shedding \
+                and overload.shouldShed(request):
+            overload.shed += 1
+            self._reject(request, flow, overload.retryAfter, "overloaded")
+            return
         if len(servers) + len(self._clients) >= self.maxTransactions:
-            self._reject(request, flow)
+            self.rejected += 1
+            self._reject(request, flow, self.retryAfter,
+                         f"transaction table full ({self.maxTransactions})")
             return
         transaction = ServerTransaction(self, key, request, flow)
         servers[key] = transaction
@@ -1064,26 +1091,50 @@ class TransactionLayer:
             return
         transaction._delivered()
 
-    def _reject(self, request, flow):
-        self.rejected += 1
+    def _reject(self, request, flow, retryAfter, why):
         # A flood fills the table: one line per 10 s, not one per request.
         now = self._reactor.seconds()
         if self._rejectLogged is None or now - self._rejectLogged >= 10:
             self._rejectLogged = now
             suppressed, self._rejectSuppressed = self._rejectSuppressed, 0
-            self._log.warn("transaction table full ({count}): 503 to {method} "
-                           "from {remote} ({suppressed} more not logged)",
-                           count=self.maxTransactions, method=request.method,
+            self._log.warn("{why}: 503 to {method} from {remote} "
+                           "({suppressed} more not logged)",
+                           why=why, method=request.method,
                            remote=flow.remote, suppressed=suppressed)
         else:
             self._rejectSuppressed += 1
         response = responseTo(request, 503)
-        response.headers["retry-after"] = [str(self.retryAfter)]
+        response.headers["retry-after"] = [str(retryAfter)]
         try:
             flow.send(response)
         except Exception:
             self._log.failure("sending 503 to {remote} failed",
                               remote=flow.remote)
+
+    def compact(self):
+        """
+        Rebuild the transaction tables when they hold less than an eighth of
+        their peak (a Python dict keeps the size of its peak): the memory of
+        a load that is over goes back.
+
+        @return: whether a table was rebuilt.
+        """
+        rebuilt = False
+        size = len(self._servers)
+        if size * 8 < self._serversPeak:
+            self._servers = dict(self._servers)
+            self._serversPeak = size
+            rebuilt = True
+        elif size > self._serversPeak:
+            self._serversPeak = size
+        size = len(self._clients)
+        if size * 8 < self._clientsPeak:
+            self._clients = dict(self._clients)
+            self._clientsPeak = size
+            rebuilt = True
+        elif size > self._clientsPeak:
+            self._clientsPeak = size
+        return rebuilt
 
     def _responseReceived(self, response, flow):
         try:

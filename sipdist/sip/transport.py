@@ -40,6 +40,8 @@ the idle timeout.
 """
 
 import os
+import socket
+import sys
 from base64 import urlsafe_b64encode
 
 from twisted.application.service import Service
@@ -61,6 +63,11 @@ DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
 # Aliases (sent-by addresses) remembered per connection.
 _MAX_ALIASES = 4
+
+
+# getsockopt(SOL_SOCKET, SO_MEMINFO): Linux's sk_meminfo, whose first two
+# 32-bit values are the receive queue's bytes and the receive buffer's size.
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 
 
 def _token():
@@ -363,6 +370,13 @@ class TransportLayer:
     @ivar maxConnections: connections open at once, all peers together.
     @ivar maxConnectionsPerHost: connections open at once from one address.
     @ivar bufferedBytes: bytes of unfinished messages held now.
+    @ivar receiveBuffer: C{SO_RCVBUF} asked for each UDP port (bytes; the
+        kernel caps it at C{net.core.rmem_max}), or C{None} for the
+        system's default: a burst of datagrams waits there for the reactor
+        instead of being dropped.
+    @ivar datagramFilter: a callable C{(protocol, data, addr)} that sees each
+        datagram before it is parsed and returns C{True} when it answered
+        it itself (the overload control's early 503), or C{None}.
 
     Counters: C{dropped}, C{answeredErrors}, C{closedSlow} (deadline
     passed), C{closedOverBuffer} (closed to bring C{bufferedBytes} under
@@ -371,6 +385,8 @@ class TransportLayer:
     """
 
     _log = Logger()
+    receiveBuffer = None
+    datagramFilter = None
 
     def __init__(self, reactor, handler=None, maxMessageSize=DEFAULT_MAX_SIZE,
                  idleTimeout=DEFAULT_IDLE_TIMEOUT,
@@ -435,6 +451,10 @@ class TransportLayer:
                 int(args[0]), protocol,
                 interface=kwargs.get("interface", ""),
                 maxPacketSize=self.maxMessageSize + 1)
+            sock = getattr(port, "socket", None)
+            if self.receiveBuffer and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                self.receiveBuffer)
             self._datagram.append(protocol)
             self._listening(port, "UDP", kwargs.get("interface"))
             return defer.succeed(port)
@@ -495,6 +515,9 @@ class TransportLayer:
             return
         if data[0] < 2 and stun.isStun(data):
             self._stunReceived(protocol, data, addr)
+            return
+        datagramFilter = self.datagramFilter
+        if datagramFilter is not None and datagramFilter(protocol, data, addr):
             return
         self._messageReceived(data, DatagramFlow(protocol, addr), stream=False)
 
@@ -775,6 +798,26 @@ class TransportLayer:
         if protocol._timer is not None and protocol._timer.active():
             protocol._timer.cancel()
         protocol._timer = None
+
+    def receiveQueued(self):
+        """
+        What waits in the receive buffers of the UDP ports, from the
+        kernel's accounting (Linux C{SO_MEMINFO}: about 1.3 KB for a small
+        datagram): C{(queued bytes, buffer bytes)} summed over the ports, or
+        C{None} where the system cannot tell.  One system call per port.
+        """
+        queued = size = 0
+        for protocol in self._datagram:
+            sock = getattr(protocol.transport, "socket", None)
+            if sock is None:
+                continue
+            try:
+                info = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
+            except OSError:
+                return None
+            queued += int.from_bytes(info[0:4], sys.byteorder)
+            size += int.from_bytes(info[4:8], sys.byteorder)
+        return queued, size
 
     @property
     def connectionCount(self):

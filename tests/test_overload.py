@@ -1,0 +1,390 @@
+# -*- test-case-name: tests.test_overload -*-
+"""
+Tests for L{sipdist.sip.overload}: when the transaction layer sheds new
+requests with a stateless 503, and what it never sheds; driven by a
+L{task.Clock}.
+"""
+
+import socket
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from sipdist.sip.message import parseMessage, responseTo
+from sipdist.sip.overload import OverloadControl
+from sipdist.sip.transaction import TransactionLayer
+from sipdist.sip.transport import SIPDatagramProtocol, TransportLayer
+from tests.test_transaction import FakeFlow, RecordingUser, makeRequest
+
+
+class OverloadControlTests(SynchronousTestCase):
+    """
+    L{OverloadControl} with a L{TransactionLayer} whose user answers 200.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.user = RecordingUser(answer=200)
+        self.layer = TransactionLayer(self.clock, self.user)
+        self.trimmed = []
+        self.control = OverloadControl(
+            self.clock, self.layer, maxLag=0.1, maxTransactions=3,
+            interval=0.05, hold=1.0, retryAfter=7,
+            trim=lambda: self.trimmed.append(True))
+        self.control.startService()
+        self.addCleanup(self.control.stopService)
+        self.flow = FakeFlow(self.clock)
+
+    def overload(self):
+        """
+        Six reactor turns of 0.5 s in a row (the timer fires that late):
+        every new request is shed.
+        """
+        self.clock.pump([0.5] * 6)
+        self.assertEqual(self.control.fraction, 1.0)
+
+    def send(self, request):
+        self.layer.messageReceived(request, self.flow)
+        return self.flow.messages()[-1]
+
+    def test_normal(self):
+        """
+        Timers on time and few transactions: nothing is shed.
+        """
+        for _ in range(10):
+            self.clock.advance(0.05)
+        self.assertFalse(self.control.shedding)
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
+        self.assertEqual(len(self.user.requests), 1)
+
+    def test_lagShedsStatelessly(self):
+        """
+        Past the lag threshold a new REGISTER or INVITE gets a 503 with the
+        Retry-After, and no transaction is created nor the user called.
+        """
+        self.overload()
+        for method in ("REGISTER", "INVITE", "SUBSCRIBE", "MESSAGE"):
+            response = self.send(makeRequest(method))
+            self.assertEqual((response.code, response.header("retry-after")),
+                             (503, "7"), method)
+        self.assertEqual(self.user.requests, [])
+        self.assertEqual(self.layer.active, 0)
+        self.assertEqual(self.control.shed, 4)
+        self.assertEqual(self.layer.stats()["overload"]["shed"], 4)
+
+    def test_neverShed(self):
+        """
+        OPTIONS (the monitor's health check), CANCEL, ACK and requests in a
+        dialog (To tag) reach the user while shedding.
+        """
+        self.overload()
+        self.assertEqual(self.send(makeRequest("OPTIONS")).code, 200)
+        self.assertEqual(self.send(makeRequest("BYE", toTag="t1")).code, 200)
+        self.assertEqual(
+            self.send(makeRequest("INVITE", toTag="t2", callID="re")).code,
+            200)
+        self.send(makeRequest("CANCEL"))
+        self.layer.messageReceived(makeRequest("ACK", toTag="t3"), self.flow)
+        self.assertEqual([r.method for r, _ in self.user.requests],
+                         ["OPTIONS", "BYE", "INVITE"])
+        self.assertEqual(len(self.user.cancels), 1)
+        self.assertEqual(len(self.user.acks), 1)
+        self.assertEqual(self.control.shed, 0)
+
+    def test_transactionInProgressFinishes(self):
+        """
+        A retransmission of a request admitted before the overload matches
+        its transaction and is absorbed, and the transaction is answered.
+        """
+        self.user.answer = None
+        request = makeRequest("REGISTER", branch="z9hG4bKadmitted")
+        self.layer.messageReceived(request, self.flow)
+        self.overload()
+        self.layer.messageReceived(
+            makeRequest("REGISTER", branch="z9hG4bKadmitted"), self.flow)
+        self.assertEqual(self.control.shed, 0)
+        _, transaction = self.user.requests[0]
+        transaction.respond(responseTo(request, 200))
+        self.assertEqual(self.flow.messages()[-1].code, 200)
+
+    def test_transactionsInProgress(self):
+        """
+        More transactions waiting for their final response than
+        C{maxTransactions} sheds; completed ones waiting for
+        retransmissions do not count.
+        """
+        self.user.answer = None
+        for i in range(3):
+            self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.pump([0.05] * 3)
+        self.assertFalse(self.control.shedding)
+        self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.pump([0.05] * 3)
+        self.assertTrue(self.control.shedding)
+        for request, transaction in self.user.requests:
+            transaction.respond(responseTo(request, 200))
+        self.assertEqual(self.layer.inProgress(), 0)
+        self.assertEqual(self.layer.active, 4)
+
+    def test_oneSlowTurn(self):
+        """
+        Two slow reactor turns in a row are not an overload.
+        """
+        self.clock.pump([0.5, 0.5, 0.05, 0.5, 0.5, 0.05])
+        self.assertFalse(self.control.shedding)
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
+
+    def test_backlog(self):
+        """
+        Datagrams waiting in the UDP receive buffers above C{maxBacklog}
+        three times in a row shed, even with the timers on time.
+        """
+        queued = [(1000, 1000000)]
+        transport = type("Transport", (), {
+            "receiveQueued": lambda self: queued[0]})()
+        control = OverloadControl(self.clock, self.layer, transport=transport,
+                                  maxBacklog=5000, trim=None)
+        control.startService()
+        self.addCleanup(control.stopService)
+        self.clock.pump([0.05] * 5)
+        self.assertFalse(control.shedding)
+        queued[0] = (6000, 1000000)
+        self.clock.pump([0.05] * 3)
+        self.assertTrue(control.shedding)
+        self.assertEqual(control.stats()["backlog"], 6000)
+        queued[0] = (0, 1000000)
+        self.clock.pump([0.05] * 60)
+        self.assertFalse(control.shedding)
+
+    def test_fraction(self):
+        """
+        The fraction shed grows with each late measurement once shedding
+        started; at one half, every other new request is shed.
+        """
+        self.clock.pump([0.5] * 3)
+        self.assertEqual(self.control.fraction, 0.25)
+        self.clock.pump([0.5])
+        self.assertEqual(self.control.fraction, 0.5)
+        codes = [self.send(makeRequest("REGISTER")).code for _ in range(6)]
+        self.assertEqual(sorted(codes), [200] * 3 + [503] * 3)
+
+    def test_hold(self):
+        """
+        Once the measurements are normal again, the fraction shed falls
+        back to 0 within C{hold} seconds, then new requests are served
+        again.
+        """
+        self.overload()
+        self.clock.pump([0.05] * 10)
+        self.assertTrue(self.control.shedding)
+        self.clock.pump([0.05] * 20)
+        self.assertFalse(self.control.shedding)
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
+        self.assertEqual(self.control.episodes, 1)
+
+    def test_compactAfterLoad(self):
+        """
+        Once the completed records of a load have expired, the table is
+        rebuilt and the allocator asked to give memory back, once.
+        """
+        for i in range(100):
+            self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.advance(0.05)
+        self.assertEqual(self.trimmed, [])
+        before = self.layer._servers
+        self.clock.pump([0.05] * 800)
+        self.assertEqual(self.layer.active, 0)
+        self.assertIsNot(self.layer._servers, before)
+        self.assertEqual(self.trimmed, [True])
+
+    def test_stop(self):
+        """
+        Stopping the service stops its timer.
+        """
+        self.control.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class FakeProtocol:
+    """
+    A UDP protocol recording what it sends.
+    """
+
+    def __init__(self):
+        self.sent = []
+
+    def sendBytes(self, data, addr):
+        self.sent.append((data, addr))
+        return True
+
+
+class ShedDatagramTests(SynchronousTestCase):
+    """
+    L{OverloadControl.shedDatagram}: the 503 of a datagram not parsed.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.user = RecordingUser()
+        self.layer = TransactionLayer(self.clock, self.user)
+        self.control = OverloadControl(self.clock, self.layer, retryAfter=7,
+                                       trim=None)
+        self.control.shedding = True
+        self.control.fraction = 1.0
+        self.protocol = FakeProtocol()
+
+    def shed(self, request, addr=("192.0.2.9", 40000)):
+        return self.control.shedDatagram(self.protocol, request.toBytes(),
+                                         addr)
+
+    def test_shed(self):
+        """
+        A new REGISTER gets a 503 that copies Via, From, Call-ID and CSeq,
+        adds a To tag and Retry-After, and goes to the sent-by port at the
+        source address (no rport); no transaction is created.
+        """
+        request = makeRequest("REGISTER")
+        self.assertTrue(self.shed(request))
+        [(data, addr)] = self.protocol.sent
+        self.assertEqual(addr, ("192.0.2.9", 5060))
+        response = parseMessage(data)
+        self.assertEqual((response.code, response.header("retry-after")),
+                         (503, "7"))
+        for name in ("from", "call-id", "cseq"):
+            self.assertEqual(response.header(name), request.header(name))
+        self.assertIn(";tag=", response.header("to"))
+        vias = response.headers["via"]
+        self.assertEqual(len(vias), 2)
+        self.assertIn("received=192.0.2.9", vias[0])
+        self.assertEqual(response.topVia().branch, request.topVia().branch)
+        self.assertEqual((self.layer.active, self.control.shed), (0, 1))
+
+    def test_rport(self):
+        """
+        With rport, the 503 goes to the source address and port.
+        """
+        data = makeRequest("INVITE").toBytes().replace(
+            b";branch=", b";rport;branch=", 1)
+        self.assertTrue(self.control.shedDatagram(
+            self.protocol, data, ("192.0.2.9", 40000)))
+        [(data, addr)] = self.protocol.sent
+        self.assertEqual(addr, ("192.0.2.9", 40000))
+        self.assertIn("rport=40000", parseMessage(data).headers["via"][0])
+
+    def test_leftToFullPath(self):
+        """
+        OPTIONS, ACK, CANCEL, requests with a To tag, responses and
+        retransmissions of a request in a transaction are not answered
+        here.
+        """
+        self.user.answer = None
+        admitted = makeRequest("REGISTER", branch="z9hG4bKadmitted")
+        self.control.shedding = False
+        self.layer.messageReceived(admitted, FakeFlow(self.clock))
+        self.control.shedding = True
+        for data in [makeRequest(m).toBytes()
+                     for m in ("OPTIONS", "ACK", "CANCEL")] + [
+                makeRequest("BYE", toTag="t").toBytes(),
+                admitted.toBytes(),
+                b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                b"\r\n"]:
+            self.assertFalse(self.control.shedDatagram(
+                self.protocol, data, ("192.0.2.9", 5060)), data)
+        self.assertEqual(self.protocol.sent, [])
+
+    def test_credentials(self):
+        """
+        A request with credentials is shed only when every new request is.
+        """
+        data = makeRequest("REGISTER").toBytes().replace(
+            b"Max-Forwards: 70\r\n",
+            b"Max-Forwards: 70\r\nAuthorization: Digest username=\"a\"\r\n")
+        self.control.fraction = 0.9
+        # A request without credentials would be shed now.
+        self.control._credit = 0.5
+        self.assertFalse(self.control.shedDatagram(
+            self.protocol, data, ("192.0.2.9", 5060)))
+        self.assertFalse(self.control.shouldShed(parseMessage(data)))
+        self.control.fraction = 1.0
+        self.assertTrue(self.control.shouldShed(parseMessage(data)))
+        self.assertTrue(self.control.shedDatagram(
+            self.protocol, data, ("192.0.2.9", 5060)))
+
+    def test_notShedding(self):
+        """
+        Nothing is answered when not shedding.
+        """
+        self.control.shedding = False
+        self.assertFalse(self.shed(makeRequest("REGISTER")))
+
+    def test_transport(self):
+        """
+        The transport hands each datagram to the filter first.
+        """
+        transport = TransportLayer(self.clock, self.layer)
+        OverloadControl(self.clock, self.layer, transport=transport,
+                        trim=None)
+        self.layer.overload.shedding = True
+        self.layer.overload.fraction = 1.0
+        protocol = FakeProtocol()
+        transport.datagramReceived(protocol,
+                                   makeRequest("REGISTER").toBytes(),
+                                   ("192.0.2.9", 5060))
+        self.assertEqual(len(protocol.sent), 1)
+        self.assertEqual(self.user.requests, [])
+
+
+class ReceiveQueuedTests(SynchronousTestCase):
+    """
+    L{TransportLayer.receiveQueued} and C{receiveBuffer} on real loopback
+    UDP sockets.
+    """
+
+    def test_queued(self):
+        """
+        Datagrams nobody read yet are counted in bytes, with the size of
+        the buffer.
+        """
+        layer = TransportLayer(Clock())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        protocol = SIPDatagramProtocol(layer, 0)
+        protocol.transport = type("Port", (), {"socket": sock})()
+        layer._datagram.append(protocol)
+        queued = layer.receiveQueued()
+        if queued is None:
+            raise SkipTest("no SO_MEMINFO on this system")
+        self.assertEqual(queued[0], 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(10):
+                sender.sendto(b"x" * 500, sock.getsockname())
+        queued, size = layer.receiveQueued()
+        self.assertGreaterEqual(queued, 5000)
+        self.assertGreater(size, queued)
+
+    def test_receiveBuffer(self):
+        """
+        A UDP port asks for C{receiveBuffer} bytes of receive buffer.
+        """
+        asked = []
+
+        class Socket:
+            def setsockopt(self, level, option, value):
+                asked.append((level, option, value))
+
+        class Port:
+            socket = Socket()
+
+            def getHost(self):
+                return IPv4Address("UDP", "127.0.0.1", 5999)
+
+        reactor = MemoryReactorClock()
+        reactor.listenUDP = lambda *args, **kwargs: Port()
+        layer = TransportLayer(reactor)
+        layer.receiveBuffer = 1 << 20
+        layer.listen("udp:0:interface=127.0.0.1")
+        self.assertEqual(asked,
+                         [(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)])
