@@ -24,6 +24,7 @@ Messages are built and parsed without touching the reactor.
 """
 
 import os
+import re
 from base64 import urlsafe_b64encode
 
 from twisted.logger import Logger
@@ -140,13 +141,17 @@ class MessageError(Exception):
     @ivar message: the partly parsed message, when enough of it was read to
         build a response (a request with its Via, From, To, Call-ID and
         CSeq); C{None} when no response can be routed.
+    @ivar streamOnly: the top Via is unusable (no address to send a
+        datagram to): the response can go back only on the connection the
+        request came in on.
     """
 
-    def __init__(self, code, phrase, message=None):
+    def __init__(self, code, phrase, message=None, streamOnly=False):
         Exception.__init__(self, f"{code} {phrase}")
         self.code = code
         self.phrase = phrase
         self.message = message
+        self.streamOnly = streamOnly
 
 
 def splitValues(text):
@@ -225,59 +230,182 @@ class Via(sip.Via):
         return 5061 if self.transport in ("TLS", "WSS") else 5060
 
 
+_TOKEN_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    "-.!%*_+`'~")
+_HOST_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+# A gen-value (RFC 3261 section 25.1): token, host (IPv6 reference
+# included) or quoted-string.
+_VALUE_CHARS = _TOKEN_CHARS | frozenset("[]:")
+
+# sent-protocol and sent-by, with the LWS the grammar allows around "/"
+# and ":" (section 25.1: SLASH, COLON are SWS-delimited).
+_VIA = re.compile(
+    r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([^ \t/;:]+)[ \t]+"
+    r"(\[[^\]]*\]|[^ \t;:\[\]]+)(?:[ \t]*:[ \t]*([^ \t;]*))?[ \t]*",
+    re.IGNORECASE)
+
+
+class ViaError(ValueError):
+    """
+    A Via value is malformed.
+
+    @ivar phrase: a reason phrase naming the problem.
+    @ivar via: the L{Via} read up to the problem when its sent-by was
+        usable (a response can still be routed), else C{None}.
+    """
+
+    def __init__(self, phrase, value, via=None):
+        ValueError.__init__(self, f"{phrase}: {value!r}")
+        self.phrase = phrase
+        self.via = via
+
+
+def _isHost(host):
+    if host[:1] == "[":
+        return (host[-1:] == "]" and len(host) > 3
+                and _IPV6_CHARS.issuperset(host[1:-1]) and ":" in host)
+    return _HOST_CHARS.issuperset(host) and host[:1] not in ("-", ".")
+
+
+def splitParams(text):
+    """
+    Split the text of C{;name=value} parameters on the semicolons outside
+    quoted strings.
+
+    @return: the parameters as written (the first element is what comes
+        before the first semicolon), or C{None} for an unterminated quoted
+        string.
+    """
+    if '"' not in text:
+        return text.split(";")
+    parts = []
+    start = 0
+    quoted = False
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ";":
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        return None
+    parts.append(text[start:])
+    return parts
+
+
+def _isQuoted(text):
+    """
+    Whether C{text} is exactly one quoted string (backslash escapes
+    honoured).
+    """
+    i = 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            return i == n - 1
+        i += 1
+    return False
+
+
+def checkParam(param):
+    """
+    Check one generic parameter (C{name [= value]}, LWS around C{=}).
+
+    @return: C{(name, value)}: the name lower-cased, the value stripped or
+        C{None}.
+    @raise ValueError: with a reason phrase: the parameter is empty, its
+        name is not a token, or its value is empty or not a token, host or
+        quoted string.
+    """
+    name, sep, value = param.partition("=")
+    name = name.strip(" \t")
+    if not name:
+        raise ValueError("Empty Parameter" if not sep else "Bad Parameter")
+    if not _TOKEN_CHARS.issuperset(name):
+        raise ValueError("Bad Parameter Name")
+    if not sep:
+        return name.lower(), None
+    value = value.strip(" \t")
+    if not value:
+        raise ValueError("Empty Parameter Value")
+    if value[0] == '"':
+        if not _isQuoted(value):
+            raise ValueError("Bad Parameter Value")
+    elif not _VALUE_CHARS.issuperset(value):
+        raise ValueError("Bad Parameter Value")
+    return name.lower(), value
+
+
 def parseVia(value):
     """
-    Parse one Via value (C{SIP/2.0/UDP host:port;params}).
+    Parse one Via value (C{SIP/2.0/UDP host:port;params}), with the linear
+    white space RFC 3261 allows around C{/}, C{:}, C{;} and C{=}.
 
     @rtype: L{Via}
-    @raise ValueError: if it is not a Via value.
+    @raise ViaError: if it is not a Via value; its C{via} is set when the
+        sent-by was read (the problem is in the parameters).
     """
-    sentProtocol, _, rest = value.strip().partition(" ")
-    name, _, rest2 = sentProtocol.partition("/")
-    version, _, transport = rest2.partition("/")
-    if name.upper() != "SIP" or version != "2.0" or not transport:
-        raise ValueError(f"bad sent-protocol in Via: {value!r}")
-    sentBy, *params = rest.split(";")
-    sentBy = sentBy.strip()
-    if sentBy.startswith("["):
-        end = sentBy.find("]")
-        if end < 0:
-            raise ValueError(f"bad sent-by in Via: {value!r}")
-        host, portText = sentBy[:end + 1], sentBy[end + 2:]
-    else:
-        host, _, portText = sentBy.partition(":")
-    host = host.strip()
-    if not host:
-        raise ValueError(f"missing sent-by host in Via: {value!r}")
+    match = _VIA.match(value)
+    if match is None:
+        raise ViaError("Bad Via Sent-By", value)
+    transport, host, portText = match.groups()
+    if not _TOKEN_CHARS.issuperset(transport):
+        raise ViaError("Bad Via Transport", value)
+    if not _isHost(host):
+        raise ViaError("Bad Via Sent-By Host", value)
     port = None
-    portText = portText.strip()
-    if portText:
-        if not portText.isdigit():
-            raise ValueError(f"bad sent-by port in Via: {value!r}")
+    if portText is not None:
+        if not portText.isdigit() or not 0 < int(portText) < 65536:
+            raise ViaError("Bad Via Sent-By Port", value)
         port = int(portText)
     via = Via(host, port, transport.upper())
-    for p in params:
-        pname, sep, pvalue = p.strip().partition("=")
-        pname = pname.strip().lower()
-        if not pname:
-            continue
-        pvalue = pvalue.strip() if sep else None
+    rest = value[match.end():]
+    if not rest:
+        return via
+    if rest[0] != ";":
+        raise ViaError("Bad Via Sent-By", value)
+    params = splitParams(rest)
+    if params is None:
+        raise ViaError("Bad Via Parameter", value, via)
+    for p in params[1:]:
+        try:
+            pname, pvalue = checkParam(p)
+        except ValueError as e:
+            raise ViaError(f"{e.args[0]} In Via", value, via)
         if pname == "branch":
+            if pvalue is None:
+                raise ViaError("Bad Via Branch", value, via)
             via.branch = pvalue
         elif pname == "received":
             via.received = pvalue
         elif pname == "rport":
             if pvalue is None:
                 via.rportRequested = True
-            elif pvalue.isdigit():
+            elif pvalue.isdigit() and int(pvalue) < 65536:
                 via.rportValue = int(pvalue)
             else:
-                raise ValueError(f"bad rport in Via: {value!r}")
+                raise ViaError("Bad Via Rport", value, via)
         elif pname == "maddr":
             via.maddr = pvalue
         elif pname == "ttl":
-            if pvalue is None or not pvalue.isdigit():
-                raise ValueError(f"bad ttl in Via: {value!r}")
+            if pvalue is None or not pvalue.isdigit() or int(pvalue) > 255:
+                raise ViaError("Bad Via TTL", value, via)
             via.ttl = int(pvalue)
         elif pname == "hidden":
             via.hidden = True
@@ -455,10 +583,10 @@ class _MessageMixin:
             if not lines:
                 return None
             first = lines[0]
-            if "," not in first:
-                self._top = top = parseVia(first)
-                return top
-            vias = self.vias()
+            if "," in first:
+                first = splitValues(first)[0]
+            self._top = top = parseVia(first)
+            return top
         return vias[0] if vias else None
 
     def nameAddr(self, name):
@@ -703,24 +831,32 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     text = text.lstrip("\r\n")
     lines = text.split(sep)
     first = lines[0]
-    parts = first.split(" ", 2)
-    if len(parts) != 3:
-        raise MessageError(400, "Bad Start Line")
+    parts = first.split(" ")
+    if len(parts) != 3 or not (parts[0] and parts[1] and parts[2]):
+        if first.startswith("SIP/") and len(parts) > 2 and parts[1]:
+            # A reason phrase holds spaces, or is empty.
+            parts = first.split(" ", 2)
+        else:
+            _badStartLine(first, lines)
     a, b, c = parts
-    if a.startswith("SIP/"):
-        if a != SIP_VERSION:
+    if a[:4].upper() == "SIP/":
+        if a != SIP_VERSION and a.upper() != SIP_VERSION:
             raise MessageError(505, "SIP Version Not Supported")
         if not (len(b) == 3 and b.isdigit()) or not "100" <= b <= "699":
             raise MessageError(400, "Bad Status Code")
         message = Response(int(b), c)
-    elif c.startswith("SIP/"):
+    elif c[:4].upper() == "SIP/":
         message = Request(a, b)
-        if c != SIP_VERSION:
+        if c != SIP_VERSION and c.upper() != SIP_VERSION:
             _parseHeaders(message, lines)
+            if not _VERSION.match(c):
+                raise MessageError(400, "Bad SIP Version",
+                                   _answerable(message))
             raise MessageError(505, "SIP Version Not Supported",
                                _answerable(message))
-        if not _isToken(a):
-            raise MessageError(400, "Bad Method")
+        if not _TOKEN_CHARS.issuperset(a):
+            _parseHeaders(message, lines)
+            raise MessageError(400, "Bad Method", _answerable(message))
     else:
         raise MessageError(400, "Bad Start Line")
     _parseHeaders(message, lines)
@@ -752,6 +888,30 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     return message
 
 
+_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
+
+
+def _badStartLine(first, lines):
+    """
+    Raise the error for a start line that is not three parts separated by
+    single spaces: for a request whose headers can be read, a C{400} naming
+    the problem (RFC 4475 sections 3.1.2.8 to 3.1.2.10), else a drop.
+    """
+    parts = first.split()
+    if len(parts) < 3 or parts[-1][:4].upper() != "SIP/" or (
+            not _TOKEN_CHARS.issuperset(parts[0])):
+        raise MessageError(400, "Bad Start Line")
+    if first != first.rstrip(" \t"):
+        phrase = "Trailing Space In Request-Line"
+    elif len(parts) > 3:
+        phrase = "Space In Request-URI"
+    else:
+        phrase = "Extra Spaces In Request-Line"
+    message = Request(parts[0], " ".join(parts[1:-1]))
+    _parseHeaders(message, lines)
+    raise MessageError(400, phrase, _answerable(message))
+
+
 def _parseHeaders(message, lines):
     headers = message.headers
     previous = None
@@ -769,7 +929,13 @@ def _parseHeaders(message, lines):
         if colon <= 0:
             raise MessageError(400, "Malformed Header Line",
                                _answerable(message))
-        key = _NAME_CACHE.get(line[:colon]) or headerKey(line[:colon])
+        key = _NAME_CACHE.get(line[:colon])
+        if key is None:
+            name = line[:colon].rstrip(" \t")
+            if not name or not _TOKEN_CHARS.issuperset(name):
+                raise MessageError(400, "Malformed Header Name",
+                                   _answerable(message))
+            key = headerKey(name)
         value = line[colon + 1:].strip()
         values = headers.get(key)
         if values is None:
@@ -777,11 +943,6 @@ def _parseHeaders(message, lines):
         else:
             values.append(value)
         previous = key
-
-
-def _isToken(text):
-    return text.isalpha() and text.isupper() or (
-        text and all(c.isalnum() or c in "-.!%*_+`'~" for c in text))
 
 
 def _answerable(message):
@@ -811,9 +972,14 @@ def validateRequest(request, checkMaxForwards=True):
         raise MessageError(400, "Missing Via Header")
     try:
         top = request.topVia()
-    except ValueError:
-        # No way to route a response: dropped by the caller.
-        raise MessageError(400, "Malformed Via Header")
+    except ViaError as e:
+        if e.via is None:
+            # No address to send a datagram to: answered only on the
+            # connection the request came in on.
+            raise MessageError(400, e.phrase, _answerable(request),
+                               streamOnly=True)
+        request._top = e.via
+        raise MessageError(400, e.phrase, _answerable(request))
     for key in ("from", "to", "call-id", "cseq"):
         if not headers.get(key):
             raise MessageError(400, f"Missing {canonicalName(key)} Header",
@@ -831,15 +997,24 @@ def validateRequest(request, checkMaxForwards=True):
         raise MessageError(400, "CSeq Number Too Large", request)
     if method != request.method:
         raise MessageError(400, "CSeq Method Does Not Match", request)
-    if top.branch is None and top.transport not in ("UDP", "TCP", "TLS",
-                                                    "SCTP", "WS", "WSS"):
-        raise MessageError(400, "Malformed Via Header", request)
+    if len(vias) > 1 or "," in vias[0]:
+        # The values under the top one: a proxy reads them all (loop
+        # detection), so a bad one is a 400 here rather than later.
+        try:
+            request.vias()
+        except ViaError as e:
+            raise MessageError(400, e.phrase, request)
     try:
-        request.uri
+        uri = request.uri
     except URIError as e:
         if e.unsupportedScheme:
             raise MessageError(416, "Unsupported URI Scheme", request)
         raise MessageError(400, "Bad Request-URI", request)
+    if uri.headers:
+        # Section 19.1.1: headers are not allowed in a Request-URI; they
+        # must not reach the next hop (RFC 4475 section 3.1.2.11).
+        raise MessageError(400, "Headers Not Allowed In Request-URI",
+                           request)
     # From and To are checked for structure only: their URIs are parsed
     # by whoever uses them (section 16.3: what a server does not use is
     # left alone), which keeps tel: and other schemes fine here.
@@ -847,6 +1022,11 @@ def validateRequest(request, checkMaxForwards=True):
         if not _looksLikeAddress(headers[key][0]):
             raise MessageError(400, f"Bad {canonicalName(key)} Header",
                                request)
+    contacts = headers.get("contact")
+    if contacts is not None:
+        problem = _checkContacts(request)
+        if problem is not None:
+            raise MessageError(400, problem, request)
     maxForwards = headers.get("max-forwards")
     if maxForwards is not None:
         text = maxForwards[0].strip()
@@ -856,17 +1036,101 @@ def validateRequest(request, checkMaxForwards=True):
             raise MessageError(483, "Too Many Hops", request)
 
 
+_DISPLAY_CHARS = _TOKEN_CHARS | frozenset(" \t")
+
+
+def _quotedEnd(text, start):
+    """
+    The index just past the quoted string that starts at C{start}, or -1.
+    """
+    i = start + 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            return i + 1
+        i += 1
+    return -1
+
+
+def _splitAddress(value):
+    """
+    Split a name-addr or addr-spec into C{(uriText, paramText)}, checking
+    its shape: a URI with a scheme, in angle brackets if there are any,
+    after a display name that is a quoted string or tokens (RFC 4475
+    sections 3.1.2.6 and 3.1.2.15).
+
+    @return: the two texts, or C{None} when the value is malformed.
+    """
+    start = 0
+    if value[:1] == '"':
+        start = _quotedEnd(value, 0)
+        if start < 0:
+            return None
+    lt = value.find("<", start)
+    if lt >= 0:
+        if lt > start and not _DISPLAY_CHARS.issuperset(value[start:lt]):
+            return None
+        gt = value.find(">", lt)
+        if gt < 0:
+            return None
+        uriText = value[lt + 1:gt]
+        if ":" not in uriText:
+            return None
+        return uriText, value[gt + 1:]
+    if start:
+        return None
+    colon = value.find(":")
+    if colon <= 0 or ";" in value[:colon] or " " in value[:colon]:
+        return None
+    uriText, sep, paramText = value.partition(";")
+    return uriText, sep + paramText
+
+
 def _looksLikeAddress(value):
     """
-    Whether a From/To value has the shape of a name-addr or addr-spec: a
-    URI with a scheme, in angle brackets if there are any.
+    Whether a From/To value has the shape of a name-addr or addr-spec (see
+    L{_splitAddress}).
     """
-    lt = value.find("<")
-    if lt >= 0:
-        gt = value.find(">", lt)
-        return gt > lt + 1 and ":" in value[lt + 1:gt]
-    colon = value.find(":")
-    return 0 < colon and ";" not in value[:colon] and " " not in value[:colon]
+    return _splitAddress(value) is not None
+
+
+def _checkContacts(request):
+    """
+    Check the Contact values of a request: C{*} alone, or addresses whose
+    header parameters are well formed.
+
+    @return: a reason phrase naming the problem, or C{None}.
+    """
+    values = request.values("contact")
+    for value in values:
+        if value == "*":
+            if len(values) > 1:
+                return "Bad Contact Header"
+            continue
+        split = _splitAddress(value)
+        if split is None:
+            return "Bad Contact Header"
+        uriText, paramText = split
+        if value[:1] != "<" and "<" not in value and (
+                "?" in uriText or "," in uriText):
+            # Section 20: such a URI must be in angle brackets.
+            return "Contact URI Not In Angle Brackets"
+        paramText = paramText.strip(" \t")
+        if not paramText:
+            continue
+        params = splitParams(paramText)
+        if params is None or params[0]:
+            return "Bad Contact Parameter"
+        for param in params[1:]:
+            try:
+                checkParam(param)
+            except ValueError as e:
+                return f"{e.args[0]} In Contact"
+    return None
 
 
 def validateResponse(response):
@@ -916,14 +1180,21 @@ def responseTo(request, code, phrase=None, toTag=None):
     return response
 
 
-def errorResponse(error):
+def errorResponse(error, stream=False):
     """
     The response to send for a L{MessageError}, or C{None} when none can be
-    routed.
+    routed, or the message is an C{ACK} (never answered: RFC 3261 section
+    17.2.1).
+
+    @param stream: the message came over a connection (the response can go
+        back on it even when the top Via is unusable).
     """
-    if error.message is None:
+    message = error.message
+    if message is None or error.streamOnly and not stream:
         return None
-    return responseTo(error.message, error.code, error.phrase)
+    if message.method == "ACK":
+        return None
+    return responseTo(message, error.code, error.phrase)
 
 
 class StreamFramer:
