@@ -184,10 +184,13 @@ REQUEST = (
     "Content-Type: application/sdp\r\n"
     "Content-Length: 4\r\n\r\nv=0\n").encode("ascii")
 
-JUNK = st.sampled_from([b" ", b"  ", b";", b";;", b",", b":", b"\t", b"\r\n",
-                        b"\r\n ", b"<", b">", b"\"", b"[", b"]", b"@", b"%",
-                        b"?", b"=", b"/", b"\x00", b"\xff", b"99999",
-                        b"SIP/2.0", b"Via: ", b"\r\n\r\n", b"-1"])
+# What a mutation splices in: separators, brackets, quotes, a port out of
+# range, a second version, a header start, an end of headers.
+JUNK_PIECES = (b" ", b"  ", b";", b";;", b",", b":", b"\t", b"\r\n",
+               b"\r\n ", b"<", b">", b"\"", b"[", b"]", b"@", b"%",
+               b"?", b"=", b"/", b"\x00", b"\xff", b"99999",
+               b"SIP/2.0", b"Via: ", b"\r\n\r\n", b"-1")
+JUNK = st.sampled_from(JUNK_PIECES)
 
 
 @st.composite
