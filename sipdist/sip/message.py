@@ -817,7 +817,7 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
         # liberal reader costs nothing here).
         end = data.find(b"\n\n")
         if end < 0:
-            raise MessageError(400, "Missing End Of Headers")
+            _salvage(data, "Missing End Of Headers", truncated=True)
         head, body = data[:end], data[end + 2:]
         head = head.replace(b"\r\n", b"\n")
         sep = "\n"
@@ -827,7 +827,7 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
-        raise MessageError(400, "Headers Are Not UTF-8")
+        _salvage(head, "Headers Are Not UTF-8")
     text = text.lstrip("\r\n")
     lines = text.split(sep)
     first = lines[0]
@@ -837,7 +837,7 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
             # A reason phrase holds spaces, or is empty.
             parts = first.split(" ", 2)
         else:
-            _badStartLine(first, lines)
+            _badStartLine(first, lines, head)
     a, b, c = parts
     if a[:4].upper() == "SIP/":
         if a != SIP_VERSION and a.upper() != SIP_VERSION:
@@ -855,10 +855,9 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
             raise MessageError(505, "SIP Version Not Supported",
                                _answerable(message))
         if not _TOKEN_CHARS.issuperset(a):
-            _parseHeaders(message, lines)
-            raise MessageError(400, "Bad Method", _answerable(message))
+            _salvage(head, "Bad Method")
     else:
-        raise MessageError(400, "Bad Start Line")
+        _salvage(head, "Bad Start Line")
     _parseHeaders(message, lines)
 
     lengths = message.headers.get("content-length")
@@ -891,7 +890,41 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
 _VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
 
 
-def _badStartLine(first, lines):
+def _salvage(data, phrase, truncated=False):
+    """
+    Raise the error for a message whose start line or framing is broken,
+    with what can be read of it as a request, so that it is answered when
+    its top Via and CSeq can be read (and it is not an C{ACK}, which is
+    never answered).  A response, or a request whose method cannot be
+    told, is dropped.
+
+    @param data: the bytes of the header section, or of the whole message
+        when C{truncated} (its last line may be cut short: it is not read).
+    """
+    text = data.decode("utf-8", "replace").lstrip("\r\n")
+    lines = text.replace("\r\n", "\n").split("\n")
+    if truncated and len(lines) > 1:
+        lines = lines[:-1]
+    first = lines[0]
+    if first[:4].upper() == "SIP/":
+        raise MessageError(400, phrase)
+    parts = first.split()
+    method = parts[0] if parts and _TOKEN_CHARS.issuperset(parts[0]) else None
+    message = Request(method or "", parts[1] if len(parts) > 1 else "")
+    try:
+        _parseHeaders(message, lines)
+    except MessageError:
+        pass
+    try:
+        number, cseqMethod = message.cseq()
+    except ValueError:
+        raise MessageError(400, phrase)
+    if method is None or method != cseqMethod and method.upper() == "ACK":
+        message.method = cseqMethod
+    raise MessageError(400, phrase, _answerable(message))
+
+
+def _badStartLine(first, lines, head):
     """
     Raise the error for a start line that is not three parts separated by
     single spaces: for a request whose headers can be read, a C{400} naming
@@ -900,7 +933,7 @@ def _badStartLine(first, lines):
     parts = first.split()
     if len(parts) < 3 or parts[-1][:4].upper() != "SIP/" or (
             not _TOKEN_CHARS.issuperset(parts[0])):
-        raise MessageError(400, "Bad Start Line")
+        _salvage(head, "Bad Start Line")
     if first != first.rstrip(" \t"):
         phrase = "Trailing Space In Request-Line"
     elif len(parts) > 3:
@@ -913,28 +946,37 @@ def _badStartLine(first, lines):
 
 
 def _parseHeaders(message, lines):
+    """
+    Read the header lines into C{message.headers}.  A malformed line is
+    skipped and the rest read (so the error can be answered when the Via
+    comes after it); the first problem is raised at the end.
+    """
     headers = message.headers
     previous = None
+    problem = None
     for line in lines[1:]:
         if not line:
             continue
         if line[0] in _HEADER_LINE_CHARS:
             if previous is None:
-                raise MessageError(400, "Bad Header Continuation")
+                problem = problem or "Bad Header Continuation"
+                continue
             # Folded line (section 7.3.1): joins the previous value.
             values = headers[previous]
             values[-1] = values[-1] + " " + line.strip()
             continue
         colon = line.find(":")
         if colon <= 0:
-            raise MessageError(400, "Malformed Header Line",
-                               _answerable(message))
+            problem = problem or "Malformed Header Line"
+            previous = None
+            continue
         key = _NAME_CACHE.get(line[:colon])
         if key is None:
             name = line[:colon].rstrip(" \t")
             if not name or not _TOKEN_CHARS.issuperset(name):
-                raise MessageError(400, "Malformed Header Name",
-                                   _answerable(message))
+                problem = problem or "Malformed Header Name"
+                previous = None
+                continue
             key = headerKey(name)
         value = line[colon + 1:].strip()
         values = headers.get(key)
@@ -943,6 +985,8 @@ def _parseHeaders(message, lines):
         else:
             values.append(value)
         previous = key
+    if problem is not None:
+        raise MessageError(400, problem, _answerable(message))
 
 
 def _answerable(message):
