@@ -236,6 +236,7 @@ _TOKEN_CHARS = frozenset(
 _HOST_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+_HOSTPORT_CHARS = _HOST_CHARS | frozenset(":")
 # A gen-value (RFC 3261 section 25.1): token, host (IPv6 reference
 # included) or quoted-string.
 _VALUE_CHARS = _TOKEN_CHARS | frozenset("[]:")
@@ -279,30 +280,31 @@ def splitParams(text):
         before the first semicolon), or C{None} for an unterminated quoted
         string.
     """
+    pieces = text.split(";")
     if '"' not in text:
-        return text.split(";")
+        return pieces
     parts = []
-    start = 0
-    quoted = False
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == ";":
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quoted:
+    pending = None
+    for piece in pieces:
+        pending = piece if pending is None else pending + ";" + piece
+        if (pending.count('"') - pending.count('\\"')) % 2 == 0:
+            parts.append(pending)
+            pending = None
+    if pending is not None:
         return None
-    parts.append(text[start:])
     return parts
+
+
+_QUOTED_TEXT = r'"[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*"'
+_QUOTED = re.compile(_QUOTED_TEXT + r"\Z")
+_QUOTED_PREFIX = re.compile(_QUOTED_TEXT)
+# Parameters written the common way (no white space, no empty ones): valid
+# without looking at each (the hot path); anything else is checked one by
+# one by checkParam, which names the problem.
+_TOKEN_RE = r"[-A-Za-z0-9.!%*_+`'~]+"
+_PLAIN_PARAMS = re.compile(
+    r"(?:;" + _TOKEN_RE + r"(?:=(?:[-A-Za-z0-9.!%*_+`'~\[\]:]+|"
+    + _QUOTED_TEXT + r"))?)*\Z")
 
 
 def _isQuoted(text):
@@ -310,17 +312,7 @@ def _isQuoted(text):
     Whether C{text} is exactly one quoted string (backslash escapes
     honoured).
     """
-    i = 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i == n - 1
-        i += 1
-    return False
+    return _QUOTED.match(text) is not None
 
 
 def checkParam(param):
@@ -361,10 +353,46 @@ def parseVia(value):
     @raise ViaError: if it is not a Via value; its C{via} is set when the
         sent-by was read (the problem is in the parameters).
     """
+    if value[:8] == "SIP/2.0/":
+        # The common spelling, read without the regular expression.
+        sp = value.find(" ", 8)
+        semi = value.find(";", sp)
+        sentBy = value[sp + 1:] if semi < 0 else value[sp + 1:semi]
+        if (sp > 8 and sentBy and _HOSTPORT_CHARS.issuperset(sentBy)
+                and sentBy[0] not in "-.:"
+                and _TOKEN_CHARS.issuperset(value[8:sp])):
+            host, sep, portText = sentBy.partition(":")
+            port = None
+            if sep:
+                if not portText.isdigit():
+                    raise ViaError("Bad Via Sent-By Port", value)
+                port = int(portText)
+                if not 0 < port < 65536:
+                    raise ViaError("Bad Via Sent-By Port", value)
+            via = Via(host, port, value[8:sp].upper())
+            if semi < 0:
+                return via
+            rest = value[semi:]
+            for p in rest[1:].split(";"):
+                pname, sep, pvalue = p.partition("=")
+                if not (pname and _TOKEN_CHARS.issuperset(pname)) or sep and (
+                        not pvalue or not _VALUE_CHARS.issuperset(pvalue)):
+                    # White space, quotes, an empty parameter: read one by
+                    # one, naming the problem.
+                    return _viaParams(via, rest, value)
+                pname = pname.lower()
+                if pname == "branch" and sep:
+                    via.branch = pvalue
+                elif pname == "rport" and not sep:
+                    via.rportRequested = True
+                else:
+                    _viaParam(via, pname, pvalue if sep else None, value)
+            return via
     match = _VIA.match(value)
     if match is None:
         raise ViaError("Bad Via Sent-By", value)
     transport, host, portText = match.groups()
+    rest = value[match.end():]
     if not _TOKEN_CHARS.issuperset(transport):
         raise ViaError("Bad Via Transport", value)
     if not _isHost(host):
@@ -375,11 +403,18 @@ def parseVia(value):
             raise ViaError("Bad Via Sent-By Port", value)
         port = int(portText)
     via = Via(host, port, transport.upper())
-    rest = value[match.end():]
     if not rest:
         return via
     if rest[0] != ";":
         raise ViaError("Bad Via Sent-By", value)
+    return _viaParams(via, rest, value)
+
+
+def _viaParams(via, rest, value):
+    """
+    Check and apply the parameters of a Via value one by one, naming the
+    first problem.
+    """
     params = splitParams(rest)
     if params is None:
         raise ViaError("Bad Via Parameter", value, via)
@@ -388,30 +423,34 @@ def parseVia(value):
             pname, pvalue = checkParam(p)
         except ValueError as e:
             raise ViaError(f"{e.args[0]} In Via", value, via)
-        if pname == "branch":
-            if pvalue is None:
-                raise ViaError("Bad Via Branch", value, via)
-            via.branch = pvalue
-        elif pname == "received":
-            via.received = pvalue
-        elif pname == "rport":
-            if pvalue is None:
-                via.rportRequested = True
-            elif pvalue.isdigit() and int(pvalue) < 65536:
-                via.rportValue = int(pvalue)
-            else:
-                raise ViaError("Bad Via Rport", value, via)
-        elif pname == "maddr":
-            via.maddr = pvalue
-        elif pname == "ttl":
-            if pvalue is None or not pvalue.isdigit() or int(pvalue) > 255:
-                raise ViaError("Bad Via TTL", value, via)
-            via.ttl = int(pvalue)
-        elif pname == "hidden":
-            via.hidden = True
-        else:
-            via.otherParams[pname] = pvalue
+        _viaParam(via, pname, pvalue, value)
     return via
+
+
+def _viaParam(via, pname, pvalue, value):
+    if pname == "branch":
+        if pvalue is None:
+            raise ViaError("Bad Via Branch", value, via)
+        via.branch = pvalue
+    elif pname == "rport":
+        if pvalue is None:
+            via.rportRequested = True
+        elif pvalue.isdigit() and int(pvalue) < 65536:
+            via.rportValue = int(pvalue)
+        else:
+            raise ViaError("Bad Via Rport", value, via)
+    elif pname == "received":
+        via.received = pvalue
+    elif pname == "maddr":
+        via.maddr = pvalue
+    elif pname == "ttl":
+        if pvalue is None or not pvalue.isdigit() or int(pvalue) > 255:
+            raise ViaError("Bad Via TTL", value, via)
+        via.ttl = int(pvalue)
+    elif pname == "hidden":
+        via.hidden = True
+    else:
+        via.otherParams[pname] = pvalue
 
 
 def parseNameAddr(value):
@@ -839,7 +878,10 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
         else:
             _badStartLine(first, lines, head)
     a, b, c = parts
-    if a[:4].upper() == "SIP/":
+    if c == SIP_VERSION and _TOKEN_CHARS.issuperset(a):
+        # The common request line.
+        message = Request(a, b)
+    elif a[:4].upper() == "SIP/":
         if a != SIP_VERSION and a.upper() != SIP_VERSION:
             raise MessageError(505, "SIP Version Not Supported")
         if not (len(b) == 3 and b.isdigit()) or not "100" <= b <= "699":
@@ -1063,14 +1105,35 @@ def validateRequest(request, checkMaxForwards=True):
     # by whoever uses them (section 16.3: what a server does not use is
     # left alone), which keeps tel: and other schemes fine here.
     for key in ("from", "to"):
-        if not _looksLikeAddress(headers[key][0]):
+        value = headers[key][0]
+        first = value[:1]
+        if first == "<":
+            gt = value.find(">")
+            if gt > 1 and ":" in value[1:gt]:
+                continue
+        elif first == '"':
+            # "Display Name" <uri>: the common form, checked in place.
+            q = value.find('"', 1)
+            if q > 0 and value[q + 1:q + 3] == " <" and "\\" not in value[1:q]:
+                gt = value.find(">", q)
+                if gt > q + 3 and ":" in value[q + 3:gt]:
+                    continue
+        if _splitAddress(value) is None:
             raise MessageError(400, f"Bad {canonicalName(key)} Header",
                                request)
     contacts = headers.get("contact")
     if contacts is not None:
-        problem = _checkContacts(request)
-        if problem is not None:
-            raise MessageError(400, problem, request)
+        line = contacts[0]
+        gt = line.find(">") if line[:1] == "<" else -1
+        if (gt > 1 and len(contacts) == 1 and "," not in line
+                and ":" in line[1:gt]
+                and (gt == len(line) - 1 or _PLAIN_PARAMS.match(line, gt + 1))):
+            # One Contact written the common way: nothing more to check.
+            pass
+        else:
+            problem = _checkContacts(request)
+            if problem is not None:
+                raise MessageError(400, problem, request)
     maxForwards = headers.get("max-forwards")
     if maxForwards is not None:
         text = maxForwards[0].strip()
@@ -1087,17 +1150,8 @@ def _quotedEnd(text, start):
     """
     The index just past the quoted string that starts at C{start}, or -1.
     """
-    i = start + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i + 1
-        i += 1
-    return -1
+    match = _QUOTED_PREFIX.match(text, start)
+    return -1 if match is None else match.end()
 
 
 def _splitAddress(value):
@@ -1109,11 +1163,19 @@ def _splitAddress(value):
 
     @return: the two texts, or C{None} when the value is malformed.
     """
+    first = value[:1]
+    if first == "<":
+        gt = value.find(">")
+        if gt > 1 and ":" in value[1:gt]:
+            return value[1:gt], value[gt + 1:]
+        return None
     start = 0
-    if value[:1] == '"':
-        start = _quotedEnd(value, 0)
-        if start < 0:
-            return None
+    if first == '"':
+        start = value.find('"', 1) + 1
+        if not start or "\\" in value[1:start]:
+            start = _quotedEnd(value, 0)
+            if start < 0:
+                return None
     lt = value.find("<", start)
     if lt >= 0:
         if lt > start and not _DISPLAY_CHARS.issuperset(value[start:lt]):
@@ -1149,7 +1211,11 @@ def _checkContacts(request):
 
     @return: a reason phrase naming the problem, or C{None}.
     """
-    values = request.values("contact")
+    lines = request.headers["contact"]
+    if len(lines) == 1 and "," not in lines[0]:
+        values = [lines[0]]
+    else:
+        values = request.values("contact")
     for value in values:
         if value == "*":
             if len(values) > 1:
@@ -1164,7 +1230,7 @@ def _checkContacts(request):
             # Section 20: such a URI must be in angle brackets.
             return "Contact URI Not In Angle Brackets"
         paramText = paramText.strip(" \t")
-        if not paramText:
+        if not paramText or _PLAIN_PARAMS.match(paramText):
             continue
         params = splitParams(paramText)
         if params is None or params[0]:
