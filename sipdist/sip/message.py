@@ -1042,6 +1042,10 @@ def _answerable(message):
     return message
 
 
+_REQUIRED = ("from", "to", "call-id", "cseq")
+_OTHER_SINGLE = tuple(k for k in SINGLE_VALUE if k not in _REQUIRED)
+
+
 def validateRequest(request, checkMaxForwards=True):
     """
     Check a parsed request against RFC 3261 sections 8.2 and 16.3.
@@ -1066,12 +1070,17 @@ def validateRequest(request, checkMaxForwards=True):
                                streamOnly=True)
         request._top = e.via
         raise MessageError(400, e.phrase, _answerable(request))
-    for key in ("from", "to", "call-id", "cseq"):
-        if not headers.get(key):
+    get = headers.get
+    for key in _REQUIRED:
+        values = get(key)
+        if not values:
             raise MessageError(400, f"Missing {canonicalName(key)} Header",
                                _answerable(request))
-    for key in SINGLE_VALUE:
-        values = headers.get(key)
+        if len(values) > 1:
+            raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
+                               request)
+    for key in _OTHER_SINGLE:
+        values = get(key)
         if values is not None and len(values) > 1:
             raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
                                request)
