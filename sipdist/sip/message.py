@@ -1084,10 +1084,12 @@ def validateRequest(request, checkMaxForwards=True):
         if values is not None and len(values) > 1:
             raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
                                request)
-    try:
-        number, method = request.cseq()
-    except ValueError:
+    # The CSeq, read as cseq() reads it, without the header lookup again.
+    number, _, method = get("cseq")[0].strip().partition(" ")
+    method = method.strip()
+    if not number.isdigit() or not method or " " in method:
         raise MessageError(400, "Bad CSeq", request)
+    number = int(number)
     if number >= 2 ** 31:
         raise MessageError(400, "CSeq Number Too Large", request)
     if method != request.method:
