@@ -9,6 +9,13 @@ repro): each gets the request and its server transaction and either handles
 it (answers it, or proxies it) and returns C{True}, or returns C{False} to
 pass it down the chain.  The last word is C{501}/C{405}: every request gets
 an answer.
+
+Before the chain, in RFC 3261 order (the transport has already checked
+syntax, version, URI scheme and Max-Forwards): the extension check
+(section 8.2.2.3 for a UAS, 16.3 step 5 for a proxy), a C{420 Bad
+Extension} with C{Unsupported} listing the option-tags we do not know, so it
+comes before any authentication the chain does; then the answer to an
+C{OPTIONS} addressed to the server itself.
 """
 
 import socket
@@ -34,6 +41,8 @@ SERVER_HEADER = f"sipdist/{sipdist.__version__}"
 # What every role understands; a role adds its own.
 BASE_METHODS = ("OPTIONS", "ACK", "CANCEL")
 SUPPORTED = "path, outbound"
+# The option-tags of SUPPORTED, for Require and Proxy-Require.
+SUPPORTED_TAGS = frozenset(t.strip() for t in SUPPORTED.split(","))
 ACCEPT = "application/sdp, application/pidf+xml, text/plain"
 
 # Methods we know of (RFC 3261 and extensions): a request for one we do not
@@ -111,8 +120,39 @@ class SIPServer:
 
     # ITransactionUser
 
+    def unsupportedExtensions(self, request):
+        """
+        The option-tags of C{request} this server does not support: those
+        of C{Proxy-Require} (every role may proxy a request: section 16.3
+        step 5), and those of C{Require} when the server itself is the UAS
+        (a REGISTER, which a registrar or redirecting role answers, or a
+        request addressed to the server; section 8.2.2.3).  A proxy never
+        refuses a request for its C{Require}: that is for the UAS.  A
+        C{CANCEL} is never refused (section 8.2.2.3).
+
+        @rtype: L{list} of L{str}
+        """
+        headers = request.headers
+        if "proxy-require" not in headers and "require" not in headers:
+            return []
+        if request.method == "CANCEL":
+            return []
+        tags = request.values("proxy-require")
+        if "require" in headers and (
+                request.method == "REGISTER" or self.addressesUs(request.uri)):
+            tags = tags + request.values("require")
+        return list(dict.fromkeys(
+            tag for tag in tags if tag.lower() not in SUPPORTED_TAGS))
+
     def requestReceived(self, request, transaction):
         method = request.method
+        unsupported = self.unsupportedExtensions(request)
+        if unsupported:
+            response = self.response(request, 420, "Bad Extension")
+            response.headers["unsupported"] = [", ".join(unsupported)]
+            response.headers["supported"] = [SUPPORTED]
+            transaction.respond(response)
+            return
         if method == "OPTIONS" and self.addressesUs(request.uri):
             transaction.respond(self.optionsResponse(request))
             return

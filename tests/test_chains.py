@@ -128,3 +128,34 @@ class BuiltChainTests(SynchronousTestCase):
             self.assertIn(method, methods)
         self.assertIn("OPTIONS", build(
             "edge", **{"next-hop": ["sip:127.0.0.1:5070"]}).server.methods)
+
+
+class BeforeTheChainTests(SynchronousTestCase):
+    """
+    What every role's server checks before its chain: the extension check
+    comes before any authentication (RFC 3261 sections 8.2.2.3 and 16.3
+    step 5 before step 6).
+    """
+
+    def test_unsupportedBeforeAuthentication(self):
+        """
+        In every role, an INVITE whose Proxy-Require names an option-tag
+        we lack is answered 420 with Unsupported, not challenged; so is a
+        REGISTER whose Require does.  A Require on a request the server
+        only relays is left to the UAS.
+        """
+        from tests.test_roles import Harness, outOfDialog, registerBytes
+        for role in ROLES:
+            harness = Harness(role=role)
+            response = harness.send(outOfDialog(
+                "INVITE", extra=("Proxy-Require: nope, path",)))
+            self.assertEqual((response.code, response.header("unsupported")),
+                             (420, "nope"), role)
+            response = harness.send(registerBytes(
+                extra=("Require: path, also-nope",), callID="r2"))
+            self.assertEqual((response.code, response.header("unsupported")),
+                             (420, "also-nope"), role)
+            response = harness.send(outOfDialog(
+                "MESSAGE", extra=("Require: end-to-end",)))
+            self.assertNotEqual(response.code, 420, role)
+

@@ -189,6 +189,84 @@ class DatagramTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
 
 
+class DatagramErrorTests(DatagramTests):
+    """
+    Malformed requests over UDP: a 400 naming the problem where a response
+    can be routed, else a drop counted under its reason.
+    """
+
+    def written(self):
+        return [(parseMessage(data), addr) for data, addr in self.udp.written]
+
+    def test_viaNamesOtherTransport(self):
+        """
+        A request whose Via names TLS but that came over UDP is answered
+        over UDP at its source address and port, not at the TLS default
+        port.
+        """
+        self.protocol.datagramReceived(
+            register("SIP/2.0/TLS 192.0.2.1;branch=z9hG4bK1"),
+            ("10.1.1.1", 40000))
+        [(request, flow)] = self.handler.received
+        self.assertEqual(flow.remote, ("10.1.1.1", 40000))
+
+    def test_emptyViaParameter(self):
+        """
+        An empty Via parameter after a usable sent-by is a 400 naming it,
+        sent to where responses to that Via go.
+        """
+        self.protocol.datagramReceived(
+            register("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;;rport"),
+            ("10.1.1.1", 40000))
+        [(response, addr)] = self.written()
+        self.assertEqual((response.code, response.phrase),
+                         (400, "Empty Parameter In Via"))
+        self.assertEqual(addr, ("10.1.1.1", 5060))
+        self.assertEqual(self.handler.received, [])
+
+    def test_portOutOfRange(self):
+        """
+        A Via sent-by port above 65535 leaves nowhere to send a datagram:
+        the request is dropped and counted under its reason.
+        """
+        self.protocol.datagramReceived(
+            register("SIP/2.0/UDP 192.0.2.1:70000;branch=z9hG4bK1"),
+            ("10.1.1.1", 40000))
+        self.assertEqual(self.udp.written, [])
+        self.assertEqual(self.layer.dropped, 1)
+        self.assertEqual(self.layer.dropReasons, {"Bad Via Sent-By Port": 1})
+
+    def test_malformedAckNotAnswered(self):
+        """
+        A malformed ACK is never answered (RFC 3261 section 17.2.1); the
+        drop is counted.
+        """
+        data = build("ACK sip:example.com SIP/3.0").replace(
+            b"314159 REGISTER", b"1 ACK")
+        good = data.replace(b"SIP/3.0", b"SIP/2.0")
+        for mutated in (data, good.replace(b"1 ACK", b"1 INVITE"),
+                        good.replace(b"ACK sip:", b"ACK tel:")):
+            self.protocol.datagramReceived(mutated, ("10.1.1.1", 40000))
+        self.assertEqual(self.udp.written, [])
+        self.assertEqual(self.layer.dropped, 3)
+        self.assertEqual(sorted(self.layer.dropReasons), [
+            "ACK Not Answered: CSeq Method Does Not Match",
+            "ACK Not Answered: SIP Version Not Supported",
+            "ACK Not Answered: Unsupported URI Scheme"])
+
+    def test_dropReasonsBounded(self):
+        """
+        At most C{MAX_DROP_REASONS} reasons are kept; the rest count as
+        C{Other}.
+        """
+        from sipdist.sip import transport
+        self.patch(transport, "MAX_DROP_REASONS", 1)
+        for via in ("SIP/2.0/UDP 192.0.2.1:70000", "SIP/2.0/UDP"):
+            self.protocol.datagramReceived(register(via), ("10.1.1.1", 4000))
+        self.assertEqual(self.layer.dropReasons,
+                         {"Bad Via Sent-By Port": 1, "Other": 1})
+
+
 class StreamTests(SynchronousTestCase):
     """
     Requests over TCP and TLS connections, and the connection table.
@@ -225,6 +303,30 @@ class StreamTests(SynchronousTestCase):
         self.assertIs(flow, protocol.flow)
         flow.send(parseMessage(build("SIP/2.0 200 OK")))
         self.assertTrue(transport.value().startswith(b"SIP/2.0 200 OK\r\n"))
+
+    def test_malformedAnsweredConnectionKept(self):
+        """
+        A malformed request whose framing is intact is answered 400 on the
+        connection, which stays open.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(build("REGISTER  sip:example.com SIP/2.0"))
+        response = parseMessage(transport.value())
+        self.assertEqual((response.code, response.phrase),
+                         (400, "Extra Spaces In Request-Line"))
+        self.assertFalse(transport.disconnecting)
+
+    def test_unusableViaAnsweredOnConnection(self):
+        """
+        Over a connection even a request whose top Via names no usable
+        address is answered: the response goes back on the connection.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(register("SIP/2.0/TCP 192.0.2.1:99999;branch=z9hG4bK1"))
+        response = parseMessage(transport.value())
+        self.assertEqual((response.code, response.phrase),
+                         (400, "Bad Via Sent-By Port"))
+        self.assertFalse(transport.disconnecting)
 
     def test_framingErrorClosesConnection(self):
         """

@@ -11,6 +11,8 @@ L{Rejected}, through a L{Deferred} that has already fired when the
 credential source holds its data in memory.
 """
 
+import re
+
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -99,6 +101,19 @@ class Rejected:
 
     def __repr__(self):
         return f"<Rejected {self.code} {self.phrase!r}>"
+
+
+_SCHEME_NAME = re.compile(r"[ \t]*([-!%'*+.0-9A-Z_`a-z~]+)[ \t]+(?![ \t]*=)")
+
+
+def _isOtherScheme(value):
+    """
+    Whether an Authorization value names a scheme other than Digest (a
+    token followed by white space); a value that names none is malformed,
+    not another scheme.
+    """
+    match = _SCHEME_NAME.match(value)
+    return match is not None and match.group(1).lower() != "digest"
 
 
 class DigestAuthenticator:
@@ -216,6 +231,13 @@ class DigestAuthenticator:
             algorithms = tuple(
                 name for name in (_algorithm(a).name for a in algorithms)
                 if name in self._offered)
+        if authorizationHeaderValues:
+            # Credentials of a scheme other than Digest are not for us:
+            # they count as absent, and the request is challenged (RFC
+            # 4475 section 3.3.7).
+            authorizationHeaderValues = [
+                value for value in authorizationHeaderValues
+                if not _isOtherScheme(value)]
         if not authorizationHeaderValues:
             return succeed(self.challenge(proxy, algorithms=algorithms))
         if len(authorizationHeaderValues) > MAX_CREDENTIALS:

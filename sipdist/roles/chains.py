@@ -5,8 +5,16 @@ Every role's chain of request processors, in one table.
 A request that reaches the transaction user (L{sipdist.server.SIPServer})
 goes down its role's chain: each link gets the request and its server
 transaction and either takes it (answers it, or proxies it) or passes it
-on.  Before the chain, the server answers an C{OPTIONS} addressed to itself
-(a health check: no user, nothing relayed).  After it, the last word is a
+on.  Before the chain, in every role and for every request (along a sealed
+route set or not), the server checks extensions: option-tags of
+C{Proxy-Require} it lacks, and of C{Require} when it is the UAS (a
+C{REGISTER}, or a request addressed to the server itself), get a C{420 Bad
+Extension} with C{Unsupported} (RFC 3261 sections 8.2.2.3 and 16.3 step 5,
+which come before authentication: the answer reveals only which extensions
+the server supports, as an C{OPTIONS} would).  Then it answers an
+C{OPTIONS} addressed to itself (a health check: no user, nothing
+relayed).  Syntax, version, URI scheme and Max-Forwards were checked
+earlier, by the transport (L{sipdist.sip.message.validateRequest}).  After it, the last word is a
 C{481}, C{405} or C{501}: every request gets an answer.
 
 The order decides what an outsider reaches without credentials: a link

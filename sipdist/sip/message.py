@@ -24,6 +24,7 @@ Messages are built and parsed without touching the reactor.
 """
 
 import os
+import re
 from base64 import urlsafe_b64encode
 
 from twisted.logger import Logger
@@ -140,13 +141,17 @@ class MessageError(Exception):
     @ivar message: the partly parsed message, when enough of it was read to
         build a response (a request with its Via, From, To, Call-ID and
         CSeq); C{None} when no response can be routed.
+    @ivar streamOnly: the top Via is unusable (no address to send a
+        datagram to): the response can go back only on the connection the
+        request came in on.
     """
 
-    def __init__(self, code, phrase, message=None):
+    def __init__(self, code, phrase, message=None, streamOnly=False):
         Exception.__init__(self, f"{code} {phrase}")
         self.code = code
         self.phrase = phrase
         self.message = message
+        self.streamOnly = streamOnly
 
 
 def splitValues(text):
@@ -225,65 +230,227 @@ class Via(sip.Via):
         return 5061 if self.transport in ("TLS", "WSS") else 5060
 
 
+_TOKEN_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    "-.!%*_+`'~")
+_HOST_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+_HOSTPORT_CHARS = _HOST_CHARS | frozenset(":")
+# A gen-value (RFC 3261 section 25.1): token, host (IPv6 reference
+# included) or quoted-string.
+_VALUE_CHARS = _TOKEN_CHARS | frozenset("[]:")
+
+# sent-protocol and sent-by, with the LWS the grammar allows around "/"
+# and ":" (section 25.1: SLASH, COLON are SWS-delimited).
+_VIA = re.compile(
+    r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([^ \t/;:]+)[ \t]+"
+    r"(\[[^\]]*\]|[^ \t;:\[\]]+)(?:[ \t]*:[ \t]*([^ \t;]*))?[ \t]*",
+    re.IGNORECASE)
+
+
+class ViaError(ValueError):
+    """
+    A Via value is malformed.
+
+    @ivar phrase: a reason phrase naming the problem.
+    @ivar via: the L{Via} read up to the problem when its sent-by was
+        usable (a response can still be routed), else C{None}.
+    """
+
+    def __init__(self, phrase, value, via=None):
+        ValueError.__init__(self, f"{phrase}: {value!r}")
+        self.phrase = phrase
+        self.via = via
+
+
+def _isHost(host):
+    if host[:1] == "[":
+        return (host[-1:] == "]" and len(host) > 3
+                and _IPV6_CHARS.issuperset(host[1:-1]) and ":" in host)
+    return _HOST_CHARS.issuperset(host) and host[:1] not in ("-", ".")
+
+
+def splitParams(text):
+    """
+    Split the text of C{;name=value} parameters on the semicolons outside
+    quoted strings.
+
+    @return: the parameters as written (the first element is what comes
+        before the first semicolon), or C{None} for an unterminated quoted
+        string.
+    """
+    pieces = text.split(";")
+    if '"' not in text:
+        return pieces
+    parts = []
+    pending = None
+    for piece in pieces:
+        pending = piece if pending is None else pending + ";" + piece
+        if (pending.count('"') - pending.count('\\"')) % 2 == 0:
+            parts.append(pending)
+            pending = None
+    if pending is not None:
+        return None
+    return parts
+
+
+_QUOTED_TEXT = r'"[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*"'
+_QUOTED = re.compile(_QUOTED_TEXT + r"\Z")
+_QUOTED_PREFIX = re.compile(_QUOTED_TEXT)
+# Parameters written the common way (no white space, no empty ones): valid
+# without looking at each (the hot path); anything else is checked one by
+# one by checkParam, which names the problem.
+_TOKEN_RE = r"[-A-Za-z0-9.!%*_+`'~]+"
+_PLAIN_PARAMS = re.compile(
+    r"(?:;" + _TOKEN_RE + r"(?:=(?:[-A-Za-z0-9.!%*_+`'~\[\]:]+|"
+    + _QUOTED_TEXT + r"))?)*\Z")
+
+
+def _isQuoted(text):
+    """
+    Whether C{text} is exactly one quoted string (backslash escapes
+    honoured).
+    """
+    return _QUOTED.match(text) is not None
+
+
+def checkParam(param):
+    """
+    Check one generic parameter (C{name [= value]}, LWS around C{=}).
+
+    @return: C{(name, value)}: the name lower-cased, the value stripped or
+        C{None}.
+    @raise ValueError: with a reason phrase: the parameter is empty, its
+        name is not a token, or its value is empty or not a token, host or
+        quoted string.
+    """
+    name, sep, value = param.partition("=")
+    name = name.strip(" \t")
+    if not name:
+        raise ValueError("Empty Parameter" if not sep else "Bad Parameter")
+    if not _TOKEN_CHARS.issuperset(name):
+        raise ValueError("Bad Parameter Name")
+    if not sep:
+        return name.lower(), None
+    value = value.strip(" \t")
+    if not value:
+        raise ValueError("Empty Parameter Value")
+    if value[0] == '"':
+        if not _isQuoted(value):
+            raise ValueError("Bad Parameter Value")
+    elif not _VALUE_CHARS.issuperset(value):
+        raise ValueError("Bad Parameter Value")
+    return name.lower(), value
+
+
 def parseVia(value):
     """
-    Parse one Via value (C{SIP/2.0/UDP host:port;params}).
+    Parse one Via value (C{SIP/2.0/UDP host:port;params}), with the linear
+    white space RFC 3261 allows around C{/}, C{:}, C{;} and C{=}.
 
     @rtype: L{Via}
-    @raise ValueError: if it is not a Via value.
+    @raise ViaError: if it is not a Via value; its C{via} is set when the
+        sent-by was read (the problem is in the parameters).
     """
-    sentProtocol, _, rest = value.strip().partition(" ")
-    name, _, rest2 = sentProtocol.partition("/")
-    version, _, transport = rest2.partition("/")
-    if name.upper() != "SIP" or version != "2.0" or not transport:
-        raise ValueError(f"bad sent-protocol in Via: {value!r}")
-    sentBy, *params = rest.split(";")
-    sentBy = sentBy.strip()
-    if sentBy.startswith("["):
-        end = sentBy.find("]")
-        if end < 0:
-            raise ValueError(f"bad sent-by in Via: {value!r}")
-        host, portText = sentBy[:end + 1], sentBy[end + 2:]
-    else:
-        host, _, portText = sentBy.partition(":")
-    host = host.strip()
-    if not host:
-        raise ValueError(f"missing sent-by host in Via: {value!r}")
+    if value[:8] == "SIP/2.0/":
+        # The common spelling, read without the regular expression.
+        sp = value.find(" ", 8)
+        semi = value.find(";", sp)
+        sentBy = value[sp + 1:] if semi < 0 else value[sp + 1:semi]
+        if (sp > 8 and sentBy and _HOSTPORT_CHARS.issuperset(sentBy)
+                and sentBy[0] not in "-.:"
+                and _TOKEN_CHARS.issuperset(value[8:sp])):
+            host, sep, portText = sentBy.partition(":")
+            port = None
+            if sep:
+                if not portText.isdigit():
+                    raise ViaError("Bad Via Sent-By Port", value)
+                port = int(portText)
+                if not 0 < port < 65536:
+                    raise ViaError("Bad Via Sent-By Port", value)
+            via = Via(host, port, value[8:sp].upper())
+            if semi < 0:
+                return via
+            rest = value[semi:]
+            for p in rest[1:].split(";"):
+                pname, sep, pvalue = p.partition("=")
+                if not (pname and _TOKEN_CHARS.issuperset(pname)) or sep and (
+                        not pvalue or not _VALUE_CHARS.issuperset(pvalue)):
+                    # White space, quotes, an empty parameter: read one by
+                    # one, naming the problem.
+                    return _viaParams(via, rest, value)
+                pname = pname.lower()
+                if pname == "branch" and sep:
+                    via.branch = pvalue
+                elif pname == "rport" and not sep:
+                    via.rportRequested = True
+                else:
+                    _viaParam(via, pname, pvalue if sep else None, value)
+            return via
+    match = _VIA.match(value)
+    if match is None:
+        raise ViaError("Bad Via Sent-By", value)
+    transport, host, portText = match.groups()
+    rest = value[match.end():]
+    if not _TOKEN_CHARS.issuperset(transport):
+        raise ViaError("Bad Via Transport", value)
+    if not _isHost(host):
+        raise ViaError("Bad Via Sent-By Host", value)
     port = None
-    portText = portText.strip()
-    if portText:
-        if not portText.isdigit():
-            raise ValueError(f"bad sent-by port in Via: {value!r}")
+    if portText is not None:
+        if not portText.isdigit() or not 0 < int(portText) < 65536:
+            raise ViaError("Bad Via Sent-By Port", value)
         port = int(portText)
     via = Via(host, port, transport.upper())
-    for p in params:
-        pname, sep, pvalue = p.strip().partition("=")
-        pname = pname.strip().lower()
-        if not pname:
-            continue
-        pvalue = pvalue.strip() if sep else None
-        if pname == "branch":
-            via.branch = pvalue
-        elif pname == "received":
-            via.received = pvalue
-        elif pname == "rport":
-            if pvalue is None:
-                via.rportRequested = True
-            elif pvalue.isdigit():
-                via.rportValue = int(pvalue)
-            else:
-                raise ValueError(f"bad rport in Via: {value!r}")
-        elif pname == "maddr":
-            via.maddr = pvalue
-        elif pname == "ttl":
-            if pvalue is None or not pvalue.isdigit():
-                raise ValueError(f"bad ttl in Via: {value!r}")
-            via.ttl = int(pvalue)
-        elif pname == "hidden":
-            via.hidden = True
-        else:
-            via.otherParams[pname] = pvalue
+    if not rest:
+        return via
+    if rest[0] != ";":
+        raise ViaError("Bad Via Sent-By", value)
+    return _viaParams(via, rest, value)
+
+
+def _viaParams(via, rest, value):
+    """
+    Check and apply the parameters of a Via value one by one, naming the
+    first problem.
+    """
+    params = splitParams(rest)
+    if params is None:
+        raise ViaError("Bad Via Parameter", value, via)
+    for p in params[1:]:
+        try:
+            pname, pvalue = checkParam(p)
+        except ValueError as e:
+            raise ViaError(f"{e.args[0]} In Via", value, via)
+        _viaParam(via, pname, pvalue, value)
     return via
+
+
+def _viaParam(via, pname, pvalue, value):
+    if pname == "branch":
+        if pvalue is None:
+            raise ViaError("Bad Via Branch", value, via)
+        via.branch = pvalue
+    elif pname == "rport":
+        if pvalue is None:
+            via.rportRequested = True
+        elif pvalue.isdigit() and int(pvalue) < 65536:
+            via.rportValue = int(pvalue)
+        else:
+            raise ViaError("Bad Via Rport", value, via)
+    elif pname == "received":
+        via.received = pvalue
+    elif pname == "maddr":
+        via.maddr = pvalue
+    elif pname == "ttl":
+        if pvalue is None or not pvalue.isdigit() or int(pvalue) > 255:
+            raise ViaError("Bad Via TTL", value, via)
+        via.ttl = int(pvalue)
+    elif pname == "hidden":
+        via.hidden = True
+    else:
+        via.otherParams[pname] = pvalue
 
 
 def parseNameAddr(value):
@@ -455,10 +622,10 @@ class _MessageMixin:
             if not lines:
                 return None
             first = lines[0]
-            if "," not in first:
-                self._top = top = parseVia(first)
-                return top
-            vias = self.vias()
+            if "," in first:
+                first = splitValues(first)[0]
+            self._top = top = parseVia(first)
+            return top
         return vias[0] if vias else None
 
     def nameAddr(self, name):
@@ -689,7 +856,7 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
         # liberal reader costs nothing here).
         end = data.find(b"\n\n")
         if end < 0:
-            raise MessageError(400, "Missing End Of Headers")
+            _salvage(data, "Missing End Of Headers", truncated=True)
         head, body = data[:end], data[end + 2:]
         head = head.replace(b"\r\n", b"\n")
         sep = "\n"
@@ -699,30 +866,40 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
-        raise MessageError(400, "Headers Are Not UTF-8")
+        _salvage(head, "Headers Are Not UTF-8")
     text = text.lstrip("\r\n")
     lines = text.split(sep)
     first = lines[0]
-    parts = first.split(" ", 2)
-    if len(parts) != 3:
-        raise MessageError(400, "Bad Start Line")
+    parts = first.split(" ")
+    if len(parts) != 3 or not (parts[0] and parts[1] and parts[2]):
+        if first.startswith("SIP/") and len(parts) > 2 and parts[1]:
+            # A reason phrase holds spaces, or is empty.
+            parts = first.split(" ", 2)
+        else:
+            _badStartLine(first, lines, head)
     a, b, c = parts
-    if a.startswith("SIP/"):
-        if a != SIP_VERSION:
+    if c == SIP_VERSION and _TOKEN_CHARS.issuperset(a):
+        # The common request line.
+        message = Request(a, b)
+    elif a[:4].upper() == "SIP/":
+        if a != SIP_VERSION and a.upper() != SIP_VERSION:
             raise MessageError(505, "SIP Version Not Supported")
         if not (len(b) == 3 and b.isdigit()) or not "100" <= b <= "699":
             raise MessageError(400, "Bad Status Code")
         message = Response(int(b), c)
-    elif c.startswith("SIP/"):
+    elif c[:4].upper() == "SIP/":
         message = Request(a, b)
-        if c != SIP_VERSION:
+        if c != SIP_VERSION and c.upper() != SIP_VERSION:
             _parseHeaders(message, lines)
+            if not _VERSION.match(c):
+                raise MessageError(400, "Bad SIP Version",
+                                   _answerable(message))
             raise MessageError(505, "SIP Version Not Supported",
                                _answerable(message))
-        if not _isToken(a):
-            raise MessageError(400, "Bad Method")
+        if not _TOKEN_CHARS.issuperset(a):
+            _salvage(head, "Bad Method")
     else:
-        raise MessageError(400, "Bad Start Line")
+        _salvage(head, "Bad Start Line")
     _parseHeaders(message, lines)
 
     lengths = message.headers.get("content-length")
@@ -752,24 +929,97 @@ def parseMessage(data, maxSize=DEFAULT_MAX_SIZE, stream=False):
     return message
 
 
+_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
+
+
+def _salvage(data, phrase, truncated=False):
+    """
+    Raise the error for a message whose start line or framing is broken,
+    with what can be read of it as a request, so that it is answered when
+    its top Via and CSeq can be read (and it is not an C{ACK}, which is
+    never answered).  A response, or a request whose method cannot be
+    told, is dropped.
+
+    @param data: the bytes of the header section, or of the whole message
+        when C{truncated} (its last line may be cut short: it is not read).
+    """
+    text = data.decode("utf-8", "replace").lstrip("\r\n")
+    lines = text.replace("\r\n", "\n").split("\n")
+    if truncated and len(lines) > 1:
+        lines = lines[:-1]
+    first = lines[0]
+    if first[:4].upper() == "SIP/":
+        raise MessageError(400, phrase)
+    parts = first.split()
+    method = parts[0] if parts and _TOKEN_CHARS.issuperset(parts[0]) else None
+    message = Request(method or "", parts[1] if len(parts) > 1 else "")
+    try:
+        _parseHeaders(message, lines)
+    except MessageError:
+        pass
+    try:
+        number, cseqMethod = message.cseq()
+    except ValueError:
+        raise MessageError(400, phrase)
+    if method is None or method != cseqMethod and method.upper() == "ACK":
+        message.method = cseqMethod
+    raise MessageError(400, phrase, _answerable(message))
+
+
+def _badStartLine(first, lines, head):
+    """
+    Raise the error for a start line that is not three parts separated by
+    single spaces: for a request whose headers can be read, a C{400} naming
+    the problem (RFC 4475 sections 3.1.2.8 to 3.1.2.10), else a drop.
+    """
+    parts = first.split()
+    if len(parts) < 3 or parts[-1][:4].upper() != "SIP/" or (
+            not _TOKEN_CHARS.issuperset(parts[0])):
+        _salvage(head, "Bad Start Line")
+    if first != first.rstrip(" \t"):
+        phrase = "Trailing Space In Request-Line"
+    elif len(parts) > 3:
+        phrase = "Space In Request-URI"
+    else:
+        phrase = "Extra Spaces In Request-Line"
+    message = Request(parts[0], " ".join(parts[1:-1]))
+    _parseHeaders(message, lines)
+    raise MessageError(400, phrase, _answerable(message))
+
+
 def _parseHeaders(message, lines):
+    """
+    Read the header lines into C{message.headers}.  A malformed line is
+    skipped and the rest read (so the error can be answered when the Via
+    comes after it); the first problem is raised at the end.
+    """
     headers = message.headers
     previous = None
+    problem = None
     for line in lines[1:]:
         if not line:
             continue
         if line[0] in _HEADER_LINE_CHARS:
             if previous is None:
-                raise MessageError(400, "Bad Header Continuation")
+                problem = problem or "Bad Header Continuation"
+                continue
             # Folded line (section 7.3.1): joins the previous value.
             values = headers[previous]
             values[-1] = values[-1] + " " + line.strip()
             continue
         colon = line.find(":")
         if colon <= 0:
-            raise MessageError(400, "Malformed Header Line",
-                               _answerable(message))
-        key = _NAME_CACHE.get(line[:colon]) or headerKey(line[:colon])
+            problem = problem or "Malformed Header Line"
+            previous = None
+            continue
+        key = _NAME_CACHE.get(line[:colon])
+        if key is None:
+            name = line[:colon].rstrip(" \t")
+            if not name or not _TOKEN_CHARS.issuperset(name):
+                problem = problem or "Malformed Header Name"
+                previous = None
+                continue
+            key = headerKey(name)
         value = line[colon + 1:].strip()
         values = headers.get(key)
         if values is None:
@@ -777,11 +1027,8 @@ def _parseHeaders(message, lines):
         else:
             values.append(value)
         previous = key
-
-
-def _isToken(text):
-    return text.isalpha() and text.isupper() or (
-        text and all(c.isalnum() or c in "-.!%*_+`'~" for c in text))
+    if problem is not None:
+        raise MessageError(400, problem, _answerable(message))
 
 
 def _answerable(message):
@@ -793,6 +1040,10 @@ def _answerable(message):
     if not isinstance(message, Request) or not message.headers.get("via"):
         return None
     return message
+
+
+_REQUIRED = ("from", "to", "call-id", "cseq")
+_OTHER_SINGLE = tuple(k for k in SINGLE_VALUE if k not in _REQUIRED)
 
 
 def validateRequest(request, checkMaxForwards=True):
@@ -811,42 +1062,89 @@ def validateRequest(request, checkMaxForwards=True):
         raise MessageError(400, "Missing Via Header")
     try:
         top = request.topVia()
-    except ValueError:
-        # No way to route a response: dropped by the caller.
-        raise MessageError(400, "Malformed Via Header")
-    for key in ("from", "to", "call-id", "cseq"):
-        if not headers.get(key):
+    except ViaError as e:
+        if e.via is None:
+            # No address to send a datagram to: answered only on the
+            # connection the request came in on.
+            raise MessageError(400, e.phrase, _answerable(request),
+                               streamOnly=True)
+        request._top = e.via
+        raise MessageError(400, e.phrase, _answerable(request))
+    get = headers.get
+    for key in _REQUIRED:
+        values = get(key)
+        if not values:
             raise MessageError(400, f"Missing {canonicalName(key)} Header",
                                _answerable(request))
-    for key in SINGLE_VALUE:
-        values = headers.get(key)
+        if len(values) > 1:
+            raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
+                               request)
+    for key in _OTHER_SINGLE:
+        values = get(key)
         if values is not None and len(values) > 1:
             raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
                                request)
-    try:
-        number, method = request.cseq()
-    except ValueError:
+    # The CSeq, read as cseq() reads it, without the header lookup again.
+    number, _, method = get("cseq")[0].strip().partition(" ")
+    method = method.strip()
+    if not number.isdigit() or not method or " " in method:
         raise MessageError(400, "Bad CSeq", request)
+    number = int(number)
     if number >= 2 ** 31:
         raise MessageError(400, "CSeq Number Too Large", request)
     if method != request.method:
         raise MessageError(400, "CSeq Method Does Not Match", request)
-    if top.branch is None and top.transport not in ("UDP", "TCP", "TLS",
-                                                    "SCTP", "WS", "WSS"):
-        raise MessageError(400, "Malformed Via Header", request)
+    if len(vias) > 1 or "," in vias[0]:
+        # The values under the top one: a proxy reads them all (loop
+        # detection), so a bad one is a 400 here rather than later.
+        try:
+            request.vias()
+        except ViaError as e:
+            raise MessageError(400, e.phrase, request)
     try:
-        request.uri
+        uri = request.uri
     except URIError as e:
         if e.unsupportedScheme:
             raise MessageError(416, "Unsupported URI Scheme", request)
         raise MessageError(400, "Bad Request-URI", request)
+    if uri.headers:
+        # Section 19.1.1: headers are not allowed in a Request-URI; they
+        # must not reach the next hop (RFC 4475 section 3.1.2.11).
+        raise MessageError(400, "Headers Not Allowed In Request-URI",
+                           request)
     # From and To are checked for structure only: their URIs are parsed
     # by whoever uses them (section 16.3: what a server does not use is
     # left alone), which keeps tel: and other schemes fine here.
     for key in ("from", "to"):
-        if not _looksLikeAddress(headers[key][0]):
+        value = headers[key][0]
+        first = value[:1]
+        if first == "<":
+            gt = value.find(">")
+            if gt > 1 and ":" in value[1:gt]:
+                continue
+        elif first == '"':
+            # "Display Name" <uri>: the common form, checked in place.
+            q = value.find('"', 1)
+            if q > 0 and value[q + 1:q + 3] == " <" and "\\" not in value[1:q]:
+                gt = value.find(">", q)
+                if gt > q + 3 and ":" in value[q + 3:gt]:
+                    continue
+        if _splitAddress(value) is None:
             raise MessageError(400, f"Bad {canonicalName(key)} Header",
                                request)
+    contacts = headers.get("contact")
+    if contacts is not None:
+        line = contacts[0]
+        gt = line.find(">") if line[:1] == "<" else -1
+        if (gt > 1 and len(contacts) == 1 and "," not in line
+                and ":" in line[1:gt]
+                and (gt == len(line) - 1 or _PLAIN_PARAMS.match(line, gt + 1))):
+            # One Contact written the common way: nothing more to check.
+            pass
+        else:
+            problem = _checkContacts(request)
+            if problem is not None:
+                raise MessageError(400, problem, request)
     maxForwards = headers.get("max-forwards")
     if maxForwards is not None:
         text = maxForwards[0].strip()
@@ -856,17 +1154,104 @@ def validateRequest(request, checkMaxForwards=True):
             raise MessageError(483, "Too Many Hops", request)
 
 
+_DISPLAY_CHARS = _TOKEN_CHARS | frozenset(" \t")
+
+
+def _quotedEnd(text, start):
+    """
+    The index just past the quoted string that starts at C{start}, or -1.
+    """
+    match = _QUOTED_PREFIX.match(text, start)
+    return -1 if match is None else match.end()
+
+
+def _splitAddress(value):
+    """
+    Split a name-addr or addr-spec into C{(uriText, paramText)}, checking
+    its shape: a URI with a scheme, in angle brackets if there are any,
+    after a display name that is a quoted string or tokens (RFC 4475
+    sections 3.1.2.6 and 3.1.2.15).
+
+    @return: the two texts, or C{None} when the value is malformed.
+    """
+    first = value[:1]
+    if first == "<":
+        gt = value.find(">")
+        if gt > 1 and ":" in value[1:gt]:
+            return value[1:gt], value[gt + 1:]
+        return None
+    start = 0
+    if first == '"':
+        start = value.find('"', 1) + 1
+        if not start or "\\" in value[1:start]:
+            start = _quotedEnd(value, 0)
+            if start < 0:
+                return None
+    lt = value.find("<", start)
+    if lt >= 0:
+        if lt > start and not _DISPLAY_CHARS.issuperset(value[start:lt]):
+            return None
+        gt = value.find(">", lt)
+        if gt < 0:
+            return None
+        uriText = value[lt + 1:gt]
+        if ":" not in uriText:
+            return None
+        return uriText, value[gt + 1:]
+    if start:
+        return None
+    colon = value.find(":")
+    if colon <= 0 or ";" in value[:colon] or " " in value[:colon]:
+        return None
+    uriText, sep, paramText = value.partition(";")
+    return uriText, sep + paramText
+
+
 def _looksLikeAddress(value):
     """
-    Whether a From/To value has the shape of a name-addr or addr-spec: a
-    URI with a scheme, in angle brackets if there are any.
+    Whether a From/To value has the shape of a name-addr or addr-spec (see
+    L{_splitAddress}).
     """
-    lt = value.find("<")
-    if lt >= 0:
-        gt = value.find(">", lt)
-        return gt > lt + 1 and ":" in value[lt + 1:gt]
-    colon = value.find(":")
-    return 0 < colon and ";" not in value[:colon] and " " not in value[:colon]
+    return _splitAddress(value) is not None
+
+
+def _checkContacts(request):
+    """
+    Check the Contact values of a request: C{*} alone, or addresses whose
+    header parameters are well formed.
+
+    @return: a reason phrase naming the problem, or C{None}.
+    """
+    lines = request.headers["contact"]
+    if len(lines) == 1 and "," not in lines[0]:
+        values = [lines[0]]
+    else:
+        values = request.values("contact")
+    for value in values:
+        if value == "*":
+            if len(values) > 1:
+                return "Bad Contact Header"
+            continue
+        split = _splitAddress(value)
+        if split is None:
+            return "Bad Contact Header"
+        uriText, paramText = split
+        if value[:1] != "<" and "<" not in value and (
+                "?" in uriText or "," in uriText):
+            # Section 20: such a URI must be in angle brackets.
+            return "Contact URI Not In Angle Brackets"
+        paramText = paramText.strip(" \t")
+        if not paramText or _PLAIN_PARAMS.match(paramText):
+            continue
+        params = splitParams(paramText)
+        if params is None or params[0]:
+            return "Bad Contact Parameter"
+        for param in params[1:]:
+            try:
+                checkParam(param)
+            except ValueError as e:
+                return f"{e.args[0]} In Contact"
+    return None
 
 
 def validateResponse(response):
@@ -916,14 +1301,21 @@ def responseTo(request, code, phrase=None, toTag=None):
     return response
 
 
-def errorResponse(error):
+def errorResponse(error, stream=False):
     """
     The response to send for a L{MessageError}, or C{None} when none can be
-    routed.
+    routed, or the message is an C{ACK} (never answered: RFC 3261 section
+    17.2.1).
+
+    @param stream: the message came over a connection (the response can go
+        back on it even when the top Via is unusable).
     """
-    if error.message is None:
+    message = error.message
+    if message is None or error.streamOnly and not stream:
         return None
-    return responseTo(error.message, error.code, error.phrase)
+    if message.method == "ACK":
+        return None
+    return responseTo(message, error.code, error.phrase)
 
 
 class StreamFramer:

@@ -61,6 +61,9 @@ DEFAULT_MESSAGE_TIMEOUT = 30.0
 DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
+# Distinct reasons kept in TransportLayer.dropReasons; the rest count as
+# "Other".
+MAX_DROP_REASONS = 64
 # Aliases (sent-by addresses) remembered per connection.
 _MAX_ALIASES = 4
 
@@ -265,7 +268,7 @@ class SIPDatagramProtocol(DatagramProtocol):
             return False
         try:
             self.transport.write(data, addr)
-        except OSError as e:
+        except (OSError, OverflowError, ValueError) as e:
             self._layer._log.warn("cannot send to {addr}: {error}",
                                   addr=addr, error=e)
             return False
@@ -314,7 +317,7 @@ class SIPStreamProtocol(Protocol):
         self._layer._log.info(
             "closing {flow}: {code} {phrase}", flow=self.flow,
             code=error.code, phrase=error.phrase)
-        response = errorResponse(error)
+        response = errorResponse(error, stream=True)
         if response is not None:
             self.flow.send(response)
         self.transport.loseConnection()
@@ -378,7 +381,8 @@ class TransportLayer:
         datagram before it is parsed and returns C{True} when it answered
         it itself (the overload control's early 503), or C{None}.
 
-    Counters: C{dropped}, C{answeredErrors}, C{closedSlow} (deadline
+    Counters: C{dropped} (and C{dropReasons}: how many for each reason
+    phrase, at most L{MAX_DROP_REASONS} of them), C{answeredErrors}, C{closedSlow} (deadline
     passed), C{closedOverBuffer} (closed to bring C{bufferedBytes} under
     C{maxBuffered}), C{refused} (connections past C{maxConnections} or
     C{maxConnectionsPerHost}).
@@ -428,6 +432,8 @@ class TransportLayer:
         self._open = set()
         self._pending = {}
         self.dropped = 0
+        # Reason phrase -> how many messages were dropped for it.
+        self.dropReasons = {}
         self.answeredErrors = 0
         self._badInputLog = _LogLimiter(reactor)
         self._stunAnswered = {}
@@ -562,6 +568,8 @@ class TransportLayer:
         except Exception:
             self._log.failure("dropping a message from {flow}", flow=flow)
             self.dropped += 1
+            reasons = self.dropReasons
+            reasons["Internal Error"] = reasons.get("Internal Error", 0) + 1
             return
         handler = self.handler
         if handler is not None:
@@ -589,16 +597,30 @@ class TransportLayer:
         # maddr is never honoured: it would let the sender point our
         # responses (and an INVITE's retransmitted final response) at an
         # address of its choosing (docs/security.rst, "Where responses go").
+        if via.transport != "UDP":
+            # The Via names another transport than the one the request
+            # came over (section 18.2.2 gives no port for that): the
+            # response goes back over UDP to where the request came from,
+            # not to that transport's default port.
+            return flow
         responsePort = via.sentByPort
         if responsePort == port:
             return flow
         return DatagramFlow(flow._protocol, (host, responsePort))
 
     def _answerError(self, error, flow, stream):
-        response = errorResponse(error)
+        response = errorResponse(error, stream)
         suppressed = self._badInputLog.allow()
         if response is None:
             self.dropped += 1
+            reasons = self.dropReasons
+            reason = error.phrase
+            if error.message is not None and error.message.method == "ACK":
+                reason = "ACK Not Answered: " + reason
+            if reason in reasons or len(reasons) < MAX_DROP_REASONS:
+                reasons[reason] = reasons.get(reason, 0) + 1
+            else:
+                reasons["Other"] = reasons.get("Other", 0) + 1
             if suppressed is not None:
                 self._log.info(
                     "dropped a message from {flow}: {code} {phrase} "
@@ -838,6 +860,7 @@ class TransportLayer:
             "refused": self.refused,
             "answered_errors": self.answeredErrors,
             "dropped": self.dropped,
+            "drop_reasons": dict(self.dropReasons),
         }
 
     def flowByToken(self, token):

@@ -194,15 +194,10 @@ def parseURI(text):
                            unsupportedScheme=True)
         raise URIError(f"not a URI: {text!r}")
     rest = text[colon + 1:]
-    headers = {}
-    q = rest.find("?")
-    if q >= 0:
-        for pair in rest[q + 1:].split("&"):
-            if pair:
-                name, _, value = pair.partition("=")
-                headers[name] = value
-        rest = rest[:q]
     username = password = None
+    # The user part may hold "?", ";" and "/" (section 25.1: user-unreserved,
+    # RFC 4475 section 3.1.1.2); neither parameters nor headers may hold
+    # "@", so the last "@" ends it.
     at = rest.rfind("@")
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1:]
@@ -213,6 +208,14 @@ def parseURI(text):
         username, sep, password = userinfo.partition(":")
         if not sep:
             password = None
+    headers = {}
+    q = rest.find("?")
+    if q >= 0:
+        for pair in rest[q + 1:].split("&"):
+            if pair:
+                name, _, value = pair.partition("=")
+                headers[name] = value
+        rest = rest[:q]
     hostport, *paramList = rest.split(";")
     params = {}
     for p in paramList:
