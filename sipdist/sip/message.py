@@ -1061,7 +1061,7 @@ def validateRequest(request, checkMaxForwards=True):
     if not vias:
         raise MessageError(400, "Missing Via Header")
     try:
-        top = request.topVia()
+        request.topVia()  # parsed and cached: the answer is routed by it
     except ViaError as e:
         if e.via is None:
             # No address to send a datagram to: answered only on the
