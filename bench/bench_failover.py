@@ -267,6 +267,25 @@ class SimPool:
         self.onRegistered(user)
 
 
+def watchCrash(store, reactor):
+    """
+    When home1 is marked down and when its users are reassigned, as the
+    store reports it: a dict filled with C{"down"} and C{"reassigned"}
+    times.
+    """
+    marks = {}
+
+    def watcher(event):
+        now = reactor.seconds()
+        if getattr(event, "serverId", None) == "home1" and \
+                event.new is not None and event.new.state == "down":
+            marks.setdefault("down", now)
+        if getattr(event, "old", None) == "home1":
+            marks["reassigned"] = now
+    store.watch(watcher)
+    return marks
+
+
 @defer.inlineCallbacks
 def run(reactor, crashed, others, interval, threshold, expires, T1, rate):
     store = MemoryAssignmentStore()
@@ -353,16 +372,7 @@ def run(reactor, crashed, others, interval, threshold, expires, T1, rate):
     victims = {u.name for u in sims if u.home == addrs["home1"]}
     state["watch"] = set(victims)
     state["waiting"] = done = defer.Deferred()
-    marks = {}
-
-    def watcher(event):
-        now = reactor.seconds()
-        if getattr(event, "serverId", None) == "home1" and \
-                event.new is not None and event.new.state == "down":
-            marks.setdefault("down", now)
-        if getattr(event, "old", None) == "home1":
-            marks["reassigned"] = now
-    store.watch(watcher)
+    marks = watchCrash(store, reactor)
 
     crash = reactor.seconds()
     yield services["home1"].stopService()
@@ -418,6 +428,8 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
              {"monitor": True, "monitor-interval": interval,
               "auto-rebalance": False,
               "monitor-threshold": threshold,
+              # As in the UDP run: down after threshold silent checks.
+              "monitor-down-after": interval * (threshold - 1),
               "monitor-timeout": min(interval / 2, 1.0)}),
             ("home1", "home", {}), ("home2", "home", {})):
         config = {"role": role, "name": name, "domain": DOMAIN,
@@ -521,16 +533,7 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
               f"at home1 before the crash (a lower --rate helps)")
     state["watch"] = set(victims)
     state["waiting"] = done = defer.Deferred()
-    marks = {}
-
-    def watcher(event):
-        now = reactor.seconds()
-        if getattr(event, "serverId", None) == "home1" and \
-                event.new is not None and event.new.state == "down":
-            marks.setdefault("down", now)
-        if getattr(event, "old", None) == "home1":
-            marks["reassigned"] = now
-    store.watch(watcher)
+    marks = watchCrash(store, reactor)
 
     timeout = reactor.callLater(deadline, lambda: state["waiting"] and (
         state.__setitem__("waiting", None) or done.callback(None)))
