@@ -741,6 +741,17 @@ class RouteSealTests(ProxyTestMixin, SynchronousTestCase):
             self.assertFalse(self.relayed([sealedRoute(), moved]))
         self.assertNotIn(("UDP", "203.0.113.66", 5060), self.transport.flows)
 
+    def test_outboundProxyRoute(self):
+        """
+        The lone Route naming us that a client with us as its outbound
+        proxy sends is not a route set of the pool: not relayed, and said
+        so.
+        """
+        request = makeRequest("INVITE", uri="sip:bob@192.0.2.77",
+                              routes=["<sip:192.0.2.10:5060;lr>"])
+        self.assertEqual(self.proxy.checkRouteSet(request, self.client),
+                         "Route entry not made by the pool")
+
     def test_pathNeedsPeerSignature(self):
         """
         A Path entry of ours is followed only by a request a pool server

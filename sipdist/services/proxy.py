@@ -1197,8 +1197,14 @@ class Proxy:
         reason = self.checkRouteSet(request, flow)
         if reason is not None:
             self.unsealed += 1
-            self._log.info("{method} from {flow} not relayed: {reason}",
-                           method=request.method, flow=flow, reason=reason)
+            # A lone unsealed Route naming us is what every client that
+            # has us as its outbound proxy sends (RFC 3261 section 8.1.2):
+            # nothing to relay, not worth a line each.  Anything more is.
+            log = self._log.info
+            if len(values) == 1 and not uri.params.get(SEAL_PARAM):
+                log = self._log.debug
+            log("{method} from {flow} not relayed: {reason}",
+                method=request.method, flow=flow, reason=reason)
             return False
         self.forward(request, serverTransaction)
         return True
@@ -1246,6 +1252,8 @@ class Proxy:
         for uri in popped:
             seal = uri.params.get(SEAL_PARAM) or ""
             routeId = uri.params.get(ROUTE_PARAM) or ""
+            if not routeId and not seal:
+                return "Route entry not made by the pool"
             if routeId != self.routeId:
                 return "Route entry of another server"
             try:
