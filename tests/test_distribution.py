@@ -107,7 +107,7 @@ class DrainTests(TestCase):
             """every subscription made again at home2"""
             return (home1.notifier.count == 0
                     and home2.notifier.count == 2 * count)
-        yield waitFor(settled, timeout=15)
+        yield waitFor(settled, timeout=30)
 
         # The clients' refreshes: home1 redirects, they log in at home2.
         yield inBatches([ua.registration.refresh for ua in agents.values()])
@@ -123,7 +123,7 @@ class DrainTests(TestCase):
                     and all(not sub.dialog.ended and sub.dialog.callId in held
                             for subs in subscriptions.values()
                             for sub in subs))
-        yield waitFor(rehomed, timeout=15)
+        yield waitFor(rehomed, timeout=30)
 
         self.assertEqual(home1.registrar.count, 0)
         self.assertEqual(home1.notifier.count, 0)
