@@ -11,8 +11,9 @@ were held back one summary line says how many.
 """
 
 import os
+import sys
 
-from twisted.logger import textFileLogObserver
+from twisted.logger import jsonFileLogObserver, textFileLogObserver
 from twisted.python.logfile import LogFile
 
 DEFAULT_ROTATE_LENGTH = 1000000
@@ -77,7 +78,7 @@ _logFile = None
 
 
 def useRotatingLogFile(options, keep=DEFAULT_KEEP,
-                       rotateLength=DEFAULT_ROTATE_LENGTH):
+                       rotateLength=DEFAULT_ROTATE_LENGTH, json=False):
     """
     Make twistd log to its C{--logfile} (C{twistd.log} for a daemon) through
     a L{LogFile} that keeps at most C{keep} rotated files, instead of
@@ -87,19 +88,27 @@ def useRotatingLogFile(options, keep=DEFAULT_KEEP,
     and before the service is made, from its C{--logger} option (a factory
     taking no argument); this sets that option to L{rotatingLogObserver}
     and remembers the file for it.  Nothing changes when twistd logs to
-    standard output or syslog or was given its own C{--logger}.
+    standard output (unless C{json}: then standard output gets the JSON
+    lines) or syslog or was given its own C{--logger}.
 
     @param options: twistd's L{twisted.scripts.twistd.ServerOptions}.
-    @return: the path of the log file, or L{None} when nothing changed.
+    @param json: write twisted.logger's JSON events (L{jsonFileLogObserver})
+        instead of text lines.
+    @return: the path of the log file (C{"-"} for JSON to standard
+        output), or L{None} when nothing changed.
     """
     global _logFile
     if options.get("logger") or options.get("syslog"):
         return None
     path = options.get("logfile") or None
     if path == "-" or (path is None and options.get("nodaemon")):
-        return None
+        if not json:
+            return None
+        _logFile = ("-", keep, rotateLength, json)
+        options["logger"] = f"{__name__}.rotatingLogObserver"
+        return "-"
     path = os.path.abspath(path or "twistd.log")
-    _logFile = (path, keep, rotateLength)
+    _logFile = (path, keep, rotateLength, json)
     options["logger"] = f"{__name__}.rotatingLogObserver"
     return path
 
@@ -107,11 +116,15 @@ def useRotatingLogFile(options, keep=DEFAULT_KEEP,
 def rotatingLogObserver():
     """
     The observer twistd logs through after L{useRotatingLogFile}: text lines
-    to the file, rotated at C{rotateLength} bytes, at most C{keep} old
-    files kept.
+    (or JSON events) to the file, rotated at C{rotateLength} bytes, at most
+    C{keep} old files kept; JSON events to standard output for C{"-"}.
     """
-    path, keep, rotateLength = _logFile
+    path, keep, rotateLength, json = _logFile
+    if path == "-":
+        return jsonFileLogObserver(sys.stdout)
     logFile = LogFile(os.path.basename(path), os.path.dirname(path),
                       rotateLength=rotateLength, maxRotatedFiles=keep)
+    if json:
+        return jsonFileLogObserver(logFile)
     return textFileLogObserver(logFile)
 

@@ -216,6 +216,11 @@ PARAMETERS = [
      "A label (letters, digits, '.', '_', '-') this server adds to the "
      "Server header of its responses, e.g. a run id: lets a script check "
      "that it talks to the servers it started (etc/run-local)."),
+    ("log-format", None, "text", str,
+     "text (the default) or json: the log file (--logfile) holds one JSON "
+     "event a line (twisted.logger's format, read back with "
+     "eventsFromJSONLogFile), with one event per distribution decision "
+     "(method, Call-ID, user, outcome, server chosen, time taken)."),
     ("log-keep", None, 10, _positiveInt,
      "Rotated log files kept when twistd logs to a file (--logfile; it "
      "rotates at 1 MB): older ones are deleted."),
@@ -269,7 +274,8 @@ class Options(usage.Options):
         Under twistd (which makes these options a sub-command, so they
         have a C{parent}), a mistake ends the process with one line and
         exit status 1 instead of twistd's usage text; twistd then logs to
-        a file rotated with at most C{--log-keep} old files.
+        a file rotated with at most C{--log-keep} old files, as JSON lines
+        with C{--log-format=json}.
         """
         if options is not None:
             options = [_FLAG_ALONE.get(arg, arg) for arg in options]
@@ -281,7 +287,8 @@ class Options(usage.Options):
             raise SystemExit(f"twistd sipdist: {e} (twistd sipdist --help "
                              f"lists the options)")
         from sipdist.logs import useRotatingLogFile
-        useRotatingLogFile(self.parent, keep=self["log-keep"])
+        useRotatingLogFile(self.parent, keep=self["log-keep"],
+                           json=self["log-format"] == "json")
 
     def opt_listen(self, description):
         """
@@ -393,6 +400,10 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e))
         else:
             self["tls-server-options"] = None
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(
+                f"--log-format: {self['log-format']!r} is not one of text, "
+                f"json")
         if self["redirect-policy"] not in POLICIES:
             raise usage.UsageError(
                 f"--redirect-policy: {self['redirect-policy']!r} is not one "

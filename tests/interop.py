@@ -54,6 +54,7 @@ PACKAGES = {
     "baresip": "baresip-core",
     "linphonec": "linphone-cli",
     "twinkle-console": "twinkle-console",
+    "systemd-analyze": "systemd",
 }
 
 SIPP_TRANSPORTS = {"u1": "udp", "un": "udp", "t1": "tcp", "tn": "tcp",

@@ -538,3 +538,30 @@ class LimiterTests(AuthenticatorTestsMixin, SynchronousTestCase):
             self.result([value])
         self.assertIsInstance(self.result([self.answer()[0]]),
                               Authenticated)
+
+
+class OutcomeTests(AuthenticatorTestsMixin, SynchronousTestCase):
+    """
+    L{DigestAuthenticator.outcomes} counts what L{authenticate} answered.
+    """
+
+    def test_counted(self):
+        """
+        A request without credentials is challenged, a wrong password
+        fails (and is challenged again), the right one is ok, a user past
+        the failure threshold is limited and malformed credentials are
+        rejected.
+        """
+        self.result([self.answer()[0]])
+        self.assertEqual(self.auth.outcomes, {
+            "challenged": 1, "ok": 1, "failed": 0, "limited": 0,
+            "rejected": 0})
+        for _ in range(3):
+            self.result([self.answer("bob", "wrong")[0]])
+        self.result([self.answer("bob", "builder")[0]])
+        self.result([f'Digest username="alice", realm="{REALM}"'])
+        # answer() asks for a challenge first: four more, and the three
+        # failures are challenged again.
+        self.assertEqual(self.auth.outcomes, {
+            "challenged": 1 + 4 + 3, "ok": 1, "failed": 3,
+            "limited": 1, "rejected": 1})

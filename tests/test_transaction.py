@@ -1054,3 +1054,28 @@ class LayerTests(LayerTestMixin, SynchronousTestCase):
         self.layer.stop()
         self.failureResultOf(tx.deferred, TransactionLayerStopped)
         self.assertDrained()
+
+
+class AnsweredTests(LayerTestMixin, SynchronousTestCase):
+    """
+    L{TransactionLayer.answered} counts final responses by method and code.
+    """
+
+    def test_counted(self):
+        """
+        Each final response counts once under its request's method and its
+        code; provisional responses and retransmissions do not count, and
+        a method outside the known ones is counted as C{other}, so the
+        table stays bounded.
+        """
+        for method, code in [("OPTIONS", 200), ("OPTIONS", 200),
+                             ("REGISTER", 401), ("FROBNICATE", 405),
+                             ("JUGGLE", 405)]:
+            request = makeRequest(method)
+            self.layer.messageReceived(request, self.udp)
+            [(_, tx)] = self.user.requests[-1:]
+            tx.respond(responseTo(request, 100))
+            tx.respond(responseTo(request, code))
+            self.layer.messageReceived(request, self.udp)
+        self.assertEqual(self.layer.answered, {
+            ("OPTIONS", 200): 2, ("REGISTER", 401): 1, ("other", 405): 2})

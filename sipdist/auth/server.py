@@ -179,6 +179,12 @@ class DigestAuthenticator:
             raise ValueError(f"{checker!r} does not check SIP digest "
                              f"credentials")
         self._sourceRetryAfter = sourceRetryAfter
+        # What authenticate() answered: "ok", "challenged" (a challenge,
+        # after failed credentials too), "limited" (403 of the failure
+        # limiter), "rejected" (other refusals); and "failed", the
+        # credentials the source refused (also counted as challenged).
+        self.outcomes = dict.fromkeys(
+            ("ok", "challenged", "failed", "limited", "rejected"), 0)
 
     @property
     def limiter(self):
@@ -206,6 +212,29 @@ class DigestAuthenticator:
 
     def authenticate(self, method, uri, authorizationHeaderValues,
                      sourceHost, body=b"", proxy=False, algorithms=None):
+        """
+        Authenticate a request (see L{_authenticate}), counting the
+        outcome in L{outcomes}.
+        """
+        d = self._authenticate(method, uri, authorizationHeaderValues,
+                               sourceHost, body, proxy, algorithms)
+        d.addCallback(self._counted)
+        return d
+
+    def _counted(self, result):
+        outcomes = self.outcomes
+        if isinstance(result, Authenticated):
+            outcomes["ok"] += 1
+        elif isinstance(result, Challenge):
+            outcomes["challenged"] += 1
+        elif result.code == 403:
+            outcomes["limited"] += 1
+        else:
+            outcomes["rejected"] += 1
+        return result
+
+    def _authenticate(self, method, uri, authorizationHeaderValues,
+                      sourceHost, body=b"", proxy=False, algorithms=None):
         """
         Authenticate a request.
 
@@ -346,6 +375,7 @@ class DigestAuthenticator:
         if failure.check(UnauthorizedLogin):
             self._log.info("authentication of {username} from {host} failed",
                            username=username, host=host)
+            self.outcomes["failed"] += 1
             if self._limiter is not None:
                 self._limiter.failed(username, host)
             return self.challenge(proxy, algorithms=algorithms)

@@ -4,7 +4,8 @@ An HTTP status endpoint (C{--status-listen=tcp:8081:interface=127.0.0.1}):
 C{GET /status} answers a JSON document with the server's name, role, load
 figures (see L{sipdist.pool.monitor.loadFigures}), counters of its parts, and,
 in the distributor that runs the monitor, what the monitor knows of every
-server.  Bind it to an address only operators reach: it has no
+server; C{GET /metrics} answers the same figures in the Prometheus text
+format (L{sipdist.pool.metrics}).  Bind it to an address only operators reach: it has no
 authentication.
 """
 
@@ -73,6 +74,9 @@ def installStatus(service, config, reactor):
         return
     root = resource.Resource()
     root.putChild(b"status", StatusResource(service, config))
+    from sipdist.pool.metrics import MetricsResource, registryFor
+    service.metricsRegistry = registryFor(service, config)
+    root.putChild(b"metrics", MetricsResource(service.metricsRegistry))
     site = server.Site(root)
     site.displayTracebacks = False
     web = strports.service(description, site, reactor=reactor)

@@ -83,6 +83,7 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
         taggedAlgorithms=tagged, clientSeal=ClientAddressSeal(secret))
     processor.flowTimer = int(config.get("flow-timer", 60))
     processor.offerBackup = config.get("backup-home", True)
+    processor.logDecisions = config.get("log-format") == "json"
     server.addMethods(("REGISTER",) + ROUTER_METHODS)
     service.store = store
     service.registrar = registrar

@@ -155,7 +155,8 @@ class Context:
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
-                 "serve", "proxyAuth", "record", "tagged", "followsRedirect")
+                 "serve", "proxyAuth", "record", "tagged", "followsRedirect",
+                 "started")
 
     def __init__(self, request, transaction, serve, proxyAuth,
                  userAgents=(), taggedAlgorithms=None):
@@ -169,6 +170,8 @@ class Context:
         self.serve = serve
         self.proxyAuth = proxyAuth
         self.record = None
+        # When handle() took the request (only while decisions are logged).
+        self.started = None
 
 
 class DistributionProcessor:
@@ -277,6 +280,8 @@ class DistributionProcessor:
         """
         context = Context(request, transaction, serve, proxyAuth,
                           self.userAgents)
+        if self.logDecisions:
+            context.started = self.server._reactor.seconds()
         header = "proxy-authorization" if proxyAuth else "authorization"
         d = self.authenticator.authenticate(
             request.method, request.uriText, request.values(header),
@@ -379,6 +384,8 @@ class DistributionProcessor:
             outcome = Serve()
         if isinstance(outcome, (Redirect, Proxy)):
             outcome = self._forTransport(outcome, context)
+        if self.logDecisions:
+            self._logDecision(outcome, context)
         if isinstance(outcome, Serve):
             self.served += 1
             context.serve(context)
@@ -395,6 +402,34 @@ class DistributionProcessor:
                 headers = [("Retry-After", str(outcome.retryAfter))]
             self.respond(context.request, context.transaction, outcome.code,
                          outcome.phrase, headers)
+
+    # Whether each decision is logged (one event: --log-format=json, where
+    # a log reader filters on its fields; a text log is not flooded).
+    logDecisions = False
+
+    def _logDecision(self, outcome, context):
+        """
+        Log one event for a decision: the method, Call-ID, user, outcome
+        (serve, redirect, proxy or reject), the server chosen and the
+        seconds since the request was handed to L{handle}.
+        """
+        request = context.request
+        if isinstance(outcome, Serve):
+            kind, chosen = "serve", self.server.name
+        elif isinstance(outcome, (Redirect, Proxy)):
+            kind = "redirect" if isinstance(outcome, Redirect) else "proxy"
+            chosen = None if context.record is None else context.record.id
+        else:
+            kind, chosen = "reject", None
+        self._log.info(
+            "decision: {method} {callID} of {user}: {outcome} "
+            "{chosen} in {elapsed}s",
+            decision=True, server=self.server.name, method=request.method,
+            callID=request.header("call-id"), user=context.aor,
+            outcome=kind, chosen=chosen,
+            code=getattr(outcome, "code", None),
+            elapsed=None if context.started is None else round(
+                self.server._reactor.seconds() - context.started, 6))
 
     def _forTransport(self, outcome, context):
         """

@@ -84,6 +84,12 @@ TERMINATED = "Terminated"
 # address (RFC 3261 section 26.3.2.4 asks for challenges that cost little).
 _CHALLENGES = frozenset((401, 407))
 
+# The methods L{TransactionLayer.answered} counts by name; any other is
+# counted as "other", so the table stays bounded whatever clients send.
+_COUNTED_METHODS = frozenset((
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE",
+    "NOTIFY", "PUBLISH", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER"))
+
 TRYING_DELAY = 0.2  # section 17.2.1: 100 Trying unless the TU answered by then
 
 _sipRequest = sip.Request
@@ -244,6 +250,10 @@ class ServerTransaction:
         self._retransmit = self._timeout = None
         provisional = self.response is not None
         self.response = response
+        method = self.request.method
+        key = (method if method in _COUNTED_METHODS else "other", code)
+        answered = layer.answered
+        answered[key] = answered.get(key, 0) + 1
         if not self._invite:
             self.state = COMPLETED
             if self._reliable:
@@ -930,6 +940,10 @@ class TransactionLayer:
         self._timerI = _ExpiryQueue(reactor, T4)
         self.serverCreated = 0
         self.clientCreated = 0
+        # (method, final code) -> final responses sent by server
+        # transactions; bounded: methods outside _COUNTED_METHODS are
+        # "other", and codes are 200-699.
+        self.answered = {}
         self.rejected = 0
         self._rejectLogged = None
         self._rejectSuppressed = 0
