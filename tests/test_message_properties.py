@@ -9,14 +9,13 @@ raise.
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.sip.message import (
     COMPACT_FORMS, MULTI_VALUE, parseMessage, validateRequest)
-from sipdist.sip.transport import (
-    SIPDatagramProtocol, TransportLayer, _StreamFactory)
-from tests.test_transport import FakeUDPTransport, RecordingHandler
+from sipdist.sip.transport import _StreamFactory
+from tests.test_transport import listenUDP
 
 _LONG_TO_COMPACT = {v: k for k, v in COMPACT_FORMS.items()}
 
@@ -224,13 +223,7 @@ class MutationTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.reactor = MemoryReactorClock()
-        self.handler = RecordingHandler()
-        self.layer = TransportLayer(self.reactor, self.handler)
-        self.protocol = SIPDatagramProtocol(self.layer, 0)
-        self.udp = FakeUDPTransport()
-        self.protocol.makeConnection(self.udp)
-        self.layer._datagram.append(self.protocol)
+        listenUDP(self)
         self.factory = _StreamFactory(self.layer, "TCP")
 
     def outcome(self, before, answers):

@@ -46,19 +46,28 @@ def register(via="SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport"):
         via.encode("ascii"))
 
 
+def listenUDP(testCase):
+    """
+    Give C{testCase} a transport layer on a memory reactor (C{reactor},
+    C{handler}, C{layer}) with one UDP port (C{protocol} over the fake
+    transport C{udp}).
+    """
+    testCase.reactor = MemoryReactorClock()
+    testCase.handler = RecordingHandler()
+    testCase.layer = TransportLayer(testCase.reactor, testCase.handler)
+    testCase.protocol = SIPDatagramProtocol(testCase.layer, 0)
+    testCase.udp = FakeUDPTransport()
+    testCase.protocol.makeConnection(testCase.udp)
+    testCase.layer._datagram.append(testCase.protocol)
+
+
 class DatagramTests(SynchronousTestCase):
     """
     Requests and responses over UDP.
     """
 
     def setUp(self):
-        self.reactor = MemoryReactorClock()
-        self.handler = RecordingHandler()
-        self.layer = TransportLayer(self.reactor, self.handler)
-        self.protocol = SIPDatagramProtocol(self.layer, 0)
-        self.udp = FakeUDPTransport()
-        self.protocol.makeConnection(self.udp)
-        self.layer._datagram.append(self.protocol)
+        listenUDP(self)
 
     def test_rport(self):
         """
