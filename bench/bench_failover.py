@@ -267,6 +267,28 @@ class SimPool:
         self.onRegistered(user)
 
 
+def poolConfigs(transport, credentials, interval, threshold, T1, **more):
+    """
+    The configurations of the bench's pool, by name: a distributor whose
+    monitor checks every C{interval} seconds and marks a server down after
+    C{threshold} silent checks (as soon as they allow), and two homes, all
+    listening on C{transport} on loopback; C{more} goes to every server.
+    """
+    monitor = {"monitor": True, "monitor-interval": interval,
+               "auto-rebalance": False, "monitor-threshold": threshold,
+               "monitor-down-after": interval * (threshold - 1),
+               "monitor-timeout": min(interval / 2, 1.0)}
+    for name, role, extra in (("distributor", "distributor", monitor),
+                              ("home1", "home", {}), ("home2", "home", {})):
+        config = {"role": role, "name": name, "domain": DOMAIN,
+                  "listen": [f"{transport}:0:interface=127.0.0.1"],
+                  "credentials": credentials, "secret": SECRET, "t1": T1,
+                  "min-expires": 1, "auth-failures": 1000000}
+        config.update(more)
+        config.update(extra)
+        yield name, config
+
+
 def watchCrash(store, reactor):
     """
     When home1 is marked down and when its users are reassigned, as the
@@ -293,20 +315,8 @@ def run(reactor, crashed, others, interval, threshold, expires, T1, rate):
     names = [f"u{i}" for i in range(users)]
     credentials = "memory:" + ",".join(f"{n}:{PASSWORD}" for n in names)
     services, addrs = {}, {}
-    for name, role, extra in (
-            ("distributor", "distributor",
-             {"monitor": True, "monitor-interval": interval,
-              "auto-rebalance": False,
-              "monitor-threshold": threshold,
-              # Down after threshold silent checks, as soon as they allow.
-              "monitor-down-after": interval * (threshold - 1),
-              "monitor-timeout": min(interval / 2, 1.0)}),
-            ("home1", "home", {}), ("home2", "home", {})):
-        config = {"role": role, "name": name, "domain": DOMAIN,
-                  "listen": ["udp:0:interface=127.0.0.1"],
-                  "credentials": credentials, "secret": SECRET, "t1": T1,
-                  "min-expires": 1, "auth-failures": 1000000}
-        config.update(extra)
+    for name, config in poolConfigs("udp", credentials, interval,
+                                    threshold, T1):
         service = buildServer(config, reactor, store=store)
         service.startService()
         yield service.transportService.ready
@@ -423,22 +433,10 @@ def runTCP(reactor, crashed, others, interval, threshold, expires, T1, rate,
     names = [f"u{i}" for i in range(users)]
     credentials = "memory:" + ",".join(f"{n}:{PASSWORD}" for n in names)
     services, ports = {}, {}
-    for name, role, extra in (
-            ("distributor", "distributor",
-             {"monitor": True, "monitor-interval": interval,
-              "auto-rebalance": False,
-              "monitor-threshold": threshold,
-              # As in the UDP run: down after threshold silent checks.
-              "monitor-down-after": interval * (threshold - 1),
-              "monitor-timeout": min(interval / 2, 1.0)}),
-            ("home1", "home", {}), ("home2", "home", {})):
-        config = {"role": role, "name": name, "domain": DOMAIN,
-                  "listen": ["tcp:0:interface=127.0.0.1"],
-                  "credentials": credentials, "secret": SECRET, "t1": T1,
-                  "min-expires": 1, "auth-failures": 1000000,
-                  "auth-address-failures": 1000000,
-                  "max-connections-per-host": 100000}
-        config.update(extra)
+    for name, config in poolConfigs(
+            "tcp", credentials, interval, threshold, T1,
+            **{"auth-address-failures": 1000000,
+               "max-connections-per-host": 100000}):
         service = buildServer(config, reactor, store=store)
         service.startService()
         yield service.transportService.ready
