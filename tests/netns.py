@@ -35,6 +35,7 @@ import argparse
 import atexit
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -50,6 +51,17 @@ _counter = itertools.count()
 SPAWN_WAIT = 20.0
 COMMAND_TIMEOUT = 15.0
 
+# Namespace names are TAG_PREFIX, the id of the process that made them,
+# "x", a counter, "-", the host: a namespace whose process is gone is a
+# leftover of a crashed run (L{removeStale}).
+TAG_PREFIX = "sdn"
+_STALE = re.compile(r"^" + TAG_PREFIX + r"(\d+)x\d+-")
+# Where C{ip netns exec NS} finds the files it bind-mounts over /etc.
+NETNS_ETC = "/etc/netns"
+# Bounds of a capture: frames kept, bytes kept of each.
+CAPTURE_FRAMES = 20000
+CAPTURE_SNAP = 65535
+
 
 def requireNetns():
     """
@@ -63,8 +75,53 @@ def requireNetns():
         skipOrFail("network namespaces need root (ip netns add)")
 
 
+def requireNft():
+    """
+    The path of C{nft}, or skip the test (fail under C{CI=true}).
+    """
+    from tests.interop import requireTool
+    return requireTool("nft")
+
+
 def _ip():
     return shutil.which("ip") or "/usr/sbin/ip"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def removeStale():
+    """
+    Remove the namespaces (and their C{/etc/netns} directories) that a lab
+    of a process no longer running left behind: a run killed before its
+    cleanup.  Namespaces of running processes are left alone.
+
+    @return: the names removed.
+    """
+    if os.geteuid() != 0:
+        return []
+    listing = _run([_ip(), "netns", "list"], check=False).stdout
+    removed = []
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = _STALE.match(name)
+        if match and not _alive(int(match.group(1))):
+            _run([_ip(), "netns", "del", name], check=False)
+            removed.append(name)
+    if os.path.isdir(NETNS_ETC):
+        for name in os.listdir(NETNS_ETC):
+            match = _STALE.match(name)
+            if match and not _alive(int(match.group(1))):
+                shutil.rmtree(os.path.join(NETNS_ETC, name),
+                              ignore_errors=True)
+    return removed
 
 
 def _run(argv, check=True):
@@ -160,6 +217,124 @@ class Sink(Process):
         os.rename(name + ".tmp", name + ".msg")
 
 
+def _waitReady(process, readyPath):
+    """
+    Wait (bounded) until C{process} has made C{readyPath}.
+    """
+    deadline = time.monotonic() + SPAWN_WAIT
+    while not os.path.exists(readyPath):
+        if process.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.popen.args} did not start: "
+                               f"{process.output()}")
+        time.sleep(0.05)
+
+
+class Frame:
+    """
+    An IPv4 TCP or UDP packet seen by a L{Capture}.
+
+    @ivar outgoing: whether the interface sent it (else received it).
+    @ivar proto: C{"tcp"} or C{"udp"}.
+    @ivar src: C{(address, port)} it came from.
+    @ivar dst: C{(address, port)} it went to.
+    @ivar payload: its TCP or UDP payload (bytes).
+    """
+
+    def __init__(self, outgoing, proto, src, dst, payload):
+        self.outgoing = outgoing
+        self.proto = proto
+        self.src = src
+        self.dst = dst
+        self.payload = payload
+
+    def __repr__(self):
+        arrow = "->" if self.outgoing else "<-"
+        return (f"<Frame {arrow} {self.proto} {self.src[0]}:{self.src[1]} > "
+                f"{self.dst[0]}:{self.dst[1]} {len(self.payload)} bytes>")
+
+
+def parseFrame(outgoing, frame):
+    """
+    The L{Frame} of an Ethernet C{frame} holding IPv4 TCP or UDP, else
+    None.
+    """
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+        return None
+    ip = frame[14:]
+    headerLength = (ip[0] & 0x0F) * 4
+    totalLength = int.from_bytes(ip[2:4], "big")
+    proto = ip[9]
+    src = socket.inet_ntoa(ip[12:16])
+    dst = socket.inet_ntoa(ip[16:20])
+    segment = ip[headerLength:totalLength]
+    if proto == 17 and len(segment) >= 8:
+        ports = (int.from_bytes(segment[0:2], "big"),
+                 int.from_bytes(segment[2:4], "big"))
+        return Frame(outgoing, "udp", (src, ports[0]), (dst, ports[1]),
+                     segment[8:])
+    if proto == 6 and len(segment) >= 20:
+        ports = (int.from_bytes(segment[0:2], "big"),
+                 int.from_bytes(segment[2:4], "big"))
+        offset = (segment[12] >> 4) * 4
+        return Frame(outgoing, "tcp", (src, ports[0]), (dst, ports[1]),
+                     segment[offset:])
+    return None
+
+
+class Capture(Process):
+    """
+    The frames an interface sent and received (L{Lab.capture}).
+    """
+
+    def __init__(self, popen, logPath, dataPath):
+        Process.__init__(self, popen, logPath)
+        self.dataPath = dataPath
+
+    def frames(self):
+        """
+        The IPv4 TCP and UDP packets recorded so far, as L{Frame}s, in the
+        order seen.
+        """
+        try:
+            with open(self.dataPath, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        frames = []
+        offset = 0
+        while offset + 5 <= len(data):
+            outgoing = data[offset] == 1
+            length = int.from_bytes(data[offset + 1:offset + 5], "big")
+            raw = data[offset + 5:offset + 5 + length]
+            offset += 5 + length
+            frame = parseFrame(outgoing, raw)
+            if frame is not None:
+                frames.append(frame)
+        return frames
+
+    def messages(self, outgoing=True):
+        """
+        The SIP messages in the frames sent (or received), as
+        C{(frame, message)} pairs (message: text): UDP payloads as they are,
+        TCP payloads joined per connection and direction, then cut into
+        messages.
+        """
+        result = []
+        streams = {}
+        for frame in self.frames():
+            if frame.outgoing != outgoing or not frame.payload:
+                continue
+            if frame.proto == "udp":
+                chunks = [frame.payload]
+            else:
+                key = (frame.src, frame.dst)
+                chunks, streams[key] = _split(streams.get(key, b"")
+                                              + frame.payload)
+            for chunk in chunks:
+                result.append((frame, chunk.decode("utf-8", "replace")))
+        return result
+
+
 class Lab:
     """
     A set of network namespaces joined by bridges in a hub namespace that
@@ -170,10 +345,12 @@ class Lab:
     def __init__(self, testCase=None):
         if testCase is not None:
             requireNetns()
-        self.tag = f"sd{os.getpid() % 100000}x{next(_counter)}"
+        removeStale()
+        self.tag = f"{TAG_PREFIX}{os.getpid()}x{next(_counter)}"
         self.tmp = tempfile.mkdtemp(prefix=f"{self.tag}-")
         self.hub = f"{self.tag}-hub"
         self._namespaces = []
+        self._etc = []
         self._processes = []
         self._networks = {}
         self._hosts = {}
@@ -183,6 +360,12 @@ class Lab:
         self._addNamespace(self.hub)
         _run([_ip(), "netns", "exec", self.hub, "sysctl", "-q", "-w",
               "net.ipv4.ip_forward=1"])
+        # Packets between hosts of one network stay on its bridge: with
+        # br_netfilter loaded they would also meet the router's firewall
+        # (L{firewall}), which filters between networks only.
+        for table in ("iptables", "ip6tables", "arptables"):
+            _run([_ip(), "netns", "exec", self.hub, "sysctl", "-q", "-w",
+                  f"net.bridge.bridge-nf-call-{table}=0"], check=False)
 
     def _addNamespace(self, name):
         _run([_ip(), "netns", "add", name])
@@ -241,6 +424,72 @@ class Lab:
                 first = False
         return ns
 
+    def resolvConf(self, host, nameserver):
+        """
+        Make C{host}'s processes resolve names with C{nameserver} (an
+        address): C{ip netns exec} bind-mounts
+        C{/etc/netns/NS/resolv.conf} over C{/etc/resolv.conf}, and
+        C{/etc/netns/NS/hosts} (empty: no name of the machine running the
+        lab) over C{/etc/hosts}.  Removed in cleanup.
+        """
+        directory = os.path.join(NETNS_ETC, self.namespace(host))
+        os.makedirs(directory, exist_ok=True)
+        self._etc.append(directory)
+        with open(os.path.join(directory, "resolv.conf"), "w") as f:
+            f.write(f"nameserver {nameserver}\noptions timeout:1 attempts:2\n")
+        with open(os.path.join(directory, "hosts"), "w") as f:
+            f.write("127.0.0.1 localhost\n")
+
+    def firewall(self, host, ruleset):
+        """
+        Load the nftables C{ruleset} (text, as C{nft -f} reads it) in
+        C{host}'s namespace (C{"hub"}: the router between the networks).
+        """
+        nft = requireNft()
+        ns = self.hub if host == "hub" else self.namespace(host)
+        result = subprocess.run([_ip(), "netns", "exec", ns, nft, "-f", "-"],
+                                input=ruleset, capture_output=True, text=True,
+                                timeout=COMMAND_TIMEOUT)
+        if result.returncode != 0:
+            raise RuntimeError(f"nft -f in {ns}: {result.stderr.strip()}")
+
+    def capture(self, host, interface):
+        """
+        Record every frame C{interface} of C{host} sends or receives (a raw
+        C{AF_PACKET} socket, this module run as C{netns.py capture}).
+
+        @return: a L{Capture}, recording when returned.
+        """
+        dataPath = os.path.join(self.tmp, f"capture-{host}-{interface}.bin")
+        readyPath = dataPath + ".ready"
+        argv = [sys.executable, os.path.join(HERE, "netns.py"), "capture",
+                interface, dataPath, readyPath]
+        process = self.spawn(host, argv, name=f"capture-{host}-{interface}")
+        capture = Capture(process.popen, process.logPath, dataPath)
+        self._processes[-1] = capture
+        _waitReady(capture, readyPath)
+        return capture
+
+    def nameServer(self, host, address, records):
+        """
+        Start a name server (L{twisted.names}, this module run as
+        C{netns.py dns}) on C{address} port 53, UDP and TCP, in C{host},
+        authoritative for the C{records}: a list of C{(name, type,
+        fields)} (see L{_zoneRecords}).
+
+        @return: its L{Process}, answering when returned.
+        """
+        import json
+        zonePath = os.path.join(self.tmp, f"zone-{host}.json")
+        with open(zonePath, "w") as f:
+            json.dump([list(r) for r in records], f)
+        readyPath = zonePath + ".ready"
+        argv = [sys.executable, os.path.join(HERE, "netns.py"), "dns",
+                address, zonePath, readyPath]
+        process = self.spawn(host, argv, name=f"dns-{host}")
+        _waitReady(process, readyPath)
+        return process
+
     def spawn(self, host, argv, name=None, env=None, cwd=None):
         """
         Start C{argv} inside C{host}'s namespace; it is killed in cleanup.
@@ -279,11 +528,7 @@ class Lab:
         process = self.spawn(host, argv, name=f"sink-{address}-{port}")
         sink = Sink(process.popen, process.logPath, (address, port), dataPath)
         self._processes[-1] = sink
-        deadline = time.monotonic() + SPAWN_WAIT
-        while not os.path.exists(readyPath):
-            if sink.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sink did not start: {sink.output()}")
-            time.sleep(0.05)
+        _waitReady(sink, readyPath)
         return sink
 
     def send(self, host, transport, address, message, wait=2.0, bind=None,
@@ -323,6 +568,9 @@ class Lab:
         for ns in reversed(self._namespaces):
             _run([_ip(), "netns", "del", ns], check=False)
         self._namespaces = []
+        for path in self._etc:
+            shutil.rmtree(path, ignore_errors=True)
+        self._etc = []
         shutil.rmtree(self.tmp, ignore_errors=True)
         _open.discard(self)
 
@@ -521,6 +769,73 @@ def _sendMain(transport, host, port, wait, expect, bind):
         m.decode("utf-8", "replace") for m in received))
 
 
+def _captureMain(interface, dataPath, readyPath):
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                         socket.htons(0x0003))
+    sock.bind((interface, 0))
+    with open(readyPath, "w"):
+        pass
+    with open(dataPath, "ab", buffering=0) as out:
+        for _ in range(CAPTURE_FRAMES):
+            frame, address = sock.recvfrom(CAPTURE_SNAP)
+            outgoing = address[2] == socket.PACKET_OUTGOING
+            out.write(bytes([1 if outgoing else 0])
+                      + len(frame).to_bytes(4, "big") + frame)
+
+
+def _zoneRecords(records):
+    """
+    Twisted records by owner name from C{(name, type, fields)} triples:
+    C{SOA} (mname, rname), C{NAPTR} (order, preference, flags, service,
+    regexp, replacement), C{SRV} (priority, weight, port, target), C{A}
+    (address).
+    """
+    from twisted.names import dns
+    byName = {}
+    soa = None
+    for name, kind, fields in records:
+        if kind == "SOA":
+            record = dns.Record_SOA(mname=fields[0], rname=fields[1],
+                                    serial=1, refresh=60, retry=60,
+                                    expire=60, minimum=60, ttl=60)
+            soa = (name.encode("ascii"), record)
+        elif kind == "NAPTR":
+            order, preference, flags, service, regexp, replacement = fields
+            record = dns.Record_NAPTR(order, preference, flags.encode(),
+                                      service.encode(), regexp.encode(),
+                                      replacement, ttl=60)
+        elif kind == "SRV":
+            record = dns.Record_SRV(*fields, ttl=60)
+        elif kind == "A":
+            record = dns.Record_A(fields[0], ttl=60)
+        else:
+            raise ValueError(f"record type {kind} not supported")
+        byName.setdefault(name.lower().encode("ascii"), []).append(record)
+    return soa, byName
+
+
+def _dnsMain(address, zonePath, readyPath):
+    import json
+
+    from twisted.internet import reactor
+    from twisted.names import authority, dns, server
+
+    with open(zonePath) as f:
+        records = json.load(f)
+
+    class Zone(authority.FileAuthority):
+        def loadFile(self, filename):
+            self.soa, self.records = _zoneRecords(records)
+
+    factory = server.DNSServerFactory(authorities=[Zone(zonePath)])
+    reactor.listenUDP(53, dns.DNSDatagramProtocol(factory),
+                      interface=address)
+    reactor.listenTCP(53, factory, interface=address)
+    with open(readyPath, "w"):
+        pass
+    reactor.run()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="netns.py")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -537,8 +852,20 @@ def main(argv=None):
     send.add_argument("wait", type=float)
     send.add_argument("expect", type=int)
     send.add_argument("--bind", nargs=2)
+    capture = sub.add_parser("capture")
+    capture.add_argument("interface")
+    capture.add_argument("data")
+    capture.add_argument("ready")
+    names = sub.add_parser("dns")
+    names.add_argument("address")
+    names.add_argument("zone")
+    names.add_argument("ready")
     args = parser.parse_args(argv)
-    if args.command == "sink":
+    if args.command == "capture":
+        _captureMain(args.interface, args.data, args.ready)
+    elif args.command == "dns":
+        _dnsMain(args.address, args.zone, args.ready)
+    elif args.command == "sink":
         _sinkMain(args.address, args.port, args.data, args.ready, args.answer)
     else:
         bind = (args.bind[0], int(args.bind[1])) if args.bind else None

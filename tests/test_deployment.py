@@ -1,0 +1,409 @@
+"""
+The design's figures as they run in production, on separate hosts made of
+Linux network namespaces (L{tests.netns}): each figure of
+L{tests.deployments} gets its networks (a bridge each), its hosts (a
+namespace each), its firewall (nftables in the router between the
+networks), its name server (L{twisted.names}, serving NAPTR/SRV/A for the
+domain), its servers (C{twistd sipdist} processes) and two clients
+(C{sipdist register --answer} for bob, C{sipdist call} for alice) started
+with an address-of-record alone: they find the first server through RFC
+3263 with the name server of their host's resolv.conf.
+
+Each test prints what it started and what it checked.  Needs root, C{ip}
+and C{nft}: skipped otherwise, failed under C{CI=true}.  Each test builds
+and removes its own lab, even when it fails.
+"""
+
+import hashlib
+import os
+import sys
+import time
+import uuid
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import deployments
+from tests.deployments import DOMAIN, PORT
+from tests.netns import Lab, requireNetns, requireNft
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECRET = "pool-secret-for-the-deployment-lab-0123456789"
+PASSWORDS = {"alice": "alice-in-the-lab", "bob": "bob-in-the-lab"}
+# Bounds of every wait (not timing assertions).
+START_WAIT = 30.0
+CLIENT_WAIT = 30.0
+
+_TWISTD = ("import sys; sys.path.insert(0, {root!r}); "
+           "from twisted.scripts.twistd import run; "
+           "sys.argv = ['twistd'] + sys.argv[1:]; run()")
+_SIPDIST = ("import sys; sys.path.insert(0, {root!r}); "
+            "from sipdist.commands.main import main; main()")
+
+
+def options(uri, via):
+    """
+    An OPTIONS request to C{uri} as a probe sends it from C{via} (text).
+    """
+    return "\r\n".join([
+        f"OPTIONS {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {via}:5999;branch=z9hG4bK{uuid.uuid4().hex[:16]};"
+        "rport",
+        "Max-Forwards: 70",
+        f"From: <sip:probe@{DOMAIN}>;tag={uuid.uuid4().hex[:8]}",
+        f"To: <{uri}>",
+        f"Call-ID: {uuid.uuid4().hex}",
+        "CSeq: 1 OPTIONS",
+        "Content-Length: 0", "", ""])
+
+
+def status(message):
+    first = message.split("\r\n", 1)[0].split()
+    return int(first[1]) if first and first[0].startswith("SIP/") else None
+
+
+def headerLines(message):
+    """
+    C{(name, line)} of each header line of C{message} (name lower case),
+    the start line as C{("start", line)}.
+    """
+    head = message.split("\r\n\r\n", 1)[0].split("\r\n")
+    result = [("start", head[0])]
+    for line in head[1:]:
+        name = line.partition(":")[0].strip().lower()
+        result.append((name, line))
+    return result
+
+
+def body(message):
+    return message.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in message else ""
+
+
+class DeploymentLab:
+    """
+    A figure of L{tests.deployments} built and started.
+    """
+
+    def __init__(self, testCase, figure):
+        requireNetns()
+        requireNft()
+        self.figure = figure
+        self.lab = lab = Lab(testCase)
+        self.say(f"--- Figure {figure.number}: {figure.title}")
+        for name, prefix, _ in figure.networks:
+            lab.network(name, prefix)
+        for name, addresses, _ in figure.hosts:
+            lab.host(name, **{n: [a] for n, a in addresses.items()})
+        self.say("hosts: " + ", ".join(
+            f"{name} ({' '.join(a.values())})"
+            for name, a, _ in figure.hosts))
+        lab.firewall("hub", figure.firewall)
+        self.say("router firewall loaded (nft): policy drop, "
+                 f"{figure.firewall.count('accept')} accept rules")
+        self.etc = lab.tmp
+        self._write("assignments.conf", figure.storeText())
+        self._write("credentials", "".join(
+            f"{user}:{DOMAIN}:{self._ha1('md5', user)}:"
+            f"{self._ha1('sha256', user)}\n" for user in PASSWORDS))
+        self._write("secret", SECRET)
+        for user, password in PASSWORDS.items():
+            self._write(f"{user}.password", password + "\n")
+        dns = figure.address("dns")
+        lab.nameServer("dns", dns, figure.records)
+        for client in ("alice", "bob"):
+            lab.resolvConf(client, dns)
+        self.say(f"name server on {dns}:53 ({len(figure.records)} records "
+                 f"of {DOMAIN}); alice's and bob's resolv.conf point at it")
+        self.servers = {}
+        for name, host, args in figure.servers:
+            args = [a.replace("{etc}", self.etc) for a in args]
+            argv = [sys.executable, "-c", _TWISTD.format(root=ROOT), "-n",
+                    "--pidfile=", "--logfile=-", "sipdist",
+                    f"--domain={DOMAIN}",
+                    f"--secret-file={os.path.join(self.etc, 'secret')}"]
+            self.servers[name] = lab.spawn(host, argv + args, name=name,
+                                           cwd=ROOT)
+        for name, host, args in figure.servers:
+            self.waitForServer(name, host)
+        self.say("servers answering OPTIONS: " + ", ".join(
+            f"{name} on {host}" for name, host, _ in figure.servers))
+
+    def say(self, line):
+        sys.stdout.write(f"[figure {self.figure.number}] {line}\n")
+        sys.stdout.flush()
+
+    def _write(self, name, text):
+        with open(os.path.join(self.etc, name), "w") as f:
+            f.write(text)
+
+    def _ha1(self, algorithm, user):
+        text = f"{user}:{DOMAIN}:{PASSWORDS[user]}".encode("utf-8")
+        return hashlib.new(algorithm, text).hexdigest()
+
+    def probe(self, source, address, transport="udp", wait=1.0):
+        """
+        The answers to an OPTIONS sent from host C{source} to
+        C{address}:PORT.
+        """
+        return self.lab.send(source, transport, (address, PORT),
+                             options(f"sip:{address}:{PORT}",
+                                     self.figure.address(source)),
+                             wait=wait)
+
+    def waitForServer(self, name, host):
+        """
+        Wait (bounded) until server C{name} answers an OPTIONS sent from
+        its own host.
+        """
+        address = self.figure.address(host)
+        deadline = time.monotonic() + START_WAIT
+        while time.monotonic() < deadline:
+            process = self.servers[name]
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{name} exited: {process.output()}")
+            if any(status(a) == 200
+                   for a in self.probe(host, address, wait=0.5)):
+                return
+        raise RuntimeError(f"{name} does not answer: "
+                           f"{self.servers[name].output()}")
+
+    def client(self, user, command, *args):
+        """
+        Start C{sipdist COMMAND USER@DOMAIN ARGS} on the host named after
+        the user.
+        """
+        argv = [sys.executable, "-c", _SIPDIST.format(root=ROOT), command,
+                f"{user}@{DOMAIN}", *args,
+                f"--password-file={os.path.join(self.etc, user + '.password')}",
+                "--t1=0.1", "--trace"]
+        return self.lab.spawn(user, argv, name=f"{user}-{command}", cwd=ROOT)
+
+    def waitOutput(self, process, text, timeout=CLIENT_WAIT):
+        """
+        Wait (bounded) until C{process} has printed C{text}.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in process.output():
+                return
+            if process.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} from {process.popen.args[3:]}:\n"
+                             f"{process.output()}")
+
+    def waitExit(self, process, timeout=CLIENT_WAIT):
+        process.popen.wait(timeout)
+        return process.popen.returncode
+
+    def callBob(self, testCase):
+        """
+        bob registers (and answers calls); alice calls him.
+
+        @return: C{(bob's output, alice's output)}.
+        """
+        bob = self.client("bob", "register", "--answer", "--duration=60")
+        self.waitOutput(bob, "registered;")
+        self.say("bob: sipdist register bob@example.com --answer "
+                 "(no --server): registered")
+        alice = self.client("alice", "call", "bob@example.com", "--hold=0.2")
+        code = self.waitExit(alice)
+        aliceOut = alice.output()
+        testCase.assertEqual(code, 0, aliceOut)
+        testCase.assertIn("call established (200", aliceOut)
+        testCase.assertIn("BYE: 200", aliceOut)
+        self.say("alice: sipdist call alice@example.com bob@example.com "
+                 "(no --server): call established, BYE 200, exit 0")
+        self.waitOutput(bob, "incoming call from")
+        bob.stop()
+        bobOut = bob.output()
+        self.say("bob answered the call")
+        return bobOut, aliceOut
+
+    def checkDiscovery(self, testCase, outputs, name):
+        """
+        Both clients found C{name} through DNS.
+        """
+        for output in outputs:
+            testCase.assertIn(f"{name}.{DOMAIN}", output)
+        self.say(f"both clients discovered {name}.{DOMAIN} by NAPTR/SRV/A")
+
+    def checkFirewall(self, testCase, outside, inside, reachedFrom):
+        """
+        An OPTIONS from host C{outside} straight to C{inside} (an address
+        of the pool) gets no answer over UDP nor TCP, while the same from
+        C{reachedFrom} does (the server is there).
+        """
+        testCase.assertEqual(self.probe(outside, inside, "udp"), [])
+        testCase.assertEqual(self.probe(outside, inside, "tcp"), [])
+        answers = self.probe(reachedFrom, inside)
+        testCase.assertEqual([status(a) for a in answers], [200])
+        self.say(f"firewall: OPTIONS from {outside} to {inside}:{PORT} "
+                 f"(UDP and TCP) gets no answer; from {reachedFrom}: 200")
+
+
+# Where an address of the pool may appear in a message the edge sends out
+# (docs/deployment.rst): header names, compact forms included.
+POOL_ADDRESS_HEADERS = {"via", "v", "record-route", "path"}
+
+
+class EdgeFigureMixin:
+    """
+    The checks of a figure with an edge: calls, the client's own
+    connection, the firewall, what leaves the edge.
+    """
+
+    figure = None
+    edgeFirst = None
+
+    def test_callThroughEdge(self):
+        """
+        bob and alice, started from the domain alone, find the edge by DNS;
+        alice's call reaches bob over the TCP connection bob registered
+        on; no address of the pool appears in what the edge sends outside
+        but in Via, Record-Route and Path; a packet from outside straight
+        to a home gets no answer.
+        """
+        d = DeploymentLab(self, self.figure)
+        outside = d.lab.capture("edge", "eth0")
+        inside = d.lab.capture("edge", "eth1")
+        bobOut, aliceOut = d.callBob(self)
+        d.checkDiscovery(self, (bobOut, aliceOut), "edge")
+        self.checkOwnConnection(d, outside)
+        self.checkLeaks(d, outside)
+        self.checkInside(d, inside)
+        d.checkFirewall(self, "alice", self.figure.address("home1"), "edge")
+
+    def checkOwnConnection(self, d, capture):
+        bob = self.figure.address("bob")
+        registers = [f for f, m in capture.messages(outgoing=False)
+                     if m.startswith("REGISTER ") and f.src[0] == bob]
+        self.assertTrue(registers)
+        self.assertEqual({f.proto for f in registers}, {"tcp"})
+        invites = [f for f, m in capture.messages()
+                   if m.startswith("INVITE ") and f.dst[0] == bob]
+        self.assertTrue(invites, "no INVITE sent to bob")
+        self.assertEqual({(f.proto, f.dst) for f in invites},
+                         {("tcp", registers[-1].src)})
+        d.say(f"capture of the edge's outside: the INVITE reached bob over "
+              f"the TCP connection he registered on "
+              f"({registers[-1].src[0]}:{registers[-1].src[1]})")
+
+    def checkLeaks(self, d, capture):
+        pool = dict((n, p) for n, p, _ in self.figure.networks)["pool"] + "."
+        sent = capture.messages()
+        self.assertTrue(sent)
+        found = {}
+        for frame, message in sent:
+            for name, line in headerLines(message):
+                if pool in line:
+                    found.setdefault(name, set()).add(
+                        message.split(" ", 1)[0] if name != "start" else line)
+            if pool in body(message):
+                found.setdefault("body", set()).add(message.split("\r\n")[0])
+        leaks = {n: w for n, w in found.items()
+                 if n not in POOL_ADDRESS_HEADERS}
+        self.assertEqual(leaks, {}, f"pool addresses outside: {leaks}")
+        self.assertTrue(found.keys() & POOL_ADDRESS_HEADERS)
+        d.say(f"capture of the edge's outside: {len(sent)} messages sent, "
+              f"pool addresses ({pool}0/24) only in "
+              f"{', '.join(sorted(found))}")
+
+    def checkInside(self, d, capture):
+        hops = {self.figure.address(h) for h in self.edgeFirst}
+        sentTo = {f.dst[0] for f, m in capture.messages()
+                  if not m.startswith("SIP/2.0")}
+        self.assertTrue(sentTo)
+        self.assertLessEqual(sentTo, hops)
+        d.say(f"capture of the edge's inside: requests went to "
+              f"{', '.join(sorted(sentTo))} only")
+
+
+class Figure8Tests(EdgeFigureMixin, SynchronousTestCase):
+    """
+    Figure 8: client -> edge -> home, on separate hosts.
+    """
+
+    figure = deployments.FIGURE8
+    edgeFirst = ("home1", "home2")
+
+
+class Figure10Tests(EdgeFigureMixin, SynchronousTestCase):
+    """
+    Figure 10: client -> edge -> internal edge -> home, on separate hosts.
+    """
+
+    figure = deployments.FIGURE10
+    edgeFirst = ("internal",)
+
+
+class Figure1Tests(SynchronousTestCase):
+    """
+    Figure 1: client -> distributor -> (redirect) home, on separate hosts.
+    """
+
+    def test_redirectedToHome(self):
+        """
+        bob and alice find the distributor by DNS, are redirected each to
+        their home, and alice's call reaches bob through the homes.
+        """
+        figure = deployments.FIGURE1
+        d = DeploymentLab(self, figure)
+        bobOut, aliceOut = d.callBob(self)
+        d.checkDiscovery(self, (bobOut, aliceOut), "sip")
+        for user, output in (("bob", bobOut), ("alice", aliceOut)):
+            home = figure.address(deployments.USERS[user])
+            redirects = [line for line in output.splitlines()
+                         if "redirect" in line.lower()
+                         and f"{home}:{PORT}" in line]
+            self.assertTrue(redirects, output)
+            d.say(f"{user} redirected by the distributor to "
+                  f"{deployments.USERS[user]} ({home}:{PORT})")
+
+
+class Figure12Tests(SynchronousTestCase):
+    """
+    Figure 12: client -> forward proxy -> distributor, on separate hosts.
+    """
+
+    def test_proxiedByDistributor(self):
+        """
+        The clients' site lets nothing out but the forward proxy; the
+        clients find it by DNS, the distributor proxies their requests
+        (two Via values) instead of redirecting them, and alice's call
+        reaches bob.
+        """
+        figure = deployments.FIGURE12
+        d = DeploymentLab(self, figure)
+        bobOut, aliceOut = d.callBob(self)
+        d.checkDiscovery(self, (bobOut, aliceOut), "proxy")
+        for output in (bobOut, aliceOut):
+            self.assertNotIn("redirected", output)
+        d.say("no redirect: the distributor proxied (two Via values)")
+        d.checkFirewall(self, "alice", figure.address("distributor"),
+                        "proxy")
+
+
+class DocumentTests(SynchronousTestCase):
+    """
+    docs/deployment.rst is what the harness builds.
+    """
+
+    def test_upToDate(self):
+        """
+        The file is L{deployments.render}'s output: regenerate it with
+        C{python -m tests.deployments > docs/deployment.rst}.
+        """
+        with open(os.path.join(ROOT, "docs", "deployment.rst")) as f:
+            self.assertEqual(f.read(), deployments.render())
+
+    def test_rulesAndRecords(self):
+        """
+        Every edge figure's firewall publishes the edge's outside address
+        only, and the name server names the first server of the figure.
+        """
+        for figure in (deployments.FIGURE8, deployments.FIGURE10):
+            self.assertIn(f"ip daddr {figure.address('edge', 'dmz')} ",
+                          figure.firewall)
+            self.assertNotIn(figure.address("home1"), figure.firewall)
+            [a] = [r for r in figure.records if r[1] == "A"]
+            self.assertEqual(a[2], [figure.address("edge", "dmz")])
