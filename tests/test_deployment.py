@@ -15,7 +15,9 @@ and removes its own lab, even when it fails.
 """
 
 import hashlib
+import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -23,8 +25,8 @@ import uuid
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import deployments
-from tests.deployments import DOMAIN, PORT
-from tests.netns import Lab, requireNetns, requireNft
+from tests.deployments import DOMAIN, INSIDE_PORT, PORT
+from tests.netns import TAG_PREFIX, Lab, removeStale, requireNetns, requireNft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "pool-secret-for-the-deployment-lab-0123456789"
@@ -118,7 +120,7 @@ class DeploymentLab:
             args = [a.replace("{etc}", self.etc) for a in args]
             argv = [sys.executable, "-c", _TWISTD.format(root=ROOT), "-n",
                     "--pidfile=", "--logfile=-", "sipdist",
-                    f"--domain={DOMAIN}",
+                    "--log-format=json", f"--domain={DOMAIN}",
                     f"--secret-file={os.path.join(self.etc, 'secret')}"]
             self.servers[name] = lab.spawn(host, argv + args, name=name,
                                            cwd=ROOT)
@@ -139,15 +141,31 @@ class DeploymentLab:
         text = f"{user}:{DOMAIN}:{PASSWORDS[user]}".encode("utf-8")
         return hashlib.new(algorithm, text).hexdigest()
 
-    def probe(self, source, address, transport="udp", wait=1.0):
+    def probe(self, source, address, transport="udp", wait=1.0, port=PORT):
         """
         The answers to an OPTIONS sent from host C{source} to
-        C{address}:PORT.
+        C{address}:C{port}.
         """
-        return self.lab.send(source, transport, (address, PORT),
-                             options(f"sip:{address}:{PORT}",
+        return self.lab.send(source, transport, (address, port),
+                             options(f"sip:{address}:{port}",
                                      self.figure.address(source)),
                              wait=wait)
+
+    def decisions(self, server):
+        """
+        The distribution decisions server C{server} logged (its JSON log
+        events): C{(method, outcome, server chosen)} in order.
+        """
+        found = []
+        for record in self.servers[server].output().split("\x1e"):
+            try:
+                event = json.loads(record)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("decision"):
+                found.append((event.get("method"), event.get("outcome"),
+                              event.get("chosen")))
+        return found
 
     def waitForServer(self, name, host):
         """
@@ -227,18 +245,22 @@ class DeploymentLab:
             testCase.assertIn(f"{name}.{DOMAIN}", output)
         self.say(f"both clients discovered {name}.{DOMAIN} by NAPTR/SRV/A")
 
-    def checkFirewall(self, testCase, outside, inside, reachedFrom):
+    def checkFirewall(self, testCase, outside, inside, reachedFrom,
+                      port=PORT, transports=("udp", "tcp")):
         """
-        An OPTIONS from host C{outside} straight to C{inside} (an address
-        of the pool) gets no answer over UDP nor TCP, while the same from
-        C{reachedFrom} does (the server is there).
+        An OPTIONS from host C{outside} straight to C{inside}:C{port} (an
+        address of the pool) gets no answer over any of C{transports},
+        while the same from C{reachedFrom} gets one (the server is there).
         """
-        testCase.assertEqual(self.probe(outside, inside, "udp"), [])
-        testCase.assertEqual(self.probe(outside, inside, "tcp"), [])
-        answers = self.probe(reachedFrom, inside)
-        testCase.assertEqual([status(a) for a in answers], [200])
-        self.say(f"firewall: OPTIONS from {outside} to {inside}:{PORT} "
-                 f"(UDP and TCP) gets no answer; from {reachedFrom}: 200")
+        for transport in transports:
+            testCase.assertEqual(
+                self.probe(outside, inside, transport, port=port), [])
+        answers = self.probe(reachedFrom, inside, transports[-1], port=port)
+        codes = [status(a) for a in answers]
+        testCase.assertEqual(len(codes), 1, answers)
+        self.say(f"firewall: OPTIONS from {outside} to {inside}:{port} "
+                 f"({' and '.join(t.upper() for t in transports)}) gets no "
+                 f"answer; from {reachedFrom}: {codes[0]}")
 
 
 # Where an address of the pool may appear in a message the edge sends out
@@ -272,6 +294,15 @@ class EdgeFigureMixin:
         self.checkLeaks(d, outside)
         self.checkInside(d, inside)
         d.checkFirewall(self, "alice", self.figure.address("home1"), "edge")
+        d.checkFirewall(self, "alice", self.figure.address("edge", "pool"),
+                        "home1", port=INSIDE_PORT, transports=("tcp",))
+        self.checkDecisions(d)
+
+    def checkDecisions(self, d):
+        """
+        What the servers inside decided (each figure says).
+        """
+        raise NotImplementedError()
 
     def checkOwnConnection(self, d, capture):
         bob = self.figure.address("bob")
@@ -326,6 +357,20 @@ class Figure8Tests(EdgeFigureMixin, SynchronousTestCase):
     figure = deployments.FIGURE8
     edgeFirst = ("home1", "home2")
 
+    def checkDecisions(self, d):
+        """
+        Whichever home the edge chose, each user's REGISTER was served by
+        the user's home (proxied there by the other home if need be).
+        """
+        decisions = d.decisions("home1") + d.decisions("home2")
+        self.assertIn(("REGISTER", "serve", "home1"), decisions)
+        self.assertIn(("REGISTER", "serve", "home2"), decisions)
+        self.assertNotIn("redirect", {o for _, o, _ in decisions})
+        proxied = sorted({c for _, o, c in decisions if o == "proxy"})
+        d.say(f"homes' logs: alice's REGISTER served by home1, bob's by "
+              f"home2, no redirect; proxied between homes to: "
+              f"{', '.join(proxied) or 'none'}")
+
 
 class Figure10Tests(EdgeFigureMixin, SynchronousTestCase):
     """
@@ -334,6 +379,20 @@ class Figure10Tests(EdgeFigureMixin, SynchronousTestCase):
 
     figure = deployments.FIGURE10
     edgeFirst = ("internal",)
+
+    def checkDecisions(self, d):
+        """
+        The internal edge proxied every request (two Via values) to the
+        user's home: bob's and alice's REGISTERs, alice's INVITE.
+        """
+        decisions = d.decisions("internal")
+        self.assertIn(("REGISTER", "proxy", "home2"), decisions)
+        self.assertIn(("REGISTER", "proxy", "home1"), decisions)
+        self.assertIn(("INVITE", "proxy", "home1"), decisions)
+        self.assertEqual({o for _, o, _ in decisions}, {"proxy"})
+        d.say(f"internal edge's log: {len(decisions)} decisions, all "
+              f"proxy (REGISTER of bob to home2, of alice and her INVITE "
+              f"to home1)")
 
 
 class Figure1Tests(SynchronousTestCase):
@@ -358,6 +417,12 @@ class Figure1Tests(SynchronousTestCase):
             self.assertTrue(redirects, output)
             d.say(f"{user} redirected by the distributor to "
                   f"{deployments.USERS[user]} ({home}:{PORT})")
+        decisions = d.decisions("distributor")
+        self.assertEqual(sorted(d for d in decisions if d[0] == "REGISTER"),
+                         [("REGISTER", "redirect", "home1"),
+                          ("REGISTER", "redirect", "home2")])
+        d.say("distributor's log: REGISTER redirected to home1 (alice) and "
+              "home2 (bob), nothing proxied")
 
 
 class Figure12Tests(SynchronousTestCase):
@@ -376,11 +441,42 @@ class Figure12Tests(SynchronousTestCase):
         d = DeploymentLab(self, figure)
         bobOut, aliceOut = d.callBob(self)
         d.checkDiscovery(self, (bobOut, aliceOut), "proxy")
-        for output in (bobOut, aliceOut):
-            self.assertNotIn("redirected", output)
-        d.say("no redirect: the distributor proxied (two Via values)")
+        decisions = d.decisions("distributor")
+        self.assertIn(("REGISTER", "proxy", "home2"), decisions)
+        self.assertIn(("REGISTER", "proxy", "home1"), decisions)
+        self.assertEqual({o for _, o, _ in decisions}, {"proxy"})
+        d.say(f"distributor's log: {len(decisions)} decisions, all proxy "
+              "(two Via values), none redirect")
         d.checkFirewall(self, "alice", figure.address("distributor"),
                         "proxy")
+
+
+class StaleTests(SynchronousTestCase):
+    """
+    A lab removes the namespaces a crashed earlier run left behind.
+    """
+
+    def test_removeStale(self):
+        """
+        A namespace named for a process that is gone is removed; one named
+        for a running process is left alone.
+        """
+        requireNetns()
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        stale = f"{TAG_PREFIX}{gone.pid}x0-hub"
+        live = f"{TAG_PREFIX}{os.getpid()}x999-hub"
+        for name in (stale, live):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            self.addCleanup(subprocess.run, ["ip", "netns", "del", name],
+                            capture_output=True)
+        removed = removeStale()
+        self.assertIn(stale, removed)
+        self.assertNotIn(live, removed)
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                 text=True).stdout
+        self.assertNotIn(stale, listing)
+        self.assertIn(live, listing)
 
 
 class DocumentTests(SynchronousTestCase):
