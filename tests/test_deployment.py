@@ -265,7 +265,7 @@ class DeploymentLab:
 
 # Where an address of the pool may appear in a message the edge sends out
 # (docs/deployment.rst): header names, compact forms included.
-POOL_ADDRESS_HEADERS = {"via", "v", "record-route", "path"}
+POOL_ADDRESS_HEADERS = {"via", "v", "record-route"}
 
 
 class EdgeFigureMixin:
