@@ -479,6 +479,32 @@ class StaleTests(SynchronousTestCase):
         self.assertIn(live, listing)
 
 
+    def test_closeRemovesEverything(self):
+        """
+        Closing a lab removes its namespaces, its C{/etc/netns} files and
+        its processes (a capture, a name server), firewall and all.
+        """
+        requireNetns()
+        requireNft()
+        lab = Lab()
+        self.addCleanup(lab.close)
+        lab.network("net", "10.200.9")
+        ns = lab.host("host", net=["10.200.9.1"])
+        lab.firewall("hub", "table inet t { chain c { type filter hook "
+                            "forward priority filter; policy drop; }; }")
+        lab.resolvConf("host", "10.200.9.1")
+        capture = lab.capture("host", "eth0")
+        server = lab.nameServer("host", "10.200.9.1", deployments._zone(
+            "sip", "10.200.9.1", "sip"))
+        lab.close()
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                 text=True).stdout
+        self.assertNotIn(lab.tag, listing)
+        self.assertFalse(os.path.exists(os.path.join("/etc/netns", ns)))
+        self.assertIsNotNone(capture.popen.poll())
+        self.assertIsNotNone(server.popen.poll())
+
+
 class DocumentTests(SynchronousTestCase):
     """
     docs/deployment.rst is what the harness builds.
