@@ -305,6 +305,10 @@ class EdgeFigureMixin:
         raise NotImplementedError()
 
     def checkOwnConnection(self, d, capture):
+        """
+        Every INVITE the edge sent to bob went over TCP to the address and
+        port bob's REGISTERs came from: his own connection.
+        """
         bob = self.figure.address("bob")
         registers = [f for f, m in capture.messages(outgoing=False)
                      if m.startswith("REGISTER ") and f.src[0] == bob]
@@ -320,6 +324,11 @@ class EdgeFigureMixin:
               f"({registers[-1].src[0]}:{registers[-1].src[1]})")
 
     def checkLeaks(self, d, capture):
+        """
+        The pool's addresses appear in what the edge sends outside only in
+        the header fields of L{POOL_ADDRESS_HEADERS}: not in a start line,
+        another header field or a body.
+        """
         pool = dict((n, p) for n, p, _ in self.figure.networks)["pool"] + "."
         sent = capture.messages()
         self.assertTrue(sent)
@@ -340,6 +349,9 @@ class EdgeFigureMixin:
               f"{', '.join(sorted(found))}")
 
     def checkInside(self, d, capture):
+        """
+        The edge sent requests inside only to its next hops.
+        """
         hops = {self.figure.address(h) for h in self.edgeFirst}
         sentTo = {f.dst[0] for f, m in capture.messages()
                   if not m.startswith("SIP/2.0")}
