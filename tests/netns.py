@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_security -*-
+# -*- test-case-name: tests.test_security,tests.test_deployment -*-
 """
 Network namespaces for tests that need real, separate hosts.
 
@@ -18,17 +18,29 @@ networks and a default route through the hub on its first one::
     responses = lab.send("outside", "udp", ("10.200.1.2", 5070), message)
     sink.received()                           # bytes that reached the sink
 
+More of a production network (L{tests.test_deployment})::
+
+    lab.firewall("hub", ruleset)        # nft -f in the router: between
+                                        # networks only (no br_netfilter)
+    lab.nameServer("dns", "10.200.1.53", records)  # twisted.names, port 53
+    lab.resolvConf("outside", "10.200.1.53")  # /etc/netns/NS/resolv.conf
+    capture = lab.capture("edge", "eth0")     # AF_PACKET, both directions
+    capture.messages()                        # SIP messages the leg sent
+
 Addresses are C{10.200.x.y} and exist only inside the lab's namespaces;
-names carry the process id, so parallel runs do not collide.  Everything
+names carry the full process id, so parallel runs do not collide, and a
+new lab first removes what labs of processes no longer running left
+behind (L{removeStale}: a run killed before its cleanup).  Everything
 the lab made is removed in cleanup, even when the test fails (trial runs
 cleanups before C{tearDown}: read the sinks in the test itself), and at
 the latest when the Python process exits.
 
 Processes started with L{Lab.spawn} run C{ip netns exec NS argv...}, are
 killed in cleanup, and their output goes to a file (L{Process.output}).
-The sink and the sender are this module run as a script inside the
-namespace (C{python tests/netns.py sink|send ...}), so they need nothing but
-the standard library.
+The sink, the sender and the capture are this module run as a script
+inside the namespace (C{python tests/netns.py sink|send|capture ...}), so
+they need nothing but the standard library; the name server
+(C{netns.py dns}) needs Twisted, from the interpreter running the tests.
 """
 
 import argparse
