@@ -55,6 +55,7 @@ PACKAGES = {
     "linphonec": "linphone-cli",
     "twinkle-console": "twinkle-console",
     "systemd-analyze": "systemd",
+    "chromium": "chromium",
 }
 
 SIPP_TRANSPORTS = {"u1": "udp", "un": "udp", "t1": "tcp", "tn": "tcp",

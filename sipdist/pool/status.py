@@ -40,9 +40,12 @@ def statusOf(service, config):
                                 "released": handover.released}
     monitor = getattr(service, "monitor", None)
     if monitor is not None:
-        document["monitor"] = {"servers": monitor.status(),
-                               "plans": monitor.plans,
-                               "moved": monitor.moved}
+        progress = monitor.progress
+        document["monitor"] = {
+            "servers": monitor.status(), "plans": monitor.plans,
+            "moved": monitor.moved, "recent": list(monitor.recent),
+            "progress": None if progress is None else
+            {"done": progress[0], "total": progress[1]}}
     return document
 
 
@@ -72,7 +75,11 @@ def installStatus(service, config, reactor):
     description = config.get("status-listen")
     if not description:
         return
+    from sipdist.pool.page import PoolPage, PoolView
     root = resource.Resource()
+    page = PoolPage(PoolView(service, config, reactor))
+    root.putChild(b"", page)
+    root.putChild(b"pool", page)
     root.putChild(b"status", StatusResource(service, config))
     from sipdist.pool.metrics import MetricsResource, registryFor
     service.metricsRegistry = registryFor(service, config)
