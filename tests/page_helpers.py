@@ -18,7 +18,7 @@ USERS = {"home1": 36, "home2": 12, "home3": 6}
 
 
 def userName(server, number):
-    return f"sip:{server}-user{number:02d}@{DOMAIN}"
+    return f"sip:{server}-{number:02d}@{DOMAIN}"
 
 
 @defer.inlineCallbacks

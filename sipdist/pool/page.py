@@ -243,16 +243,16 @@ def _figure(load, name):
 
 
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:16px 24px;color:#222}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:18px 0 6px}
+body{font:13px/1.35 system-ui,sans-serif;margin:12px 20px;color:#222}
+h1{font-size:19px;margin:0 0 2px}h2{font-size:15px;margin:14px 0 4px}
 .meta{color:#666;margin:0}table{border-collapse:collapse}
-th,td{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
+th,td{padding:1px 8px 1px 0;text-align:left;vertical-align:top}
 th{border-bottom:1px solid #999}td.n,th.n{text-align:right}
 .ok{color:#2e8b57}.warn{color:#b36b00}.bad{color:#c0392b;font-weight:bold}
 .state-down{color:#c0392b;font-weight:bold}.state-draining{color:#b36b00}
-.note{color:#666}.error{color:#c0392b;font-weight:bold}
-ul{margin:0;padding-left:20px}h3{font-size:14px;margin:10px 0 4px}
-.columns{display:flex;flex-wrap:wrap;gap:8px 40px}
+.note{color:#666;margin:2px 0}.error{color:#c0392b;font-weight:bold}
+ul{margin:0;padding-left:20px}#plan table{margin-top:6px}h3{font-size:14px;margin:10px 0 4px}
+.columns{display:flex;flex-wrap:wrap;gap:4px 32px}
 """
 
 
@@ -346,7 +346,7 @@ def _distributionSection(snapshot):
     after = plan.usersAfter if plan is not None and plan else {}
     top = max([r.users for r in servers] + list(share.values())
               + list(after.values()) + [1])
-    left, width, height = 130, 560, 24
+    left, width, height = 90, 480, 22
     rows = []
     for i, row in enumerate(servers):
         y = 8 + i * height
