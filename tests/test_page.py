@@ -62,6 +62,7 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;",
                       page)
         self.assertIn("a&lt;b is down", page)
+        self.assertIn("In progress: 1 of 2 user(s) moved.", page)
 
     def test_bounded(self):
         """
@@ -261,6 +262,23 @@ class ChromiumTests(TestCase):
         self.assertRegex(text, r"sip:home1-\d\d@example.com home1 home2")
         self.assertIn("<svg", dom)
         self.assertEqual(len(re.findall(r"<rect ", dom)), 6)
+
+    @defer.inlineCallbacks
+    def test_pageWithToken(self):
+        """
+        A listener with a token: Chromium without it sees only the 401;
+        given once in the address, the token is exchanged for a cookie
+        and the page shown after the redirect.
+        """
+        from tests.test_status import TOKEN, _writeToken
+        pool, port = yield startDemoPool(
+            self, **{"status-token": _writeToken(self)})
+        dom = yield dumpDOM(reactor, f"http://127.0.0.1:{port}/")
+        self.assertIn("401 Unauthorized", dom)
+        self.assertNotIn("home1", dom)
+        dom = yield dumpDOM(
+            reactor, f"http://127.0.0.1:{port}/pool?token={TOKEN.decode()}")
+        self.assertIn("home3 down failing 0 ", _text(dom))
 
     @defer.inlineCallbacks
     def test_headers(self):

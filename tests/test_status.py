@@ -298,6 +298,22 @@ class TokenTests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertIn(b"<h1>sipdist pool", body)
 
+    def test_tokenNotLogged(self):
+        """
+        The access log records the path without its query: a token given
+        as C{?token=} is not written there.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+        from sipdist.pool.status import _accessLogFormatter
+        request = DummyRequest([b"pool"])
+        request.uri = b"/pool?token=" + TOKEN
+        request.path = b"/pool"
+        request.code, request.sentLength = 302, 0
+        request.clientproto = b"HTTP/1.0"
+        line = _accessLogFormatter("[02/Dec/2026:02:50:00 +0000]", request)
+        self.assertIn('"GET /pool HTTP/1.0"', line)
+        self.assertNotIn(TOKEN.decode(), line)
+
     @defer.inlineCallbacks
     def test_fetchStatus(self):
         """

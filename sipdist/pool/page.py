@@ -126,6 +126,12 @@ class PoolView:
         self._waiting = None
         self.reads = 0
 
+    def seconds(self):
+        """
+        The time now, in the reactor's seconds (what ages are counted to).
+        """
+        return self._reactor.seconds()
+
     def snapshot(self):
         """
         @return: L{Deferred} firing with a L{Snapshot} at most C{ttl}
@@ -476,7 +482,7 @@ class PoolPage(resource.Resource):
         def rendered(snapshot):
             if gone:
                 return
-            body = renderPage(snapshot, now=self.view._reactor.seconds())
+            body = renderPage(snapshot, now=self.view.seconds())
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.write(body)
             request.finish()
