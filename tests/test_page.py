@@ -11,7 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
 from sipdist.pool.page import (
-    PLAN_MOVES_SHOWN, RECENT_SHOWN, PoolView, ServerRow, Snapshot, renderPage)
+    MAX_WAITING, PLAN_MOVES_SHOWN, RECENT_SHOWN, PoolBusy, PoolView,
+    ServerRow, Snapshot, renderPage)
 from sipdist.pool.rebalance import Move, Plan, computePlan, readState
 from sipdist.store import DOWN, ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
@@ -207,6 +208,26 @@ class ViewTests(SynchronousTestCase):
         results = [self.successResultOf(d) for d in pending]
         self.assertEqual(self.view.reads, 1)
         self.assertTrue(all(r is results[0] for r in results))
+
+    def test_waitingBounded(self):
+        """
+        At most L{MAX_WAITING} loads wait for one reading of the store;
+        the next ones get the previous snapshot, or fail with L{PoolBusy}
+        when there is none.
+        """
+        self.store.gate = gate = defer.Deferred()
+        pending = [self.view.snapshot() for _ in range(MAX_WAITING)]
+        self.failureResultOf(self.view.snapshot(), PoolBusy)
+        self.store.gate = None
+        gate.callback(self.successResultOf(self.memory.listServers()))
+        first = self.successResultOf(pending[0])
+        self.clock.advance(10)
+        self.store.gate = gate = defer.Deferred()
+        pending = [self.view.snapshot() for _ in range(MAX_WAITING)]
+        self.assertIs(self.successResultOf(self.view.snapshot()), first)
+        self.store.gate = None
+        gate.callback(self.successResultOf(self.memory.listServers()))
+        self.assertIsNot(self.successResultOf(pending[0]), first)
 
     def test_tooManyUsers(self):
         """

@@ -46,6 +46,8 @@ PLAN_MAX_USERS = 20000
 PLAN_MOVES_SHOWN = 20
 # Recent moves listed at most.
 RECENT_SHOWN = 20
+# Page loads waiting for one reading of the store at most.
+MAX_WAITING = 100
 
 _STATE_COLOURS = {"active": "#2e8b57", "draining": "#e69500",
                   "down": "#c0392b"}
@@ -104,10 +106,18 @@ class Snapshot:
     error: object = None
 
 
+class PoolBusy(Exception):
+    """
+    Too many page loads are waiting for the store already.
+    """
+
+
 class PoolView:
     """
     Reads L{Snapshot}s of a running server, its store and its monitor,
-    each serving every request for L{SNAPSHOT_TTL} seconds.
+    each serving every request for L{SNAPSHOT_TTL} seconds.  While the
+    store is read, at most L{MAX_WAITING} loads wait for it; the next ones
+    get the previous snapshot, or L{PoolBusy} if there is none.
 
     @param service: a L{sipdist.server.ServerService} (its C{store} and
         C{monitor}, when it has them, are read).
@@ -140,10 +150,15 @@ class PoolView:
         now = self._reactor.seconds()
         if self._cached is not None and now - self._cached.taken < self.ttl:
             return defer.succeed(self._cached)
-        result = defer.Deferred()
         if self._waiting is not None:
+            if len(self._waiting) >= MAX_WAITING:
+                if self._cached is not None:
+                    return defer.succeed(self._cached)
+                return defer.fail(PoolBusy())
+            result = defer.Deferred()
             self._waiting.append(result)
             return result
+        result = defer.Deferred()
         self._waiting = [result]
         d = defer.ensureDeferred(self._read(now))
         d.addErrback(self._failed, now)
@@ -488,9 +503,11 @@ class PoolPage(resource.Resource):
             request.finish()
 
         def failed(failure):
-            self._log.failure("rendering the status page", failure)
+            code = 503 if failure.check(PoolBusy) else 500
+            if code == 500:
+                self._log.failure("rendering the status page", failure)
             if not gone:
-                request.setResponseCode(500)
+                request.setResponseCode(code)
                 request.setHeader(b"content-type", b"text/plain")
                 request.write(b"the page could not be rendered\n")
                 request.finish()
