@@ -272,7 +272,8 @@ th{border-bottom:1px solid #999}td.n,th.n{text-align:right}
 .ok{color:#2e8b57}.warn{color:#b36b00}.bad{color:#c0392b;font-weight:bold}
 .state-down{color:#c0392b;font-weight:bold}.state-draining{color:#b36b00}
 .note{color:#666;margin:2px 0}.error{color:#c0392b;font-weight:bold}
-ul{margin:0;padding-left:20px}#plan table{margin-top:6px}h3{font-size:14px;margin:10px 0 4px}
+ul{margin:0;padding-left:20px}#plan table{margin-top:6px}
+h3{font-size:14px;margin:10px 0 4px}
 .columns{display:flex;flex-wrap:wrap;gap:4px 32px}
 """
 
