@@ -273,6 +273,10 @@ class ChromiumTests(TestCase):
         self.assertIn(f"home1 active up {USERS['home1']} ", text)
         self.assertIn(f"home2 active up {USERS['home2'] + moved} ", text)
         self.assertIn("home3 down failing 0 ", text)
+        # Figures not reported, weight 1, checked lately, never answered.
+        self.assertRegex(text, r"home3 down failing 0 - - - - 1 \d+ s ago "
+                               r"never sip:127\.0\.0\.1:\d+ no answer in "
+                               r"0\.2 s")
         self.assertIn(pool.uris["home1"], text)
         self.assertIn(f"sip:home3-00@example.com home3 home2 home3 is "
                       f"down: its {moved} user(s) move", text)

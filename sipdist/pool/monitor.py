@@ -257,6 +257,7 @@ class Health:
     @ivar load: the last load figures reported.
     @ivar problem: the last failure or busy answer, one line.
     @ivar lastSeen: when it last answered (reactor seconds), or L{None}.
+    @ivar lastCheck: when the last check judged was sent, or L{None}.
     """
 
     def __init__(self):
@@ -267,6 +268,7 @@ class Health:
         self.load = {}
         self.problem = None
         self.lastSeen = None
+        self.lastCheck = None
 
 
 class Monitor(TimerService):
@@ -393,6 +395,7 @@ class Monitor(TimerService):
 
     async def _judge(self, record, ok, result, sent):
         health = self.health.setdefault(record.id, Health())
+        health.lastCheck = sent
         if ok:
             if not isinstance(result, Answer):
                 result = Answer(result or {})

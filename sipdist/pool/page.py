@@ -62,7 +62,7 @@ class ServerRow:
     @ivar health: the monitor's view (C{up}, C{busy}, C{failing},
         C{unknown}), or L{None} without a monitor here.
     @ivar lastSeen: reactor seconds of its last answer to the monitor, or
-        L{None}.
+        L{None}; C{lastCheck}: of the monitor's last check of it.
     """
 
     id: str
@@ -74,6 +74,7 @@ class ServerRow:
     problem: object = None
     load: dict = field(default_factory=dict)
     lastSeen: object = None
+    lastCheck: object = None
     held: bool = False
 
 
@@ -220,6 +221,7 @@ class PoolView:
                 row.problem = known.problem
                 row.load = dict(known.load)
                 row.lastSeen = known.lastSeen
+                row.lastCheck = known.lastCheck
             rows.append(row)
         snapshot.servers = rows
         total = sum(counts.values())
@@ -319,6 +321,7 @@ def renderPage(snapshot, now=None, refresh=REFRESH):
 
 
 def _serversSection(snapshot, now):
+    monitor = snapshot.monitor
     rows = []
     for row in snapshot.servers:
         health = row.health if row.health is not None else "-"
@@ -335,8 +338,9 @@ def _serversSection(snapshot, now):
             f'<td class="n">{_figure(row.load, "tps")}</td>'
             f'<td class="n">{_figure(row.load, "transactions")}</td>'
             f'<td class="n">{_e(f"{row.weight:g}")}</td>'
-            f'<td>{_e(_ago(now, row.lastSeen)) if snapshot.monitor else "-"}'
-            f'</td><td>{_e(row.uri)}</td>'
+            f'<td>{_e(_ago(now, row.lastCheck)) if monitor else "-"}</td>'
+            f'<td>{_e(_ago(now, row.lastSeen)) if monitor else "-"}</td>'
+            f'<td>{_e(row.uri)}</td>'
             f'<td>{_e(row.problem) if row.problem else ""}</td></tr>')
     total = sum(r.users for r in snapshot.servers)
     note = "" if snapshot.monitor else (
@@ -348,7 +352,8 @@ def _serversSection(snapshot, now):
         '<th class="n">users</th><th class="n">registered</th>'
         '<th class="n">subscriptions</th><th class="n">tps</th>'
         '<th class="n">transactions</th><th class="n">weight</th>'
-        '<th>last answer</th><th>uri</th><th>problem</th></tr></thead>'
+        '<th>checked</th><th>answered</th><th>uri</th><th>problem</th>'
+        '</tr></thead>'
         f'<tbody>{"".join(rows)}</tbody></table>'
         f'<p>{total} user(s) on {len(snapshot.servers)} server(s).</p>'
         f'{note}</section>')
