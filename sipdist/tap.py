@@ -210,8 +210,19 @@ PARAMETERS = [
      "File of 'AOR WEIGHT' lines: users heavier than 1 count more in the "
      "load the monitor balances."),
     ("status-listen", None, None, str,
-     "Serve GET /status (JSON: load figures, counters, the monitor's view) "
-     "on this endpoint, e.g. tcp:8081:interface=127.0.0.1; unauthenticated."),
+     "Serve the pool's page (GET /), GET /status (JSON: load figures, "
+     "counters, the monitor's view) and GET /metrics on this endpoint: "
+     "tcp:PORT (127.0.0.1 unless :interface=ADDR), tcp6:PORT (::1) or "
+     "ssl:PORT (--tls-cert/--tls-key, or certKey=/privateKey=).  An "
+     "address other than loopback needs --status-token or "
+     "--status-client-ca."),
+    ("status-token", None, None, str,
+     "File holding the bearer token (16 characters or more) the status "
+     "listener requires: Authorization: Bearer TOKEN, or ?token=TOKEN "
+     "once in a browser (then a cookie)."),
+    ("status-client-ca", None, None, str,
+     "PEM CA certificates: an ssl: --status-listen requires every client "
+     "to present a certificate they issued."),
     ("instance", None, None, str,
      "A label (letters, digits, '.', '_', '-') this server adds to the "
      "Server header of its responses, e.g. a run id: lets a script check "
@@ -424,6 +435,12 @@ class Options(usage.Options):
                 readWeights(self["user-weights"])
             except ValueError as e:
                 raise usage.UsageError(f"--user-weights: {e}")
+        from sipdist.config import ConfigurationError
+        from sipdist.pool.status import checkStatusListen
+        try:
+            checkStatusListen(self)
+        except ConfigurationError as e:
+            raise usage.UsageError(str(e))
         if self["auth-max-delay"] < 1:
             raise usage.UsageError(
                 "--auth-max-delay: the first wait is 1 s; give at least 1")
@@ -546,7 +563,7 @@ def loadConfig(path):
                 raise usage.UsageError(
                     f"--config: {path}: {name} must be a list of strings")
         if name in ("tls-cert", "tls-key", "tls-ca", "secret-file",
-                    "bindings-file") \
+                    "bindings-file", "status-token", "status-client-ca") \
                 and isinstance(value, str):
             # Paths in the file are relative to the file.
             value = os.path.join(base, value)

@@ -56,6 +56,7 @@ PACKAGES = {
     "twinkle-console": "twinkle-console",
     "systemd-analyze": "systemd",
     "nft": "nftables",
+    "chromium": "chromium",
 }
 
 SIPP_TRANSPORTS = {"u1": "udp", "un": "udp", "t1": "tcp", "tn": "tcp",

@@ -227,6 +227,100 @@ class LiveStatusTests(TestCase):
                               if line.startswith("home2"))[2], "no-answer")
 
 
+class MonitorStatusTests(TestCase):
+    """
+    C{sipdist status --status-url}: the monitor's view, read from its
+    status listener, which requires a token.
+    """
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        from tests.distribution_helpers import waitFor
+        from tests.test_status import TOKEN, _portOf, _writeToken
+        self.pool = pool = yield startPool(self, homes=("home1",),
+                                           distributor=False)
+        from tests.interop import freePort
+        yield pool.store.addServer(ServerRecord(
+            "home2", f"sip:127.0.0.1:{freePort()}", state="down"))
+        self.tokenFile = _writeToken(self)
+        service = yield pool.start("distributor", "distributor", **{
+            "monitor": True, "monitor-interval": 0.1,
+            "monitor-timeout": 0.1, "status-listen": "tcp:0",
+            "status-token": self.tokenFile})
+        monitor = service.monitor
+        yield waitFor(lambda: "home1" in monitor.health
+                      and monitor.health["home1"].status == "up"
+                      and "home2" in monitor.health)
+        self.url = f"http://127.0.0.1:{_portOf(service).port}/status"
+        self.token = TOKEN
+
+    def run_(self, *argv):
+        from twisted.internet import reactor
+        options = dict((n, c) for n, c, _ in distribution_cli.commands)[
+            "status"]()
+        options.storeFactory = lambda reactor, description: self.pool.store
+        options.closeStore = False
+        options.out = StringIO()
+        options.parseOptions(list(argv))
+        d = options.run(reactor)
+        d.addCallback(lambda _: options.out.getvalue().splitlines())
+        return d
+
+    @defer.inlineCallbacks
+    def test_withToken(self):
+        """
+        With the listener's token, the servers are listed with the health
+        the monitor sees.
+        """
+        lines = yield self.run_("--status-url", self.url,
+                                "--status-token", self.tokenFile)
+        self.assertEqual(next(line.split() for line in lines
+                              if line.startswith("home1"))[:3],
+                         ["home1", "active", "up"])
+        self.assertEqual(next(line.split() for line in lines
+                              if line.startswith("home2"))[:3],
+                         ["home2", "down", "failing"])
+
+    @defer.inlineCallbacks
+    def test_withoutToken(self):
+        """
+        Without the token the command fails with one line.
+        """
+        failure = yield self.assertFailure(
+            self.run_("--status-url", self.url), CommandError)
+        self.assertIn("401 Unauthorized (give the listener's "
+                      "--status-token)", str(failure))
+
+
+class StatusOptionsTests(SynchronousTestCase):
+    """
+    The options of C{sipdist status} about the status listener.
+    """
+
+    def test_mistakes(self):
+        """
+        Listener options without C{--status-url}, another scheme, TLS
+        options for http: one line each.
+        """
+        from twisted.python.usage import UsageError
+        status = dict((n, c) for n, c, _ in distribution_cli.commands)[
+            "status"]
+        for argv, message in (
+                (["--status-token", "/x"], "--status-token goes with "
+                                           "--status-url"),
+                (["--status-url", "ftp://x/status"], "is not an http://"),
+                (["--status-url", "http://x/status", "--status-ca", "/x"],
+                 "only for an https://"),
+                (["--status-url", "http://x/status", "--status-token",
+                  "/nonexistent"], "/nonexistent: No such file"),
+                (["--status-url", "https://x/status", "--status-cert",
+                  "/nonexistent"], "must be given together")):
+            e = self.assertRaises(UsageError, status().parseOptions, argv)
+            self.assertIn(message, str(e))
+
+
 class LDAPCommandTests(TestCase):
     """
     The distribution commands write to an LDAP store (real slapd on

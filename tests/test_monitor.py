@@ -5,14 +5,14 @@ plan applied when the distribution is not acceptable, and the load report
 of home servers.
 """
 
-from collections import Counter
+from collections import Counter, deque
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sipdist.pool.monitor import (
-    Answer, Monitor, ProbeFailed, Prober, formatLoad, installMonitor, parseLoad,
-    readWeights)
+    RECENT_MOVES, Answer, Monitor, ProbeFailed, Prober, formatLoad,
+    installMonitor, parseLoad, readWeights)
 from sipdist.store import ACTIVE, DOWN, DRAINING, ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 from sipdist.sip.uri import parseURI
@@ -264,6 +264,30 @@ class MonitorTests(SynchronousTestCase):
         self.tick(1)
         self.assertEqual(self.counts(), {"home1": 0, "home2": 60})
         self.assertEqual(self.monitor.plans, 1)
+
+    def test_recentMoves(self):
+        """
+        The monitor remembers the last moves with the plan's reason and
+        the progress of the plan being applied; it forgets the oldest
+        beyond L{RECENT_MOVES}.
+        """
+        self.monitor.drainRate = 10
+        self.monitor.recent = deque(maxlen=15)
+        self.successResultOf(self.store.updateServer("home1", state=DRAINING))
+        self.tick(1)
+        self.assertEqual(self.monitor.progress, (10, 30))
+        self.assertEqual(len(self.monitor.recent), 10)
+        move = self.monitor.recent[0]
+        self.assertEqual((move["old"], move["new"]), ("home1", "home2"))
+        self.assertEqual(move["reason"],
+                         "home1 is draining: its 30 user(s) move")
+        self.assertEqual(move["time"], 1.0)
+        self.tick(2)
+        self.assertIsNone(self.monitor.progress)
+        self.assertEqual(len(self.monitor.recent), 15)
+        self.assertEqual(self.monitor.recent[-1]["time"], 3.0)
+        self.assertEqual(RECENT_MOVES, Monitor(
+            self.clock, self.store, self.prober).recent.maxlen)
 
     def test_moveRate(self):
         """

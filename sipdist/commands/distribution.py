@@ -11,7 +11,9 @@ servers, for any store string (C{--store}, as the admin commands):
     print it: who moves where, the load before and after;
   - C{sipdist status}: every server with its state, users assigned, and
     the health and load figures it reports to an C{OPTIONS}
-    (C{--no-probe} to skip the checks).
+    (C{--no-probe} to skip the checks), or, with C{--status-url}, as the
+    monitor sees them (its status listener's C{/status}, with
+    C{--status-token} or a client certificate where it requires one).
 
 Running servers learn of every change through the store's watching.
 """
@@ -172,13 +174,62 @@ class Status(_StoreCommand):
                 "active subscriptions, transactions per second.")
 
     optFlags = [["no-probe", None, "do not send health checks"]]
-    optParameters = [["timeout", "t", "2", "seconds to wait for an answer"]]
+    optParameters = [
+        ["timeout", "t", "2", "seconds to wait for an answer"],
+        ["status-url", None, None,
+         "the /status of the distributor running the monitor "
+         "(http://127.0.0.1:8081/status, or https://...): health and load "
+         "as the monitor sees them, no OPTIONS sent"],
+        ["status-token", None, None,
+         "file holding the token of that listener (--status-token)"],
+        ["status-ca", None, None,
+         "PEM CA certificates an https listener is verified against "
+         "(default: the system's)"],
+        ["status-cert", None, None,
+         "PEM client certificate for an https listener that requires one"],
+        ["status-key", None, None, "the key of --status-cert"],
+    ]
 
     # Tests give a prober (see sipdist.pool.monitor.Prober).
     prober = None
 
     def postOptions(self):
+        from urllib.parse import urlsplit
+
+        from sipdist.config import ConfigurationError
+        from sipdist.pool.status import readToken
+        from sipdist.sip.tls import TLSConfigError, clientContextFactory
+
         self["timeout"] = _positive(self["timeout"], "timeout")
+        self.token = self.tlsOptions = None
+        url = self["status-url"]
+        tls = [n for n in ("status-ca", "status-cert", "status-key")
+               if self[n]]
+        if url is None:
+            given = tls + (["status-token"] if self["status-token"] else [])
+            if given:
+                raise usage.UsageError(f"--{given[0]} goes with --status-url")
+            return
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise usage.UsageError(f"--status-url: {url!r} is not an http:// "
+                                   f"or https:// URL")
+        if self["status-token"]:
+            try:
+                self.token = readToken(self["status-token"])
+            except ConfigurationError as e:
+                raise usage.UsageError(str(e)) from None
+        if parts.scheme == "http":
+            if tls:
+                raise usage.UsageError(f"--{tls[0]}: only for an https:// "
+                                       f"--status-url")
+            return
+        try:
+            self.tlsOptions = clientContextFactory(
+                parts.hostname, self["status-ca"] or (),
+                self["status-cert"], self["status-key"])
+        except TLSConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def run(self, reactor):
         self.reactor = reactor
@@ -191,7 +242,9 @@ class Status(_StoreCommand):
             self.print("no servers")
             return
         probes = {}
-        if not self["no-probe"]:
+        if self["status-url"]:
+            probes = await self._fromMonitor()
+        elif not self["no-probe"]:
             probes = await self._probe(servers)
         self.print(f"{'server':<14} {'state':<9} {'health':<8} {'users':>7} "
                    f"{'registered':>10} {'subscr':>7} {'tps':>6}  uri")
@@ -210,6 +263,31 @@ class Status(_StoreCommand):
         self.print(f"total {total} user(s) on {len(servers)} server(s)"
                    + (f"; {stranded} on down or draining servers"
                       if stranded else ""))
+
+    async def _fromMonitor(self):
+        """
+        Health and load of every server as the monitor behind
+        C{--status-url} sees them.
+        """
+        from sipdist.pool.status import StatusFetchError, fetchStatus
+        url = self["status-url"]
+        try:
+            document = await fetchStatus(
+                self.reactor, url, token=self.token,
+                tlsOptions=self.tlsOptions, timeout=self["timeout"])
+        except StatusFetchError as e:
+            raise CommandError(str(e)) from None
+        monitor = document.get("monitor") if isinstance(document, dict) \
+            else None
+        if not isinstance(monitor, dict):
+            raise CommandError(f"{url}: that server runs no monitor "
+                               f"(twistd sipdist --monitor)")
+        probes = {}
+        for sid, seen in (monitor.get("servers") or {}).items():
+            if isinstance(seen, dict):
+                probes[sid] = (str(seen.get("status", "-")),
+                               dict(seen.get("load") or {}))
+        return probes
 
     async def _probe(self, servers):
         prober, stop = self.prober, None

@@ -56,6 +56,7 @@ L{sipdist.services.subscriptions} for what a home does when its users leave.
 """
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.application.internet import TimerService
@@ -74,6 +75,8 @@ DRAIN_RATE = 50
 MAX_MOVES = 500
 # Seconds a server must stay silent before it is marked down by default.
 DOWN_AFTER = 10.0
+# Moves the monitor remembers (for the status page), the last ones.
+RECENT_MOVES = 50
 UP = "up"
 BUSY = "busy"
 FAILING = "failing"
@@ -254,6 +257,7 @@ class Health:
     @ivar load: the last load figures reported.
     @ivar problem: the last failure or busy answer, one line.
     @ivar lastSeen: when it last answered (reactor seconds), or L{None}.
+    @ivar lastCheck: when the last check judged was sent, or L{None}.
     """
 
     def __init__(self):
@@ -264,6 +268,7 @@ class Health:
         self.load = {}
         self.problem = None
         self.lastSeen = None
+        self.lastCheck = None
 
 
 class Monitor(TimerService):
@@ -285,6 +290,11 @@ class Monitor(TimerService):
     @ivar held: the servers left out of automatic balancing since they
         came back from C{down}.
     @ivar plans: how many plans were applied; C{moved}: users moved.
+    @ivar recent: the last L{RECENT_MOVES} users moved, oldest first, as
+        L{dict}s: C{time} (reactor seconds), C{aor}, C{old}, C{new},
+        C{reason} (the plan's line about C{old}).
+    @ivar progress: C{(done, total)} of the plan being applied, or
+        L{None} when none is.
     """
 
     _log = Logger()
@@ -314,6 +324,8 @@ class Monitor(TimerService):
         self.plans = 0
         self.moved = 0
         self.lastPlan = None
+        self.recent = deque(maxlen=RECENT_MOVES)
+        self.progress = None
         # TimerService runs _round every interval, on our reactor.
         TimerService.__init__(self, interval, self._round)
         self.clock = reactor
@@ -383,6 +395,7 @@ class Monitor(TimerService):
 
     async def _judge(self, record, ok, result, sent):
         health = self.health.setdefault(record.id, Health())
+        health.lastCheck = sent
         if ok:
             if not isinstance(result, Answer):
                 result = Answer(result or {})
@@ -471,8 +484,10 @@ class Monitor(TimerService):
             # Users leaving a running server: their clients all come back
             # at the new homes, so at a bounded rate.
             rate = min(rate or self.drainRate, self.drainRate)
-        self._applying = d = applyPlan(self.store, plan, self._reactor,
-                                       rate=rate)
+        self.progress = (0, len(plan.moves))
+        self._applying = d = applyPlan(
+            self.store, plan, self._reactor, rate=rate,
+            progress=self._progressed, moved=self._recordMoves(plan))
         d.addCallback(self._applied)
         d.addErrback(self._planFailed)
         d.addBoth(self._doneApplying)
@@ -497,6 +512,18 @@ class Monitor(TimerService):
                 self._log.info("{server} carries its share again: balanced "
                                "as the others", server=s.id)
 
+    def _progressed(self, done, total):
+        self.progress = (done, total)
+
+    def _recordMoves(self, plan):
+        def moved(moves):
+            now = self._reactor.seconds()
+            for move in moves:
+                self.recent.append({
+                    "time": now, "aor": move.aor, "old": move.old,
+                    "new": move.new, "reason": plan.why.get(move.old, "")})
+        return moved
+
     def _applied(self, count):
         self.moved += count
         self._log.info("moved {count} users", count=count)
@@ -508,6 +535,7 @@ class Monitor(TimerService):
 
     def _doneApplying(self, _):
         self._applying = None
+        self.progress = None
 
     def status(self):
         """

@@ -99,6 +99,7 @@ class Plan:
     @ivar usersAfter: server id to number of users after.
     @ivar share: eligible server id to its fair share of the load.
     @ivar reasons: one line per server that made moves needed.
+    @ivar why: server id to its line of C{reasons}: why its users move.
     """
 
     moves: list = field(default_factory=list)
@@ -108,6 +109,7 @@ class Plan:
     usersAfter: dict = field(default_factory=dict)
     share: dict = field(default_factory=dict)
     reasons: list = field(default_factory=list)
+    why: dict = field(default_factory=dict)
 
     def __bool__(self):
         return bool(self.moves)
@@ -203,6 +205,7 @@ def computePlan(servers, assignments, weights=None, balance=True,
             state = "weight 0"
         plan.reasons.append(f"{sid} is {state}: its {len(members[sid])} "
                             f"user(s) move")
+        plan.why[sid] = plan.reasons[-1]
         for aor in sorted(members[sid]):
             w = weights.get(aor, 1)
             new = place(aor, w, preference(aor, eligible))
@@ -226,6 +229,7 @@ def computePlan(servers, assignments, weights=None, balance=True,
             plan.reasons.append(
                 f"{sid} carries {load[sid]:g}, above its share "
                 f"{share[sid]:.1f} by more than {tolerance:.0%}")
+            plan.why[sid] = plan.reasons[-1]
             under = {o.id for o in eligible if load[o.id] < share[o.id]}
             if not under:
                 continue
@@ -286,7 +290,7 @@ def capPlan(plan, limit):
         f"capped: {len(moves)} of {len(plan.moves)} moves now, the rest in "
         f"later rounds if still needed"]
     return Plan(moves, dict(plan.before), after, dict(plan.users),
-                usersAfter, dict(plan.share), reasons)
+                usersAfter, dict(plan.share), reasons, dict(plan.why))
 
 
 async def readState(store):
@@ -312,20 +316,23 @@ async def planFor(store, weights=None, balance=True,
     return computePlan(servers, assignments, weights, balance, tolerance)
 
 
-def applyPlan(store, plan, reactor, rate=None, batch=None, progress=None):
+def applyPlan(store, plan, reactor, rate=None, batch=None, progress=None,
+              moved=None):
     """
     Write a plan's moves to a store.
 
     @param rate: at most this many users per second (L{None}: all at once).
     @param batch: users per write (default: C{rate}, or all).
     @param progress: called with C{(done, total)} after each write.
+    @param moved: called with the L{Move}s of each write once it is done
+        (not those left alone because someone else moved the user).
     @return: L{Deferred} firing with the number of users moved.
     """
     return defer.ensureDeferred(_apply(store, plan, reactor, rate, batch,
-                                       progress))
+                                       progress, moved))
 
 
-async def _apply(store, plan, reactor, rate, batch, progress):
+async def _apply(store, plan, reactor, rate, batch, progress, moved):
     moves = list(plan.moves)
     total = len(moves)
     if batch is None:
@@ -333,15 +340,18 @@ async def _apply(store, plan, reactor, rate, batch, progress):
     done = 0
     for start in range(0, total, batch):
         chunk = moves[start:start + batch]
-        pairs = []
+        written = []
         for move in chunk:
             # Someone else may have moved the user since the plan was made:
             # then it is theirs, and it is not moved a second time.
             current = await store.lookupUser(move.aor)
             if current == move.old:
-                pairs.append((move.aor, move.new))
+                written.append(move)
+        pairs = [(move.aor, move.new) for move in written]
         if pairs:
             await store.assignUsers(pairs)
+            if moved is not None:
+                moved(written)
         done += len(pairs)
         if progress is not None:
             progress(done, total)
