@@ -32,7 +32,6 @@ no route) is dropped, counted and logged at a bounded rate, never waited
 for, so capture never slows or breaks the SIP path.
 """
 
-import ipaddress
 import re
 import socket
 import struct
@@ -78,8 +77,9 @@ MAX_PACKET = 65507
 
 # Where the Call-ID is looked for: the header section of the first bytes.
 _CALL_ID_SCAN = 8192
-_CALL_ID = re.compile(rb"\r?\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]{1,255})",
-                      re.IGNORECASE)
+# (Letter classes rather than re.IGNORECASE: several times faster.)
+_CALL_ID = re.compile(
+    rb"\n(?:[Cc][Aa][Ll][Ll]-[Ii][Dd]|[Ii])[ \t]*:[ \t]*([^\r\n]{1,255})")
 
 
 class PacketTooLarge(ValueError):
@@ -89,8 +89,35 @@ class PacketTooLarge(ValueError):
     """
 
 
+# The chunks every packet has, in one struct (vendor, type, length, value
+# each): IPv4 and IPv6.
+_FIXED = "HHHB HHHB HHH{n}s HHH{n}s HHHH HHHH HHHI HHHI HHHB HHHI"
+_FIXED4 = struct.Struct("!" + _FIXED.format(n=4).replace(" ", ""))
+_FIXED6 = struct.Struct("!" + _FIXED.format(n=16).replace(" ", ""))
+
+
 def _chunk(kind, value):
     return struct.pack("!HHH", VENDOR_GENERIC, kind, 6 + len(value)) + value
+
+
+def _pack(host):
+    """
+    C{(True, 4 bytes)} for an IPv4 address, C{(False, 16 bytes)} for an
+    IPv6 one (its zone, C{%eth0}, left out).
+
+    @raise ValueError: C{host} is not an IP address.
+    """
+    try:
+        return True, socket.inet_pton(socket.AF_INET, host)
+    except (OSError, TypeError):
+        pass
+    try:
+        return False, socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+    except (OSError, TypeError, AttributeError):
+        raise ValueError(f"{host!r} is not an IP address")
+
+
+_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
 
 def _addresses(source, destination):
@@ -98,16 +125,15 @@ def _addresses(source, destination):
     The family and packed addresses of two hosts; when one is IPv4 and the
     other IPv6, the IPv4 one is written as an IPv4-mapped IPv6 address.
     """
-    a = ipaddress.ip_address(source)
-    b = ipaddress.ip_address(destination)
-    if a.version != b.version:
-        if a.version == 4:
-            a = ipaddress.IPv6Address("::ffff:" + str(a))
-        else:
-            b = ipaddress.IPv6Address("::ffff:" + str(b))
-    if a.version == 4:
-        return AF_INET, a.packed, b.packed
-    return AF_INET6, a.packed, b.packed
+    v4, a = _pack(source)
+    w4, b = _pack(destination)
+    if v4 and w4:
+        return AF_INET, a, b
+    if v4:
+        a = _MAPPED + a
+    if w4:
+        b = _MAPPED + b
+    return AF_INET6, a, b
 
 
 def callId(data):
@@ -148,29 +174,35 @@ def encode(payload, transport, source, destination, seconds, captureId,
     family, src, dst = _addresses(source[0], destination[0])
     whole = int(seconds)
     micro = min(999999, int(round((seconds - whole) * 1e6)))
-    chunks = [
-        _chunk(FAMILY, struct.pack("!B", family)),
-        _chunk(PROTOCOL, struct.pack("!B", IPPROTO[transport.upper()])),
-        _chunk(IPV4_SOURCE if family == AF_INET else IPV6_SOURCE, src),
-        _chunk(IPV4_DESTINATION if family == AF_INET else IPV6_DESTINATION,
-               dst),
-        _chunk(SOURCE_PORT, struct.pack("!H", source[1])),
-        _chunk(DESTINATION_PORT, struct.pack("!H", destination[1])),
-        _chunk(SECONDS, struct.pack("!I", whole)),
-        _chunk(MICROSECONDS, struct.pack("!I", micro)),
-        _chunk(PROTOCOL_TYPE, struct.pack("!B", PROTOCOL_SIP)),
-        _chunk(CAPTURE_ID, struct.pack("!I", captureId)),
-    ]
+    if family == AF_INET:
+        fixed, sourceType, destinationType = _FIXED4, IPV4_SOURCE, \
+            IPV4_DESTINATION
+    else:
+        fixed, sourceType, destinationType = _FIXED6, IPV6_SOURCE, \
+            IPV6_DESTINATION
+    size = 6 + len(src)
+    head = fixed.pack(
+        0, FAMILY, 7, family,
+        0, PROTOCOL, 7, IPPROTO[transport.upper()],
+        0, sourceType, size, src,
+        0, destinationType, size, dst,
+        0, SOURCE_PORT, 8, source[1],
+        0, DESTINATION_PORT, 8, destination[1],
+        0, SECONDS, 10, whole,
+        0, MICROSECONDS, 10, micro,
+        0, PROTOCOL_TYPE, 7, PROTOCOL_SIP,
+        0, CAPTURE_ID, 10, captureId)
+    chunks = [head]
     if password:
         chunks.append(_chunk(AUTH_KEY, password.encode("utf-8")))
     if correlation:
         chunks.append(_chunk(CORRELATION_ID, correlation))
     chunks.append(_chunk(PAYLOAD, payload))
-    body = b"".join(chunks)
-    total = 6 + len(body)
+    total = 6 + sum(map(len, chunks))
     if total > MAX_PACKET:
         raise PacketTooLarge(f"HEP packet of {total} bytes is too large")
-    return MAGIC + struct.pack("!H", total) + body
+    chunks.insert(0, MAGIC + struct.pack("!H", total))
+    return b"".join(chunks)
 
 
 def parseDestination(text, getaddrinfo=socket.getaddrinfo):
