@@ -21,6 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sipdist.client.login import Registration
 from sipdist.config import ConfigurationError
+from sipdist.pool.metrics import ServerCollector
+from sipdist.pool.status import statusOf
 from sipdist.server import buildServer
 from sipdist.sip import hep
 from sipdist.sip.transport import (
@@ -637,8 +639,17 @@ class LoginCaptureTests(PoolMixin, TestCase):
                              {mine[0].correlation})
             self.assertEqual({c.correlation for c in mine[2:4]},
                              {mine[2].correlation})
-            self.assertEqual(servers[server].hep.sent, len(mine))
-            self.assertEqual(servers[server].hep.sendErrors, 0)
+            # The counters, in the status document and /metrics.
+            status = statusOf(servers[server], {"name": server})
+            self.assertEqual(status["hep"]["sent"], len(mine))
+            self.assertEqual(status["hep"]["send_errors"], 0)
+            families = {f.name: f for f in
+                        ServerCollector(servers[server], {}).collect()}
+            samples = {s.labels["outcome"]: s.value
+                       for s in families["sipdist_hep_packets"].samples
+                       if s.name.endswith("_total")}
+            self.assertEqual(samples, {"sent": len(mine), "send_errors": 0,
+                                       "too_large": 0, "unencodable": 0})
 
 
 def writePcap(path, packets, source, destination):
