@@ -343,10 +343,17 @@ class HEPService(Service):
         self.sender = sender
         self.layer = layer
 
+    _log = Logger()
+
     def startService(self):
         Service.startService(self)
         self.sender.start()
         self.layer.capture = self.sender.capture
+        host, port = self.sender.destination
+        self._log.info(
+            "capturing SIP messages to the HEP collector {host}:{port} "
+            "(capture id {captureId})", host=host, port=port,
+            captureId=self.sender.captureId)
 
     def stopService(self):
         Service.stopService(self)
