@@ -12,9 +12,9 @@ import socket
 import struct
 import tempfile
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -515,6 +515,26 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn("--hep=udp:127.0.0.1", str(e))
 
 
+    def test_everyRole(self):
+        """
+        Every role captures: its service has a sender with the options'
+        destination, capture id and password.
+        """
+        for role in ("home", "distributor", "edge", "internal-edge"):
+            options = Options()
+            args = ["--role", role, "--name", "s1",
+                    "--hep", "udp:127.0.0.1:9060", "--hep-id", "77",
+                    "--hep-password", "pw"]
+            if role == "edge":
+                args += ["--next-hop", "sip:127.0.0.1:1"]
+            options.parseOptions(args)
+            service = buildServer(options, Clock())
+            sender = service.hep
+            self.assertEqual((sender.destination, sender.captureId,
+                              sender.password),
+                             (("127.0.0.1", 9060), 77, "pw"), role)
+
+
 class Collector(DatagramProtocol):
     """
     A HEP collector on loopback: keeps every packet (at most 1000).
@@ -735,3 +755,78 @@ class DissectorTests(PoolMixin, TestCase):
         self.assertEqual(
             sorted(r[5] or r[6] for r in rows),
             sorted(["REGISTER"] * 4 + ["401", "401", "301", "200"]))
+
+
+class _OneResponse(Protocol):
+    """
+    Sends a request on connecting and fires C{done} with what comes back
+    once a whole response has arrived.
+    """
+
+    def __init__(self, request):
+        self.request = request
+        self.received = b""
+        self.done = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+
+    def dataReceived(self, data):
+        self.received += data
+        if b"\r\n\r\n" in self.received and not self.done.called:
+            self.done.callback(self.received)
+
+
+class StreamCaptureTests(TestCase):
+    """
+    Capture over TCP on IPv6 loopback, with real sockets.
+    """
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_tcpIPv6(self):
+        """
+        An OPTIONS over TCP to a home on ::1 and its 200 are captured as
+        IPv6 (family 10) TCP (6) packets with the connection's two ends.
+        """
+        collector = Collector()
+        port = reactor.listenUDP(0, collector, interface="::1")
+        self.addCleanup(port.stopListening)
+        config = {"role": "home", "name": "home1", "domain": "example.com",
+                  "listen": ["tcp:0:interface=\\:\\:1"],
+                  "credentials": "memory:alice:wonderland", "t1": 0.05,
+                  "hep": f"udp:[::1]:{port.getHost().port}", "hep-id": 6}
+        service = buildServer(config, reactor,
+                              store=MemoryAssignmentStore())
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.transportService.ready
+        server = service.transportService.ports[0].getHost().port
+        request = (
+            f"OPTIONS sip:[::1]:{server};transport=tcp SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP [::1]:5999;branch=z9hG4bK-hep6\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:alice@example.com>;tag=o6\r\n"
+            f"To: <sip:[::1]:{server}>\r\n"
+            f"Call-ID: hep-tcp-6@example.com\r\n"
+            f"CSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+        client = _OneResponse(request)
+        connected = yield endpoints.connectProtocol(
+            endpoints.TCP6ClientEndpoint(reactor, "::1", server), client)
+        self.addCleanup(connected.transport.loseConnection)
+        response = yield client.done
+        self.assertTrue(response.startswith(b"SIP/2.0 200 "), response)
+        yield until(lambda: len(collector.packets) >= 2)
+        clientPort = connected.transport.getHost().port
+        [inbound, outbound] = [Captured(p) for p in collector.packets]
+        for c in (inbound, outbound):
+            self.assertEqual((c.family, c.protocol, c.captureId), (10, 6, 6))
+            self.assertEqual(c.correlation, b"hep-tcp-6@example.com")
+        self.assertEqual(inbound.payload, request)
+        self.assertEqual(inbound.source, ("::1", clientPort))
+        self.assertEqual(inbound.destination, ("::1", server))
+        self.assertEqual(outbound.payload, response)
+        self.assertEqual(outbound.source, ("::1", server))
+        self.assertEqual(outbound.destination, ("::1", clientPort))
