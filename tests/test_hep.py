@@ -633,7 +633,8 @@ class LoginCaptureTests(PoolMixin, TestCase):
         out; the home REGISTER in, 401 out, REGISTER in, 200 out; each
         with the client's and the server's address and port in the right
         direction, the server's capture id, the password, and the Call-ID
-        as correlation id.
+        as correlation id: one for the whole login, at both servers, so
+        Homer shows it as one flow.
         """
         collector, servers, client = yield self.login()
         captured = [Captured(p) for p in collector.packets]
@@ -679,6 +680,7 @@ class LoginCaptureTests(PoolMixin, TestCase):
                        if s.name.endswith("_total")}
             self.assertEqual(samples, {"sent": sent, "send_errors": 0,
                                        "too_large": 0, "unencodable": 0})
+        self.assertEqual(len({c.correlation for c in unique.values()}), 1)
 
 
 def writePcap(path, packets, source, destination):
