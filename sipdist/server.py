@@ -30,6 +30,8 @@ from sipdist.logs import LogLimiter
 from sipdist.interfaces import ITransactionUser
 from sipdist.pool.status import installStatus
 from sipdist.roles.chains import ROLES, chainFor
+from sipdist.sip.hep import (
+    DEFAULT_CAPTURE_ID, HEPSender, HEPService, parseDestination)
 from sipdist.sip.tls import clientContextFactory
 from sipdist.sip.message import hasToTag, responseTo
 from sipdist.sip.overload import OverloadControl
@@ -241,6 +243,8 @@ class ServerService(MultiService):
     registrar = None
     processor = None
     proxy = None
+    # The HEP capture's sender (--hep), or None.
+    hep = None
 
     _log = Logger()
 
@@ -309,6 +313,13 @@ def buildServer(config, reactor, store=None, checker=None):
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)
     overload.setServiceParent(service)
+    if config.get("hep"):
+        sender = HEPSender(
+            reactor, parseDestination(config["hep"]),
+            captureId=config.get("hep-id", DEFAULT_CAPTURE_ID),
+            password=config.get("hep-password"))
+        HEPService(sender, transport).setServiceParent(service)
+        service.hep = sender
     role = ROLES[config.get("role", "home")]
     assemble = namedAny(role.assemble)
     links = assemble(service, config, reactor, store=store, checker=checker)

@@ -46,6 +46,13 @@ def _nonNegativeFloat(text):
     return value
 
 
+def _captureId(text):
+    value = int(text)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError("must be an integer from 0 to 4294967295")
+    return value
+
+
 def _flag(value):
     if isinstance(value, bool):
         return value
@@ -235,6 +242,17 @@ PARAMETERS = [
     ("log-keep", None, 10, _positiveInt,
      "Rotated log files kept when twistd logs to a file (--logfile; it "
      "rotates at 1 MB): older ones are deleted."),
+    ("hep", None, None, str,
+     "Send every SIP message this server receives and sends to a Homer "
+     "collector (heplify-server, captagent) as HEPv3 over UDP: "
+     "udp:HOST:PORT (udp:[IPV6]:PORT), resolved once at start (see "
+     "docs/operations.rst, SIP capture)."),
+    ("hep-id", None, 2001, _captureId,
+     "The capture agent id of --hep's packets (0 to 4294967295), telling "
+     "this server's captures apart in Homer."),
+    ("hep-password", None, None, str,
+     "The authentication key sent in --hep's packets (heplify-server's "
+     "HEPv3 password), or none."),
     ("next-hop-check", None, 10.0, _nonNegativeFloat,
      "Seconds between the edge's OPTIONS health checks of each --next-hop "
      "(a hop failing two in a row is chosen last until it answers); 0: no "

@@ -68,7 +68,7 @@ class _Protocol:
         self._layer = layer
         self.sent = []
 
-    def sendBytes(self, data, addr):
+    def sendBytes(self, data, addr, capture=True):
         self.sent.append((data, addr))
         return True
 

@@ -88,6 +88,16 @@ class ServerCollector:
         yield GaugeMetricFamily(
             "sipdist_connections", "Open stream connections.",
             value=transport["connections"])
+        hep = getattr(service, "hep", None)
+        if hep is not None:
+            captured = CounterMetricFamily(
+                "sipdist_hep_packets",
+                "SIP messages captured to Homer (--hep): sent, dropped "
+                "because the kernel refused the send, skipped because too "
+                "large or not encodable.", labels=["outcome"])
+            for outcome, count in sorted(hep.stats().items()):
+                captured.add_metric([outcome], count)
+            yield captured
         registrar = service.registrar
         if registrar is not None:
             yield GaugeMetricFamily(

@@ -62,6 +62,9 @@ def statusOf(service, config):
     limiter = getattr(authenticator, "limiter", None)
     if limiter is not None:
         document["auth_failures"] = limiter.stats()
+    hep = getattr(service, "hep", None)
+    if hep is not None:
+        document["hep"] = hep.stats()
     notifier = getattr(service, "notifier", None)
     if notifier is not None:
         document["subscriptions"] = notifier.stats()

@@ -124,7 +124,7 @@ class DatagramFlow:
         @return: C{True} if it was handed to the network.
         """
         return self._protocol.sendBytes(stun.bindingRequest(os.urandom(12)),
-                                        self.remote)
+                                        self.remote, capture=False)
 
     @property
     def lastReceived(self):
@@ -188,7 +188,10 @@ class StreamFlow:
         """
         if not self._protocol.connected:
             return False
-        self._protocol.transport.write(message.toBytes())
+        data = message.toBytes()
+        self._protocol.transport.write(data)
+        self._protocol._layer._capture(data, self.transport, self.local,
+                                       self.remote)
         return True
 
     def close(self):
@@ -263,7 +266,11 @@ class SIPDatagramProtocol(DatagramProtocol):
     def datagramReceived(self, data, addr):
         self._layer.datagramReceived(self, data, addr)
 
-    def sendBytes(self, data, addr):
+    def sendBytes(self, data, addr, capture=True):
+        """
+        Send a datagram; a SIP message (C{capture}) is also given to the
+        layer's capture.
+        """
         if self.transport is None:
             return False
         try:
@@ -272,6 +279,10 @@ class SIPDatagramProtocol(DatagramProtocol):
             self._layer._log.warn("cannot send to {addr}: {error}",
                                   addr=addr, error=e)
             return False
+        layer = self._layer
+        if capture and layer.capture is not None:
+            layer._capture(data, "UDP", layer._captureLocal(self.local, "UDP"),
+                           addr)
         return True
 
 
@@ -310,6 +321,8 @@ class SIPStreamProtocol(Protocol):
         self._layer._framed(self)
 
     def _messageFramed(self, data):
+        self._layer._capture(data, self._transportName, self.flow.remote,
+                             self.flow.local)
         self._layer._messageComplete(self)
         self._layer._messageReceived(data, self.flow, stream=True)
 
@@ -377,6 +390,12 @@ class TransportLayer:
         kernel caps it at C{net.core.rmem_max}), or C{None} for the
         system's default: a burst of datagrams waits there for the reactor
         instead of being dropped.
+    @ivar capture: a callable C{(data, transport, source, destination)}
+        given the bytes of every SIP message as received (before it is
+        parsed, so malformed and shed ones too) and as sent, with the
+        transport's name and the C{(host, port)} of each end, or C{None}
+        (see L{sipdist.sip.hep}).  Keep-alives and STUN are not given.  It
+        must not block; what it raises is logged and ignored.
     @ivar datagramFilter: a callable C{(protocol, data, addr)} that sees each
         datagram before it is parsed and returns C{True} when it answered
         it itself (the overload control's early 503), or C{None}.
@@ -391,6 +410,7 @@ class TransportLayer:
     _log = Logger()
     receiveBuffer = None
     datagramFilter = None
+    capture = None
 
     def __init__(self, reactor, handler=None, maxMessageSize=DEFAULT_MAX_SIZE,
                  idleTimeout=DEFAULT_IDLE_TIMEOUT,
@@ -436,6 +456,7 @@ class TransportLayer:
         self.dropReasons = {}
         self.answeredErrors = 0
         self._badInputLog = _LogLimiter(reactor)
+        self._captureLog = _LogLimiter(reactor, burst=5, period=60.0)
         self._stunAnswered = {}
 
     # Listening
@@ -513,6 +534,32 @@ class TransportLayer:
             protocol.transport.loseConnection()
         return defer.gatherResults(ds, consumeErrors=True)
 
+    # Capture
+
+    def _capture(self, data, transportName, source, destination):
+        capture = self.capture
+        if capture is None:
+            return
+        try:
+            capture(data, transportName, source, destination)
+        except Exception:
+            if self._captureLog.allow() is not None:
+                self._log.failure("capturing a message failed")
+
+    def _captureLocal(self, local, transportName):
+        """
+        The address to capture for our end of a UDP port: the port's own,
+        or, for a port bound to every interface, the address we advertise
+        (see L{localAddress}).
+        """
+        if local is None:
+            return ("127.0.0.1", 0)
+        host, port = local
+        if host in ("", "0.0.0.0", "::"):
+            advertised = self._local.get(transportName)
+            host = advertised[0] if advertised else "127.0.0.1"
+        return host, port
+
     # Receiving
 
     def datagramReceived(self, protocol, data, addr):
@@ -522,6 +569,9 @@ class TransportLayer:
         if data[0] < 2 and stun.isStun(data):
             self._stunReceived(protocol, data, addr)
             return
+        if self.capture is not None:
+            self._capture(data, "UDP", addr,
+                          self._captureLocal(protocol.local, "UDP"))
         datagramFilter = self.datagramFilter
         if datagramFilter is not None and datagramFilter(protocol, data, addr):
             return
@@ -544,7 +594,7 @@ class TransportLayer:
                 answer = stun.bindingSuccess(transactionId, addr[0], addr[1])
             except ValueError:
                 return
-            protocol.sendBytes(answer, addr)
+            protocol.sendBytes(answer, addr, capture=False)
         elif kind == stun.BINDING_SUCCESS:
             answered = self._stunAnswered
             if len(answered) >= self.MAX_STUN_PEERS:
