@@ -53,6 +53,8 @@ def describeLDAPError(error):
     error = getattr(error, "value", error)
     if isinstance(error, ldaperrors.LDAPException):
         text = getattr(error, "message", None) or str(error)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
         return text if text else type(error).__name__
     if isinstance(error, CancelledError):
         return "timed out"

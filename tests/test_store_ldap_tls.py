@@ -11,6 +11,7 @@ import os
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -141,6 +142,26 @@ class TLSStoreTests(TestCase):
         """
         return self.assertRefused(
             "wronghost", "the server certificate does not name '127.0.0.1'")
+
+    @inlineCallbacks
+    def test_sip503(self):
+        """
+        A distributor whose LDAP store refuses the directory's certificate
+        answers an authenticated REGISTER with C{503} naming the store,
+        within a second or so (the store fails at once; no hang).
+        """
+        from tests.test_roles import Harness
+        server = self.slapd("wronghost")
+        store = self.store(f"ldaps://127.0.0.1:{server.ldapsPort}")
+        harness = Harness(role="distributor", name="dist1", store=store)
+        harness.register("alice")
+        for _ in range(100):
+            final = harness.flow.sent[-1]
+            if final.code != 401:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual((final.code, final.phrase),
+                         (503, "Service Unavailable (Assignment Store Down)"))
 
     @inlineCallbacks
     def test_failoverPastRefusedServer(self):
