@@ -82,46 +82,58 @@ def replicationDelay(reactor, writer, reader, aor, home):
 
 @inlineCallbacks
 def lookupsThroughOutage(reactor, store, aors, expected, kill, killAfter,
-                         interval=0.01):
+                         interval=0.01, parallel=1):
     """
-    Look each of C{aors} up once (all uncached), one every C{interval}
-    seconds, calling C{kill()} after the first C{killAfter} lookups.
+    Look each of C{aors} up once (all uncached), C{parallel} at a time, a
+    batch every C{interval} seconds, calling C{kill()} once C{killAfter}
+    lookups have been started: with C{parallel} 1 between two lookups,
+    else right after sending the batch that reaches C{killAfter} (its
+    searches are then in flight).
 
     @return: L{Deferred} firing with a L{dict}: C{lookups}, C{failed} (a
-        failure or a wrong answer), C{duringOutage} (lookups started after
-        the kill), C{failedDuringOutage}, C{failover} (seconds from the kill
-        until the first lookup started after it was answered), C{slowest}
+        failure or a wrong answer), C{duringOutage} (lookups not answered
+        before the kill), C{failedDuringOutage}, C{failover} (seconds from
+        the kill until the first lookup answered after it), C{slowest}
         (the longest lookup, seconds) and C{errors} (the first few).
     """
     result = {"lookups": 0, "failed": 0, "duringOutage": 0,
               "failedDuringOutage": 0, "failover": None, "slowest": 0.0,
               "errors": []}
-    killedAt = None
-    for i, aor in enumerate(aors):
-        if i == killAfter:
-            kill()
-            killedAt = time.monotonic()
+    killed = []
+
+    @inlineCallbacks
+    def one(aor):
         started = time.monotonic()
         result["lookups"] += 1
-        if killedAt is not None:
-            result["duringOutage"] += 1
         try:
             found = yield store.lookupUser(aor)
-            ok = found == expected
-            if not ok:
-                error = f"{aor}: {found!r}, not {expected!r}"
+            error = None if found == expected else \
+                f"{aor}: {found!r}, not {expected!r}"
         except Exception as e:
-            ok = False
             error = f"{aor}: {e}"
         now = time.monotonic()
         result["slowest"] = max(result["slowest"], now - started)
-        if not ok:
+        if killed:
+            result["duringOutage"] += 1
+        if error is not None:
             result["failed"] += 1
-            if killedAt is not None:
+            if killed:
                 result["failedDuringOutage"] += 1
             if len(result["errors"]) < 5:
                 result["errors"].append(error)
-        elif killedAt is not None and result["failover"] is None:
-            result["failover"] = now - killedAt
+        elif killed and result["failover"] is None:
+            result["failover"] = now - killed[0]
+
+    for first in range(0, len(aors), parallel):
+        batch = aors[first:first + parallel]
+        if not killed and parallel == 1 and first == killAfter:
+            kill()
+            killed.append(time.monotonic())
+        pending = [one(aor) for aor in batch]
+        if not killed and first + len(batch) > killAfter:
+            kill()
+            killed.append(time.monotonic())
+        for d in pending:
+            yield d
         yield task.deferLater(reactor, interval, lambda: None)
     return result

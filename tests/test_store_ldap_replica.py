@@ -89,3 +89,22 @@ class ReplicatedStoreTests(TestCase):
         self.assertIsNotNone(figures["failover"])
         self.assertIsNone(self.first.process)
         self._log.info("failover: {figures}", figures=figures)
+
+    @inlineCallbacks
+    def test_providerKilledInFlight(self):
+        """
+        With lookups 8 at a time and the provider in use killed while a
+        batch of searches is in flight, the store retries the cut searches
+        on the other provider: none of 200 lookups fails.
+        """
+        yield self.replicated()
+        store = self.store(self.first, self.second)
+        figures = yield lookupsThroughOutage(
+            reactor, store, [f"sip:{n}@example.com" for n in NAMES],
+            "home1", self.first.kill, killAfter=50, parallel=8)
+        self.assertEqual(figures["failed"], 0, figures["errors"])
+        self.assertEqual(figures["lookups"], 200)
+        self.assertGreater(figures["duringOutage"], 140)
+        self.assertIsNotNone(figures["failover"])
+        self._log.info("failover, lookups in flight: {figures}",
+                       figures=figures)
