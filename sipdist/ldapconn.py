@@ -5,11 +5,12 @@ LDAP assignment store (L{sipdist.store.ldap}) and the LDAP credential
 source (L{sipdist.auth.ldap}).
 
 The connection is made on demand to the first server that answers, the
-one that answered last tried first; after a failure the next attempt waits
-a growing delay (0.5 s doubling to 2 s, so that a directory back from an
-outage is used again within seconds), and until then callers fail at once
-rather than queue.  Callers waiting while a connection is made share
-it.
+one that answered last tried first, except after it failed (went silent
+or dropped the connection): then the next one is tried first.  After a
+failure to connect to any, the next attempt waits a growing delay (0.5 s
+doubling to 2 s, so that a directory back from an outage is used again
+within seconds), and until then callers fail at once rather than queue.
+Callers waiting while a connection is made share it.
 
 TLS (L{LDAPTLS}): C{ldaps} (TLS from the first byte) or C{starttls} (RFC
 4511 section 4.14 StartTLS on a plain connection, before binding).  Either
@@ -205,6 +206,7 @@ class LDAPConnection:
         self._retryAt = 0.0
         self._delay = 0.0
         self._preferred = 0
+        self._using = None
         self._closed = False
         self.lastError = None
 
@@ -283,10 +285,10 @@ class LDAPConnection:
             except Exception as e:
                 errors.append(f"{host}:{port}: {describeLDAPError(e)}")
                 continue
-            if index != self._preferred:
+            if self._using is not None and index != self._using:
                 self._log.info("LDAP now using {host}:{port}",
                                host=host, port=port)
-            self._preferred = index
+            self._preferred = self._using = index
             return client
         raise self._unavailable("; ".join(errors))
 
@@ -348,12 +350,16 @@ class LDAPConnection:
 
     def drop(self):
         """
-        Abort the connection (after an operation on it failed); the next
-        L{client} makes a new one.
+        Abort the connection (after an operation on it failed: the server
+        went silent or dropped it); the next L{client} makes a new one, to
+        the next server first: a server that accepts connections but does
+        not answer is left at once.
         """
         client, self._client = self._client, None
-        if client is not None and client.connected:
-            client.transport.abortConnection()
+        if client is not None:
+            self._preferred = (self._preferred + 1) % len(self._servers)
+            if client.connected:
+                client.transport.abortConnection()
 
     def close(self):
         """

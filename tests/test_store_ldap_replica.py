@@ -9,6 +9,9 @@ The figures (replication delay, failover time) are logged, not asserted;
 C{bench/bench_ldap_replica.py} prints them.
 """
 
+import os
+import signal
+
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
@@ -18,6 +21,8 @@ from tests import slapd
 from tests.ldap_replica import (
     lookupsThroughOutage, replicationDelay, serversLDIF, storeFor, usersLDIF,
     waitFor)
+from tests.helpers_store import tempDir
+from tests.ldap_replica import UNCACHED
 from tests.test_store_ldap import writeConfig
 
 NAMES = [f"u{i:03d}" for i in range(200)]
@@ -107,4 +112,31 @@ class ReplicatedStoreTests(TestCase):
         self.assertGreater(figures["duringOutage"], 140)
         self.assertIsNotNone(figures["failover"])
         self._log.info("failover, lookups in flight: {figures}",
+                       figures=figures)
+
+    @inlineCallbacks
+    def test_providerHung(self):
+        """
+        When the provider in use stops answering (SIGSTOP: connections are
+        accepted, nothing is answered), the lookup waiting on it fails at
+        the C{timeout} and the store goes to the other provider: at most
+        one of 40 lookups fails, even binding anonymously (where no bind
+        would reveal the silent server).
+        """
+        yield self.replicated()
+        anonymous = os.path.join(tempDir(self), "anonymous.conf")
+        with open(anonymous, "w") as f:
+            f.write("# no bindDN: anonymous\n")
+        store = storeFor(reactor, [self.first, self.second], anonymous,
+                         UNCACHED + "&timeout=0.5")
+        self.addCleanup(store.close)
+        pid = self.first.process.pid
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        figures = yield lookupsThroughOutage(
+            reactor, store, [f"sip:{n}@example.com" for n in NAMES[:40]],
+            "home1", lambda: os.kill(pid, signal.SIGSTOP), killAfter=5,
+            interval=0.02)
+        self.assertLessEqual(figures["failed"], 1, figures["errors"])
+        self.assertEqual(figures["lookups"], 40)
+        self._log.info("failover from a hung provider: {figures}",
                        figures=figures)
