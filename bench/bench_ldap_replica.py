@@ -7,16 +7,19 @@ The LDAP store on two OpenLDAP providers in multi-provider replication
 Prints how long a move written through one provider takes to be read
 from the other (MOVES moves each way, default 20: median and maximum),
 with databases that sync each write to disk (as in production) and
-without (C{dbnosync}, as the tests run them),
-then what a store given both providers sees while the one in use is
-killed with SIGKILL: 200 lookups of distinct users (each a directory
-search), one every 10 ms, the provider killed after 50; then again with 8
-lookups at a time, killed while a batch is in flight.  For each: lookups
-during the outage, failed lookups, failover time (from the kill to the
-first lookup answered after it) and the slowest lookup.
+without (C{dbnosync}, as the tests run them); then what a store given
+both providers sees while the one in use is killed with SIGKILL: 200
+lookups of distinct users (each a directory search), one every 10 ms, the
+provider killed after 50; then again with 8 lookups at a time, killed
+while a batch is in flight; then with the provider stopped by SIGSTOP
+instead (a hung server: connections accepted, nothing answered;
+C{timeout=0.5}).  For each: lookups during the outage, failed lookups,
+failover time (from the kill to the first lookup answered after it) and
+the slowest lookup.
 """
 
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -28,7 +31,7 @@ from twisted.internet.defer import inlineCallbacks  # noqa: E402
 
 from tests import slapd  # noqa: E402
 from tests.ldap_replica import (  # noqa: E402
-    lookupsThroughOutage, replicationDelay, serversLDIF, storeFor,
+    UNCACHED, lookupsThroughOutage, replicationDelay, serversLDIF, storeFor,
     usersLDIF, waitFor)
 
 NAMES = [f"u{i:03d}" for i in range(400)]
@@ -107,6 +110,19 @@ def main(reactor, moves=20):
             cleanups.run()
             report(f"provider 1 killed, {parallel} lookup(s) at a time",
                    figures)
+
+        cleanups = Cleanups()
+        first, second = yield pair(reactor, cleanups, config)
+        store = storeFor(reactor, [first, second], config,
+                         UNCACHED + "&timeout=0.5")
+        pid = first.process.pid
+        cleanups.addCleanup(os.kill, pid, signal.SIGCONT)
+        figures = yield lookupsThroughOutage(
+            reactor, store, [f"sip:{n}@example.com" for n in NAMES[:200]],
+            "home1", lambda: os.kill(pid, signal.SIGSTOP), killAfter=50)
+        store.close()
+        cleanups.run()
+        report("provider 1 hung (SIGSTOP), timeout=0.5", figures)
     finally:
         cleanups.run()
 
