@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_ldap -*-
+# -*- test-case-name: tests.test_store_ldap,tests.test_store_ldap_tls,tests.test_store_ldap_replica -*-
 """
 One LDAP connection to a directory with several servers, shared by the
 LDAP assignment store (L{sipdist.store.ldap}) and the LDAP credential

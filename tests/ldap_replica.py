@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store_ldap_replica -*-
 """
 Measurements on a pair of replicating slapd providers (see
 L{tests.slapd.replicatedPair}), shared by C{tests.test_store_ldap_replica}
