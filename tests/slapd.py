@@ -18,6 +18,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ETC_LDAP = os.path.join(ROOT, "etc", "ldap")
 SYSTEM_SCHEMA = "/etc/ldap/schema"
+MODULE_DIR = "/usr/lib/ldap"
 SUFFIX = "dc=example,dc=com"
 ROOT_DN = "cn=admin,dc=example,dc=com"
 ROOT_PW = "secret-for-tests"
@@ -67,11 +68,17 @@ def missing():
     return None
 
 
-def skipOrFail(case):
+def skipOrFail(case, needSyncprov=False):
     """
-    Skip C{case} if slapd cannot run, or fail it when C{CI=true}.
+    Skip C{case} if slapd cannot run (or, with C{needSyncprov}, has no
+    syncprov overlay for replication), or fail it when C{CI=true}.
     """
     reason = missing()
+    if reason is None and needSyncprov and not any(
+            os.path.exists(os.path.join(MODULE_DIR, name))
+            for name in ("syncprov.la", "syncprov.so")):
+        reason = (f"no syncprov overlay in {MODULE_DIR} (Debian package "
+                  f"slapd)")
     if reason is None:
         return
     if os.environ.get("CI") == "true":
@@ -114,7 +121,7 @@ class Slapd:
                    os.path.join(SYSTEM_SCHEMA, "cosine.schema"),
                    os.path.join(ETC_LDAP, "sipdist.schema"),
                    os.path.join(ETC_LDAP, "msrtc-example.schema")]
-        moduleDir = "/usr/lib/ldap"
+        moduleDir = MODULE_DIR
         lines = [f"include {s}" for s in schemas]
         lines += [
             f"pidfile {self.directory}/slapd.pid",
@@ -266,7 +273,7 @@ def replicatedPair(case, ldif=BASE_LDIF, sync=False):
     @param sync: see L{replicationLines}.
     @return: the two L{Slapd}s.
     """
-    skipOrFail(case)
+    skipOrFail(case, needSyncprov=True)
     ports = [freePort(), freePort()]
     servers = []
     for i in (0, 1):
