@@ -72,8 +72,8 @@ PARAMETERS = [
      "This server's id in the assignment store (required for the home role; "
      "defaults to the role's name otherwise)."),
     ("store", "s", "memory:", str,
-     "Assignment store: memory:, file:PATH, ldap://HOST:PORT/BASE?..., or "
-     "a provider's prefix."),
+     "Assignment store: memory:, file:PATH, ldap://HOST:PORT/BASE?..., "
+     "ldaps://HOST:PORT/BASE?caFile=PEM&..., or a provider's prefix."),
     ("domain", "d", "localhost",
      str, "The SIP domain (and digest realm) this server serves."),
     ("tls-cert", None, None, str,
@@ -128,7 +128,8 @@ PARAMETERS = [
      "The Retry-After (seconds) of the 503 of an overloaded server."),
     ("credentials", None, "memory:", str,
      "Where users' digest credentials come from: file:PATH (see 'sipdist "
-     "passwd'), ldap://..., memory:USER:PASSWORD,... (tests)."),
+     "passwd'), ldap://..., ldaps://..., memory:USER:PASSWORD,... "
+     "(tests)."),
     ("secret-file", None, None, str,
      "File holding the nonce secret shared by every server of the pool (a "
      "random one per process when absent: only for a single server)."),

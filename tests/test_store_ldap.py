@@ -429,6 +429,23 @@ class RealPartPolicyTests(SynchronousTestCase):
         e = self.assertRaises(self.failureException, slapd.skipOrFail, self)
         self.assertIn("CI=true", str(e))
 
+    def test_syncprovMissing(self):
+        """
+        The replication tests are skipped without the syncprov overlay, or
+        failed when C{CI=true}.
+        """
+        from twisted.trial.unittest import SkipTest
+        self.patch(slapd, "missing", lambda: None)
+        self.patch(slapd, "MODULE_DIR", "/nonexistent")
+        self.patch(os, "environ", {"CI": "false"})
+        slapd.skipOrFail(self)
+        e = self.assertRaises(SkipTest, slapd.skipOrFail, self,
+                              needSyncprov=True)
+        self.assertIn("no syncprov overlay", str(e))
+        self.patch(os, "environ", {"CI": "true"})
+        self.assertRaises(self.failureException, slapd.skipOrFail, self,
+                          needSyncprov=True)
+
 
 class LDAPStringTests(SynchronousTestCase):
     """

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_auth_ldap -*-
 """
 The LDAP credential source, through ldaptor:
-C{ldap://HOST:PORT/BASE?option=value&...}.
+C{ldap://HOST:PORT[,HOST:PORT...]/BASE?option=value&...}, or C{ldaps://}
+for LDAP over TLS (port 636 by default).  With several servers the first
+that answers is used (see L{sipdist.ldapconn}).
 
 Options (query string, URL-encoded):
 
@@ -20,7 +22,12 @@ Options (query string, URL-encoded):
   - C{cacheSize}: entries in the cache (default 10000);
   - C{timeout}: seconds for connecting and each operation, and the most a
     lookup waits for the directory before failing with
-    L{LDAPUnavailable} (a C{503}) (default 2).
+    L{LDAPUnavailable} (a C{503}) (default 2);
+  - C{startTLS}: C{yes} to secure C{ldap://} connections with StartTLS
+    before binding (default C{no});
+  - C{caFile}: PEM file of the CAs that issue the directory servers'
+    certificates, for C{ldaps://} or C{startTLS=yes} (default: the
+    platform's CAs); the certificate must name the host of the URL.
 
 Hash mode serves SIP Digest: the server reads the HA1 and checks the
 answer.  Bind mode checks a I{plaintext} password by binding as the user's
@@ -48,7 +55,7 @@ from sipdist.auth.credentials import DigestHashChecker
 from sipdist.auth.digest import ALGORITHMS
 from sipdist.auth.interfaces import IDigestHashSource
 from sipdist.auth.errors import CredentialsConfigError
-from sipdist.ldapconn import LDAPConnection
+from sipdist.ldapconn import LDAPConnection, LDAPTLS, parseHostPort
 
 _DEFAULTS = {
     "mode": "hash",
@@ -61,6 +68,8 @@ _DEFAULTS = {
     "maxStale": "300",
     "cacheSize": "10000",
     "timeout": "2",
+    "startTLS": "no",
+    "caFile": "",
 }
 
 _BASES = {name: alg for name, alg in ALGORITHMS.items() if not alg.session}
@@ -77,9 +86,11 @@ class LDAPCredentialsConfig:
     The parsed C{ldap://} string.
     """
 
-    def __init__(self, host, port, base, options):
-        self.host = host
-        self.port = port
+    def __init__(self, servers, base, options, tls=None):
+        self.servers = servers
+        self.host, self.port = servers[0]
+        self.where = ",".join(f"{h}:{p}" for h, p in servers)
+        self.tls = tls
         self.base = base
         self.mode = options["mode"]
         self.filter = options["filter"]
@@ -94,19 +105,23 @@ class LDAPCredentialsConfig:
 
 def parseLDAPCredentials(description):
     """
-    Parse C{ldap://HOST:PORT/BASE?option=value&...}.
+    Parse C{ldap://HOST:PORT[,HOST:PORT...]/BASE?option=value&...} or
+    C{ldaps://...}.
 
     @raise CredentialsConfigError: naming what is wrong.
     """
     url = urlsplit(description)
-    if url.scheme != "ldap" or not url.hostname:
+    if url.scheme not in ("ldap", "ldaps") or not url.netloc:
         raise CredentialsConfigError(
             f"bad LDAP credentials {description!r}: expected "
             f"ldap://HOST:PORT/BASE?option=value&...")
+    defaultPort = 636 if url.scheme == "ldaps" else 389
     try:
-        port = url.port or 389
-    except ValueError:
-        raise CredentialsConfigError(f"bad LDAP port in {description!r}")
+        servers = [parseHostPort(h.strip(), defaultPort)
+                   for h in url.netloc.split(",")]
+    except ValueError as e:
+        raise CredentialsConfigError(
+            f"bad LDAP server in {description!r}: {e}") from None
     base = unquote(url.path.lstrip("/"))
     if not base:
         raise CredentialsConfigError(
@@ -136,7 +151,23 @@ def parseLDAPCredentials(description):
         if not ok:
             raise CredentialsConfigError(f"bad LDAP {key} {options[key]!r}")
     options["cacheSize"] = str(int(float(options["cacheSize"])))
-    return LDAPCredentialsConfig(url.hostname, port, base, options)
+    startTLS = options["startTLS"].lower()
+    if startTLS not in ("yes", "no"):
+        raise CredentialsConfigError("LDAP startTLS must be yes or no")
+    tls = None
+    if url.scheme == "ldaps" and startTLS == "yes":
+        raise CredentialsConfigError(
+            "startTLS=yes is for ldap:// URLs; ldaps:// is TLS already")
+    if url.scheme == "ldaps" or startTLS == "yes":
+        try:
+            tls = LDAPTLS("ldaps" if url.scheme == "ldaps" else "starttls",
+                          options["caFile"])
+        except ValueError as e:
+            raise CredentialsConfigError(f"bad LDAP caFile: {e}") from None
+    elif options["caFile"]:
+        raise CredentialsConfigError(
+            "caFile is for TLS: use ldaps:// or startTLS=yes")
+    return LDAPCredentialsConfig(servers, base, options, tls)
 
 
 def escapeFilterValue(text):
@@ -193,8 +224,8 @@ class _Directory:
         self._reactor = reactor
         self._config = config
         self.connection = LDAPConnection(
-            reactor, [(config.host, config.port)], config.timeout,
-            config.bindDN, config.bindPassword, unavailable=LDAPUnavailable)
+            reactor, config.servers, config.timeout, config.bindDN,
+            config.bindPassword, unavailable=LDAPUnavailable, tls=config.tls)
 
     def bindAs(self, dn, password):
         """
@@ -226,8 +257,7 @@ class _Directory:
                       if failure.check(TimeoutError, CancelledError)
                       else _describe(failure))
             raise LDAPUnavailable(
-                f"LDAP directory {self._config.host}:{self._config.port}: "
-                f"{reason}")
+                f"LDAP directory {self._config.where}: {reason}")
         return self.connection.client().addCallback(send).addErrback(failed)
 
     def close(self):
@@ -298,8 +328,8 @@ class LDAPDigestHashSource:
             if waiting is not None and d in waiting:
                 waiting.remove(d)
             d.errback(LDAPUnavailable(
-                f"LDAP directory {self._config.host}:{self._config.port} did "
-                f"not answer in {timeout:g} s"))
+                f"LDAP directory {self._config.where} did not answer in "
+                f"{timeout:g} s"))
 
         timer = self._reactor.callLater(timeout, expire)
 

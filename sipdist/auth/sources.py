@@ -85,6 +85,17 @@ class LDAPCredentialsParser:
         return checkerFromString(reactor, description)
 
 
+@implementer(IPlugin, ICredentialsSourceParser)
+class LDAPSCredentialsParser(LDAPCredentialsParser):
+    """
+    C{ldaps://HOST:PORT/BASE?caFile=PEM&...}: the directory over TLS.
+    """
+
+    prefix = "ldaps"
+    description = ("ldaps://HOST:PORT/BASE?caFile=PEM&... an LDAP directory "
+                   "over TLS holding HA1 digests (see docs/auth.rst)")
+
+
 def credentialsParsers():
     """
     @return: L{dict} from prefix to every L{ICredentialsSourceParser}

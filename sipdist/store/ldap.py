@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_store_ldap -*-
 """
-The LDAP assignment store (C{ldap://HOST:PORT[,HOST:PORT...]/BASE?...}),
-through ldaptor.
+The LDAP assignment store (C{ldap://HOST:PORT[,HOST:PORT...]/BASE?...},
+or C{ldaps://...} for LDAP over TLS), through ldaptor.
 
 Users and servers are directory entries; which entries and attributes is
 configurable (see L{LDAPConfig} and C{docs/stores.rst}), so the same code
@@ -34,6 +34,11 @@ Connections: one connection at a time, to the first of the URLs that
 answers, bound with the configured DN and password.  A failed connection
 attempt makes the store wait (0.5 s doubling to 2 s) before the next
 attempt, which is made by the next operation or the next refresh.
+
+TLS: C{ldaps://} URLs (port 636 by default), or C{startTLS=yes} with
+C{ldap://} URLs; C{caFile=PATH} names the PEM file of the CAs that issue
+the directory servers' certificates (default: the platform's CAs).  The
+certificate must name the host as written in the URL.
 """
 
 import time
@@ -53,7 +58,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipdist.interfaces import IAssignmentStore
-from sipdist.ldapconn import LDAPConnection, describeLDAPError
+from sipdist.ldapconn import (
+    LDAPConnection, LDAPTLS, describeLDAPError, parseHostPort)
 from sipdist.store import (
     InvalidValue, ServerChanged, ServerExists, ServerInUse, ServerRecord,
     StoreConfigError, StoreError, StoreUnavailable, UnknownServer,
@@ -120,8 +126,12 @@ class LDAPConfig:
     timeout: float = 2.0
     maxStale: float = 300.0
     maxCache: int = 1000000
+    startTLS: bool = False
+    caFile: str = ""
+    tls: object = None
 
-    _converters = {"homeIsDN": _bool, "createUsers": _bool, "ttl": _seconds,
+    _converters = {"homeIsDN": _bool, "createUsers": _bool,
+                   "startTLS": _bool, "ttl": _seconds,
                    "negativeTtl": _seconds, "refresh": _seconds,
                    "timeout": _seconds, "maxStale": _seconds,
                    "maxCache": _count}
@@ -140,7 +150,7 @@ class LDAPConfig:
 
 
 _OPTION_NAMES = {f.name for f in fields(LDAPConfig)} - {
-    "servers", "base", "password"}
+    "servers", "base", "password", "tls"}
 
 
 def _readConfigFile(path):
@@ -177,25 +187,18 @@ def _readPassword(path):
             from None
 
 
-def _hostPort(text, description):
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = text.partition(":")
-    if not host:
-        raise StoreConfigError(f"bad LDAP URL {description!r}: empty host")
-    if not port:
-        return host, 389
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise StoreConfigError(f"bad LDAP URL {description!r}: bad port "
-                               f"{port!r}")
-    return host, int(port)
+def _hostPort(text, description, defaultPort=389):
+    try:
+        return parseHostPort(text, defaultPort)
+    except ValueError as e:
+        raise StoreConfigError(f"bad LDAP URL {description!r}: {e}") \
+            from None
 
 
 def parseLDAPString(description):
     """
-    Parse C{ldap://HOST[:PORT][,HOST[:PORT]...]/BASE[?key=value&...]}.
+    Parse C{ldap://HOST[:PORT][,HOST[:PORT]...]/BASE[?key=value&...]}, or
+    the same with C{ldaps://} (TLS; the default port is then 636).
 
     Options: C{config=PATH} (a file of C{key = value} lines, read first),
     C{passwordFile=PATH}, and every L{LDAPConfig} field by name.  The
@@ -204,8 +207,12 @@ def parseLDAPString(description):
     @rtype: L{LDAPConfig}
     @raise StoreConfigError: with one line saying what is wrong.
     """
-    prefix = "ldap://"
-    if not description.lower().startswith(prefix):
+    lowered = description.lower()
+    if lowered.startswith("ldaps://"):
+        prefix, defaultPort = "ldaps://", 636
+    elif lowered.startswith("ldap://"):
+        prefix, defaultPort = "ldap://", 389
+    else:
         raise StoreConfigError(f"bad LDAP URL {description!r}: expected "
                                f"ldap://HOST:PORT/BASE")
     rest = description[len(prefix):]
@@ -215,7 +222,8 @@ def parseLDAPString(description):
     if not hosts or not base:
         raise StoreConfigError(f"bad LDAP URL {description!r}: expected "
                                f"ldap://HOST:PORT/BASE")
-    servers = [_hostPort(h.strip(), description) for h in hosts.split(",")]
+    servers = [_hostPort(h.strip(), description, defaultPort)
+               for h in hosts.split(",")]
     urlOptions = {}
     for item in query.split("&") if query else []:
         key, sep, value = item.partition("=")
@@ -242,7 +250,21 @@ def parseLDAPString(description):
         except ValueError as e:
             raise StoreConfigError(f"bad LDAP store option {key}={value!r}: "
                                    f"{e}") from None
-    return LDAPConfig(servers=servers, base=base, password=password, **kwargs)
+    config = LDAPConfig(servers=servers, base=base, password=password,
+                        **kwargs)
+    if prefix == "ldaps://" and config.startTLS:
+        raise StoreConfigError("startTLS=yes is for ldap:// URLs; ldaps:// "
+                               "is TLS already")
+    if config.caFile and prefix == "ldap://" and not config.startTLS:
+        raise StoreConfigError("caFile is for TLS: use ldaps:// or "
+                               "startTLS=yes")
+    if prefix == "ldaps://" or config.startTLS:
+        try:
+            config.tls = LDAPTLS("ldaps" if prefix == "ldaps://"
+                                 else "starttls", config.caFile)
+        except ValueError as e:
+            raise StoreConfigError(f"bad LDAP caFile: {e}") from None
+    return config
 
 
 def _dnKey(dn):
@@ -279,7 +301,7 @@ class LDAPAssignmentStore:
         self._config = config
         self._conn = LDAPConnection(
             reactor, config.servers, config.timeout, config.bindDN,
-            config.password, unavailable=StoreUnavailable)
+            config.password, unavailable=StoreUnavailable, tls=config.tls)
         self._watchers = Watchers()
         self._cache = {}
         self._filters = {}

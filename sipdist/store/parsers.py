@@ -88,3 +88,15 @@ class LDAPStoreParser:
     def parseStore(self, reactor, description):
         from sipdist.store.ldap import LDAPAssignmentStore, parseLDAPString
         return LDAPAssignmentStore(reactor, parseLDAPString(description))
+
+
+@implementer(IPlugin, IAssignmentStoreParser)
+class LDAPSStoreParser(LDAPStoreParser):
+    """
+    C{ldaps://HOST:PORT[,HOST:PORT...]/BASE?caFile=PEM&...} — a directory
+    over TLS.
+    """
+
+    prefix = "ldaps"
+    description = ("ldaps://HOST:PORT[,HOST2:PORT2]/BASE?caFile=PEM&... an "
+                   "LDAP directory over TLS (see docs/stores.rst)")

@@ -1,11 +1,14 @@
 """
-The credential sources sipdist ships: C{memory:}, C{file:} and C{ldap://}.
+The credential sources sipdist ships: C{memory:}, C{file:}, C{ldap://}
+and C{ldaps://}.
 """
 
 from sipdist.auth.sources import (
-    FileCredentialsParser, LDAPCredentialsParser, MemoryCredentialsParser,
+    FileCredentialsParser, LDAPCredentialsParser, LDAPSCredentialsParser,
+    MemoryCredentialsParser,
 )
 
 memoryCredentials = MemoryCredentialsParser()
 fileCredentials = FileCredentialsParser()
 ldapCredentials = LDAPCredentialsParser()
+ldapsCredentials = LDAPSCredentialsParser()

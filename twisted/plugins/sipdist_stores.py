@@ -1,12 +1,13 @@
 """
 The assignment store providers sipdist ships: C{memory:}, C{file:} and
-C{ldap://}.
+C{ldap://} (and C{ldaps://}).
 """
 
 from sipdist.store.parsers import (
-    FileStoreParser, LDAPStoreParser, MemoryStoreParser,
+    FileStoreParser, LDAPSStoreParser, LDAPStoreParser, MemoryStoreParser,
 )
 
 memoryStore = MemoryStoreParser()
 fileStore = FileStoreParser()
 ldapStore = LDAPStoreParser()
+ldapsStore = LDAPSStoreParser()
