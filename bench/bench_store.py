@@ -89,7 +89,6 @@ def fileStore(directory):
 
 
 def ldapBench(n, lookups):
-    from twisted.internet import reactor
     from twisted.internet.defer import DeferredSemaphore, gatherResults
     from twisted.internet.task import react
 

@@ -1089,7 +1089,7 @@ class EndToEndTests(TestCase):
             transaction.respond(responseTo(request, 200))
             return True
 
-        second = yield self.startServer(secondPort, answer)
+        yield self.startServer(secondPort, answer)
         proxies = []
 
         def toSecond(request, transaction):
