@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from sipdist.auth.clientaddress import HEADER
 from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.auth.server import Authenticated, Challenge
+from sipdist.deferreds import NOT_FIRED, firedResult, whenFired
 from sipdist.decision import (
     AUTO, REDIRECT_OPTION_TAG, Assignment, Proxy, Redirect, Serve, decide)
 from sipdist.sip.message import countVias
@@ -288,9 +289,8 @@ class DistributionProcessor:
             self.clientHost(request, transaction.flow), proxy=proxyAuth,
             algorithms=self.taggedAlgorithms if context.tagged else None)
         # With cached stores and credentials every Deferred here has fired
-        # already and the callbacks run at once.
-        d.addCallbacks(self._authenticated, self._failed, (context,), None,
-                       (context,))
+        # already: its result is taken at once, without a callback chain.
+        whenFired(d, self._authenticated, self._failed, (context,))
 
     def _failed(self, failure, context):
         request, transaction = context.request, context.transaction
@@ -339,9 +339,8 @@ class DistributionProcessor:
         # Each step attaches its own callbacks rather than returning its
         # Deferred to the chain: with cached stores they have fired already
         # and run at once, without Deferred chaining.
-        d = self.store.lookupUser(aor)
-        d.addCallbacks(self._lookedUp, self._failed, (context,), None,
-                       (context,))
+        whenFired(self.store.lookupUser(aor), self._lookedUp, self._failed,
+                  (context,))
 
     def _lookedUp(self, serverId, context):
         try:
@@ -352,8 +351,8 @@ class DistributionProcessor:
         except Exception:
             self._failed(Failure(), context)
             return
-        d.addCallbacks(self._gotServer, self._failed, (serverId, context),
-                       None, (context,))
+        whenFired(d, self._gotServer, self._failed, (serverId, context),
+                  (context,))
 
     def _gotServer(self, record, serverId, context):
         if record is None:
@@ -484,6 +483,18 @@ class DistributionProcessor:
                            aor=context.aor, reason=failure.getErrorMessage())
 
         d = self.store.listServers()
+        records = firedResult(d)
+        if records is not NOT_FIRED:
+            # Listed from memory: the same steps without a callback chain.
+            try:
+                backup = pick(records)
+            except Exception:
+                backup = noBackup(Failure())
+            try:
+                then(backup)
+            except Exception:
+                self._failed(Failure(), context)
+            return
         d.addCallback(pick)
         d.addErrback(noBackup)
         d.addCallback(then)
