@@ -35,8 +35,6 @@ happens in the datagram's reactor turn.
 """
 
 import re
-from dataclasses import replace
-
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -101,6 +99,10 @@ def compileUserAgents(patterns):
             raise ValueError(f"{pattern!r} is not a regular expression: {e}")
     return tuple(compiled)
 
+
+# Backup homes remembered by a DistributionProcessor (see withBackup); the
+# table is emptied when full.
+MAX_BACKUPS_REMEMBERED = 4096
 
 # Seconds a home asks an RFC 5626 client to keep its flow alive within
 # (the Flow-Timer header of its 200 to a REGISTER supporting outbound).
@@ -224,6 +226,8 @@ class DistributionProcessor:
         # none), and whether our 301s and 200s name a backup home.
         self.flowTimer = DEFAULT_FLOW_TIMER
         self.offerBackup = True
+        # (aor, assigned server, transport, records) -> Sipdist-Backup value.
+        self._backups = {}
 
     def __call__(self, request, transaction):
         # A new request: whatever Route it carries was not sealed by the
@@ -442,7 +446,9 @@ class DistributionProcessor:
         uri = serverURIFor(context.record, transport)
         if uri is None:
             return noAddress(transport)
-        return replace(outcome, uri=uri)
+        if uri == outcome.uri:
+            return outcome
+        return type(outcome)(uri, outcome.serverId)
 
     def signed(self, response, context, contact=None, backup=None):
         """
@@ -475,8 +481,19 @@ class DistributionProcessor:
                                      context.transaction.flow)
 
         def pick(records):
-            uri = backupFor(context.aor, records, assignedId, transport)
-            return None if uri is None else f"<{uri}>"
+            # The same user, assigned server, transport and pool give the
+            # same backup: remembered (bounded) rather than hashed and
+            # sorted again on every request.
+            key = (context.aor, assignedId, transport, tuple(records))
+            cache = self._backups
+            backup = cache.get(key, cache)
+            if backup is cache:
+                uri = backupFor(context.aor, records, assignedId, transport)
+                backup = None if uri is None else f"<{uri}>"
+                if len(cache) >= MAX_BACKUPS_REMEMBERED:
+                    cache.clear()
+                cache[key] = backup
+            return backup
 
         def noBackup(failure):
             self._log.info("no backup home for {aor}: {reason}",
