@@ -253,8 +253,21 @@ def computeResponse(alg, ha1, nonce, nc, cnonce, method, uri, qop="auth"):
     @param ha1: the I{session} HA1 (see L{sessionHA1}).
     @param nc: the nonce count as sent (8 hexadecimal digits).
     """
-    ha2 = alg.H(f"{method}:{uri}")
+    key = (alg.name, method, uri)
+    ha2 = _HA2.get(key)
+    if ha2 is None:
+        # Clients register again and again with the same method and
+        # Request-URI: H(A2) is remembered (a bounded table).
+        ha2 = alg.H(f"{method}:{uri}")
+        if len(_HA2) >= MAX_HA2_REMEMBERED:
+            _HA2.clear()
+        _HA2[key] = ha2
     return alg.H(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+
+
+# (algorithm, method, uri) -> H(A2), for computeResponse; emptied when full.
+MAX_HA2_REMEMBERED = 1024
+_HA2 = {}
 
 
 def computeRspauth(alg, ha1, nonce, nc, cnonce, uri, qop="auth"):

@@ -13,7 +13,6 @@ I{stale}.
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import struct
@@ -52,13 +51,15 @@ class NonceFactory:
         self._reactor = reactor
         self.lifetime = lifetime
         self._random = os.urandom if random is None else random
-        self._mac = hmac.new(secret, _PREFIX + realm.encode("utf-8") + b"\x00",
-                             hashlib.sha256)
+        # HMAC(secret, prefix realm NUL head), computed in one call (the
+        # same MAC as a keyed object updated with the head, without copying
+        # one on every nonce).
+        self._key = secret
+        self._macPrefix = _PREFIX + realm.encode("utf-8") + b"\x00"
 
     def _sign(self, head):
-        mac = self._mac.copy()
-        mac.update(head)
-        return mac.digest()[:_MAC_LENGTH]
+        return hmac.digest(self._key, self._macPrefix + head,
+                           "sha256")[:_MAC_LENGTH]
 
     def mint(self):
         """
