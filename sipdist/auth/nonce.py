@@ -27,6 +27,13 @@ _TIME = struct.Struct(">Q")
 _MAC_LENGTH = 16
 _RAW_LENGTH = _TIME.size + 8 + _MAC_LENGTH
 _NONCE_LENGTH = 43  # base64 of 32 bytes without padding
+_URLSAFE = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+            "0123456789-_")
+_ALPHABET = frozenset(_URLSAFE)
+# The characters a nonce can end with: 43 characters carry 258 bits, the
+# last two zero for our 32 bytes.
+_LAST = frozenset(_URLSAFE[::4])
+_FROM_URLSAFE = str.maketrans("-_", "+/")
 
 
 class NonceFactory:
@@ -55,6 +62,8 @@ class NonceFactory:
         # same MAC as a keyed object updated with the head, without copying
         # one on every nonce).
         self._key = secret
+        # The last nonce check() found genuine, and its issue time.
+        self._lastChecked = (None, None)
         self._macPrefix = _PREFIX + realm.encode("utf-8") + b"\x00"
 
     def _sign(self, head):
@@ -73,6 +82,10 @@ class NonceFactory:
         """
         The issue time of a nonce that L{check} found not invalid.
         """
+        last = self._lastChecked
+        if last[0] == nonce:
+            # The nonce check() just read: its time without decoding again.
+            return last[1]
         raw = base64.urlsafe_b64decode(nonce + "=")
         return _TIME.unpack_from(raw)[0]
 
@@ -84,21 +97,24 @@ class NonceFactory:
             issued in the future beyond a small clock skew) or L{INVALID}
             (not one of ours).
         """
-        if len(nonce) != _NONCE_LENGTH:
+        if len(nonce) != _NONCE_LENGTH or not _ALPHABET.issuperset(nonce) \
+                or nonce[-1] not in _LAST:
+            # Only the encoding we minted is ours: characters of the
+            # base64url alphabet only (the decoder would skip others), and a
+            # last character whose two bits past the 32 bytes are zero (the
+            # decoder ignores them; the same nonce spelled another way would
+            # be another nonce to the nc replay table).
             return INVALID
         try:
-            raw = base64.urlsafe_b64decode(nonce + "=")
+            raw = binascii.a2b_base64(nonce.translate(_FROM_URLSAFE) + "=")
         except (binascii.Error, ValueError):
-            return INVALID
-        if base64.urlsafe_b64encode(raw)[:-1] != nonce.encode("ascii"):
-            # The last character has bits the decoder ignores: only the
-            # encoding we minted is ours (the same nonce, spelled another
-            # way, would be another nonce to the nc replay table).
             return INVALID
         head = raw[:-_MAC_LENGTH]
         if not hmac.compare_digest(self._sign(head), raw[-_MAC_LENGTH:]):
             return INVALID
-        age = self._reactor.seconds() - _TIME.unpack_from(head)[0]
+        issued = _TIME.unpack_from(head)[0]
+        self._lastChecked = (nonce, issued)
+        age = self._reactor.seconds() - issued
         # Servers of a pool have clocks a little apart: tolerate 5 seconds.
         if age > self.lifetime or age < -5:
             return STALE

@@ -81,8 +81,23 @@ def followsRedirect(request, userAgents=(), tagged=None):
     if userAgents:
         agent = request.header("user-agent")
         if agent:
-            return any(p.search(agent) for p in userAgents)
+            # A client sends the same User-Agent on every request: the
+            # answer of the patterns is remembered (a bounded table).
+            key = (userAgents, agent)
+            follows = _AGENT_MATCHES.get(key)
+            if follows is None:
+                follows = any(p.search(agent) for p in userAgents)
+                if len(_AGENT_MATCHES) >= MAX_AGENTS_REMEMBERED:
+                    _AGENT_MATCHES.clear()
+                _AGENT_MATCHES[key] = follows
+            return follows
     return False
+
+
+# (patterns, User-Agent) -> whether one of the patterns matches it; emptied
+# when full.
+MAX_AGENTS_REMEMBERED = 1024
+_AGENT_MATCHES = {}
 
 
 def compileUserAgents(patterns):
