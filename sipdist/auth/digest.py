@@ -214,6 +214,19 @@ def challenge(realm, nonce, algorithms=DEFAULT_ALGORITHMS, stale=False,
     algorithm, in the order given (most preferred first), all with
     C{qop="auth"} and the same nonce.
     """
+    if opaque is None and isinstance(algorithms, tuple) and (
+            "\\" not in nonce and '"' not in nonce and "\x00" not in realm):
+        # The common challenge: the same text every time but for the
+        # nonce, formatted once per realm, algorithms and stale flag.
+        key = (realm, algorithms, stale)
+        parts = _CHALLENGES.get(key)
+        if parts is None:
+            parts = [v.split("\x00") for v in challenge(
+                realm, "\x00", list(algorithms), stale)]
+            if len(_CHALLENGES) >= MAX_CHALLENGES_REMEMBERED:
+                _CHALLENGES.clear()
+            _CHALLENGES[key] = parts
+        return [before + nonce + after for before, after in parts]
     values = []
     for name in algorithms:
         params = [("realm", realm, True), ("nonce", nonce, True)]
@@ -225,6 +238,12 @@ def challenge(realm, nonce, algorithms=DEFAULT_ALGORITHMS, stale=False,
         params.append(("qop", "auth", True))
         values.append(formatParams(params))
     return values
+
+
+# (realm, algorithms, stale) -> for each value, its text before and after
+# the nonce; emptied when full.
+MAX_CHALLENGES_REMEMBERED = 64
+_CHALLENGES = {}
 
 
 def computeHA1(alg, username, realm, password):
