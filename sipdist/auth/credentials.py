@@ -18,7 +18,7 @@ import tempfile
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -26,6 +26,7 @@ from sipdist.auth.digest import (
     ALGORITHMS, computeHA1, computeResponse, sessionHA1)
 from sipdist.auth.interfaces import (
     IDigestHashSource, ISIPDigestCredentials, ISIPIdentity)
+from sipdist.deferreds import NOT_FIRED, firedResult
 
 FILE_ALGORITHMS = ("MD5", "SHA-256")
 FILE_HEADER = (
@@ -94,7 +95,15 @@ class DigestHashChecker:
     def requestAvatarId(self, credentials):
         d = self.source.getHA1(credentials.username, credentials.realm,
                                credentials.algorithm.base)
-        return d.addCallback(self._check, credentials)
+        ha1 = firedResult(d)
+        if ha1 is NOT_FIRED:
+            return d.addCallback(self._check, credentials)
+        # The source answered from memory: no callback chain.
+        try:
+            result = self._check(ha1, credentials)
+        except Exception:
+            return fail()
+        return result if isinstance(result, Deferred) else succeed(result)
 
     @staticmethod
     def _check(ha1, credentials):

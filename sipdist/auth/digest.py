@@ -214,6 +214,19 @@ def challenge(realm, nonce, algorithms=DEFAULT_ALGORITHMS, stale=False,
     algorithm, in the order given (most preferred first), all with
     C{qop="auth"} and the same nonce.
     """
+    if opaque is None and isinstance(algorithms, tuple) and (
+            "\\" not in nonce and '"' not in nonce and "\x00" not in realm):
+        # The common challenge: the same text every time but for the
+        # nonce, formatted once per realm, algorithms and stale flag.
+        key = (realm, algorithms, stale)
+        parts = _CHALLENGES.get(key)
+        if parts is None:
+            parts = [v.split("\x00") for v in challenge(
+                realm, "\x00", list(algorithms), stale)]
+            if len(_CHALLENGES) >= MAX_CHALLENGES_REMEMBERED:
+                _CHALLENGES.clear()
+            _CHALLENGES[key] = parts
+        return [before + nonce + after for before, after in parts]
     values = []
     for name in algorithms:
         params = [("realm", realm, True), ("nonce", nonce, True)]
@@ -225,6 +238,12 @@ def challenge(realm, nonce, algorithms=DEFAULT_ALGORITHMS, stale=False,
         params.append(("qop", "auth", True))
         values.append(formatParams(params))
     return values
+
+
+# (realm, algorithms, stale) -> for each value, its text before and after
+# the nonce; emptied when full.
+MAX_CHALLENGES_REMEMBERED = 64
+_CHALLENGES = {}
 
 
 def computeHA1(alg, username, realm, password):
@@ -253,8 +272,21 @@ def computeResponse(alg, ha1, nonce, nc, cnonce, method, uri, qop="auth"):
     @param ha1: the I{session} HA1 (see L{sessionHA1}).
     @param nc: the nonce count as sent (8 hexadecimal digits).
     """
-    ha2 = alg.H(f"{method}:{uri}")
+    key = (alg.name, method, uri)
+    ha2 = _HA2.get(key)
+    if ha2 is None:
+        # Clients register again and again with the same method and
+        # Request-URI: H(A2) is remembered (a bounded table).
+        ha2 = alg.H(f"{method}:{uri}")
+        if len(_HA2) >= MAX_HA2_REMEMBERED:
+            _HA2.clear()
+        _HA2[key] = ha2
     return alg.H(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+
+
+# (algorithm, method, uri) -> H(A2), for computeResponse; emptied when full.
+MAX_HA2_REMEMBERED = 1024
+_HA2 = {}
 
 
 def computeRspauth(alg, ha1, nonce, nc, cnonce, uri, qop="auth"):

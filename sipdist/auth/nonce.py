@@ -13,7 +13,6 @@ I{stale}.
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import struct
@@ -28,6 +27,13 @@ _TIME = struct.Struct(">Q")
 _MAC_LENGTH = 16
 _RAW_LENGTH = _TIME.size + 8 + _MAC_LENGTH
 _NONCE_LENGTH = 43  # base64 of 32 bytes without padding
+_URLSAFE = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+            "0123456789-_")
+_ALPHABET = frozenset(_URLSAFE)
+# The characters a nonce can end with: 43 characters carry 258 bits, the
+# last two zero for our 32 bytes.
+_LAST = frozenset(_URLSAFE[::4])
+_FROM_URLSAFE = str.maketrans("-_", "+/")
 
 
 class NonceFactory:
@@ -52,13 +58,17 @@ class NonceFactory:
         self._reactor = reactor
         self.lifetime = lifetime
         self._random = os.urandom if random is None else random
-        self._mac = hmac.new(secret, _PREFIX + realm.encode("utf-8") + b"\x00",
-                             hashlib.sha256)
+        # HMAC(secret, prefix realm NUL head), computed in one call (the
+        # same MAC as a keyed object updated with the head, without copying
+        # one on every nonce).
+        self._key = secret
+        # The last nonce check() found genuine, and its issue time.
+        self._lastChecked = (None, None)
+        self._macPrefix = _PREFIX + realm.encode("utf-8") + b"\x00"
 
     def _sign(self, head):
-        mac = self._mac.copy()
-        mac.update(head)
-        return mac.digest()[:_MAC_LENGTH]
+        return hmac.digest(self._key, self._macPrefix + head,
+                           "sha256")[:_MAC_LENGTH]
 
     def mint(self):
         """
@@ -72,6 +82,10 @@ class NonceFactory:
         """
         The issue time of a nonce that L{check} found not invalid.
         """
+        last = self._lastChecked
+        if last[0] == nonce:
+            # The nonce check() just read: its time without decoding again.
+            return last[1]
         raw = base64.urlsafe_b64decode(nonce + "=")
         return _TIME.unpack_from(raw)[0]
 
@@ -83,21 +97,24 @@ class NonceFactory:
             issued in the future beyond a small clock skew) or L{INVALID}
             (not one of ours).
         """
-        if len(nonce) != _NONCE_LENGTH:
+        if len(nonce) != _NONCE_LENGTH or not _ALPHABET.issuperset(nonce) \
+                or nonce[-1] not in _LAST:
+            # Only the encoding we minted is ours: characters of the
+            # base64url alphabet only (the decoder would skip others), and a
+            # last character whose two bits past the 32 bytes are zero (the
+            # decoder ignores them; the same nonce spelled another way would
+            # be another nonce to the nc replay table).
             return INVALID
         try:
-            raw = base64.urlsafe_b64decode(nonce + "=")
+            raw = binascii.a2b_base64(nonce.translate(_FROM_URLSAFE) + "=")
         except (binascii.Error, ValueError):
-            return INVALID
-        if base64.urlsafe_b64encode(raw)[:-1] != nonce.encode("ascii"):
-            # The last character has bits the decoder ignores: only the
-            # encoding we minted is ours (the same nonce, spelled another
-            # way, would be another nonce to the nc replay table).
             return INVALID
         head = raw[:-_MAC_LENGTH]
         if not hmac.compare_digest(self._sign(head), raw[-_MAC_LENGTH:]):
             return INVALID
-        age = self._reactor.seconds() - _TIME.unpack_from(head)[0]
+        issued = _TIME.unpack_from(head)[0]
+        self._lastChecked = (nonce, issued)
+        age = self._reactor.seconds() - issued
         # Servers of a pool have clocks a little apart: tolerate 5 seconds.
         if age > self.lifetime or age < -5:
             return STALE

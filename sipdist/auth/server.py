@@ -24,6 +24,7 @@ from sipdist.auth.digest import (
     parseDigest)
 from sipdist.auth.interfaces import ISIPDigestCredentials, ISIPIdentity
 from sipdist.auth.signature import responseHeaders
+from sipdist.deferreds import NOT_FIRED, firedResult
 
 # At most this many Authorization values are looked at in one request.
 MAX_CREDENTIALS = 8
@@ -218,8 +219,12 @@ class DigestAuthenticator:
         """
         d = self._authenticate(method, uri, authorizationHeaderValues,
                                sourceHost, body, proxy, algorithms)
-        d.addCallback(self._counted)
-        return d
+        result = firedResult(d)
+        if result is NOT_FIRED:
+            d.addCallback(self._counted)
+            return d
+        # Answered from memory: counted now, without a callback chain.
+        return succeed(self._counted(result))
 
     def _counted(self, result):
         outcomes = self.outcomes
@@ -312,8 +317,15 @@ class DigestAuthenticator:
         except Exception:
             d = fail()
         else:
-            if not isinstance(d, Deferred):
-                d = succeed(d)
+            avatarId = firedResult(d)
+            if avatarId is not NOT_FIRED:
+                # The source answered from memory: no callback chain.
+                try:
+                    return succeed(self._loggedIn(
+                        avatarId, credentials, state, sourceHost, proxy,
+                        algorithms))
+                except Exception:
+                    return fail()
         d.addCallbacks(self._loggedIn, self._failed,
                        callbackArgs=(credentials, state, sourceHost, proxy,
                                      algorithms),

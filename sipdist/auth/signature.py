@@ -36,7 +36,6 @@ it; given none, it accepts version 1, or version 2 over an empty backup.
 See C{docs/auth.rst} for why it is a header of its own.
 """
 
-import hashlib
 import hmac
 
 from sipdist.auth.digest import (
@@ -45,7 +44,7 @@ from sipdist.auth.digest import (
 SIGNATURE_HEADER = "Sipdist-Signature"
 BACKUP_HEADER = "Sipdist-Backup"
 AUTHENTICATION_INFO = "Authentication-Info"
-_LABELS = {1: b"sipdist-signature-1", 2: b"sipdist-signature-2"}
+_LABELS = {1: "sipdist-signature-1", 2: "sipdist-signature-2"}
 
 
 def _canonical(code, callId, cseq, contact, backup=None, version=1):
@@ -68,12 +67,13 @@ def computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
 
     @raise ValueError: if a field holds a NUL character.
     """
-    parts = [_LABELS[version], nonce.encode("utf-8"), cnonce.encode("utf-8"),
-             nc.encode("ascii")]
-    parts.extend(f.encode("utf-8") for f in _canonical(
-        code, callId, cseq, contact, backup, version))
-    return hmac.new(sessionHA1.encode("ascii"), b"\x00".join(parts),
-                    hashlib.sha256).hexdigest()
+    if not nc.isascii():
+        nc.encode("ascii")  # raises, as the nonce count must be ASCII
+    # The fields joined by NULs, then encoded once: the same bytes as
+    # encoding each (the label is ASCII), in one HMAC call.
+    message = "\x00".join((_LABELS[version], nonce, cnonce, nc) + _canonical(
+        code, callId, cseq, contact, backup, version)).encode("utf-8")
+    return hmac.digest(sessionHA1.encode("ascii"), message, "sha256").hex()
 
 
 def responseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,

@@ -35,14 +35,13 @@ happens in the datagram's reactor turn.
 """
 
 import re
-from dataclasses import replace
-
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipdist.auth.clientaddress import HEADER
 from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.auth.server import Authenticated, Challenge
+from sipdist.deferreds import NOT_FIRED, firedResult, whenFired
 from sipdist.decision import (
     AUTO, REDIRECT_OPTION_TAG, Assignment, Proxy, Redirect, Serve, decide)
 from sipdist.sip.message import countVias
@@ -82,8 +81,23 @@ def followsRedirect(request, userAgents=(), tagged=None):
     if userAgents:
         agent = request.header("user-agent")
         if agent:
-            return any(p.search(agent) for p in userAgents)
+            # A client sends the same User-Agent on every request: the
+            # answer of the patterns is remembered (a bounded table).
+            key = (userAgents, agent)
+            follows = _AGENT_MATCHES.get(key)
+            if follows is None:
+                follows = any(p.search(agent) for p in userAgents)
+                if len(_AGENT_MATCHES) >= MAX_AGENTS_REMEMBERED:
+                    _AGENT_MATCHES.clear()
+                _AGENT_MATCHES[key] = follows
+            return follows
     return False
+
+
+# (patterns, User-Agent) -> whether one of the patterns matches it; emptied
+# when full.
+MAX_AGENTS_REMEMBERED = 1024
+_AGENT_MATCHES = {}
 
 
 def compileUserAgents(patterns):
@@ -100,6 +114,10 @@ def compileUserAgents(patterns):
             raise ValueError(f"{pattern!r} is not a regular expression: {e}")
     return tuple(compiled)
 
+
+# Backup homes remembered by a DistributionProcessor (see withBackup); the
+# table is emptied when full.
+MAX_BACKUPS_REMEMBERED = 4096
 
 # Seconds a home asks an RFC 5626 client to keep its flow alive within
 # (the Flow-Timer header of its 200 to a REGISTER supporting outbound).
@@ -223,6 +241,8 @@ class DistributionProcessor:
         # none), and whether our 301s and 200s name a backup home.
         self.flowTimer = DEFAULT_FLOW_TIMER
         self.offerBackup = True
+        # (aor, assigned server, transport, records) -> Sipdist-Backup value.
+        self._backups = {}
 
     def __call__(self, request, transaction):
         # A new request: whatever Route it carries was not sealed by the
@@ -288,9 +308,8 @@ class DistributionProcessor:
             self.clientHost(request, transaction.flow), proxy=proxyAuth,
             algorithms=self.taggedAlgorithms if context.tagged else None)
         # With cached stores and credentials every Deferred here has fired
-        # already and the callbacks run at once.
-        d.addCallbacks(self._authenticated, self._failed, (context,), None,
-                       (context,))
+        # already: its result is taken at once, without a callback chain.
+        whenFired(d, self._authenticated, self._failed, (context,))
 
     def _failed(self, failure, context):
         request, transaction = context.request, context.transaction
@@ -339,9 +358,8 @@ class DistributionProcessor:
         # Each step attaches its own callbacks rather than returning its
         # Deferred to the chain: with cached stores they have fired already
         # and run at once, without Deferred chaining.
-        d = self.store.lookupUser(aor)
-        d.addCallbacks(self._lookedUp, self._failed, (context,), None,
-                       (context,))
+        whenFired(self.store.lookupUser(aor), self._lookedUp, self._failed,
+                  (context,))
 
     def _lookedUp(self, serverId, context):
         try:
@@ -352,8 +370,8 @@ class DistributionProcessor:
         except Exception:
             self._failed(Failure(), context)
             return
-        d.addCallbacks(self._gotServer, self._failed, (serverId, context),
-                       None, (context,))
+        whenFired(d, self._gotServer, self._failed, (serverId, context),
+                  (context,))
 
     def _gotServer(self, record, serverId, context):
         if record is None:
@@ -443,7 +461,9 @@ class DistributionProcessor:
         uri = serverURIFor(context.record, transport)
         if uri is None:
             return noAddress(transport)
-        return replace(outcome, uri=uri)
+        if uri == outcome.uri:
+            return outcome
+        return type(outcome)(uri, outcome.serverId)
 
     def signed(self, response, context, contact=None, backup=None):
         """
@@ -476,14 +496,37 @@ class DistributionProcessor:
                                      context.transaction.flow)
 
         def pick(records):
-            uri = backupFor(context.aor, records, assignedId, transport)
-            return None if uri is None else f"<{uri}>"
+            # The same user, assigned server, transport and pool give the
+            # same backup: remembered (bounded) rather than hashed and
+            # sorted again on every request.
+            key = (context.aor, assignedId, transport, tuple(records))
+            cache = self._backups
+            backup = cache.get(key, cache)
+            if backup is cache:
+                uri = backupFor(context.aor, records, assignedId, transport)
+                backup = None if uri is None else f"<{uri}>"
+                if len(cache) >= MAX_BACKUPS_REMEMBERED:
+                    cache.clear()
+                cache[key] = backup
+            return backup
 
         def noBackup(failure):
             self._log.info("no backup home for {aor}: {reason}",
                            aor=context.aor, reason=failure.getErrorMessage())
 
         d = self.store.listServers()
+        records = firedResult(d)
+        if records is not NOT_FIRED:
+            # Listed from memory: the same steps without a callback chain.
+            try:
+                backup = pick(records)
+            except Exception:
+                backup = noBackup(Failure())
+            try:
+                then(backup)
+            except Exception:
+                self._failed(Failure(), context)
+            return
         d.addCallback(pick)
         d.addErrback(noBackup)
         d.addCallback(then)

@@ -273,4 +273,7 @@ def normaliseAOR(uri):
         uri = parseURI(text)
     if uri.username is None:
         raise URIError(f"an address-of-record needs a user part: {uri}")
-    return f"sip:{unquote(uri.username)}@{uri.host.lower()}"
+    username = uri.username
+    if "%" in username:
+        username = unquote(username)
+    return f"sip:{username}@{uri.host.lower()}"

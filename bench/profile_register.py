@@ -1,0 +1,144 @@
+"""
+Where a server's CPU goes on the authenticated REGISTER path under SIPp load
+(bench/bench_register.py's scenarios, servers and configuration): one
+sipdist server of the given role, profiled by cProfile (twistd --profile)
+or by py-spy (sampling, attached to the process), or not profiled at all.
+
+    python bench/profile_register.py [--role distributor|home]
+        [--calls 20000] [--rate 4000] [--profiler none|cprofile|py-spy]
+        [--repeat 1] [--top 30]
+
+Prints the requests per CPU-second of the server (process CPU time, each
+repeat separately, so noise shows) and, with a profiler, the top entries.
+"""
+
+import argparse
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_register import (  # noqa: E402
+    PASSWORD, cpuSeconds, freePort, processTree, runSipp, stopProcesses,
+    waitForOptions)
+
+
+def startServer(work, role, name, port, processes, profile=None):
+    twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) \
+        or shutil.which("twistd")
+    argv = [twistd, "-n", "--pidfile=", f"--logfile={work}/{name}.log"]
+    if profile:
+        argv += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
+    argv += ["sipdist", f"--role={role}", f"--name={name}",
+             f"--listen=udp:{port}:interface=127.0.0.1",
+             f"--store=file:{work}/assignments.conf",
+             f"--credentials=file:{work}/credentials",
+             f"--secret-file={work}/secret", "--domain=example.com",
+             "--digest-algorithms=MD5",
+             "--redirect-user-agent=^SIPp sipdist"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=work)
+    processes.append(process)
+    waitForOptions(port)
+    return process
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", default="distributor",
+                        choices=["distributor", "home"])
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--rate", type=int, default=4000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--profiler", default="none",
+                        choices=["none", "cprofile", "py-spy"])
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="sipdist-profile-")
+    port, homePort = freePort(), freePort()
+    with open(f"{work}/assignments.conf", "w") as f:
+        f.write(f"server home1 sip:127.0.0.1:{homePort}\n"
+                "server home2 sip:127.0.0.1:9\n"
+                "user alice@example.com home1\n")
+    with open(f"{work}/secret", "w") as f:
+        f.write("bench-nonce-secret-0123456789\n")
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "sipdist"),
+                    "passwd", f"{work}/credentials", "alice",
+                    "--realm", "example.com"],
+                   input=PASSWORD + "\n", text=True, check=True,
+                   capture_output=True)
+    name = "home1" if args.role == "home" else "distributor"
+    if args.role == "home":
+        port = homePort
+    scenario = "register_200.xml" if args.role == "home" else \
+        "register_301.xml"
+    stats = f"{work}/profile.stats"
+    processes = []
+    spy = None
+    try:
+        server = startServer(work, args.role, name, port, processes,
+                             stats if args.profiler == "cprofile" else None)
+        if args.profiler == "py-spy":
+            spyOut = f"{work}/py-spy.txt"
+            spy = subprocess.Popen(
+                [shutil.which("py-spy", path=os.path.dirname(sys.executable))
+                 or "py-spy", "record", "--pid", str(server.pid),
+                 "--format", "raw", "--output", spyOut, "--rate", "200",
+                 "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(args.repeat):
+            pids = processTree(server.pid)
+            before = cpuSeconds(pids)
+            ok, failed, elapsed = runSipp(scenario, port, args.calls,
+                                          args.rate, "alice")
+            cpu = cpuSeconds(processTree(server.pid)) - before
+            print(f"{args.role}: {ok:,d} ok {failed:,d} failed, "
+                  f"{2 * ok / cpu if cpu else float('nan'):,.0f} "
+                  f"requests/CPU-s (server CPU {cpu:.2f} s, "
+                  f"{ok / elapsed:,.0f} calls/s)", flush=True)
+    finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+        stopProcesses(processes)
+    try:
+        if args.profiler == "cprofile":
+            s = pstats.Stats(stats)
+            s.sort_stats("tottime").print_stats(args.top)
+            s.sort_stats("cumulative").print_stats(args.top)
+        elif args.profiler == "py-spy":
+            printSpy(spyOut, args.top)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def printSpy(path, top):
+    """
+    Self and total sample counts per function from py-spy's raw
+    (collapsed stacks) output.
+    """
+    own, total, samples = {}, {}, 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            count = int(count)
+            samples += count
+            # One entry per function, its lines together.
+            frames = [f.split(":")[0] + ")" if ":" in f else f
+                      for f in stack.split(";")]
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+            for frame in set(frames):
+                total[frame] = total.get(frame, 0) + count
+    print(f"py-spy: {samples} samples; self / total %")
+    for frame, count in sorted(own.items(), key=lambda i: -i[1])[:top]:
+        print(f"  {100 * count / samples:5.1f} {100 * total[frame] / samples:5.1f}"
+              f"  {frame}")
+
+
+if __name__ == "__main__":
+    main()

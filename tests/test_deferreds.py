@@ -1,0 +1,79 @@
+"""
+Tests for L{sipdist.deferreds}.
+"""
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.deferreds import NOT_FIRED, firedResult, whenFired
+
+
+class FiredResultTests(SynchronousTestCase):
+
+    def test_fired(self):
+        """
+        The success a Deferred has fired with is taken as it is.
+        """
+        self.assertEqual(firedResult(succeed(7)), 7)
+
+    def test_notDeferred(self):
+        """
+        A value that is not a Deferred is a synchronous answer.
+        """
+        self.assertEqual(firedResult("x"), "x")
+
+    def test_notFired(self):
+        """
+        A Deferred that has not fired has no result at hand.
+        """
+        self.assertIs(firedResult(Deferred()), NOT_FIRED)
+
+    def test_failureStays(self):
+        """
+        A failure is not taken: it stays in its Deferred for the errbacks.
+        """
+        d = fail(ValueError("x"))
+        self.assertIs(firedResult(d), NOT_FIRED)
+        self.failureResultOf(d, ValueError)
+
+    def test_paused(self):
+        """
+        A Deferred waiting on another has no result at hand.
+        """
+        inner = Deferred()
+        d = succeed(1)
+        d.addCallback(lambda _: inner)
+        self.assertIs(firedResult(d), NOT_FIRED)
+        inner.callback(2)
+        self.assertEqual(firedResult(d), 2)
+
+
+class WhenFiredTests(SynchronousTestCase):
+
+    def test_now(self):
+        """
+        A fired Deferred's result goes to the callback at once, with the
+        arguments.
+        """
+        seen = []
+        whenFired(succeed(1), lambda r, a: seen.append((r, a)),
+                  lambda f, a: seen.append(f), ("a",))
+        self.assertEqual(seen, [(1, "a")])
+
+    def test_later(self):
+        """
+        A Deferred that has not fired calls the callback when it does, and
+        the errback with the errback arguments if it fails.
+        """
+        seen = []
+        d = Deferred()
+        whenFired(d, lambda r, a: seen.append((r, a)),
+                  lambda f, b: seen.append((f.type, b)), ("a",), ("b",))
+        self.assertEqual(seen, [])
+        d.callback(2)
+        self.assertEqual(seen, [(2, "a")])
+        e = Deferred()
+        whenFired(e, lambda r, a: seen.append((r, a)),
+                  lambda f, b: seen.append((f.type, b)), ("a",), ("b",))
+        e.errback(ValueError())
+        self.assertEqual(seen[-1], (ValueError, "b"))
