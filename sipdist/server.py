@@ -305,6 +305,7 @@ def buildServer(config, reactor, store=None, checker=None):
         maxTransactions=config.get("overload-transactions", 10000),
         retryAfter=config.get("overload-retry-after", 2),
         maxBacklog=config.get("overload-backlog", 262144))
+    overload.watch(server.failureLog)
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)
