@@ -343,4 +343,6 @@ def _tlsClientOptions(config):
                 hostname, ca, cert, key)
         return made
 
+    # After a reload of the TLS files (sipdist.tap.reload).
+    options.forget = cache.clear
     return options
