@@ -33,7 +33,7 @@ class OverloadControlTests(SynchronousTestCase):
         self.trimmed = []
         self.control = OverloadControl(
             self.clock, self.layer, maxLag=0.1, maxTransactions=3,
-            interval=0.05, hold=1.0, retryAfter=7, minRate=0.0,
+            interval=0.05, hold=1.0, retryAfter=7, minRate=0.0, minLoad=0.0,
             trim=lambda: self.trimmed.append(True))
         self.control.startService()
         self.addCleanup(self.control.stopService)
@@ -197,18 +197,38 @@ class OverloadControlTests(SynchronousTestCase):
         """
         When the admitted rate is used up, a request with credentials (the
         second step of a login whose challenge was paid for) may borrow
-        ahead, up to a bucket's worth; one without is shed.
+        ahead, up to a bucket's worth (10 requests at least); one without
+        is shed.
         """
         control = OverloadControl(self.clock, self.layer, minRate=0.0,
                                   trim=None)
         control.limit(0.0)
         self.assertEqual(self.send(makeRequest("REGISTER")).code, 503)
-        withCredentials = makeRequest("REGISTER")
-        withCredentials.headers["authorization"] = ['Digest username="a"']
-        self.assertEqual(self.send(withCredentials).code, 200)
-        again = makeRequest("REGISTER")
-        again.headers["authorization"] = ['Digest username="a"']
-        self.assertEqual(self.send(again).code, 503)
+        codes = []
+        for _ in range(11):
+            withCredentials = makeRequest("REGISTER")
+            withCredentials.headers["authorization"] = ['Digest username="a"']
+            codes.append(self.send(withCredentials).code)
+        self.assertEqual(codes, [200] * 10 + [503])
+
+    def test_lagWithoutLoad(self):
+        """
+        A late timer while few requests come (the machine is busy with
+        something else) is not an overload: shedding would not help.
+        """
+        control = OverloadControl(self.clock, self.layer, maxLag=0.1,
+                                  minLoad=50.0, trim=None)
+        control.startService()
+        self.addCleanup(control.stopService)
+        for _ in range(6):
+            self.send(makeRequest("REGISTER"))
+            self.clock.advance(0.5)
+        self.assertFalse(control.shedding)
+        for _ in range(6):
+            for _ in range(100):
+                self.send(makeRequest("REGISTER"))
+            self.clock.advance(0.5)
+        self.assertTrue(control.shedding)
 
     def backlogControl(self):
         """
@@ -521,6 +541,8 @@ class ShedDatagramTests(SynchronousTestCase):
         self.assertFalse(self.control.shedDatagram(
             self.protocol, data, ("192.0.2.9", 5060)))
         self.assertFalse(self.control.shouldShed(parseMessage(data)))
+        for _ in range(9):
+            self.assertFalse(self.control.shouldShed(parseMessage(data)))
         self.assertTrue(self.control.shouldShed(parseMessage(data)))
         self.assertTrue(self.control.shedDatagram(
             self.protocol, data, ("192.0.2.9", 5060)))

@@ -67,6 +67,8 @@ _NEVER_SHED_BYTES = frozenset(m.encode("ascii") for m in NEVER_SHED)
 _COPIED = frozenset((b"from", b"to", b"call-id", b"cseq"))
 _CREDENTIALS = frozenset((b"authorization", b"proxy-authorization"))
 _COMPACT = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
+#: The token bucket holds this many seconds of the admitted rate.
+BURST = 0.2
 
 
 def _mallocTrim():
@@ -110,6 +112,9 @@ class OverloadControl(Service):
         (three times that fraction below half of every threshold).
     @param minRate: the admitted rate never falls below this (requests/s),
         and grows by at least this much per second below the thresholds.
+    @param minLoad: below this many transactions created per second
+        (smoothed), the lag is not a sign of overload: the machine is
+        busy with something else, and shedding would not help.
     @param hold: seconds without a request shed, below every threshold,
         after which shedding stops.
     @param retryAfter: the C{Retry-After} of the C{503} (s).
@@ -138,8 +143,8 @@ class OverloadControl(Service):
     def __init__(self, reactor, layer, maxLag=0.2, maxTransactions=None,
                  transport=None, maxBacklog=262144,
                  interval=0.05, samples=3, decrease=0.9, increase=0.03,
-                 minRate=20.0, hold=1.0, retryAfter=2, report=10.0,
-                 trim=_mallocTrim()):
+                 minRate=20.0, minLoad=50.0, hold=1.0, retryAfter=2,
+                 report=10.0, trim=_mallocTrim()):
         self._reactor = reactor
         self._layer = layer
         self.maxLag = maxLag
@@ -152,6 +157,7 @@ class OverloadControl(Service):
         self.decrease = decrease
         self.increase = increase
         self.minRate = minRate
+        self.minLoad = minLoad
         self.hold = hold
         self.retryAfter = retryAfter
         self.report = report
@@ -227,7 +233,11 @@ class OverloadControl(Service):
             (created - self._lastCreated) / elapsed - self._createdRate)
         self._lastCreated = created
         active = layer.inProgress()
-        pressure = lag / self.maxLag
+        # A slow event loop with few requests is not overloaded by them
+        # (the machine is busy with something else): shedding them would
+        # not help.
+        pressure = (lag / self.maxLag if self._createdRate >= self.minLoad
+                    else 0.0)
         transport = self._transport
         if transport is not None:
             queued = transport.receiveQueued()
@@ -354,13 +364,14 @@ class OverloadControl(Service):
 
     def _admit(self, credentials):
         """
-        Whether the token bucket admits one more new request now.  A
-        request with credentials (the second step of a login whose
+        Whether the token bucket admits one more new request now.  The
+        bucket holds C{BURST} seconds of the rate (at least 10 requests).
+        A request with credentials (the second step of a login whose
         challenge was paid for already) may borrow a bucket's worth ahead.
         """
         now = self._reactor.seconds()
         rate = self.admitRate
-        burst = max(rate * self.interval, 1.0)
+        burst = max(rate * BURST, 10.0)
         tokens = min(self._tokens + (now - self._refilled) * rate, burst)
         self._refilled = now
         if tokens >= 1.0 or (credentials and tokens > -burst):
