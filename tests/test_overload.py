@@ -275,21 +275,23 @@ class OverloadControlTests(SynchronousTestCase):
     def test_below(self):
         """
         Below every threshold the admitted rate grows by the fraction
-        C{increase} (three times that below half of every threshold), but
-        not beyond a few times what was admitted lately.
+        C{increase} (three times that below half of every threshold) when
+        it held requests back since the last measurement, and stays when
+        it did not.
         """
         control, measure = self.backlogControl()
         self.clock.advance(0.04)
         codes = [self.send(makeRequest("REGISTER")).code for _ in range(5)]
         self.assertEqual(codes, [200] * 4 + [503])
-        # 4 admitted in 0.05 s: up to 4 x 80/s.
         self.assertAlmostEqual(measure(4000, 0.01), 103.0)
         self.clock.advance(0.04)
         codes = [self.send(makeRequest("REGISTER")).code for _ in range(4)]
         self.assertEqual(codes, [200] * 4)
-        self.assertAlmostEqual(measure(1000, 0.011), 103.0 * 1.09)
-        # None admitted since.
-        self.assertAlmostEqual(measure(1000), 0.0)
+        self.assertAlmostEqual(measure(1000, 0.011), 103.0)
+        self.clock.advance(0.03)
+        codes = [self.send(makeRequest("REGISTER")).code for _ in range(12)]
+        self.assertIn(503, codes)
+        self.assertAlmostEqual(measure(1000, 0.02), 103.0 * 1.09)
 
     def test_measureInLongTurn(self):
         """

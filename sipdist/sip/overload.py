@@ -264,7 +264,7 @@ class OverloadControl(Service):
             self._over = 0
         if self.shedding:
             self._control(now, pressure, self._smoothed > previous,
-                          admitted / elapsed)
+                          shedNow)
         elif self._over >= self.samples or (
                 self._over and self.backlog > 4 * self.maxBacklog):
             # Datagrams queued for several times the threshold are not one
@@ -308,29 +308,31 @@ class OverloadControl(Service):
         self._tokens = 0.0
         self._refilled = now
 
-    def _control(self, now, pressure, rising, admittedRate):
+    def _control(self, now, pressure, rising, shed):
         """
         One step of the control loop while shedding: above a threshold and
         rising (smoothed over a few measurements), admit less
         (multiplicatively); above and falling, keep the rate (the queue
         drains already: lowering it more would overshoot); below, admit
-        more: by the fraction C{increase} near the thresholds, by
-        C{3 x increase} below half of them, and never more than a few times
-        what was admitted lately, so that a rate unused while the load was
-        light does not let a new peak in at once.  Shedding stops after
-        C{hold} seconds below the thresholds without a request shed.
+        more if the rate held requests back (C{shed} of them since the
+        last measurement): by the fraction C{increase} near the
+        thresholds, by C{3 x increase} below half of them.  A rate that
+        held nothing back is kept, so that a rate unused while the load
+        was light does not grow and let a new peak in at once.  Shedding
+        stops after C{hold} seconds below the thresholds without a request
+        shed.
         """
         if pressure > 1.0:
             if rising:
                 self.admitRate = max(self.admitRate * self.decrease,
                                      self.minRate)
             return
-        increase = self.increase if pressure > 0.5 else 3 * self.increase
-        self.admitRate = min(
-            self.admitRate * (1.0 + increase)
-            + self.minRate * self.interval,
-            max(4.0 * admittedRate, self.minRate) + self.minRate)
-        if now - self._lastShedTime >= self.hold:
+        if shed:
+            increase = (self.increase if pressure > 0.5
+                        else 3 * self.increase)
+            self.admitRate = (self.admitRate * (1.0 + increase)
+                              + self.minRate * self.interval)
+        elif now - self._lastShedTime >= self.hold:
             self.shedding = False
             self.admitRate = None
             self._log.info("load back to normal: {count} requests shed",
