@@ -24,11 +24,14 @@ at which the process created transactions while it fell behind (what it
 can complete), then follows the measurements: above a threshold and
 rising (smoothed over a few measurements), the rate is lowered
 (multiplied by C{decrease}); above but falling, it is kept (the queue
-drains already); below, it is raised by a fraction.  A backlog of several
-times its threshold starts shedding at once (the receive buffer fills
-while the process waits for more measurements).  The process thus completes about what it can and
-sheds only the excess.  Shedding stops C{hold} seconds after the last
-request shed, once the measurements are below the thresholds.
+drains already); below, it is raised by a fraction if it held requests
+back.  A backlog of several times its threshold starts shedding at once
+(the receive buffer fills while the process waits for more
+measurements), and the lag counts only while at least C{minLoad}
+transactions a second are created.  The process thus completes about
+what it can and sheds only the excess.  Shedding stops C{hold} seconds
+after the last request shed, once the measurements are below the
+thresholds.
 
 A request shed (a new one outside a dialog: no To tag) gets a stateless
 C{503} with C{Retry-After}: over UDP from L{OverloadControl.shedDatagram}
