@@ -4,7 +4,8 @@ loopback port) offered authenticated REGISTERs by SIPp at 1x, 2x and 4x
 its knee, each run short.
 
     python bench/bench_overload.py [--knee CALLS_PER_S] [--seconds 10]
-                                   [--multiples 1,2,4] [-- TWISTD_OPTION...]
+                                   [--multiples 1,2,4] [--trace FILE]
+                                   [-- TWISTD_OPTION...]
 
 Without --knee, the knee is found first: the highest of a few offered rates
 (6 s each) at which at least 99% of the calls got their 200 in time.  A
@@ -224,17 +225,48 @@ class Prober(threading.Thread):
         sock.close()
 
 
-def offer(work, port, home, rate, seconds):
+class Tracer(threading.Thread):
+    """
+    GET /status every 100 ms; one line per reading of the overload
+    control's figures, to a file (--trace).
+    """
+
+    def __init__(self, statusPort, out, label):
+        threading.Thread.__init__(self, daemon=True)
+        self.statusPort, self.out, self.label = statusPort, out, label
+        self.stopping = False
+
+    def run(self):
+        start = time.monotonic()
+        while not self.stopping:
+            try:
+                figures = status(self.statusPort)["transactions"]["overload"]
+            except Exception as e:
+                figures = {"error": str(e)}
+            figures["t"] = round(time.monotonic() - start, 2)
+            figures["run"] = self.label
+            self.out.write(json.dumps(figures) + "\n")
+            time.sleep(0.1)
+
+
+def offer(work, port, home, rate, seconds, trace=None):
     calls = int(rate * seconds)
     drops = udpDrops()
     serverDrops = socketDrops(port)
     prober = Prober(port)
     prober.start()
+    tracer = None
+    if trace is not None:
+        tracer = Tracer(trace[1], trace[0], rate)
+        tracer.start()
     start = time.monotonic()
     ok, shed, failed = sipp(work, port, "alice", 300, calls, rate)
     elapsed = time.monotonic() - start
     prober.stopping = True
     prober.join(10)
+    if tracer is not None:
+        tracer.stopping = True
+        tracer.join(5)
     after = udpDrops()
     serverDrops = socketDrops(port) - serverDrops
     return {"rate": rate, "calls": calls, "ok": ok, "shed": shed,
@@ -265,6 +297,9 @@ def main():
                         help="calls/s; found first when absent")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--multiples", default="1,2,4")
+    parser.add_argument("--trace", default=None,
+                        help="write the overload figures (GET /status "
+                        "every 100 ms during each run) to this file")
     parser.add_argument("twistd", nargs="*",
                         help="more options for twistd sipdist (after --)")
     args = parser.parse_args()
@@ -275,6 +310,9 @@ def main():
     prepare(work, port, ["alice"] + fixed)
 
     processes = []
+    trace = None
+    if args.trace:
+        trace = (open(args.trace, "w", buffering=1), statusPort)
     try:
         home = startHome(work, port, statusPort, args.twistd, processes)
         ok = sum(sipp(work, port, user, 3600, 1, 10)[0] for user in fixed)
@@ -298,7 +336,7 @@ def main():
         for multiple in [int(m) for m in args.multiples.split(",")]:
             time.sleep(3)
             show(f"{multiple}x", offer(work, port, home, knee * multiple,
-                                       args.seconds))
+                                       args.seconds, trace))
         rssLoad = rssMB(home.pid)
         time.sleep(35)
         rss1 = rssMB(home.pid)

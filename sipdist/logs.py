@@ -7,7 +7,8 @@ old files kept).
 Lines an outsider or an overload can multiply (malformed input, C{503}s,
 transactions that time out) go through a L{LogLimiter}: at most C{burst}
 lines per C{period} seconds, and at the end of a period in which lines
-were held back one summary line says how many.
+were held back one summary line says how many (or the overload control's
+periodic summary counts them, when it watches the limiter).
 """
 
 import os
@@ -40,7 +41,7 @@ class LogLimiter:
         self.burst = burst
         self.period = period
         self._log = log
-        self._what = what
+        self.what = what
         self._windowStart = None
         self._lines = 0
         self.suppressed = 0
@@ -58,7 +59,7 @@ class LogLimiter:
             if self.suppressed and self._log is not None:
                 self._log.warn(
                     "{what}: {count} more not logged in the last {period} s",
-                    what=self._what, count=self.suppressed,
+                    what=self.what, count=self.suppressed,
                     period=self.period)
                 self.suppressed = 0
             self._windowStart = now
@@ -68,6 +69,15 @@ class LogLimiter:
             self.total += 1
             return None
         self._lines += 1
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
+
+    def take(self):
+        """
+        For a caller that reports the lines held back in its own summary
+        (L{sipdist.sip.overload.OverloadControl}): how many since the last
+        line or summary; they are then no longer this limiter's to report.
+        """
         suppressed, self.suppressed = self.suppressed, 0
         return suppressed
 

@@ -309,6 +309,7 @@ def buildServer(config, reactor, store=None, checker=None):
         maxTransactions=config.get("overload-transactions", 10000),
         retryAfter=config.get("overload-retry-after", 2),
         maxBacklog=config.get("overload-backlog", 262144))
+    overload.watch(server.failureLog)
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))
     service = ServerService(server, transactions, transport, transportService)
@@ -353,4 +354,6 @@ def _tlsClientOptions(config):
                 hostname, ca, cert, key)
         return made
 
+    # After a reload of the TLS files (sipdist.tap.reload).
+    options.forget = cache.clear
     return options

@@ -420,9 +420,9 @@ class Options(usage.Options):
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         if self["tls-cert"]:
-            from sipdist.sip.tls import TLSConfigError, serverContextFactory
+            from sipdist.sip.tls import ReloadableServerTLS, TLSConfigError
             try:
-                self["tls-server-options"] = serverContextFactory(
+                self["tls-server-options"] = ReloadableServerTLS(
                     self["tls-cert"], self["tls-key"],
                     self["tls-ca"] or (),
                     self["tls-require-client-cert"])
@@ -721,15 +721,45 @@ def _warnAtStart(server, config, reactor):
 def reload(service):
     """
     Read again what can be read again without a restart: the credentials
-    file (C{--credentials file:PATH}) and the assignment file
-    (C{--store file:PATH}), each only if it changed.  A bad file keeps the
-    last good content and is logged.
+    file (C{--credentials file:PATH}), the assignment file
+    (C{--store file:PATH}), the TLS certificate, key and CAs
+    (C{--tls-cert}, C{--tls-key}, C{--tls-ca}: connections accepted and
+    opened from then on use them, open ones keep theirs) and the monitor's
+    C{--user-weights}, each only if it changed.  A bad file keeps the last
+    good content and is logged.
 
     @param service: what L{makeService} returned.
     @return: L{list} of what was read again, e.g. C{["credentials"]}.
     """
+    from sipdist.pool.monitor import reloadWeights
+    from sipdist.sip.tls import TLSConfigError
     reloaded = []
     for server in service:
+        tls = getattr(getattr(server, "transportService", None),
+                      "tlsServerOptions", None)
+        if getattr(tls, "reload", None) is not None:
+            try:
+                changed = tls.reload()
+            except TLSConfigError as e:
+                changed = False
+                _log.warn("reload: {error}; the TLS certificate in use "
+                          "stays", error=str(e))
+            if changed:
+                if "tls" not in reloaded:
+                    reloaded.append("tls")
+                forget = getattr(getattr(server.transport,
+                                         "_tlsClientOptions", None),
+                                 "forget", None)
+                if forget is not None:
+                    forget()
+        monitor = getattr(server, "monitor", None)
+        if monitor is not None:
+            try:
+                if reloadWeights(monitor):
+                    reloaded.append("user-weights")
+            except ValueError as e:
+                _log.warn("reload: --user-weights: {error}; the weights in "
+                          "use stay", error=str(e))
         source = getattr(getattr(server, "checker", None), "source", None)
         check = getattr(source, "check", None)
         if check is not None and check():

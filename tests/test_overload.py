@@ -10,8 +10,10 @@ import socket
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from sipdist.logs import LogLimiter
 from sipdist.sip.message import parseMessage, responseTo
 from sipdist.sip.overload import OverloadControl
 from sipdist.sip.transaction import TransactionLayer
@@ -31,7 +33,7 @@ class OverloadControlTests(SynchronousTestCase):
         self.trimmed = []
         self.control = OverloadControl(
             self.clock, self.layer, maxLag=0.1, maxTransactions=3,
-            interval=0.05, hold=1.0, retryAfter=7,
+            interval=0.05, hold=1.0, retryAfter=7, minRate=0.0, minLoad=0.0,
             trim=lambda: self.trimmed.append(True))
         self.control.startService()
         self.addCleanup(self.control.stopService)
@@ -40,10 +42,12 @@ class OverloadControlTests(SynchronousTestCase):
     def overload(self):
         """
         Six reactor turns of 0.5 s in a row (the timer fires that late):
-        every new request is shed.
+        shedding, and with the admitted rate set to 0 every new request is
+        shed.
         """
         self.clock.pump([0.5] * 6)
-        self.assertEqual(self.control.fraction, 1.0)
+        self.assertTrue(self.control.shedding)
+        self.control.limit(0.0)
 
     def send(self, request):
         self.layer.messageReceived(request, self.flow)
@@ -158,17 +162,159 @@ class OverloadControlTests(SynchronousTestCase):
         self.clock.pump([0.05] * 60)
         self.assertFalse(control.shedding)
 
-    def test_fraction(self):
+    def test_startRate(self):
         """
-        The fraction shed grows with each late measurement once shedding
-        started; at one half, every other new request is shed.
+        Shedding starts by admitting 90% of the rate at which the process
+        created transactions while it fell behind.
         """
+        for _ in range(40):
+            for _ in range(5):
+                self.send(makeRequest("OPTIONS"))
+            self.clock.advance(0.05)
         self.clock.pump([0.5] * 3)
-        self.assertEqual(self.control.fraction, 0.25)
-        self.clock.pump([0.5])
-        self.assertEqual(self.control.fraction, 0.5)
-        codes = [self.send(makeRequest("REGISTER")).code for _ in range(6)]
-        self.assertEqual(sorted(codes), [200] * 3 + [503] * 3)
+        self.assertTrue(self.control.shedding)
+        # 100/s for 2 s, then nothing for 1.5 s, smoothed.
+        self.assertTrue(0 < self.control.admitRate < 90,
+                        self.control.admitRate)
+
+    def test_admitRate(self):
+        """
+        While shedding, new requests are admitted at C{admitRate} per
+        second and the rest get 503.
+        """
+        control = OverloadControl(self.clock, self.layer, minRate=0.0,
+                                  trim=None)
+        control.limit(10.0)
+        codes = []
+        for _ in range(200):
+            self.clock.advance(0.01)
+            codes.append(self.send(makeRequest("REGISTER")).code)
+        self.assertIn(codes.count(200), range(19, 22))
+        self.assertEqual(codes.count(200) + codes.count(503), 200)
+        self.assertEqual(control.shed, codes.count(503))
+
+    def test_credentialsFirst(self):
+        """
+        When the admitted rate is used up, a request with credentials (the
+        second step of a login whose challenge was paid for) may borrow
+        ahead, up to a bucket's worth (10 requests at least); one without
+        is shed.
+        """
+        control = OverloadControl(self.clock, self.layer, minRate=0.0,
+                                  trim=None)
+        control.limit(0.0)
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 503)
+        codes = []
+        for _ in range(11):
+            withCredentials = makeRequest("REGISTER")
+            withCredentials.headers["authorization"] = ['Digest username="a"']
+            codes.append(self.send(withCredentials).code)
+        self.assertEqual(codes, [200] * 10 + [503])
+
+    def test_lagWithoutLoad(self):
+        """
+        A late timer while few requests come (the machine is busy with
+        something else) is not an overload: shedding would not help.
+        """
+        control = OverloadControl(self.clock, self.layer, maxLag=0.1,
+                                  minLoad=50.0, trim=None)
+        control.startService()
+        self.addCleanup(control.stopService)
+        for _ in range(6):
+            self.send(makeRequest("REGISTER"))
+            self.clock.advance(0.5)
+        self.assertFalse(control.shedding)
+        for _ in range(6):
+            for _ in range(100):
+                self.send(makeRequest("REGISTER"))
+            self.clock.advance(0.5)
+        self.assertTrue(control.shedding)
+
+    def backlogControl(self):
+        """
+        A started control fed by a fake transport whose backlog the test
+        sets, shedding at 100 requests/s.
+        """
+        queued = [(0, 1000000)]
+        transport = type("Transport", (), {
+            "receiveQueued": lambda self: queued[0]})()
+        control = OverloadControl(self.clock, self.layer, transport=transport,
+                                  maxBacklog=5000, minRate=0.0, trim=None)
+        control.startService()
+        self.addCleanup(control.stopService)
+        control.limit(100.0)
+
+        def measure(backlog, step=0.05):
+            queued[0] = (backlog, 1000000)
+            self.clock.advance(step)
+            return control.admitRate
+
+        return control, measure
+
+    def test_rising(self):
+        """
+        A measurement above a threshold while the measurements rise
+        lowers the admitted rate by the factor C{decrease}.
+        """
+        control, measure = self.backlogControl()
+        self.assertAlmostEqual(measure(6000), 90.0)
+        self.assertAlmostEqual(measure(7000), 81.0)
+
+    def test_falling(self):
+        """
+        Measurements above a threshold but falling keep the admitted rate:
+        the queue drains already.
+        """
+        control, measure = self.backlogControl()
+        for _ in range(10):
+            rate = measure(9000)
+        self.assertAlmostEqual(rate, 100.0 * 0.9 ** 10)
+        self.assertAlmostEqual(measure(6000), rate)
+        self.assertAlmostEqual(measure(5500), rate)
+
+    def test_below(self):
+        """
+        Below every threshold the admitted rate grows by the fraction
+        C{increase} (three times that below half of every threshold) when
+        it held requests back since the last measurement, and stays when
+        it did not.
+        """
+        control, measure = self.backlogControl()
+        self.clock.advance(0.04)
+        codes = [self.send(makeRequest("REGISTER")).code for _ in range(5)]
+        self.assertEqual(codes, [200] * 4 + [503])
+        self.assertAlmostEqual(measure(4000, 0.01), 103.0)
+        self.clock.advance(0.04)
+        codes = [self.send(makeRequest("REGISTER")).code for _ in range(4)]
+        self.assertEqual(codes, [200] * 4)
+        self.assertAlmostEqual(measure(1000, 0.011), 103.0)
+        self.clock.advance(0.03)
+        codes = [self.send(makeRequest("REGISTER")).code for _ in range(12)]
+        self.assertIn(503, codes)
+        self.assertAlmostEqual(measure(1000, 0.02), 103.0 * 1.09)
+
+    def test_measureInLongTurn(self):
+        """
+        Datagrams read in a reactor turn that lasts beyond the timer are
+        measured every 32 of them: shedding starts within the turn.
+        """
+        queued = [(0, 1000000)]
+        transport = type("Transport", (), {
+            "receiveQueued": lambda self: queued[0]})()
+        control = OverloadControl(self.clock, self.layer, transport=transport,
+                                  maxBacklog=5000, minRate=0.0, trim=None)
+        control.startService()
+        self.addCleanup(control.stopService)
+        # The reactor is in one long turn: the clock moves, the timer does
+        # not fire.
+        self.clock.rightNow += 0.2
+        queued[0] = (50000, 1000000)
+        protocol = FakeProtocol()
+        for _ in range(64):
+            control.shedDatagram(protocol, makeRequest("REGISTER").toBytes(),
+                                 ("192.0.2.9", 5060))
+        self.assertTrue(control.shedding)
+        self.assertEqual(len(protocol.sent), 33)
 
     def test_hold(self):
         """
@@ -177,10 +323,12 @@ class OverloadControlTests(SynchronousTestCase):
         again.
         """
         self.overload()
+        self.assertEqual(self.send(makeRequest("REGISTER")).code, 503)
         self.clock.pump([0.05] * 10)
         self.assertTrue(self.control.shedding)
-        self.clock.pump([0.05] * 20)
+        self.clock.pump([0.05] * 12)
         self.assertFalse(self.control.shedding)
+        self.assertIsNone(self.control.stats()["admit_rate"])
         self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
         self.assertEqual(self.control.episodes, 1)
 
@@ -203,6 +351,95 @@ class OverloadControlTests(SynchronousTestCase):
         """
         Stopping the service stops its timer.
         """
+        self.control.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class SummaryTests(SynchronousTestCase):
+    """
+    The summary line L{OverloadControl} logs every C{report} seconds while
+    shedding or while a log limiter it watches holds lines back.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.layer = TransactionLayer(self.clock, RecordingUser(answer=200))
+        self.control = OverloadControl(self.clock, self.layer, report=10.0,
+                                       minRate=0.0, trim=None)
+        self.control.startService()
+        self.addCleanup(self.control.stopService)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.flow = FakeFlow(self.clock)
+
+    def summaries(self):
+        return [e for e in self.events
+                if e.get("log_format", "").startswith("overload in the last")]
+
+    def test_quiet(self):
+        """
+        Without overload nor lines held back, no summary and no timer but
+        the measurements'.
+        """
+        self.clock.pump([0.05] * 400)
+        self.assertEqual(self.summaries(), [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_whileShedding(self):
+        """
+        While shedding, one line per period counts the requests shed in
+        it, whatever their number; a period without any ends the lines.
+        """
+        self.control.limit(0.0)
+        for _ in range(500):
+            self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.pump([0.05] * 201)
+        [first] = self.summaries()
+        self.assertEqual((first["shed"], first["period"]), (500, 10.0))
+        self.assertFalse(self.control.shedding)
+        self.control.limit(0.0)
+        self.layer.messageReceived(makeRequest("REGISTER"), self.flow)
+        self.clock.pump([0.05] * 200)
+        self.assertEqual([e["shed"] for e in self.summaries()], [500, 1])
+        self.assertFalse(self.control.shedding)
+        self.clock.pump([0.05] * 400)
+        self.assertEqual(len(self.summaries()), 2)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_heldLines(self):
+        """
+        Lines a watched limiter holds back are counted in the summary (not
+        in a line of the limiter's own at its next event), without any
+        shedding.
+        """
+        limiter = LogLimiter(self.clock, burst=1, period=10.0,
+                             log=Logger(), what="things failed")
+        self.control.watch(limiter)
+        for _ in range(5):
+            limiter.allow()
+        self.clock.pump([0.05] * 201)
+        [summary] = self.summaries()
+        self.assertEqual((summary["shed"], summary["held"]),
+                         (0, "4 things failed"))
+        self.assertEqual(limiter.allow(), 0)
+        self.assertEqual(
+            [e for e in self.events
+             if "more not logged" in e.get("log_format", "")], [])
+
+    def test_transactionLimiters(self):
+        """
+        The transaction layer's limiters (timeouts, 503s) are watched.
+        """
+        self.assertIn(self.layer.timeoutLog, self.control._limiters)
+        self.assertIn(self.layer.rejectLog, self.control._limiters)
+
+    def test_stop(self):
+        """
+        Stopping the service cancels the summary timer.
+        """
+        self.control.limit(0.0)
+        self.clock.advance(0.05)
         self.control.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -230,9 +467,8 @@ class ShedDatagramTests(SynchronousTestCase):
         self.user = RecordingUser()
         self.layer = TransactionLayer(self.clock, self.user)
         self.control = OverloadControl(self.clock, self.layer, retryAfter=7,
-                                       trim=None)
-        self.control.shedding = True
-        self.control.fraction = 1.0
+                                       minRate=0.0, trim=None)
+        self.control.limit(0.0)
         self.protocol = FakeProtocol()
 
     def shed(self, request, addr=("192.0.2.9", 40000)):
@@ -296,18 +532,19 @@ class ShedDatagramTests(SynchronousTestCase):
 
     def test_credentials(self):
         """
-        A request with credentials is shed only when every new request is.
+        A request with credentials may borrow ahead from the bucket, one
+        without may not; one admitted here is not counted again by the
+        transaction layer.
         """
         data = makeRequest("REGISTER").toBytes().replace(
             b"Max-Forwards: 70\r\n",
             b"Max-Forwards: 70\r\nAuthorization: Digest username=\"a\"\r\n")
-        self.control.fraction = 0.9
-        # A request without credentials would be shed now.
-        self.control._credit = 0.5
+        self.assertTrue(self.shed(makeRequest("REGISTER")))
         self.assertFalse(self.control.shedDatagram(
             self.protocol, data, ("192.0.2.9", 5060)))
         self.assertFalse(self.control.shouldShed(parseMessage(data)))
-        self.control.fraction = 1.0
+        for _ in range(9):
+            self.assertFalse(self.control.shouldShed(parseMessage(data)))
         self.assertTrue(self.control.shouldShed(parseMessage(data)))
         self.assertTrue(self.control.shedDatagram(
             self.protocol, data, ("192.0.2.9", 5060)))
@@ -325,9 +562,8 @@ class ShedDatagramTests(SynchronousTestCase):
         """
         transport = TransportLayer(self.clock, self.layer)
         OverloadControl(self.clock, self.layer, transport=transport,
-                        trim=None)
-        self.layer.overload.shedding = True
-        self.layer.overload.fraction = 1.0
+                        minRate=0.0, trim=None)
+        self.layer.overload.limit(0.0)
         protocol = FakeProtocol()
         transport.datagramReceived(protocol,
                                    makeRequest("REGISTER").toBytes(),

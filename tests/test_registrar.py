@@ -85,6 +85,23 @@ class RegistrarTests(SynchronousTestCase):
         self.assertEqual(self.registrar.lookup(AOR), [])
         self.assertEqual(self.registrar.count, 0)
 
+    def test_refreshesDoNotPileUp(self):
+        """
+        The expiry heap keeps about one entry per binding however often a
+        binding is refreshed, and the binding still expires when its last
+        refresh says.
+        """
+        for cseq in range(1, 1001):
+            register(self.registrar, cseq=cseq, expires=120)
+            self.clock.advance(1)
+        self.assertLessEqual(len(self.registrar._heap), 2 * 1 + 64)
+        self.clock.advance(100)
+        self.assertEqual(len(self.registrar.lookup(AOR)), 1)
+        self.clock.advance(30)
+        self.assertEqual(self.registrar.lookup(AOR), [])
+        self.assertEqual(self.registrar.count, 0)
+        self.assertEqual(self.registrar._count, 0)
+
     def test_outOfOrder(self):
         """
         Same Call-ID with a CSeq not above the stored one is refused (500);

@@ -261,6 +261,83 @@ class ReloadTests(SynchronousTestCase):
             self.successResultOf(server.store.getServer("h")))
 
 
+    def test_tls(self):
+        """
+        L{reload} reads changed TLS files: a real handshake after it meets
+        the new certificate.  Files that do not fit together (a key not
+        matching the certificate) are refused with one line, and the
+        certificate in use stays.
+        """
+        from sipdist import testca
+        from sipdist.sip.tls import clientContextFactory
+        from tests.test_tls import _handshakeInMemory, _subjectCommonName
+        directory = os.path.abspath(self.mktemp())
+        testca.makeCA(directory, names=("first", "second"))
+        for name in ("pem", "key"):
+            FilePath(f"{directory}/first.{name}").copyTo(
+                FilePath(f"{directory}/server.{name}"))
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = makeService(parse(
+            "--name=h", "--listen=udp:5999",
+            f"--tls-cert={directory}/server.pem",
+            f"--tls-key={directory}/server.key"), MemoryReactorClock())
+        [server] = list(service)
+        tls = server.transportService.tlsServerOptions
+
+        def served():
+            serverPeer, clientPeer = _handshakeInMemory(
+                tls, clientContextFactory("localhost",
+                                          f"{directory}/ca.pem"))
+            self.assertTrue(clientPeer.handshook)
+            return _subjectCommonName(clientPeer.peerCertificate)
+
+        self.assertEqual(served(), "first")
+        self.assertEqual(reload(service), [])
+        for name in ("pem", "key"):
+            FilePath(f"{directory}/second.{name}").copyTo(
+                FilePath(f"{directory}/server.{name}.new"))
+            os.replace(f"{directory}/server.{name}.new",
+                       f"{directory}/server.{name}")
+        self.assertEqual(reload(service), ["tls"])
+        self.assertEqual(served(), "second")
+        FilePath(f"{directory}/first.key").copyTo(
+            FilePath(f"{directory}/server.key.new"))
+        os.replace(f"{directory}/server.key.new", f"{directory}/server.key")
+        self.assertEqual(reload(service), [])
+        self.assertEqual(served(), "second")
+        [warning] = [e for e in events
+                     if "TLS certificate in use stays" in e.get(
+                         "log_format", "")]
+        self.assertIn("does not match", warning["error"])
+
+    def test_userWeights(self):
+        """
+        L{reload} reads a changed C{--user-weights} file into the monitor;
+        a bad one is refused with one line and the weights in use stay.
+        """
+        weights = os.path.abspath(self.mktemp())
+        with open(weights, "w") as f:
+            f.write("sip:alice@example.com 5\n")
+        service = makeService(parse(
+            "--role=distributor", "--name=d", "--listen=udp:5999",
+            "--monitor", f"--user-weights={weights}"), MemoryReactorClock())
+        [server] = list(service)
+        self.assertEqual(list(server.monitor.weights.values()), [5.0])
+        self.assertEqual(reload(service), [])
+        with open(weights + ".new", "w") as f:
+            f.write("sip:alice@example.com 7\nsip:bob@example.com 2\n")
+        os.replace(weights + ".new", weights)
+        self.assertEqual(reload(service), ["user-weights"])
+        self.assertEqual(sorted(server.monitor.weights.values()), [2.0, 7.0])
+        with open(weights + ".new", "w") as f:
+            f.write("sip:alice@example.com heavy\n")
+        os.replace(weights + ".new", weights)
+        self.assertEqual(reload(service), [])
+        self.assertEqual(sorted(server.monitor.weights.values()), [2.0, 7.0])
+
+
 class WarningTests(SynchronousTestCase):
     """
     One line at start for settings that make a server useless.

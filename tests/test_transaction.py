@@ -988,8 +988,8 @@ class LayerTests(LayerTestMixin, SynchronousTestCase):
 
     def test_tableFullLogBounded(self):
         """
-        A flood past the table's bound is logged once per 10 seconds, the
-        next line counting the requests not logged, not once a request.
+        A flood past the table's bound is logged once per 10 seconds, with
+        one line counting the requests not logged, not once a request.
         """
         from twisted.logger import globalLogPublisher
         lines = []
@@ -1006,7 +1006,9 @@ class LayerTests(LayerTestMixin, SynchronousTestCase):
         self.clock.advance(10)
         self.layer.messageReceived(makeRequest("OPTIONS"), self.udp)
         self.assertEqual(self.layer.rejected, 101)
-        self.assertEqual([e["suppressed"] for e in lines], [0, 99])
+        self.assertEqual([e.get("count") for e in lines], [None, 99, None])
+        self.assertEqual(lines[1]["what"], "503s to new requests")
+        self.assertEqual(lines[2]["why"], "transaction table full (0)")
 
     def test_badInputDropped(self):
         """

@@ -14,7 +14,7 @@ credential source holds its data in memory.
 import re
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import fail, succeed
 from twisted.logger import Logger
 
 from sipdist.auth import nonce as _nonce

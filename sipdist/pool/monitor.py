@@ -295,9 +295,13 @@ class Monitor(TimerService):
         C{reason} (the plan's line about C{old}).
     @ivar progress: C{(done, total)} of the plan being applied, or
         L{None} when none is.
+    @ivar weightsPath: the C{--user-weights} file the C{weights} come from
+        (read again by L{reloadWeights}), or C{None}.
     """
 
     _log = Logger()
+    weightsPath = None
+    _weightsStamp = None
 
     def __init__(self, reactor, store, prober, interval=5.0, threshold=3,
                  recovery=2, rebalance=True, moveRate=None,
@@ -575,8 +579,10 @@ def installMonitor(service, config, reactor):
         parseURI(f"sip:monitor@{config['domain']}"),
         timeout=config.get("monitor-timeout", 2.0))
     weights = {}
-    if config.get("user-weights"):
-        weights = readWeights(config["user-weights"])
+    weightsPath = config.get("user-weights")
+    if weightsPath:
+        stamp = _fileStamp(weightsPath)
+        weights = readWeights(weightsPath)
     monitor = Monitor(
         reactor, service.store, prober,
         interval=config.get("monitor-interval", 5.0),
@@ -587,8 +593,40 @@ def installMonitor(service, config, reactor):
         drainRate=config.get("drain-rate", DRAIN_RATE),
         downAfter=config.get("monitor-down-after", DOWN_AFTER),
         maxMoves=config.get("max-moves", MAX_MOVES))
+    if weightsPath:
+        monitor.weightsPath = weightsPath
+        monitor._weightsStamp = stamp
     monitor.setServiceParent(service)
     service.monitor = monitor
+
+
+def _fileStamp(path):
+    try:
+        info = os.stat(os.path.expanduser(path))
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+def reloadWeights(monitor):
+    """
+    Read the monitor's C{--user-weights} file again if it changed (on
+    C{SIGHUP}); the next plans weigh users by it.
+
+    @return: whether new weights were taken.
+    @raise ValueError: the file changed but cannot be read or has a bad
+        line (one line saying what): the weights in use stay, and the
+        file is not read again until it changes again.
+    """
+    path = monitor.weightsPath
+    if not path:
+        return False
+    stamp = _fileStamp(path)
+    if stamp == monitor._weightsStamp:
+        return False
+    monitor._weightsStamp = stamp
+    monitor.weights = readWeights(path)
+    return True
 
 
 def readWeights(path):

@@ -5,7 +5,8 @@ the location lookup its proxy uses.
 
 Bindings live in memory, per address-of-record, each with its expiry on the
 injected clock.  Expired bindings are removed by a periodic sweep over a
-heap of expiry times (O(log n) per binding, no timer per binding), and are
+heap of expiry times (O(log n) per binding, no timer per binding; rebuilt
+when refreshes left it twice as big as the bindings), and are
 never returned by L{Registrar.lookup} even before the sweep reaches them.
 Everything is bounded: contacts per AOR, AORs in all.  With a journal
 (L{sipdist.services.bindings}) every change is also written behind to a
@@ -108,6 +109,10 @@ class Registrar:
         self.maxAORs = maxAORs
         self.sweepInterval = sweepInterval
         self._bindings = {}
+        # Bindings in all, and the expiry heap: an entry per binding made,
+        # rebuilt from the bindings when refreshes and removals left it
+        # with more stale entries than live ones.
+        self._count = 0
         self._heap = []
         self._sweepCall = None
         self._observers = []
@@ -190,6 +195,8 @@ class Registrar:
             bindings.append(binding)
             heapq.heappush(self._heap, (binding.expires, aor))
         self._store(aor, bindings)
+        if len(self._heap) > 2 * self._count + 64:
+            self._rebuildHeap()
         self._ensureSweep()
         return self._sorted(bindings)
 
@@ -212,8 +219,19 @@ class Registrar:
             raise RegistrarError(400, "Bad Expires Header")
         return seconds
 
+    def _rebuildHeap(self):
+        """
+        One heap entry per binding (a refresh leaves the entry of the
+        binding it replaced: a client refreshing every minute would
+        otherwise leave an hour of them).
+        """
+        self._heap = [(b.expires, aor) for aor, bindings
+                      in self._bindings.items() for b in bindings]
+        heapq.heapify(self._heap)
+
     def _store(self, aor, bindings):
         before = self._bindings.get(aor)
+        self._count += len(bindings) - len(before or ())
         if bindings:
             self._bindings[aor] = bindings
         else:
@@ -235,6 +253,7 @@ class Registrar:
             if len(self._bindings) >= self.maxAORs:
                 break
             restored = restored[:self.maxBindings]
+            self._count += len(restored) - len(self._bindings.get(aor, ()))
             self._bindings[aor] = restored
             for binding in restored:
                 heapq.heappush(self._heap, (binding.expires, aor))

@@ -18,19 +18,34 @@ the injected reactor every C{interval} seconds:
     table grows with the rate of requests, not with the work pending).
 
 Above any threshold (C{maxLag}, C{maxBacklog}, C{maxTransactions}) in
-C{samples} measurements in a row, it sheds a fraction of the new requests
-that grows by C{rise} with each measurement above a threshold and falls
-back to 0 within C{hold} seconds once they are below: a control loop that
-admits what the process can handle.  A request shed (a new one outside a
-dialog: no To tag) gets a stateless C{503} with C{Retry-After}: over UDP
-from L{OverloadControl.shedDatagram} before it is parsed, otherwise from
-the transaction layer before it creates a transaction; the transaction
-user never sees it.  It never sheds an C{ACK} or a C{CANCEL}, a request
-matching a transaction in progress (a retransmission), a request inside a
-dialog, nor an C{OPTIONS}: the pool's monitor keeps seeing the server
-alive.  A request with credentials (the second step of a login whose
-challenge was paid for already) is shed only when the fraction is 1.
-Work already in progress thus finishes first.
+C{samples} measurements in a row, it admits new requests at a rate and
+sheds the rest: a token bucket whose rate starts a little below the rate
+at which the process created transactions while it fell behind (what it
+can complete), then follows the measurements: above a threshold and
+rising (smoothed over a few measurements), the rate is lowered
+(multiplied by C{decrease}); above but falling, it is kept (the queue
+drains already); below, it is raised by a fraction if it held requests
+back.  A backlog of several times its threshold starts shedding at once
+(the receive buffer fills while the process waits for more
+measurements), and the lag counts only while at least C{minLoad}
+transactions a second are created.  The process thus completes about
+what it can and sheds only the excess.  Shedding stops C{hold} seconds
+after the last request shed, once the measurements are below the
+thresholds.
+
+A request shed (a new one outside a dialog: no To tag) gets a stateless
+C{503} with C{Retry-After}: over UDP from L{OverloadControl.shedDatagram}
+before it is parsed, otherwise from the transaction layer before it
+creates a transaction; the transaction user never sees it.  It never
+sheds an C{ACK} or a C{CANCEL}, a request matching a transaction in
+progress (a retransmission), a request inside a dialog, nor an
+C{OPTIONS}: the pool's monitor keeps seeing the server alive.  A request
+with credentials (the second step of a login whose challenge was paid for
+already) may borrow from the bucket ahead: logins under way finish first.
+
+While it sheds, and while a log limiter it watches holds lines back, one
+summary line every C{report} seconds says how many requests were shed
+and how many lines were not logged; the timer stops after a quiet period.
 
 When the load is over it gives the memory of the peak back: the
 transaction tables are rebuilt (a Python dict never shrinks) and the C
@@ -55,6 +70,8 @@ _NEVER_SHED_BYTES = frozenset(m.encode("ascii") for m in NEVER_SHED)
 _COPIED = frozenset((b"from", b"to", b"call-id", b"cseq"))
 _CREDENTIALS = frozenset((b"authorization", b"proxy-authorization"))
 _COMPACT = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
+#: The token bucket holds this many seconds of the admitted rate.
+BURST = 0.2
 
 
 def _mallocTrim():
@@ -74,34 +91,52 @@ def _mallocTrim():
 class OverloadControl(Service):
     """
     Decides when the transaction layer sheds new requests (see the module
-    docstring).  A service: its timer runs while it runs.
+    docstring).  A service: its timers run while it runs.
 
     @param reactor: an L{IReactorTime}.
     @param layer: the L{sipdist.sip.transaction.TransactionLayer} it
-        measures and compacts; it sets itself as the layer's C{overload}.
-    @param maxLag: event-loop lag (s) above which it sheds.
-    @param maxTransactions: transactions in progress above which it sheds
-        (C{None}: they are not a criterion).
+        measures and compacts; it sets itself as the layer's C{overload}
+        and watches its log limiters (L{watch}).
+    @param maxLag: event-loop lag (s) above which it is overloaded.
+    @param maxTransactions: transactions in progress above which it is
+        overloaded (C{None}: they are not a criterion).
     @param transport: the L{sipdist.sip.transport.TransportLayer} whose UDP
         backlog it measures (C{receiveQueued}), or C{None}.
     @param maxBacklog: bytes queued in the UDP receive buffers above which
-        it sheds (keep it well below the buffers' size).
+        it is overloaded (keep it well below the buffers' size).
     @param interval: seconds between measurements.
     @param samples: how many measurements in a row above a threshold it
-        takes to shed (one slow reactor turn is not an overload).
-    @param rise: how much the fraction of new requests shed grows with
-        each measurement above a threshold once shedding (up to 1).
-    @param hold: seconds it takes the fraction to fall from 1 to 0 while
-        the measurements stay below the thresholds.
+        takes to start shedding (one slow reactor turn is not an overload).
+    @param decrease: what the admitted rate is multiplied by after a
+        measurement above a threshold while the measurements rise
+        (smoothed over a few of them).
+    @param increase: what fraction of itself the admitted rate grows by
+        after a measurement below every threshold but above half of one
+        (three times that fraction below half of every threshold).
+    @param minRate: the admitted rate never falls below this (requests/s),
+        and grows by at least this much per second below the thresholds.
+    @param minLoad: below this many transactions created per second
+        (smoothed), the lag is not a sign of overload: the machine is
+        busy with something else, and shedding would not help.
+    @param hold: seconds without a request shed, below every threshold,
+        after which shedding stops.
     @param retryAfter: the C{Retry-After} of the C{503} (s).
+    @param report: seconds between summary lines while shedding or while
+        a watched log limiter holds lines back.
     @param trim: called to give free memory back to the system once the
         tables were compacted (the C library's C{malloc_trim} by default;
         C{None}: nothing).
 
     @ivar lag: the last lag measured (s).
     @ivar backlog: the last UDP backlog measured (bytes).
+    @ivar pressure: the last measurement relative to its threshold (the
+        highest of lag, backlog, transactions in progress; above 1:
+        overloaded).
     @ivar shedding: whether new requests are shed now.
-    @ivar fraction: which fraction of them.
+    @ivar admitRate: while shedding, how many new requests per second are
+        admitted (the others are shed).
+    @ivar fraction: the fraction of new requests shed since the last
+        measurement.
     @ivar shed: how many requests were shed (cumulative).
     @ivar episodes: how many times shedding started (cumulative).
     """
@@ -110,8 +145,9 @@ class OverloadControl(Service):
 
     def __init__(self, reactor, layer, maxLag=0.2, maxTransactions=None,
                  transport=None, maxBacklog=262144,
-                 interval=0.05, samples=3, rise=0.25, hold=1.0, retryAfter=2,
-                 trim=_mallocTrim()):
+                 interval=0.05, samples=3, decrease=0.9, increase=0.03,
+                 minRate=20.0, minLoad=50.0, hold=1.0, retryAfter=2,
+                 report=10.0, trim=_mallocTrim()):
         self._reactor = reactor
         self._layer = layer
         self.maxLag = maxLag
@@ -121,42 +157,90 @@ class OverloadControl(Service):
         self.backlog = 0
         self.interval = interval
         self.samples = samples
-        self.rise = rise
+        self.decrease = decrease
+        self.increase = increase
+        self.minRate = minRate
+        self.minLoad = minLoad
         self.hold = hold
         self.retryAfter = retryAfter
+        self.report = report
         self._trim = trim
         self.lag = 0.0
+        self.pressure = 0.0
         self.shedding = False
+        self.admitRate = None
+        self.fraction = 0.0
         self.shed = 0
         self.episodes = 0
-        self.fraction = 0.0
-        self._credit = 0.0
         self._over = 0
+        self._smoothed = 0.0
         self._expected = None
+        self._last = None
         self._shedAtStart = 0
+        # The token bucket of new requests admitted while shedding.
+        self._tokens = 0.0
+        self._refilled = None
+        self._admitted = 0
+        self._admittedDatagram = False
+        self._datagrams = 0
+        # Per measurement: requests created per second (smoothed), the
+        # counters the last measurement saw.
+        self._createdRate = 0.0
+        self._lastCreated = layer.serverCreated
+        self._lastShedCount = 0
+        self._lastShedTime = None
+        # The summary lines.
+        self._limiters = []
+        self._reportCall = None
+        self._reportShed = 0
         if transport is not None:
             transport.datagramFilter = self.shedDatagram
         self._loop = LoopingCall(self._measure)
         self._loop.clock = reactor
         layer.overload = self
+        for name in ("timeoutLog", "rejectLog"):
+            limiter = getattr(layer, name, None)
+            if limiter is not None:
+                self.watch(limiter)
+
+    def watch(self, limiter):
+        """
+        Count the lines a L{sipdist.logs.LogLimiter} holds back in the
+        summary lines (instead of its own summary at its next event).
+        """
+        self._limiters.append(limiter)
 
     def startService(self):
         Service.startService(self)
-        self._expected = self._reactor.seconds()
+        self._expected = self._last = self._reactor.seconds()
         self._loop.start(self.interval, now=True)
 
     def stopService(self):
         Service.stopService(self)
         if self._loop.running:
             self._loop.stop()
+        if self._reportCall is not None:
+            if self._reportCall.active():
+                self._reportCall.cancel()
+            self._reportCall = None
 
     def _measure(self):
         now = self._reactor.seconds()
         self.lag = lag = max(now - self._expected, 0.0)
         self._expected = now + self.interval
+        elapsed = max(now - self._last, 1e-3)
+        self._last = now
         layer = self._layer
+        created = layer.serverCreated
+        self._createdRate += 0.2 * (
+            (created - self._lastCreated) / elapsed - self._createdRate)
+        self._lastCreated = created
         active = layer.inProgress()
-        backlogOver = False
+        # A slow event loop with few requests is not overloaded by them
+        # (the machine is busy with something else): shedding them would
+        # not help.
+        pressure = (lag / self.maxLag if self._createdRate >= self.minLoad
+                    else 0.0)
         transport = self._transport
         if transport is not None:
             queued = transport.receiveQueued()
@@ -164,56 +248,162 @@ class OverloadControl(Service):
                 self._transport = None
             else:
                 self.backlog = queued[0]
-                backlogOver = self.backlog > self.maxBacklog
-        if lag > self.maxLag or backlogOver or (
-                self.maxTransactions is not None
-                and active > self.maxTransactions):
+                pressure = max(pressure, self.backlog / self.maxBacklog)
+        if self.maxTransactions is not None:
+            pressure = max(pressure, active / self.maxTransactions)
+        self.pressure = pressure
+        previous = self._smoothed
+        self._smoothed += 0.3 * (pressure - previous)
+        shedNow = self.shed - self._lastShedCount
+        self._lastShedCount = self.shed
+        admitted, self._admitted = self._admitted, 0
+        self.fraction = (shedNow / (shedNow + admitted)
+                         if shedNow else 0.0)
+        if shedNow:
+            self._lastShedTime = now
+        if pressure > 1.0:
             self._over += 1
         else:
             self._over = 0
-        if self._over >= self.samples:
-            self.fraction = min(self.fraction + self.rise, 1.0)
-            if not self.shedding:
-                self.shedding = True
-                self.episodes += 1
-                self._shedAtStart = self.shed
-                self._log.warn(
-                    "overloaded (event-loop lag {lag:.3f} s, {backlog} bytes "
-                    "of datagrams waiting, {active} transactions in "
-                    "progress): new requests get 503", lag=lag,
-                    backlog=self.backlog, active=active)
-        elif self.shedding and not self._over:
-            self.fraction = max(
-                self.fraction - self.interval / self.hold, 0.0)
-            if not self.fraction:
-                self.shedding = False
-                self._log.info("load back to normal: {count} requests shed",
-                               count=self.shed - self._shedAtStart)
+        if self.shedding:
+            self._control(now, pressure, self._smoothed > previous,
+                          shedNow)
+        elif self._over >= self.samples or (
+                self._over and self.backlog > 4 * self.maxBacklog):
+            # Datagrams queued for several times the threshold are not one
+            # slow reactor turn: the receive buffer fills meanwhile.
+            self._start(lag, active)
+        if (self._reportCall is None and self.report
+                and (self.shedding
+                     or any(limiter.suppressed
+                            for limiter in self._limiters))):
+            self._reportCall = self._reactor.callLater(self.report,
+                                                       self._summary)
         if not self.shedding and layer.compact() and self._trim is not None:
             self._trim()
+
+    def _start(self, lag, active):
+        """
+        Start shedding: admit a little less than the rate at which the
+        process created transactions while it was falling behind (its
+        capacity, less what shedding will cost).
+        """
+        self.limit(max(self._createdRate * 0.9, self.minRate))
+        self._log.warn(
+            "overloaded (event-loop lag {lag:.3f} s, {backlog} bytes "
+            "of datagrams waiting, {active} transactions in "
+            "progress): new requests beyond {rate:.0f}/s get 503",
+            lag=lag, backlog=self.backlog, active=active,
+            rate=self.admitRate)
+
+    def limit(self, rate):
+        """
+        Shed from now on the new requests beyond C{rate} per second (the
+        control loop then moves that rate with the measurements).
+        """
+        now = self._reactor.seconds()
+        if not self.shedding:
+            self.shedding = True
+            self.episodes += 1
+            self._shedAtStart = self.shed
+            self._lastShedTime = now
+        self.admitRate = rate
+        self._tokens = 0.0
+        self._refilled = now
+
+    def _control(self, now, pressure, rising, shed):
+        """
+        One step of the control loop while shedding: above a threshold and
+        rising (smoothed over a few measurements), admit less
+        (multiplicatively); above and falling, keep the rate (the queue
+        drains already: lowering it more would overshoot); below, admit
+        more if the rate held requests back (C{shed} of them since the
+        last measurement): by the fraction C{increase} near the
+        thresholds, by C{3 x increase} below half of them.  A rate that
+        held nothing back is kept, so that a rate unused while the load
+        was light does not grow and let a new peak in at once.  Shedding
+        stops after C{hold} seconds below the thresholds without a request
+        shed.
+        """
+        if pressure > 1.0:
+            if rising:
+                self.admitRate = max(self.admitRate * self.decrease,
+                                     self.minRate)
+            return
+        if shed:
+            increase = (self.increase if pressure > 0.5
+                        else 3 * self.increase)
+            self.admitRate = (self.admitRate * (1.0 + increase)
+                              + self.minRate * self.interval)
+        elif now - self._lastShedTime >= self.hold:
+            self.shedding = False
+            self.admitRate = None
+            self._log.info("load back to normal: {count} requests shed",
+                           count=self.shed - self._shedAtStart)
+
+    def _summary(self):
+        """
+        The summary line of one C{report} period: requests shed, lines held
+        back by the watched limiters.  The timer goes on while shedding or
+        while lines are held back, and stops after a quiet period.
+        """
+        self._reportCall = None
+        shed = self.shed - self._reportShed
+        self._reportShed = self.shed
+        held = []
+        for limiter in self._limiters:
+            count = limiter.take()
+            if count:
+                held.append(f"{count} {limiter.what}")
+        if shed or held:
+            self._log.warn(
+                "overload in the last {period:g} s: {shed} new requests "
+                "shed with 503{admitting}; lines not logged: {held}",
+                period=self.report, shed=shed,
+                admitting=(f" (admitting {self.admitRate:.0f}/s)"
+                           if self.shedding else ""),
+                held=", ".join(held) or "none")
+        if self.shedding or shed or held:
+            self._reportCall = self._reactor.callLater(self.report,
+                                                       self._summary)
+
+    def _admit(self, credentials):
+        """
+        Whether the token bucket admits one more new request now.  The
+        bucket holds C{BURST} seconds of the rate (at least 10 requests).
+        A request with credentials (the second step of a login whose
+        challenge was paid for already) may borrow a bucket's worth ahead.
+        """
+        now = self._reactor.seconds()
+        rate = self.admitRate
+        burst = max(rate * BURST, 10.0)
+        tokens = min(self._tokens + (now - self._refilled) * rate, burst)
+        self._refilled = now
+        if tokens >= 1.0 or (credentials and tokens > -burst):
+            self._tokens = tokens - 1.0
+            self._admitted += 1
+            return True
+        self._tokens = tokens
+        return False
 
     def shouldShed(self, request):
         """
         Whether to answer C{request} (a new request: it matches no
         transaction) with a stateless C{503} now: while shedding, a new
-        request outside a dialog, other than OPTIONS, ACK and CANCEL, one
-        in C{1 / fraction} of them; one with credentials (the second step
-        of a login whose challenge was paid for already) only when the
-        fraction is 1.
+        request outside a dialog, other than OPTIONS, ACK and CANCEL, when
+        the admitted rate is used up (L{_admit}).
         """
         if not self.shedding or request.method in NEVER_SHED:
+            return False
+        if self._admittedDatagram:
+            # L{shedDatagram} admitted it already.
+            self._admittedDatagram = False
             return False
         to = request.header("to") or ""
         if ";tag=" in to.replace(" ", "").lower():
             return False
-        if self.fraction < 1.0 and (request.header("authorization") or
-                                    request.header("proxy-authorization")):
-            return False
-        self._credit += self.fraction
-        if self._credit >= 1.0:
-            self._credit -= 1.0
-            return True
-        return False
+        return not self._admit(bool(request.header("authorization") or
+                                    request.header("proxy-authorization")))
 
     def shedDatagram(self, protocol, data, addr):
         """
@@ -223,13 +413,22 @@ class OverloadControl(Service):
         are looked at; anything unusual (folded lines, a repeated header, a
         To tag, a Via without an RFC 3261 branch or with several values on
         its first line, a request matching a transaction) is left to the
-        full path.
+        full path.  Every 32nd datagram it also measures, when the timer is
+        late: a UDP port reads many datagrams per reactor turn, and the
+        control must not wait for the end of a long one.
 
         @param protocol: the L{SIPDatagramProtocol} it came on (C{sendBytes}).
         @return: whether it was answered (then nothing else happens to it).
         """
+        self._datagrams += 1
+        if not self._datagrams & 31 and self._expected is not None:
+            # In a long reactor turn (a UDP port reads many datagrams per
+            # turn), measure without waiting for the turn to end.
+            if self._reactor.seconds() > self._expected + self.interval:
+                self._measure()
         if not self.shedding:
             return False
+        self._admittedDatagram = False
         end = data.find(b"\r\n")
         method, _, rest = data[:end].partition(b" ")
         if not rest.endswith(b" SIP/2.0") or method in _NEVER_SHED_BYTES:
@@ -256,8 +455,7 @@ class OverloadControl(Service):
         if len(copied) != 4 or not vias:
             return False
         to = copied[b"to"]
-        if b";tag=" in to.replace(b" ", b"").lower() or (
-                authorized and self.fraction < 1.0):
+        if b";tag=" in to.replace(b" ", b"").lower():
             return False
         try:
             top = vias[0].partition(b":")[2].decode("utf-8")
@@ -272,10 +470,9 @@ class OverloadControl(Service):
         key = (via.branch, via.host, via.sentByPort, methodText)
         if key in self._layer._servers:
             return False
-        self._credit += self.fraction
-        if self._credit < 1.0:
+        if self._admit(authorized):
+            self._admittedDatagram = True
             return False
-        self._credit -= 1.0
         self.shed += 1
         # Where the response goes: section 18.2.2 and RFC 3581, as the
         # transport computes it for a parsed request.
@@ -304,5 +501,8 @@ class OverloadControl(Service):
         """
         return {"lag": round(self.lag, 4), "shedding": self.shedding,
                 "fraction": round(self.fraction, 3),
+                "admit_rate": (None if self.admitRate is None
+                               else round(self.admitRate, 1)),
+                "pressure": round(self.pressure, 3),
                 "backlog": self.backlog,
                 "shed": self.shed, "episodes": self.episodes}

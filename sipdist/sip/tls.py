@@ -17,10 +17,13 @@ as a handshake failure later.  TLS 1.2 is the minimum version everywhere.
     SSL4ClientEndpoint(reactor, "home1.example", 5061, clientTLS)
 """
 
+import os
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import crypto
 from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -29,6 +32,8 @@ from twisted.internet.ssl import (
     platformTrust,
     trustRootFromCertificates,
 )
+from zope.interface import implementer
+
 MINIMUM_TLS_VERSION = TLSVersion.TLSv1_2
 
 
@@ -194,6 +199,74 @@ def serverContextFactory(certificate, privateKey, caCertificates=(),
         raiseMinimumTo=MINIMUM_TLS_VERSION,
         lowerMaximumSecurityTo=maximumVersion,
     )
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableServerTLS:
+    """
+    The TLS options of a server's listeners, built by
+    L{serverContextFactory} from files that L{reload} reads again (on
+    C{SIGHUP}): connections accepted after a reload present the new
+    certificate and verify clients against the new CAs; connections open
+    already keep theirs.
+
+    @ivar options: the L{CertificateOptions} new connections use.
+    """
+
+    def __init__(self, certificate, privateKey, caCertificates=(),
+                 requireClientCertificate=False, maximumVersion=None):
+        if isinstance(caCertificates, (str, bytes)):
+            caCertificates = [caCertificates]
+        self._arguments = (certificate, privateKey, tuple(caCertificates),
+                           requireClientCertificate, maximumVersion)
+        self._stamp = self._files()
+        self.options = serverContextFactory(*self._arguments)
+
+    def _files(self):
+        """
+        What says that a file changed: size, modification time and inode
+        of each (C{None} for one that cannot be read).
+        """
+        certificate, privateKey, authorities = self._arguments[:3]
+        stamps = []
+        for path in (certificate, privateKey) + authorities:
+            try:
+                info = os.stat(path)
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((info.st_size, info.st_mtime_ns, info.st_ino))
+        return stamps
+
+    def reload(self):
+        """
+        Read the files again if one of them changed.
+
+        @return: whether new options were taken.
+        @raise TLSConfigError: the files changed but do not make valid
+            options (a key not matching the certificate, say): the options
+            in use stay.  The same files are not tried again until one of
+            them changes again.
+        """
+        stamp = self._files()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        self.options = serverContextFactory(*self._arguments)
+        return True
+
+    def serverConnectionForTLS(self, protocol):
+        """
+        A new TLS connection, with the options in use now.
+        """
+        return self.options.serverConnectionForTLS(protocol)
+
+    def getContext(self):
+        """
+        The OpenSSL context of the options in use now (for APIs that take
+        an old-style context factory).
+        """
+        return self.options.getContext()
 
 
 def clientContextFactory(hostname, caCertificates, clientCertificate=None,

@@ -945,8 +945,6 @@ class TransactionLayer:
         # "other", and codes are 200-699.
         self.answered = {}
         self.rejected = 0
-        self._rejectLogged = None
-        self._rejectSuppressed = 0
         self.absorbed = 0
         self.timeouts = 0
         self.transportErrors = 0
@@ -958,6 +956,9 @@ class TransactionLayer:
         # summary.  (The 503 of a full table has its own limit.)
         self.timeoutLog = LogLimiter(reactor, log=self._log,
                                      what="transactions timed out")
+        # A flood fills the table: one line per 10 s, not one per request.
+        self.rejectLog = LogLimiter(reactor, burst=1, period=10.0,
+                                    log=self._log, what="503s to new requests")
 
     @property
     def active(self):
@@ -1106,17 +1107,10 @@ class TransactionLayer:
         transaction._delivered()
 
     def _reject(self, request, flow, retryAfter, why):
-        # A flood fills the table: one line per 10 s, not one per request.
-        now = self._reactor.seconds()
-        if self._rejectLogged is None or now - self._rejectLogged >= 10:
-            self._rejectLogged = now
-            suppressed, self._rejectSuppressed = self._rejectSuppressed, 0
-            self._log.warn("{why}: 503 to {method} from {remote} "
-                           "({suppressed} more not logged)",
+        if self.rejectLog.allow() is not None:
+            self._log.warn("{why}: 503 to {method} from {remote}",
                            why=why, method=request.method,
-                           remote=flow.remote, suppressed=suppressed)
-        else:
-            self._rejectSuppressed += 1
+                           remote=flow.remote)
         response = responseTo(request, 503)
         response.headers["retry-after"] = [str(retryAfter)]
         try:
