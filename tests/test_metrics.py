@@ -133,3 +133,103 @@ class MetricsTests(TestCase):
         secondSamples = yield self.scrape(second)
         self.assertEqual(firstSamples.get(key), 1)
         self.assertNotIn(key, secondSamples)
+
+
+class StoreAndBindingMetricsTests(TestCase):
+    """
+    The store lookups and bindings on C{/metrics}.
+    """
+
+    timeout = 20
+    scrape = MetricsTests.scrape
+
+    @defer.inlineCallbacks
+    def test_loginMovesLookupsAndBindings(self):
+        """
+        Two users logging in at their home (a memory store, so every lookup
+        is answered at once) move the lookups answered at once by at least
+        two, none waited, the hit ratio is 1 and two bindings are
+        registered.
+        """
+        from tests.distribution_helpers import startClients
+        pool = yield startPool(self, homes=(), distributor=False,
+                               users=["alice", "bob"])
+        service = yield pool.start(
+            "home1", **{"status-listen": "tcp:0:interface=127.0.0.1"})
+        yield pool.store.assignUsers([("alice@example.com", "home1"),
+                                      ("bob@example.com", "home1")])
+        before = yield self.scrape(service)
+        self.assertEqual(before[("sipdist_bindings", ())], 0)
+        yield startClients(self, pool, ["alice", "bob"],
+                           server=pool.uris["home1"])
+        after = yield self.scrape(service)
+        atOnce = ("sipdist_store_lookups_total", (("answer", "at_once"),))
+        waited = ("sipdist_store_lookups_total", (("answer", "waited"),))
+        self.assertGreaterEqual(after[atOnce] - before.get(atOnce, 0), 2)
+        self.assertEqual(after[waited], 0)
+        self.assertEqual(after[("sipdist_store_cache_hit_ratio", ())], 1.0)
+        self.assertEqual(after[("sipdist_bindings", ())], 2)
+        self.assertEqual(after[("sipdist_registered_aors", ())], 2)
+        self.assertEqual(
+            after[("sipdist_store_lookup_wait_seconds_count", ())], 0)
+
+
+class LookupStatsTests(TestCase):
+    """
+    L{sipdist.roles.distribution.LookupStats} and its exposition.
+    """
+
+    def test_waitedAndAtOnce(self):
+        """
+        A lookup that waits 0.03 s lands in the 0.05 s bucket, one that
+        fails after 3 s in the last one (3.03 s waited in all) and is counted failed; a fired
+        answer is counted at once, a fired failure at once and failed.  The
+        exposition gives cumulative buckets, the sum and the ratio.
+        """
+        from twisted.internet.task import Clock
+        from twisted.python.failure import Failure
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.exposition import generate_latest
+        from sipdist.pool.metrics import _lookupMetrics
+        from sipdist.roles.distribution import LookupStats
+        stats = LookupStats()
+        clock = Clock()
+        first, second = defer.Deferred(), defer.Deferred()
+        first.addBoth(stats.waited, clock.seconds(), clock)
+        second.addBoth(stats.waited, clock.seconds(), clock)
+        second.addErrback(lambda _: None)
+        clock.advance(0.03)
+        first.callback("home1")
+        clock.advance(2.97)
+        second.errback(Failure(RuntimeError("store down")))
+        stats.answeredAtOnce(defer.succeed("home1"))
+        failed = defer.fail(RuntimeError("no"))
+        stats.answeredAtOnce(failed)
+        failed.addErrback(lambda _: None)
+        self.assertEqual((stats.atOnce, stats.waitedCount, stats.failed),
+                         (2, 2, 2))
+        self.assertEqual(stats.buckets[3], 1)
+        self.assertEqual(stats.buckets[-1], 1)
+
+        class Collector:
+            def collect(self):
+                return _lookupMetrics(stats)
+
+        registry = CollectorRegistry()
+        registry.register(Collector())
+        samples = {}
+        for family in text_string_to_metric_families(
+                generate_latest(registry).decode()):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(
+                    sample.labels.items())))] = sample.value
+        bucket = "sipdist_store_lookup_wait_seconds_bucket"
+        self.assertEqual(samples[(bucket, (("le", "0.01"),))], 0)
+        self.assertEqual(samples[(bucket, (("le", "0.05"),))], 1)
+        self.assertEqual(samples[(bucket, (("le", "2.0"),))], 1)
+        self.assertEqual(samples[(bucket, (("le", "+Inf"),))], 2)
+        self.assertAlmostEqual(
+            samples[("sipdist_store_lookup_wait_seconds_sum", ())], 3.03)
+        self.assertEqual(samples[("sipdist_store_cache_hit_ratio", ())], 0.5)
+        self.assertEqual(
+            samples[("sipdist_store_lookup_failures_total", ())], 2)

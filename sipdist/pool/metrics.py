@@ -17,7 +17,8 @@ reactor changes them.
 """
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web import resource
 
@@ -104,6 +105,10 @@ class ServerCollector:
                 "sipdist_registered_aors",
                 "Addresses-of-record with bindings here.",
                 value=registrar.count)
+            yield GaugeMetricFamily(
+                "sipdist_bindings",
+                "Bindings (registered contacts) of all addresses-of-record "
+                "here.", value=registrar.bindingCount)
         notifier = getattr(service, "notifier", None)
         if notifier is not None:
             yield GaugeMetricFamily(
@@ -119,6 +124,9 @@ class ServerCollector:
             decisions.add_metric(["redirected"], processor.redirects)
             decisions.add_metric(["proxied"], processor.proxied)
             yield decisions
+        lookups = getattr(processor, "lookups", None)
+        if lookups is not None:
+            yield from _lookupMetrics(lookups)
         proxy = service.proxy
         if proxy is not None:
             proxyStats = proxy.stats()
@@ -152,6 +160,43 @@ class ServerCollector:
             yield _counter("sipdist_rebalance_moved",
                            "Users moved by rebalancing plans.",
                            monitor.moved)
+            done, total = monitor.progress or (0, 0)
+            yield GaugeMetricFamily(
+                "sipdist_rebalance_pending",
+                "Moves of the plan being applied not yet made.",
+                value=total - done)
+
+
+def _lookupMetrics(lookups):
+    """
+    The store lookups of a processor's L{LookupStats}: counted by how they
+    were answered, the wait of those that waited as a histogram, and the
+    share answered at once (the cache hit ratio).
+    """
+    counted = CounterMetricFamily(
+        "sipdist_store_lookups",
+        "Assignment store lookups: answered at once (cache or memory) or "
+        "after waiting for the store.", labels=["answer"])
+    counted.add_metric(["at_once"], lookups.atOnce)
+    counted.add_metric(["waited"], lookups.waitedCount)
+    yield counted
+    yield _counter("sipdist_store_lookup_failures",
+                   "Lookups that failed (store down, deadline passed).",
+                   lookups.failed)
+    cumulative, buckets = 0, []
+    for bound, count in zip(lookups.BUCKETS, lookups.buckets):
+        cumulative += count
+        buckets.append((repr(bound), cumulative))
+    buckets.append(("+Inf", cumulative + lookups.buckets[-1]))
+    yield HistogramMetricFamily(
+        "sipdist_store_lookup_wait_seconds",
+        "How long lookups that were not answered at once waited.",
+        buckets=buckets, sum_value=lookups.waitedSum)
+    total = lookups.atOnce + lookups.waitedCount
+    yield GaugeMetricFamily(
+        "sipdist_store_cache_hit_ratio",
+        "Share of lookups answered at once since start (0 before any).",
+        value=lookups.atOnce / total if total else 0.0)
 
 
 def registryFor(service, config):

@@ -35,6 +35,7 @@ happens in the datagram's reactor turn.
 """
 
 import re
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -192,6 +193,58 @@ class Context:
         self.started = None
 
 
+class LookupStats:
+    """
+    The store lookups of a processor: how many were answered at once (from
+    the store's memory or cache), how many had to wait for the store and
+    how long (a histogram with the bounds of L{BUCKETS}), how many failed.
+    Counts only: bounded whatever the traffic.
+
+    @ivar atOnce: lookups answered at once.
+    @ivar buckets: waited lookups per bound of L{BUCKETS} (not cumulative;
+        the last one counts those over every bound).
+    @ivar waitedSum: seconds spent waiting, in total.
+    @ivar failed: lookups that failed (store down, deadline passed).
+    """
+
+    BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0)
+
+    def __init__(self):
+        self.atOnce = 0
+        self.buckets = [0] * (len(self.BUCKETS) + 1)
+        self.waitedSum = 0.0
+        self.failed = 0
+
+    @property
+    def waitedCount(self):
+        return sum(self.buckets)
+
+    def answeredAtOnce(self, d):
+        """
+        Count a lookup whose answer C{d} (a fired L{Deferred}, or a plain
+        value) came at once.
+        """
+        self.atOnce += 1
+        if firedResult(d) is NOT_FIRED:
+            self.failed += 1
+
+    def waited(self, result, started, clock):
+        """
+        Count a lookup that waited from C{started}; pass C{result} on.
+        """
+        elapsed = max(clock.seconds() - started, 0.0)
+        self.waitedSum += elapsed
+        index = 0
+        for bound in self.BUCKETS:
+            if elapsed <= bound:
+                break
+            index += 1
+        self.buckets[index] += 1
+        if isinstance(result, Failure):
+            self.failed += 1
+        return result
+
+
 class DistributionProcessor:
     """
     The request processor of a role that consults the store.
@@ -237,6 +290,7 @@ class DistributionProcessor:
         self.redirects = 0
         self.proxied = 0
         self.served = 0
+        self.lookups = LookupStats()
         # The Flow-Timer of our 200s to REGISTERs supporting outbound (0:
         # none), and whether our 301s and 200s name a backup home.
         self.flowTimer = DEFAULT_FLOW_TIMER
@@ -358,8 +412,13 @@ class DistributionProcessor:
         # Each step attaches its own callbacks rather than returning its
         # Deferred to the chain: with cached stores they have fired already
         # and run at once, without Deferred chaining.
-        whenFired(self.store.lookupUser(aor), self._lookedUp, self._failed,
-                  (context,))
+        d = self.store.lookupUser(aor)
+        if not isinstance(d, Deferred) or d.called:
+            self.lookups.answeredAtOnce(d)
+        else:
+            d.addBoth(self.lookups.waited, self.server._reactor.seconds(),
+                      self.server._reactor)
+        whenFired(d, self._lookedUp, self._failed, (context,))
 
     def _lookedUp(self, serverId, context):
         try:

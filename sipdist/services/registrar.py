@@ -303,6 +303,13 @@ class Registrar:
         """
         return len(self._bindings)
 
+    @property
+    def bindingCount(self):
+        """
+        How many bindings (contacts) all addresses-of-record have together.
+        """
+        return sum(len(bindings) for bindings in self._bindings.values())
+
     def observe(self, observer):
         """
         Call C{observer(aor, registered)} when an address-of-record gains
