@@ -114,13 +114,15 @@ class Registrar:
 
     # Registration
 
-    def register(self, aor, request, flow=None):
+    def register(self, aor, request, flow=None, maxExpires=None):
         """
         Apply a REGISTER (already authenticated and authorised for C{aor}).
 
         @param aor: the normalised address-of-record.
         @param request: the L{sipdist.sip.message.Request}.
         @param flow: the flow it arrived on.
+        @param maxExpires: the longest lifetime granted to this request's
+            bindings, when shorter than the registrar's own.
         @return: the current bindings of C{aor} (for the C{200}).
         @raise RegistrarError: what to answer instead of C{200}.
         """
@@ -157,6 +159,8 @@ class Registrar:
                     423, "Interval Too Brief",
                     [("Min-Expires", str(self.minExpires))])
             expires = min(expires, self.maxExpires)
+            if maxExpires is not None:
+                expires = min(expires, maxExpires)
             q = 1.0
             if "q" in params:
                 try:
