@@ -24,7 +24,9 @@ touching the store, when all of these hold:
     agrees already), or does not answer the backup's own probe: an
     C{OPTIONS} to it that fails (connection refused, or no response
     within C{timeout} seconds).  Any response, a C{503} too, is a live
-    home, and the client is redirected to it as usual.  A probe's result
+    home, and the client is redirected to it as usual; so it is when the
+    probe fails for another reason (a TLS failure, a bad URI): only
+    silence and connection failures mean a dead home.  A probe's result
     is kept for C{ttl} seconds, and one probe is in flight per home:
     ten thousand clients of a failed home cost one probe every C{ttl}
     seconds.
@@ -177,8 +179,18 @@ class Standby:
                 waiter.callback(not alive)
 
         timedOut = self._reactor.callLater(self.timeout, done, False)
+        def failed(failure):
+            if getattr(failure.value, "unreachable", False):
+                done(False)
+                return
+            # Not a sign of a dead home (a TLS failure, a bad URI): it is
+            # not taken for one, and the client is redirected as usual.
+            self._log.warn("probe of home {home} failed: {reason}",
+                           home=record.id, reason=failure.getErrorMessage())
+            done(True)
+
         d = self.prober.probe(record.uri)
-        d.addCallbacks(lambda answer: done(True), lambda failure: done(False))
+        d.addCallbacks(lambda answer: done(True), failed)
 
 
 def installStandby(service, config, reactor):
