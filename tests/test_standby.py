@@ -207,3 +207,18 @@ class StandbyTests(SynchronousTestCase):
             Clock(), store=MemoryAssignmentStore())
         self.assertIsNone(getattr(service, "standby", None))
         self.assertIsNone(service.processor.standby)
+
+
+class StatusTests(SynchronousTestCase):
+    """
+    The status document counts the requests served temporarily and the
+    probes sent.
+    """
+
+    def test_counted(self):
+        from sipdist.pool.status import statusOf
+        home = Harness(name="home2")
+        home.prober.dead.add(HOME1)
+        home.register("alice", extra=FOLLOWS)
+        document = statusOf(home.service, {"name": "home2"})
+        self.assertEqual(document["standby"], {"served": 1, "probes": 1})
