@@ -253,6 +253,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
 
     survivors = {name: servers[name].pid
                  for name in ("home2", "home3", "distributor")}
+    survivors.update({w.tag: w.pid for w in workers})
     cpu = {name: cpuSeconds(pid) for name, pid in survivors.items()}
     peak = {name: 0.0 for name in survivors}
     loadBefore = loadAverage()
@@ -262,7 +263,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
     os.kill(servers["home1"].pid, signal.SIGKILL)
     servers["home1"].wait()
     again, movedTwice, failures, reasons = {}, set(), 0, {}
-    firstTo = {}
+    firstTo, noticed = {}, {}
     marks = {}
     lastSample = crash
     lastStore = 0.0
@@ -283,9 +284,13 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
             elif kind == "T" and fields[1] in victims:
                 firstTo.setdefault(byPort.get(int(fields[2]), "other"), 0)
                 firstTo[byPort.get(int(fields[2]), "other")] += 1
+            elif kind == "L" and fields[1] in victims:
+                noticed.setdefault(fields[1], float(fields[2]) - crash)
             elif kind == "X" and fields[1] in victims:
                 failures += 1
-                reason = fields[2][:60] if len(fields) > 2 else ""
+                reason = line.split(" ", 2)[2][:70] if len(fields) > 2 \
+                    else ""
+                reason = "".join("#" if c.isdigit() else c for c in reason)
                 reasons[reason] = reasons.get(reason, 0) + 1
         now = time.time()
         if now - lastSample >= 0.5:
@@ -332,13 +337,22 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
               f"{ninety:.2f} s, " + (
                   f"all after {times[-1]:.2f} s" if not lost else
                   f"{len(again)} of {len(victims)} by {elapsed:.0f} s"))
+    if noticed:
+        seen = sorted(noticed.values())
+        print(f"    clients noticed the loss: half after "
+              f"{seen[(len(seen) - 1) // 2]:.2f} s, all "
+              f"({len(seen)}) after {seen[-1]:.2f} s")
     print(f"    first REGISTER after the loss went to: "
           f"{dict(sorted(firstTo.items()))}")
     print(f"    registered at: home2 "
           f"{sum(1 for _, s in again.values() if s == 'home2')}, home3 "
           f"{sum(1 for _, s in again.values() if s == 'home3')}")
+    clients = [v for k, v in peak.items() if k.startswith("worker")]
     print(f"    peak CPU (per 0.5 s): " + ", ".join(
-        f"{name} {value:.0f}%" for name, value in peak.items()))
+        f"{name} {value:.0f}%" for name, value in peak.items()
+        if not name.startswith("worker")) + f"; client processes "
+        f"{min(clients):.0f} to {max(clients):.0f}% each "
+        f"({len(clients)} processes)")
     print(f"    failed logins (retried) {failures}, users lost {lost}, "
           f"moved twice {len(movedTwice)}, placed by the store elsewhere "
           f"than where they registered {elsewhere}", flush=True)
