@@ -4,7 +4,8 @@ One server of bench_failover.py in its own process:
     python bench/failover_server.py CONFIG.json
 
 CONFIG.json is the server's configuration (the keys of the twistd
-options, e.g. {"role": "home", "store": "file:PATH", ...}).  Prints
+options, e.g. {"role": "home", "store": "file:PATH", ...}).  With
+BENCH_LOG_DIR set, the server logs to NAME.log there.  Prints
 C{READY <port>} (its first listening port) once it listens, then runs
 until killed.
 """
@@ -23,6 +24,13 @@ def main():
 
     with open(sys.argv[1]) as f:
         config = json.load(f)
+    if os.environ.get("BENCH_LOG_DIR"):
+        from twisted.logger import globalLogBeginner, textFileLogObserver
+        path = os.path.join(os.environ["BENCH_LOG_DIR"],
+                            f"{config['name']}.log")
+        globalLogBeginner.beginLoggingTo(
+            [textFileLogObserver(open(path, "a"))],
+            redirectStandardIO=False)
     service = buildServer(config, reactor)
 
     def ready(_):
