@@ -398,6 +398,8 @@ def main():
                              "store to move home1's users (the monitor "
                              "moves --max-moves, 500, per round of 5 s)")
     args = parser.parse_args()
+    # Terminated: the child processes are stopped all the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     for transport in args.transport:
         for users in args.users:
             deadline = args.deadline or (60 if transport == "tcp" else 120)

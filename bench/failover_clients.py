@@ -34,6 +34,8 @@ from sipdist.client.discovery import ServerLocator  # noqa: E402
 from sipdist.client.login import Registration  # noqa: E402
 
 LIFETIME = 3600.0
+# Seconds a first login may be retried for.
+SETUP = 600.0
 
 
 class Output:
@@ -81,6 +83,26 @@ def observer(ua, out):
 
 
 @defer.inlineCallbacks
+def firstLogin(reactor, ua, limit):
+    """
+    The first login, tried again (after the library's backoff, a 503's
+    Retry-After honoured) while the set-up lasts: a pool busy with
+    everybody's first login sheds some with 503.
+    """
+    failures = 0
+    while True:
+        try:
+            result = yield ua.registration.start()
+            return result
+        except Exception as e:
+            failures += 1
+            if reactor.seconds() > limit or failures >= 30:
+                raise
+            delay = ua.registration.retryDelay(min(failures, 3), e)
+            yield task.deferLater(reactor, delay, lambda: None)
+
+
+@defer.inlineCallbacks
 def run(reactor, spec):
     out = Output(reactor)
     udp = spec["transport"] == "udp"
@@ -110,7 +132,7 @@ def run(reactor, spec):
         for ua in agents[i:i + step]:
             if udp:
                 yield ua.start()
-            d = ua.registration.start()
+            d = firstLogin(reactor, ua, reactor.seconds() + SETUP)
             if not udp:
                 d.addBoth(closeDistributor, ua)
             pending.append(d)
