@@ -83,7 +83,8 @@ class Standby:
         self.maxExpires = maxExpires
         self.served = 0
         self.probes = 0
-        # Home id -> (alive, when probed); home id -> Deferred in flight.
+        # Home id -> (alive, when probed); home id -> the Deferreds waiting
+        # for the probe in flight (one per home).
         self._known = {}
         self._pending = {}
 
@@ -119,8 +120,7 @@ class Standby:
                 return False
             if record.state == DOWN:
                 return True
-            return self.unreachable(record).addCallback(
-                lambda unreachable: unreachable)
+            return self.unreachable(record)
 
         def served(yes):
             if yes:
