@@ -149,6 +149,27 @@ PARAMETERS = [
      "(Supported: outbound or a reg-id) is asked to send keep-alives (the "
      "Flow-Timer header of the 200; 0: none).  Keep it well below "
      "--idle-timeout."),
+    ("flow-timer-udp", None, 15.0, _nonNegativeFloat,
+     "The Flow-Timer of the 200 to a REGISTER over UDP (see --flow-timer): "
+     "a UDP client learns that its home failed only from its STUN "
+     "keep-alives, at most this many seconds plus 10 s of unanswered "
+     "retransmissions after the failure."),
+    ("standby", None, True, _flag,
+     "Home: serve a user of another home temporarily (the store unchanged, "
+     "a registration of at most --standby-expires seconds) when this server "
+     "is the user's backup home and its home is marked down or does not "
+     "answer this server's own probe either (docs/operations.rst, A failed "
+     "home)."),
+    ("standby-timeout", None, 1.0, _positiveFloat,
+     "Seconds the probe of a user's home (OPTIONS) may take before the home "
+     "counts as unreachable (see --standby)."),
+    ("standby-ttl", None, 2.0, _positiveFloat,
+     "Seconds the result of a probe of a home is used for (see --standby): "
+     "one probe per home and period, whatever the number of its clients."),
+    ("standby-expires", None, 120, _positiveInt,
+     "The longest registration granted by a backup home serving a user "
+     "temporarily (see --standby): the client comes back to be decided "
+     "again within half of it."),
     ("backup-home", None, True, _flag,
      "Name a backup home (Sipdist-Backup, covered by the signature) in the "
      "signed 301 and 200 given to clients that follow the redirect: the "

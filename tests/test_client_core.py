@@ -5,12 +5,16 @@ SUBSCRIBE and NOTIFY), between real user agents and scripted servers on
 loopback.
 """
 
+import uuid
+
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from sipdist.client.dialog import STATIC_SDP, CallFailed
 from sipdist.client.discovery import Target
+from sipdist.client.core import UserAgent
 from sipdist.client.login import Login
 from sipdist.interfaces import ITransactionUser
 from sipdist.sip.message import Request, formatNameAddr, newBranch
@@ -252,3 +256,64 @@ class LoginGateTests(SynchronousTestCase):
         self.ua.loginEnded("home")
         for d in waiting:
             self.assertEqual(self.successResultOf(d), "home")
+
+
+class FakeFlow:
+    """
+    A TCP flow as far as L{UserAgent._prepare} needs one.
+    """
+
+    transport = "TCP"
+    local = ("127.0.0.1", 40000)
+    remote = ("127.0.0.1", 5062)
+
+
+class InstanceTests(SynchronousTestCase):
+    """
+    The RFC 5626 instance id of the client and the Contact of its
+    REGISTERs.
+    """
+
+    def test_derived(self):
+        """
+        By default the instance id is a version 5 UUID of the AOR and the
+        host name: the same at every start, another for another account or
+        device.
+        """
+        from sipdist.client.core import instanceFor
+        a = instanceFor("sip:alice@example.com", "laptop")
+        self.assertTrue(a.startswith("urn:uuid:"))
+        self.assertEqual(uuid.UUID(a[9:]).version, 5)
+        self.assertEqual(a, instanceFor("sip:alice@example.com", "laptop"))
+        self.assertNotEqual(a, instanceFor("sip:bob@example.com", "laptop"))
+        self.assertNotEqual(a, instanceFor("sip:alice@example.com", "phone"))
+        ua = UserAgent(Clock(), "alice@example.com", "pw")
+        self.assertEqual(ua.instance, instanceFor("sip:alice@example.com"))
+
+    def test_given(self):
+        """
+        An instance id given as a UUID or URN is used; anything else is a
+        ValueError.
+        """
+        value = "6f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+        for given in (value, f"urn:uuid:{value}", f'"<urn:uuid:{value}>"'):
+            ua = UserAgent(Clock(), "alice@example.com", "pw",
+                           instance=given)
+            self.assertEqual(ua.instance, f"urn:uuid:{value}")
+        self.assertRaises(ValueError, UserAgent, Clock(),
+                          "alice@example.com", "pw", instance="nope")
+
+    def test_registerContact(self):
+        """
+        A REGISTER's Contact carries +sip.instance and reg-id=1; other
+        requests' Contacts do not.
+        """
+        ua = UserAgent(Clock(), "alice@example.com", "pw")
+        flow = FakeFlow()
+        register = ua._prepare(ua.newRequest("REGISTER", "sip:example.com"),
+                               flow, True)
+        contact = register.header("contact")
+        self.assertIn(f';+sip.instance="<{ua.instance}>";reg-id=1', contact)
+        invite = ua._prepare(ua.newRequest("INVITE", "sip:bob@example.com"),
+                             flow, True)
+        self.assertNotIn("instance", invite.header("contact"))

@@ -67,6 +67,10 @@ def startDeployment(testCase, kind="udp", algorithms=None,
                   "secret": SECRET, "t1": 0.05}
         if algorithms is not None:
             config["digest-algorithms"] = list(algorithms)
+        if ca is not None:
+            # The servers trust each other's certificates (a backup home
+            # probes the user's home over TLS).
+            config["tls-ca"] = ca
         config.update(options)
         service = buildServer(config, reactor, store=store)
         service.startService()

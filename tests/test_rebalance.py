@@ -33,16 +33,27 @@ class PlanTests(SynchronousTestCase):
     def test_downSpreadByWeight(self):
         """
         The users of a down server are spread over the active servers in
-        proportion to their capacity weights; nobody else moves.
+        proportion to their capacity weights, within the tolerance (10%);
+        each goes to its first choice in its rendezvous order (the backup
+        home its client knows) while that stays within it; nobody else
+        moves.
         """
         pool = servers(("a", 1, DOWN), ("b", 1, ACTIVE), ("c", 3, ACTIVE))
         assignments = users(400, "a")
         plan = computePlan(pool, assignments)
         self.assertEqual(len(plan.moves), 400)
         landed = Counter(m.new for m in plan.moves)
-        self.assertEqual(landed["b"], 100)
-        self.assertEqual(landed["c"], 300)
+        self.assertTrue(90 <= landed["b"] <= 110, landed)
+        self.assertTrue(270 <= landed["c"] <= 330, landed)
         self.assertEqual(plan.after["a"], 0)
+        eligible = [r for r in pool if r.id != "a"]
+        firstChoice = {a: preference(a, eligible)[0] for a in assignments}
+        wanted = Counter(firstChoice.values())
+        elsewhere = sum(1 for m in plan.moves if m.new != firstChoice[m.aor])
+        # Only the users beyond a server's share and tolerance go
+        # elsewhere.
+        self.assertEqual(elsewhere, max(0, wanted["b"] - 110)
+                         + max(0, wanted["c"] - 330))
 
     def test_drainingMovesOnlyItsUsers(self):
         """

@@ -183,3 +183,105 @@ class RegistrarTests(SynchronousTestCase):
         self.assertEqual(self.registrar.aors(), [])
         self.assertEqual(events, [(AOR, True), (AOR, False)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+INSTANCE = '"<urn:uuid:00000000-0000-4000-8000-000000000001>"'
+
+
+class OutboundBindingTests(SynchronousTestCase):
+    """
+    RFC 5626 section 6: a Contact with C{+sip.instance} and C{reg-id} is
+    bound by its instance id and reg-id, whatever its URI.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.registrar = Registrar(self.clock, maxBindings=3)
+        self.addCleanup(self.registrar.stop)
+
+    def flow(self, port, regId=1, instance=INSTANCE, cseq=1, callID="c1",
+             expires=None):
+        contact = f"<sip:alice@192.0.2.1:{port};transport=tcp>" \
+            f";+sip.instance={instance};reg-id={regId}"
+        return register(self.registrar, contact=contact, cseq=cseq,
+                        callID=callID, expires=expires)
+
+    def test_sameInstanceAndRegIdReplaces(self):
+        """
+        A client that connects again (a new port, a new Call-ID after a
+        new login) replaces its binding instead of adding one.
+        """
+        self.flow(40001)
+        [binding] = self.flow(40002, callID="c2")
+        self.assertEqual(binding.uri.port, 40002)
+        self.assertEqual(binding.regId, "1")
+        self.assertEqual(binding.instance, INSTANCE)
+
+    def test_instanceComparedWithoutCase(self):
+        """
+        Instance ids are compared case insensitively.
+        """
+        self.flow(40001)
+        [binding] = self.flow(40002, callID="c2", instance=INSTANCE.upper()
+                              .replace("URN:UUID", "urn:uuid"))
+        self.assertEqual(binding.uri.port, 40002)
+
+    def test_otherRegIdAdds(self):
+        """
+        Another reg-id of the same instance is another flow: a second
+        binding.
+        """
+        self.flow(40001)
+        self.assertEqual(len(self.flow(40002, regId=2, callID="c2")), 2)
+
+    def test_otherInstanceAdds(self):
+        """
+        Another instance (another device of the user) adds a binding.
+        """
+        self.flow(40001)
+        other = '"<urn:uuid:00000000-0000-4000-8000-000000000002>"'
+        self.assertEqual(len(self.flow(40002, instance=other,
+                                       callID="c2")), 2)
+
+    def test_removedByInstance(self):
+        """
+        Expires 0 on a Contact with the instance id and reg-id removes that
+        flow's binding, whatever the URI.
+        """
+        self.flow(40001)
+        self.assertEqual(self.flow(40009, callID="c2", expires=0), [])
+        self.assertEqual(self.registrar.lookup(AOR), [])
+
+    def test_outOfOrder(self):
+        """
+        An older CSeq of the same Call-ID for the same flow is refused.
+        """
+        self.flow(40001, cseq=5)
+        e = self.assertRaises(RegistrarError, self.flow, 40002, cseq=4)
+        self.assertEqual(e.code, 500)
+
+    def test_badRegId(self):
+        """
+        A reg-id that is not a positive integer is a 400.
+        """
+        e = self.assertRaises(RegistrarError, self.flow, 40001, regId="x")
+        self.assertEqual((e.code, e.phrase), (400, "Bad Contact reg-id"))
+
+    def test_regIdWithoutInstanceIgnored(self):
+        """
+        A reg-id without an instance id does not make an RFC 5626 flow: the
+        Contact is bound by its URI, as without it.
+        """
+        register(self.registrar, contact="<sip:alice@192.0.2.1:1>;reg-id=1")
+        bindings = register(self.registrar, contact="<sip:alice@192.0.2.1:2>"
+                            ";reg-id=1", callID="c2")
+        self.assertEqual(len(bindings), 2)
+        self.assertIsNone(bindings[0].regId)
+
+    def test_plainContactUnchanged(self):
+        """
+        Contacts without an instance id are still bound by their URI.
+        """
+        register(self.registrar, contact="<sip:alice@192.0.2.1:1>")
+        self.assertEqual(len(register(
+            self.registrar, contact="<sip:alice@192.0.2.1:1>", cseq=2)), 1)

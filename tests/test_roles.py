@@ -3,7 +3,7 @@ Tests for L{sipdist.roles.distribution}: REGISTER through the home and distribut
 driven through the real transaction layer on a clock.
 """
 
-from twisted.internet.defer import fail
+from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -11,6 +11,7 @@ from sipdist.auth.client import answerChallenge, verifySignature
 from sipdist.auth.digest import parseDigest
 from sipdist.sip.message import parseMessage
 from sipdist.config import ConfigurationError
+from sipdist.pool.monitor import Answer, ProbeFailed
 from sipdist.server import buildServer
 from sipdist.store import ServerRecord, StoreUnavailable
 from sipdist.store.memory import MemoryAssignmentStore
@@ -66,6 +67,11 @@ class Harness:
                   "redirect-policy": policy,
                   "redirect-user-agent": list(userAgents)}
         self.service = buildServer(config, self.clock, store=self.store)
+        # The other homes answer a backup's probes (tests.test_standby
+        # makes them fail).
+        self.prober = FakeProber()
+        if getattr(self.service, "standby", None) is not None:
+            self.service.standby.prober = self.prober
         self.proxy = RecordingProxy()
         self.service.processor.proxy = self.proxy
         self.layer = self.service.transactions
@@ -96,6 +102,23 @@ class Harness:
             f"z9hG4bKa{self.branch - 1}", f"z9hG4bKa{self.branch}"),) + tuple(kw["vias"][1:])
         extra = tuple(kw.pop("extra", ())) + (f"Authorization: {value}",)
         return self.send(registerBytes(user, cseq=cseq + 1, extra=extra, **kw)), session
+
+
+class FakeProber:
+    """
+    Stands for the probes of L{sipdist.pool.monitor.Prober}: every home
+    answers, unless its URI is in C{dead}; keeps the URIs probed.
+    """
+
+    def __init__(self):
+        self.dead = set()
+        self.probed = []
+
+    def probe(self, uri, late=None):
+        self.probed.append(uri)
+        if uri in self.dead:
+            return fail(ProbeFailed("connection refused"))
+        return succeed(Answer())
 
 
 class RecordingProxy:
@@ -683,3 +706,24 @@ class StandardClientTests(SynchronousTestCase):
                                   userAgents=["("])
         self.assertIn("--redirect-user-agent: '(' is not a regular",
                       str(error))
+
+
+class FlowTimerByTransportTests(SynchronousTestCase):
+    """
+    The Flow-Timer a home gives an RFC 5626 client depends on the
+    transport: over UDP, where the keep-alives are how the client learns of
+    a failed home, 15 s by default; on a connection 60 s.
+    """
+
+    def flowTimer(self, transport):
+        home = Harness(transport=transport)
+        response, _ = home.register(
+            "alice", extra=FOLLOWS + ("Supported: outbound",))
+        self.assertEqual(response.code, 200)
+        return response.header("flow-timer")
+
+    def test_udp(self):
+        self.assertEqual(self.flowTimer("UDP"), "15")
+
+    def test_tcp(self):
+        self.assertEqual(self.flowTimer("TCP"), "60")

@@ -716,3 +716,24 @@ class BadInputLogTests(SynchronousTestCase):
         protocol.datagramReceived(b"junk", ("10.0.0.1", 1))
         logged = [e for e in events if "dropped a message" in e.get("log_format", "")]
         self.assertEqual(logged[-1]["suppressed"], 980)
+
+
+class ListenBacklogTests(SynchronousTestCase):
+    """
+    A TCP port listens with a backlog of 1024 connections unless its
+    description says otherwise: the clients of a failed home connect to
+    their backup all at once.
+    """
+
+    def backlog(self, description):
+        reactor = MemoryReactorClock()
+        layer = TransportLayer(reactor, RecordingHandler())
+        layer.listen(description)
+        return reactor.tcpServers[-1][2]
+
+    def test_default(self):
+        self.assertEqual(self.backlog("tcp:0:interface=127.0.0.1"), 1024)
+
+    def test_given(self):
+        self.assertEqual(self.backlog("tcp:0:interface=127.0.0.1:backlog=7"),
+                         7)

@@ -35,6 +35,7 @@ the observer of events are given by the caller.
 
 import copy
 import socket
+import uuid
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -128,6 +129,36 @@ def localAddressFor(host, port):
         return "127.0.0.1" if family == socket.AF_INET else "::1"
 
 
+# The namespace of the instance ids derived by L{instanceFor}.
+INSTANCE_NAMESPACE = uuid.UUID("5b1d7a3e-2f0c-4e61-9a57-3c2de1f0a8b4")
+
+
+def instanceFor(aor, device=None):
+    """
+    The RFC 5626 instance id of a client, C{urn:uuid:...}: a name-based
+    UUID (version 5) of the address-of-record and the device, by default
+    this host's name.  It is the same at every start, with nothing to keep
+    on disk; two clients of one account on one host must name distinct
+    devices (or be given their own instance ids).
+    """
+    if device is None:
+        device = socket.gethostname()
+    return f"urn:uuid:{uuid.uuid5(INSTANCE_NAMESPACE, f'{aor}|{device}')}"
+
+
+def asInstance(text):
+    """
+    An instance id given as a UUID or a C{urn:uuid:} URN, as
+    C{urn:uuid:...}.
+
+    @raise ValueError: not a UUID.
+    """
+    value = text.strip().strip('"<>')
+    if value.lower().startswith("urn:uuid:"):
+        value = value[len("urn:uuid:"):]
+    return f"urn:uuid:{uuid.UUID(value)}"
+
+
 @implementer(ITransactionUser)
 class UserAgent:
     """
@@ -145,6 +176,11 @@ class UserAgent:
     @param observer: called with every L{sipdist.client.events} event.
     @param tracer: called with C{(direction, message, flow)} for every
         message sent (C{"out"}) or received (C{"in"}), or L{None}.
+    @param instance: the RFC 5626 instance id of this client (a UUID or
+        C{urn:uuid:} URN); default L{instanceFor} the AOR on this host.
+        Every REGISTER's Contact carries it (C{+sip.instance}) with
+        C{reg-id=1}: the registrar replaces the binding of our previous
+        flow instead of adding one when we connect again.
 
     @ivar outboundProxy: the L{Target} requests out of dialogs go to, once
         set by the login, else L{None}.
@@ -158,10 +194,12 @@ class UserAgent:
 
     def __init__(self, reactor, aor, password, username=None,
                  caCertificates=None, listen="udp:0", T1=0.5, observer=None,
-                 tracer=None, maxConnections=32):
+                 tracer=None, maxConnections=32, instance=None):
         self._reactor = reactor
         text = normaliseAOR(aor)
         self.aor = parseURI(text)
+        self.instance = (asInstance(instance) if instance is not None
+                         else instanceFor(text))
         self.username = username or self.aor.username
         self.password = password
         self.domain = self.aor.host
@@ -325,7 +363,14 @@ class UserAgent:
         via.rportRequested = True
         sent.headers["via"] = [via.toString()]
         if withContact and "contact" not in sent.headers:
-            sent.headers["contact"] = [formatNameAddr(self.contactURI(flow))]
+            params = None
+            if request.method == "REGISTER":
+                # RFC 5626 section 4.2: one flow (reg-id 1) of this
+                # instance at a time.
+                params = {"+sip.instance": f'"<{self.instance}>"',
+                          "reg-id": "1"}
+            sent.headers["contact"] = [formatNameAddr(self.contactURI(flow),
+                                                      params)]
         return sent
 
     def _authorize(self, request, session=None):

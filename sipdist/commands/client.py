@@ -31,7 +31,7 @@ from twisted.internet import defer, task
 from twisted.python import usage
 
 from sipdist.commands.main import CommandError, OptionsAnywhere
-from sipdist.client.core import UserAgent
+from sipdist.client.core import UserAgent, asInstance
 from sipdist.client.events import ClientError
 from sipdist.client.discovery import DiscoveryError, ServerLocator, asURI
 from sipdist.client.dialog import STATIC_SDP, CallFailed
@@ -128,6 +128,10 @@ class _ClientOptions(OptionsAnywhere):
         ["user", "u", None, "Digest user name (default: the user of AOR)."],
         ["t1", None, 0.5, "SIP timer T1 in seconds (timeouts are 64*T1).",
          float],
+        ["instance", None, None,
+         "RFC 5626 instance id of this device, a UUID (default: derived "
+         "from AOR and this host's name; two clients of one account on one "
+         "host need distinct ones)."],
     ]
     optFlags = [
         ["trace", "t", "Print the message flow as a ladder."],
@@ -156,6 +160,13 @@ class _ClientOptions(OptionsAnywhere):
                 asURI(self["server"])
             except DiscoveryError as e:
                 raise usage.UsageError(f"--server: {e}") from None
+        if self["instance"] is not None:
+            try:
+                asInstance(self["instance"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--instance: {self['instance']!r} is not a UUID") \
+                    from None
         if self["ca"] is not None:
             try:
                 loadCertificates(self["ca"], "CA certificate")
@@ -174,7 +185,8 @@ class _ClientOptions(OptionsAnywhere):
             reactor, self["aor"], password, username=self["user"],
             caCertificates=[self["ca"]] if self["ca"] else None,
             listen=self["listen"], T1=self["t1"], tracer=tracer,
-            observer=lambda event: self.print(str(event)))
+            observer=lambda event: self.print(str(event)),
+            instance=self["instance"])
         locator = ServerLocator(makeResolver(reactor, self["dns"]))
         registration = Registration(ua, locator, server=self["server"],
                                     expires=self["expires"],

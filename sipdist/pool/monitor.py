@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 
 from twisted.application.internet import TimerService
 from twisted.internet import defer
+from twisted.internet.error import ConnectError, ConnectionLost
 from twisted.logger import Logger
 
 from sipdist.sip.message import Request, Via, formatNameAddr, newBranch, newTag
@@ -139,7 +140,15 @@ class ProbeFailed(Exception):
     """
     A server did not answer an C{OPTIONS} at all (silence, connection
     failure); the message says how.
+
+    @ivar unreachable: whether it failed for want of the server (silence,
+        a connection refused or not made) rather than for another reason
+        (a bad URI, a TLS failure).
     """
+
+    def __init__(self, message, unreachable=True):
+        Exception.__init__(self, message)
+        self.unreachable = unreachable
 
 
 @dataclass
@@ -189,7 +198,8 @@ class Prober:
             parsed = parseURI(uri)
             hop = nextHopFor(parsed)
         except (URIError, NextHopError, ValueError) as e:
-            return defer.fail(ProbeFailed(f"bad URI {uri}: {e}"))
+            return defer.fail(ProbeFailed(f"bad URI {uri}: {e}",
+                                          unreachable=False))
         self._cseq += 1
         request = Request("OPTIONS", parsed)
         headers = request.headers
@@ -225,8 +235,10 @@ class Prober:
             if failure.check(ProbeFailed):
                 result.errback(failure)
             else:
-                result.errback(ProbeFailed(failure.getErrorMessage() or
-                                           failure.type.__name__))
+                result.errback(ProbeFailed(
+                    failure.getErrorMessage() or failure.type.__name__,
+                    unreachable=bool(failure.check(ConnectError,
+                                                   ConnectionLost))))
 
         d = self.transport.connect(*hop)
         d.addCallback(self._send, request)

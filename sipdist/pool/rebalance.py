@@ -186,9 +186,9 @@ def computePlan(servers, assignments, weights=None, balance=True,
     eligibleIds = set(share)
     moved = {}
 
-    def place(aor, w, order):
+    def place(aor, w, order, slack=1.0):
         for sid in order:
-            if load[sid] + w <= share[sid] + 1e-9 or load[sid] == 0 \
+            if load[sid] + w <= share[sid] * slack + 1e-9 or load[sid] == 0 \
                     and w > share[sid]:
                 return sid
         return min(order, key=lambda sid: (load[sid] / share[sid]
@@ -208,7 +208,10 @@ def computePlan(servers, assignments, weights=None, balance=True,
         plan.why[sid] = plan.reasons[-1]
         for aor in sorted(members[sid]):
             w = weights.get(aor, 1)
-            new = place(aor, w, preference(aor, eligible))
+            # Within the tolerance the user goes to its first choice: the
+            # backup home its client was named, which may serve it already
+            # (sipdist.pool.standby); it is not moved a second time.
+            new = place(aor, w, preference(aor, eligible), 1 + tolerance)
             load[sid] -= w
             load[new] += w
             moved[aor] = Move(aor, sid, new, w)

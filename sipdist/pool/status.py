@@ -72,6 +72,10 @@ def statusOf(service, config):
     if handover is not None:
         document["handover"] = {"served": handover.served,
                                 "released": handover.released}
+    standby = getattr(service, "standby", None)
+    if standby is not None:
+        document["standby"] = {"served": standby.served,
+                               "probes": standby.probes}
     monitor = getattr(service, "monitor", None)
     if monitor is not None:
         progress = monitor.progress

@@ -18,8 +18,9 @@ from sipdist.auth.server import DigestAuthenticator
 from sipdist.auth.sources import CredentialsConfigError, makeChecker
 from sipdist.config import ConfigurationError
 from sipdist.pool.monitor import installMonitor
+from sipdist.pool.standby import installStandby
 from sipdist.roles.distribution import (
-    DistributionProcessor, compileUserAgents)
+    DEFAULT_FLOW_TIMER_UDP, DistributionProcessor, compileUserAgents)
 from sipdist.services.proxy import Proxy, routeKey
 from sipdist.services.routing import ROUTER_METHODS, installRouting
 from sipdist.store import StoreError, storeFromString
@@ -82,6 +83,8 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
         policy=config.get("redirect-policy", "auto"), userAgents=userAgents,
         taggedAlgorithms=tagged, clientSeal=ClientAddressSeal(secret))
     processor.flowTimer = int(config.get("flow-timer", 60))
+    processor.flowTimerUDP = int(config.get("flow-timer-udp",
+                                            DEFAULT_FLOW_TIMER_UDP))
     processor.offerBackup = config.get("backup-home", True)
     processor.logDecisions = config.get("log-format") == "json"
     server.addMethods(("REGISTER",) + ROUTER_METHODS)
@@ -93,6 +96,8 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
     service.proxy = proxy
     installRouting(service, config, reactor)
     installMonitor(service, config, reactor)
+    if role == "home":
+        installStandby(service, config, reactor)
     return {"route-set": proxy.routeInDialog, "distribution": processor}
 
 

@@ -123,25 +123,38 @@ MAX_BACKUPS_REMEMBERED = 4096
 # Seconds a home asks an RFC 5626 client to keep its flow alive within
 # (the Flow-Timer header of its 200 to a REGISTER supporting outbound).
 DEFAULT_FLOW_TIMER = 60
+# Over UDP, where the keep-alives are how a client learns that its home
+# failed (a connection's loss tells it at once): shorter.
+DEFAULT_FLOW_TIMER_UDP = 15
 
 
-def backupFor(aor, records, assignedId, transport):
+def backupRecord(aor, records, assignedId, transport, exclude=()):
     """
     The backup home of a user: the first server, in the user's
     capacity-weighted rendezvous order (L{sipdist.pool.rebalance.preference},
     the order the rebalancer moves users in), that is C{active}, has a
-    weight, is not its assigned server and has a URI for C{transport}.
+    weight, is not its assigned server (nor one of C{exclude}) and has a
+    URI for C{transport}.
 
     @param records: the L{sipdist.store.ServerRecord}s of the pool.
-    @return: the backup's URI for C{transport}, or L{None}.
+    @return: C{(server id, URI for transport)}, or L{None}.
     """
     eligible = {r.id: r for r in records
-                if r.id != assignedId and r.state == ACTIVE and r.weight > 0}
+                if r.id != assignedId and r.id not in exclude
+                and r.state == ACTIVE and r.weight > 0}
     for serverId in preference(aor, eligible.values()):
         uri = serverURIFor(eligible[serverId], transport)
         if uri is not None:
-            return uri
+            return serverId, uri
     return None
+
+
+def backupFor(aor, records, assignedId, transport, exclude=()):
+    """
+    The URI of the backup home of a user (L{backupRecord}), or L{None}.
+    """
+    backup = backupRecord(aor, records, assignedId, transport, exclude)
+    return None if backup is None else backup[1]
 
 
 def wantsFlowTimer(request):
@@ -171,11 +184,13 @@ class Context:
     @ivar tagged: whether the request lists the option tag.
     @ivar followsRedirect: whether the client follows the distribution
         redirect (see L{followsRedirect}).
+    @ivar standby: whether this backup home serves the user temporarily
+        (L{sipdist.pool.standby}).
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
                  "serve", "proxyAuth", "record", "tagged", "followsRedirect",
-                 "started")
+                 "started", "standby")
 
     def __init__(self, request, transaction, serve, proxyAuth,
                  userAgents=(), taggedAlgorithms=None):
@@ -189,6 +204,7 @@ class Context:
         self.serve = serve
         self.proxyAuth = proxyAuth
         self.record = None
+        self.standby = False
         # When handle() took the request (only while decisions are logged).
         self.started = None
 
@@ -294,6 +310,7 @@ class DistributionProcessor:
         # The Flow-Timer of our 200s to REGISTERs supporting outbound (0:
         # none), and whether our 301s and 200s name a backup home.
         self.flowTimer = DEFAULT_FLOW_TIMER
+        self.flowTimerUDP = DEFAULT_FLOW_TIMER_UDP
         self.offerBackup = True
         # (aor, assigned server, transport, records) -> Sipdist-Backup value.
         self._backups = {}
@@ -449,12 +466,31 @@ class DistributionProcessor:
     # moved user's requests until its next REGISTER, which is redirected
     # and ends its registration here.
     handover = None
+    # On a home, a L{sipdist.pool.standby.Standby}: a user of a home that
+    # cannot be reached, who names us as its backup, is served here
+    # temporarily.
+    standby = None
 
     def _decided(self, assignment, context):
         outcome = decide(context.viaCount, assignment, self.role,
                          self.server.name, self.policy,
                          followsRedirect=context.followsRedirect,
                          register=context.request.method == "REGISTER")
+        standby = self.standby
+        if standby is not None and standby.applies(context, outcome):
+            d = standby.check(context)
+            d.addCallback(self._standbyChecked, outcome, context)
+            d.addErrback(self._failed, context)
+            return
+        self._act(outcome, context)
+
+    def _standbyChecked(self, serve, outcome, context):
+        if serve:
+            context.standby = True
+            outcome = Serve()
+        self._act(outcome, context)
+
+    def _act(self, outcome, context):
         if self.handover is not None and isinstance(
                 outcome, (Redirect, Proxy)) and self.handover(context,
                                                              outcome):
@@ -539,7 +575,7 @@ class DistributionProcessor:
             response.addHeader(name, value)
         return response
 
-    def withBackup(self, context, assignedId, then):
+    def withBackup(self, context, assignedId, then, exclude=()):
         """
         Call C{then(backup)} with the C{Sipdist-Backup} value to give the
         client of C{context} (its backup home, L{backupFor}, as C{<URI>}),
@@ -555,14 +591,16 @@ class DistributionProcessor:
                                      context.transaction.flow)
 
         def pick(records):
-            # The same user, assigned server, transport and pool give the
-            # same backup: remembered (bounded) rather than hashed and
-            # sorted again on every request.
-            key = (context.aor, assignedId, transport, tuple(records))
+            # The same user, assigned server, transport, exclusions and
+            # pool give the same backup: remembered (bounded) rather than
+            # hashed and sorted again on every request.
+            key = (context.aor, assignedId, transport, tuple(exclude),
+                   tuple(records))
             cache = self._backups
             backup = cache.get(key, cache)
             if backup is cache:
-                uri = backupFor(context.aor, records, assignedId, transport)
+                uri = backupFor(context.aor, records, assignedId, transport,
+                                exclude)
                 backup = None if uri is None else f"<{uri}>"
                 if len(cache) >= MAX_BACKUPS_REMEMBERED:
                     cache.clear()
@@ -682,8 +720,10 @@ class DistributionProcessor:
         request, transaction = context.request, context.transaction
         server = self.server
         try:
-            bindings = self.registrar.register(context.aor, request,
-                                               transaction.flow)
+            bindings = self.registrar.register(
+                context.aor, request, transaction.flow,
+                maxExpires=self.standby.maxExpires if context.standby
+                else None)
         except RegistrarError as e:
             self.respond(request, transaction, e.code, e.phrase, e.headers)
             return
@@ -699,10 +739,19 @@ class DistributionProcessor:
         if path and "path" in {t.lower() for t in request.values("supported")}:
             headers["path"] = list(path)
         headers["supported"] = ["path, outbound"]
-        if self.flowTimer and wantsFlowTimer(request):
-            headers["flow-timer"] = [str(self.flowTimer)]
+        timer = self.flowTimer
+        if arrivalTransport(request, transaction.flow) == "UDP":
+            timer = self.flowTimerUDP
+        if timer and wantsFlowTimer(request):
+            headers["flow-timer"] = [str(timer)]
 
         def respond(backup):
             transaction.respond(self.signed(response, context, None, backup))
 
+        if context.standby:
+            # Served here for a while: the backup named is the next one,
+            # neither us nor the home that failed.
+            self.withBackup(context, server.name, respond,
+                            exclude=(context.record.id,))
+            return
         self.withBackup(context, server.name, respond)

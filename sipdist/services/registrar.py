@@ -119,13 +119,15 @@ class Registrar:
 
     # Registration
 
-    def register(self, aor, request, flow=None):
+    def register(self, aor, request, flow=None, maxExpires=None):
         """
         Apply a REGISTER (already authenticated and authorised for C{aor}).
 
         @param aor: the normalised address-of-record.
         @param request: the L{sipdist.sip.message.Request}.
         @param flow: the flow it arrived on.
+        @param maxExpires: the longest lifetime granted to this request's
+            bindings, when shorter than the registrar's own.
         @return: the current bindings of C{aor} (for the C{200}).
         @raise RegistrarError: what to answer instead of C{200}.
         """
@@ -162,6 +164,8 @@ class Registrar:
                     423, "Interval Too Brief",
                     [("Min-Expires", str(self.minExpires))])
             expires = min(expires, self.maxExpires)
+            if maxExpires is not None:
+                expires = min(expires, maxExpires)
             q = 1.0
             if "q" in params:
                 try:
@@ -170,14 +174,23 @@ class Registrar:
                     q = -1
                 if not 0 <= q <= 1:
                     raise RegistrarError(400, "Bad Contact q")
-            existing = next((b for b in current if b.uri == uri), None)
-            if existing is not None and existing.callID == callID \
-                    and cseq <= existing.cseq:
+            instance = instanceId(params.get("+sip.instance"))
+            # A reg-id without an instance id is not an RFC 5626 flow:
+            # the Contact is bound as any other.
+            regId = params.get("reg-id") if instance is not None else None
+            if regId is not None:
+                regId = regId.strip()
+                if not regId.isdigit() or not 0 < int(regId) < 2 ** 31:
+                    raise RegistrarError(400, "Bad Contact reg-id")
+            existing = [b for b in current if sameBinding(b, uri, instance,
+                                                          regId)]
+            if any(b.callID == callID and cseq <= b.cseq for b in existing):
                 raise RegistrarError(500, "Out Of Order REGISTER")
-            changes.append((uri, value, params, expires, q, existing))
+            changes.append((uri, value, params, expires, q, existing,
+                            instance, regId))
 
-        kept = [b for b in current
-                if not any(b.uri == c[0] for c in changes)]
+        replaced = {id(b) for c in changes for b in c[5]}
+        kept = [b for b in current if id(b) not in replaced]
         added = [c for c in changes if c[3] > 0]
         if len(kept) + len(added) > self.maxBindings:
             raise RegistrarError(403, "Too Many Contacts")
@@ -187,11 +200,13 @@ class Registrar:
 
         path = request.values("path")
         bindings = kept
-        for uri, value, params, expires, q, existing in added:
+        for uri, value, params, expires, q, existing, instance, regId in \
+                added:
             binding = Binding(
                 contact=_stripParams(value), uri=uri, expires=now + expires,
                 q=q, callID=callID, cseq=cseq, path=path, flow=flow,
-                instance=params.get("+sip.instance"), regId=params.get("reg-id"))
+                instance=params.get("+sip.instance") if instance else None,
+                regId=regId)
             bindings.append(binding)
             heapq.heappush(self._heap, (binding.expires, aor))
         self._store(aor, bindings)
@@ -348,6 +363,32 @@ class Registrar:
         self._sweepCall = None
         if self.journal is not None:
             self.journal.stop()
+
+
+def instanceId(value):
+    """
+    The instance id of a C{+sip.instance} Contact parameter (RFC 5626
+    section 4.1: a quoted C{<urn>}), compared without quotes, case
+    insensitively; L{None} for none.
+    """
+    if value is None:
+        return None
+    text = value.strip().strip('"').strip()
+    return text.lower() or None
+
+
+def sameBinding(binding, uri, instance, regId):
+    """
+    Whether a REGISTER's Contact (C{uri}, its instance id and C{reg-id})
+    updates C{binding}: RFC 5626 section 6, the same instance id and
+    C{reg-id} (whatever the URI: a client that connects again has a new
+    port); with an instance id and no C{reg-id}, the same instance id
+    without one (RFC 5627); else the same URI (RFC 3261 section 10.3).
+    """
+    if instance is not None:
+        return instanceId(binding.instance) == instance and \
+            binding.regId == regId
+    return binding.uri == uri
 
 
 def _seconds(text):

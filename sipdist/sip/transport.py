@@ -77,6 +77,15 @@ def _token():
     return urlsafe_b64encode(os.urandom(9)).decode("ascii")
 
 
+# Connections waiting to be accepted (the listen backlog) on a TCP or TLS
+# port unless its description says otherwise (backlog=N): the clients of a
+# failed home all connect to their backup within seconds, and a connection
+# the kernel drops from a full backlog is tried again by the client only
+# after 1, 3, 7 ... s (the SYN retransmissions).  The kernel caps it at
+# net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+
+
 class DatagramFlow:
     """
     A UDP peer: messages to it are datagrams from our listening port.
@@ -492,9 +501,12 @@ class TransportLayer:
             from sipdist.sip.tls import tlsServerEndpoint
             endpoint = tlsServerEndpoint(
                 self._reactor, int(args[0]), kwargs.get("interface", ""),
-                tlsServerOptions)
+                tlsServerOptions,
+                backlog=int(kwargs.get("backlog", LISTEN_BACKLOG)))
             transportName = "TLS"
         else:
+            if kind == "tcp" and "backlog" not in kwargs:
+                description += f":backlog={LISTEN_BACKLOG}"
             endpoint = endpoints.serverFromString(self._reactor, description)
             transportName = "TLS" if kind in ("ssl", "tls") else "TCP"
         d = endpoint.listen(_StreamFactory(self, transportName))

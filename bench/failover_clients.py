@@ -1,0 +1,169 @@
+"""
+Simulated clients of bench_failover.py, many per process: each user is
+the client library itself (L{sipdist.client.core.UserAgent} and
+L{sipdist.client.login.Registration} with their shipped defaults).
+
+    python bench/failover_clients.py SPEC.json
+
+SPEC.json: {"names": [...], "password": ..., "domain": ..., "transport":
+"tcp" or "udp", "server": the distributor's URI, "rate": logins per
+second}.  The process reports to its parent on standard output, one event
+a line (times are time.time()):
+
+    R NAME PORT TIME      registered at the server listening on PORT
+    L NAME TIME           the home was lost (connection, keep-alive)
+    T NAME PORT           the first REGISTER after the loss went to PORT
+    X NAME REASON         a login failed (it is retried)
+    D OK FAILED           the first logins are over
+    Q                     all stopped (on SIGTERM)
+
+It runs until terminated, and for at most an hour.
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from twisted.internet import defer, task  # noqa: E402
+
+from sipdist.client.core import UserAgent  # noqa: E402
+from sipdist.client.discovery import ServerLocator  # noqa: E402
+from sipdist.client.login import Registration  # noqa: E402
+
+LIFETIME = 3600.0
+# Seconds a first login may be retried for.
+SETUP = 600.0
+
+
+class Output:
+    """
+    Lines to the parent, written every 0.2 s.
+    """
+
+    def __init__(self, reactor):
+        self.lines = []
+        self.loop = task.LoopingCall(self.flush)
+        self.loop.clock = reactor
+        self.loop.start(0.2, now=False)
+
+    def __call__(self, line):
+        self.lines.append(line)
+
+    def flush(self):
+        if self.lines:
+            try:
+                sys.stdout.write("\n".join(self.lines) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                os._exit(1)
+            self.lines = []
+
+
+def observer(ua, out):
+    lost = [False]
+
+    def seen(event):
+        kind = event.kind
+        if kind == "registered":
+            lost[0] = False
+            out(f"R {ua.name} {event.target.port} {time.time():.3f}")
+        elif kind == "flow-failed":
+            lost[0] = True
+            ua.tried = False
+            out(f"L {ua.name} {time.time():.3f}")
+        elif kind == "trying" and lost[0] and not ua.tried:
+            ua.tried = True
+            out(f"T {ua.name} {event.target.port}")
+        elif kind == "retry":
+            out(f"X {ua.name} {event.text[:120]}")
+    return seen
+
+
+@defer.inlineCallbacks
+def firstLogin(reactor, ua, limit):
+    """
+    The first login, tried again (after the library's backoff, a 503's
+    Retry-After honoured) while the set-up lasts: a pool busy with
+    everybody's first login sheds some with 503.
+    """
+    failures = 0
+    while True:
+        try:
+            result = yield ua.registration.start()
+            return result
+        except Exception as e:
+            failures += 1
+            if reactor.seconds() > limit or failures >= 30:
+                raise
+            delay = ua.registration.retryDelay(min(failures, 3), e)
+            yield task.deferLater(reactor, delay, lambda: None)
+
+
+@defer.inlineCallbacks
+def run(reactor, spec):
+    out = Output(reactor)
+    udp = spec["transport"] == "udp"
+    agents = []
+    for name in spec["names"]:
+        ua = UserAgent(reactor, f"{name}@{spec['domain']}", spec["password"],
+                       listen="udp:0:interface=127.0.0.1")
+        ua.name = name
+        ua.tried = False
+        ua.observer = observer(ua, out)
+        ua.registration = Registration(ua, ServerLocator(None),
+                                       server=spec["server"])
+        agents.append(ua)
+    distributorPort = int(spec["server"].split(";")[0].rsplit(":", 1)[1])
+
+    def closeDistributor(result, ua):
+        # Each user would keep a connection to the distributor (two file
+        # descriptors) besides its home's.
+        flow = ua.transport.existingFlow("TCP", "127.0.0.1", distributorPort)
+        if flow is not None:
+            flow.close()
+        return result
+
+    step = max(1, int(spec["rate"] / 10))
+    pending = []
+    for i in range(0, len(agents), step):
+        for ua in agents[i:i + step]:
+            if udp:
+                yield ua.start()
+            d = firstLogin(reactor, ua, reactor.seconds() + SETUP)
+            if not udp:
+                d.addBoth(closeDistributor, ua)
+            pending.append(d)
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    results = yield defer.DeferredList(pending, consumeErrors=True)
+    failed = [f for ok, f in results if not ok]
+    for failure in failed[:3]:
+        out(f"X - first login failed: {failure.getErrorMessage()[:120]}")
+    out(f"D {len(results) - len(failed)} {len(failed)}")
+
+    def stop():
+        out("Q")
+        out.flush()
+        reactor.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", out.flush)
+    reactor.callLater(LIFETIME, stop)
+
+
+def main():
+    from twisted.internet import reactor
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
+
+    def failed(failure):
+        print(f"E {failure.getErrorMessage()}", flush=True)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: run(reactor, spec).addErrback(failed))
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
