@@ -790,4 +790,6 @@ def _freezeStartupObjects():
     """
     import gc
     gc.collect()
-    gc.freeze()
+    if hasattr(gc, "freeze"):
+        # PyPy has none: its collector is generational already.
+        gc.freeze()

@@ -131,7 +131,25 @@ def _loadKeyPair(certificatePath, keyPath):
             keyPath,
             f"private key does not match the certificate in {certificatePath}",
         )
-    return leaf, certificates[1:], key
+    chain = certificates[1:]
+    if _OLD_PYOPENSSL:
+        leaf = crypto.X509.from_cryptography(leaf)
+        chain = [crypto.X509.from_cryptography(c) for c in chain]
+        key = crypto.PKey.from_cryptography_key(key)
+    return leaf, chain, key
+
+
+def _pyOpenSSLVersion():
+    from OpenSSL import __version__
+    try:
+        return tuple(int(part) for part in __version__.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
+# pyOpenSSL before 24.3 (the one PyPy 3.9 installs: see setup.cfg) takes
+# only its own X509 and PKey objects, not cryptography's.
+_OLD_PYOPENSSL = _pyOpenSSLVersion() < (24, 3)
 
 
 def _loadAuthorities(caCertificates):
