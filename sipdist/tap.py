@@ -472,6 +472,11 @@ class Options(usage.Options):
                 f"--workers: a {self['role']} keeps its users' registrations "
                 f"in its process, so it runs as one; several homes per "
                 f"machine are several pool members (see docs/operations.rst)")
+        if self["secret"] is None:
+            raise usage.UsageError(
+                "--workers: give --secret-file: the workers must share the "
+                "nonce secret (a challenge made by one is answered to "
+                "another)")
         if workerId is None:
             problem = checkShareable(list(self["listen"])
                                      + list(self["inside-listen"]))

@@ -47,10 +47,31 @@ def sharedPort():
     raise RuntimeError("no port free for UDP and TCP")
 
 
+def secretFile(testCase):
+    """
+    The C{--secret-file=PATH} option of a fresh secret file.
+    """
+    path = os.path.abspath(testCase.mktemp())
+    with open(path, "w") as f:
+        f.write("workers-nonce-secret-0123456789\n")
+    return f"--secret-file={path}"
+
+
 class OptionsTests(SynchronousTestCase):
     """
     What C{--workers} accepts.
     """
+
+    def test_secretRequired(self):
+        """
+        Workers share the nonce secret: without C{--secret-file} the
+        option is refused.
+        """
+        port = sharedPort()
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--role=distributor", "--workers=2",
+                  f"--listen=udp:{port}:interface=127.0.0.1")
+        self.assertIn("--secret-file", str(caught.exception))
 
     def test_home(self):
         """
@@ -71,7 +92,7 @@ class OptionsTests(SynchronousTestCase):
         """
         port = sharedPort()
         self.assertEqual(parse("--role=distributor")["workers"], 1)
-        options = parse("--role=distributor", "--workers=3",
+        options = parse("--role=distributor", "--workers=3", secretFile(self),
                         f"--listen=udp:{port}:interface=127.0.0.1")
         self.assertEqual(options["workers"], 3)
 
@@ -80,7 +101,7 @@ class OptionsTests(SynchronousTestCase):
         Workers share a port number: port 0 is refused.
         """
         with self.assertRaises(usage.UsageError) as caught:
-            parse("--role=edge", "--workers=2",
+            parse("--role=edge", "--workers=2", secretFile(self),
                   "--listen=udp:0:interface=127.0.0.1")
         self.assertIn("not 0", str(caught.exception))
 
@@ -94,7 +115,7 @@ class OptionsTests(SynchronousTestCase):
         self.addCleanup(busy.close)
         port = busy.getsockname()[1]
         with self.assertRaises(usage.UsageError) as caught:
-            parse("--role=distributor", "--workers=2",
+            parse("--role=distributor", "--workers=2", secretFile(self),
                   f"--listen=udp:{port}:interface=127.0.0.1")
         self.assertIn("cannot listen", str(caught.exception))
 
@@ -104,6 +125,7 @@ class OptionsTests(SynchronousTestCase):
         """
         port = sharedPort()
         options = parse("--role=distributor", "--workers=2", "--worker-id=2",
+                        secretFile(self),
                         f"--listen=udp:{port}:interface=127.0.0.1",
                         "--status-listen=tcp:8081:interface=127.0.0.1")
         self.assertEqual(options["status-listen"],
@@ -357,6 +379,7 @@ class ProcessTests(SynchronousTestCase):
         process = subprocess.Popen(
             twistdCommand(f"--logfile={log}", "sipdist",
                           "--role=distributor", "--workers=2",
+                          secretFile(self),
                           f"--listen=udp:{port}:interface=127.0.0.1",
                           f"--listen=tcp:{port}:interface=127.0.0.1"),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

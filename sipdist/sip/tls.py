@@ -210,8 +210,26 @@ def serverContextFactory(certificate, privateKey, caCertificates=(),
         caCerts=authorities or None,
         requireCertificate=requireClientCertificate,
         raiseMinimumTo=MINIMUM_TLS_VERSION,
-        lowerMaximumSecurityTo=maximumVersion,
+        lowerMaximumSecurityTo=_twistedMaximum(maximumVersion),
     )
+
+
+def _twistedMaximum(version):
+    """
+    What to pass Twisted as C{lowerMaximumSecurityTo} for C{version} to be
+    the best version allowed: Twisted before 26.4 (the one PyPy 3.9
+    installs, see setup.cfg) allows only the versions below the one it is
+    given, so it gets the next one (or none above TLS 1.3).
+    """
+    if version is None:
+        return None
+    from twisted.internet import _sslverify
+    excluded = getattr(_sslverify, "_getExcludedTLSProtocols", None)
+    if excluded is None or version not in excluded(version, version):
+        return version
+    versions = list(TLSVersion.iterconstants())
+    following = versions.index(version) + 1
+    return versions[following] if following < len(versions) else None
 
 
 def clientContextFactory(hostname, caCertificates, clientCertificate=None,
