@@ -18,6 +18,9 @@ SECRET = "pool-nonce-secret-0123456789abcdef"
 # JIT has compiled it) slower than CPython, which 200 clients in one
 # process make long enough for timer F (64*T1) to fire at 0.05.
 T1 = 0.2 if sys.implementation.name == "pypy" else 0.05
+# Seconds a test of a whole pool may take (trial's timeout), longer for
+# the same reason.
+TEST_TIMEOUT = 180 if sys.implementation.name == "pypy" else 60
 DOMAIN = "example.com"
 
 
