@@ -650,7 +650,19 @@ def _supervisor(config, reactor):
                       path=os.getcwd())
     pool.setServiceParent(service)
     service.workerPool = pool
+    if getattr(config, "parent", None) is not None:
+        # Under twistd: SIGHUP (reload) goes on to every worker.
+        reactor.callWhenRunning(_forwardReloadSignal, pool, reactor)
     return service
+
+
+def _forwardReloadSignal(pool, reactor):
+    import signal
+
+    def hangup(signum, frame):
+        reactor.callFromThread(pool.signalAll, "HUP")
+
+    signal.signal(signal.SIGHUP, hangup)
 
 
 # Start-up checks and reloading (SIGHUP).

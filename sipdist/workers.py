@@ -278,6 +278,13 @@ class WorkerPool(Service):
 
         return d.addCallback(ended)
 
+    def signalAll(self, name):
+        """
+        Send the signal C{name} (C{"HUP"}: reload) to every running worker.
+        """
+        for protocol in list(self.workers.values()):
+            self._signal(protocol, name)
+
     @staticmethod
     def _signal(protocol, name):
         try:

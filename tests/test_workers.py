@@ -286,6 +286,17 @@ class WorkerPoolTests(SynchronousTestCase):
         self.reactor.advance(workers.MAX_RESTART_DELAY)
         self.assertEqual(len(self.reactor.spawned), 2)
 
+    def test_signalAll(self):
+        """
+        L{WorkerPool.signalAll} signals every running worker (the
+        supervisor passes SIGHUP on so), not one that ended.
+        """
+        die(self.reactor.spawned[0][0])
+        self.pool.signalAll("HUP")
+        self.assertEqual(self.reactor.spawned[1][0].transport.signals,
+                         ["HUP"])
+        self.assertEqual(self.reactor.spawned[0][0].transport.signals, [])
+
     def test_stopKills(self):
         """
         A worker still running L{workers.STOP_TIMEOUT} seconds after
@@ -372,7 +383,8 @@ class ProcessTests(SynchronousTestCase):
     def test_workers(self):
         """
         Both workers answer requests on the one port, a killed worker is
-        replaced, and SIGTERM to the supervisor stops every worker.
+        replaced, SIGHUP to the supervisor makes every worker reload, and
+        SIGTERM to the supervisor stops every worker.
         """
         port = sharedPort()
         log = os.path.abspath(self.mktemp())
@@ -395,24 +407,44 @@ class ProcessTests(SynchronousTestCase):
             process.communicate(timeout=10)
 
         self.addCleanup(cleanup)
-        pids = self.waitUntil(lambda: len(children(process.pid)) == 2
-                              and children(process.pid), "two workers")
+        def workers(gone=()):
+            """the two workers' pids, none of C{gone}, else None"""
+            found = children(process.pid)
+            if len(found) == 2 and not set(gone) & set(found):
+                return found
+            return None
+
+        pids = self.waitUntil(workers, "two workers")
         expected = {"(worker 1)", "(worker 2)"}
         self.waitUntil(lambda: self.serving(port) == expected,
                        "both workers answering")
 
         os.kill(pids[0], signal.SIGKILL)
-        replaced = self.waitUntil(
-            lambda: (len(children(process.pid)) == 2
-                     and pids[0] not in children(process.pid)
-                     and children(process.pid)),
-            "a new worker")
+        replaced = self.waitUntil(lambda: workers(gone=[pids[0]]),
+                                  "a new worker")
         self.assertIn(pids[1], replaced)
         self.waitUntil(lambda: self.serving(port) == expected,
                        "both workers answering again")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(5)
             s.connect(("127.0.0.1", port))
+
+        # SIGHUP (reload) reaches the workers and ends nobody.
+        process.send_signal(signal.SIGHUP)
+
+        def reloaded():
+            for index in (1, 2):
+                try:
+                    with open(f"{log}.worker{index}") as f:
+                        if "reload:" not in f.read():
+                            return False
+                except OSError:
+                    return False
+            return True
+
+        self.waitUntil(reloaded, "both workers reloading")
+        self.assertIsNone(process.poll())
+        self.assertEqual(children(process.pid), replaced)
 
         process.send_signal(signal.SIGTERM)
         # twistd ends by the signal it was stopped with, once stopped.
