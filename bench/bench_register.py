@@ -9,6 +9,18 @@ twisted.protocols.sip.Base answering every REGISTER with a fixed 301
 
     python bench/bench_register.py [--calls 20000] [--rate 4000]
                                    [--no-kamailio] [--no-reference]
+                                   [--pypy-python PATH | --no-pypy]
+                                   [--workers N]
+
+When pypy3 is installed the same sipdist runs are made on PyPy too, from a
+venv built once in ~/.cache/sipdist-bench/ (or the interpreter given with
+--pypy-python, which must have sipdist's dependencies), each after a
+warm-up run of --warmup calls that is not counted (PyPy's JIT).  With
+--workers N the distributor also runs with N workers, driven by SIPp with
+one socket per call (-t un: the kernel spreads the workers' shared port by
+source address and port), next to one worker driven the same way.  The
+table at the end gives each run's requests per CPU-second and its ratio
+to Kamailio's.
 
 Each SIPp call is two transactions: REGISTER -> 401, REGISTER with MD5
 credentials -> 301 (or 200).  For each server it prints the calls completed
@@ -111,10 +123,48 @@ def waitForOptions(port, timeout=20):
     raise SystemExit(f"server on port {port} did not answer OPTIONS")
 
 
-def startSipdist(work, role, name, port, processes):
-    twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) \
-        or shutil.which("twistd")
-    argv = [twistd, "-n", "--pidfile=", f"--logfile={work}/{name}.log",
+# twistd with this checkout's sipdist first on the path, whichever
+# interpreter runs it.
+TWISTD = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+          "sys.argv[0] = 'twistd'; "
+          "from twisted.scripts.twistd import run; run()")
+
+PYPY_VENV = os.path.join(os.path.expanduser("~"), ".cache", "sipdist-bench",
+                         "pypy-venv")
+
+
+def pypyPython(requested):
+    """
+    The PyPy interpreter to run sipdist with: C{requested}, or the one of a
+    venv built (once) in L{PYPY_VENV} when pypy3 is installed; L{None}
+    (saying why) otherwise.
+    """
+    if requested:
+        return os.path.abspath(requested)
+    pypy = shutil.which("pypy3")
+    if pypy is None:
+        print("  (no pypy3: the PyPy runs are left out)")
+        return None
+    python = os.path.join(PYPY_VENV, "bin", "python")
+    if not os.path.exists(python):
+        print(f"  building the PyPy venv {PYPY_VENV} (once) ...", flush=True)
+        try:
+            subprocess.run([pypy, "-m", "venv", PYPY_VENV], check=True,
+                           capture_output=True, timeout=300)
+            subprocess.run([python, "-m", "pip", "install", "-q", TOP],
+                           check=True, capture_output=True, timeout=1200)
+        except (subprocess.SubprocessError, OSError) as e:
+            shutil.rmtree(PYPY_VENV, ignore_errors=True)
+            print(f"  (cannot install sipdist for PyPy: {e}; PyPy runs left "
+                  f"out)")
+            return None
+    return python
+
+
+def startSipdist(work, role, name, port, processes, python=None,
+                 extra=()):
+    argv = [python or sys.executable, "-c", TWISTD, TOP,
+            "-n", "--pidfile=", f"--logfile={work}/{name}.log",
             "sipdist", f"--role={role}", f"--name={name}",
             f"--listen=udp:{port}:interface=127.0.0.1",
             f"--store=file:{work}/assignments.conf",
@@ -122,7 +172,7 @@ def startSipdist(work, role, name, port, processes):
             f"--secret-file={work}/secret", "--domain=example.com",
             "--digest-algorithms=MD5",
             # SIPp follows the 301 in these scenarios: redirect it.
-            "--redirect-user-agent=^SIPp sipdist"]
+            "--redirect-user-agent=^SIPp sipdist"] + list(extra)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=work)
     # Tracked before waiting, so it is stopped even if it never answers.
@@ -144,12 +194,13 @@ def startKamailio(work, port, home1, processes):
     return process
 
 
-def startBareTwisted(work, port, processes):
+def startBareTwisted(work, port, processes, python=None):
     """
     The reference: twisted.protocols.sip.Base answering a fixed 301.
     """
     process = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "bare_twisted_301.py"), str(port)],
+        [python or sys.executable, os.path.join(HERE, "bare_twisted_301.py"),
+         str(port)],
         stdout=subprocess.DEVNULL, stderr=open(f"{work}/bare.log", "wb"),
         cwd=work)
     processes.append(process)
@@ -157,15 +208,21 @@ def startBareTwisted(work, port, processes):
     return process
 
 
-def runSipp(scenario, port, calls, rate, user):
+def runSipp(scenario, port, calls, rate, user, transport="u1"):
     sipp = shutil.which("sipp")
     argv = [sipp, f"127.0.0.1:{port}", "-sf", os.path.join(SCENARIOS, scenario),
             "-m", str(calls), "-r", str(rate), "-l", str(max(rate, 100)),
-            "-t", "u1", "-i", "127.0.0.1", "-p", str(freePort()),
-            "-s", user, "-au", user, "-ap", PASSWORD,
-            "-key", "domain", "example.com", "-auth_uri", "example.com",
-            "-nostdin", "-timeout", "120s", "-timeout_error",
-            "-recv_timeout", "5000", "-default_behaviors", "-bye"]
+            "-t", transport, "-i", "127.0.0.1"]
+    if transport == "u1":
+        argv += ["-p", str(freePort())]
+    else:
+        # A socket per call: SIPp wants its socket limit below the
+        # process's file limit.
+        argv += ["-max_socket", "5000"]
+    argv += ["-s", user, "-au", user, "-ap", PASSWORD,
+             "-key", "domain", "example.com", "-auth_uri", "example.com",
+             "-nostdin", "-timeout", "120s", "-timeout_error",
+             "-recv_timeout", "5000", "-default_behaviors", "-bye"]
     start = time.monotonic()
     result = subprocess.run(argv, capture_output=True, text=True,
                             timeout=180, cwd=tempfile.gettempdir())
@@ -179,17 +236,41 @@ def runSipp(scenario, port, calls, rate, user):
     return successful, failed, elapsed
 
 
+RESULTS = []
+
+
 def measure(label, process, scenario, port, calls, rate, user,
-            requestsPerCall=2):
+            requestsPerCall=2, warmup=0, transport="u1"):
+    """
+    Run SIPp against a server and print (and keep for the table) the calls
+    completed per second and the requests per CPU-second of the server's
+    processes; C{warmup} calls first are not counted.
+    """
+    if warmup:
+        runSipp(scenario, port, warmup, rate, user, transport)
     pids = processTree(process.pid)
     before = cpuSeconds(pids)
-    successful, failed, elapsed = runSipp(scenario, port, calls, rate, user)
+    successful, failed, elapsed = runSipp(scenario, port, calls, rate, user,
+                                          transport)
     cpu = cpuSeconds(processTree(process.pid)) - before
     requests = requestsPerCall * successful
     perCPU = requests / cpu if cpu else float("nan")
     print(f"  {label:44s} {successful:>7,d} ok {failed:>5,d} failed "
           f"{successful / elapsed:>8,.0f} calls/s  "
-          f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s)")
+          f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s)",
+          flush=True)
+    RESULTS.append((label, successful / elapsed, perCPU))
+
+
+def printTable():
+    kamailio = [r for r in RESULTS if r[0].startswith("kamailio")]
+    reference = kamailio[0][2] if kamailio else None
+    print()
+    print(f"  {'run':44s} {'calls/s':>8s} {'req/CPU-s':>10s} "
+          f"{'/ kamailio':>10s}")
+    for label, rate, perCPU in RESULTS:
+        ratio = f"{perCPU / reference:10.2f}" if reference else ""
+        print(f"  {label:44s} {rate:>8,.0f} {perCPU:>10,.0f} {ratio}")
 
 
 def main():
@@ -199,6 +280,16 @@ def main():
     parser.add_argument("--no-kamailio", action="store_true")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the bare twisted.protocols.sip.Base run")
+    parser.add_argument("--no-pypy", action="store_true")
+    parser.add_argument("--pypy-python", default=None,
+                        help="a PyPy interpreter with sipdist's "
+                        "dependencies (default: a venv built in "
+                        "~/.cache/sipdist-bench when pypy3 is installed)")
+    parser.add_argument("--warmup", type=int, default=5000,
+                        help="uncounted calls before each PyPy run")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also run the distributor with this many "
+                        "workers (and with one, both with SIPp -t un)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="sipdist-bench-")
@@ -219,6 +310,7 @@ def main():
     print(f"{args.calls:,d} SIPp calls at {args.rate:,d}/s, each REGISTER->401, "
           f"REGISTER+MD5 digest->final; {sys.implementation.name} "
           f"{sys.version.split()[0]}")
+    pypy = None if args.no_pypy else pypyPython(args.pypy_python)
     processes = []
     try:
         distributor = startSipdist(work, "distributor", "distributor",
@@ -239,9 +331,47 @@ def main():
             measure("kamailio (1 worker): 301", kamailio,
                     "register_301.xml", kamailioPort, args.calls,
                     args.rate, "alice")
+        if pypy:
+            stopProcesses(processes[:2])
+            del processes[:2]
+            distributorPort, homePort = freePort(), freePort()
+            with open(f"{work}/assignments.conf", "w") as f:
+                f.write(f"server home1 sip:127.0.0.1:{homePort}\n"
+                        "server home2 sip:127.0.0.1:9\n"
+                        "user alice@example.com home1\n")
+            distributor = startSipdist(work, "distributor", "pypy-distributor",
+                                       distributorPort, processes, pypy)
+            home = startSipdist(work, "home", "home1", homePort, processes,
+                                pypy)
+            measure("PyPy sipdist distributor: signed 301", distributor,
+                    "register_301.xml", distributorPort, args.calls,
+                    args.rate, "alice", warmup=args.warmup)
+            measure("PyPy sipdist home: registrar 200", home,
+                    "register_200.xml", homePort, args.calls, args.rate,
+                    "alice", warmup=args.warmup)
+            if not args.no_reference:
+                bare = startBareTwisted(work, freePort(), processes, pypy)
+                measure("PyPy reference: bare sip.Base, fixed 301", bare,
+                        "register_301_noauth.xml",
+                        int(bare.args[-1]), args.calls, args.rate, "alice",
+                        requestsPerCall=1, warmup=args.warmup)
+        if args.workers > 1:
+            for count in (1, args.workers):
+                port = freePort()
+                extra = [f"--workers={count}"] if count > 1 else []
+                server = startSipdist(work, "distributor",
+                                      f"distributor-w{count}", port,
+                                      processes, extra=extra)
+                measure(f"distributor, {count} worker(s), SIPp -t un",
+                        server, "register_301.xml", port, args.calls,
+                        args.rate, "alice", transport="un")
     finally:
         stopProcesses(processes)
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"  (kept {work})")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    printTable()
 
 
 if __name__ == "__main__":

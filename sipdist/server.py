@@ -303,6 +303,10 @@ def buildServer(config, reactor, store=None, checker=None):
         maxConnectionsPerHost=config.get("max-connections-per-host", 64),
         tlsClientOptions=_tlsClientOptions(config))
     transport.receiveBuffer = config.get("udp-receive-buffer", 4194304)
+    if config.get("worker-id"):
+        # One of --workers N processes: the ports are shared.
+        from sipdist.workers import ReusePortListener
+        transport.listener = ReusePortListener(reactor)
     overload = OverloadControl(
         reactor, transactions, transport=transport,
         maxLag=config.get("overload-lag", 0.2),

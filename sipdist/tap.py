@@ -275,6 +275,15 @@ PARAMETERS = [
     ("hep-password", None, None, str,
      "The authentication key sent in --hep's packets (heplify-server's "
      "HEPv3 password), or none."),
+    ("workers", None, 1, _positiveInt,
+     "Processes serving this server's ports (distributor, edge, "
+     "internal-edge): the process started supervises them, restarting one "
+     "that dies; they share every --listen port (SO_REUSEPORT, Linux), "
+     "which must be udp:, tcp: or sips: with a port number; worker K serves "
+     "--status-listen's port + K - 1 (see docs/operations.rst)."),
+    ("worker-id", None, None, _positiveInt,
+     "Set by --workers on the processes it starts: this process is worker "
+     "K (it shares its ports, names itself in its Server header)."),
     ("next-hop-check", None, 10.0, _nonNegativeFloat,
      "Seconds between the edge's OPTIONS health checks of each --next-hop "
      "(a hop failing two in a row is chosen last until it answers); 0: no "
@@ -330,6 +339,8 @@ class Options(usage.Options):
         """
         if options is not None:
             options = [_FLAG_ALONE.get(arg, arg) for arg in options]
+        # What --workers gives each worker it starts.
+        self.argv = list(options if options is not None else sys.argv[1:])
         if self.parent is None:
             return usage.Options.parseOptions(self, options)
         try:
@@ -500,11 +511,44 @@ class Options(usage.Options):
             self["secret"] = secret.decode("utf-8", "replace")
         self._checkStore()
         self._checkCredentials()
+        self._checkWorkers()
         instance = self["instance"]
         if instance is not None and not _INSTANCE.fullmatch(instance):
             raise usage.UsageError(
                 f"--instance: {instance!r}: use 1 to 64 letters, digits, "
                 f"'.', '_' or '-'")
+
+    def _checkWorkers(self):
+        from sipdist.workers import WORKER_ROLES, checkShareable, shiftPort
+
+        workerId = self["worker-id"]
+        if self["workers"] == 1 and workerId is None:
+            return
+        if self["role"] not in WORKER_ROLES:
+            raise usage.UsageError(
+                f"--workers: a {self['role']} keeps its users' registrations "
+                f"in its process, so it runs as one; several homes per "
+                f"machine are several pool members (see docs/operations.rst)")
+        if self["secret"] is None:
+            raise usage.UsageError(
+                "--workers: give --secret-file: the workers must share the "
+                "nonce secret (a challenge made by one is answered to "
+                "another)")
+        if workerId is None:
+            problem = checkShareable(list(self["listen"])
+                                     + list(self["inside-listen"]))
+            if problem:
+                raise usage.UsageError(f"--workers: {problem}")
+        if self["status-listen"]:
+            try:
+                shifted = shiftPort(self["status-listen"],
+                                    self["workers"] - 1)
+                if workerId is not None:
+                    shifted = shiftPort(self["status-listen"], workerId - 1)
+            except ValueError as e:
+                raise usage.UsageError(f"--status-listen: {e}")
+            if workerId is not None:
+                self["status-listen"] = shifted
 
     def _checkAlgorithms(self, name):
         from sipdist.auth.digest import ALGORITHMS
@@ -637,6 +681,8 @@ def makeService(config, reactor=None, rlimit=None):
     config["max-connections"] = fitConnectionsToFileLimit(
         config["max-connections"], rlimit)
 
+    if config.get("workers", 1) > 1 and config.get("worker-id") is None:
+        return _supervisor(config, reactor)
     service = _SipdistService()
     try:
         buildServer(config, reactor).setServiceParent(service)
@@ -646,6 +692,34 @@ def makeService(config, reactor=None, rlimit=None):
     _prepareOperation(service, config, reactor)
     reactor.callWhenRunning(_freezeStartupObjects)
     return service
+
+
+def _supervisor(config, reactor):
+    """
+    The service of a server run by C{--workers N} processes: it starts and
+    watches them (L{sipdist.workers.WorkerPool}).
+    """
+    from sipdist.workers import WorkerPool, workerCommand
+
+    service = MultiService()
+    pool = WorkerPool(reactor, config["workers"],
+                      lambda index: workerCommand(config, index),
+                      path=os.getcwd())
+    pool.setServiceParent(service)
+    service.workerPool = pool
+    if getattr(config, "parent", None) is not None:
+        # Under twistd: SIGHUP (reload) goes on to every worker.
+        reactor.callWhenRunning(_forwardReloadSignal, pool, reactor)
+    return service
+
+
+def _forwardReloadSignal(pool, reactor):
+    import signal
+
+    def hangup(signum, frame):
+        reactor.callFromThread(pool.signalAll, "HUP")
+
+    signal.signal(signal.SIGHUP, hangup)
 
 
 # Start-up checks and reloading (SIGHUP).
@@ -701,6 +775,10 @@ def _prepareOperation(service, config, reactor):
         if config.get("instance"):
             sip = server.server
             sip.serverHeader = f"{sip.serverHeader} ({config['instance']})"
+        if config.get("worker-id"):
+            sip = server.server
+            sip.serverHeader = (f"{sip.serverHeader} "
+                                f"(worker {config['worker-id']})")
         _warnAtStart(server, config, reactor)
     parent = getattr(config, "parent", None)
     if parent is not None:
@@ -816,4 +894,6 @@ def _freezeStartupObjects():
     """
     import gc
     gc.collect()
-    gc.freeze()
+    if hasattr(gc, "freeze"):
+        # PyPy has none: its collector is generational already.
+        gc.freeze()

@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.commands import distribution as distribution_cli
 from tests.distribution_helpers import (
-    homeOf, inBatches, startClients, startPool, waitFor)
+    TEST_TIMEOUT, homeOf, inBatches, startClients, startPool, waitFor)
 
 
 def runCommand(store, name, *args):
@@ -50,7 +50,7 @@ class DrainTests(TestCase):
     Draining a home server for maintenance.
     """
 
-    timeout = 60
+    timeout = TEST_TIMEOUT
 
     @defer.inlineCallbacks
     def test_drain(self):
@@ -154,7 +154,7 @@ class CrashTests(TestCase):
     A home server stops answering.
     """
 
-    timeout = 60
+    timeout = TEST_TIMEOUT
 
     @defer.inlineCallbacks
     def test_crash(self):
@@ -211,7 +211,7 @@ class NewServerTests(TestCase):
     A third home server joins the pool.
     """
 
-    timeout = 60
+    timeout = TEST_TIMEOUT
 
     @defer.inlineCallbacks
     def test_newServer(self):

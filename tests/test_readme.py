@@ -33,6 +33,18 @@ class ReadmeTests(SynchronousTestCase):
         self.assertIn("twisted.trial tests", test)
         self.assertIn(test, commandLines(ci))
 
+    def test_pypyCommand(self):
+        """
+        The README's PyPy test command is the one CI runs.
+        """
+        readme = TOP.child("README.rst").getContent().decode("utf-8")
+        ci = TOP.child(".ci").child("run").getContent().decode("utf-8")
+        pypy = [line.strip() for line in readme.splitlines()
+                if line.strip().startswith("pypy3 -m venv")]
+        self.assertEqual(len(pypy), 1, pypy)
+        self.assertIn("twisted.trial", pypy[0])
+        self.assertIn(pypy[0], [line.strip() for line in ci.splitlines()])
+
     def test_deploymentShipped(self):
         """
         The start command runs etc/run-local, which starts the configurations

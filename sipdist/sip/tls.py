@@ -136,7 +136,25 @@ def _loadKeyPair(certificatePath, keyPath):
             keyPath,
             f"private key does not match the certificate in {certificatePath}",
         )
-    return leaf, certificates[1:], key
+    chain = certificates[1:]
+    if _OLD_PYOPENSSL:
+        leaf = crypto.X509.from_cryptography(leaf)
+        chain = [crypto.X509.from_cryptography(c) for c in chain]
+        key = crypto.PKey.from_cryptography_key(key)
+    return leaf, chain, key
+
+
+def _pyOpenSSLVersion():
+    from OpenSSL import __version__
+    try:
+        return tuple(int(part) for part in __version__.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
+# pyOpenSSL before 24.3 (the one PyPy 3.9 installs: see setup.cfg) takes
+# only its own X509 and PKey objects, not cryptography's.
+_OLD_PYOPENSSL = _pyOpenSSLVersion() < (24, 3)
 
 
 def _loadAuthorities(caCertificates):
@@ -197,7 +215,7 @@ def serverContextFactory(certificate, privateKey, caCertificates=(),
         caCerts=authorities or None,
         requireCertificate=requireClientCertificate,
         raiseMinimumTo=MINIMUM_TLS_VERSION,
-        lowerMaximumSecurityTo=maximumVersion,
+        lowerMaximumSecurityTo=_twistedMaximum(maximumVersion),
     )
 
 
@@ -267,6 +285,24 @@ class ReloadableServerTLS:
         an old-style context factory).
         """
         return self.options.getContext()
+
+
+def _twistedMaximum(version):
+    """
+    What to pass Twisted as C{lowerMaximumSecurityTo} for C{version} to be
+    the best version allowed: Twisted before 26.4 (the one PyPy 3.9
+    installs, see setup.cfg) allows only the versions below the one it is
+    given, so it gets the next one (or none above TLS 1.3).
+    """
+    if version is None:
+        return None
+    from twisted.internet import _sslverify
+    excluded = getattr(_sslverify, "_getExcludedTLSProtocols", None)
+    if excluded is None or version not in excluded(version, version):
+        return version
+    versions = list(TLSVersion.iterconstants())
+    following = versions.index(version) + 1
+    return versions[following] if following < len(versions) else None
 
 
 def clientContextFactory(hostname, caCertificates, clientCertificate=None,

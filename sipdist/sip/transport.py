@@ -481,9 +481,10 @@ class TransportLayer:
         @return: a L{Deferred} firing with the listening port.
         """
         kind, args, kwargs = parseListen(description)
+        listener = self.listener or self._reactor
         if kind == "udp":
             protocol = SIPDatagramProtocol(self, len(self._datagram))
-            port = self._reactor.listenUDP(
+            port = listener.listenUDP(
                 int(args[0]), protocol,
                 interface=kwargs.get("interface", ""),
                 maxPacketSize=self.maxMessageSize + 1)
@@ -500,14 +501,14 @@ class TransportLayer:
                     f"{description}: sips: needs a TLS certificate and key")
             from sipdist.sip.tls import tlsServerEndpoint
             endpoint = tlsServerEndpoint(
-                self._reactor, int(args[0]), kwargs.get("interface", ""),
+                listener, int(args[0]), kwargs.get("interface", ""),
                 tlsServerOptions,
                 backlog=int(kwargs.get("backlog", LISTEN_BACKLOG)))
             transportName = "TLS"
         else:
             if kind == "tcp" and "backlog" not in kwargs:
                 description += f":backlog={LISTEN_BACKLOG}"
-            endpoint = endpoints.serverFromString(self._reactor, description)
+            endpoint = endpoints.serverFromString(listener, description)
             transportName = "TLS" if kind in ("ssl", "tls") else "TCP"
         d = endpoint.listen(_StreamFactory(self, transportName))
         d.addCallback(self._listening, transportName, kwargs.get("interface"))
@@ -524,6 +525,10 @@ class TransportLayer:
         return port
 
     advertisedHost = None
+
+    # What listens instead of the reactor (its listenUDP, listenTCP and
+    # listenSSL): sipdist.workers.ReusePortListener for --workers.
+    listener = None
 
     def localAddress(self, transportName):
         """
