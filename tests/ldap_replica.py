@@ -7,9 +7,10 @@ provider takes to be read from the other, and what lookups see while the
 provider in use is killed.
 """
 
+import socket
 import time
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.defer import inlineCallbacks
 
 from sipdist.store.ldap import LDAPAssignmentStore, parseLDAPString
@@ -19,13 +20,20 @@ from tests import slapd
 UNCACHED = "&refresh=0&ttl=0&negativeTtl=0&maxStale=0"
 
 
-def serversLDIF():
+def serversLDIF(ports=None):
+    """
+    The entries of servers C{home1} and C{home2} on loopback.
+
+    @param ports: server name to UDP port (default: ports nothing listens
+        on, for tests that never send to the servers).
+    """
+    ports = ports or {"home1": 5070, "home2": 5080}
     return "".join(f"""
 dn: sipdistServerId={h},ou=servers,{slapd.SUFFIX}
 objectClass: sipdistServer
 sipdistServerId: {h}
 sipdistServerURI: sip:127.0.0.1:{port}
-""" for h, port in (("home1", 5070), ("home2", 5080)))
+""" for h, port in sorted(ports.items()))
 
 
 def usersLDIF(names, home):
@@ -138,3 +146,182 @@ def lookupsThroughOutage(reactor, store, aors, expected, kill, killAfter,
             yield d
         yield task.deferLater(reactor, interval, lambda: None)
     return result
+
+
+# SIP logins through a pool whose servers read the replicated pair.
+
+HOMES = ("home1", "home2")
+
+
+def freeUDPPort():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loginPairLDIF(ports, users, home="home1"):
+    """
+    The directory of a login pool: the base entries, the servers of
+    C{ports} (name to UDP port) and C{users} assigned to C{home}.
+    """
+    return slapd.BASE_LDIF + serversLDIF(ports) + usersLDIF(users, home)
+
+
+@inlineCallbacks
+def startLoginPool(reactor, case, servers, config, ports, users):
+    """
+    Start a distributor and C{home1}, C{home2} on loopback UDP (the ports
+    of C{ports}, which the directory's server entries name), each with its
+    own uncached LDAP store reading C{servers} (L{slapd.Slapd}s, in
+    order), as twistd builds them.
+
+    @param case: what stops the servers and closes the stores (its
+        C{addCleanup}).
+    @return: L{Deferred} firing with the L{tests.distribution_helpers.Pool}.
+    """
+    from tests.distribution_helpers import Pool
+    pool = Pool(case, None, users, {})
+    for name, role in (("distributor", "distributor"), ("home1", "home"),
+                       ("home2", "home")):
+        store = storeFor(reactor, servers, config)
+        case.addCleanup(store.close)
+        yield pool.start(name, role, register=False, store=store,
+                         listen=[f"udp:{ports[name]}:interface=127.0.0.1"])
+    return pool
+
+
+@inlineCallbacks
+def startAgents(reactor, case, users):
+    """
+    A user agent of the client library per user (its own UDP port on
+    loopback, T1 0.05), stopped when C{case} ends.
+
+    @return: L{Deferred} firing with a L{dict} of user name to agent.
+    """
+    from sipdist.client.core import UserAgent
+    from tests.distribution_helpers import DOMAIN, PASSWORD
+    agents = {}
+    for user in users:
+        ua = UserAgent(reactor, f"{user}@{DOMAIN}", PASSWORD,
+                       listen="udp:0:interface=127.0.0.1", T1=0.05)
+        case.addCleanup(ua.stop)
+        yield ua.start()
+        agents[user] = ua
+    return agents
+
+
+@inlineCallbacks
+def login(ua, server):
+    """
+    One full login of C{ua} from C{server} (a new Call-ID: the distributor
+    and the home each authenticate it and look the user up); a login that
+    fails is tried once more at once, as the client's L{Registration}
+    does (after a pause) when a login fails.
+
+    @return: L{Deferred} firing with C{(target, tries, error)}: the
+        L{sipdist.client.discovery.Target} that registered the user (or
+        L{None}), the number of logins made (1 or 2) and the last
+        failure's text (or L{None}).
+    """
+    from sipdist.client.discovery import ServerLocator
+    from sipdist.client.login import Login, LoginFailed
+    error = None
+    for tries in (1, 2):
+        try:
+            result = yield Login(ua, ServerLocator(None), server,
+                                 expires=300).run()
+        except LoginFailed as e:
+            error = str(e)
+            continue
+        return result.target, tries, None
+    return None, 2, error
+
+
+@inlineCallbacks
+def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
+                        killAt=2.0, pause=0.2, home="home1"):
+    """
+    Every agent logs in again and again through the pool's distributor
+    (a full login, then C{pause} seconds) for C{duration} seconds;
+    C{kill()} is called C{killAt} seconds in.  A login counts as failed
+    when it does not end registered at C{home} even after the one retry
+    of L{login}.
+
+    @return: L{Deferred} firing with a L{dict}: C{logins}, C{retried}
+        (logins that needed the retry), C{failed}, C{duringOutage}
+        (logins started after the kill), C{failedDuringOutage},
+        C{failover} (seconds from the kill until the first login started
+        after it was registered), C{slowest} (the longest login, retry
+        included, seconds) and C{errors} (the first few).
+    """
+    server = pool.uris["distributor"]
+    expected = ("127.0.0.1", int(pool.uris[home].rsplit(":", 1)[1]))
+    result = {"logins": 0, "retried": 0, "failed": 0, "duringOutage": 0,
+              "failedDuringOutage": 0, "failover": None, "slowest": 0.0,
+              "errors": []}
+    killed = []
+
+    def killNow():
+        kill()
+        killed.append(time.monotonic())
+
+    timer = reactor.callLater(killAt, killNow)
+    start = time.monotonic()
+
+    @inlineCallbacks
+    def steady(user, ua):
+        while time.monotonic() - start < duration:
+            began = time.monotonic()
+            after = bool(killed)
+            target, tries, error = yield login(ua, server)
+            now = time.monotonic()
+            if error is None and target.address != expected:
+                error = f"{user}: registered at {target}, not at {home}"
+            result["logins"] += 1
+            result["retried"] += tries - 1
+            result["slowest"] = max(result["slowest"], now - began)
+            if after:
+                result["duringOutage"] += 1
+            if error is not None:
+                result["failed"] += 1
+                if after:
+                    result["failedDuringOutage"] += 1
+                if len(result["errors"]) < 5:
+                    result["errors"].append(f"{user}: {error}")
+            elif after and result["failover"] is None:
+                result["failover"] = now - killed[0]
+            yield task.deferLater(reactor, pause, lambda: None)
+
+    try:
+        yield defer.gatherResults(
+            [steady(user, ua) for user, ua in sorted(agents.items())],
+            consumeErrors=True)
+    finally:
+        if timer.active():
+            timer.cancel()
+    result["killed"] = bool(killed)
+    return result
+
+
+@inlineCallbacks
+def moveSeenByLogins(reactor, pool, writer, ua, aor, home, bound=10.0):
+    """
+    Move C{aor} to C{home} through C{writer} (a store on one provider) and
+    log C{ua} in through the pool's distributor until it is registered at
+    C{home} (the distributor and the homes read the other provider).
+
+    @return: L{Deferred} firing with the seconds from the write's answer
+        until the first login registered at C{home} was answered (the
+        time of that login included), or L{None} if none was within
+        C{bound} seconds.
+    """
+    server = pool.uris["distributor"]
+    expected = ("127.0.0.1", int(pool.uris[home].rsplit(":", 1)[1]))
+    yield writer.moveUser(aor, home)
+    start = time.monotonic()
+    while time.monotonic() - start < bound:
+        target, _, _ = yield login(ua, server)
+        if target is not None and target.address == expected:
+            return time.monotonic() - start
+        yield task.deferLater(reactor, 0.005, lambda: None)
+    return None

@@ -1,0 +1,84 @@
+# -*- test-case-name: tests.test_store_ldap_replica_logins -*-
+"""
+SIP logins through a pool (a distributor and two homes, in-process on
+loopback UDP) whose servers each read the LDAP store from two OpenLDAP
+providers in multi-provider replication (real slapd processes, see
+L{tests.slapd.replicatedPair}), while one provider is killed; skipped if
+slapd is not installed, failed instead when C{CI=true}.
+
+The figures are logged, not asserted; C{bench/bench_ldap_replica.py
+--logins} prints them.
+"""
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.logger import Logger
+from twisted.trial.unittest import TestCase
+
+from tests import slapd
+from tests.ldap_replica import (
+    HOMES, freeUDPPort, loginPairLDIF, loginsThroughOutage, moveSeenByLogins,
+    startAgents, startLoginPool, storeFor, waitFor)
+from tests.test_store_ldap import writeConfig
+
+STEADY = [f"s{i:02d}" for i in range(20)]
+MOVER = "mover"
+
+
+class ReplicatedLoginTests(TestCase):
+    """
+    Steady SIP logins keep working while the provider the servers read is
+    killed, and a move written through one provider reaches the servers
+    reading the other.
+    """
+
+    _log = Logger()
+
+    @inlineCallbacks
+    def test_providerKilledDuringLogins(self):
+        """
+        20 users log in again and again (each login a new Call-ID: digest
+        at the distributor, a store lookup there, the signed 301, digest
+        and a store lookup at the home) for 4 s through servers whose
+        uncached stores read provider 1, then provider 2; provider 1 is
+        killed with SIGKILL 2 s in.  No login fails even counting only
+        the one retry the client makes itself, logins go on during the
+        outage, and a user moved to home2 through provider 2 one second
+        in is registered at home2 by a login through the servers reading
+        provider 1.
+        """
+        ports = {name: freeUDPPort() for name in ("distributor",) + HOMES}
+        first, second = slapd.replicatedPair(
+            self, loginPairLDIF(ports, STEADY + [MOVER]))
+        config = writeConfig(self)
+        reader = storeFor(reactor, [second], config)
+        self.addCleanup(reader.close)
+        took = yield waitFor(reactor, reader, f"sip:{MOVER}@example.com",
+                             "home1")
+        self.assertIsNotNone(took, "the second provider never replicated "
+                                   "the first's entries")
+        pool = yield startLoginPool(reactor, self, [first, second], config,
+                                    ports, STEADY + [MOVER])
+        agents = yield startAgents(reactor, self, STEADY + [MOVER])
+        mover = agents.pop(MOVER)
+        writer = storeFor(reactor, [second], config)
+        self.addCleanup(writer.close)
+
+        moved = task.deferLater(reactor, 1.0, moveSeenByLogins, reactor,
+                                pool, writer, mover,
+                                f"sip:{MOVER}@example.com", "home2")
+        figures, delay = yield gatherResults(
+            [loginsThroughOutage(reactor, pool, agents, first.kill,
+                                 duration=4.0, killAt=2.0),
+             moved], consumeErrors=True)
+        self._log.info("logins through a provider's death: {figures}; the "
+                       "move reached the servers in {delay}",
+                       figures=figures, delay=delay)
+        self.assertTrue(figures["killed"])
+        self.assertIsNone(first.process)
+        self.assertEqual(figures["failed"], 0, figures["errors"])
+        self.assertGreater(figures["duringOutage"], 0)
+        self.assertIsNotNone(figures["failover"])
+        self.assertIsNotNone(delay, "no login through the servers reading "
+                                    "provider 1 reached home2 after the "
+                                    "move written through provider 2")
