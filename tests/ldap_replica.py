@@ -237,6 +237,27 @@ def login(ua, server):
     return None, 2, error
 
 
+def watchStaleAnswers(bound=1000):
+    """
+    Record the lookups that LDAP stores answer from their expired cache
+    because the directory failed (the store's log event "serving {aor}
+    from cache"): such a login did not reach the directory.
+
+    @return: C{(aors, stop)}: the list the AORs are appended to (at most
+        C{bound}) and what stops recording.
+    """
+    from twisted.logger import globalLogPublisher
+    seen = []
+
+    def observer(event):
+        if (str(event.get("log_format", "")).startswith(
+                "serving {aor} from cache") and len(seen) < bound):
+            seen.append(event.get("aor"))
+
+    globalLogPublisher.addObserver(observer)
+    return seen, lambda: globalLogPublisher.removeObserver(observer)
+
+
 @inlineCallbacks
 def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
                         killAt=2.0, pause=0.2, home="home1"):
@@ -252,7 +273,9 @@ def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
         (logins started after the kill), C{failedDuringOutage},
         C{failover} (seconds from the kill until the first login started
         after it was registered), C{slowest} (the longest login, retry
-        included, seconds) and C{errors} (the first few).
+        included, seconds), C{stale} (store lookups answered from the
+        expired cache because the directory failed, see
+        L{watchStaleAnswers}) and C{errors} (the first few).
     """
     server = pool.uris["distributor"]
     expected = ("127.0.0.1", int(pool.uris[home].rsplit(":", 1)[1]))
@@ -265,6 +288,7 @@ def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
         kill()
         killed.append(time.monotonic())
 
+    stale, stopWatching = watchStaleAnswers()
     timer = reactor.callLater(killAt, killNow)
     start = time.monotonic()
 
@@ -297,9 +321,11 @@ def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
             [steady(user, ua) for user, ua in sorted(agents.items())],
             consumeErrors=True)
     finally:
+        stopWatching()
         if timer.active():
             timer.cancel()
     result["killed"] = bool(killed)
+    result["stale"] = len(stale)
     return result
 
 

@@ -42,8 +42,9 @@ class ReplicatedLoginTests(TestCase):
         and a store lookup at the home) for 4 s through servers whose
         uncached stores read provider 1, then provider 2; provider 1 is
         killed with SIGKILL 2 s in.  No login fails even counting only
-        the one retry the client makes itself, logins go on during the
-        outage, and a user moved to home2 through provider 2 one second
+        the one retry the client makes itself, none is answered from a
+        store's expired cache (every lookup reached a directory), logins
+        go on during the outage, and a user moved to home2 through provider 2 one second
         in is registered at home2 by a login through the servers reading
         provider 1.
         """
@@ -77,6 +78,8 @@ class ReplicatedLoginTests(TestCase):
         self.assertTrue(figures["killed"])
         self.assertIsNone(first.process)
         self.assertEqual(figures["failed"], 0, figures["errors"])
+        self.assertEqual(figures["stale"], 0, "lookups answered from the "
+                         "expired cache: the directory failed them")
         self.assertGreater(figures["duringOutage"], 0)
         self.assertIsNotNone(figures["failover"])
         self.assertIsNotNone(delay, "no login through the servers reading "
