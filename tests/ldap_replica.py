@@ -263,7 +263,8 @@ def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
                         killAt=2.0, pause=0.2, home="home1"):
     """
     Every agent logs in again and again through the pool's distributor
-    (a full login, then C{pause} seconds) for C{duration} seconds;
+    (a full login, then C{pause} seconds; the agents' first logins spread
+    over C{pause}) for C{duration} seconds;
     C{kill()} is called C{killAt} seconds in.  A login counts as failed
     when it does not end registered at C{home} even after the one retry
     of L{login}.
@@ -293,7 +294,10 @@ def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
     start = time.monotonic()
 
     @inlineCallbacks
-    def steady(user, ua):
+    def steady(index, user, ua):
+        # Staggered: the logins of the agents spread over the pause.
+        yield task.deferLater(reactor, pause * index / len(agents),
+                              lambda: None)
         while time.monotonic() - start < duration:
             began = time.monotonic()
             after = bool(killed)
@@ -318,7 +322,8 @@ def loginsThroughOutage(reactor, pool, agents, kill, duration=4.0,
 
     try:
         yield defer.gatherResults(
-            [steady(user, ua) for user, ua in sorted(agents.items())],
+            [steady(i, user, ua)
+             for i, (user, ua) in enumerate(sorted(agents.items()))],
             consumeErrors=True)
     finally:
         stopWatching()
@@ -351,3 +356,52 @@ def moveSeenByLogins(reactor, pool, writer, ua, aor, home, bound=10.0):
             return time.monotonic() - start
         yield task.deferLater(reactor, 0.005, lambda: None)
     return None
+
+
+STEADY = [f"s{i:02d}" for i in range(20)]
+MOVER = "mover"
+
+
+@inlineCallbacks
+def loginFailover(reactor, case, config, users=STEADY, duration=4.0,
+                  killAt=2.0, moveAt=1.0):
+    """
+    The directory failover scenario at the level of SIP logins: a
+    replicated pair of providers holding C{users} and a mover on
+    C{home1}; a distributor and two homes whose uncached stores read
+    provider 1, then provider 2; C{users} logging in steadily (see
+    L{loginsThroughOutage}) for C{duration} seconds with provider 1
+    killed (SIGKILL) C{killAt} seconds in; at C{moveAt} seconds the mover
+    moved to C{home2} through a store on provider 2 (see
+    L{moveSeenByLogins}).  Everything is stopped by C{case}'s cleanups.
+
+    @param config: the LDAP store config file (bind DN and password).
+    @return: L{Deferred} firing with C{(figures, moveDelay, first)}: the
+        figures of L{loginsThroughOutage}, the seconds of
+        L{moveSeenByLogins} (or L{None}) and provider 1 (L{slapd.Slapd}).
+    """
+    ports = {name: freeUDPPort() for name in ("distributor",) + HOMES}
+    everybody = list(users) + [MOVER]
+    first, second = slapd.replicatedPair(case, loginPairLDIF(ports,
+                                                             everybody))
+    reader = storeFor(reactor, [second], config)
+    case.addCleanup(reader.close)
+    took = yield waitFor(reactor, reader, f"sip:{MOVER}@example.com",
+                         "home1")
+    if took is None:
+        raise AssertionError("the second provider never replicated the "
+                             "first's entries")
+    pool = yield startLoginPool(reactor, case, [first, second], config,
+                                ports, everybody)
+    agents = yield startAgents(reactor, case, everybody)
+    mover = agents.pop(MOVER)
+    writer = storeFor(reactor, [second], config)
+    case.addCleanup(writer.close)
+    moved = task.deferLater(reactor, moveAt, moveSeenByLogins, reactor,
+                            pool, writer, mover, f"sip:{MOVER}@example.com",
+                            "home2")
+    figures, delay = yield defer.gatherResults(
+        [loginsThroughOutage(reactor, pool, agents, first.kill,
+                             duration=duration, killAt=killAt),
+         moved], consumeErrors=True)
+    return figures, delay, first

@@ -10,19 +10,13 @@ The figures are logged, not asserted; C{bench/bench_ldap_replica.py
 --logins} prints them.
 """
 
-from twisted.internet import reactor, task
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
-from tests import slapd
-from tests.ldap_replica import (
-    HOMES, freeUDPPort, loginPairLDIF, loginsThroughOutage, moveSeenByLogins,
-    startAgents, startLoginPool, storeFor, waitFor)
+from tests.ldap_replica import loginFailover
 from tests.test_store_ldap import writeConfig
-
-STEADY = [f"s{i:02d}" for i in range(20)]
-MOVER = "mover"
 
 
 class ReplicatedLoginTests(TestCase):
@@ -44,34 +38,12 @@ class ReplicatedLoginTests(TestCase):
         killed with SIGKILL 2 s in.  No login fails even counting only
         the one retry the client makes itself, none is answered from a
         store's expired cache (every lookup reached a directory), logins
-        go on during the outage, and a user moved to home2 through provider 2 one second
-        in is registered at home2 by a login through the servers reading
-        provider 1.
+        go on during the outage, and a user moved to home2 through
+        provider 2 one second in is registered at home2 by a login
+        through the servers reading provider 1.
         """
-        ports = {name: freeUDPPort() for name in ("distributor",) + HOMES}
-        first, second = slapd.replicatedPair(
-            self, loginPairLDIF(ports, STEADY + [MOVER]))
-        config = writeConfig(self)
-        reader = storeFor(reactor, [second], config)
-        self.addCleanup(reader.close)
-        took = yield waitFor(reactor, reader, f"sip:{MOVER}@example.com",
-                             "home1")
-        self.assertIsNotNone(took, "the second provider never replicated "
-                                   "the first's entries")
-        pool = yield startLoginPool(reactor, self, [first, second], config,
-                                    ports, STEADY + [MOVER])
-        agents = yield startAgents(reactor, self, STEADY + [MOVER])
-        mover = agents.pop(MOVER)
-        writer = storeFor(reactor, [second], config)
-        self.addCleanup(writer.close)
-
-        moved = task.deferLater(reactor, 1.0, moveSeenByLogins, reactor,
-                                pool, writer, mover,
-                                f"sip:{MOVER}@example.com", "home2")
-        figures, delay = yield gatherResults(
-            [loginsThroughOutage(reactor, pool, agents, first.kill,
-                                 duration=4.0, killAt=2.0),
-             moved], consumeErrors=True)
+        figures, delay, first = yield loginFailover(
+            reactor, self, writeConfig(self))
         self._log.info("logins through a provider's death: {figures}; the "
                        "move reached the servers in {delay}",
                        figures=figures, delay=delay)
