@@ -41,7 +41,7 @@ class Pool:
         """
         Start server C{name} reading C{store} (default: the pool's).
         """
-        store = store or self.store
+        store = self.store if store is None else store
         config = {"role": role, "name": name, "domain": DOMAIN,
                   "listen": ["udp:0:interface=127.0.0.1"],
                   "credentials": credentials(self.users),
