@@ -3,6 +3,7 @@ The LDAP store on two OpenLDAP providers in multi-provider replication
 (syncrepl, syncprov), real slapd processes on loopback:
 
     .venv/bin/python bench/bench_ldap_replica.py [MOVES]
+    .venv/bin/python bench/bench_ldap_replica.py --logins
 
 Prints how long a move written through one provider takes to be read
 from the other (MOVES moves each way, default 20: median and maximum),
@@ -16,6 +17,22 @@ instead (a hung server: connections accepted, nothing answered;
 C{timeout=0.5}).  For each: lookups during the outage, failed lookups,
 failover time (from the kill to the first lookup answered after it) and
 the slowest lookup.
+
+With C{--logins}, only the directory failover test at the level of SIP
+logins (L{tests.ldap_replica.loginFailover}, as
+C{tests.test_store_ldap_replica_logins} runs it): a distributor and two
+homes in-process on loopback UDP, each with an uncached store reading
+provider 1 then provider 2; 20 users of the client library logging in
+again and again (a full login each, new Call-ID, digest and a store
+lookup at the distributor and at the home, 0.2 s between) for 4 s,
+provider 1 killed with SIGKILL 2 s in, and a user moved to another home
+through provider 2 1 s in.  Prints the logins, those during the outage,
+those that needed the client's one retry and those that failed even
+then, lookups answered from the expired cache (the directory failed
+them), the failover time (from the kill to the first login started after
+it and registered) and the time for the move to reach the servers
+reading provider 1 (from the write's answer to the answer of the first
+login registered at the new home, that login included).
 """
 
 import os
@@ -27,12 +44,13 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import task  # noqa: E402
-from twisted.internet.defer import inlineCallbacks  # noqa: E402
+from twisted.internet.defer import (  # noqa: E402
+    inlineCallbacks, maybeDeferred)
 
 from tests import slapd  # noqa: E402
 from tests.ldap_replica import (  # noqa: E402
-    UNCACHED, lookupsThroughOutage, replicationDelay, serversLDIF, storeFor,
-    usersLDIF, waitFor)
+    UNCACHED, loginFailover, lookupsThroughOutage, replicationDelay,
+    serversLDIF, storeFor, usersLDIF, waitFor)
 
 NAMES = [f"u{i:03d}" for i in range(400)]
 
@@ -55,6 +73,18 @@ class Cleanups:
         while self.calls:
             f, args = self.calls.pop()
             f(*args)
+
+    @inlineCallbacks
+    def runWaiting(self):
+        """
+        Run the cleanups, each after the Deferred of the one before fired.
+        """
+        while self.calls:
+            f, args = self.calls.pop()
+            try:
+                yield maybeDeferred(f, *args)
+            except Exception as e:
+                print(f"cleanup {f!r} failed: {e}")
 
 
 def configFile(directory):
@@ -128,6 +158,34 @@ def main(reactor, moves=20):
 
 
 @inlineCallbacks
+def logins(reactor):
+    """
+    Print the figures of the directory failover test at the level of SIP
+    logins.
+    """
+    directory = tempfile.mkdtemp(prefix="sipdist-bench-")
+    cleanups = Cleanups()
+    try:
+        figures, delay, _ = yield loginFailover(reactor, cleanups,
+                                                configFile(directory))
+    finally:
+        yield cleanups.runWaiting()
+    failover = figures["failover"]
+    print(f"SIP logins, provider 1 killed: {figures['logins']} logins by "
+          f"20 users in 4 s, {figures['duringOutage']} during the outage, "
+          f"{figures['retried']} retried once by the client, "
+          f"{figures['failed']} failed even then, {figures['stale']} "
+          f"lookups answered from the expired cache; failover "
+          f"{'never' if failover is None else f'{failover * 1000:.1f} ms'}"
+          f", slowest login {figures['slowest'] * 1000:.1f} ms")
+    print(f"move written through provider 2, seen by a login through the "
+          f"servers reading provider 1: "
+          f"{'never' if delay is None else f'{delay * 1000:.1f} ms'}")
+    for error in figures["errors"]:
+        print(f"  {error}")
+
+
+@inlineCallbacks
 def moveDelays(reactor, cleanups, config, moves, sync):
     """
     Print the replication delays of C{moves} moves each way.
@@ -158,5 +216,7 @@ def moveDelays(reactor, cleanups, config, moves, sync):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--logins"]:
+        task.react(logins)
     moves = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     task.react(main, [moves])

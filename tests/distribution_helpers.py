@@ -46,7 +46,11 @@ class Pool:
         self.uris = {}
 
     @defer.inlineCallbacks
-    def start(self, name, role="home", register=True, **extra):
+    def start(self, name, role="home", register=True, store=None, **extra):
+        """
+        Start server C{name} reading C{store} (default: the pool's).
+        """
+        store = self.store if store is None else store
         config = {"role": role, "name": name, "domain": DOMAIN,
                   "listen": ["udp:0:interface=127.0.0.1"],
                   "credentials": credentials(self.users),
@@ -57,7 +61,7 @@ class Pool:
                   "overload-lag": 30.0}
         config.update(self.extra)
         config.update(extra)
-        service = buildServer(config, _reactor(), store=self.store)
+        service = buildServer(config, _reactor(), store=store)
         service.startService()
         self.testCase.addCleanup(self.stop, name)
         yield service.transportService.ready
@@ -65,7 +69,7 @@ class Pool:
         self.services[name] = service
         self.uris[name] = f"sip:127.0.0.1:{port}"
         if role == "home" and register:
-            yield self.store.addServer(ServerRecord(name, self.uris[name]))
+            yield store.addServer(ServerRecord(name, self.uris[name]))
         return service
 
     def stop(self, name):
