@@ -59,8 +59,31 @@ def describeLDAPError(error):
         return text if text else type(error).__name__
     if isinstance(error, CancelledError):
         return "timed out"
+    if isinstance(error, VerificationError):
+        # Twisted 25.5 (the one PyPy 3.9 installs) checks the name after
+        # reporting the handshake done: the mismatch comes as the reason
+        # the connection was lost, not as the handshake's failure.
+        return _mismatch(error)
     text = str(error)
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _mismatch(error, host=None):
+    """
+    One line for a certificate that does not name the host: C{host}, or
+    the name (or address) service-identity looked for.
+    """
+    if host is None:
+        for mismatch in getattr(error, "errors", ()):
+            wanted = getattr(mismatch, "mismatched_id", None)
+            name = getattr(wanted, "ip", None) or getattr(
+                wanted, "hostname", None)
+            if name is not None:
+                host = str(name)
+                break
+    named = "the host" if host is None else repr(host)
+    return (f"TLS: the server certificate does not name {named} "
+            f"(hostname verification failed)")
 
 
 def parseHostPort(text, defaultPort):
@@ -124,8 +147,7 @@ class LDAPTLS:
         """
         error = getattr(error, "value", error)
         if isinstance(error, VerificationError):
-            return (f"TLS: the server certificate does not name {host!r} "
-                    f"(hostname verification failed)")
+            return _mismatch(error, host)
         if isinstance(error, SSL.Error):
             detail = str(error)
             if "certificate verify failed" in detail:

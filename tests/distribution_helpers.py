@@ -21,6 +21,9 @@ T1 = 0.2 if sys.implementation.name == "pypy" else 0.05
 # Seconds a test of a whole pool may take (trial's timeout), longer for
 # the same reason.
 TEST_TIMEOUT = 180 if sys.implementation.name == "pypy" else 60
+# Seconds a whole pool may take to settle after a change (every client
+# logged in again, every subscription made again).
+SETTLE_TIMEOUT = 120 if sys.implementation.name == "pypy" else 30
 DOMAIN = "example.com"
 
 

@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.commands import distribution as distribution_cli
 from tests.distribution_helpers import (
-    TEST_TIMEOUT, homeOf, inBatches, startClients, startPool, waitFor)
+    SETTLE_TIMEOUT, TEST_TIMEOUT, homeOf, inBatches, startClients, startPool, waitFor)
 
 
 def runCommand(store, name, *args):
@@ -107,7 +107,7 @@ class DrainTests(TestCase):
             """every subscription made again at home2"""
             return (home1.notifier.count == 0
                     and home2.notifier.count == 2 * count)
-        yield waitFor(settled, timeout=30)
+        yield waitFor(settled, timeout=SETTLE_TIMEOUT)
 
         # The clients' refreshes: home1 redirects, they log in at home2.
         yield inBatches([ua.registration.refresh for ua in agents.values()])

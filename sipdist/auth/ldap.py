@@ -55,7 +55,8 @@ from sipdist.auth.credentials import DigestHashChecker
 from sipdist.auth.digest import ALGORITHMS
 from sipdist.auth.interfaces import IDigestHashSource
 from sipdist.auth.errors import CredentialsConfigError
-from sipdist.ldapconn import LDAPConnection, LDAPTLS, parseHostPort
+from sipdist.ldapconn import (
+    LDAPConnection, LDAPTLS, describeLDAPError, parseHostPort)
 
 _DEFAULTS = {
     "mode": "hash",
@@ -210,8 +211,11 @@ def _text(value):
 
 
 def _describe(failure):
-    error = failure.value
-    return getattr(error, "message", None) or str(error) or type(error).__name__
+    """
+    One line for a failed directory operation (L{describeLDAPError}: the
+    directory's message decoded, a TLS name mismatch said in words).
+    """
+    return describeLDAPError(failure)
 
 
 class _Directory:

@@ -21,7 +21,7 @@ import os
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import (
@@ -277,7 +277,15 @@ class ReloadableServerTLS:
         """
         A new TLS connection, with the options in use now.
         """
-        return self.options.serverConnectionForTLS(protocol)
+        options = self.options
+        create = getattr(options, "serverConnectionForTLS", None)
+        if create is not None:
+            return create(protocol)
+        # Twisted 25.5 (the one PyPy 3.9 installs): CertificateOptions is
+        # only a context factory there.
+        connection = SSL.Connection(options.getContext(), None)
+        connection.set_app_data(protocol)
+        return connection
 
     def getContext(self):
         """
