@@ -30,7 +30,6 @@ from sipdist.logs import LogLimiter
 from sipdist.interfaces import ITransactionUser
 from sipdist.pool.status import installStatus
 from sipdist.roles.chains import ROLES, chainFor
-from sipdist.roles.fastchallenge import install as installFastChallenge
 from sipdist.sip.hep import (
     DEFAULT_CAPTURE_ID, HEPSender, HEPService, parseDestination)
 from sipdist.sip.tls import clientContextFactory
@@ -326,7 +325,6 @@ def buildServer(config, reactor, store=None, checker=None):
     assemble = namedAny(role.assemble)
     links = assemble(service, config, reactor, store=store, checker=checker)
     server.processors = chainFor(role.name, links)
-    installFastChallenge(service, config)
     installStatus(service, config, reactor)
     return service
 
