@@ -6,6 +6,7 @@ full path, and takes the common first REGISTER of a login.
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from sipdist.roles.fastchallenge import FastChallenge
@@ -104,7 +105,7 @@ def _effects(service, udp):
 class FastChallengeTests(TestCase):
 
     def _both(self, data, addr=CLIENT, role="distributor", retransmit=True,
-              prepare=None):
+              prepare=None, extra=None):
         """
         Run C{data} (twice, when C{retransmit}) through a server with the
         fast path off and one with it on; check they did the same.
@@ -113,7 +114,10 @@ class FastChallengeTests(TestCase):
         """
         results = []
         for fast in (False, True):
-            service, protocol, udp, clock = _server(role, fast)
+            service, protocol, udp, clock = _server(role, fast, extra)
+            events = []
+            globalLogPublisher.addObserver(events.append)
+            self.addCleanup(globalLogPublisher.removeObserver, events.append)
             if prepare is not None:
                 prepare(service, udp)
             self.patch(_urandom_module, "urandom", service._random)
@@ -122,6 +126,9 @@ class FastChallengeTests(TestCase):
                 clock.advance(0.5)
                 protocol.datagramReceived(data, addr)
             effects = _effects(service, udp)
+            globalLogPublisher.removeObserver(events.append)
+            effects["logged"] = [
+                (e.get("log_namespace"), e.get("log_format")) for e in events]
             clock.advance(64 * 0.5 + 1)
             effects["afterTimerJ"] = _effects(service, udp)["table"]
             fastPath = service.transport.fastPath
@@ -157,6 +164,15 @@ class FastChallengeTests(TestCase):
                 for role in ("distributor", "home"):
                     self.assertEqual(self._both(data, addr, role), expected,
                                      f"{name} ({role})")
+
+    def test_jsonLog(self):
+        """
+        With C{--log-format=json} (each decision logged), a challenge logs
+        what the full path logs (no decision event: a challenge is not a
+        decision).
+        """
+        self.assertTrue(self._both(_register(),
+                                   extra={"log-format": "json"}))
 
     def test_retransmission(self):
         """

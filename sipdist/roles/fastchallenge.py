@@ -32,7 +32,7 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 import re
 
 from sipdist.sip import message as _message
-from sipdist.sip.transaction import _CompletedServerRecord
+from sipdist.sip.transaction import TransportError, _CompletedServerRecord
 from sipdist.sip.transport import DatagramFlow
 
 _TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
@@ -181,16 +181,19 @@ class FastChallenge:
         counted = ("REGISTER", challenge.code)
         answered[counted] = answered.get(counted, 0) + 1
         self.taken += 1
-        flow = DatagramFlow(protocol, remote)
-        if not protocol.sendBytes(response, remote):
-            layer.transportErrors += 1
-            return True
         record = _CompletedServerRecord.__new__(_CompletedServerRecord)
         record._layer = layer
         record.key = key
-        record.flow = flow
+        record.flow = DatagramFlow(protocol, remote)
         record.data = response
         record._transaction = _gone
+        if not protocol.sendBytes(response, remote):
+            # As a transaction that cannot send: counted, reported to the
+            # user, and gone.
+            layer.transportErrors += 1
+            layer._transactionFailed(
+                record, TransportError(f"cannot send to {remote}"))
+            return True
         servers[key] = record
         layer._timerJ.add(record)
         return True
