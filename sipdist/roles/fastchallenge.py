@@ -124,11 +124,12 @@ class FastChallenge:
             match = pattern.match(value)
             if match is None:
                 return False
-            values[name] = match if name == b"Via" else value
+            # The whole line: the response copies it as it is.
+            values[name] = match if name == b"Via" else line
         if not _REQUIRED.issubset(values):
             return False
         maxForwards = values.get(b"Max-Forwards")
-        if maxForwards is not None and int(maxForwards) > 255:
+        if maxForwards is not None and int(maxForwards[14:]) > 255:
             return False
         if processor not in server.processors:
             return False
@@ -159,19 +160,18 @@ class FastChallenge:
             remote = addr if sentByPort == port else (host, sentByPort)
 
         challenge = self._authenticator.challenge()
-        text = [
-            f"SIP/2.0 {challenge.code} {challenge.phrase}",
-            "Via: " + viaText,
-            "From: " + values[b"From"].decode("ascii"),
-            f"To: {values[b'To'].decode('ascii')};tag={_message.newTag()}",
-            "Call-ID: " + values[b"Call-ID"].decode("ascii"),
-            "CSeq: " + values[b"CSeq"].decode("ascii"),
-            "Server: " + server.serverHeader,
-        ]
+        tail = [f"Server: {server.serverHeader}"]
         for name, value in challenge.headers:
-            text.append(f"{name}: {value}")
-        text.append("Content-Length: 0\r\n\r\n")
-        response = "\r\n".join(text).encode("utf-8")
+            tail.append(f"{name}: {value}")
+        tail.append("Content-Length: 0\r\n\r\n")
+        response = b"\r\n".join((
+            f"SIP/2.0 {challenge.code} {challenge.phrase}\r\n"
+            f"Via: {viaText}".encode("ascii"),
+            values[b"From"],
+            values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
+            values[b"Call-ID"],
+            values[b"CSeq"],
+            "\r\n".join(tail).encode("utf-8")))
 
         # The side effects of the full path, in its order.
         layer.serverCreated += 1
