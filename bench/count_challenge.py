@@ -4,12 +4,13 @@ of a login, without credentials), on the fast path or the full path, counted
 with callgrind: run it twice, delivering the requests or not, and divide the
 difference by their number.
 
-    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+    PYTHONHASHSEED=0 valgrind --tool=callgrind \\
+        --callgrind-out-file=/dev/null \\
         python bench/count_challenge.py [--requests 3000] [--deliver] \\
         [--no-fast-path]
 
-Without valgrind it prints the CPU time per request instead (best of
---runs).
+With --deliver it also prints the CPU time per request (best of --runs),
+which is what to read without valgrind.
 """
 
 import argparse

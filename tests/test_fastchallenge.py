@@ -4,6 +4,8 @@ message of a corpus, the same datagrams and the same side effects as the
 full path, and takes the common first REGISTER of a login.
 """
 
+import os as _urandom_module  # patched: the To tag's source
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -11,7 +13,6 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.roles.fastchallenge import FastChallenge
 from sipdist.server import buildServer
-from sipdist.sip import transaction as _transaction
 from sipdist.sip.transport import SIPDatagramProtocol
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
@@ -241,11 +242,9 @@ class FastChallengeTests(TestCase):
         """
         The edge role (no store, no authenticator) has no fast path.
         """
-        service = _server("edge", extra={"next-hop": ["sip:127.0.0.1:5070"]})[0]
+        service = _server(
+            "edge", extra={"next-hop": ["sip:127.0.0.1:5070"]})[0]
         self.assertIsNone(service.transport.fastPath)
-
-
-import os as _urandom_module  # noqa: E402  (patched: the To tag's source)
 
 
 def _register(via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK776asdhds",

@@ -11,9 +11,9 @@ itself only when a cheap scan shows it is exactly such a request written
 the common way: the request line C{REGISTER sip:DOMAIN SIP/2.0} naming a
 domain or address of ours, one Via (UDP, an IPv4 address or a host name,
 an RFC 3261 branch, C{rport} or not, no other parameter), a From with a
-tag, a To without one, a Call-ID, a CSeq, a Max-Forwards, at most one
-Contact, Expires and User-Agent, a Content-Length of 0 and no body, each
-header once, in its canonical spelling, with no folding and no extra white
+tag, a To without one, a Call-ID, a CSeq, at most one Max-Forwards (not
+0), Contact, Expires and User-Agent, a Content-Length of 0 and no body,
+each header once, in its canonical spelling, with no folding and no extra white
 space.  Anything else (any other header: Authorization, Route, Require,
 Supported, Path ...; compact forms; IPv6; a retransmission; a full table;
 overload shedding) returns C{False} and the datagram takes the full path.
@@ -57,7 +57,8 @@ _VALUES = {
     b"Contact": re.compile(
         rb"<" + _USER_URI + rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*>\Z"),
     b"Expires": re.compile(rb"[0-9]{1,10}\Z"),
-    b"User-Agent": re.compile(rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
+    b"User-Agent": re.compile(
+        rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
     b"Content-Length": re.compile(rb"0\Z"),
 }
 _REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq",
