@@ -5,6 +5,7 @@ decision and response signing of a distributor (signed 301) and of a home
 server (registrar, signed 200).
 
     python bench/bench_hotpath.py [--requests 20000] [--profile]
+        [--no-fast-path]
 
 Requests are prepared beforehand (each with fresh credentials, as a client
 would send them after a 401), so what is timed is the server's work only.
@@ -129,6 +130,9 @@ def main():
     parser.add_argument("--runs", type=int, default=3,
                         help="runs per case; the best is printed (PyPy's JIT "
                         "warms up over the first)")
+    parser.add_argument("--no-fast-path", action="store_true",
+                        help="send the 401 case down the full path too "
+                        "(sipdist.roles.fastchallenge off)")
     args = parser.parse_args()
     print(f"{sys.implementation.name} {sys.version.split()[0]}: "
           f"{args.requests:,d} authenticated REGISTERs per case, "
@@ -140,6 +144,7 @@ def main():
         seconds = float("inf")
         for attempt in range(1 if args.profile else args.runs):
             service, protocol, udp, clock = setup(role, name)
+            service.transport.fastPath.enabled = not args.no_fast_path
             if expect == b"401":
                 requests = [register(i) for i in range(args.requests)]
             else:

@@ -21,6 +21,7 @@ from sipdist.pool.monitor import installMonitor
 from sipdist.pool.standby import installStandby
 from sipdist.roles.distribution import (
     DEFAULT_FLOW_TIMER_UDP, DistributionProcessor, compileUserAgents)
+from sipdist.roles.fastchallenge import install as installFastChallenge
 from sipdist.services.proxy import Proxy, routeKey
 from sipdist.services.routing import ROUTER_METHODS, installRouting
 from sipdist.store import StoreError, storeFromString
@@ -94,6 +95,7 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
     service.authenticator = authenticator
     service.checker = checker
     service.proxy = proxy
+    installFastChallenge(service, config)
     installRouting(service, config, reactor)
     installMonitor(service, config, reactor)
     if role == "home":

@@ -408,6 +408,10 @@ class TransportLayer:
     @ivar datagramFilter: a callable C{(protocol, data, addr)} that sees each
         datagram before it is parsed and returns C{True} when it answered
         it itself (the overload control's early 503), or C{None}.
+    @ivar fastPath: a callable C{(protocol, data, addr)} that sees each
+        datagram the C{datagramFilter} did not answer, before it is parsed,
+        and returns C{True} when it answered it itself exactly as the full
+        path would have (L{sipdist.roles.fastchallenge}), or C{None}.
 
     Counters: C{dropped} (and C{dropReasons}: how many for each reason
     phrase, at most L{MAX_DROP_REASONS} of them), C{answeredErrors}, C{closedSlow} (deadline
@@ -419,6 +423,7 @@ class TransportLayer:
     _log = Logger()
     receiveBuffer = None
     datagramFilter = None
+    fastPath = None
     capture = None
 
     def __init__(self, reactor, handler=None, maxMessageSize=DEFAULT_MAX_SIZE,
@@ -591,6 +596,9 @@ class TransportLayer:
                           self._captureLocal(protocol.local, "UDP"))
         datagramFilter = self.datagramFilter
         if datagramFilter is not None and datagramFilter(protocol, data, addr):
+            return
+        fastPath = self.fastPath
+        if fastPath is not None and fastPath(protocol, data, addr):
             return
         self._messageReceived(data, DatagramFlow(protocol, addr), stream=False)
 

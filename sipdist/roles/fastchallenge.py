@@ -1,0 +1,223 @@
+# -*- test-case-name: tests.test_fastchallenge -*-
+"""
+The byte-level fast path of the commonest request a store role receives:
+the first REGISTER of a login, over UDP, without credentials, which the
+full path (parse, validate, transaction, chain, authenticator) answers with
+a C{401} challenge.
+
+L{FastChallenge} is given each datagram by the transport (after the capture
+and the overload filter saw it, as they see every datagram) and answers it
+itself only when a cheap scan shows it is exactly such a request written
+the common way: the request line C{REGISTER sip:DOMAIN SIP/2.0} naming a
+domain or address of ours, one Via (UDP, an IPv4 address or a host name,
+an RFC 3261 branch, C{rport} or not, no other parameter), a From with a
+tag, a To without one, a Call-ID, a CSeq, at most one Max-Forwards (not
+0), Contact, Expires and User-Agent, a Content-Length of 0 and no body,
+each header once, in its canonical spelling, with no folding and no extra white
+space.  Anything else (any other header: Authorization, Route, Require,
+Supported, Path ...; compact forms; IPv6; a retransmission; a full table;
+overload shedding) returns C{False} and the datagram takes the full path.
+
+What it does is what the full path does for such a request, with the same
+result: the same bytes sent to the same address (the Via with
+C{received}/C{rport} as the transport writes it, a fresh To tag, the
+C{Server} header, the authenticator's challenge with a fresh nonce); the
+completed server transaction record in the table (timer J), so that a
+retransmission gets the same 401 again; the counters (requests answered by
+method and code, transactions created, authentication outcomes).  No
+decision is logged for a challenge on either path.  C{tests/
+test_fastchallenge.py} runs both paths over a corpus and compares.
+"""
+
+import re
+
+from sipdist.sip import message as _message
+from sipdist.sip.transaction import TransportError, _CompletedServerRecord
+from sipdist.sip.transport import DatagramFlow
+
+_TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
+_HOSTNAME = rb"[A-Za-z0-9][A-Za-z0-9.-]*"
+_IPV4 = rb"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_USER_URI = rb"sip:[A-Za-z0-9._+-]+@[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?"
+_DISPLAY = rb'(?:"[A-Za-z0-9 ]*" )?'
+
+_REQUEST_LINE = re.compile(rb"REGISTER sip:(" + _HOSTNAME + rb") SIP/2\.0\Z")
+_VIA = re.compile(
+    rb"SIP/2\.0/UDP (" + _IPV4 + rb"|" + _HOSTNAME + rb")(?::([0-9]{1,5}))?"
+    rb";branch=(z9hG4bK" + _TOKEN + rb")(;rport)?\Z")
+# Header name -> the pattern of its value (the whole value).
+_VALUES = {
+    b"Via": _VIA,
+    b"Max-Forwards": re.compile(rb"[1-9][0-9]{0,2}\Z"),
+    b"From": re.compile(_DISPLAY + rb"<" + _USER_URI + rb">;tag=" + _TOKEN
+                        + rb"\Z"),
+    b"To": re.compile(_DISPLAY + rb"<" + _USER_URI + rb">\Z"),
+    b"Call-ID": re.compile(rb"[A-Za-z0-9.!%*_+`'~@:-]{1,128}\Z"),
+    b"CSeq": re.compile(rb"[0-9]{1,9} REGISTER\Z"),
+    b"Contact": re.compile(
+        rb"<" + _USER_URI + rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*>\Z"),
+    b"Expires": re.compile(rb"[0-9]{1,10}\Z"),
+    b"User-Agent": re.compile(
+        rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
+    b"Content-Length": re.compile(rb"0\Z"),
+}
+_REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq",
+                       b"Content-Length"))
+
+
+class FastChallenge:
+    """
+    Answers the first REGISTER of a login (see the module) from its bytes.
+
+    @ivar enabled: C{False} sends every datagram down the full path.
+    @ivar taken: how many datagrams it answered.
+    """
+
+    enabled = True
+
+    def __init__(self, service, processor):
+        """
+        @param service: the L{sipdist.server.ServerService}.
+        @param processor: the role's
+            L{sipdist.roles.distribution.DistributionProcessor}.
+        """
+        self._server = service.server
+        self._transactions = service.transactions
+        self._processor = processor
+        self._authenticator = processor.authenticator
+        self._maxSize = service.transport.maxMessageSize
+        self.taken = 0
+
+    def __call__(self, protocol, data, addr):
+        """
+        Answer C{data} from C{addr} if it is the request described in the
+        module.
+
+        @return: whether it was answered (then nothing else happens to it).
+        """
+        if (not self.enabled or data[:9] != b"REGISTER "
+                or len(data) > self._maxSize):
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 != len(data):
+            return False
+        layer = self._transactions
+        host, port = addr
+        if ":" in host or (layer.overload is not None
+                           and layer.overload.shedding):
+            return False
+        lines = data[:end].split(b"\r\n")
+        match = _REQUEST_LINE.match(lines[0])
+        if match is None:
+            return False
+        processor = self._processor
+        server = self._server
+        uriHost = match.group(1).decode("ascii").lower()
+        if (uriHost not in processor.domains
+                and uriHost not in server.localHosts):
+            return False
+        values = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b": ")
+            pattern = _VALUES.get(name)
+            if pattern is None or name in values:
+                return False
+            match = pattern.match(value)
+            if match is None:
+                return False
+            # The whole line: the response copies it as it is.
+            values[name] = match if name == b"Via" else line
+        if not _REQUIRED.issubset(values):
+            return False
+        maxForwards = values.get(b"Max-Forwards")
+        if maxForwards is not None and int(maxForwards[14:]) > 255:
+            return False
+        if processor not in server.processors:
+            return False
+        via = values[b"Via"]
+        viaHost = via.group(1).decode("ascii")
+        viaPort = via.group(2)
+        if viaPort is not None:
+            viaPort = int(viaPort)
+            if not 0 < viaPort < 65536:
+                return False
+        branch = via.group(3).decode("ascii")
+        sentByPort = 5060 if viaPort is None else viaPort
+        key = (branch, viaHost, sentByPort, "REGISTER")
+        servers = layer._servers
+        if key in servers or (len(servers) + len(layer._clients)
+                              >= layer.maxTransactions):
+            return False
+
+        # Section 18.2.1 and RFC 3581, as TransportLayer._receivedRequest.
+        viaText = via.group(0).decode("ascii")
+        if via.group(4) is not None:
+            sentBy = viaText[:-len(";rport")]
+            viaText = f"{sentBy};received={host};rport={port}"
+            remote = addr
+        else:
+            if viaHost != host:
+                viaText = f"{viaText};received={host}"
+            remote = addr if sentByPort == port else (host, sentByPort)
+
+        challenge = self._authenticator.challenge()
+        tail = [f"Server: {server.serverHeader}"]
+        for name, value in challenge.headers:
+            tail.append(f"{name}: {value}")
+        tail.append("Content-Length: 0\r\n\r\n")
+        response = b"\r\n".join((
+            f"SIP/2.0 {challenge.code} {challenge.phrase}\r\n"
+            f"Via: {viaText}".encode("ascii"),
+            values[b"From"],
+            values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
+            values[b"Call-ID"],
+            values[b"CSeq"],
+            "\r\n".join(tail).encode("utf-8")))
+
+        # The side effects of the full path, in its order.
+        layer.serverCreated += 1
+        layer._created()
+        self._authenticator.outcomes["challenged"] += 1
+        answered = layer.answered
+        counted = ("REGISTER", challenge.code)
+        answered[counted] = answered.get(counted, 0) + 1
+        self.taken += 1
+        record = _CompletedServerRecord.__new__(_CompletedServerRecord)
+        record._layer = layer
+        record.key = key
+        record.flow = DatagramFlow(protocol, remote)
+        record.data = response
+        record._transaction = _gone
+        if not protocol.sendBytes(response, remote):
+            # As a transaction that cannot send: counted, reported to the
+            # user, and gone.
+            layer.transportErrors += 1
+            layer._transactionFailed(
+                record, TransportError(f"cannot send to {remote}"))
+            return True
+        servers[key] = record
+        layer._timerJ.add(record)
+        return True
+
+
+def _gone():
+    """
+    The weak reference of a record to a transaction that never existed.
+    """
+    return None
+
+
+def install(service, config):
+    """
+    Put a L{FastChallenge} in front of the full path of C{service}'s UDP
+    ports, unless C{--fast-path=false}.
+
+    @return: the L{FastChallenge}, or C{None}.
+    """
+    processor = getattr(service, "processor", None)
+    if processor is None or not hasattr(processor, "authenticator") \
+            or not config.get("fast-path", True):
+        return None
+    fast = FastChallenge(service, processor)
+    service.transport.fastPath = fast
+    return fast

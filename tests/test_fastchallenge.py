@@ -1,0 +1,409 @@
+"""
+Tests for L{sipdist.roles.fastchallenge}: the fast path gives, for every
+message of a corpus, the same datagrams and the same side effects as the
+full path, and takes the common first REGISTER of a login.
+"""
+
+import os as _urandom_module  # patched: the To tag's source
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from sipdist.roles.fastchallenge import FastChallenge
+from sipdist.server import buildServer
+from sipdist.sip.transport import SIPDatagramProtocol
+from sipdist.store import ServerRecord
+from sipdist.store.memory import MemoryAssignmentStore
+from sipdist.tap import Options
+
+from tests.conformance.messages import CORPUS
+
+CLIENT = ("192.0.2.7", 5060)
+
+
+class _UDP:
+    """
+    A UDP port that records what is written to it.
+    """
+
+    def __init__(self):
+        self.sent = []
+        self.fail = False
+
+    def write(self, data, addr):
+        if self.fail:
+            raise OSError("no route")
+        self.sent.append((data, addr))
+
+    def getHost(self):
+        return IPv4Address("UDP", "127.0.0.1", 5060)
+
+
+def _server(role="distributor", fast=True, extra=None):
+    clock = Clock()
+    clock.advance(1000)
+    store = MemoryAssignmentStore()
+    store.addServer(ServerRecord("home1", "sip:127.0.0.1:5070"))
+    store.assignUser("alice@example.com", "home1")
+    config = {"role": role, "name": "home1" if role == "home" else role,
+              "domain": "example.com", "listen": [],
+              "credentials": "memory:alice:wonderland",
+              "secret": "fast-path-secret-0123456789",
+              "digest-algorithms": ["MD5"], "fast-path": fast,
+              "tls-client-options": lambda hostname: None}
+    config.update(extra or {})
+    service = buildServer(config, clock, store=store)
+    protocol = SIPDatagramProtocol(service.transport, 0)
+    udp = _UDP()
+    protocol.makeConnection(udp)
+    # The same random bytes on both paths: the nonce's (injected into its
+    # factory) and the To tag's (os.urandom, patched by the caller).
+    counter = [0]
+
+    def random(n):
+        counter[0] += 1
+        return bytes([counter[0] % 256]) * n
+
+    if getattr(service, "authenticator", None) is not None:
+        service.authenticator._nonces._random = random
+    service._random = random
+    service.captured = []
+    service.transport.capture = (
+        lambda *args: service.captured.append(args))
+    return service, protocol, udp, clock
+
+
+def _effects(service, udp):
+    """
+    What a request left behind: the datagrams sent, the transaction table,
+    the counters.
+    """
+    layer = service.transactions
+    transport = service.transport
+    table = sorted(
+        (key, type(entry).__name__, getattr(entry, "data", None),
+         tuple(entry.flow.remote), entry.state)
+        for key, entry in layer._servers.items())
+    return {
+        "sent": list(udp.sent),
+        "captured": list(service.captured),
+        "table": table,
+        "answered": dict(layer.answered),
+        "created": layer.serverCreated,
+        "createdPerSecond": layer.createdPerSecond(),
+        "absorbed": layer.absorbed,
+        "transportErrors": layer.transportErrors,
+        "rejected": layer.rejected,
+        "outcomes": dict(service.authenticator.outcomes),
+        "dropped": transport.dropped,
+        "answeredErrors": transport.answeredErrors,
+        "timerJ": len(layer._timerJ._queue),
+    }
+
+
+class FastChallengeTests(TestCase):
+
+    def _both(self, data, addr=CLIENT, role="distributor", retransmit=True,
+              prepare=None, extra=None):
+        """
+        Run C{data} (twice, when C{retransmit}) through a server with the
+        fast path off and one with it on; check they did the same.
+
+        @return: whether the fast path took it.
+        """
+        results = []
+        for fast in (False, True):
+            service, protocol, udp, clock = _server(role, fast, extra)
+            events = []
+            globalLogPublisher.addObserver(events.append)
+            self.addCleanup(globalLogPublisher.removeObserver, events.append)
+            if prepare is not None:
+                prepare(service, udp)
+            self.patch(_urandom_module, "urandom", service._random)
+            protocol.datagramReceived(data, addr)
+            if retransmit:
+                clock.advance(0.5)
+                protocol.datagramReceived(data, addr)
+            effects = _effects(service, udp)
+            globalLogPublisher.removeObserver(events.append)
+            effects["logged"] = [
+                (e.get("log_namespace"), e.get("log_format")) for e in events]
+            clock.advance(64 * 0.5 + 1)
+            effects["afterTimerJ"] = _effects(service, udp)["table"]
+            fastPath = service.transport.fastPath
+            taken = fastPath is not None and fastPath.taken > 0
+            results.append((effects, taken))
+            if not fast:
+                self.assertFalse(taken)
+        self.assertEqual(results[0][0], results[1][0])
+        return results[1][1]
+
+    def test_corpus(self):
+        """
+        Every message of the conformance corpus gets the same answer and
+        leaves the same state on both paths.  The corpus holds messages
+        that are hard to parse or wrong: the fast path takes none of them
+        (the plain REGISTERs it takes are in L{_variants}).
+        """
+        taken = []
+        for case in CORPUS:
+            for role in ("distributor", "home"):
+                if self._both(case.data, role=role):
+                    taken.append((case.name, role))
+        self.assertEqual(taken, [])
+
+    def test_variants(self):
+        """
+        REGISTER written in many ways: the plain ones are taken by the fast
+        path, anything unusual is left to the full path, and both answer
+        the same.
+        """
+        for name, data, addr, expected in _variants():
+            with self.subTest(name):
+                for role in ("distributor", "home"):
+                    self.assertEqual(self._both(data, addr, role), expected,
+                                     f"{name} ({role})")
+
+    def test_jsonLog(self):
+        """
+        With C{--log-format=json} (each decision logged), a challenge logs
+        what the full path logs (no decision event: a challenge is not a
+        decision).
+        """
+        self.assertTrue(self._both(_register(),
+                                   extra={"log-format": "json"}))
+
+    def test_retransmission(self):
+        """
+        A retransmission of a REGISTER the fast path answered gets the same
+        401 again (the transaction absorbs it), and a new one after timer J
+        a fresh challenge.
+        """
+        service, protocol, udp, clock = _server()
+        data = _register()
+        protocol.datagramReceived(data, CLIENT)
+        protocol.datagramReceived(data, CLIENT)
+        self.assertEqual(service.transport.fastPath.taken, 1)
+        self.assertEqual(service.transactions.absorbed, 1)
+        self.assertEqual(udp.sent[0], udp.sent[1])
+        self.assertTrue(udp.sent[0][0].startswith(b"SIP/2.0 401 "))
+        clock.advance(64 * 0.5 + 1)
+        self.assertEqual(service.transactions._servers, {})
+        protocol.datagramReceived(data, CLIENT)
+        self.assertEqual(service.transport.fastPath.taken, 2)
+        self.assertNotEqual(udp.sent[0], udp.sent[2])
+
+    def test_overloaded(self):
+        """
+        While the overload control sheds, the fast path leaves requests to
+        the full path (which sheds them).
+        """
+        def shed(service, udp):
+            service.transactions.overload.limit(1.0)
+            self.assertTrue(service.transactions.overload.shedding)
+        self.assertFalse(self._both(_register(), prepare=shed))
+
+    def test_tableFull(self):
+        """
+        A full transaction table: the full path answers 503.
+        """
+        def full(service, udp):
+            service.transactions.maxTransactions = 0
+        self.assertFalse(self._both(_register(), prepare=full))
+
+    def test_sendFails(self):
+        """
+        A datagram that cannot be sent counts as a transport error on both
+        paths and leaves no transaction.
+        """
+        def failing(service, udp):
+            udp.fail = True
+        self.assertTrue(self._both(_register(), retransmit=False,
+                                   prepare=failing))
+
+    def test_disabled(self):
+        """
+        C{--fast-path=false} installs no fast path; the option is on by
+        default.
+        """
+        service = _server(fast=False)[0]
+        self.assertIsNone(service.transport.fastPath)
+        self.assertIsInstance(_server()[0].transport.fastPath, FastChallenge)
+        options = Options()
+        options.parseOptions(["--role=distributor"])
+        self.assertTrue(options["fast-path"])
+        options = Options()
+        options.parseOptions(["--role=distributor", "--fast-path=false"])
+        self.assertFalse(options["fast-path"])
+
+    def test_edge(self):
+        """
+        The edge role (no store, no authenticator) has no fast path.
+        """
+        service = _server(
+            "edge", extra={"next-hop": ["sip:127.0.0.1:5070"]})[0]
+        self.assertIsNone(service.transport.fastPath)
+
+
+def _register(via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK776asdhds",
+              uri="sip:example.com", headers=None, extra=(), drop=()):
+    lines = headers or [
+        f"Via: {via}",
+        "Max-Forwards: 70",
+        "From: <sip:alice@example.com>;tag=456248",
+        "To: <sip:alice@example.com>",
+        "Call-ID: 843817637684230@998sdasdh09",
+        "CSeq: 1826 REGISTER",
+        "Contact: <sip:alice@192.0.2.7:5060;transport=udp>",
+        "Expires: 7200",
+        "User-Agent: test agent/1.0",
+    ]
+    lines = [line for line in lines if line.split(":")[0] not in drop]
+    lines = lines + list(extra) + ["Content-Length: 0"]
+    return ("\r\n".join([f"REGISTER {uri} SIP/2.0"] + lines)
+            + "\r\n\r\n").encode("utf-8")
+
+
+def _variants():
+    """
+    C{(name, bytes, source address, whether the fast path takes it)}.
+    """
+    v = _register
+    other = ("198.51.100.9", 40000)
+    plain = v()
+    yield "plain", plain, CLIENT, True
+    yield "plain from another address", plain, other, True
+    yield "rport", v("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKr1;rport"), \
+        other, True
+    yield "rport same address", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKr1;rport"), CLIENT, True
+    yield "no port in Via", v("SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKp1"), \
+        CLIENT, True
+    yield "no port in Via, other source port", \
+        v("SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKp1"), ("192.0.2.7", 6000), True
+    yield "host name in Via", \
+        v("SIP/2.0/UDP client.example.com:5062;branch=z9hG4bKh1"), CLIENT, True
+    yield "Request-URI our address", v(uri="sip:127.0.0.1"), CLIENT, True
+    yield "Request-URI upper case domain", v(uri="sip:EXAMPLE.com"), \
+        CLIENT, True
+    yield "display names", v(headers=[
+        "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKd1",
+        "Max-Forwards: 70", 'From: "Alice A" <sip:alice@example.com>;tag=9',
+        'To: "Alice A" <sip:alice@example.com>', "Call-ID: d1@h",
+        "CSeq: 1 REGISTER"]), CLIENT, True
+    yield "minimal", v(drop=("Max-Forwards", "Contact", "Expires",
+                             "User-Agent")), CLIENT, True
+    # Left to the full path.
+    yield "huge Call-ID", v(headers=[
+        "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKc1",
+        "From: <sip:alice@example.com>;tag=9", "To: <sip:alice@example.com>",
+        "Call-ID: " + "x" * 3000, "CSeq: 1 REGISTER"]), CLIENT, False
+    yield "Authorization", v(extra=[
+        'Authorization: Digest username="alice", realm="example.com", '
+        'nonce="x", uri="sip:example.com", response="0"']), CLIENT, False
+    yield "other scheme", v(extra=["Authorization: Basic YWxpY2U6eA=="]), \
+        CLIENT, False
+    yield "Proxy-Authorization", v(extra=[
+        'Proxy-Authorization: Digest username="alice"']), CLIENT, False
+    yield "Route", v(extra=["Route: <sip:127.0.0.1;lr>"]), CLIENT, False
+    yield "Require unknown", v(extra=["Require: foo"]), CLIENT, False
+    yield "Require path", v(extra=["Require: path"]), CLIENT, False
+    yield "Proxy-Require", v(extra=["Proxy-Require: foo"]), CLIENT, False
+    yield "Supported option tag", v(extra=["Supported: sipdist-redirect"]), \
+        CLIENT, False
+    yield "Supported", v(extra=["Supported: path, outbound"]), CLIENT, False
+    yield "two Via", v(extra=[
+        "Via: SIP/2.0/UDP 192.0.2.8:5060;branch=z9hG4bK2"]), CLIENT, False
+    yield "two Via values on a line", v(
+        "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa, "
+        "SIP/2.0/UDP 192.0.2.8;branch=z9hG4bKb"), CLIENT, False
+    yield "Via TCP", v("SIP/2.0/TCP 192.0.2.7:5060;branch=z9hG4bKt"), \
+        CLIENT, False
+    yield "Via IPv6", v("SIP/2.0/UDP [2001:db8::7]:5060;branch=z9hG4bK6"), \
+        CLIENT, False
+    yield "from IPv6", v("SIP/2.0/UDP [2001:db8::7]:5060;branch=z9hG4bK6"), \
+        ("2001:db8::7", 5060), False
+    yield "Via rport with value", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKr;rport=5"), CLIENT, False
+    yield "Via received", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKr;received=1.2.3.4"), \
+        CLIENT, False
+    yield "Via maddr", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;maddr=1.2.3.4;branch=z9hG4bKr"), \
+        CLIENT, False
+    yield "Via RFC 2543 branch", v("SIP/2.0/UDP 192.0.2.7:5060;branch=1"), \
+        CLIENT, False
+    yield "Via without branch", v("SIP/2.0/UDP 192.0.2.7:5060"), \
+        CLIENT, False
+    yield "Via port 0", v("SIP/2.0/UDP 192.0.2.7:0;branch=z9hG4bKz"), \
+        CLIENT, False
+    yield "Via port too large", \
+        v("SIP/2.0/UDP 192.0.2.7:70000;branch=z9hG4bKz"), CLIENT, False
+    yield "Via odd white space", \
+        v("SIP/2.0/UDP  192.0.2.7:5060 ;branch=z9hG4bKw"), CLIENT, False
+    yield "Via lower case transport", \
+        v("SIP/2.0/udp 192.0.2.7:5060;branch=z9hG4bKl"), CLIENT, False
+    yield "compact forms", v(headers=[
+        "v: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKc2",
+        "f: <sip:alice@example.com>;tag=9", "t: <sip:alice@example.com>",
+        "i: c2@h", "CSeq: 1 REGISTER"]), CLIENT, False
+    yield "header name lower case", v(headers=[
+        "via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKc3",
+        "From: <sip:alice@example.com>;tag=9", "To: <sip:alice@example.com>",
+        "Call-ID: c3@h", "CSeq: 1 REGISTER"]), CLIENT, False
+    yield "space before colon", v(extra=["Expires : 60"],
+                                  drop=("Expires",)), CLIENT, False
+    yield "trailing space", v(extra=["Expires: 60 "], drop=("Expires",)), \
+        CLIENT, False
+    yield "folded line", v(extra=["User-Agent: a", " b"],
+                           drop=("User-Agent",)), CLIENT, False
+    yield "To tag", v(headers=[
+        "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKt2",
+        "From: <sip:alice@example.com>;tag=9",
+        "To: <sip:alice@example.com>;tag=8", "Call-ID: t2@h",
+        "CSeq: 1 REGISTER"]), CLIENT, False
+    yield "missing From", v(drop=("From",)), CLIENT, False
+    yield "missing To", v(drop=("To",)), CLIENT, False
+    yield "missing Call-ID", v(drop=("Call-ID",)), CLIENT, False
+    yield "missing CSeq", v(drop=("CSeq",)), CLIENT, False
+    yield "missing Via", v(drop=("Via",)), CLIENT, False
+    yield "From without tag", v(extra=["From: <sip:alice@example.com>"],
+                                drop=("From",)), CLIENT, False
+    yield "duplicate Expires", v(extra=["Expires: 60"]), CLIENT, False
+    yield "CSeq method mismatch", v(extra=["CSeq: 1 INVITE"],
+                                    drop=("CSeq",)), CLIENT, False
+    yield "CSeq too large", v(extra=["CSeq: 4294967296 REGISTER"],
+                              drop=("CSeq",)), CLIENT, False
+    yield "Max-Forwards 0", v(extra=["Max-Forwards: 0"],
+                              drop=("Max-Forwards",)), CLIENT, False
+    yield "Max-Forwards 300", v(extra=["Max-Forwards: 300"],
+                                drop=("Max-Forwards",)), CLIENT, False
+    yield "Contact star", v(extra=["Contact: *"], drop=("Contact",)), \
+        CLIENT, False
+    yield "two Contacts", v(extra=[
+        "Contact: <sip:alice@192.0.2.7:5062>"]), CLIENT, False
+    yield "Contact with expires", v(extra=[
+        "Contact: <sip:alice@192.0.2.7>;expires=60"], drop=("Contact",)), \
+        CLIENT, False
+    yield "Request-URI with user", v(uri="sip:alice@example.com"), \
+        CLIENT, False
+    yield "Request-URI other domain", v(uri="sip:example.org"), \
+        CLIENT, False
+    yield "Request-URI with port", v(uri="sip:example.com:5060"), \
+        CLIENT, False
+    yield "Request-URI sips", v(uri="sips:example.com"), CLIENT, False
+    yield "body", plain.replace(b"Content-Length: 0\r\n\r\n",
+                                b"Content-Length: 2\r\n\r\nhi"), CLIENT, False
+    yield "no Content-Length", plain.replace(b"Content-Length: 0\r\n", b""), \
+        CLIENT, False
+    yield "LF line ends", plain.replace(b"\r\n", b"\n"), CLIENT, False
+    yield "leading CRLF", b"\r\n" + plain, CLIENT, False
+    yield "SIP/2.1", plain.replace(b" SIP/2.0\r\n", b" SIP/2.1\r\n", 1), \
+        CLIENT, False
+    yield "OPTIONS", plain.replace(b"REGISTER", b"OPTIONS"), CLIENT, False
+    yield "not UTF-8", plain.replace(b"test agent", b"test \xff"), \
+        CLIENT, False
+    yield "Path", v(extra=["Path: <sip:192.0.2.9;lr>"]), CLIENT, False
+    yield "unknown header", v(extra=["X-Foo: bar"]), CLIENT, False
