@@ -4,8 +4,6 @@ message of a corpus, the same datagrams and the same side effects as the
 full path, and takes the common first REGISTER of a login.
 """
 
-import os as _urandom_module  # patched: the To tag's source
-
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -13,6 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from sipdist.roles.fastchallenge import FastChallenge
 from sipdist.server import buildServer
+from sipdist.sip import message as _message
 from sipdist.sip.transport import SIPDatagramProtocol
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
@@ -59,7 +58,7 @@ def _server(role="distributor", fast=True, extra=None):
     udp = _UDP()
     protocol.makeConnection(udp)
     # The same random bytes on both paths: the nonce's (injected into its
-    # factory) and the To tag's (os.urandom, patched by the caller).
+    # factory) and the To tag's (sipdist.sip.message._randomBytes, patched by the caller).
     counter = [0]
 
     def random(n):
@@ -121,7 +120,7 @@ class FastChallengeTests(TestCase):
             self.addCleanup(globalLogPublisher.removeObserver, events.append)
             if prepare is not None:
                 prepare(service, udp)
-            self.patch(_urandom_module, "urandom", service._random)
+            self.patch(_message, "_randomBytes", service._random)
             protocol.datagramReceived(data, addr)
             if retransmit:
                 clock.advance(0.5)
