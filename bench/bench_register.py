@@ -52,6 +52,25 @@ PASSWORD = "wonderland"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def writeConfiguration(work, homePort):
+    """
+    The files every server of a run reads, in C{work}: a store placing
+    alice on home1 (at C{homePort}), the nonce secret, and alice's
+    credentials (written by C{sipdist passwd}).
+    """
+    with open(f"{work}/assignments.conf", "w") as f:
+        f.write(f"server home1 sip:127.0.0.1:{homePort}\n"
+                "server home2 sip:127.0.0.1:9\n"
+                "user alice@example.com home1\n")
+    with open(f"{work}/secret", "w") as f:
+        f.write("bench-nonce-secret-0123456789\n")
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "sipdist"),
+                    "passwd", f"{work}/credentials", "alice",
+                    "--realm", "example.com"],
+                   input=PASSWORD + "\n", text=True, check=True,
+                   capture_output=True)
+
+
 def freePort():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -296,16 +315,7 @@ def main():
     distributorPort, homePort, kamailioPort = freePort(), freePort(), freePort()
     barePort = freePort()
     home1 = f"sip:127.0.0.1:{homePort}"
-    with open(f"{work}/assignments.conf", "w") as f:
-        f.write(f"server home1 {home1}\nserver home2 sip:127.0.0.1:9\n"
-                "user alice@example.com home1\n")
-    with open(f"{work}/secret", "w") as f:
-        f.write("bench-nonce-secret-0123456789\n")
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "sipdist"),
-                    "passwd", f"{work}/credentials", "alice",
-                    "--realm", "example.com"],
-                   input=PASSWORD + "\n", text=True, check=True,
-                   capture_output=True)
+    writeConfiguration(work, homePort)
 
     print(f"{args.calls:,d} SIPp calls at {args.rate:,d}/s, each REGISTER->401, "
           f"REGISTER+MD5 digest->final; {sys.implementation.name} "

@@ -23,8 +23,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_register import (  # noqa: E402
-    PASSWORD, cpuSeconds, freePort, processTree, runSipp, stopProcesses,
-    waitForOptions)
+    cpuSeconds, freePort, processTree, runSipp, stopProcesses,
+    waitForOptions, writeConfiguration)
 
 
 def startServer(work, role, name, port, processes, profile=None):
@@ -61,17 +61,7 @@ def main():
 
     work = tempfile.mkdtemp(prefix="sipdist-profile-")
     port, homePort = freePort(), freePort()
-    with open(f"{work}/assignments.conf", "w") as f:
-        f.write(f"server home1 sip:127.0.0.1:{homePort}\n"
-                "server home2 sip:127.0.0.1:9\n"
-                "user alice@example.com home1\n")
-    with open(f"{work}/secret", "w") as f:
-        f.write("bench-nonce-secret-0123456789\n")
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "sipdist"),
-                    "passwd", f"{work}/credentials", "alice",
-                    "--realm", "example.com"],
-                   input=PASSWORD + "\n", text=True, check=True,
-                   capture_output=True)
+    writeConfiguration(work, homePort)
     name = "home1" if args.role == "home" else "distributor"
     if args.role == "home":
         port = homePort

@@ -230,10 +230,12 @@ class OverloadControlTests(SynchronousTestCase):
             self.clock.advance(0.5)
         self.assertTrue(control.shedding)
 
-    def backlogControl(self):
+    def queueControl(self):
         """
-        A started control fed by a fake transport whose backlog the test
-        sets, shedding at 100 requests/s.
+        A started control fed by a fake transport whose receive queue the
+        test sets: C{queued[0]} is C{(bytes waiting, buffer size)}.
+
+        @return: C{(control, queued)}.
         """
         queued = [(0, 1000000)]
         transport = type("Transport", (), {
@@ -242,6 +244,13 @@ class OverloadControlTests(SynchronousTestCase):
                                   maxBacklog=5000, minRate=0.0, trim=None)
         control.startService()
         self.addCleanup(control.stopService)
+        return control, queued
+
+    def backlogControl(self):
+        """
+        A L{queueControl} shedding at 100 requests/s.
+        """
+        control, queued = self.queueControl()
         control.limit(100.0)
 
         def measure(backlog, step=0.05):
@@ -298,13 +307,7 @@ class OverloadControlTests(SynchronousTestCase):
         Datagrams read in a reactor turn that lasts beyond the timer are
         measured every 32 of them: shedding starts within the turn.
         """
-        queued = [(0, 1000000)]
-        transport = type("Transport", (), {
-            "receiveQueued": lambda self: queued[0]})()
-        control = OverloadControl(self.clock, self.layer, transport=transport,
-                                  maxBacklog=5000, minRate=0.0, trim=None)
-        control.startService()
-        self.addCleanup(control.stopService)
+        control, queued = self.queueControl()
         # The reactor is in one long turn: the clock moves, the timer does
         # not fire.
         self.clock.rightNow += 0.2
