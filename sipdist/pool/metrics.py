@@ -27,8 +27,17 @@ from sipdist.pool.monitor import BUSY, FAILING, UNKNOWN, UP
 MONITOR_STATES = (UP, BUSY, FAILING, UNKNOWN)
 
 
-def _counter(name, documentation, value):
-    return CounterMetricFamily(name, documentation, value=value)
+def _counter(name, documentation, value=None, label=None, values=()):
+    """
+    A counter family: one C{value}, or one sample per C{(labelValue,
+    count)} of C{values} under the label C{label}.
+    """
+    if label is None:
+        return CounterMetricFamily(name, documentation, value=value)
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for labelValue, count in values:
+        family.add_metric([labelValue], count)
+    return family
 
 
 class ServerCollector:
@@ -59,12 +68,10 @@ class ServerCollector:
             "sipdist_transactions_in_progress",
             "Transactions in the transaction layer's tables.",
             value=stats["active"])
-        created = CounterMetricFamily(
+        yield _counter(
             "sipdist_transactions_created", "Transactions created.",
-            labels=["kind"])
-        created.add_metric(["server"], stats["server_created"])
-        created.add_metric(["client"], stats["client_created"])
-        yield created
+            label="kind", values=[("server", stats["server_created"]),
+                                  ("client", stats["client_created"])])
         for key, help in (
                 ("rejected", "Requests refused because the table was full."),
                 ("timeouts", "Transactions that timed out."),
@@ -91,14 +98,12 @@ class ServerCollector:
             value=transport["connections"])
         hep = getattr(service, "hep", None)
         if hep is not None:
-            captured = CounterMetricFamily(
+            yield _counter(
                 "sipdist_hep_packets",
                 "SIP messages captured to Homer (--hep): sent, dropped "
                 "because the kernel refused the send, skipped because too "
-                "large or not encodable.", labels=["outcome"])
-            for outcome, count in sorted(hep.stats().items()):
-                captured.add_metric([outcome], count)
-            yield captured
+                "large or not encodable.", label="outcome",
+                values=sorted(hep.stats().items()))
         registrar = service.registrar
         if registrar is not None:
             yield GaugeMetricFamily(
@@ -116,14 +121,13 @@ class ServerCollector:
                 value=notifier.count)
         processor = service.processor
         if hasattr(processor, "redirects"):
-            decisions = CounterMetricFamily(
+            yield _counter(
                 "sipdist_distribution_decisions",
                 "Requests of the pool's users: served here, redirected "
-                "(301) or proxied to their home.", labels=["outcome"])
-            decisions.add_metric(["served"], processor.served)
-            decisions.add_metric(["redirected"], processor.redirects)
-            decisions.add_metric(["proxied"], processor.proxied)
-            yield decisions
+                "(301) or proxied to their home.", label="outcome",
+                values=[("served", processor.served),
+                        ("redirected", processor.redirects),
+                        ("proxied", processor.proxied)])
         lookups = getattr(processor, "lookups", None)
         if lookups is not None:
             yield from _lookupMetrics(lookups)
@@ -138,14 +142,11 @@ class ServerCollector:
         authenticator = getattr(service, "authenticator", None)
         outcomes = getattr(authenticator, "outcomes", None)
         if outcomes is not None:
-            auth = CounterMetricFamily(
+            yield _counter(
                 "sipdist_authentications",
                 "Authentication outcomes (a failed attempt is challenged "
                 "again, so counted under failed and challenged).",
-                labels=["outcome"])
-            for outcome, count in sorted(outcomes.items()):
-                auth.add_metric([outcome], count)
-            yield auth
+                label="outcome", values=sorted(outcomes.items()))
         monitor = getattr(service, "monitor", None)
         if monitor is not None:
             state = GaugeMetricFamily(
@@ -173,13 +174,12 @@ def _lookupMetrics(lookups):
     were answered, the wait of those that waited as a histogram, and the
     share answered at once (the cache hit ratio).
     """
-    counted = CounterMetricFamily(
+    yield _counter(
         "sipdist_store_lookups",
         "Assignment store lookups: answered at once (cache or memory) or "
-        "after waiting for the store.", labels=["answer"])
-    counted.add_metric(["at_once"], lookups.atOnce)
-    counted.add_metric(["waited"], lookups.waitedCount)
-    yield counted
+        "after waiting for the store.", label="answer",
+        values=[("at_once", lookups.atOnce),
+                ("waited", lookups.waitedCount)])
     yield _counter("sipdist_store_lookup_failures",
                    "Lookups that failed (store down, deadline passed).",
                    lookups.failed)
