@@ -714,8 +714,11 @@ def _supervisor(config, reactor):
     pool.setServiceParent(service)
     service.workerPool = pool
     if getattr(config, "parent", None) is not None:
-        # Under twistd: SIGHUP (reload) goes on to every worker.
-        reactor.callWhenRunning(_forwardReloadSignal, pool, reactor)
+        # Under twistd: SIGHUP (reload) goes on to every worker.  The
+        # handler is in place before any socket opens, so that a SIGHUP
+        # sent once the server answers never meets the default action
+        # (which ends the process).
+        _forwardReloadSignal(pool, reactor)
     return service
 
 
@@ -788,7 +791,10 @@ def _prepareOperation(service, config, reactor):
         _warnAtStart(server, config, reactor)
     parent = getattr(config, "parent", None)
     if parent is not None:
-        reactor.callWhenRunning(_installReloadSignal, service, reactor)
+        # In place now, before twistd opens the sockets: a SIGHUP sent as
+        # soon as the server answers must reload, not end it (the default
+        # action), however long the reactor takes to start running.
+        _installReloadSignal(service, reactor)
         if not parent.get("nodaemon"):
             service.startupError = StartupError
 
