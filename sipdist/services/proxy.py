@@ -300,7 +300,8 @@ class _Branch:
     final answer.
     """
 
-    __slots__ = ("context", "request", "client", "done", "hop", "target")
+    __slots__ = ("context", "request", "client", "done", "hop", "target",
+                 "heard", "stall")
 
     def __init__(self, context, request, hop, target=None):
         self.context = context
@@ -309,6 +310,42 @@ class _Branch:
         self.target = target
         self.client = None
         self.done = False
+        # Whether any response (a 100 too) came on the branch; the timer
+        # after which a silent next hop is checked (see Failover).
+        self.heard = False
+        self.stall = None
+
+
+class Failover:
+    """
+    Where a request goes when its next hop is dead (RFC 3261 section 16.7,
+    RFC 3263 section 4.3): the request given to L{Proxy.forward} with
+    C{failover} goes to its C{nextHop} first, and to C{uri} when that hop
+    cannot be reached: connection refused, failed or reset (a C{503 Next
+    Hop Unreachable} of our own), or silent for C{stallAfter} seconds
+    (no response at all, not even a C{100}) and C{check()} fires with
+    C{True} (the hop does not answer a probe either).  A response from
+    the first hop, whatever its code, is its answer: passed on, never
+    retried elsewhere (a home that answers is alive; its user is not
+    served elsewhere).
+
+    @ivar uri: the fallback next hop (a L{URI} or its text).
+    @ivar sign: C{sign(request)} applied to the request sent to C{uri}
+        (the pool's peer signature, so the fallback knows a pool server
+        sent it there), or C{None}.
+    @ivar stallAfter: seconds of silence before C{check} is called.
+    @ivar check: C{check()} returning a L{Deferred} that fires with
+        whether the first hop is dead; C{None}: silence is never taken
+        for death (the transaction's own timeout applies).
+    """
+
+    __slots__ = ("uri", "sign", "stallAfter", "check")
+
+    def __init__(self, uri, sign=None, stallAfter=1.0, check=None):
+        self.uri = uri
+        self.sign = sign
+        self.stallAfter = stallAfter
+        self.check = check
 
 
 class ProxyContext:
@@ -327,7 +364,7 @@ class ProxyContext:
                  "branches", "pending", "targets", "best", "challenges",
                  "finalSent", "cancelled", "response", "base", "flow",
                  "options", "hasRoute", "loopHash", "nextHop", "parallel",
-                 "fallbacks")
+                 "fallbacks", "failover", "failedOver")
 
     def __init__(self, proxy, request, serverTransaction):
         self.proxy = proxy
@@ -342,6 +379,8 @@ class ProxyContext:
         self.finalSent = False
         self.cancelled = False
         self.response = None
+        self.failover = None
+        self.failedOver = False
 
     def __repr__(self):
         return (f"<ProxyContext {self.request.method} "
@@ -718,7 +757,7 @@ class Proxy:
 
     def forward(self, request, serverTransaction, target=None,
                 recordRoute=True, addPath=False, flowToken=None,
-                nextHop=None, parallel=True):
+                nextHop=None, parallel=True, failover=None):
         """
         Proxy a request statefully (RFC 3261 section 16.6) and answer its
         server transaction with the best final response.
@@ -749,13 +788,15 @@ class Proxy:
             our own), the next one, and so on.
         @param parallel: fork to every target at once (C{True}) or one
             after the other, moving on after a failure response (C{False}).
+        @param failover: a L{Failover}: where the request goes when
+            C{nextHop} (a single one) is dead.
         @return: the L{ProxyContext}, or C{None} if the request was
             answered at once (483, 482, 503 ...).
         """
         try:
             context = self._start(request, serverTransaction, target,
                                   recordRoute, addPath, flowToken, nextHop,
-                                  parallel)
+                                  parallel, failover)
         except _Reject as reject:
             self._answer(request, serverTransaction, reject)
             return None
@@ -780,7 +821,7 @@ class Proxy:
         serverTransaction.respond(response)
 
     def _start(self, request, serverTransaction, target, recordRoute,
-               addPath, flowToken, nextHop, parallel):
+               addPath, flowToken, nextHop, parallel, failover=None):
         if request.method == "ACK":
             raise ValueError("an ACK is forwarded with forwardStateless")
         contexts = self._contexts
@@ -825,6 +866,11 @@ class Proxy:
                 fallbacks = deque(hops[1:])
         elif isinstance(nextHop, str):
             nextHop = parseURI(nextHop)
+        if failover is not None and nextHop is not None:
+            fallback = failover.uri
+            if isinstance(fallback, str):
+                fallback = parseURI(fallback)
+            fallbacks = deque([fallback])
 
         if target is None or hasRoute:
             targets = [None]
@@ -844,6 +890,7 @@ class Proxy:
         context.targets = deque(targets)
         context.nextHop = nextHop
         context.fallbacks = fallbacks
+        context.failover = failover
         context.parallel = parallel
         contexts[serverTransaction] = context
         self.forwarded += 1
@@ -939,12 +986,20 @@ class Proxy:
         elif not (context.hasRoute or routes or nextHop is not None):
             # Leaving the pool for a user agent.
             request.headers.pop(PEER_HEADER, None)
+        failover = context.failover
+        if failover is not None and context.failedOver \
+                and failover.sign is not None:
+            failover.sign(request)
         request.insertHeader(
             "via", self._via(transport, self._newBranch(context.loopHash),
                              address))
         branch = _Branch(context, request, hop, target)
         context.branches.append(branch)
         context.pending += 1
+        if (failover is not None and failover.check is not None
+                and not context.failedOver and flow is None):
+            branch.stall = self._reactor.callLater(
+                failover.stallAfter, self._stalled, branch)
         if flow is not None:
             self._connected(flow, branch, None)
             return
@@ -957,6 +1012,33 @@ class Proxy:
                                           self._connectTimedOut, branch)
         d.addCallbacks(self._connected, self._connectFailed,
                        (branch, timeout), None, (branch, timeout))
+
+    def _stalled(self, branch):
+        """
+        The first hop of a request with a L{Failover} has said nothing for
+        C{stallAfter} seconds: ask whether it is dead, and when it is (and
+        still silent), give up on it for the fallback.
+        """
+        branch.stall = None
+        context = branch.context
+        if branch.done or branch.heard:
+            return
+
+        def checked(dead):
+            if not dead or branch.done or branch.heard:
+                return
+            self.unreachable += 1
+            self._log.info("{hop} silent and not answering a probe: given "
+                           "up", hop=branch.hop)
+            self._branchAnswered(context, branch,
+                                 _Local(503, "Next Hop Unreachable"))
+
+        def failed(failure):
+            self._log.failure("checking {hop}", failure, hop=branch.hop)
+
+        d = context.failover.check()
+        d.addCallback(checked)
+        d.addErrback(failed)
 
     def _connectTimedOut(self, branch):
         if not branch.done and branch.client is None:
@@ -1004,7 +1086,8 @@ class Proxy:
     # Responses
 
     def _provisional(self, branch, response):
-        if response.code == 100:
+        branch.heard = True
+        if response.code == 100 or branch.done:
             return
         context = branch.context
         if context.finalSent or not _stripOurVia(response):
@@ -1025,6 +1108,7 @@ class Proxy:
 
     def _final(self, response, branch):
         context = branch.context
+        branch.heard = True
         if branch.done:
             return
         if not _stripOurVia(response):
@@ -1057,6 +1141,10 @@ class Proxy:
                 return
             branch.done = True
             context.pending -= 1
+            if branch.stall is not None:
+                if branch.stall.active():
+                    branch.stall.cancel()
+                branch.stall = None
         if response is not None:
             code = response.code
             if 200 <= code < 300 and not isinstance(response, _Local):
@@ -1082,6 +1170,7 @@ class Proxy:
                 and not context.finalSent and not context.cancelled):
             # The next hop cannot be reached: the next one in the list.
             context.nextHop = context.fallbacks.popleft()
+            context.failedOver = True
             self._log.info("{hop} unreachable: trying {next}", hop=branch.hop,
                            next=context.nextHop)
             self._startBranch(context, branch.target)
