@@ -170,6 +170,16 @@ PARAMETERS = [
      "The longest registration granted by a backup home serving a user "
      "temporarily (see --standby): the client comes back to be decided "
      "again within half of it."),
+    ("failover", None, True, _flag,
+     "Store roles: a request proxied to a user's home goes to the user's "
+     "backup home (signed as coming from the pool) when the home is marked "
+     "down, refuses or drops the connection, or is silent for "
+     "--failover-after seconds and does not answer a probe either "
+     "(docs/operations.rst, A failed home behind an edge); the backup "
+     "serves it temporarily as for --standby."),
+    ("failover-after", None, 1.0, _positiveFloat,
+     "Seconds a user's home may stay silent (no response, not even a 100) "
+     "to a request proxied to it before it is probed (see --failover)."),
     ("fast-path", None, True, _flag,
      "Answer the first REGISTER of a login over UDP (no credentials, "
      "written the common way) with its 401 challenge from its bytes, "

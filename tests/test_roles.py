@@ -585,6 +585,8 @@ class StandardClientTests(SynchronousTestCase):
         self.assertEqual(len(distributor.flow.sent), 1)
         [(request, kwargs)] = distributor.proxy.forwarded
         self.assertEqual(request.method, "REGISTER")
+        # With the user's backup home (home1) as fallback.
+        self.assertEqual(kwargs.pop("failover").uri, "sip:127.0.0.1:5070")
         self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5080",
                                   "recordRoute": False, "addPath": True,
                                   "flowToken": True})
@@ -681,6 +683,8 @@ class StandardClientTests(SynchronousTestCase):
                 [(request, kwargs)] = distributor.proxy.forwarded
                 self.assertEqual(request.method, method)
                 self.assertEqual(request.uriText, "sip:bob@example.com")
+                self.assertEqual(kwargs.pop("failover").uri,
+                                 "sip:127.0.0.1:5080")
                 self.assertEqual(kwargs, {"nextHop": "sip:127.0.0.1:5070",
                                           "recordRoute": True,
                                           "addPath": False,

@@ -15,7 +15,11 @@ L{Standby} lets the backup serve such a client I{temporarily}, without
 touching the store, when all of these hold:
 
   - the client follows the distribution redirect and talks to the backup
-    directly (one Via): the clients the backup was named to;
+    directly (one Via): the clients the backup was named to; or the
+    request was relayed to us by a server of the pool that found the
+    user's home dead (more than one Via, and the pool's peer signature,
+    which only a pool server can make: L{sipdist.pool.failover}) --
+    the clients behind an edge or another proxy;
   - it authenticated (the check runs after Digest, on the decision);
   - this server I{is} the user's backup home: the one
     L{sipdist.roles.distribution.backupFor} names for it, on the
@@ -93,9 +97,14 @@ class Standby:
         Whether the decision C{outcome} for C{context} is one L{check}
         may turn into a temporary serve: a redirect or proxying to the
         user's home, or the C{503} of a home marked down, for a client
-        that follows the redirect and talks to us directly.
+        that follows the redirect and talks to us directly, or for a
+        request a pool server relayed to us as the user's backup (more
+        than one Via and a valid peer signature, C{context.peer}: see
+        L{sipdist.pool.failover}).
         """
-        if not (context.followsRedirect and context.viaCount == 1):
+        direct = context.followsRedirect and context.viaCount == 1
+        relayed = context.viaCount > 1 and context.peer is not None
+        if not (direct or relayed):
             return False
         if context.record is None or context.record.id == self.serverId:
             return False
@@ -109,18 +118,8 @@ class Standby:
         @return: L{Deferred} firing with C{True} when this server serves
             the user of C{context} temporarily; never fails.
         """
-        from sipdist.roles.distribution import backupRecord
-        record = context.record
         transport = arrivalTransport(context.request,
                                      context.transaction.flow)
-
-        def isBackup(records):
-            backup = backupRecord(context.aor, records, record.id, transport)
-            if backup is None or backup[0] != self.serverId:
-                return False
-            if record.state == DOWN:
-                return True
-            return self.unreachable(record)
 
         def served(yes):
             if yes:
@@ -132,23 +131,48 @@ class Standby:
                            aor=context.aor, reason=failure.getErrorMessage())
             return False
 
-        d = self.store.listServers()
-        d.addCallback(isBackup)
+        d = self.standsIn(context.aor, context.record, transport)
         d.addCallbacks(served, failed)
         return d
 
-    def unreachable(self, record):
+    def standsIn(self, aor, record, transport):
+        """
+        Whether this server stands in for the home C{record} of the user
+        C{aor} now: it is the user's backup home for C{transport}, and the
+        home is marked down or does not answer (L{unreachable}).
+
+        @return: L{Deferred} firing with a C{bool}.
+        """
+        from sipdist.roles.distribution import backupRecord
+
+        def isBackup(records):
+            backup = backupRecord(aor, records, record.id, transport)
+            if backup is None or backup[0] != self.serverId:
+                return False
+            if record.state == DOWN:
+                return True
+            return self.unreachable(record)
+
+        d = self.store.listServers()
+        d.addCallback(isBackup)
+        return d
+
+    def unreachable(self, record, probe=True):
         """
         Whether the home of C{record} cannot be reached: the result of a
         probe younger than C{ttl} seconds, else of a new one (or of the
         one in flight).
 
-        @return: L{Deferred} firing with a C{bool}; never fails.
+        @param probe: C{False}: only a result known now, no probe.
+        @return: L{Deferred} firing with a C{bool} (C{None} when nothing
+            is known and C{probe} is false); never fails.
         """
         now = self._reactor.seconds()
         known = self._known.get(record.id)
         if known is not None and now - known[1] < self.ttl:
             return defer.succeed(not known[0])
+        if not probe:
+            return defer.succeed(None)
         waiter = defer.Deferred()
         pending = self._pending.get(record.id)
         if pending is not None:

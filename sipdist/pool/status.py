@@ -76,6 +76,11 @@ def statusOf(service, config):
     if standby is not None:
         document["standby"] = {"served": standby.served,
                                "probes": standby.probes}
+    failover = getattr(service, "failover", None)
+    if failover is not None:
+        document["failover"] = {"atOnce": failover.failedOver,
+                                "withFallback": failover.planned,
+                                "probes": failover.probes.probes}
     monitor = getattr(service, "monitor", None)
     if monitor is not None:
         progress = monitor.progress

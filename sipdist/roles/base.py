@@ -17,6 +17,7 @@ from sipdist.auth.limiter import FailureLimiter
 from sipdist.auth.server import DigestAuthenticator
 from sipdist.auth.sources import CredentialsConfigError, makeChecker
 from sipdist.config import ConfigurationError
+from sipdist.pool.failover import installFailover
 from sipdist.pool.monitor import installMonitor
 from sipdist.pool.standby import installStandby
 from sipdist.roles.distribution import (
@@ -100,6 +101,7 @@ def assembleStoreRole(service, config, reactor, store=None, checker=None,
     installMonitor(service, config, reactor)
     if role == "home":
         installStandby(service, config, reactor)
+    installFailover(service, config, reactor)
     return {"route-set": proxy.routeInDialog, "distribution": processor}
 
 

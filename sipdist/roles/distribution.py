@@ -44,9 +44,11 @@ from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.auth.server import Authenticated, Challenge
 from sipdist.deferreds import NOT_FIRED, firedResult, whenFired
 from sipdist.decision import (
-    AUTO, REDIRECT_OPTION_TAG, Assignment, Proxy, Redirect, Serve, decide)
+    ACTIVE as ACTIVE_STATE, AUTO, DOWN, REDIRECT_OPTION_TAG, Assignment,
+    SERVER_DOWN, Proxy, Redirect, Serve, decide)
 from sipdist.sip.message import countVias
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
+from sipdist.services.routing import PEER_HEADER
 from sipdist.services.targets import arrivalTransport, noAddress, serverURIFor
 from sipdist.pool.rebalance import preference
 from sipdist.store import ACTIVE, StoreUnavailable
@@ -186,11 +188,14 @@ class Context:
         redirect (see L{followsRedirect}).
     @ivar standby: whether this backup home serves the user temporarily
         (L{sipdist.pool.standby}).
+    @ivar peer: the id of the pool server whose valid peer signature the
+        request carried (it relayed it to us as the user's backup home,
+        L{sipdist.pool.failover}), or C{None}.
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
                  "serve", "proxyAuth", "record", "tagged", "followsRedirect",
-                 "started", "standby")
+                 "started", "standby", "peer")
 
     def __init__(self, request, transaction, serve, proxyAuth,
                  userAgents=(), taggedAlgorithms=None):
@@ -205,6 +210,7 @@ class Context:
         self.proxyAuth = proxyAuth
         self.record = None
         self.standby = False
+        self.peer = None
         # When handle() took the request (only while decisions are logged).
         self.started = None
 
@@ -371,6 +377,11 @@ class DistributionProcessor:
         """
         context = Context(request, transaction, serve, proxyAuth,
                           self.userAgents)
+        if PEER_HEADER in request.headers:
+            # Whoever signed it, it goes no further than us.
+            if self.peerOf is not None:
+                context.peer = self.peerOf(request, transaction.flow)
+            del request.headers[PEER_HEADER]
         if self.logDecisions:
             context.started = self.server._reactor.seconds()
         header = "proxy-authorization" if proxyAuth else "authorization"
@@ -470,6 +481,12 @@ class DistributionProcessor:
     # cannot be reached, who names us as its backup, is served here
     # temporarily.
     standby = None
+    # A L{sipdist.pool.failover.Failover}: what we proxy to a user's home
+    # goes to its backup home when the home is dead.
+    failover = None
+    # peerOf(request, flow): the id of the pool server that signed a
+    # request (L{sipdist.services.routing.Router.peerOf}), or None.
+    peerOf = None
 
     def _decided(self, assignment, context):
         outcome = decide(context.viaCount, assignment, self.role,
@@ -497,6 +514,14 @@ class DistributionProcessor:
             outcome = Serve()
         if isinstance(outcome, (Redirect, Proxy)):
             outcome = self._forTransport(outcome, context)
+        elif (self.failover is not None and context.record is not None
+              and getattr(outcome, "code", None) == 503
+              and context.record.state == DOWN
+              and self._wouldProxy(context)):
+            # The home is marked down: to its backup, which serves the
+            # user temporarily, rather than a 503.
+            self._failOver(outcome, context)
+            return
         if self.logDecisions:
             self._logDecision(outcome, context)
         if isinstance(outcome, Serve):
@@ -643,6 +668,59 @@ class DistributionProcessor:
 
         self.withBackup(context, assignedId, respond)
 
+    def _wouldProxy(self, context):
+        """
+        Whether a request of C{context} would be proxied to the user's
+        home were it not down.
+        """
+        record = context.record
+        outcome = decide(context.viaCount,
+                         Assignment(record.id, record.uri or "-", ACTIVE_STATE),
+                         self.role, self.server.name, self.policy,
+                         followsRedirect=context.followsRedirect,
+                         register=context.request.method == "REGISTER")
+        return isinstance(outcome, Proxy)
+
+    def _failOver(self, reject, context):
+        """
+        Send the request of C{context}, whose home is down, to the user's
+        backup home; C{reject} when there is none.
+        """
+        transport = arrivalTransport(context.request,
+                                     context.transaction.flow)
+
+        def forwarded(sent):
+            if sent:
+                self.proxied += 1
+                return
+            self._log.info("{method} of {aor}: {code} {phrase}",
+                           method=context.request.method, aor=context.aor,
+                           code=reject.code, phrase=reject.phrase)
+            headers = ()
+            if reject.retryAfter:
+                headers = [("Retry-After", str(reject.retryAfter))]
+            self.respond(context.request, context.transaction, reject.code,
+                         reject.phrase, headers)
+
+        d = self.failover.forward(
+            self.proxy, context.request, context.transaction, context.aor,
+            context.record, None, transport, relayed=context.peer is not None,
+            **self._proxyOptions(context))
+        d.addCallback(forwarded)
+        d.addErrback(self._failed, context)
+
+    def _sentOrDown(self, sent, context):
+        if not sent:
+            reject = SERVER_DOWN
+            self.respond(context.request, context.transaction, reject.code,
+                         reject.phrase,
+                         [("Retry-After", str(reject.retryAfter))])
+
+    def _proxyOptions(self, context):
+        register = context.request.method == "REGISTER"
+        return {"recordRoute": not register, "addPath": register,
+                "flowToken": True}
+
     def _proxy(self, outcome, context):
         request, transaction = context.request, context.transaction
         if self.proxy is None:
@@ -650,6 +728,17 @@ class DistributionProcessor:
                          "Server Internal Error (No Proxy Configured)")
             return
         self.proxied += 1
+        if self.failover is not None and context.record is not None:
+            # With the user's backup home as fallback.
+            d = self.failover.forward(
+                self.proxy, request, transaction, context.aor,
+                context.record, outcome.uri,
+                arrivalTransport(request, transaction.flow),
+                relayed=context.peer is not None,
+                **self._proxyOptions(context))
+            d.addCallback(self._sentOrDown, context)
+            d.addErrback(self._failed, context)
+            return
         # The Request-URI stays as it is (the digest response covers it);
         # the request goes to the assigned server as next hop.  A REGISTER
         # gets a Path through us so the home can reach the user back along

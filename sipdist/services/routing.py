@@ -240,7 +240,7 @@ class Router:
             del headers[PEER_HEADER]
         if peer is not None:
             self.fromPeer += 1
-            self.routeToCallee(request, transaction, processor)
+            self.routeToCallee(request, transaction, processor, relayed=True)
             return True
         processor.handle(
             request, transaction,
@@ -256,10 +256,13 @@ class Router:
         """
         return peerOf(self.signer, self.trusted, request, flow)
 
-    def routeToCallee(self, request, transaction, processor):
+    def routeToCallee(self, request, transaction, processor, relayed=False):
         """
         Route a request whose caller has been vouched for to the user its
         Request-URI names.
+
+        @param relayed: whether a pool peer sent the request to us (it
+            is then not failed over again, L{sipdist.pool.failover}).
         """
         uri = request.uri
         if not processor.forUs(uri):
@@ -273,10 +276,12 @@ class Router:
             processor.respond(request, transaction, 404, "Not Found")
             return
         d = processor.store.lookupUser(aor)
-        d.addCallback(self._lookedUp, aor, request, transaction, processor)
+        d.addCallback(self._lookedUp, aor, request, transaction, processor,
+                      relayed)
         d.addErrback(self._failed, request, transaction, processor)
 
-    def _lookedUp(self, serverId, aor, request, transaction, processor):
+    def _lookedUp(self, serverId, aor, request, transaction, processor,
+                  relayed=False):
         if serverId is None:
             self.notFound += 1
             processor.respond(request, transaction, 404, "Not Found")
@@ -286,22 +291,53 @@ class Router:
             return None
         d = processor.store.getServer(serverId)
         d.addCallback(self._gotServer, serverId, request, transaction,
-                      processor)
+                      processor, aor, relayed)
         return d
 
-    def _gotServer(self, record, serverId, request, transaction, processor):
+    def _gotServer(self, record, serverId, request, transaction, processor,
+                   aor=None, relayed=False):
         if record is None or not record.uri:
             self.unavailable += 1
             processor.respond(request, transaction, 480,
                               "Temporarily Unavailable (Unknown Home Server)")
-            return
-        if record.state == DOWN:
-            self.unavailable += 1
-            processor.respond(request, transaction, 503,
-                              "Service Unavailable (Home Server Down)",
-                              [("Retry-After", str(DOWN_RETRY_AFTER))])
-            return
+            return None
         transport = arrivalTransport(request, transaction.flow)
+        standby = getattr(processor, "standby", None)
+        registrar = processor.registrar
+        if (standby is not None and registrar is not None and aor is not None
+                and registrar.lookup(aor)):
+            # The callee registered here temporarily, its home being dead
+            # (sipdist.pool.standby): delivered here while that lasts.
+            d = standby.standsIn(aor, record, transport)
+            d.addCallback(self._standsIn, record, aor, request, transaction,
+                          processor, transport, relayed)
+            return d
+        return self._toHome(record, aor, request, transaction, processor,
+                            transport, relayed)
+
+    def _standsIn(self, yes, record, aor, request, transaction, processor,
+                  transport, relayed):
+        if yes:
+            processor.standby.served += 1
+            self._deliver(aor, request, transaction, processor)
+            return None
+        return self._toHome(record, aor, request, transaction, processor,
+                            transport, relayed)
+
+    def _toHome(self, record, aor, request, transaction, processor,
+                transport, relayed):
+        failover = getattr(processor, "failover", None)
+        if record.state == DOWN:
+            if failover is not None and aor is not None:
+                # To the callee's backup home, where it may be registered
+                # temporarily.
+                d = failover.forward(processor.proxy, request, transaction,
+                                     aor, record, None, transport, relayed)
+                d.addCallback(self._downSent, request, transaction,
+                              processor)
+                return d
+            self._downSent(False, request, transaction, processor)
+            return None
         uri = serverURIFor(record, transport)
         if uri is None:
             self.unavailable += 1
@@ -311,7 +347,20 @@ class Router:
             return
         self.toPeer += 1
         self.signer.sign(request)
+        if failover is not None and aor is not None:
+            return failover.forward(processor.proxy, request, transaction,
+                                    aor, record, uri, transport, relayed)
         processor.proxy.forward(request, transaction, nextHop=uri)
+        return None
+
+    def _downSent(self, sent, request, transaction, processor):
+        if sent:
+            self.toPeer += 1
+            return
+        self.unavailable += 1
+        processor.respond(request, transaction, 503,
+                          "Service Unavailable (Home Server Down)",
+                          [("Retry-After", str(DOWN_RETRY_AFTER))])
 
     def _deliver(self, aor, request, transaction, processor):
         if request.method in EVENT_METHODS:
@@ -362,6 +411,7 @@ def installRouting(service, config, reactor):
     router = Router(service, signer,
                     TrustedAddresses(config.get("trusted-peer") or ()))
     processor.router = router
+    processor.peerOf = router.peerOf
     service.router = router
     proxy = getattr(service, "proxy", None)
     if proxy is not None:
