@@ -27,6 +27,17 @@ prints, from the kill:
     after the kill (moved twice), and users the store placed elsewhere than
     where they registered (they move again at their next refresh).
 
+With --via-edge, every client logs in through an edge (role edge) whose
+next hop is the distributor, which proxies them to their home (two Via
+values): the clients see only the edge and never notice home1's death.
+At the kill the script makes home1's users send their next REGISTER
+(SIGUSR1 to the client processes; at most --refresh-rate per second in
+all); the distributor sends them to each user's backup home, which serves
+them temporarily (at most 120 s), home1 being dead.  "Registered again" is
+then that REGISTER answered 200 (or a new login after a failed one);
+which backup served a user is not visible to a client behind an edge, so
+"moved twice" is not counted there.
+
 Settings: the shipped defaults of the servers and clients, but for the
 limits that every client coming from 127.0.0.1 would hit (connections and
 failed authentications per address) and home1's 10,000 connections
@@ -155,7 +166,8 @@ class Processes:
         self.selector.close()
 
 
-def run(transport, crashed, perWorker, rate, deadline, reassignWait):
+def run(transport, crashed, perWorker, rate, deadline, reassignWait,
+        viaEdge=False, refreshRate=2000):
     others = crashed // 10
     names = [f"u{i}" for i in range(crashed + 2 * others)]
     home = {n: "home1" for n in names[:crashed]}
@@ -165,16 +177,18 @@ def run(transport, crashed, perWorker, rate, deadline, reassignWait):
     procs = Processes()
     try:
         return _run(transport, names, home, perWorker, rate, deadline,
-                    reassignWait, tmp, procs)
+                    reassignWait, tmp, procs, viaEdge, refreshRate)
     finally:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
-         tmp, procs):
+         tmp, procs, viaEdge=False, refreshRate=2000):
     suffix = ";transport=tcp" if transport == "tcp" else ""
-    ports = {name: freePort(transport) for name in ("distributor",) + HOMES}
+    front = ("edge", "edge-inside") if viaEdge else ()
+    ports = {name: freePort(transport)
+             for name in ("distributor",) + HOMES + front}
     uris = {name: f"sip:127.0.0.1:{port}{suffix}"
             for name, port in ports.items()}
     byPort = {port: name for name, port in ports.items()}
@@ -206,14 +220,34 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         servers[name] = procs.start(
             [sys.executable, os.path.join(HERE, "failover_server.py"), path],
             name)
+    if viaEdge:
+        config = {"role": "edge", "name": "edge", "domain": DOMAIN,
+                  "listen": [f"{transport}:{ports['edge']}:"
+                             f"interface=127.0.0.1"],
+                  "inside-listen": [f"{transport}:{ports['edge-inside']}:"
+                                    f"interface=127.0.0.1"],
+                  "next-hop": [uris["distributor"]], "secret": SECRET,
+                  "max-connections": 30000,
+                  "max-connections-per-host": 100000}
+        path = os.path.join(tmp, "edge.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        servers["edge"] = procs.start(
+            [sys.executable, os.path.join(HERE, "failover_server.py"), path],
+            "edge")
     waitReady(procs, servers)
+    victimNames = {n for n in names if home[n] == "home1"}
 
     workers = []
     count = max(1, -(-len(names) // perWorker))
     for w in range(count):
         spec = {"names": names[w::count], "password": PASSWORD,
                 "domain": DOMAIN, "transport": transport,
-                "server": uris["distributor"], "rate": rate / count}
+                "server": uris["edge" if viaEdge else "distributor"],
+                "rate": rate / count}
+        if viaEdge:
+            spec["refresh"] = [n for n in spec["names"] if n in victimNames]
+            spec["refreshRate"] = refreshRate / count
         path = os.path.join(tmp, f"worker{w}.json")
         with open(path, "w") as f:
             json.dump(spec, f)
@@ -246,13 +280,18 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
     counts = {name: sum(1 for h in where.values() if h == name)
               for name in HOMES}
     victims = {n for n, h in where.items() if h == "home1"}
+    if viaEdge:
+        # Every client sees the edge; home1's users are the store's.
+        counts["edge"] = sum(1 for h in where.values() if h == "edge")
+        victims = {n for n, h in where.items() if h == "edge"
+                   and n in victimNames}
     print(f"  {len(where)} of {len(names)} users registered over "
           f"{transport.upper()} in {time.time() - began:.0f} s by "
           f"{len(workers)} client processes ({firstFailed} first logins "
           f"failed): {counts}", flush=True)
 
     survivors = {name: servers[name].pid
-                 for name in ("home2", "home3", "distributor")}
+                 for name in ("home2", "home3", "distributor") + front[:1]}
     survivors.update({w.tag: w.pid for w in workers})
     cpu = {name: cpuSeconds(pid) for name, pid in survivors.items()}
     peak = {name: 0.0 for name in survivors}
@@ -262,6 +301,10 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
     crash = time.time()
     os.kill(servers["home1"].pid, signal.SIGKILL)
     servers["home1"].wait()
+    if viaEdge:
+        # Their next REGISTER, now.
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGUSR1)
     again, movedTwice, failures, reasons = {}, set(), 0, {}
     firstTo, noticed = {}, {}
     marks = {}
@@ -274,7 +317,17 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         for child, line in procs.lines(0.2):
             fields = line.split(" ", 3)
             kind = fields[0]
-            if kind == "R":
+            if kind == "F" and viaEdge and fields[1] in victims:
+                # Refreshed through the edge: served by a backup (granted
+                # at most 120 s) or, were it alive, by home1.
+                served = "backup" if int(fields[2]) <= 120 else "home1?"
+                again.setdefault(fields[1],
+                                 (float(fields[3]) - crash, served))
+            elif kind == "R" and viaEdge:
+                if fields[1] in victims:
+                    again.setdefault(fields[1], (float(fields[3]) - crash,
+                                                 "new login"))
+            elif kind == "R":
                 name, server = fields[1], byPort.get(int(fields[2]))
                 if name in victims and server in ("home2", "home3"):
                     if name in again and again[name][1] != server:
@@ -319,6 +372,8 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
     lost = len(victims) - len(again)
     elsewhere = sum(1 for n, (_, server) in again.items()
                     if users.get(n) not in (None, "home1", server))
+    if viaEdge:
+        elsewhere = "n/a"
     stillHome1 = sum(1 for n in victims if users.get(n) == "home1")
     print(f"  N={len(victims)} users of home1, killed (SIGKILL); load "
           f"average {loadBefore} before, {loadAverage()} after:")
@@ -344,9 +399,15 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
               f"({len(seen)}) after {seen[-1]:.2f} s")
     print(f"    first REGISTER after the loss went to: "
           f"{dict(sorted(firstTo.items()))}")
-    print(f"    registered at: home2 "
-          f"{sum(1 for _, s in again.values() if s == 'home2')}, home3 "
-          f"{sum(1 for _, s in again.values() if s == 'home3')}")
+    if viaEdge:
+        kinds = {}
+        for _, served in again.values():
+            kinds[served] = kinds.get(served, 0) + 1
+        print(f"    through the edge, answered by: {kinds}")
+    else:
+        print(f"    registered at: home2 "
+              f"{sum(1 for _, s in again.values() if s == 'home2')}, home3 "
+              f"{sum(1 for _, s in again.values() if s == 'home3')}")
     clients = [v for k, v in peak.items() if k.startswith("worker")]
     print("    peak CPU (per 0.5 s): " + ", ".join(
         f"{name} {value:.0f}%" for name, value in peak.items()
@@ -354,7 +415,9 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         f"{min(clients):.0f} to {max(clients):.0f}% each "
         f"({len(clients)} processes)")
     print(f"    failed logins (retried) {failures}, users lost {lost}, "
-          f"moved twice {len(movedTwice)}, placed by the store elsewhere "
+          f"moved twice "
+          f"{'n/a (behind the edge)' if viaEdge else len(movedTwice)}, "
+          f"placed by the store elsewhere "
           f"than where they registered {elsewhere}", flush=True)
     for reason, n in sorted(reasons.items(), key=lambda i: -i[1])[:3]:
         print(f"      {n} x {reason}")
@@ -397,15 +460,25 @@ def main():
                         help="seconds after the kill to wait for the "
                              "store to move home1's users (the monitor "
                              "moves --max-moves, 500, per round of 5 s)")
+    parser.add_argument("--via-edge", action="store_true",
+                        help="clients log in through an edge in front of "
+                             "the distributor; at the kill home1's users "
+                             "send their next REGISTER, which the "
+                             "distributor fails over to their backup home")
+    parser.add_argument("--refresh-rate", type=int, default=2000,
+                        help="with --via-edge: REGISTERs per second sent "
+                             "by home1's users at the kill (default 2,000)")
     args = parser.parse_args()
     # Terminated: the child processes are stopped all the same.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     for transport in args.transport:
         for users in args.users:
             deadline = args.deadline or (60 if transport == "tcp" else 120)
-            print(f"{transport.upper()}, N={users}:", flush=True)
+            print(f"{transport.upper()}, N={users}"
+                  f"{', via an edge' if args.via_edge else ''}:", flush=True)
             run(transport, users, args.per_worker, args.rate,
-                deadline, args.reassign_wait)
+                deadline, args.reassign_wait, args.via_edge,
+                args.refresh_rate)
 
 
 if __name__ == "__main__":

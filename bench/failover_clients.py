@@ -6,11 +6,14 @@ L{sipdist.client.login.Registration} with their shipped defaults).
     python bench/failover_clients.py SPEC.json
 
 SPEC.json: {"names": [...], "password": ..., "domain": ..., "transport":
-"tcp" or "udp", "server": the distributor's URI, "rate": logins per
+"tcp" or "udp", "server": the distributor's URI (or the edge's), "rate":
+logins per second, and optionally "refresh": the names that refresh their
+registration when the process gets SIGUSR1, "refreshRate": how many per
 second}.  The process reports to its parent on standard output, one event
 a line (times are time.time()):
 
     R NAME PORT TIME      registered at the server listening on PORT
+    F NAME EXPIRES TIME   a registration refreshed (EXPIRES s granted)
     L NAME TIME           the home was lost (connection, keep-alive)
     T NAME PORT           the first REGISTER after the loss went to PORT
     X NAME REASON         a login failed (it is retried)
@@ -77,7 +80,9 @@ def observer(ua, out):
         elif kind == "trying" and lost[0] and not ua.tried:
             ua.tried = True
             out(f"T {ua.name} {event.target.port}")
-        elif kind == "retry":
+        elif kind == "refreshed":
+            out(f"F {ua.name} {event.expires} {time.time():.3f}")
+        elif kind == "retry" or kind == "relogin" and ua.refreshes:
             out(f"X {ua.name} {event.text[:120]}")
     return seen
 
@@ -107,11 +112,14 @@ def run(reactor, spec):
     out = Output(reactor)
     udp = spec["transport"] == "udp"
     agents = []
+    refreshNames = set(spec.get("refresh") or ())
     for name in spec["names"]:
         ua = UserAgent(reactor, f"{name}@{spec['domain']}", spec["password"],
                        listen="udp:0:interface=127.0.0.1")
         ua.name = name
         ua.tried = False
+        # A refresh that fails is a failed login too (behind an edge).
+        ua.refreshes = name in refreshNames
         ua.observer = observer(ua, out)
         ua.registration = Registration(ua, ServerLocator(None),
                                        server=spec["server"])
@@ -133,7 +141,7 @@ def run(reactor, spec):
             if udp:
                 yield ua.start()
             d = firstLogin(reactor, ua, reactor.seconds() + SETUP)
-            if not udp:
+            if not udp and not refreshNames:
                 d.addBoth(closeDistributor, ua)
             pending.append(d)
         yield task.deferLater(reactor, 0.1, lambda: None)
@@ -147,6 +155,25 @@ def run(reactor, spec):
         out("Q")
         out.flush()
         reactor.stop()
+
+    refresh = refreshNames
+    if refresh:
+        # Behind an edge a client does not see its home fail: its next
+        # REGISTER is what reaches the backup.  SIGUSR1 makes the named
+        # users send it now, at refreshRate per second.
+        import signal
+        chosen = [ua for ua in agents if ua.name in refresh]
+        rate = max(1, int(spec.get("refreshRate", 1000) / 10))
+
+        @defer.inlineCallbacks
+        def refreshAll():
+            for i in range(0, len(chosen), rate):
+                for ua in chosen[i:i + rate]:
+                    ua.registration.refresh()
+                yield task.deferLater(reactor, 0.1, lambda: None)
+
+        signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(
+            refreshAll))
 
     reactor.addSystemEventTrigger("before", "shutdown", out.flush)
     reactor.callLater(LIFETIME, stop)
