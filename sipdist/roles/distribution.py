@@ -21,6 +21,8 @@ INVITE, MESSAGE or SUBSCRIBE handed over by the C{router}) the processor:
      transport the request arrived on (L{sipdist.services.targets}): TLS
      stays TLS, and a server without a TLS URI gets a TLS client a C{503}
      rather than a redirect or a leg in clear.
+     What is proxied to a user's home goes to the user's backup home
+     when the home is dead or marked down (L{sipdist.pool.failover}).
 
 Whether the client follows the distribution redirect (a fact of
 L{sipdist.decision.decide}) is read from the request: the option tag

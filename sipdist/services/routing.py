@@ -21,10 +21,14 @@ happens to it:
      (a pool is not an open relay; a deployment that must reach other
      domains puts a proxy for them in front).  The callee is looked up in
      the store: unknown, C{404}; assigned to a home server that is down,
-     C{503}; assigned to another home, the request is proxied there
-     (Record-Route, signed as coming from a peer) at its URI for the
-     transport the request arrived on (L{sipdist.services.targets}; no
-     such URI, C{503}: never TLS on to TCP or UDP); assigned here, it goes to
+     to the callee's backup home (C{503} without one); assigned to another
+     home, the request is proxied there (Record-Route, signed as coming
+     from a peer) at its URI for the transport the request arrived on
+     (L{sipdist.services.targets}; no such URI, C{503}: never TLS on to
+     TCP or UDP), with the callee's backup home as fallback when that home
+     is dead (L{sipdist.pool.failover}); registered here temporarily, its
+     home being dead, it goes to its bindings here
+     (L{sipdist.pool.standby}); assigned here, it goes to
      the registrar's bindings of the callee, forking in parallel, each
      branch following the binding's Path as a Route set and, without one,
      the flow the binding registered over (RFC 3327, RFC 5626); no binding
