@@ -318,9 +318,10 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
             fields = line.split(" ", 3)
             kind = fields[0]
             if kind == "F" and viaEdge and fields[1] in victims:
-                # Refreshed through the edge: served by a backup (granted
-                # at most 120 s) or, were it alive, by home1.
-                served = "backup" if int(fields[2]) <= 120 else "home1?"
+                # Refreshed through the edge: served temporarily by a
+                # backup (granted at most 120 s), or for good by the home
+                # the store moved the user to meanwhile.
+                served = "backup" if int(fields[2]) <= 120 else "new home"
                 again.setdefault(fields[1],
                                  (float(fields[3]) - crash, served))
             elif kind == "R" and viaEdge:
