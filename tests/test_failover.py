@@ -433,3 +433,29 @@ class StatusTests(SynchronousTestCase):
         document = statusOf(distributor.service, {"name": "distributor"})
         self.assertEqual(document["failover"],
                          {"atOnce": 1, "withFallback": 1, "probes": 0})
+
+
+class RelayedCalleeTests(SynchronousTestCase):
+    """
+    home3 given a call to alice by a peer (signed), alice's home1 known
+    dead and home3 not the one she is registered at: not failed over
+    again, answered.
+    """
+
+    def test_relayedDeadHomeAnswered(self):
+        """
+        The INVITE gets a 503 naming the dead home, not silence, and goes
+        nowhere.
+        """
+        from sipdist.store import ServerRecord
+        home = SigningHarness(name="home2")
+        home.store.addServer(ServerRecord("home3", "sip:127.0.0.1:5090"))
+        home.signer = PeerSigner(SECRET, "home3", home.clock)
+        home.prober.dead.add(HOME1)
+        # home2 learns that home1 is dead (its probe, kept 2 s).
+        record = self.successResultOf(home.store.getServer("home1"))
+        self.assertTrue(self.successResultOf(
+            home.service.standby.unreachable(record)))
+        response = home.send(outOfDialog("INVITE", "bob", to="alice"))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(home.proxy.forwarded, [])

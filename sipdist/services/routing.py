@@ -352,10 +352,19 @@ class Router:
         self.toPeer += 1
         self.signer.sign(request)
         if failover is not None and aor is not None:
-            return failover.forward(processor.proxy, request, transaction,
-                                    aor, record, uri, transport, relayed)
+            d = failover.forward(processor.proxy, request, transaction,
+                                 aor, record, uri, transport, relayed)
+            d.addCallback(self._homeSent, request, transaction, processor)
+            return d
         processor.proxy.forward(request, transaction, nextHop=uri)
         return None
+
+    def _homeSent(self, sent, request, transaction, processor):
+        if not sent:
+            # Relayed to us by a peer and its home known dead: not failed
+            # over again.
+            self.toPeer -= 1
+            self._downSent(False, request, transaction, processor)
 
     def _downSent(self, sent, request, transaction, processor):
         if sent:
