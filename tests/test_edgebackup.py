@@ -42,10 +42,13 @@ class EdgeBackupTests(TestCase):
 
     timeout = 30
     kind = "tcp"
+    # T1 of the servers and the client: timer F (64*T1) is how long a
+    # REGISTER may wait for its answer.
+    t1 = 0.05
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.d = d = Deployment(self, kind=self.kind)
+        self.d = d = Deployment(self, kind=self.kind, t1=self.t1)
         yield d.homes()
         yield d.start("distributor", "distributor")
         yield d.edge([d.uris["distributor"]], outside=self.kind)
@@ -133,7 +136,9 @@ class EdgeBackupTests(TestCase):
 class UDPEdgeBackupTests(EdgeBackupTests):
     """
     The same over UDP, where a dead home is silence: found by the
-    distributor's probe after --failover-after (1 s) of it.
+    distributor's probe after --failover-after (1 s) of it, then by the
+    backup's own probe (1 s): about 3 s, well within timer F (12.8 s).
     """
 
     kind = "udp"
+    t1 = 0.2
