@@ -90,6 +90,20 @@ class EdgeBackupTests(TestCase):
         self.assertEqual(self.d.services["home2"].standby.served, 2)
 
     @defer.inlineCallbacks
+    def test_deadHomeCallerServed(self):
+        """
+        home1 stops: alice's call to bob, through the edge and the
+        distributor, is not lost with her home: the distributor sends it
+        to her backup home2, signed, which routes it to bob.
+        """
+        yield self.d.services["home1"].stopService()
+        call, incoming = yield _call(self.alice, self.bob)
+        self.assertEqual(call.response.code, 200)
+        response = yield call.hangup()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.d.services["home2"].router.fromPeer, 1)
+
+    @defer.inlineCallbacks
     def test_liveHomeBackupUntouched(self):
         """
         With home1 alive, the same REGISTER and call go to home1 and
