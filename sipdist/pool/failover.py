@@ -176,6 +176,7 @@ def installFailover(service, config, reactor):
         probes = Standby(reactor, service.store, config["name"], prober,
                          timeout=timeout,
                          ttl=config.get("standby-ttl", PROBE_TTL))
+        probes.deadMeans = "what we proxy to its users goes to their backup"
     failover = Failover(service.store, config["name"], probes,
                         router.signer.sign,
                         stallAfter=config.get("failover-after", 1.0))

@@ -74,6 +74,8 @@ class Standby:
     """
 
     _log = Logger()
+    # What a dead home means here, for the log.
+    deadMeans = "serving its users that name us as backup temporarily"
 
     def __init__(self, reactor, store, serverId, prober,
                  timeout=PROBE_TIMEOUT, ttl=PROBE_TTL,
@@ -196,9 +198,8 @@ class Standby:
                 self._known.pop(next(iter(self._known)))
             self._known[record.id] = (alive, sent)
             if not alive:
-                self._log.info("home {home} does not answer: serving its "
-                               "users that name us as backup temporarily",
-                               home=record.id)
+                self._log.info("home {home} does not answer: {what}",
+                               home=record.id, what=self.deadMeans)
             for waiter in waiters:
                 waiter.callback(not alive)
 
