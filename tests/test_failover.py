@@ -9,9 +9,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.services.proxy import Failover
-from sipdist.sip.message import Request
+from sipdist.services.routing import PeerSigner
+from sipdist.sip.message import parseMessage
 
 from tests.test_proxy import ProxyTestMixin, makeRequest
+from tests.test_roles import Harness, outOfDialog
 
 
 def signWith(tag):
@@ -134,11 +136,6 @@ class ProxyFailoverTests(ProxyTestMixin, SynchronousTestCase):
         self.answer(sent, 486, self.downstream("home.test", transport="TCP"))
         self.assertEqual([r.code for r in self.upstream()][-1], 486)
 
-
-from sipdist.services.routing import PeerSigner
-from sipdist.sip.message import parseMessage
-
-from tests.test_roles import Harness, authenticated, outOfDialog
 
 HOME1 = "sip:127.0.0.1:5070"
 HOME2 = "sip:127.0.0.1:5080"
