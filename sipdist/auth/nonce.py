@@ -186,12 +186,15 @@ class NonceCounts:
         entry = self._ENTRY
         start = index * self._setBytes
         end = start + self._setBytes
-        found = table.find(key, start, end)
-        while found >= 0 and (found - start) % entry:
+        # A copy of the set, searched without start and end (find() with
+        # them costs more, in CPython 3.11).
+        entries = table[start:end]
+        found = entries.find(key)
+        while found >= 0 and found % entry:
             # Not at the start of an entry: a coincidence across entries.
-            found = table.find(key, found + 1, end)
+            found = entries.find(key, found + 1)
         if found >= 0:
-            at = found + self._KEY
+            at = start + found + self._KEY
             if nc <= int.from_bytes(table[at:at + 4], "big"):
                 return False
             table[at:at + 4] = nc.to_bytes(4, "big")
@@ -199,10 +202,11 @@ class NonceCounts:
         floors = self._floors
         if issued <= floors[index]:
             return False
-        victim = table.find(self._EMPTY, start, end)
-        while victim >= 0 and (victim - start) % entry:
-            victim = table.find(self._EMPTY, victim + 1, end)
+        victim = entries.find(self._EMPTY)
+        while victim >= 0 and victim % entry:
+            victim = entries.find(self._EMPTY, victim + 1)
         if victim >= 0:
+            victim += start
             self._size += 1
         else:
             # The entry issued first.

@@ -133,20 +133,10 @@ def _otherName(name):
     return meaning
 
 
-def _address(value):
-    """
-    Whether a From or To value is C{<URI>} or C{"Display Name" <URI>}
-    (with parameters after it), as the full path checks them.
-    """
-    if value[:1] == b"<":
-        gt = value.find(b">")
-        return gt > 1 and b":" in value[1:gt]
-    if value[:1] == b'"':
-        q = value.find(b'"', 1)
-        if q > 0 and value[q + 1:q + 3] == b" <" and b"\\" not in value[1:q]:
-            gt = value.find(b">", q)
-            return gt > q + 3 and b":" in value[q + 3:gt]
-    return False
+# A From or To value of the form the full path checks them for:
+# <URI...> or "Display Name" <URI...> (anything after it), the URI with a
+# colon before its first ">".
+_ADDRESS = re.compile(rb'(?:<|"[^"\\]*" <)[^>]*:[^>]*>')
 
 
 def _scan(data, addr, maxSize):
@@ -171,8 +161,9 @@ def _scan(data, addr, maxSize):
     """
     if len(data) > maxSize:
         return None
+    # (find() with a start costs more than without, in CPython 3.11.)
     first = data.find(b"\r\n")
-    end = data.find(b"\r\n\r\n", first)
+    end = data.find(b"\r\n\r\n")
     if first < 0 or end < 0 or not data.isascii():
         return None
     match = _REQUEST_LINE.match(data, 0, first)
@@ -209,12 +200,13 @@ def _scan(data, addr, maxSize):
             authorized = authorized or meaning
             continue
         if name == b"From":
-            if fromLine is not None or not _address(value):
+            if fromLine is not None or _ADDRESS.match(value) is None:
                 return None
             fromLine = line
         elif name == b"To":
-            if (toLine is not None or not _address(value)
-                    or b";tag=" in value.replace(b" ", b"").lower()):
+            # ("x in bytes" costs twice x.find(), in CPython 3.11.)
+            if (toLine is not None or _ADDRESS.match(value) is None
+                    or value.replace(b" ", b"").lower().find(b";tag=") >= 0):
                 return None
             toLine = line
         elif name == b"Call-ID":
@@ -239,7 +231,7 @@ def _scan(data, addr, maxSize):
         elif name == b"Contact":
             gt = value.find(b">")
             if (contact is not None or value[:1] != b"<" or gt < 2
-                    or b":" not in value[1:gt] or b"," in value
+                    or value[1:gt].find(b":") < 0 or value.find(b",") >= 0
                     or (gt + 1 < len(value)
                         and _PARAMS_ONLY.match(value, gt + 1) is None)):
                 return None
