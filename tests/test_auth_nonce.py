@@ -3,6 +3,8 @@
 Tests for L{sipdist.auth.nonce}: stateless nonces and the nonce count table.
 """
 
+import tracemalloc
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -145,3 +147,98 @@ class NonceCountsTests(SynchronousTestCase):
         self.assertFalse(counts.use(nonce, issued, 2))
         self.clock.advance(1)
         self.assertTrue(counts.use(*self._nonce(), 1))
+
+    def test_oneSet(self):
+        """
+        A table no larger than one set: a new nonce takes the place of the
+        one issued first, whichever was used last; that one is then
+        refused, the others keep their counts.
+        """
+        counts = NonceCounts(maxSize=NonceCounts.WAYS)
+        first = self._nonce()
+        self.clock.advance(1)
+        others = [self._nonce() for _ in range(NonceCounts.WAYS - 1)]
+        for nonce, issued in [first] + others:
+            self.assertTrue(counts.use(nonce, issued, 1))
+        # Used last, issued first.
+        self.assertTrue(counts.use(first[0], first[1], 2))
+        self.assertEqual(len(counts), NonceCounts.WAYS)
+        self.clock.advance(1)
+        self.assertTrue(counts.use(*self._nonce(), 1))
+        self.assertEqual(len(counts), NonceCounts.WAYS)
+        self.assertFalse(counts.use(first[0], first[1], 3))
+        for nonce, issued in others:
+            self.assertFalse(counts.use(nonce, issued, 1))
+            self.assertTrue(counts.use(nonce, issued, 2))
+
+    def test_staleGoesFirst(self):
+        """
+        A nonce past its lifetime is evicted before the fresh ones of its
+        set, and the fresh ones are not refused for it.
+        """
+        counts = NonceCounts(maxSize=NonceCounts.WAYS)
+        stale = self._nonce()
+        self.assertTrue(counts.use(*stale, 1))
+        self.clock.advance(self.factory.lifetime + 1)
+        fresh = [self._nonce() for _ in range(NonceCounts.WAYS - 1)]
+        for nonce, issued in fresh:
+            self.assertTrue(counts.use(nonce, issued, 1))
+        newer = [self._nonce() for _ in range(3)]
+        self.assertTrue(counts.use(*newer[0], 1))
+        self.assertFalse(counts.use(stale[0], stale[1], 2))
+        for nonce, issued in fresh + newer[:1]:
+            self.assertTrue(counts.use(nonce, issued, 2))
+
+    def test_replayAfterEviction(self):
+        """
+        Past the table's size, every nonce evicted is refused with any
+        count, while those issued later than every evicted one are taken;
+        the table stays at its size.
+        """
+        counts = NonceCounts(maxSize=64)
+        used = []
+        for second in range(40):
+            for _ in range(8):
+                nonce, issued = self._nonce()
+                if counts.use(nonce, issued, 1):
+                    used.append((nonce, issued))
+            self.clock.advance(1)
+            self.assertLessEqual(len(counts), 64)
+        kept = evicted = 0
+        for nonce, issued in used:
+            if counts.use(nonce, issued, 5):
+                kept += 1
+            else:
+                evicted += 1
+                self.assertFalse(counts.use(nonce, issued, 1 << 31))
+        self.assertEqual(kept, len(counts))
+        self.assertGreater(evicted, 200)
+        self.assertTrue(counts.use(*self._nonce(), 1))
+
+    def test_notOurs(self):
+        """
+        A string that is not one of our nonces, and a count out of range,
+        are refused (the caller checks nonces first: this is a safeguard).
+        """
+        counts = NonceCounts()
+        nonce, issued = self._nonce()
+        self.assertFalse(counts.use("x" * 10, issued, 1))
+        self.assertFalse(counts.use(nonce, issued, 0))
+        self.assertFalse(counts.use(nonce, issued, 1 << 32))
+        self.assertEqual(len(counts), 0)
+        self.assertTrue(counts.use(nonce, issued, 1))
+
+    def test_noObjectPerNonce(self):
+        """
+        The table is allocated when it is made: using nonces allocates no
+        memory that stays.
+        """
+        counts = NonceCounts(maxSize=65536)
+        nonces = [self._nonce() for _ in range(2000)]
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for nonce, issued in nonces:
+            self.assertTrue(counts.use(nonce, issued, 1))
+        self.assertLess(tracemalloc.get_traced_memory()[0] - before, 4096)
+        self.assertEqual(len(counts), 2000)

@@ -406,3 +406,242 @@ def _variants():
         CLIENT, False
     yield "Path", v(extra=["Path: <sip:192.0.2.9;lr>"]), CLIENT, False
     yield "unknown header", v(extra=["X-Foo: bar"]), CLIENT, False
+
+
+class ShedEqualityTests(TestCase):
+    """
+    The overload control's byte-level 503
+    (L{sipdist.sip.overload.OverloadControl.shedDatagram}) against the
+    transaction layer's, over the same corpus and variants: the same
+    datagrams, log lines and state.
+    """
+
+    def _both(self, data, addr=CLIENT, role="distributor"):
+        """
+        Shed C{data} (sent twice) by a server whose admitted rate is 0,
+        with the byte-level path off and on; check they did the same.
+
+        @return: whether the byte-level path answered it.
+        """
+        results = []
+        for byteLevel in (False, True):
+            service, protocol, udp, clock = _server(role)
+            overload = service.transactions.overload
+            overload.limit(0.0)
+            taken = []
+            if byteLevel:
+                shed = service.transport.datagramFilter
+
+                def recording(*args, shed=shed):
+                    answered = shed(*args)
+                    taken.append(answered)
+                    return answered
+                service.transport.datagramFilter = recording
+            else:
+                service.transport.datagramFilter = None
+            events = []
+            globalLogPublisher.addObserver(events.append)
+            self.addCleanup(globalLogPublisher.removeObserver, events.append)
+            self.patch(_message, "_randomBytes", service._random)
+            protocol.datagramReceived(data, addr)
+            clock.advance(0.5)
+            protocol.datagramReceived(data, addr)
+            effects = _effects(service, udp)
+            globalLogPublisher.removeObserver(events.append)
+            effects["logged"] = [
+                (e.get("log_namespace"), e.get("log_format"),
+                 e.get("why"), e.get("method"), e.get("remote"))
+                for e in events]
+            effects["shed"] = overload.shed
+            results.append((effects, any(taken)))
+        self.assertEqual(results[0][0], results[1][0])
+        return results[1][1]
+
+    def test_corpus(self):
+        """
+        Every message of the conformance corpus is shed or answered alike
+        on both paths; the byte-level path takes a few plain ones.
+        """
+        taken = []
+        for case in CORPUS:
+            for role in ("distributor", "home"):
+                if self._both(case.data, role=role):
+                    taken.append(case.name)
+        self.assertNotEqual(taken, [])
+        self.assertLess(len(taken), len(CORPUS))
+
+    def test_registerVariants(self):
+        """
+        The REGISTER variants of the fast 401 path: shed alike on both
+        paths.
+        """
+        for name, data, addr, expected in _variants():
+            with self.subTest(name):
+                self._both(data, addr)
+
+    def test_variants(self):
+        """
+        Requests written in many ways: the common ones are answered at byte
+        level, the others left to the full path, with the same result.
+        """
+        for name, data, addr, expected in _shedVariants():
+            with self.subTest(name):
+                self.assertEqual(self._both(data, addr), expected, name)
+
+    def test_503(self):
+        """
+        The 503 names the problem, carries Retry-After and the Server
+        header, and goes to the address the request came from.
+        """
+        service, protocol, udp, clock = _server()
+        service.transactions.overload.limit(0.0)
+        protocol.datagramReceived(_register(), CLIENT)
+        [(data, addr)] = udp.sent
+        self.assertEqual(addr, CLIENT)
+        head = data.split(b"\r\n")
+        self.assertEqual(head[0],
+                         b"SIP/2.0 503 Service Unavailable (Overloaded)")
+        self.assertIn(b"Retry-After: 2", head)
+        self.assertIn(
+            b"Server: " + service.server.serverHeader.encode("utf-8"), head)
+        self.assertEqual(service.transactions.overload.shed, 1)
+
+
+def _shedVariants():
+    """
+    C{(name, bytes, source address, whether the byte-level 503 takes it)}.
+    """
+    v = _register
+    other = ("198.51.100.9", 40000)
+    plain = v()
+    invite = _invite()
+    yield "REGISTER", plain, CLIENT, True
+    yield "INVITE with a body", invite, CLIENT, True
+    yield "MESSAGE", plain.replace(b"REGISTER", b"MESSAGE"), CLIENT, True
+    yield "from another address, same port", plain, ("198.51.100.9", 5060), \
+        True
+    yield "from another port, no rport", plain, other, False
+    yield "rport after branch", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKr1;rport"), other, True
+    yield "rport before branch", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bKr1"), other, True
+    yield "rport twice", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bKr1;rport"), \
+        other, False
+    yield "host name in Via, upper case", \
+        v("SIP/2.0/UDP Client.Example.COM:5060;branch=z9hG4bKh1"), CLIENT, True
+    yield "two Via lines", v(extra=[
+        "Via: SIP/2.0/TCP 192.0.2.8:5070;branch=z9hG4bK2;received=192.0.2.9"
+        ";rport=4000"]), CLIENT, True
+    yield "lower Via with a bad rport", v(extra=[
+        "Via: SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK2;rport=99999"]), \
+        CLIENT, False
+    yield "lower Via with ttl", v(extra=[
+        "Via: SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK2;ttl=3"]), CLIENT, False
+    yield "two Via values on a line", v(
+        "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa, "
+        "SIP/2.0/UDP 192.0.2.8;branch=z9hG4bKb"), CLIENT, False
+    # Admitted ahead of the rate (its challenge was paid for).
+    yield "Authorization", v(extra=[
+        'Authorization: Digest username="alice", realm="example.com", '
+        'nonce="x", uri="sip:example.com", response="0"']), CLIENT, False
+    yield "Route, Supported, Require", v(extra=[
+        "Route: <sip:127.0.0.1;lr>", "Supported: path, outbound",
+        "Require: foo"]), CLIENT, True
+    yield "From without tag", v(extra=["From: <sip:alice@example.com>"],
+                                drop=("From",)), CLIENT, True
+    yield "To tag", v(extra=["To: <sip:alice@example.com>;tag=1"],
+                      drop=("To",)), CLIENT, False
+    yield "Request-URI with user and port", \
+        v(uri="sip:alice@example.com:5070;transport=udp"), CLIENT, True
+    yield "Request-URI port too large", v(uri="sip:example.com:70000"), \
+        CLIENT, False
+    yield "Request-URI with headers", v(uri="sip:example.com?Subject=x"), \
+        CLIENT, False
+    # From and To are checked for their form only, on both paths.
+    yield "tel To", v(extra=["To: <tel:+15551234>"], drop=("To",)), \
+        CLIENT, True
+    yield "From port too large", v(
+        extra=["From: <sip:alice@example.com:99999>;tag=1"],
+        drop=("From",)), CLIENT, True
+    yield "From without angle brackets", v(
+        extra=["From: sip:alice@example.com;tag=1"], drop=("From",)), \
+        CLIENT, False
+    yield "From with a display name", v(
+        extra=['From: "A \\"B\\"" <sip:alice@example.com>;tag=1'],
+        drop=("From",)), CLIENT, False
+    yield "To tag upper case with space", v(
+        extra=["To: <sip:alice@example.com> ;TAG=1"], drop=("To",)), \
+        CLIENT, False
+    yield "Call-ID empty", v(extra=["Call-ID: "], drop=("Call-ID",)), \
+        CLIENT, False
+    yield "Call-ID without space", v(extra=["Call-ID:x@y"],
+                                     drop=("Call-ID",)), CLIENT, False
+    yield "unknown header without space", v(extra=["X-Foo:bar"]), \
+        CLIENT, False
+    yield "unknown header empty", v(extra=["X-Foo: "]), CLIENT, True
+    yield "two Contacts on a line", v(
+        extra=["Contact: <sip:a@192.0.2.7>, <sip:b@192.0.2.7>"],
+        drop=("Contact",)), CLIENT, False
+    yield "Contact with parameters", v(
+        extra=["Contact: <sip:a@192.0.2.7>;expires=60;q=0.5"],
+        drop=("Contact",)), CLIENT, True
+    yield "Content-Length 00", plain.replace(b"Content-Length: 0",
+                                             b"Content-Length: 00"), \
+        CLIENT, True
+    yield "Contact port too large", v(
+        extra=["Contact: <sip:alice@192.0.2.7:65536>"],
+        drop=("Contact",)), CLIENT, True
+    yield "Max-Forwards 0", v(extra=["Max-Forwards: 0"],
+                              drop=("Max-Forwards",)), CLIENT, False
+    yield "Max-Forwards 256", v(extra=["Max-Forwards: 256"],
+                                drop=("Max-Forwards",)), CLIENT, False
+    yield "CSeq method mismatch", v(extra=["CSeq: 1 INVITE"],
+                                    drop=("CSeq",)), CLIENT, False
+    yield "compact From", v(extra=["f: <sip:alice@example.com>;tag=2"],
+                            drop=("From",)), CLIENT, False
+    yield "compact Supported", v(extra=["k: path"]), CLIENT, False
+    yield "lower case Call-ID", v(extra=["call-id: c@h"],
+                                  drop=("Call-ID",)), CLIENT, False
+    yield "duplicate To", v(extra=["To: <sip:bob@example.com>"]), CLIENT, False
+    yield "header value not ASCII", plain.replace(b"test agent",
+                                                  b"test \xc3\xa9"), \
+        CLIENT, False
+    yield "header value not UTF-8", plain.replace(b"test agent",
+                                                  b"test \xff"), \
+        CLIENT, False
+    yield "control character in a header", plain.replace(
+        b"test agent", b"test\x01agent"), CLIENT, True
+    yield "empty header value", v(extra=["Subject: "]), CLIENT, True
+    yield "body without Content-Length", \
+        plain.replace(b"Content-Length: 0\r\n", b"") + b"hi", CLIENT, False
+    yield "body longer than Content-Length", plain + b"hi", CLIENT, False
+    yield "Content-Length past the body", \
+        plain.replace(b"Content-Length: 0", b"Content-Length: 9"), \
+        CLIENT, False
+    yield "no Content-Length", plain.replace(b"Content-Length: 0\r\n", b""), \
+        CLIENT, True
+    yield "OPTIONS", plain.replace(b"REGISTER", b"OPTIONS"), CLIENT, False
+    yield "CANCEL", plain.replace(b"REGISTER", b"CANCEL"), CLIENT, False
+    yield "ACK", plain.replace(b"REGISTER", b"ACK"), CLIENT, False
+    yield "from IPv6", v("SIP/2.0/UDP [2001:db8::7]:5060;branch=z9hG4bK6"), \
+        ("2001:db8::7", 5060), False
+    yield "too large", v(extra=["X-Pad: " + "x" * 70000]), CLIENT, False
+
+
+def _invite():
+    sdp = (b"v=0\r\no=alice 1 1 IN IP4 192.0.2.7\r\ns=-\r\n"
+           b"c=IN IP4 192.0.2.7\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0\r\n")
+    return _register(
+        uri="sip:bob@example.com",
+        headers=["Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv1",
+                 "Max-Forwards: 70",
+                 'From: "Alice" <sip:alice@example.com>;tag=1928301774',
+                 "To: <sip:bob@example.com>",
+                 "Call-ID: a84b4c76e66710@pc33.example.com",
+                 "CSeq: 314159 INVITE",
+                 "Contact: <sip:alice@192.0.2.7:5060>",
+                 "Content-Type: application/sdp"]).replace(
+        b"REGISTER sip:bob", b"INVITE sip:bob").replace(
+        b"Content-Length: 0\r\n\r\n",
+        b"Content-Length: %d\r\n\r\n" % len(sdp)) + sdp

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from sipdist.logs import LogLimiter
 from sipdist.sip.message import parseMessage, responseTo
+from sipdist.sip import overload
 from sipdist.sip.overload import OverloadControl
 from sipdist.sip.transaction import TransactionLayer
 from sipdist.sip.transport import SIPDatagramProtocol, TransportLayer
@@ -474,15 +475,15 @@ class ShedDatagramTests(SynchronousTestCase):
         self.control.limit(0.0)
         self.protocol = FakeProtocol()
 
-    def shed(self, request, addr=("192.0.2.9", 40000)):
+    def shed(self, request, addr=("192.0.2.9", 5060)):
         return self.control.shedDatagram(self.protocol, request.toBytes(),
                                          addr)
 
     def test_shed(self):
         """
         A new REGISTER gets a 503 that copies Via, From, Call-ID and CSeq,
-        adds a To tag and Retry-After, and goes to the sent-by port at the
-        source address (no rport); no transaction is created.
+        adds a To tag and Retry-After, and goes to the source address;
+        no transaction is created.
         """
         request = makeRequest("REGISTER")
         self.assertTrue(self.shed(request))
@@ -499,6 +500,16 @@ class ShedDatagramTests(SynchronousTestCase):
         self.assertIn("received=192.0.2.9", vias[0])
         self.assertEqual(response.topVia().branch, request.topVia().branch)
         self.assertEqual((self.layer.active, self.control.shed), (0, 1))
+
+    def test_otherPort(self):
+        """
+        Without rport, a request whose Via names another port than the one
+        it came from is left to the full path (which answers at the Via's
+        port): the byte-level 503 goes only to the source address.
+        """
+        self.assertFalse(self.shed(makeRequest("REGISTER"),
+                                   ("192.0.2.9", 40000)))
+        self.assertEqual(self.protocol.sent, [])
 
     def test_rport(self):
         """
@@ -551,6 +562,20 @@ class ShedDatagramTests(SynchronousTestCase):
         self.assertTrue(self.control.shouldShed(parseMessage(data)))
         self.assertTrue(self.control.shedDatagram(
             self.protocol, data, ("192.0.2.9", 5060)))
+
+    def test_namesBounded(self):
+        """
+        The header names it remembers stay bounded under a flood of
+        distinct names, and each such request is still answered.
+        """
+        for i in range(2 * overload._MAX_NAMES):
+            data = makeRequest("REGISTER", branch=f"z9hG4bKn{i}").toBytes()
+            data = data.replace(b"Max-Forwards: 70\r\n",
+                                b"Max-Forwards: 70\r\nX-N%d: 1\r\n" % i)
+            self.assertTrue(self.control.shedDatagram(
+                self.protocol, data, ("192.0.2.9", 5060)))
+            self.assertLessEqual(len(overload._NAMES), overload._MAX_NAMES)
+        self.assertEqual(len(self.protocol.sent), 2 * overload._MAX_NAMES)
 
     def test_notShedding(self):
         """

@@ -981,7 +981,8 @@ class LayerTests(LayerTestMixin, SynchronousTestCase):
         self.layer.messageReceived(makeRequest("OPTIONS"), self.udp)
         self.assertEqual(len(self.user.requests), 2)
         [rejected] = self.udp.messages()
-        self.assertEqual(rejected.code, 503)
+        self.assertEqual((rejected.code, rejected.phrase),
+                         (503, "Service Unavailable (Transaction Table Full)"))
         self.assertEqual(rejected.header("retry-after"), "10")
         tx = self.layer.sendRequest(makeRequest("OPTIONS"), self.udp)
         self.failureResultOf(tx.deferred, TransactionLayerFull)

@@ -11,12 +11,12 @@ without asking the one that issued it; a nonce older than the lifetime is
 I{stale}.
 """
 
+import array
 import base64
 import binascii
 import hmac
 import os
 import struct
-from collections import OrderedDict
 
 VALID = "valid"
 STALE = "stale"
@@ -124,21 +124,46 @@ class NonceFactory:
 class NonceCounts:
     """
     The highest nonce count seen per nonce, in a table of at most
-    C{maxSize} nonces (least recently used evicted first).
+    C{maxSize} nonces allocated once, when it is made.
 
-    An evicted nonce is not forgotten unsafely: the latest issue time among
-    evicted nonces is kept, and a nonce not in the table that was issued no
-    later than that is reported as a replay (the client gets a fresh nonce).
-    So memory stays bounded and no count can be reused after an eviction.
+    The table holds no Python object per nonce: it is one L{bytearray} of
+    fixed-size entries (the nonce's issue time and the characters that
+    hold its random bytes, which identify a genuine nonce, and its count),
+    so the logins of a load leave no small objects behind among the memory
+    of that load's requests (they would keep the allocator's arenas from
+    being given back).  A nonce belongs to one set of C{WAYS} entries,
+    chosen by a hash of its entry's key; a
+    nonce new to a full set takes the place of the one issued first there:
+    a nonce past its lifetime (refused as stale anyway) goes before any
+    other.
+
+    An evicted nonce is not forgotten unsafely: each set keeps the latest
+    issue time among the nonces it evicted, and a nonce not in its set that
+    was issued no later than that is reported as a replay (the client gets
+    a fresh nonce).  So memory stays bounded and no count can be reused
+    after an eviction.
     """
+
+    #: Entries per set.
+    WAYS = 8
+    # An entry: the nonce's issue time (8) and the 12 characters that hold
+    # its random bytes, its count (4).
+    _KEY = _TIME.size + 12
+    _ENTRY = _KEY + 4
+    _EMPTY = bytes(_KEY)
 
     def __init__(self, maxSize=100000):
         self.maxSize = maxSize
-        self._counts = OrderedDict()
-        self._evictedUpTo = -1
+        ways = self._ways = max(1, min(self.WAYS, maxSize))
+        self._sets = max(1, maxSize // ways)
+        self._setBytes = ways * self._ENTRY
+        self._table = bytearray(self._sets * self._setBytes)
+        # Per set: the latest issue time among the nonces it evicted.
+        self._floors = array.array("q", [-1]) * self._sets
+        self._size = 0
 
     def __len__(self):
-        return len(self._counts)
+        return self._size
 
     def use(self, nonce, issued, nc):
         """
@@ -146,25 +171,52 @@ class NonceCounts:
         C{nc}.
 
         @return: C{True} when C{nc} is higher than any count seen with this
-            nonce; C{False} for a replay (same or lower count).
+            nonce; C{False} for a replay (same or lower count), or for a
+            nonce or count that is not one of ours.
         """
-        counts = self._counts
-        last = counts.get(nonce)
-        if last is None:
-            if issued <= self._evictedUpTo:
-                return False
-            if len(counts) >= self.maxSize:
-                old, _ = counts.popitem(last=False)
-                oldIssued = _TIME.unpack_from(
-                    base64.urlsafe_b64decode(old + "="))[0]
-                if oldIssued > self._evictedUpTo:
-                    self._evictedUpTo = oldIssued
-                if issued <= self._evictedUpTo:
-                    return False
-            counts[nonce] = nc
-            return True
-        if nc <= last:
+        if len(nonce) != _NONCE_LENGTH or not 0 < nc < 1 << 32 \
+                or not 0 <= issued < 1 << 63:
             return False
-        counts[nonce] = nc
-        counts.move_to_end(nonce)
+        # The issue time and the characters that carry the random bytes
+        # (bits 60 to 131 of the nonce): together they name one genuine
+        # nonce.
+        key = _TIME.pack(issued) + nonce[10:22].encode("ascii", "replace")
+        index = hash(key) % self._sets
+        table = self._table
+        entry = self._ENTRY
+        start = index * self._setBytes
+        end = start + self._setBytes
+        # A copy of the set, searched without start and end (find() with
+        # them costs more, in CPython 3.11).
+        entries = table[start:end]
+        found = entries.find(key)
+        while found >= 0 and found % entry:
+            # Not at the start of an entry: a coincidence across entries.
+            found = entries.find(key, found + 1)
+        if found >= 0:
+            at = start + found + self._KEY
+            if nc <= int.from_bytes(table[at:at + 4], "big"):
+                return False
+            table[at:at + 4] = nc.to_bytes(4, "big")
+            return True
+        floors = self._floors
+        if issued <= floors[index]:
+            return False
+        victim = entries.find(self._EMPTY)
+        while victim >= 0 and victim % entry:
+            victim = entries.find(self._EMPTY, victim + 1)
+        if victim >= 0:
+            victim += start
+            self._size += 1
+        else:
+            # The entry issued first.
+            victim = min(range(start, end, entry),
+                         key=lambda at: table[at:at + _TIME.size])
+            evicted = _TIME.unpack_from(table, victim)[0]
+            if issued <= evicted:
+                # Every nonce of the set was issued after this one.
+                floors[index] = max(floors[index], issued)
+                return False
+            floors[index] = max(floors[index], evicted)
+        table[victim:victim + entry] = key + nc.to_bytes(4, "big")
         return True

@@ -34,9 +34,12 @@ after the last request shed, once the measurements are below the
 thresholds.
 
 A request shed (a new one outside a dialog: no To tag) gets a stateless
-C{503} with C{Retry-After}: over UDP from L{OverloadControl.shedDatagram}
-before it is parsed, otherwise from the transaction layer before it
-creates a transaction; the transaction user never sees it.  It never
+C{503 Service Unavailable (Overloaded)} with C{Retry-After} and the
+C{Server} header: from the transaction layer before it creates a
+transaction (the transaction user never sees it), or, over UDP, for a
+request written the common way, from its bytes before it is parsed
+(L{OverloadControl.shedDatagram}: the same bytes, at a fraction of the
+cost).  It never
 sheds an C{ACK} or a C{CANCEL}, a request matching a transaction in
 progress (a retransmission), a request inside a dialog, nor an
 C{OPTIONS}: the pool's monitor keeps seeing the server alive.  A request
@@ -55,25 +58,235 @@ library has it).
 
 import ctypes
 import ctypes.util
+import re
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from sipdist.sip.message import MAGIC_COOKIE, newTag, parseVia
+from sipdist.sip.message import newTag
+from sipdist.sip.transaction import OVERLOADED
 
 #: Requests never shed: the monitor's health check, and requests that end
 #: or acknowledge work already admitted.
 NEVER_SHED = frozenset(("OPTIONS", "ACK", "CANCEL"))
 _NEVER_SHED_BYTES = frozenset(m.encode("ascii") for m in NEVER_SHED)
-# The headers a response copies, by their full and compact names.
-_COPIED = frozenset((b"from", b"to", b"call-id", b"cseq"))
-_CREDENTIALS = frozenset((b"authorization", b"proxy-authorization"))
-_COMPACT = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
 #: The token bucket holds this many seconds of the admitted rate.
 BURST = 0.2
 
+# What the byte-level 503 takes (see _scan): a subset of what the parser
+# and the validation accept, so that the full path would have shed it.
+_TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
+_LABEL = rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_IPV4 = rb"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_HOST = rb"(?:" + _IPV4 + rb"|" + _LABEL + rb"(?:\." + _LABEL + rb")*)"
+# 1 to 65535.
+_PORT = (rb"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}"
+         rb"|655[0-2][0-9]|6553[0-5])")
+_PARAMS = rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*"
+_URI = (rb"sips?:(?:[A-Za-z0-9._+-]+@)?" + _HOST + rb"(?::" + _PORT + rb")?"
+        + _PARAMS)
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") " + _URI + rb" SIP/2\.0\Z")
+# The top Via: 1 sent-by, 2 host, 3 port, 4 rport before the branch, 5
+# branch, 6 rport after it.
+_VIA = re.compile(
+    rb"(SIP/2\.0/UDP (" + _HOST + rb")(?::(" + _PORT + rb"))?)(;rport)?"
+    rb";branch=(z9hG4bK" + _TOKEN + rb")(;rport)?\Z")
+# A Via under the top one (proxied requests): copied as it is.
+_LOWER_VIA = re.compile(
+    rb"SIP/2\.0/(?:UDP|TCP|TLS|SCTP|WS|WSS) " + _HOST + rb"(?::" + _PORT
+    + rb")?(?:;branch=" + _TOKEN + rb"|;received=" + _IPV4 + rb"|;rport(?:="
+    + _PORT + rb")?)*\Z")
+_PARAMS_ONLY = re.compile(_PARAMS + rb"\Z")
+_NAME = re.compile(_TOKEN + rb"\Z")
+# What the full path does with the names it reads (lower case): the
+# headers copied into the 503 or checked before it sheds, in any spelling
+# or compact form, are left to it unless spelled as below.
+_CHECKED = frozenset((
+    b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq",
+    b"max-forwards", b"content-length", b"l", b"contact", b"m"))
+_CREDENTIALS = frozenset((b"authorization", b"proxy-authorization"))
+# Header names seen, other than those of _scan's loop: name -> whether it
+# carries credentials, or None (left to the full path).  Bounded: emptied
+# when full.
+_NAMES = {}
+_MAX_NAMES = 256
+_UNSEEN = object()
 
+
+def _otherName(name):
+    """
+    What a header name other than those of L{_scan}'s loop means: C{True}
+    for credentials, C{False} for another header, C{None} for a name the
+    full path must read (one of those in another spelling, a compact form,
+    not a token); remembered in C{_NAMES}.
+    """
+    lower = name.lower()
+    if (_NAME.match(name) is None or lower in _CHECKED
+            or len(lower) == 1):
+        meaning = None
+    else:
+        meaning = lower in _CREDENTIALS
+    if len(_NAMES) >= _MAX_NAMES:
+        _NAMES.clear()
+    _NAMES[name] = meaning
+    return meaning
+
+
+# A From or To value of the form the full path checks them for:
+# <URI...> or "Display Name" <URI...> (anything after it), the URI with a
+# colon before its first ">".
+_ADDRESS = re.compile(rb'(?:<|"[^"\\]*" <)[^>]*:[^>]*>')
+
+
+def _scan(data, addr, maxSize):
+    """
+    Read a datagram that may be shed with the byte-level C{503}: an ASCII
+    request (not OPTIONS, ACK nor CANCEL) with the request line C{METHOD
+    sip:URI SIP/2.0}; a top Via (UDP, an IPv4 address or a host name, an
+    RFC 3261 branch, C{rport} before or after it or not at all, no other
+    parameter) and any Via lines under it of one value each (C{branch},
+    C{received}, C{rport} parameters only); From and To (without a tag) of
+    the form C{<URI>} or C{"Name" <URI>}; Call-ID; CSeq of the same
+    method; at most one Max-Forwards (1 to 255), Contact (one C{<URI>})
+    and Content-Length (the body's length); all these once, spelled
+    C{Name: value} in their canonical spelling, with no white space around
+    the value; any other header in the form C{Name: value}; no folding.
+    Its 503 must go back to C{addr}: C{rport}, or the Via's port is the
+    source's.
+
+    @return: C{(method, transaction key, whether it has credentials, the
+        503 up to the end of the To value, the rest up to the CSeq line)},
+        or C{None} (the full path decides).
+    """
+    if len(data) > maxSize:
+        return None
+    # (find() with a start costs more than without, in CPython 3.11.)
+    first = data.find(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if first < 0 or end < 0 or not data.isascii():
+        return None
+    match = _REQUEST_LINE.match(data, 0, first)
+    if match is None:
+        return None
+    method = match.group(1)
+    if method in _NEVER_SHED_BYTES:
+        return None
+    via = fromLine = toLine = callID = cseq = contact = None
+    maxForwards = length = None
+    lowerVias = []
+    authorized = False
+    for line in data[first + 2:end].split(b"\r\n"):
+        name, _, value = line.partition(b": ")
+        if name == b"Via":
+            if via is None:
+                via = _VIA.match(value)
+                if via is None:
+                    return None
+            elif _LOWER_VIA.match(value) is None:
+                return None
+            else:
+                lowerVias.append(line)
+            continue
+        if value[:1] <= b" " or value[-1:] <= b" ":
+            # Empty, or white space around it: the full path strips it.
+            if name in _LINES:
+                return None
+            meaning = _NAMES.get(name, _UNSEEN)
+            if meaning is _UNSEEN:
+                meaning = _otherName(name)
+            if meaning is None:
+                return None
+            authorized = authorized or meaning
+            continue
+        if name == b"From":
+            if fromLine is not None or _ADDRESS.match(value) is None:
+                return None
+            fromLine = line
+        elif name == b"To":
+            # ("x in bytes" costs twice x.find(), in CPython 3.11.)
+            if (toLine is not None or _ADDRESS.match(value) is None
+                    or value.replace(b" ", b"").lower().find(b";tag=") >= 0):
+                return None
+            toLine = line
+        elif name == b"Call-ID":
+            if callID is not None:
+                return None
+            callID = line
+        elif name == b"CSeq":
+            number, _, cseqMethod = value.partition(b" ")
+            if (cseq is not None or cseqMethod != method
+                    or not number.isdigit() or len(number) > 9):
+                return None
+            cseq = line
+        elif name == b"Max-Forwards":
+            if (maxForwards is not None or not value.isdigit()
+                    or not 0 < int(value) <= 255):
+                return None
+            maxForwards = value
+        elif name == b"Content-Length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"Contact":
+            gt = value.find(b">")
+            if (contact is not None or value[:1] != b"<" or gt < 2
+                    or value[1:gt].find(b":") < 0 or value.find(b",") >= 0
+                    or (gt + 1 < len(value)
+                        and _PARAMS_ONLY.match(value, gt + 1) is None)):
+                return None
+            contact = value
+        else:
+            meaning = _NAMES.get(name, _UNSEEN)
+            if meaning is _UNSEEN:
+                meaning = _otherName(name)
+            if meaning is None:
+                return None
+            authorized = authorized or meaning
+    if via is None or fromLine is None or toLine is None or callID is None \
+            or cseq is None:
+        return None
+    if len(data) != end + 4 + (length or 0):
+        return None
+
+    viaHost = via.group(2).decode("ascii")
+    viaPort = via.group(3)
+    sentByPort = 5060 if viaPort is None else int(viaPort)
+    branch = via.group(5)
+    host, port = addr
+    if ":" in host:
+        return None
+    # Section 18.2.1 and RFC 3581, as TransportLayer._receivedRequest
+    # writes it; the 503 goes to the source address only.
+    if via.group(4) is not None:
+        if via.group(6) is not None:
+            return None
+        rport = True
+    else:
+        rport = via.group(6) is not None
+    if rport:
+        viaText = b"%s;branch=%s;received=%s;rport=%d" % (
+            via.group(1), branch, host.encode("ascii"), port)
+    elif sentByPort != port:
+        return None
+    elif viaHost != host:
+        viaText = b"%s;received=%s" % (via.group(0), host.encode("ascii"))
+    else:
+        viaText = via.group(0)
+    methodText = method.decode("ascii")
+    key = (branch.decode("ascii"), viaHost, sentByPort, methodText)
+    head = b"\r\n".join([_STATUS_LINE, b"Via: " + viaText] + lowerVias
+                        + [fromLine, toLine])
+    return (methodText, key, authorized, head,
+            b"\r\n" + callID + b"\r\n" + cseq)
+
+
+# The headers _scan's loop reads (white space around their value: left to
+# the full path).
+_LINES = frozenset((b"From", b"To", b"Call-ID", b"CSeq", b"Max-Forwards",
+                    b"Content-Length", b"Contact"))
+
+_STATUS_LINE = ("SIP/2.0 503 " + OVERLOADED).encode("ascii")
 def _mallocTrim():
     """
     glibc's C{malloc_trim(0)}, or C{None} where there is none.
@@ -409,11 +622,12 @@ class OverloadControl(Service):
         """
         Answer a datagram with a stateless C{503} before it is parsed, when
         it is a new request that L{shouldShed} would shed: the cheap path of
-        a flood.  Only the request line and the headers the response copies
-        are looked at; anything unusual (folded lines, a repeated header, a
-        To tag, a Via without an RFC 3261 branch or with several values on
-        its first line, a request matching a transaction) is left to the
-        full path.  Every 32nd datagram it also measures, when the timer is
+        a flood.  It answers only a request written the common way (see
+        L{_scan}), with the bytes the full path would send (the transaction
+        layer's C{503}, tests/test_overload.py compares them over a corpus),
+        and only when they go back to the address it came from; anything
+        else, and a request matching a transaction, is left to the full
+        path.  Every 32nd datagram it also measures, when the timer is
         late: a UDP port reads many datagrams per reactor turn, and the
         control must not wait for the end of a long one.
 
@@ -429,71 +643,32 @@ class OverloadControl(Service):
         if not self.shedding:
             return False
         self._admittedDatagram = False
-        end = data.find(b"\r\n")
-        method, _, rest = data[:end].partition(b" ")
-        if not rest.endswith(b" SIP/2.0") or method in _NEVER_SHED_BYTES:
+        scanned = _scan(data, addr, self._maxSize(protocol))
+        if scanned is None:
             return False
-        head = data.find(b"\r\n\r\n", end)
-        if end < 0 or head < 0:
-            return False
-        copied = {}
-        vias = []
-        authorized = False
-        for line in data[end + 2:head].split(b"\r\n"):
-            if line[:1] in (b" ", b"\t"):
-                return False
-            name = line[:line.find(b":")].strip().lower()
-            name = _COMPACT.get(name, name)
-            if name == b"via":
-                vias.append(line)
-            elif name in _CREDENTIALS:
-                authorized = True
-            elif name in _COPIED:
-                if name in copied:
-                    return False
-                copied[name] = line
-        if len(copied) != 4 or not vias:
-            return False
-        to = copied[b"to"]
-        if b";tag=" in to.replace(b" ", b"").lower():
-            return False
-        try:
-            top = vias[0].partition(b":")[2].decode("utf-8")
-            if "," in top:
-                return False
-            via = parseVia(top)
-            methodText = method.decode("ascii")
-        except (UnicodeDecodeError, ValueError):
-            return False
-        if not (via.branch or "").startswith(MAGIC_COOKIE):
-            return False
-        key = (via.branch, via.host, via.sentByPort, methodText)
-        if key in self._layer._servers:
+        method, key, authorized, head, tail = scanned
+        layer = self._layer
+        if key in layer._servers:
             return False
         if self._admit(authorized):
             self._admittedDatagram = True
             return False
         self.shed += 1
-        # Where the response goes: section 18.2.2 and RFC 3581, as the
-        # transport computes it for a parsed request.
-        host, port = addr
-        if via.rportRequested:
-            via.rportValue = port
-            via.received = host
-            destination = addr
-        else:
-            if via.host != host:
-                via.received = host
-            destination = (host, via.sentByPort)
-        response = b"\r\n".join(
-            [b"SIP/2.0 503 Service Unavailable",
-             b"Via: " + via.toString().encode("utf-8")] + vias[1:]
-            + [copied[b"from"], to + b";tag=" + newTag().encode("ascii"),
-               copied[b"call-id"], copied[b"cseq"],
-               b"Retry-After: %d" % (self.retryAfter,),
-               b"Content-Length: 0", b"", b""])
-        protocol.sendBytes(response, destination)
+        layer.rejected503("overloaded", method, addr)
+        server = getattr(layer.user, "serverHeader", None)
+        response = b"".join((
+            head, b";tag=", newTag().encode("ascii"), tail,
+            b"\r\nRetry-After: %d\r\n" % (self.retryAfter,),
+            b"" if server is None
+            else b"Server: " + server.encode("utf-8") + b"\r\n",
+            b"Content-Length: 0\r\n\r\n"))
+        # A failed send is logged by the protocol, as on the full path.
+        protocol.sendBytes(response, addr)
         return True
+
+    def _maxSize(self, protocol):
+        layer = getattr(protocol, "_layer", None)
+        return getattr(layer, "maxMessageSize", 65535)
 
     def stats(self):
         """

@@ -90,6 +90,11 @@ _COUNTED_METHODS = frozenset((
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE",
     "NOTIFY", "PUBLISH", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER"))
 
+#: The reason phrases of the stateless 503s: shed by the overload control,
+#: the transaction table full.
+OVERLOADED = "Service Unavailable (Overloaded)"
+TABLE_FULL = "Service Unavailable (Transaction Table Full)"
+
 TRYING_DELAY = 0.2  # section 17.2.1: 100 Trying unless the TU answered by then
 
 _sipRequest = sip.Request
@@ -1072,12 +1077,14 @@ class TransactionLayer:
         if overload is not None and overload.shedding \
                 and overload.shouldShed(request):
             overload.shed += 1
-            self._reject(request, flow, overload.retryAfter, "overloaded")
+            self._reject(request, flow, overload.retryAfter, "overloaded",
+                         OVERLOADED)
             return
         if len(servers) + len(self._clients) >= self.maxTransactions:
             self.rejected += 1
             self._reject(request, flow, self.retryAfter,
-                         f"transaction table full ({self.maxTransactions})")
+                         f"transaction table full ({self.maxTransactions})",
+                         TABLE_FULL)
             return
         transaction = ServerTransaction(self, key, request, flow)
         servers[key] = transaction
@@ -1106,18 +1113,34 @@ class TransactionLayer:
             return
         transaction._delivered()
 
-    def _reject(self, request, flow, retryAfter, why):
-        if self.rejectLog.allow() is not None:
-            self._log.warn("{why}: 503 to {method} from {remote}",
-                           why=why, method=request.method,
-                           remote=flow.remote)
-        response = responseTo(request, 503)
-        response.headers["retry-after"] = [str(retryAfter)]
+    def _reject(self, request, flow, retryAfter, why, phrase):
+        """
+        Answer C{request} with a stateless C{503}: C{phrase},
+        C{Retry-After}, and the user's C{Server} header when it has one;
+        log C{why} (within C{rejectLog}'s limit).
+        """
+        self.rejected503(why, request.method, flow.remote)
+        response = responseTo(request, 503, phrase)
+        headers = response.headers
+        headers["retry-after"] = [str(retryAfter)]
+        server = getattr(self.user, "serverHeader", None)
+        if server is not None:
+            headers["server"] = [server]
         try:
             flow.send(response)
         except Exception:
             self._log.failure("sending 503 to {remote} failed",
                               remote=flow.remote)
+
+    def rejected503(self, why, method, remote):
+        """
+        Log a stateless C{503} to a C{method} request from C{remote}, within
+        C{rejectLog}'s limit (for the overload control's byte-level 503 as
+        well).
+        """
+        if self.rejectLog.allow() is not None:
+            self._log.warn("{why}: 503 to {method} from {remote}",
+                           why=why, method=method, remote=remote)
 
     def compact(self):
         """
