@@ -126,6 +126,24 @@ class NonceCountsTests(SynchronousTestCase):
         self.assertTrue(counts.use(nonce, issued, 3))
         self.assertFalse(counts.use(nonce, issued, 2))
 
+    def test_accepts(self):
+        """
+        L{NonceCounts.accepts} says whether L{NonceCounts.use} would accept
+        a count, without recording it; with the table full, a new nonce is
+        not accepted (L{use} would have to evict one).
+        """
+        counts = NonceCounts(maxSize=1)
+        nonce, issued = self._nonce()
+        self.assertTrue(counts.accepts(nonce, issued, 1))
+        self.assertTrue(counts.accepts(nonce, issued, 1))
+        self.assertTrue(counts.use(nonce, issued, 1))
+        self.assertFalse(counts.accepts(nonce, issued, 1))
+        self.assertTrue(counts.accepts(nonce, issued, 2))
+        self.clock.advance(1)
+        other, otherIssued = self._nonce()
+        self.assertFalse(counts.accepts(other, otherIssued, 1))
+        self.assertEqual(len(counts), 1)
+
     def test_bounded(self):
         """
         The table never holds more than its size; a nonce evicted from it

@@ -140,6 +140,17 @@ class NonceCounts:
     def __len__(self):
         return len(self._counts)
 
+    def accepts(self, nonce, issued, nc):
+        """
+        Whether L{use} would find C{nc} fresh for C{nonce} without evicting
+        another nonce (a full table gives C{False}: ask L{use}).
+        """
+        last = self._counts.get(nonce)
+        if last is None:
+            return (issued > self._evictedUpTo
+                    and len(self._counts) < self.maxSize)
+        return nc > last
+
     def use(self, nonce, issued, nc):
         """
         Record that C{nonce} (issued at time C{issued}) was used with count
