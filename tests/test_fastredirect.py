@@ -428,6 +428,10 @@ def _left():
         uri="sip:example.org")), CLIENT
     yield "escaped quote", request(authorization=credentials().replace(
         'username="alice"', 'username="al\\ice"')), CLIENT
+    yield "comma in a quoted string", request(
+        authorization=credentials(cnonce="a,b")), CLIENT
+    yield "empty cnonce", request(authorization=credentials(cnonce="")), \
+        CLIENT
     yield "upper case parameter name", request(
         authorization=credentials().replace("username=", "Username=")), \
         CLIENT

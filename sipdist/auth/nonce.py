@@ -13,6 +13,7 @@ I{stale}.
 
 import base64
 import binascii
+import hashlib
 import hmac
 import os
 import struct
@@ -34,6 +35,8 @@ _ALPHABET = frozenset(_URLSAFE)
 # last two zero for our 32 bytes.
 _LAST = frozenset(_URLSAFE[::4])
 _FROM_URLSAFE = str.maketrans("-_", "+/")
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 class NonceFactory:
@@ -58,17 +61,26 @@ class NonceFactory:
         self._reactor = reactor
         self.lifetime = lifetime
         self._random = os.urandom if random is None else random
-        # HMAC(secret, prefix realm NUL head), computed in one call (the
-        # same MAC as a keyed object updated with the head, without copying
-        # one on every nonce).
         self._key = secret
         # The last nonce check() found genuine, and its issue time.
         self._lastChecked = (None, None)
         self._macPrefix = _PREFIX + realm.encode("utf-8") + b"\x00"
+        # HMAC-SHA-256(secret, prefix realm NUL head) as RFC 2104 defines
+        # it, its inner hash already fed with the key's pad and the prefix
+        # and its outer one with the key's pad: per nonce, copies of the
+        # two and the head (OpenSSL 3's one-shot HMAC sets up a keyed
+        # context on every call, which costs twice as much).
+        key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
+        key = key.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(key.translate(_IPAD) + self._macPrefix)
+        self._outer = hashlib.sha256(key.translate(_OPAD))
 
     def _sign(self, head):
-        return hmac.digest(self._key, self._macPrefix + head,
-                           "sha256")[:_MAC_LENGTH]
+        inner = self._inner.copy()
+        inner.update(head)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_MAC_LENGTH]
 
     def mint(self):
         """

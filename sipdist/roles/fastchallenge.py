@@ -41,7 +41,10 @@ _HOSTNAME = rb"[A-Za-z0-9][A-Za-z0-9.-]*"
 _IPV4 = rb"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
 _USER_URI = rb"sip:[A-Za-z0-9._+-]+@[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?"
 _DISPLAY = rb'(?:"[A-Za-z0-9 ]*" )?'
-_PARAM_VALUE = rb'(?:"[\x20\x21\x23-\x5b\x5d-\x7e]*"|' + _TOKEN + rb")"
+# A quoted string holds no comma here (sipdist.roles.fastredirect splits
+# the parameters at commas).
+_PARAM_VALUE = (rb'(?:"[\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*"|' + _TOKEN
+                + rb")")
 
 _REQUEST_LINE = re.compile(rb"REGISTER sip:(" + _HOSTNAME + rb") SIP/2\.0\Z")
 _VIA = re.compile(
@@ -64,8 +67,8 @@ _VALUES = {
     b"Content-Length": re.compile(rb"0\Z"),
     # Only with credentials (see sipdist.roles.fastredirect): a Digest value
     # written plainly (lower-case parameter names, quoted strings of
-    # printable ASCII without escapes, one space or none after each comma),
-    # and option tags.
+    # printable ASCII without escapes nor commas, one space or none after
+    # each comma), and option tags.
     b"Authorization": re.compile(
         rb"Digest [a-z]+=" + _PARAM_VALUE + rb"(?:, ?[a-z]+="
         + _PARAM_VALUE + rb")*\Z"),
