@@ -115,6 +115,11 @@ class FastChallenge:
         end = data.find(b"\r\n\r\n")
         if end < 0 or end + 4 != len(data):
             return False
+        redirect = self.redirect
+        if b"\r\nAuthorization: " in data and (
+                redirect is None or not redirect.possible()):
+            # Not worth scanning (a home, say).
+            return False
         layer = self._transactions
         host, port = addr
         if ":" in host or (layer.overload is not None
@@ -175,9 +180,6 @@ class FastChallenge:
             remote = addr if sentByPort == port else (host, sentByPort)
 
         if b"Authorization" in values:
-            redirect = self.redirect
-            if redirect is None:
-                return False
             response = redirect(addr, request.group(1).decode("ascii"),
                                 values, viaText)
             if response is None:

@@ -105,6 +105,19 @@ class FastRedirect:
         self._authenticator = processor.authenticator
         self.taken = 0
 
+    def possible(self):
+        """
+        Whether this server may answer any request this way: a role
+        without handover nor standby (not a home), credentials from a
+        source that has C{cachedHA1}, a store that has C{answersAtOnce}.
+        """
+        processor = self._processor
+        checker = self._authenticator._checker
+        return (processor.handover is None and processor.standby is None
+                and type(checker) is DigestHashChecker
+                and hasattr(checker.source, "cachedHA1")
+                and hasattr(processor.store, "answersAtOnce"))
+
     def __call__(self, addr, uriHost, values, viaText):
         """
         Answer a scanned REGISTER, or leave it to the full path.
