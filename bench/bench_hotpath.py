@@ -100,7 +100,7 @@ def setup(role, name):
     return service, protocol, udp, clock
 
 
-def prepare(service, count):
+def prepare(service, count, start=0):
     challenge = service.authenticator.challenge()
     values = [v for n, v in challenge.headers]
     requests = []
@@ -110,7 +110,7 @@ def prepare(service, count):
         # Fresh nonce per request, as each SIPp call gets.
         challenge = service.authenticator.challenge()
         values = [v for n, v in challenge.headers]
-        requests.append(register(i, value))
+        requests.append(register(start + i, value))
     return requests
 
 

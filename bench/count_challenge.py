@@ -2,12 +2,14 @@
 The instructions one 401 challenge costs a distributor (the first REGISTER
 of a login, without credentials), on the fast path or the full path, counted
 with callgrind: run it twice, delivering the requests or not, and divide the
-difference by their number.
+difference by their number.  With --case 301, the authenticated REGISTER
+that gets the distributor's signed 301; with --case 200, the one a home
+registers and answers with its signed 200.
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind \\
         --callgrind-out-file=/dev/null \\
         python bench/count_challenge.py [--requests 3000] [--deliver] \\
-        [--no-fast-path]
+        [--no-fast-path] [--case 401|301|200]
 
 With --deliver it also prints the CPU time per request (best of --runs),
 which is what to read without valgrind.
@@ -20,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_hotpath import register, setup  # noqa: E402
+from bench_hotpath import prepare, register, setup  # noqa: E402
 
 WARMUP = 200
 
@@ -32,14 +34,24 @@ def main():
                         help="deliver the requests (else only build them)")
     parser.add_argument("--no-fast-path", action="store_true")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--case", choices=("401", "301", "200"),
+                        default="401")
     args = parser.parse_args()
     best = float("inf")
     for run in range(args.runs):
-        service, protocol, udp, clock = setup("distributor", "distributor")
+        if args.case == "200":
+            service, protocol, udp, clock = setup("home", "home1")
+        else:
+            service, protocol, udp, clock = setup("distributor",
+                                                  "distributor")
         fast = service.transport.fastPath
         fast.enabled = not args.no_fast_path
-        warm = [register(i) for i in range(WARMUP)]
-        requests = [register(WARMUP + i) for i in range(args.requests)]
+        if args.case == "401":
+            warm = [register(i) for i in range(WARMUP)]
+            requests = [register(WARMUP + i) for i in range(args.requests)]
+        else:
+            warm = prepare(service, WARMUP)
+            requests = prepare(service, args.requests, WARMUP)
         for data in warm:
             protocol.datagramReceived(data, ("127.0.0.1", 5061))
         start = time.process_time()
@@ -49,7 +61,8 @@ def main():
                 if i % 1000 == 999:
                     clock.advance(1)
         best = min(best, time.process_time() - start)
-        assert udp.last.startswith(b"SIP/2.0 401 "), udp.last[:40]
+        expected = f"SIP/2.0 {args.case} ".encode("ascii")
+        assert udp.last.startswith(expected), udp.last[:40]
     if args.deliver:
         print(f"fast path {'on' if fast.enabled else 'off'}: took "
               f"{fast.taken:,d}; {best / args.requests * 1e6:.1f} "

@@ -183,8 +183,10 @@ PARAMETERS = [
     ("fast-path", None, True, _flag,
      "Answer the first REGISTER of a login over UDP (no credentials, "
      "written the common way) with its 401 challenge from its bytes, "
-     "without parsing it into a message: the same answer and the same "
-     "transaction and counters as the full path, at a fraction of the CPU. "
+     "without parsing it into a message, and the second one, with valid "
+     "credentials, with the distributor's signed 301 when that is the "
+     "answer: the same answer and the same transaction and counters as the "
+     "full path, at a fraction of the CPU. "
      "false: every request takes the full path."),
     ("backup-home", None, True, _flag,
      "Name a backup home (Sipdist-Backup, covered by the signature) in the "

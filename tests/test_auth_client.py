@@ -4,6 +4,8 @@ Tests for L{sipdist.auth.client} and L{sipdist.auth.signature}: a client
 acts on a 200 or 301 only when its signature checks.
 """
 
+import hmac
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -12,6 +14,7 @@ from sipdist.auth.client import (
 from sipdist.auth.credentials import (
     DigestHashChecker, InMemoryDigestHashSource)
 from sipdist.auth.digest import parseDigest
+from sipdist.auth import signature as _signature
 from sipdist.auth.server import Authenticated, DigestAuthenticator
 
 URI = "sip:example.com"
@@ -19,6 +22,41 @@ CALL_ID = "a84b4c76e66710@pc33.example.com"
 CSEQ = "314159 REGISTER"
 CONTACT = "<sip:home2.example.com:5061;transport=tls>"
 BACKUP = "<sip:home3.example.com:5061;transport=tls>"
+
+
+class SignatureFormulaTests(SynchronousTestCase):
+    """
+    The signature is the HMAC-SHA-256 the module documents.
+    """
+
+    def test_formula(self):
+        """
+        Versions 1 and 2, keyed by the session HA1 (MD5 or SHA-256 length,
+        or longer than a SHA-256 block), over the fields joined by NULs.
+        """
+        for key in ("a" * 32, "b" * 64, "c" * 65):
+            for version, backup in ((1, None), (2, BACKUP)):
+                message = "\x00".join(
+                    [f"sipdist-signature-{version}", "n", "cn", "00000001",
+                     "301", CALL_ID, CSEQ, CONTACT]
+                    + ([backup] if version == 2 else []))
+                expected = hmac.digest(key.encode(), message.encode(),
+                                       "sha256").hex()
+                for _ in range(2):
+                    self.assertEqual(_signature.computeSignature(
+                        key, "n", "cn", "00000001", 301, CALL_ID, CSEQ,
+                        CONTACT, backup, version), expected)
+
+    def test_bounded(self):
+        """
+        The table of remembered keys is emptied when full.
+        """
+        self.patch(_signature, "MAX_KEYS_REMEMBERED", 2)
+        self.patch(_signature, "_PADS", {})
+        for key in ("a" * 32, "b" * 32, "c" * 32):
+            _signature.computeSignature(key, "n", "cn", "00000001", 200,
+                                        CALL_ID, CSEQ, None)
+        self.assertEqual(list(_signature._PADS), [b"c" * 32])
 
 
 class ChooseTests(SynchronousTestCase):

@@ -13,6 +13,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernameDigestHash
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -231,6 +232,27 @@ class CredentialsFileTests(TemporaryPathMixin, SynchronousTestCase):
             f.write("broken\n")
         self.assertRaises(CredentialsFileError, source.reload)
         self.assertEqual(len(source), 2)
+
+    def test_cachedHA1(self):
+        """
+        The file source's C{cachedHA1} gives the HA1 without looking at the
+        file, and L{None} when a look is due (L{getHA1} looks) or the user
+        is unknown.
+        """
+        path = self.mktemp()
+        setPassword(path, "alice", "r", "pw")
+        clock = Clock()
+        source = FileDigestHashSource(path, clock, checkInterval=1.0)
+        expected = computeHA1(algorithm("MD5"), "alice", "r", "pw")
+        self.assertEqual(source.cachedHA1("alice", "r", "MD5"), expected)
+        self.assertIsNone(source.cachedHA1("bob", "r", "MD5"))
+        clock.advance(1)
+        self.assertIsNone(source.cachedHA1("alice", "r", "MD5"))
+        self.successResultOf(source.getHA1("alice", "r", "MD5"))
+        self.assertEqual(source.cachedHA1("alice", "r", "MD5"), expected)
+        memory = InMemoryDigestHashSource({"alice": "pw"})
+        self.assertEqual(memory.cachedHA1("alice", "r", "MD5"), expected)
+        self.assertIsNone(memory.cachedHA1("bob", "r", "MD5"))
 
     def test_missingFile(self):
         """

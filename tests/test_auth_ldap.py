@@ -205,11 +205,15 @@ class LDAPSourceTests(TestCase):
         even with the directory stopped.
         """
         auth, checker = self.authenticator("?ttl=300")
+        self.assertIsNone(
+            checker.source.cachedHA1("alice", REALM, "SHA-256"))
         result = yield self.login(auth, "alice", "wonderland")
         self.assertIsInstance(result, Authenticated)
         self.slapd.stop()
         d = checker.source.getHA1("alice", REALM, "SHA-256")
         self.assertEqual(self.successResultOf(d),
+                         ha1("SHA-256", "alice", "wonderland"))
+        self.assertEqual(checker.source.cachedHA1("alice", REALM, "SHA-256"),
                          ha1("SHA-256", "alice", "wonderland"))
 
     @inlineCallbacks

@@ -74,6 +74,18 @@ class FailureLimiterTests(SynchronousTestCase):
         self.fail(2)
         self.assertIsNone(self.limiter.retryAfter("alice", "10.0.0.1"))
 
+    def test_hasFailures(self):
+        """
+        L{FailureLimiter.hasFailures} says whether a pair's failures are
+        counted: from its first failure until its success.
+        """
+        self.assertFalse(self.limiter.hasFailures("alice", "10.0.0.1"))
+        self.fail(1)
+        self.assertTrue(self.limiter.hasFailures("alice", "10.0.0.1"))
+        self.assertFalse(self.limiter.hasFailures("alice", "10.0.0.2"))
+        self.limiter.succeeded("alice", "10.0.0.1")
+        self.assertFalse(self.limiter.hasFailures("alice", "10.0.0.1"))
+
     def test_hostBudget(self):
         """
         Past the address's budget, a user failing from it waits from its

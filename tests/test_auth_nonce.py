@@ -3,6 +3,9 @@
 Tests for L{sipdist.auth.nonce}: stateless nonces and the nonce count table.
 """
 
+import base64
+import hmac
+import struct
 import tracemalloc
 
 from twisted.internet.task import Clock
@@ -38,6 +41,21 @@ class NonceFactoryTests(SynchronousTestCase):
         self.assertEqual(two.check(nonce), VALID)
         self.assertNotEqual(nonce, one.mint())
         self.assertEqual(two.issued(nonce), 1_700_000_000)
+
+    def test_format(self):
+        """
+        A nonce is base64url(T || S || M) without padding, M the first 16
+        bytes of HMAC-SHA-256(secret, "sipdist-nonce-1" 0 realm 0 T S), for
+        a secret of any length (longer than a SHA-256 block too).
+        """
+        for secret in (SECRET, b"k" * 64, b"a much longer secret " * 5):
+            factory = NonceFactory(secret, "example.com", clockAt(),
+                                   random=lambda n: b"\x07" * n)
+            raw = base64.urlsafe_b64decode(factory.mint() + "=")
+            head = struct.pack(">Q", 1_700_000_000) + b"\x07" * 8
+            mac = hmac.digest(secret, b"sipdist-nonce-1\x00example.com\x00"
+                              + head, "sha256")[:16]
+            self.assertEqual(raw, head + mac)
 
     def test_stale(self):
         """
@@ -127,6 +145,24 @@ class NonceCountsTests(SynchronousTestCase):
         self.assertFalse(counts.use(nonce, issued, 1))
         self.assertTrue(counts.use(nonce, issued, 3))
         self.assertFalse(counts.use(nonce, issued, 2))
+
+    def test_accepts(self):
+        """
+        L{NonceCounts.accepts} says whether L{NonceCounts.use} would accept
+        a count, without recording it; with the table full, a new nonce is
+        not accepted (L{use} would have to evict one).
+        """
+        counts = NonceCounts(maxSize=1)
+        nonce, issued = self._nonce()
+        self.assertTrue(counts.accepts(nonce, issued, 1))
+        self.assertTrue(counts.accepts(nonce, issued, 1))
+        self.assertTrue(counts.use(nonce, issued, 1))
+        self.assertFalse(counts.accepts(nonce, issued, 1))
+        self.assertTrue(counts.accepts(nonce, issued, 2))
+        self.clock.advance(1)
+        other, otherIssued = self._nonce()
+        self.assertFalse(counts.accepts(other, otherIssued, 1))
+        self.assertEqual(len(counts), 1)
 
     def test_bounded(self):
         """

@@ -145,6 +145,26 @@ class LDAPStoreTests(TestCase):
             self.successResultOf(store.lookupUser("nobody@example.com")))
 
     @inlineCallbacks
+    def test_answersAtOnce(self):
+        """
+        C{answersAtOnce} says whether a user's lookup and the server
+        records are in the caches, fresh: not before they were read, nor
+        once the user's entry expired.
+        """
+        server = self.slapd(SERVERS_LDIF + userLDIF("alice", "home1"))
+        clock = ShiftedClockReactor(reactor)
+        store = self.store(f"127.0.0.1:{server.port}", clock,
+                           "&refresh=0&ttl=60")
+        self.assertFalse(store.answersAtOnce("sip:alice@example.com"))
+        yield store.lookupUser("alice@example.com")
+        self.assertFalse(store.answersAtOnce("sip:alice@example.com"))
+        yield store.listServers()
+        self.assertTrue(store.answersAtOnce("sip:alice@example.com"))
+        self.assertFalse(store.answersAtOnce("sip:bob@example.com"))
+        clock.advance(61)
+        self.assertFalse(store.answersAtOnce("sip:alice@example.com"))
+
+    @inlineCallbacks
     def test_outageServedFromCache(self):
         """
         While slapd is stopped, lookups of cached users are served from the

@@ -169,15 +169,22 @@ class InMemoryDigestHashSource:
         self._cache = {}
 
     def getHA1(self, username, realm, algorithm):
+        return succeed(self.cachedHA1(username, realm, algorithm))
+
+    def cachedHA1(self, username, realm, algorithm):
+        """
+        The HA1 L{getHA1} would give, when it is at hand without I/O (always
+        here), or L{None} (an unknown user).
+        """
         key = (username, realm, algorithm)
         ha1 = self._cache.get(key)
         if ha1 is None:
             password = self._passwords.get(username)
             if password is None:
-                return succeed(None)
+                return None
             ha1 = computeHA1(ALGORITHMS[algorithm], username, realm, password)
             self._cache[key] = ha1
-        return succeed(ha1)
+        return ha1
 
 
 class CredentialsFileError(ValueError):
@@ -398,3 +405,17 @@ class FileDigestHashSource:
                 self.check()
         hashes = self._entries.get((username, realm))
         return succeed(None if hashes is None else hashes.get(algorithm))
+
+    def cachedHA1(self, username, realm, algorithm):
+        """
+        The HA1 L{getHA1} would give, when it needs no look at the file
+        (checked less than C{checkInterval} seconds ago), else L{None} (as
+        for an unknown user).
+        """
+        if self._reactor is not None:
+            now = self._reactor.seconds()
+            if now - self._lastCheck >= self.checkInterval or \
+                    now < self._lastCheck:
+                return None
+        hashes = self._entries.get((username, realm))
+        return None if hashes is None else hashes.get(algorithm)

@@ -318,6 +318,17 @@ class LDAPDigestHashSource:
         return d.addCallback(
             lambda hashes: None if hashes is None else hashes.get(algorithm))
 
+    def cachedHA1(self, username, realm, algorithm):
+        """
+        The HA1 L{getHA1} would give at once without a search nor a refresh
+        (a fresh cache entry), else L{None} (as for an unknown user).
+        """
+        cached = self._cache.get(username)
+        if cached is None or cached[0] <= self._reactor.seconds():
+            return None
+        hashes = cached[1]
+        return None if hashes is None else hashes.get(algorithm)
+
     def _deadline(self, d, username):
         """
         Fail C{d} with L{LDAPUnavailable} if the directory has not answered

@@ -104,6 +104,13 @@ class FailureLimiter:
         self.slowed += 1
         return max(1, math.ceil(left))
 
+    def hasFailures(self, username, host):
+        """
+        Whether failures of C{username} from C{host} are counted (so that
+        L{retryAfter} may make it wait and L{succeeded} has them to forget).
+        """
+        return (username, host) in self._pairs
+
     def failed(self, username, host):
         """
         Count one failed authentication of C{username} from C{host}.

@@ -14,6 +14,7 @@ I{stale}.
 import array
 import base64
 import binascii
+import hashlib
 import hmac
 import os
 import struct
@@ -34,6 +35,8 @@ _ALPHABET = frozenset(_URLSAFE)
 # last two zero for our 32 bytes.
 _LAST = frozenset(_URLSAFE[::4])
 _FROM_URLSAFE = str.maketrans("-_", "+/")
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 class NonceFactory:
@@ -58,17 +61,26 @@ class NonceFactory:
         self._reactor = reactor
         self.lifetime = lifetime
         self._random = os.urandom if random is None else random
-        # HMAC(secret, prefix realm NUL head), computed in one call (the
-        # same MAC as a keyed object updated with the head, without copying
-        # one on every nonce).
         self._key = secret
         # The last nonce check() found genuine, and its issue time.
         self._lastChecked = (None, None)
         self._macPrefix = _PREFIX + realm.encode("utf-8") + b"\x00"
+        # HMAC-SHA-256(secret, prefix realm NUL head) as RFC 2104 defines
+        # it, its inner hash already fed with the key's pad and the prefix
+        # and its outer one with the key's pad: per nonce, copies of the
+        # two and the head (OpenSSL 3's one-shot HMAC sets up a keyed
+        # context on every call, which costs twice as much).
+        key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
+        key = key.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(key.translate(_IPAD) + self._macPrefix)
+        self._outer = hashlib.sha256(key.translate(_OPAD))
 
     def _sign(self, head):
-        return hmac.digest(self._key, self._macPrefix + head,
-                           "sha256")[:_MAC_LENGTH]
+        inner = self._inner.copy()
+        inner.update(head)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_MAC_LENGTH]
 
     def mint(self):
         """
@@ -165,6 +177,59 @@ class NonceCounts:
     def __len__(self):
         return self._size
 
+    def accepts(self, nonce, issued, nc):
+        """
+        Whether L{use} would find C{nc} fresh for C{nonce} without evicting
+        another nonce (a full set gives C{False}: ask L{use}).  Changes
+        nothing.
+        """
+        place = self._locate(nonce, issued, nc)
+        if place is None:
+            return False
+        key, index, start, entries, found = place
+        if found >= 0:
+            at = start + found + self._KEY
+            return nc > int.from_bytes(self._table[at:at + 4], "big")
+        if issued <= self._floors[index]:
+            return False
+        return self._free(entries) >= 0
+
+    def _locate(self, nonce, issued, nc):
+        """
+        Where C{nonce} belongs in the table: C{(key, index, start, entries,
+        found)}, its entry's key, its set's index and first byte, a copy of
+        the set and the offset of its entry there (C{-1}: not there); or
+        C{None} for a nonce or count that is not one of ours.
+        """
+        if len(nonce) != _NONCE_LENGTH or not 0 < nc < 1 << 32 \
+                or not 0 <= issued < 1 << 63:
+            return None
+        # The issue time and the characters that carry the random bytes
+        # (bits 60 to 131 of the nonce): together they name one genuine
+        # nonce.
+        key = _TIME.pack(issued) + nonce[10:22].encode("ascii", "replace")
+        index = hash(key) % self._sets
+        start = index * self._setBytes
+        # A copy of the set, searched without start and end (find() with
+        # them costs more, in CPython 3.11).
+        entries = self._table[start:start + self._setBytes]
+        entry = self._ENTRY
+        found = entries.find(key)
+        while found >= 0 and found % entry:
+            # Not at the start of an entry: a coincidence across entries.
+            found = entries.find(key, found + 1)
+        return key, index, start, entries, found
+
+    def _free(self, entries):
+        """
+        The offset of an empty entry in the set C{entries}, or C{-1}.
+        """
+        entry = self._ENTRY
+        victim = entries.find(self._EMPTY)
+        while victim >= 0 and victim % entry:
+            victim = entries.find(self._EMPTY, victim + 1)
+        return victim
+
     def use(self, nonce, issued, nc):
         """
         Record that C{nonce} (issued at time C{issued}) was used with count
@@ -174,25 +239,13 @@ class NonceCounts:
             nonce; C{False} for a replay (same or lower count), or for a
             nonce or count that is not one of ours.
         """
-        if len(nonce) != _NONCE_LENGTH or not 0 < nc < 1 << 32 \
-                or not 0 <= issued < 1 << 63:
+        place = self._locate(nonce, issued, nc)
+        if place is None:
             return False
-        # The issue time and the characters that carry the random bytes
-        # (bits 60 to 131 of the nonce): together they name one genuine
-        # nonce.
-        key = _TIME.pack(issued) + nonce[10:22].encode("ascii", "replace")
-        index = hash(key) % self._sets
+        key, index, start, entries, found = place
         table = self._table
         entry = self._ENTRY
-        start = index * self._setBytes
         end = start + self._setBytes
-        # A copy of the set, searched without start and end (find() with
-        # them costs more, in CPython 3.11).
-        entries = table[start:end]
-        found = entries.find(key)
-        while found >= 0 and found % entry:
-            # Not at the start of an entry: a coincidence across entries.
-            found = entries.find(key, found + 1)
         if found >= 0:
             at = start + found + self._KEY
             if nc <= int.from_bytes(table[at:at + 4], "big"):
@@ -202,9 +255,7 @@ class NonceCounts:
         floors = self._floors
         if issued <= floors[index]:
             return False
-        victim = entries.find(self._EMPTY)
-        while victim >= 0 and victim % entry:
-            victim = entries.find(self._EMPTY, victim + 1)
+        victim = self._free(entries)
         if victim >= 0:
             victim += start
             self._size += 1

@@ -36,6 +36,7 @@ it; given none, it accepts version 1, or version 2 over an empty backup.
 See C{docs/auth.rst} for why it is a header of its own.
 """
 
+import hashlib
 import hmac
 
 from sipdist.auth.digest import (
@@ -73,7 +74,37 @@ def computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
     # encoding each (the label is ASCII), in one HMAC call.
     message = "\x00".join((_LABELS[version], nonce, cnonce, nc) + _canonical(
         code, callId, cseq, contact, backup, version)).encode("utf-8")
-    return hmac.digest(sessionHA1.encode("ascii"), message, "sha256").hex()
+    return _hmacSHA256(sessionHA1.encode("ascii"), message).hex()
+
+
+# Key -> the SHA-256 states fed with its inner and outer HMAC pads; emptied
+# when full.  A user's session HA1 signs every response to it: the pads are
+# computed once rather than on every response (OpenSSL 3's one-shot HMAC
+# sets up a keyed context on every call).
+MAX_KEYS_REMEMBERED = 4096
+_PADS = {}
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+def _hmacSHA256(key, message):
+    """
+    HMAC-SHA-256 (RFC 2104) of C{message} with C{key}.
+    """
+    pads = _PADS.get(key)
+    if pads is None:
+        block = key if len(key) <= 64 else hashlib.sha256(key).digest()
+        block = block.ljust(64, b"\x00")
+        pads = (hashlib.sha256(block.translate(_IPAD)),
+                hashlib.sha256(block.translate(_OPAD)))
+        if len(_PADS) >= MAX_KEYS_REMEMBERED:
+            _PADS.clear()
+        _PADS[key] = pads
+    inner = pads[0].copy()
+    inner.update(message)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def responseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,

@@ -84,19 +84,27 @@ def followsRedirect(request, userAgents=(), tagged=None):
     if tagged:
         return True
     if userAgents:
-        agent = request.header("user-agent")
-        if agent:
-            # A client sends the same User-Agent on every request: the
-            # answer of the patterns is remembered (a bounded table).
-            key = (userAgents, agent)
-            follows = _AGENT_MATCHES.get(key)
-            if follows is None:
-                follows = any(p.search(agent) for p in userAgents)
-                if len(_AGENT_MATCHES) >= MAX_AGENTS_REMEMBERED:
-                    _AGENT_MATCHES.clear()
-                _AGENT_MATCHES[key] = follows
-            return follows
+        return agentFollows(userAgents, request.header("user-agent"))
     return False
+
+
+def agentFollows(userAgents, agent):
+    """
+    Whether one of the compiled patterns C{userAgents} matches (C{search})
+    the C{User-Agent} value C{agent} (C{None} or empty: no).
+    """
+    if not agent:
+        return False
+    # A client sends the same User-Agent on every request: the answer of
+    # the patterns is remembered (a bounded table).
+    key = (userAgents, agent)
+    follows = _AGENT_MATCHES.get(key)
+    if follows is None:
+        follows = any(p.search(agent) for p in userAgents)
+        if len(_AGENT_MATCHES) >= MAX_AGENTS_REMEMBERED:
+            _AGENT_MATCHES.clear()
+        _AGENT_MATCHES[key] = follows
+    return follows
 
 
 # (patterns, User-Agent) -> whether one of the patterns matches it; emptied
@@ -561,15 +569,23 @@ class DistributionProcessor:
             chosen = None if context.record is None else context.record.id
         else:
             kind, chosen = "reject", None
+        self.logDecisionEvent(request.method, request.header("call-id"),
+                              context.aor, kind, chosen,
+                              getattr(outcome, "code", None), context.started)
+
+    def logDecisionEvent(self, method, callID, user, kind, chosen, code,
+                         started):
+        """
+        Log the event of one decision (see L{_logDecision}); C{started} is
+        when the request was handed to L{handle}, or C{None}.
+        """
         self._log.info(
             "decision: {method} {callID} of {user}: {outcome} "
             "{chosen} in {elapsed}s",
-            decision=True, server=self.server.name, method=request.method,
-            callID=request.header("call-id"), user=context.aor,
-            outcome=kind, chosen=chosen,
-            code=getattr(outcome, "code", None),
-            elapsed=None if context.started is None else round(
-                self.server._reactor.seconds() - context.started, 6))
+            decision=True, server=self.server.name, method=method,
+            callID=callID, user=user, outcome=kind, chosen=chosen, code=code,
+            elapsed=None if started is None else round(
+                self.server._reactor.seconds() - started, 6))
 
     def _forTransport(self, outcome, context):
         """
@@ -618,21 +634,8 @@ class DistributionProcessor:
                                      context.transaction.flow)
 
         def pick(records):
-            # The same user, assigned server, transport, exclusions and
-            # pool give the same backup: remembered (bounded) rather than
-            # hashed and sorted again on every request.
-            key = (context.aor, assignedId, transport, tuple(exclude),
-                   tuple(records))
-            cache = self._backups
-            backup = cache.get(key, cache)
-            if backup is cache:
-                uri = backupFor(context.aor, records, assignedId, transport,
-                                exclude)
-                backup = None if uri is None else f"<{uri}>"
-                if len(cache) >= MAX_BACKUPS_REMEMBERED:
-                    cache.clear()
-                cache[key] = backup
-            return backup
+            return self.backupValue(context.aor, assignedId, transport,
+                                    exclude, records)
 
         def noBackup(failure):
             self._log.info("no backup home for {aor}: {reason}",
@@ -655,6 +658,25 @@ class DistributionProcessor:
         d.addErrback(noBackup)
         d.addCallback(then)
         d.addErrback(lambda failure: self._failed(failure, context))
+
+    def backupValue(self, aor, assignedId, transport, exclude, records):
+        """
+        The C{Sipdist-Backup} value naming the backup home of C{aor}
+        (L{backupFor} over the server records C{records}), or L{None}.
+        """
+        # The same user, assigned server, transport, exclusions and pool
+        # give the same backup: remembered (bounded) rather than hashed and
+        # sorted again on every request.
+        key = (aor, assignedId, transport, tuple(exclude), tuple(records))
+        cache = self._backups
+        backup = cache.get(key, cache)
+        if backup is cache:
+            uri = backupFor(aor, records, assignedId, transport, exclude)
+            backup = None if uri is None else f"<{uri}>"
+            if len(cache) >= MAX_BACKUPS_REMEMBERED:
+                cache.clear()
+            cache[key] = backup
+        return backup
 
     def _redirect(self, outcome, context):
         self.redirects += 1

@@ -31,6 +31,7 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 
 import re
 
+from sipdist.roles.fastredirect import FastRedirect
 from sipdist.sip import message as _message
 from sipdist.sip.transaction import TransportError, _CompletedServerRecord
 from sipdist.sip.transport import DatagramFlow
@@ -40,6 +41,10 @@ _HOSTNAME = rb"[A-Za-z0-9][A-Za-z0-9.-]*"
 _IPV4 = rb"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
 _USER_URI = rb"sip:[A-Za-z0-9._+-]+@[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?"
 _DISPLAY = rb'(?:"[A-Za-z0-9 ]*" )?'
+# A quoted string holds no comma here (sipdist.roles.fastredirect splits
+# the parameters at commas).
+_PARAM_VALUE = (rb'(?:"[\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*"|' + _TOKEN
+                + rb")")
 
 _REQUEST_LINE = re.compile(rb"REGISTER sip:(" + _HOSTNAME + rb") SIP/2\.0\Z")
 _VIA = re.compile(
@@ -60,6 +65,14 @@ _VALUES = {
     b"User-Agent": re.compile(
         rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
     b"Content-Length": re.compile(rb"0\Z"),
+    # Only with credentials (see sipdist.roles.fastredirect): a Digest value
+    # written plainly (lower-case parameter names, quoted strings of
+    # printable ASCII without escapes nor commas, one space or none after
+    # each comma), and option tags.
+    b"Authorization": re.compile(
+        rb"Digest [a-z]+=" + _PARAM_VALUE + rb"(?:, ?[a-z]+="
+        + _PARAM_VALUE + rb")*\Z"),
+    b"Supported": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
 }
 _REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq",
                        b"Content-Length"))
@@ -87,6 +100,7 @@ class FastChallenge:
         self._authenticator = processor.authenticator
         self._maxSize = service.transport.maxMessageSize
         self.taken = 0
+        self.redirect = None
 
     def __call__(self, protocol, data, addr):
         """
@@ -101,18 +115,23 @@ class FastChallenge:
         end = data.find(b"\r\n\r\n")
         if end < 0 or end + 4 != len(data):
             return False
+        redirect = self.redirect
+        if b"\r\nAuthorization: " in data and (
+                redirect is None or not redirect.possible()):
+            # Not worth scanning (a home, say).
+            return False
         layer = self._transactions
         host, port = addr
         if ":" in host or (layer.overload is not None
                            and layer.overload.shedding):
             return False
         lines = data[:end].split(b"\r\n")
-        match = _REQUEST_LINE.match(lines[0])
-        if match is None:
+        request = _REQUEST_LINE.match(lines[0])
+        if request is None:
             return False
         processor = self._processor
         server = self._server
-        uriHost = match.group(1).decode("ascii").lower()
+        uriHost = request.group(1).decode("ascii").lower()
         if (uriHost not in processor.domains
                 and uriHost not in server.localHosts):
             return False
@@ -160,6 +179,18 @@ class FastChallenge:
                 viaText = f"{viaText};received={host}"
             remote = addr if sentByPort == port else (host, sentByPort)
 
+        if b"Authorization" in values:
+            response = redirect(addr, request.group(1).decode("ascii"),
+                                values, viaText)
+            if response is None:
+                return False
+            self.taken += 1
+            complete(layer, protocol, key, remote, response, 301)
+            return True
+        if b"Supported" in values:
+            # Its option tags choose the challenge's algorithms.
+            return False
+
         challenge = self._authenticator.challenge()
         tail = [f"Server: {server.serverHeader}"]
         for name, value in challenge.headers:
@@ -178,26 +209,38 @@ class FastChallenge:
         layer.serverCreated += 1
         layer._created()
         self._authenticator.outcomes["challenged"] += 1
-        answered = layer.answered
-        counted = ("REGISTER", challenge.code)
-        answered[counted] = answered.get(counted, 0) + 1
         self.taken += 1
-        record = _CompletedServerRecord.__new__(_CompletedServerRecord)
-        record._layer = layer
-        record.key = key
-        record.flow = DatagramFlow(protocol, remote)
-        record.data = response
-        record._transaction = _gone
-        if not protocol.sendBytes(response, remote):
-            # As a transaction that cannot send: counted, reported to the
-            # user, and gone.
-            layer.transportErrors += 1
-            layer._transactionFailed(
-                record, TransportError(f"cannot send to {remote}"))
-            return True
-        servers[key] = record
-        layer._timerJ.add(record)
+        complete(layer, protocol, key, remote, response, challenge.code)
         return True
+
+
+def complete(layer, protocol, key, remote, response, code):
+    """
+    What the transaction layer does when a new non-INVITE server
+    transaction over UDP, keyed C{key}, answers with the final response
+    C{response} (bytes, status C{code}) sent to C{remote}: count the
+    answer, send it, and keep its bytes for the retransmissions of the
+    request until timer J; or, if it cannot be sent, count a transport
+    error and report the failure to the transaction user.
+    """
+    answered = layer.answered
+    counted = ("REGISTER", code)
+    answered[counted] = answered.get(counted, 0) + 1
+    record = _CompletedServerRecord.__new__(_CompletedServerRecord)
+    record._layer = layer
+    record.key = key
+    record.flow = DatagramFlow(protocol, remote)
+    record.data = response
+    record._transaction = _gone
+    if not protocol.sendBytes(response, remote):
+        # As a transaction that cannot send: counted, reported to the
+        # user, and gone.
+        layer.transportErrors += 1
+        layer._transactionFailed(
+            record, TransportError(f"cannot send to {remote}"))
+        return
+    layer._servers[key] = record
+    layer._timerJ.add(record)
 
 
 def _gone():
@@ -219,5 +262,6 @@ def install(service, config):
             or not config.get("fast-path", True):
         return None
     fast = FastChallenge(service, processor)
+    fast.redirect = FastRedirect(service, processor)
     service.transport.fastPath = fast
     return fast

@@ -583,6 +583,21 @@ class LDAPAssignmentStore:
         d.addCallback(result)
         return d
 
+    def answersAtOnce(self, aor):
+        """
+        Whether L{lookupUser} of C{aor}, L{getServer} and L{listServers}
+        answer now from the caches, without a search nor a refresh in the
+        background: the servers are loaded and the user's entry is fresh.
+        """
+        if self._servers is None:
+            return False
+        try:
+            key = aorKey(aor)
+        except InvalidValue:
+            return False
+        cached = self._cache.get(key)
+        return cached is not None and cached[1] > self._reactor.seconds()
+
     def lookupUser(self, aor):
         try:
             key = aorKey(aor)

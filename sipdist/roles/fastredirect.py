@@ -1,0 +1,272 @@
+# -*- test-case-name: tests.test_fastredirect -*-
+"""
+The fast path of the commonest authenticated request a distributor
+receives: the second REGISTER of a login, over UDP, with valid Digest
+credentials, from a client that talks to us directly and follows the
+distribution redirect, which the full path answers with the signed C{301}
+naming the user's home.
+
+L{sipdist.roles.fastchallenge.FastChallenge} scans the datagram (the same
+plain REGISTER it answers with a C{401}, plus one C{Authorization} written
+plainly and a C{Supported} list of option tags) and hands a request that
+carries credentials to L{FastRedirect}, which answers it only when every
+step of the full path is sure to end in that C{301}, and decides so before
+it changes anything:
+
+  - the credentials: one Digest value for our realm and this Request-URI,
+    no parameter beyond those of RFC 7616 that we use (C{username},
+    C{realm}, C{nonce}, C{uri}, C{response}, C{algorithm}, C{cnonce},
+    C{qop}, C{nc}), any accepted algorithm (C{MD5}, C{SHA-256} and their
+    C{-sess} forms), the nonce ours and not stale, its count fresh (and
+    the table of counts not full), no failure counted for the user from
+    that address (the limiter), the HA1 at hand without I/O (a credential
+    source with C{cachedHA1}) and the response right;
+  - the To naming the user itself, without a port;
+  - the user's assignment at hand without I/O (a store with
+    C{answersAtOnce}), its server known, and L{sipdist.decision.decide}
+    saying L{Redirect} (a client that follows it, one Via), to a server
+    with a UDP URI; no handover nor standby (the home role's).
+
+Then it does what the full path does, with the same result: the counters
+(transactions created, authentication outcomes, nonce count, limiter,
+store lookups answered at once, redirects), the backup home
+(L{DistributionProcessor.backupValue}, the same remembered table), the
+decision event when decisions are logged, and the response's bytes: the
+Via as the transport rewrites it, From, To with a fresh tag, Call-ID, CSeq,
+C{Server}, C{Contact}, C{Sipdist-Backup} and the signature headers
+(L{DigestAuthenticator.sign}).  Anything else (a wrong password, a stale
+nonce, a replayed count, a user unknown, unassigned or assigned to a server
+that is down, a client proxied rather than redirected, a cache miss) goes
+down the full path with nothing changed, which answers it and counts it as
+it always did.  C{tests/test_fastredirect.py} runs both paths over a corpus
+and compares.
+"""
+
+import re
+
+from twisted.internet.defer import Deferred
+
+from sipdist.auth.digest import DigestParseError, MAX_VALUE_LENGTH
+from sipdist.auth.interfaces import ISIPIdentity
+from sipdist.auth.credentials import DigestHashChecker
+from sipdist.auth.nonce import VALID
+from sipdist.auth.server import Authenticated
+from sipdist.decision import (
+    REDIRECT_OPTION_TAG, Assignment, Redirect, decide)
+from sipdist.deferreds import NOT_FIRED, firedResult
+from sipdist.roles.distribution import agentFollows
+from sipdist.sip import message as _message
+from sipdist.store import serverURIFor
+
+# The Digest parameters a plain answer to our challenge carries.
+_KNOWN_PARAMETERS = frozenset((
+    "username", "realm", "nonce", "uri", "response", "algorithm", "cnonce",
+    "qop", "nc"))
+_AUTHORIZATION = len(b"Authorization: ")
+_DIGEST = len("Digest ")
+# A parameter of a Digest value the scan found plain (no escapes, no comma
+# in a quoted string): its name, and its value without the quotes.  What
+# parseDigest would give for such a value, in one call.
+_PARAMETER = re.compile(r'([a-z]+)="?([^",]*)')
+_CALL_ID = len(b"Call-ID: ")
+_CSEQ = len(b"CSeq: ")
+_SUPPORTED = len(b"Supported: ")
+_USER_AGENT = len(b"User-Agent: ")
+
+
+def _atOnce(d):
+    """
+    The result of a store's Deferred that has fired with a success, else
+    L{NOT_FIRED} (a failure is consumed: the full path asks again).
+    """
+    result = firedResult(d)
+    if result is NOT_FIRED and isinstance(d, Deferred):
+        d.addErrback(lambda failure: None)
+    return result
+
+
+class FastRedirect:
+    """
+    Answers an authenticated REGISTER with the signed C{301} (see the
+    module), given the facts L{FastChallenge} scanned.
+
+    @ivar taken: how many requests it answered.
+    """
+
+    def __init__(self, service, processor):
+        """
+        @param service: the L{sipdist.server.ServerService}.
+        @param processor: the role's
+            L{sipdist.roles.distribution.DistributionProcessor}.
+        """
+        self._server = service.server
+        self._transactions = service.transactions
+        self._processor = processor
+        self._authenticator = processor.authenticator
+        self.taken = 0
+
+    def possible(self):
+        """
+        Whether this server may answer any request this way: a role
+        without handover nor standby (not a home), credentials from a
+        source that has C{cachedHA1}, a store that has C{answersAtOnce}.
+        """
+        processor = self._processor
+        checker = self._authenticator._checker
+        return (processor.handover is None and processor.standby is None
+                and type(checker) is DigestHashChecker
+                and hasattr(checker.source, "cachedHA1")
+                and hasattr(processor.store, "answersAtOnce"))
+
+    def __call__(self, addr, uriHost, values, viaText):
+        """
+        Answer a scanned REGISTER, or leave it to the full path.
+
+        @param addr: where it came from.
+        @param uriHost: the host of its Request-URI, as written.
+        @param values: its header lines by name (the L{re.Match} of the Via
+            value for C{Via}).
+        @param viaText: its Via value as the response carries it.
+        @return: the bytes of the response, every side effect of the full
+            path done but the transaction's (counting the answer, sending,
+            timer J); or L{None}, nothing done.
+        """
+        processor = self._processor
+        if processor.handover is not None or processor.standby is not None:
+            return None
+        authenticator = self._authenticator
+        checker = authenticator._checker
+        if type(checker) is not DigestHashChecker:
+            return None
+        cachedHA1 = getattr(checker.source, "cachedHA1", None)
+        store = processor.store
+        answersAtOnce = getattr(store, "answersAtOnce", None)
+        if cachedHA1 is None or answersAtOnce is None:
+            return None
+
+        # The credentials (DigestAuthenticator._authenticate).
+        uriText = "sip:" + uriHost
+        value = values[b"Authorization"][_AUTHORIZATION:].decode("ascii")
+        pairs = _PARAMETER.findall(value, _DIGEST)
+        params = dict(pairs)
+        if len(params) != len(pairs) or len(value) > MAX_VALUE_LENGTH:
+            # A repeated parameter (400), a value too long (400).
+            return None
+        try:
+            if not _KNOWN_PARAMETERS.issuperset(params) or params.get(
+                    "realm") != authenticator.realm or params.get(
+                    "uri") != uriText:
+                return None
+            credentials = authenticator._credentials(
+                params, "REGISTER", uriText)
+        except DigestParseError:
+            return None
+        username = credentials.username
+        host = addr[0]
+        limiter = authenticator._limiter
+        if limiter is not None and limiter.hasFailures(username, host):
+            return None
+        nonces = authenticator._nonces
+        nonce = credentials.nonce
+        if nonces.check(nonce) is not VALID:
+            return None
+        ha1 = cachedHA1(username, credentials.realm,
+                        credentials.algorithm.base)
+        if ha1 is None or not credentials.checkHash(ha1):
+            return None
+        identity = authenticator._realm.requestAvatar(
+            username, None, ISIPIdentity)[1]
+        issued = nonces.issued(nonce)
+        nc = int(credentials.nc, 16)
+        counts = authenticator._counts
+        if not counts.accepts(nonce, issued, nc):
+            return None
+
+        # The identity (DistributionProcessor._checkIdentity): the To is
+        # <sip:user@host> or <sip:user@host:port> (the scan's pattern).
+        aor = identity.aor
+        to = values[b"To"]
+        toURI = to[to.index(b"<") + 1:-1].decode("ascii")
+        user, _, toHost = toURI.partition("@")
+        if ":" in toHost or f"{user}@{toHost.lower()}" != aor:
+            return None
+
+        # The assignment and the decision (_lookedUp, _gotServer, _decided,
+        # _forTransport).
+        if not answersAtOnce(aor):
+            return None
+        serverId = _atOnce(store.lookupUser(aor))
+        if serverId is NOT_FIRED or serverId is None:
+            return None
+        record = _atOnce(store.getServer(serverId))
+        if record is NOT_FIRED or record is None:
+            return None
+        supported = values.get(b"Supported")
+        follows = supported is not None and REDIRECT_OPTION_TAG in {
+            t.strip().lower() for t in
+            supported[_SUPPORTED:].decode("ascii").split(",")}
+        if not follows and processor.userAgents:
+            agent = values.get(b"User-Agent")
+            follows = agent is not None and agentFollows(
+                processor.userAgents, agent[_USER_AGENT:].decode("ascii"))
+        server = self._server
+        outcome = decide(1, Assignment(serverId, record.uri, record.state),
+                         processor.role, server.name, processor.policy,
+                         followsRedirect=follows, register=True)
+        if type(outcome) is not Redirect:
+            return None
+        uri = serverURIFor(record, "UDP")
+        if uri is None:
+            return None
+        backup = None
+        if processor.offerBackup and follows:
+            records = _atOnce(store.listServers())
+            if records is NOT_FIRED:
+                return None
+            try:
+                backup = processor.backupValue(aor, serverId, "UDP", (),
+                                               records)
+            except Exception:
+                return None
+
+        # The signed 301 (_redirect, signed).
+        contact = f"<{uri}>"
+        callID = values[b"Call-ID"][_CALL_ID:].decode("ascii")
+        cseq = values[b"CSeq"][_CSEQ:].decode("ascii")
+        authenticated = Authenticated(identity.username, aor,
+                                      authenticator.realm, credentials)
+        try:
+            signature = authenticator.sign(authenticated, 301, callID, cseq,
+                                           contact, backup)
+        except ValueError:
+            return None
+
+        # Decided: the side effects of the full path, in its order.
+        layer = self._transactions
+        layer.serverCreated += 1
+        layer._created()
+        counts.use(nonce, issued, nc)
+        if limiter is not None:
+            limiter.succeeded(identity.username, host)
+        authenticator.outcomes["ok"] += 1
+        processor.lookups.atOnce += 1
+        if processor.logDecisions:
+            processor.logDecisionEvent(
+                "REGISTER", callID, aor, "redirect", record.id, None,
+                server._reactor.seconds())
+        processor.redirects += 1
+        self.taken += 1
+        tail = [f"Server: {server.serverHeader}", f"Contact: {contact}"]
+        if backup is not None:
+            tail.append(f"Sipdist-Backup: {backup}")
+        for name, value in signature:
+            tail.append(f"{name}: {value}")
+        tail.append("Content-Length: 0\r\n\r\n")
+        return b"\r\n".join((
+            f"SIP/2.0 301 Moved Permanently\r\nVia: {viaText}".encode(
+                "ascii"),
+            values[b"From"],
+            to + b";tag=" + _message.newTag().encode("ascii"),
+            values[b"Call-ID"],
+            values[b"CSeq"],
+            "\r\n".join(tail).encode("utf-8")))
