@@ -542,14 +542,21 @@ class DistributionProcessor:
         elif isinstance(outcome, Proxy):
             self._proxy(outcome, context)
         else:
-            self._log.info("{method} of {aor}: {code} {phrase}",
-                           method=context.request.method, aor=context.aor,
-                           code=outcome.code, phrase=outcome.phrase)
-            headers = ()
-            if outcome.retryAfter:
-                headers = [("Retry-After", str(outcome.retryAfter))]
-            self.respond(context.request, context.transaction, outcome.code,
-                         outcome.phrase, headers)
+            self._refuse(outcome, context)
+
+    def _refuse(self, outcome, context):
+        """
+        Answer C{context}'s request with the final response of the decision
+        C{outcome} (a code, a phrase, perhaps a C{Retry-After}), and log it.
+        """
+        self._log.info("{method} of {aor}: {code} {phrase}",
+                       method=context.request.method, aor=context.aor,
+                       code=outcome.code, phrase=outcome.phrase)
+        headers = ()
+        if outcome.retryAfter:
+            headers = [("Retry-After", str(outcome.retryAfter))]
+        self.respond(context.request, context.transaction, outcome.code,
+                     outcome.phrase, headers)
 
     # Whether each decision is logged (one event: --log-format=json, where
     # a log reader filters on its fields; a text log is not flooded).
@@ -717,14 +724,7 @@ class DistributionProcessor:
             if sent:
                 self.proxied += 1
                 return
-            self._log.info("{method} of {aor}: {code} {phrase}",
-                           method=context.request.method, aor=context.aor,
-                           code=reject.code, phrase=reject.phrase)
-            headers = ()
-            if reject.retryAfter:
-                headers = [("Retry-After", str(reject.retryAfter))]
-            self.respond(context.request, context.transaction, reject.code,
-                         reject.phrase, headers)
+            self._refuse(reject, context)
 
         d = self.failover.forward(
             self.proxy, context.request, context.transaction, context.aor,
