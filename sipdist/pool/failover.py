@@ -166,16 +166,9 @@ def installFailover(service, config, reactor):
         return None
     probes = getattr(service, "standby", None)
     if probes is None:
-        from sipdist.pool.monitor import Prober
-        from sipdist.pool.standby import PROBE_TIMEOUT, PROBE_TTL, Standby
-        from sipdist.sip.uri import parseURI
-        timeout = config.get("standby-timeout", PROBE_TIMEOUT)
-        prober = Prober(reactor, service.transactions, service.transport,
-                        parseURI(f"sip:failover@{config['domain']}"),
-                        timeout=timeout)
-        probes = Standby(reactor, service.store, config["name"], prober,
-                         timeout=timeout,
-                         ttl=config.get("standby-ttl", PROBE_TTL))
+        # Not a home: the same probes, for failing over only.
+        from sipdist.pool.standby import makeStandby
+        probes = makeStandby(service, config, reactor, user="failover")
         probes.deadMeans = "what we proxy to its users goes to their backup"
     failover = Failover(service.store, config["name"], probes,
                         router.signer.sign,

@@ -218,6 +218,24 @@ class Standby:
         d.addCallbacks(lambda answer: done(True), failed)
 
 
+def makeStandby(service, config, reactor, user="standby"):
+    """
+    A L{Standby} for the server of C{service}, configured by
+    C{--standby-timeout}, C{--standby-ttl} and C{--standby-expires}, whose
+    OPTIONS probes come from C{sip:USER@DOMAIN}.
+    """
+    from sipdist.pool.monitor import Prober
+    from sipdist.sip.uri import parseURI
+    timeout = config.get("standby-timeout", PROBE_TIMEOUT)
+    prober = Prober(reactor, service.transactions, service.transport,
+                    parseURI(f"sip:{user}@{config['domain']}"),
+                    timeout=timeout)
+    return Standby(
+        reactor, service.store, config["name"], prober, timeout=timeout,
+        ttl=config.get("standby-ttl", PROBE_TTL),
+        maxExpires=int(config.get("standby-expires", STANDBY_EXPIRES)))
+
+
 def installStandby(service, config, reactor):
     """
     Give a home (L{sipdist.roles.base}) its L{Standby}, with C{--standby}
@@ -225,15 +243,6 @@ def installStandby(service, config, reactor):
     """
     if not config.get("standby", True) or service.store is None:
         return None
-    from sipdist.pool.monitor import Prober
-    from sipdist.sip.uri import parseURI
-    prober = Prober(reactor, service.transactions, service.transport,
-                    parseURI(f"sip:standby@{config['domain']}"),
-                    timeout=config.get("standby-timeout", PROBE_TIMEOUT))
-    standby = Standby(
-        reactor, service.store, config["name"], prober,
-        timeout=config.get("standby-timeout", PROBE_TIMEOUT),
-        ttl=config.get("standby-ttl", PROBE_TTL),
-        maxExpires=int(config.get("standby-expires", STANDBY_EXPIRES)))
+    standby = makeStandby(service, config, reactor)
     service.standby = service.processor.standby = standby
     return standby
