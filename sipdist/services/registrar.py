@@ -79,6 +79,26 @@ class Binding:
         return max(0, int(self.expires - now + 0.5))
 
 
+class Registration:
+    """
+    What a REGISTER changes (L{Registrar.plan}), not yet made.
+
+    @ivar aor: the address-of-record.
+    @ivar bindings: its bindings after the change; L{None} for a query.
+    @ivar current: a query's answer (its current bindings).
+    @ivar added: the new bindings among C{bindings}; L{None} when a
+        C{Contact: *} removes them.
+    """
+
+    __slots__ = ("aor", "bindings", "current", "added")
+
+    def __init__(self, aor, bindings, current, added):
+        self.aor = aor
+        self.bindings = bindings
+        self.current = current
+        self.added = added
+
+
 class Registrar:
     """
     Bindings of the users served here.
@@ -131,21 +151,44 @@ class Registrar:
         @return: the current bindings of C{aor} (for the C{200}).
         @raise RegistrarError: what to answer instead of C{200}.
         """
-        now = self._reactor.seconds()
         contacts = request.values("contact")
         callID = request.header("call-id")
         cseq = request.cseq()[0]
         headerExpires = self._headerExpires(request)
+        return self.apply(self.plan(
+            aor, contacts, callID, cseq, headerExpires,
+            request.values("path"), flow, maxExpires))
+
+    def plan(self, aor, contacts, callID, cseq, headerExpires, path=(),
+             flow=None, maxExpires=None):
+        """
+        Check a REGISTER's contacts and work out what it changes, changing
+        nothing: a REGISTER applies whole or not at all.  (L{register}
+        reads them from the request; the home's fast path,
+        L{sipdist.roles.fastregister}, from the datagram.)
+
+        @param contacts: its C{Contact} values.
+        @param callID: its C{Call-ID}.
+        @param cseq: its C{CSeq} number.
+        @param headerExpires: its C{Expires} in seconds, or L{None}.
+        @param path: its C{Path} values.
+        @return: a L{Registration} for L{apply}.
+        @raise RegistrarError: what to answer instead of C{200}.
+        """
+        now = self._reactor.seconds()
         current = self._current(aor, now)
 
         if not contacts:
             # A query: the bindings are returned unchanged.
-            return current
+            return Registration(aor, None, current, ())
         if any(c.strip() == "*" for c in contacts):
-            return self._removeAll(aor, request, contacts, headerExpires,
-                                   current, callID, cseq)
+            if len(contacts) != 1 or headerExpires != 0:
+                raise RegistrarError(
+                    400, "Contact * Needs Expires 0 And No Other Contact")
+            remaining = [b for b in current
+                         if b.callID == callID and cseq <= b.cseq]
+            return Registration(aor, remaining, remaining, None)
 
-        # Validate everything first: a REGISTER applies whole or not at all.
         changes = []
         for value in contacts:
             try:
@@ -198,32 +241,39 @@ class Registrar:
             raise RegistrarError(503, "Registrar Full",
                                  [("Retry-After", "60")])
 
-        path = request.values("path")
-        bindings = kept
-        for uri, value, params, expires, q, existing, instance, regId in \
-                added:
-            binding = Binding(
-                contact=_stripParams(value), uri=uri, expires=now + expires,
-                q=q, callID=callID, cseq=cseq, path=path, flow=flow,
-                instance=params.get("+sip.instance") if instance else None,
-                regId=regId)
-            bindings.append(binding)
+        path = list(path)
+        new = [
+            Binding(contact=_stripParams(value), uri=uri,
+                    expires=now + expires, q=q, callID=callID, cseq=cseq,
+                    path=path, flow=flow,
+                    instance=params.get("+sip.instance") if instance
+                    else None, regId=regId)
+            for uri, value, params, expires, q, existing, instance, regId
+            in added]
+        return Registration(aor, kept + new, None, new)
+
+    def apply(self, registration):
+        """
+        Make the change a L{plan} worked out (nothing happened in between).
+
+        @return: the current bindings of its address-of-record, most
+            preferred first (for the C{200}).
+        """
+        aor, bindings = registration.aor, registration.bindings
+        if bindings is None:
+            return self._sorted(registration.current)
+        added = registration.added
+        if added is None:
+            # Contact: * (section 10.3 step 6).
+            self._store(aor, bindings)
+            return self._sorted(bindings)
+        for binding in added:
             heapq.heappush(self._heap, (binding.expires, aor))
         self._store(aor, bindings)
         if len(self._heap) > 2 * self._count + 64:
             self._rebuildHeap()
         self._ensureSweep()
         return self._sorted(bindings)
-
-    def _removeAll(self, aor, request, contacts, headerExpires, current,
-                   callID, cseq):
-        if len(contacts) != 1 or headerExpires != 0:
-            raise RegistrarError(
-                400, "Contact * Needs Expires 0 And No Other Contact")
-        remaining = [b for b in current
-                     if b.callID == callID and cseq <= b.cseq]
-        self._store(aor, remaining)
-        return self._sorted(remaining)
 
     def _headerExpires(self, request):
         value = request.header("expires")
