@@ -12,6 +12,7 @@ from sipdist.auth.digest import (
     ALGORITHMS, computeHA1, computeResponse, sessionHA1)
 from sipdist.auth.nonce import NonceFactory
 from sipdist.roles.fastredirect import FastRedirect
+from sipdist.roles.fastregister import FastRegister
 from sipdist.sip import message as _message
 from sipdist.store import ServerRecord
 
@@ -119,12 +120,41 @@ def _state(service):
         "lookups": (lookups.atOnce, lookups.failed, lookups.waitedCount),
         "backups": dict(processor._backups),
         "clients": sorted(service.transactions._clients),
+        "registrar": _registrarState(service.registrar),
     }
 
 
-class FastRedirectTests(TestCase):
+def _registrarState(registrar):
+    """
+    What a home's registrar holds (L{None} for a role without one).
+    """
+    if registrar is None:
+        return None
+    return {
+        "bindings": {
+            aor: [(b.contact, b.uri.toString(), b.expires, b.q, b.callID,
+                   b.cseq, b.path, type(b.flow).__name__,
+                   tuple(b.flow.remote), b.instance, b.regId)
+                  for b in bindings]
+            for aor, bindings in registrar._bindings.items()},
+        "count": registrar._count,
+        "heap": sorted(registrar._heap),
+        "sweep": registrar._sweepCall is not None,
+        "journal": None if registrar.journal is None else (
+            sorted(registrar.journal._dirty),
+            registrar.journal._call is not None),
+    }
 
-    def _both(self, datas, addr=CLIENT, role="distributor", prepare=_pool,
+
+class BothPathsMixin:
+    """
+    Runs requests through a server with the fast path off and one with it
+    on, and compares.
+    """
+
+    role = "distributor"
+
+    def _both(self, datas, addr=CLIENT, role=None, prepare=_pool,
               extra=None, retransmit=True):
         """
         Deliver C{datas} (one request or a list, and the last one again
@@ -135,6 +165,7 @@ class FastRedirectTests(TestCase):
         """
         if isinstance(datas, bytes):
             datas = [datas]
+        role = role or self.role
         config = {"redirect-user-agent": ["^test agent"]}
         config.update(extra or {})
         results = []
@@ -165,13 +196,16 @@ class FastRedirectTests(TestCase):
             clock.advance(64 * 0.5 + 1)
             effects["afterTimerJ"] = _effects(service, udp)["table"]
             fastPath = service.transport.fastPath
-            taken = 0 if fastPath is None or fastPath.redirect is None \
-                else fastPath.redirect.taken
+            taken = 0 if fastPath is None or fastPath.authenticated is None \
+                else fastPath.authenticated.taken
             results.append((effects, taken))
             if not fast:
                 self.assertEqual(taken, 0)
         self.assertEqual(results[0][0], results[1][0])
         return results[1][1]
+
+
+class FastRedirectTests(BothPathsMixin, TestCase):
 
     def test_taken(self):
         """
@@ -200,7 +234,7 @@ class FastRedirectTests(TestCase):
             extra={"redirect-user-agent": ["^test agent"]})
         _pool(service, udp)
         protocol.datagramReceived(request(), CLIENT)
-        self.assertEqual(service.transport.fastPath.redirect.taken, 1)
+        self.assertEqual(service.transport.fastPath.authenticated.taken, 1)
         response = udp.sent[0][0].decode("ascii")
         self.assertTrue(response.startswith("SIP/2.0 301 Moved Permanently"))
         self.assertIn("\r\nContact: <sip:127.0.0.1:5070>\r\n", response)
@@ -305,11 +339,19 @@ class FastRedirectTests(TestCase):
     def test_home(self):
         """
         A home (which hands moved users over and may stand in for others)
-        leaves every authenticated REGISTER to the full path.
+        has no L{FastRedirect}: its fast path is a L{FastRegister}, and a
+        L{FastRedirect} would not take its requests.
         """
+        service = _server("home")[0]
+        fast = service.transport.fastPath.authenticated
+        self.assertIsInstance(fast, FastRegister)
+        redirect = FastRedirect(service, service.processor)
+        self.assertFalse(redirect.possible())
         for name, data, addr in _taken():
             with self.subTest(name):
-                self.assertEqual(self._both(data, addr, role="home"), 0)
+                values = _scanned(data)
+                self.assertIsNone(redirect(addr, "example.com", values,
+                                           "SIP/2.0/UDP 192.0.2.7:5060"))
 
     def test_noCache(self):
         """
@@ -334,7 +376,7 @@ class FastRedirectTests(TestCase):
         The store roles' fast path has a L{FastRedirect}; with
         C{--fast-path=false} there is none.
         """
-        self.assertIsInstance(_server()[0].transport.fastPath.redirect,
+        self.assertIsInstance(_server()[0].transport.fastPath.authenticated,
                               FastRedirect)
         self.assertIsNone(_server(fast=False)[0].transport.fastPath)
 
@@ -458,3 +500,12 @@ def _left():
     yield "sealed client address", request(extra=[
         "Sipdist-Client: 192.0.2.99"]), CLIENT
     yield "Request-URI other domain", request(uri="sip:example.org"), CLIENT
+
+
+def _scanned(data):
+    """
+    The header lines of a request by name, as the scan hands them on
+    (these tests' requests have one of each).
+    """
+    head = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+    return {line.partition(b": ")[0]: line for line in head}

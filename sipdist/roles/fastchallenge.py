@@ -32,6 +32,7 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 import re
 
 from sipdist.roles.fastredirect import FastRedirect
+from sipdist.roles.fastregister import FastRegister
 from sipdist.sip import message as _message
 from sipdist.sip.transaction import TransportError, _CompletedServerRecord
 from sipdist.sip.transport import DatagramFlow
@@ -100,7 +101,9 @@ class FastChallenge:
         self._authenticator = processor.authenticator
         self._maxSize = service.transport.maxMessageSize
         self.taken = 0
-        self.redirect = None
+        # The fast answer to an authenticated REGISTER (a FastRedirect or a
+        # FastRegister), or None.
+        self.authenticated = None
 
     def __call__(self, protocol, data, addr):
         """
@@ -115,10 +118,10 @@ class FastChallenge:
         end = data.find(b"\r\n\r\n")
         if end < 0 or end + 4 != len(data):
             return False
-        redirect = self.redirect
+        authenticated = self.authenticated
         if b"\r\nAuthorization: " in data and (
-                redirect is None or not redirect.possible()):
-            # Not worth scanning (a home, say).
+                authenticated is None or not authenticated.possible()):
+            # Not worth scanning.
             return False
         layer = self._transactions
         host, port = addr
@@ -180,12 +183,14 @@ class FastChallenge:
             remote = addr if sentByPort == port else (host, sentByPort)
 
         if b"Authorization" in values:
-            response = redirect(addr, request.group(1).decode("ascii"),
-                                values, viaText)
+            flow = DatagramFlow(protocol, remote)
+            response = authenticated(addr, request.group(1).decode("ascii"),
+                                     values, viaText, flow)
             if response is None:
                 return False
             self.taken += 1
-            complete(layer, protocol, key, remote, response, 301)
+            complete(layer, protocol, key, remote, response,
+                     authenticated.code, flow)
             return True
         if b"Supported" in values:
             # Its option tags choose the challenge's algorithms.
@@ -214,7 +219,7 @@ class FastChallenge:
         return True
 
 
-def complete(layer, protocol, key, remote, response, code):
+def complete(layer, protocol, key, remote, response, code, flow=None):
     """
     What the transaction layer does when a new non-INVITE server
     transaction over UDP, keyed C{key}, answers with the final response
@@ -222,6 +227,9 @@ def complete(layer, protocol, key, remote, response, code):
     answer, send it, and keep its bytes for the retransmissions of the
     request until timer J; or, if it cannot be sent, count a transport
     error and report the failure to the transaction user.
+
+    @param flow: the transaction's L{DatagramFlow} (to C{remote}), if
+        made already.
     """
     answered = layer.answered
     counted = ("REGISTER", code)
@@ -229,7 +237,7 @@ def complete(layer, protocol, key, remote, response, code):
     record = _CompletedServerRecord.__new__(_CompletedServerRecord)
     record._layer = layer
     record.key = key
-    record.flow = DatagramFlow(protocol, remote)
+    record.flow = flow or DatagramFlow(protocol, remote)
     record.data = response
     record._transaction = _gone
     if not protocol.sendBytes(response, remote):
@@ -262,6 +270,9 @@ def install(service, config):
             or not config.get("fast-path", True):
         return None
     fast = FastChallenge(service, processor)
-    fast.redirect = FastRedirect(service, processor)
+    if getattr(processor, "registrar", None) is not None:
+        fast.authenticated = FastRegister(service, processor)
+    else:
+        fast.authenticated = FastRedirect(service, processor)
     service.transport.fastPath = fast
     return fast

@@ -85,13 +85,29 @@ def _atOnce(d):
     return result
 
 
-class FastRedirect:
+class Checked:
     """
-    Answers an authenticated REGISTER with the signed C{301} (see the
-    module), given the facts L{FastChallenge} scanned.
+    What L{FastAuthenticated.check} established of a request: its
+    credentials good, its user's assignment at hand.
+    """
+
+    __slots__ = ("credentials", "identity", "nonce", "issued", "nc", "host",
+                 "limiter", "counts", "serverId", "record", "follows")
+
+
+class FastAuthenticated:
+    """
+    The steps of the full path that every fast answer to an authenticated
+    REGISTER shares (see the module): the credentials, the identity, the
+    assignment and whether the client follows the redirect, checked
+    without changing anything.  A subclass answers (L{FastRedirect} on a
+    distributor, L{sipdist.roles.fastregister.FastRegister} on a home).
 
     @ivar taken: how many requests it answered.
+    @ivar code: the status code of its answers.
     """
+
+    code = None
 
     def __init__(self, service, processor):
         """
@@ -107,33 +123,29 @@ class FastRedirect:
 
     def possible(self):
         """
-        Whether this server may answer any request this way: a role
-        without handover nor standby (not a home), credentials from a
-        source that has C{cachedHA1}, a store that has C{answersAtOnce}.
+        Whether this server may answer any request this way: credentials
+        from a source that has C{cachedHA1}, a store that has
+        C{answersAtOnce}.
         """
         processor = self._processor
         checker = self._authenticator._checker
-        return (processor.handover is None and processor.standby is None
-                and type(checker) is DigestHashChecker
+        return (type(checker) is DigestHashChecker
                 and hasattr(checker.source, "cachedHA1")
                 and hasattr(processor.store, "answersAtOnce"))
 
-    def __call__(self, addr, uriHost, values, viaText):
+    def check(self, addr, uriHost, values):
         """
-        Answer a scanned REGISTER, or leave it to the full path.
+        Check a scanned REGISTER as the full path would, up to the
+        decision, changing nothing.
 
         @param addr: where it came from.
         @param uriHost: the host of its Request-URI, as written.
         @param values: its header lines by name (the L{re.Match} of the Via
             value for C{Via}).
-        @param viaText: its Via value as the response carries it.
-        @return: the bytes of the response, every side effect of the full
-            path done but the transaction's (counting the answer, sending,
-            timer J); or L{None}, nothing done.
+        @return: a L{Checked}; or L{None} when the full path may answer
+            otherwise or needs I/O.
         """
         processor = self._processor
-        if processor.handover is not None or processor.standby is not None:
-            return None
         authenticator = self._authenticator
         checker = authenticator._checker
         if type(checker) is not DigestHashChecker:
@@ -191,8 +203,7 @@ class FastRedirect:
         if ":" in toHost or f"{user}@{toHost.lower()}" != aor:
             return None
 
-        # The assignment and the decision (_lookedUp, _gotServer, _decided,
-        # _forTransport).
+        # The assignment (_lookedUp, _gotServer).
         if not answersAtOnce(aor):
             return None
         serverId = _atOnce(store.lookupUser(aor))
@@ -209,51 +220,132 @@ class FastRedirect:
             agent = values.get(b"User-Agent")
             follows = agent is not None and agentFollows(
                 processor.userAgents, agent[_USER_AGENT:].decode("ascii"))
+        checked = Checked()
+        checked.credentials = credentials
+        checked.identity = identity
+        checked.nonce = nonce
+        checked.issued = issued
+        checked.nc = nc
+        checked.host = host
+        checked.limiter = limiter
+        checked.counts = counts
+        checked.serverId = serverId
+        checked.record = record
+        checked.follows = follows
+        return checked
+
+    def backup(self, checked, assignedId, exclude=()):
+        """
+        The C{Sipdist-Backup} value the full path gives (L{None} for none;
+        L{NOT_FIRED} when the store cannot list its servers at once or the
+        choice failed, and the full path must answer).
+        """
+        processor = self._processor
+        if not (processor.offerBackup and checked.follows):
+            return None
+        records = _atOnce(processor.store.listServers())
+        if records is NOT_FIRED:
+            return NOT_FIRED
+        try:
+            return processor.backupValue(checked.identity.aor, assignedId,
+                                         "UDP", exclude, records)
+        except Exception:
+            return NOT_FIRED
+
+    def authenticated(self, checked):
+        """
+        The side effects of the full path from the transaction's creation
+        to the decision: the counters, the nonce count, the limiter.
+        """
+        layer = self._transactions
+        layer.serverCreated += 1
+        layer._created()
+        checked.counts.use(checked.nonce, checked.issued, checked.nc)
+        identity = checked.identity
+        if checked.limiter is not None:
+            checked.limiter.succeeded(identity.username, checked.host)
+        self._authenticator.outcomes["ok"] += 1
+        self._processor.lookups.atOnce += 1
+
+    def result(self, checked):
+        """
+        The authenticator's L{Authenticated} result for C{checked}.
+        """
+        identity = checked.identity
+        return Authenticated(identity.username, identity.aor,
+                             self._authenticator.realm, checked.credentials)
+
+
+class FastRedirect(FastAuthenticated):
+    """
+    Answers an authenticated REGISTER with the signed C{301} (see the
+    module), given the facts L{FastChallenge} scanned.
+    """
+
+    code = 301
+
+    def possible(self):
+        """
+        Whether this server may answer any request this way: a role
+        without handover nor standby (not a home), and
+        L{FastAuthenticated.possible}.
+        """
+        processor = self._processor
+        return (processor.handover is None and processor.standby is None
+                and FastAuthenticated.possible(self))
+
+    def __call__(self, addr, uriHost, values, viaText, flow=None):
+        """
+        Answer a scanned REGISTER, or leave it to the full path.
+
+        @param addr: where it came from.
+        @param uriHost: the host of its Request-URI, as written.
+        @param values: its header lines by name (the L{re.Match} of the Via
+            value for C{Via}).
+        @param viaText: its Via value as the response carries it.
+        @param flow: its transaction's flow (unused: a redirect keeps
+            nothing of it).
+        @return: the bytes of the response, every side effect of the full
+            path done but the transaction's (counting the answer, sending,
+            timer J); or L{None}, nothing done.
+        """
+        processor = self._processor
+        if processor.handover is not None or processor.standby is not None:
+            return None
+        checked = self.check(addr, uriHost, values)
+        if checked is None:
+            return None
+        record = checked.record
         server = self._server
-        outcome = decide(1, Assignment(serverId, record.uri, record.state),
+        outcome = decide(1, Assignment(checked.serverId, record.uri,
+                                       record.state),
                          processor.role, server.name, processor.policy,
-                         followsRedirect=follows, register=True)
+                         followsRedirect=checked.follows, register=True)
         if type(outcome) is not Redirect:
             return None
         uri = serverURIFor(record, "UDP")
         if uri is None:
             return None
-        backup = None
-        if processor.offerBackup and follows:
-            records = _atOnce(store.listServers())
-            if records is NOT_FIRED:
-                return None
-            try:
-                backup = processor.backupValue(aor, serverId, "UDP", (),
-                                               records)
-            except Exception:
-                return None
+        backup = self.backup(checked, checked.serverId)
+        if backup is NOT_FIRED:
+            return None
 
         # The signed 301 (_redirect, signed).
         contact = f"<{uri}>"
         callID = values[b"Call-ID"][_CALL_ID:].decode("ascii")
         cseq = values[b"CSeq"][_CSEQ:].decode("ascii")
-        authenticated = Authenticated(identity.username, aor,
-                                      authenticator.realm, credentials)
         try:
-            signature = authenticator.sign(authenticated, 301, callID, cseq,
-                                           contact, backup)
+            signature = self._authenticator.sign(
+                self.result(checked), 301, callID, cseq, contact, backup)
         except ValueError:
             return None
 
         # Decided: the side effects of the full path, in its order.
-        layer = self._transactions
-        layer.serverCreated += 1
-        layer._created()
-        counts.use(nonce, issued, nc)
-        if limiter is not None:
-            limiter.succeeded(identity.username, host)
-        authenticator.outcomes["ok"] += 1
-        processor.lookups.atOnce += 1
+        self.authenticated(checked)
         if processor.logDecisions:
             processor.logDecisionEvent(
-                "REGISTER", callID, aor, "redirect", record.id, None,
-                server._reactor.seconds())
+                "REGISTER", callID, checked.identity.aor, "redirect", record.id,
+                None, server._reactor.seconds())
         processor.redirects += 1
         self.taken += 1
         tail = [f"Server: {server.serverHeader}", f"Contact: {contact}"]
@@ -266,7 +358,7 @@ class FastRedirect:
             f"SIP/2.0 301 Moved Permanently\r\nVia: {viaText}".encode(
                 "ascii"),
             values[b"From"],
-            to + b";tag=" + _message.newTag().encode("ascii"),
+            values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
             values[b"Call-ID"],
             values[b"CSeq"],
             "\r\n".join(tail).encode("utf-8")))
