@@ -200,6 +200,18 @@ class FastRegisterTests(BothPathsMixin, TestCase):
         self.assertEqual(self._both(request(), prepare=homeDown), 0)
         self.assertEqual(self._both(request()), 1)
 
+    def test_ownStates(self):
+        """
+        Whatever the store says of this home (draining, marked down), both
+        paths decide alike.
+        """
+        for state in ("draining", "down"):
+            def marked(service, udp, state=state):
+                _pool(service, udp)
+                service.store.updateServer("home1", state=state)
+            with self.subTest(state):
+                self._both(request(), prepare=marked)
+
     def test_noCache(self):
         """
         A store or a credential source that cannot answer from memory
