@@ -431,6 +431,13 @@ def _taken():
         headers=_lines(to="sip:alice@EXAMPLE.com")), CLIENT
     yield "Request-URI our address", request(uri="sip:127.0.0.1"), CLIENT
     yield "Request-URI upper case", request(uri="sip:EXAMPLE.com"), CLIENT
+    yield "Request-URI transport=udp", request(
+        uri="sip:example.com;transport=udp"), CLIENT
+    yield "Route to us", request(extra=["Route: <sip:127.0.0.1;lr>"]), CLIENT
+    yield "Route to another host", request(
+        extra=["Route: <sip:proxy.example.net:5060;lr>"]), CLIENT
+    yield "Allow", request(extra=["Allow: INVITE, ACK, BYE, REGISTER"]), \
+        CLIENT
 
 
 def _upperResponse(value):
@@ -494,7 +501,9 @@ def _left():
         to="sip:alice@example.com:5060")), CLIENT
     yield "two Via", request(extra=[
         "Via: SIP/2.0/UDP 192.0.2.8:5060;branch=z9hG4bK2"]), CLIENT
-    yield "Route", request(extra=["Route: <sip:127.0.0.1;lr>"]), CLIENT
+    yield "two Route", request(extra=["Route: <sip:127.0.0.1;lr>",
+                                      "Route: <sip:127.0.0.1:5062;lr>"]), \
+        CLIENT
     yield "Require path", request(extra=["Require: path"]), CLIENT
     yield "Proxy-Require", request(extra=["Proxy-Require: foo"]), CLIENT
     yield "sealed client address", request(extra=[

@@ -261,6 +261,20 @@ class FastRegisterTests(BothPathsMixin, TestCase):
         self.assertEqual(
             len(service.registrar.lookup("sip:alice@example.com")), 1)
 
+    def test_status(self):
+        """
+        The status document counts the fast path's answers: the 401s and
+        the signed 200s.
+        """
+        from sipdist.pool.status import statusOf
+        from tests.test_fastchallenge import _register
+        service, protocol, udp, clock = _server("home")
+        protocol.datagramReceived(_register(), CLIENT)
+        protocol.datagramReceived(request(), CLIENT)
+        self.assertEqual(statusOf(service, {"name": "home1"})["fast_path"],
+                         {"enabled": True, "challenges": 1,
+                          "authenticated": 1})
+
     def test_installed(self):
         """
         A home's fast path has a L{FastRegister}; with C{--fast-path=false}
@@ -289,6 +303,17 @@ def _homeTaken():
     C{(name, bytes)} of requests a home's fast path answers (besides
     L{_taken}'s).
     """
+    yield "Contact expires", request(headers=_withContact(
+        "<sip:alice@192.0.2.7:5060>;expires=600"))
+    yield "Contact q", request(headers=_withContact(
+        "<sip:alice@192.0.2.7:5060>;q=0.5"))
+    yield "Contact instance and reg-id (outbound)", request(
+        headers=_withContact('<sip:alice@192.0.2.7:5060;ob>;reg-id=1;'
+                             '+sip.instance="<urn:uuid:1>"'))
+    yield "Contact instance", request(headers=_withContact(
+        '<sip:alice@192.0.2.7:5060>;+sip.instance="<urn:uuid:1>"'))
+    yield "Route to this home", request(
+        extra=["Route: <sip:127.0.0.1:5060;lr>"])
     yield "not following the redirect", request(agent="other")
     yield "no User-Agent", request(agent=None)
     yield "no Expires", request(headers=_withContact(
@@ -315,10 +340,12 @@ def _homeLeft():
     yield "no Contact (a query)", request(headers=_withContact(None))
     yield "Expires too brief", request(headers=_withContact(
         "<sip:alice@192.0.2.7:5060>", expires="30"))
-    yield "Contact with header parameters", request(headers=_withContact(
-        "<sip:alice@192.0.2.7:5060>;expires=600"))
-    yield "Contact with an instance", request(headers=_withContact(
-        '<sip:alice@192.0.2.7:5060>;+sip.instance="<urn:uuid:1>";reg-id=1'))
+    yield "Contact expires too brief", request(headers=_withContact(
+        "<sip:alice@192.0.2.7:5060>;expires=30"))
+    yield "Contact q out of range", request(headers=_withContact(
+        "<sip:alice@192.0.2.7:5060>;q=2"))
+    yield "Contact bad reg-id", request(headers=_withContact(
+        '<sip:alice@192.0.2.7:5060>;+sip.instance="<urn:uuid:1>";reg-id=x'))
     yield "Contact *", request(headers=_withContact("*", expires="0"))
     yield "two Contact", request(extra=[
         "Contact: <sip:alice@192.0.2.8:5070>"])

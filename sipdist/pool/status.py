@@ -55,6 +55,9 @@ def statusOf(service, config):
                 "load": loadFigures(service),
                 "transactions": service.transactions.stats(),
                 "transport": service.transport.stats()}
+    fastPath = getattr(service.transport, "fastPath", None)
+    if fastPath is not None:
+        document["fast_path"] = fastPath.stats()
     proxy = getattr(service, "proxy", None)
     if proxy is not None:
         document["proxy"] = proxy.stats()

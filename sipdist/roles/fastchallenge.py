@@ -31,7 +31,7 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 
 import re
 
-from sipdist.roles.fastredirect import FastRedirect
+from sipdist.roles.fastredirect import FastRedirect, noteRoute
 from sipdist.roles.fastregister import FastRegister
 from sipdist.sip import message as _message
 from sipdist.sip.transaction import TransportError, _CompletedServerRecord
@@ -47,7 +47,9 @@ _DISPLAY = rb'(?:"[A-Za-z0-9 ]*" )?'
 _PARAM_VALUE = (rb'(?:"[\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*"|' + _TOKEN
                 + rb")")
 
-_REQUEST_LINE = re.compile(rb"REGISTER sip:(" + _HOSTNAME + rb") SIP/2\.0\Z")
+# The Request-URI: the host, perhaps ;transport=udp (baresip's).
+_REQUEST_LINE = re.compile(rb"REGISTER (sip:(" + _HOSTNAME
+                           + rb")(?:;transport=[Uu][Dd][Pp])?) SIP/2\.0\Z")
 _VIA = re.compile(
     rb"SIP/2\.0/UDP (" + _IPV4 + rb"|" + _HOSTNAME + rb")(?::([0-9]{1,5}))?"
     rb";branch=(z9hG4bK" + _TOKEN + rb")(;rport)?\Z")
@@ -60,8 +62,14 @@ _VALUES = {
     b"To": re.compile(_DISPLAY + rb"<" + _USER_URI + rb">\Z"),
     b"Call-ID": re.compile(rb"[A-Za-z0-9.!%*_+`'~@:-]{1,128}\Z"),
     b"CSeq": re.compile(rb"[0-9]{1,9} REGISTER\Z"),
+    # One Contact: URI parameters, and header parameters (expires, q,
+    # +sip.instance, reg-id ...) whose quoted values hold no comma.
     b"Contact": re.compile(
-        rb"<" + _USER_URI + rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*>\Z"),
+        rb"<" + _USER_URI + rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*>"
+        rb"(?:;" + _TOKEN + rb"(?:=" + _PARAM_VALUE + rb")?)*\Z"),
+    # A client's outbound proxy (see fastredirect.noteRoute).
+    b"Route": re.compile(rb"<sip:" + _HOSTNAME + rb"(?::[0-9]{1,5})?;lr>\Z"),
+    b"Allow": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
     b"Expires": re.compile(rb"[0-9]{1,10}\Z"),
     b"User-Agent": re.compile(
         rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
@@ -105,6 +113,18 @@ class FastChallenge:
         # FastRegister), or None.
         self.authenticated = None
 
+    def stats(self):
+        """
+        @return: how many requests it answered, as a L{dict} for the
+            status endpoint: C{challenges} (the 401s), C{authenticated}
+            (the signed 301s of a distributor or 200s of a home).
+        """
+        authenticated = 0 if self.authenticated is None \
+            else self.authenticated.taken
+        return {"enabled": self.enabled,
+                "challenges": self.taken - authenticated,
+                "authenticated": authenticated}
+
     def __call__(self, protocol, data, addr):
         """
         Answer C{data} from C{addr} if it is the request described in the
@@ -134,7 +154,7 @@ class FastChallenge:
             return False
         processor = self._processor
         server = self._server
-        uriHost = request.group(1).decode("ascii").lower()
+        uriHost = request.group(2).decode("ascii").lower()
         if (uriHost not in processor.domains
                 and uriHost not in server.localHosts):
             return False
@@ -213,9 +233,12 @@ class FastChallenge:
         # The side effects of the full path, in its order.
         layer.serverCreated += 1
         layer._created()
+        flow = DatagramFlow(protocol, remote)
+        noteRoute(processor.proxy, values.get(b"Route"), flow)
         self._authenticator.outcomes["challenged"] += 1
         self.taken += 1
-        complete(layer, protocol, key, remote, response, challenge.code)
+        complete(layer, protocol, key, remote, response, challenge.code,
+                 flow)
         return True
 
 

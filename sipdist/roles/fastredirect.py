@@ -56,6 +56,7 @@ from sipdist.decision import (
 from sipdist.deferreds import NOT_FIRED, firedResult
 from sipdist.roles.distribution import agentFollows
 from sipdist.sip import message as _message
+from sipdist.sip.message import parseNameAddr
 from sipdist.store import serverURIFor
 
 # The Digest parameters a plain answer to our challenge carries.
@@ -72,6 +73,29 @@ _CALL_ID = len(b"Call-ID: ")
 _CSEQ = len(b"CSeq: ")
 _SUPPORTED = len(b"Supported: ")
 _USER_AGENT = len(b"User-Agent: ")
+_ROUTE = len(b"Route: ")
+
+
+def noteRoute(proxy, line, flow):
+    """
+    What the route-set link (L{sipdist.services.proxy.Proxy.routeInDialog})
+    does with a REGISTER's lone C{Route} of the scan's pattern,
+    C{<sip:HOST[:PORT];lr>}, before the request goes on as a new one (its
+    C{Route} dropped): when it names us (a client that has us as its
+    outbound proxy), an unsealed entry counted and logged at debug level;
+    otherwise nothing.
+
+    @param line: the C{Route} header line, or L{None} for none.
+    @param flow: the request's flow.
+    """
+    if line is None:
+        return
+    uri = parseNameAddr(line[_ROUTE:].decode("ascii"))[1]
+    if proxy.isOwnURI(uri):
+        proxy.unsealed += 1
+        proxy._log.debug("{method} from {flow} not relayed: {reason}",
+                         method="REGISTER", flow=flow,
+                         reason="Route entry not made by the pool")
 
 
 def _atOnce(d):
@@ -133,13 +157,13 @@ class FastAuthenticated:
                 and hasattr(checker.source, "cachedHA1")
                 and hasattr(processor.store, "answersAtOnce"))
 
-    def check(self, addr, uriHost, values):
+    def check(self, addr, uriText, values):
         """
         Check a scanned REGISTER as the full path would, up to the
         decision, changing nothing.
 
         @param addr: where it came from.
-        @param uriHost: the host of its Request-URI, as written.
+        @param uriText: its Request-URI, as written.
         @param values: its header lines by name (the L{re.Match} of the Via
             value for C{Via}).
         @return: a L{Checked}; or L{None} when the full path may answer
@@ -157,7 +181,6 @@ class FastAuthenticated:
             return None
 
         # The credentials (DigestAuthenticator._authenticate).
-        uriText = "sip:" + uriHost
         value = values[b"Authorization"][_AUTHORIZATION:].decode("ascii")
         pairs = _PARAMETER.findall(value, _DIGEST)
         params = dict(pairs)
@@ -252,14 +275,16 @@ class FastAuthenticated:
         except Exception:
             return NOT_FIRED
 
-    def authenticated(self, checked):
+    def authenticated(self, checked, values, flow):
         """
         The side effects of the full path from the transaction's creation
-        to the decision: the counters, the nonce count, the limiter.
+        to the decision: the counters, the route-set link's
+        (L{noteRoute}), the nonce count, the limiter.
         """
         layer = self._transactions
         layer.serverCreated += 1
         layer._created()
+        noteRoute(self._processor.proxy, values.get(b"Route"), flow)
         checked.counts.use(checked.nonce, checked.issued, checked.nc)
         identity = checked.identity
         if checked.limiter is not None:
@@ -294,12 +319,12 @@ class FastRedirect(FastAuthenticated):
         return (processor.handover is None and processor.standby is None
                 and FastAuthenticated.possible(self))
 
-    def __call__(self, addr, uriHost, values, viaText, flow=None):
+    def __call__(self, addr, uriText, values, viaText, flow=None):
         """
         Answer a scanned REGISTER, or leave it to the full path.
 
         @param addr: where it came from.
-        @param uriHost: the host of its Request-URI, as written.
+        @param uriText: its Request-URI, as written.
         @param values: its header lines by name (the L{re.Match} of the Via
             value for C{Via}).
         @param viaText: its Via value as the response carries it.
@@ -312,7 +337,7 @@ class FastRedirect(FastAuthenticated):
         processor = self._processor
         if processor.handover is not None or processor.standby is not None:
             return None
-        checked = self.check(addr, uriHost, values)
+        checked = self.check(addr, uriText, values)
         if checked is None:
             return None
         record = checked.record
@@ -341,7 +366,7 @@ class FastRedirect(FastAuthenticated):
             return None
 
         # Decided: the side effects of the full path, in its order.
-        self.authenticated(checked)
+        self.authenticated(checked, values, flow)
         if processor.logDecisions:
             processor.logDecisionEvent(
                 "REGISTER", callID, checked.identity.aor, "redirect", record.id,

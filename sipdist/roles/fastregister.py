@@ -16,10 +16,11 @@ it changes anything:
     (L{sipdist.roles.fastredirect.FastAuthenticated.check});
   - L{sipdist.decision.decide} saying L{Serve} (the user is assigned here:
     no handover, no standby);
-  - one C{Contact} whose URI the scan found plain (no header parameters:
-    no C{expires}, C{q}, C{+sip.instance} nor C{reg-id} after it), and
-    the registrar accepting it (L{Registrar.plan}: not too brief, not out
-    of order, not too many contacts, the registrar not full).
+  - one C{Contact} written plainly (its header parameters, such as
+    C{expires}, C{q}, C{+sip.instance} and C{reg-id}, without a comma in a
+    quoted value), and the registrar accepting it (L{Registrar.plan}: the
+    same checks, not too brief, not out of order, not too many contacts,
+    the registrar not full).
 
 Then it does what the full path does, with the same result: the counters,
 the decision event when decisions are logged, the registrar's change
@@ -61,12 +62,12 @@ class FastRegister(FastAuthenticated):
         return (self._processor.registrar is not None
                 and FastAuthenticated.possible(self))
 
-    def __call__(self, addr, uriHost, values, viaText, flow):
+    def __call__(self, addr, uriText, values, viaText, flow):
         """
         Answer a scanned REGISTER, or leave it to the full path.
 
         @param addr: where it came from.
-        @param uriHost: the host of its Request-URI, as written.
+        @param uriText: its Request-URI, as written.
         @param values: its header lines by name (the L{re.Match} of the Via
             value for C{Via}).
         @param viaText: its Via value as the response carries it.
@@ -80,7 +81,7 @@ class FastRegister(FastAuthenticated):
         contact = values.get(b"Contact")
         if registrar is None or contact is None:
             return None
-        checked = self.check(addr, uriHost, values)
+        checked = self.check(addr, uriText, values)
         if checked is None:
             return None
         record = checked.record
@@ -115,7 +116,7 @@ class FastRegister(FastAuthenticated):
             return None
 
         # Decided: the side effects of the full path, in its order.
-        self.authenticated(checked)
+        self.authenticated(checked, values, flow)
         if processor.logDecisions:
             processor.logDecisionEvent(
                 "REGISTER", callID, checked.identity.aor, "serve",
