@@ -344,10 +344,10 @@ def _variants():
     yield "two Contact values", v(extra=[
         "Contact: <sip:alice@192.0.2.7:5060>, <sip:alice@192.0.2.8>"],
         drop=("Contact",)), CLIENT, False
-    yield "Request-URI transport=udp", v(uri="sip:example.com;transport=udp"), \
-        CLIENT, True
-    yield "Request-URI transport=tcp", v(uri="sip:example.com;transport=tcp"), \
-        CLIENT, False
+    yield "Request-URI transport=udp", v(
+        uri="sip:example.com;transport=udp"), CLIENT, True
+    yield "Request-URI transport=tcp", v(
+        uri="sip:example.com;transport=tcp"), CLIENT, False
     yield "Request-URI other parameter", v(uri="sip:example.com;lr"), \
         CLIENT, False
     yield "baresip", _baresip(), ("127.0.0.1", 46659), True
@@ -356,7 +356,22 @@ def _variants():
     yield "Proxy-Require", v(extra=["Proxy-Require: foo"]), CLIENT, False
     yield "Supported option tag", v(extra=["Supported: sipdist-redirect"]), \
         CLIENT, False
-    yield "Supported", v(extra=["Supported: path, outbound"]), CLIENT, False
+    yield "Supported", v(extra=["Supported: path, outbound"]), CLIENT, True
+    yield "Supported with the option tag among others", v(extra=[
+        "Supported: path, SIPdist-Redirect"]), CLIENT, False
+    yield "To bare", v(extra=["To: sip:alice@example.com"], drop=("To",)), \
+        CLIENT, True
+    yield "To bare with a tag", v(extra=["To: sip:alice@example.com;tag=1"],
+                                  drop=("To",)), CLIENT, False
+    yield "To bare with a display name", v(
+        extra=['To: "A" sip:alice@example.com'], drop=("To",)), CLIENT, False
+    yield "Accept", v(extra=["Accept: application/sdp"]), CLIENT, True
+    yield "Accept lines", v(extra=["Accept: application/sdp",
+                                   "Accept: text/plain, application/x-y"]), \
+        CLIENT, True
+    yield "Accept with a parameter", v(extra=[
+        "Accept: application/sdp;q=0.5"]), CLIENT, False
+    yield "linphone", _linphone(), ("127.0.0.1", 50417), True
     yield "two Via", v(extra=[
         "Via: SIP/2.0/UDP 192.0.2.8:5060;branch=z9hG4bK2"]), CLIENT, False
     yield "two Via values on a line", v(
@@ -710,4 +725,28 @@ def _baresip():
         "User-Agent: baresip v1.0.0 (x86_64/linux)",
         "Allow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSCRIBE,INFO,MESSAGE,"
         "REFER",
+        "Content-Length: 0", "", ""]).encode("ascii")
+
+
+def _linphone():
+    """
+    The first REGISTER of linphonec 5.1 (the header order and spelling of a
+    capture).
+    """
+    return "\r\n".join([
+        "REGISTER sip:example.com SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:50417;branch=z9hG4bK.KbV1fkvHm;rport",
+        "From: <sip:alice@example.com>;tag=YB6-E6D9A",
+        "To: sip:alice@example.com",
+        "CSeq: 20 REGISTER",
+        "Call-ID: jK~t1LcxQO",
+        "Max-Forwards: 70",
+        "Supported: replaces, outbound, gruu",
+        "Accept: application/sdp",
+        "Accept: text/plain",
+        "Accept: application/vnd.gsma.rcs-ft-http+xml",
+        "Contact: <sip:alice@127.0.0.1:50417;transport=udp>;+sip.instance="
+        '"<urn:uuid:c77299ab-d5a7-0047-b9eb-a2f08c0bcb97>"',
+        "Expires: 600",
+        "User-Agent: Linphonec/5.1.65",
         "Content-Length: 0", "", ""]).encode("ascii")

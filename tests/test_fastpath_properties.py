@@ -11,7 +11,7 @@ not.
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
-from tests.test_fastchallenge import CLIENT, _baresip, _register
+from tests.test_fastchallenge import CLIENT, _baresip, _linphone, _register
 from tests.test_fastredirect import BothPathsMixin, request
 
 # Values a header may be given instead of its own, by header name: the
@@ -39,12 +39,17 @@ _VALUES = {
              "4294967296 REGISTER", "1 INVITE", "REGISTER", "1  REGISTER"],
     "Max-Forwards": ["0", "1", "70", "255", "256", "x"],
     "To": ["<sip:alice@example.com>", "<sip:bob@example.com>",
+           "sip:alice@example.com", "sip:bob@example.com",
+           "sip:alice@example.com;tag=1", "sip:alice@example.com:5060",
            "<sip:alice@EXAMPLE.COM>", "<sip:alice@example.com:5060>",
            "<sip:alice@example.com>;tag=1", "sip:alice@example.com",
            '"A" <sip:alice@example.com>'],
     "From": ["<sip:alice@example.com>;tag=1", "<sip:alice@example.com>",
              "<sip:bob@example.com>;tag=2"],
+    "Accept": ["application/sdp", "text/plain, application/sdp",
+               "application/sdp;q=1", "x", ""],
     "Supported": ["sipdist-redirect", "path, outbound", "outbound",
+                  "replaces, outbound, gruu", "path,sipdist-redirect",
                   "SIPDIST-REDIRECT,path", ""],
     "User-Agent": ["test agent/1.0", "other", "bench", ""],
     "Call-ID": ["a@b", "x" * 200, "a b", ""],
@@ -142,7 +147,8 @@ class MutatedRegisterTests(BothPathsMixin, TestCase):
         """
         First REGISTERs (no credentials), at a distributor and at a home.
         """
-        base = data.draw(st.sampled_from([_register(), _baresip()]))
+        base = data.draw(st.sampled_from([_register(), _baresip(),
+                                          _linphone()]))
         self._both(data.draw(mutated(base)),
                    role=data.draw(st.sampled_from(["distributor", "home"])))
 

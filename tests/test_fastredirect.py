@@ -438,6 +438,11 @@ def _taken():
         extra=["Route: <sip:proxy.example.net:5060;lr>"]), CLIENT
     yield "Allow", request(extra=["Allow: INVITE, ACK, BYE, REGISTER"]), \
         CLIENT
+    yield "To bare", request(headers=[
+        line if not line.startswith("To:") else "To: sip:alice@example.com"
+        for line in _lines()]), CLIENT
+    yield "Accept lines", request(extra=["Accept: application/sdp",
+                                         "Accept: text/plain"]), CLIENT
 
 
 def _upperResponse(value):

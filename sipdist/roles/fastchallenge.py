@@ -8,15 +8,21 @@ a C{401} challenge.
 L{FastChallenge} is given each datagram by the transport (after the capture
 and the overload filter saw it, as they see every datagram) and answers it
 itself only when a cheap scan shows it is exactly such a request written
-the common way: the request line C{REGISTER sip:DOMAIN SIP/2.0} naming a
-domain or address of ours, one Via (UDP, an IPv4 address or a host name,
-an RFC 3261 branch, C{rport} or not, no other parameter), a From with a
-tag, a To without one, a Call-ID, a CSeq, at most one Max-Forwards (not
-0), Contact, Expires and User-Agent, a Content-Length of 0 and no body,
-each header once, in its canonical spelling, with no folding and no extra white
-space.  Anything else (any other header: Authorization, Route, Require,
-Supported, Path ...; compact forms; IPv6; a retransmission; a full table;
-overload shedding) returns C{False} and the datagram takes the full path.
+the common way: the request line C{REGISTER sip:DOMAIN SIP/2.0} (perhaps
+C{;transport=udp}) naming a domain or address of ours, one Via (UDP, an
+IPv4 address or a host name, an RFC 3261 branch, C{rport} or not, no other
+parameter), a From with a tag, a To without one (in brackets or bare), a
+Call-ID, a CSeq, at most one Max-Forwards (not 0), Contact (URI and header
+parameters without a comma), Expires, User-Agent, Allow, Supported
+(without the redirect option tag, which chooses the challenge's
+algorithms) and a lone Route of the form C{<sip:HOST[:PORT];lr>} (a
+client's outbound proxy: see L{sipdist.roles.fastredirect.noteRoute}),
+Accept lines of plain media types, a Content-Length of 0 and no body, each
+header once (but Accept), in its canonical spelling, with no folding and
+no extra white space.  This is how SIPp, baresip and linphone write it.
+Anything else (any other header: Authorization, Require, Path ...; compact
+forms; IPv6; a retransmission; a full table; overload shedding) returns
+C{False} and the datagram takes the full path.
 
 What it does is what the full path does for such a request, with the same
 result: the same bytes sent to the same address (the Via with
@@ -31,6 +37,7 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 
 import re
 
+from sipdist.decision import REDIRECT_OPTION_TAG
 from sipdist.roles.fastredirect import FastRedirect, noteRoute
 from sipdist.roles.fastregister import FastRegister
 from sipdist.sip import message as _message
@@ -59,7 +66,9 @@ _VALUES = {
     b"Max-Forwards": re.compile(rb"[1-9][0-9]{0,2}\Z"),
     b"From": re.compile(_DISPLAY + rb"<" + _USER_URI + rb">;tag=" + _TOKEN
                         + rb"\Z"),
-    b"To": re.compile(_DISPLAY + rb"<" + _USER_URI + rb">\Z"),
+    # In brackets, or bare (linphone's): no parameter either way.
+    b"To": re.compile(rb"(?:" + _DISPLAY + rb"<" + _USER_URI + rb">|"
+                      + _USER_URI + rb")\Z"),
     b"Call-ID": re.compile(rb"[A-Za-z0-9.!%*_+`'~@:-]{1,128}\Z"),
     b"CSeq": re.compile(rb"[0-9]{1,9} REGISTER\Z"),
     # One Contact: URI parameters, and header parameters (expires, q,
@@ -70,6 +79,9 @@ _VALUES = {
     # A client's outbound proxy (see fastredirect.noteRoute).
     b"Route": re.compile(rb"<sip:" + _HOSTNAME + rb"(?::[0-9]{1,5})?;lr>\Z"),
     b"Allow": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
+    # Media types without parameters; a REGISTER's are not read.
+    b"Accept": re.compile(_TOKEN + rb"/" + _TOKEN + rb"(?:, ?" + _TOKEN
+                          + rb"/" + _TOKEN + rb")*\Z"),
     b"Expires": re.compile(rb"[0-9]{1,10}\Z"),
     b"User-Agent": re.compile(
         rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
@@ -83,6 +95,8 @@ _VALUES = {
         + _PARAM_VALUE + rb")*\Z"),
     b"Supported": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
 }
+# Headers that may come on several lines (each line matched).
+_REPEATABLE = frozenset((b"Accept",))
 _REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq",
                        b"Content-Length"))
 
@@ -162,11 +176,15 @@ class FastChallenge:
         for line in lines[1:]:
             name, sep, value = line.partition(b": ")
             pattern = _VALUES.get(name)
-            if pattern is None or name in values:
+            if pattern is None:
                 return False
             match = pattern.match(value)
             if match is None:
                 return False
+            if name in values:
+                if name not in _REPEATABLE:
+                    return False
+                continue
             # The whole line: the response copies it as it is.
             values[name] = match if name == b"Via" else line
         if not _REQUIRED.issubset(values):
@@ -212,8 +230,11 @@ class FastChallenge:
             complete(layer, protocol, key, remote, response,
                      authenticated.code, flow)
             return True
-        if b"Supported" in values:
-            # Its option tags choose the challenge's algorithms.
+        supported = values.get(b"Supported")
+        if supported is not None and REDIRECT_OPTION_TAG in {
+                t.strip().lower()
+                for t in supported[11:].decode("ascii").split(",")}:
+            # The option tag chooses the challenge's algorithms.
             return False
 
         challenge = self._authenticator.challenge()

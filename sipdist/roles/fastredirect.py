@@ -74,6 +74,7 @@ _CSEQ = len(b"CSeq: ")
 _SUPPORTED = len(b"Supported: ")
 _USER_AGENT = len(b"User-Agent: ")
 _ROUTE = len(b"Route: ")
+_TO = len(b"To: ")
 
 
 def noteRoute(proxy, line, flow):
@@ -218,10 +219,12 @@ class FastAuthenticated:
             return None
 
         # The identity (DistributionProcessor._checkIdentity): the To is
-        # <sip:user@host> or <sip:user@host:port> (the scan's pattern).
+        # sip:user@host or sip:user@host:port, in brackets or not (the
+        # scan's pattern).
         aor = identity.aor
         to = values[b"To"]
-        toURI = to[to.index(b"<") + 1:-1].decode("ascii")
+        at = to.find(b"<")
+        toURI = (to[at + 1:-1] if at >= 0 else to[_TO:]).decode("ascii")
         user, _, toHost = toURI.partition("@")
         if ":" in toHost or f"{user}@{toHost.lower()}" != aor:
             return None
@@ -369,8 +372,8 @@ class FastRedirect(FastAuthenticated):
         self.authenticated(checked, values, flow)
         if processor.logDecisions:
             processor.logDecisionEvent(
-                "REGISTER", callID, checked.identity.aor, "redirect", record.id,
-                None, server._reactor.seconds())
+                "REGISTER", callID, checked.identity.aor, "redirect",
+                record.id, None, server._reactor.seconds())
         processor.redirects += 1
         self.taken += 1
         tail = [f"Server: {server.serverHeader}", f"Contact: {contact}"]
