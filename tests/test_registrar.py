@@ -217,6 +217,23 @@ class OutboundBindingTests(SynchronousTestCase):
         self.assertEqual(binding.regId, "1")
         self.assertEqual(binding.instance, INSTANCE)
 
+    def test_contactKeepsInstance(self):
+        """
+        The binding keeps the Contact's C{+sip.instance} as written (its
+        quoted C{<urn:...>} holds a C{>}, which is not where the URI
+        ends), without the C{expires} and C{q} the registrar writes
+        anew; the 200's Contact value carries it back to the client.
+        """
+        contact = (f'"A > B" <sip:alice@192.0.2.1:40001;transport=tcp>'
+                   f';expires=600;+sip.instance={INSTANCE};q=0.5;reg-id=1')
+        [binding] = register(self.registrar, contact=contact)
+        self.assertEqual(
+            binding.contact,
+            f'"A > B" <sip:alice@192.0.2.1:40001;transport=tcp>'
+            f';+sip.instance={INSTANCE};reg-id=1')
+        [value] = contactHeaderValues([binding], self.clock.seconds())
+        self.assertEqual(value, binding.contact + ";expires=600;q=0.5")
+
     def test_instanceComparedWithoutCase(self):
         """
         Instance ids are compared case insensitively.

@@ -14,6 +14,7 @@ file, and L{Registrar.restore} takes the bindings back on start.
 """
 
 import heapq
+import re
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
@@ -448,24 +449,54 @@ def _seconds(text):
     return int(text)
 
 
+# One header parameter of a Contact (after its ';'): a name, perhaps a
+# value, a quoted string kept whole (it may hold ';' or '>').
+_PARAMETER = re.compile(r';\s*((?:[^;"]|"(?:[^"\\]|\\.)*"?)*)')
+
+
+def _nameAddrEnd(value):
+    """
+    Where the C{<URI>} of a name-addr ends in C{value} (the index after its
+    C{>}), past a quoted display name that may hold C{<} or C{>}; L{None}
+    for an addr-spec without brackets.
+    """
+    start = 0
+    if value.startswith('"'):
+        escaped = False
+        for start in range(1, len(value)):
+            c = value[start]
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                break
+    lt = value.find("<", start)
+    if lt < 0:
+        return None
+    gt = value.find(">", lt)
+    return None if gt < 0 else gt + 1
+
+
 def _stripParams(value):
     """
     A Contact value without the header parameters the registrar owns
-    (C{expires}, C{q}): those are written anew in the C{200}.
+    (C{expires}, C{q}): those are written anew in the C{200}.  The others
+    (C{+sip.instance}, C{reg-id} ...) are kept as written.
     """
     value = value.strip()
-    gt = value.rfind(">")
-    if gt < 0:
+    end = _nameAddrEnd(value)
+    if end is None:
         head, _, params = value.partition(";")
-        value = f"<{head}>"
+        value = f"<{head.strip()}>"
         params = ";" + params if params else ""
     else:
-        params = value[gt + 1:]
-        value = value[:gt + 1]
-    kept = [p for p in params.split(";")
-            if p.strip() and p.strip().split("=", 1)[0].lower()
+        params = value[end:]
+        value = value[:end]
+    kept = [p.strip() for p in _PARAMETER.findall(params)
+            if p.strip() and p.strip().split("=", 1)[0].strip().lower()
             not in ("expires", "q")]
-    return value + "".join(";" + p.strip() for p in kept)
+    return value + "".join(";" + p for p in kept)
 
 
 def contactHeaderValues(bindings, now):
