@@ -455,7 +455,16 @@ def _variants():
     yield "body", plain.replace(b"Content-Length: 0\r\n\r\n",
                                 b"Content-Length: 2\r\n\r\nhi"), CLIENT, False
     yield "no Content-Length", plain.replace(b"Content-Length: 0\r\n", b""), \
+        CLIENT, True
+    yield "Via rport first", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bKr2"), CLIENT, True
+    yield "Via rport first from another port", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bKr2"), \
+        ("192.0.2.7", 7000), True
+    yield "Via rport twice", \
+        v("SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bKr3;rport"), \
         CLIENT, False
+    yield "twinkle", _twinkle(), ("127.0.0.1", 37457), True
     yield "LF line ends", plain.replace(b"\r\n", b"\n"), CLIENT, False
     yield "leading CRLF", b"\r\n" + plain, CLIENT, False
     yield "SIP/2.1", plain.replace(b" SIP/2.0\r\n", b" SIP/2.1\r\n", 1), \
@@ -749,4 +758,24 @@ def _linphone():
         '"<urn:uuid:c77299ab-d5a7-0047-b9eb-a2f08c0bcb97>"',
         "Expires: 600",
         "User-Agent: Linphonec/5.1.65",
+        # No Content-Length (over UDP).
+        "", ""]).encode("ascii")
+
+
+def _twinkle():
+    """
+    The first REGISTER of twinkle 1.10 (a capture).
+    """
+    return "\r\n".join([
+        "REGISTER sip:example.com SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:37457;rport;branch=z9hG4bKuixxtylc",
+        "Max-Forwards: 70",
+        "To: <sip:carol@example.com>",
+        "From: <sip:carol@example.com>;tag=cemtz",
+        "Call-ID: isvjemlsjyzbfaz@vm",
+        "CSeq: 283 REGISTER",
+        "Contact: <sip:carol@127.0.0.1:37457;transport=udp>;expires=60",
+        "Allow: INVITE,ACK,BYE,CANCEL,OPTIONS,PRACK,REFER,NOTIFY,SUBSCRIBE,"
+        "INFO,MESSAGE",
+        "User-Agent: Twinkle/1.10.2",
         "Content-Length: 0", "", ""]).encode("ascii")

@@ -11,7 +11,8 @@ not.
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
-from tests.test_fastchallenge import CLIENT, _baresip, _linphone, _register
+from tests.test_fastchallenge import (
+    CLIENT, _baresip, _linphone, _register, _twinkle)
 from tests.test_fastredirect import BothPathsMixin, request
 
 # Values a header may be given instead of its own, by header name: the
@@ -53,6 +54,12 @@ _VALUES = {
                   "SIPDIST-REDIRECT,path", ""],
     "User-Agent": ["test agent/1.0", "other", "bench", ""],
     "Call-ID": ["a@b", "x" * 200, "a b", ""],
+    "Via": ["SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bKv1",
+            "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKv2;rport",
+            "SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bKv3;rport",
+            "SIP/2.0/UDP 192.0.2.7:5060;rport=1;branch=z9hG4bKv4",
+            "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKv5;rport;x",
+            "SIP/2.0/UDP host.example.com;rport;branch=z9hG4bKv6"],
     "Content-Length": ["0", "1", "00", "x"],
 }
 _NAMES = sorted(_VALUES)
@@ -148,7 +155,7 @@ class MutatedRegisterTests(BothPathsMixin, TestCase):
         First REGISTERs (no credentials), at a distributor and at a home.
         """
         base = data.draw(st.sampled_from([_register(), _baresip(),
-                                          _linphone()]))
+                                          _linphone(), _twinkle()]))
         self._both(data.draw(mutated(base)),
                    role=data.draw(st.sampled_from(["distributor", "home"])))
 

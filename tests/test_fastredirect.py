@@ -438,6 +438,9 @@ def _taken():
         extra=["Route: <sip:proxy.example.net:5060;lr>"]), CLIENT
     yield "Allow", request(extra=["Allow: INVITE, ACK, BYE, REGISTER"]), \
         CLIENT
+    yield "spaces as linphone writes them", request(
+        authorization=" " + credentials().replace(", uri=", ",  uri=")), \
+        CLIENT
     yield "To bare", request(headers=[
         line if not line.startswith("To:") else "To: sip:alice@example.com"
         for line in _lines()]), CLIENT

@@ -163,6 +163,11 @@ class _Registering:
         d, binding = yield self.registered(self.kind, self.user, self.home,
                                            self.home)
         self.assertEqual(binding.path, [])
+        # The REGISTERs as the client writes them take the home's fast
+        # paths: the 401 and the signed 200 (sipdist.roles.fastregister).
+        fast = d.services[self.home].transport.fastPath.stats()
+        self.assertGreaterEqual(fast["challenges"], 1, fast)
+        self.assertGreaterEqual(fast["authenticated"], 1, fast)
 
     @defer.inlineCallbacks
     def test_registerThroughEdge(self):
@@ -189,6 +194,9 @@ class _Registering:
         # register again meanwhile).
         self.assertGreaterEqual(
             d.services["distributor"].processor.proxied, 1)
+        # Its first REGISTER takes the fast 401 (the second is proxied).
+        fast = d.services["distributor"].transport.fastPath.stats()
+        self.assertGreaterEqual(fast["challenges"], 1, fast)
 
 
 class BaresipRegisterTests(_Registering, TestCase):

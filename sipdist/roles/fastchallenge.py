@@ -57,9 +57,12 @@ _PARAM_VALUE = (rb'(?:"[\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*"|' + _TOKEN
 # The Request-URI: the host, perhaps ;transport=udp (baresip's).
 _REQUEST_LINE = re.compile(rb"REGISTER (sip:(" + _HOSTNAME
                            + rb")(?:;transport=[Uu][Dd][Pp])?) SIP/2\.0\Z")
+# The sent-by, then the branch and rport in either order (twinkle writes
+# rport first).
 _VIA = re.compile(
-    rb"SIP/2\.0/UDP (" + _IPV4 + rb"|" + _HOSTNAME + rb")(?::([0-9]{1,5}))?"
-    rb";branch=(z9hG4bK" + _TOKEN + rb")(;rport)?\Z")
+    rb"(SIP/2\.0/UDP (" + _IPV4 + rb"|" + _HOSTNAME
+    + rb")(?::([0-9]{1,5}))?)(?:;branch=(z9hG4bK" + _TOKEN + rb")(;rport)?"
+    rb"|(;rport);branch=(z9hG4bK" + _TOKEN + rb"))\Z")
 # Header name -> the pattern of its value (the whole value).
 _VALUES = {
     b"Via": _VIA,
@@ -88,17 +91,18 @@ _VALUES = {
     b"Content-Length": re.compile(rb"0\Z"),
     # Only with credentials (see sipdist.roles.fastredirect): a Digest value
     # written plainly (lower-case parameter names, quoted strings of
-    # printable ASCII without escapes nor commas, one space or none after
-    # each comma), and option tags.
+    # printable ASCII without escapes nor commas, spaces after the colon
+    # and the commas, as linphone writes them), and option tags.
     b"Authorization": re.compile(
-        rb"Digest [a-z]+=" + _PARAM_VALUE + rb"(?:, ?[a-z]+="
+        rb" *Digest [a-z]+=" + _PARAM_VALUE + rb"(?:, *[a-z]+="
         + _PARAM_VALUE + rb")*\Z"),
     b"Supported": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
 }
 # Headers that may come on several lines (each line matched).
 _REPEATABLE = frozenset((b"Accept",))
-_REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq",
-                       b"Content-Length"))
+# Content-Length may be left out over UDP (RFC 3261 section 18.3;
+# linphone does).
+_REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq"))
 
 
 class FastChallenge:
@@ -195,13 +199,13 @@ class FastChallenge:
         if processor not in server.processors:
             return False
         via = values[b"Via"]
-        viaHost = via.group(1).decode("ascii")
-        viaPort = via.group(2)
+        viaHost = via.group(2).decode("ascii")
+        viaPort = via.group(3)
         if viaPort is not None:
             viaPort = int(viaPort)
             if not 0 < viaPort < 65536:
                 return False
-        branch = via.group(3).decode("ascii")
+        branch = (via.group(4) or via.group(7)).decode("ascii")
         sentByPort = 5060 if viaPort is None else viaPort
         key = (branch, viaHost, sentByPort, "REGISTER")
         servers = layer._servers
@@ -211,9 +215,11 @@ class FastChallenge:
 
         # Section 18.2.1 and RFC 3581, as TransportLayer._receivedRequest.
         viaText = via.group(0).decode("ascii")
-        if via.group(4) is not None:
-            sentBy = viaText[:-len(";rport")]
-            viaText = f"{sentBy};received={host};rport={port}"
+        if via.group(5) is not None or via.group(6) is not None:
+            # Written anew as the message module writes a Via: the branch,
+            # received, rport.
+            viaText = (f"{via.group(1).decode('ascii')};branch={branch};"
+                       f"received={host};rport={port}")
             remote = addr
         else:
             if viaHost != host:

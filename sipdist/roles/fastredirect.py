@@ -182,7 +182,8 @@ class FastAuthenticated:
             return None
 
         # The credentials (DigestAuthenticator._authenticate).
-        value = values[b"Authorization"][_AUTHORIZATION:].decode("ascii")
+        value = values[b"Authorization"][_AUTHORIZATION:].decode(
+            "ascii").lstrip(" ")
         pairs = _PARAMETER.findall(value, _DIGEST)
         params = dict(pairs)
         if len(params) != len(pairs) or len(value) > MAX_VALUE_LENGTH:
