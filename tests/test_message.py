@@ -222,6 +222,18 @@ class MultiValueTests(SynchronousTestCase):
         display, uri, params = parseNameAddr("sip:a@h;tag=2")
         self.assertEqual((str(uri), params), ("sip:a@h", {"tag": "2"}))
 
+    def test_nameAddrQuoted(self):
+        """
+        A quoted display name may hold C{<}, C{>}, C{;} and escaped quotes,
+        and a quoted parameter value C{;} and C{>} (RFC 3261 quoted-string):
+        neither is taken for the brackets or a parameter's end.
+        """
+        display, uri, params = parseNameAddr(
+            '"a<b> \\" c;d" <sip:a@h;lr>;+sip.instance="<urn:x;y>";reg-id=1')
+        self.assertEqual(str(uri), "sip:a@h;lr")
+        self.assertEqual(params, {"+sip.instance": '"<urn:x;y>"',
+                                  "reg-id": "1"})
+
 
 # (description, bytes, expected code); code None means: dropped, no response.
 MALFORMED = [

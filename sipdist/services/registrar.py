@@ -14,12 +14,11 @@ file, and L{Registrar.restore} takes the bindings back on start.
 """
 
 import heapq
-import re
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
-from sipdist.sip.message import parseNameAddr
+from sipdist.sip.message import HEADER_PARAMETER, parseNameAddr, quotedEnd
 from sipdist.sip.uri import URIError
 
 DEFAULT_EXPIRES = 3600
@@ -449,35 +448,6 @@ def _seconds(text):
     return int(text)
 
 
-# One header parameter of a Contact (after its ';'): a name, perhaps a
-# value, a quoted string kept whole (it may hold ';' or '>').
-_PARAMETER = re.compile(r';\s*((?:[^;"]|"(?:[^"\\]|\\.)*"?)*)')
-
-
-def _nameAddrEnd(value):
-    """
-    Where the C{<URI>} of a name-addr ends in C{value} (the index after its
-    C{>}), past a quoted display name that may hold C{<} or C{>}; L{None}
-    for an addr-spec without brackets.
-    """
-    start = 0
-    if value.startswith('"'):
-        escaped = False
-        for start in range(1, len(value)):
-            c = value[start]
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                break
-    lt = value.find("<", start)
-    if lt < 0:
-        return None
-    gt = value.find(">", lt)
-    return None if gt < 0 else gt + 1
-
-
 def _stripParams(value):
     """
     A Contact value without the header parameters the registrar owns
@@ -485,15 +455,16 @@ def _stripParams(value):
     (C{+sip.instance}, C{reg-id} ...) are kept as written.
     """
     value = value.strip()
-    end = _nameAddrEnd(value)
-    if end is None:
+    lt = value.find("<", quotedEnd(value))
+    end = -1 if lt < 0 else value.find(">", lt)
+    if end < 0:
         head, _, params = value.partition(";")
         value = f"<{head.strip()}>"
         params = ";" + params if params else ""
     else:
-        params = value[end:]
-        value = value[:end]
-    kept = [p.strip() for p in _PARAMETER.findall(params)
+        params = value[end + 1:]
+        value = value[:end + 1]
+    kept = [p.strip() for p in HEADER_PARAMETER.findall(params)
             if p.strip() and p.strip().split("=", 1)[0].strip().lower()
             not in ("expires", "q")]
     return value + "".join(";" + p for p in kept)

@@ -468,7 +468,7 @@ def parseNameAddr(value):
         for a scheme we do not handle).
     """
     value = value.strip()
-    lt = value.find("<")
+    lt = value.find("<", quotedEnd(value))
     if lt >= 0:
         gt = value.find(">", lt)
         if gt < 0:
@@ -481,12 +481,37 @@ def parseNameAddr(value):
         uriText, _, paramText = value.partition(";")
         paramText = ";" + paramText if paramText else ""
     params = {}
-    for p in paramText.split(";"):
+    for p in HEADER_PARAMETER.findall(paramText):
         p = p.strip()
         if p:
             name, sep, pvalue = p.partition("=")
             params[name.strip().lower()] = pvalue.strip() if sep else None
     return display, parseURI(uriText.strip()), params
+
+
+# One header parameter of a name-addr (after its ';'): a quoted string in
+# its value is kept whole, whatever it holds (';', '<', '>').
+HEADER_PARAMETER = re.compile(r';\s*((?:[^;"]|"(?:[^"\\]|\\.)*"?)*)')
+
+
+def quotedEnd(value):
+    """
+    The index just past the quoted display name C{value} starts with (RFC
+    3261 quoted-string, backslash escapes included), where its C{<} is to
+    be looked for; C{0} when it starts with none.
+    """
+    if not value.startswith('"'):
+        return 0
+    escaped = False
+    for i in range(1, len(value)):
+        c = value[i]
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            return i + 1
+    return len(value)
 
 
 def formatNameAddr(uri, params=None, display=None):
