@@ -129,6 +129,21 @@ class Deployment:
                               self.uris[server], **kw)
 
 
+def assertFast(testCase, service, *kinds):
+    """
+    Assert that C{service}'s fast path answered at least one request of
+    each kind (C{challenges}, C{authenticated}), unless its overload
+    control shed at some time (a loaded test machine's event loop lag):
+    then the fast path rightly stepped aside.
+    """
+    overload = service.transactions.overload
+    if overload is not None and overload.episodes:
+        return
+    fast = service.transport.fastPath.stats()
+    for kind in kinds:
+        testCase.assertGreaterEqual(fast[kind], 1, fast)
+
+
 class _Registering:
     """
     Each client registers at each role.
@@ -165,9 +180,8 @@ class _Registering:
         self.assertEqual(binding.path, [])
         # The REGISTERs as the client writes them take the home's fast
         # paths: the 401 and the signed 200 (sipdist.roles.fastregister).
-        fast = d.services[self.home].transport.fastPath.stats()
-        self.assertGreaterEqual(fast["challenges"], 1, fast)
-        self.assertGreaterEqual(fast["authenticated"], 1, fast)
+        assertFast(self, d.services[self.home], "challenges",
+                   "authenticated")
 
     @defer.inlineCallbacks
     def test_registerThroughEdge(self):
@@ -195,8 +209,7 @@ class _Registering:
         self.assertGreaterEqual(
             d.services["distributor"].processor.proxied, 1)
         # Its first REGISTER takes the fast 401 (the second is proxied).
-        fast = d.services["distributor"].transport.fastPath.stats()
-        self.assertGreaterEqual(fast["challenges"], 1, fast)
+        assertFast(self, d.services["distributor"], "challenges")
 
 
 class BaresipRegisterTests(_Registering, TestCase):
