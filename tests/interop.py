@@ -113,6 +113,25 @@ def freePort(kind="udp", host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def freeSIPPort(host="127.0.0.1", attempts=20):
+    """
+    A port free on C{host} for both TCP and UDP now (a SIP port: twinkle
+    listens on both), with the race of L{freePort}.
+    """
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise OSError(f"no port free for both TCP and UDP on {host} "
+                  f"after {attempts} attempts")
+
+
 class ToolTimeout(Exception):
     """
     A tool ran longer than allowed and was killed.

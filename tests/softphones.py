@@ -65,7 +65,6 @@ machine):
 import os
 import re
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 
@@ -73,7 +72,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 
-from tests.interop import freePort, requireTool
+from tests.interop import freePort, freeSIPPort, requireTool
 
 # Events kept per softphone, and characters of its output kept for error
 # messages.
@@ -377,25 +376,6 @@ class Softphone(ProcessProtocol):
 
     def sendMessage(self, uri, text):
         raise NotImplementedError()
-
-
-def freeSIPPort(host="127.0.0.1", attempts=20):
-    """
-    A port free on C{host} for both TCP and UDP now (a SIP port: twinkle
-    listens on both), with the race of L{freePort}.
-    """
-    for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise OSError(f"no port free for both TCP and UDP on {host} "
-                  f"after {attempts} attempts")
 
 
 def _userOf(aor):

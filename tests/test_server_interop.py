@@ -14,7 +14,7 @@ from sipdist.server import buildServer
 from sipdist.testca import makeCA
 from sipdist.sip.tls import clientContextFactory, serverContextFactory
 from tests.interop import (
-    OPTIONS_SCENARIO, freePort, requireTool, runSipp, runSipsak)
+    OPTIONS_SCENARIO, freeSIPPort, requireTool, runSipp, runSipsak)
 
 OPTIONS = (
     "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
@@ -76,7 +76,7 @@ class ServerInteropTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.port = freePort("tcp")
+        self.port = freeSIPPort()
         self.service = yield startServer(self, [
             f"udp:{self.port}:interface=127.0.0.1",
             f"tcp:{self.port}:interface=127.0.0.1"])
@@ -136,7 +136,7 @@ class TLSInteropTests(TestCase):
         self.certs = FilePath(self.mktemp())
         self.certs.makedirs()
         makeCA(self.certs.path)
-        self.port = freePort("tcp")
+        self.port = freeSIPPort()
         options = serverContextFactory(self.certs.child("server.pem").path,
                                        self.certs.child("server.key").path)
         yield startServer(self, [f"sips:{self.port}:interface=127.0.0.1"], options)

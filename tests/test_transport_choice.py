@@ -25,7 +25,7 @@ from sipdist.store.file import parseAssignments
 from sipdist.store.memory import MemoryAssignmentStore
 from sipdist.testca import makeCA
 from tests.client_helpers import startAgent
-from tests.interop import freePort, requireTool, runSipp
+from tests.interop import freeSIPPort, requireTool, runSipp
 
 PASSWORD = "wonderland"
 SECRET = "pool-nonce-secret-0123456789abcdef"
@@ -49,7 +49,7 @@ class Pool:
 
     @defer.inlineCallbacks
     def start(self, name, role, policy="auto", algorithms=("SHA-256", "MD5")):
-        port = freePort("tcp")
+        port = freeSIPPort()
         certs = self.certs
         config = {"role": role, "name": name, "domain": "example.com",
                   "listen": [f"udp:{port}:interface=127.0.0.1",
