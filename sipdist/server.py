@@ -19,6 +19,7 @@ C{OPTIONS} addressed to the server itself.
 """
 
 import socket
+import time
 
 from twisted.application.service import MultiService
 from twisted.logger import Logger
@@ -312,7 +313,8 @@ def buildServer(config, reactor, store=None, checker=None):
         maxLag=config.get("overload-lag", 0.2),
         maxTransactions=config.get("overload-transactions", 10000),
         retryAfter=config.get("overload-retry-after", 2),
-        maxBacklog=config.get("overload-backlog", 262144))
+        maxBacklog=config.get("overload-backlog", 262144),
+        cpu=time.process_time)
     overload.watch(server.failureLog)
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))

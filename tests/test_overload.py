@@ -64,6 +64,41 @@ class OverloadControlTests(SynchronousTestCase):
         self.assertEqual(self.send(makeRequest("REGISTER")).code, 200)
         self.assertEqual(len(self.user.requests), 1)
 
+    def cpuControl(self, share):
+        """
+        A control of the same layer measuring a CPU clock that advances by
+        C{share} of the reactor's time (the process's use of a core).
+        """
+        self.control.stopService()
+        start = self.clock.seconds()
+        control = OverloadControl(
+            self.clock, self.layer, maxLag=0.1, interval=0.05, minRate=0.0,
+            minLoad=0.0, trim=None, minBusy=0.5,
+            cpu=lambda: (self.clock.seconds() - start) * share)
+        control.startService()
+        self.addCleanup(control.stopService)
+        return control
+
+    def test_lagOfStarvedProcess(self):
+        """
+        With its CPU time measured, a process late while it used a tenth of
+        a core (others had the CPU) does not take its lag for overload:
+        shedding its requests would not give it the CPU back.
+        """
+        control = self.cpuControl(0.1)
+        self.clock.pump([0.5] * 6)
+        self.assertFalse(control.shedding)
+        self.assertAlmostEqual(control.busy, 0.1)
+        self.assertEqual(control.stats()["busy"], 0.1)
+
+    def test_lagOfBusyProcess(self):
+        """
+        The same lag while the process used most of a core is overload.
+        """
+        control = self.cpuControl(0.9)
+        self.clock.pump([0.5] * 6)
+        self.assertTrue(control.shedding)
+
     def test_lagShedsStatelessly(self):
         """
         Past the lag threshold a new REGISTER or INVITE gets a 503 with the

@@ -28,7 +28,12 @@ drains already); below, it is raised by a fraction if it held requests
 back.  A backlog of several times its threshold starts shedding at once
 (the receive buffer fills while the process waits for more
 measurements), and the lag counts only while at least C{minLoad}
-transactions a second are created.  The process thus completes about
+transactions a second are created and, when the process's CPU time is
+measured (C{cpu}), while the process itself used at least C{minBusy} of a
+core since the last measurement: a process starved of the CPU by others
+(a shared machine, a herd of clients on the same host) is late without
+being overloaded by its requests, and shedding them would not give it the
+CPU back; its backlog still counts.  The process thus completes about
 what it can and sheds only the excess.  Shedding stops C{hold} seconds
 after the last request shed, once the measurements are below the
 thresholds.
@@ -331,6 +336,11 @@ class OverloadControl(Service):
     @param minLoad: below this many transactions created per second
         (smoothed), the lag is not a sign of overload: the machine is
         busy with something else, and shedding would not help.
+    @param cpu: a callable giving this process's CPU seconds
+        (C{time.process_time}), or C{None}: not measured.
+    @param minBusy: with C{cpu}, the lag counts only when the process used
+        at least this fraction of a core since the last measurement (else
+        it waits for the CPU others use).
     @param hold: seconds without a request shed, below every threshold,
         after which shedding stops.
     @param retryAfter: the C{Retry-After} of the C{503} (s).
@@ -341,6 +351,8 @@ class OverloadControl(Service):
         C{None}: nothing).
 
     @ivar lag: the last lag measured (s).
+    @ivar busy: with C{cpu}, the fraction of a core the process used
+        between the last two measurements.
     @ivar backlog: the last UDP backlog measured (bytes).
     @ivar pressure: the last measurement relative to its threshold (the
         highest of lag, backlog, transactions in progress; above 1:
@@ -360,7 +372,7 @@ class OverloadControl(Service):
                  transport=None, maxBacklog=262144,
                  interval=0.05, samples=3, decrease=0.9, increase=0.03,
                  minRate=20.0, minLoad=50.0, hold=1.0, retryAfter=2,
-                 report=10.0, trim=_mallocTrim()):
+                 report=10.0, trim=_mallocTrim(), cpu=None, minBusy=0.5):
         self._reactor = reactor
         self._layer = layer
         self.maxLag = maxLag
@@ -378,6 +390,10 @@ class OverloadControl(Service):
         self.retryAfter = retryAfter
         self.report = report
         self._trim = trim
+        self._cpu = cpu
+        self._lastCPU = None
+        self.minBusy = minBusy
+        self.busy = None
         self.lag = 0.0
         self.pressure = 0.0
         self.shedding = False
@@ -450,10 +466,16 @@ class OverloadControl(Service):
         self._lastCreated = created
         active = layer.inProgress()
         # A slow event loop with few requests is not overloaded by them
-        # (the machine is busy with something else): shedding them would
-        # not help.
-        pressure = (lag / self.maxLag if self._createdRate >= self.minLoad
-                    else 0.0)
+        # (the machine is busy with something else), nor one that waits
+        # for the CPU others use: shedding them would not help.
+        lagCounts = self._createdRate >= self.minLoad
+        if self._cpu is not None:
+            used = self._cpu()
+            if self._lastCPU is not None:
+                self.busy = (used - self._lastCPU) / elapsed
+                lagCounts = lagCounts and self.busy >= self.minBusy
+            self._lastCPU = used
+        pressure = lag / self.maxLag if lagCounts else 0.0
         transport = self._transport
         if transport is not None:
             queued = transport.receiveQueued()
@@ -680,4 +702,5 @@ class OverloadControl(Service):
                                else round(self.admitRate, 1)),
                 "pressure": round(self.pressure, 3),
                 "backlog": self.backlog,
-                "shed": self.shed, "episodes": self.episodes}
+                "shed": self.shed, "episodes": self.episodes,
+                "busy": None if self.busy is None else round(self.busy, 3)}
