@@ -21,7 +21,11 @@ prints, from the kill:
     round);
   - when half, 90% and all of home1's users were registered again at a
     surviving home (where their client went first: their backup home);
-  - the peak CPU of each surviving server (per 0.5 s);
+  - the time from each client's first REGISTER after the loss to its
+    registration, and how many of those REGISTERs were challenged;
+  - the peak CPU of each surviving server (per 0.5 s), and the CPU
+    seconds each surviving process (servers, client processes) used from
+    the kill until all were registered again;
   - failed logins (retried by the clients), users lost (not registered
     again within the deadline), users registered at two surviving homes
     after the kill (moved twice), and users the store placed elsewhere than
@@ -294,6 +298,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                  for name in ("home2", "home3", "distributor") + front[:1]}
     survivors.update({w.tag: w.pid for w in workers})
     cpu = {name: cpuSeconds(pid) for name, pid in survivors.items()}
+    cpuAtKill, cpuAtAll = dict(cpu), None
     peak = {name: 0.0 for name in survivors}
     loadBefore = loadAverage()
 
@@ -306,7 +311,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         for worker in workers:
             os.kill(worker.pid, signal.SIGUSR1)
     again, movedTwice, failures, reasons = {}, set(), 0, {}
-    firstTo, noticed = {}, {}
+    firstTo, noticed, tried, challenged = {}, {}, {}, 0
     marks = {}
     lastSample = crash
     lastStore = 0.0
@@ -338,6 +343,10 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
             elif kind == "T" and fields[1] in victims:
                 firstTo.setdefault(byPort.get(int(fields[2]), "other"), 0)
                 firstTo[byPort.get(int(fields[2]), "other")] += 1
+                if len(fields) > 3:
+                    tried.setdefault(fields[1], float(fields[3]) - crash)
+            elif kind == "C" and fields[1] in victims:
+                challenged += 1
             elif kind == "L" and fields[1] in victims:
                 noticed.setdefault(fields[1], float(fields[2]) - crash)
             elif kind == "X" and fields[1] in victims:
@@ -364,6 +373,9 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                     users.get(n) == "home1" for n in victims):
                 marks.setdefault("reassigned", now - crash)
         allBack = len(again) == len(victims)
+        if allBack and cpuAtAll is None:
+            cpuAtAll = ({name: cpuSeconds(pid)
+                         for name, pid in survivors.items()}, now - crash)
         if allBack:
             finish = min(finish, crash + max(now - crash, reassignWait))
         if (allBack and "reassigned" in marks) or now > finish:
@@ -398,6 +410,27 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         print(f"    clients noticed the loss: half after "
               f"{seen[(len(seen) - 1) // 2]:.2f} s, all "
               f"({len(seen)}) after {seen[-1]:.2f} s")
+    spans = sorted(t - tried[n] for n, (t, _) in again.items()
+                   if n in tried)
+    if spans:
+        print(f"    from the first REGISTER after the loss to registered: "
+              f"half {spans[(len(spans) - 1) // 2]:.2f} s, 90% "
+              f"{spans[int((len(spans) - 1) * 0.9)]:.2f} s, all "
+              f"{spans[-1]:.2f} s; REGISTERs challenged after the loss: "
+              f"{challenged}")
+    if cpuAtAll is not None:
+        used, wall = cpuAtAll
+        spent = {name: used[name] - cpuAtKill[name] for name in used
+                 if used[name] is not None and cpuAtKill[name] is not None}
+        clientSeconds = sum(v for k, v in spent.items()
+                            if k.startswith("worker"))
+        print(f"    CPU-seconds from the kill to all registered again "
+              f"({wall:.2f} s): " + ", ".join(
+                  f"{name} {value:.2f}" for name, value in spent.items()
+                  if not name.startswith("worker"))
+              + f"; client processes {clientSeconds:.2f} in all "
+              f"({1000 * clientSeconds / max(1, len(victims)):.2f} ms a "
+              f"user)")
     print(f"    first REGISTER after the loss went to: "
           f"{dict(sorted(firstTo.items()))}")
     if viaEdge:

@@ -15,12 +15,15 @@ a line (times are time.time()):
     R NAME PORT TIME      registered at the server listening on PORT
     F NAME EXPIRES TIME   a registration refreshed (EXPIRES s granted)
     L NAME TIME           the home was lost (connection, keep-alive)
-    T NAME PORT           the first REGISTER after the loss went to PORT
+    T NAME PORT TIME      the first REGISTER after the loss went to PORT
+    C NAME                a REGISTER after the loss was challenged
     X NAME REASON         a login failed (it is retried)
     D OK FAILED           the first logins are over
     Q                     all stopped (on SIGTERM)
 
-It runs until terminated, and for at most an hour.
+It runs until terminated, and for at most an hour.  With BENCH_PROFILE
+set to a directory, the process profiles itself (cProfile) from the end
+of the first logins until it is terminated, into PID.prof there.
 """
 
 import json
@@ -79,7 +82,9 @@ def observer(ua, out):
             out(f"L {ua.name} {time.time():.3f}")
         elif kind == "trying" and lost[0] and not ua.tried:
             ua.tried = True
-            out(f"T {ua.name} {event.target.port}")
+            out(f"T {ua.name} {event.target.port} {time.time():.3f}")
+        elif kind == "challenge" and lost[0]:
+            out(f"C {ua.name}")
         elif kind == "refreshed":
             out(f"F {ua.name} {event.expires} {time.time():.3f}")
         elif kind == "retry" or kind == "relogin" and ua.refreshes:
@@ -150,6 +155,14 @@ def run(reactor, spec):
     for failure in failed[:3]:
         out(f"X - first login failed: {failure.getErrorMessage()[:120]}")
     out(f"D {len(results) - len(failed)} {len(failed)}")
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+        profile = cProfile.Profile()
+        profile.enable()
+        path = os.path.join(os.environ["BENCH_PROFILE"], f"{os.getpid()}.prof")
+        reactor.addSystemEventTrigger(
+            "before", "shutdown",
+            lambda: (profile.disable(), profile.dump_stats(path)))
 
     def stop():
         out("Q")
