@@ -312,6 +312,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
             os.kill(worker.pid, signal.SIGUSR1)
     again, movedTwice, failures, reasons = {}, set(), 0, {}
     firstTo, noticed, tried, challenged = {}, {}, {}, 0
+    stats, latest = {}, {}
     marks = {}
     lastSample = crash
     lastStore = 0.0
@@ -347,6 +348,10 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                     tried.setdefault(fields[1], float(fields[3]) - crash)
             elif kind == "C" and fields[1] in victims:
                 challenged += 1
+            elif kind == "S" and len(fields) == 4:
+                # Since the kill: the first report after it is the base.
+                stats.setdefault(child.tag, [float(v) for v in fields[1:]])
+                latest[child.tag] = [float(v) for v in fields[1:]]
             elif kind == "L" and fields[1] in victims:
                 noticed.setdefault(fields[1], float(fields[2]) - crash)
             elif kind == "X" and fields[1] in victims:
@@ -431,6 +436,13 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
               + f"; client processes {clientSeconds:.2f} in all "
               f"({1000 * clientSeconds / max(1, len(victims)):.2f} ms a "
               f"user)")
+    if latest:
+        print("    client processes after the kill: garbage collection " +
+              ", ".join(f"{latest[t][0] - stats[t][0]:.2f} s"
+                        for t in sorted(latest)) +
+              f" (longest {max(v[1] for v in latest.values()):.3f} s "
+              f"in the whole run), event loop lag at most " +
+              f"{max(v[2] for v in latest.values()):.2f} s")
     print(f"    first REGISTER after the loss went to: "
           f"{dict(sorted(firstTo.items()))}")
     if viaEdge:

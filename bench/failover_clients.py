@@ -19,6 +19,10 @@ a line (times are time.time()):
     C NAME                a REGISTER after the loss was challenged
     X NAME REASON         a login failed (it is retried)
     D OK FAILED           the first logins are over
+    S GC MAXGC LAG        every second after the first logins: the
+                          seconds spent in garbage collections, the
+                          longest one, and the event loop's longest lag
+                          (a 50 ms timer's lateness) so far
     Q                     all stopped (on SIGTERM)
 
 It runs until terminated, and for at most an hour.  With BENCH_PROFILE
@@ -42,6 +46,44 @@ from sipdist.client.login import Registration  # noqa: E402
 LIFETIME = 3600.0
 # Seconds a first login may be retried for.
 SETUP = 600.0
+
+
+class Stats:
+    """
+    Garbage collection time and event loop lag, reported every second.
+    """
+
+    def __init__(self, reactor, out):
+        import gc
+        self.reactor = reactor
+        self.out = out
+        self.gc, self.maxGC, self.lag = 0.0, 0.0, 0.0
+        self._started = None
+        gc.callbacks.append(self._collecting)
+        self._last = time.perf_counter()
+        tick = task.LoopingCall(self._tick)
+        tick.clock = reactor
+        tick.start(0.05, now=False)
+        report = task.LoopingCall(self._report)
+        report.clock = reactor
+        report.start(1.0, now=False)
+
+    def _collecting(self, phase, info):
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            spent = time.perf_counter() - self._started
+            self.gc += spent
+            self.maxGC = max(self.maxGC, spent)
+            self._started = None
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.lag = max(self.lag, now - self._last - 0.05)
+        self._last = now
+
+    def _report(self):
+        self.out(f"S {self.gc:.3f} {self.maxGC:.3f} {self.lag:.3f}")
 
 
 class Output:
@@ -155,6 +197,7 @@ def run(reactor, spec):
     for failure in failed[:3]:
         out(f"X - first login failed: {failure.getErrorMessage()[:120]}")
     out(f"D {len(results) - len(failed)} {len(failed)}")
+    Stats(reactor, out)
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
         profile = cProfile.Profile()
