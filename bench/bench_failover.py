@@ -312,7 +312,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
             os.kill(worker.pid, signal.SIGUSR1)
     again, movedTwice, failures, reasons = {}, set(), 0, {}
     firstTo, noticed, tried, challenged = {}, {}, {}, 0
-    stats, latest = {}, {}
+    stats, latest, history = {}, {}, {}
     marks = {}
     lastSample = crash
     lastStore = 0.0
@@ -334,8 +334,18 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                 if fields[1] in victims:
                     again.setdefault(fields[1], (float(fields[3]) - crash,
                                                  "new login"))
+            elif kind == "Y" and fields[1] in victims:
+                story = history.setdefault(fields[1], [])
+                if len(story) < 8:
+                    story.append(f"{time.time() - crash:.1f} "
+                                 f"{line.split(' ', 2)[2]}")
             elif kind == "R":
                 name, server = fields[1], byPort.get(int(fields[2]))
+                if name in victims:
+                    story = history.setdefault(name, [])
+                    if len(story) < 8:
+                        story.append(f"{float(fields[3]) - crash:.1f} "
+                                     f"registered at {server}")
                 if name in victims and server in ("home2", "home3"):
                     if name in again and again[name][1] != server:
                         movedTwice.add(name)
@@ -356,7 +366,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                 noticed.setdefault(fields[1], float(fields[2]) - crash)
             elif kind == "X" and fields[1] in victims:
                 failures += 1
-                reason = line.split(" ", 2)[2][:70] if len(fields) > 2 \
+                reason = line.split(" ", 2)[2][:110] if len(fields) > 2 \
                     else ""
                 reason = "".join("#" if c.isdigit() else c for c in reason)
                 reasons[reason] = reasons.get(reason, 0) + 1
@@ -386,6 +396,9 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         if (allBack and "reassigned" in marks) or now > finish:
             break
     elapsed = time.time() - crash
+    if cpuAtAll is None:
+        cpuAtAll = ({name: cpuSeconds(pid)
+                     for name, pid in survivors.items()}, elapsed)
     times = sorted(t for t, _ in again.values())
     lost = len(victims) - len(again)
     elsewhere = sum(1 for n, (_, server) in again.items()
@@ -429,15 +442,17 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                  if used[name] is not None and cpuAtKill[name] is not None}
         clientSeconds = sum(v for k, v in spent.items()
                             if k.startswith("worker"))
-        print(f"    CPU-seconds from the kill to all registered again "
+        print(f"    CPU-seconds from the kill to "
+              f"{'the end' if lost else 'all registered again'} "
               f"({wall:.2f} s): " + ", ".join(
                   f"{name} {value:.2f}" for name, value in spent.items()
                   if not name.startswith("worker"))
               + f"; client processes {clientSeconds:.2f} in all "
-              f"({1000 * clientSeconds / max(1, len(victims)):.2f} ms a "
-              f"user)")
+              f"({1000 * clientSeconds / max(1, len(again)):.2f} ms a "
+              f"user registered again)")
     if latest:
-        print("    client processes after the kill: garbage collection " +
+        print("    client processes after the kill: garbage collection "
+              "(CPU) " +
               ", ".join(f"{latest[t][0] - stats[t][0]:.2f} s"
                         for t in sorted(latest)) +
               f" (longest {max(v[1] for v in latest.values()):.3f} s "
@@ -467,6 +482,10 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
           f"than where they registered {elsewhere}", flush=True)
     for reason, n in sorted(reasons.items(), key=lambda i: -i[1])[:3]:
         print(f"      {n} x {reason}")
+    for name in sorted(movedTwice)[:3]:
+        print(f"    moved twice: {name} (the store: {users.get(name)}):")
+        for entry in history.get(name, []):
+            print(f"      {entry}")
     return {"lost": lost, "all": times[-1] if times and not lost else None}
 
 

@@ -41,6 +41,9 @@ def main():
         print(f"FAILED {failure.getErrorMessage()}", flush=True)
         reactor.stop()
 
+    # As twistd does: what exists at start is out of the collector's reach.
+    from sipdist.tap import _freezeStartupObjects
+    reactor.callWhenRunning(_freezeStartupObjects)
     service.startService()
     service.transportService.ready.addCallbacks(ready, failed)
     reactor.run()
