@@ -6,6 +6,7 @@ that cannot be reached, before the monitor has marked it down.
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from sipdist.pool.monitor import Answer, ProbeFailed
 from sipdist.roles.distribution import backupRecord
 from sipdist.sip.message import parseNameAddr
 from sipdist.store import ServerRecord
@@ -193,6 +194,68 @@ class StandbyTests(SynchronousTestCase):
         self.home.clock.advance(1.0)
         self.assertEqual(self.home.flow.sent[-1].code, 200)
         self.assertEqual(probes, [HOME1])
+
+    def test_resultRefreshedAhead(self):
+        """
+        While a silent home's users keep arriving, the result in use is
+        refreshed by a new probe once it is older than half of
+        --standby-ttl less --standby-timeout (0.5 s): the clients are
+        answered from it at once meanwhile, and the next result is there
+        before it expires, so that none of them waits for a probe again.
+        """
+        probes = []
+
+        class Silent:
+            def probe(self, uri, late=None):
+                probes.append(uri)
+                return Deferred()
+
+        self.home.service.standby.prober = Silent()
+        self.home.register("alice", extra=FOLLOWS, callID="a")
+        self.home.clock.advance(1.0)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertEqual(len(probes), 1)
+        # 1.6 s after the first probe: served at once, and probed again.
+        self.home.clock.advance(0.6)
+        self.home.register("alice", extra=FOLLOWS, callID="b", cseq=5)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertEqual(len(probes), 2)
+        # 2.7 s: the first result has expired, the second one answers.
+        self.home.clock.advance(1.1)
+        sent = len(self.home.flow.sent)
+        self.home.register("alice", extra=FOLLOWS, callID="c", cseq=9)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertGreater(len(self.home.flow.sent), sent)
+        self.assertEqual(len(probes), 3)
+
+    def test_refreshedResultStillUsed(self):
+        """
+        Until the refreshing probe answers, the result in hand is used;
+        once it answers, its result is: a home that answers again is
+        redirected to.
+        """
+        answers = []
+
+        class Later:
+            probed = []
+
+            def probe(self, uri, late=None):
+                self.probed.append(uri)
+                answers.append(Deferred())
+                return answers[-1]
+
+        prober = self.home.service.standby.prober = Later()
+        self.home.register("alice", extra=FOLLOWS, callID="a")
+        answers[0].errback(ProbeFailed("connection refused"))
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.home.clock.advance(1.5)
+        self.home.register("alice", extra=FOLLOWS, callID="b", cseq=5)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertEqual(len(prober.probed), 2)
+        answers[1].callback(Answer(None))
+        self.home.register("alice", extra=FOLLOWS, callID="c", cseq=9)
+        self.assertEqual(self.home.flow.sent[-1].code, 301)
+        self.assertEqual(len(prober.probed), 2)
 
     def test_off(self):
         """
