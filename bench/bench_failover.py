@@ -171,7 +171,7 @@ class Processes:
 
 
 def run(transport, crashed, perWorker, rate, deadline, reassignWait,
-        viaEdge=False, refreshRate=2000):
+        viaEdge=False, refreshRate=2000, serverOptions=None):
     others = crashed // 10
     names = [f"u{i}" for i in range(crashed + 2 * others)]
     home = {n: "home1" for n in names[:crashed]}
@@ -181,14 +181,15 @@ def run(transport, crashed, perWorker, rate, deadline, reassignWait,
     procs = Processes()
     try:
         return _run(transport, names, home, perWorker, rate, deadline,
-                    reassignWait, tmp, procs, viaEdge, refreshRate)
+                    reassignWait, tmp, procs, viaEdge, refreshRate,
+                    serverOptions or {})
     finally:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
-         tmp, procs, viaEdge=False, refreshRate=2000):
+         tmp, procs, viaEdge=False, refreshRate=2000, serverOptions=()):
     suffix = ";transport=tcp" if transport == "tcp" else ""
     front = ("edge", "edge-inside") if viaEdge else ()
     ports = {name: freePort(transport)
@@ -218,6 +219,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                   "auth-address-failures": 1000000}
         if name == "distributor":
             config["monitor"] = True
+        config.update(serverOptions)
         path = os.path.join(tmp, f"{name}.json")
         with open(path, "w") as f:
             json.dump(config, f)
@@ -533,17 +535,32 @@ def main():
     parser.add_argument("--refresh-rate", type=int, default=2000,
                         help="with --via-edge: REGISTERs per second sent "
                              "by home1's users at the kill (default 2,000)")
+    parser.add_argument("--server-option", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a setting of every server other than the "
+                             "shipped default (a diagnosis, e.g. "
+                             "overload-lag=5; VALUE read as JSON when it "
+                             "parses)")
     args = parser.parse_args()
+    serverOptions = {}
+    for option in args.server_option:
+        key, _, value = option.partition("=")
+        try:
+            serverOptions[key] = json.loads(value)
+        except ValueError:
+            serverOptions[key] = value
     # Terminated: the child processes are stopped all the same.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     for transport in args.transport:
         for users in args.users:
             deadline = args.deadline or (60 if transport == "tcp" else 120)
             print(f"{transport.upper()}, N={users}"
-                  f"{', via an edge' if args.via_edge else ''}:", flush=True)
+                  f"{', via an edge' if args.via_edge else ''}"
+                  + "".join(f", {k}={v}" for k, v in serverOptions.items())
+                  + ":", flush=True)
             run(transport, users, args.per_worker, args.rate,
                 deadline, args.reassign_wait, args.via_edge,
-                args.refresh_rate)
+                args.refresh_rate, serverOptions)
 
 
 if __name__ == "__main__":
