@@ -87,10 +87,10 @@ class StandbyTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.home.prober.probed, [])
 
-    def test_downInStoreNotTheBackup(self):
+    def downPool(self):
         """
-        A home that is not alice's backup answers the 503 of a home marked
-        down, as before.
+        A store of home1, home2 and home3, alice assigned to home1, which
+        is marked down; and alice's backup home.
         """
         store = MemoryAssignmentStore()
         for name, port in (("home1", 5070), ("home2", 5080),
@@ -99,12 +99,60 @@ class StandbyTests(SynchronousTestCase):
         store.assignUser(self.aor, "home1")
         store.updateServer("home1", state="down")
         records = self.successResultOf(store.listServers())
-        backup = backupRecord(self.aor, records, "home1", "UDP")[0]
+        return store, backupRecord(self.aor, records, "home1", "UDP")
+
+    def test_downInStoreNotTheBackup(self):
+        """
+        A home that is not alice's backup redirects her REGISTER to her
+        backup (a signed 301, the next backup named) rather than answer
+        the 503 of a home marked down; it serves nothing itself, and the
+        store is unchanged.
+        """
+        store, (backup, backupURI) = self.downPool()
         other = "home3" if backup == "home2" else "home2"
         home = Harness(name=other, store=store)
+        response, session = home.register("alice", extra=FOLLOWS)
+        self.assertEqual((response.code, response.header("contact")),
+                         (301, f"<{backupURI}>"))
+        self.assertTrue(signed(response, session))
+        self.assertEqual(response.header("sipdist-backup"),
+                         f"<sip:127.0.0.1:{5080 if other == 'home2' else 5090}>")
+        self.assertEqual(home.service.standby.served, 0)
+        self.assertEqual(home.prober.probed, [])
+        self.assertEqual(self.successResultOf(store.lookupUser(self.aor)),
+                         "home1")
+
+    def test_downInStoreDistributorRedirectsToBackup(self):
+        """
+        A distributor redirects the REGISTER of a client that follows the
+        redirect, whose home is marked down, to the user's backup home
+        (which serves it temporarily) rather than answer 503; a standard
+        client still gets the 503 (it is not failed over here: the
+        Harness's proxy records nothing), and so does a request other
+        than REGISTER.
+        """
+        store, (backup, backupURI) = self.downPool()
+        distributor = Harness(role="distributor", name="distributor",
+                              store=store)
+        distributor.service.processor.failover = None
+        response, session = distributor.register("alice", extra=FOLLOWS)
+        self.assertEqual((response.code, response.header("contact")),
+                         (301, f"<{backupURI}>"))
+        self.assertTrue(signed(response, session))
+        response, _ = distributor.register("alice", callID="std")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(distributor.proxy.forwarded, [])
+
+    def test_downInStoreBackupWithoutStandby(self):
+        """
+        The backup itself, without a standby, answers the 503: it never
+        redirects a client to itself.
+        """
+        store, (backup, backupURI) = self.downPool()
+        home = Harness(name=backup, store=store)
+        home.service.processor.standby = None
         response, _ = home.register("alice", extra=FOLLOWS)
         self.assertEqual(response.code, 503)
-        self.assertEqual(home.service.standby.served, 0)
 
     def test_notTheBackup(self):
         """
