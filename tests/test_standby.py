@@ -115,8 +115,10 @@ class StandbyTests(SynchronousTestCase):
         self.assertEqual((response.code, response.header("contact")),
                          (301, f"<{backupURI}>"))
         self.assertTrue(signed(response, session))
+        # The next backup: neither home1 nor the backup redirected to.
+        port = 5080 if other == "home2" else 5090
         self.assertEqual(response.header("sipdist-backup"),
-                         f"<sip:127.0.0.1:{5080 if other == 'home2' else 5090}>")
+                         f"<sip:127.0.0.1:{port}>")
         self.assertEqual(home.service.standby.served, 0)
         self.assertEqual(home.prober.probed, [])
         self.assertEqual(self.successResultOf(store.lookupUser(self.aor)),
