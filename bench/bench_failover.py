@@ -21,7 +21,11 @@ prints, from the kill:
     round);
   - when half, 90% and all of home1's users were registered again at a
     surviving home (where their client went first: their backup home);
-  - the peak CPU of each surviving server (per 0.5 s);
+  - the time from each client's first REGISTER after the loss to its
+    registration, and how many of those REGISTERs were challenged;
+  - the peak CPU of each surviving server (per 0.5 s), and the CPU
+    seconds each surviving process (servers, client processes) used from
+    the kill until all were registered again;
   - failed logins (retried by the clients), users lost (not registered
     again within the deadline), users registered at two surviving homes
     after the kill (moved twice), and users the store placed elsewhere than
@@ -167,7 +171,7 @@ class Processes:
 
 
 def run(transport, crashed, perWorker, rate, deadline, reassignWait,
-        viaEdge=False, refreshRate=2000):
+        viaEdge=False, refreshRate=2000, serverOptions=None):
     others = crashed // 10
     names = [f"u{i}" for i in range(crashed + 2 * others)]
     home = {n: "home1" for n in names[:crashed]}
@@ -177,14 +181,15 @@ def run(transport, crashed, perWorker, rate, deadline, reassignWait,
     procs = Processes()
     try:
         return _run(transport, names, home, perWorker, rate, deadline,
-                    reassignWait, tmp, procs, viaEdge, refreshRate)
+                    reassignWait, tmp, procs, viaEdge, refreshRate,
+                    serverOptions or {})
     finally:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
-         tmp, procs, viaEdge=False, refreshRate=2000):
+         tmp, procs, viaEdge=False, refreshRate=2000, serverOptions=()):
     suffix = ";transport=tcp" if transport == "tcp" else ""
     front = ("edge", "edge-inside") if viaEdge else ()
     ports = {name: freePort(transport)
@@ -214,6 +219,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                   "auth-address-failures": 1000000}
         if name == "distributor":
             config["monitor"] = True
+        config.update(serverOptions)
         path = os.path.join(tmp, f"{name}.json")
         with open(path, "w") as f:
             json.dump(config, f)
@@ -294,6 +300,7 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                  for name in ("home2", "home3", "distributor") + front[:1]}
     survivors.update({w.tag: w.pid for w in workers})
     cpu = {name: cpuSeconds(pid) for name, pid in survivors.items()}
+    cpuAtKill, cpuAtAll = dict(cpu), None
     peak = {name: 0.0 for name in survivors}
     loadBefore = loadAverage()
 
@@ -306,7 +313,8 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         for worker in workers:
             os.kill(worker.pid, signal.SIGUSR1)
     again, movedTwice, failures, reasons = {}, set(), 0, {}
-    firstTo, noticed = {}, {}
+    firstTo, noticed, tried, challenged = {}, {}, {}, 0
+    stats, latest, history = {}, {}, {}
     marks = {}
     lastSample = crash
     lastStore = 0.0
@@ -328,8 +336,18 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                 if fields[1] in victims:
                     again.setdefault(fields[1], (float(fields[3]) - crash,
                                                  "new login"))
+            elif kind == "Y" and fields[1] in victims:
+                story = history.setdefault(fields[1], [])
+                if len(story) < 8:
+                    story.append(f"{time.time() - crash:.1f} "
+                                 f"{line.split(' ', 2)[2]}")
             elif kind == "R":
                 name, server = fields[1], byPort.get(int(fields[2]))
+                if name in victims:
+                    story = history.setdefault(name, [])
+                    if len(story) < 8:
+                        story.append(f"{float(fields[3]) - crash:.1f} "
+                                     f"registered at {server}")
                 if name in victims and server in ("home2", "home3"):
                     if name in again and again[name][1] != server:
                         movedTwice.add(name)
@@ -338,11 +356,19 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
             elif kind == "T" and fields[1] in victims:
                 firstTo.setdefault(byPort.get(int(fields[2]), "other"), 0)
                 firstTo[byPort.get(int(fields[2]), "other")] += 1
+                if len(fields) > 3:
+                    tried.setdefault(fields[1], float(fields[3]) - crash)
+            elif kind == "C" and fields[1] in victims:
+                challenged += 1
+            elif kind == "S" and len(fields) == 4:
+                # Since the kill: the first report after it is the base.
+                stats.setdefault(child.tag, [float(v) for v in fields[1:]])
+                latest[child.tag] = [float(v) for v in fields[1:]]
             elif kind == "L" and fields[1] in victims:
                 noticed.setdefault(fields[1], float(fields[2]) - crash)
             elif kind == "X" and fields[1] in victims:
                 failures += 1
-                reason = line.split(" ", 2)[2][:70] if len(fields) > 2 \
+                reason = line.split(" ", 2)[2][:110] if len(fields) > 2 \
                     else ""
                 reason = "".join("#" if c.isdigit() else c for c in reason)
                 reasons[reason] = reasons.get(reason, 0) + 1
@@ -364,11 +390,17 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
                     users.get(n) == "home1" for n in victims):
                 marks.setdefault("reassigned", now - crash)
         allBack = len(again) == len(victims)
+        if allBack and cpuAtAll is None:
+            cpuAtAll = ({name: cpuSeconds(pid)
+                         for name, pid in survivors.items()}, now - crash)
         if allBack:
             finish = min(finish, crash + max(now - crash, reassignWait))
         if (allBack and "reassigned" in marks) or now > finish:
             break
     elapsed = time.time() - crash
+    if cpuAtAll is None:
+        cpuAtAll = ({name: cpuSeconds(pid)
+                     for name, pid in survivors.items()}, elapsed)
     times = sorted(t for t, _ in again.values())
     lost = len(victims) - len(again)
     elsewhere = sum(1 for n, (_, server) in again.items()
@@ -398,6 +430,36 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         print(f"    clients noticed the loss: half after "
               f"{seen[(len(seen) - 1) // 2]:.2f} s, all "
               f"({len(seen)}) after {seen[-1]:.2f} s")
+    spans = sorted(t - tried[n] for n, (t, _) in again.items()
+                   if n in tried)
+    if spans:
+        print(f"    from the first REGISTER after the loss to registered: "
+              f"half {spans[(len(spans) - 1) // 2]:.2f} s, 90% "
+              f"{spans[int((len(spans) - 1) * 0.9)]:.2f} s, all "
+              f"{spans[-1]:.2f} s; REGISTERs challenged after the loss: "
+              f"{challenged}")
+    if cpuAtAll is not None:
+        used, wall = cpuAtAll
+        spent = {name: used[name] - cpuAtKill[name] for name in used
+                 if used[name] is not None and cpuAtKill[name] is not None}
+        clientSeconds = sum(v for k, v in spent.items()
+                            if k.startswith("worker"))
+        print(f"    CPU-seconds from the kill to "
+              f"{'the end' if lost else 'all registered again'} "
+              f"({wall:.2f} s): " + ", ".join(
+                  f"{name} {value:.2f}" for name, value in spent.items()
+                  if not name.startswith("worker"))
+              + f"; client processes {clientSeconds:.2f} in all "
+              f"({1000 * clientSeconds / max(1, len(again)):.2f} ms a "
+              f"user registered again)")
+    if latest:
+        print("    client processes after the kill: garbage collection "
+              "(CPU) " +
+              ", ".join(f"{latest[t][0] - stats[t][0]:.2f} s"
+                        for t in sorted(latest)) +
+              f" (longest {max(v[1] for v in latest.values()):.3f} s "
+              f"in the whole run), event loop lag at most " +
+              f"{max(v[2] for v in latest.values()):.2f} s")
     print(f"    first REGISTER after the loss went to: "
           f"{dict(sorted(firstTo.items()))}")
     if viaEdge:
@@ -422,6 +484,10 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
           f"than where they registered {elsewhere}", flush=True)
     for reason, n in sorted(reasons.items(), key=lambda i: -i[1])[:3]:
         print(f"      {n} x {reason}")
+    for name in sorted(movedTwice)[:3]:
+        print(f"    moved twice: {name} (the store: {users.get(name)}):")
+        for entry in history.get(name, []):
+            print(f"      {entry}")
     return {"lost": lost, "all": times[-1] if times and not lost else None}
 
 
@@ -469,17 +535,32 @@ def main():
     parser.add_argument("--refresh-rate", type=int, default=2000,
                         help="with --via-edge: REGISTERs per second sent "
                              "by home1's users at the kill (default 2,000)")
+    parser.add_argument("--server-option", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a setting of every server other than the "
+                             "shipped default (a diagnosis, e.g. "
+                             "overload-lag=5; VALUE read as JSON when it "
+                             "parses)")
     args = parser.parse_args()
+    serverOptions = {}
+    for option in args.server_option:
+        key, _, value = option.partition("=")
+        try:
+            serverOptions[key] = json.loads(value)
+        except ValueError:
+            serverOptions[key] = value
     # Terminated: the child processes are stopped all the same.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     for transport in args.transport:
         for users in args.users:
             deadline = args.deadline or (60 if transport == "tcp" else 120)
             print(f"{transport.upper()}, N={users}"
-                  f"{', via an edge' if args.via_edge else ''}:", flush=True)
+                  f"{', via an edge' if args.via_edge else ''}"
+                  + "".join(f", {k}={v}" for k, v in serverOptions.items())
+                  + ":", flush=True)
             run(transport, users, args.per_worker, args.rate,
                 deadline, args.reassign_wait, args.via_edge,
-                args.refresh_rate)
+                args.refresh_rate, serverOptions)
 
 
 if __name__ == "__main__":

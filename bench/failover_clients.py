@@ -15,12 +15,20 @@ a line (times are time.time()):
     R NAME PORT TIME      registered at the server listening on PORT
     F NAME EXPIRES TIME   a registration refreshed (EXPIRES s granted)
     L NAME TIME           the home was lost (connection, keep-alive)
-    T NAME PORT           the first REGISTER after the loss went to PORT
+    T NAME PORT TIME      the first REGISTER after the loss went to PORT
+    C NAME                a REGISTER after the loss was challenged
     X NAME REASON         a login failed (it is retried)
     D OK FAILED           the first logins are over
+    S GC MAXGC LAG        every second after the first logins: the
+                          CPU seconds spent in garbage collections, the
+                          longest one, and the event loop's longest lag
+                          (a 50 ms timer's lateness) so far
+    Y NAME TEXT           after the loss: a redirect or a new login, why
     Q                     all stopped (on SIGTERM)
 
-It runs until terminated, and for at most an hour.
+It runs until terminated, and for at most an hour.  With BENCH_PROFILE
+set to a directory, the process profiles itself (cProfile) from the end
+of the first logins until it is terminated, into PID.prof there.
 """
 
 import json
@@ -39,6 +47,44 @@ from sipdist.client.login import Registration  # noqa: E402
 LIFETIME = 3600.0
 # Seconds a first login may be retried for.
 SETUP = 600.0
+
+
+class Stats:
+    """
+    Garbage collection CPU time and event loop lag, reported every second.
+    """
+
+    def __init__(self, reactor, out):
+        import gc
+        self.reactor = reactor
+        self.out = out
+        self.gc, self.maxGC, self.lag = 0.0, 0.0, 0.0
+        self._started = None
+        gc.callbacks.append(self._collecting)
+        self._last = time.perf_counter()
+        tick = task.LoopingCall(self._tick)
+        tick.clock = reactor
+        tick.start(0.05, now=False)
+        report = task.LoopingCall(self._report)
+        report.clock = reactor
+        report.start(1.0, now=False)
+
+    def _collecting(self, phase, info):
+        if phase == "start":
+            self._started = time.process_time()
+        elif self._started is not None:
+            spent = time.process_time() - self._started
+            self.gc += spent
+            self.maxGC = max(self.maxGC, spent)
+            self._started = None
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.lag = max(self.lag, now - self._last - 0.05)
+        self._last = now
+
+    def _report(self):
+        self.out(f"S {self.gc:.3f} {self.maxGC:.3f} {self.lag:.3f}")
 
 
 class Output:
@@ -74,16 +120,20 @@ def observer(ua, out):
             lost[0] = False
             out(f"R {ua.name} {event.target.port} {time.time():.3f}")
         elif kind == "flow-failed":
-            lost[0] = True
-            ua.tried = False
+            lost[0] = ua.lostOnce = True
+            ua.tried = ua.lostOnce = False
             out(f"L {ua.name} {time.time():.3f}")
         elif kind == "trying" and lost[0] and not ua.tried:
             ua.tried = True
-            out(f"T {ua.name} {event.target.port}")
+            out(f"T {ua.name} {event.target.port} {time.time():.3f}")
+        elif kind == "challenge" and lost[0]:
+            out(f"C {ua.name}")
         elif kind == "refreshed":
             out(f"F {ua.name} {event.expires} {time.time():.3f}")
         elif kind == "retry" or kind == "relogin" and ua.refreshes:
             out(f"X {ua.name} {event.text[:120]}")
+        if kind in ("relogin", "redirect") and ua.lostOnce:
+            out(f"Y {ua.name} {event.text[:160]}")
     return seen
 
 
@@ -117,7 +167,7 @@ def run(reactor, spec):
         ua = UserAgent(reactor, f"{name}@{spec['domain']}", spec["password"],
                        listen="udp:0:interface=127.0.0.1")
         ua.name = name
-        ua.tried = False
+        ua.tried = ua.lostOnce = False
         # A refresh that fails is a failed login too (behind an edge).
         ua.refreshes = name in refreshNames
         ua.observer = observer(ua, out)
@@ -150,6 +200,23 @@ def run(reactor, spec):
     for failure in failed[:3]:
         out(f"X - first login failed: {failure.getErrorMessage()[:120]}")
     out(f"D {len(results) - len(failed)} {len(failed)}")
+    # A device runs one client; this process runs thousands, whose
+    # objects a full garbage collection would scan again and again
+    # (several seconds per collection on a loaded machine, in the
+    # 10,000-user run): what the set-up made is kept out of its reach, as
+    # a server's start-up objects are (sipdist.tap).
+    import gc
+    gc.collect()
+    gc.freeze()
+    Stats(reactor, out)
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+        profile = cProfile.Profile()
+        profile.enable()
+        path = os.path.join(os.environ["BENCH_PROFILE"], f"{os.getpid()}.prof")
+        reactor.addSystemEventTrigger(
+            "before", "shutdown",
+            lambda: (profile.disable(), profile.dump_stats(path)))
 
     def stop():
         out("Q")

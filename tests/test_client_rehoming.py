@@ -293,6 +293,27 @@ class RehomingTests(SynchronousTestCase):
         self.assertEqual(ua.sent[-1][1], BACKUP)
         self.assertEqual(registration.state, "registered")
 
+    def test_pongReadAfterTheDeadlineTimer(self):
+        """
+        A pong that arrived by the deadline but is read only after the
+        deadline's timer has fired (a process busy past the deadline: the
+        reactor runs its timers before it reads) keeps the registration.
+        """
+        clock, ua, registration = self.registration(
+            [Answer(200, {"Flow-Timer": "30"}, backup=BACKUP_VALUE)],
+            pongTimeout=10)
+        flow = ua.flows[HOME]
+        clock.advance(30)
+        self.assertEqual(flow.pings, 1)
+        # Read in the same turn of the reactor, after the timer.
+        clock.callLater(10, flow.pong)
+        clock.advance(10)
+        self.assertNotIn("flow-failed", ua.kinds())
+        self.assertEqual(registration.state, "registered")
+        self.assertFalse(flow.closed)
+        clock.advance(30)
+        self.assertEqual(flow.pings, 2)
+
     def test_noKeepAliveOnUDP(self):
         """
         A registration over UDP schedules no keep-alive on a connection:
@@ -476,6 +497,22 @@ class UDPKeepAliveTests(SynchronousTestCase):
         self.assertNotIn("flow-failed", ua.kinds())
         clock.advance(20)
         self.assertEqual(len(flow.sentAt), 2)
+
+    def test_answerReadAfterTheDeadlineTimer(self):
+        """
+        A Binding response read only after the deadline's timer has fired
+        (in the same turn of the reactor) keeps the registration.
+        """
+        clock, ua, registration, flows = self.registration(
+            [Answer(200, {"Flow-Timer": "20"}, backup=BACKUP_VALUE), 200])
+        flow = flows[HOME]
+        clock.advance(20)
+        for _ in range(19):
+            clock.advance(0.5)
+        clock.callLater(0.5, flow.answer)
+        clock.advance(0.5)
+        self.assertNotIn("flow-failed", ua.kinds())
+        self.assertEqual(registration.state, "registered")
 
     def test_unansweredRetransmittedThenFailure(self):
         """

@@ -6,6 +6,7 @@ that cannot be reached, before the monitor has marked it down.
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from sipdist.pool.monitor import Answer, ProbeFailed
 from sipdist.roles.distribution import backupRecord
 from sipdist.sip.message import parseNameAddr
 from sipdist.store import ServerRecord
@@ -86,10 +87,10 @@ class StandbyTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.home.prober.probed, [])
 
-    def test_downInStoreNotTheBackup(self):
+    def downPool(self):
         """
-        A home that is not alice's backup answers the 503 of a home marked
-        down, as before.
+        A store of home1, home2 and home3, alice assigned to home1, which
+        is marked down; and alice's backup home.
         """
         store = MemoryAssignmentStore()
         for name, port in (("home1", 5070), ("home2", 5080),
@@ -98,12 +99,62 @@ class StandbyTests(SynchronousTestCase):
         store.assignUser(self.aor, "home1")
         store.updateServer("home1", state="down")
         records = self.successResultOf(store.listServers())
-        backup = backupRecord(self.aor, records, "home1", "UDP")[0]
+        return store, backupRecord(self.aor, records, "home1", "UDP")
+
+    def test_downInStoreNotTheBackup(self):
+        """
+        A home that is not alice's backup redirects her REGISTER to her
+        backup (a signed 301, the next backup named) rather than answer
+        the 503 of a home marked down; it serves nothing itself, and the
+        store is unchanged.
+        """
+        store, (backup, backupURI) = self.downPool()
         other = "home3" if backup == "home2" else "home2"
         home = Harness(name=other, store=store)
+        response, session = home.register("alice", extra=FOLLOWS)
+        self.assertEqual((response.code, response.header("contact")),
+                         (301, f"<{backupURI}>"))
+        self.assertTrue(signed(response, session))
+        # The next backup: neither home1 nor the backup redirected to.
+        port = 5080 if other == "home2" else 5090
+        self.assertEqual(response.header("sipdist-backup"),
+                         f"<sip:127.0.0.1:{port}>")
+        self.assertEqual(home.service.standby.served, 0)
+        self.assertEqual(home.prober.probed, [])
+        self.assertEqual(self.successResultOf(store.lookupUser(self.aor)),
+                         "home1")
+
+    def test_downInStoreDistributorRedirectsToBackup(self):
+        """
+        A distributor redirects the REGISTER of a client that follows the
+        redirect, whose home is marked down, to the user's backup home
+        (which serves it temporarily) rather than answer 503; a standard
+        client still gets the 503 (it is not failed over here: the
+        Harness's proxy records nothing), and so does a request other
+        than REGISTER.
+        """
+        store, (backup, backupURI) = self.downPool()
+        distributor = Harness(role="distributor", name="distributor",
+                              store=store)
+        distributor.service.processor.failover = None
+        response, session = distributor.register("alice", extra=FOLLOWS)
+        self.assertEqual((response.code, response.header("contact")),
+                         (301, f"<{backupURI}>"))
+        self.assertTrue(signed(response, session))
+        response, _ = distributor.register("alice", callID="std")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(distributor.proxy.forwarded, [])
+
+    def test_downInStoreBackupWithoutStandby(self):
+        """
+        The backup itself, without a standby, answers the 503: it never
+        redirects a client to itself.
+        """
+        store, (backup, backupURI) = self.downPool()
+        home = Harness(name=backup, store=store)
+        home.service.processor.standby = None
         response, _ = home.register("alice", extra=FOLLOWS)
         self.assertEqual(response.code, 503)
-        self.assertEqual(home.service.standby.served, 0)
 
     def test_notTheBackup(self):
         """
@@ -193,6 +244,68 @@ class StandbyTests(SynchronousTestCase):
         self.home.clock.advance(1.0)
         self.assertEqual(self.home.flow.sent[-1].code, 200)
         self.assertEqual(probes, [HOME1])
+
+    def test_resultRefreshedAhead(self):
+        """
+        While a silent home's users keep arriving, the result in use is
+        refreshed by a new probe once it is older than half of
+        --standby-ttl less --standby-timeout (0.5 s): the clients are
+        answered from it at once meanwhile, and the next result is there
+        before it expires, so that none of them waits for a probe again.
+        """
+        probes = []
+
+        class Silent:
+            def probe(self, uri, late=None):
+                probes.append(uri)
+                return Deferred()
+
+        self.home.service.standby.prober = Silent()
+        self.home.register("alice", extra=FOLLOWS, callID="a")
+        self.home.clock.advance(1.0)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertEqual(len(probes), 1)
+        # 1.6 s after the first probe: served at once, and probed again.
+        self.home.clock.advance(0.6)
+        self.home.register("alice", extra=FOLLOWS, callID="b", cseq=5)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertEqual(len(probes), 2)
+        # 2.7 s: the first result has expired, the second one answers.
+        self.home.clock.advance(1.1)
+        sent = len(self.home.flow.sent)
+        self.home.register("alice", extra=FOLLOWS, callID="c", cseq=9)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertGreater(len(self.home.flow.sent), sent)
+        self.assertEqual(len(probes), 3)
+
+    def test_refreshedResultStillUsed(self):
+        """
+        Until the refreshing probe answers, the result in hand is used;
+        once it answers, its result is: a home that answers again is
+        redirected to.
+        """
+        answers = []
+
+        class Later:
+            probed = []
+
+            def probe(self, uri, late=None):
+                self.probed.append(uri)
+                answers.append(Deferred())
+                return answers[-1]
+
+        prober = self.home.service.standby.prober = Later()
+        self.home.register("alice", extra=FOLLOWS, callID="a")
+        answers[0].errback(ProbeFailed("connection refused"))
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.home.clock.advance(1.5)
+        self.home.register("alice", extra=FOLLOWS, callID="b", cseq=5)
+        self.assertEqual(self.home.flow.sent[-1].code, 200)
+        self.assertEqual(len(prober.probed), 2)
+        answers[1].callback(Answer(None))
+        self.home.register("alice", extra=FOLLOWS, callID="c", cseq=9)
+        self.assertEqual(self.home.flow.sent[-1].code, 301)
+        self.assertEqual(len(prober.probed), 2)
 
     def test_off(self):
         """

@@ -2,8 +2,10 @@
 Tests for L{sipdist.sip.transport}.
 """
 
+from twisted.internet import error
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.sip.message import parseMessage
@@ -440,6 +442,25 @@ class StreamTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(d2), flow)
         self.assertEqual(flow.remote, ("127.0.0.1", 5070))
         self.assertIs(self.layer.existingFlow("TCP", "127.0.0.1", 5070), flow)
+
+    def test_connectAddressRefusedAtOnce(self):
+        """
+        A connection to an address (IPv4 or IPv6) is opened at once,
+        without a name resolution, and a refused connection fails the
+        flow's Deferred as soon as the reactor reports it (a
+        L{HostnameEndpoint} would report it a third of a second later);
+        the next attempt opens a new connection.
+        """
+        for host in ("127.0.0.1", "::1"):
+            d = self.layer.connect("TCP", host, 5070)
+            self.assertEqual(self.reactor.tcpClients[-1][:2], (host, 5070))
+            connector = self.reactor.connectors[-1]
+            self.reactor.tcpClients[-1][2].clientConnectionFailed(
+                connector, Failure(error.ConnectionRefusedError()))
+            self.failureResultOf(d, error.ConnectionRefusedError)
+            self.assertNoResult(self.layer.connect("TCP", host, 5070))
+            self.assertEqual(len(self.reactor.tcpClients), 2 if host ==
+                             "127.0.0.1" else 4)
 
 
 class StreamLimitTests(SynchronousTestCase):

@@ -47,9 +47,11 @@ our own binding) and cancels every timer.
 It also learns that its home failed from the transport, without waiting
 for the refresh: the loss of the TCP/TLS connection the registration lives
 on, or an RFC 5626 keep-alive ping unanswered (pings every 80 to 100% of
-the registrar's C{Flow-Timer}).  It then logs in again after a random
-wait, starting at the backup home the servers named in a signed
-C{Sipdist-Backup} (see C{docs/client.rst}, I{A failed home}).
+the registrar's C{Flow-Timer}; a pong waiting to be read when the
+deadline's timer fires, in a process busy past it, still counts).  It then
+logs in again after a random wait, starting at the backup home the servers
+named in a signed C{Sipdist-Backup} (see C{docs/client.rst}, I{A failed
+home}).
 """
 
 import random as _random
@@ -531,6 +533,9 @@ class Registration:
         self._pingTimer = None
         self._pingSent = None
         self._pingTries = 0
+        # Whether the pong's deadline has passed and the reactor is given
+        # one more turn to read it.
+        self._pongLastLook = False
         # A re-login the transport asked for, waiting for its jitter.
         self._rehoming = None
 
@@ -636,6 +641,7 @@ class Registration:
             return
         self._pingSent = self.ua._reactor.seconds()
         self._pingTries = 1
+        self._pongLastLook = False
         self._awaitPong()
 
     def _awaitPong(self):
@@ -665,6 +671,16 @@ class Registration:
             self._schedulePing()
             return
         if self.ua._reactor.seconds() >= sent + self.pongTimeout:
+            if not self._pongLastLook:
+                # The verdict after one more turn of the reactor: it runs
+                # timers before reading what has arrived, so a process
+                # that was busy past the deadline would otherwise take a
+                # pong waiting to be read for none (and leave a home that
+                # answered, for its backup).
+                self._pongLastLook = True
+                self._pingTimer = self.ua._reactor.callLater(0,
+                                                             self._pongDue)
+                return
             self._pingSent = None
             self._flowFailed(flow, f"no keep-alive pong from the home within "
                                    f"{self.pongTimeout:g} s")

@@ -31,9 +31,13 @@ touching the store, when all of these hold:
     home, and the client is redirected to it as usual; so it is when the
     probe fails for another reason (a TLS failure, a bad URI): only
     silence and connection failures mean a dead home.  A probe's result
-    is kept for C{ttl} seconds, and one probe is in flight per home:
-    ten thousand clients of a failed home cost one probe every C{ttl}
-    seconds.
+    is used for C{ttl} seconds from when the probe was sent, and one
+    probe is in flight per home.  A result older than half of C{ttl -
+    timeout} is refreshed by a new probe while it is still used, so that
+    while a failed home's users keep arriving none of them waits for a
+    probe (a silent home would make them wait up to C{timeout} every
+    C{ttl} seconds): ten thousand clients of a failed home cost one
+    probe every C{(ttl - timeout) / 2 + timeout} seconds at most.
 
 So nobody can move a user at will: only the user itself, only to its one
 backup, only while its home cannot be reached from the backup either; and
@@ -172,6 +176,13 @@ class Standby:
         now = self._reactor.seconds()
         known = self._known.get(record.id)
         if known is not None and now - known[1] < self.ttl:
+            if (probe and now - known[1] >= self.refreshAfter
+                    and record.id not in self._pending):
+                # Refreshed ahead: the result in hand answers meanwhile
+                # (the new one if the probe has answered already).
+                self._pending[record.id] = waiters = []
+                self._probe(record, waiters)
+                known = self._known.get(record.id, known)
             return defer.succeed(not known[0])
         if not probe:
             return defer.succeed(None)
@@ -183,6 +194,14 @@ class Standby:
         self._pending[record.id] = waiters = [waiter]
         self._probe(record, waiters)
         return waiter
+
+    @property
+    def refreshAfter(self):
+        """
+        The age (seconds from its probe) at which a result in use is
+        refreshed by a new probe: half of C{ttl - timeout}.
+        """
+        return max(0.0, self.ttl - self.timeout) / 2
 
     def _probe(self, record, waiters):
         self.probes += 1

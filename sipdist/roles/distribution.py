@@ -23,6 +23,10 @@ INVITE, MESSAGE or SUBSCRIBE handed over by the C{router}) the processor:
      rather than a redirect or a leg in clear.
      What is proxied to a user's home goes to the user's backup home
      when the home is dead or marked down (L{sipdist.pool.failover}).
+     A REGISTER of a client that follows the redirect and talks to us
+     directly, whose home is marked down, is redirected to the user's
+     backup home (which serves it temporarily, L{sipdist.pool.standby})
+     rather than answered C{503}, unless we are that backup.
 
 Whether the client follows the distribution redirect (a fact of
 L{sipdist.decision.decide}) is read from the request: the option tag
@@ -532,6 +536,16 @@ class DistributionProcessor:
             # user temporarily, rather than a 503.
             self._failOver(outcome, context)
             return
+        elif (context.record is not None
+              and getattr(outcome, "code", None) == 503
+              and context.record.state == DOWN
+              and context.request.method == "REGISTER"
+              and self._wouldRedirect(context)):
+            # Likewise for a client that follows the redirect: to its
+            # backup home rather than a 503 (it came here from discovery:
+            # its backup did not answer it, or it knew none).
+            self._redirectToBackup(outcome, context)
+            return
         if self.logDecisions:
             self._logDecision(outcome, context)
         if isinstance(outcome, Serve):
@@ -685,19 +699,26 @@ class DistributionProcessor:
             cache[key] = backup
         return backup
 
-    def _redirect(self, outcome, context):
+    def _redirect(self, outcome, context, exclude=()):
+        """
+        Answer a signed C{301} to C{outcome}'s server, naming the user's
+        backup home; with C{exclude} (a redirect to a backup home), the
+        next one after C{outcome}'s server, none of C{exclude}.
+        """
         self.redirects += 1
         contact = f"<{outcome.uri}>"
         response = self.server.response(context.request, 301,
                                         "Moved Permanently")
         response.headers["contact"] = [contact]
         assignedId = None if context.record is None else context.record.id
+        if exclude:
+            assignedId = outcome.serverId
 
         def respond(backup):
             context.transaction.respond(
                 self.signed(response, context, contact, backup))
 
-        self.withBackup(context, assignedId, respond)
+        self.withBackup(context, assignedId, respond, exclude)
 
     def _wouldProxy(self, context):
         """
@@ -711,6 +732,46 @@ class DistributionProcessor:
                          followsRedirect=context.followsRedirect,
                          register=context.request.method == "REGISTER")
         return isinstance(outcome, Proxy)
+
+    def _wouldRedirect(self, context):
+        """
+        Whether a request of C{context} would be redirected to the user's
+        home were it not down.
+        """
+        record = context.record
+        outcome = decide(context.viaCount,
+                         Assignment(record.id, record.uri or "-", ACTIVE_STATE),
+                         self.role, self.server.name, self.policy,
+                         followsRedirect=context.followsRedirect,
+                         register=context.request.method == "REGISTER")
+        return isinstance(outcome, Redirect)
+
+    def _redirectToBackup(self, reject, context):
+        """
+        Redirect the client of C{context}, whose home is marked down, to
+        the user's backup home (L{backupRecord}, for the transport the
+        request came in on), naming the next one as its backup; answer
+        C{reject} when there is none, or when it is this server.
+        """
+        transport = arrivalTransport(context.request,
+                                     context.transaction.flow)
+        home = context.record.id
+
+        def listed(records):
+            backup = backupRecord(context.aor, records, home, transport)
+            if backup is None or backup[0] == self.server.name:
+                self._refuse(reject, context)
+                return
+            self._log.info(
+                "{method} of {aor}: its home {home} is down: redirected to "
+                "its backup home {backup}", method=context.request.method,
+                aor=context.aor, home=home, backup=backup[0])
+            self._redirect(Redirect(backup[1], backup[0]), context,
+                           exclude=(home,))
+
+        d = self.store.listServers()
+        d.addCallback(listed)
+        d.addErrback(self._failed, context)
 
     def _failOver(self, reject, context):
         """
