@@ -451,8 +451,14 @@ class _ExpiryQueue:
         groups = self._groups
         action = self.action
         while groups and groups[0][0] <= now:
-            for _ in range(groups.popleft()[1]):
-                getattr(queue.popleft(), action)()
+            # One record at a time, the groups kept right before its
+            # action: an action may add records, or prune the queue
+            # (an INVITE record's termination prunes every INVITE queue).
+            head = groups[0]
+            head[1] -= 1
+            if not head[1]:
+                groups.popleft()
+            getattr(queue.popleft(), action)()
         if groups and self._call is None:
             self._call = self._reactor.callLater(
                 max(groups[0][0] - now, self.granularity), self._sweep)
