@@ -139,6 +139,7 @@ def _registrarState(registrar):
             for aor, bindings in registrar._bindings.items()},
         "count": registrar._count,
         "heap": sorted(registrar._heap),
+        "due": sorted(registrar._due.items()),
         "sweep": registrar._sweepCall is not None,
         "journal": None if registrar.journal is None else (
             sorted(registrar.journal._dirty),

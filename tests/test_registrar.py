@@ -102,6 +102,59 @@ class RegistrarTests(SynchronousTestCase):
         self.assertEqual(self.registrar.count, 0)
         self.assertEqual(self.registrar._count, 0)
 
+    def test_refreshAddsNothingToTheHeap(self):
+        """
+        A refresh, which only makes a binding last longer, leaves the expiry
+        heap as it was: a burst of refreshes keeps no entry (nor its time
+        and address-of-record) alive after it.  The check at the first
+        expiry finds the binding refreshed and is moved to its new expiry.
+        """
+        register(self.registrar, cseq=1, expires=120)
+        entries = list(self.registrar._heap)
+        self.assertEqual(len(entries), 1)
+        for cseq in range(2, 1002):
+            register(self.registrar, cseq=cseq, expires=120)
+        self.assertEqual(len(self.registrar._heap), 1)
+        self.assertIs(self.registrar._heap[0], entries[0])
+        self.clock.advance(100)
+        register(self.registrar, cseq=1002, expires=120)
+        self.clock.advance(30)
+        self.assertEqual(len(self.registrar.lookup(AOR)), 1)
+        self.assertEqual(len(self.registrar._heap), 1)
+        self.assertEqual(self.registrar._heap[0][0], 220.0)
+        self.clock.advance(95)
+        self.assertEqual(self.registrar.lookup(AOR), [])
+        self.assertEqual(self.registrar.count, 0)
+        self.assertEqual(self.registrar._heap, [])
+
+    def test_shorterBindingSweptAtItsExpiry(self):
+        """
+        A binding shorter than the others of its address-of-record is swept
+        at its own expiry, not at theirs.
+        """
+        register(self.registrar, contact="<sip:alice@192.0.2.1>",
+                 expires=3600)
+        register(self.registrar, contact="<sip:alice@192.0.2.2>",
+                 callID="c2", expires=60)
+        self.assertEqual(self.registrar.bindingCount, 2)
+        self.clock.advance(66)
+        self.assertEqual(self.registrar.bindingCount, 1)
+        self.clock.advance(3600)
+        self.assertEqual(self.registrar.bindingCount, 0)
+
+    def test_churnKeepsTheHeapBounded(self):
+        """
+        Addresses-of-record registered and removed in turn leave a heap of
+        about one entry per address-of-record with bindings.
+        """
+        for n in range(1000):
+            aor = f"sip:user{n}@example.com"
+            self.registrar.register(aor, parseMessage(registerBytes(
+                user=f"user{n}")))
+            self.registrar.remove(aor)
+        self.assertEqual(self.registrar.count, 0)
+        self.assertLessEqual(len(self.registrar._heap), 64)
+
     def test_outOfOrder(self):
         """
         Same Call-ID with a CSeq not above the stored one is refused (500);

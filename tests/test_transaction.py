@@ -890,6 +890,82 @@ class ExpiryQueueTests(SynchronousTestCase):
         self.assertEqual(handled, [("a", 4.0), ("b", 4.5), ("a2", 8.0)])
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_pruneDuringSweep(self):
+        """
+        A record whose action prunes the queue (an INVITE record's
+        termination prunes every INVITE queue) while it is swept drops the
+        terminated records after it and leaves the later ones to their own
+        time.
+        """
+        from sipdist.sip.transaction import _ExpiryQueue
+        clock = Clock()
+        handled = []
+
+        class Record:
+            state = COMPLETED
+
+            def __init__(self, name, ends=None):
+                self.name, self.ends = name, ends
+
+            def act(self):
+                handled.append((self.name, clock.seconds()))
+                self.state = TERMINATED
+                if self.ends is not None:
+                    self.ends.state = TERMINATED
+                queue.prune()
+
+        queue = _ExpiryQueue(clock, 4.0, "act")
+        b = Record("b")
+        queue.add(Record("a", ends=b))
+        queue.add(b)
+        clock.advance(1.0)
+        queue.add(Record("c"))
+        clock.advance(3.0)
+        self.assertEqual(handled, [("a", 4.0)])
+        clock.advance(1.0)
+        self.assertEqual(handled, [("a", 4.0), ("c", 5.0)])
+        self.assertEqual(len(queue._queue), 0)
+        self.assertEqual(len(queue._groups), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_noObjectPerRecord(self):
+        """
+        The queue holds the records themselves, and one time and count per
+        group of records due within its granularity: a record costs it no
+        object of its own.  A group is handled when its last record is
+        due, never earlier.
+        """
+        from sipdist.sip.transaction import _ExpiryQueue
+        clock = Clock()
+        handled = []
+
+        class Record:
+            state = COMPLETED
+
+            def __init__(self, n):
+                self.n = n
+
+            def act(self):
+                handled.append((self.n, clock.seconds()))
+
+        queue = _ExpiryQueue(clock, 32.0, "act")
+        records = []
+        for n in range(1000):
+            records.append(Record(n))
+            queue.add(records[-1])
+            clock.advance(0.00005)
+        self.assertTrue(all(queued is record for queued, record
+                            in zip(queue._queue, records)),
+                        "the queue holds more than the records")
+        self.assertEqual(len(queue._groups), 1)
+        clock.advance(32.0 - 0.05)
+        self.assertEqual(handled, [])
+        clock.advance(0.1)
+        self.assertEqual([n for n, _ in handled], list(range(1000)))
+        self.assertTrue(all(when >= 32.0 + n * 0.00005
+                            for n, when in handled))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class CancelTests(LayerTestMixin, SynchronousTestCase):
     def test_cancelMatchesInvite(self):

@@ -5,9 +5,15 @@ the location lookup its proxy uses.
 
 Bindings live in memory, per address-of-record, each with its expiry on the
 injected clock.  Expired bindings are removed by a periodic sweep over a
-heap of expiry times (O(log n) per binding, no timer per binding; rebuilt
-when refreshes left it twice as big as the bindings), and are
-never returned by L{Registrar.lookup} even before the sweep reaches them.
+heap of check times, one per address-of-record: its earliest expiry when it
+was scheduled (O(log n), no timer per binding).  A refresh, which only
+makes a binding last longer, adds nothing to the heap: the check finds the
+binding refreshed and schedules the next one at the earliest expiry then.
+So a burst of refreshes leaves no entry, float or string behind (objects
+that would outlive the burst among its garbage, and keep the memory of its
+peak from going back: see the memory paragraph of docs/operations.rst).
+Expired bindings are never returned by L{Registrar.lookup} even before the
+sweep reaches them.
 Everything is bounded: contacts per AOR, AORs in all.  With a journal
 (L{sipdist.services.bindings}) every change is also written behind to a
 file, and L{Registrar.restore} takes the bindings back on start.
@@ -129,10 +135,15 @@ class Registrar:
         self.maxAORs = maxAORs
         self.sweepInterval = sweepInterval
         self._bindings = {}
-        # Bindings in all, and the expiry heap: an entry per binding made,
-        # rebuilt from the bindings when refreshes and removals left it
-        # with more stale entries than live ones.
+        # Bindings in all.
         self._count = 0
+        # When each address-of-record with bindings is next checked (its
+        # earliest expiry when it was scheduled), and the heap of those
+        # (time, aor).  An entry whose time is no longer the one in _due
+        # was superseded (by an earlier one, or its address-of-record lost
+        # its bindings); the heap is rebuilt from _due when those
+        # outnumber the live ones.
+        self._due = {}
         self._heap = []
         self._sweepCall = None
         self._observers = []
@@ -268,10 +279,8 @@ class Registrar:
             self._store(aor, bindings)
             return self._sorted(bindings)
         for binding in added:
-            heapq.heappush(self._heap, (binding.expires, aor))
+            self._schedule(aor, binding.expires)
         self._store(aor, bindings)
-        if len(self._heap) > 2 * self._count + 64:
-            self._rebuildHeap()
         self._ensureSweep()
         return self._sorted(bindings)
 
@@ -284,15 +293,22 @@ class Registrar:
             raise RegistrarError(400, "Bad Expires Header")
         return seconds
 
-    def _rebuildHeap(self):
+    def _schedule(self, aor, expires):
         """
-        One heap entry per binding (a refresh leaves the entry of the
-        binding it replaced: a client refreshing every minute would
-        otherwise leave an hour of them).
+        Check C{aor} at C{expires} at the latest: an entry in the heap only
+        when that is earlier than its next check (a new address-of-record,
+        a binding shorter than the others), not for a refresh.
         """
-        self._heap = [(b.expires, aor) for aor, bindings
-                      in self._bindings.items() for b in bindings]
-        heapq.heapify(self._heap)
+        due = self._due.get(aor)
+        if due is not None and due <= expires:
+            return
+        self._due[aor] = expires
+        heap = self._heap
+        heapq.heappush(heap, (expires, aor))
+        if len(heap) > 2 * len(self._due) + 64:
+            # Superseded entries: one per address-of-record again.
+            self._heap = [(when, key) for key, when in self._due.items()]
+            heapq.heapify(self._heap)
 
     def _store(self, aor, bindings):
         before = self._bindings.get(aor)
@@ -301,6 +317,8 @@ class Registrar:
             self._bindings[aor] = bindings
         else:
             self._bindings.pop(aor, None)
+            # Its entry in the heap, if any, is now superseded.
+            self._due.pop(aor, None)
         if self.journal is not None and (before or bindings):
             self.journal.changed(aor, bindings)
         if bool(before) != bool(bindings):
@@ -321,7 +339,7 @@ class Registrar:
             self._count += len(restored) - len(self._bindings.get(aor, ()))
             self._bindings[aor] = restored
             for binding in restored:
-                heapq.heappush(self._heap, (binding.expires, aor))
+                self._schedule(aor, binding.expires)
         self._ensureSweep()
 
     # Lookup
@@ -396,11 +414,19 @@ class Registrar:
         self._sweepCall = None
         now = self._reactor.seconds()
         heap = self._heap
-        touched = set()
+        due = self._due
+        touched = {}
         while heap and heap[0][0] <= now:
-            touched.add(heapq.heappop(heap)[1])
+            when, aor = heapq.heappop(heap)
+            if due.get(aor) == when:
+                touched[aor] = None
         for aor in touched:
-            self._store(aor, self._current(aor, now))
+            current = self._current(aor, now)
+            self._store(aor, current)
+            if current:
+                when = min(b.expires for b in current)
+                due[aor] = when
+                heapq.heappush(heap, (when, aor))
         self._ensureSweep()
 
     def stop(self):

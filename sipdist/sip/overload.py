@@ -56,13 +56,17 @@ summary line every C{report} seconds says how many requests were shed
 and how many lines were not logged; the timer stops after a quiet period.
 
 When the load is over it gives the memory of the peak back: the
-transaction tables are rebuilt (a Python dict never shrinks) and the C
-allocator is asked to return its free pages (C{malloc_trim}, where the C
-library has it).
+transaction tables are rebuilt (a Python dict never shrinks), a full
+garbage collection empties the interpreter's free lists (the floats,
+tuples, lists and dicts of the peak kept for reuse, each keeping the
+pymalloc arena it sits in) and frees the cycles left, and the C allocator
+is asked to return its free pages (C{malloc_trim}, where the C library has
+it).
 """
 
 import ctypes
 import ctypes.util
+import gc
 import re
 
 from twisted.application.service import Service
@@ -294,16 +298,21 @@ _LINES = frozenset((b"From", b"To", b"Call-ID", b"CSeq", b"Max-Forwards",
 _STATUS_LINE = ("SIP/2.0 503 " + OVERLOADED).encode("ascii")
 def _mallocTrim():
     """
-    glibc's C{malloc_trim(0)}, or C{None} where there is none.
+    A full garbage collection (it empties the free lists), then glibc's
+    C{malloc_trim(0)} where there is one.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
         trim = libc.malloc_trim
     except (OSError, AttributeError):
-        return None
+        return gc.collect
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return lambda: trim(0)
+
+    def giveBack():
+        gc.collect()
+        trim(0)
+    return giveBack
 
 
 class OverloadControl(Service):
@@ -347,8 +356,8 @@ class OverloadControl(Service):
     @param report: seconds between summary lines while shedding or while
         a watched log limiter holds lines back.
     @param trim: called to give free memory back to the system once the
-        tables were compacted (the C library's C{malloc_trim} by default;
-        C{None}: nothing).
+        tables were compacted (by default a full garbage collection, then
+        the C library's C{malloc_trim}; C{None}: nothing).
 
     @ivar lag: the last lag measured (s).
     @ivar busy: with C{cpu}, the fraction of a core the process used

@@ -406,8 +406,13 @@ class _ExpiryQueue:
     (timers G at one interval, H, I, J, K): a queue in expiry order and one
     timer, instead of a timer each.  C{action} names the record's method
     called when its time comes (a record that no longer needs it does
-    nothing).  Records due within C{granularity} of each other are handled
-    in the same sweep.
+    nothing).  Records due within C{granularity} of the first of a group
+    are handled together when the last of them is due (never early, at
+    most C{granularity} late): the queue holds the records themselves,
+    and a time and a count per group, so that a record costs no object of
+    its own here (a busy UDP server holds 64*T1 seconds of them, and
+    small objects made during a peak keep its memory: see the memory
+    paragraph of docs/operations.rst).
     """
 
     granularity = 0.1
@@ -417,28 +422,46 @@ class _ExpiryQueue:
         self.delay = delay
         self.action = action
         self._queue = deque()
+        # [due of its last record, records, due of its first record].
+        self._groups = deque()
         self._call = None
 
     def add(self, record):
         now = self._reactor.seconds()
-        queue = self._queue
-        queue.append((now + self.delay, record))
+        due = now + self.delay
+        self._queue.append(record)
+        groups = self._groups
+        if groups:
+            last = groups[-1]
+            if due - last[2] < self.granularity:
+                last[0] = due
+                last[1] += 1
+                return
+        groups.append([due, 1, due])
         if self._call is None:
             # The head is due first (it may be older than this record when
             # a sweep adds records back).
             self._call = self._reactor.callLater(
-                max(queue[0][0] - now, 0.0), self._sweep)
+                max(groups[0][0] - now, 0.0), self._sweep)
 
     def _sweep(self):
         self._call = None
         now = self._reactor.seconds()
         queue = self._queue
+        groups = self._groups
         action = self.action
-        while queue and queue[0][0] <= now:
-            getattr(queue.popleft()[1], action)()
-        if queue and self._call is None:
+        while groups and groups[0][0] <= now:
+            # One record at a time, the groups kept right before its
+            # action: an action may add records, or prune the queue
+            # (an INVITE record's termination prunes every INVITE queue).
+            head = groups[0]
+            head[1] -= 1
+            if not head[1]:
+                groups.popleft()
+            getattr(queue.popleft(), action)()
+        if groups and self._call is None:
             self._call = self._reactor.callLater(
-                max(queue[0][0] - now, self.granularity), self._sweep)
+                max(groups[0][0] - now, self.granularity), self._sweep)
 
     def prune(self):
         """
@@ -446,8 +469,13 @@ class _ExpiryQueue:
         stop the timer if none is left.
         """
         queue = self._queue
-        while queue and queue[0][1].state is TERMINATED:
+        groups = self._groups
+        while queue and queue[0].state is TERMINATED:
             queue.popleft()
+            head = groups[0]
+            head[1] -= 1
+            if not head[1]:
+                groups.popleft()
         if not queue and self._call is not None:
             if self._call.active():
                 self._call.cancel()
@@ -455,6 +483,7 @@ class _ExpiryQueue:
 
     def clear(self):
         self._queue.clear()
+        self._groups.clear()
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
