@@ -197,7 +197,7 @@ PARAMETERS = [
      "or default for PyPy's own.  The default of sipdist "
      f"({JIT_DEFAULT}) compiles a request's path within the first "
      "thousands of logins instead of the first ten thousand "
-     "(docs/operations.rst, PyPy).  Nothing on CPython."),
+     "(README, Performance).  Nothing on CPython."),
     ("backup-home", None, True, _flag,
      "Name a backup home (Sipdist-Backup, covered by the signature) in the "
      "signed 301 and 200 given to clients that follow the redirect: the "
