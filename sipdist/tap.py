@@ -16,6 +16,9 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from sipdist.jitparams import DEFAULT as JIT_DEFAULT
+from sipdist.jitparams import applyJITParameters, parseJITParameters
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11
@@ -188,6 +191,13 @@ PARAMETERS = [
      "answer: the same answer and the same transaction and counters as the "
      "full path, at a fraction of the CPU. "
      "false: every request takes the full path."),
+    ("pypy-jit", None, JIT_DEFAULT, parseJITParameters,
+     "On PyPy: the JIT parameters set when the server starts, as "
+     "name=N pairs separated by commas (PyPy's --jit help lists them), "
+     "or default for PyPy's own.  The default of sipdist "
+     f"({JIT_DEFAULT}) compiles a request's path within the first "
+     "thousands of logins instead of the first ten thousand "
+     "(README, Performance).  Nothing on CPython."),
     ("backup-home", None, True, _flag,
      "Name a backup home (Sipdist-Backup, covered by the signature) in the "
      "signed 301 and 200 given to clients that follow the redirect: the "
@@ -676,7 +686,7 @@ def loadConfig(path):
     return options
 
 
-def makeService(config, reactor=None, rlimit=None):
+def makeService(config, reactor=None, rlimit=None, jit=None):
     """
     Build the server described by C{config}.  The process's soft limit of
     open files is raised to its hard limit first, and C{--max-connections}
@@ -686,6 +696,9 @@ def makeService(config, reactor=None, rlimit=None):
     @param reactor: the reactor to run on; the global one when L{None}
         (twistd's).
     @param rlimit: the L{resource} module (the default) or a fake of it.
+    @param jit: the C{pypyjit} module (PyPy's, the default) or a fake of
+        it: a server process sets the JIT parameters of C{--pypy-jit}
+        (L{sipdist.jitparams}).
     @return: a L{MultiService}.
     """
     if reactor is None:
@@ -701,6 +714,7 @@ def makeService(config, reactor=None, rlimit=None):
 
     if config.get("workers", 1) > 1 and config.get("worker-id") is None:
         return _supervisor(config, reactor)
+    applyJITParameters(config.get("pypy-jit", "default"), jit)
     service = _SipdistService()
     try:
         buildServer(config, reactor).setServiceParent(service)

@@ -105,8 +105,12 @@ class NonceFactoryTests(SynchronousTestCase):
         for other in last[position & ~15:(position & ~15) + 16]:
             if other != nonce[-1]:
                 self.assertEqual(factory.check(nonce[:-1] + other), INVALID)
+        # Characters a base64 decoder reads or skips: not ours either.
         for garbage in ("", "x", nonce + "A", "!" * len(nonce),
-                        "é" * len(nonce)):
+                        "é" * len(nonce), nonce[:5] + "+" + nonce[6:],
+                        nonce[:5] + "/" + nonce[6:], nonce[:-1] + "\n",
+                        nonce[:-1] + "=", nonce[:-2] + "\nA",
+                        nonce[:-1] + "é", nonce[1:] + "\n"):
             self.assertEqual(factory.check(garbage), INVALID)
 
     def test_future(self):

@@ -5,6 +5,7 @@ Tests for L{sipdist.deferreds}.
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
+from sipdist import deferreds as _deferreds
 from sipdist.deferreds import NOT_FIRED, firedResult, whenFired
 
 
@@ -46,6 +47,37 @@ class FiredResultTests(SynchronousTestCase):
         self.assertIs(firedResult(d), NOT_FIRED)
         inner.callback(2)
         self.assertEqual(firedResult(d), 2)
+
+
+    def test_subclass(self):
+        """
+        A subclass of Deferred is a Deferred, fired or not, as a value or
+        as the result of another Deferred.
+        """
+        class Sub(Deferred):
+            pass
+
+        self.assertIs(firedResult(Sub()), NOT_FIRED)
+        fired = Sub()
+        fired.callback(3)
+        self.assertEqual(firedResult(fired), 3)
+        self.assertEqual(firedResult("y"), "y")
+        waiting = Deferred()
+        waiting.result, waiting.called = Sub(), True
+        self.assertIs(firedResult(waiting), NOT_FIRED)
+
+    def test_typesBounded(self):
+        """
+        The types remembered are at most C{_MAX_TYPES}; past that, the
+        table starts again, and the answers stay right.
+        """
+        self.patch(_deferreds, "_DEFERRED_TYPES", {})
+        self.patch(_deferreds, "_MAX_TYPES", 3)
+        for value in (1, "a", b"b", 2.0, (), succeed(5)):
+            self.assertLessEqual(len(_deferreds._DEFERRED_TYPES), 3)
+            expected = 5 if isinstance(value, Deferred) else value
+            self.assertEqual(firedResult(value), expected)
+        self.assertLessEqual(len(_deferreds._DEFERRED_TYPES), 3)
 
 
 class WhenFiredTests(SynchronousTestCase):

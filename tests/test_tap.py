@@ -253,6 +253,23 @@ class MakeServiceTests(SynchronousTestCase):
         service.stopService()
         self.assertEqual(reactor.udpPorts, {})
 
+    def test_jitParameters(self):
+        """
+        The server sets PyPy's JIT parameters of C{--pypy-jit} (sipdist's
+        default without it) when it is built; C{default} leaves PyPy's.
+        """
+        from sipdist.jitparams import DEFAULT
+        from tests.test_jitparams import FakeJIT
+        for argument, expected in (((), [DEFAULT]),
+                                   (("--pypy-jit=threshold=900",),
+                                    ["threshold=900"]),
+                                   (("--pypy-jit=default",), [])):
+            jit = FakeJIT()
+            makeService(parse("--name=h", "--listen=udp:5070", *argument),
+                        UDPMemoryReactor(), FakeRlimit(65536, 65536),
+                        jit=jit)
+            self.assertEqual(jit.params, expected)
+
     def test_connectionLimitsWired(self):
         """
         The connection limits given as options reach the transport.

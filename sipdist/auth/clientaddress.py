@@ -28,6 +28,8 @@ import hmac
 from base64 import urlsafe_b64encode
 from hashlib import sha256
 
+from sipdist.auth.hmacsha256 import HMACSHA256
+
 HEADER = "sipdist-client"
 _LABEL = b"sipdist-client-1"
 
@@ -53,13 +55,14 @@ class ClientAddressSeal:
             raise ValueError("sealing client addresses needs a secret")
         self._key = hmac.new(secret, b"sipdist-client-address",
                              sha256).digest()
+        self._hmac = HMACSHA256(self._key, _LABEL + b"\x00")
 
     def _mac(self, address, callId, cseq):
         cseq = " ".join((cseq or "").split())
         data = b"\x00".join(
             part.encode("utf-8")
             for part in (address, (callId or "").strip(), cseq))
-        digest = hmac.new(self._key, _LABEL + b"\x00" + data, sha256).digest()
+        digest = self._hmac.digest(data)
         return urlsafe_b64encode(digest[:16]).decode("ascii").rstrip("=")
 
     def value(self, host, port, callId, cseq):

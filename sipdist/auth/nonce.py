@@ -14,10 +14,12 @@ I{stale}.
 import array
 import base64
 import binascii
-import hashlib
 import hmac
-import os
+import re
 import struct
+
+from sipdist.auth.hmacsha256 import HMACSHA256
+from sipdist.randomness import randomBytes
 
 VALID = "valid"
 STALE = "stale"
@@ -30,13 +32,15 @@ _RAW_LENGTH = _TIME.size + 8 + _MAC_LENGTH
 _NONCE_LENGTH = 43  # base64 of 32 bytes without padding
 _URLSAFE = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
             "0123456789-_")
-_ALPHABET = frozenset(_URLSAFE)
-# The characters a nonce can end with: 43 characters carry 258 bits, the
-# last two zero for our 32 bytes.
-_LAST = frozenset(_URLSAFE[::4])
-_FROM_URLSAFE = str.maketrans("-_", "+/")
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
+# Only the encoding we mint is ours: 43 characters of the base64url
+# alphabet (the decoder would skip others), the last one with its two
+# bits past the 32 bytes zero (the decoder ignores them; the same nonce
+# spelled another way would be another nonce to the nc replay table).
+_NONCE = re.compile("[A-Za-z0-9_-]{%d}[%s]\\Z" % (
+    _NONCE_LENGTH - 1, re.escape(_URLSAFE[::4])))
+# (bytes.translate: str.translate with a mapping costs 3 us on CPython
+# and 16 us on PyPy.)
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class NonceFactory:
@@ -52,7 +56,7 @@ class NonceFactory:
             or L{str}); at least 16 bytes.
         @param reactor: an L{IReactorTime} giving the time.
         @param random: a callable C{random(n)} returning C{n} random bytes
-            (defaults to L{os.urandom}).
+            (defaults to L{sipdist.randomness.randomBytes}).
         """
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
@@ -60,27 +64,17 @@ class NonceFactory:
             raise ValueError("the nonce secret must have at least 16 bytes")
         self._reactor = reactor
         self.lifetime = lifetime
-        self._random = os.urandom if random is None else random
+        self._random = randomBytes if random is None else random
         self._key = secret
         # The last nonce check() found genuine, and its issue time.
         self._lastChecked = (None, None)
         self._macPrefix = _PREFIX + realm.encode("utf-8") + b"\x00"
-        # HMAC-SHA-256(secret, prefix realm NUL head) as RFC 2104 defines
-        # it, its inner hash already fed with the key's pad and the prefix
-        # and its outer one with the key's pad: per nonce, copies of the
-        # two and the head (OpenSSL 3's one-shot HMAC sets up a keyed
-        # context on every call, which costs twice as much).
-        key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
-        key = key.ljust(64, b"\x00")
-        self._inner = hashlib.sha256(key.translate(_IPAD) + self._macPrefix)
-        self._outer = hashlib.sha256(key.translate(_OPAD))
+        # HMAC-SHA-256(secret, prefix realm NUL head), the key's pads and
+        # the prefix hashed once.
+        self._mac = HMACSHA256(secret, self._macPrefix)
 
     def _sign(self, head):
-        inner = self._inner.copy()
-        inner.update(head)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()[:_MAC_LENGTH]
+        return self._mac.digest(head)[:_MAC_LENGTH]
 
     def mint(self):
         """
@@ -109,18 +103,10 @@ class NonceFactory:
             issued in the future beyond a small clock skew) or L{INVALID}
             (not one of ours).
         """
-        if len(nonce) != _NONCE_LENGTH or not _ALPHABET.issuperset(nonce) \
-                or nonce[-1] not in _LAST:
-            # Only the encoding we minted is ours: characters of the
-            # base64url alphabet only (the decoder would skip others), and a
-            # last character whose two bits past the 32 bytes are zero (the
-            # decoder ignores them; the same nonce spelled another way would
-            # be another nonce to the nc replay table).
+        if _NONCE.match(nonce) is None:
             return INVALID
-        try:
-            raw = binascii.a2b_base64(nonce.translate(_FROM_URLSAFE) + "=")
-        except (binascii.Error, ValueError):
-            return INVALID
+        raw = binascii.a2b_base64(
+            nonce.encode("ascii").translate(_FROM_URLSAFE) + b"=")
         head = raw[:-_MAC_LENGTH]
         if not hmac.compare_digest(self._sign(head), raw[-_MAC_LENGTH:]):
             return INVALID

@@ -36,11 +36,11 @@ it; given none, it accepts version 1, or version 2 over an empty backup.
 See C{docs/auth.rst} for why it is a header of its own.
 """
 
-import hashlib
 import hmac
 
 from sipdist.auth.digest import (
     DigestParseError, computeRspauth, parseParams, quote)
+from sipdist.auth.hmacsha256 import HMACSHA256
 
 SIGNATURE_HEADER = "Sipdist-Signature"
 BACKUP_HEADER = "Sipdist-Backup"
@@ -77,34 +77,24 @@ def computeSignature(sessionHA1, nonce, cnonce, nc, code, callId, cseq,
     return _hmacSHA256(sessionHA1.encode("ascii"), message).hex()
 
 
-# Key -> the SHA-256 states fed with its inner and outer HMAC pads; emptied
-# when full.  A user's session HA1 signs every response to it: the pads are
-# computed once rather than on every response (OpenSSL 3's one-shot HMAC
-# sets up a keyed context on every call).
+# Key -> its HMACSHA256 (the pads hashed); emptied when full.  A user's
+# session HA1 signs every response to it: the pads are hashed once rather
+# than on every response.
 MAX_KEYS_REMEMBERED = 4096
 _PADS = {}
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 def _hmacSHA256(key, message):
     """
     HMAC-SHA-256 (RFC 2104) of C{message} with C{key}.
     """
-    pads = _PADS.get(key)
-    if pads is None:
-        block = key if len(key) <= 64 else hashlib.sha256(key).digest()
-        block = block.ljust(64, b"\x00")
-        pads = (hashlib.sha256(block.translate(_IPAD)),
-                hashlib.sha256(block.translate(_OPAD)))
+    mac = _PADS.get(key)
+    if mac is None:
+        mac = HMACSHA256(key)
         if len(_PADS) >= MAX_KEYS_REMEMBERED:
             _PADS.clear()
-        _PADS[key] = pads
-    inner = pads[0].copy()
-    inner.update(message)
-    outer = pads[1].copy()
-    outer.update(inner.digest())
-    return outer.digest()
+        _PADS[key] = mac
+    return mac.digest(message)
 
 
 def responseHeaders(alg, sessionHA1, nonce, cnonce, nc, qop, uri, code,

@@ -65,6 +65,7 @@ from urllib.parse import quote, unquote
 
 from twisted.logger import Logger
 
+from sipdist.auth.hmacsha256 import HMACSHA256
 from sipdist.logs import LogLimiter
 from sipdist.sip.message import (
     MAGIC_COOKIE, Request, hasToTag, parseNameAddr, responseTo)
@@ -180,10 +181,11 @@ class RouteSeals:
 
     def __init__(self, key):
         self._key = key
+        self._hmac = HMACSHA256(key)
 
     def _mac(self, *parts):
         data = "\n".join(parts).encode("utf-8")
-        digest = hmac.new(self._key, data, sha256).digest()
+        digest = self._hmac.digest(data)
         return urlsafe_b64encode(digest[:12]).decode("ascii")
 
     def dialog(self, routeId, at, callId, tag, token=None):
@@ -443,6 +445,8 @@ class Proxy:
                  peerVerify=None, peerSign=None):
         self._reactor = reactor
         self._tokenKey = tokenKey
+        # (the key, its HMACSHA256), made when first used.
+        self._tokenHMAC = None
         if routeKey is None:
             routeKey = os.urandom(32)
         self.seals = RouteSeals(routeKey)
@@ -634,8 +638,11 @@ class Proxy:
         return token
 
     def _tokenMAC(self, token):
-        digest = hmac.new(self._tokenKey, token.encode("utf-8"),
-                          sha256).digest()
+        tokenHMAC = self._tokenHMAC
+        if tokenHMAC is None or tokenHMAC[0] != self._tokenKey:
+            tokenHMAC = self._tokenHMAC = (self._tokenKey,
+                                           HMACSHA256(self._tokenKey))
+        digest = tokenHMAC[1].digest(token.encode("utf-8"))
         return urlsafe_b64encode(digest[:12]).decode("ascii")
 
     def _via(self, transport, branch, address=None):

@@ -23,13 +23,12 @@ On top of it this module adds what a server needs:
 Messages are built and parsed without touching the reactor.
 """
 
-import os
 import re
-import sys
 from base64 import urlsafe_b64encode
 
 from twisted.logger import Logger
 
+from sipdist.randomness import randomBytes
 from sipdist.sip.twistedsip import sip
 from sipdist.sip.uri import URI, URIError, parseURI
 
@@ -525,30 +524,8 @@ def formatNameAddr(uri, params=None, display=None):
     return text
 
 
-class _BufferedRandom:
-    """
-    C{os.urandom(n)} for small C{n}, read from the kernel 4 KB at a time:
-    on PyPy one C{os.urandom} call costs about 5 us (a tenth of that on
-    CPython), and a request needs a tag or a branch.  Each byte is handed
-    out once.
-    """
-
-    def __init__(self, size=4096):
-        self._size = size
-        self._buffer = b""
-        self._pos = 0
-
-    def __call__(self, n):
-        pos = self._pos
-        if pos + n > len(self._buffer):
-            self._buffer = os.urandom(max(self._size, n))
-            pos = 0
-        self._pos = pos + n
-        return self._buffer[pos:pos + n]
-
-
-_randomBytes = _BufferedRandom() if sys.implementation.name == "pypy" \
-    else os.urandom
+# Patched by tests that need known tags and branches.
+_randomBytes = randomBytes
 
 
 def newBranch():

@@ -1,0 +1,84 @@
+# -*- test-case-name: tests.test_jitparams -*-
+"""
+The parameters of PyPy's JIT a server sets when it starts (C{--pypy-jit}).
+
+PyPy compiles a code path only after it has run it a number of times
+(C{threshold}: 1039 loop iterations, C{function_threshold}: 1619 calls),
+and gives up a trace longer than C{trace_limit} (6000 operations), marking
+its longest function not to be inlined and trying again after as many
+runs.  A request's path through the reactor, the transport, the
+transaction layer, the authenticator and the role is one long trace
+(35 traces too long on the home's path), so with PyPy's defaults a home
+runs most of its first 10,000 logins interpreted, slower than CPython,
+and a distributor its first 3,000 (bench/bench_warmup.py).  Longer traces
+and lower thresholds bring both to their compiled speed within 1,000 to
+3,000 logins.  CPython has no JIT: the option does nothing there.
+"""
+
+#: What a server sets by default (measured with bench/bench_warmup.py).
+DEFAULT = ("trace_limit=16000,threshold=500,function_threshold=600,"
+           "trace_eagerness=100")
+
+# The parameters that may be given, with their bounds (PyPy refuses a
+# trace_limit much above 16,000).
+_BOUNDS = {
+    "threshold": (1, 1 << 20),
+    "function_threshold": (1, 1 << 20),
+    "trace_eagerness": (1, 1 << 20),
+    "trace_limit": (100, 16000),
+    "decay": (0, 1000),
+    "loop_longevity": (1, 1 << 20),
+    "retrace_limit": (0, 100),
+    "max_retrace_guards": (0, 1000),
+    "max_unroll_loops": (0, 100),
+    "max_unroll_recursion": (0, 100),
+    "disable_unrolling": (0, 1 << 20),
+    "inlining": (0, 1),
+}
+
+
+def parseJITParameters(text):
+    """
+    Check a C{--pypy-jit} value: C{default} (leave PyPy's parameters as they
+    are), or C{name=N} pairs separated by commas, each a known parameter
+    with a value in its bounds.
+
+    @return: the value, normalised (no white space).
+    @raise ValueError: for anything else.
+    """
+    text = text.strip()
+    if text == "default":
+        return text
+    pairs = []
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        name = name.strip()
+        if not sep or name not in _BOUNDS:
+            raise ValueError(f"not a JIT parameter: {item.strip()!r} "
+                             f"(known: {', '.join(sorted(_BOUNDS))})")
+        low, high = _BOUNDS[name]
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"{name} must be from {low} to {high}")
+        pairs.append(f"{name}={number}")
+    return ",".join(pairs)
+
+
+def applyJITParameters(text, jit=None):
+    """
+    Set PyPy's JIT parameters to C{text} (as L{parseJITParameters} gives
+    it), unless it is C{default}.
+
+    @param jit: the C{pypyjit} module, or a fake of it; by default the
+        interpreter's, if it has one.
+    @return: whether parameters were set (never on CPython).
+    """
+    if text == "default":
+        return False
+    if jit is None:
+        try:
+            import pypyjit as jit
+        except ImportError:
+            return False
+    jit.set_param(text)
+    return True

@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_jitparams -*-
+"""
+Tests for L{sipdist.jitparams} and C{--pypy-jit}.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.jitparams import (
+    DEFAULT, applyJITParameters, parseJITParameters)
+from sipdist.tap import Options
+
+
+class FakeJIT:
+    """
+    The C{pypyjit} module's C{set_param}, recording what it is given.
+    """
+
+    def __init__(self):
+        self.params = []
+
+    def set_param(self, text):
+        self.params.append(text)
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    L{parseJITParameters} accepts known parameters within their bounds, or
+    C{default}.
+    """
+
+    def test_default(self):
+        """
+        C{default} and sipdist's own default are accepted as they are.
+        """
+        self.assertEqual(parseJITParameters(" default "), "default")
+        self.assertEqual(parseJITParameters(DEFAULT), DEFAULT)
+
+    def test_normalised(self):
+        """
+        White space around names and values goes.
+        """
+        self.assertEqual(parseJITParameters(" threshold = 200 , inlining=1"),
+                         "threshold=200,inlining=1")
+
+    def test_refused(self):
+        """
+        An unknown name, a pair without C{=}, a value that is not a number
+        or out of bounds (PyPy refuses a C{trace_limit} above 16,000) is a
+        L{ValueError}.
+        """
+        for text in ("", "threshold", "thresh=3", "threshold=x",
+                     "trace_limit=30000", "inlining=2", "threshold=0",
+                     "threshold=5,,"):
+            self.assertRaises(ValueError, parseJITParameters, text)
+
+
+class ApplyTests(SynchronousTestCase):
+    """
+    L{applyJITParameters} sets the parameters through C{pypyjit}.
+    """
+
+    def test_applied(self):
+        """
+        Parameters are given to C{pypyjit.set_param} as they are.
+        """
+        jit = FakeJIT()
+        self.assertTrue(applyJITParameters(DEFAULT, jit))
+        self.assertEqual(jit.params, [DEFAULT])
+
+    def test_defaultLeavesPyPy(self):
+        """
+        C{default} changes nothing.
+        """
+        jit = FakeJIT()
+        self.assertFalse(applyJITParameters("default", jit))
+        self.assertEqual(jit.params, [])
+
+    def test_realModule(self):
+        """
+        Without a module given, PyPy's own is used (its parameters are
+        then the ones given); on CPython nothing is done.
+        """
+        try:
+            import pypyjit
+        except ImportError:
+            self.assertFalse(applyJITParameters(DEFAULT))
+            return
+        self.addCleanup(pypyjit.set_param, "default")
+        self.assertTrue(applyJITParameters("threshold=1039"))
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    C{--pypy-jit}.
+    """
+
+    def test_default(self):
+        """
+        Without the option, sipdist's default parameters are chosen.
+        """
+        options = Options()
+        options.parseOptions(["--role=distributor"])
+        self.assertEqual(options["pypy-jit"], DEFAULT)
+
+    def test_given(self):
+        """
+        The option's value is checked and normalised.
+        """
+        options = Options()
+        options.parseOptions(["--role=distributor",
+                              "--pypy-jit=threshold = 700"])
+        self.assertEqual(options["pypy-jit"], "threshold=700")
+
+    def test_wrong(self):
+        """
+        A wrong value is a usage error.
+        """
+        from twisted.python.usage import UsageError
+        options = Options()
+        self.assertRaises(UsageError, options.parseOptions,
+                          ["--role=distributor", "--pypy-jit=warp=9"])

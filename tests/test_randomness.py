@@ -1,0 +1,42 @@
+# -*- test-case-name: tests.test_randomness -*-
+"""
+Tests for L{sipdist.randomness}.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipdist.randomness import BufferedRandom, randomBytes
+
+
+class BufferedRandomTests(SynchronousTestCase):
+    """
+    L{BufferedRandom} hands out the bytes of a block read at once.
+    """
+
+    def test_eachByteOnce(self):
+        """
+        Successive calls get successive bytes of the block; past its end, a
+        new block is read; a request larger than a block gets a block of
+        its own size.
+        """
+        blocks = []
+
+        def urandom(n):
+            block = bytes((len(blocks) * 16 + i) % 256 for i in range(n))
+            blocks.append(block)
+            return block
+
+        random = BufferedRandom(size=8, urandom=urandom)
+        self.assertEqual(random(3), bytes([0, 1, 2]))
+        self.assertEqual(random(5), bytes([3, 4, 5, 6, 7]))
+        self.assertEqual(len(blocks), 1)
+        self.assertEqual(random(2), bytes([16, 17]))
+        self.assertEqual(random(10), bytes(range(32, 42)))
+        self.assertEqual([len(b) for b in blocks], [8, 8, 10])
+
+    def test_randomBytes(self):
+        """
+        L{randomBytes} gives as many bytes as asked, different each time.
+        """
+        self.assertEqual(len(randomBytes(8)), 8)
+        self.assertNotEqual(randomBytes(16), randomBytes(16))
