@@ -205,6 +205,24 @@ class BothPathsMixin:
         self.assertEqual(results[0][0], results[1][0])
         return results[1][1]
 
+    def test_noCache(self):
+        """
+        A store or a credential source that cannot answer from memory
+        leaves the request to the full path.
+        """
+        def noStoreCache(service, udp):
+            _pool(service, udp)
+            service.store.answersAtOnce = lambda aor: False
+
+        def noCredentialsCache(service, udp):
+            _pool(service, udp)
+            service.authenticator._checker.source.cachedHA1 = (
+                lambda *args: None)
+
+        self.assertEqual(self._both(request(), prepare=noStoreCache), 0)
+        self.assertEqual(self._both(request(), prepare=noCredentialsCache),
+                         0)
+
 
 class FastRedirectTests(BothPathsMixin, TestCase):
 
@@ -353,24 +371,6 @@ class FastRedirectTests(BothPathsMixin, TestCase):
                 values = _scanned(data)
                 self.assertIsNone(redirect(addr, "example.com", values,
                                            "SIP/2.0/UDP 192.0.2.7:5060"))
-
-    def test_noCache(self):
-        """
-        A store or a credential source that cannot answer from memory
-        leaves the request to the full path.
-        """
-        def noStoreCache(service, udp):
-            _pool(service, udp)
-            service.store.answersAtOnce = lambda aor: False
-
-        def noCredentialsCache(service, udp):
-            _pool(service, udp)
-            service.authenticator._checker.source.cachedHA1 = (
-                lambda *args: None)
-
-        self.assertEqual(self._both(request(), prepare=noStoreCache), 0)
-        self.assertEqual(self._both(request(), prepare=noCredentialsCache),
-                         0)
 
     def test_installed(self):
         """

@@ -212,24 +212,6 @@ class FastRegisterTests(BothPathsMixin, TestCase):
             with self.subTest(state):
                 self._both(request(), prepare=marked)
 
-    def test_noCache(self):
-        """
-        A store or a credential source that cannot answer from memory
-        leaves the request to the full path.
-        """
-        def noStoreCache(service, udp):
-            _pool(service, udp)
-            service.store.answersAtOnce = lambda aor: False
-
-        def noCredentialsCache(service, udp):
-            _pool(service, udp)
-            service.authenticator._checker.source.cachedHA1 = (
-                lambda *args: None)
-
-        self.assertEqual(self._both(request(), prepare=noStoreCache), 0)
-        self.assertEqual(self._both(request(), prepare=noCredentialsCache),
-                         0)
-
     def test_sendFails(self):
         """
         A 200 that cannot be sent counts as a transport error on both

@@ -531,7 +531,7 @@ class DistributionProcessor:
         elif (self.failover is not None and context.record is not None
               and getattr(outcome, "code", None) == 503
               and context.record.state == DOWN
-              and self._wouldProxy(context)):
+              and self._wouldBe(context, Proxy)):
             # The home is marked down: to its backup, which serves the
             # user temporarily, rather than a 503.
             self._failOver(outcome, context)
@@ -540,7 +540,7 @@ class DistributionProcessor:
               and getattr(outcome, "code", None) == 503
               and context.record.state == DOWN
               and context.request.method == "REGISTER"
-              and self._wouldRedirect(context)):
+              and self._wouldBe(context, Redirect)):
             # Likewise for a client that follows the redirect: to its
             # backup home rather than a 503 (it came here from discovery:
             # its backup did not answer it, or it knew none).
@@ -720,23 +720,10 @@ class DistributionProcessor:
 
         self.withBackup(context, assignedId, respond, exclude)
 
-    def _wouldProxy(self, context):
+    def _wouldBe(self, context, kind):
         """
-        Whether a request of C{context} would be proxied to the user's
-        home were it not down.
-        """
-        record = context.record
-        outcome = decide(context.viaCount,
-                         Assignment(record.id, record.uri or "-", ACTIVE_STATE),
-                         self.role, self.server.name, self.policy,
-                         followsRedirect=context.followsRedirect,
-                         register=context.request.method == "REGISTER")
-        return isinstance(outcome, Proxy)
-
-    def _wouldRedirect(self, context):
-        """
-        Whether a request of C{context} would be redirected to the user's
-        home were it not down.
+        Whether the decision for C{context} would be of type C{kind}
+        (L{Proxy}, L{Redirect}) were the user's home not down.
         """
         record = context.record
         outcome = decide(context.viaCount,
@@ -744,7 +731,7 @@ class DistributionProcessor:
                          self.role, self.server.name, self.policy,
                          followsRedirect=context.followsRedirect,
                          register=context.request.method == "REGISTER")
-        return isinstance(outcome, Redirect)
+        return isinstance(outcome, kind)
 
     def _redirectToBackup(self, reject, context):
         """

@@ -38,9 +38,8 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 import re
 
 from sipdist.decision import REDIRECT_OPTION_TAG
-from sipdist.roles.fastredirect import FastRedirect, noteRoute
+from sipdist.roles.fastredirect import FastRedirect, answer, noteRoute
 from sipdist.roles.fastregister import FastRegister
-from sipdist.sip import message as _message
 from sipdist.sip.transaction import TransportError, _CompletedServerRecord
 from sipdist.sip.transport import DatagramFlow
 
@@ -244,18 +243,10 @@ class FastChallenge:
             return False
 
         challenge = self._authenticator.challenge()
-        tail = [f"Server: {server.serverHeader}"]
-        for name, value in challenge.headers:
-            tail.append(f"{name}: {value}")
-        tail.append("Content-Length: 0\r\n\r\n")
-        response = b"\r\n".join((
-            f"SIP/2.0 {challenge.code} {challenge.phrase}\r\n"
-            f"Via: {viaText}".encode("ascii"),
-            values[b"From"],
-            values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
-            values[b"Call-ID"],
-            values[b"CSeq"],
-            "\r\n".join(tail).encode("utf-8")))
+        response = answer(
+            f"{challenge.code} {challenge.phrase}", viaText, values,
+            [f"Server: {server.serverHeader}"]
+            + [f"{name}: {value}" for name, value in challenge.headers])
 
         # The side effects of the full path, in its order.
         layer.serverCreated += 1

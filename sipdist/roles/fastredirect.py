@@ -77,6 +77,34 @@ _ROUTE = len(b"Route: ")
 _TO = len(b"To: ")
 
 
+def answer(status, viaText, values, headers):
+    """
+    The bytes of a fast path's answer to a scanned request, as the full
+    path writes them: the status line (C{"301 Moved Permanently"}), the
+    Via as the transport rewrote it, the request's From, its To with a
+    fresh tag, its Call-ID and CSeq, then C{headers} (lines without their
+    end) and a Content-Length of 0.
+    """
+    return b"\r\n".join((
+        f"SIP/2.0 {status}\r\nVia: {viaText}".encode("ascii"),
+        values[b"From"],
+        values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
+        values[b"Call-ID"],
+        values[b"CSeq"],
+        "\r\n".join(headers).encode("utf-8"),
+        b"Content-Length: 0\r\n\r\n"))
+
+
+def signedHeaders(backup, signature):
+    """
+    The header lines that end a signed answer: the C{Sipdist-Backup}
+    value, if any, then the signature's headers (which cover it).
+    """
+    lines = [] if backup is None else [f"Sipdist-Backup: {backup}"]
+    lines.extend(f"{name}: {value}" for name, value in signature)
+    return lines
+
+
 def noteRoute(proxy, line, flow):
     """
     What the route-set link (L{sipdist.services.proxy.Proxy.routeInDialog})
@@ -377,17 +405,7 @@ class FastRedirect(FastAuthenticated):
                 record.id, None, server._reactor.seconds())
         processor.redirects += 1
         self.taken += 1
-        tail = [f"Server: {server.serverHeader}", f"Contact: {contact}"]
-        if backup is not None:
-            tail.append(f"Sipdist-Backup: {backup}")
-        for name, value in signature:
-            tail.append(f"{name}: {value}")
-        tail.append("Content-Length: 0\r\n\r\n")
-        return b"\r\n".join((
-            f"SIP/2.0 301 Moved Permanently\r\nVia: {viaText}".encode(
-                "ascii"),
-            values[b"From"],
-            values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
-            values[b"Call-ID"],
-            values[b"CSeq"],
-            "\r\n".join(tail).encode("utf-8")))
+        return answer("301 Moved Permanently", viaText, values,
+                      [f"Server: {server.serverHeader}",
+                       f"Contact: {contact}"]
+                      + signedHeaders(backup, signature))

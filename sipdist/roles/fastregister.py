@@ -35,9 +35,9 @@ paths over a corpus and compares.
 
 from sipdist.decision import Assignment, Serve, decide
 from sipdist.deferreds import NOT_FIRED
-from sipdist.roles.fastredirect import FastAuthenticated
+from sipdist.roles.fastredirect import (
+    FastAuthenticated, answer, signedHeaders)
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
-from sipdist.sip import message as _message
 
 _CALL_ID = len(b"Call-ID: ")
 _CSEQ = len(b"CSeq: ")
@@ -124,25 +124,15 @@ class FastRegister(FastAuthenticated):
         processor.served += 1
         bindings = registrar.apply(registration)
         self.taken += 1
-        tail = [f"Server: {server.serverHeader}"]
+        headers = [f"Server: {server.serverHeader}"]
         for value in contactHeaderValues(bindings,
                                          server._reactor.seconds()):
-            tail.append(f"Contact: {value}")
-        tail.append("Supported: path, outbound")
+            headers.append(f"Contact: {value}")
+        headers.append("Supported: path, outbound")
         if processor.flowTimerUDP and _wantsFlowTimer(values, contactText):
-            tail.append(f"Flow-Timer: {processor.flowTimerUDP}")
-        if backup is not None:
-            tail.append(f"Sipdist-Backup: {backup}")
-        for name, value in signature:
-            tail.append(f"{name}: {value}")
-        tail.append("Content-Length: 0\r\n\r\n")
-        return b"\r\n".join((
-            f"SIP/2.0 200 OK\r\nVia: {viaText}".encode("ascii"),
-            values[b"From"],
-            values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
-            values[b"Call-ID"],
-            values[b"CSeq"],
-            "\r\n".join(tail).encode("utf-8")))
+            headers.append(f"Flow-Timer: {processor.flowTimerUDP}")
+        return answer("200 OK", viaText, values,
+                      headers + signedHeaders(backup, signature))
 
 
 def _wantsFlowTimer(values, contactText):
