@@ -13,12 +13,23 @@ import sys
 class BufferedRandom:
     """
     C{os.urandom(n)} for small C{n}, read from the kernel C{size} bytes at a
-    time.  Each byte is handed out once.
+    time.  Each byte is handed out once, in one process: a child made by
+    C{fork} (twistd's daemonising) drops the block it inherited, so parent
+    and child never hand out the same bytes.
     """
 
     def __init__(self, size=4096, urandom=os.urandom):
         self._size = size
         self._urandom = urandom
+        self._buffer = b""
+        self._pos = 0
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.forked)
+
+    def forked(self):
+        """
+        Forget the block read so far (this is a new process).
+        """
         self._buffer = b""
         self._pos = 0
 

@@ -34,6 +34,23 @@ class BufferedRandomTests(SynchronousTestCase):
         self.assertEqual(random(10), bytes(range(32, 42)))
         self.assertEqual([len(b) for b in blocks], [8, 8, 10])
 
+    def test_forked(self):
+        """
+        After a fork, the child reads a new block rather than hand out the
+        rest of the one its parent read.
+        """
+        blocks = []
+
+        def urandom(n):
+            blocks.append(bytes([len(blocks)]) * n)
+            return blocks[-1]
+
+        random = BufferedRandom(size=8, urandom=urandom)
+        self.assertEqual(random(2), b"\x00\x00")
+        random.forked()
+        self.assertEqual(random(2), b"\x01\x01")
+        self.assertEqual(len(blocks), 2)
+
     def test_randomBytes(self):
         """
         L{randomBytes} gives as many bytes as asked, different each time.
