@@ -38,7 +38,8 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 import re
 
 from sipdist.decision import REDIRECT_OPTION_TAG
-from sipdist.roles.fastredirect import FastRedirect, answer, noteRoute
+from sipdist.roles.fastredirect import (
+    FastPart, FastRedirect, answer, noteRoute)
 from sipdist.roles.fastregister import FastRegister
 from sipdist.sip.transaction import TransportError, _CompletedServerRecord
 from sipdist.sip.transport import DatagramFlow
@@ -104,7 +105,7 @@ _REPEATABLE = frozenset((b"Accept",))
 _REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq"))
 
 
-class FastChallenge:
+class FastChallenge(FastPart):
     """
     Answers the first REGISTER of a login (see the module) from its bytes.
 
@@ -115,17 +116,8 @@ class FastChallenge:
     enabled = True
 
     def __init__(self, service, processor):
-        """
-        @param service: the L{sipdist.server.ServerService}.
-        @param processor: the role's
-            L{sipdist.roles.distribution.DistributionProcessor}.
-        """
-        self._server = service.server
-        self._transactions = service.transactions
-        self._processor = processor
-        self._authenticator = processor.authenticator
+        FastPart.__init__(self, service, processor)
         self._maxSize = service.transport.maxMessageSize
-        self.taken = 0
         # The fast answer to an authenticated REGISTER (a FastRedirect or a
         # FastRegister), or None.
         self.authenticated = None

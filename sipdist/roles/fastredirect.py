@@ -148,19 +148,12 @@ class Checked:
                  "limiter", "counts", "serverId", "record", "follows")
 
 
-class FastAuthenticated:
+class FastPart:
     """
-    The steps of the full path that every fast answer to an authenticated
-    REGISTER shares (see the module): the credentials, the identity, the
-    assignment and whether the client follows the redirect, checked
-    without changing anything.  A subclass answers (L{FastRedirect} on a
-    distributor, L{sipdist.roles.fastregister.FastRegister} on a home).
+    A part of the byte-level fast path of a store role's UDP ports.
 
     @ivar taken: how many requests it answered.
-    @ivar code: the status code of its answers.
     """
-
-    code = None
 
     def __init__(self, service, processor):
         """
@@ -173,6 +166,20 @@ class FastAuthenticated:
         self._processor = processor
         self._authenticator = processor.authenticator
         self.taken = 0
+
+
+class FastAuthenticated(FastPart):
+    """
+    The steps of the full path that every fast answer to an authenticated
+    REGISTER shares (see the module): the credentials, the identity, the
+    assignment and whether the client follows the redirect, checked
+    without changing anything.  A subclass answers (L{FastRedirect} on a
+    distributor, L{sipdist.roles.fastregister.FastRegister} on a home).
+
+    @ivar code: the status code of its answers.
+    """
+
+    code = None
 
     def possible(self):
         """
@@ -307,30 +314,43 @@ class FastAuthenticated:
         except Exception:
             return NOT_FIRED
 
-    def authenticated(self, checked, values, flow):
+    def signature(self, checked, code, callID, cseq, contact, backup):
+        """
+        The signature headers of the answer (L{DigestAuthenticator.sign}
+        of the authenticator's L{Authenticated} result), or L{None} when
+        they cannot be made (the full path answers then).
+        """
+        identity = checked.identity
+        try:
+            return self._authenticator.sign(
+                Authenticated(identity.username, identity.aor,
+                              self._authenticator.realm, checked.credentials),
+                code, callID, cseq, contact, backup)
+        except ValueError:
+            return None
+
+    def decided(self, checked, values, flow, callID, outcome, chosen):
         """
         The side effects of the full path from the transaction's creation
-        to the decision: the counters, the route-set link's
-        (L{noteRoute}), the nonce count, the limiter.
+        to the decision, in its order: the counters, the route-set link's
+        (L{noteRoute}), the nonce count, the limiter, and the decision
+        event (C{outcome}, the server C{chosen}) when decisions are logged.
         """
         layer = self._transactions
         layer.serverCreated += 1
         layer._created()
-        noteRoute(self._processor.proxy, values.get(b"Route"), flow)
+        processor = self._processor
+        noteRoute(processor.proxy, values.get(b"Route"), flow)
         checked.counts.use(checked.nonce, checked.issued, checked.nc)
         identity = checked.identity
         if checked.limiter is not None:
             checked.limiter.succeeded(identity.username, checked.host)
         self._authenticator.outcomes["ok"] += 1
-        self._processor.lookups.atOnce += 1
-
-    def result(self, checked):
-        """
-        The authenticator's L{Authenticated} result for C{checked}.
-        """
-        identity = checked.identity
-        return Authenticated(identity.username, identity.aor,
-                             self._authenticator.realm, checked.credentials)
+        processor.lookups.atOnce += 1
+        if processor.logDecisions:
+            processor.logDecisionEvent(
+                "REGISTER", callID, identity.aor, outcome, chosen, None,
+                self._server._reactor.seconds())
 
 
 class FastRedirect(FastAuthenticated):
@@ -391,18 +411,13 @@ class FastRedirect(FastAuthenticated):
         contact = f"<{uri}>"
         callID = values[b"Call-ID"][_CALL_ID:].decode("ascii")
         cseq = values[b"CSeq"][_CSEQ:].decode("ascii")
-        try:
-            signature = self._authenticator.sign(
-                self.result(checked), 301, callID, cseq, contact, backup)
-        except ValueError:
+        signature = self.signature(checked, 301, callID, cseq, contact,
+                                   backup)
+        if signature is None:
             return None
 
         # Decided: the side effects of the full path, in its order.
-        self.authenticated(checked, values, flow)
-        if processor.logDecisions:
-            processor.logDecisionEvent(
-                "REGISTER", callID, checked.identity.aor, "redirect",
-                record.id, None, server._reactor.seconds())
+        self.decided(checked, values, flow, callID, "redirect", record.id)
         processor.redirects += 1
         self.taken += 1
         return answer("301 Moved Permanently", viaText, values,

@@ -109,18 +109,13 @@ class FastRegister(FastAuthenticated):
         backup = self.backup(checked, server.name)
         if backup is NOT_FIRED:
             return None
-        try:
-            signature = self._authenticator.sign(
-                self.result(checked), 200, callID, cseqText, None, backup)
-        except ValueError:
+        signature = self.signature(checked, 200, callID, cseqText, None,
+                                   backup)
+        if signature is None:
             return None
 
         # Decided: the side effects of the full path, in its order.
-        self.authenticated(checked, values, flow)
-        if processor.logDecisions:
-            processor.logDecisionEvent(
-                "REGISTER", callID, checked.identity.aor, "serve",
-                server.name, None, server._reactor.seconds())
+        self.decided(checked, values, flow, callID, "serve", server.name)
         processor.served += 1
         bindings = registrar.apply(registration)
         self.taken += 1
