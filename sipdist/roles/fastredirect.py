@@ -141,11 +141,13 @@ def _atOnce(d):
 class Checked:
     """
     What L{FastAuthenticated.check} established of a request: its
-    credentials good, its user's assignment at hand.
+    credentials good, its user's assignment at hand, the decision
+    (C{outcome}) for it.
     """
 
     __slots__ = ("credentials", "identity", "nonce", "issued", "nc", "host",
-                 "limiter", "counts", "serverId", "record", "follows")
+                 "limiter", "counts", "serverId", "record", "follows",
+                 "outcome")
 
 
 class FastPart:
@@ -294,6 +296,11 @@ class FastAuthenticated(FastPart):
         checked.serverId = serverId
         checked.record = record
         checked.follows = follows
+        # The decision (_decided), for a REGISTER of one Via.
+        checked.outcome = decide(
+            1, Assignment(serverId, record.uri, record.state),
+            processor.role, self._server.name, processor.policy,
+            followsRedirect=follows, register=True)
         return checked
 
     def backup(self, checked, assignedId, exclude=()):
@@ -392,14 +399,10 @@ class FastRedirect(FastAuthenticated):
         checked = self.check(addr, uriText, values)
         if checked is None:
             return None
+        if type(checked.outcome) is not Redirect:
+            return None
         record = checked.record
         server = self._server
-        outcome = decide(1, Assignment(checked.serverId, record.uri,
-                                       record.state),
-                         processor.role, server.name, processor.policy,
-                         followsRedirect=checked.follows, register=True)
-        if type(outcome) is not Redirect:
-            return None
         uri = serverURIFor(record, "UDP")
         if uri is None:
             return None

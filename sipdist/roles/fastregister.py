@@ -33,7 +33,7 @@ full path with nothing changed.  C{tests/test_fastregister.py} runs both
 paths over a corpus and compares.
 """
 
-from sipdist.decision import Assignment, Serve, decide
+from sipdist.decision import Serve
 from sipdist.deferreds import NOT_FIRED
 from sipdist.roles.fastredirect import (
     FastAuthenticated, answer, signedHeaders)
@@ -84,14 +84,9 @@ class FastRegister(FastAuthenticated):
         checked = self.check(addr, uriText, values)
         if checked is None:
             return None
-        record = checked.record
-        server = self._server
-        outcome = decide(1, Assignment(checked.serverId, record.uri,
-                                       record.state),
-                         processor.role, server.name, processor.policy,
-                         followsRedirect=checked.follows, register=True)
-        if type(outcome) is not Serve:
+        if type(checked.outcome) is not Serve:
             return None
+        server = self._server
 
         # The registrar (_serveRegister): planned, not yet made.
         callID = values[b"Call-ID"][_CALL_ID:].decode("ascii")
