@@ -1,0 +1,145 @@
+"""
+The floor under every server of bench/bench_register.py: what one UDP
+request and its answer cost a process that does nothing else, per
+interpreter, at the rates the benchmarks offer.
+
+    python bench/bench_floor.py [--rates 1000,2000,5000] [--seconds 4]
+                                [--pypy-python PATH]
+
+Two servers answer every datagram with the same fixed datagram of a 301's
+size, on loopback:
+
+  - blocking: a bare loop of C{recvfrom} and C{sendto} on a blocking
+    socket, no event loop (what Kamailio's UDP workers do);
+  - twisted: Twisted's epoll reactor and a C{DatagramProtocol} whose
+    C{datagramReceived} writes the answer (the event loop, its per-event
+    logging context, the port's read loop up to C{EAGAIN}, the timed-call
+    check of each turn of the loop).
+
+A client process sends REGISTER-sized datagrams at the given rate, one in
+flight at a time (each waits for its answer), for --seconds; the server's
+user and system CPU time over those datagrams (C{getrusage} in the server,
+after its imports) give datagrams per CPU-second and microseconds each.  A
+SIPp call of bench_register is two requests and two answers: a server can
+answer at most half as many calls per CPU-second as it answers datagrams
+here, before it parses a single header.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+# About the sizes of bench_register's authenticated REGISTER and 301.
+REQUEST = (b"REGISTER sip:example.com SIP/2.0\r\n"
+           + (b"X-Padding: " + b"x" * 40 + b"\r\n") * 12) + b"\r\n"
+ANSWER = (b"SIP/2.0 301 Moved Permanently\r\n"
+          + (b"X-Padding: " + b"x" * 40 + b"\r\n") * 10 + b"\r\n")
+
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def serveBlocking(count, report):
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    report(server.getsockname()[1])
+    before = cpu()
+    for _ in range(count):
+        _, address = server.recvfrom(65535)
+        server.sendto(ANSWER, address)
+    return before
+
+
+def serveTwisted(count, report):
+    from twisted.internet import epollreactor
+    epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.internet.protocol import DatagramProtocol
+
+    class Answer(DatagramProtocol):
+        answered = 0
+
+        def datagramReceived(self, data, address):
+            self.transport.write(ANSWER, address)
+            self.answered += 1
+            if self.answered == count:
+                reactor.stop()
+
+    port = reactor.listenUDP(0, Answer(), interface="127.0.0.1")
+    report(port.getHost().port)
+    before = cpu()
+    reactor.run(installSignalHandlers=False)
+    return before
+
+
+def server(kind, count):
+    """
+    The server process: print its port, serve C{count} datagrams, print
+    the user and system seconds they took.
+    """
+    def report(port):
+        print(port, flush=True)
+    serve = {"blocking": serveBlocking, "twisted": serveTwisted}[kind]
+    user0, system0 = serve(count, report)
+    user1, system1 = cpu()
+    print(user1 - user0, system1 - system0, flush=True)
+
+
+def run(python, kind, rate, seconds):
+    count = max(int(rate * seconds), 1)
+    process = subprocess.Popen(
+        [python, os.path.abspath(__file__), "--serve", kind, str(count)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline())
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.connect(("127.0.0.1", port))
+        client.settimeout(2)
+        start = time.monotonic()
+        for i in range(count):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            client.send(REQUEST)
+            client.recv(65535)
+        user, system = map(float, process.stdout.readline().split())
+    finally:
+        process.kill()
+        process.wait()
+    return count, user, system
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        server(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="1000,2000,5000")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--pypy-python", default=shutil.which("pypy3"))
+    args = parser.parse_args()
+    pythons = [("CPython", sys.executable)]
+    if args.pypy_python:
+        pythons.append(("PyPy", args.pypy_python))
+    print(f"{'interpreter':<12}{'server':<10}{'rate/s':>8}"
+          f"{'datagrams/CPU-s':>17}{'user us':>9}{'sys us':>8}")
+    for label, python in pythons:
+        for kind in ("blocking", "twisted"):
+            for rate in [int(r) for r in args.rates.split(",")]:
+                count, user, system = run(python, kind, rate, args.seconds)
+                total = user + system
+                perSecond = count / total if total else float("inf")
+                print(f"{label:<12}{kind:<10}{rate:>8}{perSecond:>17,.0f}"
+                      f"{user / count * 1e6:>9.1f}"
+                      f"{system / count * 1e6:>8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
