@@ -40,8 +40,9 @@ before for long ones); a redirect while refreshing means the user's home
 has changed: the client treats itself as logged out and logs in again from
 discovery; so does a refresh that gets no answer (the home server stopped
 answering), or any other refusal.  Failed logins after that are retried
-with growing, randomised delays (a C{503}'s C{Retry-After} when longer), at
-most C{maxFailures} times in a row.  L{stop} unregisters (C{Expires: 0} on
+with growing, randomised delays (after a C{503} with C{Retry-After}, that
+wait instead, with up to 10% of jitter), at most C{maxFailures} times in a
+row.  L{stop} unregisters (C{Expires: 0} on
 our own binding) and cancels every timer.
 
 It also learns that its home failed from the transport, without waiting
@@ -848,9 +849,9 @@ class Registration:
                        f"out, logging in again from discovery",
                        target=target, code=code)
         elif code == 503 and retryAfter(response) is not None:
-            wait = min(retryAfter(response), self.maxRetryAfter)
+            wait = self._retryAfterWait(retryAfter(response))
             self._emit("relogin", f"refresh refused by {target}: {code} "
-                       f"{response.phrase}; logging in again in {wait} s "
+                       f"{response.phrase}; logging in again in {wait:.1f} s "
                        f"(Retry-After)", target=target, code=code, delay=wait)
             yield self._relogin(wait=wait)
             return
@@ -862,20 +863,29 @@ class Registration:
 
     def retryDelay(self, failures, error=None):
         """
-        The wait after C{failures} failed logins in a row (RFC 5626 section
-        4.5): a random time between half and all of the cap
-        C{retryDelays} gives for that count (the last cap thereafter), or
-        the server's C{Retry-After} when that is longer (at most
-        C{maxRetryAfter}, plus up to 10% so that the clients it turned away
-        together do not come back together).
+        The wait after C{failures} failed logins in a row.  When the last
+        login was turned away with a C{Retry-After} (RFC 3261 section
+        21.5.4), the server's word: that many seconds (at most
+        C{maxRetryAfter}), plus up to 10% so that the clients it turned
+        away together do not come back together; the backoff of failures
+        in a row is not added to it, nor does it replace it when longer.
+        Otherwise (RFC 5626 section 4.5) a random time between half and
+        all of the cap C{retryDelays} gives for that count (the last cap
+        thereafter).
         """
-        cap = self.retryDelays[min(failures, len(self.retryDelays)) - 1]
-        delay = self._random.uniform(cap / 2.0, cap)
         after = getattr(error, "retryAfter", None)
         if after:
-            after = min(after, self.maxRetryAfter)
-            delay = max(delay, self._random.uniform(after, after * 1.1))
-        return delay
+            return self._retryAfterWait(after)
+        cap = self.retryDelays[min(failures, len(self.retryDelays)) - 1]
+        return self._random.uniform(cap / 2.0, cap)
+
+    def _retryAfterWait(self, after):
+        """
+        The wait for a C{Retry-After} of C{after} seconds: at most
+        C{maxRetryAfter}, plus up to 10% of jitter.
+        """
+        after = min(after, self.maxRetryAfter)
+        return self._random.uniform(after, after * 1.1)
 
     @defer.inlineCallbacks
     def _relogin(self, backup=None, backupSecure=False, wait=None):
