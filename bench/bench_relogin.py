@@ -4,7 +4,7 @@ server apart: what a failed home's users cost the client processes of
 bench_failover.py and their backup, without the pool around them.
 
     python bench/bench_relogin.py [--users 1000] [--rounds 3]
-        [--profile FILE]
+        [--profile FILE] [--standby]
 
 One home server (bench/failover_server.py, its own process, shipped
 defaults) and, in this process, --users user agents of the client library
@@ -15,7 +15,8 @@ home's death causes, without the death) and the round ends when all are
 registered again.  Printed per round: the wall time, and the CPU
 milliseconds per re-login of this process (user and kernel time) and of
 the server.  With --profile, the last round is profiled (cProfile) into
-FILE.
+FILE.  With --standby the users' home is another server, marked down, and
+the server serves them as their backup home (the failover's path).
 """
 
 import argparse
@@ -44,6 +45,10 @@ def main():
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--standby", action="store_true",
+                        help="the users' home is another server, marked "
+                             "down: the server serves them as their "
+                             "backup home (temporarily)")
     args = parser.parse_args()
 
     from twisted.internet import defer, reactor, task
@@ -59,8 +64,12 @@ def main():
     with open(store, "w") as f:
         f.write(f"server home sip:127.0.0.1:{port};transport=tcp weight=1 "
                 f"state=active\n")
+        if args.standby:
+            f.write(f"server dead sip:127.0.0.1:{freePort('tcp')};"
+                    f"transport=tcp weight=1 state=down\n")
         for n in names:
-            f.write(f"user {n}@example.com home\n")
+            f.write(f"user {n}@example.com "
+                    f"{'dead' if args.standby else 'home'}\n")
     config = {"role": "home", "name": "home", "domain": "example.com",
               "listen": [f"tcp:{port}:interface=127.0.0.1"],
               "store": f"file:{store}",
