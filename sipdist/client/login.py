@@ -65,7 +65,7 @@ from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.client.events import ClientError, Event, NoAnswer
 from sipdist.client.discovery import DiscoveryError, asURI
 from sipdist.client.tlscheck import TLSFailure
-from sipdist.sip.message import newTag, parseNameAddr
+from sipdist.sip.message import headerParams, newTag, parseNameAddr
 from sipdist.sip.uri import URIError
 
 MAX_REDIRECTS = 5
@@ -199,18 +199,28 @@ def grantedExpires(response, contact, requested):
     """
     The lifetime the registrar granted our binding: the C{expires}
     parameter of our Contact in the 2xx, else its C{Expires} header, else
-    what we asked for.
+    what we asked for.  A Contact that starts with our own C{<URI>}
+    exactly is ours without parsing either.
     """
+    values = response.values("contact")
+    if isinstance(contact, str) and contact.startswith("<"):
+        prefix = contact[:contact.find(">") + 1]
+        for value in values if prefix else ():
+            if value.startswith(prefix):
+                expires = headerParams(value[len(prefix):]).get("expires")
+                if expires and expires.isdigit():
+                    return int(expires)
     try:
-        ours = parseNameAddr(contact)[1]
-    except (URIError, ValueError, TypeError):
+        ours = parseNameAddr(contact)[1] if isinstance(contact, str) \
+            else None
+    except (URIError, ValueError):
         ours = None
-    for value in response.values("contact"):
+    for value in values if ours is not None else ():
         try:
             _, uri, params = parseNameAddr(value)
         except (URIError, ValueError):
             continue
-        if ours is not None and (uri.username, uri.host, uri.port) == (
+        if (uri.username, uri.host, uri.port) == (
                 ours.username, ours.host, ours.port):
             expires = params.get("expires")
             if expires and expires.isdigit():
