@@ -383,6 +383,41 @@ class RehomingTests(SynchronousTestCase):
         self.assertEqual([round(d, 6) for d in delays], [1, 2, 2.2])
         self.assertEqual(registration.state, "registered")
 
+    def test_turnedAwayNotFailures(self):
+        """
+        Logins turned away with C{503} and C{Retry-After} are not failures
+        counted against C{maxFailures}: past that many in a row the
+        client still comes back as told, and registers.
+        """
+        busy = Answer(503, {"Retry-After": "2"})
+        clock, ua, registration = self.registration(
+            [Answer(200)] + [busy] * 5 + [200], maxFailures=3)
+        ua.flows[HOME].lose()
+        clock.advance(2)
+        for _ in range(5):
+            self.assertEqual(ua.kinds()[-1], "retry")
+            clock.advance(ua.events[-1].delay)
+        self.assertNotIn("failed", ua.kinds())
+        self.assertEqual(registration.state, "registered")
+        self.assertEqual(len(ua.sent), 7)
+
+    def test_turnedAwayBounded(self):
+        """
+        A client turned away again and again gives up once the waits it
+        was told would pass C{maxTurnedAway} seconds in all.
+        """
+        busy = Answer(503, {"Retry-After": "4"})
+        clock, ua, registration = self.registration(
+            [Answer(200)] + [busy] * 3, maxTurnedAway=10)
+        ua.flows[HOME].lose()
+        clock.advance(2)
+        clock.advance(ua.events[-1].delay)
+        clock.advance(ua.events[-1].delay)
+        self.assertEqual(ua.kinds()[-1], "failed")
+        self.assertEqual(registration.state, "failed")
+        self.failureResultOf(registration.failed, login.LoginFailed)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_refresh503RetryAfterJittered(self):
         """
         A refresh answered C{503} with C{Retry-After} waits for it plus up

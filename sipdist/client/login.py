@@ -42,7 +42,8 @@ discovery; so does a refresh that gets no answer (the home server stopped
 answering), or any other refusal.  Failed logins after that are retried
 with growing, randomised delays (after a C{503} with C{Retry-After}, that
 wait instead, with up to 10% of jitter), at most C{maxFailures} times in a
-row.  L{stop} unregisters (C{Expires: 0} on
+row; logins turned away with a C{Retry-After} are not counted among those
+failures but retried for up to C{maxTurnedAway} seconds of waiting.  L{stop} unregisters (C{Expires: 0} on
 our own binding) and cancels every timer.
 
 It also learns that its home failed from the transport, without waiting
@@ -81,6 +82,9 @@ DEFAULT_KEEPALIVE = (95.0, 120.0)
 PONG_TIMEOUT = 10.0
 # The longest Retry-After of a 503 the client waits for.
 MAX_RETRY_AFTER = 600
+# The longest a re-login goes on being turned away with Retry-After (the
+# sum of the waits) before the registration gives up.
+MAX_TURNED_AWAY = 900
 
 
 class LoginFailed(ClientError):
@@ -497,7 +501,7 @@ class Registration:
                  maxFailures=10, watchRegistration=False,
                  reloginJitter=RELOGIN_JITTER, keepAlive=True,
                  pongTimeout=PONG_TIMEOUT, maxRetryAfter=MAX_RETRY_AFTER,
-                 random=None):
+                 random=None, maxTurnedAway=MAX_TURNED_AWAY):
         """
         @param watchRegistration: after each login, subscribe to the user's
             own registration state (the C{reg} event, RFC 3680).  When the
@@ -517,6 +521,11 @@ class Registration:
             else of 95 to 120 s); a pong not received within C{pongTimeout}
             seconds is a lost home.
         @param random: a L{random.Random} (tests give their own).
+        @param maxTurnedAway: logins turned away with a C{503} and
+            C{Retry-After} are not failures counted against
+            C{maxFailures}; the registration gives up once it would have
+            waited more than this many seconds on them since the last
+            other failure.
         """
         self.ua = ua
         self.locator = locator
@@ -535,6 +544,7 @@ class Registration:
         self.keepAlive = keepAlive
         self.pongTimeout = pongTimeout
         self.maxRetryAfter = maxRetryAfter
+        self.maxTurnedAway = maxTurnedAway
         self._random = random or _random.Random()
         self._timer = None
         self._waiting = None
@@ -900,14 +910,21 @@ class Registration:
     @defer.inlineCallbacks
     def _relogin(self, backup=None, backupSecure=False, wait=None):
         """
-        Log in again until it works, at most C{maxFailures} times in a
-        row; the first login starts at C{backup} when given (and so do
+        Log in again until it works: at most C{maxFailures} failed logins
+        in a row, not counting those turned away with a C{Retry-After}
+        (the server is there and said when to come back), which are
+        retried for up to C{maxTurnedAway} seconds of waiting since the
+        last other failure.  The first login starts at C{backup} when
+        given (and so do
         the retries: a backup that does not answer falls back on
         discovery within each login), after C{wait} seconds when given.
         """
         self.ua.outboundProxy = None
         self._unwatchFlow()
         failures = 0
+        # Seconds waited, since the last other failure, because servers
+        # turned the logins away with a Retry-After.
+        turnedAway = 0.0
         if wait:
             self.state = "logging-in"
             if not (yield self._pause(wait)):
@@ -918,14 +935,23 @@ class Registration:
             except LoginFailed as e:
                 if self.state == "stopped":
                     return
-                failures += 1
-                if failures >= self.maxFailures:
-                    self.state = "failed"
-                    self._emit("failed", f"giving up after {failures} "
-                               f"failed logins: {e}")
-                    self.failed.errback(LoginFailed(str(e)))
-                    return
-                delay = self.retryDelay(failures, e)
+                if e.retryAfter:
+                    # Turned away for now, not refused: the server said
+                    # when to come back.
+                    delay = self.retryDelay(max(failures, 1), e)
+                    if turnedAway + delay > self.maxTurnedAway:
+                        self._giveUp(f"giving up after being turned away "
+                                     f"for {turnedAway:.0f} s: {e}")
+                        return
+                    turnedAway += delay
+                else:
+                    failures += 1
+                    turnedAway = 0.0
+                    if failures >= self.maxFailures:
+                        self._giveUp(f"giving up after {failures} failed "
+                                     f"logins: {e}")
+                        return
+                    delay = self.retryDelay(failures, e)
                 self._emit("retry", f"{e}; trying again in {delay:.1f} s",
                            delay=delay)
                 if not (yield self._pause(delay)):
@@ -933,6 +959,11 @@ class Registration:
                 continue
             self._registered(result)
             return
+
+    def _giveUp(self, reason):
+        self.state = "failed"
+        self._emit("failed", reason)
+        self.failed.errback(LoginFailed(reason))
 
     @defer.inlineCallbacks
     def _pause(self, delay):
