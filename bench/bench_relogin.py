@@ -4,7 +4,7 @@ server apart: what a failed home's users cost the client processes of
 bench_failover.py and their backup, without the pool around them.
 
     python bench/bench_relogin.py [--users 1000] [--rounds 3]
-        [--profile FILE] [--standby]
+        [--profile FILE] [--standby] [--time-limit 600]
 
 One home server (bench/failover_server.py, its own process, shipped
 defaults) and, in this process, --users user agents of the client library
@@ -45,6 +45,8 @@ def main():
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--time-limit", type=float, default=600,
+                        help="seconds the whole run may take at most")
     parser.add_argument("--standby", action="store_true",
                         help="the users' home is another server, marked "
                              "down: the server serves them as their "
@@ -148,8 +150,19 @@ def main():
             reactor.stop()
         return result
 
+    def tooLong():
+        print(f"stopped: not done within {args.time_limit:g} s", flush=True)
+        reactor.stop()
+
+    watchdog = reactor.callLater(args.time_limit, tooLong)
+
+    def finished(result):
+        if watchdog.active():
+            watchdog.cancel()
+        return done(result)
+
     reactor.callWhenRunning(lambda: run().addErrback(
-        lambda f: print(f.getTraceback())).addBoth(done))
+        lambda f: print(f.getTraceback())).addBoth(finished))
     try:
         reactor.run()
     finally:
