@@ -25,7 +25,8 @@ prints, from the kill:
     registration, and how many of those REGISTERs were challenged;
   - the peak CPU of each surviving server (per 0.5 s), and the CPU
     seconds each surviving process (servers, client processes) used from
-    the kill until all were registered again;
+    the kill until all were registered again, and the kernel's share of
+    them (system time);
   - failed logins (retried by the clients), users lost (not registered
     again within the deadline), users registered at two surviving homes
     after the kill (moved twice), and users the store placed elsewhere than
@@ -82,16 +83,18 @@ def loadAverage():
         return " ".join(f.read().split()[:3])
 
 
-def cpuSeconds(pid):
+def cpuSeconds(pid, kernel=False):
     """
-    User and system CPU seconds of a process.
+    User and system CPU seconds of a process (with C{kernel}, only the
+    system's: the kernel's work for it).
     """
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if kernel else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def readStore(path):
@@ -301,6 +304,9 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
     survivors.update({w.tag: w.pid for w in workers})
     cpu = {name: cpuSeconds(pid) for name, pid in survivors.items()}
     cpuAtKill, cpuAtAll = dict(cpu), None
+    kernelAtKill = {name: cpuSeconds(pid, True)
+                    for name, pid in survivors.items()}
+    kernelAtAll = None
     peak = {name: 0.0 for name in survivors}
     loadBefore = loadAverage()
 
@@ -393,6 +399,8 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
         if allBack and cpuAtAll is None:
             cpuAtAll = ({name: cpuSeconds(pid)
                          for name, pid in survivors.items()}, now - crash)
+            kernelAtAll = {name: cpuSeconds(pid, True)
+                           for name, pid in survivors.items()}
         if allBack:
             finish = min(finish, crash + max(now - crash, reassignWait))
         if (allBack and "reassigned" in marks) or now > finish:
@@ -401,6 +409,8 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
     if cpuAtAll is None:
         cpuAtAll = ({name: cpuSeconds(pid)
                      for name, pid in survivors.items()}, elapsed)
+        kernelAtAll = {name: cpuSeconds(pid, True)
+                       for name, pid in survivors.items()}
     times = sorted(t for t, _ in again.values())
     lost = len(victims) - len(again)
     elsewhere = sum(1 for n, (_, server) in again.items()
@@ -452,6 +462,13 @@ def _run(transport, names, home, perWorker, rate, deadline, reassignWait,
               + f"; client processes {clientSeconds:.2f} in all "
               f"({1000 * clientSeconds / max(1, len(again)):.2f} ms a "
               f"user registered again)")
+        kernel = {name: kernelAtAll[name] - kernelAtKill[name]
+                  for name in kernelAtAll if kernelAtAll[name] is not None
+                  and kernelAtKill[name] is not None}
+        print("    of which in the kernel (system time): " + ", ".join(
+            f"{name} {value:.2f}" for name, value in kernel.items()
+            if not name.startswith("worker")) + f"; client processes "
+            f"{sum(v for k, v in kernel.items() if k.startswith('worker')):.2f}")
     if latest:
         print("    client processes after the kill: garbage collection "
               "(CPU) " +

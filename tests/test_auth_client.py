@@ -103,6 +103,30 @@ class ChooseTests(SynchronousTestCase):
         self.assertEqual(parseDigest(value)["opaque"], 'o"x')
 
 
+class SessionCopyTests(SynchronousTestCase):
+    """
+    L{ClientSession.copy}: a session to authorise one request with.
+    """
+
+    def test_copyIndependent(self):
+        """
+        A copy answers like its original, and authorising with it (its
+        nonce count, its Request-URI) leaves the original as it was.
+        """
+        _, session = answerChallenge(
+            ['Digest realm="r", nonce="n", opaque="o", qop="auth"'],
+            "REGISTER", URI, "alice", "pw")
+        before = (session.nc, session.uri)
+        other = session.copy()
+        self.assertEqual(other.authorize("REGISTER", "sip:other", 7),
+                         session.copy().authorize("REGISTER", "sip:other",
+                                                  7))
+        self.assertEqual((other.nc, other.uri), ("00000007", "sip:other"))
+        self.assertEqual((session.nc, session.uri), before)
+        self.assertEqual((other.opaque, other.cnonce, other.realm),
+                         (session.opaque, session.cnonce, session.realm))
+
+
 class SignatureTests(SynchronousTestCase):
     """
     The headers from L{DigestAuthenticator.sign} verify with

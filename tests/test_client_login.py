@@ -5,9 +5,11 @@ tampered redirect and the chain of six are things real roles never send).
 """
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sipdist.client.login import Login, LoginFailed, Registration
+from sipdist.client.login import (
+    Login, LoginFailed, Registration, grantedExpires)
+from sipdist.sip.message import Response
 from tests.client_helpers import (
     Redirect, Refuse, kinds, startAgent, startServers)
 
@@ -216,3 +218,64 @@ class LifecycleTests(TestCase):
         self.assertTrue(last.header("contact").endswith(";expires=0"))
         self.assertEqual(kinds(ua)[-1], "unregistered")
         self.assertEqual(registration.state, "stopped")
+
+
+class GrantedExpiresTests(SynchronousTestCase):
+    """
+    L{grantedExpires}: the lifetime the registrar granted our binding.
+    """
+
+    OURS = ('<sip:alice@192.0.2.9:40000;transport=tcp>'
+            ';+sip.instance="<urn:uuid:1>";reg-id=1')
+
+    def response(self, contacts, expires=None):
+        response = Response(200)
+        response.headers["contact"] = list(contacts)
+        if expires is not None:
+            response.headers["expires"] = [expires]
+        return response
+
+    def test_ours(self):
+        """
+        The C{expires} of our own Contact, not of another binding listed
+        before it.
+        """
+        response = self.response([
+            "<sip:alice@192.0.2.8:5060>;expires=30",
+            '<sip:alice@192.0.2.9:40000;transport=tcp>;expires=120;'
+            '+sip.instance="<urn:uuid:1>";reg-id=1'])
+        self.assertEqual(grantedExpires(response, self.OURS, 3600), 120)
+
+    def test_oursRewritten(self):
+        """
+        Our Contact as the registrar wrote it back in another form (its
+        parameters otherwise, the host's case) is still ours.
+        """
+        response = self.response([
+            "<sip:alice@192.0.2.8:5060>;expires=30",
+            "<sip:alice@192.0.2.9:40000>;expires=90"])
+        self.assertEqual(grantedExpires(response, self.OURS, 3600), 90)
+
+    def test_oursWithoutExpires(self):
+        """
+        Our Contact without a usable C{expires}: the C{Expires} header,
+        else what we asked for; another binding's is never taken.
+        """
+        response = self.response([
+            "<sip:alice@192.0.2.8:5060>;expires=30",
+            "<sip:alice@192.0.2.9:40000;transport=tcp>;expires=soon"],
+            expires="300")
+        self.assertEqual(grantedExpires(response, self.OURS, 3600), 300)
+        response = self.response(["<sip:alice@192.0.2.8:5060>;expires=30"])
+        self.assertEqual(grantedExpires(response, self.OURS, 3600), 3600)
+
+    def test_badContacts(self):
+        """
+        Contacts that do not parse, and a Contact of ours that does not
+        parse, leave the C{Expires} header.
+        """
+        response = self.response(["<nonsense", "<sip:[::1>;expires=5"],
+                                 expires="60")
+        self.assertEqual(grantedExpires(response, self.OURS, 3600), 60)
+        self.assertEqual(grantedExpires(response, "<", 3600), 60)
+        self.assertEqual(grantedExpires(response, None, 3600), 60)

@@ -362,6 +362,78 @@ class RehomingTests(SynchronousTestCase):
         self.assertEqual(len(ua.sent), 3)
         self.assertEqual(registration.state, "registered")
 
+    def test_retryAfterNotStackedOnBackoff(self):
+        """
+        After failures in a row have grown the backoff past a C{503}'s
+        C{Retry-After}, the next login waits the C{Retry-After} (with up
+        to 10% of jitter), not the longer backoff.
+        """
+        silence = NoAnswer("silence")
+        clock, ua, registration = self.registration(
+            [Answer(200), silence, silence,
+             Answer(503, {"Retry-After": "2"}), 200],
+            retryDelays=(1, 2, 30), random=Upper())
+        ua.flows[HOME].lose()
+        clock.advance(2)
+        delays = []
+        for _ in range(3):
+            self.assertEqual(ua.kinds()[-1], "retry")
+            delays.append(ua.events[-1].delay)
+            clock.advance(ua.events[-1].delay)
+        self.assertEqual([round(d, 6) for d in delays], [1, 2, 2.2])
+        self.assertEqual(registration.state, "registered")
+
+    def test_turnedAwayNotFailures(self):
+        """
+        Logins turned away with C{503} and C{Retry-After} are not failures
+        counted against C{maxFailures}: past that many in a row the
+        client still comes back as told, and registers.
+        """
+        busy = Answer(503, {"Retry-After": "2"})
+        clock, ua, registration = self.registration(
+            [Answer(200)] + [busy] * 5 + [200], maxFailures=3)
+        ua.flows[HOME].lose()
+        clock.advance(2)
+        for _ in range(5):
+            self.assertEqual(ua.kinds()[-1], "retry")
+            clock.advance(ua.events[-1].delay)
+        self.assertNotIn("failed", ua.kinds())
+        self.assertEqual(registration.state, "registered")
+        self.assertEqual(len(ua.sent), 7)
+
+    def test_turnedAwayBounded(self):
+        """
+        A client turned away again and again gives up once the waits it
+        was told would pass C{maxTurnedAway} seconds in all.
+        """
+        busy = Answer(503, {"Retry-After": "4"})
+        clock, ua, registration = self.registration(
+            [Answer(200)] + [busy] * 3, maxTurnedAway=10)
+        ua.flows[HOME].lose()
+        clock.advance(2)
+        clock.advance(ua.events[-1].delay)
+        clock.advance(ua.events[-1].delay)
+        self.assertEqual(ua.kinds()[-1], "failed")
+        self.assertEqual(registration.state, "failed")
+        self.failureResultOf(registration.failed, login.LoginFailed)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_refresh503RetryAfterJittered(self):
+        """
+        A refresh answered C{503} with C{Retry-After} waits for it plus up
+        to 10%, so that the clients turned away together come back
+        spread.
+        """
+        clock, ua, registration = self.registration(
+            [200, Answer(503, {"Retry-After": "30"}), 200], keepAlive=False,
+            random=Upper())
+        clock.advance(540)
+        self.assertEqual(len(ua.sent), 2)
+        clock.advance(32.9)
+        self.assertEqual(len(ua.sent), 2)
+        clock.advance(0.1)
+        self.assertEqual(len(ua.sent), 3)
+
     def test_backup503Waits(self):
         """
         A backup that answers C{503} with C{Retry-After} (the store marks
@@ -396,7 +468,8 @@ class RehomingTests(SynchronousTestCase):
         logging in again.
         """
         clock, ua, registration = self.registration(
-            [200, Answer(503, {"Retry-After": "30"}), 200], keepAlive=False)
+            [200, Answer(503, {"Retry-After": "30"}), 200], keepAlive=False,
+            random=Lower())
         clock.advance(540)
         self.assertEqual(len(ua.sent), 2)
         clock.advance(29.9)

@@ -262,6 +262,23 @@ class NonInviteClientTests(LayerTestMixin, SynchronousTestCase):
         self.failureResultOf(tx.deferred, TransactionTimeout)
         self.assertDrained()
 
+    def test_timerFLastLook(self):
+        """
+        A final response that arrives in the reactor turn where timer F
+        fires (the reactor runs timers before it reads, so a busy process
+        reads it just after) completes the transaction: it does not time
+        out.
+        """
+        request = makeRequest("REGISTER")
+        tx = self.layer.sendRequest(request, self.tcp)
+        ok = responseTo(request, 200)
+        self.clock.callLater(64 * T1, self.layer.messageReceived, ok,
+                             self.tcp)
+        self.clock.advance(64 * T1)
+        self.assertIs(self.successResultOf(tx.deferred), ok)
+        self.assertEqual(self.layer.timeouts, 0)
+        self.assertDrained()
+
     def test_transportErrorOnSend(self):
         """
         If the flow cannot send the request, the transaction fails with

@@ -53,6 +53,16 @@ class ClientSession:
     def __repr__(self):
         return f"<ClientSession {self.username}@{self.realm} {self.algorithm.name}>"
 
+    def copy(self):
+        """
+        A copy of this session (to authorise one request with, and verify
+        its response by, while this one goes on).
+        """
+        other = object.__new__(ClientSession)
+        for name in self.__slots__:
+            setattr(other, name, getattr(self, name))
+        return other
+
     def authorize(self, method, uri, nc):
         """
         The C{Authorization} value for a request with nonce count C{nc}

@@ -30,6 +30,7 @@ caller (a L{twisted.names.client.Resolver} built with the caller's reactor);
 nothing here touches the global reactor.
 """
 
+import functools
 import ipaddress
 import random as _random
 
@@ -110,10 +111,12 @@ class Target:
         return f"<Target {self}>"
 
 
+@functools.lru_cache(maxsize=256)
 def isNumeric(host):
     """
     Whether C{host} is an IPv4 or IPv6 address (IPv6 with or without
-    brackets).
+    brackets).  The answers for the last 256 hosts asked are remembered:
+    a login asks it for the same few servers again and again.
     """
     try:
         ipaddress.ip_address(host.strip("[]"))

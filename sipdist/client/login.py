@@ -40,8 +40,10 @@ before for long ones); a redirect while refreshing means the user's home
 has changed: the client treats itself as logged out and logs in again from
 discovery; so does a refresh that gets no answer (the home server stopped
 answering), or any other refusal.  Failed logins after that are retried
-with growing, randomised delays (a C{503}'s C{Retry-After} when longer), at
-most C{maxFailures} times in a row.  L{stop} unregisters (C{Expires: 0} on
+with growing, randomised delays (after a C{503} with C{Retry-After}, that
+wait instead, with up to 10% of jitter), at most C{maxFailures} times in a
+row; logins turned away with a C{Retry-After} are not counted among those
+failures but retried for up to C{maxTurnedAway} seconds of waiting.  L{stop} unregisters (C{Expires: 0} on
 our own binding) and cancels every timer.
 
 It also learns that its home failed from the transport, without waiting
@@ -64,7 +66,7 @@ from sipdist.auth.signature import BACKUP_HEADER
 from sipdist.client.events import ClientError, Event, NoAnswer
 from sipdist.client.discovery import DiscoveryError, asURI
 from sipdist.client.tlscheck import TLSFailure
-from sipdist.sip.message import newTag, parseNameAddr
+from sipdist.sip.message import headerParams, newTag, parseNameAddr
 from sipdist.sip.uri import URIError
 
 MAX_REDIRECTS = 5
@@ -80,6 +82,9 @@ DEFAULT_KEEPALIVE = (95.0, 120.0)
 PONG_TIMEOUT = 10.0
 # The longest Retry-After of a 503 the client waits for.
 MAX_RETRY_AFTER = 600
+# The longest a re-login goes on being turned away with Retry-After (the
+# sum of the waits) before the registration gives up.
+MAX_TURNED_AWAY = 900
 
 
 class LoginFailed(ClientError):
@@ -198,18 +203,28 @@ def grantedExpires(response, contact, requested):
     """
     The lifetime the registrar granted our binding: the C{expires}
     parameter of our Contact in the 2xx, else its C{Expires} header, else
-    what we asked for.
+    what we asked for.  A Contact that starts with our own C{<URI>}
+    exactly is ours without parsing either.
     """
+    values = response.values("contact")
+    if isinstance(contact, str) and contact.startswith("<"):
+        prefix = contact[:contact.find(">") + 1]
+        for value in values if prefix else ():
+            if value.startswith(prefix):
+                expires = headerParams(value[len(prefix):]).get("expires")
+                if expires and expires.isdigit():
+                    return int(expires)
     try:
-        ours = parseNameAddr(contact)[1]
-    except (URIError, ValueError, TypeError):
+        ours = parseNameAddr(contact)[1] if isinstance(contact, str) \
+            else None
+    except (URIError, ValueError):
         ours = None
-    for value in response.values("contact"):
+    for value in values if ours is not None else ():
         try:
             _, uri, params = parseNameAddr(value)
         except (URIError, ValueError):
             continue
-        if ours is not None and (uri.username, uri.host, uri.port) == (
+        if (uri.username, uri.host, uri.port) == (
                 ours.username, ours.host, ours.port):
             expires = params.get("expires")
             if expires and expires.isdigit():
@@ -486,7 +501,7 @@ class Registration:
                  maxFailures=10, watchRegistration=False,
                  reloginJitter=RELOGIN_JITTER, keepAlive=True,
                  pongTimeout=PONG_TIMEOUT, maxRetryAfter=MAX_RETRY_AFTER,
-                 random=None):
+                 random=None, maxTurnedAway=MAX_TURNED_AWAY):
         """
         @param watchRegistration: after each login, subscribe to the user's
             own registration state (the C{reg} event, RFC 3680).  When the
@@ -506,6 +521,11 @@ class Registration:
             else of 95 to 120 s); a pong not received within C{pongTimeout}
             seconds is a lost home.
         @param random: a L{random.Random} (tests give their own).
+        @param maxTurnedAway: logins turned away with a C{503} and
+            C{Retry-After} are not failures counted against
+            C{maxFailures}; the registration gives up once it would have
+            waited more than this many seconds on them since the last
+            other failure.
         """
         self.ua = ua
         self.locator = locator
@@ -524,6 +544,7 @@ class Registration:
         self.keepAlive = keepAlive
         self.pongTimeout = pongTimeout
         self.maxRetryAfter = maxRetryAfter
+        self.maxTurnedAway = maxTurnedAway
         self._random = random or _random.Random()
         self._timer = None
         self._waiting = None
@@ -848,9 +869,9 @@ class Registration:
                        f"out, logging in again from discovery",
                        target=target, code=code)
         elif code == 503 and retryAfter(response) is not None:
-            wait = min(retryAfter(response), self.maxRetryAfter)
+            wait = self._retryAfterWait(retryAfter(response))
             self._emit("relogin", f"refresh refused by {target}: {code} "
-                       f"{response.phrase}; logging in again in {wait} s "
+                       f"{response.phrase}; logging in again in {wait:.1f} s "
                        f"(Retry-After)", target=target, code=code, delay=wait)
             yield self._relogin(wait=wait)
             return
@@ -862,32 +883,48 @@ class Registration:
 
     def retryDelay(self, failures, error=None):
         """
-        The wait after C{failures} failed logins in a row (RFC 5626 section
-        4.5): a random time between half and all of the cap
-        C{retryDelays} gives for that count (the last cap thereafter), or
-        the server's C{Retry-After} when that is longer (at most
-        C{maxRetryAfter}, plus up to 10% so that the clients it turned away
-        together do not come back together).
+        The wait after C{failures} failed logins in a row.  When the last
+        login was turned away with a C{Retry-After} (RFC 3261 section
+        21.5.4), the server's word: that many seconds (at most
+        C{maxRetryAfter}), plus up to 10% so that the clients it turned
+        away together do not come back together; the backoff of failures
+        in a row is not added to it, nor does it replace it when longer.
+        Otherwise (RFC 5626 section 4.5) a random time between half and
+        all of the cap C{retryDelays} gives for that count (the last cap
+        thereafter).
         """
-        cap = self.retryDelays[min(failures, len(self.retryDelays)) - 1]
-        delay = self._random.uniform(cap / 2.0, cap)
         after = getattr(error, "retryAfter", None)
         if after:
-            after = min(after, self.maxRetryAfter)
-            delay = max(delay, self._random.uniform(after, after * 1.1))
-        return delay
+            return self._retryAfterWait(after)
+        cap = self.retryDelays[min(failures, len(self.retryDelays)) - 1]
+        return self._random.uniform(cap / 2.0, cap)
+
+    def _retryAfterWait(self, after):
+        """
+        The wait for a C{Retry-After} of C{after} seconds: at most
+        C{maxRetryAfter}, plus up to 10% of jitter.
+        """
+        after = min(after, self.maxRetryAfter)
+        return self._random.uniform(after, after * 1.1)
 
     @defer.inlineCallbacks
     def _relogin(self, backup=None, backupSecure=False, wait=None):
         """
-        Log in again until it works, at most C{maxFailures} times in a
-        row; the first login starts at C{backup} when given (and so do
+        Log in again until it works: at most C{maxFailures} failed logins
+        in a row, not counting those turned away with a C{Retry-After}
+        (the server is there and said when to come back), which are
+        retried for up to C{maxTurnedAway} seconds of waiting since the
+        last other failure.  The first login starts at C{backup} when
+        given (and so do
         the retries: a backup that does not answer falls back on
         discovery within each login), after C{wait} seconds when given.
         """
         self.ua.outboundProxy = None
         self._unwatchFlow()
         failures = 0
+        # Seconds waited, since the last other failure, because servers
+        # turned the logins away with a Retry-After.
+        turnedAway = 0.0
         if wait:
             self.state = "logging-in"
             if not (yield self._pause(wait)):
@@ -898,14 +935,23 @@ class Registration:
             except LoginFailed as e:
                 if self.state == "stopped":
                     return
-                failures += 1
-                if failures >= self.maxFailures:
-                    self.state = "failed"
-                    self._emit("failed", f"giving up after {failures} "
-                               f"failed logins: {e}")
-                    self.failed.errback(LoginFailed(str(e)))
-                    return
-                delay = self.retryDelay(failures, e)
+                if e.retryAfter:
+                    # Turned away for now, not refused: the server said
+                    # when to come back.
+                    delay = self.retryDelay(max(failures, 1), e)
+                    if turnedAway + delay > self.maxTurnedAway:
+                        self._giveUp(f"giving up after being turned away "
+                                     f"for {turnedAway:.0f} s: {e}")
+                        return
+                    turnedAway += delay
+                else:
+                    failures += 1
+                    turnedAway = 0.0
+                    if failures >= self.maxFailures:
+                        self._giveUp(f"giving up after {failures} failed "
+                                     f"logins: {e}")
+                        return
+                    delay = self.retryDelay(failures, e)
                 self._emit("retry", f"{e}; trying again in {delay:.1f} s",
                            delay=delay)
                 if not (yield self._pause(delay)):
@@ -913,6 +959,11 @@ class Registration:
                 continue
             self._registered(result)
             return
+
+    def _giveUp(self, reason):
+        self.state = "failed"
+        self._emit("failed", reason)
+        self.failed.errback(LoginFailed(reason))
 
     @defer.inlineCallbacks
     def _pause(self, delay):

@@ -479,13 +479,22 @@ def parseNameAddr(value):
         display = ""
         uriText, _, paramText = value.partition(";")
         paramText = ";" + paramText if paramText else ""
+    return display, parseURI(uriText.strip()), headerParams(paramText)
+
+
+def headerParams(paramText):
+    """
+    The header parameters of a name-addr, from the text after its closing
+    angle bracket (C{;expires=60;+sip.instance="<urn:...>"}): names
+    lowered, a parameter without value L{None}.
+    """
     params = {}
     for p in HEADER_PARAMETER.findall(paramText):
         p = p.strip()
         if p:
             name, sep, pvalue = p.partition("=")
             params[name.strip().lower()] = pvalue.strip() if sep else None
-    return display, parseURI(uriText.strip()), params
+    return params
 
 
 # One header parameter of a name-addr (after its ';'): a quoted string in

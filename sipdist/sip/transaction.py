@@ -681,7 +681,7 @@ class ClientTransaction:
     __slots__ = ("request", "flow", "state", "deferred", "onProvisional",
                  "onFurther2xx", "key", "_layer", "_invite", "_reliable", "_retransmit",
                  "_timeout", "_interval", "_cancelWanted", "_cancelSent",
-                 "_ack", "__weakref__")
+                 "_ack", "_lastLook", "__weakref__")
 
     _log = Logger()
 
@@ -702,6 +702,9 @@ class ClientTransaction:
         self._cancelWanted = False
         self._cancelSent = False
         self._ack = None
+        # Whether timer B or F has fired and the reactor is given one more
+        # turn to read a response that has already arrived.
+        self._lastLook = False
 
     def __repr__(self):
         return (f"<ClientTransaction {self.request.method} {self.state} "
@@ -804,6 +807,16 @@ class ClientTransaction:
                                                         self._timerE)
 
     def _timerBF(self):
+        """
+        Timer B or F: the transaction times out, after one more turn of
+        the reactor.  The reactor runs its timers before it reads what
+        has arrived, so a process busy past the deadline would otherwise
+        fail a transaction whose response waits to be read.
+        """
+        if not self._lastLook:
+            self._lastLook = True
+            self._timeout = self._layer._reactor.callLater(0, self._timerBF)
+            return
         self._timeout = None
         self._layer.timeouts += 1
         self._fail(TransactionTimeout(
