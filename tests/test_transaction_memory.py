@@ -243,6 +243,25 @@ class CompletedRecordsTests(SynchronousTestCase):
         self.assertEqual(self.layer.active, 1)
         self.assertIs(transaction.state, TERMINATED)
 
+    def test_loadOverOnceRecordsEnd(self):
+        """
+        The layer says a load is over (the time to give memory back) when
+        the records of completed transactions, not only the transactions
+        in progress, are down to an eighth of their peak: their chunks
+        are freed only as they end.
+        """
+        for i in range(100):
+            self.answer(f"z9hG4bKload{i}")
+            self.clock.advance(0.01)
+        self.assertEqual(len(self.layer._serverTable), 0)
+        self.assertFalse(self.layer.compact())
+        self.clock.advance(64 * T1 - 0.5)
+        self.assertFalse(self.layer.compact())
+        self.clock.advance(0.45)
+        self.assertLess(len(self.layer._completedJ), 100 / 8)
+        self.assertTrue(self.layer.compact())
+        self.assertFalse(self.layer.compact())
+
 
 class MessageTests(SynchronousTestCase):
     def test_padded(self):

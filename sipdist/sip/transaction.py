@@ -1305,8 +1305,8 @@ class TransactionLayer:
         # The records of completed non-INVITE server transactions over UDP
         # (timer J).
         self._completedJ = _CompletedRecords(reactor, self._64T1)
-        # Their sizes at their peak, for compact().
-        self._serversPeak = self._clientsPeak = 0
+        # The transactions and records at their peak, for compact().
+        self._peak = 0
         # Timers J (records _completedJ cannot keep) and K of completed
         # non-INVITE transactions.
         self._timerJ = _ExpiryQueue(reactor, self._64T1)
@@ -1543,28 +1543,26 @@ class TransactionLayer:
 
     def compact(self):
         """
-        Rebuild the transaction tables when they hold less than an eighth of
-        their peak (a Python dict keeps the size of its peak): the memory of
-        a load that is over goes back.
+        Say when a load is over: the transactions and the records of
+        completed ones down to an eighth of their peak since the last time
+        it said so.  Then the transaction tables are rebuilt (a Python dict
+        keeps the size of its peak); the records of completed non-INVITE
+        transactions over UDP have given their memory back to the C
+        library already.
 
-        @return: whether a table was rebuilt.
+        @return: whether a load is over (the time to ask the C library to
+            return its free memory).
         """
-        rebuilt = False
-        size = len(self._serverTable)
-        if size * 8 < self._serversPeak:
+        size = (len(self._serverTable) + len(self._clients)
+                + self._completedJ._count)
+        if size * 8 < self._peak:
             self._serverTable = dict(self._serverTable)
-            self._serversPeak = size
-            rebuilt = True
-        elif size > self._serversPeak:
-            self._serversPeak = size
-        size = len(self._clients)
-        if size * 8 < self._clientsPeak:
             self._clients = dict(self._clients)
-            self._clientsPeak = size
-            rebuilt = True
-        elif size > self._clientsPeak:
-            self._clientsPeak = size
-        return rebuilt
+            self._peak = size
+            return True
+        if size > self._peak:
+            self._peak = size
+        return False
 
     def _responseReceived(self, response, flow):
         try:
