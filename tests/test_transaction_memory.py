@@ -6,6 +6,7 @@ each, all of it given back once they have ended.
 """
 
 import platform
+import random
 import sys
 
 from twisted.internet.task import Clock
@@ -14,7 +15,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from sipdist.sip.message import parseMessage, responseTo
 from sipdist.sip.transaction import (
     COMPLETED, TERMINATED, ServerTransaction, TransactionLayer,
-    _CompletedServerRecord)
+    _CompletedRecords, _CompletedServerRecord)
 from sipdist.sip.transport import DatagramFlow
 from tests.test_transaction import RecordingUser, makeRequest
 
@@ -163,13 +164,13 @@ class CompletedRecordsTests(SynchronousTestCase):
         for i in range(2000):
             self.answer(f"z9hG4bKpeak{i}")
         records = self.layer._completedJ
-        # (hash, position) pairs, at most half of them used.
-        self.assertGreaterEqual(len(records._index), 2 * 2 * 2000)
+        # At most half of its slots used.
+        self.assertGreaterEqual(len(records._positions), 2 * 2000)
         self.clock.advance(1)
         self.answer("z9hG4bKafter")
         self.clock.advance(64 * T1 - 0.5)
         self.assertEqual(len(records), 1)
-        self.assertEqual(len(records._index), 2 * 16)
+        self.assertEqual(len(records._positions), 16)
         self.clock.advance(1)
         self.assertEqual(len(records), 0)
 
@@ -261,6 +262,61 @@ class CompletedRecordsTests(SynchronousTestCase):
         self.assertLess(len(self.layer._completedJ), 100 / 8)
         self.assertTrue(self.layer.compact())
         self.assertFalse(self.layer.compact())
+
+
+class CompletedRecordsModelTests(SynchronousTestCase):
+    """
+    L{_CompletedRecords} against a dict doing the same: records of random
+    sizes (some filling most of a chunk) added and ended at random times.
+    """
+
+    def test_againstDict(self):
+        """
+        After every step, each record not yet ended is found with its
+        bytes and address, and none that has ended is.
+        """
+        clock = Clock()
+        records = _CompletedRecords(clock, 5.0)
+        protocols = [FakeDatagramProtocol(), FakeDatagramProtocol()]
+        rng = random.Random(13)
+        model = {}
+        ended = []
+        for step in range(300):
+            for n in range(rng.choice((0, 1, 5, 40))):
+                key = (f"z9hG4bK{step}-{n}", "127.0.0.1",
+                       rng.randrange(1, 65536), rng.choice(("REGISTER",
+                                                            "OPTIONS")))
+                size = rng.choice((0, 10, 500, 3000, 30000, 60000))
+                data = bytes([rng.randrange(256)]) * size
+                remote = ("127.0.0.%d" % rng.randrange(1, 9),
+                          rng.randrange(65536))
+                flow = DatagramFlow(rng.choice(protocols), remote)
+                self.assertIsNotNone(records.add(key, flow, data))
+                model[key] = (clock.seconds() + 5.0, data, remote,
+                              flow._protocol)
+            clock.advance(rng.choice((0.01, 0.05, 0.3, 1.0)))
+            now = clock.seconds()
+            for key, value in list(model.items()):
+                if value[0] <= now - records.granularity:
+                    del model[key]
+                    ended.append(key)
+            for key, (due, data, remote, protocol) in model.items():
+                position = records.find(key)
+                if position is None:
+                    # Due, not yet swept (at most the granularity late).
+                    self.assertLessEqual(due, now)
+                    continue
+                record = records.record(None, position)
+                self.assertEqual((record.key, record.data,
+                                  tuple(record.flow.remote),
+                                  record.flow._protocol),
+                                 (key, data, remote, protocol))
+            for key in ended[-50:]:
+                self.assertIsNone(records.find(key))
+            self.assertLessEqual(len(records), len(model) + 40)
+        clock.advance(6)
+        self.assertEqual(len(records), 0)
+        self.assertEqual(list(records._chunks), [])
 
 
 class MessageTests(SynchronousTestCase):

@@ -522,12 +522,12 @@ class _CompletedRecords:
     of a UDP port) waiting for timer J, kept out of the interpreter's small
     object allocator: each is one record in a buffer of 64 KiB chunks (its
     key, the peer's address, the response's bytes), found through an
-    open-addressing index in an C{array}.  A record costs no Python object:
-    a busy server holds 64*T1 seconds of them, and small objects made
-    during a peak, interleaved with the few that outlive it, would keep the
-    memory of the peak (arenas of 1 MiB are given back only when empty).
-    Chunks are C library memory, freed once their last record has expired;
-    the index is rebuilt at a size fitting what it holds.
+    open-addressing index in two C{array}s.  A record costs no Python
+    object: a busy server holds 64*T1 seconds of them, and small objects
+    made during a peak, interleaved with the few that outlive it, would keep
+    the memory of the peak (arenas of 1 MiB are given back only when
+    empty).  Chunks are C library memory, freed once their last record has
+    ended; the index is rebuilt at a size fitting what it holds.
 
     Records all wait the same C{delay} and leave in the order they came:
     one timer for the oldest, records due within C{granularity} of it
@@ -540,25 +540,33 @@ class _CompletedRecords:
     granularity = 0.1
     # The UDP ports a record can name (one a listening port).
     maxProtocols = 256
+    minSlots = 16
 
     def __init__(self, reactor, delay):
         self._reactor = reactor
         self.delay = delay
         self._chunks = deque()
-        # Position of the first chunk; of the oldest record; of the next.
+        # Position of the first chunk; of the oldest record; of the next;
+        # the last chunk and the position where it ends.
         self._base = self.head = self._tail = 0
+        self._last = None
+        self._end = 0
         self._count = 0
-        self._removed = 0
         self._protocols = []
+        # The port of the last record and its number.
+        self._protocol = None
+        self._number = 0
         self._call = None
-        self._newIndex(16)
+        self._newIndex(self.minSlots)
 
     def __len__(self):
         return self._count
 
     def _newIndex(self, size):
-        # (hash, position + 1) pairs: 0 a free slot, -1 a removed record.
-        self._index = array("q", (0,)) * (2 * size)
+        # Per slot: the hash of a record's key; its position + 1 (0: a
+        # free slot, -1: a removed record's).
+        self._hashes = array("q", (0,)) * size
+        self._positions = array("q", (0,)) * size
         self._mask = size - 1
         self._removed = 0
 
@@ -567,90 +575,128 @@ class _CompletedRecords:
         Keep the record of a transaction keyed C{key} that answered C{data}
         (bytes) on C{flow} (a L{DatagramFlow}) until timer J.
 
-        @return: its position, or C{None} when it cannot be kept here (a
-            key or address of another shape, a message larger than a
-            chunk, too many ports): the caller keeps an object instead.
+        @return: its position, or C{None} when it cannot be kept here (an
+            address of another shape, a message larger than a chunk, too
+            many ports): the caller keeps an object instead.
         """
+        protocol = flow._protocol
+        if protocol is not self._protocol and not self._choose(protocol):
+            return None
         try:
             host, port = flow.remote
-            hostBytes = host.encode("utf-8")
-        except (TypeError, ValueError, AttributeError, UnicodeError):
+            h = hash(key)
+            keyBytes = ascii(key).encode()
+            hostBytes = host.encode()
+            record = b"".join((
+                _RECORD.pack(self._reactor.seconds() + self.delay, h,
+                             len(keyBytes), len(data), len(hostBytes), port,
+                             self._number),
+                keyBytes, data, hostBytes))
+        except (TypeError, ValueError, AttributeError, struct.error):
             return None
-        if type(port) is not int or not 0 <= port < 65536:
-            return None
-        protocols = self._protocols
-        protocol = flow._protocol
-        for number, known in enumerate(protocols):
-            if known is protocol:
-                break
-        else:
-            if len(protocols) >= self.maxProtocols:
-                return None
-            number = len(protocols)
-            protocols.append(protocol)
-        keyBytes = ascii(key).encode("ascii")
-        header = _RECORD.size
-        size = header + len(keyBytes) + len(data) + len(hostBytes)
-        chunkSize = self.chunkSize
-        if size > chunkSize or len(hostBytes) > 0xFFFF:
+        size = len(record)
+        if size > self.chunkSize:
             return None
         if (self._count + self._removed + 1) * 2 > self._mask + 1:
-            self._reindex(self._count + 1)
-        chunks = self._chunks
+            self._grow()
         position = self._tail
-        offset = position % chunkSize
-        if position + size > self._base + len(chunks) * chunkSize:
-            if offset and position < self._base + len(chunks) * chunkSize:
-                # The rest of this chunk stays unused (a negative time
-                # marks it, when a header fits).
-                if chunkSize - offset >= header:
-                    _RECORD.pack_into(chunks[-1], offset, -1.0, 0, 0, 0, 0,
-                                      0, 0)
-                position += chunkSize - offset
-                offset = 0
-            if not chunks:
-                self._base = self.head = position
-            chunks.append(bytearray(chunkSize))
-        chunk = chunks[-1]
-        h = hash(key)
-        due = self._reactor.seconds() + self.delay
-        _RECORD.pack_into(chunk, offset, due, h, len(keyBytes), len(data),
-                          len(hostBytes), port, number)
-        start = offset + header
-        end = start + len(keyBytes)
-        chunk[start:end] = keyBytes
-        start, end = end, end + len(data)
-        chunk[start:end] = data
-        chunk[end:end + len(hostBytes)] = hostBytes
+        if position + size > self._end:
+            position = self._newChunk(position)
+        offset = position - self._end + self.chunkSize
+        self._last[offset:offset + size] = record
         self._tail = position + size
-        self._insert(h, position)
+        positions = self._positions
+        mask = self._mask
+        i = h & mask
+        while positions[i] > 0:
+            i = (i + 1) & mask
+        if positions[i]:
+            self._removed -= 1
+        self._hashes[i] = h
+        positions[i] = position + 1
         self._count += 1
         if self._call is None:
             self._call = self._reactor.callLater(self.delay, self._sweep)
         return position
 
-    def _insert(self, h, position):
-        index = self._index
-        mask = self._mask
-        i = h & mask
-        while index[2 * i + 1] > 0:
-            i = (i + 1) & mask
-        if index[2 * i + 1] < 0:
-            self._removed -= 1
-        index[2 * i] = h
-        index[2 * i + 1] = position + 1
+    def _choose(self, protocol):
+        """
+        Make C{protocol} the port of the next records.
 
-    def _reindex(self, count):
+        @return: C{False} if there are too many ports.
         """
-        A new index for C{count} records (a quarter full at most), with
-        every record in it.
+        protocols = self._protocols
+        for number, known in enumerate(protocols):
+            if known is protocol:
+                break
+        else:
+            if len(protocols) >= self.maxProtocols:
+                return False
+            number = len(protocols)
+            protocols.append(protocol)
+        self._protocol = protocol
+        self._number = number
+        return True
+
+    def _newChunk(self, position):
         """
-        size = 16
+        Start a chunk for a record that does not fit in the last one (whose
+        rest is left unused, marked by a negative time where a header
+        fits).
+
+        @return: the record's position.
+        """
+        chunkSize = self.chunkSize
+        if self._chunks:
+            offset = position - self._end + chunkSize
+            if chunkSize - offset >= _RECORD.size:
+                _RECORD.pack_into(self._last, offset, -1.0, 0, 0, 0, 0, 0, 0)
+            position = self._end
+        else:
+            # Positions start a chunk here (see clear).
+            self._base = self.head = position
+        self._last = bytearray(chunkSize)
+        self._chunks.append(self._last)
+        self._end = position + chunkSize
+        return position
+
+    def _grow(self):
+        """
+        A new index, a quarter full, from the old one.
+        """
+        hashes, positions = self._hashes, self._positions
+        self._newIndex(self._size(self._count + 1))
+        newHashes, newPositions, mask = (self._hashes, self._positions,
+                                         self._mask)
+        for i, stored in enumerate(positions):
+            if stored > 0:
+                h = hashes[i]
+                j = h & mask
+                while newPositions[j]:
+                    j = (j + 1) & mask
+                newHashes[j] = h
+                newPositions[j] = stored
+
+    def _shrink(self):
+        """
+        A new index, a quarter full, from the records (fewer than the old
+        index's slots).
+        """
+        self._newIndex(self._size(self._count))
+        hashes, positions, mask = self._hashes, self._positions, self._mask
+        for position, fields in self._records():
+            h = fields[1]
+            j = h & mask
+            while positions[j]:
+                j = (j + 1) & mask
+            hashes[j] = h
+            positions[j] = position + 1
+
+    def _size(self, count):
+        size = self.minSlots
         while size < 4 * count:
             size *= 2
-        self._newIndex(size)
-        for position, fields in self._records():
-            self._insert(fields[1], position)
+        return size
 
     def _chunkAt(self, position):
         return self._chunks[(position - self._base) // self.chunkSize]
@@ -689,25 +735,23 @@ class _CompletedRecords:
         if not self._count:
             return None
         h = hash(key)
-        index = self._index
+        positions = self._positions
         mask = self._mask
         i = h & mask
-        keyBytes = None
-        while True:
-            stored = index[2 * i + 1]
-            if not stored:
-                return None
-            if stored > 0 and index[2 * i] == h:
-                if keyBytes is None:
-                    keyBytes = ascii(key).encode("ascii")
+        stored = positions[i]
+        while stored:
+            if stored > 0 and self._hashes[i] == h:
                 position = stored - 1
+                keyBytes = ascii(key).encode()
                 chunk = self._chunkAt(position)
-                start = position % self.chunkSize + _RECORD.size
-                if chunk[start:start + len(keyBytes)] == keyBytes \
-                        and _RECORD.unpack_from(
-                            chunk, start - _RECORD.size)[2] == len(keyBytes):
+                offset = position % self.chunkSize
+                if (_RECORD.unpack_from(chunk, offset)[2] == len(keyBytes)
+                        and chunk.startswith(keyBytes,
+                                             offset + _RECORD.size)):
                     return position
             i = (i + 1) & mask
+            stored = positions[i]
+        return None
 
     def record(self, layer, position, key=None):
         """
@@ -737,27 +781,26 @@ class _CompletedRecords:
         self._call = None
         now = self._reactor.seconds()
         chunkSize = self.chunkSize
-        index = self._index
+        positions = self._positions
         mask = self._mask
         position = self.head
         due = None
         while self._count:
             position = self._next(position)
-            chunk = self._chunkAt(position)
-            offset = position % chunkSize
             (due, h, keyLength, dataLength,
-             hostLength) = _RECORD.unpack_from(chunk, offset)[:5]
+             hostLength) = _RECORD.unpack_from(
+                self._chunkAt(position), position % chunkSize)[:5]
             if due > now:
                 break
             stored = position + 1
             i = h & mask
-            while index[2 * i + 1] != stored:
+            while positions[i] != stored:
                 i = (i + 1) & mask
-            if index[2 * (i + 1 & mask) + 1]:
-                index[2 * i + 1] = -1
+            if positions[(i + 1) & mask]:
+                positions[i] = -1
                 self._removed += 1
             else:
-                index[2 * i + 1] = 0
+                positions[i] = 0
             self._count -= 1
             position += _RECORD.size + keyLength + dataLength + hostLength
             self.head = position
@@ -767,8 +810,8 @@ class _CompletedRecords:
         if not self._count:
             self.clear()
             return
-        if self._count * 16 < self._mask + 1 and self._mask > 15:
-            self._reindex(self._count)
+        if self._count * 16 < mask + 1 and mask + 1 > self.minSlots:
+            self._shrink()
         self._call = self._reactor.callLater(
             max(due - now, self.granularity), self._sweep)
 
@@ -780,12 +823,13 @@ class _CompletedRecords:
             self._call.cancel()
         self._call = None
         self._chunks.clear()
+        self._last = None
         chunkSize = self.chunkSize
         # Positions keep growing: from the next chunk on.
-        self._base = self.head = self._tail = (
+        self._base = self.head = self._tail = self._end = (
             -(-self._tail // chunkSize) * chunkSize)
         self._count = 0
-        self._newIndex(16)
+        self._newIndex(self.minSlots)
 
 
 class _CompletedServerRecord:
