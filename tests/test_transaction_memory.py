@@ -227,6 +227,34 @@ class CompletedRecordsTests(SynchronousTestCase):
         self.assertIs(transaction.state, TERMINATED)
         self.assertEqual(self.layer.active, 0)
 
+    def test_rfc2543Key(self):
+        """
+        A request without RFC 3261's branch has a key the buffer does not
+        take: its completed transaction is kept as an object record, and
+        a retransmission still gets the response again.
+        """
+        lines = [
+            "REGISTER sip:example.com SIP/2.0",
+            "Via: SIP/2.0/UDP 127.0.0.1:40000;branch=old2543",
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=1",
+            "To: <sip:alice@example.com>",
+            "Call-ID: rfc2543", "CSeq: 1 REGISTER", "Content-Length: 0",
+            "", ""]
+        data = "\r\n".join(lines).encode("ascii")
+        self.layer.messageReceived(parseMessage(data), self.flow())
+        request, transaction = self.user.requests.pop()
+        transaction.respond(responseTo(request, 200))
+        [record] = self.layer._serverTable.values()
+        self.assertIsInstance(record, _CompletedServerRecord)
+        self.assertEqual(len(self.layer._completedJ), 0)
+        self.layer.messageReceived(parseMessage(data), self.flow())
+        self.assertEqual(len(self.protocol.sent), 2)
+        self.assertEqual(self.user.requests, [])
+        self.clock.advance(64 * T1)
+        self.assertIs(transaction.state, TERMINATED)
+        self.assertEqual(self.layer.active, 0)
+
     def test_stop(self):
         """
         Stopping the layer ends every record: held transactions are

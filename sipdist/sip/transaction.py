@@ -60,7 +60,6 @@ L{TransactionLayerFull}.
 import struct
 import weakref
 from array import array
-from ast import literal_eval
 from collections import deque
 from collections.abc import Mapping
 
@@ -222,6 +221,10 @@ class ServerTransaction:
 
     @property
     def state(self):
+        """
+        Its state; C{Terminated} once the record it left in the layer has
+        ended (timer J), as if it had been told.
+        """
         state = self._state
         if state is COMPLETED and self._position is not None \
                 and self._position < self._layer._completedJ.head:
@@ -511,9 +514,17 @@ class _ExpiryQueue:
 
 
 # One record of _CompletedRecords: when timer J ends it, the hash of its
-# key, the lengths of its key, response and peer host, the peer's port and
-# the number of the UDP port it came on; then those three byte strings.
-_RECORD = struct.Struct("<dqIIHHH")
+# key; the lengths of the response, of the key's branch, sent-by host and
+# method, and of the peer's host; the key's sent-by port, the peer's port,
+# the number of the UDP port it came on.  Then those five byte strings.
+_RECORD = struct.Struct("<dqIHHHHqHH")
+
+
+def _size(fields):
+    """
+    The size of a record of L{_CompletedRecords} from its header's fields.
+    """
+    return _RECORD.size + sum(fields[2:7])
 
 
 class _CompletedRecords:
@@ -575,24 +586,30 @@ class _CompletedRecords:
         Keep the record of a transaction keyed C{key} that answered C{data}
         (bytes) on C{flow} (a L{DatagramFlow}) until timer J.
 
-        @return: its position, or C{None} when it cannot be kept here (an
-            address of another shape, a message larger than a chunk, too
-            many ports): the caller keeps an object instead.
+        @return: its position, or C{None} when it cannot be kept here (a
+            key other than RFC 3261's branch, sent-by host and port and
+            method, an address of another shape, a message larger than a
+            chunk, too many ports): the caller keeps an object instead.
         """
         protocol = flow._protocol
         if protocol is not self._protocol and not self._choose(protocol):
             return None
         try:
+            branch, sentBy, sentByPort, method = key
+            branch = branch.encode()
+            sentBy = sentBy.encode()
+            method = method.encode()
             host, port = flow.remote
+            host = host.encode()
             h = hash(key)
-            keyBytes = ascii(key).encode()
-            hostBytes = host.encode()
             record = b"".join((
                 _RECORD.pack(self._reactor.seconds() + self.delay, h,
-                             len(keyBytes), len(data), len(hostBytes), port,
+                             len(data), len(branch), len(sentBy),
+                             len(method), len(host), sentByPort, port,
                              self._number),
-                keyBytes, data, hostBytes))
+                branch, sentBy, method, data, host))
         except (TypeError, ValueError, AttributeError, struct.error):
+            # Not a key of RFC 3261 (or not one of str, str, int, str).
             return None
         size = len(record)
         if size > self.chunkSize:
@@ -650,7 +667,8 @@ class _CompletedRecords:
         if self._chunks:
             offset = position - self._end + chunkSize
             if chunkSize - offset >= _RECORD.size:
-                _RECORD.pack_into(self._last, offset, -1.0, 0, 0, 0, 0, 0, 0)
+                _RECORD.pack_into(self._last, offset, -1.0, 0, 0, 0, 0, 0,
+                                  0, 0, 0, 0)
             position = self._end
         else:
             # Positions start a chunk here (see clear).
@@ -725,8 +743,7 @@ class _CompletedRecords:
             fields = _RECORD.unpack_from(self._chunkAt(position),
                                          position % self.chunkSize)
             yield position, fields
-            position = self._next(position + _RECORD.size + fields[2]
-                                  + fields[3] + fields[4])
+            position = self._next(position + _size(fields))
 
     def find(self, key):
         """
@@ -742,11 +759,19 @@ class _CompletedRecords:
         while stored:
             if stored > 0 and self._hashes[i] == h:
                 position = stored - 1
-                keyBytes = ascii(key).encode()
                 chunk = self._chunkAt(position)
                 offset = position % self.chunkSize
-                if (_RECORD.unpack_from(chunk, offset)[2] == len(keyBytes)
-                        and chunk.startswith(keyBytes,
+                fields = _RECORD.unpack_from(chunk, offset)
+                try:
+                    branch, sentBy, sentByPort, method = key
+                    branch = branch.encode()
+                    sentBy = sentBy.encode()
+                    method = method.encode()
+                except (TypeError, ValueError, AttributeError):
+                    return None
+                if (fields[3:6] == (len(branch), len(sentBy), len(method))
+                        and fields[7] == sentByPort
+                        and chunk.startswith(branch + sentBy + method,
                                              offset + _RECORD.size)):
                     return position
             i = (i + 1) & mask
@@ -760,12 +785,18 @@ class _CompletedRecords:
         """
         chunk = self._chunkAt(position)
         offset = position % self.chunkSize
-        (_, _, keyLength, dataLength, hostLength, port,
-         number) = _RECORD.unpack_from(chunk, offset)
+        (_, _, dataLength, branchLength, sentByLength, methodLength,
+         hostLength, sentByPort, port, number) = _RECORD.unpack_from(
+            chunk, offset)
         start = offset + _RECORD.size
         if key is None:
-            key = literal_eval(chunk[start:start + keyLength].decode("ascii"))
-        start += keyLength
+            strings = []
+            for length in (branchLength, sentByLength, methodLength):
+                strings.append(chunk[start:start + length].decode())
+                start += length
+            key = (strings[0], strings[1], sentByPort, strings[2])
+        else:
+            start += branchLength + sentByLength + methodLength
         data = bytes(chunk[start:start + dataLength])
         start += dataLength
         host = chunk[start:start + hostLength].decode("utf-8")
@@ -787,11 +818,12 @@ class _CompletedRecords:
         due = None
         while self._count:
             position = self._next(position)
-            (due, h, keyLength, dataLength,
-             hostLength) = _RECORD.unpack_from(
-                self._chunkAt(position), position % chunkSize)[:5]
+            fields = _RECORD.unpack_from(self._chunkAt(position),
+                                         position % chunkSize)
+            due = fields[0]
             if due > now:
                 break
+            h = fields[1]
             stored = position + 1
             i = h & mask
             while positions[i] != stored:
@@ -802,7 +834,7 @@ class _CompletedRecords:
             else:
                 positions[i] = 0
             self._count -= 1
-            position += _RECORD.size + keyLength + dataLength + hostLength
+            position += _size(fields)
             self.head = position
             while position - self._base >= chunkSize:
                 self._chunks.popleft()
