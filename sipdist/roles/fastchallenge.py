@@ -41,7 +41,8 @@ from sipdist.decision import REDIRECT_OPTION_TAG
 from sipdist.roles.fastredirect import (
     FastPart, FastRedirect, answer, noteRoute)
 from sipdist.roles.fastregister import FastRegister
-from sipdist.sip.transaction import TransportError, _CompletedServerRecord
+from sipdist.sip.transaction import (
+    TransportError, _CompletedServerRecord, _gone)
 from sipdist.sip.transport import DatagramFlow
 
 _TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
@@ -199,9 +200,7 @@ class FastChallenge(FastPart):
         branch = (via.group(4) or via.group(7)).decode("ascii")
         sentByPort = 5060 if viaPort is None else viaPort
         key = (branch, viaHost, sentByPort, "REGISTER")
-        servers = layer._servers
-        if key in servers or (len(servers) + len(layer._clients)
-                              >= layer.maxTransactions):
+        if layer.active >= layer.maxTransactions or layer.serving(key):
             return False
 
         # Section 18.2.1 and RFC 3581, as TransportLayer._receivedRequest.
@@ -267,28 +266,21 @@ def complete(layer, protocol, key, remote, response, code, flow=None):
     answered = layer.answered
     counted = ("REGISTER", code)
     answered[counted] = answered.get(counted, 0) + 1
-    record = _CompletedServerRecord.__new__(_CompletedServerRecord)
-    record._layer = layer
-    record.key = key
-    record.flow = flow or DatagramFlow(protocol, remote)
-    record.data = response
-    record._transaction = _gone
+    flow = flow or DatagramFlow(protocol, remote)
     if not protocol.sendBytes(response, remote):
         # As a transaction that cannot send: counted, reported to the
         # user, and gone.
+        record = _CompletedServerRecord.__new__(_CompletedServerRecord)
+        record._layer = layer
+        record.key = key
+        record.flow = flow
+        record.data = response
+        record._transaction = _gone
         layer.transportErrors += 1
         layer._transactionFailed(
             record, TransportError(f"cannot send to {remote}"))
         return
-    layer._servers[key] = record
-    layer._timerJ.add(record)
-
-
-def _gone():
-    """
-    The weak reference of a record to a transaction that never existed.
-    """
-    return None
+    layer.keepCompleted(key, flow, response)
 
 
 def install(service, config):

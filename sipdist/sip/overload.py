@@ -679,7 +679,7 @@ class OverloadControl(Service):
             return False
         method, key, authorized, head, tail = scanned
         layer = self._layer
-        if key in layer._servers:
+        if layer.serving(key):
             return False
         if self._admit(authorized):
             self._admittedDatagram = True

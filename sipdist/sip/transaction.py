@@ -57,14 +57,18 @@ C{Retry-After}; L{TransactionLayer.sendRequest} then fails its Deferred with
 L{TransactionLayerFull}.
 """
 
+import struct
 import weakref
+from array import array
 from collections import deque
+from collections.abc import Mapping
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sipdist.logs import LogLimiter
 from sipdist.sip.message import MAGIC_COOKIE, Request, responseTo
+from sipdist.sip.transport import DatagramFlow
 from sipdist.sip.twistedsip import sip
 
 # States (compare with "is").
@@ -193,9 +197,9 @@ class ServerTransaction:
     @ivar key: its key in the layer's table.
     """
 
-    __slots__ = ("request", "flow", "state", "response", "cancelled", "key",
+    __slots__ = ("request", "flow", "_state", "response", "cancelled", "key",
                  "_layer", "_invite", "_reliable", "_retransmit", "_timeout",
-                 "__weakref__")
+                 "_position", "__weakref__")
 
     _log = Logger()
 
@@ -205,12 +209,32 @@ class ServerTransaction:
         self.request = request
         self.flow = flow
         self._invite = invite = request.method == "INVITE"
-        self.state = PROCEEDING if invite else TRYING
+        self._state = PROCEEDING if invite else TRYING
         self._reliable = flow.reliable
         self.response = None
         self.cancelled = False
         self._retransmit = None
         self._timeout = None
+        # Its record's position in the layer's _CompletedRecords, once it
+        # has one.
+        self._position = None
+
+    @property
+    def state(self):
+        """
+        Its state; C{Terminated} once the record it left in the layer has
+        ended (timer J), as if it had been told.
+        """
+        state = self._state
+        if state is COMPLETED and self._position is not None \
+                and self._position < self._layer._completedJ.head:
+            # Its record has ended (timer J).
+            return TERMINATED
+        return state
+
+    @state.setter
+    def state(self, state):
+        self._state = state
 
     def __repr__(self):
         return (f"<ServerTransaction {self.request.method} {self.state} "
@@ -239,7 +263,7 @@ class ServerTransaction:
         layer = self._layer
         if code < 200:
             self.response = response
-            self.state = PROCEEDING
+            self._state = PROCEEDING
             if self._invite:
                 _cancel(self._retransmit)
                 self._retransmit = None
@@ -260,7 +284,7 @@ class ServerTransaction:
         answered = layer.answered
         answered[key] = answered.get(key, 0) + 1
         if not self._invite:
-            self.state = COMPLETED
+            self._state = COMPLETED
             if self._reliable:
                 if self._transmit(response):
                     self._terminate()
@@ -272,12 +296,12 @@ class ServerTransaction:
                 if self._transmit(_Wire(data, response)):
                     layer._completed(self, data)
         elif code < 300:
-            self.state = ACCEPTED
+            self._state = ACCEPTED
             if self._transmit(response):
                 self._timeout = layer._reactor.callLater(
                     layer._64T1, self._terminate)  # timer L
         else:
-            self.state = COMPLETED
+            self._state = COMPLETED
             if self._transmit(response):
                 # Timers G and H: only the response's bytes are needed now
                 # (a request spoofing its source can leave this state
@@ -301,7 +325,7 @@ class ServerTransaction:
     def _terminate(self):
         if self.state is TERMINATED:
             return
-        self.state = TERMINATED
+        self._state = TERMINATED
         _cancel(self._retransmit)
         _cancel(self._timeout)
         self._retransmit = self._timeout = None
@@ -489,6 +513,357 @@ class _ExpiryQueue:
         self._call = None
 
 
+# One record of _CompletedRecords: when timer J ends it, the hash of its
+# key; the lengths of the response, of the key's branch, sent-by host and
+# method, and of the peer's host; the key's sent-by port, the peer's port,
+# the number of the UDP port it came on.  Then those five byte strings.
+_RECORD = struct.Struct("<dqIHHHHqHH")
+
+
+def _size(fields):
+    """
+    The size of a record of L{_CompletedRecords} from its header's fields.
+    """
+    return _RECORD.size + sum(fields[2:7])
+
+
+class _CompletedRecords:
+    """
+    The completed non-INVITE server transactions over UDP (the L{DatagramFlow}
+    of a UDP port) waiting for timer J, kept out of the interpreter's small
+    object allocator: each is one record in a buffer of 64 KiB chunks (its
+    key, the peer's address, the response's bytes), found through an
+    open-addressing index in two C{array}s.  A record costs no Python
+    object: a busy server holds 64*T1 seconds of them, and small objects
+    made during a peak, interleaved with the few that outlive it, would keep
+    the memory of the peak (arenas of 1 MiB are given back only when
+    empty).  Chunks are C library memory, freed once their last record has
+    ended; the index is rebuilt at a size fitting what it holds.
+
+    Records all wait the same C{delay} and leave in the order they came:
+    one timer for the oldest, records due within C{granularity} of it
+    handled together (never early, at most C{granularity} late).  A record
+    has a position, growing with each record: the records before C{head}
+    have ended.
+    """
+
+    chunkSize = 1 << 16
+    granularity = 0.1
+    # The UDP ports a record can name (one a listening port).
+    maxProtocols = 256
+    minSlots = 16
+
+    def __init__(self, reactor, delay):
+        self._reactor = reactor
+        self.delay = delay
+        self._chunks = deque()
+        # Position of the first chunk; of the oldest record; of the next;
+        # the last chunk and the position where it ends.
+        self._base = self.head = self._tail = 0
+        self._last = None
+        self._end = 0
+        self._count = 0
+        self._protocols = []
+        # The port of the last record and its number.
+        self._protocol = None
+        self._number = 0
+        self._call = None
+        self._newIndex(self.minSlots)
+
+    def __len__(self):
+        return self._count
+
+    def _newIndex(self, size):
+        # Per slot: the hash of a record's key; its position + 1 (0: a
+        # free slot, -1: a removed record's).
+        self._hashes = array("q", (0,)) * size
+        self._positions = array("q", (0,)) * size
+        self._mask = size - 1
+        self._removed = 0
+
+    def add(self, key, flow, data):
+        """
+        Keep the record of a transaction keyed C{key} that answered C{data}
+        (bytes) on C{flow} (a L{DatagramFlow}) until timer J.
+
+        @return: its position, or C{None} when it cannot be kept here (a
+            key other than RFC 3261's branch, sent-by host and port and
+            method, an address of another shape, a message larger than a
+            chunk, too many ports): the caller keeps an object instead.
+        """
+        protocol = flow._protocol
+        if protocol is not self._protocol and not self._choose(protocol):
+            return None
+        try:
+            branch, sentBy, sentByPort, method = key
+            branch = branch.encode()
+            sentBy = sentBy.encode()
+            method = method.encode()
+            host, port = flow.remote
+            host = host.encode()
+            h = hash(key)
+            record = b"".join((
+                _RECORD.pack(self._reactor.seconds() + self.delay, h,
+                             len(data), len(branch), len(sentBy),
+                             len(method), len(host), sentByPort, port,
+                             self._number),
+                branch, sentBy, method, data, host))
+        except (TypeError, ValueError, AttributeError, struct.error):
+            # Not a key of RFC 3261 (or not one of str, str, int, str).
+            return None
+        size = len(record)
+        if size > self.chunkSize:
+            return None
+        if (self._count + self._removed + 1) * 2 > self._mask + 1:
+            self._grow()
+        position = self._tail
+        if position + size > self._end:
+            position = self._newChunk(position)
+        offset = position - self._end + self.chunkSize
+        self._last[offset:offset + size] = record
+        self._tail = position + size
+        positions = self._positions
+        mask = self._mask
+        i = h & mask
+        while positions[i] > 0:
+            i = (i + 1) & mask
+        if positions[i]:
+            self._removed -= 1
+        self._hashes[i] = h
+        positions[i] = position + 1
+        self._count += 1
+        if self._call is None:
+            self._call = self._reactor.callLater(self.delay, self._sweep)
+        return position
+
+    def _choose(self, protocol):
+        """
+        Make C{protocol} the port of the next records.
+
+        @return: C{False} if there are too many ports.
+        """
+        protocols = self._protocols
+        for number, known in enumerate(protocols):
+            if known is protocol:
+                break
+        else:
+            if len(protocols) >= self.maxProtocols:
+                return False
+            number = len(protocols)
+            protocols.append(protocol)
+        self._protocol = protocol
+        self._number = number
+        return True
+
+    def _newChunk(self, position):
+        """
+        Start a chunk for a record that does not fit in the last one (whose
+        rest is left unused, marked by a negative time where a header
+        fits).
+
+        @return: the record's position.
+        """
+        chunkSize = self.chunkSize
+        if self._chunks:
+            offset = position - self._end + chunkSize
+            if chunkSize - offset >= _RECORD.size:
+                _RECORD.pack_into(self._last, offset, -1.0, 0, 0, 0, 0, 0,
+                                  0, 0, 0, 0)
+            position = self._end
+        else:
+            # Positions start a chunk here (see clear).
+            self._base = self.head = position
+        self._last = bytearray(chunkSize)
+        self._chunks.append(self._last)
+        self._end = position + chunkSize
+        return position
+
+    def _grow(self):
+        """
+        A new index, a quarter full, from the old one.
+        """
+        hashes, positions = self._hashes, self._positions
+        self._newIndex(self._size(self._count + 1))
+        newHashes, newPositions, mask = (self._hashes, self._positions,
+                                         self._mask)
+        for i, stored in enumerate(positions):
+            if stored > 0:
+                h = hashes[i]
+                j = h & mask
+                while newPositions[j]:
+                    j = (j + 1) & mask
+                newHashes[j] = h
+                newPositions[j] = stored
+
+    def _shrink(self):
+        """
+        A new index, a quarter full, from the records (fewer than the old
+        index's slots).
+        """
+        self._newIndex(self._size(self._count))
+        hashes, positions, mask = self._hashes, self._positions, self._mask
+        for position, fields in self._records():
+            h = fields[1]
+            j = h & mask
+            while positions[j]:
+                j = (j + 1) & mask
+            hashes[j] = h
+            positions[j] = position + 1
+
+    def _size(self, count):
+        size = self.minSlots
+        while size < 4 * count:
+            size *= 2
+        return size
+
+    def _chunkAt(self, position):
+        return self._chunks[(position - self._base) // self.chunkSize]
+
+    def _next(self, position):
+        """
+        The position of the first record at or after C{position} (the
+        tail if none).
+        """
+        chunkSize = self.chunkSize
+        while position < self._tail:
+            offset = position % chunkSize
+            if (chunkSize - offset >= _RECORD.size
+                    and _RECORD.unpack_from(self._chunkAt(position),
+                                            offset)[0] >= 0):
+                return position
+            position += chunkSize - offset
+        return self._tail
+
+    def _records(self):
+        """
+        The position and header fields of each record, oldest first.
+        """
+        position = self._next(self.head)
+        while position < self._tail:
+            fields = _RECORD.unpack_from(self._chunkAt(position),
+                                         position % self.chunkSize)
+            yield position, fields
+            position = self._next(position + _size(fields))
+
+    def find(self, key):
+        """
+        The position of the record keyed C{key}, or C{None}.
+        """
+        if not self._count:
+            return None
+        h = hash(key)
+        positions = self._positions
+        mask = self._mask
+        i = h & mask
+        stored = positions[i]
+        while stored:
+            if stored > 0 and self._hashes[i] == h:
+                position = stored - 1
+                chunk = self._chunkAt(position)
+                offset = position % self.chunkSize
+                fields = _RECORD.unpack_from(chunk, offset)
+                try:
+                    branch, sentBy, sentByPort, method = key
+                    branch = branch.encode()
+                    sentBy = sentBy.encode()
+                    method = method.encode()
+                except (TypeError, ValueError, AttributeError):
+                    return None
+                if (fields[3:6] == (len(branch), len(sentBy), len(method))
+                        and fields[7] == sentByPort
+                        and chunk.startswith(branch + sentBy + method,
+                                             offset + _RECORD.size)):
+                    return position
+            i = (i + 1) & mask
+            stored = positions[i]
+        return None
+
+    def record(self, layer, position, key=None):
+        """
+        A L{_CompletedServerRecord} made from the record at C{position}
+        (its key read back from the record unless given).
+        """
+        chunk = self._chunkAt(position)
+        offset = position % self.chunkSize
+        (_, _, dataLength, branchLength, sentByLength, methodLength,
+         hostLength, sentByPort, port, number) = _RECORD.unpack_from(
+            chunk, offset)
+        start = offset + _RECORD.size
+        if key is None:
+            strings = []
+            for length in (branchLength, sentByLength, methodLength):
+                strings.append(chunk[start:start + length].decode())
+                start += length
+            key = (strings[0], strings[1], sentByPort, strings[2])
+        else:
+            start += branchLength + sentByLength + methodLength
+        data = bytes(chunk[start:start + dataLength])
+        start += dataLength
+        host = chunk[start:start + hostLength].decode("utf-8")
+        record = _CompletedServerRecord.__new__(_CompletedServerRecord)
+        record._layer = layer
+        record.key = key
+        record.flow = DatagramFlow(self._protocols[number], (host, port))
+        record.data = data
+        record._transaction = _gone
+        return record
+
+    def _sweep(self):
+        self._call = None
+        now = self._reactor.seconds()
+        chunkSize = self.chunkSize
+        positions = self._positions
+        mask = self._mask
+        position = self.head
+        due = None
+        while self._count:
+            position = self._next(position)
+            fields = _RECORD.unpack_from(self._chunkAt(position),
+                                         position % chunkSize)
+            due = fields[0]
+            if due > now:
+                break
+            h = fields[1]
+            stored = position + 1
+            i = h & mask
+            while positions[i] != stored:
+                i = (i + 1) & mask
+            if positions[(i + 1) & mask]:
+                positions[i] = -1
+                self._removed += 1
+            else:
+                positions[i] = 0
+            self._count -= 1
+            position += _size(fields)
+            self.head = position
+            while position - self._base >= chunkSize:
+                self._chunks.popleft()
+                self._base += chunkSize
+        if not self._count:
+            self.clear()
+            return
+        if self._count * 16 < mask + 1 and mask + 1 > self.minSlots:
+            self._shrink()
+        self._call = self._reactor.callLater(
+            max(due - now, self.granularity), self._sweep)
+
+    def clear(self):
+        """
+        End every record: free the chunks, start a small index.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._chunks.clear()
+        self._last = None
+        chunkSize = self.chunkSize
+        # Positions keep growing: from the next chunk on.
+        self._base = self.head = self._tail = self._end = (
+            -(-self._tail // chunkSize) * chunkSize)
+        self._count = 0
+        self._newIndex(self.minSlots)
+
+
 class _CompletedServerRecord:
     """
     What is left of a non-INVITE server transaction over an unreliable flow
@@ -528,6 +903,45 @@ class _CompletedServerRecord:
         if transaction is not None:
             transaction.state = TERMINATED
         self._layer._removeServer(self)
+
+
+def _gone():
+    """
+    The weak reference of a record to a transaction that is gone or never
+    existed (a byte-level fast path's).
+    """
+    return None
+
+
+class _ServerTable(Mapping):
+    """
+    A read-only view of a L{TransactionLayer}'s server transactions and
+    records by key (see L{TransactionLayer._servers}).
+    """
+
+    def __init__(self, layer):
+        self._layer = layer
+
+    def __getitem__(self, key):
+        layer = self._layer
+        try:
+            return layer._serverTable[key]
+        except KeyError:
+            position = layer._completedJ.find(key)
+            if position is None:
+                raise
+            return layer._completedJ.record(layer, position, key)
+
+    def __iter__(self):
+        layer = self._layer
+        yield from list(layer._serverTable)
+        completed = layer._completedJ
+        for position, _ in list(completed._records()):
+            yield completed.record(layer, position).key
+
+    def __len__(self):
+        layer = self._layer
+        return len(layer._serverTable) + layer._completedJ._count
 
 
 class _CompletedInviteRecord:
@@ -973,11 +1387,17 @@ class TransactionLayer:
         self.inviteTimeout = inviteTimeout
         self.maxTransactions = maxTransactions
         self.retryAfter = retryAfter
-        self._servers = {}
+        # Server transactions and the records of completed INVITE ones
+        # (and of non-INVITE ones _completedJ cannot keep), by key.
+        self._serverTable = {}
         self._clients = {}
-        # Their sizes at their peak, for compact().
-        self._serversPeak = self._clientsPeak = 0
-        # Timers J and K of completed non-INVITE transactions.
+        # The records of completed non-INVITE server transactions over UDP
+        # (timer J).
+        self._completedJ = _CompletedRecords(reactor, self._64T1)
+        # The transactions and records at their peak, for compact().
+        self._peak = 0
+        # Timers J (records _completedJ cannot keep) and K of completed
+        # non-INVITE transactions.
         self._timerJ = _ExpiryQueue(reactor, self._64T1)
         self._timerK = _ExpiryQueue(reactor, T4)
         # Timers of INVITE server transactions that sent a non-2xx final
@@ -1012,7 +1432,24 @@ class TransactionLayer:
         """
         How many transactions are in the table.
         """
-        return len(self._servers) + len(self._clients)
+        return (len(self._serverTable) + len(self._clients)
+                + self._completedJ._count)
+
+    @property
+    def _servers(self):
+        """
+        The server transactions and records by key, as a read-only mapping
+        (for inspection: a record of L{_completedJ} is made into an object
+        when looked at).
+        """
+        return _ServerTable(self)
+
+    def serving(self, key):
+        """
+        Whether a server transaction (or what is left of it) has C{key}.
+        """
+        return (key in self._serverTable
+                or self._completedJ.find(key) is not None)
 
     def inProgress(self):
         """
@@ -1020,7 +1457,8 @@ class TransactionLayer:
         their final response: the table less the completed records waiting
         for retransmissions.  Cheap: a few lengths.
         """
-        records = len(self._timerJ._queue) + len(self._timerK._queue)
+        records = (len(self._timerJ._queue) + len(self._timerK._queue)
+                   + self._completedJ._count)
         for queue in (self._timerH, self._timerI):
             records += len(queue._queue)
         return max(self.active - records, 0)
@@ -1051,7 +1489,8 @@ class TransactionLayer:
         """
         return {
             "active": self.active,
-            "server_transactions": len(self._servers),
+            "server_transactions": (len(self._serverTable)
+                                    + self._completedJ._count),
             "client_transactions": len(self._clients),
             "created_per_second": self.createdPerSecond(),
             "server_created": self.serverCreated,
@@ -1087,7 +1526,7 @@ class TransactionLayer:
             key = self._serverKey(cancel, cancel.topVia())
         except Exception:
             return None
-        return self._servers.get(key[:-1] + ("INVITE",))
+        return self._serverTable.get(key[:-1] + ("INVITE",))
 
     def messageReceived(self, message, flow):
         """
@@ -1106,11 +1545,17 @@ class TransactionLayer:
             self._log.warn("dropped {request!r} from {remote}: bad Via or "
                            "CSeq", request=request, remote=flow.remote)
             return
-        servers = self._servers
+        servers = self._serverTable
         transaction = servers.get(key)
         if transaction is not None:
             transaction._matched(request, flow)
             return
+        completed = self._completedJ
+        if completed._count:
+            position = completed.find(key)
+            if position is not None:
+                completed.record(self, position, key)._matched(request, flow)
+                return
         method = request.method
         if method == "ACK":
             self._deliver(self.user.ackReceived, request, flow)
@@ -1122,7 +1567,8 @@ class TransactionLayer:
             self._reject(request, flow, overload.retryAfter, "overloaded",
                          OVERLOADED)
             return
-        if len(servers) + len(self._clients) >= self.maxTransactions:
+        if (len(servers) + len(self._clients) + completed._count
+                >= self.maxTransactions):
             self.rejected += 1
             self._reject(request, flow, self.retryAfter,
                          f"transaction table full ({self.maxTransactions})",
@@ -1186,28 +1632,26 @@ class TransactionLayer:
 
     def compact(self):
         """
-        Rebuild the transaction tables when they hold less than an eighth of
-        their peak (a Python dict keeps the size of its peak): the memory of
-        a load that is over goes back.
+        Say when a load is over: the transactions and the records of
+        completed ones down to an eighth of their peak since the last time
+        it said so.  Then the transaction tables are rebuilt (a Python dict
+        keeps the size of its peak); the records of completed non-INVITE
+        transactions over UDP have given their memory back to the C
+        library already.
 
-        @return: whether a table was rebuilt.
+        @return: whether a load is over (the time to ask the C library to
+            return its free memory).
         """
-        rebuilt = False
-        size = len(self._servers)
-        if size * 8 < self._serversPeak:
-            self._servers = dict(self._servers)
-            self._serversPeak = size
-            rebuilt = True
-        elif size > self._serversPeak:
-            self._serversPeak = size
-        size = len(self._clients)
-        if size * 8 < self._clientsPeak:
+        size = (len(self._serverTable) + len(self._clients)
+                + self._completedJ._count)
+        if size * 8 < self._peak:
+            self._serverTable = dict(self._serverTable)
             self._clients = dict(self._clients)
-            self._clientsPeak = size
-            rebuilt = True
-        elif size > self._clientsPeak:
-            self._clientsPeak = size
-        return rebuilt
+            self._peak = size
+            return True
+        if size > self._peak:
+            self._peak = size
+        return False
 
     def _responseReceived(self, response, flow):
         try:
@@ -1254,7 +1698,7 @@ class TransactionLayer:
         if key in clients:
             raise ValueError(f"branch {via.branch} already in use")
         transaction = ClientTransaction(self, key, request, flow)
-        if len(self._servers) + len(clients) >= self.maxTransactions:
+        if self.active >= self.maxTransactions:
             self.rejected += 1
             transaction.state = TERMINATED
             transaction.deferred.errback(
@@ -1272,9 +1716,10 @@ class TransactionLayer:
         stopping); pending client transactions fail with
         L{TransactionLayerStopped}.
         """
-        for transaction in list(self._servers.values()):
+        for transaction in list(self._serverTable.values()):
             transaction._terminate()
         self._timerJ.clear()
+        self._completedJ.clear()
         self._timerK.clear()
         for queue in self._inviteQueues():
             queue.clear()
@@ -1290,9 +1735,33 @@ class TransactionLayer:
         Replace a non-INVITE server transaction that sent its final
         response over an unreliable flow by a record until timer J fires.
         """
+        flow = transaction.flow
+        if type(flow) is DatagramFlow:
+            position = self._completedJ.add(transaction.key, flow, data)
+            if position is not None:
+                transaction._position = position
+                self._removeServer(transaction)
+                return
         record = _CompletedServerRecord(self, transaction, data)
-        self._servers[record.key] = record
+        self._serverTable[record.key] = record
         self._timerJ.add(record)
+
+    def keepCompleted(self, key, flow, data):
+        """
+        Keep the record of a non-INVITE server transaction keyed C{key}
+        that sent its final response C{data} (bytes) over C{flow} (a
+        L{DatagramFlow}) until timer J, as if it had been created and
+        answered here (for a byte-level fast path).
+        """
+        if self._completedJ.add(key, flow, data) is None:
+            record = _CompletedServerRecord.__new__(_CompletedServerRecord)
+            record._layer = self
+            record.key = key
+            record.flow = flow
+            record.data = data
+            record._transaction = _gone
+            self._serverTable[key] = record
+            self._timerJ.add(record)
 
     def _inviteCompleted(self, transaction, data, retransmit=True):
         """
@@ -1304,7 +1773,7 @@ class TransactionLayer:
         """
         record = _CompletedInviteRecord(self, transaction, data,
                                         transaction.response.code)
-        self._servers[record.key] = record
+        self._serverTable[record.key] = record
         if retransmit and not record._reliable:
             self._timerGQueue(self.T1).add(record)
         self._timerH.add(record)
@@ -1333,8 +1802,8 @@ class TransactionLayer:
         self._timerK.add(record)
 
     def _removeServer(self, transaction):
-        if self._servers.get(transaction.key) is transaction:
-            del self._servers[transaction.key]
+        if self._serverTable.get(transaction.key) is transaction:
+            del self._serverTable[transaction.key]
 
     def _removeClient(self, transaction):
         if self._clients.get(transaction.key) is transaction:
