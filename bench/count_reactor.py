@@ -11,6 +11,8 @@ and reads the answer, and the server side is one of
   - reactor: the same port run by the epoll reactor, one iteration per
     request as its main loop does (runUntilCurrent, timeout, epoll_wait,
     callWithLogger, _doReadOrWrite);
+  - sipdist-port, sipdist-reactor: the same with sipdist's own UDP port
+    (sipdist.sip.datagram.DatagramPort) instead of Twisted's;
   - 401, 301, 200: a sipdist distributor (the challenge, the signed 301) or
     home (the signed 200) listening through its transport layer, run by
     the reactor.
@@ -66,9 +68,13 @@ def server(layer, reactor):
             data, addr = sock.recvfrom(65536)
             sock.sendto(ANSWER, addr)
         return step, sock.getsockname(), register
-    if layer in ("port", "reactor"):
-        port = reactor.listenUDP(0, Echo(), interface="127.0.0.1")
-        if layer == "port":
+    if layer in ("port", "reactor", "sipdist-port", "sipdist-reactor"):
+        if layer.startswith("sipdist"):
+            from sipdist.sip.datagram import listenDatagram
+            port = listenDatagram(reactor, 0, Echo(), interface="127.0.0.1")
+        else:
+            port = reactor.listenUDP(0, Echo(), interface="127.0.0.1")
+        if layer.endswith("port"):
             return port.doRead, ("127.0.0.1", port.getHost().port), register
         return iteration(reactor), ("127.0.0.1", port.getHost().port), \
             register
@@ -112,7 +118,8 @@ def iteration(reactor):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layer", default="reactor", choices=(
-        "raw", "port", "reactor", "401", "301", "200"))
+        "raw", "port", "reactor", "sipdist-port", "sipdist-reactor", "401",
+        "301", "200"))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--deliver", action="store_true")
     args = parser.parse_args()
