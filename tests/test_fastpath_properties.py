@@ -11,8 +11,6 @@ not.
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
-from sipdist.roles.fastchallenge import _VALUES as _PATTERNS
-from sipdist.roles.fastredirect import _PARAMETER, plainParameters
 from tests.test_fastchallenge import (
     CLIENT, _baresip, _linphone, _register, _twinkle)
 from tests.test_fastredirect import BothPathsMixin, request
@@ -180,35 +178,3 @@ class MutatedRegisterTests(BothPathsMixin, TestCase):
         later = data.draw(mutated(request(branch="z9hG4bKlater")))
         datas = [first, later] if data.draw(st.booleans()) else [later]
         self._both(datas, addr=CLIENT, role="home")
-
-
-_NAME = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
-_QUOTED = st.text(
-    "".join(chr(c) for c in range(0x20, 0x7f) if chr(c) not in '",\\'),
-    max_size=12).map(lambda text: f'"{text}"')
-_TOKEN = st.text("abcXYZ019.!%*_+`'~-", min_size=1, max_size=12)
-_PLAIN = st.lists(
-    st.tuples(_NAME, st.one_of(_QUOTED, _TOKEN),
-              st.integers(min_value=0, max_value=3)),
-    min_size=1, max_size=10).map(lambda params: "Digest " + "".join(
-        ("" if i == 0 else "," + " " * spaces) + f"{name}={value}"
-        for i, (name, value, spaces) in enumerate(params)))
-
-
-_AUTHORIZATION = _PATTERNS[b"Authorization"]
-
-
-class PlainParametersTests(TestCase):
-
-    @settings(max_examples=500, deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(_PLAIN)
-    def test_findall(self, value):
-        """
-        Every Digest value the scan's pattern finds plain gives the same
-        parameters split at its commas as found by the pattern
-        C{_PARAMETER}.
-        """
-        self.assertIsNotNone(_AUTHORIZATION.match(value.encode("ascii")))
-        self.assertEqual(plainParameters(value),
-                         _PARAMETER.findall(value, len("Digest ")))

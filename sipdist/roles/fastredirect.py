@@ -67,27 +67,8 @@ _AUTHORIZATION = len(b"Authorization: ")
 _DIGEST = len("Digest ")
 # A parameter of a Digest value the scan found plain (no escapes, no comma
 # in a quoted string): its name, and its value without the quotes.  What
-# parseDigest would give for such a value.
+# parseDigest would give for such a value, in one call.
 _PARAMETER = re.compile(r'([a-z]+)="?([^",]*)')
-
-
-def plainParameters(value):
-    """
-    The C{(name, value)} pairs of a Digest value the scan found plain (see
-    the C{Authorization} pattern of L{sipdist.roles.fastchallenge}: one
-    space after C{Digest}, lower-case names, each value a token or a quoted
-    string without a comma, a quote or a backslash inside, parameters
-    separated by a comma and spaces): the same pairs as
-    C{_PARAMETER.findall(value, 7)}, found by splitting at the commas,
-    which no value holds (a third of the cost).
-    """
-    pairs = []
-    for part in value[_DIGEST:].split(","):
-        name, _, text = part.lstrip(" ").partition("=")
-        if text[:1] == '"':
-            text = text[1:-1]
-        pairs.append((name, text))
-    return pairs
 _CALL_ID = len(b"Call-ID: ")
 _CSEQ = len(b"CSeq: ")
 _SUPPORTED = len(b"Supported: ")
@@ -240,7 +221,7 @@ class FastAuthenticated(FastPart):
         # The credentials (DigestAuthenticator._authenticate).
         value = values[b"Authorization"][_AUTHORIZATION:].decode(
             "ascii").lstrip(" ")
-        pairs = plainParameters(value)
+        pairs = _PARAMETER.findall(value, _DIGEST)
         params = dict(pairs)
         if len(params) != len(pairs) or len(value) > MAX_VALUE_LENGTH:
             # A repeated parameter (400), a value too long (400).
