@@ -85,10 +85,12 @@ class DatagramPortTests(SynchronousTestCase):
 
     def test_boundPerWakeUp(self):
         """
-        A wake-up reads at most C{maxDatagrams} datagrams; the rest wait
-        for the next ones (the reactor serves the other sockets between).
+        A wake-up reads no more datagrams once it has read
+        C{maxThroughput} bytes; the rest wait for the next ones (the
+        reactor serves the other sockets between).
         """
-        self.port.maxDatagrams = 4
+        self.assertEqual(self.port.maxThroughput, 256 * 1024)
+        self.port.maxThroughput = 4 * len(b"datagram 0")
         self.send(10)
         counts = []
         for wakeUp in range(4):
@@ -98,17 +100,18 @@ class DatagramPortTests(SynchronousTestCase):
 
     def test_twoPorts(self):
         """
-        Two flooded ports read in turn each get C{maxDatagrams} datagrams
-        handled per wake-up: neither starves the other.
+        Two flooded ports read in turn each get C{maxThroughput} bytes of
+        datagrams handled per wake-up: neither starves the other.
         """
         other = Recorder()
         port = DatagramPort(0, other, "127.0.0.1", 8192, self.reactor)
         port.startListening()
         self.addCleanup(port.stopListening)
-        self.port.maxDatagrams = port.maxDatagrams = 3
+        self.port.maxThroughput = port.maxThroughput = 3 * len(b"datagram 0")
         self.send(9)
         for i in range(9):
-            self.client.sendto(b"other", ("127.0.0.1", port.getHost().port))
+            self.client.sendto(b"other 0000", ("127.0.0.1",
+                                               port.getHost().port))
         self.port.doRead()
         port.doRead()
         self.assertEqual((len(self.protocol.received), len(other.received)),

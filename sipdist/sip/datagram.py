@@ -4,11 +4,12 @@ The UDP port a L{sipdist.sip.transport.TransportLayer} listens with on a
 real (posix) reactor: Twisted's L{udp.Port}, with a read and a write that
 cost less per datagram, the same datagrams in and out.
 
-  - L{DatagramPort.doRead} reads at most L{DatagramPort.maxDatagrams}
-    datagrams per wake-up (so a flooded port leaves the reactor to the
-    others), in a loop without the per-datagram work of Twisted's (the
-    byte count, the address family test); the read that finds the socket
-    empty ends it.  A read error other than I{would block} (an ICMP error
+  - L{DatagramPort.doRead} reads the datagrams waiting up to
+    C{maxThroughput} bytes per wake-up, as Twisted's does (256 KB: a
+    flooded port leaves the reactor to the others, and reads enough that
+    the receive buffer's backlog, which the overload control watches, is
+    what it would be with Twisted's port), in a loop doing less per
+    datagram; the read that finds the socket empty ends it.  A read error other than I{would block} (an ICMP error
     reported on the socket, a lack of memory) ends that wake-up and is
     logged (bounded); the port stays open and is read again at the next
     one, where Twisted's raises and so closes the port.
@@ -37,14 +38,14 @@ class DatagramPort(udp.Port):
     A UDP port reading a bounded burst of datagrams per wake-up and
     sending to known hosts without checking them again (see the module).
 
-    @ivar maxDatagrams: datagrams read at most per wake-up.
+    @ivar maxThroughput: a wake-up reads no more datagrams once it has
+        read this many bytes (L{udp.Port}'s).
     @ivar maxCheckedHosts: hosts remembered as checked; the table is
         emptied when full.
     @ivar readErrors: read errors met (each ends its wake-up).
     """
 
     _log = Logger()
-    maxDatagrams = 64
     maxCheckedHosts = 1024
 
     def __init__(self, port, proto, interface="", maxPacketSize=8192,
@@ -57,14 +58,17 @@ class DatagramPort(udp.Port):
 
     def doRead(self):
         """
-        Hand the protocol the datagrams waiting, at most C{maxDatagrams}.
+        Hand the protocol the datagrams waiting, up to C{maxThroughput}
+        bytes.
         """
         recvfrom = self.socket.recvfrom
         size = self.maxPacketSize
         protocol = self.protocol
         received = protocol.datagramReceived
         trim = self.addressFamily == socket.AF_INET6
-        for _ in range(self.maxDatagrams):
+        read = 0
+        limit = self.maxThroughput
+        while read < limit:
             try:
                 data, addr = recvfrom(size)
             except BlockingIOError:
@@ -74,6 +78,7 @@ class DatagramPort(udp.Port):
             except OSError as e:
                 self._readFailed(e)
                 return
+            read += len(data)
             if trim:
                 # (host, port) without the flow and scope IDs, as
                 # udp.Port gives it.
