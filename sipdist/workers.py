@@ -31,6 +31,8 @@ from twisted.internet import defer, error
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
+from sipdist.sip.datagram import adoptDatagram
+
 #: Roles whose processes hold no per-user state.
 WORKER_ROLES = ("distributor", "edge", "internal-edge")
 
@@ -94,8 +96,8 @@ class ReusePortListener:
     def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
         sock = reusePortSocket("udp", port, interface)
         try:
-            return self._reactor.adoptDatagramPort(
-                sock.fileno(), sock.family, protocol, maxPacketSize)
+            return adoptDatagram(self._reactor, sock.fileno(), sock.family,
+                                 protocol, maxPacketSize)
         finally:
             # The reactor keeps a duplicate of the descriptor.
             sock.close()

@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from sipdist.roles import fastchallenge
 from sipdist.roles.fastchallenge import FastChallenge
 from sipdist.server import buildServer
 from sipdist.sip import message as _message
@@ -169,6 +170,91 @@ class FastChallengeTests(TestCase):
                 for role in ("distributor", "home"):
                     self.assertEqual(self._both(data, addr, role), expected,
                                      f"{name} ({role})")
+
+    def _warmLines(self):
+        """
+        The lines a distributor's fast path remembers after scanning every
+        variant and every message of the corpus.
+        """
+        service, protocol, udp, clock = _server()
+        for name, data, addr, expected in _variants():
+            protocol.datagramReceived(data, addr)
+        for case in CORPUS:
+            protocol.datagramReceived(case.data, CLIENT)
+        known = dict(service.transport.fastPath._known)
+        self.assertIn(b"Max-Forwards: 70", known)
+        return known
+
+    def test_variantsRemembered(self):
+        """
+        A fast path that remembers the good lines of every variant (the
+        patterns not matched again for them) takes and answers each variant
+        as a fresh one does, the same as the full path.
+        """
+        known = self._warmLines()
+
+        def warm(service, udp):
+            fastPath = service.transport.fastPath
+            if fastPath is not None:
+                fastPath._known.update(known)
+        for name, data, addr, expected in _variants():
+            with self.subTest(name):
+                for role in ("distributor", "home"):
+                    self.assertEqual(
+                        self._both(data, addr, role, prepare=warm),
+                        expected, f"{name} ({role})")
+
+    def test_rememberedRepeated(self):
+        """
+        A remembered line given twice is still a repeated header, which
+        the fast path leaves to the full path.
+        """
+        def warm(service, udp):
+            fastPath = service.transport.fastPath
+            if fastPath is not None:
+                fastPath._known[b"Expires: 7200"] = b"Expires"
+        self.assertFalse(self._both(_register(extra=["Expires: 7200"]),
+                                    prepare=warm))
+
+    def test_rememberedBounded(self):
+        """
+        The fast path remembers at most C{MAX_KNOWN_LINES} lines (the table
+        is emptied when full), only of the headers a client repeats
+        unchanged.
+        """
+        self.patch(fastchallenge, "MAX_KNOWN_LINES", 3)
+        service, protocol, udp, clock = _server()
+        fastPath = service.transport.fastPath
+        for i in range(10):
+            protocol.datagramReceived(
+                _register(headers=[
+                    "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK776"
+                    f"as{i}",
+                    "From: <sip:alice@example.com>;tag=456248",
+                    "To: <sip:alice@example.com>",
+                    f"Call-ID: 843817637684230@998sd{i}",
+                    "CSeq: 1826 REGISTER",
+                    f"User-Agent: agent/{i}",
+                    "Expires: 7200"]), CLIENT)
+            self.assertLessEqual(len(fastPath._known), 3)
+        self.assertEqual(fastPath.taken, 10)
+        self.assertTrue(set(fastPath._known.values()) <= {
+            b"To", b"User-Agent", b"Expires", b"Content-Length"})
+
+    def test_rememberedShort(self):
+        """
+        A line longer than C{MAX_KNOWN_LENGTH} is matched every time, never
+        remembered.
+        """
+        service, protocol, udp, clock = _server()
+        fastPath = service.transport.fastPath
+        contact = ("Contact: <sip:alice@192.0.2.7:5060;x="
+                   + "a" * fastchallenge.MAX_KNOWN_LENGTH + ">")
+        protocol.datagramReceived(
+            _register(extra=[contact], drop=("Contact",)), CLIENT)
+        self.assertEqual(fastPath.taken, 1)
+        self.assertIn(b"Expires: 7200", fastPath._known)
+        self.assertNotIn(contact.encode("ascii"), fastPath._known)
 
     def test_jsonLog(self):
         """

@@ -101,6 +101,19 @@ _VALUES = {
 }
 # Headers that may come on several lines (each line matched).
 _REPEATABLE = frozenset((b"Accept",))
+# Headers a client writes the same in every REGISTER of a login and its
+# refreshes: a line of one of them found good is remembered (see
+# FastChallenge._known), the pattern being matched once per distinct line
+# rather than once per request (matching is most of the scan's cost).
+# The Via, From, Call-ID, CSeq and Authorization change with each request
+# (and the Via's match is kept for its groups).
+_CONSTANT = frozenset((
+    b"Max-Forwards", b"To", b"Contact", b"Route", b"Allow", b"Accept",
+    b"Expires", b"User-Agent", b"Content-Length", b"Supported"))
+#: Distinct good lines remembered; the table is emptied when full.
+MAX_KNOWN_LINES = 4096
+#: Longer lines are matched every time (the table's bytes stay bounded).
+MAX_KNOWN_LENGTH = 256
 # Content-Length may be left out over UDP (RFC 3261 section 18.3;
 # linphone does).
 _REQUIRED = frozenset((b"Via", b"From", b"To", b"Call-ID", b"CSeq"))
@@ -122,6 +135,10 @@ class FastChallenge(FastPart):
         # The fast answer to an authenticated REGISTER (a FastRedirect or a
         # FastRegister), or None.
         self.authenticated = None
+        # Header line -> its name: lines of _CONSTANT headers whose value
+        # matched its pattern (at most MAX_KNOWN_LINES, of at most
+        # MAX_KNOWN_LENGTH bytes each).
+        self._known = {}
 
     def stats(self):
         """
@@ -169,14 +186,21 @@ class FastChallenge(FastPart):
                 and uriHost not in server.localHosts):
             return False
         values = {}
+        known = self._known
         for line in lines[1:]:
-            name, sep, value = line.partition(b": ")
-            pattern = _VALUES.get(name)
-            if pattern is None:
-                return False
-            match = pattern.match(value)
-            if match is None:
-                return False
+            name = known.get(line)
+            if name is None:
+                name, sep, value = line.partition(b": ")
+                pattern = _VALUES.get(name)
+                if pattern is None:
+                    return False
+                match = pattern.match(value)
+                if match is None:
+                    return False
+                if name in _CONSTANT and len(line) <= MAX_KNOWN_LENGTH:
+                    if len(known) >= MAX_KNOWN_LINES:
+                        known.clear()
+                    known[line] = name
             if name in values:
                 if name not in _REPEATABLE:
                     return False

@@ -52,6 +52,7 @@ from twisted.logger import Logger
 
 from sipdist.logs import LogLimiter as _LogLimiter
 from sipdist.sip import stun
+from sipdist.sip.datagram import listenDatagram
 from sipdist.sip.message import (
     DEFAULT_MAX_SIZE, MessageError, Request, StreamFramer, errorResponse,
     parseMessage, validateRequest, validateResponse)
@@ -490,10 +491,19 @@ class TransportLayer:
         listener = self.listener or self._reactor
         if kind == "udp":
             protocol = SIPDatagramProtocol(self, len(self._datagram))
-            port = listener.listenUDP(
-                int(args[0]), protocol,
-                interface=kwargs.get("interface", ""),
-                maxPacketSize=self.maxMessageSize + 1)
+            if listener is self._reactor:
+                # sipdist's own port on a posix reactor (see
+                # sipdist.sip.datagram); what listens instead of the
+                # reactor (--workers) uses it too.
+                port = listenDatagram(
+                    listener, int(args[0]), protocol,
+                    interface=kwargs.get("interface", ""),
+                    maxPacketSize=self.maxMessageSize + 1)
+            else:
+                port = listener.listenUDP(
+                    int(args[0]), protocol,
+                    interface=kwargs.get("interface", ""),
+                    maxPacketSize=self.maxMessageSize + 1)
             sock = getattr(port, "socket", None)
             if self.receiveBuffer and sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,

@@ -1,0 +1,156 @@
+# -*- test-case-name: tests.test_datagram -*-
+"""
+The UDP port a L{sipdist.sip.transport.TransportLayer} listens with on a
+real (posix) reactor: Twisted's L{udp.Port}, with a read and a write that
+cost less per datagram, the same datagrams in and out.
+
+  - L{DatagramPort.doRead} reads the datagrams waiting up to
+    C{maxThroughput} bytes per wake-up, as Twisted's does (256 KB: a
+    flooded port leaves the reactor to the others, and reads enough that
+    the receive buffer's backlog, which the overload control watches, is
+    what it would be with Twisted's port), in a loop doing less per
+    datagram; the read that finds the socket empty ends it.  A read error other than I{would block} (an ICMP error
+    reported on the socket, a lack of memory) ends that wake-up and is
+    logged (bounded); the port stays open and is read again at the next
+    one, where Twisted's raises and so closes the port.
+  - L{DatagramPort.write} sends to an address whose host it has already
+    checked (an IP address of the port's family, not a host name, which
+    the socket would resolve, blocking) without checking it again; what it
+    has not seen goes through Twisted's checks.  The hosts remembered are
+    bounded (L{DatagramPort.maxCheckedHosts}).
+"""
+
+import errno
+import socket
+
+from twisted.internet import error, udp
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.logger import Logger
+from twisted.python import log as _legacyLog
+
+from sipdist.logs import LogLimiter
+
+_REFUSED = (errno.ECONNREFUSED,)
+
+
+class DatagramPort(udp.Port):
+    """
+    A UDP port reading a bounded burst of datagrams per wake-up and
+    sending to known hosts without checking them again (see the module).
+
+    @ivar maxThroughput: a wake-up reads no more datagrams once it has
+        read this many bytes (L{udp.Port}'s).
+    @ivar maxCheckedHosts: hosts remembered as checked; the table is
+        emptied when full.
+    @ivar readErrors: read errors met (each ends its wake-up).
+    """
+
+    _log = Logger()
+    maxCheckedHosts = 1024
+
+    def __init__(self, port, proto, interface="", maxPacketSize=8192,
+                 reactor=None):
+        udp.Port.__init__(self, port, proto, interface, maxPacketSize,
+                          reactor)
+        self._checked = set()
+        self.readErrors = 0
+        self._errorLog = LogLimiter(self.reactor, burst=5, period=60.0)
+
+    def doRead(self):
+        """
+        Hand the protocol the datagrams waiting, up to C{maxThroughput}
+        bytes.
+        """
+        recvfrom = self.socket.recvfrom
+        size = self.maxPacketSize
+        protocol = self.protocol
+        received = protocol.datagramReceived
+        trim = self.addressFamily == socket.AF_INET6
+        read = 0
+        limit = self.maxThroughput
+        while read < limit:
+            try:
+                data, addr = recvfrom(size)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                return
+            except OSError as e:
+                self._readFailed(e)
+                return
+            read += len(data)
+            if trim:
+                # (host, port) without the flow and scope IDs, as
+                # udp.Port gives it.
+                addr = addr[:2]
+            try:
+                received(data, addr)
+            except BaseException:
+                _legacyLog.err()
+
+    def _readFailed(self, e):
+        if e.errno in _REFUSED:
+            # An ICMP port unreachable for a datagram sent earlier.
+            if self._connectedAddr:
+                self.protocol.connectionRefused()
+            return
+        self.readErrors += 1
+        if self._errorLog.allow() is not None:
+            self._log.warn("reading UDP port {port}: {error}",
+                           port=self._realPortNumber, error=e)
+
+    def write(self, datagram, addr=None):
+        """
+        Send a datagram, as L{udp.Port.write}.
+        """
+        if addr is not None and addr[0] in self._checked:
+            try:
+                return self.socket.sendto(datagram, addr)
+            except OSError as e:
+                # As udp.Port's.
+                if e.errno == errno.EINTR:
+                    return self.write(datagram, addr)
+                if e.errno == errno.EMSGSIZE:
+                    raise error.MessageLengthError("message too long")
+                if e.errno == errno.ECONNREFUSED:
+                    return None
+                raise
+        result = udp.Port.write(self, datagram, addr)
+        if addr is not None and not self._connectedAddr:
+            checked = self._checked
+            if len(checked) >= self.maxCheckedHosts:
+                checked.clear()
+            checked.add(addr[0])
+        return result
+
+
+def listenDatagram(reactor, port, protocol, interface="",
+                   maxPacketSize=8192):
+    """
+    Listen on a UDP port with a L{DatagramPort}, as C{reactor.listenUDP}
+    does with a L{udp.Port}; a reactor that is not a posix one (a
+    L{twisted.internet.testing.MemoryReactor}, say) listens its own way.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.listenUDP(port, protocol, interface=interface,
+                                 maxPacketSize=maxPacketSize)
+    p = DatagramPort(port, protocol, interface, maxPacketSize, reactor)
+    p.startListening()
+    return p
+
+
+def adoptDatagram(reactor, fileDescriptor, addressFamily, protocol,
+                  maxPacketSize=8192):
+    """
+    Listen on a bound UDP socket's descriptor with a L{DatagramPort}, as
+    C{reactor.adoptDatagramPort} does with a L{udp.Port}.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.adoptDatagramPort(fileDescriptor, addressFamily,
+                                         protocol, maxPacketSize)
+    if addressFamily not in (socket.AF_INET, socket.AF_INET6):
+        raise error.UnsupportedAddressFamily(addressFamily)
+    p = DatagramPort._fromListeningDescriptor(
+        reactor, fileDescriptor, addressFamily, protocol, maxPacketSize)
+    p.startListening()
+    return p
