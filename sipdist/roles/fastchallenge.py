@@ -41,8 +41,7 @@ from sipdist.decision import REDIRECT_OPTION_TAG
 from sipdist.roles.fastredirect import (
     FastPart, FastRedirect, answer, noteRoute)
 from sipdist.roles.fastregister import FastRegister
-from sipdist.sip.transaction import (
-    TransportError, _CompletedServerRecord, _gone)
+from sipdist.sip.transaction import TransportError, _CompletedServerRecord
 from sipdist.sip.transport import DatagramFlow
 
 _TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
@@ -294,12 +293,7 @@ def complete(layer, protocol, key, remote, response, code, flow=None):
     if not protocol.sendBytes(response, remote):
         # As a transaction that cannot send: counted, reported to the
         # user, and gone.
-        record = _CompletedServerRecord.__new__(_CompletedServerRecord)
-        record._layer = layer
-        record.key = key
-        record.flow = flow
-        record.data = response
-        record._transaction = _gone
+        record = _CompletedServerRecord.alone(layer, key, flow, response)
         layer.transportErrors += 1
         layer._transactionFailed(
             record, TransportError(f"cannot send to {remote}"))

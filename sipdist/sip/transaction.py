@@ -800,13 +800,9 @@ class _CompletedRecords:
         data = bytes(chunk[start:start + dataLength])
         start += dataLength
         host = chunk[start:start + hostLength].decode("utf-8")
-        record = _CompletedServerRecord.__new__(_CompletedServerRecord)
-        record._layer = layer
-        record.key = key
-        record.flow = DatagramFlow(self._protocols[number], (host, port))
-        record.data = data
-        record._transaction = _gone
-        return record
+        return _CompletedServerRecord.alone(
+            layer, key, DatagramFlow(self._protocols[number], (host, port)),
+            data)
 
     def _sweep(self):
         self._call = None
@@ -886,6 +882,21 @@ class _CompletedServerRecord:
         self.data = data
         # Whoever still holds the transaction sees it end with timer J.
         self._transaction = weakref.ref(transaction)
+
+    @classmethod
+    def alone(cls, layer, key, flow, data):
+        """
+        The record of a transaction keyed C{key} that nobody holds (made
+        by a fast path, or read back from L{_CompletedRecords}): it sent
+        C{data} over C{flow}.
+        """
+        record = cls.__new__(cls)
+        record._layer = layer
+        record.key = key
+        record.flow = flow
+        record.data = data
+        record._transaction = _gone
+        return record
 
     def __repr__(self):
         return f"<ServerTransaction (completed) {self.key[0]}>"
@@ -1754,12 +1765,7 @@ class TransactionLayer:
         answered here (for a byte-level fast path).
         """
         if self._completedJ.add(key, flow, data) is None:
-            record = _CompletedServerRecord.__new__(_CompletedServerRecord)
-            record._layer = self
-            record.key = key
-            record.flow = flow
-            record.data = data
-            record._transaction = _gone
+            record = _CompletedServerRecord.alone(self, key, flow, data)
             self._serverTable[key] = record
             self._timerJ.add(record)
 
