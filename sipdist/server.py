@@ -313,6 +313,7 @@ def buildServer(config, reactor, store=None, checker=None):
         maxLag=config.get("overload-lag", 0.2),
         maxTransactions=config.get("overload-transactions", 10000),
         retryAfter=config.get("overload-retry-after", 2),
+        maxSpread=config.get("overload-retry-spread", 30),
         maxBacklog=config.get("overload-backlog", 262144),
         cpu=time.process_time)
     overload.watch(server.failureLog)

@@ -49,6 +49,13 @@ def _nonNegativeFloat(text):
     return value
 
 
+def _nonNegativeInt(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be an integer, 0 or more")
+    return value
+
+
 def _captureId(text):
     value = int(text)
     if not 0 <= value <= 0xFFFFFFFF:
@@ -129,6 +136,10 @@ PARAMETERS = [
      "above which the server is overloaded, as with --overload-lag."),
     ("overload-retry-after", None, 2, _positiveInt,
      "The Retry-After (seconds) of the 503 of an overloaded server."),
+    ("overload-retry-spread", None, 30, _nonNegativeInt,
+     "At most this many seconds added to --overload-retry-after to spread "
+     "the requests shed over the seconds the admitted rate needs to take "
+     "them back (0: every 503 says --overload-retry-after)."),
     ("credentials", None, "memory:", str,
      "Where users' digest credentials come from: file:PATH (see 'sipdist "
      "passwd'), ldap://..., ldaps://..., memory:USER:PASSWORD,... "

@@ -570,10 +570,11 @@ class ShedEqualityTests(TestCase):
     datagrams, log lines and state.
     """
 
-    def _both(self, data, addr=CLIENT, role="distributor"):
+    def _both(self, data, addr=CLIENT, role="distributor", spread=0):
         """
-        Shed C{data} (sent twice) by a server whose admitted rate is 0,
-        with the byte-level path off and on; check they did the same.
+        Shed C{data} (sent twice) by a server whose admitted rate is 0 (its
+        C{Retry-After} values spread over C{spread + 1} seconds), with the
+        byte-level path off and on; check they did the same.
 
         @return: whether the byte-level path answered it.
         """
@@ -582,6 +583,7 @@ class ShedEqualityTests(TestCase):
             service, protocol, udp, clock = _server(role)
             overload = service.transactions.overload
             overload.limit(0.0)
+            overload.spread = spread
             taken = []
             if byteLevel:
                 shed = service.transport.datagramFilter
@@ -633,6 +635,16 @@ class ShedEqualityTests(TestCase):
             with self.subTest(name):
                 self._both(data, addr)
 
+    def test_spreadRetryAfter(self):
+        """
+        With the C{Retry-After} values spread, both paths give each 503 the
+        same one.
+        """
+        for name, data, addr, expected in _shedVariants():
+            with self.subTest(name):
+                self.assertEqual(self._both(data, addr, spread=3), expected,
+                                 name)
+
     def test_variants(self):
         """
         Requests written in many ways: the common ones are answered at byte
@@ -641,6 +653,15 @@ class ShedEqualityTests(TestCase):
         for name, data, addr, expected in _shedVariants():
             with self.subTest(name):
                 self.assertEqual(self._both(data, addr), expected, name)
+
+    def test_retrySpreadWired(self):
+        """
+        The server's overload control takes its spread bound from
+        C{overload-retry-spread}.
+        """
+        service, protocol, udp, clock = _server(
+            extra={"overload-retry-spread": 4})
+        self.assertEqual(service.transactions.overload.maxSpread, 4)
 
     def test_503(self):
         """

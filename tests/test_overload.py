@@ -231,6 +231,76 @@ class OverloadControlTests(SynchronousTestCase):
         self.assertEqual(codes.count(200) + codes.count(503), 200)
         self.assertEqual(control.shed, codes.count(503))
 
+    def herd(self, control, perTurn, turns):
+        """
+        C{perTurn} new REGISTERs every 0.05 s for C{turns} turns.
+
+        @return: the C{Retry-After} values of the 503s, in order.
+        """
+        values = []
+        for _ in range(turns):
+            for _ in range(perTurn):
+                response = self.send(makeRequest("REGISTER"))
+                if response.code == 503:
+                    values.append(int(response.header("retry-after")))
+            self.clock.advance(0.05)
+        return values
+
+    def test_retryAfterSpread(self):
+        """
+        Shedding many more requests per second than it admits, the control
+        spreads their C{Retry-After} values from C{retryAfter} up, over as
+        many seconds as the admitted rate needs to take them back (here
+        2,000 shed per second for 100 admitted: 20 seconds), in turn.
+        """
+        control = OverloadControl(self.clock, self.layer, interval=0.05,
+                                  minRate=0.0, increase=0.0, retryAfter=2,
+                                  trim=None, maxLag=1e9, hold=60.0)
+        control.startService()
+        self.addCleanup(control.stopService)
+        control.limit(100.0)
+        self.assertEqual(self.herd(control, 105, 1)[0], 2)
+        self.herd(control, 105, 40)
+        self.assertEqual(control.spread, 19)
+        self.assertEqual(control.stats()["retry_spread"], 19)
+        values = self.herd(control, 105, 1)
+        self.assertEqual(sorted(set(values)), list(range(2, 22)))
+        self.assertEqual(values[:3], [2 + (control.shed - len(values) + i)
+                                      % 20 for i in range(1, 4)])
+
+    def test_retryAfterSpreadBounded(self):
+        """
+        The spread is at most C{maxSpread} seconds.
+        """
+        control = OverloadControl(self.clock, self.layer, interval=0.05,
+                                  minRate=0.0, increase=0.0, retryAfter=2,
+                                  trim=None, maxLag=1e9, hold=60.0, maxSpread=5)
+        control.startService()
+        self.addCleanup(control.stopService)
+        control.limit(10.0)
+        self.herd(control, 50, 40)
+        self.assertEqual(control.spread, 5)
+        self.assertEqual(set(self.herd(control, 50, 1)), set(range(2, 8)))
+
+    def test_retryAfterSpreadEnds(self):
+        """
+        Once shedding stops, the next overload starts from C{retryAfter}
+        alone, until its own measurements say otherwise.
+        """
+        control = OverloadControl(self.clock, self.layer, interval=0.05,
+                                  minRate=0.0, increase=0.0, retryAfter=2,
+                                  trim=None, maxLag=1e9, hold=0.5)
+        control.startService()
+        self.addCleanup(control.stopService)
+        control.limit(10.0)
+        self.herd(control, 50, 40)
+        self.assertGreater(control.spread, 0)
+        self.clock.pump([0.05] * 40)
+        self.assertFalse(control.shedding)
+        self.assertEqual(control.spread, 0)
+        control.limit(0.0)
+        self.assertEqual(self.herd(control, 3, 1), [2, 2, 2])
+
     def test_credentialsFirst(self):
         """
         When the admitted rate is used up, a request with credentials (the

@@ -42,6 +42,16 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(parse(f"--role={role}")["name"], role)
         self.assertEqual(parse("--role=home", "--name=h")["name"], "h")
 
+    def test_overloadRetrySpread(self):
+        """
+        --overload-retry-spread bounds the spread of the overloaded 503s'
+        Retry-After (30 s by default; 0 turns it off).
+        """
+        self.assertEqual(parse("--name=h")["overload-retry-spread"], 30)
+        self.assertEqual(
+            parse("--name=h",
+                  "--overload-retry-spread=0")["overload-retry-spread"], 0)
+
     def test_repeatableListen(self):
         """
         --listen may be given several times.
@@ -69,6 +79,8 @@ class OptionsTests(SynchronousTestCase):
                               "--max-message-size=0")
         self.assertUsageError("--idle-timeout: 'soon'", "--name=h",
                               "--idle-timeout=soon")
+        self.assertUsageError("--overload-retry-spread: '-1'", "--name=h",
+                              "--overload-retry-spread=-1")
         self.assertUsageError("--store: no store provider for 'nosuch:'",
                               "--name=h", "--store=nosuch:x")
         self.assertUsageError("needs --tls-cert and --tls-key", "--name=h",

@@ -40,7 +40,15 @@ thresholds.
 
 A request shed (a new one outside a dialog: no To tag) gets a stateless
 C{503 Service Unavailable (Overloaded)} with C{Retry-After} and the
-C{Server} header: from the transaction layer before it creates a
+C{Server} header.  The C{Retry-After} values are spread: the requests
+shed in a second all come back after their C{Retry-After}, and when as
+many come back at once as were shed (a herd of clients that lost their
+home together, told the same C{Retry-After}), most are shed again.  So
+while it sheds more than it admits, the control answers C{Retry-After}
+values from C{retryAfter} to C{retryAfter + spread} seconds in turn, the
+spread being how many seconds of the admitted rate the requests shed per
+second would fill (at most C{maxSpread}): they come back at about the rate
+admitted.  The 503 comes from the transaction layer before it creates a
 transaction (the transaction user never sees it), or, over UDP, for a
 request written the common way, from its bytes before it is parsed
 (L{OverloadControl.shedDatagram}: the same bytes, at a fraction of the
@@ -67,6 +75,7 @@ it).
 import ctypes
 import ctypes.util
 import gc
+import math
 import re
 
 from twisted.application.service import Service
@@ -352,7 +361,10 @@ class OverloadControl(Service):
         it waits for the CPU others use).
     @param hold: seconds without a request shed, below every threshold,
         after which shedding stops.
-    @param retryAfter: the C{Retry-After} of the C{503} (s).
+    @param retryAfter: the C{Retry-After} of the C{503} (s), the least one
+        when spread.
+    @param maxSpread: the most seconds added to C{retryAfter} to spread
+        the requests shed (see the module).
     @param report: seconds between summary lines while shedding or while
         a watched log limiter holds lines back.
     @param trim: called to give free memory back to the system once the
@@ -372,6 +384,8 @@ class OverloadControl(Service):
     @ivar fraction: the fraction of new requests shed since the last
         measurement.
     @ivar shed: how many requests were shed (cumulative).
+    @ivar spread: the C{Retry-After} values given now are C{retryAfter} to
+        C{retryAfter + spread}.
     @ivar episodes: how many times shedding started (cumulative).
     """
 
@@ -381,7 +395,8 @@ class OverloadControl(Service):
                  transport=None, maxBacklog=262144,
                  interval=0.05, samples=3, decrease=0.9, increase=0.03,
                  minRate=20.0, minLoad=50.0, hold=1.0, retryAfter=2,
-                 report=10.0, trim=_mallocTrim(), cpu=None, minBusy=0.5):
+                 report=10.0, trim=_mallocTrim(), cpu=None, minBusy=0.5,
+                 maxSpread=30):
         self._reactor = reactor
         self._layer = layer
         self.maxLag = maxLag
@@ -397,6 +412,10 @@ class OverloadControl(Service):
         self.minLoad = minLoad
         self.hold = hold
         self.retryAfter = retryAfter
+        self.maxSpread = maxSpread
+        self.spread = 0
+        # Requests shed per second (smoothed).
+        self._shedRate = 0.0
         self.report = report
         self._trim = trim
         self._cpu = cpu
@@ -505,6 +524,7 @@ class OverloadControl(Service):
                          if shedNow else 0.0)
         if shedNow:
             self._lastShedTime = now
+        self._spreadRetries(shedNow / elapsed)
         if pressure > 1.0:
             self._over += 1
         else:
@@ -525,6 +545,30 @@ class OverloadControl(Service):
                                                        self._summary)
         if not self.shedding and layer.compact() and self._trim is not None:
             self._trim()
+
+    def _spreadRetries(self, shedRate):
+        """
+        Set L{spread} from the rate of requests shed (per second, since the
+        last measurement) and the rate admitted.
+        """
+        if not self.shedding:
+            self._shedRate = 0.0
+            self.spread = 0
+            return
+        self._shedRate += 0.3 * (shedRate - self._shedRate)
+        admitted = max(self.admitRate, self.minRate, 1.0)
+        self.spread = min(self.maxSpread,
+                          max(int(math.ceil(self._shedRate / admitted)) - 1,
+                              0))
+
+    def nextRetryAfter(self):
+        """
+        The C{Retry-After} of the next C{503} (after L{shed} has counted
+        it): C{retryAfter} plus the count of requests shed modulo
+        C{spread + 1}, so that those shed together come back over
+        C{spread + 1} seconds.
+        """
+        return self.retryAfter + self.shed % (self.spread + 1)
 
     def _start(self, lag, active):
         """
@@ -689,7 +733,7 @@ class OverloadControl(Service):
         server = getattr(layer.user, "serverHeader", None)
         response = b"".join((
             head, b";tag=", newTag().encode("ascii"), tail,
-            b"\r\nRetry-After: %d\r\n" % (self.retryAfter,),
+            b"\r\nRetry-After: %d\r\n" % (self.nextRetryAfter(),),
             b"" if server is None
             else b"Server: " + server.encode("utf-8") + b"\r\n",
             b"Content-Length: 0\r\n\r\n"))
@@ -712,4 +756,5 @@ class OverloadControl(Service):
                 "pressure": round(self.pressure, 3),
                 "backlog": self.backlog,
                 "shed": self.shed, "episodes": self.episodes,
+                "retry_spread": self.spread,
                 "busy": None if self.busy is None else round(self.busy, 3)}

@@ -1575,8 +1575,8 @@ class TransactionLayer:
         if overload is not None and overload.shedding \
                 and overload.shouldShed(request):
             overload.shed += 1
-            self._reject(request, flow, overload.retryAfter, "overloaded",
-                         OVERLOADED)
+            self._reject(request, flow, overload.nextRetryAfter(),
+                         "overloaded", OVERLOADED)
             return
         if (len(servers) + len(self._clients) + completed._count
                 >= self.maxTransactions):
