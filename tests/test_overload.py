@@ -246,6 +246,19 @@ class OverloadControlTests(SynchronousTestCase):
             self.clock.advance(0.05)
         return values
 
+    def spreadControl(self, rate, **kwargs):
+        """
+        A control shedding what comes beyond C{rate} per second, that rate
+        kept (no lag counts, no increase), C{Retry-After: 2} and up.
+        """
+        control = OverloadControl(self.clock, self.layer, interval=0.05,
+                                  minRate=0.0, increase=0.0, retryAfter=2,
+                                  trim=None, maxLag=1e9, **kwargs)
+        control.startService()
+        self.addCleanup(control.stopService)
+        control.limit(rate)
+        return control
+
     def test_retryAfterSpread(self):
         """
         Shedding many more requests per second than it admits, the control
@@ -253,12 +266,7 @@ class OverloadControlTests(SynchronousTestCase):
         many seconds as the admitted rate needs to take them back (here
         2,000 shed per second for 100 admitted: 20 seconds), in turn.
         """
-        control = OverloadControl(self.clock, self.layer, interval=0.05,
-                                  minRate=0.0, increase=0.0, retryAfter=2,
-                                  trim=None, maxLag=1e9, hold=60.0)
-        control.startService()
-        self.addCleanup(control.stopService)
-        control.limit(100.0)
+        control = self.spreadControl(100.0, hold=60.0)
         self.assertEqual(self.herd(control, 105, 1)[0], 2)
         self.herd(control, 105, 40)
         self.assertEqual(control.spread, 19)
@@ -272,12 +280,7 @@ class OverloadControlTests(SynchronousTestCase):
         """
         The spread is at most C{maxSpread} seconds.
         """
-        control = OverloadControl(self.clock, self.layer, interval=0.05,
-                                  minRate=0.0, increase=0.0, retryAfter=2,
-                                  trim=None, maxLag=1e9, hold=60.0, maxSpread=5)
-        control.startService()
-        self.addCleanup(control.stopService)
-        control.limit(10.0)
+        control = self.spreadControl(10.0, hold=60.0, maxSpread=5)
         self.herd(control, 50, 40)
         self.assertEqual(control.spread, 5)
         self.assertEqual(set(self.herd(control, 50, 1)), set(range(2, 8)))
@@ -287,12 +290,7 @@ class OverloadControlTests(SynchronousTestCase):
         Once shedding stops, the next overload starts from C{retryAfter}
         alone, until its own measurements say otherwise.
         """
-        control = OverloadControl(self.clock, self.layer, interval=0.05,
-                                  minRate=0.0, increase=0.0, retryAfter=2,
-                                  trim=None, maxLag=1e9, hold=0.5)
-        control.startService()
-        self.addCleanup(control.stopService)
-        control.limit(10.0)
+        control = self.spreadControl(10.0, hold=0.5)
         self.herd(control, 50, 40)
         self.assertGreater(control.spread, 0)
         self.clock.pump([0.05] * 40)
