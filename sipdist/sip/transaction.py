@@ -756,22 +756,26 @@ class _CompletedRecords:
         mask = self._mask
         i = h & mask
         stored = positions[i]
+        if not stored:
+            return None
+        try:
+            branch, sentBy, sentByPort, method = key
+            branch = branch.encode()
+            sentBy = sentBy.encode()
+            method = method.encode()
+        except (TypeError, ValueError, AttributeError):
+            # Not a key of this table's shape (RFC 2543).
+            return None
+        lengths = (len(branch), len(sentBy), len(method))
+        prefix = branch + sentBy + method
         while stored:
             if stored > 0 and self._hashes[i] == h:
                 position = stored - 1
                 chunk = self._chunkAt(position)
                 offset = position % self.chunkSize
                 fields = _RECORD.unpack_from(chunk, offset)
-                try:
-                    branch, sentBy, sentByPort, method = key
-                    branch = branch.encode()
-                    sentBy = sentBy.encode()
-                    method = method.encode()
-                except (TypeError, ValueError, AttributeError):
-                    return None
-                if (fields[3:6] == (len(branch), len(sentBy), len(method))
-                        and fields[7] == sentByPort
-                        and chunk.startswith(branch + sentBy + method,
+                if (fields[3:6] == lengths and fields[7] == sentByPort
+                        and chunk.startswith(prefix,
                                              offset + _RECORD.size)):
                     return position
             i = (i + 1) & mask
