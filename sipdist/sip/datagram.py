@@ -71,9 +71,7 @@ class DatagramPort(udp.Port):
         while read < limit:
             try:
                 data, addr = recvfrom(size)
-            except BlockingIOError:
-                return
-            except InterruptedError:
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 self._readFailed(e)
