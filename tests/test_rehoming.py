@@ -5,6 +5,10 @@ signed responses named, as soon as the connection is lost, without waiting
 for its refresh.
 """
 
+import os
+import signal
+import socket
+
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
@@ -167,3 +171,116 @@ class UDPRehomingTests(TestCase):
         lost = kinds.index("flow-failed")
         tried = [e.target.port for e in events[lost:] if e.kind == "trying"]
         self.assertEqual(tried, [home2])
+
+
+class KilledHomeProcessTests(TestCase):
+    """
+    Two real C{twistd sipdist} homes over TCP sharing a file store, and the
+    client library in this process: alice, assigned to home1, logs in
+    there; home1 is killed with C{SIGKILL} (no goodbye: the kernel closes
+    its sockets); the client notices from its connection and is registered
+    at home2, the backup home1's signed C{200} named, within a few seconds,
+    its hour-long refresh far off.
+    """
+
+    timeout = 60
+
+    def startHome(self, name, port, base):
+        import subprocess
+        from tests.test_startup import twistdCommand
+
+        log = os.path.join(base, f"{name}.log")
+        process = subprocess.Popen(
+            twistdCommand("--logfile", log, "sipdist", "--role=home",
+                          f"--name={name}", f"--domain={DOMAIN}",
+                          f"--listen=tcp:{port}:interface=127.0.0.1",
+                          f"--store=file:{self.store}",
+                          f"--secret-file={self.secret}",
+                          f"--credentials=memory:alice:{PASSWORD}"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+        def cleanup():
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+        self.addCleanup(cleanup)
+
+        def listening():
+            """the home's log says it listens"""
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {tail(log)}")
+            return os.path.exists(log) and "listening on" in tail(log)
+        return process, waitFor(listening, timeout=30)
+
+    @defer.inlineCallbacks
+    def test_killedHomeBackupServes(self):
+        """
+        From the kill to a 200 at home2: one login, under 5 s.
+        """
+        import time
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        self.store = os.path.join(base, "assignments.conf")
+        self.secret = os.path.join(base, "secret")
+        with open(self.secret, "w") as f:
+            f.write("rehoming-test-secret-0123456789abcdef\n")
+        ports = {"home1": freeTCPPort(), "home2": freeTCPPort()}
+        with open(self.store, "w") as f:
+            for name, port in ports.items():
+                f.write(f"server {name} sip:127.0.0.1:{port};transport=tcp\n")
+            f.write(f"user alice@{DOMAIN} home1\n")
+        home1, ready1 = self.startHome("home1", ports["home1"], base)
+        _, ready2 = self.startHome("home2", ports["home2"], base)
+        yield ready1
+        yield ready2
+
+        events = []
+        ua = UserAgent(_reactor(), f"alice@{DOMAIN}", PASSWORD,
+                       listen="udp:0:interface=127.0.0.1",
+                       observer=events.append)
+        yield ua.start()
+        self.addCleanup(ua.stop)
+        # The shipped defaults of the client library.
+        registration = Registration(
+            ua, ServerLocator(None),
+            server=f"sip:127.0.0.1:{ports['home1']};transport=tcp",
+            expires=3600)
+        self.addCleanup(registration.stop)
+        result = yield registration.start()
+        self.assertEqual(result.target.port, ports["home1"])
+        self.assertEqual(result.backup.port, ports["home2"])
+
+        home1.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+
+        def atHome2():
+            """alice registered at home2"""
+            return (registration.state == "registered"
+                    and registration.result.target.port == ports["home2"])
+        yield waitFor(atHome2, timeout=10)
+        took = time.monotonic() - killed
+        self.assertLess(took, 5.0)
+        self.assertEqual(registration.logins, 2)
+        kinds = [e.kind for e in events]
+        lost = kinds.index("flow-failed")
+        self.assertEqual(
+            [e.target.port for e in events[lost:] if e.kind == "trying"],
+            [ports["home2"]])
+
+
+def freeTCPPort():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def tail(path):
+    if not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return f.read()[-2000:]
