@@ -287,13 +287,72 @@ class FastChallengeTests(TestCase):
 
     def test_overloaded(self):
         """
-        While the overload control sheds, the fast path leaves requests to
-        the full path (which sheds them).
+        While the overload control sheds, a request it does not admit is
+        shed alike on both paths: the fast path does not take it.
         """
         def shed(service, udp):
             service.transactions.overload.limit(1.0)
             self.assertTrue(service.transactions.overload.shedding)
         self.assertFalse(self._both(_register(), prepare=shed))
+
+    def test_overloadedAdmitted(self):
+        """
+        While the overload control sheds, a request it reads and admits
+        takes the fast path, with the same result as on the full path:
+        a server near its limit keeps the cheaper path for what it serves.
+        """
+        def admitting(service, udp):
+            overload = service.transactions.overload
+            overload.limit(100.0)
+            overload._tokens = 5.0
+        self.assertTrue(self._both(_register(), prepare=admitting))
+
+    def test_overloadedAdmissionUsed(self):
+        """
+        The admission of a request the fast path answered is used: the
+        next request, the bucket then empty, is shed by both paths alike,
+        the first answered by the fast path.
+        """
+        other = _register(
+            via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKother")
+
+        results = []
+        for fast in (False, True):
+            service, protocol, udp, clock = _server(fast=fast)
+            self.patch(_message, "_randomBytes", service._random)
+            overload = service.transactions.overload
+            overload.limit(0.001)
+            overload._tokens = 1.0
+            protocol.datagramReceived(_register(), CLIENT)
+            # Used, not left for the next request that the byte-level
+            # filter does not see (one over TCP).
+            self.assertFalse(overload.admittedAhead())
+            protocol.datagramReceived(other, CLIENT)
+            results.append(_effects(service, udp))
+            self.assertEqual(overload.shed, 1)
+            self.assertEqual(
+                [data.split(b"\r\n", 1)[0] for data, addr in udp.sent],
+                [b"SIP/2.0 401 Unauthorized",
+                 b"SIP/2.0 503 Service Unavailable (Overloaded)"])
+            fastPath = service.transport.fastPath
+            self.assertEqual(0 if fastPath is None else fastPath.taken,
+                             int(fast))
+        self.assertEqual(results[0], results[1])
+
+    def test_overloadedUnread(self):
+        """
+        While shedding, a request the overload control cannot read at byte
+        level (its 503 would go to the Via's port, not the source's) is
+        left to the full path's admission, even when the fast path could
+        answer it.
+        """
+        def admitting(service, udp):
+            overload = service.transactions.overload
+            overload.limit(100.0)
+            overload._tokens = 5.0
+        data = _register(via="SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKp")
+        self.assertTrue(self._both(data, prepare=None))
+        self.assertFalse(self._both(data, prepare=admitting))
 
     def test_tableFull(self):
         """

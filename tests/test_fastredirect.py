@@ -223,6 +223,34 @@ class BothPathsMixin:
         self.assertEqual(self._both(request(), prepare=noCredentialsCache),
                          0)
 
+    def test_overloaded(self):
+        """
+        While the overload control sheds, a request with credentials it
+        admits (one may borrow ahead of the rate) takes the fast path, its
+        admission used; one it sheds (the bucket owes a burst already) is
+        shed alike on both paths.
+        """
+        def shedding(tokens):
+            def prepare(service, udp):
+                _pool(service, udp)
+                overload = service.transactions.overload
+                overload.limit(0.0)
+                overload._tokens = tokens
+            return prepare
+
+        def used(service, udp):
+            shedding(0.0)(service, udp)
+            overload = service.transactions.overload
+            original = overload.answeredAhead
+
+            def answeredAhead():
+                self.assertTrue(overload.admittedAhead())
+                original()
+            overload.answeredAhead = answeredAhead
+        self.assertEqual(self._both(request(), prepare=shedding(0.0)), 1)
+        self.assertEqual(self._both(request(), prepare=used), 1)
+        self.assertEqual(self._both(request(), prepare=shedding(-10.0)), 0)
+
 
 class FastRedirectTests(BothPathsMixin, TestCase):
 

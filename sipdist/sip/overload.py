@@ -741,6 +741,22 @@ class OverloadControl(Service):
         protocol.sendBytes(response, addr)
         return True
 
+    def admittedAhead(self):
+        """
+        Whether the datagram being handled may take a fast path while the
+        control sheds: L{shedDatagram} read it and admitted it (the full
+        path's L{shouldShed} would let it through, using that admission).
+        A fast path that answers it calls L{answeredAhead}.
+        """
+        return self._admittedDatagram
+
+    def answeredAhead(self):
+        """
+        A fast path answered the datagram L{shedDatagram} admitted: its
+        admission is used, as the full path's L{shouldShed} would use it.
+        """
+        self._admittedDatagram = False
+
     def _maxSize(self, protocol):
         layer = getattr(protocol, "_layer", None)
         return getattr(layer, "maxMessageSize", 65535)
