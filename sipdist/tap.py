@@ -117,7 +117,9 @@ PARAMETERS = [
      "TCP/TLS connections open at once from one address."),
     ("t1", None, 0.5, _positiveFloat, "RFC 3261 timer T1 (seconds)."),
     ("max-transactions", None, 100000, _positiveInt,
-     "Transactions in progress at once; past it requests are answered 503."),
+     "Transactions in progress at once, with the records of completed "
+     "ones waiting for retransmissions (the oldest records are ended early "
+     "when it is full); past it requests are answered 503."),
     ("udp-receive-buffer", None, 4194304, _positiveInt,
      "Receive buffer (SO_RCVBUF, bytes) of each UDP port: bursts wait there "
      "instead of being dropped by the kernel (capped at "

@@ -58,6 +58,7 @@ def _server(role="distributor", fast=True, extra=None):
     protocol = SIPDatagramProtocol(service.transport, 0)
     udp = _UDP()
     protocol.makeConnection(udp)
+    udp.protocol = protocol
     # The same random bytes on both paths: the nonce's (injected into its
     # factory) and the To tag's (sipdist.sip.message._randomBytes, patched by the caller).
     counter = [0]
@@ -361,6 +362,22 @@ class FastChallengeTests(TestCase):
         def full(service, udp):
             service.transactions.maxTransactions = 0
         self.assertFalse(self._both(_register(), prepare=full))
+
+    def test_tableFullOfRecords(self):
+        """
+        A table full of records of completed transactions: both paths end
+        the oldest to make room, and the fast path answers.
+        """
+        def full(service, udp):
+            layer = service.transactions
+            layer.maxTransactions = 1
+            self.patch(_message, "_randomBytes", service._random)
+            udp.protocol.datagramReceived(_register(
+                via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKfirst"), CLIENT)
+            self.assertEqual(layer.active, 1)
+            if service.transport.fastPath is not None:
+                service.transport.fastPath.taken = 0
+        self.assertTrue(self._both(_register(), prepare=full))
 
     def test_sendFails(self):
         """

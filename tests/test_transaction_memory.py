@@ -58,6 +58,9 @@ class CompletedRecordsTests(SynchronousTestCase):
     def flow(self, port=40000):
         return DatagramFlow(self.protocol, ("127.0.0.1", port))
 
+    def key(self, branch, port=40000):
+        return (branch, "127.0.0.1", port, "REGISTER")
+
     def answer(self, branch, code=200, size=None, port=40000):
         """
         A REGISTER with C{branch} from C{port}, answered C{code}.
@@ -194,22 +197,61 @@ class CompletedRecordsTests(SynchronousTestCase):
 
     def test_tableBound(self):
         """
-        Records count in the table's bound: a new request beyond it is
-        answered 503 statelessly.
+        Records count in the table's bound, but a table full of them makes
+        room for a new request: the oldest record is ended before timer J
+        (counted in C{evicted}); its request, sent again, is a new one,
+        while the others' retransmissions are still answered from their
+        records.
         """
         layer = TransactionLayer(self.clock, self.user, T1=T1,
                                  maxTransactions=3)
         self.layer = layer
         for i in range(3):
             self.answer(f"z9hG4bKfull{i}")
+            self.clock.advance(0.1)
         self.assertEqual(layer.active, 3)
         del self.protocol.sent[:]
+        self.answer("z9hG4bKfull3")
+        self.assertEqual((layer.rejected, layer.evicted), (0, 1))
+        self.assertEqual(layer.active, 3)
+        self.assertEqual(layer.stats()["evicted"], 1)
+        self.assertFalse(layer.serving(self.key("z9hG4bKfull0")))
+        for i in (1, 2, 3):
+            self.assertTrue(layer.serving(self.key(f"z9hG4bKfull{i}")))
+        absorbed = layer.absorbed
         layer.messageReceived(
-            makeRequest("REGISTER", branch="z9hG4bKfull3", host="127.0.0.1",
+            makeRequest("REGISTER", branch="z9hG4bKfull1", host="127.0.0.1",
+                        port=40000), self.flow())
+        self.assertEqual(layer.absorbed, absorbed + 1)
+
+    def test_tableFullInProgress(self):
+        """
+        Transactions in progress are never ended to make room: a table full
+        of them answers a new request 503 statelessly, whatever records it
+        holds besides.
+        """
+        layer = TransactionLayer(self.clock, self.user, T1=T1,
+                                 maxTransactions=3)
+        self.layer = layer
+        self.answer("z9hG4bKdone")
+        for i in range(2):
+            layer.messageReceived(
+                makeRequest("REGISTER", branch=f"z9hG4bKopen{i}",
+                            host="127.0.0.1", port=40000), self.flow())
+        del self.protocol.sent[:]
+        self.assertEqual(layer.inProgress(), 2)
+        layer.messageReceived(
+            makeRequest("REGISTER", branch="z9hG4bKopen2", host="127.0.0.1",
+                        port=40000), self.flow())
+        # The record made way for a third in progress; a fourth finds
+        # nothing to end.
+        self.assertEqual((layer.rejected, layer.evicted), (0, 1))
+        layer.messageReceived(
+            makeRequest("REGISTER", branch="z9hG4bKopen3", host="127.0.0.1",
                         port=40000), self.flow())
         [(data, _)] = self.protocol.sent
         self.assertTrue(data.startswith(b"SIP/2.0 503"))
-        self.assertEqual(layer.rejected, 1)
+        self.assertEqual((layer.rejected, layer.evicted), (1, 1))
 
     def test_largeResponse(self):
         """
@@ -322,6 +364,14 @@ class CompletedRecordsModelTests(SynchronousTestCase):
                 self.assertIsNotNone(records.add(key, flow, data))
                 model[key] = (clock.seconds() + 5.0, data, remote,
                               flow._protocol)
+            if rng.random() < 0.2:
+                # A full table ends the oldest early.
+                count = rng.choice((1, 7, 100))
+                live = [k for k in model if records.find(k) is not None]
+                records.evict(count)
+                for key in live[:count]:
+                    del model[key]
+                    ended.append(key)
             clock.advance(rng.choice((0.01, 0.05, 0.3, 1.0)))
             now = clock.seconds()
             for key, value in list(model.items()):

@@ -74,6 +74,8 @@ class ServerCollector:
                                   ("client", stats["client_created"])])
         for key, help in (
                 ("rejected", "Requests refused because the table was full."),
+                ("evicted", "Records of completed transactions ended "
+                 "before timer J to make room in a full table."),
                 ("timeouts", "Transactions that timed out."),
                 ("transport_errors", "Transactions failed by the transport."),
                 ("stray_responses", "Responses matching no transaction.")):

@@ -232,7 +232,7 @@ class FastChallenge(FastPart):
         branch = (via.group(4) or via.group(7)).decode("ascii")
         sentByPort = 5060 if viaPort is None else viaPort
         key = (branch, viaHost, sentByPort, "REGISTER")
-        if layer.active >= layer.maxTransactions or layer.serving(key):
+        if layer.serving(key) or not layer.room():
             return False
 
         # Section 18.2.1 and RFC 3581, as TransportLayer._receivedRequest.

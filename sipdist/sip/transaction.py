@@ -811,6 +811,36 @@ class _CompletedRecords:
     def _sweep(self):
         self._call = None
         now = self._reactor.seconds()
+        due = self._endOldest(now, 0)
+        if not self._count:
+            self.clear()
+            return
+        if self._count * 16 < self._mask + 1 and self._mask + 1 > self.minSlots:
+            self._shrink()
+        self._call = self._reactor.callLater(
+            max(due - now, self.granularity), self._sweep)
+
+    def evict(self, count):
+        """
+        End the C{count} oldest records before their timer J: the table is
+        full, and a new request is worth more than the chance of an old
+        one's retransmission.  The timer then fires for the new oldest.
+        """
+        if count >= self._count:
+            self.clear()
+            return
+        self._endOldest(float("-inf"), count)
+        if self._count * 16 < self._mask + 1 and self._mask + 1 > self.minSlots:
+            self._shrink()
+
+    def _endOldest(self, now, count):
+        """
+        End the oldest records: at least C{count} of them, and any due by
+        C{now}.
+
+        @return: when the oldest record left is due (or the last one
+            ended, if none is left).
+        """
         chunkSize = self.chunkSize
         positions = self._positions
         mask = self._mask
@@ -821,8 +851,9 @@ class _CompletedRecords:
             fields = _RECORD.unpack_from(self._chunkAt(position),
                                          position % chunkSize)
             due = fields[0]
-            if due > now:
+            if count <= 0 and due > now:
                 break
+            count -= 1
             h = fields[1]
             stored = position + 1
             i = h & mask
@@ -839,13 +870,7 @@ class _CompletedRecords:
             while position - self._base >= chunkSize:
                 self._chunks.popleft()
                 self._base += chunkSize
-        if not self._count:
-            self.clear()
-            return
-        if self._count * 16 < mask + 1 and mask + 1 > self.minSlots:
-            self._shrink()
-        self._call = self._reactor.callLater(
-            max(due - now, self.granularity), self._sweep)
+        return due
 
     def clear(self):
         """
@@ -1376,7 +1401,9 @@ class TransactionLayer:
         it answers C{408} itself (s).
 
     Counters (cumulative, for metrics): C{serverCreated}, C{clientCreated},
-    C{rejected} (503 when full), C{absorbed} (retransmissions), C{timeouts},
+    C{rejected} (503 when full), C{evicted} (records of completed
+    transactions ended before timer J to make room, see L{room}),
+    C{absorbed} (retransmissions), C{timeouts},
     C{transportErrors}, C{strayResponses} (responses matching no client
     transaction: branch, CSeq method and sent-by); C{active} is the size of
     the table.
@@ -1427,6 +1454,7 @@ class TransactionLayer:
         # "other", and codes are 200-699.
         self.answered = {}
         self.rejected = 0
+        self.evicted = 0
         self.absorbed = 0
         self.timeouts = 0
         self.transportErrors = 0
@@ -1458,6 +1486,29 @@ class TransactionLayer:
         when looked at).
         """
         return _ServerTable(self)
+
+    def room(self):
+        """
+        Whether one more transaction fits in the table.  When it is full
+        of the records of completed non-INVITE transactions over UDP
+        (kept for timer J: 32 s of them at the default T1), the oldest are
+        ended early to make room (C{evicted}), a 64th of the table at a
+        time: a server busier than C{maxTransactions} requests per 64*T1
+        keeps its records for less than timer J rather than answer new
+        requests C{503}.  Transactions in progress are never ended so.
+        """
+        completed = self._completedJ
+        over = (len(self._serverTable) + len(self._clients)
+                + completed._count + 1 - self.maxTransactions)
+        if over <= 0:
+            return True
+        if completed._count < over:
+            return False
+        count = min(completed._count,
+                    over - 1 + max(self.maxTransactions // 64, 1))
+        completed.evict(count)
+        self.evicted += count
+        return True
 
     def serving(self, key):
         """
@@ -1511,6 +1562,7 @@ class TransactionLayer:
             "server_created": self.serverCreated,
             "client_created": self.clientCreated,
             "rejected": self.rejected,
+            "evicted": self.evicted,
             "absorbed": self.absorbed,
             "timeouts": self.timeouts,
             "transport_errors": self.transportErrors,
@@ -1582,8 +1634,7 @@ class TransactionLayer:
             self._reject(request, flow, overload.nextRetryAfter(),
                          "overloaded", OVERLOADED)
             return
-        if (len(servers) + len(self._clients) + completed._count
-                >= self.maxTransactions):
+        if not self.room():
             self.rejected += 1
             self._reject(request, flow, self.retryAfter,
                          f"transaction table full ({self.maxTransactions})",
@@ -1713,7 +1764,7 @@ class TransactionLayer:
         if key in clients:
             raise ValueError(f"branch {via.branch} already in use")
         transaction = ClientTransaction(self, key, request, flow)
-        if self.active >= self.maxTransactions:
+        if not self.room():
             self.rejected += 1
             transaction.state = TERMINATED
             transaction.deferred.errback(
