@@ -159,8 +159,9 @@ class NonceCountsTests(SynchronousTestCase):
     def test_accepts(self):
         """
         L{NonceCounts.accepts} says whether L{NonceCounts.use} would accept
-        a count, without recording it; with the table full, a new nonce is
-        not accepted (L{use} would have to evict one).
+        a count, without recording it; with the table full, a nonce issued
+        later than the one it holds is accepted (L{use} evicts that one),
+        and, the table unchanged, the old nonce is still counted.
         """
         counts = NonceCounts(maxSize=1)
         nonce, issued = self._nonce()
@@ -171,8 +172,35 @@ class NonceCountsTests(SynchronousTestCase):
         self.assertTrue(counts.accepts(nonce, issued, 2))
         self.clock.advance(1)
         other, otherIssued = self._nonce()
-        self.assertFalse(counts.accepts(other, otherIssued, 1))
+        self.assertTrue(counts.accepts(other, otherIssued, 1))
         self.assertEqual(len(counts), 1)
+        self.assertFalse(counts.accepts(nonce, issued, 1))
+        self.assertTrue(counts.use(other, otherIssued, 1))
+        # The first was evicted: never accepted again.
+        self.assertFalse(counts.accepts(nonce, issued, 2))
+        self.assertFalse(counts.use(nonce, issued, 2))
+
+    def test_acceptsAsUse(self):
+        """
+        Over random uses of a small table (fresh nonces, higher counts,
+        replays, nonces evicted, nonces issued out of order), L{accepts}
+        always answers what L{use} then does.
+        """
+        import random
+        rng = random.Random(7)
+        counts = NonceCounts(maxSize=16)
+        minted = []
+        for step in range(3000):
+            if not minted or rng.random() < 0.3:
+                minted.append(self._nonce())
+                if rng.random() < 0.3:
+                    self.clock.advance(rng.choice((0.001, 0.5, 2)))
+            nonce, issued = rng.choice(minted)
+            nc = rng.choice((1, 1, 2, 3, 5))
+            expected = counts.accepts(nonce, issued, nc)
+            self.assertEqual(counts.use(nonce, issued, nc), expected,
+                             (step, nonce, issued, nc))
+            self.assertLessEqual(len(counts), 16)
 
     def test_bounded(self):
         """

@@ -223,6 +223,31 @@ class BothPathsMixin:
         self.assertEqual(self._both(request(), prepare=noCredentialsCache),
                          0)
 
+    def test_countsFull(self):
+        """
+        A table of nonce counts whose set for the request's nonce is full
+        of nonces issued earlier: both paths evict the one issued first
+        and the fast path answers; one issued later than the request's
+        nonce leaves it to the full path (a stale challenge).
+        """
+        from sipdist.auth.nonce import NonceCounts
+
+        def full(age):
+            other = nonce(age=age)
+
+            def prepare(service, udp):
+                _pool(service, udp)
+                counts = NonceCounts(maxSize=1)
+                counts.use(other, service.authenticator._nonces.issued(
+                    other), 1)
+                service.authenticator._counts = counts
+            return prepare
+
+        self.assertEqual(self._both(request(nonceValue=nonce(age=5)),
+                                    prepare=full(10)), 1)
+        self.assertEqual(self._both(request(nonceValue=nonce(age=10)),
+                                    prepare=full(5)), 0)
+
     def test_overloaded(self):
         """
         While the overload control sheds, a request with credentials it

@@ -165,9 +165,8 @@ class NonceCounts:
 
     def accepts(self, nonce, issued, nc):
         """
-        Whether L{use} would find C{nc} fresh for C{nonce} without evicting
-        another nonce (a full set gives C{False}: ask L{use}).  Changes
-        nothing.
+        Whether L{use} would accept C{nc} for C{nonce} (in a full set, by
+        evicting the nonce issued first there).  Changes nothing.
         """
         place = self._locate(nonce, issued, nc)
         if place is None:
@@ -178,7 +177,12 @@ class NonceCounts:
             return nc > int.from_bytes(self._table[at:at + 4], "big")
         if issued <= self._floors[index]:
             return False
-        return self._free(entries) >= 0
+        if self._free(entries) >= 0:
+            return True
+        # A full set: L{use} evicts the nonce issued first, unless this one
+        # was issued no later than it.
+        return issued > min(_TIME.unpack_from(entries, at)[0]
+                            for at in range(0, self._setBytes, self._ENTRY))
 
     def _locate(self, nonce, issued, nc):
         """

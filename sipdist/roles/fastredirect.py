@@ -17,10 +17,11 @@ it changes anything:
     no parameter beyond those of RFC 7616 that we use (C{username},
     C{realm}, C{nonce}, C{uri}, C{response}, C{algorithm}, C{cnonce},
     C{qop}, C{nc}), any accepted algorithm (C{MD5}, C{SHA-256} and their
-    C{-sess} forms), the nonce ours and not stale, its count fresh (and
-    the table of counts not full), no failure counted for the user from
-    that address (the limiter), the HA1 at hand without I/O (a credential
-    source with C{cachedHA1}) and the response right;
+    C{-sess} forms), the nonce ours and not stale, its count fresh (the
+    table of counts taking it as on the full path: a full set of it by
+    evicting the nonce issued first), no failure counted for the user
+    from that address (the limiter), the HA1 at hand without I/O (a
+    credential source with C{cachedHA1}) and the response right;
   - the To naming the user itself, without a port;
   - the user's assignment at hand without I/O (a store with
     C{answersAtOnce}), its server known, and L{sipdist.decision.decide}
