@@ -772,6 +772,9 @@ def _shedVariants():
     yield "from another address, same port", plain, ("198.51.100.9", 5060), \
         True
     yield "from another port, no rport", plain, other, False
+    callID = plain.split(b"Call-ID: ", 1)[1].split(b"\r\n", 1)[0]
+    yield "NUL in Call-ID", plain.replace(callID, b"a\x00" + callID), \
+        CLIENT, False
     yield "rport after branch", \
         v("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKr1;rport"), other, True
     yield "rport before branch", \

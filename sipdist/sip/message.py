@@ -1081,6 +1081,10 @@ def _answerable(message):
 
 
 _REQUIRED = ("from", "to", "call-id", "cseq")
+# A control character (but a tab) in a Call-ID: never valid (RFC 3261
+# "word"), and it would break the signature of a response, which joins
+# its fields with NUL.
+_CALL_ID_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _OTHER_SINGLE = tuple(k for k in SINGLE_VALUE if k not in _REQUIRED)
 
 
@@ -1122,6 +1126,8 @@ def validateRequest(request, checkMaxForwards=True):
         if values is not None and len(values) > 1:
             raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
                                request)
+    if _CALL_ID_CONTROL.search(get("call-id")[0]) is not None:
+        raise MessageError(400, "Bad Call-ID", request)
     # The CSeq, read as cseq() reads it, without the header lookup again.
     number, _, method = get("cseq")[0].strip().partition(" ")
     method = method.strip()
