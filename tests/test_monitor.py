@@ -579,18 +579,31 @@ def _register(n, port, target):
             f"Content-Length: 0\r\n\r\n").encode("ascii")
 
 
+def _invite(n, port, target):
+    user = f"u{n % 100}"
+    return (f"INVITE sip:{user}@example.com SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKhalf{n};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:flood@example.com>;tag=i{n}\r\n"
+            f"To: <sip:{user}@example.com>\r\n"
+            f"Call-ID: half{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:flood@127.0.0.1:{port}>\r\n"
+            f"Content-Length: 0\r\n\r\n").encode("ascii")
+
+
 class OverloadTests(TestCase):
     """
-    An C{OPTIONS} flood and a C{REGISTER} peak at one home, real servers on
-    loopback: the home's full transaction table answers C{503}, the
-    monitor's checks too, and the monitor sees a busy server, not a dead
-    one: no user moves.
+    Floods at one home, real servers on loopback, the home's transaction
+    table small: half-open INVITEs (challenged, never acknowledged) fill it
+    and it answers C{503}, the monitor's checks too; an C{OPTIONS} flood
+    and a C{REGISTER} peak fill it with the records of completed
+    transactions, which make way for new requests.  Either way the monitor
+    sees a busy server, not a dead one: no user moves.
     """
 
     timeout = 30
 
     @defer.inlineCallbacks
-    def overload(self, make):
+    def overload(self, make, full=True):
         pool = yield startPool(self, homes=(), distributor=False)
         yield pool.start("home1", **{"max-transactions": 30})
         yield pool.start("home2")
@@ -618,24 +631,38 @@ class OverloadTests(TestCase):
         yield flooder.flood(("127.0.0.1", port), 3000, 15)
         yield task.deferLater(reactor, 0.5, lambda: None)
         watcher.stop()
-        # The flood did fill the table, and the monitor met the 503s.
-        self.assertGreater(flooder.codes["503"], 100)
-        self.assertTrue(any(p and p.startswith("503") for p in seen), seen)
+        transactions = pool.services["home1"].transactions
+        if full:
+            # The flood did fill the table, and the monitor met the 503s.
+            self.assertGreater(flooder.codes["503"], 100)
+            self.assertTrue(any(p and p.startswith("503") for p in seen),
+                            seen)
+        else:
+            # Records ended early, nothing refused.
+            self.assertEqual(flooder.codes["503"], 0)
+            self.assertGreater(transactions.evicted, 2000)
         record = yield pool.store.getServer("home1")
         self.assertEqual(record.state, "active")
         counts = yield pool.store.countUsers()
         self.assertEqual(counts, {"home1": 100, "home2": 100})
         self.assertEqual(monitor.moved, 0)
 
+    def test_halfOpenInvites(self):
+        """
+        A flood of unauthenticated C{INVITE}s never acknowledged at one
+        home moves no user.
+        """
+        return self.overload(_invite)
+
     def test_optionsFlood(self):
         """
         An unauthenticated C{OPTIONS} flood at one home moves no user.
         """
-        return self.overload(_options)
+        return self.overload(_options, full=False)
 
     def test_registerPeak(self):
         """
         A C{REGISTER} peak (every client of a home at once, before
         authentication) moves no user.
         """
-        return self.overload(_register)
+        return self.overload(_register, full=False)
