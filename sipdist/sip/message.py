@@ -1082,8 +1082,10 @@ def _answerable(message):
 
 _REQUIRED = ("from", "to", "call-id", "cseq")
 # A control character (but a tab) in a Call-ID: never valid (RFC 3261
-# "word"), and it would break the signature of a response, which joins
-# its fields with NUL.
+# "word").  Such a request is dropped, its reason counted: a response must
+# copy the Call-ID, and one holding a control character would be
+# malformed itself (and its signature, which joins fields with NUL,
+# cannot be made).
 _CALL_ID_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _OTHER_SINGLE = tuple(k for k in SINGLE_VALUE if k not in _REQUIRED)
 
@@ -1127,7 +1129,7 @@ def validateRequest(request, checkMaxForwards=True):
             raise MessageError(400, f"Duplicate {canonicalName(key)} Header",
                                request)
     if _CALL_ID_CONTROL.search(get("call-id")[0]) is not None:
-        raise MessageError(400, "Bad Call-ID", request)
+        raise MessageError(400, "Bad Call-ID", None)
     # The CSeq, read as cseq() reads it, without the header lookup again.
     number, _, method = get("cseq")[0].strip().partition(" ")
     method = method.strip()
