@@ -246,13 +246,21 @@ def runSipp(scenario, port, calls, rate, user, transport="u1"):
     result = subprocess.run(argv, capture_output=True, text=True,
                             timeout=180, cwd=tempfile.gettempdir())
     elapsed = time.monotonic() - start
+    return sippCalls(result.stdout) + (elapsed,)
+
+
+def sippCalls(output):
+    """
+    The successful and failed calls in SIPp's final statistics (its
+    standard output).
+    """
     successful = failed = 0
-    for line in result.stdout.splitlines():
+    for line in output.splitlines():
         if line.strip().startswith("Successful call"):
             successful = int(line.split("|")[2].split()[0])
         elif line.strip().startswith("Failed call"):
             failed = int(line.split("|")[2].split()[0])
-    return successful, failed, elapsed
+    return successful, failed
 
 
 RESULTS = []

@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_register import (  # noqa: E402
-    SCENARIOS, cpuSeconds, freePort, processTree, stopProcesses)
+    SCENARIOS, cpuSeconds, freePort, processTree, sippCalls, stopProcesses)
 from profile_register import startServer  # noqa: E402
 
 REALM = "example.com"
@@ -91,13 +91,7 @@ def runSipp(work, path, port, calls, rate):
     result = subprocess.run(argv, capture_output=True, text=True,
                             timeout=calls / rate + 180, cwd=work)
     elapsed = time.monotonic() - start
-    ok = failed = 0
-    for line in result.stdout.splitlines():
-        if line.strip().startswith("Successful call"):
-            ok = int(line.split("|")[2].split()[0])
-        elif line.strip().startswith("Failed call"):
-            failed = int(line.split("|")[2].split()[0])
-    return ok, failed, elapsed
+    return sippCalls(result.stdout) + (elapsed,)
 
 
 def peakMemory(pid):

@@ -409,26 +409,15 @@ class RestartProcessTests(SynchronousTestCase):
     """
 
     def startHome(self, port, log, *extra):
-        import subprocess
-        from tests.test_startup import twistdCommand
+        from tests.test_startup import spawnTwistd
 
-        process = subprocess.Popen(
-            twistdCommand("--logfile", log, "sipdist", "--role=home",
-                          "--name=home1", "--domain=example.com",
-                          f"--listen=udp:{port}:interface=127.0.0.1",
-                          f"--store=file:{self.store}",
-                          f"--secret-file={self.secret}",
-                          "--credentials=memory:alice:pa,bob:pb",
-                          f"--bindings-file={self.bindings}", *extra),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-
-        def cleanup():
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
-
-        self.addCleanup(cleanup)
+        process = spawnTwistd(
+            self, "--logfile", log, "sipdist", "--role=home",
+            "--name=home1", "--domain=example.com",
+            f"--listen=udp:{port}:interface=127.0.0.1",
+            f"--store=file:{self.store}", f"--secret-file={self.secret}",
+            "--credentials=memory:alice:pa,bob:pb",
+            f"--bindings-file={self.bindings}", *extra)
         self.waitFor(log, "listening on")
         return process
 

@@ -7,7 +7,6 @@ for its refresh.
 
 import os
 import signal
-import socket
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
@@ -19,6 +18,7 @@ from sipdist.store import ServerRecord
 
 from tests.distribution_helpers import (
     DOMAIN, PASSWORD, _reactor, startPool, waitFor)
+from tests.interop import freePort
 
 LOOPBACK_TCP = "tcp:0:interface=127.0.0.1"
 
@@ -186,26 +186,15 @@ class KilledHomeProcessTests(TestCase):
     timeout = 60
 
     def startHome(self, name, port, base):
-        import subprocess
-        from tests.test_startup import twistdCommand
+        from tests.test_startup import spawnTwistd
 
         log = os.path.join(base, f"{name}.log")
-        process = subprocess.Popen(
-            twistdCommand("--logfile", log, "sipdist", "--role=home",
-                          f"--name={name}", f"--domain={DOMAIN}",
-                          f"--listen=tcp:{port}:interface=127.0.0.1",
-                          f"--store=file:{self.store}",
-                          f"--secret-file={self.secret}",
-                          f"--credentials=memory:alice:{PASSWORD}"),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-
-        def cleanup():
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
-
-        self.addCleanup(cleanup)
+        process = spawnTwistd(
+            self, "--logfile", log, "sipdist", "--role=home",
+            f"--name={name}", f"--domain={DOMAIN}",
+            f"--listen=tcp:{port}:interface=127.0.0.1",
+            f"--store=file:{self.store}", f"--secret-file={self.secret}",
+            f"--credentials=memory:alice:{PASSWORD}")
 
         def listening():
             """the home's log says it listens"""
@@ -227,7 +216,7 @@ class KilledHomeProcessTests(TestCase):
         self.secret = os.path.join(base, "secret")
         with open(self.secret, "w") as f:
             f.write("rehoming-test-secret-0123456789abcdef\n")
-        ports = {"home1": freeTCPPort(), "home2": freeTCPPort()}
+        ports = {"home1": freePort("tcp"), "home2": freePort("tcp")}
         with open(self.store, "w") as f:
             for name, port in ports.items():
                 f.write(f"server {name} sip:127.0.0.1:{port};transport=tcp\n")
@@ -269,14 +258,6 @@ class KilledHomeProcessTests(TestCase):
         self.assertEqual(
             [e.target.port for e in events[lost:] if e.kind == "trying"],
             [ports["home2"]])
-
-
-def freeTCPPort():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def tail(path):

@@ -36,6 +36,29 @@ def twistdCommand(*args):
         list(args)
 
 
+def spawnTwistd(case, *args):
+    """
+    Start C{twistd -n ARGS} (this worktree's sipdist) in a process of its
+    own, without standard streams; killed and waited for when C{case} is
+    cleaned up.
+
+    @return: the L{subprocess.Popen}.
+    """
+    import subprocess
+
+    process = subprocess.Popen(
+        twistdCommand(*args), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def cleanup():
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+    case.addCleanup(cleanup)
+    return process
+
+
 def freeUDPPort():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
