@@ -105,9 +105,11 @@ _PARAMS = rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*"
 _URI = (rb"sips?:(?:[A-Za-z0-9._+-]+@)?" + _HOST + rb"(?::" + _PORT + rb")?"
         + _PARAMS)
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") " + _URI + rb" SIP/2\.0\Z")
+# A control character (but a tab): a Call-ID holding one is dropped by the
+# full path (sipdist.sip.message.validateRequest).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # The top Via: 1 sent-by, 2 host, 3 port, 4 rport before the branch, 5
 # branch, 6 rport after it.
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VIA = re.compile(
     rb"(SIP/2\.0/UDP (" + _HOST + rb")(?::(" + _PORT + rb"))?)(;rport)?"
     rb";branch=(z9hG4bK" + _TOKEN + rb")(;rport)?\Z")
@@ -230,7 +232,6 @@ def _scan(data, addr, maxSize):
             toLine = line
         elif name == b"Call-ID":
             if callID is not None or _CONTROL.search(value) is not None:
-                # (A control character: the full path's 400.)
                 return None
             callID = line
         elif name == b"CSeq":

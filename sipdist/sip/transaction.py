@@ -815,8 +815,7 @@ class _CompletedRecords:
         if not self._count:
             self.clear()
             return
-        if self._count * 16 < self._mask + 1 and self._mask + 1 > self.minSlots:
-            self._shrink()
+        self._shrinkIfSparse()
         self._call = self._reactor.callLater(
             max(due - now, self.granularity), self._sweep)
 
@@ -830,7 +829,14 @@ class _CompletedRecords:
             self.clear()
             return
         self._endOldest(float("-inf"), count)
-        if self._count * 16 < self._mask + 1 and self._mask + 1 > self.minSlots:
+        self._shrinkIfSparse()
+
+    def _shrinkIfSparse(self):
+        """
+        A smaller index when this one is less than a sixteenth full.
+        """
+        size = self._mask + 1
+        if self._count * 16 < size and size > self.minSlots:
             self._shrink()
 
     def _endOldest(self, now, count):
