@@ -268,6 +268,31 @@ class SippTests(TestCase):
         [binding] = services["home1"].registrar.lookup("sip:alice@example.com")
         self.assertEqual(binding.uri.username, "alice")
 
+    @defer.inlineCallbacks
+    def test_homeTableOfRecords(self):
+        """
+        SIPp logs in 200 times at a home whose transaction table holds 20:
+        the records its completed transactions leave for retransmissions
+        make way (the oldest ended early), and every login ends 200, none
+        refused with 503.
+        """
+        requireTool("sipp")
+        store, services, uris, ca = yield startDeployment(
+            self, **{"max-transactions": 20})
+        home = services["home1"]
+        port = home.transportService.ports[0].getHost().port
+        code, out, err = yield runSipp(
+            reactor, HERE.child("sipp").child("register_auth.xml").path,
+            f"127.0.0.1:{port}", transport="u1", calls=200, rate=100,
+            username="alice", password=PASSWORD, service="alice",
+            extra=["-key", "domain", "example.com", "-auth_uri", "example.com"])
+        self.assertEqual(code, 0, (out[-800:], err[-800:]))
+        self.assertEqual(home.processor.served, 200)
+        layer = home.transactions
+        self.assertEqual(layer.rejected, 0)
+        self.assertGreaterEqual(layer.evicted, 380)
+        self.assertLessEqual(layer.active, 20)
+
 
 class StandardClientTests(TestCase):
     """
