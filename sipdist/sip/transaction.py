@@ -520,6 +520,18 @@ class _ExpiryQueue:
 _RECORD = struct.Struct("<dqIHHHHqHH")
 
 
+def _keyBytes(key):
+    """
+    The branch, sent-by host and method of an RFC 3261 server transaction
+    key as a record holds them (UTF-8), and its sent-by port.
+
+    @raise TypeError, ValueError, AttributeError: C{key} is not of that
+        shape (an RFC 2543 key).
+    """
+    branch, sentBy, sentByPort, method = key
+    return branch.encode(), sentBy.encode(), sentByPort, method.encode()
+
+
 def _size(fields):
     """
     The size of a record of L{_CompletedRecords} from its header's fields.
@@ -595,10 +607,7 @@ class _CompletedRecords:
         if protocol is not self._protocol and not self._choose(protocol):
             return None
         try:
-            branch, sentBy, sentByPort, method = key
-            branch = branch.encode()
-            sentBy = sentBy.encode()
-            method = method.encode()
+            branch, sentBy, sentByPort, method = _keyBytes(key)
             host, port = flow.remote
             host = host.encode()
             h = hash(key)
@@ -759,10 +768,7 @@ class _CompletedRecords:
         if not stored:
             return None
         try:
-            branch, sentBy, sentByPort, method = key
-            branch = branch.encode()
-            sentBy = sentBy.encode()
-            method = method.encode()
+            branch, sentBy, sentByPort, method = _keyBytes(key)
         except (TypeError, ValueError, AttributeError):
             # Not a key of this table's shape (RFC 2543).
             return None
