@@ -424,15 +424,7 @@ class RehomingTests(SynchronousTestCase):
         to 10%, so that the clients turned away together come back
         spread.
         """
-        clock, ua, registration = self.registration(
-            [200, Answer(503, {"Retry-After": "30"}), 200], keepAlive=False,
-            random=Upper())
-        clock.advance(540)
-        self.assertEqual(len(ua.sent), 2)
-        clock.advance(32.9)
-        self.assertEqual(len(ua.sent), 2)
-        clock.advance(0.1)
-        self.assertEqual(len(ua.sent), 3)
+        self.assertRefreshWaits(Upper(), 33.0)
 
     def test_backup503Waits(self):
         """
@@ -467,16 +459,27 @@ class RehomingTests(SynchronousTestCase):
         A refresh answered C{503} with C{Retry-After} waits for it before
         logging in again.
         """
+        registration = self.assertRefreshWaits(Lower(), 30.0)
+        self.assertEqual(registration.state, "registered")
+
+    def assertRefreshWaits(self, random, seconds):
+        """
+        A refresh (at 540 s) answered C{503} with C{Retry-After: 30} is
+        sent again C{seconds} later, not before (C{random} picks the
+        jitter).
+
+        @return: the registration.
+        """
         clock, ua, registration = self.registration(
             [200, Answer(503, {"Retry-After": "30"}), 200], keepAlive=False,
-            random=Lower())
+            random=random)
         clock.advance(540)
         self.assertEqual(len(ua.sent), 2)
-        clock.advance(29.9)
+        clock.advance(seconds - 0.1)
         self.assertEqual(len(ua.sent), 2)
         clock.advance(0.1)
         self.assertEqual(len(ua.sent), 3)
-        self.assertEqual(registration.state, "registered")
+        return registration
 
     def test_stopDuringWait(self):
         """

@@ -558,36 +558,40 @@ class _Flooder:
         return self.port.stopListening()
 
 
+def _request(method, uri, n, port, branch, fromUser, to, contact=None,
+             extra=""):
+    """
+    A new request of the floods, number C{n}, from C{port} on loopback
+    (C{extra}: header lines, each ending with CRLF).
+    """
+    contactLine = "" if contact is None else f"Contact: <{contact}>\r\n"
+    return (f"{method} {uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}{n};"
+            f"rport\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:{fromUser}@example.com>;tag={branch}{n}\r\n"
+            f"To: <{to}>\r\nCall-ID: {branch}{n}@127.0.0.1\r\n"
+            f"CSeq: 1 {method}\r\n{contactLine}{extra}"
+            f"Content-Length: 0\r\n\r\n").encode("ascii")
+
+
 def _options(n, port, target):
     host, targetPort = target
-    return (f"OPTIONS sip:{host}:{targetPort} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKflood{n};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:flood@example.com>;tag=f{n}\r\n"
-            f"To: <sip:{host}:{targetPort}>\r\n"
-            f"Call-ID: flood{n}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\n"
-            f"Content-Length: 0\r\n\r\n").encode("ascii")
+    uri = f"sip:{host}:{targetPort}"
+    return _request("OPTIONS", uri, n, port, "flood", "flood", uri)
 
 
 def _register(n, port, target):
     user = f"u{n % 200}"
-    return (f"REGISTER sip:example.com SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKpeak{n};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=r{n}\r\n"
-            f"To: <sip:{user}@example.com>\r\n"
-            f"Call-ID: peak{n}@127.0.0.1\r\nCSeq: 1 REGISTER\r\n"
-            f"Contact: <sip:{user}@127.0.0.1:{port}>\r\nExpires: 60\r\n"
-            f"Content-Length: 0\r\n\r\n").encode("ascii")
+    return _request("REGISTER", "sip:example.com", n, port, "peak", user,
+                    f"sip:{user}@example.com",
+                    f"sip:{user}@127.0.0.1:{port}", "Expires: 60\r\n")
 
 
 def _invite(n, port, target):
     user = f"u{n % 100}"
-    return (f"INVITE sip:{user}@example.com SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKhalf{n};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:flood@example.com>;tag=i{n}\r\n"
-            f"To: <sip:{user}@example.com>\r\n"
-            f"Call-ID: half{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
-            f"Contact: <sip:flood@127.0.0.1:{port}>\r\n"
-            f"Content-Length: 0\r\n\r\n").encode("ascii")
+    uri = f"sip:{user}@example.com"
+    return _request("INVITE", uri, n, port, "half", "flood", uri,
+                    f"sip:flood@127.0.0.1:{port}")
 
 
 class OverloadTests(TestCase):
