@@ -43,8 +43,9 @@ answering), or any other refusal.  Failed logins after that are retried
 with growing, randomised delays (after a C{503} with C{Retry-After}, that
 wait instead, with up to 10% of jitter), at most C{maxFailures} times in a
 row; logins turned away with a C{Retry-After} are not counted among those
-failures but retried for up to C{maxTurnedAway} seconds of waiting.  L{stop} unregisters (C{Expires: 0} on
-our own binding) and cancels every timer.
+failures but retried for up to C{maxTurnedAway} seconds of waiting.
+L{stop} unregisters (C{Expires: 0} on our own binding) and cancels every
+timer.
 
 It also learns that its home failed from the transport, without waiting
 for the refresh: the loss of the TCP/TLS connection the registration lives
@@ -915,9 +916,9 @@ class Registration:
         (the server is there and said when to come back), which are
         retried for up to C{maxTurnedAway} seconds of waiting since the
         last other failure.  The first login starts at C{backup} when
-        given (and so do
-        the retries: a backup that does not answer falls back on
-        discovery within each login), after C{wait} seconds when given.
+        given (and so do the retries: a backup that does not answer falls
+        back on discovery within each login), after C{wait} seconds when
+        given.
         """
         self.ua.outboundProxy = None
         self._unwatchFlow()
@@ -938,7 +939,7 @@ class Registration:
                 if e.retryAfter:
                     # Turned away for now, not refused: the server said
                     # when to come back.
-                    delay = self.retryDelay(max(failures, 1), e)
+                    delay = self._retryAfterWait(e.retryAfter)
                     if turnedAway + delay > self.maxTurnedAway:
                         self._giveUp(f"giving up after being turned away "
                                      f"for {turnedAway:.0f} s: {e}")
