@@ -9,10 +9,11 @@ cost less per datagram, the same datagrams in and out.
     flooded port leaves the reactor to the others, and reads enough that
     the receive buffer's backlog, which the overload control watches, is
     what it would be with Twisted's port), in a loop doing less per
-    datagram; the read that finds the socket empty ends it.  A read error other than I{would block} (an ICMP error
-    reported on the socket, a lack of memory) ends that wake-up and is
-    logged (bounded); the port stays open and is read again at the next
-    one, where Twisted's raises and so closes the port.
+    datagram; the read that finds the socket empty ends it.  A read error
+    other than I{would block} (an ICMP error reported on the socket, a
+    lack of memory) ends that wake-up and is logged (bounded); the port
+    stays open and is read again at the next one, where Twisted's raises
+    and so closes the port.
   - L{DatagramPort.write} sends to an address whose host it has already
     checked (an IP address of the port's family, not a host name, which
     the socket would resolve, blocking) without checking it again; what it
