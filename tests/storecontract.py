@@ -325,3 +325,70 @@ class AssignmentStoreContractMixin:
         other = yield maybeDeferred(self.otherWriter, store)
         self.assertEqual((yield other.getServer("home1")), record)
         self.assertIsNone(serverURIFor(record, "TLS"))
+
+
+class AtOnceReadingsMixin:
+    """
+    Tests of the readings a store that answers from memory offers besides
+    L{IAssignmentStore} (C{userAtOnce}, C{serverAtOnce}, C{serversAtOnce},
+    which the fast paths use): the same answers as the interface's, after
+    every kind of change, its own or another writer's.  Used with
+    L{AssignmentStoreContractMixin}'s C{makeStore}, C{otherWriter} and
+    C{pickUpChanges}.
+    """
+
+    @inlineCallbacks
+    def assertSameAnswers(self, store, aors):
+        """
+        The readings at once answer as C{lookupUser}, C{getServer} and
+        C{listServers} do, for C{aors} and every server listed.
+        """
+        listed = yield store.listServers()
+        self.assertEqual(store.serversAtOnce(), tuple(listed))
+        for aor in aors:
+            self.assertEqual(store.userAtOnce(aor),
+                             (yield store.lookupUser(aor)))
+        for record in listed + [ServerRecord("gone", "sip:192.0.2.1")]:
+            self.assertEqual(store.serverAtOnce(record.id),
+                             (yield store.getServer(record.id)))
+
+    @contract
+    def test_atOnceAnswers(self):
+        """
+        C{userAtOnce}, C{serverAtOnce} and C{serversAtOnce} give what the
+        Deferred readings give, through adding, updating and removing
+        servers and users; C{serversAtOnce} gives the same tuple until a
+        server changes.
+        """
+        store = yield maybeDeferred(self.makeStore)
+        aors = ["alice@example.com", "sip:bob@example.com"]
+        yield self.assertSameAnswers(store, aors)
+        yield store.addServer(HOME2)
+        yield store.addServer(HOME1)
+        first = store.serversAtOnce()
+        self.assertEqual([r.id for r in first], ["home1", "home2"])
+        yield store.assignUser(aors[0], "home1")
+        yield store.assignUser(aors[1], "home2")
+        self.assertIs(store.serversAtOnce(), first)
+        yield self.assertSameAnswers(store, aors)
+        yield store.updateServer("home1", state=DOWN)
+        self.assertIsNot(store.serversAtOnce(), first)
+        yield self.assertSameAnswers(store, aors)
+        yield store.moveUser(aors[1], "home1")
+        yield store.removeUser(aors[0])
+        yield self.assertSameAnswers(store, aors)
+        other = yield maybeDeferred(self.otherWriter, store)
+        yield other.removeUser(aors[1])
+        yield other.removeServer("home2")
+        yield self.pickUpChanges(store)
+        yield self.assertSameAnswers(store, aors)
+        self.assertEqual([r.id for r in store.serversAtOnce()], ["home1"])
+
+    def test_atOnceInvalid(self):
+        """
+        C{userAtOnce} raises L{InvalidValue} for an address-of-record
+        C{lookupUser} fails.
+        """
+        store = self.successResultOf(maybeDeferred(self.makeStore))
+        self.assertRaises(InvalidValue, store.userAtOnce, "sip:")
+        self.failureResultOf(store.lookupUser("sip:"), InvalidValue)

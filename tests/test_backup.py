@@ -88,3 +88,49 @@ class FlowTimerTests(SynchronousTestCase):
             contact="<sip:a@10.0.0.9:5060>;reg-id=1;+sip.instance=\"x\"")))
         self.assertFalse(wantsFlowTimer(self.request(
             supported="path", contact="<sip:a@10.0.0.9:5060>")))
+
+
+class BackupValueTests(SynchronousTestCase):
+    """
+    L{DistributionProcessor.backupValue} remembers its answers for the
+    last pool it was given, and answers anew for another.
+    """
+
+    def setUp(self):
+        from tests.test_fastchallenge import _server
+        self.service = _server()[0]
+        self.processor = self.service.processor
+
+    def test_samePool(self):
+        """
+        The same pool, as the same tuple or as an equal list, gives the
+        remembered answer: L{backupFor}'s over it.
+        """
+        pool = tuple(records(("home1", 10, "active"), ("home2", 10, "active"),
+                             ("home3", 10, "active")))
+        expected = f"<{backupFor(AOR, pool, 'home1', 'UDP')}>"
+        for given in (pool, pool, list(pool), tuple(pool)):
+            self.assertEqual(
+                self.processor.backupValue(AOR, "home1", "UDP", (), given),
+                expected)
+        self.assertEqual(len(self.processor._backups), 1)
+
+    def test_poolChanged(self):
+        """
+        A pool where the backup home is down, or gone, gives the next one;
+        given the first pool again, the first answer.
+        """
+        pool = records(("home1", 10, "active"), ("home2", 10, "active"),
+                       ("home3", 10, "active"))
+        first = self.processor.backupValue(AOR, "home1", "UDP", (), pool)
+        chosen = first[len("<"):-len(">")]
+        down = [r if r.uri != chosen else r.updated(state="down")
+                for r in pool]
+        gone = [r for r in pool if r.uri != chosen]
+        other = [r.uri for r in pool if r.uri != chosen and r.id != "home1"]
+        for changed in (down, gone):
+            self.assertEqual(
+                self.processor.backupValue(AOR, "home1", "UDP", (), changed),
+                f"<{other[0]}>")
+        self.assertEqual(
+            self.processor.backupValue(AOR, "home1", "UDP", (), pool), first)

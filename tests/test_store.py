@@ -11,11 +11,12 @@ from sipdist.store import (
     splitOptions, storeFromString,
 )
 from sipdist.store.memory import MemoryAssignmentStore
-from tests.storecontract import AssignmentStoreContractMixin
+from tests.storecontract import (
+    AssignmentStoreContractMixin, AtOnceReadingsMixin)
 
 
 class MemoryStoreContractTests(AssignmentStoreContractMixin,
-                               SynchronousTestCase):
+                               AtOnceReadingsMixin, SynchronousTestCase):
     """
     The memory store keeps the store contract.
     """

@@ -19,7 +19,8 @@ from sipdist.store.file import (
     FileAssignmentStore, parseAssignments, renderAssignments, writeAtomically,
 )
 from tests.helpers_store import tempDir
-from tests.storecontract import AssignmentStoreContractMixin
+from tests.storecontract import (
+    AssignmentStoreContractMixin, AtOnceReadingsMixin)
 
 SAMPLE = """\
 # the servers
@@ -33,7 +34,7 @@ user sip:bob@example.com home2
 
 
 class FileStoreContractTests(AssignmentStoreContractMixin,
-                             SynchronousTestCase):
+                             AtOnceReadingsMixin, SynchronousTestCase):
     """
     The file store keeps the store contract.
     """

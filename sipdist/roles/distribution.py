@@ -334,6 +334,7 @@ class DistributionProcessor:
         self.offerBackup = True
         # (aor, assigned server, transport, records) -> Sipdist-Backup value.
         self._backups = {}
+        self._backupPool = ()
 
     def __call__(self, request, transaction):
         # A new request: whatever Route it carries was not sealed by the
@@ -687,8 +688,17 @@ class DistributionProcessor:
         """
         # The same user, assigned server, transport, exclusions and pool
         # give the same backup: remembered (bounded) rather than hashed and
-        # sorted again on every request.
-        key = (aor, assignedId, transport, tuple(exclude), tuple(records))
+        # sorted again on every request.  The table holds the answers for
+        # one pool, the last one seen: another pool empties it.  (A store
+        # listing from memory gives the same tuple until its servers
+        # change, told from the last by identity, not by comparing every
+        # record again.)
+        if records is not self._backupPool:
+            records = tuple(records)
+            if records != self._backupPool:
+                self._backups.clear()
+            self._backupPool = records
+        key = (aor, assignedId, transport, tuple(exclude))
         cache = self._backups
         backup = cache.get(key, cache)
         if backup is cache:

@@ -271,10 +271,20 @@ class FastAuthenticated(FastPart):
         # The assignment (_lookedUp, _gotServer).
         if not answersAtOnce(aor):
             return None
-        serverId = _atOnce(store.lookupUser(aor))
-        if serverId is NOT_FIRED or serverId is None:
-            return None
-        record = _atOnce(store.getServer(serverId))
+        if hasattr(store, "userAtOnce"):
+            # Read from memory without a Deferred.
+            try:
+                serverId = store.userAtOnce(aor)
+            except Exception:
+                return None
+            if serverId is None:
+                return None
+            record = store.serverAtOnce(serverId)
+        else:
+            serverId = _atOnce(store.lookupUser(aor))
+            if serverId is NOT_FIRED or serverId is None:
+                return None
+            record = _atOnce(store.getServer(serverId))
         if record is NOT_FIRED or record is None:
             return None
         supported = values.get(b"Supported")
@@ -313,9 +323,13 @@ class FastAuthenticated(FastPart):
         processor = self._processor
         if not (processor.offerBackup and checked.follows):
             return None
-        records = _atOnce(processor.store.listServers())
-        if records is NOT_FIRED:
-            return NOT_FIRED
+        store = processor.store
+        if hasattr(store, "serversAtOnce"):
+            records = store.serversAtOnce()
+        else:
+            records = _atOnce(store.listServers())
+            if records is NOT_FIRED:
+                return NOT_FIRED
         try:
             return processor.backupValue(checked.identity.aor, assignedId,
                                          "UDP", exclude, records)

@@ -33,6 +33,19 @@ class Tables:
         self.users = {}
         self.servers = {}
         self.counts = {}
+        self._serverList = None
+
+    def serverList(self):
+        """
+        The server records sorted by id, as a L{tuple}: the same object
+        until a server changes.
+        """
+        listed = self._serverList
+        if listed is None:
+            servers = self.servers
+            listed = self._serverList = tuple(servers[k]
+                                              for k in sorted(servers))
+        return listed
 
     def apply(self, events):
         users, servers, counts = self.users, self.servers, self.counts
@@ -47,6 +60,7 @@ class Tables:
                     users[event.aor] = sid
                     counts[sid] += 1
             else:
+                self._serverList = None
                 if event.new is None:
                     del servers[event.serverId]
                     del counts[event.serverId]
@@ -164,8 +178,32 @@ class MemoryAssignmentStore:
         return True
 
     def listServers(self):
-        servers = self._tables.servers
-        return succeed([servers[k] for k in sorted(servers)])
+        return succeed(list(self._tables.serverList()))
+
+    # Reading from memory, without a Deferred (not part of
+    # IAssignmentStore: the fast paths of sipdist.roles use these when a
+    # store has them).
+
+    def userAtOnce(self, aor):
+        """
+        L{lookupUser}'s answer, now.
+
+        @raise InvalidValue: for an address-of-record L{lookupUser} fails.
+        """
+        return self._tables.users.get(aorKey(aor))
+
+    def serverAtOnce(self, serverId):
+        """
+        L{getServer}'s answer, now.
+        """
+        return self._tables.servers.get(serverId)
+
+    def serversAtOnce(self):
+        """
+        L{listServers}'s answer, now, as a L{tuple} that stays the same
+        object until a server changes.
+        """
+        return self._tables.serverList()
 
     def countUsers(self):
         return succeed(dict(self._tables.counts))
