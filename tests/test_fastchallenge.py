@@ -103,7 +103,19 @@ def _effects(service, udp):
         "timerJ": len(layer._timerJ._queue),
         "unsealed": getattr(getattr(service, "proxy", None), "unsealed",
                             None),
+        "admission": _admission(layer.overload),
     }
+
+
+def _admission(overload):
+    """
+    What the overload control's token bucket holds and has admitted, and
+    whether it still holds an admission for a datagram.
+    """
+    if overload is None:
+        return None
+    return (round(overload._tokens, 9), overload._admitted,
+            overload.shed, overload.admittedAhead())
 
 
 class FastChallengeTests(TestCase):
@@ -343,17 +355,54 @@ class FastChallengeTests(TestCase):
     def test_overloadedUnread(self):
         """
         While shedding, a request the overload control cannot read at byte
-        level (its 503 would go to the Via's port, not the source's) is
-        left to the full path's admission, even when the fast path could
-        answer it.
+        level (its 503 would go to the Via's port, not the source's) takes
+        the fast path when the bucket has a token for it: then every
+        request is admitted unread, its token taken once (not again for
+        its retransmission) as on the full path.  When the bucket has
+        none, the full path's admission decides, and sheds it.
         """
-        def admitting(service, udp):
-            overload = service.transactions.overload
-            overload.limit(100.0)
-            overload._tokens = 5.0
+        def bucket(tokens):
+            def prepare(service, udp):
+                overload = service.transactions.overload
+                overload.limit(0.001)
+                overload._tokens = tokens
+            return prepare
         data = _register(via="SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKp")
         self.assertTrue(self._both(data, prepare=None))
-        self.assertFalse(self._both(data, prepare=admitting))
+        for fast in (False, True):
+            service, protocol, udp, clock = _server(fast=fast)
+            bucket(5.0)(service, udp)
+            for _ in range(2):
+                protocol.datagramReceived(data, CLIENT)
+            self.assertEqual(_admission(service.transactions.overload),
+                             (4.0, 1, 0, False))
+        self.assertTrue(self._both(data, prepare=bucket(5.0)))
+        self.assertFalse(self._both(data, prepare=bucket(0.0)))
+
+    def test_overloadedUnreadNeverShed(self):
+        """
+        While shedding, with a token in the bucket, what is never shed (an
+        OPTIONS, a request inside a dialog) and a retransmission are let
+        through unread without taking it, and leave no admission behind.
+        """
+        service, protocol, udp, clock = _server()
+        overload = service.transactions.overload
+        overload.limit(0.001)
+        overload._tokens = 3.0
+        options = _register(
+            via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKo").replace(
+            b"REGISTER sip:", b"OPTIONS sip:", 1).replace(
+            b" REGISTER\r\n", b" OPTIONS\r\n")
+        inDialog = _register(
+            via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKd").replace(
+            b"To: <sip:alice@example.com>", b"To: <sip:alice@example.com>;tag=9")
+        protocol.datagramReceived(_register(), CLIENT)
+        for data in (options, inDialog, _register()):
+            protocol.datagramReceived(data, CLIENT)
+        self.assertEqual(_admission(overload), (2.0, 1, 0, False))
+        answers = [data.split(b"\r\n", 1)[0] for data, addr in udp.sent]
+        self.assertEqual(len(answers), 4)
+        self.assertEqual([a for a in answers if b" 503 " in a], [])
 
     def test_tableFull(self):
         """

@@ -690,6 +690,29 @@ class ShedDatagramTests(SynchronousTestCase):
         self.assertTrue(self.control.shedDatagram(
             self.protocol, data, ("192.0.2.9", 5060)))
 
+    def test_tokenThereUnread(self):
+        """
+        While the bucket has a token, a datagram is admitted without being
+        read; the token is taken when the request is served as a new one
+        (L{OverloadControl.shouldShed}), and the admission is forgotten
+        once the datagram has been handled.
+        """
+        self.control.limit(100.0)
+        self.control._tokens = 2.0
+        self.patch(overload, "_scan", lambda *args: self.fail("read"))
+        request = makeRequest("REGISTER")
+        self.assertFalse(self.shed(request))
+        self.assertTrue(self.control.admittedAhead())
+        self.assertEqual(self.control._tokens, 2.0)
+        self.assertFalse(self.control.shouldShed(request))
+        self.assertEqual((self.control._tokens, self.control._admitted),
+                         (1.0, 1))
+        self.assertFalse(self.control.admittedAhead())
+        self.assertFalse(self.shed(makeRequest("OPTIONS")))
+        self.control._datagramDone()
+        self.assertFalse(self.control.admittedAhead())
+        self.assertEqual(self.control._tokens, 1.0)
+
     def test_namesBounded(self):
         """
         The header names it remembers stay bounded under a flood of

@@ -52,7 +52,8 @@ admitted.  The 503 comes from the transaction layer before it creates a
 transaction (the transaction user never sees it), or, over UDP, for a
 request written the common way, from its bytes before it is parsed
 (L{OverloadControl.shedDatagram}: the same bytes, at a fraction of the
-cost).  It never
+cost); a datagram that comes while the bucket has a token for it is let
+through unread, its token taken when a path serves it as a new request.  It never
 sheds an C{ACK} or a C{CANCEL}, a request matching a transaction in
 progress (a retransmission), a request inside a dialog, nor an
 C{OPTIONS}: the pool's monitor keeps seeing the server alive.  A request
@@ -91,6 +92,9 @@ NEVER_SHED = frozenset(("OPTIONS", "ACK", "CANCEL"))
 _NEVER_SHED_BYTES = frozenset(m.encode("ascii") for m in NEVER_SHED)
 #: The token bucket holds this many seconds of the admitted rate.
 BURST = 0.2
+# OverloadControl._admittedDatagram of a datagram admitted while a token
+# was there, the token not yet taken (see OverloadControl.shedDatagram).
+_OWED = "owed"
 
 # What the byte-level 503 takes (see _scan): a subset of what the parser
 # and the validation accept, so that the full path would have shed it.
@@ -455,6 +459,7 @@ class OverloadControl(Service):
         self._reportShed = 0
         if transport is not None:
             transport.datagramFilter = self.shedDatagram
+            transport.datagramDone = self._datagramDone
         self._loop = LoopingCall(self._measure)
         self._loop.clock = reactor
         layer.overload = self
@@ -658,24 +663,57 @@ class OverloadControl(Service):
             self._reportCall = self._reactor.callLater(self.report,
                                                        self._summary)
 
-    def _admit(self, credentials):
+    def _refill(self):
         """
-        Whether the token bucket admits one more new request now.  The
-        bucket holds C{BURST} seconds of the rate (at least 10 requests).
-        A request with credentials (the second step of a login whose
-        challenge was paid for already) may borrow a bucket's worth ahead.
+        Fill the token bucket for the time since it was last filled.
+
+        @return: C{(tokens, burst)}: the tokens in it now, and what it
+            holds at most (C{BURST} seconds of the rate, at least 10
+            requests).
         """
         now = self._reactor.seconds()
         rate = self.admitRate
         burst = max(rate * BURST, 10.0)
-        tokens = min(self._tokens + (now - self._refilled) * rate, burst)
+        tokens = self._tokens = min(
+            self._tokens + (now - self._refilled) * rate, burst)
         self._refilled = now
+        return tokens, burst
+
+    def _admit(self, credentials):
+        """
+        Whether the token bucket admits one more new request now (then its
+        token is taken).  A request with credentials (the second step of a
+        login whose challenge was paid for already) may borrow a bucket's
+        worth ahead.
+        """
+        tokens, burst = self._refill()
         if tokens >= 1.0 or (credentials and tokens > -burst):
-            self._tokens = tokens - 1.0
-            self._admitted += 1
+            self._take()
             return True
-        self._tokens = tokens
         return False
+
+    def _take(self):
+        self._tokens -= 1.0
+        self._admitted += 1
+
+    def _usedAdmission(self):
+        """
+        The datagram being handled, admitted by L{shedDatagram}, is a new
+        request a path serves: its admission is used (a token owed for it
+        is taken now).
+        """
+        if self._admittedDatagram is _OWED:
+            self._take()
+        self._admittedDatagram = False
+
+    def _datagramDone(self):
+        """
+        The datagram L{shedDatagram} let through has been handled: an
+        admission it was given and no path used (a retransmission, an
+        OPTIONS, a malformed request) is forgotten, not left for the next
+        request that the filter does not see (one over TCP).
+        """
+        self._admittedDatagram = False
 
     def shouldShed(self, request):
         """
@@ -686,12 +724,12 @@ class OverloadControl(Service):
         """
         if not self.shedding or request.method in NEVER_SHED:
             return False
-        if self._admittedDatagram:
-            # L{shedDatagram} admitted it already.
-            self._admittedDatagram = False
-            return False
         to = request.header("to") or ""
         if ";tag=" in to.replace(" ", "").lower():
+            return False
+        if self._admittedDatagram:
+            # L{shedDatagram} admitted it already.
+            self._usedAdmission()
             return False
         return not self._admit(bool(request.header("authorization") or
                                     request.header("proxy-authorization")))
@@ -721,6 +759,15 @@ class OverloadControl(Service):
         if not self.shedding:
             return False
         self._admittedDatagram = False
+        if self._refill()[0] >= 1.0:
+            # A token is there for it, whatever it is: admitted without
+            # being read (a server near its limit admits most of what
+            # comes, and the path that serves it reads it anyway).  The
+            # token is taken when a path serves it as a new request
+            # (shouldShed, answeredAhead), not for a retransmission nor
+            # for what is never shed.
+            self._admittedDatagram = _OWED
+            return False
         scanned = _scan(data, addr, self._maxSize(protocol))
         if scanned is None:
             return False
@@ -751,14 +798,14 @@ class OverloadControl(Service):
         path's L{shouldShed} would let it through, using that admission).
         A fast path that answers it calls L{answeredAhead}.
         """
-        return self._admittedDatagram
+        return bool(self._admittedDatagram)
 
     def answeredAhead(self):
         """
         A fast path answered the datagram L{shedDatagram} admitted: its
         admission is used, as the full path's L{shouldShed} would use it.
         """
-        self._admittedDatagram = False
+        self._usedAdmission()
 
     def _maxSize(self, protocol):
         layer = getattr(protocol, "_layer", None)

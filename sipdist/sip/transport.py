@@ -414,6 +414,10 @@ class TransportLayer:
         datagram the C{datagramFilter} did not answer, before it is parsed,
         and returns C{True} when it answered it itself exactly as the full
         path would have (L{sipdist.roles.fastchallenge}), or C{None}.
+    @ivar datagramDone: a callable without arguments, called once the
+        fast path or the full path has handled a datagram the
+        C{datagramFilter} let through (the overload control forgets the
+        admission it gave the datagram), or C{None}.
 
     Counters: C{dropped} (and C{dropReasons}: how many for each reason
     phrase, at most L{MAX_DROP_REASONS} of them), C{answeredErrors}, C{closedSlow} (deadline
@@ -425,6 +429,7 @@ class TransportLayer:
     _log = Logger()
     receiveBuffer = None
     datagramFilter = None
+    datagramDone = None
     fastPath = None
     capture = None
 
@@ -608,6 +613,16 @@ class TransportLayer:
         datagramFilter = self.datagramFilter
         if datagramFilter is not None and datagramFilter(protocol, data, addr):
             return
+        datagramDone = self.datagramDone
+        if datagramDone is None:
+            self._handleDatagram(protocol, data, addr)
+            return
+        try:
+            self._handleDatagram(protocol, data, addr)
+        finally:
+            datagramDone()
+
+    def _handleDatagram(self, protocol, data, addr):
         fastPath = self.fastPath
         if fastPath is not None and fastPath(protocol, data, addr):
             return
