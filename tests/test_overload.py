@@ -713,6 +713,28 @@ class ShedDatagramTests(SynchronousTestCase):
         self.assertFalse(self.control.admittedAhead())
         self.assertEqual(self.control._tokens, 1.0)
 
+    def test_toldWhileShedding(self):
+        """
+        While it sheds, the control is told when the transport has handled
+        each datagram it let through, and an admission no path used (an
+        C{OPTIONS}) is forgotten; when it stops shedding, the transport
+        no longer calls it.
+        """
+        transport = TransportLayer(self.clock, self.layer)
+        control = OverloadControl(self.clock, self.layer, transport=transport,
+                                  minRate=0.0, trim=None, hold=1.0)
+        self.assertIsNone(transport.datagramDone)
+        control.limit(100.0)
+        self.clock.advance(1)
+        self.assertEqual(transport.datagramDone, control._datagramDone)
+        transport.datagramReceived(FakeProtocol(),
+                                   makeRequest("OPTIONS").toBytes(),
+                                   ("192.0.2.9", 5060))
+        self.assertFalse(control.admittedAhead())
+        control._control(self.clock.seconds() + 2, 0.0, False, 0)
+        self.assertFalse(control.shedding)
+        self.assertIsNone(transport.datagramDone)
+
     def test_namesBounded(self):
         """
         The header names it remembers stay bounded under a flood of

@@ -457,9 +457,10 @@ class OverloadControl(Service):
         self._limiters = []
         self._reportCall = None
         self._reportShed = 0
+        # The transport whose datagramDone is ours while shedding.
+        self._filtered = transport
         if transport is not None:
             transport.datagramFilter = self.shedDatagram
-            transport.datagramDone = self._datagramDone
         self._loop = LoopingCall(self._measure)
         self._loop.clock = reactor
         layer.overload = self
@@ -600,6 +601,7 @@ class OverloadControl(Service):
         now = self._reactor.seconds()
         if not self.shedding:
             self.shedding = True
+            self._watchDatagrams(True)
             self.episodes += 1
             self._shedAtStart = self.shed
             self._lastShedTime = now
@@ -633,6 +635,7 @@ class OverloadControl(Service):
                               + self.minRate * self.interval)
         elif now - self._lastShedTime >= self.hold:
             self.shedding = False
+            self._watchDatagrams(False)
             self.admitRate = None
             self._log.info("load back to normal: {count} requests shed",
                            count=self.shed - self._shedAtStart)
@@ -705,6 +708,16 @@ class OverloadControl(Service):
         if self._admittedDatagram is _OWED:
             self._take()
         self._admittedDatagram = False
+
+    def _watchDatagrams(self, watch):
+        """
+        Be told when each datagram has been handled (only while shedding:
+        it costs every datagram a call).
+        """
+        self._admittedDatagram = False
+        if self._filtered is not None:
+            self._filtered.datagramDone = self._datagramDone if watch \
+                else None
 
     def _datagramDone(self):
         """
