@@ -22,6 +22,11 @@ source address and port), next to one worker driven the same way.  The
 table at the end gives each run's requests per CPU-second and its ratio
 to Kamailio's.
 
+On a virtual machine, each line also gives the CPU time the host gave
+other guests during the run (steal, from /proc/stat, as a share of the
+machine's CPUs): everything, Kamailio too, runs slower then, and a run
+with a few percent of it is not to be compared with a quiet one.
+
 Each SIPp call is two transactions: REGISTER -> 401, REGISTER with MD5
 credentials -> 301 (or 200).  For each server it prints the calls completed
 per wall-clock second, and the SIP requests handled per CPU-second of the
@@ -90,6 +95,20 @@ def cpuSeconds(pids):
             continue
         total += int(fields[11]) + int(fields[12])
     return total / TICKS
+
+
+def stealTicks():
+    """
+    The CPU time the hypervisor gave other guests while this machine's
+    CPUs wanted it (the C{steal} column of C{/proc/stat}, in ticks), or
+    L{None} where it is not there.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def processTree(pid):
@@ -277,15 +296,22 @@ def measure(label, process, scenario, port, calls, rate, user,
         runSipp(scenario, port, warmup, rate, user, transport)
     pids = processTree(process.pid)
     before = cpuSeconds(pids)
+    steal = stealTicks()
     successful, failed, elapsed = runSipp(scenario, port, calls, rate, user,
                                           transport)
     cpu = cpuSeconds(processTree(process.pid)) - before
+    if steal is not None:
+        # Of the machine's CPU time during the run: a virtual machine
+        # whose host is busy runs everything slower, Kamailio too.
+        steal = (stealTicks() - steal) / TICKS / (elapsed
+                                                 * (os.cpu_count() or 1))
     requests = requestsPerCall * successful
     perCPU = requests / cpu if cpu else float("nan")
     print(f"  {label:44s} {successful:>7,d} ok {failed:>5,d} failed "
           f"{successful / elapsed:>8,.0f} calls/s  "
-          f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s)",
-          flush=True)
+          f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s"
+          + ("" if steal is None else f", steal {100 * steal:.0f}%")
+          + ")", flush=True)
     RESULTS.append((label, successful / elapsed, perCPU))
 
 
