@@ -332,7 +332,8 @@ class DistributionProcessor:
         self.flowTimer = DEFAULT_FLOW_TIMER
         self.flowTimerUDP = DEFAULT_FLOW_TIMER_UDP
         self.offerBackup = True
-        # (aor, assigned server, transport, records) -> Sipdist-Backup value.
+        # (aor, assigned server, transport, exclusions) -> Sipdist-Backup
+        # value, over the server records _backupPool (see backupValue).
         self._backups = {}
         self._backupPool = ()
 

@@ -53,8 +53,8 @@ transaction (the transaction user never sees it), or, over UDP, for a
 request written the common way, from its bytes before it is parsed
 (L{OverloadControl.shedDatagram}: the same bytes, at a fraction of the
 cost); a datagram that comes while the bucket has a token for it is let
-through unread, its token taken when a path serves it as a new request.  It never
-sheds an C{ACK} or a C{CANCEL}, a request matching a transaction in
+through unread, its token taken when a path serves it as a new request.
+It never sheds an C{ACK} or a C{CANCEL}, a request matching a transaction in
 progress (a retransmission), a request inside a dialog, nor an
 C{OPTIONS}: the pool's monitor keeps seeing the server alive.  A request
 with credentials (the second step of a login whose challenge was paid for
