@@ -664,8 +664,13 @@ class DistributionProcessor:
             self._log.info("no backup home for {aor}: {reason}",
                            aor=context.aor, reason=failure.getErrorMessage())
 
-        d = self.store.listServers()
-        records = firedResult(d)
+        serversAtOnce = getattr(self.store, "serversAtOnce", None)
+        if serversAtOnce is not None:
+            # The same tuple as the fast path's (see backupValue).
+            d, records = None, serversAtOnce()
+        else:
+            d = self.store.listServers()
+            records = firedResult(d)
         if records is not NOT_FIRED:
             # Listed from memory: the same steps without a callback chain.
             try:
