@@ -5,8 +5,14 @@ sipdist server of the given role, profiled by cProfile (twistd --profile)
 or by py-spy (sampling, attached to the process), or not profiled at all.
 
     python bench/profile_register.py [--role distributor|home]
-        [--calls 20000] [--rate 4000] [--profiler none|cprofile|py-spy]
-        [--repeat 1] [--top 30]
+        [--calls 20000] [--rate 4000]
+        [--profiler none|cprofile|py-spy|perf] [--repeat 1] [--top 30]
+
+perf (Linux perf, the cpu-clock software event, so it works on a virtual
+machine without hardware counters) samples the last repeat only, so the
+earlier ones warm PyPy's JIT up; it sees the C level: the kernel, libc,
+the interpreter and its garbage collector, and (unnamed) JIT-compiled code.
+Run this script with PyPy's python to profile the server on PyPy.
 
 Prints the requests per CPU-second of the server (process CPU time, each
 repeat separately, so noise shows) and, with a profiler, the top entries.
@@ -55,9 +61,11 @@ def main():
     parser.add_argument("--rate", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profiler", default="none",
-                        choices=["none", "cprofile", "py-spy"])
+                        choices=["none", "cprofile", "py-spy", "perf"])
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
+    if args.profiler == "perf" and shutil.which("perf") is None:
+        sys.exit("--profiler perf needs Linux perf (Debian: linux-perf)")
 
     work = tempfile.mkdtemp(prefix="sipdist-profile-")
     port, homePort = freePort(), freePort()
@@ -69,7 +77,7 @@ def main():
         "register_301.xml"
     stats = f"{work}/profile.stats"
     processes = []
-    spy = None
+    spy = perf = None
     try:
         server = startServer(work, args.role, name, port, processes,
                              stats if args.profiler == "cprofile" else None)
@@ -81,7 +89,13 @@ def main():
                  "--format", "raw", "--output", spyOut, "--rate", "200",
                  "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(args.repeat):
+        for repeat in range(args.repeat):
+            if args.profiler == "perf" and repeat == args.repeat - 1:
+                perfOut = f"{work}/perf.data"
+                perf = subprocess.Popen(
+                    ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999",
+                     "-o", perfOut, "-p", str(server.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             pids = processTree(server.pid)
             before = cpuSeconds(pids)
             ok, failed, elapsed = runSipp(scenario, port, args.calls,
@@ -92,6 +106,9 @@ def main():
                   f"requests/CPU-s (server CPU {cpu:.2f} s, "
                   f"{ok / elapsed:,.0f} calls/s)", flush=True)
     finally:
+        if perf is not None:
+            perf.send_signal(2)
+            perf.wait(30)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
@@ -103,6 +120,15 @@ def main():
             s.sort_stats("cumulative").print_stats(args.top)
         elif args.profiler == "py-spy":
             printSpy(spyOut, args.top)
+        elif args.profiler == "perf":
+            for sort in ("dso", "dso,sym"):
+                report = subprocess.run(
+                    ["perf", "report", "-i", perfOut, "--stdio",
+                     "--no-children", "--sort", sort, "--percent-limit",
+                     "0.5"], capture_output=True, text=True)
+                lines = [line for line in report.stdout.splitlines()
+                         if line.strip() and not line.startswith("#")]
+                print("\n".join(lines[:args.top]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
