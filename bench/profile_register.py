@@ -12,7 +12,9 @@ perf (Linux perf, the cpu-clock software event, so it works on a virtual
 machine without hardware counters) samples the last repeat only, so the
 earlier ones warm PyPy's JIT up; it sees the C level: the kernel, libc,
 the interpreter and its garbage collector, and (unnamed) JIT-compiled code.
-Run this script with PyPy's python to profile the server on PyPy.
+Run this script with PyPy's python to profile the server on PyPy, with
+--perf-data to keep the record for bench/pypy_perf_functions.py, which
+tells the parts of PyPy's runtime apart when PyPy has no symbols.
 
 Prints the requests per CPU-second of the server (process CPU time, each
 repeat separately, so noise shows) and, with a profiler, the top entries.
@@ -63,6 +65,10 @@ def main():
     parser.add_argument("--profiler", default="none",
                         choices=["none", "cprofile", "py-spy", "perf"])
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--perf-data", default=None,
+                        help="where perf writes its record, kept (for "
+                        "bench/pypy_perf_functions.py); else a temporary "
+                        "file")
     args = parser.parse_args()
     if args.profiler == "perf" and shutil.which("perf") is None:
         sys.exit("--profiler perf needs Linux perf (Debian: linux-perf)")
@@ -91,7 +97,7 @@ def main():
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for repeat in range(args.repeat):
             if args.profiler == "perf" and repeat == args.repeat - 1:
-                perfOut = f"{work}/perf.data"
+                perfOut = args.perf_data or f"{work}/perf.data"
                 perf = subprocess.Popen(
                     ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999",
                      "-o", perfOut, "-p", str(server.pid)],
