@@ -159,6 +159,56 @@ class CompletedRecordsTests(SynchronousTestCase):
         self.assertEqual(list(records._chunks), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_discard(self):
+        """
+        A record discarded before its time (its answer could not be sent
+        after all) is found no more, nor counted, nor listed; the others
+        are, and end with timer J as before.  Discarding it again, or a
+        record that has ended, does nothing.
+        """
+        layer = self.layer
+        records = layer._completedJ
+        kept = [layer.keepCompleted(self.key(f"z9hG4bKd{i}"), self.flow(),
+                                    b"answer %d" % (i,)) for i in range(3)]
+        self.assertEqual(len(records), 3)
+        layer.discardCompleted(kept[1])
+        layer.discardCompleted(kept[1])
+        self.assertEqual(len(records), 2)
+        self.assertIsNone(records.find(self.key("z9hG4bKd1")))
+        self.assertEqual(sorted(layer._servers),
+                         [self.key("z9hG4bKd0"), self.key("z9hG4bKd2")])
+        self.assertFalse(layer.serving(self.key("z9hG4bKd1")))
+        self.assertEqual(layer._servers[self.key("z9hG4bKd2")].data,
+                         b"answer 2")
+        # A new transaction may take the key again.
+        again = layer.keepCompleted(self.key("z9hG4bKd1"), self.flow(),
+                                    b"again")
+        self.assertEqual(layer._servers[self.key("z9hG4bKd1")].data,
+                         b"again")
+        self.clock.advance(64 * T1 + 1)
+        self.assertEqual(len(records), 0)
+        layer.discardCompleted(kept[0])
+        layer.discardCompleted(again)
+        self.assertEqual((len(records), layer.active), (0, 0))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_discardObjectRecord(self):
+        """
+        A record the table cannot hold (a key of RFC 2543) is an object in
+        the layer's table: discarded, it leaves it; its timer J then does
+        nothing to a new transaction of the same key.
+        """
+        layer = self.layer
+        key = ("<RFC 2543 key>",)
+        kept = layer.keepCompleted(key, self.flow(), b"answer")
+        self.assertIsInstance(kept, _CompletedServerRecord)
+        self.assertTrue(layer.serving(key))
+        layer.discardCompleted(kept)
+        self.assertFalse(layer.serving(key))
+        other = layer.keepCompleted(key, self.flow(), b"again")
+        self.clock.advance(64 * T1 - 1)
+        self.assertIs(layer._servers[key], other)
+
     def test_indexShrinks(self):
         """
         The index grows with a peak and is rebuilt small once the records
@@ -343,13 +393,14 @@ class CompletedRecordsModelTests(SynchronousTestCase):
     def test_againstDict(self):
         """
         After every step, each record not yet ended is found with its
-        bytes and address, and none that has ended is.
+        bytes and address, and none that has ended (or was discarded) is.
         """
         clock = Clock()
         records = _CompletedRecords(clock, 5.0)
         protocols = [FakeDatagramProtocol(), FakeDatagramProtocol()]
         rng = random.Random(13)
         model = {}
+        positions = {}
         ended = []
         for step in range(300):
             for n in range(rng.choice((0, 1, 5, 40))):
@@ -361,9 +412,20 @@ class CompletedRecordsModelTests(SynchronousTestCase):
                 remote = ("127.0.0.%d" % rng.randrange(1, 9),
                           rng.randrange(65536))
                 flow = DatagramFlow(rng.choice(protocols), remote)
-                self.assertIsNotNone(records.add(key, flow, data))
+                position = records.add(key, flow, data)
+                self.assertIsNotNone(position)
+                positions[key] = position
                 model[key] = (clock.seconds() + 5.0, data, remote,
                               flow._protocol)
+            if model and rng.random() < 0.3:
+                # An answer that could not be sent after all; now and then
+                # one ended already, or discarded twice.
+                for key in rng.sample(sorted(model), min(3, len(model))):
+                    records.discard(positions[key])
+                    del model[key]
+                    ended.append(key)
+                if ended:
+                    records.discard(positions[rng.choice(ended)])
             if rng.random() < 0.2:
                 # A full table ends the oldest early.
                 count = rng.choice((1, 7, 100))

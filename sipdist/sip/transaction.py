@@ -518,6 +518,11 @@ class _ExpiryQueue:
 # method, and of the peer's host; the key's sent-by port, the peer's port,
 # the number of the UDP port it came on.  Then those five byte strings.
 _RECORD = struct.Struct("<dqIHHHHqHH")
+# A record discarded before its time has this port number (written at
+# _NUMBER_OFFSET), which no port is given (maxProtocols is lower).
+_NUMBER = struct.Struct("<H")
+_NUMBER_OFFSET = _RECORD.size - _NUMBER.size
+_DISCARDED = 0xFFFF
 
 
 def _keyBytes(key):
@@ -751,7 +756,8 @@ class _CompletedRecords:
         while position < self._tail:
             fields = _RECORD.unpack_from(self._chunkAt(position),
                                          position % self.chunkSize)
-            yield position, fields
+            if fields[9] != _DISCARDED:
+                yield position, fields
             position = self._next(position + _size(fields))
 
     def find(self, key):
@@ -854,35 +860,59 @@ class _CompletedRecords:
             ended, if none is left).
         """
         chunkSize = self.chunkSize
-        positions = self._positions
-        mask = self._mask
         position = self.head
         due = None
         while self._count:
             position = self._next(position)
             fields = _RECORD.unpack_from(self._chunkAt(position),
                                          position % chunkSize)
-            due = fields[0]
-            if count <= 0 and due > now:
-                break
-            count -= 1
-            h = fields[1]
-            stored = position + 1
-            i = h & mask
-            while positions[i] != stored:
-                i = (i + 1) & mask
-            if positions[(i + 1) & mask]:
-                positions[i] = -1
-                self._removed += 1
-            else:
-                positions[i] = 0
-            self._count -= 1
+            if fields[9] != _DISCARDED:
+                due = fields[0]
+                if count <= 0 and due > now:
+                    break
+                count -= 1
+                self._unindex(fields[1], position)
+                self._count -= 1
             position += _size(fields)
             self.head = position
             while position - self._base >= chunkSize:
                 self._chunks.popleft()
                 self._base += chunkSize
         return due
+
+    def _unindex(self, h, position):
+        """
+        Take the record at C{position}, whose key hashes to C{h}, out of
+        the index.
+        """
+        positions = self._positions
+        mask = self._mask
+        stored = position + 1
+        i = h & mask
+        while positions[i] != stored:
+            i = (i + 1) & mask
+        if positions[(i + 1) & mask]:
+            positions[i] = -1
+            self._removed += 1
+        else:
+            positions[i] = 0
+
+    def discard(self, position):
+        """
+        End the record at C{position} before its time (its response could
+        not be sent): it is found no more, and the records before it pass
+        over it when they end.  A record that has ended already is left.
+        """
+        if not self.head <= position < self._tail:
+            return
+        chunk = self._chunkAt(position)
+        offset = position % self.chunkSize
+        fields = _RECORD.unpack_from(chunk, offset)
+        if fields[9] == _DISCARDED:
+            return
+        self._unindex(fields[1], position)
+        _NUMBER.pack_into(chunk, offset + _NUMBER_OFFSET, _DISCARDED)
+        self._count -= 1
 
     def clear(self):
         """
@@ -1830,11 +1860,31 @@ class TransactionLayer:
         that sent its final response C{data} (bytes) over C{flow} (a
         L{DatagramFlow}) until timer J, as if it had been created and
         answered here (for a byte-level fast path).
+
+        @return: what L{discardCompleted} takes to end the record early.
         """
-        if self._completedJ.add(key, flow, data) is None:
-            record = _CompletedServerRecord.alone(self, key, flow, data)
-            self._serverTable[key] = record
-            self._timerJ.add(record)
+        position = self._completedJ.add(key, flow, data)
+        if position is not None:
+            return position
+        record = _CompletedServerRecord.alone(self, key, flow, data)
+        self._serverTable[key] = record
+        self._timerJ.add(record)
+        return record
+
+    def discardCompleted(self, kept):
+        """
+        End a record kept by L{keepCompleted} before timer J: its response
+        could not be sent after all, and a retransmission of the request
+        is a new transaction, as when a transaction cannot send its final
+        response.
+
+        @param kept: what L{keepCompleted} returned.
+        """
+        if isinstance(kept, int):
+            self._completedJ.discard(kept)
+        else:
+            # Timer J still ends it: nothing then, as it is gone.
+            kept._terminate()
 
     def _inviteCompleted(self, transaction, data, retransmit=True):
         """
