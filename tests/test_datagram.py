@@ -233,6 +233,127 @@ class DatagramPortTests(SynchronousTestCase):
             self.assertLessEqual(len(self.port._checked), 2)
         self.assertEqual(self.port._checked, {"127.0.0.4"})
 
+    def _answering(self, answer=None):
+        """
+        Make the protocol answer each datagram with C{answer(data)} (its
+        own bytes, by default) through C{writeSoon}; record, for each, the
+        answers the client could read while it was handled.
+
+        @return: the list of those counts, filled as datagrams come.
+        """
+        seen = []
+        failures = []
+        self.client.setblocking(False)
+        self.arrived = []
+
+        def drain():
+            while True:
+                try:
+                    self.arrived.append(self.client.recv(100))
+                except BlockingIOError:
+                    return
+
+        def received(data, addr):
+            drain()
+            seen.append(len(self.arrived))
+            self.port.writeSoon(data if answer is None else answer(data),
+                                addr, failed, data)
+
+        def failed(context, error):
+            failures.append((context, error))
+        self.protocol.datagramReceived = received
+        self.drain = drain
+        self.failures = failures
+        return seen
+
+    def test_writeSoonWaitsForTheBurst(self):
+        """
+        Answers written with C{writeSoon} while a wake-up hands its
+        datagrams over are sent once they are all handled, in order (the
+        first to an address not checked yet at once, as L{write}).
+        """
+        seen = self._answering()
+        self.send(6)
+        self.port.doRead()
+        self.drain()
+        self.assertEqual(seen, [0, 1, 1, 1, 1, 1])
+        self.assertEqual(self.arrived,
+                         [b"datagram %d" % (i,) for i in range(6)])
+        self.assertIsNone(self.port._pending)
+        self.assertEqual(self.failures, [])
+
+    def test_writeSoonBounded(self):
+        """
+        At most C{maxPending} answers wait: then they are sent, before the
+        next datagram is handled.
+        """
+        self.assertEqual(self.port.maxPending, 32)
+        self.port.maxPending = 3
+        self.port.write(b"checked", self.client.getsockname())
+        self.client.recv(100)
+        seen = self._answering()
+        self.send(8)
+        self.port.doRead()
+        self.drain()
+        self.assertEqual(seen, [0, 0, 0, 3, 3, 3, 6, 6])
+        self.assertEqual(len(self.arrived), 8)
+
+    def test_writeSoonOutsideBurst(self):
+        """
+        Outside a wake-up, C{writeSoon} sends at once; what L{write}
+        raises, it raises (a host name is never resolved).
+        """
+        self._answering()
+        target = self.client.getsockname()
+        for i in range(2):
+            self.port.writeSoon(b"now %d" % (i,), target, None, None)
+            self.drain()
+            self.assertEqual(self.arrived[-1], b"now %d" % (i,))
+        self.assertRaises(error.InvalidAddressError, self.port.writeSoon,
+                          b"x", ("localhost", 9), None, None)
+
+    def test_writeSoonFails(self):
+        """
+        An answer that cannot be sent when its turn comes is reported to
+        its C{failed} with the error and its context; a refusal reported
+        for an earlier datagram is not its failure; the others are sent,
+        also when C{failed} raises (logged).
+        """
+        self.port.write(b"checked", self.client.getsockname())
+        self.client.recv(100)
+        real = self.port.socket
+        errors = {b"datagram 1": errno.ENOBUFS,
+                  b"datagram 2": errno.ECONNREFUSED,
+                  b"datagram 3": errno.EPERM}
+
+        class Failing:
+            def sendto(self, data, addr):
+                if data in errors:
+                    raise OSError(errors[data], "failed")
+                return real.sendto(data, addr)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+        self._answering()
+        self.port.socket = Failing()
+        self.addCleanup(setattr, self.port, "socket", real)
+        failures = self.failures
+
+        def failed(context, error):
+            failures.append((context, error))
+            raise RuntimeError("the caller's bug")
+        self.protocol.datagramReceived = (
+            lambda data, addr: self.port.writeSoon(data, addr, failed, data))
+        self.send(5)
+        self.port.doRead()
+        self.drain()
+        self.assertEqual(self.arrived, [b"datagram 0", b"datagram 4"])
+        self.assertEqual([(c, e.errno) for c, e in failures],
+                         [(b"datagram 1", errno.ENOBUFS),
+                          (b"datagram 3", errno.EPERM)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
 
 class ListenTests(TestCase):
 

@@ -19,6 +19,14 @@ cost less per datagram, the same datagrams in and out.
     the socket would resolve, blocking) without checking it again; what it
     has not seen goes through Twisted's checks.  The hosts remembered are
     bounded (L{DatagramPort.maxCheckedHosts}).
+  - L{DatagramPort.writeSoon} sends a datagram written while the port
+    hands over the datagrams of a wake-up together with the others
+    written then, once those datagrams are handled (or once
+    C{maxPending} wait).  A datagram wakes the process it goes to when
+    that process sleeps, which costs the sender far more than the send
+    itself (on loopback, on a virtual machine: see bench/bench_wake.py);
+    answers sent one after another wake it once.  An answer waits at
+    most the handling of C{maxPending} - 1 other datagrams.
 """
 
 import errno
@@ -48,6 +56,10 @@ class DatagramPort(udp.Port):
 
     _log = Logger()
     maxCheckedHosts = 1024
+    maxPending = 32
+    # While doRead hands datagrams over: what writeSoon keeps for later,
+    # as (datagram, address, failed, context).
+    _pending = None
 
     def __init__(self, port, proto, interface="", maxPacketSize=8192,
                  reactor=None):
@@ -69,23 +81,67 @@ class DatagramPort(udp.Port):
         trim = self.addressFamily == socket.AF_INET6
         read = 0
         limit = self.maxThroughput
-        while read < limit:
+        pending = self._pending = []
+        most = self.maxPending
+        try:
+            while read < limit:
+                try:
+                    data, addr = recvfrom(size)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as e:
+                    self._readFailed(e)
+                    return
+                read += len(data)
+                if trim:
+                    # (host, port) without the flow and scope IDs, as
+                    # udp.Port gives it.
+                    addr = addr[:2]
+                try:
+                    received(data, addr)
+                except BaseException:
+                    _legacyLog.err()
+                if len(pending) >= most:
+                    self._sendPending(pending)
+        finally:
+            self._pending = None
+            if pending:
+                self._sendPending(pending)
+
+    def writeSoon(self, datagram, addr, failed, context):
+        """
+        Send a datagram as L{write} does; while the port hands over the
+        datagrams read in a wake-up, with the others written so, once they
+        are handled (see the module).
+
+        @param failed: called as C{failed(context, error)} with the
+            exception (an L{OSError}, say) if the datagram cannot be sent
+            later; not when L{write} raises now: what it raises is
+            raised.
+        """
+        pending = self._pending
+        if pending is None or addr[0] not in self._checked:
+            self.write(datagram, addr)
+        else:
+            pending.append((datagram, addr, failed, context))
+
+    def _sendPending(self, pending):
+        """
+        Send what L{writeSoon} kept, in the order it came.
+        """
+        sendto = self.socket.sendto
+        for datagram, addr, failed, context in pending:
             try:
-                data, addr = recvfrom(size)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self._readFailed(e)
-                return
-            read += len(data)
-            if trim:
-                # (host, port) without the flow and scope IDs, as
-                # udp.Port gives it.
-                addr = addr[:2]
-            try:
-                received(data, addr)
-            except BaseException:
-                _legacyLog.err()
+                sendto(datagram, addr)
+            except (OSError, OverflowError, ValueError) as e:
+                # As write: a refusal reported for an earlier datagram is
+                # not this one's failure.
+                if getattr(e, "errno", None) not in _REFUSED:
+                    try:
+                        failed(context, e)
+                    except BaseException:
+                        _legacyLog.err()
+        del pending[:]
 
     def _readFailed(self, e):
         if e.errno in _REFUSED:

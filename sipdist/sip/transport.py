@@ -296,6 +296,30 @@ class SIPDatagramProtocol(DatagramProtocol):
                            addr)
         return True
 
+    def sendSoon(self, data, addr, failed, context):
+        """
+        Send a SIP message as L{sendBytes} does, or let the port send it
+        with the other answers of the datagrams it reads in this wake-up
+        (L{sipdist.sip.datagram.DatagramPort.writeSoon}), when it can and
+        nothing is captured.
+
+        @param failed: called as C{failed(context, error)} if it is not
+            sent after all (once this has returned C{True}).
+        @return: C{False} if it cannot be sent (then C{failed} is not
+            called).
+        """
+        transport = self.transport
+        writeSoon = getattr(transport, "writeSoon", None)
+        if writeSoon is None or self._layer.capture is not None:
+            return self.sendBytes(data, addr)
+        try:
+            writeSoon(data, addr, failed, context)
+        except (OSError, OverflowError, ValueError) as e:
+            self._layer._log.warn("cannot send to {addr}: {error}",
+                                  addr=addr, error=e)
+            return False
+        return True
+
 
 class SIPStreamProtocol(Protocol):
     """
