@@ -25,20 +25,58 @@ CLIENT = ("192.0.2.7", 5060)
 
 class _UDP:
     """
-    A UDP port that records what is written to it.
+    A UDP port that records what is written to it.  Answers written with
+    C{writeSoon} are written at once, or, once L{wakeUps} has been called,
+    when the datagram being handled has been (as the real port does at the
+    end of a wake-up).
     """
 
     def __init__(self):
         self.sent = []
         self.fail = False
+        self.waiting = None
 
     def write(self, data, addr):
         if self.fail:
             raise OSError("no route")
         self.sent.append((data, addr))
 
+    def writeSoon(self, data, addr, failed, context):
+        if self.waiting is None:
+            self.write(data, addr)
+        else:
+            self.waiting.append((data, addr, failed, context))
+
+    def endWakeUp(self):
+        """
+        Write what waits; report what cannot be written to its C{failed}.
+        """
+        waiting, self.waiting = self.waiting, []
+        for data, addr, failed, context in waiting:
+            try:
+                self.write(data, addr)
+            except OSError as e:
+                failed(context, e)
+
     def getHost(self):
         return IPv4Address("UDP", "127.0.0.1", 5060)
+
+
+def wakeUps(service, udp):
+    """
+    Make each datagram the protocol of C{udp} receives a wake-up of its
+    own, whose answers written with C{writeSoon} wait for its end.  No
+    capture (a captured answer is sent at once).
+    """
+    service.transport.capture = None
+    protocol = udp.protocol
+    received = protocol.datagramReceived
+
+    def wakeUp(data, addr):
+        received(data, addr)
+        udp.endWakeUp()
+    udp.waiting = []
+    protocol.datagramReceived = wakeUp
 
 
 def _server(role="distributor", fast=True, extra=None):
@@ -437,6 +475,73 @@ class FastChallengeTests(TestCase):
             udp.fail = True
         self.assertTrue(self._both(_register(), retransmit=False,
                                    prepare=failing))
+
+    def test_answerWaits(self):
+        """
+        A port that sends the answers of a wake-up at its end sends the
+        fast path's 401 then, with the same effects as the full path's
+        (which it sends at once).
+        """
+        self.assertTrue(self._both(_register(), prepare=wakeUps))
+
+    def test_capturedAtOnce(self):
+        """
+        While messages are captured, the fast path's answer is sent at
+        once (and captured as sent).
+        """
+        service, protocol, udp, clock = _server()
+        udp.waiting = []
+        protocol.datagramReceived(_register(), CLIENT)
+        self.assertEqual(len(udp.sent), 1)
+        self.assertEqual(len(service.captured), 2)
+        self.assertEqual(udp.waiting, [])
+
+    def test_sendFailsLater(self):
+        """
+        A 401 that the port cannot send at the end of the wake-up counts
+        as a transport error and leaves no transaction, as on the full
+        path, where sending it failed at once.
+        """
+        def failing(service, udp):
+            wakeUps(service, udp)
+            udp.fail = True
+        self.assertTrue(self._both(_register(), retransmit=False,
+                                   prepare=failing))
+
+    def test_retransmissionWhileWaiting(self):
+        """
+        A retransmission read in the wake-up of its request, while the
+        answer waits, is absorbed: the record is kept meanwhile.  When the
+        answer then cannot be sent, the record ends (the retransmission's
+        answer did go out) and the failure is reported: the next
+        retransmission is a new transaction.
+        """
+        service, protocol, udp, clock = _server()
+        service.transport.capture = None
+        layer = service.transactions
+        failures = []
+        self.patch(layer.user, "transactionFailed",
+                   lambda transaction, reason: failures.append(reason))
+        udp.waiting = []
+        data = _register()
+        protocol.datagramReceived(data, CLIENT)
+        protocol.datagramReceived(data, CLIENT)
+        self.assertEqual(layer.absorbed, 1)
+        [(retransmitted, addr)] = udp.sent
+        self.assertTrue(retransmitted.startswith(b"SIP/2.0 401 "))
+        udp.fail = True
+        udp.endWakeUp()
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.assertEqual(layer.transportErrors, 1)
+        self.assertEqual([type(f).__name__ for f in failures],
+                         ["TransportError"])
+        self.assertEqual(dict(layer._servers), {})
+        udp.fail = False
+        protocol.datagramReceived(data, CLIENT)
+        udp.endWakeUp()
+        self.assertEqual(layer.absorbed, 1)
+        self.assertEqual(service.transport.fastPath.taken, 2)
+        self.assertEqual(len(layer._servers), 1)
 
     def test_disabled(self):
         """

@@ -16,7 +16,8 @@ from sipdist.roles.fastregister import FastRegister
 from sipdist.sip import message as _message
 from sipdist.store import ServerRecord
 
-from tests.test_fastchallenge import CLIENT, _effects, _register, _server
+from tests.test_fastchallenge import (
+    CLIENT, _effects, _register, _server, wakeUps)
 
 SECRET = "fast-path-secret-0123456789"
 AGENT = "test agent/1.0"
@@ -404,6 +405,23 @@ class FastRedirectTests(BothPathsMixin, TestCase):
         """
         def failing(service, udp):
             _pool(service, udp)
+            udp.fail = True
+        self.assertEqual(self._both(request(), prepare=failing,
+                                    retransmit=False), 1)
+
+    def test_answerWaits(self):
+        """
+        A port that sends the answers of a wake-up at its end sends the
+        fast 301 then, with the full path's effects; one it cannot send
+        then counts as a transport error and leaves no transaction.
+        """
+        def waiting(service, udp):
+            _pool(service, udp)
+            wakeUps(service, udp)
+        self.assertEqual(self._both(request(), prepare=waiting), 1)
+
+        def failing(service, udp):
+            waiting(service, udp)
             udp.fail = True
         self.assertEqual(self._both(request(), prepare=failing,
                                     retransmit=False), 1)

@@ -294,7 +294,10 @@ def complete(layer, protocol, key, remote, response, code, flow=None):
     C{response} (bytes, status C{code}) sent to C{remote}: count the
     answer, send it, and keep its bytes for the retransmissions of the
     request until timer J; or, if it cannot be sent, count a transport
-    error and report the failure to the transaction user.
+    error and report the failure to the transaction user.  The port may
+    send it with the other answers of its wake-up (L{SIPDatagramProtocol
+    .sendSoon}): the record is kept meanwhile, so that a retransmission
+    read in the same wake-up is absorbed, and ended if the send fails.
 
     @param flow: the transaction's L{DatagramFlow} (to C{remote}), if
         made already.
@@ -303,15 +306,28 @@ def complete(layer, protocol, key, remote, response, code, flow=None):
     counted = ("REGISTER", code)
     answered[counted] = answered.get(counted, 0) + 1
     flow = flow or DatagramFlow(protocol, remote)
-    if not protocol.sendBytes(response, remote):
-        # As a transaction that cannot send: counted, reported to the
-        # user, and gone.
-        record = _CompletedServerRecord.alone(layer, key, flow, response)
-        layer.transportErrors += 1
-        layer._transactionFailed(
-            record, TransportError(f"cannot send to {remote}"))
-        return
-    layer.keepCompleted(key, flow, response)
+    context = (layer, protocol, key, flow, response,
+               layer.keepCompleted(key, flow, response))
+    if not protocol.sendSoon(response, remote, _unsent, context):
+        _unsent(context, None)
+
+
+def _unsent(context, error):
+    """
+    The answer C{complete} sent could not be sent (C{error}, if not
+    reported already): as a transaction that cannot send its final
+    response, counted, reported to the user, and gone.
+    """
+    layer, protocol, key, flow, response, kept = context
+    if error is not None:
+        # As SIPDatagramProtocol.sendBytes logs it.
+        protocol._layer._log.warn("cannot send to {addr}: {error}",
+                                  addr=flow.remote, error=error)
+    layer.discardCompleted(kept)
+    record = _CompletedServerRecord.alone(layer, key, flow, response)
+    layer.transportErrors += 1
+    layer._transactionFailed(
+        record, TransportError(f"cannot send to {flow.remote}"))
 
 
 def install(service, config):
