@@ -911,6 +911,35 @@ class ShedEqualityTests(TestCase):
             b"Server: " + service.server.serverHeader.encode("utf-8"), head)
         self.assertEqual(service.transactions.overload.shed, 1)
 
+    def test_503Waits(self):
+        """
+        The byte-level 503 goes with the wake-up's other answers; one that
+        cannot be sent then is logged as the full path logs it.
+        """
+        service, protocol, udp, clock = _server()
+        service.transport.capture = None
+        service.transactions.overload.limit(0.0)
+        udp.waiting = []
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol.datagramReceived(_register(), CLIENT)
+        protocol.datagramReceived(_register(
+            via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKother"), CLIENT)
+        self.assertEqual((udp.sent, len(udp.waiting)), ([], 2))
+        udp.endWakeUp()
+        self.assertEqual([d[:12] for d, a in udp.sent],
+                         [b"SIP/2.0 503 "] * 2)
+        udp.fail = True
+        protocol.datagramReceived(_register(
+            via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKthird"), CLIENT)
+        udp.endWakeUp()
+        self.assertEqual(
+            [e["log_format"] for e in events
+             if "cannot send" in e.get("log_format", "")],
+            ["cannot send to {addr}: {error}"])
+        self.assertEqual(service.transactions.overload.shed, 3)
+
 
 def _shedVariants():
     """

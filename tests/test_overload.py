@@ -587,6 +587,8 @@ class FakeProtocol:
         self.sent.append((data, addr))
         return True
 
+    sendSoon = sendBytes
+
 
 class ShedDatagramTests(SynchronousTestCase):
     """

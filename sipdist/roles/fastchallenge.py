@@ -306,7 +306,7 @@ def complete(layer, protocol, key, remote, response, code, flow=None):
     counted = ("REGISTER", code)
     answered[counted] = answered.get(counted, 0) + 1
     flow = flow or DatagramFlow(protocol, remote)
-    context = (layer, protocol, key, flow, response,
+    context = (layer, key, flow, response,
                layer.keepCompleted(key, flow, response))
     if not protocol.sendSoon(response, remote, _unsent, context):
         _unsent(context, None)
@@ -314,15 +314,11 @@ def complete(layer, protocol, key, remote, response, code, flow=None):
 
 def _unsent(context, error):
     """
-    The answer C{complete} sent could not be sent (C{error}, if not
-    reported already): as a transaction that cannot send its final
-    response, counted, reported to the user, and gone.
+    The answer C{complete} sent could not be sent (the protocol has logged
+    C{error}): as a transaction that cannot send its final response,
+    counted, reported to the user, and gone.
     """
-    layer, protocol, key, flow, response, kept = context
-    if error is not None:
-        # As SIPDatagramProtocol.sendBytes logs it.
-        protocol._layer._log.warn("cannot send to {addr}: {error}",
-                                  addr=flow.remote, error=error)
+    layer, key, flow, response, kept = context
     layer.discardCompleted(kept)
     record = _CompletedServerRecord.alone(layer, key, flow, response)
     layer.transportErrors += 1

@@ -800,8 +800,9 @@ class OverloadControl(Service):
             b"" if server is None
             else b"Server: " + server.encode("utf-8") + b"\r\n",
             b"Content-Length: 0\r\n\r\n"))
-        # A failed send is logged by the protocol, as on the full path.
-        protocol.sendBytes(response, addr)
+        # With the wake-up's other answers; a failed send is logged by the
+        # protocol, as on the full path.
+        protocol.sendSoon(response, addr)
         return True
 
     def admittedAhead(self):

@@ -296,15 +296,16 @@ class SIPDatagramProtocol(DatagramProtocol):
                            addr)
         return True
 
-    def sendSoon(self, data, addr, failed, context):
+    def sendSoon(self, data, addr, failed=None, context=None):
         """
         Send a SIP message as L{sendBytes} does, or let the port send it
         with the other answers of the datagrams it reads in this wake-up
         (L{sipdist.sip.datagram.DatagramPort.writeSoon}), when it can and
-        nothing is captured.
+        nothing is captured.  A failure is logged, now or then, as
+        L{sendBytes} logs it.
 
-        @param failed: called as C{failed(context, error)} if it is not
-            sent after all (once this has returned C{True}).
+        @param failed: if given, called as C{failed(context, error)} if it
+            is not sent after all (once this has returned C{True}).
         @return: C{False} if it cannot be sent (then C{failed} is not
             called).
         """
@@ -313,12 +314,19 @@ class SIPDatagramProtocol(DatagramProtocol):
         if writeSoon is None or self._layer.capture is not None:
             return self.sendBytes(data, addr)
         try:
-            writeSoon(data, addr, failed, context)
+            writeSoon(data, addr, self._unsent, (addr, failed, context))
         except (OSError, OverflowError, ValueError) as e:
             self._layer._log.warn("cannot send to {addr}: {error}",
                                   addr=addr, error=e)
             return False
         return True
+
+    def _unsent(self, context, error):
+        addr, failed, context = context
+        self._layer._log.warn("cannot send to {addr}: {error}", addr=addr,
+                              error=error)
+        if failed is not None:
+            failed(context, error)
 
 
 class SIPStreamProtocol(Protocol):
