@@ -2,12 +2,15 @@
 Tests for L{sipdist.sip.transport}.
 """
 
-from twisted.internet import error
+import socket
+
+from twisted.internet import defer, endpoints, error, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from sipdist.sip import transport as _transport
 from sipdist.sip.message import parseMessage
 from sipdist.sip.transport import (
     DatagramFlow, SIPDatagramProtocol, TransportLayer, _StreamFactory,
@@ -461,6 +464,68 @@ class StreamTests(SynchronousTestCase):
             self.assertNoResult(self.layer.connect("TCP", host, 5070))
             self.assertEqual(len(self.reactor.tcpClients), 2 if host ==
                              "127.0.0.1" else 4)
+
+    def test_connectedToItself(self):
+        """
+        A connection whose two ends are the same address (nothing listened
+        there, and the kernel gave the connection that port as its own) is
+        aborted and fails as refused, for whoever waited on it; it is not
+        kept.
+        """
+        d1 = self.layer.connect("TCP", "127.0.0.1", 40001)
+        d2 = self.layer.connect("TCP", "127.0.0.1", 40001)
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 40001),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 40001))
+        protocol.makeConnection(transport)
+        for d in (d1, d2):
+            failure = self.failureResultOf(d, error.ConnectionRefusedError)
+            self.assertIn("connected to itself", str(failure.value))
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(error.ConnectionAborted()))
+        self.assertIsNone(self.layer.existingFlow("TCP", "127.0.0.1", 40001))
+        self.assertNoResult(self.layer.connect("TCP", "127.0.0.1", 40001))
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+
+class SelfConnectionTests(TestCase):
+    """
+    A real TCP connection to itself (what a connection to a free port of
+    the ephemeral range on loopback can become, now and then).
+    """
+
+    @defer.inlineCallbacks
+    def test_refused(self):
+        """
+        It fails as refused, and the socket is closed.
+        """
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        # The connection's own address forced to the one it goes to (the
+        # kernel's choice, when it makes the same one).
+        self.patch(_transport, "streamEndpoint",
+                   lambda reactor, host, port: endpoints.TCP4ClientEndpoint(
+                       reactor, host, port, bindAddress=(host, port)))
+        layer = TransportLayer(reactor, RecordingHandler())
+        failure = yield self.assertFailure(
+            layer.connect("TCP", "127.0.0.1", port),
+            error.ConnectionRefusedError)
+        self.assertIn("connected to itself", str(failure))
+        for i in range(100):
+            if not layer._open:
+                break
+            yield _later(0.01)
+        self.assertEqual(layer._open, set())
+
+
+def _later(seconds):
+    d = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
 
 
 class StreamLimitTests(SynchronousTestCase):

@@ -46,6 +46,7 @@ from base64 import urlsafe_b64encode
 
 from twisted.application.service import Service
 from twisted.internet import defer, endpoints
+from twisted.internet import error as netError
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -1068,6 +1069,17 @@ class TransportLayer:
 
         def connected(protocol):
             del self._pending[key]
+            if _selfConnected(protocol.transport):
+                # Nothing listens there, and the kernel gave the connection
+                # that very address as its own (a TCP simultaneous open
+                # with itself, on loopback, to a port of the ephemeral
+                # range): what we sent would come back to us.
+                protocol.transport.abortConnection()
+                refused = netError.ConnectionRefusedError(
+                    f"{host}:{port}: connected to itself, nothing listens")
+                for w in waiting:
+                    w.errback(refused)
+                raise refused
             self._connections.setdefault(key, protocol)
             if key not in protocol.aliases:
                 protocol.aliases.append(key)
@@ -1083,6 +1095,19 @@ class TransportLayer:
 
         d.addCallbacks(connected, failed)
         return d
+
+
+def _selfConnected(transport):
+    """
+    Whether a new connection's two ends are the same address.
+    """
+    try:
+        local, peer = transport.getHost(), transport.getPeer()
+    except Exception:
+        return False
+    ends = [(getattr(a, "host", None), getattr(a, "port", None))
+            for a in (local, peer)]
+    return ends[0] == ends[1] and ends[0][1] is not None
 
 
 def streamEndpoint(reactor, host, port):
