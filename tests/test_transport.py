@@ -202,6 +202,47 @@ class DatagramTests(SynchronousTestCase):
         [(response, flow)] = self.handler.received
         self.assertEqual(response.code, 200)
 
+    def test_sendFailuresLogBounded(self):
+        """
+        Datagrams that cannot be sent, at once or later (C{sendSoon}), are
+        logged at most 20 lines in 10 s, then the count of those held back
+        in one line.
+        """
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def refused(data, addr):
+            raise OSError(1, "Operation not permitted")
+        self.udp.write = refused
+        later = []
+        for i in range(25):
+            self.assertFalse(self.protocol.sendBytes(b"x", ("10.1.1.1", i)))
+            self.protocol._unsent(
+                (("10.1.1.1", i), lambda c, e: later.append(c), i),
+                OSError(1, "later"))
+        self.assertEqual(later, list(range(25)))
+        lines = [e for e in events
+                 if e.get("log_format", "").startswith("cannot send")]
+        self.assertEqual(len(lines), 20)
+        self.reactor.advance(10)
+        self.protocol.sendBytes(b"x", ("10.1.1.1", 1))
+        self.assertEqual(
+            [(e["log_format"], e.get("count")) for e in events[-2:]],
+            [("{what}: {count} more not logged in the last {period} s", 30),
+             ("cannot send to {addr}: {error}", None)])
+
+    def test_sendTooLong(self):
+        """
+        A datagram too long for UDP (Twisted's port raises
+        L{error.MessageLengthError}) is not sent, and logged, not raised.
+        """
+        def tooLong(data, addr):
+            raise error.MessageLengthError("message too long")
+        self.udp.write = tooLong
+        self.assertFalse(self.protocol.sendBytes(b"x", ("10.1.1.1", 5060)))
+
 
 class DatagramErrorTests(DatagramTests):
     """

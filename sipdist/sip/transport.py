@@ -259,6 +259,11 @@ class StreamFlow:
         return f"<StreamFlow {self.transport} {self.remote[0]}:{self.remote[1]}>"
 
 
+# What a UDP port's write raises for a datagram it cannot send (a
+# datagram too long for UDP raises Twisted's MessageLengthError).
+_UNSENDABLE = (OSError, OverflowError, ValueError, netError.MessageLengthError)
+
+
 class SIPDatagramProtocol(DatagramProtocol):
     """
     A UDP port receiving and sending SIP messages for a L{TransportLayer}.
@@ -287,9 +292,8 @@ class SIPDatagramProtocol(DatagramProtocol):
             return False
         try:
             self.transport.write(data, addr)
-        except (OSError, OverflowError, ValueError) as e:
-            self._layer._log.warn("cannot send to {addr}: {error}",
-                                  addr=addr, error=e)
+        except _UNSENDABLE as e:
+            self._sendFailed(addr, e)
             return False
         layer = self._layer
         if capture and layer.capture is not None:
@@ -316,18 +320,26 @@ class SIPDatagramProtocol(DatagramProtocol):
             return self.sendBytes(data, addr)
         try:
             writeSoon(data, addr, self._unsent, (addr, failed, context))
-        except (OSError, OverflowError, ValueError) as e:
-            self._layer._log.warn("cannot send to {addr}: {error}",
-                                  addr=addr, error=e)
+        except _UNSENDABLE as e:
+            self._sendFailed(addr, e)
             return False
         return True
 
     def _unsent(self, context, error):
         addr, failed, context = context
-        self._layer._log.warn("cannot send to {addr}: {error}", addr=addr,
-                              error=error)
+        self._sendFailed(addr, error)
         if failed is not None:
             failed(context, error)
+
+    def _sendFailed(self, addr, error):
+        """
+        Log a datagram that could not be sent (at most 20 lines in 10 s,
+        then a count of those not logged).
+        """
+        layer = self._layer
+        if layer._sendLog.allow() is not None:
+            layer._log.warn("cannot send to {addr}: {error}", addr=addr,
+                            error=error)
 
 
 class SIPStreamProtocol(Protocol):
@@ -511,6 +523,10 @@ class TransportLayer:
         self.answeredErrors = 0
         self._badInputLog = _LogLimiter(reactor)
         self._captureLog = _LogLimiter(reactor, burst=5, period=60.0)
+        # Datagrams that could not be sent (a firewall refusing every
+        # answer would otherwise log a line per request).
+        self._sendLog = _LogLimiter(reactor, log=self._log,
+                                    what="cannot send")
         self._stunAnswered = {}
 
     # Listening
