@@ -4,7 +4,7 @@ Tests for L{sipdist.sip.transport}.
 
 import socket
 
-from twisted.internet import defer, endpoints, error, reactor
+from twisted.internet import defer, endpoints, error, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -559,14 +559,8 @@ class SelfConnectionTests(TestCase):
         for i in range(100):
             if not layer._open:
                 break
-            yield _later(0.01)
+            yield task.deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(layer._open, set())
-
-
-def _later(seconds):
-    d = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 class StreamLimitTests(SynchronousTestCase):
