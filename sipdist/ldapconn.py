@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipdist.sip.tls import clientContextFactory, loadCertificates
+from sipdist.sip.transport import selfConnected
 
 # A directory back from an outage is used again within this many seconds.
 MAX_DELAY = 2.0
@@ -326,6 +327,10 @@ class LDAPConnection:
         d.addTimeout(self._timeout, self._reactor)
         try:
             yield d
+            if selfConnected(client.transport):
+                client.transport.abortConnection()
+                raise ConnectionRefusedError(
+                    f"{host}:{port}: connected to itself, nothing listens")
         except Exception:
             if client.handshake is not None:
                 # Not waited for: its failure is this one.

@@ -10,8 +10,10 @@ import signal
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from sipdist import ldapconn
 from sipdist.store import StoreConfigError, StoreUnavailable, storeFromString
 from sipdist.store.ldap import LDAPAssignmentStore, parseLDAPString
 from tests import slapd
@@ -410,6 +412,35 @@ sipdistServerTLSURI: sips:home3.example.com:5091
             yield store.lookupUser("alice@example.com")
         self.assertIn("nvalid", str(e.exception))
         self.assertEqual(len(str(e.exception).splitlines()), 1)
+
+
+class SelfConnectionTests(TestCase):
+    """
+    A connection to a directory that the kernel connected to itself (what a
+    connection to a free port of the ephemeral range on loopback can
+    become, now and then).
+    """
+
+    @inlineCallbacks
+    def test_refused(self):
+        """
+        It fails at once as refused (not as a directory that answers
+        nonsense, or after the timeout), and is closed.
+        """
+        port = slapd.freePort()
+        # The connection's own address forced to the one it goes to.
+        self.patch(ldapconn, "_endpoint",
+                   lambda reactor, host, port, timeout: TCP4ClientEndpoint(
+                       reactor, host, port, timeout=timeout,
+                       bindAddress=(host, port)))
+        connection = ldapconn.LDAPConnection(
+            reactor, [("127.0.0.1", port)], 5.0, unavailable=StoreUnavailable)
+        start = reactor.seconds()
+        failure = yield self.assertFailure(connection.client(),
+                                           StoreUnavailable)
+        self.assertIn(f"127.0.0.1:{port}: connected to itself", str(failure))
+        self.assertLess(reactor.seconds() - start, 2.0)
+        yield task.deferLater(reactor, 0.05, lambda: None)
 
 
 class LDAPConsoleTests(TestCase):

@@ -1085,7 +1085,7 @@ class TransportLayer:
 
         def connected(protocol):
             del self._pending[key]
-            if _selfConnected(protocol.transport):
+            if selfConnected(protocol.transport):
                 # Nothing listens there, and the kernel gave the connection
                 # that very address as its own (a TCP simultaneous open
                 # with itself, on loopback, to a port of the ephemeral
@@ -1113,9 +1113,12 @@ class TransportLayer:
         return d
 
 
-def _selfConnected(transport):
+def selfConnected(transport):
     """
-    Whether a new connection's two ends are the same address.
+    Whether a new connection's two ends are the same address: nothing
+    listened where it went, and the kernel gave it that very address as
+    its own (a TCP simultaneous open with itself, on one host, to a port
+    of the ephemeral range).  What it sends would come back to it.
     """
     try:
         local, peer = transport.getHost(), transport.getPeer()
