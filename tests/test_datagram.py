@@ -298,6 +298,50 @@ class DatagramPortTests(SynchronousTestCase):
         self.assertEqual(seen, [0, 0, 0, 3, 3, 3, 6, 6])
         self.assertEqual(len(self.arrived), 8)
 
+    def test_writeInOrder(self):
+        """
+        A datagram written with C{write} while answers wait leaves after
+        them: datagrams leave in the order they were written (a NOTIFY
+        after the 200 to its SUBSCRIBE).
+        """
+        self.port.write(b"checked", self.client.getsockname())
+        self.client.recv(100)
+        self._answering()
+
+        def received(data, addr):
+            if data == b"datagram 2":
+                self.port.write(b"at once", addr)
+            else:
+                self.port.writeSoon(data, addr, None, None)
+        self.protocol.datagramReceived = received
+        self.send(4)
+        self.port.doRead()
+        self.drain()
+        self.assertEqual(self.arrived, [b"datagram 0", b"datagram 1",
+                                        b"at once", b"datagram 3"])
+
+    def test_flush(self):
+        """
+        C{flush} sends the answers waiting at once (before what another
+        port sends); outside a wake-up it does nothing.
+        """
+        self.port.flush()
+        self.port.write(b"checked", self.client.getsockname())
+        self.client.recv(100)
+        seen = self._answering()
+        answer = self.protocol.datagramReceived
+
+        def received(data, addr):
+            answer(data, addr)
+            if data == b"datagram 1":
+                self.port.flush()
+        self.protocol.datagramReceived = received
+        self.send(4)
+        self.port.doRead()
+        self.drain()
+        self.assertEqual(seen, [0, 0, 2, 2])
+        self.assertEqual(len(self.arrived), 4)
+
     def test_writeSoonOutsideBurst(self):
         """
         Outside a wake-up, C{writeSoon} sends at once; what L{write}

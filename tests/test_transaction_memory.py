@@ -38,6 +38,30 @@ class FakeDatagramProtocol:
         return True
 
 
+class WaitingDatagramProtocol(FakeDatagramProtocol):
+    """
+    A UDP port whose answers written with C{sendSoon} wait for
+    L{endWakeUp}, as the real port's wait for the end of its wake-up.
+    """
+
+    def __init__(self):
+        FakeDatagramProtocol.__init__(self)
+        self.waiting = []
+        self.fail = False
+
+    def sendSoon(self, data, addr, failed, context):
+        self.waiting.append((data, tuple(addr), failed, context))
+        return True
+
+    def endWakeUp(self):
+        waiting, self.waiting = self.waiting, []
+        for data, addr, failed, context in waiting:
+            if self.fail:
+                failed(context, OSError("no route"))
+            else:
+                self.sent.append((data, addr))
+
+
 def padded(response, size):
     """
     C{response} with a body making its bytes about C{size} long.
@@ -208,6 +232,59 @@ class CompletedRecordsTests(SynchronousTestCase):
         other = layer.keepCompleted(key, self.flow(), b"again")
         self.clock.advance(64 * T1 - 1)
         self.assertIs(layer._servers[key], other)
+
+    def test_answerWaitsForTheWakeUp(self):
+        """
+        Over a port that sends a wake-up's answers at its end, the final
+        response waits; its record is kept meanwhile, so a retransmission
+        read in the same wake-up gets it at once; then both go out, and
+        the record ends with timer J.
+        """
+        self.protocol = WaitingDatagramProtocol()
+        transaction, data = self.answer("z9hG4bKsoon")
+        self.assertEqual((self.protocol.sent, len(self.protocol.waiting)),
+                         ([], 1))
+        self.assertIs(transaction.state, COMPLETED)
+        self.layer.messageReceived(
+            makeRequest("REGISTER", branch="z9hG4bKsoon", host="127.0.0.1",
+                        port=40000), self.flow())
+        self.assertEqual(self.layer.absorbed, 1)
+        self.protocol.endWakeUp()
+        self.assertEqual(self.protocol.sent,
+                         [(data, ("127.0.0.1", 40000))] * 2)
+        self.assertEqual(self.user.failures, [])
+        self.clock.advance(64 * T1)
+        self.assertIs(transaction.state, TERMINATED)
+        self.assertEqual(self.layer.active, 0)
+
+    def test_answerFailsAfterTheWakeUp(self):
+        """
+        A final response that cannot be sent at the end of the wake-up
+        fails its transaction as a send that fails at once does: a
+        transport error, the user told, no record left (the next
+        retransmission is a new transaction); a record the table could
+        not hold (an object) too.
+        """
+        self.protocol = WaitingDatagramProtocol()
+        self.protocol.fail = True
+        transaction, data = self.answer("z9hG4bKsoonfail")
+        big, bigData = self.answer("z9hG4bKsoonbig", size=70000)
+        self.assertIn(big.key, self.layer._serverTable)
+        self.protocol.endWakeUp()
+        self.assertEqual(self.layer.transportErrors, 2)
+        self.assertEqual(
+            [(t, type(r).__name__) for t, r in self.user.failures],
+            [(transaction, "TransportError"), (big, "TransportError")])
+        self.assertIs(transaction.state, TERMINATED)
+        self.assertIs(big.state, TERMINATED)
+        self.assertEqual((self.layer.active, dict(self.layer._servers)),
+                         (0, {}))
+        self.protocol.fail = False
+        self.layer.messageReceived(
+            makeRequest("REGISTER", branch="z9hG4bKsoonfail",
+                        host="127.0.0.1", port=40000), self.flow())
+        self.assertEqual(len(self.user.requests), 1)
+        self.assertEqual(self.layer.absorbed, 0)
 
     def test_indexShrinks(self):
         """

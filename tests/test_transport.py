@@ -233,6 +233,23 @@ class DatagramTests(SynchronousTestCase):
             [("{what}: {count} more not logged in the last {period} s", 30),
              ("cannot send to {addr}: {error}", None)])
 
+    def test_sendAfterOtherPorts(self):
+        """
+        A datagram sent at once on one port leaves after what the other
+        ports keep for the end of their wake-up (this port's own write
+        sees to its own).
+        """
+        calls = []
+        other = SIPDatagramProtocol(self.layer, 1)
+        otherUDP = FakeUDPTransport()
+        otherUDP.flush = lambda: calls.append("other port's answers")
+        other.makeConnection(otherUDP)
+        self.layer._datagram.append(other)
+        self.udp.flush = lambda: calls.append("own answers")
+        self.udp.write = lambda data, addr: calls.append(data)
+        self.protocol.sendBytes(b"NOTIFY", ("10.1.1.1", 5060))
+        self.assertEqual(calls, ["other port's answers", b"NOTIFY"])
+
     def test_sendTooLong(self):
         """
         A datagram too long for UDP (Twisted's port raises

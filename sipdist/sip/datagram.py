@@ -22,7 +22,8 @@ cost less per datagram, the same datagrams in and out.
   - L{DatagramPort.writeSoon} sends a datagram written while the port
     hands over the datagrams of a wake-up together with the others
     written then, once those datagrams are handled (or once
-    C{maxPending} wait).  A datagram wakes the process it goes to when
+    C{maxPending} wait, or when a datagram is written with C{write}:
+    datagrams leave in the order they were written).  A datagram wakes the process it goes to when
     that process sleeps, which costs the sender far more than the send
     itself (on loopback, on a virtual machine: see bench/bench_wake.py);
     answers sent one after another wake it once.  An answer waits at
@@ -125,6 +126,15 @@ class DatagramPort(udp.Port):
         else:
             pending.append((datagram, addr, failed, context))
 
+    def flush(self):
+        """
+        Send what L{writeSoon} keeps now (before a datagram another port
+        sends: datagrams leave in the order they were written).
+        """
+        pending = self._pending
+        if pending:
+            self._sendPending(pending)
+
     def _sendPending(self, pending):
         """
         Send what L{writeSoon} kept, in the order it came.
@@ -156,8 +166,13 @@ class DatagramPort(udp.Port):
 
     def write(self, datagram, addr=None):
         """
-        Send a datagram, as L{udp.Port.write}.
+        Send a datagram, as L{udp.Port.write}: after those L{writeSoon}
+        keeps, so that datagrams leave in the order they were written (a
+        NOTIFY after the 200 to its SUBSCRIBE).
         """
+        pending = self._pending
+        if pending:
+            self._sendPending(pending)
         if addr is not None and addr[0] in self._checked:
             try:
                 return self.socket.sendto(datagram, addr)

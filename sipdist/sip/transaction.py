@@ -293,8 +293,24 @@ class ServerTransaction:
                 # absorb, so the table keeps the response's bytes, not this
                 # transaction with its messages (_CompletedServerRecord).
                 data = response.toBytes()
-                if self._transmit(_Wire(data, response)):
-                    layer._completed(self, data)
+                if getattr(self.flow, "sendSoon", None) is None:
+                    if self._transmit(_Wire(data, response)):
+                        layer._completed(self, data)
+                    return
+                # The port may send it with the other answers of its
+                # wake-up (DatagramPort.writeSoon): the record is kept
+                # meanwhile, so that a retransmission read in the same
+                # wake-up is absorbed, and ended if the send fails.
+                kept = layer._completed(self, data)
+                try:
+                    sent = self.flow.sendSoon(_Wire(data, response),
+                                              self._unsent, kept)
+                except Exception:
+                    layer._log.failure("sending {message!r} failed",
+                                       message=response)
+                    sent = False
+                if not sent:
+                    self._unsent(kept, None)
         elif code < 300:
             self._state = ACCEPTED
             if self._transmit(response):
@@ -321,6 +337,17 @@ class ServerTransaction:
     def _fail(self, reason):
         self._terminate()
         self._layer._transactionFailed(self, reason)
+
+    def _unsent(self, kept, error):
+        """
+        The final response could not be sent after all (the flow's
+        protocol has logged C{error}): its record C{kept} ends, and the
+        transaction fails as when a send fails at once.
+        """
+        layer = self._layer
+        layer.transportErrors += 1
+        layer.discardCompleted(kept)
+        self._fail(TransportError(f"cannot send to {self.flow.remote}"))
 
     def _terminate(self):
         if self.state is TERMINATED:
@@ -1842,6 +1869,8 @@ class TransactionLayer:
         """
         Replace a non-INVITE server transaction that sent its final
         response over an unreliable flow by a record until timer J fires.
+
+        @return: what L{discardCompleted} takes to end the record early.
         """
         flow = transaction.flow
         if type(flow) is DatagramFlow:
@@ -1849,10 +1878,11 @@ class TransactionLayer:
             if position is not None:
                 transaction._position = position
                 self._removeServer(transaction)
-                return
+                return position
         record = _CompletedServerRecord(self, transaction, data)
         self._serverTable[record.key] = record
         self._timerJ.add(record)
+        return record
 
     def keepCompleted(self, key, flow, data):
         """

@@ -127,6 +127,20 @@ class DatagramFlow:
         """
         return self._protocol.sendBytes(message.toBytes(), self.remote)
 
+    def sendSoon(self, message, failed, context):
+        """
+        Send a message as L{send} does, or with the other answers of the
+        port's wake-up (L{SIPDatagramProtocol.sendSoon}).
+
+        @param failed: called as C{failed(context, error)} if it is not
+            sent after all (once this has returned C{True}).
+        @return: C{True} if it was handed to the network or will be.
+        """
+        sendSoon = getattr(self._protocol, "sendSoon", None)
+        if sendSoon is None:
+            return self.send(message)
+        return sendSoon(message.toBytes(), self.remote, failed, context)
+
     def sendKeepAlive(self):
         """
         Send an RFC 5626 keep-alive over UDP: a STUN Binding request
@@ -290,6 +304,15 @@ class SIPDatagramProtocol(DatagramProtocol):
         """
         if self.transport is None:
             return False
+        others = self._layer._datagram
+        if len(others) > 1:
+            # What the other ports keep for the end of their wake-up goes
+            # first (a NOTIFY after the 200 to a SUBSCRIBE that came on
+            # another port); this port's own write sees to its own.
+            for other in others:
+                flush = getattr(other.transport, "flush", None)
+                if other is not self and flush is not None:
+                    flush()
         try:
             self.transport.write(data, addr)
         except _UNSENDABLE as e:
