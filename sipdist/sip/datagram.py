@@ -23,10 +23,11 @@ cost less per datagram, the same datagrams in and out.
     hands over the datagrams of a wake-up together with the others
     written then, once those datagrams are handled (or once
     C{maxPending} wait, or when a datagram is written with C{write}:
-    datagrams leave in the order they were written).  A datagram wakes the process it goes to when
-    that process sleeps, which costs the sender far more than the send
-    itself (on loopback, on a virtual machine: see bench/bench_wake.py);
-    answers sent one after another wake it once.  An answer waits at
+    datagrams leave in the order they were written).  A datagram wakes
+    the process it goes to when that process sleeps, which costs the
+    sender far more than the send itself (on loopback, on a virtual
+    machine: see bench/bench_wake.py); answers sent one after another
+    wake it once.  An answer waits at
     most the handling of C{maxPending} - 1 other datagrams.
 """
 
@@ -170,9 +171,7 @@ class DatagramPort(udp.Port):
         keeps, so that datagrams leave in the order they were written (a
         NOTIFY after the 200 to its SUBSCRIBE).
         """
-        pending = self._pending
-        if pending:
-            self._sendPending(pending)
+        self.flush()
         if addr is not None and addr[0] in self._checked:
             try:
                 return self.socket.sendto(datagram, addr)
