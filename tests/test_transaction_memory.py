@@ -216,6 +216,19 @@ class CompletedRecordsTests(SynchronousTestCase):
         self.assertEqual((len(records), layer.active), (0, 0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_discardLast(self):
+        """
+        Discarding the last record leaves no timer and no chunk.
+        """
+        layer = self.layer
+        kept = layer.keepCompleted(self.key("z9hG4bKlast"), self.flow(),
+                                   b"answer")
+        self.assertNotEqual(self.clock.getDelayedCalls(), [])
+        layer.discardCompleted(kept)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(list(layer._completedJ._chunks), [])
+        self.assertEqual(layer.active, 0)
+
     def test_discardObjectRecord(self):
         """
         A record the table cannot hold (a key of RFC 2543) is an object in

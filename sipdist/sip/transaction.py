@@ -137,15 +137,22 @@ class TransactionLayerStopped(TransactionError):
     """
 
 
-def _send(layer, flow, message):
+def _send(layer, flow, message, failed=None, context=None):
     """
     Send a message on a flow; a flow that refuses or raises counts as a
     transport error.
 
-    @return: whether the message went out.
+    @param failed: if given, a flow that can (L{DatagramFlow.sendSoon})
+        may send the message with the other answers of its port's
+        wake-up, and calls C{failed(context, error)} if it cannot then.
+    @return: whether the message went out (or will).
     """
     try:
-        ok = flow.send(message) is not False
+        sendSoon = None if failed is None else getattr(flow, "sendSoon", None)
+        if sendSoon is None:
+            ok = flow.send(message) is not False
+        else:
+            ok = sendSoon(message, failed, context) is not False
     except Exception:
         layer._log.failure("sending {message!r} failed", message=message)
         ok = False
@@ -302,15 +309,9 @@ class ServerTransaction:
                 # meanwhile, so that a retransmission read in the same
                 # wake-up is absorbed, and ended if the send fails.
                 kept = layer._completed(self, data)
-                try:
-                    sent = self.flow.sendSoon(_Wire(data, response),
-                                              self._unsent, kept)
-                except Exception:
-                    layer._log.failure("sending {message!r} failed",
-                                       message=response)
-                    sent = False
-                if not sent:
-                    self._unsent(kept, None)
+                if not _send(layer, self.flow, _Wire(data, response),
+                             self._unsentLater, kept):
+                    self._unsent(kept)
         elif code < 300:
             self._state = ACCEPTED
             if self._transmit(response):
@@ -338,16 +339,22 @@ class ServerTransaction:
         self._terminate()
         self._layer._transactionFailed(self, reason)
 
-    def _unsent(self, kept, error):
+    def _unsent(self, kept):
         """
-        The final response could not be sent after all (the flow's
-        protocol has logged C{error}): its record C{kept} ends, and the
-        transaction fails as when a send fails at once.
+        The final response could not be sent: its record C{kept} ends, and
+        the transaction fails.
         """
-        layer = self._layer
-        layer.transportErrors += 1
-        layer.discardCompleted(kept)
+        self._layer.discardCompleted(kept)
         self._fail(TransportError(f"cannot send to {self.flow.remote}"))
+
+    def _unsentLater(self, kept, error):
+        """
+        The final response could not be sent at the end of the wake-up
+        (the flow's protocol has logged C{error}): a transport error, as
+        L{_send} counts one at once.
+        """
+        self._layer.transportErrors += 1
+        self._unsent(kept)
 
     def _terminate(self):
         if self.state is TERMINATED:
@@ -940,6 +947,9 @@ class _CompletedRecords:
         self._unindex(fields[1], position)
         _NUMBER.pack_into(chunk, offset + _NUMBER_OFFSET, _DISCARDED)
         self._count -= 1
+        if not self._count:
+            # Nothing left to wait for: no timer, no chunk.
+            self.clear()
 
     def clear(self):
         """
