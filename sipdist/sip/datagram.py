@@ -27,8 +27,8 @@ cost less per datagram, the same datagrams in and out.
     the process it goes to when that process sleeps, which costs the
     sender far more than the send itself (on loopback, on a virtual
     machine: see bench/bench_wake.py); answers sent one after another
-    wake it once.  An answer waits at
-    most the handling of C{maxPending} - 1 other datagrams.
+    wake it once.  An answer waits at most the handling of
+    C{maxPending} - 1 other datagrams.
 """
 
 import errno
