@@ -4,9 +4,10 @@ request and its answer cost a process that does nothing else, per
 interpreter, at the rates the benchmarks offer.
 
     python bench/bench_floor.py [--rates 1000,2000,5000] [--seconds 4]
-                                [--pypy-python PATH]
+                                [--pypy-python PATH] [--servers KIND,...]
+                                [--window 1]
 
-Two servers answer every datagram with the same fixed datagram of a 301's
+These servers answer every datagram with the same fixed datagram of a 301's
 size, on loopback:
 
   - blocking: a bare loop of C{recvfrom} and C{sendto} on a blocking
@@ -14,10 +15,16 @@ size, on loopback:
   - twisted: Twisted's epoll reactor and a C{DatagramProtocol} whose
     C{datagramReceived} writes the answer (the event loop, its per-event
     logging context, the port's read loop up to C{EAGAIN}, the timed-call
-    check of each turn of the loop).
+    check of each turn of the loop);
+  - recvfrom, into: the same with sipdist's own port
+    (L{sipdist.sip.datagram.DatagramPort}), answering with C{writeSoon}
+    as sipdist's fast paths do, reading each datagram with C{recvfrom} or
+    into the port's buffer (C{readsInto}: what it does on PyPy).
 
 A client process sends REGISTER-sized datagrams at the given rate, one in
-flight at a time (each waits for its answer), for --seconds; the server's
+flight at a time (each waits for its answer; with --window N, N sent
+together and their answers read, so that a server's wake-up reads
+several, as under load), for --seconds; the server's
 user and system CPU time over those datagrams (C{getrusage} in the server,
 after its imports) give datagrams per CPU-second and microseconds each.  A
 SIPp call of bench_register is two requests and two answers: a server can
@@ -79,6 +86,46 @@ def serveTwisted(count, report):
     return before
 
 
+def servePort(count, report, readsInto):
+    """
+    sipdist's own UDP port (L{sipdist.sip.datagram.DatagramPort}) on the
+    epoll reactor, reading with C{recvfrom} or into its buffer, answering
+    with C{writeSoon} as sipdist's fast paths do.
+    """
+    sys.path.insert(0, os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    from twisted.internet import epollreactor
+    epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.internet.protocol import DatagramProtocol
+
+    from sipdist.sip.datagram import listenDatagram
+
+    class Answer(DatagramProtocol):
+        answered = 0
+
+        def datagramReceived(self, data, address):
+            self.transport.writeSoon(ANSWER, address, None, None)
+            self.answered += 1
+            if self.answered == count:
+                reactor.callLater(0, reactor.stop)
+
+    port = listenDatagram(reactor, 0, Answer(), interface="127.0.0.1")
+    port.readsInto = readsInto
+    report(port.getHost().port)
+    before = cpu()
+    reactor.run(installSignalHandlers=False)
+    return before
+
+
+SERVERS = {
+    "blocking": serveBlocking,
+    "twisted": serveTwisted,
+    "recvfrom": lambda count, report: servePort(count, report, False),
+    "into": lambda count, report: servePort(count, report, True),
+}
+
+
 def server(kind, count):
     """
     The server process: print its port, serve C{count} datagrams, print
@@ -86,13 +133,13 @@ def server(kind, count):
     """
     def report(port):
         print(port, flush=True)
-    serve = {"blocking": serveBlocking, "twisted": serveTwisted}[kind]
+    serve = SERVERS[kind]
     user0, system0 = serve(count, report)
     user1, system1 = cpu()
     print(user1 - user0, system1 - system0, flush=True)
 
 
-def run(python, kind, rate, seconds):
+def run(python, kind, rate, seconds, window):
     count = max(int(rate * seconds), 1)
     process = subprocess.Popen(
         [python, os.path.abspath(__file__), "--serve", kind, str(count)],
@@ -103,12 +150,15 @@ def run(python, kind, rate, seconds):
         client.connect(("127.0.0.1", port))
         client.settimeout(2)
         start = time.monotonic()
-        for i in range(count):
+        for i in range(0, count, window):
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            client.send(REQUEST)
-            client.recv(65535)
+            burst = min(window, count - i)
+            for _ in range(burst):
+                client.send(REQUEST)
+            for _ in range(burst):
+                client.recv(65535)
         user, system = map(float, process.stdout.readline().split())
     finally:
         process.kill()
@@ -123,7 +173,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="1000,2000,5000")
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--pypy-python", default=shutil.which("pypy3"))
+    parser.add_argument("--pypy-python", default=shutil.which("pypy3"),
+                        help="a PyPy with Twisted (and, for the recvfrom "
+                        "and into servers, sipdist's dependencies)")
+    parser.add_argument("--window", type=int, default=1,
+                        help="datagrams sent together before their answers "
+                        "are read (1: one in flight at a time)")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help="which servers, of " + ", ".join(SERVERS))
     args = parser.parse_args()
     pythons = [("CPython", sys.executable)]
     if args.pypy_python:
@@ -131,9 +188,12 @@ def main():
     print(f"{'interpreter':<12}{'server':<10}{'rate/s':>8}"
           f"{'datagrams/CPU-s':>17}{'user us':>9}{'sys us':>8}")
     for label, python in pythons:
-        for kind in ("blocking", "twisted"):
+        for kind in args.servers.split(","):
+            if kind not in SERVERS:
+                parser.error(f"no server {kind!r}")
             for rate in [int(r) for r in args.rates.split(",")]:
-                count, user, system = run(python, kind, rate, args.seconds)
+                count, user, system = run(python, kind, rate, args.seconds,
+                                          args.window)
                 total = user + system
                 perSecond = count / total if total else float("inf")
                 print(f"{label:<12}{kind:<10}{rate:>8}{perSecond:>17,.0f}"

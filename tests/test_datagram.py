@@ -4,6 +4,7 @@ Tests for L{sipdist.sip.datagram}: sipdist's UDP port, over real sockets on
 """
 
 import errno
+import platform
 import socket
 
 from twisted.internet import error, reactor
@@ -44,17 +45,28 @@ class FailingSocket:
             raise OSError(self._errors.pop(0), "failed")
         return self._real.recvfrom(size)
 
+    def recvfrom_into(self, buffer):
+        if self._errors:
+            raise OSError(self._errors.pop(0), "failed")
+        return self._real.recvfrom_into(buffer)
+
     def __getattr__(self, name):
         return getattr(self._real, name)
 
 
 class DatagramPortTests(SynchronousTestCase):
+    """
+    The port reading each datagram with C{recvfrom} (as on CPython).
+    """
+
+    readsInto = False
 
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.protocol = Recorder()
         self.port = DatagramPort(0, self.protocol, "127.0.0.1", 8192,
                                  self.reactor)
+        self.port.readsInto = self.readsInto
         self.port.startListening()
         self.addCleanup(self._stop)
         self.address = ("127.0.0.1", self.port.getHost().port)
@@ -82,6 +94,34 @@ class DatagramPortTests(SynchronousTestCase):
                          [(b"datagram %d" % (i,), source) for i in range(10)])
         self.port.doRead()
         self.assertEqual(len(self.protocol.received), 10)
+
+    def test_datagramsAreBytes(self):
+        """
+        Each datagram is handed over as L{bytes} of its own, whatever the
+        size of the one read after it.
+        """
+        self.client.sendto(b"x" * 1000, self.address)
+        self.client.sendto(b"short", self.address)
+        self.client.sendto(b"", self.address)
+        self.port.doRead()
+        data = [d for d, a in self.protocol.received]
+        self.assertEqual(data, [b"x" * 1000, b"short", b""])
+        self.assertEqual({type(d) for d in data}, {bytes})
+
+    def test_truncated(self):
+        """
+        A datagram longer than C{maxPacketSize} is handed over cut to that
+        size (the socket drops the rest), as Twisted's port does; a change
+        of C{maxPacketSize} holds from the next wake-up.
+        """
+        self.client.sendto(b"a" * 9000, self.address)
+        self.port.doRead()
+        self.port.maxPacketSize = 100
+        self.client.sendto(b"b" * 150, self.address)
+        self.client.sendto(b"c" * 50, self.address)
+        self.port.doRead()
+        self.assertEqual([d for d, a in self.protocol.received],
+                         [b"a" * 8192, b"b" * 100, b"c" * 50])
 
     def test_boundPerWakeUp(self):
         """
@@ -397,6 +437,25 @@ class DatagramPortTests(SynchronousTestCase):
                          [(b"datagram 1", errno.ENOBUFS),
                           (b"datagram 3", errno.EPERM)])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class DatagramPortIntoTests(DatagramPortTests):
+    """
+    The port reading each datagram into its buffer (as on PyPy).
+    """
+
+    readsInto = True
+
+
+class ReadModeTests(SynchronousTestCase):
+
+    def test_byInterpreter(self):
+        """
+        The port reads into its buffer on PyPy only (where C{recvfrom}
+        makes a buffer of C{maxPacketSize} bytes for each datagram).
+        """
+        self.assertEqual(DatagramPort.readsInto,
+                         platform.python_implementation() == "PyPy")
 
 
 class ListenTests(TestCase):
