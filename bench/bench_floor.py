@@ -16,10 +16,10 @@ size, on loopback:
     C{datagramReceived} writes the answer (the event loop, its per-event
     logging context, the port's read loop up to C{EAGAIN}, the timed-call
     check of each turn of the loop);
-  - recvfrom, into: the same with sipdist's own port
-    (L{sipdist.sip.datagram.DatagramPort}), answering with C{writeSoon}
-    as sipdist's fast paths do, reading each datagram with C{recvfrom} or
-    into the port's buffer (C{readsInto}: what it does on PyPy).
+  - sipdist: the same with sipdist's own port
+    (L{sipdist.sip.datagram.DatagramPort}, reading up to 65,536 bytes a
+    datagram as sipdist does), answering with C{writeSoon} as sipdist's
+    fast paths do.
 
 A client process sends REGISTER-sized datagrams at the given rate, one in
 flight at a time (each waits for its answer; with --window N, N sent
@@ -86,11 +86,10 @@ def serveTwisted(count, report):
     return before
 
 
-def servePort(count, report, readsInto):
+def servePort(count, report):
     """
     sipdist's own UDP port (L{sipdist.sip.datagram.DatagramPort}) on the
-    epoll reactor, reading with C{recvfrom} or into its buffer, answering
-    with C{writeSoon} as sipdist's fast paths do.
+    epoll reactor, answering with C{writeSoon} as sipdist's fast paths do.
     """
     sys.path.insert(0, os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
@@ -110,8 +109,8 @@ def servePort(count, report, readsInto):
             if self.answered == count:
                 reactor.callLater(0, reactor.stop)
 
-    port = listenDatagram(reactor, 0, Answer(), interface="127.0.0.1")
-    port.readsInto = readsInto
+    port = listenDatagram(reactor, 0, Answer(), interface="127.0.0.1",
+                          maxPacketSize=65536)
     report(port.getHost().port)
     before = cpu()
     reactor.run(installSignalHandlers=False)
@@ -121,8 +120,7 @@ def servePort(count, report, readsInto):
 SERVERS = {
     "blocking": serveBlocking,
     "twisted": serveTwisted,
-    "recvfrom": lambda count, report: servePort(count, report, False),
-    "into": lambda count, report: servePort(count, report, True),
+    "sipdist": servePort,
 }
 
 
@@ -174,8 +172,8 @@ def main():
     parser.add_argument("--rates", default="1000,2000,5000")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--pypy-python", default=shutil.which("pypy3"),
-                        help="a PyPy with Twisted (and, for the recvfrom "
-                        "and into servers, sipdist's dependencies)")
+                        help="a PyPy with Twisted (and, for the sipdist "
+                        "server, sipdist's dependencies)")
     parser.add_argument("--window", type=int, default=1,
                         help="datagrams sent together before their answers "
                         "are read (1: one in flight at a time)")

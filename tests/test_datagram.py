@@ -4,7 +4,6 @@ Tests for L{sipdist.sip.datagram}: sipdist's UDP port, over real sockets on
 """
 
 import errno
-import platform
 import socket
 
 from twisted.internet import error, reactor
@@ -40,11 +39,6 @@ class FailingSocket:
         self._real = real
         self._errors = list(errors)
 
-    def recvfrom(self, size):
-        if self._errors:
-            raise OSError(self._errors.pop(0), "failed")
-        return self._real.recvfrom(size)
-
     def recvfrom_into(self, buffer):
         if self._errors:
             raise OSError(self._errors.pop(0), "failed")
@@ -55,18 +49,12 @@ class FailingSocket:
 
 
 class DatagramPortTests(SynchronousTestCase):
-    """
-    The port reading each datagram with C{recvfrom} (as on CPython).
-    """
-
-    readsInto = False
 
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.protocol = Recorder()
         self.port = DatagramPort(0, self.protocol, "127.0.0.1", 8192,
                                  self.reactor)
-        self.port.readsInto = self.readsInto
         self.port.startListening()
         self.addCleanup(self._stop)
         self.address = ("127.0.0.1", self.port.getHost().port)
@@ -97,8 +85,9 @@ class DatagramPortTests(SynchronousTestCase):
 
     def test_datagramsAreBytes(self):
         """
-        Each datagram is handed over as L{bytes} of its own, whatever the
-        size of the one read after it.
+        Each datagram is handed over as L{bytes} of its own (read into the
+        port's buffer, copied out), whatever the size of the one read
+        after it.
         """
         self.client.sendto(b"x" * 1000, self.address)
         self.client.sendto(b"short", self.address)
@@ -437,25 +426,6 @@ class DatagramPortTests(SynchronousTestCase):
                          [(b"datagram 1", errno.ENOBUFS),
                           (b"datagram 3", errno.EPERM)])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
-
-
-class DatagramPortIntoTests(DatagramPortTests):
-    """
-    The port reading each datagram into its buffer (as on PyPy).
-    """
-
-    readsInto = True
-
-
-class ReadModeTests(SynchronousTestCase):
-
-    def test_byInterpreter(self):
-        """
-        The port reads into its buffer on PyPy only (where C{recvfrom}
-        makes a buffer of C{maxPacketSize} bytes for each datagram).
-        """
-        self.assertEqual(DatagramPort.readsInto,
-                         platform.python_implementation() == "PyPy")
 
 
 class ListenTests(TestCase):

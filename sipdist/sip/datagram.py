@@ -14,12 +14,13 @@ cost less per datagram, the same datagrams in and out.
     lack of memory) ends that wake-up and is logged (bounded); the port
     stays open and is read again at the next one, where Twisted's raises
     and so closes the port.
-  - On PyPy it reads each datagram into one buffer kept by the port
+  - It reads each datagram into one buffer kept by the port
     (C{recvfrom_into}) and copies out only the bytes read, where
     C{recvfrom} makes a new buffer of C{maxPacketSize} bytes (65,536 for
-    sipdist) each time: about 5% of what a datagram and its answer cost
-    PyPy in bench/bench_floor.py's loop (C{--window 16}), none on
-    CPython.  The datagrams are the same (L{DatagramPort.readsInto}).
+    sipdist) each time: on PyPy about 5% of what a datagram and its
+    answer cost in bench/bench_floor.py's loop (C{--window 16}), on
+    CPython no difference (measured at 3fe7759, where the port could read
+    either way).
   - L{DatagramPort.write} sends to an address whose host it has already
     checked (an IP address of the port's family, not a host name, which
     the socket would resolve, blocking) without checking it again; what it
@@ -38,7 +39,6 @@ cost less per datagram, the same datagrams in and out.
 """
 
 import errno
-import platform
 import socket
 
 from twisted.internet import error, udp
@@ -61,9 +61,6 @@ class DatagramPort(udp.Port):
     @ivar maxCheckedHosts: hosts remembered as checked; the table is
         emptied when full.
     @ivar readErrors: read errors met (each ends its wake-up).
-    @ivar readsInto: whether a wake-up reads into the port's buffer
-        (C{recvfrom_into}) rather than with C{recvfrom}: set on PyPy,
-        where it costs less (see the module).
     """
 
     _log = Logger()
@@ -72,8 +69,8 @@ class DatagramPort(udp.Port):
     # While doRead hands datagrams over: what writeSoon keeps for later,
     # as (datagram, address, failed, context).
     _pending = None
-    readsInto = platform.python_implementation() == "PyPy"
-    # readsInto's buffer, made at the first read.
+    # The buffer datagrams are read into, made at the first read (and again
+    # when maxPacketSize changes).
     _buffer = None
 
     def __init__(self, port, proto, interface="", maxPacketSize=8192,
@@ -89,15 +86,11 @@ class DatagramPort(udp.Port):
         Hand the protocol the datagrams waiting, up to C{maxThroughput}
         bytes.
         """
-        recvfrom = self.socket.recvfrom
-        size = self.maxPacketSize
-        buffer = view = None
-        if self.readsInto:
-            recvfrom = self.socket.recvfrom_into
-            buffer = self._buffer
-            if buffer is None or len(buffer) != size:
-                buffer = self._buffer = bytearray(size)
-            view = memoryview(buffer)
+        receive = self.socket.recvfrom_into
+        buffer = self._buffer
+        if buffer is None or len(buffer) != self.maxPacketSize:
+            buffer = self._buffer = bytearray(self.maxPacketSize)
+        view = memoryview(buffer)
         protocol = self.protocol
         received = protocol.datagramReceived
         trim = self.addressFamily == socket.AF_INET6
@@ -108,17 +101,14 @@ class DatagramPort(udp.Port):
         try:
             while read < limit:
                 try:
-                    if buffer is None:
-                        data, addr = recvfrom(size)
-                    else:
-                        count, addr = recvfrom(buffer)
-                        data = view[:count].tobytes()
+                    count, addr = receive(buffer)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as e:
                     self._readFailed(e)
                     return
-                read += len(data)
+                data = view[:count].tobytes()
+                read += count
                 if trim:
                     # (host, port) without the flow and scope IDs, as
                     # udp.Port gives it.
