@@ -155,6 +155,9 @@ class NonceCounts:
         ways = self._ways = max(1, min(self.WAYS, maxSize))
         self._sets = max(1, maxSize // ways)
         self._setBytes = ways * self._ENTRY
+        # The issue times of a set's entries, read in one call.
+        self._times = struct.Struct(
+            ">" + ("Q%dx" % (self._ENTRY - _TIME.size)) * ways)
         self._table = bytearray(self._sets * self._setBytes)
         # Per set: the latest issue time among the nonces it evicted.
         self._floors = array.array("q", [-1]) * self._sets
@@ -181,8 +184,7 @@ class NonceCounts:
             return True
         # A full set: L{use} evicts the nonce issued first, unless this one
         # was issued no later than it.
-        return issued > min(_TIME.unpack_from(entries, at)[0]
-                            for at in range(0, self._setBytes, self._ENTRY))
+        return issued > min(self._times.unpack(entries))
 
     def _locate(self, nonce, issued, nc):
         """
@@ -235,7 +237,6 @@ class NonceCounts:
         key, index, start, entries, found = place
         table = self._table
         entry = self._ENTRY
-        end = start + self._setBytes
         if found >= 0:
             at = start + found + self._KEY
             if nc <= int.from_bytes(table[at:at + 4], "big"):
@@ -250,10 +251,10 @@ class NonceCounts:
             victim += start
             self._size += 1
         else:
-            # The entry issued first.
-            victim = min(range(start, end, entry),
-                         key=lambda at: table[at:at + _TIME.size])
-            evicted = _TIME.unpack_from(table, victim)[0]
+            # The entry issued first (the first of them).
+            times = self._times.unpack(entries)
+            evicted = min(times)
+            victim = start + times.index(evicted) * entry
             if issued <= evicted:
                 # Every nonce of the set was issued after this one.
                 floors[index] = max(floors[index], issued)
