@@ -7,6 +7,7 @@ or by py-spy (sampling, attached to the process), or not profiled at all.
     python bench/profile_register.py [--role distributor|home]
         [--calls 20000] [--rate 4000]
         [--profiler none|cprofile|py-spy|perf] [--repeat 1] [--top 30]
+        [--pcap FILE]
 
 perf (Linux perf, the cpu-clock software event, so it works on a virtual
 machine without hardware counters) samples the last repeat only, so the
@@ -15,6 +16,10 @@ the interpreter and its garbage collector, and (unnamed) JIT-compiled code.
 Run this script with PyPy's python to profile the server on PyPy, with
 --perf-data to keep the record for bench/pypy_perf_functions.py, which
 tells the parts of PyPy's runtime apart when PyPy has no symbols.
+
+--pcap captures the requests the server receives (SIPp's own datagrams,
+with their times), for bench/replay_register.py to hand to the same
+server in one process.
 
 Prints the requests per CPU-second of the server (process CPU time, each
 repeat separately, so noise shows) and, with a profiler, the top entries.
@@ -55,6 +60,25 @@ def startServer(work, role, name, port, processes, profile=None):
     return process
 
 
+def startCapture(path, port):
+    """
+    Capture the UDP datagrams sent to C{port} on loopback into the pcap
+    file C{path}, from when this returns until the process is interrupted.
+    """
+    capture = subprocess.Popen(
+        ["dumpcap", "-q", "-i", "lo", "-P", "-w", path,
+         "-f", f"udp dst port {port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # dumpcap says so on its standard error once it captures.
+    for line in capture.stderr:
+        if line.startswith("Capturing on"):
+            break
+    else:
+        capture.wait(30)
+        sys.exit(f"dumpcap did not start (exit {capture.returncode})")
+    return capture
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", default="distributor",
@@ -65,6 +89,10 @@ def main():
     parser.add_argument("--profiler", default="none",
                         choices=["none", "cprofile", "py-spy", "perf"])
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--pcap", default=None,
+                        help="capture the requests the server receives, "
+                        "over all the repeats, to this pcap file (dumpcap, "
+                        "from Wireshark; for bench/replay_register.py)")
     parser.add_argument("--perf-data", default=None,
                         help="where perf writes its record, kept (for "
                         "bench/pypy_perf_functions.py); else a temporary "
@@ -72,6 +100,8 @@ def main():
     args = parser.parse_args()
     if args.profiler == "perf" and shutil.which("perf") is None:
         sys.exit("--profiler perf needs Linux perf (Debian: linux-perf)")
+    if args.pcap and shutil.which("dumpcap") is None:
+        sys.exit("--pcap needs dumpcap (Debian: wireshark-common or tshark)")
 
     work = tempfile.mkdtemp(prefix="sipdist-profile-")
     port, homePort = freePort(), freePort()
@@ -83,10 +113,12 @@ def main():
         "register_301.xml"
     stats = f"{work}/profile.stats"
     processes = []
-    spy = perf = None
+    spy = perf = capture = None
     try:
         server = startServer(work, args.role, name, port, processes,
                              stats if args.profiler == "cprofile" else None)
+        if args.pcap:
+            capture = startCapture(args.pcap, port)
         if args.profiler == "py-spy":
             spyOut = f"{work}/py-spy.txt"
             spy = subprocess.Popen(
@@ -112,6 +144,9 @@ def main():
                   f"requests/CPU-s (server CPU {cpu:.2f} s, "
                   f"{ok / elapsed:,.0f} calls/s)", flush=True)
     finally:
+        if capture is not None:
+            capture.send_signal(2)
+            capture.wait(30)
         if perf is not None:
             perf.send_signal(2)
             perf.wait(30)
