@@ -6,7 +6,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.sip.message import parseMessage
-from sipdist.services.registrar import Registrar, RegistrarError, contactHeaderValues
+from sipdist.services.registrar import (
+    Binding, Registrar, RegistrarError, contactHeaderValues)
+from sipdist.sip.uri import parseURI
 from tests.test_roles import registerBytes
 
 AOR = "sip:alice@example.com"
@@ -84,6 +86,41 @@ class RegistrarTests(SynchronousTestCase):
         self.assertEqual(register(self.registrar, cseq=3, expires=0), [])
         self.assertEqual(self.registrar.lookup(AOR), [])
         self.assertEqual(self.registrar.count, 0)
+
+    def test_refreshComparesURIs(self):
+        """
+        A Contact refreshes the binding of an equal URI (RFC 3261 section
+        19.1.4: host and parameters without case), however written; a
+        URI that differs (its port) is another binding.
+        """
+        register(self.registrar, contact="<sip:alice@Host.Example:5062;"
+                 "Transport=UDP>", cseq=1)
+        self.clock.advance(100)
+        [b] = register(self.registrar, contact="<sip:alice@host.example:"
+                       "5062;transport=udp>", cseq=2)
+        self.assertEqual(b.remaining(self.clock.seconds()), 3600)
+        self.assertEqual(len(self.registrar.lookup(AOR)), 1)
+        register(self.registrar, contact="<sip:alice@host.example:5063;"
+                 "transport=udp>", cseq=3)
+        self.assertEqual(len(self.registrar.lookup(AOR)), 2)
+
+    def test_refreshOfRestoredBinding(self):
+        """
+        A binding read back from the journal (made without its comparison
+        key) is refreshed by an equal Contact, not doubled.
+        """
+        [b] = register(self.registrar, contact="<sip:alice@h.example:5062>")
+        restored = Binding(contact=b.contact, uri=parseURI("sip:alice@"
+                           "H.EXAMPLE:5062"), expires=b.expires,
+                           callID="old", cseq=7)
+        self.assertIsNone(restored.key)
+        self.registrar.restore({AOR: [restored]})
+        self.clock.advance(100)
+        [refreshed] = register(self.registrar,
+                               contact="<sip:alice@h.example:5062>",
+                               callID="new", cseq=1)
+        self.assertEqual(refreshed.callID, "new")
+        self.assertEqual(len(self.registrar.lookup(AOR)), 1)
 
     def test_refreshesDoNotPileUp(self):
         """

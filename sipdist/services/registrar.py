@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from sipdist.sip.message import HEADER_PARAMETER, parseNameAddr, quotedEnd
-from sipdist.sip.uri import URIError
+from sipdist.sip.uri import URIError, comparisonKey
 
 DEFAULT_EXPIRES = 3600
 MIN_EXPIRES = 60
@@ -68,6 +68,9 @@ class Binding:
     @ivar flow: the transport flow the REGISTER came in on.
     @ivar instance: the C{+sip.instance} parameter (RFC 5626), if any.
     @ivar regId: the C{reg-id} parameter (RFC 5626), if any.
+    @ivar key: C{uri}'s L{comparisonKey}, made once (given, or when first
+        needed): each REGISTER of its address-of-record compares its
+        contacts with it.
     """
 
     contact: str
@@ -80,6 +83,7 @@ class Binding:
     flow: object = None
     instance: str = None
     regId: str = None
+    key: tuple = field(default=None, repr=False, compare=False)
 
     def remaining(self, now):
         return max(0, int(self.expires - now + 0.5))
@@ -236,12 +240,13 @@ class Registrar:
                 regId = regId.strip()
                 if not regId.isdigit() or not 0 < int(regId) < 2 ** 31:
                     raise RegistrarError(400, "Bad Contact reg-id")
-            existing = [b for b in current if sameBinding(b, uri, instance,
+            key = comparisonKey(uri) if instance is None else None
+            existing = [b for b in current if sameBinding(b, key, instance,
                                                           regId)]
             if any(b.callID == callID and cseq <= b.cseq for b in existing):
                 raise RegistrarError(500, "Out Of Order REGISTER")
             changes.append((uri, value, params, expires, q, existing,
-                            instance, regId))
+                            instance, regId, key))
 
         replaced = {id(b) for c in changes for b in c[5]}
         kept = [b for b in current if id(b) not in replaced]
@@ -258,8 +263,8 @@ class Registrar:
                     expires=now + expires, q=q, callID=callID, cseq=cseq,
                     path=path, flow=flow,
                     instance=params.get("+sip.instance") if instance
-                    else None, regId=regId)
-            for uri, value, params, expires, q, existing, instance, regId
+                    else None, regId=regId, key=key)
+            for uri, value, params, expires, q, existing, instance, regId, key
             in added]
         return Registration(aor, kept + new, None, new)
 
@@ -453,18 +458,22 @@ def instanceId(value):
     return text.lower() or None
 
 
-def sameBinding(binding, uri, instance, regId):
+def sameBinding(binding, key, instance, regId):
     """
-    Whether a REGISTER's Contact (C{uri}, its instance id and C{reg-id})
-    updates C{binding}: RFC 5626 section 6, the same instance id and
-    C{reg-id} (whatever the URI: a client that connects again has a new
-    port); with an instance id and no C{reg-id}, the same instance id
-    without one (RFC 5627); else the same URI (RFC 3261 section 10.3).
+    Whether a REGISTER's Contact (the L{comparisonKey} C{key} of its URI,
+    its instance id and C{reg-id}) updates C{binding}: RFC 5626 section 6,
+    the same instance id and C{reg-id} (whatever the URI: a client that
+    connects again has a new port); with an instance id and no C{reg-id},
+    the same instance id without one (RFC 5627); else the same URI (RFC
+    3261 section 10.3).
     """
     if instance is not None:
         return instanceId(binding.instance) == instance and \
             binding.regId == regId
-    return binding.uri == uri
+    known = binding.key
+    if known is None:
+        known = binding.key = comparisonKey(binding.uri)
+    return known == key
 
 
 def _seconds(text):

@@ -151,15 +151,23 @@ class URI(sip.URL):
     def __eq__(self, other):
         if not isinstance(other, URI):
             return NotImplemented
-        return _comparable(self) == _comparable(other)
+        return comparisonKey(self) == comparisonKey(other)
 
     def __hash__(self):
-        return hash(_comparable(self))
+        return hash(comparisonKey(self))
 
 
-def _comparable(uri):
-    # RFC 3261 19.1.4, simplified: scheme, user and password case-sensitive
-    # after unescaping, host case-insensitive, parameters case-insensitive.
+def comparisonKey(uri):
+    """
+    What two equal URIs have in common (RFC 3261 section 19.1.4,
+    simplified: scheme, user and password case-sensitive after unescaping,
+    host case-insensitive, parameters case-insensitive): for a URI
+    compared with many (a registrar's bindings), made once and compared as
+    a tuple.
+
+    @type uri: L{URI}
+    @rtype: L{tuple}
+    """
     return (
         uri.scheme,
         None if uri.username is None else unquote(uri.username),
