@@ -198,7 +198,6 @@ def main():
                     profiler.disable()
                 sent += len(requests)
             seconds = min(seconds, spent)
-        assert udp.last.startswith(b"SIP/2.0 " + expect), udp.last[:40]
         # Every request of the last run got the answer of its kind.
         if label.startswith("distributor, logins"):
             wanted = {b"401": sent // 2, expect: sent // 2}

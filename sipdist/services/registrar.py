@@ -68,9 +68,9 @@ class Binding:
     @ivar flow: the transport flow the REGISTER came in on.
     @ivar instance: the C{+sip.instance} parameter (RFC 5626), if any.
     @ivar regId: the C{reg-id} parameter (RFC 5626), if any.
-    @ivar key: C{uri}'s L{comparisonKey}, made once (given, or when first
-        needed): each REGISTER of its address-of-record compares its
-        contacts with it.
+    @ivar key: C{uri}'s L{comparisonKey}, made when first needed and kept
+        (L{sameBinding}): each REGISTER of its address-of-record compares
+        its contacts with it.
     """
 
     contact: str
@@ -83,7 +83,7 @@ class Binding:
     flow: object = None
     instance: str = None
     regId: str = None
-    key: tuple = field(default=None, repr=False, compare=False)
+    key: tuple = field(default=None, init=False, repr=False, compare=False)
 
     def remaining(self, now):
         return max(0, int(self.expires - now + 0.5))
@@ -246,7 +246,7 @@ class Registrar:
             if any(b.callID == callID and cseq <= b.cseq for b in existing):
                 raise RegistrarError(500, "Out Of Order REGISTER")
             changes.append((uri, value, params, expires, q, existing,
-                            instance, regId, key))
+                            instance, regId))
 
         replaced = {id(b) for c in changes for b in c[5]}
         kept = [b for b in current if id(b) not in replaced]
@@ -263,8 +263,8 @@ class Registrar:
                     expires=now + expires, q=q, callID=callID, cseq=cseq,
                     path=path, flow=flow,
                     instance=params.get("+sip.instance") if instance
-                    else None, regId=regId, key=key)
-            for uri, value, params, expires, q, existing, instance, regId, key
+                    else None, regId=regId)
+            for uri, value, params, expires, q, existing, instance, regId
             in added]
         return Registration(aor, kept + new, None, new)
 
