@@ -9,8 +9,9 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from sipdist.auth.digest import (
-    ALGORITHMS, computeHA1, computeResponse, sessionHA1)
+    ALGORITHMS, MAX_VALUE_LENGTH, computeHA1, computeResponse, sessionHA1)
 from sipdist.auth.nonce import NonceFactory
+from sipdist.roles.fastchallenge import _VALUES
 from sipdist.roles.fastredirect import FastRedirect
 from sipdist.roles.fastregister import FastRegister
 from sipdist.sip import message as _message
@@ -516,6 +517,11 @@ def _taken():
     yield "To bare", request(headers=[
         line if not line.startswith("To:") else "To: sip:alice@example.com"
         for line in _lines()]), CLIENT
+    yield "spaces before Digest", request(
+        authorization="  " + credentials()), CLIENT
+    yield "a value as long as the full path takes", request(
+        authorization=credentials(cnonce="c" * (
+            MAX_VALUE_LENGTH - len(credentials(cnonce=""))))), CLIENT
     yield "Accept lines", request(extra=["Accept: application/sdp",
                                          "Accept: text/plain"]), CLIENT
 
@@ -565,6 +571,27 @@ def _left():
     yield "upper case parameter name", request(
         authorization=credentials().replace("username=", "Username=")), \
         CLIENT
+    yield "a value longer than the full path takes", request(
+        authorization=credentials(cnonce="c" * (
+            MAX_VALUE_LENGTH + 1 - len(credentials(cnonce=""))))), CLIENT
+    yield "trailing comma", request(authorization=credentials() + ","), \
+        CLIENT
+    yield "trailing comma and space", request(
+        authorization=credentials() + ", "), CLIENT
+    yield "Digest without parameters", request(authorization="Digest "), \
+        CLIENT
+    yield "two spaces after Digest", request(
+        authorization=credentials().replace("Digest ", "Digest  ")), CLIENT
+    yield "space before a comma", request(
+        authorization=credentials().replace(", ", " , ", 1)), CLIENT
+    yield "quote in a token", request(authorization=credentials().replace(
+        "algorithm=MD5", 'algorithm=MD5"')), CLIENT
+    yield "a letter beyond ASCII in a quoted string", request(
+        authorization=credentials(cnonce="caf\u00e9")), CLIENT
+    yield "unterminated quoted string", request(
+        authorization=credentials()[:-1] + ', opaque="x'), CLIENT
+    yield "parameter without a value", request(
+        authorization=credentials() + ", stale="), CLIENT
     yield "Basic", request(authorization="Basic YWxpY2U6d29uZGVybGFuZA=="), \
         CLIENT
     yield "two Authorization", request(extra=[
@@ -597,4 +624,8 @@ def _scanned(data):
     (these tests' requests have one of each).
     """
     head = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
-    return {line.partition(b": ")[0]: line for line in head}
+    values = {line.partition(b": ")[0]: line for line in head}
+    if b"Authorization" in values:
+        values[b"Authorization"] = _VALUES[b"Authorization"].match(
+            values[b"Authorization"].partition(b": ")[2])
+    return values

@@ -40,6 +40,7 @@ test_fastchallenge.py} runs both paths over a corpus and compares.
 
 import re
 
+from sipdist.auth.digest import MAX_VALUE_LENGTH
 from sipdist.decision import REDIRECT_OPTION_TAG
 from sipdist.roles.fastredirect import (
     FastPart, FastRedirect, answer, noteRoute)
@@ -93,14 +94,67 @@ _VALUES = {
         rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
     b"Content-Length": re.compile(rb"0\Z"),
     # Only with credentials (see sipdist.roles.fastredirect): a Digest value
-    # written plainly (lower-case parameter names, quoted strings of
-    # printable ASCII without escapes nor commas, spaces after the colon
-    # and the commas, as linphone writes them), and option tags.
-    b"Authorization": re.compile(
-        rb" *Digest [a-z]+=" + _PARAM_VALUE + rb"(?:, *[a-z]+="
-        + _PARAM_VALUE + rb")*\Z"),
+    # written plainly (see _DigestValue), and option tags.
+    b"Authorization": None,  # _DigestValue(), below
     b"Supported": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
 }
+# A parameter of a plain Digest value, and what ends it: its name, and its
+# value quoted (without the quotes) or a token.  A comma ends it only when
+# another parameter follows.
+# (A pattern of str: the value is decoded once, not each name and value.)
+_DIGEST_PARAMETER = re.compile(
+    r'([a-z]+)=(?:"([\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*)"|('
+    + _TOKEN.decode("ascii") + r"))(?:\Z|, *(?=[a-z]))")
+
+
+class _DigestValue:
+    """
+    The pattern of an C{Authorization} value the scan takes: a Digest
+    value written plainly (lower-case parameter names, quoted strings of
+    printable ASCII without escapes nor commas, spaces after the colon and
+    the commas, as linphone writes them), of at most
+    L{MAX_VALUE_LENGTH} characters once the spaces before it are left
+    out.  Its C{match} gives the parameters as well, read once where a
+    pattern of the whole value and then one picking the parameters out
+    of it read the value twice (which on PyPy, whose regular
+    expressions are slower than CPython's, cost 6.7 us a request against
+    4.2; CPython 3.5 against 3.6).
+    """
+
+    @staticmethod
+    def match(value):
+        """
+        @param value: the header's value (L{bytes}).
+        @return: its parameters as a L{list} of C{(name, value)} L{str}
+            pairs in their order, the quotes left out; or L{None} when
+            it is not such a value.
+        """
+        value = value.lstrip(b" ")
+        end = len(value)
+        if value[:7] != b"Digest " or end > MAX_VALUE_LENGTH:
+            return None
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        pairs = []
+        parameter = _DIGEST_PARAMETER.match
+        position = 7
+        while True:
+            found = parameter(text, position)
+            if found is None:
+                return None
+            name, quoted, token = found.groups()
+            pairs.append((name, token if quoted is None else quoted))
+            position = found.end()
+            if position == end:
+                return pairs
+
+
+_VALUES[b"Authorization"] = _DigestValue()
+# The headers whose match the scan keeps (the Via's groups, the Digest
+# parameters) rather than the line.
+_KEEP_MATCH = frozenset((b"Via", b"Authorization"))
 # Headers that may come on several lines (each line matched).
 _REPEATABLE = frozenset((b"Accept",))
 # Headers a client writes the same in every REGISTER of a login and its
@@ -214,7 +268,7 @@ class FastChallenge(FastPart):
                     return False
                 continue
             # The whole line: the response copies it as it is.
-            values[name] = match if name == b"Via" else line
+            values[name] = match if name in _KEEP_MATCH else line
         if not _REQUIRED.issubset(values):
             return False
         maxForwards = values.get(b"Max-Forwards")

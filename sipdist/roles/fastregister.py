@@ -69,7 +69,8 @@ class FastRegister(FastAuthenticated):
         @param addr: where it came from.
         @param uriText: its Request-URI, as written.
         @param values: its header lines by name (the L{re.Match} of the Via
-            value for C{Via}).
+            value for C{Via}, the Digest parameters as C{(name, value)}
+            pairs for C{Authorization}).
         @param viaText: its Via value as the response carries it.
         @param flow: its transaction's L{DatagramFlow}.
         @return: the bytes of the response, every side effect of the full
