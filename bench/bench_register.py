@@ -14,8 +14,11 @@ twisted.protocols.sip.Base answering every REGISTER with a fixed 301
 
 When pypy3 is installed the same sipdist runs are made on PyPy too, from a
 venv built once in ~/.cache/sipdist-bench/ (or the interpreter given with
---pypy-python, which must have sipdist's dependencies), each after a
-warm-up run of --warmup calls that is not counted (PyPy's JIT).  With
+--pypy-python, which must have sipdist's dependencies).  Every run, on
+either interpreter and Kamailio's, comes after a warm-up run of --warmup
+calls that is not counted (PyPy's JIT; and the servers' bounded tables,
+the nonce counts and the completed transactions, then hold as much on
+both interpreters when the counted calls begin).  With
 --workers N the distributor also runs with N workers, driven by SIPp with
 one socket per call (-t un: the kernel spreads the workers' shared port by
 source address and port), next to one worker driven the same way.  The
@@ -339,7 +342,7 @@ def main():
                         "dependencies (default: a venv built in "
                         "~/.cache/sipdist-bench when pypy3 is installed)")
     parser.add_argument("--warmup", type=int, default=5000,
-                        help="uncounted calls before each PyPy run")
+                        help="uncounted calls before each run")
     parser.add_argument("--workers", type=int, default=0,
                         help="also run the distributor with this many "
                         "workers (and with one, both with SIPp -t un)")
@@ -362,19 +365,21 @@ def main():
         home = startSipdist(work, "home", "home1", homePort, processes)
         measure("sipdist distributor: signed 301", distributor,
                 "register_301.xml", distributorPort, args.calls,
-                args.rate, "alice")
+                args.rate, "alice", warmup=args.warmup)
         measure("sipdist home: registrar 200 (signed)", home,
-                "register_200.xml", homePort, args.calls, args.rate, "alice")
+                "register_200.xml", homePort, args.calls, args.rate, "alice",
+                warmup=args.warmup)
         if not args.no_reference:
             bare = startBareTwisted(work, barePort, processes)
             measure("reference: bare sip.Base, fixed 301", bare,
                     "register_301_noauth.xml", barePort, args.calls,
-                    args.rate, "alice", requestsPerCall=1)
+                    args.rate, "alice", requestsPerCall=1,
+                    warmup=args.warmup)
         if not args.no_kamailio:
             kamailio = startKamailio(work, kamailioPort, home1, processes)
             measure("kamailio (1 worker): 301", kamailio,
                     "register_301.xml", kamailioPort, args.calls,
-                    args.rate, "alice")
+                    args.rate, "alice", warmup=args.warmup)
         if pypy:
             stopProcesses(processes[:2])
             del processes[:2]
@@ -408,7 +413,8 @@ def main():
                                       processes, extra=extra)
                 measure(f"distributor, {count} worker(s), SIPp -t un",
                         server, "register_301.xml", port, args.calls,
-                        args.rate, "alice", transport="un")
+                        args.rate, "alice", transport="un",
+                        warmup=args.warmup)
     finally:
         stopProcesses(processes)
         if os.environ.get("BENCH_KEEP"):
