@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from sipdist.jitparams import DEFAULT as JIT_DEFAULT
-from sipdist.jitparams import applyJITParameters, parseJITParameters
+from sipdist.jitparams import (
+    applyJITParameters, nurseryAdvice, parseJITParameters)
 
 try:
     import tomllib
@@ -728,6 +729,9 @@ def makeService(config, reactor=None, rlimit=None, jit=None):
     if config.get("workers", 1) > 1 and config.get("worker-id") is None:
         return _supervisor(config, reactor)
     applyJITParameters(config.get("pypy-jit", "default"), jit)
+    advice = nurseryAdvice()
+    if advice is not None:
+        _log.warn("{advice}", advice=advice)
     service = _SipdistService()
     try:
         buildServer(config, reactor).setServiceParent(service)
