@@ -10,15 +10,11 @@ twisted.protocols.sip.Base answering every REGISTER with a fixed 301
     python bench/bench_register.py [--calls 20000] [--rate 4000]
                                    [--no-kamailio] [--no-reference]
                                    [--pypy-python PATH | --no-pypy]
-                                   [--pypy-nursery SIZE] [--warmup N]
                                    [--workers N]
 
 When pypy3 is installed the same sipdist runs are made on PyPy too, from a
 venv built once in ~/.cache/sipdist-bench/ (or the interpreter given with
---pypy-python, which must have sipdist's dependencies), with
-PYPY_GC_NURSERY=16MB as the README says to run a server on PyPy
-(--pypy-nursery; 'default' leaves PyPy's own choice, half the last-level
-cache the processor reports, which is far too large here).  Every run, on
+--pypy-python, which must have sipdist's dependencies).  Every run, on
 either interpreter and Kamailio's, comes after a warm-up run of --warmup
 calls that is not counted (PyPy's JIT; and the servers' bounded tables,
 the nonce counts and the completed transactions, then hold as much on
@@ -59,12 +55,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-sys.path.insert(0, TOP)
-
-from sipdist.jitparams import NURSERY  # noqa: E402
-
-# The environment of the PyPy processes (main sets it: --pypy-nursery).
-PYPY_ENVIRONMENT = None
 SCENARIOS = os.path.join(HERE, "sipp")
 PASSWORD = "wonderland"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -225,8 +215,7 @@ def startSipdist(work, role, name, port, processes, python=None,
             # SIPp follows the 301 in these scenarios: redirect it.
             "--redirect-user-agent=^SIPp sipdist"] + list(extra)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, cwd=work,
-                               env=PYPY_ENVIRONMENT if python else None)
+                               stderr=subprocess.DEVNULL, cwd=work)
     # Tracked before waiting, so it is stopped even if it never answers.
     processes.append(process)
     waitForOptions(port)
@@ -254,7 +243,6 @@ def startBareTwisted(work, port, processes, python=None):
         [python or sys.executable, os.path.join(HERE, "bare_twisted_301.py"),
          str(port)],
         stdout=subprocess.DEVNULL, stderr=open(f"{work}/bare.log", "wb"),
-        env=PYPY_ENVIRONMENT if python else None,
         cwd=work)
     processes.append(process)
     waitForOptions(port)
@@ -353,10 +341,6 @@ def main():
                         help="a PyPy interpreter with sipdist's "
                         "dependencies (default: a venv built in "
                         "~/.cache/sipdist-bench when pypy3 is installed)")
-    parser.add_argument("--pypy-nursery", default=NURSERY,
-                        help="PYPY_GC_NURSERY of the PyPy servers, as the "
-                        "README says to run them (default %(default)s; "
-                        "'default' leaves PyPy's own choice)")
     parser.add_argument("--warmup", type=int, default=5000,
                         help="uncounted calls before each run")
     parser.add_argument("--workers", type=int, default=0,
@@ -374,13 +358,6 @@ def main():
           f"REGISTER+MD5 digest->final; {sys.implementation.name} "
           f"{sys.version.split()[0]}")
     pypy = None if args.no_pypy else pypyPython(args.pypy_python)
-    if pypy:
-        global PYPY_ENVIRONMENT
-        PYPY_ENVIRONMENT = dict(os.environ)
-        if args.pypy_nursery != "default":
-            PYPY_ENVIRONMENT["PYPY_GC_NURSERY"] = args.pypy_nursery
-        print(f"  PyPy runs with PYPY_GC_NURSERY="
-              f"{PYPY_ENVIRONMENT.get('PYPY_GC_NURSERY', '(unset)')}")
     processes = []
     try:
         distributor = startSipdist(work, "distributor", "distributor",
