@@ -15,9 +15,6 @@ and lower thresholds bring both to their compiled speed within 1,000 to
 3,000 logins.  CPython has no JIT: the option does nothing there.
 """
 
-import os
-import re
-
 #: What a server sets by default (measured with bench/bench_warmup.py).
 DEFAULT = ("trace_limit=16000,threshold=500,function_threshold=600,"
            "trace_eagerness=100")
@@ -85,60 +82,3 @@ def applyJITParameters(text, jit=None):
             return False
     jit.set_param(text)
     return True
-
-
-#: The size of PyPy's nursery (C{PYPY_GC_NURSERY}) a server is best run
-#: with where PyPy's own choice is too large (see L{nurseryAdvice}).
-NURSERY = "16MB"
-#: A nursery larger than this (bytes) is reported at start-up.
-NURSERY_TOO_LARGE = 64 * 1024 * 1024
-
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([kKmMgG]?)B?\s*\Z")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
-def nurseryAdvice(environ=None, gc=None):
-    """
-    What to tell the operator of a server on PyPy whose garbage collector
-    has a nursery far larger than the processor's caches.
-
-    PyPy allocates new objects in the nursery, one after the other, and
-    collects it when it is full.  Unless C{PYPY_GC_NURSERY} says
-    otherwise, it takes half the last-level cache the processor reports,
-    which a virtual machine may report as hundreds of megabytes (480 MB
-    on the machines sipdist is measured on, so a nursery of 240 MB):
-    then nearly every allocation touches memory no cache holds.  With
-    L{NURSERY} a request cost a distributor or a home 20 to 25% less CPU
-    in one process and 4 to 14% less in the server under SIPp
-    (bench/replay_register.py, bench/bench_register.py; README,
-    Performance).  The variable is read when PyPy starts, so it can
-    only be given in the server's environment.
-
-    @param environ: the process's environment (L{os.environ} by default).
-    @param gc: the C{gc} module (the interpreter's by default) or a fake of
-        it: PyPy's has C{get_stats()}, whose C{nursery_size} reads like
-        C{"240.0MB"}.
-    @return: a line for the log, or L{None} (on CPython; when
-        C{PYPY_GC_NURSERY} is set; when the nursery is at most
-        L{NURSERY_TOO_LARGE}).
-    """
-    if environ is None:
-        environ = os.environ
-    if gc is None:
-        import gc
-    if "PYPY_GC_NURSERY" in environ or not hasattr(gc, "get_stats"):
-        return None
-    try:
-        text = str(gc.get_stats().nursery_size)
-    except Exception:
-        return None
-    size = _SIZE.match(text)
-    if size is None:
-        return None
-    if float(size.group(1)) * _UNITS[size.group(2).lower()] \
-            <= NURSERY_TOO_LARGE:
-        return None
-    return (f"PyPy's garbage collector has a nursery of {text.strip()} "
-            f"(half the last-level cache the processor reports): with "
-            f"PYPY_GC_NURSERY={NURSERY} in the server's environment a "
-            f"request costs less CPU (README, Running on PyPy)")

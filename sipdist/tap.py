@@ -17,8 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from sipdist.jitparams import DEFAULT as JIT_DEFAULT
-from sipdist.jitparams import (
-    applyJITParameters, nurseryAdvice, parseJITParameters)
+from sipdist.jitparams import applyJITParameters, parseJITParameters
 
 try:
     import tomllib
@@ -729,9 +728,6 @@ def makeService(config, reactor=None, rlimit=None, jit=None):
     if config.get("workers", 1) > 1 and config.get("worker-id") is None:
         return _supervisor(config, reactor)
     applyJITParameters(config.get("pypy-jit", "default"), jit)
-    advice = nurseryAdvice()
-    if advice is not None:
-        _log.warn("{advice}", advice=advice)
     service = _SipdistService()
     try:
         buildServer(config, reactor).setServiceParent(service)

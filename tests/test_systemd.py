@@ -46,15 +46,6 @@ class UnitTests(TestCase):
             f"{TWISTD} --nodaemon --pidfile= sipdist "
             f"--config /etc/sipdist/%i.toml")
 
-    def test_pypyNursery(self):
-        """
-        The unit gives the server the nursery a server on PyPy is best run
-        with (CPython ignores the variable).
-        """
-        from sipdist.jitparams import NURSERY
-        self.assertEqual(self.service()["Environment"],
-                         f"PYPY_GC_NURSERY={NURSERY}")
-
     def test_hardened(self):
         """
         The server runs as its own user, cannot gain privileges, sees the
