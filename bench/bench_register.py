@@ -18,7 +18,15 @@ venv built once in ~/.cache/sipdist-bench/ (or the interpreter given with
 either interpreter and Kamailio's, comes after a warm-up run of --warmup
 calls that is not counted (PyPy's JIT; and the servers' bounded tables,
 the nonce counts and the completed transactions, then hold as much on
-both interpreters when the counted calls begin).  With
+both interpreters when the counted calls begin).  The default, 20,000,
+gives PyPy's JIT the time it needs (with 5,000 PyPy's figures were 10 to
+13% lower, CPython's the same) and stays below the tables' bounds
+(100,000 transactions): once they fill, the JIT compiles the paths of
+full tables in bursts, over some 100,000 more calls, and a run that meets
+a burst is lower (a PyPy home: 31,000 requests per CPU-second between
+them, 23,000 to 24,000 in runs that met one; python
+bench/profile_register.py --role home --calls 100000 --repeat 2 under
+PyPy shows them).  With
 --workers N the distributor also runs with N workers, driven by SIPp with
 one socket per call (-t un: the kernel spreads the workers' shared port by
 source address and port), next to one worker driven the same way.  The
@@ -341,7 +349,7 @@ def main():
                         help="a PyPy interpreter with sipdist's "
                         "dependencies (default: a venv built in "
                         "~/.cache/sipdist-bench when pypy3 is installed)")
-    parser.add_argument("--warmup", type=int, default=5000,
+    parser.add_argument("--warmup", type=int, default=20000,
                         help="uncounted calls before each run")
     parser.add_argument("--workers", type=int, default=0,
                         help="also run the distributor with this many "
