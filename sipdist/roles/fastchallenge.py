@@ -50,7 +50,6 @@ from sipdist.sip.transport import DatagramFlow
 
 _TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
 _HOSTNAME = rb"[A-Za-z0-9][A-Za-z0-9.-]*"
-_IPV4 = rb"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
 _USER_URI = rb"sip:[A-Za-z0-9._+-]+@[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?"
 _DISPLAY = rb'(?:"[A-Za-z0-9 ]*" )?'
 # A quoted string holds no comma here (sipdist.roles.fastredirect splits
@@ -62,9 +61,12 @@ _PARAM_VALUE = (rb'(?:"[\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*"|' + _TOKEN
 _REQUEST_LINE = re.compile(rb"REGISTER (sip:(" + _HOSTNAME
                            + rb")(?:;transport=[Uu][Dd][Pp])?) SIP/2\.0\Z")
 # The sent-by, then the branch and rport in either order (twinkle writes
-# rport first).
+# rport first).  The host is a name or an IPv4 address, both matched by
+# _HOSTNAME (a pattern of its own for addresses, tried first, matched the
+# same hosts: 0.85 us a Via on PyPy against 0.51 without it, CPython 0.38
+# against 0.30).
 _VIA = re.compile(
-    rb"(SIP/2\.0/UDP (" + _IPV4 + rb"|" + _HOSTNAME
+    rb"(SIP/2\.0/UDP (" + _HOSTNAME
     + rb")(?::([0-9]{1,5}))?)(?:;branch=(z9hG4bK" + _TOKEN + rb")(;rport)?"
     rb"|(;rport);branch=(z9hG4bK" + _TOKEN + rb"))\Z")
 # Header name -> the pattern of its value (the whole value).
