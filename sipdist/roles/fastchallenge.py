@@ -52,10 +52,11 @@ _TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
 _HOSTNAME = rb"[A-Za-z0-9][A-Za-z0-9.-]*"
 _USER_URI = rb"sip:[A-Za-z0-9._+-]+@[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?"
 _DISPLAY = rb'(?:"[A-Za-z0-9 ]*" )?'
-# A quoted string holds no comma here (sipdist.roles.fastredirect splits
-# the parameters at commas).
-_PARAM_VALUE = (rb'(?:"[\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*"|' + _TOKEN
-                + rb")")
+# What a quoted string holds here: printable ASCII but the quote, the
+# backslash (no escapes) and the comma (which would end a Contact value or
+# a Digest parameter).
+_QUOTED = rb"[\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*"
+_PARAM_VALUE = rb'(?:"' + _QUOTED + rb'"|' + _TOKEN + rb")"
 
 # The Request-URI: the host, perhaps ;transport=udp (baresip's).
 _REQUEST_LINE = re.compile(rb"REGISTER (sip:(" + _HOSTNAME
@@ -69,43 +70,12 @@ _VIA = re.compile(
     rb"(SIP/2\.0/UDP (" + _HOSTNAME
     + rb")(?::([0-9]{1,5}))?)(?:;branch=(z9hG4bK" + _TOKEN + rb")(;rport)?"
     rb"|(;rport);branch=(z9hG4bK" + _TOKEN + rb"))\Z")
-# Header name -> the pattern of its value (the whole value).
-_VALUES = {
-    b"Via": _VIA,
-    b"Max-Forwards": re.compile(rb"[1-9][0-9]{0,2}\Z"),
-    b"From": re.compile(_DISPLAY + rb"<" + _USER_URI + rb">;tag=" + _TOKEN
-                        + rb"\Z"),
-    # In brackets, or bare (linphone's): no parameter either way.
-    b"To": re.compile(rb"(?:" + _DISPLAY + rb"<" + _USER_URI + rb">|"
-                      + _USER_URI + rb")\Z"),
-    b"Call-ID": re.compile(rb"[A-Za-z0-9.!%*_+`'~@:-]{1,128}\Z"),
-    b"CSeq": re.compile(rb"[0-9]{1,9} REGISTER\Z"),
-    # One Contact: URI parameters, and header parameters (expires, q,
-    # +sip.instance, reg-id ...) whose quoted values hold no comma.
-    b"Contact": re.compile(
-        rb"<" + _USER_URI + rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*>"
-        rb"(?:;" + _TOKEN + rb"(?:=" + _PARAM_VALUE + rb")?)*\Z"),
-    # A client's outbound proxy (see fastredirect.noteRoute).
-    b"Route": re.compile(rb"<sip:" + _HOSTNAME + rb"(?::[0-9]{1,5})?;lr>\Z"),
-    b"Allow": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
-    # Media types without parameters; a REGISTER's are not read.
-    b"Accept": re.compile(_TOKEN + rb"/" + _TOKEN + rb"(?:, ?" + _TOKEN
-                          + rb"/" + _TOKEN + rb")*\Z"),
-    b"Expires": re.compile(rb"[0-9]{1,10}\Z"),
-    b"User-Agent": re.compile(
-        rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
-    b"Content-Length": re.compile(rb"0\Z"),
-    # Only with credentials (see sipdist.roles.fastredirect): a Digest value
-    # written plainly (see _DigestValue), and option tags.
-    b"Authorization": None,  # _DigestValue(), below
-    b"Supported": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
-}
 # A parameter of a plain Digest value, and what ends it: its name, and its
 # value quoted (without the quotes) or a token.  A comma ends it only when
 # another parameter follows.
 # (A pattern of str: the value is decoded once, not each name and value.)
 _DIGEST_PARAMETER = re.compile(
-    r'([a-z]+)=(?:"([\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*)"|('
+    r'([a-z]+)=(?:"(' + _QUOTED.decode("ascii") + r')"|('
     + _TOKEN.decode("ascii") + r"))(?:\Z|, *(?=[a-z]))")
 
 
@@ -119,7 +89,7 @@ class _DigestValue:
     out.  Its C{match} gives the parameters as well, read once where a
     pattern of the whole value and then one picking the parameters out
     of it read the value twice (which on PyPy, whose regular
-    expressions are slower than CPython's, cost 6.7 us a request against
+    expressions are slower than CPython's, cost 6.7 us a value against
     4.2; CPython 3.5 against 3.6).
     """
 
@@ -153,7 +123,37 @@ class _DigestValue:
                 return pairs
 
 
-_VALUES[b"Authorization"] = _DigestValue()
+# Header name -> the pattern of its value (the whole value).
+_VALUES = {
+    b"Via": _VIA,
+    b"Max-Forwards": re.compile(rb"[1-9][0-9]{0,2}\Z"),
+    b"From": re.compile(_DISPLAY + rb"<" + _USER_URI + rb">;tag=" + _TOKEN
+                        + rb"\Z"),
+    # In brackets, or bare (linphone's): no parameter either way.
+    b"To": re.compile(rb"(?:" + _DISPLAY + rb"<" + _USER_URI + rb">|"
+                      + _USER_URI + rb")\Z"),
+    b"Call-ID": re.compile(rb"[A-Za-z0-9.!%*_+`'~@:-]{1,128}\Z"),
+    b"CSeq": re.compile(rb"[0-9]{1,9} REGISTER\Z"),
+    # One Contact: URI parameters, and header parameters (expires, q,
+    # +sip.instance, reg-id ...) whose quoted values hold no comma.
+    b"Contact": re.compile(
+        rb"<" + _USER_URI + rb"(?:;[A-Za-z0-9_.-]+(?:=[A-Za-z0-9_.-]+)?)*>"
+        rb"(?:;" + _TOKEN + rb"(?:=" + _PARAM_VALUE + rb")?)*\Z"),
+    # A client's outbound proxy (see fastredirect.noteRoute).
+    b"Route": re.compile(rb"<sip:" + _HOSTNAME + rb"(?::[0-9]{1,5})?;lr>\Z"),
+    b"Allow": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
+    # Media types without parameters; a REGISTER's are not read.
+    b"Accept": re.compile(_TOKEN + rb"/" + _TOKEN + rb"(?:, ?" + _TOKEN
+                          + rb"/" + _TOKEN + rb")*\Z"),
+    b"Expires": re.compile(rb"[0-9]{1,10}\Z"),
+    b"User-Agent": re.compile(
+        rb"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?\Z"),
+    b"Content-Length": re.compile(rb"0\Z"),
+    # Only with credentials (see sipdist.roles.fastredirect): a Digest value
+    # written plainly (see _DigestValue), and option tags.
+    b"Authorization": _DigestValue(),
+    b"Supported": re.compile(_TOKEN + rb"(?:, ?" + _TOKEN + rb")*\Z"),
+}
 # The headers whose match the scan keeps (the Via's groups, the Digest
 # parameters) rather than the line.
 _KEEP_MATCH = frozenset((b"Via", b"Authorization"))
