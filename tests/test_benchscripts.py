@@ -72,3 +72,20 @@ class HotPathBenchTests(SynchronousTestCase):
             capture_output=True, timeout=300)
         self.assertNotEqual(done.returncode, 0)
         self.assertIn(b"AssertionError", done.stderr)
+
+
+class ScanBenchTests(SynchronousTestCase):
+    """
+    C{bench/bench_scan.py} matches each client's lines with the fast path's
+    patterns.
+    """
+
+    def test_everyLineMatches(self):
+        """
+        Every line of the bench's clients matches its pattern (else the
+        bench stops and says which), and each gets a figure.
+        """
+        out = runBench("bench_scan.py", "--iterations", "200", "--runs", "1")
+        rows = [line for line in out.splitlines() if " bytes " in line]
+        self.assertEqual(len(rows), 17)
+        self.assertIn("SIPp's REGISTER:", out)
