@@ -770,6 +770,20 @@ def _variants():
     yield "Request-URI sips", v(uri="sips:example.com"), CLIENT, False
     yield "body", plain.replace(b"Content-Length: 0\r\n\r\n",
                                 b"Content-Length: 2\r\n\r\nhi"), CLIENT, False
+    # Bodies that end as a message without one does.
+    yield "body of a blank line", plain.replace(
+        b"Content-Length: 0\r\n\r\n", b"Content-Length: 2\r\n\r\n\r\n"), \
+        CLIENT, False
+    yield "body ending in a blank line", plain.replace(
+        b"Content-Length: 0\r\n\r\n",
+        b"Content-Length: 5\r\n\r\nx\r\n\r\n"), CLIENT, False
+    # No blank line at the end: four bytes, not the blank line, after the
+    # last header.
+    yield "no blank line at the end", plain[:-4] + b"\r\n\rx", CLIENT, False
+    yield "headers cut short", plain[:-2] + b"xx", CLIENT, False
+    yield "blank line before the headers' end", plain.replace(
+        b"\r\nContent-Length: 0", b"\r\n\r\nContent-Length: 0"), \
+        CLIENT, False
     yield "no Content-Length", plain.replace(b"Content-Length: 0\r\n", b""), \
         CLIENT, True
     yield "Via rport first", \

