@@ -232,8 +232,10 @@ class FastChallengeTests(TestCase):
             protocol.datagramReceived(data, addr)
         for case in CORPUS:
             protocol.datagramReceived(case.data, CLIENT)
-        known = dict(service.transport.fastPath._known)
+        fastPath = service.transport.fastPath
+        known = dict(fastPath._known)
         self.assertIn(b"Max-Forwards: 70", known)
+        self.assertIn(b"CSeq: 1826 REGISTER", known)
         return known
 
     def test_variantsRemembered(self):
@@ -290,7 +292,7 @@ class FastChallengeTests(TestCase):
             self.assertLessEqual(len(fastPath._known), 3)
         self.assertEqual(fastPath.taken, 10)
         self.assertTrue(set(fastPath._known.values()) <= {
-            b"To", b"User-Agent", b"Expires", b"Content-Length"})
+            b"To", b"CSeq", b"User-Agent", b"Expires", b"Content-Length"})
 
     def test_rememberedShort(self):
         """
