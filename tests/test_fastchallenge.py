@@ -4,11 +4,15 @@ message of a corpus, the same datagrams and the same side effects as the
 full path, and takes the common first REGISTER of a login.
 """
 
+import random
+import re
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from sipdist.auth.digest import MAX_VALUE_LENGTH
 from sipdist.roles import fastchallenge
 from sipdist.roles.fastchallenge import FastChallenge
 from sipdist.server import buildServer
@@ -806,6 +810,124 @@ def _variants():
         CLIENT, False
     yield "Path", v(extra=["Path: <sip:192.0.2.9;lr>"]), CLIENT, False
     yield "unknown header", v(extra=["X-Foo: bar"]), CLIENT, False
+
+
+# A reading of a plain Digest value for DigestValueTests to compare the
+# scan's with: one parameter at a time, each where the last one ended, a
+# comma ending one only when another follows; any number of parameters.
+_ONE_PARAMETER = re.compile(
+    r'([a-z]+)=(?:"([\x20\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]*)"'
+    r"|([A-Za-z0-9.!%*_+`'~-]+))(?:\Z|, *(?=[a-z]))")
+
+
+def _digestParameters(value):
+    """
+    The parameters of a plain Digest value (see L{_ONE_PARAMETER}), or
+    L{None}.
+    """
+    value = value.lstrip(b" ")
+    if value[:7] != b"Digest " or len(value) > MAX_VALUE_LENGTH:
+        return None
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    pairs = []
+    position = 7
+    while True:
+        found = _ONE_PARAMETER.match(text, position)
+        if found is None:
+            return None
+        name, quoted, token = found.groups()
+        pairs.append((name, token if quoted is None else quoted))
+        position = found.end()
+        if position == len(text):
+            return pairs
+
+
+class DigestValueTests(TestCase):
+    """
+    The scan's reading of an C{Authorization} value: one pattern of the
+    whole value, chosen by its number of commas.
+    """
+
+    SIPP = (b'Digest username="alice",realm="example.com",cnonce="6b8b4567",'
+            b'nc=00000001,qop=auth,uri="sip:example.com",'
+            b'nonce="AAAAAGsRpDoXbAWdWnYV3sA-J9hTcufX9deIAJ4iR4k",'
+            b'response="6b51b9fcdd33c9b9cc2b1b0bc8cc2bf1",algorithm=MD5')
+    LINPHONE = (b'Digest realm="example.com", nonce="AAAAAGsRpDoXbAWdWnYV3sA'
+                b'-J9hTcufX9deIAJ4iR4k", algorithm=MD5, username="carol", '
+                b'uri="sip:example.com", response="4cf0c8a3a2b5d1e6f7a8b9c0d'
+                b'1e2f3a4", cnonce="ZmV3eW9uZGVy", nc=00000001, qop=auth')
+
+    def match(self, value):
+        return fastchallenge._VALUES[b"Authorization"].match(value)
+
+    def test_clients(self):
+        """
+        SIPp's and linphone's values give their parameters in order, the
+        quotes left out.
+        """
+        self.assertEqual(self.match(self.SIPP)[:4], [
+            ("username", "alice"), ("realm", "example.com"),
+            ("cnonce", "6b8b4567"), ("nc", "00000001")])
+        self.assertEqual(len(self.match(self.SIPP)), 9)
+        self.assertEqual(self.match(self.LINPHONE)[-2:], [
+            ("nc", "00000001"), ("qop", "auth")])
+        self.assertEqual(self.match(b'  Digest a="", b=c'),
+                         [("a", ""), ("b", "c")])
+
+    def test_parameters(self):
+        """
+        A value of up to C{MAX_DIGEST_PARAMETERS} parameters is read; one
+        with more goes to the full path.
+        """
+        limit = fastchallenge.MAX_DIGEST_PARAMETERS
+
+        def value(count):
+            return b"Digest " + b", ".join(
+                b'%s="v %d"' % (bytes([97 + i]) * 2, i) for i in range(count))
+        self.assertEqual(self.match(value(1)), [("aa", "v 0")])
+        pairs = self.match(value(limit))
+        self.assertEqual(len(pairs), limit)
+        self.assertEqual(pairs, _digestParameters(value(limit)))
+        self.assertIsNotNone(_digestParameters(value(limit + 1)))
+        self.assertIsNone(self.match(value(limit + 1)))
+
+    def test_sameReading(self):
+        """
+        On values made by changing a few bytes of the clients' values, and
+        on values made of pieces of the grammar, the scan reads what a
+        reading one parameter at a time reads, or leaves a value of more
+        than C{MAX_DIGEST_PARAMETERS} parameters to the full path.
+        """
+        pieces = [b"a", b"z", b"A", b"0", b"=", b",", b", ", b",  ", b" ",
+                  b'"', b"\\", b":", b"@", b"\xc3\xa9", b"\x01", b"\x7f",
+                  b"-", b"~", b"Digest ", b"realm=", b'"x"', b"nc=1", b"\t",
+                  b";", b"q=1,", b'r="s",']
+        rng = random.Random(7)
+        read = 0
+        for i in range(20000):
+            if rng.random() < 0.6:
+                changed = bytearray(rng.choice((self.SIPP, self.LINPHONE)))
+                for k in range(rng.randint(1, 3)):
+                    at = rng.randrange(len(changed) + 1)
+                    if rng.random() < 0.5:
+                        changed[at:at] = rng.choice(pieces)
+                    else:
+                        del changed[at:at + rng.randint(1, 3)]
+                value = bytes(changed)
+            else:
+                value = b"Digest " + b"".join(
+                    rng.choice(pieces) for k in range(rng.randint(0, 40)))
+            expected = _digestParameters(value)
+            if expected is not None and len(expected) > (
+                    fastchallenge.MAX_DIGEST_PARAMETERS):
+                expected = None
+            self.assertEqual(self.match(value), expected, value)
+            read += expected is not None
+        # Enough of them are read for the comparison to mean something.
+        self.assertGreater(read, 1000)
 
 
 class ShedEqualityTests(TestCase):
