@@ -18,10 +18,10 @@ C{SO_REUSEPORT} ports) for C{--seconds}.  At the default rate and share
 a worker uses nearly all its share and no call fails, on this project's
 2-core machines (4 December 2026: 0.11 of a core; the share was 0.25
 when a call cost twice as much): each run is at its capacity, and N
-workers that scale serve N times as many calls at the same CPU per call.  Above its capacity a
-distributor sheds the excess with C{503}; SIPp counts those calls as
-failed and waits for them before it ends, so the calls per second of such
-a run are understated.
+workers that scale serve N times as many calls at the same CPU per
+call.  Above its capacity a distributor sheds the excess with C{503};
+SIPp counts those calls as failed and waits for them before it ends, so
+the calls per second of such a run are understated.
 
 For one worker (a plain distributor process) and for C{--workers}, it
 prints the calls completed per second (the throughput), the calls that

@@ -236,8 +236,7 @@ class FastChallengeTests(TestCase):
             protocol.datagramReceived(data, addr)
         for case in CORPUS:
             protocol.datagramReceived(case.data, CLIENT)
-        fastPath = service.transport.fastPath
-        known = dict(fastPath._known)
+        known = dict(service.transport.fastPath._known)
         self.assertIn(b"Max-Forwards: 70", known)
         self.assertIn(b"CSeq: 1826 REGISTER", known)
         return known

@@ -99,12 +99,9 @@ class _DigestValue:
 
     Neither a quoted string nor a token holds a comma, so the commas of
     such a value are its separators: a value with n - 1 commas is matched
-    by the pattern of n parameters, once.  (One pattern per parameter,
-    each matched where the last one ended, cost CPython 3.1 us for SIPp's
-    value against 2.0, PyPy 3.5 against 2.8: a match has a cost of its
-    own, whatever its length.  A pattern of the whole value followed by
-    one picking the parameters out read the value twice: 4.2 us on
-    CPython, 6.7 on PyPy.)
+    by the pattern of n parameters, once (SIPp's value: 2.0 us on
+    CPython, 2.8 on PyPy, where one pattern per parameter, each matched
+    where the last one ended, cost 3.1 and 3.5).
     """
 
     @staticmethod
