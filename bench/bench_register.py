@@ -10,7 +10,7 @@ twisted.protocols.sip.Base answering every REGISTER with a fixed 301
     python bench/bench_register.py [--calls 20000] [--rate 4000]
                                    [--no-kamailio] [--no-reference]
                                    [--pypy-python PATH | --no-pypy]
-                                   [--workers N]
+                                   [--workers N] [--rounds N]
 
 When pypy3 is installed the same sipdist runs are made on PyPy too, from a
 venv built once in ~/.cache/sipdist-bench/ (or the interpreter given with
@@ -32,6 +32,16 @@ one socket per call (-t un: the kernel spreads the workers' shared port by
 source address and port), next to one worker driven the same way.  The
 table at the end gives each run's requests per CPU-second and its ratio
 to Kamailio's.
+
+With --rounds N every server is run N times, in turn (each round starts,
+warms up, measures and stops every server), and the table gives the
+medians, the lowest and highest requests per CPU-second, and the ratios
+taken within each round (to Kamailio's run, and PyPy's to CPython's run
+of the same server), then their median.  On a machine whose speed drifts
+(on a virtual machine of this kind, a loop of pure Python took from 0.28
+to 0.51 s in eight runs a few seconds apart, on 4 December 2026), one
+round's ratios may be off by a third; the runs of a round are minutes
+apart, the rounds further.
 
 On a virtual machine, each line also gives the CPU time the host gave
 other guests during the run (steal, from /proc/stat, as a share of the
@@ -293,11 +303,12 @@ def sippCalls(output):
     return successful, failed
 
 
+#: (round, label, calls per second, requests per CPU-second) of each run.
 RESULTS = []
 
 
 def measure(label, process, scenario, port, calls, rate, user,
-            requestsPerCall=2, warmup=0, transport="u1"):
+            requestsPerCall=2, warmup=0, transport="u1", round=1):
     """
     Run SIPp against a server and print (and keep for the table) the calls
     completed per second and the requests per CPU-second of the server's
@@ -323,18 +334,156 @@ def measure(label, process, scenario, port, calls, rate, user,
           f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s"
           + ("" if steal is None else f", steal {100 * steal:.0f}%")
           + ")", flush=True)
-    RESULTS.append((label, successful / elapsed, perCPU))
+    RESULTS.append((round, label, successful / elapsed, perCPU))
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+#: PyPy's runs, and the CPython run each is set beside.
+PYPY_PAIRS = {
+    "PyPy sipdist distributor: signed 301": "sipdist distributor: signed 301",
+    "PyPy sipdist home: registrar 200": "sipdist home: registrar 200 (signed)",
+    "PyPy reference: bare sip.Base, fixed 301":
+        "reference: bare sip.Base, fixed 301",
+}
+
+
+def summarise(results):
+    """
+    The table's rows from the runs of every round: for each server (in
+    the order of the first round), the median calls per second, the
+    median requests per CPU-second with the lowest and highest, and the
+    median over the rounds of its ratio to Kamailio's run of the same
+    round, and for PyPy's runs to CPython's run of the same server in
+    the same round (the runs of a round are minutes apart, the rounds
+    further: the ratios within a round are the steadier figures when the
+    machine's speed drifts).
+
+    @param results: L{RESULTS}' entries.
+    @return: a L{list} of C{(label, calls per second, requests per
+        CPU-second, lowest, highest, ratio to Kamailio or None, ratio to
+        CPython or None)}.
+    """
+    byRound = {}
+    labels = []
+    for round, label, rate, perCPU in results:
+        byRound[(round, label)] = (rate, perCPU)
+        if label not in labels:
+            labels.append(label)
+    rounds = sorted({round for round, _, _, _ in results})
+    kamailio = next((label for label in labels
+                     if label.startswith("kamailio")), None)
+
+    def ratios(label, other):
+        found = [byRound[(r, label)][1] / byRound[(r, other)][1]
+                 for r in rounds
+                 if (r, label) in byRound and (r, other) in byRound
+                 and byRound[(r, other)][1]]
+        return median(found) if found else None
+
+    rows = []
+    for label in labels:
+        runs = [byRound[(r, label)] for r in rounds if (r, label) in byRound]
+        perCPU = [run[1] for run in runs]
+        rows.append((label, median([run[0] for run in runs]),
+                     median(perCPU), min(perCPU), max(perCPU),
+                     ratios(label, kamailio) if kamailio else None,
+                     ratios(label, PYPY_PAIRS[label])
+                     if label in PYPY_PAIRS else None))
+    return rows
 
 
 def printTable():
-    kamailio = [r for r in RESULTS if r[0].startswith("kamailio")]
-    reference = kamailio[0][2] if kamailio else None
+    rows = summarise(RESULTS)
+    rounds = len({entry[0] for entry in RESULTS})
     print()
+    if rounds > 1:
+        print(f"  medians of {rounds} rounds (requests per CPU-second: "
+              "lowest-highest); ratios: the median of each round's")
     print(f"  {'run':44s} {'calls/s':>8s} {'req/CPU-s':>10s} "
-          f"{'/ kamailio':>10s}")
-    for label, rate, perCPU in RESULTS:
-        ratio = f"{perCPU / reference:10.2f}" if reference else ""
-        print(f"  {label:44s} {rate:>8,.0f} {perCPU:>10,.0f} {ratio}")
+          + (f"{'range':>15s} " if rounds > 1 else "")
+          + f"{'/ kamailio':>10s} {'/ CPython':>10s}")
+    for label, rate, perCPU, low, high, toKamailio, toCPython in rows:
+        spread = f"{low:>7,.0f}-{high:<7,.0f} " if rounds > 1 else ""
+        kamailio = "" if toKamailio is None else f"{toKamailio:10.2f}"
+        cpython = "" if toCPython is None else f"{toCPython:10.2f}"
+        print(f"  {label:44s} {rate:>8,.0f} {perCPU:>10,.0f} {spread}"
+              f"{kamailio:>10s} {cpython:>10s}")
+
+
+def runRound(args, work, pypy, round):
+    """
+    One round: each server started, warmed up, measured and stopped.
+    """
+    distributorPort, homePort, kamailioPort = freePort(), freePort(), freePort()
+    barePort = freePort()
+    home1 = f"sip:127.0.0.1:{homePort}"
+    writeConfiguration(work, homePort)
+    processes = []
+    try:
+        distributor = startSipdist(work, "distributor", "distributor",
+                                   distributorPort, processes)
+        home = startSipdist(work, "home", "home1", homePort, processes)
+        measure("sipdist distributor: signed 301", distributor,
+                "register_301.xml", distributorPort, args.calls,
+                args.rate, "alice", warmup=args.warmup, round=round)
+        measure("sipdist home: registrar 200 (signed)", home,
+                "register_200.xml", homePort, args.calls, args.rate, "alice",
+                warmup=args.warmup, round=round)
+        if not args.no_reference:
+            bare = startBareTwisted(work, barePort, processes)
+            measure("reference: bare sip.Base, fixed 301", bare,
+                    "register_301_noauth.xml", barePort, args.calls,
+                    args.rate, "alice", requestsPerCall=1,
+                    warmup=args.warmup, round=round)
+        if not args.no_kamailio:
+            kamailio = startKamailio(work, kamailioPort, home1, processes)
+            measure("kamailio (1 worker): 301", kamailio,
+                    "register_301.xml", kamailioPort, args.calls,
+                    args.rate, "alice", warmup=args.warmup, round=round)
+        if pypy:
+            stopProcesses(processes[:2])
+            del processes[:2]
+            distributorPort, homePort = freePort(), freePort()
+            with open(f"{work}/assignments.conf", "w") as f:
+                f.write(f"server home1 sip:127.0.0.1:{homePort}\n"
+                        "server home2 sip:127.0.0.1:9\n"
+                        "user alice@example.com home1\n")
+            distributor = startSipdist(work, "distributor", "pypy-distributor",
+                                       distributorPort, processes, pypy)
+            home = startSipdist(work, "home", "home1", homePort, processes,
+                                pypy)
+            measure("PyPy sipdist distributor: signed 301", distributor,
+                    "register_301.xml", distributorPort, args.calls,
+                    args.rate, "alice", warmup=args.warmup, round=round)
+            measure("PyPy sipdist home: registrar 200", home,
+                    "register_200.xml", homePort, args.calls, args.rate,
+                    "alice", warmup=args.warmup, round=round)
+            if not args.no_reference:
+                bare = startBareTwisted(work, freePort(), processes, pypy)
+                measure("PyPy reference: bare sip.Base, fixed 301", bare,
+                        "register_301_noauth.xml",
+                        int(bare.args[-1]), args.calls, args.rate, "alice",
+                        requestsPerCall=1, warmup=args.warmup, round=round)
+        if args.workers > 1:
+            for count in (1, args.workers):
+                port = freePort()
+                extra = [f"--workers={count}"] if count > 1 else []
+                server = startSipdist(work, "distributor",
+                                      f"distributor-w{count}", port,
+                                      processes, extra=extra)
+                measure(f"distributor, {count} worker(s), SIPp -t un",
+                        server, "register_301.xml", port, args.calls,
+                        args.rate, "alice", transport="un",
+                        warmup=args.warmup, round=round)
+    finally:
+        stopProcesses(processes)
 
 
 def main():
@@ -354,77 +503,24 @@ def main():
     parser.add_argument("--workers", type=int, default=0,
                         help="also run the distributor with this many "
                         "workers (and with one, both with SIPp -t un)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every server this many times, in turn, "
+                        "and give the medians")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
 
     work = tempfile.mkdtemp(prefix="sipdist-bench-")
-    distributorPort, homePort, kamailioPort = freePort(), freePort(), freePort()
-    barePort = freePort()
-    home1 = f"sip:127.0.0.1:{homePort}"
-    writeConfiguration(work, homePort)
-
     print(f"{args.calls:,d} SIPp calls at {args.rate:,d}/s, each REGISTER->401, "
           f"REGISTER+MD5 digest->final; {sys.implementation.name} "
           f"{sys.version.split()[0]}")
     pypy = None if args.no_pypy else pypyPython(args.pypy_python)
-    processes = []
     try:
-        distributor = startSipdist(work, "distributor", "distributor",
-                                   distributorPort, processes)
-        home = startSipdist(work, "home", "home1", homePort, processes)
-        measure("sipdist distributor: signed 301", distributor,
-                "register_301.xml", distributorPort, args.calls,
-                args.rate, "alice", warmup=args.warmup)
-        measure("sipdist home: registrar 200 (signed)", home,
-                "register_200.xml", homePort, args.calls, args.rate, "alice",
-                warmup=args.warmup)
-        if not args.no_reference:
-            bare = startBareTwisted(work, barePort, processes)
-            measure("reference: bare sip.Base, fixed 301", bare,
-                    "register_301_noauth.xml", barePort, args.calls,
-                    args.rate, "alice", requestsPerCall=1,
-                    warmup=args.warmup)
-        if not args.no_kamailio:
-            kamailio = startKamailio(work, kamailioPort, home1, processes)
-            measure("kamailio (1 worker): 301", kamailio,
-                    "register_301.xml", kamailioPort, args.calls,
-                    args.rate, "alice", warmup=args.warmup)
-        if pypy:
-            stopProcesses(processes[:2])
-            del processes[:2]
-            distributorPort, homePort = freePort(), freePort()
-            with open(f"{work}/assignments.conf", "w") as f:
-                f.write(f"server home1 sip:127.0.0.1:{homePort}\n"
-                        "server home2 sip:127.0.0.1:9\n"
-                        "user alice@example.com home1\n")
-            distributor = startSipdist(work, "distributor", "pypy-distributor",
-                                       distributorPort, processes, pypy)
-            home = startSipdist(work, "home", "home1", homePort, processes,
-                                pypy)
-            measure("PyPy sipdist distributor: signed 301", distributor,
-                    "register_301.xml", distributorPort, args.calls,
-                    args.rate, "alice", warmup=args.warmup)
-            measure("PyPy sipdist home: registrar 200", home,
-                    "register_200.xml", homePort, args.calls, args.rate,
-                    "alice", warmup=args.warmup)
-            if not args.no_reference:
-                bare = startBareTwisted(work, freePort(), processes, pypy)
-                measure("PyPy reference: bare sip.Base, fixed 301", bare,
-                        "register_301_noauth.xml",
-                        int(bare.args[-1]), args.calls, args.rate, "alice",
-                        requestsPerCall=1, warmup=args.warmup)
-        if args.workers > 1:
-            for count in (1, args.workers):
-                port = freePort()
-                extra = [f"--workers={count}"] if count > 1 else []
-                server = startSipdist(work, "distributor",
-                                      f"distributor-w{count}", port,
-                                      processes, extra=extra)
-                measure(f"distributor, {count} worker(s), SIPp -t un",
-                        server, "register_301.xml", port, args.calls,
-                        args.rate, "alice", transport="un",
-                        warmup=args.warmup)
+        for round in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f" round {round} of {args.rounds}", flush=True)
+            runRound(args, work, pypy, round)
     finally:
-        stopProcesses(processes)
         if os.environ.get("BENCH_KEEP"):
             print(f"  (kept {work})")
         else:

@@ -89,3 +89,87 @@ class ScanBenchTests(SynchronousTestCase):
         rows = [line for line in out.splitlines() if " bytes " in line]
         self.assertEqual(len(rows), 17)
         self.assertIn("SIPp's REGISTER:", out)
+
+
+def benchModule(name):
+    """
+    Import C{bench/name.py} (the benchmarks are scripts, not a package).
+    """
+    import importlib.util
+    script = TOP.child("bench").child(name + ".py")
+    spec = importlib.util.spec_from_file_location("bench_" + name,
+                                                  script.path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, script.parent().path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(script.parent().path)
+    return module
+
+
+class RegisterBenchTableTests(SynchronousTestCase):
+    """
+    C{bench/bench_register.py}'s table over several rounds: medians, and
+    ratios taken within each round.
+    """
+
+    def setUp(self):
+        self.bench = benchModule("bench_register")
+
+    def test_oneRound(self):
+        """
+        With one round, each figure is the run's and the ratios are its
+        run's over Kamailio's, and PyPy's over CPython's same server.
+        """
+        rows = self.bench.summarise([
+            (1, "sipdist distributor: signed 301", 3900, 20000),
+            (1, "kamailio (1 worker): 301", 3950, 50000),
+            (1, "PyPy sipdist distributor: signed 301", 3980, 41000)])
+        self.assertEqual(
+            rows,
+            [("sipdist distributor: signed 301", 3900, 20000, 20000, 20000,
+              0.4, None),
+             ("kamailio (1 worker): 301", 3950, 50000, 50000, 50000, 1.0,
+              None),
+             ("PyPy sipdist distributor: signed 301", 3980, 41000, 41000,
+              41000, 0.82, 2.05)])
+
+    def test_ratiosWithinRounds(self):
+        """
+        A round where the machine ran slower lowers every run of it: the
+        ratios are taken within each round, then their median, so that
+        the slow rounds do not skew them as the medians' ratio would.  A
+        run missing from a round leaves that round's ratio out.
+        """
+        distributor = "sipdist distributor: signed 301"
+        pypy = "PyPy sipdist distributor: signed 301"
+        kamailio = "kamailio (1 worker): 301"
+        # Rounds 3 and 4 at half speed; PyPy's run of round 4 missing.
+        results = [
+            (1, distributor, 3900, 20000), (1, kamailio, 3900, 50000),
+            (1, pypy, 3900, 40000),
+            (2, distributor, 3800, 20000), (2, kamailio, 3800, 50000),
+            (2, pypy, 3800, 44000),
+            (3, distributor, 3700, 10000), (3, kamailio, 3700, 25000),
+            (3, pypy, 3700, 16000),
+            (4, distributor, 3600, 10000), (4, kamailio, 3600, 25000)]
+        rows = {row[0]: row for row in self.bench.summarise(results)}
+        self.assertEqual(list(rows), [distributor, kamailio, pypy])
+        self.assertEqual(rows[distributor],
+                         (distributor, 3750, 15000, 10000, 20000, 0.4, None))
+        # The medians' ratio would be 40,000 / 15,000: 2.67; the rounds'
+        # ratios are 2.0, 2.2 and 1.6, to Kamailio 0.8, 0.88 and 0.64.
+        label, rate, perCPU, low, high, toKamailio, toCPython = rows[pypy]
+        self.assertEqual((rate, perCPU, low, high), (3800, 40000, 16000,
+                                                     44000))
+        self.assertAlmostEqual(toCPython, 2.0)
+        self.assertAlmostEqual(toKamailio, 0.8)
+
+    def test_median(self):
+        """
+        The median of an odd count is the middle value, of an even count
+        the mean of the two middle ones.
+        """
+        self.assertEqual(self.bench.median([3, 1, 2]), 2)
+        self.assertEqual(self.bench.median([4, 1, 3, 2]), 2.5)
