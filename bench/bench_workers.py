@@ -2,7 +2,7 @@
 How a distributor's throughput scales with --workers when each worker has
 a core's worth of CPU to itself, on a machine too small to give it one.
 
-    python bench/bench_workers.py [--workers 2] [--share 0.12]
+    python bench/bench_workers.py [--workers 2] [--share SHARE]
                                   [--rate 800] [--seconds 10]
 
 On a 2-core machine SIPp needs a good part of a core to offer the load,
@@ -14,12 +14,15 @@ core at most: a small core of its own.  SIPp and the rest of the machine
 keep what is left.  SIPp offers C{--rate} calls a second per worker
 (REGISTER -> 401, REGISTER with MD5 credentials -> signed 301, one socket
 per call, C{-t un}, so the kernel spreads the calls over the workers'
-C{SO_REUSEPORT} ports) for C{--seconds}.  At the default rate and share
-a worker uses nearly all its share and no call fails, on this project's
-2-core machines (4 December 2026: 0.11 of a core; the share was 0.25
-when a call cost twice as much): each run is at its capacity, and N
-workers that scale serve N times as many calls at the same CPU per
-call.  Above its capacity a distributor sheds the excess with C{503};
+C{SO_REUSEPORT} ports) for C{--seconds}.  By default the share is
+measured first: one worker, not limited, offered C{--rate} calls a
+second, and the share is a tenth more than the part of a core it used
+(machines of this project's kind differ by two: on 4 December 2026 one
+worker used 0.11 of a core on one and 0.19 on another, where a fixed
+share of 0.12 let one worker complete 499 calls a second of the 800
+offered).  So a worker uses nearly all its share and no call fails:
+each run is at its capacity, and N workers that scale serve N times as
+many calls at the same CPU per call.  Above its capacity a distributor sheds the excess with C{503};
 SIPp counts those calls as failed and waits for them before it ends, so
 the calls per second of such a run are understated.
 
@@ -141,24 +144,64 @@ def workersOf(server, count):
     raise SystemExit(f"expected {count} workers, found {children}")
 
 
+#: The share a calibration gives: this much more than one worker used.
+HEADROOM = 1.1
+
+
+def calibrate(work, rate, seconds=4.0):
+    """
+    The part of a core one distributor process, not limited, uses when
+    offered C{rate} calls a second for C{seconds} (after a short warm-up),
+    and the calls that failed.
+    """
+    processes = []
+    try:
+        port = freePort()
+        server = startSipdist(work, "distributor", "distributor-calibrate",
+                              port, processes)
+        runSipp("register_301.xml", port, 200, 200, "alice", "un")
+        before = cpuSeconds([server.pid])
+        ok, failed, elapsed = runSipp("register_301.xml", port,
+                                      int(rate * seconds), rate, "alice",
+                                      "un")
+        return (cpuSeconds([server.pid]) - before) / elapsed, failed
+    finally:
+        stopProcesses(processes)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--share", type=float, default=0.12,
-                        help="the part of one core each worker may use")
+    parser.add_argument("--share", type=float, default=None,
+                        help="the part of one core each worker may use "
+                        "(by default %g times what one worker uses at "
+                        "--rate, measured first)" % HEADROOM)
     parser.add_argument("--rate", type=int, default=800,
                         help="calls offered per second and per worker")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     if not shutil.which("sipp"):
         raise SystemExit("bench_workers: SIPp is not installed")
+    if args.share is not None and not 0 < args.share <= 1:
+        parser.error("--share must be above 0 and at most 1")
+    work = tempfile.mkdtemp(prefix="sipdist-bench-workers-")
+    writeConfiguration(work, freePort())
+    if args.share is None:
+        used, failed = calibrate(work, args.rate)
+        if failed or used * HEADROOM > 1:
+            raise SystemExit(
+                f"bench_workers: one worker cannot take {args.rate:,d} calls "
+                f"a second here ({failed:,d} failed, {used:.2f} of a core); "
+                f"give a lower --rate")
+        args.share = round(used * HEADROOM, 3)
+        print(f"one worker, not limited, used {used:.3f} of a core at "
+              f"{args.rate:,d} calls/s: the share is {HEADROOM:g} times "
+              f"that")
     try:
         groups = CPUGroups(args.share)
     except OSError as e:
         raise SystemExit(f"bench_workers: cannot make cgroups ({e}); run it "
                          f"as root on Linux")
-    work = tempfile.mkdtemp(prefix="sipdist-bench-workers-")
-    writeConfiguration(work, freePort())
     print(f"SIPp calls offered for {args.seconds:g} s at {args.rate:,d}/s a "
           f"worker (-t un), each "
           f"REGISTER->401, REGISTER+MD5->signed 301; each worker limited to "
