@@ -55,6 +55,10 @@ server process (user + system time from /proc, every process of the server
 counted), which is the figure to compare across servers: SIPp shares the
 two cores of this machine with the server under test.
 
+A call the server sheds with 503 (its overload control, at or above
+saturation) fails at once, and the line says how many were shed; any
+other failed call got no answer within 5 s (SIPp's -recv_timeout).
+
 SIPp answers only MD5, so the servers are configured to challenge with MD5
 only (--digest-algorithms=MD5).  SIPp sends no option tag sipdist-redirect;
 the distributor is told to redirect it by its User-Agent
@@ -267,7 +271,21 @@ def startBareTwisted(work, port, processes, python=None):
     return process
 
 
+class SippRun(tuple):
+    """
+    A SIPp run's C{(successful, failed, elapsed)} calls and seconds, and
+    its C{shed} calls: those the server answered with C{503}, which the
+    scenarios end at once as failed (counted among C{failed}).
+    """
+    shed = 0
+
+
 def runSipp(scenario, port, calls, rate, user, transport="u1"):
+    """
+    Run SIPp's C{scenario} (of L{SCENARIOS}) against a server.
+
+    @return: a L{SippRun}.
+    """
     sipp = shutil.which("sipp")
     argv = [sipp, f"127.0.0.1:{port}", "-sf", os.path.join(SCENARIOS, scenario),
             "-m", str(calls), "-r", str(rate), "-l", str(max(rate, 100)),
@@ -282,11 +300,29 @@ def runSipp(scenario, port, calls, rate, user, transport="u1"):
              "-key", "domain", "example.com", "-auth_uri", "example.com",
              "-nostdin", "-timeout", "120s", "-timeout_error",
              "-recv_timeout", "5000", "-default_behaviors", "-bye"]
-    start = time.monotonic()
-    result = subprocess.run(argv, capture_output=True, text=True,
-                            timeout=180, cwd=tempfile.gettempdir())
-    elapsed = time.monotonic() - start
-    return sippCalls(result.stdout) + (elapsed,)
+    with tempfile.TemporaryDirectory(prefix="sipdist-sipp-") as logs:
+        # The scenarios log "shed" for each call a 503 ended.
+        log = os.path.join(logs, "logs.log")
+        argv += ["-trace_logs", "-log_file", log]
+        start = time.monotonic()
+        result = subprocess.run(argv, capture_output=True, text=True,
+                                timeout=180, cwd=logs)
+        elapsed = time.monotonic() - start
+        run = SippRun(sippCalls(result.stdout) + (elapsed,))
+        run.shed = shedCalls(log)
+    return run
+
+
+def shedCalls(path):
+    """
+    The calls that SIPp's log of C{<log>} actions (C{-trace_logs}) says
+    were shed: its lines C{shed}.
+    """
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if line.strip() == "shed")
+    except FileNotFoundError:
+        return 0
 
 
 def sippCalls(output):
@@ -319,8 +355,8 @@ def measure(label, process, scenario, port, calls, rate, user,
     pids = processTree(process.pid)
     before = cpuSeconds(pids)
     steal = stealTicks()
-    successful, failed, elapsed = runSipp(scenario, port, calls, rate, user,
-                                          transport)
+    run = runSipp(scenario, port, calls, rate, user, transport)
+    successful, failed, elapsed = run
     cpu = cpuSeconds(processTree(process.pid)) - before
     if steal is not None:
         # Of the machine's CPU time during the run: a virtual machine
@@ -329,7 +365,8 @@ def measure(label, process, scenario, port, calls, rate, user,
                                                  * (os.cpu_count() or 1))
     requests = requestsPerCall * successful
     perCPU = requests / cpu if cpu else float("nan")
-    print(f"  {label:44s} {successful:>7,d} ok {failed:>5,d} failed "
+    shed = f" ({run.shed:,d} shed with 503)" if run.shed else ""
+    print(f"  {label:44s} {successful:>7,d} ok {failed:>5,d} failed{shed} "
           f"{successful / elapsed:>8,.0f} calls/s  "
           f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s"
           + ("" if steal is None else f", steal {100 * steal:.0f}%")

@@ -22,9 +22,9 @@ worker used 0.11 of a core on one and 0.19 on another, where a fixed
 share of 0.12 let one worker complete 499 calls a second of the 800
 offered).  So a worker uses nearly all its share and no call fails:
 each run is at its capacity, and N workers that scale serve N times as
-many calls at the same CPU per call.  Above its capacity a distributor sheds the excess with C{503};
-SIPp counts those calls as failed and waits for them before it ends, so
-the calls per second of such a run are understated.
+many calls at the same CPU per call.  Above its capacity a distributor sheds the excess with C{503}:
+the scenario ends those calls at once, failed, and the line says how
+many were shed.
 
 For one worker (a plain distributor process) and for C{--workers}, it
 prints the calls completed per second (the throughput), the calls that
@@ -225,15 +225,17 @@ def main():
                 # read, the first challenge of each made.
                 runSipp("register_301.xml", port, 200, 200, "alice", "un")
                 before = cpuSeconds(workers)
-                ok, failed, elapsed = runSipp("register_301.xml", port,
-                                              calls, rate, "alice", "un")
+                run = runSipp("register_301.xml", port, calls, rate,
+                              "alice", "un")
+                ok, failed, elapsed = run
                 cpu = cpuSeconds(workers) - before
             finally:
                 stopProcesses(processes)
             results[count] = ok / elapsed
             perCall = cpu / ok * 1e6 if ok else float("nan")
             print(f"  {count} worker(s), {rate:,d} calls/s offered: "
-                  f"{ok:>7,d} ok {failed:>6,d} failed  "
+                  f"{ok:>7,d} ok {failed:>6,d} failed"
+                  + (f" ({run.shed:,d} shed)" if run.shed else "") + "  "
                   f"{ok / elapsed:>7,.0f} calls/s  workers' CPU {cpu:6.2f} s "
                   f"({cpu / elapsed:.2f} of a core, {perCall:,.0f} us a "
                   f"completed call)", flush=True)

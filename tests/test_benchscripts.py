@@ -173,3 +173,86 @@ class RegisterBenchTableTests(SynchronousTestCase):
         """
         self.assertEqual(self.bench.median([3, 1, 2]), 2)
         self.assertEqual(self.bench.median([4, 1, 3, 2]), 2.5)
+
+
+# A stand-in server for the benchmark's scenarios: answers each REGISTER
+# by its CSeq (1: a 401 with an MD5 challenge; 2: the code given as the
+# second argument), echoing the headers a response copies.  Prints its
+# port.
+_STAND_IN = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+first, second = sys.argv[1], sys.argv[2]
+while True:
+    data, addr = s.recvfrom(65535)
+    head = data.decode("ascii").split("\r\n\r\n")[0].split("\r\n")
+    copied = [line for line in head[1:] if line.split(":")[0].lower()
+              in ("via", "from", "to", "call-id", "cseq")]
+    cseq = [line for line in head if line.lower().startswith("cseq:")]
+    code = first if cseq and cseq[0].split()[1] == "1" else second
+    extra = []
+    if code.startswith("401"):
+        extra = ['WWW-Authenticate: Digest realm="example.com", '
+                 'nonce="bench", qop="auth", algorithm=MD5']
+    elif code.startswith("301"):
+        extra = ["Contact: <sip:127.0.0.1:9>"]
+    answer = "\r\n".join(["SIP/2.0 " + code] + copied + extra
+                         + ["Content-Length: 0", "", ""])
+    s.sendto(answer.encode("ascii"), addr)
+"""
+
+
+class RegisterBenchShedTests(SynchronousTestCase):
+    """
+    The benchmark's scenarios end a call the server sheds with C{503} at
+    once, as failed, and C{bench_register.runSipp} counts those apart.
+    """
+
+    def setUp(self):
+        from tests.interop import requireTool
+        requireTool("sipp")
+        self.bench = benchModule("bench_register")
+
+    def serve(self, first, second):
+        server = subprocess.Popen(
+            [sys.executable, "-c", _STAND_IN, first, second],
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(server.wait)
+        self.addCleanup(server.kill)
+        return int(server.stdout.readline())
+
+    def test_shedAtEitherStep(self):
+        """
+        A 503 to the first REGISTER or to the one with credentials ends
+        the call failed, counted as shed, without waiting for SIPp's
+        5-second timeout.
+        """
+        for first, second, scenario in [
+                ("503 Service Unavailable", "-", "register_301.xml"),
+                ("401 Unauthorized", "503 Service Unavailable",
+                 "register_301.xml"),
+                ("401 Unauthorized", "503 Service Unavailable",
+                 "register_200.xml"),
+                ("503 Service Unavailable", "-",
+                 "register_301_noauth.xml")]:
+            port = self.serve(first, second)
+            run = self.bench.runSipp(scenario, port, 4, 20, "alice")
+            successful, failed, elapsed = run
+            self.assertEqual((successful, failed, run.shed), (0, 4, 4),
+                             (first, second, scenario))
+            self.assertLess(elapsed, 4.5)
+
+    def test_answered(self):
+        """
+        Calls answered as the scenario expects are successful, none shed;
+        a call answered otherwise (a 401 where the 301 should come) is
+        failed, not shed.
+        """
+        port = self.serve("401 Unauthorized", "301 Moved Permanently")
+        run = self.bench.runSipp("register_301.xml", port, 4, 20, "alice")
+        self.assertEqual((run[0], run[1], run.shed), (4, 0, 0))
+        port = self.serve("401 Unauthorized", "401 Unauthorized")
+        run = self.bench.runSipp("register_301.xml", port, 2, 20, "alice")
+        self.assertEqual((run[0], run[1], run.shed), (0, 2, 0))
