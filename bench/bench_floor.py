@@ -28,12 +28,13 @@ together and their answers read, so that a server's wake-up reads
 several, as under load), for --seconds, after --warmup datagrams that
 are not counted (as bench_register.py warms its servers up: PyPy's JIT
 compiles the loop meanwhile; counted, that work cost PyPy 1.5 to 2.7 us
-a datagram over 64,000 at --window 16, on 4 December 2026); the server's user and system CPU time
-over the counted datagrams (C{getrusage} in the server) give datagrams per
-CPU-second and microseconds each.  A
-SIPp call of bench_register is two requests and two answers: a server can
-answer at most half as many calls per CPU-second as it answers datagrams
-here, before it parses a single header.
+a datagram over 64,000 at --window 16, on 4 December 2026).  The
+server's user and system CPU time over the counted datagrams
+(C{getrusage} in the server) give datagrams per CPU-second and
+microseconds each.  A SIPp call of bench_register is two requests and
+two answers: a server can answer at most half as many calls per
+CPU-second as it answers datagrams here, before it parses a single
+header.
 """
 
 import argparse

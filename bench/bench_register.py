@@ -339,12 +339,13 @@ def sippCalls(output):
     return successful, failed
 
 
-#: (round, label, calls per second, requests per CPU-second) of each run.
+#: (round number, label, calls per second, requests per CPU-second) of
+#: each run.
 RESULTS = []
 
 
 def measure(label, process, scenario, port, calls, rate, user,
-            requestsPerCall=2, warmup=0, transport="u1", round=1):
+            requestsPerCall=2, warmup=0, transport="u1", roundNumber=1):
     """
     Run SIPp against a server and print (and keep for the table) the calls
     completed per second and the requests per CPU-second of the server's
@@ -371,7 +372,7 @@ def measure(label, process, scenario, port, calls, rate, user,
           f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s"
           + ("" if steal is None else f", steal {100 * steal:.0f}%")
           + ")", flush=True)
-    RESULTS.append((round, label, successful / elapsed, perCPU))
+    RESULTS.append((roundNumber, label, successful / elapsed, perCPU))
 
 
 def median(values):
@@ -409,11 +410,11 @@ def summarise(results):
     """
     byRound = {}
     labels = []
-    for round, label, rate, perCPU in results:
-        byRound[(round, label)] = (rate, perCPU)
+    for number, label, rate, perCPU in results:
+        byRound[(number, label)] = (rate, perCPU)
         if label not in labels:
             labels.append(label)
-    rounds = sorted({round for round, _, _, _ in results})
+    rounds = sorted({number for number, _, _, _ in results})
     kamailio = next((label for label in labels
                      if label.startswith("kamailio")), None)
 
@@ -454,10 +455,14 @@ def printTable():
               f"{kamailio:>10s} {cpython:>10s}")
 
 
-def runRound(args, work, pypy, round):
+def runRound(args, work, pypy, roundNumber):
     """
     One round: each server started, warmed up, measured and stopped.
     """
+    def run(label, process, scenario, port, **kw):
+        measure(label, process, scenario, port, args.calls, args.rate,
+                "alice", warmup=args.warmup, roundNumber=roundNumber, **kw)
+
     distributorPort, homePort, kamailioPort = freePort(), freePort(), freePort()
     barePort = freePort()
     home1 = f"sip:127.0.0.1:{homePort}"
@@ -467,23 +472,18 @@ def runRound(args, work, pypy, round):
         distributor = startSipdist(work, "distributor", "distributor",
                                    distributorPort, processes)
         home = startSipdist(work, "home", "home1", homePort, processes)
-        measure("sipdist distributor: signed 301", distributor,
-                "register_301.xml", distributorPort, args.calls,
-                args.rate, "alice", warmup=args.warmup, round=round)
-        measure("sipdist home: registrar 200 (signed)", home,
-                "register_200.xml", homePort, args.calls, args.rate, "alice",
-                warmup=args.warmup, round=round)
+        run("sipdist distributor: signed 301", distributor,
+            "register_301.xml", distributorPort)
+        run("sipdist home: registrar 200 (signed)", home,
+            "register_200.xml", homePort)
         if not args.no_reference:
             bare = startBareTwisted(work, barePort, processes)
-            measure("reference: bare sip.Base, fixed 301", bare,
-                    "register_301_noauth.xml", barePort, args.calls,
-                    args.rate, "alice", requestsPerCall=1,
-                    warmup=args.warmup, round=round)
+            run("reference: bare sip.Base, fixed 301", bare,
+                "register_301_noauth.xml", barePort, requestsPerCall=1)
         if not args.no_kamailio:
             kamailio = startKamailio(work, kamailioPort, home1, processes)
-            measure("kamailio (1 worker): 301", kamailio,
-                    "register_301.xml", kamailioPort, args.calls,
-                    args.rate, "alice", warmup=args.warmup, round=round)
+            run("kamailio (1 worker): 301", kamailio, "register_301.xml",
+                kamailioPort)
         if pypy:
             stopProcesses(processes[:2])
             del processes[:2]
@@ -496,18 +496,15 @@ def runRound(args, work, pypy, round):
                                        distributorPort, processes, pypy)
             home = startSipdist(work, "home", "home1", homePort, processes,
                                 pypy)
-            measure("PyPy sipdist distributor: signed 301", distributor,
-                    "register_301.xml", distributorPort, args.calls,
-                    args.rate, "alice", warmup=args.warmup, round=round)
-            measure("PyPy sipdist home: registrar 200", home,
-                    "register_200.xml", homePort, args.calls, args.rate,
-                    "alice", warmup=args.warmup, round=round)
+            run("PyPy sipdist distributor: signed 301", distributor,
+                "register_301.xml", distributorPort)
+            run("PyPy sipdist home: registrar 200", home,
+                "register_200.xml", homePort)
             if not args.no_reference:
                 bare = startBareTwisted(work, freePort(), processes, pypy)
-                measure("PyPy reference: bare sip.Base, fixed 301", bare,
-                        "register_301_noauth.xml",
-                        int(bare.args[-1]), args.calls, args.rate, "alice",
-                        requestsPerCall=1, warmup=args.warmup, round=round)
+                run("PyPy reference: bare sip.Base, fixed 301", bare,
+                    "register_301_noauth.xml", int(bare.args[-1]),
+                    requestsPerCall=1)
         if args.workers > 1:
             for count in (1, args.workers):
                 port = freePort()
@@ -515,10 +512,8 @@ def runRound(args, work, pypy, round):
                 server = startSipdist(work, "distributor",
                                       f"distributor-w{count}", port,
                                       processes, extra=extra)
-                measure(f"distributor, {count} worker(s), SIPp -t un",
-                        server, "register_301.xml", port, args.calls,
-                        args.rate, "alice", transport="un",
-                        warmup=args.warmup, round=round)
+                run(f"distributor, {count} worker(s), SIPp -t un", server,
+                    "register_301.xml", port, transport="un")
     finally:
         stopProcesses(processes)
 
@@ -553,10 +548,10 @@ def main():
           f"{sys.version.split()[0]}")
     pypy = None if args.no_pypy else pypyPython(args.pypy_python)
     try:
-        for round in range(1, args.rounds + 1):
+        for number in range(1, args.rounds + 1):
             if args.rounds > 1:
-                print(f" round {round} of {args.rounds}", flush=True)
-            runRound(args, work, pypy, round)
+                print(f" round {number} of {args.rounds}", flush=True)
+            runRound(args, work, pypy, number)
     finally:
         if os.environ.get("BENCH_KEEP"):
             print(f"  (kept {work})")

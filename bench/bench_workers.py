@@ -22,9 +22,9 @@ worker used 0.11 of a core on one and 0.19 on another, where a fixed
 share of 0.12 let one worker complete 499 calls a second of the 800
 offered).  So a worker uses nearly all its share and no call fails:
 each run is at its capacity, and N workers that scale serve N times as
-many calls at the same CPU per call.  Above its capacity a distributor sheds the excess with C{503}:
-the scenario ends those calls at once, failed, and the line says how
-many were shed.
+many calls at the same CPU per call.  Above its capacity a distributor
+sheds the excess with C{503}: the scenario ends those calls at once,
+failed, and the line says how many were shed.
 
 For one worker (a plain distributor process) and for C{--workers}, it
 prints the calls completed per second (the throughput), the calls that
