@@ -148,23 +148,31 @@ def workersOf(server, count):
 HEADROOM = 1.1
 
 
-def calibrate(work, rate, seconds=4.0):
+def serve(work, count, rate, seconds, groups=None):
     """
-    The part of a core one distributor process, not limited, uses when
-    offered C{rate} calls a second for C{seconds} (after a short warm-up),
-    and the calls that failed.
+    Offer a distributor of C{count} workers C{rate} calls a second for
+    C{seconds}, after a short warm-up (every worker warm, the nonce
+    secret read, the first challenge of each made); each worker limited
+    by C{groups} if given.
+
+    @return: the SIPp run (L{bench_register.SippRun}) and the CPU seconds
+        the workers used during it.
     """
     processes = []
     try:
         port = freePort()
-        server = startSipdist(work, "distributor", "distributor-calibrate",
-                              port, processes)
+        extra = [f"--workers={count}"] if count > 1 else []
+        server = startSipdist(work, "distributor", f"distributor-w{count}",
+                              port, processes, extra=extra)
+        workers = workersOf(server, count)
+        if groups is not None:
+            for pid in workers:
+                groups.limit(pid)
         runSipp("register_301.xml", port, 200, 200, "alice", "un")
-        before = cpuSeconds([server.pid])
-        ok, failed, elapsed = runSipp("register_301.xml", port,
-                                      int(rate * seconds), rate, "alice",
-                                      "un")
-        return (cpuSeconds([server.pid]) - before) / elapsed, failed
+        before = cpuSeconds(workers)
+        run = runSipp("register_301.xml", port, int(rate * seconds), rate,
+                      "alice", "un")
+        return run, cpuSeconds(workers) - before
     finally:
         stopProcesses(processes)
 
@@ -187,8 +195,11 @@ def main():
     work = tempfile.mkdtemp(prefix="sipdist-bench-workers-")
     writeConfiguration(work, freePort())
     if args.share is None:
-        used, failed = calibrate(work, args.rate)
+        # One worker, not limited.
+        run, cpu = serve(work, 1, args.rate, 4.0)
+        failed, used = run[1], cpu / run[2]
         if failed or used * HEADROOM > 1:
+            shutil.rmtree(work, ignore_errors=True)
             raise SystemExit(
                 f"bench_workers: one worker cannot take {args.rate:,d} calls "
                 f"a second here ({failed:,d} failed, {used:.2f} of a core); "
@@ -200,6 +211,7 @@ def main():
     try:
         groups = CPUGroups(args.share)
     except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)
         raise SystemExit(f"bench_workers: cannot make cgroups ({e}); run it "
                          f"as root on Linux")
     print(f"SIPp calls offered for {args.seconds:g} s at {args.rate:,d}/s a "
@@ -210,27 +222,8 @@ def main():
     try:
         for count in (1, args.workers):
             rate = args.rate * count
-            calls = int(rate * args.seconds)
-            processes = []
-            try:
-                port = freePort()
-                extra = [f"--workers={count}"] if count > 1 else []
-                server = startSipdist(work, "distributor",
-                                      f"distributor-w{count}", port,
-                                      processes, extra=extra)
-                workers = workersOf(server, count)
-                for pid in workers:
-                    groups.limit(pid)
-                # A short run first: every worker warm, the nonce secret
-                # read, the first challenge of each made.
-                runSipp("register_301.xml", port, 200, 200, "alice", "un")
-                before = cpuSeconds(workers)
-                run = runSipp("register_301.xml", port, calls, rate,
-                              "alice", "un")
-                ok, failed, elapsed = run
-                cpu = cpuSeconds(workers) - before
-            finally:
-                stopProcesses(processes)
+            run, cpu = serve(work, count, rate, args.seconds, groups)
+            ok, failed, elapsed = run
             results[count] = ok / elapsed
             perCall = cpu / ok * 1e6 if ok else float("nan")
             print(f"  {count} worker(s), {rate:,d} calls/s offered: "
