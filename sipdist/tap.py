@@ -63,6 +63,20 @@ def _captureId(text):
     return value
 
 
+_WARMUP_PYPY = 10000
+
+
+def _warmupOption(text):
+    return "auto" if text == "auto" else _nonNegativeInt(text)
+
+
+def _autoWarmup():
+    """
+    The logins of C{--warmup=auto}: PyPy's default, none on CPython.
+    """
+    return _WARMUP_PYPY if sys.implementation.name == "pypy" else 0
+
+
 def _flag(value):
     if isinstance(value, bool):
         return value
@@ -211,6 +225,13 @@ PARAMETERS = [
      f"({JIT_DEFAULT}) compiles a request's path within the first "
      "thousands of logins instead of the first ten thousand "
      "(README, Performance).  Nothing on CPython."),
+    ("warmup", None, "auto", _warmupOption,
+     "Logins run through a throwaway server of the same role before the "
+     "server listens, so that PyPy's JIT has compiled the path of a "
+     "login when the first clients come (a cold PyPy server under load "
+     "sheds calls for seconds while it compiles): a number, or auto "
+     f"({_WARMUP_PYPY:,d} on PyPy, none on CPython, which has no JIT).  "
+     "Roles home and distributor."),
     ("backup-home", None, True, _flag,
      "Name a backup home (Sipdist-Backup, covered by the signature) in the "
      "signed 301 and 200 given to clients that follow the redirect: the "
@@ -734,9 +755,43 @@ def makeService(config, reactor=None, rlimit=None, jit=None):
     except ConfigurationError as e:
         # twistd prints a SystemExit message as one line and exits 1.
         raise SystemExit(f"twistd sipdist: {e}")
+    service.warmUp = lambda: _warmUp(config, reactor)
     _prepareOperation(service, config, reactor)
     reactor.callWhenRunning(_freezeStartupObjects)
     return service
+
+
+def _warmUp(config, reactor):
+    """
+    C{--warmup}: warm the JIT up (L{sipdist.warmup}) before the ports
+    open, and say in one line what it did.  Called when the service
+    starts, not when it is built: under twistd the logging is set up by
+    then, and setting it up changes what the JIT compiled (global
+    objects the compiled code reads), which would undo much of the
+    warm-up.
+    """
+    logins = config.get("warmup", "auto")
+    if logins == "auto":
+        # A server run by twistd (whose options have a parent); not one
+        # built in a process of other work (a test, a tool).
+        if getattr(config, "parent", None) is None:
+            return
+        logins = _autoWarmup()
+    if not logins:
+        return
+    from sipdist.warmup import warmUp
+    _log.info("warm-up: {logins} logins through a throwaway server on "
+              "127.0.0.1 before listening (its lines follow)", logins=logins)
+    result = warmUp(config, reactor, logins)
+    if result is None:
+        return
+    if result.error is None:
+        _log.info("warm-up: {logins} logins in {seconds:.1f} s of CPU",
+                  logins=result.logins, seconds=result.seconds)
+    else:
+        _log.warn("warm-up stopped after {logins} logins "
+                  "({seconds:.1f} s of CPU): {error}", logins=result.logins,
+                  seconds=result.seconds, error=result.error)
 
 
 def _supervisor(config, reactor):
@@ -784,8 +839,13 @@ class _SipdistService(MultiService):
     """
 
     startupError = SystemExit
+    # Called first when the service starts, before the ports open: the
+    # warm-up of --warmup (see makeService).
+    warmUp = None
 
     def startService(self):
+        if self.warmUp is not None:
+            self.warmUp()
         MultiService.startService(self)
         for server in self:
             ready = getattr(getattr(server, "transportService", None),
