@@ -27,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests import deployments
 from tests.deployments import DOMAIN, INSIDE_PORT, PORT
 from tests.netns import TAG_PREFIX, Lab, removeStale, requireNetns, requireNft
+from tests.test_startup import NO_WARMUP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "pool-secret-for-the-deployment-lab-0123456789"
@@ -119,7 +120,7 @@ class DeploymentLab:
         for name, host, args in figure.servers:
             args = [a.replace("{etc}", self.etc) for a in args]
             argv = [sys.executable, "-c", _TWISTD.format(root=ROOT), "-n",
-                    "--pidfile=", "--logfile=-", "sipdist",
+                    "--pidfile=", "--logfile=-", "sipdist", NO_WARMUP,
                     "--log-format=json", f"--domain={DOMAIN}",
                     f"--secret-file={os.path.join(self.etc, 'secret')}"]
             self.servers[name] = lab.spawn(host, argv + args, name=name,

@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.distribution_helpers import startClients, startPool
 from tests.test_resources import TOP, ServerProcess
+from tests.test_startup import NO_WARMUP
 
 
 class JSONLogFileTests(TestCase):
@@ -51,7 +52,7 @@ class JSONLogFileTests(TestCase):
         """
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         result = subprocess.run(
-            [twistd, "-n", "--pidfile=", "sipdist", "--role=home",
+            [twistd, "-n", "--pidfile=", "sipdist", NO_WARMUP, "--role=home",
              "--name=home1", "--domain=example.com",
              "--credentials=memory:bob:bob-pw", "--log-format=xml"],
             env=dict(os.environ, PYTHONPATH=TOP), capture_output=True,

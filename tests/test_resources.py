@@ -25,6 +25,7 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.interop import freePort, skipOrFail
+from tests.test_startup import NO_WARMUP
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +107,7 @@ class ServerProcess:
         self.log = os.path.join(self.dir, "server.log")
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         argv = [twistd, "-n", "--pidfile=", f"--logfile={self.log}",
-                "sipdist", "--role=home", "--name=home1",
+                "sipdist", NO_WARMUP, "--role=home", "--name=home1",
                 "--domain=example.com", "--credentials=memory:bob:bob-pw",
                 f"--listen=udp:{self.udp}:interface=127.0.0.1",
                 f"--listen=tcp:{self.tcp}:interface=127.0.0.1:backlog=1024",

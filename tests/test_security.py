@@ -38,6 +38,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.auth.client import answerChallenge
 from tests.netns import Lab, requireNetns
+from tests.test_startup import NO_WARMUP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSWORD = "wonderland"
@@ -165,7 +166,7 @@ class SecurityLab:
 
     def start(self, name, host, args):
         argv = [sys.executable, "-c", _TWISTD.format(root=ROOT), "-n",
-                "--pidfile=", "--logfile=-", "sipdist"] + args
+                "--pidfile=", "--logfile=-", "sipdist", NO_WARMUP] + args
         self.servers[name] = self.lab.spawn(host, argv, name=name, cwd=ROOT)
 
     def waitFor(self, name, address, timeout=20.0):

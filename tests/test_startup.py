@@ -31,9 +31,22 @@ TWISTD = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
           "run()")
 
 
+# The servers the tests start do not warm PyPy's JIT up (seconds of CPU
+# each, for a load no test offers); tests/test_warmup.py tests it.
+NO_WARMUP = "--warmup=0"
+
+
 def twistdCommand(*args):
+    """
+    The command running C{twistd -n ARGS} with this worktree's sipdist;
+    C{--warmup=0} after the C{sipdist} command unless C{ARGS} give one.
+    """
+    args = list(args)
+    if "sipdist" in args and not any(
+            a.startswith("--warmup") for a in args):
+        args.insert(args.index("sipdist") + 1, NO_WARMUP)
     return [sys.executable, "-c", TWISTD, TOP.path, "-n", "--pidfile="] + \
-        list(args)
+        args
 
 
 def spawnTwistd(case, *args):
