@@ -225,7 +225,7 @@ def pypyPython(requested):
 
 
 def startSipdist(work, role, name, port, processes, python=None,
-                 extra=()):
+                 extra=(), timeout=20):
     argv = [python or sys.executable, "-c", TWISTD, TOP,
             "-n", "--pidfile=", f"--logfile={work}/{name}.log",
             "sipdist", f"--role={role}", f"--name={name}",
@@ -240,7 +240,7 @@ def startSipdist(work, role, name, port, processes, python=None,
                                stderr=subprocess.DEVNULL, cwd=work)
     # Tracked before waiting, so it is stopped even if it never answers.
     processes.append(process)
-    waitForOptions(port)
+    waitForOptions(port, timeout)
     return process
 
 
