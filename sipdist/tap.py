@@ -777,9 +777,9 @@ def _warmUp(config, reactor):
         if getattr(config, "parent", None) is None:
             return
         logins = _autoWarmup()
-    if not logins:
+    from sipdist.warmup import applies, warmUp
+    if not logins or not applies(config, reactor):
         return
-    from sipdist.warmup import warmUp
     _log.info("warm-up: {logins} logins through a throwaway server on "
               "127.0.0.1 before listening (its lines follow)", logins=logins)
     result = warmUp(config, reactor, logins)

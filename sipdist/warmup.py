@@ -77,6 +77,16 @@ def _foreign(number):
     return number % 10 == 9
 
 
+def applies(config, reactor):
+    """
+    Whether a warm-up has something to warm for the server C{config}
+    describes, on C{reactor}: a home or a distributor (the roles that
+    answer logins), on a reactor of a kind it can make another of.
+    """
+    return (config.get("role", "home") in ("home", "distributor")
+            and type(reactor) in _reactorKinds())
+
+
 def _reactorKinds():
     """
     The reactor classes a warm-up may make another of.
@@ -119,10 +129,9 @@ def warmUp(config, reactor, logins):
     @return: a L{WarmUpResult}, or C{None} when there is nothing to warm
         (a role without this path, a reactor of another kind).
     """
-    role = config.get("role", "home")
-    if role not in ("home", "distributor") or logins <= 0 or \
-            type(reactor) not in _reactorKinds():
+    if logins <= 0 or not applies(config, reactor):
         return None
+    role = config.get("role", "home")
     started = time.process_time()
     scratch = type(reactor)()
     done = 0

@@ -289,6 +289,20 @@ class WarmUpOptionTests(SynchronousTestCase):
         self.assertEqual(event["log_level"].name, "warn")
         self.assertEqual(event["error"], "no answer for 2 s")
 
+    def test_nothingLogged(self):
+        """
+        A server the warm-up does not apply to (an edge) logs nothing of
+        it.
+        """
+        service = tap.makeService(
+            parse("--role=edge", "--listen=udp:0:interface=127.0.0.1",
+                  "--next-hop=sip:127.0.0.1:9", "--warmup=40"),
+            reactor, FakeRlimit(65536, 65536))
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([e for e in self.events
+                          if "warm-up" in e.get("log_format", "")], [])
+
     def test_autoOutsideTwistd(self):
         """
         C{auto} warms up a server run by twistd only, not one built in a
