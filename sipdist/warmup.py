@@ -22,9 +22,11 @@ settings before the real server opens its ports, in the same process:
     directory), in memory otherwise: the compiled code checks the class
     of the objects it meets;
   - a client in the same process logs 30 users in, each writing its
-    REGISTER as SIPp, baresip or linphone writes theirs, each login with
-    a fresh Call-ID, at most 30 logins under way and 16 requests sent at
-    a time (about what a port reads in a wake-up under load).  It answers
+    REGISTER as SIPp, baresip or linphone writes theirs, one login at a
+    time per user, 16 requests sent at a time (about what a port reads in
+    a wake-up under load); four users in ten keep their Call-ID from one
+    login to the next, as a client refreshing its registration does, the
+    others start each with a fresh one, as SIPp does.  It answers
     each C{401} with credentials and checks the final answer: a signed
     C{301} (at a distributor; at a home, for one user in ten, assigned
     to the other server of its store) or the registrar's C{200}.  Its
@@ -39,20 +41,18 @@ Only the reactors that come with Twisted for posix (epoll, poll, select)
 are warmed: another kind of reactor (asyncio's shares its event loop)
 gets no warm-up.
 """
+
 import gc
+import importlib
 import os
 import shutil
 import socket
 import tempfile
 import time
 
-from twisted.logger import Logger
-
 from sipdist.auth.client import answerChallenge
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
-
-_log = Logger()
 
 # The settings of the real server the throwaway one takes (those that
 # change the path a request takes); the others keep their defaults.
@@ -77,6 +77,16 @@ def _foreign(number):
     return number % 10 == 9
 
 
+def _refreshing(number):
+    """
+    Whether the user of this number keeps its Call-ID from one login to
+    the next, its CSeq rising, as a client refreshing its registration
+    does (four in ten, of every shape); the others start each login with
+    a fresh Call-ID, as SIPp does.
+    """
+    return 5 <= number % 10 < 9
+
+
 def applies(config, reactor):
     """
     Whether a warm-up has something to warm for the server C{config}
@@ -96,10 +106,11 @@ def _reactorKinds():
                          ("pollreactor", "PollReactor"),
                          ("selectreactor", "SelectReactor")):
         try:
-            kinds.append(getattr(__import__(
-                f"twisted.internet.{module}", fromlist=[name]), name))
+            module = importlib.import_module(f"twisted.internet.{module}")
         except ImportError:
-            pass
+            # Not on this platform (epoll off Linux).
+            continue
+        kinds.append(getattr(module, name))
     return tuple(kinds)
 
 
@@ -218,15 +229,16 @@ def _throwawayServer(config, scratch, work, password):
 # them (header order and spelling of their captures; see
 # tests/test_fastchallenge.py), so that the patterns the fast paths match
 # them with are compiled too.  Each takes the user, the client's host and
-# port, the login's number, the CSeq and the Authorization line.
-def _sipp(domain, user, host, port, call, cseq, auth):
+# port, the login's number, its Call-ID, the CSeq and the Authorization
+# line.
+def _sipp(domain, user, host, port, call, callId, cseq, auth):
     return (
         f"REGISTER sip:{domain} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-{call}-{cseq}\r\n"
         "Max-Forwards: 70\r\n"
         f"From: <sip:{user}@{domain}>;tag={call}SIPpTag00{call}\r\n"
         f"To: <sip:{user}@{domain}>\r\n"
-        f"Call-ID: {call}-warmup@{host}\r\n"
+        f"Call-ID: {callId}@{host}\r\n"
         f"CSeq: {cseq} REGISTER\r\n"
         f"Contact: <sip:{user}@{host}:{port};transport=UDP>\r\n"
         "Expires: 300\r\n"
@@ -235,7 +247,7 @@ def _sipp(domain, user, host, port, call, cseq, auth):
         "Content-Length: 0\r\n\r\n")
 
 
-def _baresip(domain, user, host, port, call, cseq, auth):
+def _baresip(domain, user, host, port, call, callId, cseq, auth):
     return (
         f"REGISTER sip:{domain};transport=udp SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{call:x}a{cseq};"
@@ -244,7 +256,7 @@ def _baresip(domain, user, host, port, call, cseq, auth):
         "Max-Forwards: 70\r\n"
         f"To: <sip:{user}@{domain}>\r\n"
         f"From: <sip:{user}@{domain}>;tag={call:x}bcdfd7\r\n"
-        f"Call-ID: {call}-warmup\r\n"
+        f"Call-ID: {callId}\r\n"
         f"CSeq: {cseq} REGISTER\r\n"
         f"{auth}"
         f"User-Agent: {_USER_AGENT}\r\n"
@@ -253,7 +265,7 @@ def _baresip(domain, user, host, port, call, cseq, auth):
         "Content-Length: 0\r\n\r\n")
 
 
-def _linphone(domain, user, host, port, call, cseq, auth):
+def _linphone(domain, user, host, port, call, callId, cseq, auth):
     return (
         f"REGISTER sip:{domain} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK.{call}x{cseq};rport"
@@ -261,7 +273,7 @@ def _linphone(domain, user, host, port, call, cseq, auth):
         f"From: <sip:{user}@{domain}>;tag={call}-E6D9A\r\n"
         f"To: sip:{user}@{domain}\r\n"
         f"CSeq: {cseq} REGISTER\r\n"
-        f"Call-ID: {call}-warmup\r\n"
+        f"Call-ID: {callId}\r\n"
         "Max-Forwards: 70\r\n"
         "Supported: replaces, outbound, gruu\r\n"
         "Accept: application/sdp\r\n"
@@ -311,6 +323,10 @@ class _Client:
         self.answered = 0
         self.error = None
         self.followUps = []
+        # Call-ID -> (login number, CSeq of its first request), for the
+        # logins under way; the users they are of.
+        self.underWay = {}
+        self.busy = set()
 
     def fileno(self):
         return self.socket.fileno()
@@ -332,22 +348,49 @@ class _Client:
         # (served, redirected) use every shape.
         return _SHAPES[call % len(_USERS) * len(_SHAPES) // len(_USERS)]
 
+    def callId(self, call):
+        """
+        The Call-ID of login C{call} (as the server echoes it: without the
+        host SIPp's shape adds).
+        """
+        number = call % len(_USERS)
+        if _refreshing(number):
+            return f"{number}-warmup"
+        return f"{call}-warmup"
+
+    def firstCSeq(self, call):
+        """
+        The CSeq of the first request of login C{call}: 1 for a fresh
+        Call-ID, rising by 2 a login for a user refreshing its own.
+        """
+        if _refreshing(call % len(_USERS)):
+            return 1 + 2 * (call // len(_USERS))
+        return 1
+
     def request(self, call, cseq, authorization=None):
         auth = f"Authorization: {authorization}\r\n" if authorization \
             else ""
         shape = self.shape(call)[0]
         return shape(self.domain, self.user(call), self.host, self.port,
-                     call, cseq, auth).encode("ascii")
+                     call, self.callId(call), cseq, auth).encode("ascii")
 
     def send(self):
         """
-        Send the follow-ups waiting, then new logins, up to a burst.
+        Send the follow-ups waiting, then new logins (one at a time per
+        user: a refresh must not overtake the one before it), up to a
+        burst.
         """
         burst = self.followUps[:_BURST]
         del self.followUps[:_BURST]
-        while len(burst) < _BURST and self.sent < self.logins and \
-                self.sent - self.done < len(_USERS):
-            burst.append(self.request(self.sent, 1))
+        while len(burst) < _BURST and self.sent < self.logins:
+            call = self.sent
+            user = self.user(call)
+            if user in self.busy:
+                break
+            self.busy.add(user)
+            cseq = self.firstCSeq(call)
+            self.underWay[self.callId(call)] = (call, cseq)
+            burst.append(self.request(call, cseq))
             self.sent += 1
         for data in burst:
             self.socket.sendto(data, self.target)
@@ -372,22 +415,26 @@ class _Client:
         if code == b"100":
             return True
         try:
-            call = int(answer.split(b"\r\nCall-ID: ", 1)[1].split(b"-", 1)[0])
-        except (IndexError, ValueError):
-            self.error = f"an answer without its Call-ID: {answer[:40]!r}"
+            callId = answer.split(b"\r\nCall-ID: ", 1)[1].split(
+                b"\r\n", 1)[0].split(b"@", 1)[0].decode("ascii")
+            call, first = self.underWay[callId]
+            cseq = int(answer.split(b"\r\nCSeq: ", 1)[1].split(b" ", 1)[0])
+        except (IndexError, KeyError, ValueError, UnicodeDecodeError):
+            self.error = f"an answer to no login: {answer[:40]!r}"
             return False
         user = self.user(call)
-        if code == b"401" and b"\r\nCSeq: 1 " in answer:
+        if code == b"401" and cseq == first:
             uri = self.shape(call)[1].format(self.domain)
             value, _ = answerChallenge(
                 _challengeValues(answer), "REGISTER", uri, user,
                 self.password, nc=1)
-            self.followUps.append(self.request(call, 2, value))
+            self.followUps.append(self.request(call, first + 1, value))
             return True
         served = self.role == "home" and not _foreign(call % len(_USERS))
-        if code == (b"200" if served
-                    else b"301"):
+        if cseq == first + 1 and code == (b"200" if served else b"301"):
             self.done += 1
+            del self.underWay[callId]
+            self.busy.discard(user)
             return True
         self.error = f"unexpected answer {answer[:40]!r}"
         return False

@@ -180,6 +180,9 @@ class WarmUpTests(SynchronousTestCase):
         client = warmup._Client(reactor, "home", "example.com",
                                 ("127.0.0.1", 9), 1, "pw")
         self.addCleanup(client.socket.close)
+        # Logins 3, 9 and 4 under way, their first request's CSeq 1.
+        for call in (3, 4, 9):
+            client.underWay[client.callId(call)] = (call, 1)
         for answer, error in (
                 (b"SIP/2.0 403 Forbidden\r\nCall-ID: 3-warmup\r\n"
                  b"CSeq: 2 REGISTER\r\n\r\n",
@@ -192,7 +195,10 @@ class WarmUpTests(SynchronousTestCase):
                  b"CSeq: 2 REGISTER\r\n\r\n",
                  "unexpected answer b'SIP/2.0 401"),
                 (b"SIP/2.0 200 OK\r\nCSeq: 2 REGISTER\r\n\r\n",
-                 "an answer without its Call-ID")):
+                 "an answer to no login"),
+                (b"SIP/2.0 200 OK\r\nCall-ID: 5-warmup\r\n"
+                 b"CSeq: 2 REGISTER\r\n\r\n",
+                 "an answer to no login")):
             client.error = None
             self.assertFalse(client.answer(answer))
             self.assertTrue(client.error.startswith(error), client.error)
@@ -201,6 +207,25 @@ class WarmUpTests(SynchronousTestCase):
             b"SIP/2.0 200 OK\r\nCall-ID: 4-warmup\r\n"
             b"CSeq: 2 REGISTER\r\n\r\n"))
         self.assertEqual(client.done, 1)
+
+    def test_refreshes(self):
+        """
+        Four users in ten keep their Call-ID from one login to the next,
+        the CSeq rising, as a refreshing client does; the others start
+        each login with a fresh Call-ID.
+        """
+        client = warmup._Client(reactor, "home", "example.com",
+                                ("127.0.0.1", 9), 1, "pw")
+        self.addCleanup(client.socket.close)
+        self.assertEqual([warmup._refreshing(n) for n in range(10)],
+                         [False] * 5 + [True] * 4 + [False])
+        self.assertEqual((client.callId(5), client.callId(35)),
+                         ("5-warmup", "5-warmup"))
+        self.assertEqual((client.firstCSeq(5), client.firstCSeq(35),
+                          client.firstCSeq(65)), (1, 3, 5))
+        self.assertEqual((client.callId(4), client.callId(34)),
+                         ("4-warmup", "34-warmup"))
+        self.assertEqual((client.firstCSeq(4), client.firstCSeq(34)), (1, 1))
 
     def test_noAnswer(self):
         """
