@@ -49,14 +49,16 @@ import shutil
 import socket
 import tempfile
 import time
+from dataclasses import dataclass
 
 from sipdist.auth.client import answerChallenge
+from sipdist.sip.message import MessageError, parseMessage
 from sipdist.store import ServerRecord
 from sipdist.store.memory import MemoryAssignmentStore
 
 # The settings of the real server the throwaway one takes (those that
 # change the path a request takes); the others keep their defaults.
-_SHARED = ("role", "name", "domain", "digest-algorithms",
+_SHARED = ("role", "domain", "digest-algorithms",
            "tagged-digest-algorithms", "t1", "max-message-size",
            "fast-path", "backup-home", "flow-timer", "flow-timer-udp",
            "overload-lag", "overload-transactions", "overload-backlog",
@@ -114,6 +116,7 @@ def _reactorKinds():
     return tuple(kinds)
 
 
+@dataclass
 class WarmUpResult:
     """
     What a warm-up did.
@@ -123,10 +126,9 @@ class WarmUpResult:
     @ivar error: why it stopped early, or C{None}.
     """
 
-    def __init__(self, logins, seconds, error=None):
-        self.logins = logins
-        self.seconds = seconds
-        self.error = error
+    logins: int
+    seconds: float
+    error: str = None
 
 
 def warmUp(config, reactor, logins):
@@ -152,8 +154,9 @@ def warmUp(config, reactor, logins):
     # Its users' password, good for this warm-up only.
     password = os.urandom(12).hex()
     try:
-        service, port = _throwawayServer(config, scratch, work, password)
-        done, error = _drive(service, port, scratch, role, logins, password)
+        service, address = _throwawayServer(config, scratch, work, password)
+        done, error = _drive(service, address, scratch, role, logins,
+                             password)
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
     finally:
@@ -177,7 +180,8 @@ def _throwawayServer(config, scratch, work, password):
     same kinds as the real server's where they are files (kept in
     C{work}), in memory otherwise.
 
-    @return: C{(service, port)}.
+    @return: C{(service, (host, port))}: the service and the address it
+        listens on.
     """
     from sipdist.auth.credentials import formatCredentialsLine
     from sipdist.server import buildServer
@@ -210,19 +214,19 @@ def _throwawayServer(config, scratch, work, password):
         store = MemoryAssignmentStore()
     service = buildServer(conf, scratch, store=store)
     service.startService()
-    port = service.transport._ports[0]
+    address = service.transport.localAddress("UDP")
     # Both servers of the store are the throwaway server itself, so that
     # whatever probes them (the monitor, the standby, the failover) finds
     # them up and sends nothing elsewhere.  At a home most users are
     # served (200) and one in ten redirected (301, the full path); at a
     # distributor all are redirected.
-    uri = f"sip:127.0.0.1:{port.getHost().port}"
+    uri = f"sip:{address[0]}:{address[1]}"
     store.addServer(ServerRecord(name, uri))
     store.addServer(ServerRecord(name + "-other", uri))
     for number, user in enumerate(_USERS):
         store.assignUser(f"{user}@{domain}",
                          name + ("-other" if _foreign(number) else ""))
-    return service, port
+    return service, address
 
 
 # The shapes of REGISTER the warm-up sends, as the clients people use write
@@ -290,15 +294,6 @@ _SHAPES = ((_sipp, "sip:{}"), (_baresip, "sip:{};transport=udp"),
            (_linphone, "sip:{}"))
 
 
-def _challengeValues(answer):
-    values = []
-    for line in answer.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"www-authenticate":
-            values.append(value.strip().decode("ascii"))
-    return values
-
-
 class _Client:
     """
     The warm-up's client: a UDP socket the throwaway reactor reads (a
@@ -324,9 +319,8 @@ class _Client:
         self.error = None
         self.followUps = []
         # Call-ID -> (login number, CSeq of its first request), for the
-        # logins under way; the users they are of.
+        # logins under way.
         self.underWay = {}
-        self.busy = set()
 
     def fileno(self):
         return self.socket.fileno()
@@ -382,12 +376,13 @@ class _Client:
         """
         burst = self.followUps[:_BURST]
         del self.followUps[:_BURST]
+        busy = {self.user(call) for call, _ in self.underWay.values()}
         while len(burst) < _BURST and self.sent < self.logins:
             call = self.sent
             user = self.user(call)
-            if user in self.busy:
+            if user in busy:
                 break
-            self.busy.add(user)
+            busy.add(user)
             cseq = self.firstCSeq(call)
             self.underWay[self.callId(call)] = (call, cseq)
             burst.append(self.request(call, cseq))
@@ -410,33 +405,33 @@ class _Client:
             return
         self.send()
 
-    def answer(self, answer):
-        code = answer[8:11]
-        if code == b"100":
-            return True
+    def answer(self, data):
         try:
-            callId = answer.split(b"\r\nCall-ID: ", 1)[1].split(
-                b"\r\n", 1)[0].split(b"@", 1)[0].decode("ascii")
+            answer = parseMessage(data)
+            # A request has no code.
+            code = answer.code
+            callId = (answer.header("call-id") or "").partition("@")[0]
             call, first = self.underWay[callId]
-            cseq = int(answer.split(b"\r\nCSeq: ", 1)[1].split(b" ", 1)[0])
-        except (IndexError, KeyError, ValueError, UnicodeDecodeError):
-            self.error = f"an answer to no login: {answer[:40]!r}"
+            cseq = answer.cseq()[0]
+        except (MessageError, AttributeError, KeyError, ValueError):
+            self.error = f"an answer to no login: {data[:40]!r}"
             return False
+        if code == 100:
+            return True
         user = self.user(call)
-        if code == b"401" and cseq == first:
+        if code == 401 and cseq == first:
             uri = self.shape(call)[1].format(self.domain)
             value, _ = answerChallenge(
-                _challengeValues(answer), "REGISTER", uri, user,
+                answer.values("www-authenticate"), "REGISTER", uri, user,
                 self.password, nc=1)
             self.followUps.append(self.request(call, first + 1, value))
             return True
         served = self.role == "home" and not _foreign(call % len(_USERS))
-        if cseq == first + 1 and code == (b"200" if served else b"301"):
+        if cseq == first + 1 and code == (200 if served else 301):
             self.done += 1
             del self.underWay[callId]
-            self.busy.discard(user)
             return True
-        self.error = f"unexpected answer {answer[:40]!r}"
+        self.error = f"unexpected answer {data[:40]!r}"
         return False
 
     def stop(self):
@@ -445,7 +440,8 @@ class _Client:
             self.reactor.stop()
 
 
-def _drive(service, port, scratch, role, logins, password, timeout=60.0):
+def _drive(service, address, scratch, role, logins, password,
+           timeout=60.0):
     """
     Run the throwaway reactor with the client until the logins are done,
     something unexpected is answered, nothing is answered for 2 s, or
@@ -453,9 +449,8 @@ def _drive(service, port, scratch, role, logins, password, timeout=60.0):
 
     @return: C{(logins completed, error or None)}.
     """
-    host = port.getHost()
-    client = _Client(scratch, role, service.server.domain,
-                     (host.host, host.port), logins, password)
+    client = _Client(scratch, role, service.server.domain, address, logins,
+                     password)
     progress = [-1]
 
     def watch():
@@ -483,8 +478,8 @@ def _drive(service, port, scratch, role, logins, password, timeout=60.0):
 
 def _closeReactor(scratch):
     """
-    Close what a reactor that was never run opened (its poller, its
-    waker).
+    Close what the throwaway reactor opened (its poller, its waker),
+    which stopping it leaves open.
     """
     try:
         scratch.removeAll()

@@ -114,7 +114,7 @@ class WarmUpTests(SynchronousTestCase):
                 ([], (MemoryAssignmentStore, None))):
             scratch = type(reactor)()
             self.addCleanup(warmup._closeReactor, scratch)
-            service, port = warmup._throwawayServer(
+            service, address = warmup._throwawayServer(
                 parse("--role=home", "--name=home1", *argv), scratch,
                 work.path, "pw")
             self.addCleanup(service.stopService)
@@ -124,7 +124,7 @@ class WarmUpTests(SynchronousTestCase):
                 self.assertIsInstance(source, kinds[1])
             else:
                 self.assertNotIsInstance(source, FileDigestHashSource)
-            self.assertEqual(port.getHost().host, "127.0.0.1")
+            self.assertEqual(address[0], "127.0.0.1")
 
     def test_fastPaths(self):
         """
@@ -135,7 +135,7 @@ class WarmUpTests(SynchronousTestCase):
         for role, logins, full in (("distributor", 60, 0), ("home", 60, 6)):
             scratch = type(reactor)()
             self.addCleanup(warmup._closeReactor, scratch)
-            service, port = warmup._throwawayServer(
+            service, address = warmup._throwawayServer(
                 parse(f"--role={role}", "--name=home1"), scratch,
                 self.scratch.path, "pw")
             self.addCleanup(service.stopService)
@@ -150,8 +150,8 @@ class WarmUpTests(SynchronousTestCase):
                     taken.append(answered)
                 return answered
             transport.fastPath = counted
-            done, error = warmup._drive(service, port, scratch, role, logins,
-                                        "pw")
+            done, error = warmup._drive(service, address, scratch, role,
+                                        logins, "pw")
             self.assertEqual((done, error), (logins, None))
             self.assertEqual(
                 (taken.count(True), taken.count(False)),
@@ -198,6 +198,10 @@ class WarmUpTests(SynchronousTestCase):
                  "an answer to no login"),
                 (b"SIP/2.0 200 OK\r\nCall-ID: 5-warmup\r\n"
                  b"CSeq: 2 REGISTER\r\n\r\n",
+                 "an answer to no login"),
+                # A request, not an answer.
+                (b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nCall-ID: 3-warmup\r\n"
+                 b"CSeq: 1 OPTIONS\r\n\r\n",
                  "an answer to no login")):
             client.error = None
             self.assertFalse(client.answer(answer))
