@@ -2,7 +2,8 @@
 A server started cold and loaded at once: what C{--warmup} changes.
 
     python bench/bench_coldstart.py [--role distributor,home] [--rounds 2]
-        [--warmups 0,auto] [--calls 20000] [--rate 4000] [--pypy PYTHON]
+        [--warmups 0,auto] [--calls 20000] [--rate 4000]
+        [--pypy-python PATH | --cpython]
 
 Each round starts, for each role and each C{--warmup} value in turn, a
 server as bench/bench_register.py starts its own (PyPy by default: the
@@ -65,7 +66,7 @@ def main():
                         help="the --warmup values to compare, in turn")
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rate", type=int, default=4000)
-    parser.add_argument("--pypy", default=None,
+    parser.add_argument("--pypy-python", default=None,
                         help="the interpreter to run the servers with "
                         "(default: bench_register.py's PyPy venv)")
     parser.add_argument("--cpython", action="store_true",
@@ -77,9 +78,10 @@ def main():
     for role in roles:
         if role not in SCENARIOS:
             sys.exit(f"--role: {role!r} is not distributor or home")
-    python = sys.executable if args.cpython else pypyPython(args.pypy)
+    python = sys.executable if args.cpython else pypyPython(args.pypy_python)
     if python is None:
-        sys.exit("no PyPy to run the servers with (--pypy, or --cpython)")
+        sys.exit("no PyPy to run the servers with (--pypy-python, or "
+                 "--cpython)")
     print(f"{args.calls:,d} SIPp calls at {args.rate:,d}/s as soon as the "
           f"server answers; {python}")
     for roundNumber in range(1, args.rounds + 1):

@@ -74,6 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
@@ -373,14 +374,6 @@ def measure(label, process, scenario, port, calls, rate, user,
           + ("" if steal is None else f", steal {100 * steal:.0f}%")
           + ")", flush=True)
     RESULTS.append((roundNumber, label, successful / elapsed, perCPU))
-
-
-def median(values):
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 #: PyPy's runs, and the CPython run each is set beside.

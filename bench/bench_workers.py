@@ -193,13 +193,31 @@ def main():
     if args.share is not None and not 0 < args.share <= 1:
         parser.error("--share must be above 0 and at most 1")
     work = tempfile.mkdtemp(prefix="sipdist-bench-workers-")
+    try:
+        results = measureScaling(args, work)
+    finally:
+        if os.environ.get("BENCH_KEEP"):
+            print(f"  (kept {work})")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if results.get(1):
+        print(f"  throughput with {args.workers} workers / 1 worker: "
+              f"{results[args.workers] / results[1]:.2f}")
+
+
+def measureScaling(args, work):
+    """
+    The share calibrated (unless given), then one worker and
+    C{args.workers} measured, each limited to the share.
+
+    @return: C{{workers: calls completed per second}}.
+    """
     writeConfiguration(work, freePort())
     if args.share is None:
         # One worker, not limited.
         run, cpu = serve(work, 1, args.rate, 4.0)
         failed, used = run[1], cpu / run[2]
         if failed or used * HEADROOM > 1:
-            shutil.rmtree(work, ignore_errors=True)
             raise SystemExit(
                 f"bench_workers: one worker cannot take {args.rate:,d} calls "
                 f"a second here ({failed:,d} failed, {used:.2f} of a core); "
@@ -211,7 +229,6 @@ def main():
     try:
         groups = CPUGroups(args.share)
     except OSError as e:
-        shutil.rmtree(work, ignore_errors=True)
         raise SystemExit(f"bench_workers: cannot make cgroups ({e}); run it "
                          f"as root on Linux")
     print(f"SIPp calls offered for {args.seconds:g} s at {args.rate:,d}/s a "
@@ -234,13 +251,7 @@ def main():
                   f"completed call)", flush=True)
     finally:
         groups.remove()
-        if os.environ.get("BENCH_KEEP"):
-            print(f"  (kept {work})")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if results.get(1):
-        print(f"  throughput with {args.workers} workers / 1 worker: "
-              f"{results[args.workers] / results[1]:.2f}")
+    return results
 
 
 if __name__ == "__main__":

@@ -168,14 +168,6 @@ class RegisterBenchTableTests(SynchronousTestCase):
         self.assertAlmostEqual(toCPython, 2.0)
         self.assertAlmostEqual(toKamailio, 0.8)
 
-    def test_median(self):
-        """
-        The median of an odd count is the middle value, of an even count
-        the mean of the two middle ones.
-        """
-        self.assertEqual(self.bench.median([3, 1, 2]), 2)
-        self.assertEqual(self.bench.median([4, 1, 3, 2]), 2.5)
-
 
 # A stand-in server for the benchmark's scenarios: answers each REGISTER
 # by its CSeq (1: a 401 with an MD5 challenge; 2: the code given as the
