@@ -323,23 +323,52 @@ class FastChallengeTests(TestCase):
 
     def test_retransmission(self):
         """
-        A retransmission of a REGISTER the fast path answered gets the same
-        401 again (the transaction absorbs it), and a new one after timer J
-        a fresh challenge.
+        A REGISTER without credentials is challenged statelessly (RFC 3261
+        section 8.2.7), on both paths: nothing is kept, and its
+        retransmission is a new request, challenged again with a fresh
+        nonce (by the fast path, when it is on).
         """
-        service, protocol, udp, clock = _server()
-        data = _register()
-        protocol.datagramReceived(data, CLIENT)
-        protocol.datagramReceived(data, CLIENT)
-        self.assertEqual(service.transport.fastPath.taken, 1)
-        self.assertEqual(service.transactions.absorbed, 1)
-        self.assertEqual(udp.sent[0], udp.sent[1])
-        self.assertTrue(udp.sent[0][0].startswith(b"SIP/2.0 401 "))
-        clock.advance(64 * 0.5 + 1)
-        self.assertEqual(service.transactions._servers, {})
-        protocol.datagramReceived(data, CLIENT)
-        self.assertEqual(service.transport.fastPath.taken, 2)
-        self.assertNotEqual(udp.sent[0], udp.sent[2])
+        for fast in (False, True):
+            service, protocol, udp, clock = _server(fast=fast)
+            data = _register()
+            protocol.datagramReceived(data, CLIENT)
+            layer = service.transactions
+            self.assertEqual((layer.active, dict(layer._servers)), (0, {}))
+            protocol.datagramReceived(data, CLIENT)
+            if fast:
+                self.assertEqual(service.transport.fastPath.taken, 2)
+            self.assertEqual(layer.absorbed, 0)
+            self.assertEqual(layer.serverCreated, 2)
+            self.assertEqual([d[:12] for d, addr in udp.sent],
+                             [b"SIP/2.0 401 "] * 2)
+            nonces = [re.search(rb'nonce="([^"]+)"', d).group(1)
+                      for d, addr in udp.sent]
+            self.assertNotEqual(nonces[0], nonces[1])
+            self.assertEqual(layer.active, 0)
+
+    def test_failedCredentialsKept(self):
+        """
+        A 401 to credentials that failed (a wrong password) is not
+        stateless: the transaction keeps it until timer J, so that a
+        retransmission of the request gets the same answer and is not
+        counted as a second failure, on both paths.
+        """
+        from tests.test_fastredirect import request
+        data = request(password="not-this-one")
+        for fast in (False, True):
+            service, protocol, udp, clock = _server(fast=fast)
+            self.patch(_message, "_randomBytes", service._random)
+            protocol.datagramReceived(data, CLIENT)
+            protocol.datagramReceived(data, CLIENT)
+            layer = service.transactions
+            self.assertEqual(layer.absorbed, 1)
+            self.assertEqual(len(udp.sent), 2)
+            self.assertEqual(udp.sent[0], udp.sent[1])
+            self.assertTrue(udp.sent[0][0].startswith(b"SIP/2.0 401 "))
+            self.assertEqual(service.authenticator.outcomes["failed"], 1)
+            self.assertEqual(layer.active, 1)
+            clock.advance(64 * 0.5 + 1)
+            self.assertEqual(layer.active, 0)
 
     def test_overloaded(self):
         """
@@ -401,8 +430,10 @@ class FastChallengeTests(TestCase):
         level (its 503 would go to the Via's port, not the source's) takes
         the fast path when the bucket has a token for it: then every
         request is admitted unread, its token taken once (not again for
-        its retransmission) as on the full path.  When the bucket has
-        none, the full path's admission decides, and sheds it.
+        the OPTIONS retransmission below) as on the full path; a
+        REGISTER challenged again is a new request each time (the
+        challenge is stateless).  When the bucket has none, the full
+        path's admission decides, and sheds it.
         """
         def bucket(tokens):
             def prepare(service, udp):
@@ -418,7 +449,7 @@ class FastChallengeTests(TestCase):
             for _ in range(2):
                 protocol.datagramReceived(data, CLIENT)
             self.assertEqual(_admission(service.transactions.overload),
-                             (4.0, 1, 0, False))
+                             (3.0, 2, 0, False))
         self.assertTrue(self._both(data, prepare=bucket(5.0)))
         self.assertFalse(self._both(data, prepare=bucket(0.0)))
 
@@ -440,8 +471,11 @@ class FastChallengeTests(TestCase):
             via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKd").replace(
             b"To: <sip:alice@example.com>", b"To: <sip:alice@example.com>;tag=9")
         protocol.datagramReceived(_register(), CLIENT)
-        for data in (options, inDialog, _register()):
+        # The OPTIONS again: a retransmission (the challenge left no
+        # transaction for the REGISTER's).
+        for data in (options, inDialog, options):
             protocol.datagramReceived(data, CLIENT)
+        self.assertEqual(service.transactions.absorbed, 1)
         self.assertEqual(_admission(overload), (2.0, 1, 0, False))
         answers = [data.split(b"\r\n", 1)[0] for data, addr in udp.sent]
         self.assertEqual(len(answers), 4)
@@ -464,11 +498,12 @@ class FastChallengeTests(TestCase):
             layer = service.transactions
             layer.maxTransactions = 1
             self.patch(_message, "_randomBytes", service._random)
+            # An OPTIONS leaves its record (a challenge leaves none).
             udp.protocol.datagramReceived(_register(
-                via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKfirst"), CLIENT)
+                via="SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKfirst").replace(
+                b"REGISTER sip:", b"OPTIONS sip:", 1).replace(
+                b" REGISTER\r\n", b" OPTIONS\r\n"), CLIENT)
             self.assertEqual(layer.active, 1)
-            if service.transport.fastPath is not None:
-                service.transport.fastPath.taken = 0
         self.assertTrue(self._both(_register(), prepare=full))
 
     def test_sendFails(self):
@@ -519,21 +554,24 @@ class FastChallengeTests(TestCase):
         answer waits, is absorbed: the record is kept meanwhile.  When the
         answer then cannot be sent, the record ends (the retransmission's
         answer did go out) and the failure is reported: the next
-        retransmission is a new transaction.
+        retransmission is a new transaction.  (An authenticated REGISTER:
+        a challenge keeps no record.)
         """
-        service, protocol, udp, clock = _server()
+        from tests.test_fastredirect import request
+        service, protocol, udp, clock = _server(
+            extra={"redirect-user-agent": ["^test agent"]})
         service.transport.capture = None
         layer = service.transactions
         failures = []
         self.patch(layer.user, "transactionFailed",
                    lambda transaction, reason: failures.append(reason))
         udp.waiting = []
-        data = _register()
+        data = request()
         protocol.datagramReceived(data, CLIENT)
         protocol.datagramReceived(data, CLIENT)
         self.assertEqual(layer.absorbed, 1)
         [(retransmitted, addr)] = udp.sent
-        self.assertTrue(retransmitted.startswith(b"SIP/2.0 401 "))
+        self.assertTrue(retransmitted.startswith(b"SIP/2.0 301 "))
         udp.fail = True
         udp.endWakeUp()
         self.assertEqual(len(self.flushLoggedErrors()), 0)
@@ -545,8 +583,10 @@ class FastChallengeTests(TestCase):
         protocol.datagramReceived(data, CLIENT)
         udp.endWakeUp()
         self.assertEqual(layer.absorbed, 1)
-        self.assertEqual(service.transport.fastPath.taken, 2)
-        self.assertEqual(len(layer._servers), 1)
+        # A new transaction, which the fast path leaves to the full path
+        # (the nonce count was used): answered and kept there.
+        self.assertEqual(service.transport.fastPath.taken, 1)
+        self.assertEqual(layer.active, 1)
 
     def test_disabled(self):
         """

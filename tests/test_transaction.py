@@ -502,6 +502,66 @@ class NonInviteServerTests(LayerTestMixin, SynchronousTestCase):
         self.assertEqual(tx.state, TERMINATED)
         self.assertDrained()
 
+    def test_statelessChallenge(self):
+        """
+        A challenge sent statelessly (RFC 3261 section 8.2.7) ends a
+        non-INVITE transaction over UDP once it is sent, keeping no
+        record: a retransmission of the request reaches the user as a new
+        request.
+        """
+        for code in (401, 407):
+            request = makeRequest("REGISTER")
+            self.layer.messageReceived(request, self.udp)
+            [(_, tx)] = self.user.requests[-1:]
+            challenge = responseTo(request, code, toTag="t")
+            tx.respond(challenge, stateless=True)
+            self.assertEqual(tx.state, TERMINATED)
+            self.assertEqual(self.udp.messages()[-1:], [challenge])
+            self.assertDrained()
+            self.layer.messageReceived(request, self.udp)
+            [(_, again)] = self.user.requests[-1:]
+            self.assertIsNot(again, tx)
+            again.respond(responseTo(request, code, toTag="u"),
+                          stateless=True)
+            self.assertEqual(self.layer.absorbed, 0)
+            self.assertDrained()
+
+    def test_statelessOnlyChallenges(self):
+        """
+        Only a 401 or 407 is sent statelessly: any other final response
+        given with C{stateless} is kept until timer J as usual, and so is
+        a challenge to an INVITE (whose ACK the transaction absorbs).
+        """
+        request = makeRequest("REGISTER")
+        self.layer.messageReceived(request, self.udp)
+        [(_, tx)] = self.user.requests
+        tx.respond(responseTo(request, 403), stateless=True)
+        self.assertEqual(tx.state, COMPLETED)
+        self.assertEqual(self.layer.active, 1)
+        invite = makeRequest("INVITE")
+        self.layer.messageReceived(invite, self.udp)
+        [(_, inviteTx)] = self.user.requests[-1:]
+        inviteTx.respond(responseTo(invite, 401, toTag="t"), stateless=True)
+        self.assertEqual(inviteTx.state, COMPLETED)
+        self.clock.advance(64 * T1)
+        self.assertDrained()
+
+    def test_statelessChallengeUnsent(self):
+        """
+        A stateless challenge that cannot be sent fails the transaction, as
+        any final response that cannot be sent does.
+        """
+        request = makeRequest("REGISTER")
+        self.layer.messageReceived(request, self.udp)
+        [(_, tx)] = self.user.requests
+        self.udp.send = lambda message: False
+        tx.respond(responseTo(request, 401, toTag="t"), stateless=True)
+        [(failed, reason)] = self.user.failures
+        self.assertIs(failed, tx)
+        self.assertIsInstance(reason, TransportError)
+        self.assertEqual(self.layer.transportErrors, 1)
+        self.assertDrained()
+
     def test_provisionalResentInProceeding(self):
         """
         In Proceeding, a retransmitted request gets the last provisional

@@ -64,6 +64,15 @@ SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
                                REDIRECT_OPTION_TAG))
 
 
+def hasCredentials(request):
+    """
+    Whether C{request} carries an C{Authorization} or
+    C{Proxy-Authorization} header, whatever its realm or scheme.
+    """
+    return (request.hasHeader("authorization")
+            or request.hasHeader("proxy-authorization"))
+
+
 def hasOptionTag(request):
     """
     Whether C{request}'s C{Supported} lists L{REDIRECT_OPTION_TAG}.
@@ -375,11 +384,21 @@ class DistributionProcessor:
         host = uri.host.lower()
         return host in self.domains or host in self.server.localHosts
 
-    def respond(self, request, transaction, code, phrase, headers=()):
+    def respond(self, request, transaction, code, phrase, headers=(),
+                stateless=False):
+        """
+        Answer C{request} on C{transaction}.
+
+        @param stateless: a challenge to a request without credentials (see
+            L{sipdist.sip.transaction.ServerTransaction.respond}).
+        """
         response = self.server.response(request, code, phrase)
         for name, value in headers:
             response.addHeader(name, value)
-        transaction.respond(response)
+        if stateless:
+            transaction.respond(response, stateless=True)
+        else:
+            transaction.respond(response)
 
     # The common sequence
 
@@ -432,8 +451,14 @@ class DistributionProcessor:
     def _checkIdentity(self, result, context):
         request, transaction = context.request, context.transaction
         if not isinstance(result, Authenticated):
+            # A challenge to a request without credentials is answered
+            # statelessly (RFC 3261 section 8.2.7); one to credentials that
+            # failed is not: a retransmission of the request must not count
+            # as a second failure.
             self.respond(request, transaction, result.code, result.phrase,
-                         result.headers)
+                         result.headers,
+                         stateless=isinstance(result, Challenge)
+                         and not hasCredentials(request))
             if not isinstance(result, Challenge):
                 self._log.info("{method} from {flow} refused: {code} {phrase}",
                                method=request.method, flow=transaction.flow,

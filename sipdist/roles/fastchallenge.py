@@ -30,9 +30,10 @@ limit does not spend twice the CPU on each request it still serves.
 What it does is what the full path does for such a request, with the same
 result: the same bytes sent to the same address (the Via with
 C{received}/C{rport} as the transport writes it, a fresh To tag, the
-C{Server} header, the authenticator's challenge with a fresh nonce); the
-completed server transaction record in the table (timer J), so that a
-retransmission gets the same 401 again; the counters (requests answered by
+C{Server} header, the authenticator's challenge with a fresh nonce); no
+record of the transaction (a challenge to a request without credentials is
+stateless, RFC 3261 section 8.2.7: a retransmission is a new request,
+challenged again); the counters (requests answered by
 method and code, transactions created, authentication outcomes).  No
 decision is logged for a challenge on either path.  C{tests/
 test_fastchallenge.py} runs both paths over a corpus and compares.
@@ -360,11 +361,12 @@ class FastChallenge(FastPart):
         self._authenticator.outcomes["challenged"] += 1
         self.taken += 1
         complete(layer, protocol, key, remote, response, challenge.code,
-                 flow)
+                 flow, stateless=True)
         return True
 
 
-def complete(layer, protocol, key, remote, response, code, flow=None):
+def complete(layer, protocol, key, remote, response, code, flow=None,
+             stateless=False):
     """
     What the transaction layer does when a new non-INVITE server
     transaction over UDP, keyed C{key}, answers with the final response
@@ -378,13 +380,18 @@ def complete(layer, protocol, key, remote, response, code, flow=None):
 
     @param flow: the transaction's L{DatagramFlow} (to C{remote}), if
         made already.
+    @param stateless: a challenge to a request without credentials, which
+        the transaction layer answers statelessly (see
+        L{sipdist.sip.transaction.ServerTransaction.respond}): nothing is
+        kept.
     """
     answered = layer.answered
     counted = ("REGISTER", code)
     answered[counted] = answered.get(counted, 0) + 1
     flow = flow or DatagramFlow(protocol, remote)
     context = (layer, key, flow, response,
-               layer.keepCompleted(key, flow, response))
+               None if stateless else layer.keepCompleted(key, flow,
+                                                          response))
     if not protocol.sendSoon(response, remote, _unsent, context):
         _unsent(context, None)
 
@@ -396,7 +403,8 @@ def _unsent(context, error):
     counted, reported to the user, and gone.
     """
     layer, key, flow, response, kept = context
-    layer.discardCompleted(kept)
+    if kept is not None:
+        layer.discardCompleted(kept)
     record = _CompletedServerRecord.alone(layer, key, flow, response)
     layer.transportErrors += 1
     layer._transactionFailed(

@@ -251,11 +251,21 @@ class ServerTransaction:
     def isInvite(self):
         return self._invite
 
-    def respond(self, response):
+    def respond(self, response, stateless=False):
         """
         Send a response and run the state machine.  A provisional response
         after a final one, or a second final response (other than a further
         2xx to an INVITE, RFC 6026), is ignored and logged.
+
+        @param stateless: the final response is a challenge to a request
+            that carried no credentials: answered as a stateless UAS
+            answers it (RFC 3261 section 8.2.7), a non-INVITE transaction
+            over an unreliable flow ends once it is sent, keeping nothing
+            for the retransmissions of the request (each is a new request,
+            challenged with a nonce of its own).  A flood of requests
+            without credentials, whose sources may be forged, then leaves
+            no record behind for timer J.  An INVITE transaction keeps its
+            record (the ACK is absorbed there).
         """
         state = self.state
         code = response.code
@@ -292,7 +302,7 @@ class ServerTransaction:
         answered[key] = answered.get(key, 0) + 1
         if not self._invite:
             self._state = COMPLETED
-            if self._reliable:
+            if self._reliable or (stateless and code in _CHALLENGES):
                 if self._transmit(response):
                     self._terminate()
             else:
