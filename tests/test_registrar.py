@@ -44,6 +44,58 @@ class RegistrarTests(SynchronousTestCase):
         self.assertEqual(binding.flow, "flow")
         self.assertEqual(self.registrar.lookup(AOR), [binding])
 
+    def test_contactReadOnce(self):
+        """
+        A Contact value is read once and remembered: the refresh of a
+        binding reads nothing again, and gets the same answer as a
+        registrar that reads it anew (whose table was emptied).  A value
+        that is no Contact is refused each time, and not remembered.
+        """
+        from sipdist.services import registrar as module
+        reads = []
+        real = module.parseNameAddr
+
+        def parse(value):
+            reads.append(value)
+            return real(value)
+
+        self.patch(module, "parseNameAddr", parse)
+        contact = "<sip:a@h:5062;transport=udp>;expires=120;q=0.5"
+        [first] = register(self.registrar, contact=contact, cseq=1)
+        [again] = register(self.registrar, contact=contact, cseq=2)
+        self.assertEqual(reads, [contact])
+        self.assertEqual((again.contact, again.q, again.remaining(0), again.cseq),
+                         ("<sip:a@h:5062;transport=udp>", 0.5, 120, 2))
+        self.registrar._contacts.clear()
+        [anew] = register(self.registrar, contact=contact, cseq=3)
+        self.assertEqual(len(reads), 2)
+        self.assertEqual((anew.contact, anew.uri.toString(), anew.key),
+                         (again.contact, again.uri.toString(), again.key))
+        for cseq in (4, 5):
+            error = self.assertRaises(
+                RegistrarError, register, self.registrar,
+                contact="<sip:a@h", cseq=cseq)
+            self.assertEqual(error.code, 400)
+        self.assertNotIn("<sip:a@h", self.registrar._contacts)
+
+    def test_contactsRememberedBounded(self):
+        """
+        The table of Contact values read is emptied when full, and a value
+        longer than C{maxContactLength} is not kept.
+        """
+        registrar = Registrar(self.clock)
+        self.addCleanup(registrar.stop)
+        registrar.maxContactsRemembered = 2
+        for n in range(5):
+            register(registrar, contact=f"<sip:a@h{n}>", callID=f"c{n}")
+            self.assertLessEqual(len(registrar._contacts), 2)
+        self.assertEqual(len(registrar.lookup(AOR)), 5)
+        self.assertLessEqual(len(registrar._contacts), 2)
+        registrar._contacts.clear()
+        longContact = "<sip:a@" + "h" * registrar.maxContactLength + ">"
+        register(registrar, contact=longContact, callID="long")
+        self.assertEqual(registrar._contacts, {})
+
     def test_expiresParameterWins(self):
         """
         A Contact's expires parameter wins over the Expires header, and the

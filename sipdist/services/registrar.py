@@ -151,6 +151,8 @@ class Registrar:
         self._heap = []
         self._sweepCall = None
         self._observers = []
+        # Contact value -> what plan() reads of it (see _contact).
+        self._contacts = {}
 
     # Registration
 
@@ -206,10 +208,7 @@ class Registrar:
 
         changes = []
         for value in contacts:
-            try:
-                display, uri, params = parseNameAddr(value)
-            except (URIError, ValueError):
-                raise RegistrarError(400, "Bad Contact Header")
+            uri, params, instance, key, contact = self._contact(value)
             expires = headerExpires
             if "expires" in params:
                 expires = _seconds(params["expires"])
@@ -232,7 +231,6 @@ class Registrar:
                     q = -1
                 if not 0 <= q <= 1:
                     raise RegistrarError(400, "Bad Contact q")
-            instance = instanceId(params.get("+sip.instance"))
             # A reg-id without an instance id is not an RFC 5626 flow:
             # the Contact is bound as any other.
             regId = params.get("reg-id") if instance is not None else None
@@ -240,13 +238,12 @@ class Registrar:
                 regId = regId.strip()
                 if not regId.isdigit() or not 0 < int(regId) < 2 ** 31:
                     raise RegistrarError(400, "Bad Contact reg-id")
-            key = comparisonKey(uri) if instance is None else None
-            existing = [b for b in current if sameBinding(b, key, instance,
-                                                          regId)]
+            existing = [b for b in current if sameBinding(
+                b, None if instance is not None else key, instance, regId)]
             if any(b.callID == callID and cseq <= b.cseq for b in existing):
                 raise RegistrarError(500, "Out Of Order REGISTER")
-            changes.append((uri, value, params, expires, q, existing,
-                            instance, regId))
+            changes.append((uri, contact, params, expires, q, existing,
+                            instance, regId, key))
 
         replaced = {id(b) for c in changes for b in c[5]}
         kept = [b for b in current if id(b) not in replaced]
@@ -258,15 +255,50 @@ class Registrar:
                                  [("Retry-After", "60")])
 
         path = list(path)
-        new = [
-            Binding(contact=_stripParams(value), uri=uri,
-                    expires=now + expires, q=q, callID=callID, cseq=cseq,
-                    path=path, flow=flow,
-                    instance=params.get("+sip.instance") if instance
-                    else None, regId=regId)
-            for uri, value, params, expires, q, existing, instance, regId
-            in added]
+        new = []
+        for (uri, contact, params, expires, q, existing, instance, regId,
+             key) in added:
+            binding = Binding(
+                contact=contact, uri=uri, expires=now + expires, q=q,
+                callID=callID, cseq=cseq, path=path, flow=flow,
+                instance=params.get("+sip.instance") if instance else None,
+                regId=regId)
+            binding.key = key
+            new.append(binding)
         return Registration(aor, kept + new, None, new)
+
+    #: Contact values whose reading L{_contact} remembers (the table is
+    #: emptied when full), and the longest remembered.
+    maxContactsRemembered = 4096
+    maxContactLength = 512
+
+    def _contact(self, value):
+        """
+        What L{plan} reads of a C{Contact} value: its URI, its header
+        parameters, its instance id (L{instanceId}), its URI's
+        L{comparisonKey} and the value as a binding keeps it
+        (L{_stripParams}).  A client writes the same value in each
+        REGISTER of its login and its refreshes: it is read once and
+        remembered (the URI and the parameters are shared by the bindings
+        made of it, which never change them).
+
+        @raise RegistrarError: C{400} for a value that is not one.
+        """
+        known = self._contacts.get(value)
+        if known is not None:
+            return known
+        try:
+            display, uri, params = parseNameAddr(value)
+        except (URIError, ValueError):
+            raise RegistrarError(400, "Bad Contact Header")
+        known = (uri, params, instanceId(params.get("+sip.instance")),
+                 comparisonKey(uri), _stripParams(value))
+        if len(value) <= self.maxContactLength:
+            contacts = self._contacts
+            if len(contacts) >= self.maxContactsRemembered:
+                contacts.clear()
+            contacts[value] = known
+        return known
 
     def apply(self, registration):
         """
