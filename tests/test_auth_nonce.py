@@ -202,6 +202,44 @@ class NonceCountsTests(SynchronousTestCase):
                              (step, nonce, issued, nc))
             self.assertLessEqual(len(counts), 16)
 
+    def test_usePlaceFromAccepts(self):
+        """
+        L{use} takes the place L{accepts} found for the same nonce and
+        count (the table unchanged since), and locates anew otherwise:
+        over random checks and uses, of the same nonce or not, the table
+        and every answer are those of a table that always locates anew.
+        """
+        import random
+
+        class Fresh(NonceCounts):
+            def accepts(self, nonce, issued, nc):
+                result = NonceCounts.accepts(self, nonce, issued, nc)
+                self._located = None
+                return result
+
+        rng = random.Random(11)
+        counts, fresh = NonceCounts(maxSize=16), Fresh(maxSize=16)
+        minted = []
+        for step in range(3000):
+            if not minted or rng.random() < 0.3:
+                minted.append(self._nonce())
+                if rng.random() < 0.3:
+                    self.clock.advance(rng.choice((0.001, 0.5, 2)))
+            nonce, issued = rng.choice(minted)
+            nc = rng.choice((1, 2, 3))
+            if rng.random() < 0.5:
+                answers = [t.accepts(nonce, issued, nc)
+                           for t in (counts, fresh)]
+                self.assertEqual(answers[0], answers[1], step)
+                if rng.random() < 0.5:
+                    # Another nonce, or another count, used in between.
+                    nonce, issued = rng.choice(minted)
+                    nc = rng.choice((1, 2, 3))
+            answers = [t.use(nonce, issued, nc) for t in (counts, fresh)]
+            self.assertEqual(answers[0], answers[1], step)
+            self.assertEqual(bytes(counts._table), bytes(fresh._table), step)
+            self.assertEqual(list(counts._floors), list(fresh._floors))
+
     def test_bounded(self):
         """
         The table never holds more than its size; a nonce evicted from it

@@ -162,6 +162,8 @@ class NonceCounts:
         # Per set: the latest issue time among the nonces it evicted.
         self._floors = array.array("q", [-1]) * self._sets
         self._size = 0
+        # What accepts() last located: (nonce, issued, nc, place).
+        self._located = None
 
     def __len__(self):
         return self._size
@@ -172,6 +174,8 @@ class NonceCounts:
         evicting the nonce issued first there).  Changes nothing.
         """
         place = self._locate(nonce, issued, nc)
+        # Until the table changes (use), the place holds for use().
+        self._located = (nonce, issued, nc, place)
         if place is None:
             return False
         key, index, start, entries, found = place
@@ -231,7 +235,15 @@ class NonceCounts:
             nonce; C{False} for a replay (same or lower count), or for a
             nonce or count that is not one of ours.
         """
-        place = self._locate(nonce, issued, nc)
+        located = self._located
+        self._located = None
+        if (located is not None and located[0] == nonce
+                and located[1] == issued and located[2] == nc):
+            # Where accepts() just found it (the table has not changed
+            # since): a fast path checks, then uses.
+            place = located[3]
+        else:
+            place = self._locate(nonce, issued, nc)
         if place is None:
             return False
         key, index, start, entries, found = place
