@@ -57,6 +57,7 @@ PACKAGES = {
     "systemd-analyze": "systemd",
     "nft": "nftables",
     "chromium": "chromium",
+    "valgrind": "valgrind",
 }
 
 SIPP_TRANSPORTS = {"u1": "udp", "un": "udp", "t1": "tcp", "tn": "tcp",

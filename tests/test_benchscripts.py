@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.interop import requireTool
 
@@ -91,6 +91,41 @@ class ScanBenchTests(SynchronousTestCase):
         rows = [line for line in out.splitlines() if " bytes " in line]
         self.assertEqual(len(rows), 17)
         self.assertIn("SIPp's REGISTER:", out)
+
+
+class InstructionsBenchTests(SynchronousTestCase):
+    """
+    C{bench/bench_instructions.py} counts instructions with Valgrind.
+    """
+
+    def test_counts(self):
+        """
+        A small run prints one figure per role and kind (two runs of the
+        server under Valgrind, its answers checked there).
+        """
+        if sys.implementation.name != "cpython":
+            raise SkipTest("counted on CPython: a short run under Valgrind "
+                           "measures PyPy's JIT compiling")
+        requireTool("valgrind")
+        out = runBench("bench_instructions.py", "--roles", "distributor",
+                       "--chunk", "10")
+        [row] = [line.split() for line in out.splitlines()
+                 if line.endswith("instructions/request")]
+        self.assertEqual(row[:2], ["distributor", "logins"])
+        self.assertGreater(int(row[2].replace(",", "")), 10000)
+
+    def test_unknownKind(self):
+        """
+        An unknown role or kind is refused in one line, before anything
+        runs.
+        """
+        script = TOP.child("bench").child("bench_instructions.py")
+        done = subprocess.run(
+            [sys.executable, script.path, "--kinds", "logins,bye"],
+            cwd=TOP.path, capture_output=True, timeout=60)
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr.strip().splitlines(),
+                         [b"unknown: bye (known: logins, 401, authenticated)"])
 
 
 def benchModule(name):

@@ -1,0 +1,200 @@
+"""
+Instructions per request of the REGISTER hot path, counted by Valgrind
+(callgrind): a figure that does not move with the machine's load, for
+changes too small to tell from the noise of requests per CPU-second on a
+shared virtual machine (two runs of bench_register.py minutes apart differ
+by 10 to 30% here).
+
+    python bench/bench_instructions.py [--roles distributor,home]
+        [--kinds logins,401,authenticated] [--chunk 2000] [--top 0]
+        [--no-fast-path] [--shedding]
+
+The requests are bench_hotpath.py's (alice's logins, each with fresh
+credentials), prepared once in this process and handed to a server built
+as bench_hotpath builds it, in a child process run under
+C{valgrind --tool=callgrind}: once with one chunk of requests and once
+with three; the difference, over the two chunks, is what a request costs
+with the server warm (its imports, its start and the first chunk left
+out).  C{logins} sends each login's two requests (a 401's REGISTER, then
+the authenticated one), C{401} and C{authenticated} only one of them.
+Every answer is checked.  --no-fast-path sends every request down the
+full path; with --shedding the overload control sheds throughout, at a
+rate that admits every request (what an admitted request costs a server
+at its limit).
+
+It counts the instructions the interpreter runs in user space: not the
+kernel's (the sockets are not there), not the cache misses.  So it ranks
+changes of the code path; requests per CPU-second (bench_register.py)
+stay the figures of the issue.  --top N also prints the N C functions
+that ran the most of them (the interpreter's own, the regular expression
+engine, the allocator, OpenSSL).  Needs Valgrind (Debian: valgrind); a
+run of the default sizes takes about a minute per case on CPython.
+"""
+
+import argparse
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+KINDS = ("logins", "401", "authenticated")
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def _name(role):
+    return "distributor" if role == "distributor" else "home1"
+
+
+def prepare(role, chunk, chunks=3):
+    """
+    C{chunks} lists of C{chunk} logins each (two requests a login), for a
+    server of C{role} built by L{child}.
+    """
+    import bench_hotpath
+    service = bench_hotpath.setup(role, _name(role))[0]
+    prepared = []
+    for n in range(chunks):
+        requests = []
+        start = n * chunk
+        for i, authenticated in enumerate(
+                bench_hotpath.prepare(service, chunk, start)):
+            requests += [bench_hotpath.register(10 ** 9 + start + i),
+                         authenticated]
+        prepared.append(requests)
+    return prepared
+
+
+def child(role, kind, chunks, path, fast=True, shedding=False):
+    """
+    Run C{chunks} chunks of the prepared requests of C{path} through a
+    server of C{role}; exit non-zero if an answer is not the expected one.
+    """
+    import bench_hotpath
+    service, protocol, udp, clock = bench_hotpath.setup(role, _name(role))
+    service.transport.fastPath.enabled = fast
+    if shedding:
+        service.transactions.overload.limit(1e9)
+        clock.advance(0.01)
+    with open(path, "rb") as f:
+        prepared = pickle.load(f)
+    final = b"301" if role == "distributor" else b"200"
+    expected = {}
+    for requests in prepared[:chunks]:
+        if kind == "401":
+            requests = requests[0::2]
+        elif kind == "authenticated":
+            requests = requests[1::2]
+        bench_hotpath.run(protocol, clock, requests)
+        count = len(requests) if kind != "logins" else len(requests) // 2
+        for code in ((b"401",) if kind == "401" else (final,)
+                     if kind == "authenticated" else (b"401", final)):
+            expected[code] = expected.get(code, 0) + count
+    if udp.codes != expected:
+        sys.exit(f"answers {udp.codes!r}, expected {expected!r}")
+
+
+def collected(role, kind, chunks, path, out=None, options=()):
+    """
+    The instructions callgrind counted in a child run.
+    """
+    argv = ["valgrind", "--tool=callgrind",
+            f"--callgrind-out-file={out or os.devnull}",
+            sys.executable, os.path.abspath(__file__),
+            "--child", role, kind, str(chunks), path] + list(options)
+    done = subprocess.run(argv, capture_output=True, text=True,
+                          timeout=1800)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        sys.exit(f"{role} {kind}: valgrind run failed "
+                 f"(exit {done.returncode}): {done.stderr[-600:]}")
+    return int(found.group(1))
+
+
+def functions(path):
+    """
+    Instructions by C function in a callgrind output file.
+    """
+    done = subprocess.run(["callgrind_annotate", "--threshold=100", path],
+                          capture_output=True, text=True, check=True)
+    counts = {}
+    for line in done.stdout.splitlines():
+        found = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+        if found and "PROGRAM TOTALS" not in found.group(2):
+            name = found.group(2).split(" [")[0].rsplit("/", 1)[-1]
+            counts[name] = (counts.get(name, 0)
+                            + int(found.group(1).replace(",", "")))
+    return counts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--roles", default="distributor,home")
+    parser.add_argument("--kinds", default="logins")
+    parser.add_argument("--chunk", type=int, default=2000,
+                        help="logins per chunk")
+    parser.add_argument("--top", type=int, default=0,
+                        help="also print the C functions that ran the most")
+    parser.add_argument("--no-fast-path", action="store_true",
+                        help="every request down the full path")
+    parser.add_argument("--shedding", action="store_true",
+                        help="the overload control shedding, at a rate "
+                        "that admits every request")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        role, kind, chunks, path = args.child
+        child(role, kind, int(chunks), path, not args.no_fast_path,
+              args.shedding)
+        return
+    options = (["--no-fast-path"] if args.no_fast_path else []) + (
+        ["--shedding"] if args.shedding else [])
+    roles = [r for r in args.roles.split(",") if r]
+    kinds = [k for k in args.kinds.split(",") if k]
+    for value, known in ((roles, ("distributor", "home")), (kinds, KINDS)):
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            sys.exit(f"unknown: {', '.join(unknown)} (known: "
+                     f"{', '.join(known)})")
+    if args.chunk < 1:
+        sys.exit("--chunk must be at least 1")
+    if shutil.which("valgrind") is None:
+        sys.exit("bench_instructions.py needs Valgrind (Debian: valgrind)")
+    print(f"{sys.implementation.name} {sys.version.split()[0]}: "
+          f"instructions per request counted by callgrind "
+          f"(two chunks of {args.chunk:,d} logins, the server warm"
+          + "".join(f", {o[2:]}" for o in options) + ")")
+    with tempfile.TemporaryDirectory() as work:
+        for role in roles:
+            path = os.path.join(work, f"{role}.pickle")
+            with open(path, "wb") as f:
+                pickle.dump(prepare(role, args.chunk), f)
+            for kind in kinds:
+                perLogin = 2 if kind == "logins" else 1
+                requests = 2 * args.chunk * perLogin
+                outs = [os.path.join(work, f"{role}-{kind}-{n}.out")
+                        for n in (1, 3)] if args.top else [None, None]
+                one = collected(role, kind, 1, path, outs[0], options)
+                three = collected(role, kind, 3, path, outs[1], options)
+                each = (three - one) / requests
+                print(f"  {role:12s} {kind:14s} {each:>10,.0f} "
+                      f"instructions/request")
+                if args.top:
+                    before, after = functions(outs[0]), functions(outs[1])
+                    spent = {name: (after.get(name, 0)
+                                    - before.get(name, 0)) / requests
+                             for name in set(before) | set(after)}
+                    for name, count in sorted(
+                            spent.items(), key=lambda x: -x[1])[:args.top]:
+                        print(f"      {count:>9,.0f} {100 * count / each:5.1f}%"
+                              f"  {name}")
+
+
+if __name__ == "__main__":
+    main()
