@@ -144,6 +144,17 @@ class NonceCountsTests(SynchronousTestCase):
         nonce = self.factory.mint()
         return nonce, self.factory.issued(nonce)
 
+    def _pick(self, rng, minted):
+        """
+        A nonce of C{minted} chosen by C{rng}, after a fresh one is added
+        there three times in ten (the clock moved on, sometimes, first).
+        """
+        if not minted or rng.random() < 0.3:
+            minted.append(self._nonce())
+            if rng.random() < 0.3:
+                self.clock.advance(rng.choice((0.001, 0.5, 2)))
+        return rng.choice(minted)
+
     def test_increasing(self):
         """
         Increasing counts are accepted; the same or a lower count is a
@@ -191,11 +202,7 @@ class NonceCountsTests(SynchronousTestCase):
         counts = NonceCounts(maxSize=16)
         minted = []
         for step in range(3000):
-            if not minted or rng.random() < 0.3:
-                minted.append(self._nonce())
-                if rng.random() < 0.3:
-                    self.clock.advance(rng.choice((0.001, 0.5, 2)))
-            nonce, issued = rng.choice(minted)
+            nonce, issued = self._pick(rng, minted)
             nc = rng.choice((1, 1, 2, 3, 5))
             expected = counts.accepts(nonce, issued, nc)
             self.assertEqual(counts.use(nonce, issued, nc), expected,
@@ -221,11 +228,7 @@ class NonceCountsTests(SynchronousTestCase):
         counts, fresh = NonceCounts(maxSize=16), Fresh(maxSize=16)
         minted = []
         for step in range(3000):
-            if not minted or rng.random() < 0.3:
-                minted.append(self._nonce())
-                if rng.random() < 0.3:
-                    self.clock.advance(rng.choice((0.001, 0.5, 2)))
-            nonce, issued = rng.choice(minted)
+            nonce, issued = self._pick(rng, minted)
             nc = rng.choice((1, 2, 3))
             if rng.random() < 0.5:
                 answers = [t.accepts(nonce, issued, nc)
