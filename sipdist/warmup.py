@@ -42,6 +42,7 @@ are warmed: another kind of reactor (asyncio's shares its event loop)
 gets no warm-up.
 """
 
+import functools
 import gc
 import importlib
 import os
@@ -99,9 +100,10 @@ def applies(config, reactor):
             and type(reactor) in _reactorKinds())
 
 
+@functools.lru_cache(maxsize=1)
 def _reactorKinds():
     """
-    The reactor classes a warm-up may make another of.
+    The reactor classes a warm-up may make another of (looked up once).
     """
     kinds = []
     for module, name in (("epollreactor", "EPollReactor"),

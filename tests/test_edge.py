@@ -66,7 +66,7 @@ class FakeTransaction:
         self.flow = flow
         self.responses = []
 
-    def respond(self, response):
+    def respond(self, response, stateless=False):
         self.responses.append(response)
 
 

@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.sip.message import (
     MessageError, Request, Response, StreamFramer, countVias, errorResponse,
+    hasCredentials,
     headerKey, newBranch, parseMessage, parseNameAddr, parseVia, responseTo,
     splitValues, validateRequest, validateResponse)
 
@@ -143,6 +144,19 @@ class MultiValueTests(SynchronousTestCase):
     """
     Comma-separated values and Via counting.
     """
+
+    def test_hasCredentials(self):
+        """
+        A request carries credentials when it has an C{Authorization} or a
+        C{Proxy-Authorization} value that is not empty, whatever its scheme.
+        """
+        self.assertFalse(hasCredentials(parseMessage(build())))
+        for name in ("Authorization", "Proxy-Authorization"):
+            self.assertTrue(hasCredentials(parseMessage(
+                replace(name, 'Digest username="alice"'))))
+            self.assertTrue(hasCredentials(parseMessage(
+                replace(name, "Basic YWxpY2U6"))))
+            self.assertFalse(hasCredentials(parseMessage(replace(name, ""))))
 
     def test_countViaValuesNotLines(self):
         """

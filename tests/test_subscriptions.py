@@ -122,7 +122,7 @@ class FakeTransaction:
         self.flow = flow or FakeFlow()
         self.responses = []
 
-    def respond(self, response):
+    def respond(self, response, stateless=False):
         self.responses.append(response)
 
 

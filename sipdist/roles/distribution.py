@@ -52,7 +52,7 @@ from sipdist.deferreds import NOT_FIRED, firedResult, whenFired
 from sipdist.decision import (
     ACTIVE as ACTIVE_STATE, AUTO, DOWN, REDIRECT_OPTION_TAG, Assignment,
     SERVER_DOWN, Proxy, Redirect, Serve, decide)
-from sipdist.sip.message import countVias
+from sipdist.sip.message import countVias, hasCredentials
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
 from sipdist.services.routing import PEER_HEADER
 from sipdist.services.targets import arrivalTransport, noAddress, serverURIFor
@@ -62,15 +62,6 @@ from sipdist.sip.uri import URIError, normaliseAOR, parseURI
 
 SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
                                REDIRECT_OPTION_TAG))
-
-
-def hasCredentials(request):
-    """
-    Whether C{request} carries an C{Authorization} or
-    C{Proxy-Authorization} header, whatever its realm or scheme.
-    """
-    return (request.hasHeader("authorization")
-            or request.hasHeader("proxy-authorization"))
 
 
 def hasOptionTag(request):
@@ -395,10 +386,7 @@ class DistributionProcessor:
         response = self.server.response(request, code, phrase)
         for name, value in headers:
             response.addHeader(name, value)
-        if stateless:
-            transaction.respond(response, stateless=True)
-        else:
-            transaction.respond(response)
+        transaction.respond(response, stateless=stateless)
 
     # The common sequence
 

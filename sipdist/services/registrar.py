@@ -238,8 +238,8 @@ class Registrar:
                 regId = regId.strip()
                 if not regId.isdigit() or not 0 < int(regId) < 2 ** 31:
                     raise RegistrarError(400, "Bad Contact reg-id")
-            existing = [b for b in current if sameBinding(
-                b, None if instance is not None else key, instance, regId)]
+            existing = [b for b in current
+                        if sameBinding(b, key, instance, regId)]
             if any(b.callID == callID and cseq <= b.cseq for b in existing):
                 raise RegistrarError(500, "Out Of Order REGISTER")
             changes.append((uri, contact, params, expires, q, existing,

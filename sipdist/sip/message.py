@@ -851,6 +851,16 @@ def hasToTag(message):
     return bool(to) and ";tag=" in to[0].replace(" ", "").lower()
 
 
+def hasCredentials(message):
+    """
+    Whether a request carries credentials: an C{Authorization} or
+    C{Proxy-Authorization} value, whatever its realm or scheme.
+    """
+    headers = message.headers
+    return any(headers.get("authorization", ())) or any(
+        headers.get("proxy-authorization", ()))
+
+
 def countVias(message):
     """
     How many Via values a message carries: a Via line may hold several

@@ -83,7 +83,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from sipdist.sip.message import newTag
+from sipdist.sip.message import hasCredentials, newTag
 from sipdist.sip.transaction import OVERLOADED
 
 #: Requests never shed: the monitor's health check, and requests that end
@@ -744,8 +744,7 @@ class OverloadControl(Service):
             # L{shedDatagram} admitted it already.
             self._usedAdmission()
             return False
-        return not self._admit(bool(request.header("authorization") or
-                                    request.header("proxy-authorization")))
+        return not self._admit(hasCredentials(request))
 
     def shedDatagram(self, protocol, data, addr):
         """
