@@ -128,6 +128,18 @@ def prepare(service, count, start=0):
     return requests
 
 
+def logins(service, count, start=0):
+    """
+    C{count} logins, each a REGISTER without credentials (on a branch of
+    its own: a new transaction) and the authenticated one that follows
+    its 401, in turn; the first numbered C{start}.
+    """
+    requests = []
+    for i, authenticated in enumerate(prepare(service, count, start)):
+        requests += [register(10 ** 9 + start + i), authenticated]
+    return requests
+
+
 def batch(service, label, expect, start, count):
     """
     C{count} requests of one case, the first numbered C{start}.
@@ -135,12 +147,7 @@ def batch(service, label, expect, start, count):
     if expect == b"401":
         return [register(start + i) for i in range(count)]
     if label.startswith("distributor, logins"):
-        # Each first REGISTER on its own branch (a new transaction).
-        requests = []
-        for i, authenticated in enumerate(
-                prepare(service, max(1, count // 2), start)):
-            requests += [register(10 ** 9 + start + i), authenticated]
-        return requests
+        return logins(service, max(1, count // 2), start)
     return prepare(service, count, start)
 
 

@@ -59,16 +59,8 @@ def prepare(role, chunk, chunks=3):
     """
     import bench_hotpath
     service = bench_hotpath.setup(role, _name(role))[0]
-    prepared = []
-    for n in range(chunks):
-        requests = []
-        start = n * chunk
-        for i, authenticated in enumerate(
-                bench_hotpath.prepare(service, chunk, start)):
-            requests += [bench_hotpath.register(10 ** 9 + start + i),
-                         authenticated]
-        prepared.append(requests)
-    return prepared
+    return [bench_hotpath.logins(service, chunk, n * chunk)
+            for n in range(chunks)]
 
 
 def child(role, kind, chunks, path, fast=True, shedding=False):
@@ -85,17 +77,15 @@ def child(role, kind, chunks, path, fast=True, shedding=False):
     with open(path, "rb") as f:
         prepared = pickle.load(f)
     final = b"301" if role == "distributor" else b"200"
-    expected = {}
+    # Each login's two requests, or one of them, and their answers.
+    part, codes = {"logins": (slice(None), (b"401", final)),
+                   "401": (slice(0, None, 2), (b"401",)),
+                   "authenticated": (slice(1, None, 2), (final,))}[kind]
+    logins = 0
     for requests in prepared[:chunks]:
-        if kind == "401":
-            requests = requests[0::2]
-        elif kind == "authenticated":
-            requests = requests[1::2]
-        bench_hotpath.run(protocol, clock, requests)
-        count = len(requests) if kind != "logins" else len(requests) // 2
-        for code in ((b"401",) if kind == "401" else (final,)
-                     if kind == "authenticated" else (b"401", final)):
-            expected[code] = expected.get(code, 0) + count
+        bench_hotpath.run(protocol, clock, requests[part])
+        logins += len(requests) // 2
+    expected = dict.fromkeys(codes, logins)
     if udp.codes != expected:
         sys.exit(f"answers {udp.codes!r}, expected {expected!r}")
 
