@@ -1,13 +1,14 @@
 # -*- test-case-name: tests.test_randomness -*-
 """
 Random bytes for the values a server makes on every request (tags,
-branches, nonces): C{os.urandom}, read from the kernel a block at a time
-on PyPy, where one C{os.urandom} call costs about 4 us (a tenth of that on
-CPython).
+branches, nonces): C{os.urandom}, read from the kernel a block at a time.
+One C{os.urandom} call is a system call (C{getrandom}): about 4 us on PyPy,
+0.44 us on CPython 3.11 against 0.23 for a slice of a block read earlier,
+and a server made one and a half of them a request (a nonce and a tag per
+C{401}, a tag per C{301}).
 """
 
 import os
-import sys
 
 
 class BufferedRandom:
@@ -16,6 +17,8 @@ class BufferedRandom:
     time.  Each byte is handed out once, in one process: a child made by
     C{fork} (twistd's daemonising) drops the block it inherited, so parent
     and child never hand out the same bytes.
+
+    It is for one thread: every caller in sipdist runs in the reactor's.
     """
 
     def __init__(self, size=4096, urandom=os.urandom):
@@ -42,6 +45,5 @@ class BufferedRandom:
         return self._buffer[pos:pos + n]
 
 
-#: C{randomBytes(n)}: C{n} random bytes, the fastest way here.
-randomBytes = BufferedRandom() if sys.implementation.name == "pypy" \
-    else os.urandom
+#: C{randomBytes(n)}: C{n} random bytes (for the reactor's thread).
+randomBytes = BufferedRandom()

@@ -57,3 +57,23 @@ class BufferedRandomTests(SynchronousTestCase):
         """
         self.assertEqual(len(randomBytes(8)), 8)
         self.assertNotEqual(randomBytes(16), randomBytes(16))
+
+    def test_randomBytesBuffered(self):
+        """
+        L{randomBytes} reads the kernel's random bytes a block at a time on
+        every interpreter: a server's tags and nonces cost no system call
+        each.
+        """
+        self.assertIsInstance(randomBytes, BufferedRandom)
+        calls = []
+
+        def urandom(n):
+            calls.append(n)
+            return bytes(n)
+
+        self.patch(randomBytes, "_urandom", urandom)
+        self.patch(randomBytes, "_buffer", b"")
+        self.patch(randomBytes, "_pos", 0)
+        for _ in range(100):
+            randomBytes(12)
+        self.assertEqual(calls, [4096])
