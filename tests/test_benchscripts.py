@@ -50,6 +50,42 @@ class HotPathBenchTests(SynchronousTestCase):
              "distributor, 401 challenge",
              "distributor, logins (401, 301)"])
 
+    def test_bursts(self):
+        """
+        With C{--burst}, the requests come in bursts with a nap between
+        them, every answer still checked; the naps' time is not counted.
+        """
+        out = runBench("bench_hotpath.py", "--requests", "60", "--runs", "1",
+                       "--burst", "20", "--nap", "0.001")
+        lines = [line for line in out.splitlines()
+                 if line.endswith("requests/CPU-s")]
+        self.assertEqual(len(lines), 4)
+
+    def test_burstNaps(self):
+        """
+        L{bench_hotpath.run} sleeps C{nap} seconds after every C{burst}
+        requests, and only then.
+        """
+        sys.path.insert(0, TOP.child("bench").path)
+        self.addCleanup(sys.path.remove, TOP.child("bench").path)
+        import bench_hotpath
+        naps = []
+        self.patch(bench_hotpath.time, "sleep", naps.append)
+        received = []
+
+        class Protocol:
+            def datagramReceived(self, data, addr):
+                received.append(data)
+
+        class Clock:
+            def advance(self, amount):
+                pass
+
+        bench_hotpath.run(Protocol(), Clock(), [b"x"] * 7, burst=3, nap=0.5)
+        self.assertEqual((len(received), naps), (7, [0.5, 0.5]))
+        bench_hotpath.run(Protocol(), Clock(), [b"x"] * 7)
+        self.assertEqual(naps, [0.5, 0.5])
+
     def test_nonceTableOverflow(self):
         """
         More nonces issued at one instant than the server's count table
