@@ -3,6 +3,8 @@
 Tests for L{sipdist.auth.digest}: the Digest computations and header syntax.
 """
 
+import hashlib
+
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -55,6 +57,18 @@ class RFC7616ExampleTests(SynchronousTestCase):
         The MD5 response of the example is 8ca523f5....
         """
         self.assertEqual(self._response("MD5"), RFC_MD5_RESPONSE)
+
+    def test_md5SameAsHashlib(self):
+        """
+        MD5 (from the interpreter's own module where it has one) gives
+        what L{hashlib.md5} gives, for texts of any length and characters.
+        """
+        alg = algorithm("MD5")
+        for text in ("", "a", "Mufasa:testrealm@host.com:Circle Of Life",
+                     "\u00e9t\u00e9:" * 40, "x" * 1000):
+            self.assertEqual(
+                alg.H(text),
+                hashlib.md5(text.encode("utf-8")).hexdigest())
 
     def test_parseExampleAuthorization(self):
         """
