@@ -7,7 +7,7 @@ by 10 to 30% here).
 
     python bench/bench_instructions.py [--roles distributor,home]
         [--kinds logins,401,authenticated] [--chunk 2000] [--top 0]
-        [--no-fast-path] [--shedding]
+        [--no-fast-path] [--shedding] [--cold BURST]
 
 The requests are bench_hotpath.py's (alice's logins, each with fresh
 credentials), prepared once in this process and handed to a server built
@@ -29,6 +29,20 @@ stay the figures of the issue.  --top N also prints the N C functions
 that ran the most of them (the interpreter's own, the regular expression
 engine, the allocator, OpenSSL).  Needs Valgrind (Debian: valgrind); a
 run of the default sizes takes about a minute per case on CPython.
+
+With --cold BURST it counts cache misses as well, with Valgrind's
+cachegrind simulating this machine's caches (32 KiB L1 for instructions
+and for data, 1 MiB L2: the last level it simulates), emptied before
+every BURST requests by copying 8 MiB: what a server pays when it wakes
+up after a sleep and finds its caches taken by other work.  Under
+bench_register.py's SIPp a server reads about 24 datagrams a wake-up
+(some 330 wake-ups a second), and on the virtual machine of 4 December
+2026 the same logins cost 31 us a request without sleeps and 42 to 63
+with a sleep of 3 ms every 24 (bench_hotpath.py --burst 24): the lines
+read past the L2 after each wake-up (about 6,500 a burst, some 80 ns
+each) account for that.  It prints, per request: the instructions, the
+L1 misses (instructions and data) and the L2 misses.  The copies' own
+misses are counted in a third run and left out.
 """
 
 import argparse
@@ -63,10 +77,21 @@ def prepare(role, chunk, chunks=3):
             for n in range(chunks)]
 
 
-def child(role, kind, chunks, path, fast=True, shedding=False):
+# What the caches are emptied with (--cold): a copy of 8 MiB, eight times
+# the simulated L2.
+_FLUSH = 8 << 20
+
+
+def child(role, kind, chunks, path, fast=True, shedding=False, burst=0,
+          flushes=0):
     """
     Run C{chunks} chunks of the prepared requests of C{path} through a
     server of C{role}; exit non-zero if an answer is not the expected one.
+
+    @param burst: if not 0, empty the caches before every C{burst}
+        requests.
+    @param flushes: then empty them this many times more, with no request
+        (what the emptying itself costs).
     """
     import bench_hotpath
     service, protocol, udp, clock = bench_hotpath.setup(role, _name(role))
@@ -82,9 +107,20 @@ def child(role, kind, chunks, path, fast=True, shedding=False):
                    "401": (slice(0, None, 2), (b"401",)),
                    "authenticated": (slice(1, None, 2), (final,))}[kind]
     logins = 0
+    if burst:
+        target, source = bytearray(_FLUSH), bytes(_FLUSH)
     for requests in prepared[:chunks]:
-        bench_hotpath.run(protocol, clock, requests[part])
         logins += len(requests) // 2
+        requests = requests[part]
+        if burst:
+            for start in range(0, len(requests), burst):
+                target[:] = source
+                bench_hotpath.run(protocol, clock,
+                                  requests[start:start + burst])
+        else:
+            bench_hotpath.run(protocol, clock, requests)
+    for _ in range(flushes):
+        target[:] = source
     expected = dict.fromkeys(codes, logins)
     if udp.codes != expected:
         sys.exit(f"answers {udp.codes!r}, expected {expected!r}")
@@ -105,6 +141,46 @@ def collected(role, kind, chunks, path, out=None, options=()):
         sys.exit(f"{role} {kind}: valgrind run failed "
                  f"(exit {done.returncode}): {done.stderr[-600:]}")
     return int(found.group(1))
+
+
+# The simulated caches of --cold: size, ways, line size.
+_CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64")
+
+
+def cacheCounts(role, kind, chunks, path, options=(), burst=24, flushes=0):
+    """
+    The events cachegrind counted in a child run that empties the caches
+    before every C{burst} requests (and C{flushes} times more at the end):
+    a L{dict} of C{Ir} (instructions), C{I1mr}, C{D1mr}, C{D1mw} (L1
+    misses), C{ILmr}, C{DLmr}, C{DLmw} (last level misses).
+    """
+    with tempfile.NamedTemporaryFile(suffix=".cachegrind") as out:
+        argv = ["valgrind", "--tool=cachegrind", "--cache-sim=yes",
+                *_CACHES, f"--cachegrind-out-file={out.name}",
+                sys.executable, os.path.abspath(__file__),
+                "--child", role, kind, str(chunks), path,
+                "--child-burst", str(burst), "--child-flushes", str(flushes)
+                ] + list(options)
+        done = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=3600)
+        if done.returncode != 0:
+            sys.exit(f"{role} {kind}: valgrind run failed "
+                     f"(exit {done.returncode}): {done.stderr[-600:]}")
+        return summary(out.name)
+
+
+def summary(path):
+    """
+    The totals of a cachegrind output file, by event name.
+    """
+    events = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("summary:") and events:
+                return dict(zip(events, map(int, line.split()[1:])))
+    sys.exit(f"no summary in {path}")
 
 
 def functions(path):
@@ -136,12 +212,19 @@ def main():
     parser.add_argument("--shedding", action="store_true",
                         help="the overload control shedding, at a rate "
                         "that admits every request")
+    parser.add_argument("--cold", type=int, default=0, metavar="BURST",
+                        help="count cache misses too, the caches emptied "
+                        "before every BURST requests (cachegrind)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-burst", type=int, default=0,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--child-flushes", type=int, default=0,
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         role, kind, chunks, path = args.child
         child(role, kind, int(chunks), path, not args.no_fast_path,
-              args.shedding)
+              args.shedding, args.child_burst, args.child_flushes)
         return
     options = (["--no-fast-path"] if args.no_fast_path else []) + (
         ["--shedding"] if args.shedding else [])
@@ -154,11 +237,16 @@ def main():
                      f"{', '.join(known)})")
     if args.chunk < 1:
         sys.exit("--chunk must be at least 1")
+    if args.cold < 0:
+        sys.exit("--cold must not be negative")
     if shutil.which("valgrind") is None:
         sys.exit("bench_instructions.py needs Valgrind (Debian: valgrind)")
     print(f"{sys.implementation.name} {sys.version.split()[0]}: "
-          f"instructions per request counted by callgrind "
-          f"(two chunks of {args.chunk:,d} logins, the server warm"
+          + (f"instructions and cache misses per request counted by "
+             f"cachegrind, the caches emptied every {args.cold} requests "
+             if args.cold else
+             "instructions per request counted by callgrind ")
+          + f"(two chunks of {args.chunk:,d} logins, the server warm"
           + "".join(f", {o[2:]}" for o in options) + ")")
     with tempfile.TemporaryDirectory() as work:
         for role in roles:
@@ -168,6 +256,10 @@ def main():
             for kind in kinds:
                 perLogin = 2 if kind == "logins" else 1
                 requests = 2 * args.chunk * perLogin
+                if args.cold:
+                    cold(role, kind, path, options, args.cold,
+                         args.chunk * perLogin, requests)
+                    continue
                 outs = [os.path.join(work, f"{role}-{kind}-{n}.out")
                         for n in (1, 3)] if args.top else [None, None]
                 one = collected(role, kind, 1, path, outs[0], options)
@@ -184,6 +276,23 @@ def main():
                             spent.items(), key=lambda x: -x[1])[:args.top]:
                         print(f"      {count:>9,.0f} {100 * count / each:5.1f}%"
                               f"  {name}")
+
+
+def cold(role, kind, path, options, burst, perChunk, requests):
+    """
+    Print what a request costs with the caches emptied every C{burst}
+    requests: a run of one chunk (and as many emptyings alone as two
+    chunks make), a run of three; the difference over C{requests}.
+    """
+    bursts = -(-perChunk // burst)
+    one = cacheCounts(role, kind, 1, path, options, burst, 2 * bursts)
+    three = cacheCounts(role, kind, 3, path, options, burst)
+    each = {name: (three[name] - one[name]) / requests for name in three}
+    l1 = each["I1mr"] + each["D1mr"] + each["D1mw"]
+    l2 = each["ILmr"] + each["DLmr"] + each["DLmw"]
+    print(f"  {role:12s} {kind:14s} {each['Ir']:>10,.0f} instructions, "
+          f"{l1:>7,.0f} L1 misses, {l2:>6,.0f} L2 misses "
+          f"({each['ILmr']:,.0f} of code) a request")
 
 
 if __name__ == "__main__":

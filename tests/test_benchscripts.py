@@ -3,6 +3,7 @@ The benchmarks in C{bench/} still run: a small run of the ones that need no
 outside program, checked for what they print, never for a timing.
 """
 
+import re
 import subprocess
 import sys
 
@@ -149,6 +150,34 @@ class InstructionsBenchTests(SynchronousTestCase):
                  if line.endswith("instructions/request")]
         self.assertEqual(row[:2], ["distributor", "logins"])
         self.assertGreater(int(row[2].replace(",", "")), 10000)
+
+    def test_cold(self):
+        """
+        With C{--cold}, cachegrind counts the instructions and the cache
+        misses of a request whose burst begins with the caches emptied
+        (three runs, the emptying's own cost left out): an authenticated
+        request misses the L2 for some of its lines, code among them.
+        """
+        if sys.implementation.name != "cpython":
+            raise SkipTest("counted on CPython: a short run under Valgrind "
+                           "measures PyPy's JIT compiling")
+        requireTool("valgrind")
+        out = runBench("bench_instructions.py", "--roles", "distributor",
+                       "--kinds", "authenticated", "--chunk", "12",
+                       "--cold", "4")
+        [line] = [line for line in out.splitlines()
+                  if line.endswith("a request")]
+        found = re.match(
+            r"\s*distributor\s+authenticated\s+([\d,]+) instructions, "
+            r"\s*([\d,]+) L1 misses,\s+([\d,]+) L2 misses "
+            r"\(([\d,]+) of code\) a request$", line)
+        self.assertIsNotNone(found, line)
+        instructions, l1, l2, code = (
+            int(g.replace(",", "")) for g in found.groups())
+        self.assertGreater(instructions, 10000)
+        self.assertGreater(l2, 10)
+        self.assertGreater(code, 0)
+        self.assertGreater(l1, l2)
 
     def test_unknownKind(self):
         """
