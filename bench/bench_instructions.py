@@ -17,7 +17,8 @@ with three; the difference, over the two chunks, is what a request costs
 with the server warm (its imports, its start and the first chunk left
 out).  C{logins} sends each login's two requests (a 401's REGISTER, then
 the authenticated one), C{401} and C{authenticated} only one of them.
-Every answer is checked.  --no-fast-path sends every request down the
+Every answer is checked; the child runs with PYTHONHASHSEED=0, so that
+a count repeats exactly.  --no-fast-path sends every request down the
 full path; with --shedding the overload control sheds throughout, at a
 rate that admits every request (what an admitted request costs a server
 at its limit).
@@ -135,13 +136,17 @@ def collected(role, kind, chunks, path, out=None, options=()):
             sys.executable, os.path.abspath(__file__),
             "--child", role, kind, str(chunks), path] + list(options)
     done = subprocess.run(argv, capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=1800, env=_ENVIRONMENT)
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         sys.exit(f"{role} {kind}: valgrind run failed "
                  f"(exit {done.returncode}): {done.stderr[-600:]}")
     return int(found.group(1))
 
+
+# The child's environment: the same hash seed in every run, so that the
+# tables' probes (str and bytes keys) are the same from run to run.
+_ENVIRONMENT = dict(os.environ, PYTHONHASHSEED="0")
 
 # The simulated caches of --cold: size, ways, line size.
 _CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64")
@@ -162,7 +167,7 @@ def cacheCounts(role, kind, chunks, path, options=(), burst=24, flushes=0):
                 "--child-burst", str(burst), "--child-flushes", str(flushes)
                 ] + list(options)
         done = subprocess.run(argv, capture_output=True, text=True,
-                              timeout=3600)
+                              timeout=3600, env=_ENVIRONMENT)
         if done.returncode != 0:
             sys.exit(f"{role} {kind}: valgrind run failed "
                      f"(exit {done.returncode}): {done.stderr[-600:]}")
