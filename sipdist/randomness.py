@@ -3,11 +3,12 @@
 Random bytes for the values a server makes on every request (tags,
 branches, nonces): C{os.urandom}, read from the kernel a block at a time.
 One C{os.urandom} call is a system call (C{getrandom}): about 4 us on PyPy,
-0.44 us on CPython 3.11 against 0.23 for a slice of a block read earlier,
+0.44 us on CPython 3.11 against 0.17 for bytes of a block read earlier,
 and a server made one and a half of them a request (a nonce and a tag per
 C{401}, a tag per C{301}).
 """
 
+import io
 import os
 
 
@@ -18,14 +19,16 @@ class BufferedRandom:
     C{fork} (twistd's daemonising) drops the block it inherited, so parent
     and child never hand out the same bytes.
 
-    It is for one thread: every caller in sipdist runs in the reactor's.
+    The block is read through an L{io.BytesIO}, whose C{read} hands out
+    the next bytes in one call: 0.17 us a call on CPython 3.11 against
+    0.23 for slicing the block in Python, and two threads calling at once
+    never get the same bytes.
     """
 
     def __init__(self, size=4096, urandom=os.urandom):
         self._size = size
         self._urandom = urandom
-        self._buffer = b""
-        self._pos = 0
+        self._read = io.BytesIO().read
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self.forked)
 
@@ -33,17 +36,17 @@ class BufferedRandom:
         """
         Forget the block read so far (this is a new process).
         """
-        self._buffer = b""
-        self._pos = 0
+        self._read = io.BytesIO().read
 
     def __call__(self, n):
-        pos = self._pos
-        if pos + n > len(self._buffer):
-            self._buffer = self._urandom(max(self._size, n))
-            pos = 0
-        self._pos = pos + n
-        return self._buffer[pos:pos + n]
+        data = self._read(n)
+        if len(data) == n:
+            return data
+        # What is left of the block (fewer than n bytes) is dropped.
+        read = self._read = io.BytesIO(
+            self._urandom(max(self._size, n))).read
+        return read(n)
 
 
-#: C{randomBytes(n)}: C{n} random bytes (for the reactor's thread).
+#: C{randomBytes(n)}: C{n} random bytes.
 randomBytes = BufferedRandom()
