@@ -39,9 +39,9 @@ up after a sleep and finds its caches taken by other work.  Under
 bench_register.py's SIPp a server reads about 24 datagrams a wake-up
 (some 330 wake-ups a second), and on the virtual machine of 4 December
 2026 the same logins cost 31 us a request without sleeps and 42 to 63
-with a sleep of 3 ms every 24 (bench_hotpath.py --burst 24): the lines
-read past the L2 after each wake-up (about 6,500 a burst, some 80 ns
-each) account for that.  It prints, per request: the instructions, the
+with a sleep of 3 ms every 24 (bench_hotpath.py --burst 24): 260 to
+770 us more a burst, which the lines read past the L2 after each
+wake-up (about 6,600 a burst) account for at 40 to 115 ns each.  It prints, per request: the instructions, the
 L1 misses (instructions and data) and the L2 misses.  The copies' own
 misses are counted in a third run and left out.
 """
