@@ -24,7 +24,8 @@ rate that admits every request (what an admitted request costs a server
 at its limit).
 
 It counts the instructions the interpreter runs in user space: not the
-kernel's (the sockets are not there), not the cache misses.  So it ranks
+kernel's (the sockets are not there), not the cache misses (but see
+--cold).  So it ranks
 changes of the code path; requests per CPU-second (bench_register.py)
 stay the figures of the issue.  --top N also prints the N C functions
 that ran the most of them (the interpreter's own, the regular expression
@@ -41,9 +42,10 @@ bench_register.py's SIPp a server reads about 24 datagrams a wake-up
 2026 the same logins cost 31 us a request without sleeps and 42 to 63
 with a sleep of 3 ms every 24 (bench_hotpath.py --burst 24): 260 to
 770 us more a burst, which the lines read past the L2 after each
-wake-up (about 6,600 a burst) account for at 40 to 115 ns each.  It prints, per request: the instructions, the
-L1 misses (instructions and data) and the L2 misses.  The copies' own
-misses are counted in a third run and left out.
+wake-up (about 6,600 a burst) account for at 40 to 115 ns each.  It
+prints, per request: the instructions, the L1 misses (instructions and
+data) and the L2 misses.  The copies' own misses are counted in a third
+run and left out.  (--top is for the instruction counts only.)
 """
 
 import argparse
@@ -244,6 +246,8 @@ def main():
         sys.exit("--chunk must be at least 1")
     if args.cold < 0:
         sys.exit("--cold must not be negative")
+    if args.cold and args.top:
+        sys.exit("--top counts instructions only: not with --cold")
     if shutil.which("valgrind") is None:
         sys.exit("bench_instructions.py needs Valgrind (Debian: valgrind)")
     print(f"{sys.implementation.name} {sys.version.split()[0]}: "

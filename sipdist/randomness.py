@@ -42,6 +42,9 @@ class BufferedRandom:
         data = self._read(n)
         if len(data) == n:
             return data
+        if n < 0:
+            # (read would give the rest of the block.)
+            raise ValueError("negative argument not allowed")
         # What is left of the block (fewer than n bytes) is dropped.
         read = self._read = io.BytesIO(
             self._urandom(max(self._size, n))).read

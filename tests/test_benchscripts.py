@@ -192,6 +192,20 @@ class InstructionsBenchTests(SynchronousTestCase):
         self.assertEqual(done.stderr.strip().splitlines(),
                          [b"unknown: bye (known: logins, 401, authenticated)"])
 
+    def test_coldTop(self):
+        """
+        C{--top} names the functions that ran the most instructions, which
+        C{--cold}'s cachegrind runs do not count that way: the two together
+        are refused in one line.
+        """
+        script = TOP.child("bench").child("bench_instructions.py")
+        done = subprocess.run(
+            [sys.executable, script.path, "--cold", "24", "--top", "5"],
+            cwd=TOP.path, capture_output=True, timeout=60)
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr.strip().splitlines(),
+                         [b"--top counts instructions only: not with --cold"])
+
 
 def benchModule(name):
     """

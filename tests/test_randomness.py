@@ -34,6 +34,16 @@ class BufferedRandomTests(SynchronousTestCase):
         self.assertEqual(random(10), bytes(range(32, 42)))
         self.assertEqual([len(b) for b in blocks], [8, 8, 10])
 
+    def test_negative(self):
+        """
+        A negative count is refused, as L{os.urandom} refuses it, rather
+        than taken for the rest of the block.
+        """
+        random = BufferedRandom(size=8)
+        random(2)
+        self.assertRaises(ValueError, random, -1)
+        self.assertEqual(len(random(6)), 6)
+
     def test_forked(self):
         """
         After a fork, the child reads a new block rather than hand out the
