@@ -34,18 +34,19 @@ run of the default sizes takes about a minute per case on CPython.
 
 With --cold BURST it counts cache misses as well, with Valgrind's
 cachegrind simulating this machine's caches (32 KiB L1 for instructions
-and for data, 1 MiB L2: the last level it simulates), emptied before
-every BURST requests by copying 8 MiB: what a server pays when it wakes
-up after a sleep and finds its caches taken by other work.  Under
-bench_register.py's SIPp a server reads about 24 datagrams a wake-up
-(some 330 wake-ups a second), and on the virtual machine of 4 December
-2026 the same logins cost 31 us a request without sleeps and 42 to 63
-with a sleep of 3 ms every 24 (bench_hotpath.py --burst 24): 260 to
-770 us more a burst, which the lines read past the L2 after each
-wake-up (about 6,600 a burst) account for at 40 to 115 ns each.  It
-prints, per request: the instructions, the L1 misses (instructions and
-data) and the L2 misses.  The copies' own misses are counted in a third
-run and left out.  (--top is for the instruction counts only.)
+and for data, 1 MiB L2: the last level it simulates), emptied before each
+chunk and after every BURST requests by copying 8 MiB: what a server pays
+when it wakes up after a sleep and finds its caches taken by other work.
+Under bench_register.py's SIPp a server reads about 24 datagrams a
+wake-up (some 330 wake-ups a second), and on the virtual machine of 4
+December 2026 the same logins cost 30 to 34 us a request without sleeps
+and 42 to 59 with a sleep of 3 ms every 24 (bench_hotpath.py --burst 24,
+three pairs of runs): 230 to 700 us more a burst, which the lines read
+past the L2 after each wake-up (about 6,600 a burst) account for at 35
+to 105 ns each.  It prints, per request: the instructions, the L1 misses
+(instructions and data) and the L2 misses.  The copies' own misses are
+counted in a third run and left out.  (--top is for the instruction
+counts only.)
 """
 
 import argparse
@@ -91,8 +92,8 @@ def child(role, kind, chunks, path, fast=True, shedding=False, burst=0,
     Run C{chunks} chunks of the prepared requests of C{path} through a
     server of C{role}; exit non-zero if an answer is not the expected one.
 
-    @param burst: if not 0, empty the caches before every C{burst}
-        requests.
+    @param burst: if not 0, empty the caches before each chunk and after
+        every C{burst} requests.
     @param flushes: then empty them this many times more, with no request
         (what the emptying itself costs).
     """
@@ -110,39 +111,52 @@ def child(role, kind, chunks, path, fast=True, shedding=False, burst=0,
                    "401": (slice(0, None, 2), (b"401",)),
                    "authenticated": (slice(1, None, 2), (final,))}[kind]
     logins = 0
-    if burst:
+    flush = None
+    if burst or flushes:
         target, source = bytearray(_FLUSH), bytes(_FLUSH)
+
+        def flush():
+            target[:] = source
     for requests in prepared[:chunks]:
         logins += len(requests) // 2
-        requests = requests[part]
         if burst:
-            for start in range(0, len(requests), burst):
-                target[:] = source
-                bench_hotpath.run(protocol, clock,
-                                  requests[start:start + burst])
-        else:
-            bench_hotpath.run(protocol, clock, requests)
+            flush()
+        # Emptied again after every burst (bench_hotpath.run's pause).
+        bench_hotpath.run(protocol, clock, requests[part], burst, flush)
     for _ in range(flushes):
-        target[:] = source
+        flush()
     expected = dict.fromkeys(codes, logins)
     if udp.codes != expected:
         sys.exit(f"answers {udp.codes!r}, expected {expected!r}")
+
+
+def underValgrind(tool, role, kind, chunks, path, options=()):
+    """
+    Run L{child} under Valgrind with the options C{tool} (the tool and its
+    own), C{options} given to the child; exit in one line if it fails.
+
+    @return: what Valgrind wrote on its standard error.
+    """
+    argv = ["valgrind", *tool, sys.executable, os.path.abspath(__file__),
+            "--child", role, kind, str(chunks), path, *options]
+    done = subprocess.run(argv, capture_output=True, text=True,
+                          timeout=3600, env=_ENVIRONMENT)
+    if done.returncode != 0:
+        sys.exit(f"{role} {kind}: valgrind run failed "
+                 f"(exit {done.returncode}): {done.stderr[-600:]}")
+    return done.stderr
 
 
 def collected(role, kind, chunks, path, out=None, options=()):
     """
     The instructions callgrind counted in a child run.
     """
-    argv = ["valgrind", "--tool=callgrind",
-            f"--callgrind-out-file={out or os.devnull}",
-            sys.executable, os.path.abspath(__file__),
-            "--child", role, kind, str(chunks), path] + list(options)
-    done = subprocess.run(argv, capture_output=True, text=True,
-                          timeout=1800, env=_ENVIRONMENT)
-    found = _COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        sys.exit(f"{role} {kind}: valgrind run failed "
-                 f"(exit {done.returncode}): {done.stderr[-600:]}")
+    stderr = underValgrind(
+        ["--tool=callgrind", f"--callgrind-out-file={out or os.devnull}"],
+        role, kind, chunks, path, options)
+    found = _COLLECTED.search(stderr)
+    if found is None:
+        sys.exit(f"{role} {kind}: no count from callgrind: {stderr[-600:]}")
     return int(found.group(1))
 
 
@@ -157,22 +171,17 @@ _CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64")
 def cacheCounts(role, kind, chunks, path, options=(), burst=24, flushes=0):
     """
     The events cachegrind counted in a child run that empties the caches
-    before every C{burst} requests (and C{flushes} times more at the end):
+    before each chunk and after every C{burst} requests (and C{flushes}
+    times more at the end):
     a L{dict} of C{Ir} (instructions), C{I1mr}, C{D1mr}, C{D1mw} (L1
     misses), C{ILmr}, C{DLmr}, C{DLmw} (last level misses).
     """
     with tempfile.NamedTemporaryFile(suffix=".cachegrind") as out:
-        argv = ["valgrind", "--tool=cachegrind", "--cache-sim=yes",
-                *_CACHES, f"--cachegrind-out-file={out.name}",
-                sys.executable, os.path.abspath(__file__),
-                "--child", role, kind, str(chunks), path,
-                "--child-burst", str(burst), "--child-flushes", str(flushes)
-                ] + list(options)
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              timeout=3600, env=_ENVIRONMENT)
-        if done.returncode != 0:
-            sys.exit(f"{role} {kind}: valgrind run failed "
-                     f"(exit {done.returncode}): {done.stderr[-600:]}")
+        underValgrind(["--tool=cachegrind", "--cache-sim=yes", *_CACHES,
+                       f"--cachegrind-out-file={out.name}"],
+                      role, kind, chunks, path,
+                      ["--child-burst", str(burst),
+                       "--child-flushes", str(flushes), *options])
         return summary(out.name)
 
 
@@ -293,8 +302,9 @@ def cold(role, kind, path, options, burst, perChunk, requests):
     requests: a run of one chunk (and as many emptyings alone as two
     chunks make), a run of three; the difference over C{requests}.
     """
-    bursts = -(-perChunk // burst)
-    one = cacheCounts(role, kind, 1, path, options, burst, 2 * bursts)
+    # The emptyings of a chunk: before it, and after each full burst.
+    emptyings = 1 + perChunk // burst
+    one = cacheCounts(role, kind, 1, path, options, burst, 2 * emptyings)
     three = cacheCounts(role, kind, 3, path, options, burst)
     each = {name: (three[name] - one[name]) / requests for name in three}
     l1 = each["I1mr"] + each["D1mr"] + each["D1mw"]
