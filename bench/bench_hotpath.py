@@ -6,7 +6,7 @@ server (registrar, signed 200).
 
     python bench/bench_hotpath.py [--requests 20000] [--profile]
         [--no-fast-path] [--shedding] [--chunk 2000]
-        [--burst N [--nap SECONDS]]
+        [--burst N [--nap SECONDS]] [--no-reference]
 
 Requests are prepared beforehand (each with fresh credentials, as a client
 would send them after a 401), so what is timed is the server's work only.
@@ -23,6 +23,12 @@ REGISTER and an authenticated one in turn, as a server sees them under
 bench_register's SIPp (on PyPy the JIT's traces then take both branches in
 turn; its figure is the one to set beside bench_register's).
 Prints requests per CPU-second; --profile prints where the time goes.
+The last case is bench_register's reference, run the same way:
+Twisted's bare sip.Base answering a REGISTER without credentials with a
+fixed 301 (bench/bare_twisted_301.py), one request a login; set beside
+its figure under SIPp it gives what the server's surroundings (the
+event loop, the sockets, the wake-ups) cost a request whatever the code
+on its path (--no-reference leaves it out).
 With --shedding the overload control sheds throughout, at a rate that
 admits every request: what a request it admits costs a server at its
 limit.
@@ -166,6 +172,21 @@ def batch(service, label, expect, start, count):
     return prepare(service, count, start)
 
 
+def setupReference():
+    """
+    Twisted's bare L{sip.Base} answering every request with a fixed C{301}
+    (bench/bare_twisted_301.py), given datagrams as L{setup}'s protocol
+    is.
+
+    @return: C{(protocol, udp, clock)}.
+    """
+    from bare_twisted_301 import Redirector
+    protocol = Redirector()
+    udp = NullUDP()
+    protocol.makeConnection(udp)
+    return protocol, udp, HeapClock()
+
+
 def run(protocol, clock, requests, burst=0, pause=None):
     """
     Hand C{requests} to C{protocol}, the clock a second on every thousand.
@@ -203,6 +224,9 @@ def main():
     parser.add_argument("--shedding", action="store_true",
                         help="the overload control shedding, at a rate "
                         "that admits every request")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="leave out the reference: Twisted's bare "
+                        "sip.Base answering a fixed 301")
     args = parser.parse_args()
     print(f"{sys.implementation.name} {sys.version.split()[0]}: "
           f"{args.requests:,d} authenticated REGISTERs per case, "
@@ -240,9 +264,32 @@ def main():
         else:
             wanted = {expect: sent}
         assert udp.codes == wanted, (udp.codes, wanted)
-        print(f"  {label:32s} {sent / seconds:>9,.0f} requests/CPU-s")
+        print(f"  {label:36s} {sent / seconds:>9,.0f} requests/CPU-s")
         if args.profile:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    if not args.no_reference:
+        reference(args)
+
+
+def reference(args):
+    """
+    Run the reference (L{setupReference}) as main runs the cases: REGISTERs
+    without credentials, in bursts with naps if asked; print its line.
+    """
+    label = "reference: bare sip.Base, fixed 301"
+    seconds = float("inf")
+    for attempt in range(args.runs):
+        protocol, udp, clock = setupReference()
+        spent = sent = 0
+        while sent < args.requests:
+            count = min(args.chunk, args.requests - sent)
+            requests = [register(sent + i) for i in range(count)]
+            spent += run(protocol, clock, requests, args.burst,
+                         functools.partial(time.sleep, args.nap))
+            sent += count
+        seconds = min(seconds, spent)
+    assert udp.codes == {b"301": sent}, udp.codes
+    print(f"  {label:36s} {sent / seconds:>9,.0f} requests/CPU-s")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ class HotPathBenchTests(SynchronousTestCase):
             [line.split("  ")[1].strip() for line in lines],
             ["distributor, signed 301", "home, registrar, signed 200",
              "distributor, 401 challenge",
-             "distributor, logins (401, 301)"])
+             "distributor, logins (401, 301)",
+             "reference: bare sip.Base, fixed 301"])
 
     def test_bursts(self):
         """
@@ -62,7 +63,16 @@ class HotPathBenchTests(SynchronousTestCase):
                        "--burst", "20", "--nap", "0.001")
         lines = [line for line in out.splitlines()
                  if line.endswith("requests/CPU-s")]
-        self.assertEqual(len(lines), 4)
+        self.assertEqual(len(lines), 5)
+
+    def test_noReference(self):
+        """
+        C{--no-reference} leaves Twisted's bare C{sip.Base} out.
+        """
+        out = runBench("bench_hotpath.py", "--requests", "20", "--runs", "1",
+                       "--no-reference")
+        self.assertNotIn("reference", out)
+        self.assertIn("distributor, logins (401, 301)", out)
 
     def test_burstNaps(self):
         """
