@@ -237,27 +237,17 @@ def main():
             ("distributor, 401 challenge", "distributor", "distributor", b"401"),
             ("distributor, logins (401, 301)", "distributor", "distributor",
              b"301")):
-        seconds = float("inf")
-        for attempt in range(1 if args.profile else args.runs):
+        def start(role=role, name=name, label=label, expect=expect):
             service, protocol, udp, clock = setup(role, name)
             service.transport.fastPath.enabled = not args.no_fast_path
             if args.shedding:
                 service.transactions.overload.limit(1e9)
                 clock.advance(0.01)
-            if args.profile:
-                profiler = cProfile.Profile()
-            spent = sent = 0
-            while sent < args.requests:
-                count = min(args.chunk, args.requests - sent)
-                requests = batch(service, label, expect, sent, count)
-                if args.profile:
-                    profiler.enable()
-                spent += run(protocol, clock, requests, args.burst,
-                             functools.partial(time.sleep, args.nap))
-                if args.profile:
-                    profiler.disable()
-                sent += len(requests)
-            seconds = min(seconds, spent)
+            return (protocol, clock, udp,
+                    functools.partial(batch, service, label, expect))
+
+        profiler = cProfile.Profile() if args.profile else None
+        seconds, sent, udp = timed(args, start, profiler)
         # Every request of the last run got the answer of its kind.
         if label.startswith("distributor, logins"):
             wanted = {b"401": sent // 2, expect: sent // 2}
@@ -276,20 +266,43 @@ def reference(args):
     Run the reference (L{setupReference}) as main runs the cases: REGISTERs
     without credentials, in bursts with naps if asked; print its line.
     """
-    label = "reference: bare sip.Base, fixed 301"
-    seconds = float("inf")
-    for attempt in range(args.runs):
+    def start():
         protocol, udp, clock = setupReference()
+        return (protocol, clock, udp,
+                lambda sent, count: [register(sent + i) for i in range(count)])
+
+    seconds, sent, udp = timed(args, start)
+    assert udp.codes == {b"301": sent}, udp.codes
+    label = "reference: bare sip.Base, fixed 301"
+    print(f"  {label:36s} {sent / seconds:>9,.0f} requests/CPU-s")
+
+
+def timed(args, start, profiler=None):
+    """
+    Send C{args.requests} requests, C{args.chunk} at a time, to a server
+    made afresh for each of C{args.runs} runs (one with a C{profiler},
+    which is on while they are handled).
+
+    @param start: makes a server: returns C{(protocol, clock, udp,
+        batch)}, C{batch(sent, count)} making its next C{count} requests.
+    @return: C{(seconds, sent, udp)}: the fewest CPU seconds a run spent,
+        the requests a run sent, the last run's L{NullUDP}.
+    """
+    seconds = float("inf")
+    for attempt in range(1 if profiler is not None else args.runs):
+        protocol, clock, udp, makeBatch = start()
         spent = sent = 0
         while sent < args.requests:
-            count = min(args.chunk, args.requests - sent)
-            requests = [register(sent + i) for i in range(count)]
+            requests = makeBatch(sent, min(args.chunk, args.requests - sent))
+            if profiler is not None:
+                profiler.enable()
             spent += run(protocol, clock, requests, args.burst,
                          functools.partial(time.sleep, args.nap))
-            sent += count
+            if profiler is not None:
+                profiler.disable()
+            sent += len(requests)
         seconds = min(seconds, spent)
-    assert udp.codes == {b"301": sent}, udp.codes
-    print(f"  {label:36s} {sent / seconds:>9,.0f} requests/CPU-s")
+    return seconds, sent, udp
 
 
 if __name__ == "__main__":
