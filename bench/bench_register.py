@@ -56,7 +56,9 @@ counted), which is the figure to compare across servers: SIPp shares the
 two cores of this machine with the server under test.
 
 A call the server sheds with 503 (its overload control, at or above
-saturation) fails at once, and the line says how many were shed; any
+saturation) fails at once, and the line says how many were shed (and,
+under it, why: the lines a sipdist server logged when it started
+shedding, with the event-loop lag and the datagrams waiting); any
 other failed call got no answer within 5 s (SIPp's -recv_timeout).
 
 SIPp answers only MD5, so the servers are configured to challenge with MD5
@@ -239,6 +241,8 @@ def startSipdist(work, role, name, port, processes, python=None,
             "--redirect-user-agent=^SIPp sipdist"] + list(extra)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=work)
+    # Where measure finds why it shed, if it does.
+    process.logPath = f"{work}/{name}.log"
     # Tracked before waiting, so it is stopped even if it never answers.
     processes.append(process)
     waitForOptions(port, timeout)
@@ -344,6 +348,42 @@ def sippCalls(output):
 #: each run.
 RESULTS = []
 
+# What a sipdist server's log says when its overload control starts
+# shedding (sipdist.sip.overload.OverloadControl._start).
+_OVERLOADED = "] overloaded ("
+
+
+def logSize(path):
+    """
+    How many bytes the log at C{path} holds (0 when there is none yet).
+    """
+    try:
+        return os.path.getsize(path) if path is not None else 0
+    except OSError:
+        return 0
+
+
+def overloadReasons(path, start, most=3):
+    """
+    Why a sipdist server shed: the first C{most} lines its overload
+    control wrote when it started shedding (the event-loop lag, the bytes
+    of datagrams waiting and the transactions in progress), from byte
+    C{start} of its log on, without their time stamps; and how many more
+    there were.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return [f"(cannot read {path}: {e.strerror})"]
+    found = [line.split("] ", 1)[1] for line in text.splitlines()
+             if _OVERLOADED in line]
+    reasons = found[:most]
+    if len(found) > most:
+        reasons.append(f"(and {len(found) - most} more times)")
+    return reasons
+
 
 def measure(label, process, scenario, port, calls, rate, user,
             requestsPerCall=2, warmup=0, transport="u1", roundNumber=1):
@@ -354,6 +394,8 @@ def measure(label, process, scenario, port, calls, rate, user,
     """
     if warmup:
         runSipp(scenario, port, warmup, rate, user, transport)
+    logPath = getattr(process, "logPath", None)
+    logStart = logSize(logPath)
     pids = processTree(process.pid)
     before = cpuSeconds(pids)
     steal = stealTicks()
@@ -373,6 +415,9 @@ def measure(label, process, scenario, port, calls, rate, user,
           f"{perCPU:>8,.0f} requests/CPU-s  (server CPU {cpu:.2f} s"
           + ("" if steal is None else f", steal {100 * steal:.0f}%")
           + ")", flush=True)
+    if run.shed and logPath is not None:
+        for reason in overloadReasons(logPath, logStart):
+            print(f"      {reason}", flush=True)
     RESULTS.append((roundNumber, label, successful / elapsed, perCPU))
 
 

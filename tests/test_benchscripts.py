@@ -4,6 +4,8 @@ outside program, checked for what they print, never for a timing.
 """
 
 import functools
+import io
+import os
 import re
 import subprocess
 import sys
@@ -403,3 +405,81 @@ class RegisterBenchShedTests(SynchronousTestCase):
         port, answers = self.serve("401 Unauthorized", "401 Unauthorized")
         run = self.bench.runSipp("register_301.xml", port, 2, 20, "alice")
         self.assertEqual((run[0], run[1], run.shed), (0, 2, 0))
+
+
+class RegisterBenchReasonTests(SynchronousTestCase):
+    """
+    When a sipdist server sheds calls, C{bench_register.py} prints why
+    under the run's line: what its overload control logged when it
+    started shedding during that run.
+    """
+
+    _LINE = ("2026-12-04T15:00:0%d+0000 [sipdist.sip.overload."
+             "OverloadControl#warn] overloaded (event-loop lag 0.%03d s, "
+             "609280 bytes of datagrams waiting, 0 transactions in "
+             "progress): new requests beyond 3006/s get 503\n")
+
+    def setUp(self):
+        self.bench = benchModule("bench_register")
+        self.log = FilePath(self.mktemp())
+
+    def test_reasons(self):
+        """
+        The lines written from the offset given on, without their time
+        stamps, the first three, then how many more; the other lines and
+        those before the offset are not reasons.
+        """
+        before = self._LINE % (0, 999) + "2026-12-04T15:00:01+0000 [-] x\n"
+        self.log.setContent(
+            (before + "".join(self._LINE % (i, i) for i in range(1, 6))
+             + "2026-12-04T15:00:09+0000 [-] load back to normal\n"
+             ).encode("utf-8"))
+        self.assertEqual(
+            self.bench.overloadReasons(self.log.path, len(before)),
+            ["overloaded (event-loop lag 0.%03d s, 609280 bytes of datagrams "
+             "waiting, 0 transactions in progress): new requests beyond "
+             "3006/s get 503" % i for i in (1, 2, 3)]
+            + ["(and 2 more times)"])
+        self.assertEqual(self.bench.logSize(self.log.path),
+                         self.log.getsize())
+
+    def test_noLog(self):
+        """
+        A log that cannot be read is said so in one line; its size is 0.
+        """
+        reasons = self.bench.overloadReasons(self.log.path, 0)
+        self.assertEqual(len(reasons), 1)
+        self.assertIn("cannot read", reasons[0])
+        self.assertEqual(self.bench.logSize(self.log.path), 0)
+        self.assertEqual(self.bench.logSize(None), 0)
+
+    def test_printedUnderTheRun(self):
+        """
+        L{bench_register.measure} prints the reasons logged during the
+        run it measures (not before) under its line, when calls were shed.
+        """
+        self.log.setContent((self._LINE % (0, 999)).encode("utf-8"))
+
+        def runSipp(*args):
+            with open(self.log.path, "a") as f:
+                f.write(self._LINE % (1, 42))
+            run = self.bench.SippRun((8, 2, 1.0))
+            run.shed = 2
+            return run
+        self.patch(self.bench, "runSipp", runSipp)
+        self.patch(self.bench, "RESULTS", [])
+
+        class Process:
+            pid = os.getpid()
+            logPath = self.log.path
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.bench.measure("sipdist home", Process(), "register_200.xml", 1,
+                           10, 10, "alice")
+        lines = out.getvalue().splitlines()
+        self.assertIn("(2 shed with 503)", lines[0])
+        self.assertEqual(
+            [line.strip() for line in lines[1:]],
+            ["overloaded (event-loop lag 0.042 s, 609280 bytes of "
+             "datagrams waiting, 0 transactions in progress): new requests "
+             "beyond 3006/s get 503"])
