@@ -349,8 +349,10 @@ def sippCalls(output):
 RESULTS = []
 
 # What a sipdist server's log says when its overload control starts
-# shedding (sipdist.sip.overload.OverloadControl._start).
+# shedding (sipdist.sip.overload.OverloadControl._start), and its summary
+# every few seconds while it sheds (_summary).
 _OVERLOADED = "] overloaded ("
+_SUMMARY = "] overload in the last "
 
 
 def logSize(path):
@@ -365,23 +367,33 @@ def logSize(path):
 
 def overloadReasons(path, start, most=3):
     """
-    Why a sipdist server shed: the first C{most} lines its overload
-    control wrote when it started shedding (the event-loop lag, the bytes
-    of datagrams waiting and the transactions in progress), from byte
-    C{start} of its log on, without their time stamps; and how many more
-    there were.
+    Why a sipdist server shed during a run whose lines start at byte
+    C{start} of its log: the first C{most} lines its overload control
+    wrote from there on, when it started shedding (the event-loop lag,
+    the bytes of datagrams waiting and the transactions in progress) or
+    to sum up what it shed, without their time stamps, and how many more
+    there were; when it started before the run (in the warm-up), the
+    last such start first.
     """
     try:
         with open(path, "rb") as f:
-            f.seek(start)
             text = f.read().decode("utf-8", "replace")
     except OSError as e:
         return [f"(cannot read {path}: {e.strerror})"]
-    found = [line.split("] ", 1)[1] for line in text.splitlines()
-             if _OVERLOADED in line]
-    reasons = found[:most]
-    if len(found) > most:
-        reasons.append(f"(and {len(found) - most} more times)")
+
+    def message(line):
+        return line.split("] ", 1)[1]
+    during = [line for line in text[start:].splitlines()
+              if _OVERLOADED in line or _SUMMARY in line]
+    reasons = []
+    if not any(_OVERLOADED in line for line in during):
+        started = [line for line in text[:start].splitlines()
+                   if _OVERLOADED in line]
+        if started:
+            reasons.append(f"(since before the run) {message(started[-1])}")
+    reasons += [message(line) for line in during[:most]]
+    if len(during) > most:
+        reasons.append(f"(and {len(during) - most} more lines)")
     return reasons
 
 

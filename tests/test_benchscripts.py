@@ -436,12 +436,34 @@ class RegisterBenchReasonTests(SynchronousTestCase):
              ).encode("utf-8"))
         self.assertEqual(
             self.bench.overloadReasons(self.log.path, len(before)),
-            ["overloaded (event-loop lag 0.%03d s, 609280 bytes of datagrams "
-             "waiting, 0 transactions in progress): new requests beyond "
-             "3006/s get 503" % i for i in (1, 2, 3)]
-            + ["(and 2 more times)"])
+            [self._message(i) for i in (1, 2, 3)] + ["(and 2 more lines)"])
         self.assertEqual(self.bench.logSize(self.log.path),
                          self.log.getsize())
+
+    def test_sinceBefore(self):
+        """
+        When the control started shedding before the run (in the
+        warm-up), the last start before it comes first, said so, then
+        the summaries it wrote during the run.
+        """
+        before = self._LINE % (0, 7) + self._LINE % (1, 8)
+        summary = ("2026-12-04T15:00:05+0000 [sipdist.sip.overload."
+                   "OverloadControl#warn] overload in the last 10 s: 900 "
+                   "new requests shed with 503 (admitting 3006/s); lines "
+                   "not logged: none\n")
+        self.log.setContent((before + summary).encode("utf-8"))
+        self.assertEqual(
+            self.bench.overloadReasons(self.log.path, len(before)),
+            ["(since before the run) " + self._message(8),
+             summary.split("] ", 1)[1].rstrip("\n")])
+
+    def _message(self, lag):
+        """
+        The message of L{_LINE} for the lag C{lag} thousandths.
+        """
+        return ("overloaded (event-loop lag 0.%03d s, 609280 bytes of "
+                "datagrams waiting, 0 transactions in progress): new "
+                "requests beyond 3006/s get 503" % lag)
 
     def test_noLog(self):
         """
@@ -478,8 +500,5 @@ class RegisterBenchReasonTests(SynchronousTestCase):
                            10, 10, "alice")
         lines = out.getvalue().splitlines()
         self.assertIn("(2 shed with 503)", lines[0])
-        self.assertEqual(
-            [line.strip() for line in lines[1:]],
-            ["overloaded (event-loop lag 0.042 s, 609280 bytes of "
-             "datagrams waiting, 0 transactions in progress): new requests "
-             "beyond 3006/s get 503"])
+        self.assertEqual([line.strip() for line in lines[1:]],
+                         [self._message(42)])
