@@ -373,21 +373,27 @@ def overloadReasons(path, start, most=3):
     the bytes of datagrams waiting and the transactions in progress) or
     to sum up what it shed, without their time stamps, and how many more
     there were; when it started before the run (in the warm-up), the
-    last such start first.
+    last such start first.  (A log shorter than C{start} was rotated
+    meanwhile: all of it is read as the run's.)
     """
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8", "replace")
+            data = f.read()
     except OSError as e:
         return [f"(cannot read {path}: {e.strerror})"]
+    if len(data) < start:
+        start = 0
+
+    def lines(part):
+        return part.decode("utf-8", "replace").splitlines()
 
     def message(line):
         return line.split("] ", 1)[1]
-    during = [line for line in text[start:].splitlines()
+    during = [line for line in lines(data[start:])
               if _OVERLOADED in line or _SUMMARY in line]
     reasons = []
     if not any(_OVERLOADED in line for line in during):
-        started = [line for line in text[:start].splitlines()
+        started = [line for line in lines(data[:start])
                    if _OVERLOADED in line]
         if started:
             reasons.append(f"(since before the run) {message(started[-1])}")

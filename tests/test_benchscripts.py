@@ -457,6 +457,22 @@ class RegisterBenchReasonTests(SynchronousTestCase):
             ["(since before the run) " + self._message(8),
              summary.split("] ", 1)[1].rstrip("\n")])
 
+    def test_bytesOffset(self):
+        """
+        The offset counts bytes, whatever the log's characters before it;
+        a log shorter than the offset (rotated during the run) is read
+        whole.
+        """
+        before = "2026-12-04T15:00:00+0000 [-] " + "\u2603" * 40 + "\n"
+        self.log.setContent((before + self._LINE % (1, 5)).encode("utf-8"))
+        self.assertEqual(
+            self.bench.overloadReasons(self.log.path,
+                                       len(before.encode("utf-8"))),
+            [self._message(5)])
+        self.assertEqual(
+            self.bench.overloadReasons(self.log.path, 10 ** 6),
+            [self._message(5)])
+
     def _message(self, lag):
         """
         The message of L{_LINE} for the lag C{lag} thousandths.
