@@ -473,6 +473,46 @@ class RegisterBenchReasonTests(SynchronousTestCase):
             self.bench.overloadReasons(self.log.path, 10 ** 6),
             [self._message(5)])
 
+    def test_serverLines(self):
+        """
+        The lines are found as the server writes them: those a real
+        L{OverloadControl} logs on starting to shed and to sum up what it
+        shed, formatted as twistd writes its log file.
+        """
+        from twisted.internet.task import Clock
+        from twisted.logger import (
+            formatEventAsClassicLogText, globalLogPublisher)
+        from sipdist.sip.overload import OverloadControl
+        from sipdist.sip.transaction import TransactionLayer
+        from tests.test_transaction import (
+            FakeFlow, RecordingUser, makeRequest)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        layer = TransactionLayer(clock, RecordingUser(answer=200))
+        control = OverloadControl(clock, layer, maxLag=0.1, interval=0.05,
+                                  report=10.0, minRate=0.0, minLoad=0.0,
+                                  trim=None)
+        control.startService()
+        self.addCleanup(control.stopService)
+        # Six reactor turns of 0.5 s: it starts shedding; then sheds all.
+        clock.pump([0.5] * 6)
+        control.limit(0.0)
+        for _ in range(5):
+            layer.messageReceived(makeRequest("REGISTER"), FakeFlow(clock))
+        clock.pump([0.05] * 201)
+        self.log.setContent("".join(
+            formatEventAsClassicLogText(event) for event in events
+            if event.get("log_namespace", "").startswith("sipdist.")
+        ).encode("utf-8"))
+        start, summary = self.bench.overloadReasons(self.log.path, 0)
+        self.assertTrue(start.startswith("overloaded (event-loop lag "),
+                        start)
+        self.assertTrue(summary.startswith(
+            "overload in the last 10 s: 5 new requests shed with 503"),
+            summary)
+
     def _message(self, lag):
         """
         The message of L{_LINE} for the lag C{lag} thousandths.
