@@ -180,6 +180,8 @@ def setupReference():
 
     @return: C{(protocol, udp, clock)}.
     """
+    # Imported only here: the module installs Twisted's global reactor,
+    # which the server's cases (and bench_instructions' child) do not use.
     from bare_twisted_301 import Redirector
     protocol = Redirector()
     udp = NullUDP()
