@@ -54,6 +54,7 @@ class HotPathBenchTests(SynchronousTestCase):
             ["distributor, signed 301", "home, registrar, signed 200",
              "distributor, 401 challenge",
              "distributor, logins (401, 301)",
+             "home, logins (401, 200)",
              "reference: bare sip.Base, fixed 301"])
 
     def test_bursts(self):
@@ -65,7 +66,7 @@ class HotPathBenchTests(SynchronousTestCase):
                        "--burst", "20", "--nap", "0.001")
         lines = [line for line in out.splitlines()
                  if line.endswith("requests/CPU-s")]
-        self.assertEqual(len(lines), 5)
+        self.assertEqual(len(lines), 6)
 
     def test_noReference(self):
         """
