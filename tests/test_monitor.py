@@ -648,8 +648,17 @@ class OverloadTests(TestCase):
                 # Records ended early, nothing refused.
                 self.assertGreater(transactions.evicted, 2000)
             else:
-                # Nothing kept: each challenge was stateless.
-                self.assertEqual(transactions.evicted, 0)
+                # Nothing kept: each challenge was stateless.  The records
+                # the table holds, and those it ended early, are the
+                # monitor's checks' (an OPTIONS every 0.1 s, answered),
+                # which outgrow a table of 30 when the test runs longer
+                # than 3 s (on PyPy, now and then); 3000 REGISTERs kept
+                # would make some 3000 here.
+                checks = sum(count for (method, code), count
+                             in transactions.answered.items()
+                             if method == "OPTIONS")
+                records = transactions.active - transactions.inProgress()
+                self.assertLessEqual(transactions.evicted + records, checks)
                 self.assertGreater(flooder.codes["401"], 2000)
         record = yield pool.store.getServer("home1")
         self.assertEqual(record.state, "active")
