@@ -18,7 +18,7 @@ are issued in the same second, and with 10,000 of them (the default until
 4 December 2026) some set of the 12,500 got nine now and then, failing
 the run (one chunk in 480 by a Poisson estimate; one in a simulation of
 1,000 chunks); with 2,000, one in some 500 million by the estimate.
-Each case sends one kind of request, but the last two: logins, a 401's
+Each case sends one kind of request, but the two logins cases: a 401's
 REGISTER and an authenticated one in turn, as a distributor and a home
 see them under bench_register's SIPp (on PyPy the JIT's traces then take
 both branches in turn; their figures are the ones to set beside
@@ -162,13 +162,15 @@ def logins(service, count, start=0):
     return requests
 
 
-def batch(service, label, expect, start, count):
+def batch(service, kind, start, count):
     """
-    C{count} requests of one case, the first numbered C{start}.
+    C{count} requests of one case, the first numbered C{start}: of its
+    C{kind}, C{"401"} (without credentials), C{"authenticated"} or
+    C{"logins"} (both in turn).
     """
-    if expect == b"401":
+    if kind == "401":
         return [register(start + i) for i in range(count)]
-    if ", logins" in label:
+    if kind == "logins":
         return logins(service, max(1, count // 2), start)
     return prepare(service, count, start)
 
@@ -234,26 +236,29 @@ def main():
     print(f"{sys.implementation.name} {sys.version.split()[0]}: "
           f"{args.requests:,d} authenticated REGISTERs per case, "
           f"best of {args.runs} runs")
-    for label, role, name, expect in (
-            ("distributor, signed 301", "distributor", "distributor", b"301"),
-            ("home, registrar, signed 200", "home", "home1", b"200"),
-            ("distributor, 401 challenge", "distributor", "distributor", b"401"),
+    for label, role, name, kind, expect in (
+            ("distributor, signed 301", "distributor", "distributor",
+             "authenticated", b"301"),
+            ("home, registrar, signed 200", "home", "home1",
+             "authenticated", b"200"),
+            ("distributor, 401 challenge", "distributor", "distributor",
+             "401", b"401"),
             ("distributor, logins (401, 301)", "distributor", "distributor",
-             b"301"),
-            ("home, logins (401, 200)", "home", "home1", b"200")):
-        def start(role=role, name=name, label=label, expect=expect):
+             "logins", b"301"),
+            ("home, logins (401, 200)", "home", "home1", "logins", b"200")):
+        def start(role=role, name=name, kind=kind):
             service, protocol, udp, clock = setup(role, name)
             service.transport.fastPath.enabled = not args.no_fast_path
             if args.shedding:
                 service.transactions.overload.limit(1e9)
                 clock.advance(0.01)
             return (protocol, clock, udp,
-                    functools.partial(batch, service, label, expect))
+                    functools.partial(batch, service, kind))
 
         profiler = cProfile.Profile() if args.profile else None
         seconds, sent, udp = timed(args, start, profiler)
         # Every request of the last run got the answer of its kind.
-        if ", logins" in label:
+        if kind == "logins":
             wanted = {b"401": sent // 2, expect: sent // 2}
         else:
             wanted = {expect: sent}
