@@ -129,6 +129,62 @@ class HotPathBenchTests(SynchronousTestCase):
         self.assertIn(b"AssertionError", done.stderr)
 
 
+class AllocationsBenchTests(SynchronousTestCase):
+    """
+    C{bench/bench_allocations.py} counts the bytes a request allocates on
+    PyPy, and says in one line that it needs PyPy elsewhere.
+    """
+
+    def test_counts(self):
+        """
+        On PyPy a small run prints one figure per case, every answer
+        checked: a signed C{301} allocates more than a C{401}, which
+        allocates something.  On CPython the script refuses in one line.
+        """
+        script = TOP.child("bench").child("bench_allocations.py")
+        done = subprocess.run(
+            [sys.executable, script.path, "--requests", "400",
+             "--nursery", "256KB"],
+            cwd=TOP.path, capture_output=True, timeout=300)
+        if sys.implementation.name != "pypy":
+            self.assertEqual(
+                (done.returncode, done.stdout, done.stderr.splitlines()),
+                (1, b"", [b"bench_allocations.py needs PyPy (its nursery's "
+                          b"minor collections count what a request "
+                          b"allocates): run it with pypy3"]))
+            return
+        self.assertEqual(done.returncode, 0, done.stderr)
+        figures = {}
+        for line in done.stdout.decode("ascii").splitlines()[1:]:
+            label, count = line.rsplit(None, 2)[:2]
+            figures[label.strip()] = int(count.replace(",", ""))
+        self.assertEqual(
+            sorted(figures),
+            sorted(label for label, role, kind in self._cases()))
+        self.assertGreater(figures["distributor, 401 challenge"], 1000)
+        self.assertGreater(figures["distributor, signed 301"],
+                           figures["distributor, 401 challenge"])
+
+    def _cases(self):
+        sys.path.insert(0, TOP.child("bench").path)
+        self.addCleanup(sys.path.remove, TOP.child("bench").path)
+        import bench_allocations
+        return bench_allocations.CASES
+
+    def test_parseSize(self):
+        """
+        The nursery's size is given as PYPY_GC_NURSERY takes it, from 64KB
+        to 64MB; anything else is refused.
+        """
+        sys.path.insert(0, TOP.child("bench").path)
+        self.addCleanup(sys.path.remove, TOP.child("bench").path)
+        from bench_allocations import parseSize
+        self.assertEqual(parseSize("1MB"), 1 << 20)
+        self.assertEqual(parseSize(" 512kb"), 512 << 10)
+        for bad in ("1GB", "32KB", "128MB", "1", "MB", "x1MB"):
+            self.assertRaises(ValueError, parseSize, bad)
+
+
 class ScanBenchTests(SynchronousTestCase):
     """
     C{bench/bench_scan.py} matches each client's lines with the fast path's
