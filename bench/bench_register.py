@@ -8,6 +8,7 @@ twisted.protocols.sip.Base answering every REGISTER with a fixed 301
 (bench/bare_twisted_301.py: parsing and answering only, one request a call).
 
     python bench/bench_register.py [--calls 20000] [--rate 4000]
+                                   [--warmup 20000] [--pypy-warmup N]
                                    [--no-kamailio] [--no-reference]
                                    [--pypy-python PATH | --no-pypy]
                                    [--workers N] [--rounds N]
@@ -26,7 +27,13 @@ full tables in bursts, over some 100,000 more calls, and a run that meets
 a burst is lower (a PyPy home: 31,000 requests per CPU-second between
 them, 23,000 to 24,000 in runs that met one; python
 bench/profile_register.py --role home --calls 100000 --repeat 2 under
-PyPy shows them).  With
+PyPy shows them).  --pypy-warmup N gives the PyPy servers N uncounted
+calls instead (one SIPp run, so a home sees one Contact: a home refuses
+an eleventh with 403): with 150,000, PyPy is measured as a server is
+that has run for some minutes, its tables full and its JIT past the
+bridges it adds over its first few hundred thousand requests (on 4
+December 2026 that made no difference told from the machine's spread;
+see the README's dated blocks).  With
 --workers N the distributor also runs with N workers, driven by SIPp with
 one socket per call (-t un: the kernel spreads the workers' shared port by
 source address and port), next to one worker driven the same way.  The
@@ -515,9 +522,10 @@ def runRound(args, work, pypy, roundNumber):
     """
     One round: each server started, warmed up, measured and stopped.
     """
-    def run(label, process, scenario, port, **kw):
+    def run(label, process, scenario, port, warmup=None, **kw):
         measure(label, process, scenario, port, args.calls, args.rate,
-                "alice", warmup=args.warmup, roundNumber=roundNumber, **kw)
+                "alice", warmup=args.warmup if warmup is None else warmup,
+                roundNumber=roundNumber, **kw)
 
     distributorPort, homePort, kamailioPort = freePort(), freePort(), freePort()
     barePort = freePort()
@@ -553,14 +561,14 @@ def runRound(args, work, pypy, roundNumber):
             home = startSipdist(work, "home", "home1", homePort, processes,
                                 pypy)
             run("PyPy sipdist distributor: signed 301", distributor,
-                "register_301.xml", distributorPort)
+                "register_301.xml", distributorPort, args.pypy_warmup)
             run("PyPy sipdist home: registrar 200", home,
-                "register_200.xml", homePort)
+                "register_200.xml", homePort, args.pypy_warmup)
             if not args.no_reference:
                 bare = startBareTwisted(work, freePort(), processes, pypy)
                 run("PyPy reference: bare sip.Base, fixed 301", bare,
                     "register_301_noauth.xml", int(bare.args[-1]),
-                    requestsPerCall=1)
+                    args.pypy_warmup, requestsPerCall=1)
         if args.workers > 1:
             for count in (1, args.workers):
                 port = freePort()
@@ -588,6 +596,10 @@ def main():
                         "~/.cache/sipdist-bench when pypy3 is installed)")
     parser.add_argument("--warmup", type=int, default=20000,
                         help="uncounted calls before each run")
+    parser.add_argument("--pypy-warmup", type=int, default=None,
+                        help="uncounted calls before each PyPy run "
+                        "(default: --warmup); 150000 measures PyPy as a "
+                        "server that has run for minutes")
     parser.add_argument("--workers", type=int, default=0,
                         help="also run the distributor with this many "
                         "workers (and with one, both with SIPp -t un)")
@@ -597,12 +609,21 @@ def main():
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
+    if args.pypy_warmup is None:
+        args.pypy_warmup = args.warmup
+    elif args.pypy_warmup < 0:
+        parser.error("--pypy-warmup must not be negative")
 
     work = tempfile.mkdtemp(prefix="sipdist-bench-")
     print(f"{args.calls:,d} SIPp calls at {args.rate:,d}/s, each REGISTER->401, "
           f"REGISTER+MD5 digest->final; {sys.implementation.name} "
           f"{sys.version.split()[0]}")
     pypy = None if args.no_pypy else pypyPython(args.pypy_python)
+    print(f"  each run after {args.warmup:,d} uncounted calls"
+          + (f", PyPy's after {args.pypy_warmup:,d}"
+             if pypy and args.pypy_warmup != args.warmup else ""))
     try:
         for number in range(1, args.rounds + 1):
             if args.rounds > 1:

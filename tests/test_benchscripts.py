@@ -394,6 +394,82 @@ while True:
 """
 
 
+class RegisterBenchWarmupTests(SynchronousTestCase):
+    """
+    C{bench/bench_register.py}'s C{--pypy-warmup}: the uncounted calls
+    before each PyPy run, the others keeping C{--warmup}'s.
+    """
+
+    def setUp(self):
+        self.bench = benchModule("bench_register")
+
+    def _warmups(self):
+        """
+        The uncounted calls each run of a round is given, by label, with
+        the servers and SIPp left out.
+        """
+        import argparse
+        import contextlib
+        bench = self.bench
+        given = {}
+
+        class Process:
+            pid = 1
+            args = ["bare_twisted_301.py", "5099"]
+
+        def measure(label, process, scenario, port, calls, rate, user,
+                    warmup=0, **kw):
+            given[label] = warmup
+
+        for name, value in (
+                ("startSipdist", lambda *a, **kw: Process()),
+                ("startBareTwisted", lambda *a, **kw: Process()),
+                ("startKamailio", lambda *a, **kw: Process()),
+                ("stopProcesses", lambda processes: None),
+                ("measure", measure)):
+            self.patch(bench, name, value)
+        work = self.mktemp()
+        os.makedirs(work)
+        args = argparse.Namespace(
+            calls=100, rate=10, warmup=20000, pypy_warmup=150000,
+            no_reference=False, no_kamailio=False, workers=0)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            bench.runRound(args, work, "/usr/bin/pypy3", 1)
+        return given
+
+    def test_pypyRunsOnly(self):
+        """
+        The PyPy runs (distributor, home, reference) get C{--pypy-warmup}'s
+        calls; CPython's and Kamailio's C{--warmup}'s.
+        """
+        self.assertEqual(self._warmups(), {
+            "sipdist distributor: signed 301": 20000,
+            "sipdist home: registrar 200 (signed)": 20000,
+            "reference: bare sip.Base, fixed 301": 20000,
+            "kamailio (1 worker): 301": 20000,
+            "PyPy sipdist distributor: signed 301": 150000,
+            "PyPy sipdist home: registrar 200": 150000,
+            "PyPy reference: bare sip.Base, fixed 301": 150000})
+
+    def test_refused(self):
+        """
+        A negative warm-up is refused in one line (after the usage), before
+        anything runs.
+        """
+        for option in ("--warmup", "--pypy-warmup"):
+            done = subprocess.run(
+                [sys.executable,
+                 TOP.child("bench").child("bench_register.py").path,
+                 option, "-1"],
+                cwd=TOP.path, capture_output=True, timeout=60)
+            self.assertEqual(
+                (done.returncode, done.stdout,
+                 done.stderr.splitlines()[-1]),
+                (2, b"", b"bench_register.py: error: %s must not be "
+                         b"negative" % (option.encode(),)))
+
+
 class RegisterBenchShedTests(SynchronousTestCase):
     """
     The benchmark's scenarios end a call the server sheds with C{503} at
