@@ -27,6 +27,7 @@ count; on CPython the script says so in one line.
 """
 
 import argparse
+import functools
 import gc
 import os
 import subprocess
@@ -38,15 +39,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 import bench_hotpath  # noqa: E402
 
-# (label, role, kind): bench_hotpath's cases, and its reference.
-CASES = [
-    ("distributor, 401 challenge", "distributor", "401"),
-    ("distributor, signed 301", "distributor", "authenticated"),
-    ("distributor, logins (401, 301)", "distributor", "logins"),
-    ("home, registrar, signed 200", "home", "authenticated"),
-    ("home, logins (401, 200)", "home", "logins"),
-    ("reference: bare sip.Base, fixed 301", "reference", "301"),
-]
+# bench_hotpath's cases, (label, role, server name, kind, final answer),
+# then its reference (role None).
+CASES = bench_hotpath.CASES + (
+    (bench_hotpath.REFERENCE, None, None, "301", b"301"),)
 # The chunks of requests prepared, then sent, at a time.
 CHUNK = 1000
 _CHILD = "SIPDIST_BENCH_ALLOCATIONS_CHILD"
@@ -86,32 +82,37 @@ class MinorCount:
 
 def nurserySize():
     """
-    The nursery's size in bytes, as PyPy reports it.
+    The nursery's size in bytes, as PyPy reports it (its raw statistics,
+    behind C{gc.get_stats()}'s formatted ones).
     """
-    return gc.get_stats()._s.nursery_size
+    size = getattr(getattr(gc.get_stats(), "_s", None), "nursery_size",
+                   None)
+    if not isinstance(size, int):
+        raise SystemExit("this PyPy does not report its nursery's size "
+                         "(gc.get_stats()): the bytes cannot be counted")
+    return size
 
 
-def caseRequests(role, kind):
+def caseRequests(role, name, kind):
     """
     A case's protocol, the answers' collector, its clock and a function
-    giving C{count} requests of it from number C{start}.
+    giving C{count} requests of it from number C{start} (the reference's
+    for a role of L{None}).
     """
-    if role == "reference":
+    if role is None:
         protocol, udp, clock = bench_hotpath.setupReference()
-        return protocol, udp, clock, lambda start, count: [
-            bench_hotpath.register(start + i) for i in range(count)]
-    service, protocol, udp, clock = bench_hotpath.setup(
-        role, "distributor" if role == "distributor" else "home1")
-    return protocol, udp, clock, lambda start, count: bench_hotpath.batch(
-        service, kind, start, count)
+        return protocol, udp, clock, bench_hotpath.referenceBatch
+    service, protocol, udp, clock = bench_hotpath.setup(role, name)
+    return protocol, udp, clock, functools.partial(
+        bench_hotpath.batch, service, kind)
 
 
-def measure(role, kind, requests, counter, warmup=20 * CHUNK):
+def measure(role, name, kind, requests, counter, warmup=20 * CHUNK):
     """
     The minor collections the requests of a case made, after C{warmup}
     uncounted ones: C{(minors, requests sent, answers by code)}.
     """
-    protocol, udp, clock, make = caseRequests(role, kind)
+    protocol, udp, clock, make = caseRequests(role, name, kind)
     sent = 0
     while sent < warmup:
         chunk = make(sent, CHUNK)
@@ -127,19 +128,6 @@ def measure(role, kind, requests, counter, warmup=20 * CHUNK):
         counted += len(chunk)
         sent += len(chunk)
     return minors, counted, dict(udp.codes)
-
-
-def expectedCodes(role, kind, count):
-    """
-    The answers a case's C{count} requests get, by status code.
-    """
-    final = {"distributor": b"301", "home": b"200",
-             "reference": b"301"}[role]
-    if kind == "401":
-        return {b"401": count}
-    if kind == "logins":
-        return {b"401": count // 2, final: count // 2}
-    return {final: count}
 
 
 def patterns(iterations, counter, nursery):
@@ -180,9 +168,10 @@ def child(args):
           f"allocated a request, {args.requests:,d} requests per case, "
           f"nursery {nursery:,d} bytes (to within "
           f"{nursery / args.requests:,.0f} bytes)")
-    for label, role, kind in CASES:
-        minors, count, codes = measure(role, kind, args.requests, counter)
-        expected = expectedCodes(role, kind, count)
+    for label, role, name, kind, final in CASES:
+        minors, count, codes = measure(role, name, kind, args.requests,
+                                       counter)
+        expected = bench_hotpath.answers(kind, final, count)
         if codes != expected:
             raise SystemExit(f"{label}: answers {codes!r}, expected "
                              f"{expected!r}")

@@ -175,6 +175,39 @@ def batch(service, kind, start, count):
     return prepare(service, count, start)
 
 
+def answers(kind, expect, count):
+    """
+    The answers, by status code, that C{count} requests of a case of
+    C{kind} get when its final answer is C{expect} (C{b"301"} ...): a
+    logins case's half are C{401}s.
+    """
+    if kind == "logins":
+        return {b"401": count // 2, expect: count // 2}
+    return {expect: count}
+
+
+# The cases main runs: (label, role, server name, kind of requests (see
+# batch), their final answer); then the reference.
+CASES = (
+    ("distributor, signed 301", "distributor", "distributor",
+     "authenticated", b"301"),
+    ("home, registrar, signed 200", "home", "home1", "authenticated", b"200"),
+    ("distributor, 401 challenge", "distributor", "distributor", "401",
+     b"401"),
+    ("distributor, logins (401, 301)", "distributor", "distributor",
+     "logins", b"301"),
+    ("home, logins (401, 200)", "home", "home1", "logins", b"200"))
+REFERENCE = "reference: bare sip.Base, fixed 301"
+
+
+def referenceBatch(start, count):
+    """
+    C{count} REGISTERs for the reference (no credentials: it answers every
+    one with its fixed C{301}), the first numbered C{start}.
+    """
+    return [register(start + i) for i in range(count)]
+
+
 def setupReference():
     """
     Twisted's bare L{sip.Base} answering every request with a fixed C{301}
@@ -236,16 +269,7 @@ def main():
     print(f"{sys.implementation.name} {sys.version.split()[0]}: "
           f"{args.requests:,d} authenticated REGISTERs per case, "
           f"best of {args.runs} runs")
-    for label, role, name, kind, expect in (
-            ("distributor, signed 301", "distributor", "distributor",
-             "authenticated", b"301"),
-            ("home, registrar, signed 200", "home", "home1",
-             "authenticated", b"200"),
-            ("distributor, 401 challenge", "distributor", "distributor",
-             "401", b"401"),
-            ("distributor, logins (401, 301)", "distributor", "distributor",
-             "logins", b"301"),
-            ("home, logins (401, 200)", "home", "home1", "logins", b"200")):
+    for label, role, name, kind, expect in CASES:
         def start(role=role, name=name, kind=kind):
             service, protocol, udp, clock = setup(role, name)
             service.transport.fastPath.enabled = not args.no_fast_path
@@ -258,10 +282,7 @@ def main():
         profiler = cProfile.Profile() if args.profile else None
         seconds, sent, udp = timed(args, start, profiler)
         # Every request of the last run got the answer of its kind.
-        if kind == "logins":
-            wanted = {b"401": sent // 2, expect: sent // 2}
-        else:
-            wanted = {expect: sent}
+        wanted = answers(kind, expect, sent)
         assert udp.codes == wanted, (udp.codes, wanted)
         print(f"  {label:36s} {sent / seconds:>9,.0f} requests/CPU-s")
         if args.profile:
@@ -277,13 +298,11 @@ def reference(args):
     """
     def start():
         protocol, udp, clock = setupReference()
-        return (protocol, clock, udp,
-                lambda sent, count: [register(sent + i) for i in range(count)])
+        return protocol, clock, udp, referenceBatch
 
     seconds, sent, udp = timed(args, start)
     assert udp.codes == {b"301": sent}, udp.codes
-    label = "reference: bare sip.Base, fixed 301"
-    print(f"  {label:36s} {sent / seconds:>9,.0f} requests/CPU-s")
+    print(f"  {REFERENCE:36s} {sent / seconds:>9,.0f} requests/CPU-s")
 
 
 def timed(args, start, profiler=None):

@@ -160,7 +160,7 @@ class AllocationsBenchTests(SynchronousTestCase):
             figures[label.strip()] = int(count.replace(",", ""))
         self.assertEqual(
             sorted(figures),
-            sorted(label for label, role, kind in self._cases()))
+            sorted(case[0] for case in self._cases()))
         self.assertGreater(figures["distributor, 401 challenge"], 1000)
         self.assertGreater(figures["distributor, signed 301"],
                            figures["distributor, 401 challenge"])
