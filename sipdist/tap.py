@@ -852,7 +852,8 @@ class _SipdistService(MultiService):
                             "ready", None)
             failures = []
             if ready is not None:
-                ready.addErrback(lambda f: failures.append(f) or f)
+                # Handled here: the failure ends the start-up.
+                ready.addErrback(failures.append)
             if failures:
                 failure = failures[0].value
                 while hasattr(failure, "subFailure"):

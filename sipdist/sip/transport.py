@@ -1286,7 +1286,11 @@ class TransportService(Service):
             d.addCallback(self._listening, description)
             d.addErrback(self._cannotListen, description)
             ds.append(d)
-        self.ready = defer.gatherResults(ds)
+        # Each port's failure is reported (logged, the reactor stopped) and
+        # handed on to ready alone, which the caller handles: none is left
+        # for the garbage collector to report (at exit, where Python 3.13.0
+        # crashed doing so).
+        self.ready = defer.gatherResults(ds, consumeErrors=True)
 
     def _listening(self, port, description):
         self.ports.append(port)
