@@ -268,7 +268,15 @@ class CallTests(TestCase):
         """
         first, second = len(caller.events), len(callee.events)
         caller.dial(calleeURI)
-        incoming = yield callee.waitFor("incoming", WAIT, since=second)
+        try:
+            incoming = yield callee.waitFor("incoming", WAIT, since=second)
+        except SoftphoneTimeout as e:
+            # What the caller did with the call, to tell a call it never
+            # sent from one lost on the way.
+            raise SoftphoneTimeout(
+                f"{e}\n{caller.name} (the caller), events since it "
+                f"dialled: {caller.events[first:]}\n"
+                f"{caller.outputTail()}") from e
         self.assertEqual(incoming.peer, callerURI)
         yield caller.waitFor("established", WAIT, since=first,
                              peer=calleeURI)
