@@ -3,6 +3,8 @@ The benchmarks in C{bench/} still run: a small run of the ones that need no
 outside program, checked for what they print, never for a timing.
 """
 
+import argparse
+import contextlib
 import functools
 import io
 import os
@@ -166,19 +168,14 @@ class AllocationsBenchTests(SynchronousTestCase):
                            figures["distributor, 401 challenge"])
 
     def _cases(self):
-        sys.path.insert(0, TOP.child("bench").path)
-        self.addCleanup(sys.path.remove, TOP.child("bench").path)
-        import bench_allocations
-        return bench_allocations.CASES
+        return benchModule("bench_allocations").CASES
 
     def test_parseSize(self):
         """
         The nursery's size is given as PYPY_GC_NURSERY takes it, from 64KB
         to 64MB; anything else is refused.
         """
-        sys.path.insert(0, TOP.child("bench").path)
-        self.addCleanup(sys.path.remove, TOP.child("bench").path)
-        from bench_allocations import parseSize
+        parseSize = benchModule("bench_allocations").parseSize
         self.assertEqual(parseSize("1MB"), 1 << 20)
         self.assertEqual(parseSize(" 512kb"), 512 << 10)
         for bad in ("1GB", "32KB", "128MB", "1", "MB", "x1MB"):
@@ -408,8 +405,6 @@ class RegisterBenchWarmupTests(SynchronousTestCase):
         The uncounted calls each run of a round is given, by label, with
         the servers and SIPp left out.
         """
-        import argparse
-        import contextlib
         bench = self.bench
         given = {}
 
