@@ -21,7 +21,7 @@ answer is checked, as in bench_hotpath.py.
 A figure the machine's load does not move, as bench_instructions.py's
 count of instructions is for CPython: what PyPy writes afresh for each
 request, line after line of the nursery, is what a server asleep between
-wake-ups finds out of its caches (see the README's dated blocks).  It
+wake-ups finds out of its caches (see docs/performance.rst).  It
 needs PyPy: CPython frees its objects one by one and keeps no such
 count; on CPython the script says so in one line.
 """

@@ -41,7 +41,7 @@ wake-ups a second at 4,000 calls a second.  The same work costs more
 when the process sleeps between bursts, by what the machine does to its
 caches meanwhile: on 4 December 2026, on a virtual machine of two AMD
 EPYC cores, the logins cost 30 to 34 us a request on CPython without
-naps and 42 to 59 with --burst 24 --nap 0.003 (see the README).
+naps and 42 to 59 with --burst 24 --nap 0.003 (see docs/performance.rst).
 """
 
 import argparse

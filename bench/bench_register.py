@@ -33,7 +33,7 @@ an eleventh with 403): with 150,000, PyPy is measured as a server is
 that has run for some minutes, its tables full and its JIT past the
 bridges it adds over its first few hundred thousand requests (on 4
 December 2026 that made no difference told from the machine's spread;
-see the README's dated blocks).  With
+see docs/performance.rst).  With
 --workers N the distributor also runs with N workers, driven by SIPp with
 one socket per call (-t un: the kernel spreads the workers' shared port by
 source address and port), next to one worker driven the same way.  The

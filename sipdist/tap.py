@@ -224,7 +224,7 @@ PARAMETERS = [
      "or default for PyPy's own.  The default of sipdist "
      f"({JIT_DEFAULT}) compiles a request's path within the first "
      "thousands of logins instead of the first ten thousand "
-     "(README, Performance).  Nothing on CPython."),
+     "(docs/performance.rst).  Nothing on CPython."),
     ("warmup", None, "auto", _warmupOption,
      "Logins run through a throwaway server of the same role before the "
      "server listens, so that PyPy's JIT has compiled the path of a "
