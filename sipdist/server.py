@@ -113,11 +113,12 @@ class SIPServer:
         return uri.username is None and (
             uri.host.lower() in self.localHosts or not self.localHosts)
 
-    def response(self, request, code, phrase=None):
+    def response(self, request, code, phrase=None, toTag=None):
         """
-        A response to C{request} carrying our C{Server} header.
+        A response to C{request} carrying our C{Server} header (and
+        C{toTag}, if given, as the tag it adds to the To).
         """
-        response = responseTo(request, code, phrase)
+        response = responseTo(request, code, phrase, toTag)
         response.headers["server"] = [self.serverHeader]
         return response
 

@@ -167,6 +167,38 @@ class NonceCountsTests(SynchronousTestCase):
         self.assertTrue(counts.use(nonce, issued, 3))
         self.assertFalse(counts.use(nonce, issued, 2))
 
+    def test_repeated(self):
+        """
+        L{NonceCounts.repeated} recognises the request that used a count by
+        the fingerprint given with it (a fresh count and an eviction keep
+        it alike), and nothing else: another fingerprint, another count, no
+        fingerprint, a nonce not in the table.  It changes nothing.
+        """
+        counts = NonceCounts(maxSize=1)
+        nonce, issued = self._nonce()
+        self.assertFalse(counts.repeated(nonce, issued, 1, 7))
+        self.assertTrue(counts.use(nonce, issued, 1, -(1 << 63)))
+        self.assertTrue(counts.repeated(nonce, issued, 1, -(1 << 63)))
+        self.assertFalse(counts.repeated(nonce, issued, 1, 7))
+        self.assertFalse(counts.repeated(nonce, issued, 1, 0))
+        self.assertFalse(counts.repeated(nonce, issued, 2, -(1 << 63)))
+        self.assertFalse(counts.use(nonce, issued, 1, -(1 << 63)))
+        self.assertTrue(counts.use(nonce, issued, 2, (1 << 63) - 1))
+        self.assertFalse(counts.repeated(nonce, issued, 1, -(1 << 63)))
+        self.assertTrue(counts.repeated(nonce, issued, 2, (1 << 63) - 1))
+        # A count used without a fingerprint is repeated by nobody.
+        self.assertTrue(counts.use(nonce, issued, 3))
+        self.assertFalse(counts.repeated(nonce, issued, 3, 0))
+        self.assertTrue(counts.accepts(nonce, issued, 4))
+        # Evicted by a later nonce (the table holds one): not repeated.
+        self.clock.advance(1)
+        other, otherIssued = self._nonce()
+        self.assertTrue(counts.use(other, otherIssued, 1, 5))
+        self.assertTrue(counts.repeated(other, otherIssued, 1, 5))
+        self.assertFalse(counts.repeated(nonce, issued, 3, 0))
+        self.assertFalse(counts.repeated("x" * 10, issued, 1, 5))
+        self.assertEqual(len(counts), 1)
+
     def test_accepts(self):
         """
         L{NonceCounts.accepts} says whether L{NonceCounts.use} would accept

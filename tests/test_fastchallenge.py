@@ -554,24 +554,25 @@ class FastChallengeTests(TestCase):
         answer waits, is absorbed: the record is kept meanwhile.  When the
         answer then cannot be sent, the record ends (the retransmission's
         answer did go out) and the failure is reported: the next
-        retransmission is a new transaction.  (An authenticated REGISTER:
-        a challenge keeps no record.)
+        retransmission is a new transaction.  (A home's authenticated
+        REGISTER: a challenge and a distributor's signed C{301} keep no
+        record.)
         """
-        from tests.test_fastredirect import request
-        service, protocol, udp, clock = _server(
-            extra={"redirect-user-agent": ["^test agent"]})
+        from tests.test_fastregister import request as homeRequest
+        service, protocol, udp, clock = _server("home")
         service.transport.capture = None
         layer = service.transactions
         failures = []
         self.patch(layer.user, "transactionFailed",
                    lambda transaction, reason: failures.append(reason))
         udp.waiting = []
-        data = request()
+        data = homeRequest()
         protocol.datagramReceived(data, CLIENT)
         protocol.datagramReceived(data, CLIENT)
+        self.assertEqual(service.transport.fastPath.authenticated.taken, 1)
         self.assertEqual(layer.absorbed, 1)
         [(retransmitted, addr)] = udp.sent
-        self.assertTrue(retransmitted.startswith(b"SIP/2.0 301 "))
+        self.assertTrue(retransmitted.startswith(b"SIP/2.0 200 "))
         udp.fail = True
         udp.endWakeUp()
         self.assertEqual(len(self.flushLoggedErrors()), 0)
@@ -584,9 +585,12 @@ class FastChallengeTests(TestCase):
         udp.endWakeUp()
         self.assertEqual(layer.absorbed, 1)
         # A new transaction, which the fast path leaves to the full path
-        # (the nonce count was used): answered and kept there.
+        # (the nonce count was used): a stale challenge there, stateless.
         self.assertEqual(service.transport.fastPath.taken, 1)
-        self.assertEqual(layer.active, 1)
+        self.assertEqual(layer.active, 0)
+        [(last, _)] = udp.sent[-1:]
+        self.assertTrue(last.startswith(b"SIP/2.0 401 "))
+        self.assertIn(b"stale=true", last)
 
     def test_disabled(self):
         """

@@ -162,9 +162,11 @@ class BothPathsMixin:
         """
         Deliver C{datas} (one request or a list, and the last one again
         when C{retransmit}) to a server with the fast path off and one with
-        it on; check they did the same.
+        it on; check they did the same.  A retransmission of a request
+        answered with a signed C{301}, which is answered statelessly, gets
+        the same datagram again.
 
-        @return: how many the fast path took.
+        @return: how many the fast path took before the retransmission.
         """
         if isinstance(datas, bytes):
             datas = [datas]
@@ -185,9 +187,15 @@ class BothPathsMixin:
             self.patch(_message, "_randomBytes", service._random)
             for data in datas:
                 protocol.datagramReceived(data, addr)
+            fastPath = service.transport.fastPath
+            taken = 0 if fastPath is None or fastPath.authenticated is None \
+                else fastPath.authenticated.taken
             if retransmit:
+                before = list(udp.sent)
                 clock.advance(0.5)
                 protocol.datagramReceived(datas[-1], addr)
+                if before and before[-1][0].startswith(b"SIP/2.0 301 "):
+                    self.assertEqual(udp.sent, before + before[-1:])
             effects = _effects(service, udp)
             effects.update(_state(service))
             globalLogPublisher.removeObserver(events.append)
@@ -198,9 +206,6 @@ class BothPathsMixin:
                 for e in events]
             clock.advance(64 * 0.5 + 1)
             effects["afterTimerJ"] = _effects(service, udp)["table"]
-            fastPath = service.transport.fastPath
-            taken = 0 if fastPath is None or fastPath.authenticated is None \
-                else fastPath.authenticated.taken
             results.append((effects, taken))
             if not fast:
                 self.assertEqual(taken, 0)
@@ -277,6 +282,137 @@ class BothPathsMixin:
         self.assertEqual(self._both(request(), prepare=shedding(0.0)), 1)
         self.assertEqual(self._both(request(), prepare=used), 1)
         self.assertEqual(self._both(request(), prepare=shedding(-10.0)), 0)
+
+
+class StatelessRedirectTests(TestCase):
+    """
+    A distributor's signed C{301} to a REGISTER over UDP is answered
+    statelessly (RFC 3261 section 8.2.7) on both paths: no record is kept
+    for timer J; a retransmission, known by the table of nonce counts, gets
+    the same datagram; the same credentials in any other request are the
+    replay they always were.
+    """
+
+    def _server(self, fast):
+        service, protocol, udp, clock = _server(
+            "distributor", fast, {"redirect-user-agent": ["^test agent"]})
+        _pool(service, udp)
+        return service, protocol, udp, clock
+
+    def _paths(self):
+        for fast in (False, True):
+            with self.subTest(fast=fast):
+                yield (fast,) + self._server(fast)
+
+    def _taken(self, service):
+        fastPath = service.transport.fastPath
+        return 0 if fastPath is None else fastPath.authenticated.taken
+
+    def test_retransmission(self):
+        """
+        The retransmission of an authenticated REGISTER answered with a
+        signed C{301} gets the same datagram, To tag included (from the
+        request's Digest response), to the same address; no transaction
+        is left behind, and each answer counts as a redirect.
+        """
+        from sipdist.auth.digest import parseDigest
+        from sipdist.auth.server import statelessTag
+        data = request()
+        digestResponse = parseDigest(_message.parseMessage(data).header(
+            "authorization"))["response"]
+        for fast, service, protocol, udp, clock in self._paths():
+            layer = service.transactions
+            protocol.datagramReceived(data, CLIENT)
+            self.assertEqual(len(layer._servers), 0)
+            self.assertEqual(len(layer._timerJ._queue), 0)
+            clock.advance(0.5)
+            protocol.datagramReceived(data, CLIENT)
+            clock.advance(4)
+            protocol.datagramReceived(data, CLIENT)
+            self.assertEqual(self._taken(service), 3 if fast else 0)
+            [first, second, third] = udp.sent
+            self.assertEqual(first, second)
+            self.assertEqual(first, third)
+            self.assertEqual(first[1], CLIENT)
+            answer = first[0].decode("ascii")
+            self.assertTrue(answer.startswith("SIP/2.0 301 "))
+            response = _message.parseMessage(first[0])
+            tag = response.nameAddr("to")[2]["tag"]
+            self.assertEqual(tag, statelessTag(digestResponse))
+            self.assertEqual(len(layer._servers), 0)
+            self.assertEqual(layer.absorbed, 0)
+            self.assertEqual(service.processor.redirects, 3)
+            self.assertEqual(layer.answered[("REGISTER", 301)], 3)
+
+    def test_otherHost(self):
+        """
+        The same request from another host (its answer would go there) is
+        a replay: a stale challenge, to that host; the client's own
+        retransmission still gets its 301.
+        """
+        data = request()
+        other = ("198.51.100.9", 5060)
+        for fast, service, protocol, udp, clock in self._paths():
+            protocol.datagramReceived(data, CLIENT)
+            protocol.datagramReceived(data, other)
+            protocol.datagramReceived(data, CLIENT)
+            [(first, to1), (replayed, to2), (again, to3)] = udp.sent
+            self.assertEqual((to1, to2, to3), (CLIENT, other, CLIENT))
+            self.assertTrue(replayed.startswith(b"SIP/2.0 401 "))
+            self.assertIn(b"stale=true", replayed)
+            self.assertEqual(first, again)
+
+    def test_otherRequest(self):
+        """
+        The same credentials in a request of another branch, or with
+        another CSeq, are a replay (stale challenge).
+        """
+        n = nonce()
+        first = request(branch="z9hG4bKs1", nonceValue=n)
+        for other in (request(branch="z9hG4bKs2", nonceValue=n),
+                      first.replace(b"CSeq: 1826 REGISTER",
+                                    b"CSeq: 1827 REGISTER", 1)):
+            self.assertNotEqual(other, first)
+            for fast, service, protocol, udp, clock in self._paths():
+                protocol.datagramReceived(first, CLIENT)
+                protocol.datagramReceived(other, CLIENT)
+                [(answer, _), (replayed, _)] = udp.sent
+                self.assertTrue(answer.startswith(b"SIP/2.0 301 "))
+                self.assertTrue(replayed.startswith(b"SIP/2.0 401 "),
+                                replayed)
+                self.assertIn(b"stale=true", replayed)
+
+    def test_decisionChanged(self):
+        """
+        A retransmission that would not be redirected now (the home went
+        down meanwhile) is not served otherwise: it is the replay of its
+        nonce count, challenged (stale).
+        """
+        data = request()
+        for fast, service, protocol, udp, clock in self._paths():
+            protocol.datagramReceived(data, CLIENT)
+            service.store.updateServer("home1", state="down")
+            clock.advance(0.5)
+            protocol.datagramReceived(data, CLIENT)
+            [(answer, _), (replayed, _)] = udp.sent
+            self.assertTrue(answer.startswith(b"SIP/2.0 301 "))
+            self.assertTrue(replayed.startswith(b"SIP/2.0 401 "), replayed)
+            self.assertIn(b"stale=true", replayed)
+
+    def test_proxiedKeepsState(self):
+        """
+        A REGISTER the distributor proxies (a client that does not follow
+        the redirect) is handled statefully as before: a retransmission
+        is absorbed by its transaction.
+        """
+        data = request(agent="other")
+        for fast, service, protocol, udp, clock in self._paths():
+            service.transport._local["UDP"] = ("127.0.0.1", 5060)
+            service.transport._datagram.append(protocol)
+            protocol.datagramReceived(data, CLIENT)
+            protocol.datagramReceived(data, CLIENT)
+            self.assertEqual(service.transactions.absorbed, 1)
+            self.assertEqual(service.processor.proxied, 1)
 
 
 class FastRedirectTests(BothPathsMixin, TestCase):
@@ -442,7 +578,8 @@ class FastRedirectTests(BothPathsMixin, TestCase):
             with self.subTest(name):
                 values = _scanned(data)
                 self.assertIsNone(redirect(addr, "example.com", values,
-                                           "SIP/2.0/UDP 192.0.2.7:5060"))
+                                           "SIP/2.0/UDP 192.0.2.7:5060",
+                                           None, None))
 
     def test_installed(self):
         """

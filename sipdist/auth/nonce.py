@@ -140,14 +140,23 @@ class NonceCounts:
     was issued no later than that is reported as a replay (the client gets
     a fresh nonce).  So memory stays bounded and no count can be reused
     after an eviction.
+
+    Beside its count, an entry keeps the I{fingerprint} of the request
+    that used it, when its user gave one (a non-zero 64-bit integer: the
+    hash of the request's transaction key and of the address its answer
+    went to).  L{repeated} recognises that request again: a retransmission
+    of a request answered statelessly (a distributor's signed C{301}, RFC
+    3261 section 8.2.7), which must get the same answer rather than be
+    refused as a replay.
     """
 
     #: Entries per set.
     WAYS = 8
     # An entry: the nonce's issue time (8) and the 12 characters that hold
-    # its random bytes, its count (4).
+    # its random bytes, its count (4), the fingerprint of the request that
+    # used that count (8; zero for none).
     _KEY = _TIME.size + 12
-    _ENTRY = _KEY + 4
+    _ENTRY = _KEY + 4 + 8
     _EMPTY = bytes(_KEY)
 
     def __init__(self, maxSize=100000):
@@ -190,6 +199,23 @@ class NonceCounts:
         # was issued no later than it.
         return issued > min(self._times.unpack(entries))
 
+    def repeated(self, nonce, issued, nc, fingerprint):
+        """
+        Whether C{nc} is the count C{nonce} was last used with, by the
+        request of C{fingerprint} (see the class): that request again.
+        Changes nothing.
+        """
+        if not fingerprint:
+            return False
+        place = self._locate(nonce, issued, nc)
+        if place is None or place[4] < 0:
+            return False
+        at = place[2] + place[4] + self._KEY
+        table = self._table
+        return (int.from_bytes(table[at:at + 4], "big") == nc
+                and int.from_bytes(table[at + 4:at + 12], "big",
+                                   signed=True) == fingerprint)
+
     def _locate(self, nonce, issued, nc):
         """
         Where C{nonce} belongs in the table: C{(key, index, start, entries,
@@ -226,10 +252,11 @@ class NonceCounts:
             victim = entries.find(self._EMPTY, victim + 1)
         return victim
 
-    def use(self, nonce, issued, nc):
+    def use(self, nonce, issued, nc, fingerprint=0):
         """
         Record that C{nonce} (issued at time C{issued}) was used with count
-        C{nc}.
+        C{nc}, by the request of C{fingerprint} (see the class; 0 for
+        none).
 
         @return: C{True} when C{nc} is higher than any count seen with this
             nonce; C{False} for a replay (same or lower count), or for a
@@ -253,7 +280,8 @@ class NonceCounts:
             at = start + found + self._KEY
             if nc <= int.from_bytes(table[at:at + 4], "big"):
                 return False
-            table[at:at + 4] = nc.to_bytes(4, "big")
+            table[at:at + 12] = nc.to_bytes(4, "big") + fingerprint.to_bytes(
+                8, "big", signed=True)
             return True
         floors = self._floors
         if issued <= floors[index]:
@@ -272,5 +300,7 @@ class NonceCounts:
                 floors[index] = max(floors[index], issued)
                 return False
             floors[index] = max(floors[index], evicted)
-        table[victim:victim + entry] = key + nc.to_bytes(4, "big")
+        table[victim:victim + entry] = (
+            key + nc.to_bytes(4, "big")
+            + fingerprint.to_bytes(8, "big", signed=True))
         return True

@@ -31,6 +31,15 @@ MAX_CREDENTIALS = 8
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+def statelessTag(response):
+    """
+    The To tag of a stateless answer to a request whose Digest response
+    (the C{response} parameter of its credentials) is C{response}: see
+    L{Authenticated.tag}.
+    """
+    return response[:16].lower()
+
+
 class Authenticated:
     """
     The request carries valid credentials.
@@ -39,12 +48,22 @@ class Authenticated:
     @ivar aor: the user's address-of-record, C{sip:username@domain}.
     @ivar realm, algorithm, nonce, nc, cnonce, qop, uri: the Digest exchange
         (C{algorithm} is the canonical name), needed by L{sign}.
+    @ivar repeat: the nonce count was used already, by this very request
+        (its fingerprint, see L{sipdist.auth.nonce.NonceCounts}): a
+        retransmission of a request that was answered statelessly, which
+        only that answer may be given again (see
+        L{DigestAuthenticator.authenticate}).
+    @ivar tag: the To tag of a stateless answer to the request, the same
+        for its retransmissions and different for every other request: the
+        first 16 characters of its Digest response, which covers the nonce
+        and its count.
     """
 
     __slots__ = ("username", "aor", "realm", "algorithm", "nonce", "nc",
-                 "cnonce", "qop", "uri", "_alg", "_sessionHA1")
+                 "cnonce", "qop", "uri", "_alg", "_sessionHA1", "repeat",
+                 "tag")
 
-    def __init__(self, username, aor, realm, credentials):
+    def __init__(self, username, aor, realm, credentials, repeat=False):
         self.username = username
         self.aor = aor
         self.realm = realm
@@ -56,6 +75,8 @@ class Authenticated:
         self.qop = credentials.qop
         self.uri = credentials.uri
         self._sessionHA1 = credentials.sessionHA1
+        self.repeat = repeat
+        self.tag = statelessTag(credentials.response)
 
     def __repr__(self):
         return f"<Authenticated {self.aor} {self.algorithm}>"
@@ -212,13 +233,15 @@ class DigestAuthenticator:
                          [("WWW-Authenticate", v) for v in values], stale)
 
     def authenticate(self, method, uri, authorizationHeaderValues,
-                     sourceHost, body=b"", proxy=False, algorithms=None):
+                     sourceHost, body=b"", proxy=False, algorithms=None,
+                     fingerprint=0):
         """
         Authenticate a request (see L{_authenticate}), counting the
         outcome in L{outcomes}.
         """
         d = self._authenticate(method, uri, authorizationHeaderValues,
-                               sourceHost, body, proxy, algorithms)
+                               sourceHost, body, proxy, algorithms,
+                               fingerprint)
         result = firedResult(d)
         if result is NOT_FIRED:
             d.addCallback(self._counted)
@@ -239,7 +262,8 @@ class DigestAuthenticator:
         return result
 
     def _authenticate(self, method, uri, authorizationHeaderValues,
-                      sourceHost, body=b"", proxy=False, algorithms=None):
+                      sourceHost, body=b"", proxy=False, algorithms=None,
+                      fingerprint=0):
         """
         Authenticate a request.
 
@@ -257,6 +281,14 @@ class DigestAuthenticator:
         @param algorithms: the algorithms to challenge this request with,
             in order (default: L{algorithms}); credentials of any accepted
             algorithm are checked whatever the challenge listed.
+        @param fingerprint: the request's fingerprint (see
+            L{sipdist.auth.nonce.NonceCounts}), kept with the nonce count
+            it uses, or 0.  A request that may be answered statelessly
+            gives one: when it comes again (the same fingerprint and
+            count), it is L{Authenticated} with C{repeat} set rather than
+            challenged as a replay, and its user must then give it the
+            same stateless answer or treat it as the replay it would
+            otherwise be (L{replayed}).
         @return: L{Deferred} firing with L{Authenticated}, L{Challenge} or
             L{Rejected}; it never fails.
         """
@@ -323,12 +355,12 @@ class DigestAuthenticator:
                 try:
                     return succeed(self._loggedIn(
                         avatarId, credentials, state, sourceHost, proxy,
-                        algorithms))
+                        algorithms, fingerprint))
                 except Exception:
                     return fail()
         d.addCallbacks(self._loggedIn, self._failed,
                        callbackArgs=(credentials, state, sourceHost, proxy,
-                                     algorithms),
+                                     algorithms, fingerprint),
                        errbackArgs=(username, sourceHost, proxy, algorithms))
         return d
 
@@ -367,21 +399,33 @@ class DigestAuthenticator:
             params["response"])
 
     def _loggedIn(self, avatarId, credentials, state, host, proxy,
-                  algorithms):
+                  algorithms, fingerprint=0):
         identity = self._realm.requestAvatar(avatarId, None, ISIPIdentity)[1]
         if state is _nonce.STALE:
             return self.challenge(proxy, True, algorithms)
         nonce = credentials.nonce
-        if not self._counts.use(nonce, self._nonces.issued(nonce),
-                                int(credentials.nc, 16)):
-            self._log.info(
-                "replayed nonce count {nc} from {host} for {username}",
-                nc=credentials.nc, host=host, username=identity.username)
-            return self.challenge(proxy, True, algorithms)
+        issued = self._nonces.issued(nonce)
+        nc = int(credentials.nc, 16)
+        counts = self._counts
+        repeat = False
+        if not counts.use(nonce, issued, nc, fingerprint):
+            if not counts.repeated(nonce, issued, nc, fingerprint):
+                return self.replayed(credentials.nc, host, identity.username,
+                                     proxy, algorithms)
+            repeat = True
         if self._limiter is not None:
             self._limiter.succeeded(identity.username, host)
         return Authenticated(identity.username, identity.aor, self.realm,
-                             credentials)
+                             credentials, repeat)
+
+    def replayed(self, nc, host, username, proxy=False, algorithms=None):
+        """
+        The answer to credentials whose nonce count was used already: a
+        stale challenge (a fresh nonce for the client), logged.
+        """
+        self._log.info("replayed nonce count {nc} from {host} for {username}",
+                       nc=nc, host=host, username=username)
+        return self.challenge(proxy, True, algorithms)
 
     def _failed(self, failure, username, host, proxy, algorithms):
         if failure.check(UnauthorizedLogin):

@@ -64,6 +64,17 @@ SUPPORTED_OPTIONS = frozenset(("path", "outbound", "gruu",
                                REDIRECT_OPTION_TAG))
 
 
+def fingerprint(key, remote, callID, cseq):
+    """
+    The fingerprint of a request that may be answered statelessly (see
+    L{sipdist.auth.nonce.NonceCounts}): a non-zero 64-bit integer naming
+    its server transaction key, its Call-ID and CSeq values and the
+    address its answer goes to, so that only its retransmissions, answered
+    to the same address, share it.
+    """
+    return hash((key, remote, callID, cseq)) or 1
+
+
 def hasOptionTag(request):
     """
     Whether C{request}'s C{Supported} lists L{REDIRECT_OPTION_TAG}.
@@ -205,11 +216,13 @@ class Context:
     @ivar peer: the id of the pool server whose valid peer signature the
         request carried (it relayed it to us as the user's backup home,
         L{sipdist.pool.failover}), or C{None}.
+    @ivar fingerprint: the request's L{fingerprint} when it may be answered
+        statelessly (a REGISTER over UDP: its signed C{301}), else 0.
     """
 
     __slots__ = ("request", "transaction", "viaCount", "auth", "aor",
                  "serve", "proxyAuth", "record", "tagged", "followsRedirect",
-                 "started", "standby", "peer")
+                 "started", "standby", "peer", "fingerprint")
 
     def __init__(self, request, transaction, serve, proxyAuth,
                  userAgents=(), taggedAlgorithms=None):
@@ -227,6 +240,11 @@ class Context:
         self.peer = None
         # When handle() took the request (only while decisions are logged).
         self.started = None
+        flow = transaction.flow
+        self.fingerprint = (
+            fingerprint(transaction.key, flow.remote,
+                        request.header("call-id"), request.header("cseq"))
+            if request.method == "REGISTER" and not flow.reliable else 0)
 
 
 class LookupStats:
@@ -380,8 +398,9 @@ class DistributionProcessor:
         """
         Answer C{request} on C{transaction}.
 
-        @param stateless: a challenge to a request without credentials (see
-            L{sipdist.sip.transaction.ServerTransaction.respond}).
+        @param stateless: answer as a stateless UAS (see
+            L{sipdist.sip.transaction.ServerTransaction.respond}): a
+            challenge to a request without credentials or a stale one.
         """
         response = self.server.response(request, code, phrase)
         for name, value in headers:
@@ -411,7 +430,8 @@ class DistributionProcessor:
         d = self.authenticator.authenticate(
             request.method, request.uriText, request.values(header),
             self.clientHost(request, transaction.flow), proxy=proxyAuth,
-            algorithms=self.taggedAlgorithms if context.tagged else None)
+            algorithms=self.taggedAlgorithms if context.tagged else None,
+            fingerprint=context.fingerprint)
         # With cached stores and credentials every Deferred here has fired
         # already: its result is taken at once, without a callback chain.
         whenFired(d, self._authenticated, self._failed, (context,))
@@ -439,14 +459,18 @@ class DistributionProcessor:
     def _checkIdentity(self, result, context):
         request, transaction = context.request, context.transaction
         if not isinstance(result, Authenticated):
-            # A challenge to a request without credentials is answered
+            # A challenge to a request without credentials, or a stale one
+            # (a nonce too old, a count used already), is answered
             # statelessly (RFC 3261 section 8.2.7); one to credentials that
             # failed is not: a retransmission of the request must not count
-            # as a second failure.
+            # as a second failure.  (A replay answered statefully would
+            # hold the transaction of the request it copies: that
+            # request's own retransmissions would be absorbed there, their
+            # answer sent to the replay's source.)
             self.respond(request, transaction, result.code, result.phrase,
                          result.headers,
                          stateless=isinstance(result, Challenge)
-                         and not hasCredentials(request))
+                         and (result.stale or not hasCredentials(request)))
             if not isinstance(result, Challenge):
                 self._log.info("{method} from {flow} refused: {code} {phrase}",
                                method=request.method, flow=transaction.flow,
@@ -543,7 +567,13 @@ class DistributionProcessor:
             outcome = Serve()
         if isinstance(outcome, (Redirect, Proxy)):
             outcome = self._forTransport(outcome, context)
-        elif (self.failover is not None and context.record is not None
+        if getattr(context.auth, "repeat", False) \
+                and type(outcome) is not Redirect:
+            # The nonce count was used by this request already, which was
+            # not answered statelessly then: the replay it otherwise is.
+            self._replayed(context)
+            return
+        if (self.failover is not None and context.record is not None
               and getattr(outcome, "code", None) == 503
               and context.record.state == DOWN
               and self._wouldBe(context, Proxy)):
@@ -567,7 +597,8 @@ class DistributionProcessor:
             self.served += 1
             context.serve(context)
         elif isinstance(outcome, Redirect):
-            self._redirect(outcome, context)
+            self._redirect(outcome, context,
+                           stateless=context.fingerprint != 0)
         elif isinstance(outcome, Proxy):
             self._proxy(outcome, context)
         else:
@@ -728,16 +759,40 @@ class DistributionProcessor:
             cache[key] = backup
         return backup
 
-    def _redirect(self, outcome, context, exclude=()):
+    def _replayed(self, context):
+        """
+        Answer the request of C{context}, authenticated as a C{repeat}
+        (see L{sipdist.auth.server.Authenticated}) but not to be redirected
+        statelessly, as the replay of a nonce count it then is.
+        """
+        request, auth = context.request, context.auth
+        challenge = self.authenticator.replayed(
+            auth.nc, self.clientHost(request, context.transaction.flow),
+            auth.username,
+            context.proxyAuth,
+            self.taggedAlgorithms if context.tagged else None)
+        self.respond(request, context.transaction, challenge.code,
+                     challenge.phrase, challenge.headers, stateless=True)
+
+    def _redirect(self, outcome, context, exclude=(), stateless=False):
         """
         Answer a signed C{301} to C{outcome}'s server, naming the user's
         backup home; with C{exclude} (a redirect to a backup home), the
         next one after C{outcome}'s server, none of C{exclude}.
+
+        @param stateless: answer as a stateless UAS (RFC 3261 section
+            8.2.7), keeping no record for the retransmissions of the
+            request: each comes back authenticated as a C{repeat} (the
+            table of nonce counts knows the request by its fingerprint),
+            is decided again and gets the same C{301}, To tag included
+            (L{sipdist.auth.server.Authenticated.tag}).  A distributor
+            keeps 64*T1 seconds of its C{301}s otherwise.
         """
         self.redirects += 1
         contact = f"<{outcome.uri}>"
-        response = self.server.response(context.request, 301,
-                                        "Moved Permanently")
+        response = self.server.response(
+            context.request, 301, "Moved Permanently",
+            context.auth.tag if stateless else None)
         response.headers["contact"] = [contact]
         assignedId = None if context.record is None else context.record.id
         if exclude:
@@ -745,7 +800,8 @@ class DistributionProcessor:
 
         def respond(backup):
             context.transaction.respond(
-                self.signed(response, context, contact, backup))
+                self.signed(response, context, contact, backup),
+                stateless=stateless)
 
         self.withBackup(context, assignedId, respond, exclude)
 

@@ -329,14 +329,15 @@ class FastChallenge(FastPart):
         if b"Authorization" in values:
             flow = DatagramFlow(protocol, remote)
             response = authenticated(addr, request.group(1).decode("ascii"),
-                                     values, viaText, flow)
+                                     values, viaText, flow, key)
             if response is None:
                 return False
             if overload is not None:
                 overload.answeredAhead()
             self.taken += 1
             complete(layer, protocol, key, remote, response,
-                     authenticated.code, flow)
+                     authenticated.code, flow,
+                     stateless=authenticated.stateless)
             return True
         supported = values.get(b"Supported")
         if supported is not None and REDIRECT_OPTION_TAG in {
@@ -380,10 +381,10 @@ def complete(layer, protocol, key, remote, response, code, flow=None,
 
     @param flow: the transaction's L{DatagramFlow} (to C{remote}), if
         made already.
-    @param stateless: a challenge to a request without credentials, which
-        the transaction layer answers statelessly (see
-        L{sipdist.sip.transaction.ServerTransaction.respond}): nothing is
-        kept.
+    @param stateless: an answer the transaction layer gives statelessly
+        (see L{sipdist.sip.transaction.ServerTransaction.respond}): a
+        challenge to a request without credentials, a distributor's signed
+        C{301}.  Nothing is kept.
     """
     answered = layer.answered
     counted = ("REGISTER", code)

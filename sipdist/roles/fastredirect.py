@@ -28,6 +28,14 @@ it changes anything:
     saying L{Redirect} (a client that follows it, one Via), to a server
     with a UDP URI; no handover nor standby (the home role's).
 
+The C{301} is answered statelessly, as the full path answers it (RFC 3261
+section 8.2.7; L{sipdist.roles.distribution.DistributionProcessor._redirect}):
+no record is kept for timer J, the table of nonce counts keeps the
+request's fingerprint with its count, and a retransmission of the request,
+whose count is then used already, is recognised by it
+(L{sipdist.auth.nonce.NonceCounts.repeated}) and answered again the same
+way, To tag included (L{sipdist.auth.server.Authenticated.tag}).
+
 Then it does what the full path does, with the same result: the counters
 (transactions created, authentication outcomes, nonce count, limiter,
 store lookups answered at once, redirects), the backup home
@@ -49,11 +57,12 @@ from sipdist.auth.digest import DigestParseError
 from sipdist.auth.interfaces import ISIPIdentity
 from sipdist.auth.credentials import DigestHashChecker
 from sipdist.auth.nonce import VALID
-from sipdist.auth.server import Authenticated
+from sipdist.auth.server import Authenticated, statelessTag
 from sipdist.decision import (
     REDIRECT_OPTION_TAG, Assignment, Redirect, decide)
 from sipdist.deferreds import NOT_FIRED, firedResult
-from sipdist.roles.distribution import agentFollows
+from sipdist.roles.distribution import (
+    agentFollows, fingerprint as requestFingerprint)
 from sipdist.sip import message as _message
 from sipdist.sip.message import parseNameAddr
 from sipdist.store import serverURIFor
@@ -70,18 +79,19 @@ _ROUTE = len(b"Route: ")
 _TO = len(b"To: ")
 
 
-def answer(status, viaText, values, headers):
+def answer(status, viaText, values, headers, tag=None):
     """
     The bytes of a fast path's answer to a scanned request, as the full
     path writes them: the status line (C{"301 Moved Permanently"}), the
-    Via as the transport rewrote it, the request's From, its To with a
-    fresh tag, its Call-ID and CSeq, then C{headers} (lines without their
-    end) and a Content-Length of 0.
+    Via as the transport rewrote it, the request's From, its To with
+    C{tag} (a fresh one by default), its Call-ID and CSeq, then
+    C{headers} (lines without their end) and a Content-Length of 0.
     """
     return b"\r\n".join((
         f"SIP/2.0 {status}\r\nVia: {viaText}".encode("ascii"),
         values[b"From"],
-        values[b"To"] + b";tag=" + _message.newTag().encode("ascii"),
+        values[b"To"] + b";tag="
+        + (tag or _message.newTag()).encode("ascii"),
         values[b"Call-ID"],
         values[b"CSeq"],
         "\r\n".join(headers).encode("utf-8"),
@@ -140,7 +150,7 @@ class Checked:
 
     __slots__ = ("credentials", "identity", "nonce", "issued", "nc", "host",
                  "limiter", "counts", "serverId", "record", "follows",
-                 "outcome")
+                 "outcome", "fingerprint")
 
 
 class FastPart:
@@ -172,9 +182,14 @@ class FastAuthenticated(FastPart):
     distributor, L{sipdist.roles.fastregister.FastRegister} on a home).
 
     @ivar code: the status code of its answers.
+    @ivar stateless: whether it answers statelessly (RFC 3261 section
+        8.2.7): a request it answered comes back, when retransmitted, as a
+        C{repeat} of its nonce count (see L{check}), and gets the same
+        answer again.
     """
 
     code = None
+    stateless = False
 
     def possible(self):
         """
@@ -188,12 +203,14 @@ class FastAuthenticated(FastPart):
                 and hasattr(checker.source, "cachedHA1")
                 and hasattr(processor.store, "answersAtOnce"))
 
-    def check(self, addr, uriText, values):
+    def check(self, addr, uriText, values, flow, key):
         """
         Check a scanned REGISTER as the full path would, up to the
         decision, changing nothing.
 
         @param addr: where it came from.
+        @param flow: its transaction's L{DatagramFlow}.
+        @param key: its transaction's key.
         @param uriText: its Request-URI, as written.
         @param values: its header lines by name (the L{re.Match} of the Via
             value for C{Via}, the Digest parameters as C{(name, value)}
@@ -247,7 +264,14 @@ class FastAuthenticated(FastPart):
         issued = nonces.issued(nonce)
         nc = int(credentials.nc, 16)
         counts = authenticator._counts
-        if not counts.accepts(nonce, issued, nc):
+        # The full path gives every REGISTER over UDP a fingerprint.
+        fingerprint = requestFingerprint(
+            key, flow.remote,
+            values[b"Call-ID"][_CALL_ID:].decode("ascii"),
+            values[b"CSeq"][_CSEQ:].decode("ascii"))
+        if not counts.accepts(nonce, issued, nc) and not (
+                self.stateless
+                and counts.repeated(nonce, issued, nc, fingerprint)):
             return None
 
         # The identity (DistributionProcessor._checkIdentity): the To is
@@ -300,6 +324,7 @@ class FastAuthenticated(FastPart):
         checked.serverId = serverId
         checked.record = record
         checked.follows = follows
+        checked.fingerprint = fingerprint
         # The decision (_decided), for a REGISTER of one Via.
         checked.outcome = decide(
             1, Assignment(serverId, record.uri, record.state),
@@ -356,7 +381,8 @@ class FastAuthenticated(FastPart):
         layer._created()
         processor = self._processor
         noteRoute(processor.proxy, values.get(b"Route"), flow)
-        checked.counts.use(checked.nonce, checked.issued, checked.nc)
+        checked.counts.use(checked.nonce, checked.issued, checked.nc,
+                           checked.fingerprint)
         identity = checked.identity
         if checked.limiter is not None:
             checked.limiter.succeeded(identity.username, checked.host)
@@ -375,6 +401,7 @@ class FastRedirect(FastAuthenticated):
     """
 
     code = 301
+    stateless = True
 
     def possible(self):
         """
@@ -386,7 +413,7 @@ class FastRedirect(FastAuthenticated):
         return (processor.handover is None and processor.standby is None
                 and FastAuthenticated.possible(self))
 
-    def __call__(self, addr, uriText, values, viaText, flow=None):
+    def __call__(self, addr, uriText, values, viaText, flow, key):
         """
         Answer a scanned REGISTER, or leave it to the full path.
 
@@ -396,16 +423,16 @@ class FastRedirect(FastAuthenticated):
             value for C{Via}, the Digest parameters as C{(name, value)}
             pairs for C{Authorization}).
         @param viaText: its Via value as the response carries it.
-        @param flow: its transaction's flow (unused: a redirect keeps
-            nothing of it).
+        @param flow: its transaction's L{DatagramFlow}.
+        @param key: its transaction's key.
         @return: the bytes of the response, every side effect of the full
-            path done but the transaction's (counting the answer, sending,
-            timer J); or L{None}, nothing done.
+            path done but the transaction's (counting the answer and
+            sending it, statelessly); or L{None}, nothing done.
         """
         processor = self._processor
         if processor.handover is not None or processor.standby is not None:
             return None
-        checked = self.check(addr, uriText, values)
+        checked = self.check(addr, uriText, values, flow, key)
         if checked is None:
             return None
         if type(checked.outcome) is not Redirect:
@@ -435,4 +462,5 @@ class FastRedirect(FastAuthenticated):
         return answer("301 Moved Permanently", viaText, values,
                       [f"Server: {server.serverHeader}",
                        f"Contact: {contact}"]
-                      + signedHeaders(backup, signature))
+                      + signedHeaders(backup, signature),
+                      statelessTag(checked.credentials.response))

@@ -62,7 +62,7 @@ class FastRegister(FastAuthenticated):
         return (self._processor.registrar is not None
                 and FastAuthenticated.possible(self))
 
-    def __call__(self, addr, uriText, values, viaText, flow):
+    def __call__(self, addr, uriText, values, viaText, flow, key):
         """
         Answer a scanned REGISTER, or leave it to the full path.
 
@@ -73,6 +73,7 @@ class FastRegister(FastAuthenticated):
             pairs for C{Authorization}).
         @param viaText: its Via value as the response carries it.
         @param flow: its transaction's L{DatagramFlow}.
+        @param key: its transaction's key.
         @return: the bytes of the response, every side effect of the full
             path done but the transaction's (counting the answer, sending,
             timer J); or L{None}, nothing done.
@@ -82,7 +83,7 @@ class FastRegister(FastAuthenticated):
         contact = values.get(b"Contact")
         if registrar is None or contact is None:
             return None
-        checked = self.check(addr, uriText, values)
+        checked = self.check(addr, uriText, values, flow, key)
         if checked is None:
             return None
         if type(checked.outcome) is not Serve:

@@ -257,15 +257,17 @@ class ServerTransaction:
         after a final one, or a second final response (other than a further
         2xx to an INVITE, RFC 6026), is ignored and logged.
 
-        @param stateless: the final response is a challenge to a request
-            that carried no credentials: answered as a stateless UAS
-            answers it (RFC 3261 section 8.2.7), a non-INVITE transaction
-            over an unreliable flow ends once it is sent, keeping nothing
-            for the retransmissions of the request (each is a new request,
-            challenged with a nonce of its own).  A flood of requests
-            without credentials, whose sources may be forged, then leaves
-            no record behind for timer J.  An INVITE transaction keeps its
-            record (the ACK is absorbed there).
+        @param stateless: the final response is one that a stateless UAS
+            gives (RFC 3261 section 8.2.7): a non-INVITE transaction over
+            an unreliable flow ends once it is sent, keeping nothing for
+            the retransmissions of the request, each a new request.  A
+            challenge to a request that carried no credentials (each
+            retransmission challenged with a nonce of its own: a flood of
+            requests without credentials, whose sources may be forged,
+            leaves no record behind for timer J), or a redirect that the
+            user gives a retransmission again (a distributor's signed
+            C{301}, L{sipdist.roles.distribution}).  An INVITE transaction
+            keeps its record (the ACK is absorbed there).
         """
         state = self.state
         code = response.code
@@ -302,7 +304,8 @@ class ServerTransaction:
         answered[key] = answered.get(key, 0) + 1
         if not self._invite:
             self._state = COMPLETED
-            if self._reliable or (stateless and code in _CHALLENGES):
+            if self._reliable or (stateless and (
+                    code in _CHALLENGES or 300 <= code < 400)):
                 if self._transmit(response):
                     self._terminate()
             else:
