@@ -143,8 +143,9 @@ class NonceCounts:
 
     Beside its count, an entry keeps the I{fingerprint} of the request
     that used it, when its user gave one (a non-zero 64-bit integer: the
-    hash of the request's transaction key and of the address its answer
-    went to).  L{repeated} recognises that request again: a retransmission
+    hash of the request's transaction key, Call-ID and CSeq and of the
+    address its answer went to).  L{repeated} recognises that request
+    again: a retransmission
     of a request answered statelessly (a distributor's signed C{301}, RFC
     3261 section 8.2.7), which must get the same answer rather than be
     refused as a replay.

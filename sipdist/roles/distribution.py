@@ -565,7 +565,8 @@ class DistributionProcessor:
                 outcome, (Redirect, Proxy)) and self.handover(context,
                                                              outcome):
             outcome = Serve()
-        if isinstance(outcome, (Redirect, Proxy)):
+        transported = isinstance(outcome, (Redirect, Proxy))
+        if transported:
             outcome = self._forTransport(outcome, context)
         if getattr(context.auth, "repeat", False) \
                 and type(outcome) is not Redirect:
@@ -573,23 +574,7 @@ class DistributionProcessor:
             # not answered statelessly then: the replay it otherwise is.
             self._replayed(context)
             return
-        if (self.failover is not None and context.record is not None
-              and getattr(outcome, "code", None) == 503
-              and context.record.state == DOWN
-              and self._wouldBe(context, Proxy)):
-            # The home is marked down: to its backup, which serves the
-            # user temporarily, rather than a 503.
-            self._failOver(outcome, context)
-            return
-        elif (context.record is not None
-              and getattr(outcome, "code", None) == 503
-              and context.record.state == DOWN
-              and context.request.method == "REGISTER"
-              and self._wouldBe(context, Redirect)):
-            # Likewise for a client that follows the redirect: to its
-            # backup home rather than a 503 (it came here from discovery:
-            # its backup did not answer it, or it knew none).
-            self._redirectToBackup(outcome, context)
+        if not transported and self._homeDown(outcome, context):
             return
         if self.logDecisions:
             self._logDecision(outcome, context)
@@ -603,6 +588,30 @@ class DistributionProcessor:
             self._proxy(outcome, context)
         else:
             self._refuse(outcome, context)
+
+    def _homeDown(self, outcome, context):
+        """
+        When the decision C{outcome} is the C{503} of a user whose home is
+        marked down: send the request to the user's backup home, which
+        serves the user temporarily (failover), or redirect a client that
+        follows the redirect there, rather than answer the C{503}.
+
+        @return: whether it did.
+        """
+        record = context.record
+        if (record is None or getattr(outcome, "code", None) != 503
+                or record.state != DOWN):
+            return False
+        if self.failover is not None and self._wouldBe(context, Proxy):
+            self._failOver(outcome, context)
+            return True
+        if (context.request.method == "REGISTER"
+                and self._wouldBe(context, Redirect)):
+            # It came here from discovery: its backup did not answer it,
+            # or it knew none.
+            self._redirectToBackup(outcome, context)
+            return True
+        return False
 
     def _refuse(self, outcome, context):
         """
