@@ -61,7 +61,7 @@ class Authenticated:
 
     __slots__ = ("username", "aor", "realm", "algorithm", "nonce", "nc",
                  "cnonce", "qop", "uri", "_alg", "_sessionHA1", "repeat",
-                 "tag")
+                 "_response")
 
     def __init__(self, username, aor, realm, credentials, repeat=False):
         self.username = username
@@ -76,7 +76,12 @@ class Authenticated:
         self.uri = credentials.uri
         self._sessionHA1 = credentials.sessionHA1
         self.repeat = repeat
-        self.tag = statelessTag(credentials.response)
+        self._response = credentials.response
+
+    @property
+    def tag(self):
+        # Made when asked: only a stateless redirect uses it.
+        return statelessTag(self._response)
 
     def __repr__(self):
         return f"<Authenticated {self.aor} {self.algorithm}>"
