@@ -135,7 +135,9 @@ def patterns(iterations, counter, nursery):
     Print the bytes a match of each of bench_scan.py's lines allocates.
     """
     from bench_scan import LINES
-    from sipdist.roles.fastchallenge import _CONSTANT, _VALUES
+    from sipdist.roles.fastchallenge import _CONSTANT, _VALUES, _Reader
+    # On PyPy the lines that differ in every request are read by hand
+    # (fastchallenge.HAND_READERS): those readers are counted.
     print(f"  the scan's patterns, each matched alone "
           f"({iterations:,d} matches):")
     for client, name, value in LINES:
@@ -150,6 +152,8 @@ def patterns(iterations, counter, nursery):
             match(value)
         each = (counter.minors - before) * nursery / iterations
         every = "  every request" if name not in _CONSTANT else ""
+        if type(_VALUES[name]) is _Reader:
+            every += " (read by hand)"
         print(f"    {client:9s} {name.decode():15s} {each:>8,.0f} "
               f"bytes{every}")
 
