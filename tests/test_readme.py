@@ -30,7 +30,7 @@ class ReadmeTests(SynchronousTestCase):
         self.assertEqual(len(commands), 2, commands)
         start, test = commands
         self.assertIn("run-local", start)
-        self.assertIn("twisted.trial tests", test)
+        self.assertIn("twisted.trial -j2 tests", test)
         self.assertIn(test, commandLines(ci))
 
     def test_pypyCommand(self):
