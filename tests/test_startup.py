@@ -141,18 +141,23 @@ class TwistdProcessTests(SynchronousTestCase):
     def waitFor(self, path, text, timeout=20):
         """
         Wait (at most C{timeout} seconds) until the file at C{path} holds
-        C{text}; fail otherwise.
+        C{text}; fail otherwise.  The file may be missing for a moment
+        while the server rotates it (renamed, not yet made anew).
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if os.path.exists(path):
+            try:
                 with open(path, errors="replace") as f:
                     if text in f.read():
                         return
+            except FileNotFoundError:
+                pass
             time.sleep(0.1)
-        with open(path, errors="replace") as f:
-            self.fail(f"{text!r} not in {path} after {timeout} s:\n"
-                      f"{f.read()[-2000:]}")
+        content = ""
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                content = f.read()[-2000:]
+        self.fail(f"{text!r} not in {path} after {timeout} s:\n{content}")
 
     def test_busyPort(self):
         """
