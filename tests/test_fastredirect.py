@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 from sipdist.auth.digest import (
     ALGORITHMS, MAX_VALUE_LENGTH, computeHA1, computeResponse, sessionHA1)
 from sipdist.auth.nonce import NonceFactory
-from sipdist.roles.fastchallenge import _VALUES
+from sipdist.roles import fastchallenge
 from sipdist.roles.fastredirect import FastRedirect
 from sipdist.roles.fastregister import FastRegister
 from sipdist.sip import message as _message
@@ -764,6 +764,7 @@ def _scanned(data):
     head = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
     values = {line.partition(b": ")[0]: line for line in head}
     if b"Authorization" in values:
-        values[b"Authorization"] = _VALUES[b"Authorization"].match(
+        values[b"Authorization"] = fastchallenge._VALUES[
+            b"Authorization"].match(
             values[b"Authorization"].partition(b": ")[2])
     return values

@@ -284,6 +284,13 @@ class FastRegisterOtherScanTests(_OtherScan,
     """
 
 
+class DigestValueOtherScanTests(_OtherScan,
+                                test_fastchallenge.DigestValueTests):
+    """
+    L{test_fastchallenge.DigestValueTests} with the other scan.
+    """
+
+
 class MutatedRegisterOtherScanTests(_OtherScan,
         test_fastpath_properties.MutatedRegisterTests):
     """
