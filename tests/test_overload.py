@@ -200,6 +200,62 @@ class OverloadControlTests(SynchronousTestCase):
         self.clock.pump([0.05] * 60)
         self.assertFalse(control.shedding)
 
+    def test_backlogDraining(self):
+        """
+        A backlog over C{maxBacklog} that is smaller by a quarter of it or
+        more than at the last measurement (the process drains what a pause
+        left) neither counts towards the measurements in a row nor breaks
+        them; one that stays counts.
+        """
+        control, queued = self.queueControl()
+        self.clock.pump([0.05] * 5)
+
+        def measure(*backlogs):
+            for backlog in backlogs:
+                queued[0] = (backlog, 1000000)
+                self.clock.advance(0.05)
+
+        # The first counts; the next three drain.
+        measure(40000, 30000, 20000, 10000)
+        self.assertFalse(control.shedding)
+        self.assertEqual(control.pressure, 10000 / 5000)
+        # Less than a quarter of the threshold less: the second in a row.
+        measure(10000 - 1249)
+        self.assertFalse(control.shedding)
+        measure(20000)
+        self.assertTrue(control.shedding)
+
+    def test_backlogDrainingLate(self):
+        """
+        A backlog that drains does not hide a late event loop: the lag
+        counts as before.
+        """
+        control, queued = self.queueControl()
+        control._cpu = None
+        control.minLoad = 0.0
+        self.clock.pump([0.05] * 5)
+        for backlog in (40000, 30000, 20000):
+            queued[0] = (backlog, 1000000)
+            self.clock.advance(0.05 + 0.25)
+        self.assertTrue(control.shedding)
+
+    def test_backlogHalfBuffer(self):
+        """
+        A backlog of half the receive buffers starts shedding at the first
+        measurement: they would overflow while the control waits for two
+        more.  Less than half (here eight times C{maxBacklog}) waits.
+        """
+        control, queued = self.queueControl()
+        self.clock.pump([0.05] * 5)
+        queued[0] = (40000, 100000)
+        self.clock.advance(0.05)
+        self.assertFalse(control.shedding)
+        queued[0] = (0, 100000)
+        self.clock.pump([0.05] * 3)
+        queued[0] = (50000, 100000)
+        self.clock.advance(0.05)
+        self.assertTrue(control.shedding)
+
     def test_startRate(self):
         """
         Shedding starts by admitting 90% of the rate at which the process
@@ -415,9 +471,9 @@ class OverloadControlTests(SynchronousTestCase):
         """
         control, queued = self.queueControl()
         # The reactor is in one long turn: the clock moves, the timer does
-        # not fire.
+        # not fire, the receive buffer fills.
         self.clock.rightNow += 0.2
-        queued[0] = (50000, 1000000)
+        queued[0] = (500000, 1000000)
         protocol = FakeProtocol()
         for _ in range(64):
             control.shedDatagram(protocol, makeRequest("REGISTER").toBytes(),

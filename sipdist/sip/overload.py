@@ -25,9 +25,13 @@ can complete), then follows the measurements: above a threshold and
 rising (smoothed over a few measurements), the rate is lowered
 (multiplied by C{decrease}); above but falling, it is kept (the queue
 drains already); below, it is raised by a fraction if it held requests
-back.  A backlog of several times its threshold starts shedding at once
-(the receive buffer fills while the process waits for more
-measurements), and the lag counts only while at least C{minLoad}
+back.  A backlog over its threshold that drains (smaller by a quarter of
+the threshold than at the last measurement) neither counts nor breaks
+the run: a process that reads faster than datagrams come was held up (a
+long garbage collection, PyPy's JIT compiling a path), not given more
+than it can serve.  A backlog that fills half the receive buffers starts
+shedding at once: they would overflow while the process waits for more
+measurements.  The lag counts only while at least C{minLoad}
 transactions a second are created and, when the process's CPU time is
 measured (C{cpu}), while the process itself used at least C{minBusy} of a
 core since the last measurement: a process starved of the CPU by others
@@ -513,16 +517,28 @@ class OverloadControl(Service):
                 lagCounts = lagCounts and self.busy >= self.minBusy
             self._lastCPU = used
         pressure = lag / self.maxLag if lagCounts else 0.0
+        if self.maxTransactions is not None:
+            pressure = max(pressure, active / self.maxTransactions)
+        # Whether the pressure is only a backlog that drains, and whether
+        # the receive buffers are half full.
+        draining = full = False
         transport = self._transport
         if transport is not None:
             queued = transport.receiveQueued()
             if queued is None:
                 self._transport = None
             else:
-                self.backlog = queued[0]
-                pressure = max(pressure, self.backlog / self.maxBacklog)
-        if self.maxTransactions is not None:
-            pressure = max(pressure, active / self.maxTransactions)
+                before = self.backlog
+                self.backlog, size = queued
+                backlog = self.backlog / self.maxBacklog
+                # Smaller by a quarter of the threshold since the last
+                # measurement: the process reads faster than datagrams
+                # come; what queued them was a pause (a long collection,
+                # the JIT compiling), not more requests than it can serve.
+                draining = (pressure <= 1.0
+                            and self.backlog < before - self.maxBacklog / 4)
+                full = 2 * self.backlog >= size
+                pressure = max(pressure, backlog)
         self.pressure = pressure
         previous = self._smoothed
         self._smoothed += 0.3 * (pressure - previous)
@@ -534,17 +550,16 @@ class OverloadControl(Service):
         if shedNow:
             self._lastShedTime = now
         self._spreadRetries(shedNow / elapsed)
-        if pressure > 1.0:
-            self._over += 1
-        else:
+        if pressure <= 1.0:
             self._over = 0
+        elif not draining:
+            self._over += 1
         if self.shedding:
             self._control(now, pressure, self._smoothed > previous,
                           shedNow)
-        elif self._over >= self.samples or (
-                self._over and self.backlog > 4 * self.maxBacklog):
-            # Datagrams queued for several times the threshold are not one
-            # slow reactor turn: the receive buffer fills meanwhile.
+        elif self._over >= self.samples or (pressure > 1.0 and full):
+            # Receive buffers half full would overflow (the kernel drops
+            # what comes) while the control waits for more measurements.
             self._start(lag, active)
         if (self._reportCall is None and self.report
                 and (self.shedding
