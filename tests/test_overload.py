@@ -231,7 +231,6 @@ class OverloadControlTests(SynchronousTestCase):
         counts as before.
         """
         control, queued = self.queueControl()
-        control._cpu = None
         control.minLoad = 0.0
         self.clock.pump([0.05] * 5)
         for backlog in (40000, 30000, 20000):
@@ -255,6 +254,21 @@ class OverloadControlTests(SynchronousTestCase):
         queued[0] = (50000, 100000)
         self.clock.advance(0.05)
         self.assertTrue(control.shedding)
+
+    def test_noDatagramPort(self):
+        """
+        A server without a UDP port (no receive buffer: C{(0, 0)}) has no
+        backlog to start shedding at once for: one slow reactor turn is
+        still not an overload.
+        """
+        control, queued = self.queueControl()
+        control.minLoad = 0.0
+        queued[0] = (0, 0)
+        self.clock.pump([0.05] * 5)
+        self.clock.advance(0.05 + 0.25)
+        self.assertFalse(control.shedding)
+        self.clock.pump([0.05] * 2 + [0.05 + 0.25])
+        self.assertFalse(control.shedding)
 
     def test_startRate(self):
         """

@@ -142,9 +142,9 @@ class _DigestValue:
 # (see HAND_READERS), whose regular expression engine allocates its state
 # afresh for every match: 1.1 KB for a Call-ID, 4.8 KB for a From, 21 KB
 # for SIPp's Authorization value; together some 27 of the 62 KB a signed
-# 301 wrote into PyPy's nursery.  CPython's engine allocates nothing and is the faster
-# there (the readers' class tests by a translation table cost 0.4 us a
-# value on CPython, 0.06 on PyPy); it keeps the patterns.
+# 301 wrote into PyPy's nursery.  CPython's engine allocates nothing and
+# is the faster there (the readers' class tests by a translation table
+# cost 0.4 us a value on CPython, 0.06 on PyPy); it keeps the patterns.
 _TOKEN_CHARS = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                 b"0123456789.!%*_+`'~-")
 

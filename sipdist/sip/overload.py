@@ -537,7 +537,8 @@ class OverloadControl(Service):
                 # the JIT compiling), not more requests than it can serve.
                 draining = (pressure <= 1.0
                             and self.backlog < before - self.maxBacklog / 4)
-                full = 2 * self.backlog >= size
+                # (No UDP port: no buffer, nothing in it.)
+                full = backlog > 1.0 and 2 * self.backlog >= size
                 pressure = max(pressure, backlog)
         self.pressure = pressure
         previous = self._smoothed
@@ -557,7 +558,7 @@ class OverloadControl(Service):
         if self.shedding:
             self._control(now, pressure, self._smoothed > previous,
                           shedNow)
-        elif self._over >= self.samples or (pressure > 1.0 and full):
+        elif self._over >= self.samples or full:
             # Receive buffers half full would overflow (the kernel drops
             # what comes) while the control waits for more measurements.
             self._start(lag, active)
