@@ -15,6 +15,7 @@ from sipdist.services.bindings import BindingsJournal
 from sipdist.services.registrar import Registrar
 from sipdist.sip.message import parseMessage
 from tests.test_roles import registerBytes
+from tests.test_startup import waitForLog
 
 
 class FakeFlow:
@@ -418,24 +419,8 @@ class RestartProcessTests(SynchronousTestCase):
             f"--store=file:{self.store}", f"--secret-file={self.secret}",
             "--credentials=memory:alice:pa,bob:pb",
             f"--bindings-file={self.bindings}", *extra)
-        self.waitFor(log, "listening on")
+        waitForLog(self, log, "listening on")
         return process
-
-    def waitFor(self, path, text, timeout=20):
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.path.exists(path):
-                with open(path, errors="replace") as f:
-                    if text in f.read():
-                        return
-            time.sleep(0.05)
-        content = ""
-        if os.path.exists(path):
-            with open(path, errors="replace") as f:
-                content = f.read()[-2000:]
-        self.fail(f"{text!r} not in {path} after {timeout} s:\n{content}")
 
     def restart(self, signalNumber, *extra, flushed=True):
         from tests.test_startup import freeUDPPort
@@ -461,18 +446,18 @@ class RestartProcessTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
         if signalNumber == signal.SIGKILL and flushed:
             # What a flush wrote survives a kill.
-            self.waitFor(self.bindings, "alice@example.com")
+            waitForLog(self, self.bindings, "alice@example.com")
         home.send_signal(signalNumber)
         home.wait(timeout=20)
         log = os.path.join(base, "log2")
         self.startHome(port, log, *extra)
         if not flushed:
-            self.waitFor(log, "restored 0 bindings of 0 users")
+            waitForLog(self, log, "restored 0 bindings of 0 users")
             bob = RawUser(self, "bob", "pb", port)
             response = bob.request("MESSAGE", alice.aor)
             self.assertEqual(response.code, 480)
             return
-        self.waitFor(log, "restored 1 bindings of 1 users")
+        waitForLog(self, log, "restored 1 bindings of 1 users")
 
         # Bob's MESSAGE is challenged; its answer goes on to alice's
         # binding from before the restart.

@@ -75,6 +75,28 @@ def spawnTwistd(case, *args):
     return process
 
 
+def waitForLog(case, path, text, timeout=20):
+    """
+    Wait (at most C{timeout} seconds) until the log file at C{path} holds
+    C{text}; fail C{case} otherwise.  The file may be missing for a moment
+    while the server rotates it (renamed, not yet made anew).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, errors="replace") as f:
+                if text in f.read():
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    content = ""
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            content = f.read()[-2000:]
+    case.fail(f"{text!r} not in {path} after {timeout} s:\n{content}")
+
+
 def freeUDPPort():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -137,27 +159,6 @@ class TwistdProcessTests(SynchronousTestCase):
 
         self.addCleanup(cleanup)
         return process
-
-    def waitFor(self, path, text, timeout=20):
-        """
-        Wait (at most C{timeout} seconds) until the file at C{path} holds
-        C{text}; fail otherwise.  The file may be missing for a moment
-        while the server rotates it (renamed, not yet made anew).
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with open(path, errors="replace") as f:
-                    if text in f.read():
-                        return
-            except FileNotFoundError:
-                pass
-            time.sleep(0.1)
-        content = ""
-        if os.path.exists(path):
-            with open(path, errors="replace") as f:
-                content = f.read()[-2000:]
-        self.fail(f"{text!r} not in {path} after {timeout} s:\n{content}")
 
     def test_busyPort(self):
         """
@@ -235,15 +236,15 @@ class TwistdProcessTests(SynchronousTestCase):
         process = self.start("--logfile", log, "sipdist", "--name=h",
                              f"--listen=udp:{port}:interface=127.0.0.1",
                              f"--credentials=file:{users}")
-        self.waitFor(log, "listening on")
+        waitForLog(self, log, "listening on")
         process.send_signal(signal.SIGHUP)
-        self.waitFor(log, "reload: nothing changed")
+        waitForLog(self, log, "reload: nothing changed")
         # Inode, size and time all differ: a new file replaced the old.
         passwd(users, "alice", "new")
         passwd(users, "bob", "b")
         process.send_signal(signal.SIGHUP)
-        self.waitFor(log, "reload: credentials")
-        self.waitFor(log, "reloaded credentials")
+        waitForLog(self, log, "reload: credentials")
+        waitForLog(self, log, "reloaded credentials")
         self.assertIsNone(process.poll())
         self.assertTrue(options(port).startswith(b"SIP/2.0 200"))
 
@@ -265,7 +266,7 @@ class TwistdProcessTests(SynchronousTestCase):
         process = self.start("--logfile", log, "sipdist", "--name=h",
                              "--log-keep=2",
                              f"--listen=udp:{port}:interface=127.0.0.1")
-        self.waitFor(log, "listening on")
+        waitForLog(self, log, "listening on")
         process.terminate()
         process.communicate(timeout=30)
         self.assertEqual(sorted(os.listdir(directory)),
