@@ -82,3 +82,64 @@ def applyJITParameters(text, jit=None):
             return False
     jit.set_param(text)
     return True
+
+
+class CompiledCode:
+    """
+    The machine code PyPy's JIT has compiled in this process, counted by
+    its compile hook (one per process: installing it replaces any other,
+    such as a profiler's).  A measurement of the load during which the JIT
+    compiled much is a compile pause, not work (L{sipdist.sip.overload}).
+
+    @ivar bytes: bytes of machine code compiled since the hook was
+        installed (loops and bridges).
+    @ivar compilations: loops and bridges compiled since then.
+    """
+
+    def __init__(self):
+        self.bytes = 0
+        self.compilations = 0
+
+    def __call__(self):
+        """
+        @return: L{bytes}.
+        """
+        return self.bytes
+
+    def compiled(self, info):
+        """
+        The compile hook: called by the JIT with each loop or bridge it has
+        compiled (a C{pypyjit.JitLoopInfo}).
+        """
+        self.bytes += info.asmlen
+        self.compilations += 1
+
+
+_compiledCode = []
+
+
+def compiledCode(jit=None):
+    """
+    The process's L{CompiledCode}, its hook installed at the first call.
+
+    @param jit: the C{pypyjit} module, or a fake of it; by default the
+        interpreter's, if it has one.
+    @return: the L{CompiledCode}, or C{None} on an interpreter without a
+        JIT (CPython).
+    """
+    if jit is None:
+        if _compiledCode:
+            return _compiledCode[0]
+        try:
+            import pypyjit as jit
+        except ImportError:
+            return None
+        code = CompiledCode()
+        # Without the operations: the hook is called with the size only,
+        # at no cost to the compiling.
+        jit.set_compile_hook(code.compiled, operations=False)
+        _compiledCode.append(code)
+        return code
+    code = CompiledCode()
+    jit.set_compile_hook(code.compiled, operations=False)
+    return code

@@ -27,6 +27,7 @@ from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 import sipdist
+from sipdist.jitparams import compiledCode
 from sipdist.logs import LogLimiter
 from sipdist.interfaces import ITransactionUser
 from sipdist.pool.status import installStatus
@@ -316,7 +317,7 @@ def buildServer(config, reactor, store=None, checker=None):
         retryAfter=config.get("overload-retry-after", 2),
         maxSpread=config.get("overload-retry-spread", 30),
         maxBacklog=config.get("overload-backlog", 262144),
-        cpu=time.process_time)
+        cpu=time.process_time, compiled=compiledCode())
     overload.watch(server.failureLog)
     transportService = TransportService(
         transport, listen, config.get("tls-server-options"))

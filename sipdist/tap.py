@@ -147,7 +147,8 @@ PARAMETERS = [
      "Bytes of datagrams waiting in the UDP receive buffers (Linux; about "
      "1.3 KB a datagram) above which, 3 times in a row, the server is "
      "overloaded, as with --overload-lag (a backlog that drains does not "
-     "count; one of half the buffers counts at once)."),
+     "count, nor on PyPy one measured while its JIT compiled 16 KB or "
+     "more; one of half the buffers counts at once)."),
     ("overload-transactions", None, 10000, _positiveInt,
      "Transactions in progress (still waiting for their final response) "
      "above which the server is overloaded, as with --overload-lag."),

@@ -6,7 +6,8 @@ Tests for L{sipdist.jitparams} and C{--pypy-jit}.
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.jitparams import (
-    DEFAULT, applyJITParameters, parseJITParameters)
+    DEFAULT, CompiledCode, applyJITParameters, compiledCode,
+    parseJITParameters)
 from sipdist.tap import Options
 
 
@@ -119,3 +120,89 @@ class OptionTests(SynchronousTestCase):
         options = Options()
         self.assertRaises(UsageError, options.parseOptions,
                           ["--role=distributor", "--pypy-jit=warp=9"])
+
+
+class FakeLoopInfo:
+    """
+    What the JIT gives its compile hook: a C{pypyjit.JitLoopInfo}'s size.
+    """
+
+    def __init__(self, asmlen):
+        self.asmlen = asmlen
+
+
+class FakeHookJIT:
+    """
+    The C{pypyjit} module's C{set_compile_hook}, recording the hook.
+    """
+
+    def __init__(self):
+        self.hooks = []
+
+    def set_compile_hook(self, hook, operations=True):
+        self.hooks.append((hook, operations))
+
+
+class CompiledCodeTests(SynchronousTestCase):
+    """
+    L{compiledCode} counts the machine code the JIT compiles through its
+    compile hook.
+    """
+
+    def test_counts(self):
+        """
+        The hook, installed without the operations, adds up the sizes of
+        what is compiled; the counter gives the total.
+        """
+        jit = FakeHookJIT()
+        code = compiledCode(jit)
+        self.assertIsInstance(code, CompiledCode)
+        [(hook, operations)] = jit.hooks
+        self.assertFalse(operations)
+        self.assertEqual(code(), 0)
+        hook(FakeLoopInfo(1000))
+        hook(FakeLoopInfo(24))
+        self.assertEqual((code(), code.bytes, code.compilations),
+                         (1024, 1024, 2))
+
+    def test_realModule(self):
+        """
+        Without a module given: on PyPy, one counter per process, its hook
+        installed once, counting what the JIT compiles (a loop run often
+        enough); on CPython, none.
+        """
+        try:
+            import pypyjit  # noqa: F401
+        except ImportError:
+            self.assertIsNone(compiledCode())
+            return
+        code = compiledCode()
+        self.assertIs(compiledCode(), code)
+        before = code()
+
+        def loop(n):
+            total = 0
+            for i in range(n):
+                total += i * 7 % 11
+            return total
+
+        loop(100000)
+        self.assertGreater(code(), before)
+
+    def test_server(self):
+        """
+        A server's overload control reads the process's counter (none on
+        CPython).
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from sipdist.server import buildServer
+        from sipdist.store.memory import MemoryAssignmentStore
+
+        service = buildServer(
+            {"role": "home", "name": "home1", "domain": "example.com",
+             "listen": [], "credentials": "memory:alice:secret",
+             "secret": "0123456789abcdef0123"},
+            MemoryReactorClock(), store=MemoryAssignmentStore())
+        self.assertIs(service.transactions.overload._compiled,
+                      compiledCode())

@@ -270,6 +270,129 @@ class OverloadControlTests(SynchronousTestCase):
         self.clock.pump([0.05] * 2 + [0.05 + 0.25])
         self.assertFalse(control.shedding)
 
+    def compilingControl(self):
+        """
+        A L{queueControl} that reads the machine code compiled from
+        C{compiled[0]} (bytes, cumulative), at the default C{minCompiled}.
+
+        @return: C{(control, queued, measure)}: C{measure(backlog,
+            compiledNow)} sets the backlog and adds C{compiledNow} bytes,
+            then lets one measurement run.
+        """
+        queued = [(0, 1000000)]
+        compiled = [1000000]
+        transport = type("Transport", (), {
+            "receiveQueued": lambda self: queued[0]})()
+        control = OverloadControl(self.clock, self.layer, transport=transport,
+                                  maxBacklog=5000, minRate=0.0, trim=None,
+                                  compiled=lambda: compiled[0])
+        control.startService()
+        self.addCleanup(control.stopService)
+        self.clock.pump([0.05] * 5)
+
+        def measure(backlog, compiledNow=0, step=0.05):
+            queued[0] = (backlog, 1000000)
+            compiled[0] += compiledNow
+            self.clock.advance(step)
+
+        return control, queued, measure
+
+    def test_compilePause(self):
+        """
+        A measurement above a threshold after which the JIT compiled at
+        least C{minCompiled} bytes (16 KB by default) is a compile pause:
+        it neither counts towards the measurements in a row nor breaks
+        them, and is counted in C{compilePauses}.
+        """
+        control, queued, measure = self.compilingControl()
+        self.assertEqual(control.minCompiled, 16384)
+        measure(40000, 16384)
+        measure(50000, 40000)
+        measure(60000, 20000)
+        self.assertFalse(control.shedding)
+        self.assertEqual(control.compilePauses, 3)
+        self.assertEqual(control.stats()["compile_pauses"], 3)
+        # Then two without compiling: the run is 2 long, not broken.
+        measure(60000)
+        measure(60000)
+        self.assertFalse(control.shedding)
+        measure(60000, 16384)
+        self.assertFalse(control.shedding)
+        measure(60000)
+        self.assertTrue(control.shedding)
+
+    def test_compilePauseLate(self):
+        """
+        A compile pause hides a late event loop too.
+        """
+        control, queued, measure = self.compilingControl()
+        control.minLoad = 0.0
+        for _ in range(5):
+            measure(0, 50000, 0.05 + 0.25)
+        self.assertFalse(control.shedding)
+        self.assertEqual(control.compilePauses, 5)
+        for _ in range(3):
+            measure(0, 0, 0.05 + 0.25)
+        self.assertTrue(control.shedding)
+
+    def test_compilePauseShedding(self):
+        """
+        While shedding, a compile pause does not lower the rate admitted,
+        however the backlog rises; a measurement that rises without one
+        does.
+        """
+        control, queued, measure = self.compilingControl()
+        control.limit(1000.0)
+        measure(40000, 50000)
+        measure(80000, 50000)
+        self.assertEqual(control.admitRate, 1000.0)
+        measure(160000)
+        self.assertEqual(control.admitRate, 900.0)
+
+    def test_compiledLittle(self):
+        """
+        Less than C{minCompiled} bytes compiled since the last measurement
+        (the small bridges of a server long warm) is not a pause: the
+        measurement counts.
+        """
+        control, queued, measure = self.compilingControl()
+        for _ in range(3):
+            measure(40000, 16383)
+        self.assertTrue(control.shedding)
+        self.assertEqual(control.compilePauses, 0)
+
+    def test_compilingBelowThreshold(self):
+        """
+        Compiling below every threshold is not a pause either (nothing to
+        excuse): it is not counted.
+        """
+        control, queued, measure = self.compilingControl()
+        measure(1000, 50000)
+        self.assertEqual(control.compilePauses, 0)
+        self.assertFalse(control.shedding)
+
+    def test_compilingHalfBuffer(self):
+        """
+        A backlog of half the receive buffers starts shedding at once,
+        compiling or not.
+        """
+        control, queued, measure = self.compilingControl()
+        measure(500000, 50000)
+        self.assertTrue(control.shedding)
+
+    def test_compiledNotMeasured(self):
+        """
+        Without C{compiled} (CPython: no JIT) nothing is excused and no
+        pause counted.
+        """
+        control, queued = self.queueControl()
+        self.clock.pump([0.05] * 5)
+        for _ in range(3):
+            queued[0] = (40000, 1000000)
+            self.clock.advance(0.05)
+        self.assertTrue(control.shedding)
+        self.assertEqual(control.stats()["compile_pauses"], 0)
+
     def test_startRate(self):
         """
         Shedding starts by admitting 90% of the rate at which the process

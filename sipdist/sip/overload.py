@@ -29,9 +29,15 @@ back.  A backlog over its threshold that drains (smaller by a quarter of
 the threshold than at the last measurement) neither counts nor breaks
 the run: a process that reads faster than datagrams come was held up (a
 long garbage collection, PyPy's JIT compiling a path), not given more
-than it can serve.  A backlog that fills half the receive buffers starts
-shedding at once: they would overflow while the process waits for more
-measurements.  The lag counts only while at least C{minLoad}
+than it can serve.  Nor does a measurement above a threshold after which
+PyPy's JIT compiled more than C{minCompiled} bytes of machine code
+(C{compiled}): a server that has just opened its ports, or meets a new
+turn of its traffic, compiles for a second or so even after a warm-up
+(the real traffic takes branches the warm-up's did not), its backlog
+rising meanwhile, and runs faster once compiled; while shedding, such a
+measurement does not lower the admitted rate.  A backlog that fills
+half the receive buffers starts shedding at once, compiling or not: they
+would overflow while the process waits for more measurements.  The lag counts only while at least C{minLoad}
 transactions a second are created and, when the process's CPU time is
 measured (C{cpu}), while the process itself used at least C{minBusy} of a
 core since the last measurement: a process starved of the CPU by others
@@ -370,6 +376,14 @@ class OverloadControl(Service):
     @param minBusy: with C{cpu}, the lag counts only when the process used
         at least this fraction of a core since the last measurement (else
         it waits for the CPU others use).
+    @param compiled: a callable giving the bytes of machine code a JIT has
+        compiled in this process (L{sipdist.jitparams.CompiledCode}), or
+        C{None}: not measured (CPython, which has no JIT).
+    @param minCompiled: with C{compiled}, a measurement after which the
+        JIT compiled at least this many bytes (some 10 to 20 ms of
+        compiling) is a compile pause: above a threshold, it neither counts
+        nor breaks the run, and while shedding it does not lower the rate
+        admitted.
     @param hold: seconds without a request shed, below every threshold,
         after which shedding stops.
     @param retryAfter: the C{Retry-After} of the C{503} (s), the least one
@@ -398,6 +412,8 @@ class OverloadControl(Service):
     @ivar spread: the C{Retry-After} values given now are C{retryAfter} to
         C{retryAfter + spread}.
     @ivar episodes: how many times shedding started (cumulative).
+    @ivar compilePauses: measurements above a threshold that were compile
+        pauses (cumulative).
     """
 
     _log = Logger()
@@ -407,7 +423,7 @@ class OverloadControl(Service):
                  interval=0.05, samples=3, decrease=0.9, increase=0.03,
                  minRate=20.0, minLoad=50.0, hold=1.0, retryAfter=2,
                  report=10.0, trim=_mallocTrim(), cpu=None, minBusy=0.5,
-                 maxSpread=30):
+                 maxSpread=30, compiled=None, minCompiled=16384):
         self._reactor = reactor
         self._layer = layer
         self.maxLag = maxLag
@@ -433,6 +449,10 @@ class OverloadControl(Service):
         self._lastCPU = None
         self.minBusy = minBusy
         self.busy = None
+        self._compiled = compiled
+        self.minCompiled = minCompiled
+        self._lastCompiled = None if compiled is None else compiled()
+        self.compilePauses = 0
         self.lag = 0.0
         self.pressure = 0.0
         self.shedding = False
@@ -517,6 +537,13 @@ class OverloadControl(Service):
                 lagCounts = lagCounts and self.busy >= self.minBusy
             self._lastCPU = used
         pressure = lag / self.maxLag if lagCounts else 0.0
+        # Whether the JIT compiled code since the last measurement, enough
+        # for its compiling to have held the process up.
+        compiling = False
+        if self._compiled is not None:
+            total = self._compiled()
+            compiling = total - self._lastCompiled >= self.minCompiled
+            self._lastCompiled = total
         if self.maxTransactions is not None:
             pressure = max(pressure, active / self.maxTransactions)
         # Whether the pressure is only a backlog that drains, and whether
@@ -553,10 +580,17 @@ class OverloadControl(Service):
         self._spreadRetries(shedNow / elapsed)
         if pressure <= 1.0:
             self._over = 0
+        elif compiling:
+            # The compiling, not the requests, held the process up; once
+            # compiled the path runs faster than before.
+            self.compilePauses += 1
         elif not draining:
             self._over += 1
         if self.shedding:
-            self._control(now, pressure, self._smoothed > previous,
+            # A compile pause does not lower the rate admitted: the
+            # requests did not hold the process up.
+            self._control(now, pressure,
+                          self._smoothed > previous and not compiling,
                           shedNow)
         elif self._over >= self.samples or full:
             # Receive buffers half full would overflow (the kernel drops
@@ -852,4 +886,5 @@ class OverloadControl(Service):
                 "backlog": self.backlog,
                 "shed": self.shed, "episodes": self.episodes,
                 "retry_spread": self.spread,
-                "busy": None if self.busy is None else round(self.busy, 3)}
+                "busy": None if self.busy is None else round(self.busy, 3),
+                "compile_pauses": self.compilePauses}
