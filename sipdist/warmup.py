@@ -70,6 +70,10 @@ _USER_AGENT = "sipdist-warmup"
 _USERS = tuple(f"warmup-{number}" for number in range(30))
 # Requests sent at a time: about as many as a wake-up reads under load.
 _BURST = 16
+# The share of the logins (the last ones) run while the throwaway server
+# sheds, and the share of the rate it admits then.
+_SHEDDING = 0.2
+_ADMITTED = 0.5
 
 
 def _foreign(number):
@@ -304,7 +308,8 @@ class _Client:
     the C{401}s, counts the final answers, and sends the next requests.
     """
 
-    def __init__(self, reactor, role, domain, target, logins, password):
+    def __init__(self, reactor, role, domain, target, logins, password,
+                 overload=None, shedding=_SHEDDING):
         self.reactor = reactor
         self.role = role
         self.domain = domain
@@ -317,6 +322,14 @@ class _Client:
         self.host, self.port = self.socket.getsockname()
         self.sent = 0
         self.done = 0
+        # The server's overload control, told to shed from login
+        # shedFrom on; logins ended by a 503 then.
+        self.overload = overload
+        self.shedFrom = logins - int(logins * shedding) \
+            if overload is not None else logins
+        self.overloaded = False
+        self.shed = 0
+        self.began = None
         self.answered = 0
         self.error = None
         self.followUps = []
@@ -376,6 +389,8 @@ class _Client:
         user: a refresh must not overtake the one before it), up to a
         burst.
         """
+        if self.began is None:
+            self.began = self.reactor.seconds()
         burst = self.followUps[:_BURST]
         del self.followUps[:_BURST]
         busy = {self.user(call) for call, _ in self.underWay.values()}
@@ -384,6 +399,8 @@ class _Client:
             user = self.user(call)
             if user in busy:
                 break
+            if call == self.shedFrom:
+                self.startShedding()
             busy.add(user)
             cseq = self.firstCSeq(call)
             self.underWay[self.callId(call)] = (call, cseq)
@@ -407,6 +424,19 @@ class _Client:
             return
         self.send()
 
+    def startShedding(self):
+        """
+        Have the server shed, admitting about half the requests it has
+        answered per second so far (its control then raises the rate as
+        it sheds without being loaded): the paths of an overloaded server
+        (the 503 of a datagram not parsed, the admission of those let
+        through) are compiled too, not under a real server's first
+        overload.
+        """
+        self.overloaded = True
+        elapsed = max(self.reactor.seconds() - self.began, 1e-3)
+        self.overload.limit(_ADMITTED * self.answered / elapsed)
+
     def answer(self, data):
         try:
             answer = parseMessage(data)
@@ -419,6 +449,13 @@ class _Client:
             self.error = f"an answer to no login: {data[:40]!r}"
             return False
         if code == 100:
+            return True
+        if code == 503 and self.overloaded:
+            # Shed: the login ends there (a client would come back after
+            # the Retry-After).
+            self.shed += 1
+            self.done += 1
+            del self.underWay[callId]
             return True
         user = self.user(call)
         if code == 401 and cseq == first:
@@ -443,16 +480,20 @@ class _Client:
 
 
 def _drive(service, address, scratch, role, logins, password,
-           timeout=60.0):
+           timeout=60.0, shedding=_SHEDDING):
     """
     Run the throwaway reactor with the client until the logins are done,
     something unexpected is answered, nothing is answered for 2 s, or
     C{timeout} seconds have passed.
 
+    @param shedding: the share of the logins, the last ones, run while
+        the server sheds (each ends at its C{401} and C{200} or C{301},
+        or at a C{503}).
     @return: C{(logins completed, error or None)}.
     """
     client = _Client(scratch, role, service.server.domain, address, logins,
-                     password)
+                     password, overload=service.transactions.overload,
+                     shedding=shedding)
     progress = [-1]
 
     def watch():

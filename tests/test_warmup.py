@@ -152,11 +152,58 @@ class WarmUpTests(SynchronousTestCase):
                 return answered
             transport.fastPath = counted
             done, error = warmup._drive(service, address, scratch, role,
-                                        logins, "pw")
+                                        logins, "pw", shedding=0.0)
             self.assertEqual((done, error), (logins, None))
             self.assertEqual(
                 (taken.count(True), taken.count(False)),
                 (2 * logins - full, full), role)
+
+    def test_shedding(self):
+        """
+        The last fifth of the logins run while the throwaway server sheds
+        (the paths of an overloaded server are compiled too): some end at
+        a 503, answered from the datagram's bytes, and the warm-up counts
+        them done; the others complete; the first four fifths see no 503.
+        """
+        clients = []
+        Base = warmup._Client
+
+        class Client(Base):
+            def __init__(self, *args, **kwargs):
+                Base.__init__(self, *args, **kwargs)
+                clients.append(self)
+
+            def startShedding(self):
+                self.shedBefore = self.shed
+                Base.startShedding(self)
+
+        self.patch(warmup, "_Client", Client)
+        scratch = type(reactor)()
+        self.addCleanup(warmup._closeReactor, scratch)
+        service, address = warmup._throwawayServer(
+            parse("--role=home", "--name=home1"), scratch,
+            self.scratch.path, "pw")
+        self.addCleanup(service.stopService)
+        overload = service.transactions.overload
+        done, error = warmup._drive(service, address, scratch, "home", 300,
+                                    "pw")
+        self.assertEqual((done, error), (300, None))
+        [client] = clients
+        self.assertEqual(client.shedFrom, 240)
+        self.assertEqual(client.shedBefore, 0)
+        self.assertGreater(client.shed, 0)
+        self.assertLess(client.shed, 60)
+        self.assertEqual(overload.shed, client.shed)
+        self.assertEqual(overload.episodes, 1)
+
+    def test_sheddingNone(self):
+        """
+        Without an overload control to tell, nothing is shed.
+        """
+        client = warmup._Client(reactor, "home", "example.com",
+                                ("127.0.0.1", 9), 100, "pw")
+        self.addCleanup(client.socket.close)
+        self.assertEqual(client.shedFrom, 100)
 
     def test_shapes(self):
         """
@@ -207,6 +254,13 @@ class WarmUpTests(SynchronousTestCase):
             client.error = None
             self.assertFalse(client.answer(answer))
             self.assertTrue(client.error.startswith(error), client.error)
+        # A 503 is not expected while the server does not shed.
+        client.error = None
+        self.assertFalse(client.answer(
+            b"SIP/2.0 503 Service Unavailable\r\nCall-ID: 4-warmup\r\n"
+            b"CSeq: 2 REGISTER\r\n\r\n"))
+        self.assertTrue(client.error.startswith(
+            "unexpected answer b'SIP/2.0 503"), client.error)
         self.assertEqual(client.done, 0)
         self.assertTrue(client.answer(
             b"SIP/2.0 200 OK\r\nCall-ID: 4-warmup\r\n"
