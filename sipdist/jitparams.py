@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_jitparams -*-
 """
-The parameters of PyPy's JIT a server sets when it starts (C{--pypy-jit}).
+The parameters of PyPy's JIT a server sets when it starts (C{--pypy-jit}),
+and the count of the machine code it compiles (L{compiledCode}, which the
+overload control reads).
 
 PyPy compiles a code path only after it has run it a number of times
 (C{threshold}: 1039 loop iterations, C{function_threshold}: 1619 calls),

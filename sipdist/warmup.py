@@ -31,6 +31,12 @@ settings before the real server opens its ports, in the same process:
     C{301} (at a distributor; at a home, for one user in ten, assigned
     to the other server of its store) or the registrar's C{200}.  Its
     password is random, made for the warm-up.
+  - the last fifth of the logins run while the throwaway server sheds
+    (its overload control told to admit half the rate it answered until
+    then, which it raises as it sheds without being loaded): the C{503}
+    answered from a datagram's bytes and the admission of the requests
+    let through are compiled too, not under the real server's first
+    overload.  A C{503} ends a login then.
 
 Both servers of the throwaway store are the throwaway server itself, so
 that whatever probes them sends nothing elsewhere.  The warm-up stops at

@@ -30,20 +30,21 @@ the threshold than at the last measurement) neither counts nor breaks
 the run: a process that reads faster than datagrams come was held up (a
 long garbage collection, PyPy's JIT compiling a path), not given more
 than it can serve.  Nor does a measurement above a threshold after which
-PyPy's JIT compiled more than C{minCompiled} bytes of machine code
+PyPy's JIT compiled at least C{minCompiled} bytes of machine code
 (C{compiled}): a server that has just opened its ports, or meets a new
 turn of its traffic, compiles for a second or so even after a warm-up
 (the real traffic takes branches the warm-up's did not), its backlog
 rising meanwhile, and runs faster once compiled; while shedding, such a
 measurement does not lower the admitted rate.  A backlog that fills
 half the receive buffers starts shedding at once, compiling or not: they
-would overflow while the process waits for more measurements.  The lag counts only while at least C{minLoad}
-transactions a second are created and, when the process's CPU time is
-measured (C{cpu}), while the process itself used at least C{minBusy} of a
-core since the last measurement: a process starved of the CPU by others
-(a shared machine, a herd of clients on the same host) is late without
-being overloaded by its requests, and shedding them would not give it the
-CPU back; its backlog still counts.  The process thus completes about
+would overflow while the process waits for more measurements.  The lag
+counts only while at least C{minLoad} transactions a second are created
+and, when the process's CPU time is measured (C{cpu}), while the process
+itself used at least C{minBusy} of a core since the last measurement: a
+process starved of the CPU by others (a shared machine, a herd of
+clients on the same host) is late without being overloaded by its
+requests, and shedding them would not give it the CPU back; its backlog
+still counts.  The process thus completes about
 what it can and sheds only the excess.  Shedding stops C{hold} seconds
 after the last request shed, once the measurements are below the
 thresholds.
