@@ -78,12 +78,22 @@ def applyJITParameters(text, jit=None):
     if text == "default":
         return False
     if jit is None:
-        try:
-            import pypyjit as jit
-        except ImportError:
+        jit = _interpreterJIT()
+        if jit is None:
             return False
     jit.set_param(text)
     return True
+
+
+def _interpreterJIT():
+    """
+    The interpreter's C{pypyjit} module, or C{None} (CPython).
+    """
+    try:
+        import pypyjit
+    except ImportError:
+        return None
+    return pypyjit
 
 
 class CompiledCode:
@@ -95,12 +105,10 @@ class CompiledCode:
 
     @ivar bytes: bytes of machine code compiled since the hook was
         installed (loops and bridges).
-    @ivar compilations: loops and bridges compiled since then.
     """
 
     def __init__(self):
         self.bytes = 0
-        self.compilations = 0
 
     def __call__(self):
         """
@@ -114,7 +122,6 @@ class CompiledCode:
         compiled (a C{pypyjit.JitLoopInfo}).
         """
         self.bytes += info.asmlen
-        self.compilations += 1
 
 
 _compiledCode = []
@@ -124,24 +131,18 @@ def compiledCode(jit=None):
     """
     The process's L{CompiledCode}, its hook installed at the first call.
 
-    @param jit: the C{pypyjit} module, or a fake of it; by default the
-        interpreter's, if it has one.
+    @param jit: by default the interpreter's C{pypyjit} module, if it has
+        one; given (a fake of it, in tests), a new counter hooked into it.
     @return: the L{CompiledCode}, or C{None} on an interpreter without a
         JIT (CPython).
     """
     if jit is None:
-        if _compiledCode:
-            return _compiledCode[0]
-        try:
-            import pypyjit as jit
-        except ImportError:
-            return None
-        code = CompiledCode()
-        # Without the operations: the hook is called with the size only,
-        # at no cost to the compiling.
-        jit.set_compile_hook(code.compiled, operations=False)
-        _compiledCode.append(code)
-        return code
+        if not _compiledCode:
+            jit = _interpreterJIT()
+            _compiledCode.append(None if jit is None else compiledCode(jit))
+        return _compiledCode[0]
     code = CompiledCode()
+    # Without the operations: the hook is called with the size only, at no
+    # cost to the compiling.
     jit.set_compile_hook(code.compiled, operations=False)
     return code

@@ -333,9 +333,8 @@ class _Client:
         self.overload = overload
         self.shedFrom = logins - int(logins * shedding) \
             if overload is not None else logins
-        self.overloaded = False
         self.shed = 0
-        self.began = None
+        self.began = reactor.seconds()
         self.answered = 0
         self.error = None
         self.followUps = []
@@ -395,8 +394,6 @@ class _Client:
         user: a refresh must not overtake the one before it), up to a
         burst.
         """
-        if self.began is None:
-            self.began = self.reactor.seconds()
         burst = self.followUps[:_BURST]
         del self.followUps[:_BURST]
         busy = {self.user(call) for call, _ in self.underWay.values()}
@@ -439,7 +436,6 @@ class _Client:
         through) are compiled too, not under a real server's first
         overload.
         """
-        self.overloaded = True
         elapsed = max(self.reactor.seconds() - self.began, 1e-3)
         self.overload.limit(_ADMITTED * self.answered / elapsed)
 
@@ -456,7 +452,7 @@ class _Client:
             return False
         if code == 100:
             return True
-        if code == 503 and self.overloaded:
+        if code == 503 and self.sent > self.shedFrom:
             # Shed: the login ends there (a client would come back after
             # the Retry-After).
             self.shed += 1
