@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_jitparams -*-
 """
 The parameters of PyPy's JIT a server sets when it starts (C{--pypy-jit}),
-and the count of the machine code it compiles (L{compiledCode}, which the
-overload control reads).
+the count of the machine code it compiles (L{compiledCode}, which the
+overload control reads), and the functions it compiles apart from their
+callers (L{compiledApart}).
 
 PyPy compiles a code path only after it has run it a number of times
 (C{threshold}: 1039 loop iterations, C{function_threshold}: 1619 calls),
@@ -83,6 +84,32 @@ def applyJITParameters(text, jit=None):
             return False
     jit.set_param(text)
     return True
+
+
+def compiledApart(function, jit=None):
+    """
+    Have PyPy's JIT compile C{function} on its own instead of inlining it
+    into the traces of its callers (a decorator; nothing on CPython).
+
+    For a function whose branches change with a state of the server that
+    comes rarely, such as the overload control's while it sheds: inlined,
+    a new state fails a guard in every trace that holds the function, and
+    the JIT compiles a bridge for each of them, from there to the end of
+    the request's path (10 to 30 KB each), while the load that brought
+    the state waits.  Compiled apart, the function has its own bridges,
+    once, which end where it returns; its callers guard only on what it
+    returns.
+
+    @param jit: the C{pypyjit} module, or a fake of it; by default the
+        interpreter's, if it has one.
+    @return: C{function}, marked C{compiledApart}.
+    """
+    if jit is None:
+        jit = _interpreterJIT()
+    if jit is not None:
+        jit.dont_trace_here(0, False, function.__code__)
+    function.compiledApart = True
+    return function
 
 
 def _interpreterJIT():

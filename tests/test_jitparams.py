@@ -6,7 +6,7 @@ Tests for L{sipdist.jitparams} and C{--pypy-jit}.
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipdist.jitparams import (
-    DEFAULT, CompiledCode, applyJITParameters, compiledCode,
+    DEFAULT, CompiledCode, applyJITParameters, compiledApart, compiledCode,
     parseJITParameters)
 from sipdist.tap import Options
 
@@ -209,3 +209,108 @@ class CompiledCodeTests(SynchronousTestCase):
              "secret": "0123456789abcdef0123"},
             MemoryReactorClock(), store=MemoryAssignmentStore())
         self.assertIs(service.transactions.overload._compiled, code)
+
+
+class FakeApartJIT:
+    """
+    The C{pypyjit} module's C{dont_trace_here}, recording what it is given.
+    """
+
+    def __init__(self):
+        self.marked = []
+
+    def dont_trace_here(self, position, profiled, code):
+        self.marked.append((position, profiled, code))
+
+
+class CompiledApartTests(SynchronousTestCase):
+    """
+    L{compiledApart} has PyPy's JIT compile a function on its own, not
+    inlined into its callers.
+    """
+
+    def test_marks(self):
+        """
+        The function's code is marked from its start, and the function
+        itself is given back, marked C{compiledApart}.
+        """
+        jit = FakeApartJIT()
+
+        def function(x):
+            return x + 1
+
+        self.assertIs(compiledApart(function, jit), function)
+        self.assertEqual(jit.marked, [(0, False, function.__code__)])
+        self.assertTrue(function.compiledApart)
+        self.assertEqual(function(1), 2)
+
+    def test_realModule(self):
+        """
+        On PyPy, a loop calling a function compiled apart calls its
+        compiled code (C{call_assembler}) instead of inlining it, and one
+        calling a function like it inlines it; on CPython the function is
+        only marked.
+        """
+        try:
+            import pypyjit
+        except ImportError:
+            def function(x):
+                return x * 3 % 7
+            self.assertIs(compiledApart(function), function)
+            self.assertTrue(function.compiledApart)
+            return
+        names = []
+
+        def hook(info):
+            names.extend(op.name for op in info.operations or ())
+
+        # The process's counter (its hook installed, if it was not yet)
+        # gets its hook back afterwards.
+        counter = compiledCode()
+        pypyjit.set_compile_hook(hook, operations=True)
+        self.addCleanup(pypyjit.set_compile_hook, counter.compiled,
+                        operations=False)
+
+        def apart(x):
+            return x * 3 % 7
+
+        def inlined(x):
+            return x * 5 % 7
+
+        compiledApart(apart)
+
+        def callApart(n):
+            total = 0
+            for i in range(n):
+                total += apart(i)
+            return total
+
+        def callInlined(n):
+            total = 0
+            for i in range(n):
+                total += inlined(i)
+            return total
+
+        callApart(100000)
+        self.assertTrue(any(name.startswith("call_assembler")
+                            for name in names), names)
+        del names[:]
+        callInlined(100000)
+        self.assertTrue(names)
+        self.assertFalse(any(name.startswith("call_assembler")
+                             for name in names), names)
+
+    def test_overload(self):
+        """
+        The overload control's functions that branch on shedding are
+        compiled apart.
+        """
+        from sipdist.sip.overload import OverloadControl
+
+        for function in (OverloadControl.shedDatagram,
+                         OverloadControl._admit,
+                         OverloadControl.admittedAhead,
+                         OverloadControl.answeredAhead,
+                         OverloadControl._datagramDone):
+            self.assertTrue(getattr(function, "compiledApart", False),
+                            function.__name__)

@@ -37,8 +37,11 @@ turn of its traffic, compiles for a second or so even after a warm-up
 rising meanwhile, and runs faster once compiled; while shedding, such a
 measurement does not lower the admitted rate.  A backlog that fills
 half the receive buffers starts shedding at once, compiling or not: they
-would overflow while the process waits for more measurements.  The lag
-counts only while at least C{minLoad} transactions a second are created
+would overflow while the process waits for more measurements.  The
+functions that branch on shedding (the datagram filter, the admission)
+are compiled apart from their callers (L{sipdist.jitparams
+.compiledApart}): a first overload makes PyPy compile their new branches
+once, not in every trace of the request's path.  The lag counts only while at least C{minLoad} transactions a second are created
 and, when the process's CPU time is measured (C{cpu}), while the process
 itself used at least C{minBusy} of a core since the last measurement: a
 process starved of the CPU by others (a shared machine, a herd of
@@ -94,6 +97,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from sipdist.jitparams import compiledApart
 from sipdist.sip.message import hasCredentials, newTag
 from sipdist.sip.transaction import OVERLOADED
 
@@ -733,6 +737,7 @@ class OverloadControl(Service):
         self._refilled = now
         return tokens, burst
 
+    @compiledApart
     def _admit(self, credentials):
         """
         Whether the token bucket admits one more new request now (then its
@@ -770,6 +775,7 @@ class OverloadControl(Service):
             self._filtered.datagramDone = self._datagramDone if watch \
                 else None
 
+    @compiledApart
     def _datagramDone(self):
         """
         The datagram L{shedDatagram} let through has been handled: an
@@ -797,6 +803,7 @@ class OverloadControl(Service):
             return False
         return not self._admit(hasCredentials(request))
 
+    @compiledApart
     def shedDatagram(self, protocol, data, addr):
         """
         Answer a datagram with a stateless C{503} before it is parsed, when
@@ -855,6 +862,7 @@ class OverloadControl(Service):
         protocol.sendSoon(response, addr)
         return True
 
+    @compiledApart
     def admittedAhead(self):
         """
         Whether the datagram being handled may take a fast path while the
@@ -864,6 +872,7 @@ class OverloadControl(Service):
         """
         return bool(self._admittedDatagram)
 
+    @compiledApart
     def answeredAhead(self):
         """
         A fast path answered the datagram L{shedDatagram} admitted: its
