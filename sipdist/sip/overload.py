@@ -39,9 +39,11 @@ measurement does not lower the admitted rate.  A backlog that fills
 half the receive buffers starts shedding at once, compiling or not: they
 would overflow while the process waits for more measurements.  The
 functions that branch on shedding (the datagram filter, the admission)
-are compiled apart from their callers (L{sipdist.jitparams
-.compiledApart}): a first overload makes PyPy compile their new branches
-once, not in every trace of the request's path.  The lag counts only while at least C{minLoad} transactions a second are created
+are compiled apart from their callers
+(L{sipdist.jitparams.compiledApart}): a first overload makes PyPy
+compile their new branches once, not in every trace of the request's
+path.  The lag counts only while at least C{minLoad} transactions a
+second are created
 and, when the process's CPU time is measured (C{cpu}), while the process
 itself used at least C{minBusy} of a core since the last measurement: a
 process starved of the CPU by others (a shared machine, a herd of
