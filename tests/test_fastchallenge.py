@@ -157,7 +157,7 @@ def _admission(overload):
     if overload is None:
         return None
     return (round(overload._tokens, 9), overload._admitted,
-            overload.shed, overload.admittedAhead())
+            overload.shed, bool(overload._admittedDatagram))
 
 
 class FastChallengeTests(TestCase):
@@ -411,7 +411,7 @@ class FastChallengeTests(TestCase):
             protocol.datagramReceived(_register(), CLIENT)
             # Used, not left for the next request that the byte-level
             # filter does not see (one over TCP).
-            self.assertFalse(overload.admittedAhead())
+            self.assertFalse(overload._admittedDatagram)
             protocol.datagramReceived(other, CLIENT)
             results.append(_effects(service, udp))
             self.assertEqual(overload.shed, 1)

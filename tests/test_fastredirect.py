@@ -276,7 +276,7 @@ class BothPathsMixin:
             original = overload.answeredAhead
 
             def answeredAhead():
-                self.assertTrue(overload.admittedAhead())
+                self.assertTrue(overload._admittedDatagram)
                 original()
             overload.answeredAhead = answeredAhead
         self.assertEqual(self._both(request(), prepare=shedding(0.0)), 1)

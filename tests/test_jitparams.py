@@ -309,8 +309,9 @@ class CompiledApartTests(SynchronousTestCase):
 
         for function in (OverloadControl.shedDatagram,
                          OverloadControl._admit,
-                         OverloadControl.admittedAhead,
+                         OverloadControl.mayAnswerAhead,
                          OverloadControl.answeredAhead,
-                         OverloadControl._datagramDone):
+                         OverloadControl._datagramDone,
+                         OverloadControl.shouldShed):
             self.assertTrue(getattr(function, "compiledApart", False),
                             function.__name__)

@@ -897,38 +897,65 @@ class ShedDatagramTests(SynchronousTestCase):
         self.patch(overload, "_scan", lambda *args: self.fail("read"))
         request = makeRequest("REGISTER")
         self.assertFalse(self.shed(request))
-        self.assertTrue(self.control.admittedAhead())
+        self.assertTrue(bool(self.control._admittedDatagram))
         self.assertEqual(self.control._tokens, 2.0)
         self.assertFalse(self.control.shouldShed(request))
         self.assertEqual((self.control._tokens, self.control._admitted),
                          (1.0, 1))
-        self.assertFalse(self.control.admittedAhead())
+        self.assertFalse(bool(self.control._admittedDatagram))
         self.assertFalse(self.shed(makeRequest("OPTIONS")))
         self.control._datagramDone()
-        self.assertFalse(self.control.admittedAhead())
+        self.assertFalse(bool(self.control._admittedDatagram))
         self.assertEqual(self.control._tokens, 1.0)
 
-    def test_toldWhileShedding(self):
+    def test_toldAfterEachDatagram(self):
         """
-        While it sheds, the control is told when the transport has handled
-        each datagram it let through, and an admission no path used (an
-        C{OPTIONS}) is forgotten; when it stops shedding, the transport
-        no longer calls it.
+        The transport tells the control when it has handled each datagram
+        the filter let through, shedding or not (one path through the
+        transport either way), and an admission no path used (an
+        C{OPTIONS}) is forgotten.
         """
         transport = TransportLayer(self.clock, self.layer)
         control = OverloadControl(self.clock, self.layer, transport=transport,
                                   minRate=0.0, trim=None, hold=1.0)
-        self.assertIsNone(transport.datagramDone)
+        self.assertEqual(transport.datagramDone, control._datagramDone)
         control.limit(100.0)
         self.clock.advance(1)
-        self.assertEqual(transport.datagramDone, control._datagramDone)
+        done = []
+        original = transport.datagramDone
+
+        def datagramDone():
+            done.append(bool(control._admittedDatagram))
+            original()
+
+        transport.datagramDone = datagramDone
         transport.datagramReceived(FakeProtocol(),
                                    makeRequest("OPTIONS").toBytes(),
                                    ("192.0.2.9", 5060))
-        self.assertFalse(control.admittedAhead())
+        self.assertEqual(done, [True])
+        self.assertFalse(control._admittedDatagram)
         control._control(self.clock.seconds() + 2, 0.0, False, 0)
         self.assertFalse(control.shedding)
-        self.assertIsNone(transport.datagramDone)
+        transport.datagramReceived(FakeProtocol(),
+                                   makeRequest("OPTIONS").toBytes(),
+                                   ("192.0.2.9", 5060))
+        self.assertEqual(done, [True, False])
+
+    def test_mayAnswerAhead(self):
+        """
+        A fast path may answer any datagram while the control does not
+        shed; while it sheds, only one the filter admitted.
+        """
+        calm = OverloadControl(self.clock, TransactionLayer(
+            self.clock, self.user), minRate=0.0, trim=None)
+        self.assertTrue(calm.mayAnswerAhead())
+        self.assertFalse(self.control.mayAnswerAhead())
+        self.control._tokens = 2.0
+        self.assertFalse(self.shed(makeRequest("REGISTER")))
+        self.assertTrue(self.control.mayAnswerAhead())
+        self.control.answeredAhead()
+        self.assertFalse(self.control.mayAnswerAhead())
+        self.assertEqual(self.control._tokens, 1.0)
 
     def test_namesBounded(self):
         """

@@ -496,12 +496,9 @@ class FastChallenge(FastPart):
         if ":" in host:
             return False
         overload = layer.overload
-        if overload is not None and overload.shedding:
-            if not overload.admittedAhead():
-                # Shed, or left to the full path's admission.
-                return False
-        else:
-            overload = None
+        if overload is not None and not overload.mayAnswerAhead():
+            # Shed, or left to the full path's admission.
+            return False
         lines = data[:end].split(b"\r\n")
         request = _requestLine(lines[0])
         if request is None:

@@ -488,10 +488,11 @@ class OverloadControl(Service):
         self._limiters = []
         self._reportCall = None
         self._reportShed = 0
-        # The transport whose datagramDone is ours while shedding.
-        self._filtered = transport
+        # The transport's filter, and its call after each datagram the
+        # filter let through.
         if transport is not None:
             transport.datagramFilter = self.shedDatagram
+            transport.datagramDone = self._datagramDone
         self._loop = LoopingCall(self._measure)
         self._loop.clock = reactor
         layer.overload = self
@@ -658,7 +659,7 @@ class OverloadControl(Service):
         now = self._reactor.seconds()
         if not self.shedding:
             self.shedding = True
-            self._watchDatagrams(True)
+            self._admittedDatagram = False
             self.episodes += 1
             self._shedAtStart = self.shed
             self._lastShedTime = now
@@ -692,7 +693,7 @@ class OverloadControl(Service):
                               + self.minRate * self.interval)
         elif now - self._lastShedTime >= self.hold:
             self.shedding = False
-            self._watchDatagrams(False)
+            self._admittedDatagram = False
             self.admitRate = None
             self._log.info("load back to normal: {count} requests shed",
                            count=self.shed - self._shedAtStart)
@@ -767,26 +768,19 @@ class OverloadControl(Service):
             self._take()
         self._admittedDatagram = False
 
-    def _watchDatagrams(self, watch):
-        """
-        Be told when each datagram has been handled (only while shedding:
-        it costs every datagram a call).
-        """
-        self._admittedDatagram = False
-        if self._filtered is not None:
-            self._filtered.datagramDone = self._datagramDone if watch \
-                else None
-
     @compiledApart
     def _datagramDone(self):
         """
-        The datagram L{shedDatagram} let through has been handled: an
-        admission it was given and no path used (a retransmission, an
+        The transport has handled a datagram L{shedDatagram} let through:
+        an admission it was given and no path used (a retransmission, an
         OPTIONS, a malformed request) is forgotten, not left for the next
-        request that the filter does not see (one over TCP).
+        request that the filter does not see (one over TCP).  Called after
+        every such datagram, shedding or not, so that the path a datagram
+        takes through the transport is the same in both.
         """
         self._admittedDatagram = False
 
+    @compiledApart
     def shouldShed(self, request):
         """
         Whether to answer C{request} (a new request: it matches no
@@ -865,20 +859,22 @@ class OverloadControl(Service):
         return True
 
     @compiledApart
-    def admittedAhead(self):
+    def mayAnswerAhead(self):
         """
-        Whether the datagram being handled may take a fast path while the
-        control sheds: L{shedDatagram} read it and admitted it (the full
-        path's L{shouldShed} would let it through, using that admission).
-        A fast path that answers it calls L{answeredAhead}.
+        Whether a fast path may answer the datagram being handled: always
+        while the control does not shed; while it sheds, when
+        L{shedDatagram} admitted it (the full path's L{shouldShed} would
+        let it through, using that admission).  A fast path that answers
+        it calls L{answeredAhead}.
         """
-        return bool(self._admittedDatagram)
+        return not self.shedding or bool(self._admittedDatagram)
 
     @compiledApart
     def answeredAhead(self):
         """
-        A fast path answered the datagram L{shedDatagram} admitted: its
-        admission is used, as the full path's L{shouldShed} would use it.
+        A fast path answered the datagram being handled: the admission
+        L{shedDatagram} gave it, if any, is used, as the full path's
+        L{shouldShed} would use it.
         """
         self._usedAdmission()
 

@@ -1720,8 +1720,7 @@ class TransactionLayer:
             self._deliver(self.user.ackReceived, request, flow)
             return
         overload = self.overload
-        if overload is not None and overload.shedding \
-                and overload.shouldShed(request):
+        if overload is not None and overload.shouldShed(request):
             overload.shed += 1
             self._reject(request, flow, overload.nextRetryAfter(),
                          "overloaded", OVERLOADED)
