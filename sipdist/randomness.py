@@ -11,6 +11,8 @@ C{401}, a tag per C{301}).
 import io
 import os
 
+from sipdist.jitparams import compiledApart
+
 
 class BufferedRandom:
     """
@@ -38,6 +40,7 @@ class BufferedRandom:
         """
         self._read = io.BytesIO().read
 
+    @compiledApart
     def __call__(self, n):
         data = self._read(n)
         if len(data) == n:

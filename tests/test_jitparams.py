@@ -315,3 +315,22 @@ class CompiledApartTests(SynchronousTestCase):
                          OverloadControl.shouldShed):
             self.assertTrue(getattr(function, "compiledApart", False),
                             function.__name__)
+
+    def test_tableStates(self):
+        """
+        The functions of a request's path whose branches change as the
+        tables fill are compiled apart: the nonce table's, the transaction
+        table's room, the registrar's planning and listing, the random
+        pool.
+        """
+        from sipdist.auth.nonce import NonceCounts
+        from sipdist.randomness import BufferedRandom
+        from sipdist.services.registrar import Registrar, contactHeaderValues
+        from sipdist.sip.transaction import TransactionLayer
+
+        for function in (NonceCounts.accepts, NonceCounts.repeated,
+                         NonceCounts.use, TransactionLayer.room,
+                         Registrar.plan, Registrar._schedule,
+                         contactHeaderValues, BufferedRandom.__call__):
+            self.assertTrue(getattr(function, "compiledApart", False),
+                            function.__qualname__)

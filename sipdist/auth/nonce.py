@@ -19,6 +19,7 @@ import re
 import struct
 
 from sipdist.auth.hmacsha256 import HMACSHA256
+from sipdist.jitparams import compiledApart
 from sipdist.randomness import randomBytes
 
 VALID = "valid"
@@ -178,6 +179,7 @@ class NonceCounts:
     def __len__(self):
         return self._size
 
+    @compiledApart
     def accepts(self, nonce, issued, nc):
         """
         Whether L{use} would accept C{nc} for C{nonce} (in a full set, by
@@ -200,6 +202,7 @@ class NonceCounts:
         # was issued no later than it.
         return issued > min(self._times.unpack(entries))
 
+    @compiledApart
     def repeated(self, nonce, issued, nc, fingerprint):
         """
         Whether C{nc} is the count C{nonce} was last used with, by the
@@ -253,6 +256,7 @@ class NonceCounts:
             victim = entries.find(self._EMPTY, victim + 1)
         return victim
 
+    @compiledApart
     def use(self, nonce, issued, nc, fingerprint=0):
         """
         Record that C{nonce} (issued at time C{issued}) was used with count

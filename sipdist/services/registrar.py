@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
+from sipdist.jitparams import compiledApart
 from sipdist.sip.message import HEADER_PARAMETER, parseNameAddr, quotedEnd
 from sipdist.sip.uri import URIError, comparisonKey
 
@@ -176,6 +177,7 @@ class Registrar:
             aor, contacts, callID, cseq, headerExpires,
             request.values("path"), flow, maxExpires))
 
+    @compiledApart
     def plan(self, aor, contacts, callID, cseq, headerExpires, path=(),
              flow=None, maxExpires=None):
         """
@@ -330,6 +332,7 @@ class Registrar:
             raise RegistrarError(400, "Bad Expires Header")
         return seconds
 
+    @compiledApart
     def _schedule(self, aor, expires):
         """
         Check C{aor} at C{expires} at the latest: an entry in the heap only
@@ -537,6 +540,7 @@ def _stripParams(value):
     return value + "".join(";" + p for p in kept)
 
 
+@compiledApart
 def contactHeaderValues(bindings, now):
     """
     The Contact values of a C{200} to a REGISTER: each binding with its

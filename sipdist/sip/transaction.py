@@ -66,6 +66,7 @@ from collections.abc import Mapping
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sipdist.jitparams import compiledApart
 from sipdist.logs import LogLimiter
 from sipdist.sip.message import MAGIC_COOKIE, Request, responseTo
 from sipdist.sip.transport import DatagramFlow
@@ -1579,6 +1580,7 @@ class TransactionLayer:
         """
         return _ServerTable(self)
 
+    @compiledApart
     def room(self):
         """
         Whether one more transaction fits in the table.  When it is full
