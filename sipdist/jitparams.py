@@ -99,8 +99,8 @@ def compiledApart(function, jit=None):
     Inlined, a new state fails a guard in every trace that holds the
     function, and the JIT compiles a bridge for each of them, from there
     to the end of the request's path (10 to 35 KB each), while the
-    requests wait: a warmed server compiled 0.65 to 0.8 MB so once it
-    listened, 0.25 to 0.33 MB with these functions compiled apart
+    requests wait: with them inlined, a warmed home compiled 0.65 to
+    0.8 MB once it listened; compiled apart, 0.25 to 0.33 MB
     (docs/performance.rst).  Compiled apart, the function has its own
     bridges, once, which end where it returns; its callers guard only on
     what it returns.

@@ -43,16 +43,15 @@ are compiled apart from their callers
 (L{sipdist.jitparams.compiledApart}): a first overload makes PyPy
 compile their new branches once, not in every trace of the request's
 path.  The lag counts only while at least C{minLoad} transactions a
-second are created
-and, when the process's CPU time is measured (C{cpu}), while the process
-itself used at least C{minBusy} of a core since the last measurement: a
-process starved of the CPU by others (a shared machine, a herd of
-clients on the same host) is late without being overloaded by its
-requests, and shedding them would not give it the CPU back; its backlog
-still counts.  The process thus completes about
-what it can and sheds only the excess.  Shedding stops C{hold} seconds
-after the last request shed, once the measurements are below the
-thresholds.
+second are created and, when the process's CPU time is measured
+(C{cpu}), while the process itself used at least C{minBusy} of a core
+since the last measurement: a process starved of the CPU by others (a
+shared machine, a herd of clients on the same host) is late without
+being overloaded by its requests, and shedding them would not give it
+the CPU back; its backlog still counts.  The process thus completes
+about what it can and sheds only the excess.  Shedding stops C{hold}
+seconds after the last request shed, once the measurements are below
+the thresholds.
 
 A request shed (a new one outside a dialog: no To tag) gets a stateless
 C{503 Service Unavailable (Overloaded)} with C{Retry-After} and the
