@@ -300,6 +300,11 @@ class CompiledApartTests(SynchronousTestCase):
         self.assertFalse(any(name.startswith("call_assembler")
                              for name in names), names)
 
+    def assertCompiledApart(self, *functions):
+        for function in functions:
+            self.assertTrue(getattr(function, "compiledApart", False),
+                            function.__qualname__)
+
     def test_overload(self):
         """
         The overload control's functions that branch on shedding are
@@ -307,14 +312,10 @@ class CompiledApartTests(SynchronousTestCase):
         """
         from sipdist.sip.overload import OverloadControl
 
-        for function in (OverloadControl.shedDatagram,
-                         OverloadControl._admit,
-                         OverloadControl.mayAnswerAhead,
-                         OverloadControl.answeredAhead,
-                         OverloadControl._datagramDone,
-                         OverloadControl.shouldShed):
-            self.assertTrue(getattr(function, "compiledApart", False),
-                            function.__name__)
+        self.assertCompiledApart(
+            OverloadControl.shedDatagram, OverloadControl._admit,
+            OverloadControl.mayAnswerAhead, OverloadControl.answeredAhead,
+            OverloadControl._datagramDone, OverloadControl.shouldShed)
 
     def test_tableStates(self):
         """
@@ -328,9 +329,8 @@ class CompiledApartTests(SynchronousTestCase):
         from sipdist.services.registrar import Registrar, contactHeaderValues
         from sipdist.sip.transaction import TransactionLayer
 
-        for function in (NonceCounts.accepts, NonceCounts.repeated,
-                         NonceCounts.use, TransactionLayer.room,
-                         Registrar.plan, Registrar._schedule,
-                         contactHeaderValues, BufferedRandom.__call__):
-            self.assertTrue(getattr(function, "compiledApart", False),
-                            function.__qualname__)
+        self.assertCompiledApart(
+            NonceCounts.accepts, NonceCounts.repeated, NonceCounts.use,
+            TransactionLayer.room, Registrar.plan, Registrar._schedule,
+            contactHeaderValues, BufferedRandom.__call__)
+

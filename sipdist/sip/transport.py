@@ -484,8 +484,8 @@ class TransportLayer:
         path would have (L{sipdist.roles.fastchallenge}), or C{None}.
     @ivar datagramDone: a callable without arguments, called once the
         fast path or the full path has handled a datagram the
-        C{datagramFilter} let through (the overload control, while it
-        sheds, forgets the admission it gave the datagram), or C{None}.
+        C{datagramFilter} let through (the overload control forgets the
+        admission it gave the datagram, if any), or C{None}.
 
     Counters: C{dropped} (and C{dropReasons}: how many for each reason
     phrase, at most L{MAX_DROP_REASONS} of them), C{answeredErrors}, C{closedSlow} (deadline
@@ -686,17 +686,11 @@ class TransportLayer:
         if datagramFilter is not None and datagramFilter(protocol, data, addr):
             return
         datagramDone = self.datagramDone
-        if datagramDone is not None:
-            try:
-                self._handleDatagram(protocol, data, addr)
-            finally:
+        try:
+            self._handleDatagram(protocol, data, addr)
+        finally:
+            if datagramDone is not None:
                 datagramDone()
-            return
-        # _handleDatagram's lines, without its call: the hot path.
-        fastPath = self.fastPath
-        if fastPath is not None and fastPath(protocol, data, addr):
-            return
-        self._messageReceived(data, DatagramFlow(protocol, addr), stream=False)
 
     def _handleDatagram(self, protocol, data, addr):
         """
