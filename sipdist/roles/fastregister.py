@@ -117,9 +117,8 @@ class FastRegister(FastAuthenticated):
         bindings = registrar.apply(registration)
         self.taken += 1
         headers = [f"Server: {server.serverHeader}"]
-        for value in contactHeaderValues(bindings,
-                                         server._reactor.seconds()):
-            headers.append(f"Contact: {value}")
+        headers += contactHeaderValues(bindings, server._reactor.seconds(),
+                                       "Contact: ")
         headers.append("Supported: path, outbound")
         if processor.flowTimerUDP and _wantsFlowTimer(values, contactText):
             headers.append(f"Flow-Timer: {processor.flowTimerUDP}")

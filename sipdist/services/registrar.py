@@ -194,21 +194,31 @@ class Registrar:
         @return: a L{Registration} for L{apply}.
         @raise RegistrarError: what to answer instead of C{200}.
         """
+        # Loops written out in this method's own frame, no comprehension
+        # or generator: on PyPy each of those is a frame of its own, made
+        # for every REGISTER to enter its compiled loop.
         now = self._reactor.seconds()
-        current = self._current(aor, now)
+        current = []
+        for binding in self._bindings.get(aor, ()):
+            if binding.expires > now:
+                current.append(binding)
 
         if not contacts:
             # A query: the bindings are returned unchanged.
             return Registration(aor, None, current, ())
-        if any(c.strip() == "*" for c in contacts):
-            if len(contacts) != 1 or headerExpires != 0:
-                raise RegistrarError(
-                    400, "Contact * Needs Expires 0 And No Other Contact")
-            remaining = [b for b in current
-                         if b.callID == callID and cseq <= b.cseq]
-            return Registration(aor, remaining, remaining, None)
+        for value in contacts:
+            if value.strip() == "*":
+                if len(contacts) != 1 or headerExpires != 0:
+                    raise RegistrarError(
+                        400, "Contact * Needs Expires 0 And No Other Contact")
+                remaining = []
+                for binding in current:
+                    if binding.callID == callID and cseq <= binding.cseq:
+                        remaining.append(binding)
+                return Registration(aor, remaining, remaining, None)
 
-        changes = []
+        added = []
+        replaced = []
         for value in contacts:
             uri, params, instance, key, contact = self._contact(value)
             expires = headerExpires
@@ -240,16 +250,22 @@ class Registrar:
                 regId = regId.strip()
                 if not regId.isdigit() or not 0 < int(regId) < 2 ** 31:
                     raise RegistrarError(400, "Bad Contact reg-id")
-            existing = [b for b in current
-                        if sameBinding(b, key, instance, regId)]
-            if any(b.callID == callID and cseq <= b.cseq for b in existing):
-                raise RegistrarError(500, "Out Of Order REGISTER")
-            changes.append((uri, contact, params, expires, q, existing,
-                            instance, regId, key))
+            for binding in current:
+                if sameBinding(binding, key, instance, regId):
+                    if binding.callID == callID and cseq <= binding.cseq:
+                        raise RegistrarError(500, "Out Of Order REGISTER")
+                    replaced.append(binding)
+            if expires > 0:
+                added.append((uri, contact, params, expires, q, instance,
+                              regId, key))
 
-        replaced = {id(b) for c in changes for b in c[5]}
-        kept = [b for b in current if id(b) not in replaced]
-        added = [c for c in changes if c[3] > 0]
+        kept = []
+        for binding in current:
+            for other in replaced:
+                if other is binding:
+                    break
+            else:
+                kept.append(binding)
         if len(kept) + len(added) > self.maxBindings:
             raise RegistrarError(403, "Too Many Contacts")
         if not current and added and len(self._bindings) >= self.maxAORs:
@@ -258,8 +274,7 @@ class Registrar:
 
         path = list(path)
         new = []
-        for (uri, contact, params, expires, q, existing, instance, regId,
-             key) in added:
+        for uri, contact, params, expires, q, instance, regId, key in added:
             binding = Binding(
                 contact=contact, uri=uri, expires=now + expires, q=q,
                 callID=callID, cseq=cseq, path=path, flow=flow,
@@ -317,8 +332,8 @@ class Registrar:
             # Contact: * (section 10.3 step 6).
             self._store(aor, bindings)
             return self._sorted(bindings)
-        for binding in added:
-            self._schedule(aor, binding.expires)
+        if added:
+            self._schedule(aor, added)
         self._store(aor, bindings)
         self._ensureSweep()
         return self._sorted(bindings)
@@ -333,12 +348,16 @@ class Registrar:
         return seconds
 
     @compiledApart
-    def _schedule(self, aor, expires):
+    def _schedule(self, aor, bindings):
         """
-        Check C{aor} at C{expires} at the latest: an entry in the heap only
-        when that is earlier than its next check (a new address-of-record,
-        a binding shorter than the others), not for a refresh.
+        Check C{aor} when the first of C{bindings} (new ones) expires, at
+        the latest: an entry in the heap only when that is earlier than its
+        next check (a new address-of-record, a binding shorter than the
+        others), not for a refresh.
         """
+        expires = bindings[0].expires
+        for binding in bindings:
+            expires = min(expires, binding.expires)
         due = self._due.get(aor)
         if due is not None and due <= expires:
             return
@@ -378,8 +397,8 @@ class Registrar:
             restored = restored[:self.maxBindings]
             self._count += len(restored) - len(self._bindings.get(aor, ()))
             self._bindings[aor] = restored
-            for binding in restored:
-                self._schedule(aor, binding.expires)
+            if restored:
+                self._schedule(aor, restored)
         self._ensureSweep()
 
     # Lookup
@@ -401,7 +420,10 @@ class Registrar:
 
     @staticmethod
     def _sorted(bindings):
-        return sorted(bindings, key=lambda b: -b.q)
+        if len(bindings) < 2:
+            # No sort (on PyPy a frame and a compiled loop of its own).
+            return list(bindings)
+        return sorted(bindings, key=_preference)
 
     def remove(self, aor):
         """
@@ -493,6 +515,10 @@ def instanceId(value):
     return text.lower() or None
 
 
+def _preference(binding):
+    return -binding.q
+
+
 def sameBinding(binding, key, instance, regId):
     """
     Whether a REGISTER's Contact (the L{comparisonKey} C{key} of its URI,
@@ -541,14 +567,15 @@ def _stripParams(value):
 
 
 @compiledApart
-def contactHeaderValues(bindings, now):
+def contactHeaderValues(bindings, now, prefix=""):
     """
     The Contact values of a C{200} to a REGISTER: each binding with its
-    remaining time and preference.
+    remaining time and preference, after C{prefix} (the home's fast path
+    gives C{"Contact: "} and has its header lines).
     """
     values = []
     for b in bindings:
-        value = f"{b.contact};expires={b.remaining(now)}"
+        value = f"{prefix}{b.contact};expires={b.remaining(now)}"
         if b.q != 1.0:
             value += f";q={b.q:g}"
         values.append(value)
