@@ -8,8 +8,10 @@ import hashlib
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from sipdist.auth import digest
 from sipdist.auth.digest import (
-    ALGORITHMS, DigestParseError, algorithm, challenge, computeHA1,
+    ALGORITHMS, DigestParseError, algorithm, challenge, challengeLines,
+    computeHA1,
     computeResponse, computeRspauth, formatParams, parseDigest, parseParams,
     sessionHA1)
 
@@ -232,3 +234,36 @@ class ChallengeTests(SynchronousTestCase):
             'algorithm=MD5, qop="auth"',
         ])
         self.assertEqual(parseDigest(values[0])["realm"], "example.com")
+
+    def test_lines(self):
+        """
+        L{challengeLines} gives the header lines of L{challenge}'s values,
+        joined by CRLF, for each header, realm and algorithms, each nonce
+        in its place; a nonce that would need quoting is quoted as
+        L{challenge} quotes it.
+        """
+        for header in ("WWW-Authenticate", "Proxy-Authenticate"):
+            for algorithms in (("MD5",), ("SHA-256", "MD5"),
+                               ("MD5-sess", "SHA-256", "MD5")):
+                for realm in ("example.com", "other realm"):
+                    for nonce in ("N1", "abc/def+0==", 'q"uote',
+                                  "back\\slash", "N1"):
+                        with self.subTest(header=header, nonce=nonce):
+                            self.assertEqual(
+                                challengeLines(header, realm, nonce,
+                                               algorithms),
+                                "\r\n".join(
+                                    f"{header}: {value}" for value in
+                                    challenge(realm, nonce,
+                                              list(algorithms))))
+
+    def test_linesBounded(self):
+        """
+        L{challengeLines} remembers the texts of at most
+        C{MAX_CHALLENGES_REMEMBERED} headers, realms and algorithms.
+        """
+        self.addCleanup(digest._CHALLENGE_LINES.clear)
+        for i in range(digest.MAX_CHALLENGES_REMEMBERED * 2 + 3):
+            challengeLines("WWW-Authenticate", f"realm{i}", "N", ("MD5",))
+            self.assertLessEqual(len(digest._CHALLENGE_LINES),
+                                 digest.MAX_CHALLENGES_REMEMBERED)

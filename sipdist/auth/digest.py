@@ -269,6 +269,39 @@ MAX_CHALLENGES_REMEMBERED = 64
 _CHALLENGES = {}
 
 
+def challengeLines(header, realm, nonce, algorithms):
+    """
+    The header lines of a fresh challenge, C{header} (C{WWW-Authenticate}
+    or C{Proxy-Authenticate}) with each value of L{challenge} (not stale),
+    joined by CRLF into one text: what the fast path's C{401} writes.
+
+    The text is formatted once per header, realm and algorithms, and
+    joined around each nonce, with no loop over the values (on PyPy a loop
+    on every challenge's path is a frame made for each).
+    """
+    if "\\" in nonce or '"' in nonce or "\x00" in realm + header:
+        # Not a nonce this server mints (quoting would change it).
+        return "\r\n".join(
+            f"{header}: {value}"
+            for value in challenge(realm, nonce, list(algorithms)))
+    key = (header, realm, algorithms)
+    pieces = _CHALLENGE_LINES.get(key)
+    if pieces is None:
+        pieces = "\r\n".join(
+            f"{header}: {value}"
+            for value in challenge(realm, "\x00", list(algorithms))
+        ).split("\x00")
+        if len(_CHALLENGE_LINES) >= MAX_CHALLENGES_REMEMBERED:
+            _CHALLENGE_LINES.clear()
+        _CHALLENGE_LINES[key] = pieces
+    return nonce.join(pieces)
+
+
+# (header, realm, algorithms) -> challengeLines' text split where the nonce
+# goes; emptied when full.
+_CHALLENGE_LINES = {}
+
+
 def computeHA1(alg, username, realm, password):
     """
     HA1 = H(username ":" realm ":" password), what a credential source

@@ -101,11 +101,16 @@ def answer(status, viaText, values, headers, tag=None):
 def signedHeaders(backup, signature):
     """
     The header lines that end a signed answer: the C{Sipdist-Backup}
-    value, if any, then the signature's headers (which cover it).
+    value, if any, then the signature's two headers (which cover it:
+    L{sipdist.auth.server.DigestAuthenticator.sign}).
     """
-    lines = [] if backup is None else [f"Sipdist-Backup: {backup}"]
-    lines.extend(f"{name}: {value}" for name, value in signature)
-    return lines
+    # Written out, no loop: on PyPy a loop here would be a frame made for
+    # every answer.
+    (info, infoValue), (name, value) = signature
+    lines = [f"{info}: {infoValue}", f"{name}: {value}"]
+    if backup is None:
+        return lines
+    return [f"Sipdist-Backup: {backup}"] + lines
 
 
 def noteRoute(proxy, line, flow):
