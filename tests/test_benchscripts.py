@@ -37,6 +37,30 @@ def runBench(name, *arguments):
     return done.stdout.decode("utf-8")
 
 
+class LoopsBenchTests(SynchronousTestCase):
+    """
+    C{bench/bench_loops.py} counts the functions that loop, for each case
+    of C{bench_hotpath.py}.
+    """
+
+    def test_cases(self):
+        """
+        Each case prints its count a request and the functions that loop;
+        the scan of the header lines is among them in every case.
+        """
+        out = runBench("bench_loops.py", "--requests", "6", "--top", "3")
+        counts = re.findall(r"^  (\S.*?)\s+(\d+\.\d) \(", out, re.M)
+        self.assertEqual(
+            [label for label, count in counts],
+            ["distributor, signed 301", "home, registrar, signed 200",
+             "distributor, 401 challenge",
+             "distributor, logins (401, 301)",
+             "home, logins (401, 200)"])
+        for label, count in counts:
+            self.assertGreaterEqual(float(count), 1.0, label)
+        self.assertEqual(out.count(" __call__\n"), 5)
+
+
 class HotPathBenchTests(SynchronousTestCase):
     """
     C{bench/bench_hotpath.py} checks every answer of its cases.
