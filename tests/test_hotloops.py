@@ -26,6 +26,7 @@ import sys
 from twisted.trial.unittest import TestCase
 
 from sipdist.roles import fastchallenge
+from sipdist.roles.fastredirect import REDIRECT_TAG, listsTag
 from sipdist.services import registrar
 from sipdist.sip import message as _message
 
@@ -88,7 +89,7 @@ def loopingFunctions(run):
 
 class HotLoopsTests(TestCase):
 
-    def _logins(self, role, hand):
+    def _logins(self, role, hand, extra=()):
         """
         Three logins (a plain REGISTER, its 401, the authenticated one) to
         a server of C{role} with the fast path on, the scan by hand or by
@@ -117,15 +118,15 @@ class HotLoopsTests(TestCase):
             # A refresh: the same Call-ID, a higher CSeq.
             cseq = f"CSeq: {1826 + n} REGISTER".encode("ascii")
             deliver(_register(
-                via=f"SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKplain{n}"
-            ).replace(b"CSeq: 1826 REGISTER", cseq))
+                via=f"SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKplain{n}",
+                extra=extra).replace(b"CSeq: 1826 REGISTER", cseq))
             challenge = udp.sent[-1][0]
             self.assertTrue(challenge.startswith(b"SIP/2.0 401 "))
             nonce = challenge.split(b'nonce="', 1)[1].split(b'"', 1)[0]
             authorization = credentials(nonceValue=nonce.decode("ascii"))
             deliver(_register(
                 via=f"SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKauth{n}",
-                extra=[f"Authorization: {authorization}"],
+                extra=[f"Authorization: {authorization}"] + list(extra),
             ).replace(b"CSeq: 1826 REGISTER", cseq))
 
         login(1, False)
@@ -164,6 +165,37 @@ class HotLoopsTests(TestCase):
                 looped = self._logins("home", hand)
                 self.assertLoopsAllowed(looped)
                 self.assertIn(("registrar", "plan"), looped)
+
+    def test_supported(self):
+        """
+        A C{Supported} line as baresip and linphone write it (read for the
+        redirect option tag and, on a home, for C{outbound}) adds no loop.
+        """
+        for role in ("distributor", "home"):
+            for line in ("Supported: replaces, outbound, gruu, path",
+                         "Supported: path,outbound,replaces"):
+                with self.subTest(role=role, line=line):
+                    self.assertLoopsAllowed(self._logins(
+                        role, fastchallenge.HAND_READERS, [line]))
+
+    def test_listsTag(self):
+        """
+        L{listsTag} tells whether a scanned C{Supported} line lists a tag
+        as the set of its tags, stripped and lower-cased, does.
+        """
+        lines = [b"Supported: " + tags for tags in (
+            b"outbound", b"OutBound", b"path, outbound", b"path,outbound",
+            b"outbound, path", b"outbounds, path", b"path, xoutbound",
+            b"sipdist-redirect", b"replaces, Sipdist-Redirect, gruu",
+            b"sipdist-redirect2", b"a,b, c")]
+        for line in lines:
+            for tag in (b"outbound", REDIRECT_TAG, b"path", b"c"):
+                with self.subTest(line=line, tag=tag):
+                    self.assertEqual(
+                        listsTag(line, tag),
+                        tag.decode() in {
+                            t.strip().lower() for t in
+                            line[11:].decode("ascii").split(",")})
 
     def test_compiledApart(self):
         """

