@@ -206,6 +206,102 @@ class AllocationsBenchTests(SynchronousTestCase):
             self.assertRaises(ValueError, parseSize, bad)
 
 
+# A PYPYLOG file of one loop (entered 10 times, its body after the label
+# 50 times) and one bridge (entered 4 times), as PyPy 7.3 writes them.
+JITLOG = """\
+[1a2b] {jit-log-opt-loop
+# Loop 1 (f;/x/sipdist/a.py:10-11~ #0 LOAD_FAST) : loop with 5 ops
+[p0]
+debug_merge_point(0, 0, 'f;/x/sipdist/a.py:10-11~ #0 LOAD_FAST')
+p1 = new_with_vtable(descr=<SizeDescr 16>)
+label(p0, p1, descr=TargetToken(100))
+debug_merge_point(0, 0, 'f;/x/sipdist/a.py:10-12~ #2 LOAD_FAST')
+i2 = call_i(ConstClass(ll_find_char), p0, descr=<Calli 8 r EF=2>)
+jump(p0, p1, descr=TargetToken(100))
+[1a2c] jit-log-opt-loop}
+[1a2d] {jit-log-opt-bridge
+# bridge out of Guard 0x10 with 2 ops
+[p0]
+debug_merge_point(0, 0, 're RepeatOne at 164 [15. 4. 0. 3.]')
+p3 = newstr(5)
+finish(p3)
+[1a2e] jit-log-opt-bridge}
+[1a2f] {jit-backend-counts
+entry 1:10
+TargetToken(100):50
+bridge 16:4
+[1a30] jit-backend-counts}
+"""
+
+
+class JITLogBenchTests(SynchronousTestCase):
+    """
+    C{bench/bench_jitlog.py} weighs the traces PyPy compiled by their
+    entries, per source position; it needs PyPy and says so elsewhere.
+    """
+
+    def test_weigh(self):
+        """
+        Each operation counts as many times as its part of the trace was
+        entered: a loop's before its label by the loop's entries, after
+        it by the label's, a bridge's by the bridge's; allocations and
+        calls out are counted apart, calls by their callee.
+        """
+        bench = benchModule("bench_jitlog")
+        profile = bench.weigh(JITLOG)
+        self.assertEqual(dict(profile.operations),
+                         {"sipdist/a.py:11 f": 10, "sipdist/a.py:12 f": 100,
+                          "re RepeatOne at 164": 8})
+        self.assertEqual(dict(profile.allocations),
+                         {"sipdist/a.py:11 f": 10, "re RepeatOne at 164": 4})
+        self.assertEqual(dict(profile.calls),
+                         {("sipdist/a.py:12 f", "ll_find_char"): 50})
+        self.assertEqual(dict(profile.entries), {"loop": 10, "bridge": 4})
+        less = profile.minus(bench.weigh(JITLOG.replace("entry 1:10",
+                                                        "entry 1:3")))
+        self.assertEqual(less.operations["sipdist/a.py:11 f"], 7)
+        self.assertEqual(less.operations["sipdist/a.py:12 f"], 0)
+
+    def test_noCounts(self):
+        """
+        A log without PyPy's entry counts is refused with the reason.
+        """
+        bench = benchModule("bench_jitlog")
+        with self.assertRaises(ValueError) as raised:
+            bench.weigh(JITLOG.split("[1a2f]")[0])
+        self.assertIn("jit-backend-counts", str(raised.exception))
+
+    def test_run(self):
+        """
+        On PyPy a small run of the home's logins prints the sums per
+        request and the positions, the scan among them.  On CPython the
+        script refuses in one line.
+        """
+        script = TOP.child("bench").child("bench_jitlog.py")
+        done = subprocess.run(
+            [sys.executable, script.path, "--requests", "2000", "--top",
+             "5"], cwd=TOP.path, capture_output=True, timeout=300)
+        if sys.implementation.name != "pypy":
+            self.assertEqual(
+                (done.returncode, done.stdout, done.stderr.splitlines()),
+                (1, b"", [b"bench_jitlog.py needs PyPy (it reads the "
+                          b"traces PyPy's JIT compiles): run it with "
+                          b"pypy3"]))
+            return
+        self.assertEqual(done.returncode, 0, done.stderr)
+        out = done.stdout.decode("utf-8")
+        self.assertRegex(out, r"per request: [\d,]+ operations, [\d,]+ "
+                         r"allocations, [\d,]+ calls out")
+        self.assertIn("sipdist/roles/fastchallenge.py:", out)
+        # A case bench_hotpath.py does not have is refused, naming those
+        # it has.
+        done = subprocess.run(
+            [sys.executable, script.path, "--case", "nothing"],
+            cwd=TOP.path, capture_output=True, timeout=60)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn(b"no case 'nothing'; the cases: ", done.stderr)
+
+
 class ScanBenchTests(SynchronousTestCase):
     """
     C{bench/bench_scan.py} matches each client's lines with the fast path's
