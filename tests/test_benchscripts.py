@@ -37,6 +37,25 @@ def runBench(name, *arguments):
     return done.stdout.decode("utf-8")
 
 
+def runOnPyPy(case, name, arguments, refusal):
+    """
+    Run C{bench/name}, a script that needs PyPy, with this interpreter:
+    on PyPy its completed process, checked to have exited 0; elsewhere
+    L{None}, after checking that it refused with the one line
+    C{refusal}.
+    """
+    script = TOP.child("bench").child(name)
+    done = subprocess.run([sys.executable, script.path] + list(arguments),
+                          cwd=TOP.path, capture_output=True, timeout=300)
+    if sys.implementation.name != "pypy":
+        case.assertEqual(
+            (done.returncode, done.stdout, done.stderr.splitlines()),
+            (1, b"", [refusal]))
+        return None
+    case.assertEqual(done.returncode, 0, done.stderr)
+    return done
+
+
 class LoopsBenchTests(SynchronousTestCase):
     """
     C{bench/bench_loops.py} counts the functions that loop, for each case
@@ -167,19 +186,14 @@ class AllocationsBenchTests(SynchronousTestCase):
         checked: a signed C{301} allocates more than a C{401}, which
         allocates something.  On CPython the script refuses in one line.
         """
-        script = TOP.child("bench").child("bench_allocations.py")
-        done = subprocess.run(
-            [sys.executable, script.path, "--requests", "400",
-             "--nursery", "256KB"],
-            cwd=TOP.path, capture_output=True, timeout=300)
-        if sys.implementation.name != "pypy":
-            self.assertEqual(
-                (done.returncode, done.stdout, done.stderr.splitlines()),
-                (1, b"", [b"bench_allocations.py needs PyPy (its nursery's "
-                          b"minor collections count what a request "
-                          b"allocates): run it with pypy3"]))
+        done = runOnPyPy(
+            self, "bench_allocations.py",
+            ["--requests", "400", "--nursery", "256KB"],
+            b"bench_allocations.py needs PyPy (its nursery's minor "
+            b"collections count what a request allocates): run it with "
+            b"pypy3")
+        if done is None:
             return
-        self.assertEqual(done.returncode, 0, done.stderr)
         figures = {}
         for line in done.stdout.decode("ascii").splitlines()[1:]:
             label, count = line.rsplit(None, 2)[:2]
@@ -277,18 +291,13 @@ class JITLogBenchTests(SynchronousTestCase):
         request and the positions, the scan among them.  On CPython the
         script refuses in one line.
         """
-        script = TOP.child("bench").child("bench_jitlog.py")
-        done = subprocess.run(
-            [sys.executable, script.path, "--requests", "2000", "--top",
-             "5"], cwd=TOP.path, capture_output=True, timeout=300)
-        if sys.implementation.name != "pypy":
-            self.assertEqual(
-                (done.returncode, done.stdout, done.stderr.splitlines()),
-                (1, b"", [b"bench_jitlog.py needs PyPy (it reads the "
-                          b"traces PyPy's JIT compiles): run it with "
-                          b"pypy3"]))
+        done = runOnPyPy(
+            self, "bench_jitlog.py", ["--requests", "2000", "--top", "5"],
+            b"bench_jitlog.py needs PyPy (it reads the traces PyPy's JIT "
+            b"compiles): run it with pypy3")
+        if done is None:
             return
-        self.assertEqual(done.returncode, 0, done.stderr)
+        script = TOP.child("bench").child("bench_jitlog.py")
         out = done.stdout.decode("utf-8")
         self.assertRegex(out, r"per request: [\d,]+ operations, [\d,]+ "
                          r"allocations, [\d,]+ calls out")
