@@ -13,14 +13,17 @@ PYPYLOG=jit-log-opt,jit-backend-counts (PyPy writes every trace it
 compiled, with the source position of each operation, and at exit how
 many times each loop and bridge was entered): once preparing and sending
 the requests, once preparing them only (the bench's client computes its
-Digest answers in the same process; its share is subtracted).  Each
-operation is weighted by the entries of the loop or bridge it is in, the
-sums divided by the requests sent.  A function that both the client and
-the server call (the Digest hash, C{digest.py}'s C{H}) is subtracted by
-its operations in the other run, where the JIT may have compiled it into
-other traces, smaller or larger: its line is approximate (the server
-hashes twice per authenticated request in either role, yet the home's
-line shows more than the distributor's).
+Digest answers in the same process, with code of its own, compiled
+again from C{sipdist/auth/client.py} and C{digest.py} under the names
+C{bench-client:client.py} and C{bench-client:digest.py}; the share of
+the preparing is subtracted, the client's lines with it).  Each
+operation is weighted by the entries of the loop or bridge it is in (its
+loop's iterations after the loop's label), less what left before it by
+the bridges of the guards on the way, the sums divided by the requests
+sent.  The preparing also has the server
+mint a nonce for each authenticated request (as its C{401} would): that
+minting is subtracted by its operations in the other run, where the JIT
+may have compiled it into other traces; its lines are approximate.
 
 What it tells that a timing does not: which lines still allocate (each
 allocation is a write to the nursery, which a server asleep between
@@ -59,6 +62,8 @@ _CALL = re.compile(r"\bcall_(?:r|i|n|f|may_force_[rinf]|assembler_[rinf]|"
 _CALLEE = re.compile(r"ConstClass\((\w+)\)")
 # A debug_merge_point's position: "function;file:first-line~ #offset OP".
 _POSITION = re.compile(r"^(.*?);(.*):(\d+)-(\d+)~")
+_OFFSET = re.compile(r"^\+\d+: ")
+_GUARD = re.compile(r"^guard_\w+\(.*descr=<Guard0x([0-9a-f]+)>")
 _COUNTS = re.compile(r"\{jit-backend-counts\n(.*?)\n\[[0-9a-f]+\] "
                      r"jit-backend-counts\}", re.S)
 _TRACE = re.compile(r"\{jit-log-opt-(loop|bridge)\n(.*?)\n\[[0-9a-f]+\] "
@@ -162,6 +167,8 @@ def weigh(text):
         profile.entries[kind] += weight
         where = "(before any position)"
         for line in lines[1:]:
+            # The operations' offsets in the machine code, when given.
+            line = _OFFSET.sub("", line)
             if "debug_merge_point(" in line:
                 quoted = re.search(r"'(.*)'\)", line)
                 if quoted is not None:
@@ -184,7 +191,44 @@ def weigh(text):
                 callee = _CALLEE.search(line)
                 profile.calls[where, callee.group(1) if callee else "?"] += (
                     weight)
+            guard = _GUARD.match(line)
+            if guard is not None:
+                # What leaves by a guard's bridge goes no further here.
+                weight = max(0, weight - entered.get(
+                    ("bridge", int(guard.group(1), 16)), 0))
     return profile
+
+
+def separateClient():
+    """
+    Give the bench's client (L{bench_hotpath.prepare}'s C{answerChallenge})
+    code of its own: C{sipdist.auth.client} and C{sipdist.auth.digest}
+    compiled again under other file names, so that the hashing the client
+    does has its own positions in the log and is not mixed into the
+    server's.
+    """
+    import types
+
+    import sipdist.auth.client
+    import sipdist.auth.digest
+    modules = {}
+    for real in (sipdist.auth.digest, sipdist.auth.client):
+        with open(real.__file__, encoding="utf-8") as f:
+            source = f.read()
+        copy = types.ModuleType("bench_client_" + real.__name__)
+        code = compile(source, "bench-client:" + os.path.basename(
+            real.__file__), "exec")
+        saved = dict(sys.modules)
+        # The client's copy imports the digest module's copy.
+        sys.modules.update(modules)
+        try:
+            exec(code, copy.__dict__)
+        finally:
+            sys.modules.clear()
+            sys.modules.update(saved)
+        modules[real.__name__] = copy
+    bench_hotpath.answerChallenge = modules[
+        "sipdist.auth.client"].answerChallenge
 
 
 def child(args):
@@ -193,6 +237,7 @@ def child(args):
     """
     from sipdist import jitparams
     jitparams.applyJITParameters(jitparams.DEFAULT)
+    separateClient()
     label, role, name, kind, final = caseNamed(args.case)
     service, protocol, udp, clock = bench_hotpath.setup(role, name)
     sent = 0

@@ -221,29 +221,41 @@ class AllocationsBenchTests(SynchronousTestCase):
 
 
 # A PYPYLOG file of one loop (entered 10 times, its body after the label
-# 50 times) and one bridge (entered 4 times), as PyPy 7.3 writes them.
+# run 50 times, a guard of the body failing 20 times into a bridge entered
+# so, 4 of which it leaves by a guard of its own), as PyPy 7.3 writes them
+# (with the operations' offsets in the machine code).
 JITLOG = """\
 [1a2b] {jit-log-opt-loop
-# Loop 1 (f;/x/sipdist/a.py:10-11~ #0 LOAD_FAST) : loop with 5 ops
+# Loop 1 (f;/x/sipdist/a.py:10-11~#0 LOAD_FAST) : loop with 6 ops
 [p0]
-debug_merge_point(0, 0, 'f;/x/sipdist/a.py:10-11~ #0 LOAD_FAST')
-p1 = new_with_vtable(descr=<SizeDescr 16>)
-label(p0, p1, descr=TargetToken(100))
-debug_merge_point(0, 0, 'f;/x/sipdist/a.py:10-12~ #2 LOAD_FAST')
-i2 = call_i(ConstClass(ll_find_char), p0, descr=<Calli 8 r EF=2>)
-jump(p0, p1, descr=TargetToken(100))
+debug_merge_point(0, 0, 'f;/x/sipdist/a.py:10-11~#0 LOAD_FAST')
++80: p1 = new_with_vtable(descr=<SizeDescr 16>)
++120: label(p0, p1, descr=TargetToken(100))
+debug_merge_point(0, 0, 'f;/x/sipdist/a.py:10-12~#2 LOAD_FAST')
++130: i2 = call_i(ConstClass(ll_find_char), p0, descr=<Calli 8 r EF=2>)
++140: guard_true(i2, descr=<Guard0x10>) [p0, p1]
+debug_merge_point(0, 0, 'f;/x/sipdist/a.py:10-13~#4 LOAD_FAST')
++150: p5 = newstr(3)
++160: jump(p0, p1, descr=TargetToken(100))
 [1a2c] jit-log-opt-loop}
 [1a2d] {jit-log-opt-bridge
-# bridge out of Guard 0x10 with 2 ops
+# bridge out of Guard 0x10 with 3 ops
 [p0]
 debug_merge_point(0, 0, 're RepeatOne at 164 [15. 4. 0. 3.]')
-p3 = newstr(5)
-finish(p3)
++30: guard_false(p0, descr=<Guard0x20>) [p0]
++40: p3 = newstr(5)
++50: finish(p3)
+[1a2e] jit-log-opt-bridge}
+[1a2d] {jit-log-opt-bridge
+# bridge out of Guard 0x20 with 1 ops
+[p0]
++10: finish(p0)
 [1a2e] jit-log-opt-bridge}
 [1a2f] {jit-backend-counts
 entry 1:10
 TargetToken(100):50
-bridge 16:4
+bridge 16:20
+bridge 32:4
 [1a30] jit-backend-counts}
 """
 
@@ -263,14 +275,20 @@ class JITLogBenchTests(SynchronousTestCase):
         """
         bench = benchModule("bench_jitlog")
         profile = bench.weigh(JITLOG)
+        # After the guard, what its bridge did not take: 50 - 20; in the
+        # bridge, after its own guard, 20 - 4.
         self.assertEqual(dict(profile.operations),
-                         {"sipdist/a.py:11 f": 10, "sipdist/a.py:12 f": 100,
-                          "re RepeatOne at 164": 8})
+                         {"sipdist/a.py:11 f": 10,
+                          "sipdist/a.py:12 f": 50 + 50,
+                          "sipdist/a.py:13 f": 30 + 30,
+                          "re RepeatOne at 164": 20 + 16 + 16,
+                          "(before any position)": 4})
         self.assertEqual(dict(profile.allocations),
-                         {"sipdist/a.py:11 f": 10, "re RepeatOne at 164": 4})
+                         {"sipdist/a.py:11 f": 10, "sipdist/a.py:13 f": 30,
+                          "re RepeatOne at 164": 16})
         self.assertEqual(dict(profile.calls),
                          {("sipdist/a.py:12 f", "ll_find_char"): 50})
-        self.assertEqual(dict(profile.entries), {"loop": 10, "bridge": 4})
+        self.assertEqual(dict(profile.entries), {"loop": 10, "bridge": 24})
         less = profile.minus(bench.weigh(JITLOG.replace("entry 1:10",
                                                         "entry 1:3")))
         self.assertEqual(less.operations["sipdist/a.py:11 f"], 7)

@@ -13,7 +13,7 @@ import random
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
-from sipdist.roles import fastchallenge
+from sipdist.roles import fastchallenge, fastredirect
 from sipdist.roles.fastchallenge import (
     _CALL_ID, _FROM, _REQUEST_LINE, _VIA, _DigestValue, _readCallID,
     _readDigest, _readFrom, _readRequestLine, _readVia)
@@ -131,6 +131,53 @@ def _mutated(rng, value):
             end = rng.randint(at, len(value))
             value[at:at] = value[at:end]
     return bytes(value)
+
+
+class RequiredTests(TestCase):
+    """
+    L{fastchallenge._hasRequired}, which looks each required name up.
+    """
+
+    def test_everySubset(self):
+        """
+        For every choice of the required names, with other lines or not,
+        it says what C{issubset} says: the names it looks up are
+        C{_REQUIRED}'s.
+        """
+        required = fastchallenge._REQUIRED
+        for mask in range(1 << len(required)):
+            for other in ({}, {b"Contact": b"x", b"Expires": b"y"}):
+                values = dict(other)
+                for i, name in enumerate(required):
+                    if mask & (1 << i):
+                        values[name] = b"v"
+                self.assertEqual(fastchallenge._hasRequired(values),
+                                 set(required).issubset(values),
+                                 sorted(values))
+
+
+class KnownParametersTests(TestCase):
+    """
+    L{fastredirect._onlyKnown}, which counts the known Digest parameters.
+    """
+
+    def test_everySubset(self):
+        """
+        For every choice of the known parameters, with an unknown one or
+        not, it says what C{issuperset} says: the names it counts are
+        C{_KNOWN_PARAMETERS}.
+        """
+        known = sorted(fastredirect._KNOWN_PARAMETERS)
+        for mask in range(1 << len(known)):
+            for other in ({}, {"opaque": "x"}, {"userhash": "true"}):
+                params = dict(other)
+                for i, name in enumerate(known):
+                    if mask & (1 << i):
+                        params[name] = "v"
+                self.assertEqual(
+                    fastredirect._onlyKnown(params),
+                    fastredirect._KNOWN_PARAMETERS.issuperset(params),
+                    sorted(params))
 
 
 class ReaderTests(TestCase):

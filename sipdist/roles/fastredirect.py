@@ -79,6 +79,22 @@ _ROUTE = len(b"Route: ")
 _TO = len(b"To: ")
 
 
+def _onlyKnown(params):
+    """
+    Whether the Digest parameters C{params} (a L{dict}) are all of
+    C{_KNOWN_PARAMETERS}: as many of those are there as it has keys.
+    Each name is looked up: C{frozenset.issuperset} of a dictionary makes
+    a set of its keys first, 684 ns a request on PyPy against 189 (it is
+    the other way on CPython, 524 against 706: the fast path is PyPy's
+    way to Kamailio's figure, CPython's is far from it either way).
+    """
+    return (("username" in params) + ("realm" in params)
+            + ("nonce" in params) + ("uri" in params)
+            + ("response" in params) + ("algorithm" in params)
+            + ("cnonce" in params) + ("qop" in params)
+            + ("nc" in params)) == len(params)
+
+
 def answer(status, viaText, values, headers, tag=None):
     """
     The bytes of a fast path's answer to a scanned request, as the full
@@ -258,7 +274,7 @@ class FastAuthenticated(FastPart):
             # A repeated parameter (400).
             return None
         try:
-            if not _KNOWN_PARAMETERS.issuperset(params) or params.get(
+            if not _onlyKnown(params) or params.get(
                     "realm") != authenticator.realm or params.get(
                     "uri") != uriText:
                 return None
