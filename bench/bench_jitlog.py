@@ -103,13 +103,14 @@ def position(text):
     """
     A debug_merge_point's position, short: C{"file:line function"} for
     Python code (the file from its C{sipdist/}, C{bench/} or C{twisted/}
-    on), else the first words of PyPy's own (C{"re ..."}, C{"tuple.hash
-    [str]"}).
+    on), else the start of PyPy's own (C{"re RepeatOne at 17 [15. 4.
+    ..."}, C{"tuple.hash [str]"}).
     """
     match = _POSITION.match(text)
     if match is None:
-        text = text.split(" [", 1)[0] if text.startswith("re ") else text
-        return text[:60]
+        # (A regular expression's: its operation, then the start of its
+        # compiled pattern, which tells the patterns apart.)
+        return text[:72]
     function, path, _, line = match.groups()
     for top in ("/sipdist/", "/bench/", "/twisted/"):
         at = path.rfind(top)

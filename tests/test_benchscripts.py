@@ -281,11 +281,11 @@ class JITLogBenchTests(SynchronousTestCase):
                          {"sipdist/a.py:11 f": 10,
                           "sipdist/a.py:12 f": 50 + 50,
                           "sipdist/a.py:13 f": 30 + 30,
-                          "re RepeatOne at 164": 20 + 16 + 16,
+                          "re RepeatOne at 164 [15. 4. 0. 3.]": 20 + 16 + 16,
                           "(before any position)": 4})
         self.assertEqual(dict(profile.allocations),
                          {"sipdist/a.py:11 f": 10, "sipdist/a.py:13 f": 30,
-                          "re RepeatOne at 164": 16})
+                          "re RepeatOne at 164 [15. 4. 0. 3.]": 16})
         self.assertEqual(dict(profile.calls),
                          {("sipdist/a.py:12 f", "ll_find_char"): 50})
         self.assertEqual(dict(profile.entries), {"loop": 10, "bridge": 24})
