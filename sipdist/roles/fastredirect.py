@@ -82,7 +82,7 @@ _TO = len(b"To: ")
 def _onlyKnown(params):
     """
     Whether the Digest parameters C{params} (a L{dict}) are all of
-    C{_KNOWN_PARAMETERS}: as many of those are there as it has keys.
+    C{_KNOWN_PARAMETERS}: it holds as many of those names as it has keys.
     Each name is looked up: C{frozenset.issuperset} of a dictionary makes
     a set of its keys first, 684 ns a request on PyPy against 189 (it is
     the other way on CPython, 524 against 706: the fast path is PyPy's
