@@ -50,7 +50,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 import bench_hotpath  # noqa: E402
 
+# Requests prepared, then sent, at a time; a child's bound.
 CHUNK = 1000
+CHILD_SECONDS = 600
 _CHILD = "SIPDIST_BENCH_JITLOG_CHILD"
 
 # The operations that allocate an object in the nursery, and those that
@@ -88,7 +90,9 @@ class Profile:
 
     def minus(self, other):
         """
-        A new profile: this one's sums less C{other}'s.
+        A new profile: this one's sums less C{other}'s, at the positions
+        this one has (a position only C{other} has, the client's own, is
+        not in this run).
         """
         result = Profile()
         for name in ("operations", "allocations", "calls", "entries"):
@@ -277,7 +281,12 @@ def traced(args, work, prepareOnly):
         argv.append("--prepare-only")
     env = dict(os.environ, PYPYLOG=f"jit-log-opt,jit-backend-counts:{log}")
     env[_CHILD] = "1"
-    done = subprocess.run(argv, env=env, capture_output=True, timeout=600)
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True,
+                              timeout=CHILD_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"the child ran past {CHILD_SECONDS} s: fewer "
+                         f"--requests") from None
     if done.returncode != 0:
         raise SystemExit(done.stderr.decode("utf-8", "replace").strip()
                          or f"the child exited {done.returncode}")

@@ -303,6 +303,22 @@ class JITLogBenchTests(SynchronousTestCase):
             bench.weigh(JITLOG.split("[1a2f]")[0])
         self.assertIn("jit-backend-counts", str(raised.exception))
 
+    def test_childTooLong(self):
+        """
+        A child that runs past its bound is stopped, and the script ends
+        with one line saying so.
+        """
+        bench = benchModule("bench_jitlog")
+        self.patch(bench, "CHILD_SECONDS", 0.001)
+        args = argparse.Namespace(case="home, logins (401, 200)",
+                                  requests=1000)
+        work = self.mktemp()
+        os.mkdir(work)
+        with self.assertRaises(SystemExit) as raised:
+            bench.traced(args, work, False)
+        self.assertEqual(str(raised.exception),
+                         "the child ran past 0.001 s: fewer --requests")
+
     def test_run(self):
         """
         On PyPy a small run of the home's logins prints the sums per

@@ -441,8 +441,9 @@ _CONSTANT = frozenset((
 MAX_KNOWN_LINES = 4096
 #: Longer lines are matched every time (the table's bytes stay bounded).
 MAX_KNOWN_LENGTH = 256
-# The lines a request must have (_hasRequired): Content-Length may be
-# left out over UDP (RFC 3261 section 18.3; linphone does).
+# The lines a request must have: Content-Length may be left out over UDP
+# (RFC 3261 section 18.3; linphone does).  _hasRequired looks them up one
+# by one; tests/test_fastscan.py holds the two together.
 _REQUIRED = (b"Via", b"From", b"To", b"Call-ID", b"CSeq")
 
 

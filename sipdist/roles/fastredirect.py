@@ -68,6 +68,8 @@ from sipdist.sip.message import parseNameAddr
 from sipdist.store import serverURIFor
 
 # The Digest parameters a plain answer to our challenge carries.
+# _onlyKnown counts them one by one; tests/test_fastscan.py holds the two
+# together.
 _KNOWN_PARAMETERS = frozenset((
     "username", "realm", "nonce", "uri", "response", "algorithm", "cnonce",
     "qop", "nc"))
